@@ -1,0 +1,159 @@
+//! Building events from what a service knows about a call, deriving the rest: target CRN, type
+//! and name, outcome, reason phrase, severity, message, event id and time.
+
+use uuid::Uuid;
+
+use crate::action::{Action, Verb};
+use crate::crn::{Crn, encode_resource_id};
+use crate::error::EventError;
+use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Reason, Target};
+use crate::status::{outcome_for, reason_phrase, severity_for};
+
+/// Service name at the start of every message.
+const SERVICE_DISPLAY_NAME: &str = "Qiskit Runtime";
+
+/// Builds one [`AuditEvent`]. Defaults: the target is the service instance, the status is 200,
+/// the id is a new UUIDv7, the time is now, and the correlation id is a new UUIDv4.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    action: Action,
+    log_source: Crn,
+    initiator: Initiator,
+    resource: Option<(String, String)>,
+    code: u16,
+    reason_for_failure: String,
+    request_data: Option<JsonObject>,
+    response_data: Option<JsonObject>,
+    correlation_id: Option<String>,
+    id: Option<Uuid>,
+    event_time: Option<EventTime>,
+}
+
+impl EventBuilder {
+    /// Starts an event for `action`, observed by the service instance `log_source` and
+    /// performed by `initiator`.
+    pub fn new(action: Action, log_source: Crn, initiator: Initiator) -> Self {
+        Self {
+            action,
+            log_source,
+            initiator,
+            resource: None,
+            code: 200,
+            reason_for_failure: String::new(),
+            request_data: None,
+            response_data: None,
+            correlation_id: None,
+            id: None,
+            event_time: None,
+        }
+    }
+
+    /// Targets the program or job (by the action's kind) with this id and human name. The id
+    /// may come straight from a caller: characters a CRN cannot hold are percent-encoded and it
+    /// is cut at 256 bytes. An empty id leaves the target at the service instance.
+    pub fn target(mut self, id: &str, name: &str) -> Self {
+        self.resource = (!id.is_empty()).then(|| (encode_resource_id(id), name.to_owned()));
+        self
+    }
+
+    /// Records that the call succeeded with this HTTP-equivalent status (200 by default).
+    pub fn status(mut self, code: u16) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Records that the call failed with this HTTP-equivalent status and reason.
+    pub fn failure(mut self, code: u16, reason: impl Into<String>) -> Self {
+        self.code = code;
+        self.reason_for_failure = reason.into();
+        self
+    }
+
+    /// Sets the request details. Update actions should carry `updateType`, `initialValue` and
+    /// `newValue`; nothing secret may go here.
+    pub fn request_data(mut self, data: JsonObject) -> Self {
+        self.request_data = Some(data);
+        self
+    }
+
+    /// Sets the response details.
+    pub fn response_data(mut self, data: JsonObject) -> Self {
+        self.response_data = Some(data);
+        self
+    }
+
+    /// Sets the correlation id (for example from an `x-correlation-id` header).
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the event id instead of a new UUIDv7.
+    pub fn id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the event time instead of now.
+    pub fn event_time(mut self, time: EventTime) -> Self {
+        self.event_time = Some(time);
+        self
+    }
+
+    /// Derives the remaining fields and validates the event.
+    ///
+    /// # Errors
+    /// Any [`EventError`] the event breaks, e.g. a missing initiator id or an oversized event.
+    pub fn build(self) -> Result<AuditEvent, EventError> {
+        let kind = self.action.resource_kind().as_str();
+        let target = match &self.resource {
+            Some((id, name)) => Target {
+                crn: self
+                    .log_source
+                    .resource(kind, id)
+                    .map_err(|source| EventError::BadCrn { field: "target", source })?,
+                name: name.clone(),
+            },
+            None => Target { crn: self.log_source.clone(), name: String::new() },
+        };
+        let outcome = outcome_for(self.code);
+        let message = self.message(&target, outcome == crate::event::Outcome::Failure);
+        AuditEvent {
+            id: self.id.unwrap_or_else(Uuid::now_v7),
+            action: self.action,
+            outcome,
+            severity: severity_for(self.action, self.code),
+            event_time: self.event_time.unwrap_or_else(EventTime::now),
+            data_event: true,
+            initiator: self.initiator,
+            target,
+            reason: Reason {
+                code: self.code,
+                reason_type: reason_phrase(self.code).to_owned(),
+                reason_for_failure: self.reason_for_failure,
+            },
+            request_data: self.request_data,
+            response_data: self.response_data,
+            correlation_id: self.correlation_id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+            log_source_crn: self.log_source,
+            save_service_copy: true,
+            message,
+        }
+        .into_valid()
+    }
+
+    /// Returns the Activity Tracker message, `<service>: <verb> <object> <name>[ -failure]`; a
+    /// read of the whole instance reads `list <object>s`.
+    fn message(&self, target: &Target, failed: bool) -> String {
+        let kind = self.action.resource_kind().as_str();
+        let suffix = if failed { " -failure" } else { "" };
+        if target.crn.is_instance() {
+            if self.action.verb() == Verb::Read {
+                return format!("{SERVICE_DISPLAY_NAME}: list {kind}s{suffix}");
+            }
+            return format!("{SERVICE_DISPLAY_NAME}: {} {kind}{suffix}", self.action.verb().as_str());
+        }
+        let name = if target.name.is_empty() { target.crn.resource_id() } else { &target.name };
+        format!("{SERVICE_DISPLAY_NAME}: {} {kind} {name}{suffix}", self.action.verb().as_str())
+    }
+}

@@ -1,0 +1,73 @@
+//! Escaping of control characters in text fields.
+//!
+//! Event text comes from users (program names, user agents, failure reasons) and ends up in
+//! terminals, log lines and web pages. Control characters are escaped rather than rejected, so
+//! an event is never lost over its text and never carries a raw CR, LF, ESC or bidirectional
+//! override into a text sink (OWASP log-injection guidance). Escaping is idempotent: its output
+//! holds no character it would escape, so escaping an escaped value changes nothing. A literal
+//! backslash is left alone for that reason, which means `\n` (two characters) and an escaped
+//! line feed read the same; for an audit trail, not corrupting a sink matters more.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Returns true for characters that must not reach a text sink raw: C0 and C1 controls, DEL,
+/// the Unicode line and paragraph separators and the bidirectional embedding, override and
+/// isolate controls (the "Trojan Source" characters).
+pub fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Returns `text` with every character that [`needs_escape`] replaced by a visible escape:
+/// `\n`, `\r`, `\t`, or `\u{XXXX}` for the others. Borrows when nothing needs escaping.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if needs_escape(c) => {
+                // Writing to a String cannot fail.
+                let _ = write!(escaped, "\\u{{{:04x}}}", c as u32);
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// Escapes `text` in place.
+pub(crate) fn escape_in_place(text: &mut String) {
+    if let Cow::Owned(escaped) = escape_control(text) {
+        *text = escaped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_and_bidi_characters() {
+        assert_eq!(escape_control("plain <b>text</b> é"), "plain <b>text</b> é");
+        assert!(matches!(escape_control("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape_control("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape_control("\u{1b}[31mred"), "\\u{001b}[31mred");
+        assert_eq!(escape_control("nul\0"), "nul\\u{0000}");
+        assert_eq!(escape_control("x\u{202e}y\u{2028}"), "x\\u{202e}y\\u{2028}");
+        assert_eq!(escape_control("\u{85}\u{7f}"), "\\u{0085}\\u{007f}");
+    }
+
+    #[test]
+    fn escaping_is_idempotent() {
+        for text in ["a\nb", "\u{1b}\u{202e}", "already \\n escaped", "\\u{001b}"] {
+            let once = escape_control(text).into_owned();
+            assert_eq!(escape_control(&once), once);
+            assert!(!once.chars().any(needs_escape));
+        }
+    }
+}
