@@ -56,7 +56,8 @@ pub enum EventError {
         /// The service the CRN names.
         service: String,
     },
-    /// The target is not the log source instance or one of its resources.
+    /// The target is not the log source's service instance (same location and instance id) or
+    /// one of its resources.
     #[error("target `{target}` is not part of log source `{log_source}`")]
     TargetOutsideLogSource {
         /// The target CRN.

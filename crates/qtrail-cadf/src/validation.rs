@@ -99,7 +99,11 @@ impl AuditEvent {
         if target.service_name() != SERVICE_NAME {
             return Err(EventError::ForeignService { field: "target", service: target.service_name().to_owned() });
         }
-        if target.instance_crn() != self.log_source_crn {
+        // The account may differ: a public program of one account is read from another, and
+        // the event belongs to the caller's account while the program keeps its owner's CRN.
+        let same_instance = target.location() == self.log_source_crn.location()
+            && target.service_instance() == self.log_source_crn.service_instance();
+        if !same_instance {
             return Err(EventError::TargetOutsideLogSource {
                 target: target.to_string(),
                 log_source: self.log_source_crn.to_string(),

@@ -65,6 +65,10 @@ fn rejects_each_malformed_case_with_its_own_error() {
         reject(|e| e.target.as_mut().unwrap().id = OTHER_INSTANCE.into()),
         EventError::TargetOutsideLogSource { .. }
     ));
+    assert!(matches!(
+        reject(|e| e.target.as_mut().unwrap().id = e.target.as_ref().unwrap().id.replace("us-east", "eu-de")),
+        EventError::TargetOutsideLogSource { .. }
+    ));
     assert_eq!(
         reject(|e| {
             let target = e.target.as_mut().unwrap();
@@ -116,6 +120,14 @@ fn rejects_each_malformed_case_with_its_own_error() {
         }),
         EventError::NonFiniteNumber("request data")
     );
+}
+
+#[test]
+fn a_resource_of_another_account_in_the_same_instance_is_a_valid_target() {
+    // Bob reads Alice's public program: the event is Bob's, the program keeps Alice's CRN.
+    let mut event = wire();
+    event.log_source_crn = event.log_source_crn.replace("a/acc-alice", "a/acc-bob");
+    assert!(decode(event).is_ok());
 }
 
 #[test]

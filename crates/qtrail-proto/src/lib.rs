@@ -14,3 +14,17 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 pub use prost;
 pub use prost_types;
+
+/// Limits that are part of the wire contract: publishers and collectors must agree on them.
+pub mod limits {
+    /// Most batches a publisher may have sent and not yet seen acknowledged on one `Publish`
+    /// stream. A collector fails a stream that exceeds it with RESOURCE_EXHAUSTED.
+    pub const MAX_UNACKED_BATCHES: u64 = 8;
+
+    /// Most events in one `Batch`; a larger batch fails the stream with RESOURCE_EXHAUSTED.
+    pub const MAX_BATCH_EVENTS: usize = 1000;
+
+    /// Largest gRPC message either side of `Publish` accepts (a full batch of maximum-size
+    /// events is 16 MiB).
+    pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+}
