@@ -1,0 +1,408 @@
+//! The command-line grammar: every command, flag and environment variable of `qtrail`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Audit trail for a Qiskit Runtime–style quantum service.
+///
+/// Runs the services locally (`qtrail up`), drives the runtime (programs, jobs) and lets
+/// auditors query, tail, verify and export the audit events the runtime records.
+///
+/// Connection settings come from flags, then environment variables, then the `up.json` that
+/// `qtrail up` writes into its data directory.
+#[derive(Debug, Parser)]
+#[command(name = "qtrail", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Connection and output settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table, env = "QTRAIL_OUTPUT", hide_env_values = true)]
+    pub output: OutputFormat,
+
+    /// Runtime gRPC address, e.g. http://127.0.0.1:7400.
+    #[arg(long, global = true, env = "QTRAIL_RUNTIME", value_name = "URL", hide_env_values = true)]
+    pub runtime: Option<String>,
+
+    /// Collector gRPC address, e.g. http://127.0.0.1:7410.
+    #[arg(long, global = true, env = "QTRAIL_COLLECTOR", value_name = "URL", hide_env_values = true)]
+    pub collector: Option<String>,
+
+    /// API key for the runtime (sent as `authorization: Bearer …`).
+    #[arg(long, global = true, env = "QTRAIL_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Collector token: an auditor token for `events`, an admin token for `collectors`.
+    #[arg(long, global = true, env = "QTRAIL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Location whose events to read, e.g. us-east (for `up`: the location to run; default us-east).
+    #[arg(long, global = true, env = "QTRAIL_LOCATION", value_name = "LOCATION", hide_env_values = true)]
+    pub location: Option<String>,
+
+    /// Data directory of `qtrail up`, whose up.json supplies defaults for the settings above.
+    #[arg(
+        long,
+        global = true,
+        env = "QTRAIL_DATA_DIR",
+        value_name = "DIR",
+        default_value = "qtrail-data",
+        hide_env_values = true
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a collector service (with a collector for the location), a runtime and the web
+    /// console on this machine, until Ctrl-C.
+    Up(UpArgs),
+    /// Create and inspect collectors (needs an admin token).
+    #[command(subcommand)]
+    Collectors(CollectorsCommand),
+    /// Upload, list, change and delete programs (needs an API key).
+    #[command(subcommand)]
+    Programs(ProgramsCommand),
+    /// Run, inspect, cancel and delete jobs (needs an API key).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Query, tail, verify and export audit events (needs an auditor token).
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// Flags of `qtrail up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the runtime's gRPC server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7400")]
+    pub runtime_listen: String,
+
+    /// Address of the collector's gRPC server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7410")]
+    pub collector_listen: String,
+
+    /// Address of the web console and metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
+    pub console_listen: String,
+}
+
+/// `qtrail collectors …`
+#[derive(Debug, Subcommand)]
+pub enum CollectorsCommand {
+    /// Create the collector of a location (at most one per location).
+    Create {
+        /// Location, e.g. us-east or eu-de.
+        location: String,
+    },
+    /// List every collector.
+    List,
+    /// Show the collector of a location.
+    Get {
+        /// Location.
+        location: String,
+    },
+}
+
+/// `qtrail programs …`
+#[derive(Debug, Subcommand)]
+pub enum ProgramsCommand {
+    /// Upload an OpenQASM 2 program.
+    Create(ProgramCreateArgs),
+    /// List the programs you can see, newest first.
+    List(PageArgs),
+    /// Show one program.
+    Get {
+        /// Program id.
+        id: String,
+    },
+    /// Change a program's metadata, source or visibility.
+    Update(ProgramUpdateArgs),
+    /// Delete a program (its jobs are kept).
+    Delete {
+        /// Program id.
+        id: String,
+    },
+}
+
+/// Flags of `qtrail programs create`.
+#[derive(Debug, Args)]
+pub struct ProgramCreateArgs {
+    /// Name, unique within your account.
+    #[arg(long)]
+    pub name: String,
+    /// File with the OpenQASM 2 source (`-` for standard input).
+    #[arg(long, value_name = "FILE")]
+    pub source_file: PathBuf,
+    /// Description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Longest a job may run, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub max_execution_time: u32,
+    /// Let every account read and run the program.
+    #[arg(long)]
+    pub public: bool,
+}
+
+/// Flags of `qtrail programs update`.
+#[derive(Debug, Args)]
+pub struct ProgramUpdateArgs {
+    /// Program id.
+    pub id: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// File with the new OpenQASM 2 source (`-` for standard input).
+    #[arg(long, value_name = "FILE")]
+    pub source_file: Option<PathBuf>,
+    /// New maximum execution time, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_execution_time: Option<u32>,
+    /// New visibility.
+    #[arg(long, value_name = "BOOL")]
+    pub public: Option<bool>,
+}
+
+/// Paging flags.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Most items to show (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: i32,
+    /// Items to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: i32,
+}
+
+/// `qtrail jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Queue a job of a program.
+    Run(JobRunArgs),
+    /// List your jobs, newest first.
+    List(JobListArgs),
+    /// Show one job.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Show a completed job's measurement counts.
+    Results {
+        /// Job id.
+        id: String,
+    },
+    /// Show the partial counts a job published while it ran.
+    Interim {
+        /// Job id.
+        id: String,
+    },
+    /// Show a job's log.
+    Logs {
+        /// Job id.
+        id: String,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+    /// Delete a finished job and its results.
+    Delete {
+        /// Job id.
+        id: String,
+    },
+}
+
+/// Flags of `qtrail jobs run`.
+#[derive(Debug, Args)]
+pub struct JobRunArgs {
+    /// Program to run.
+    pub program_id: String,
+    /// Number of shots.
+    #[arg(long)]
+    pub shots: Option<u32>,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Tag the job (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Session to group the job into.
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// Log level of the job's log.
+    #[arg(long, value_parser = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])]
+    pub log_level: Option<String>,
+    /// Wait until the job finishes and print its final state.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Flags of `qtrail jobs list`.
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// Only queued and running jobs.
+    #[arg(long, conflicts_with = "finished")]
+    pub pending: bool,
+    /// Only finished jobs.
+    #[arg(long)]
+    pub finished: bool,
+    /// Only jobs of this program.
+    #[arg(long, value_name = "ID")]
+    pub program: Option<String>,
+    /// Only jobs with this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only jobs created at or after this time (RFC 3339, or an age such as 1h).
+    #[arg(long, value_name = "TIME")]
+    pub created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339, or an age such as 10m).
+    #[arg(long, value_name = "TIME")]
+    pub created_before: Option<String>,
+    /// Oldest first.
+    #[arg(long)]
+    pub ascending: bool,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// `qtrail events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Search stored events, newest first.
+    Query(EventQueryArgs),
+    /// Print matching events as they are stored (history first with --from-seq).
+    Tail(EventTailArgs),
+    /// Re-derive the location's hash chain; exits 10 if it does not hold.
+    Verify(SeqRangeArgs),
+    /// Write events as Activity Tracker JSON or CADF JSON lines.
+    Export(EventExportArgs),
+    /// Show each publisher's sequence state and the gaps in it.
+    Publishers,
+}
+
+/// Event filters shared by query, tail and export.
+#[derive(Debug, Args, Clone)]
+pub struct EventFilterArgs {
+    /// An action or a prefix of one, e.g. quantum-computing.job or quantum-computing.job.cancel.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this outcome.
+    #[arg(long, value_parser = ["success", "failure", "pending"])]
+    pub outcome: Option<String>,
+    /// Only this severity.
+    #[arg(long, value_parser = ["normal", "warning", "critical"])]
+    pub severity: Option<String>,
+    /// Only events by this initiator id, e.g. IBMid-0001.
+    #[arg(long, value_name = "ID")]
+    pub initiator: Option<String>,
+    /// A target CRN, or a CRN prefix.
+    #[arg(long, value_name = "CRN")]
+    pub target: Option<String>,
+    /// Only events with this correlation id.
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Only events at or after this time (RFC 3339, or an age such as 1h or 30m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events before this time (RFC 3339, or an age).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// Flags of `qtrail events query`.
+#[derive(Debug, Args)]
+pub struct EventQueryArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Events per page (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Continue from a previous page's next-page token.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+    /// Oldest first.
+    #[arg(long)]
+    pub oldest_first: bool,
+    /// Follow next-page tokens to the end instead of printing one page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Flags of `qtrail events tail`.
+#[derive(Debug, Args)]
+pub struct EventTailArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Start with stored events from this chain position; without it only new events are shown.
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// A range of chain positions.
+#[derive(Debug, Args, Clone)]
+pub struct SeqRangeArgs {
+    /// First chain position (default: the first).
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+    /// Last chain position (default: the newest).
+    #[arg(long, value_name = "SEQ")]
+    pub to_seq: Option<u64>,
+}
+
+/// Flags of `qtrail events export`.
+#[derive(Debug, Args)]
+pub struct EventExportArgs {
+    /// Line format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// File to write (default: standard output).
+    #[arg(long = "output-file", short = 'o', value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Chain positions.
+    #[command(flatten)]
+    pub range: SeqRangeArgs,
+    /// Filters.
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// IBM Cloud Activity Tracker JSON.
+    AtJson,
+    /// Strict DMTF CADF JSON.
+    CadfJson,
+}

@@ -1,0 +1,390 @@
+//! `qtrail events query | tail | verify | export | publishers`: the auditor's commands.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qtrail_cadf::{AuditEvent, at_json};
+use qtrail_proto::qtrail::audit::v1::{
+    ChainFaultKind, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat, ListPublishersRequest, Order,
+    Outcome, QueryEventsRequest, SeqRange, Severity, StoredEvent, TailEventsRequest, VerifyChainRequest,
+    event_query_client::EventQueryClient,
+};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::cli::{EventFilterArgs, EventsCommand, ExportFormat, OutputFormat, SeqRangeArgs};
+use crate::connect::{Settings, authorized};
+use crate::error::CliError;
+use crate::output::{Table, write_json, write_json_line};
+use crate::timearg::{format_time, parse_time};
+
+/// Runs one `events` subcommand.
+///
+/// # Errors
+/// Connection, argument and RPC errors; [`CliError::ChainBroken`] when verification fails.
+pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
+    let token = settings.auditor_token()?;
+    let location = settings.location()?;
+    let mut client = EventQueryClient::new(settings.collector_channel().await?);
+    let output = settings.output;
+    match command {
+        EventsCommand::Query(args) => {
+            let filter = build_filter(&args.filter)?;
+            let order = if args.oldest_first { Order::OldestFirst } else { Order::NewestFirst };
+            let mut page_token = args.page_token.unwrap_or_default();
+            let mut events = Vec::new();
+            loop {
+                let request = QueryEventsRequest {
+                    location: location.clone(),
+                    filter: Some(filter.clone()),
+                    page_size: args.limit,
+                    page_token: page_token.clone(),
+                    order: order as i32,
+                };
+                let page = client.query_events(authorized(request, &token)?).await?.into_inner();
+                events.extend(page.events);
+                page_token = page.next_page_token;
+                if !args.all || page_token.is_empty() {
+                    break;
+                }
+            }
+            print_events(output, &events, &page_token, out)
+        }
+        EventsCommand::Tail(args) => {
+            let request = TailEventsRequest {
+                location,
+                filter: Some(build_filter(&args.filter)?),
+                from_seq: args.from_seq.unwrap_or(0),
+            };
+            let mut stream = client.tail_events(authorized(request, &token)?).await?.into_inner();
+            let mut table_header_written = false;
+            let mut seen = 0;
+            while args.count.is_none_or(|count| seen < count) {
+                let Some(item) = stream.next().await else { break };
+                let Some(stored) = item?.event else { continue };
+                seen += 1;
+                match output {
+                    OutputFormat::Json => write_json_line(out, &stored_event_json(&stored))?,
+                    OutputFormat::Table => {
+                        // Each event is printed as it arrives, so columns cannot be aligned to
+                        // later rows; the header is printed once.
+                        let mut table = Table::new(&EVENT_COLUMNS);
+                        table.row(event_row(&stored));
+                        let mut text = Vec::new();
+                        table.write(&mut text)?;
+                        let text = String::from_utf8_lossy(&text);
+                        let mut lines = text.lines();
+                        let header = lines.next().unwrap_or_default();
+                        if !table_header_written {
+                            writeln!(out, "{header}")?;
+                            table_header_written = true;
+                        }
+                        for line in lines {
+                            writeln!(out, "{line}")?;
+                        }
+                    }
+                }
+                out.flush()?;
+            }
+            Ok(())
+        }
+        EventsCommand::Verify(range) => {
+            let request = VerifyChainRequest { location: location.clone(), range: Some(seq_range(&range)) };
+            let result = client.verify_chain(authorized(request, &token)?).await?.into_inner();
+            let fault = result.fault.clone().unwrap_or_default();
+            let kind = ChainFaultKind::try_from(fault.kind)
+                .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
+                .unwrap_or_default();
+            match output {
+                OutputFormat::Json => write_json(
+                    out,
+                    &json!({
+                        "location": location,
+                        "ok": result.ok,
+                        "checked": result.checked,
+                        "fromSeq": result.from_seq,
+                        "toSeq": result.to_seq,
+                        "headChainHash": hex::encode(&result.head_chain_hash),
+                        "fault": result.fault.as_ref().map(|f| json!({
+                            "locationSeq": f.location_seq, "kind": kind, "detail": f.detail,
+                        })),
+                    }),
+                )?,
+                OutputFormat::Table if result.ok => writeln!(
+                    out,
+                    "chain ok: {} events checked in {location} (seq {}..{}), head {}",
+                    result.checked,
+                    result.from_seq,
+                    result.to_seq,
+                    hex::encode(&result.head_chain_hash)
+                )?,
+                OutputFormat::Table => {}
+            }
+            if !result.ok {
+                return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
+            }
+            Ok(())
+        }
+        EventsCommand::Export(args) => {
+            let filter = build_filter(&args.filter)?;
+            let total = export_total(&mut client, &token, &location, &args.range, &args.filter).await?;
+            let format = match args.format {
+                ExportFormat::AtJson => WireExportFormat::AtJson,
+                ExportFormat::CadfJson => WireExportFormat::CadfJson,
+            };
+            let request = ExportEventsRequest {
+                location,
+                format: format as i32,
+                range: Some(seq_range(&args.range)),
+                filter: Some(filter),
+            };
+            let mut stream = client.export_events(authorized(request, &token)?).await?.into_inner();
+            let progress = progress_bar(total);
+            let mut file_out;
+            let sink: &mut dyn Write = match &args.output_file {
+                Some(path) => {
+                    file_out = BufWriter::new(create_file(path)?);
+                    &mut file_out
+                }
+                None => out,
+            };
+            let mut written = 0u64;
+            while let Some(chunk) = stream.next().await {
+                for line in chunk?.lines {
+                    writeln!(sink, "{line}")?;
+                    written += 1;
+                }
+                progress.set_position(written);
+            }
+            sink.flush()?;
+            progress.finish_and_clear();
+            if let Some(path) = &args.output_file {
+                eprintln!("exported {written} events to {}", path.display());
+            }
+            Ok(())
+        }
+        EventsCommand::Publishers => {
+            let request = ListPublishersRequest { location };
+            let list = client.list_publishers(authorized(request, &token)?).await?.into_inner();
+            let items: Vec<Value> = list
+                .publishers
+                .iter()
+                .map(|p| {
+                    let gaps: Vec<Value> = p
+                        .gaps
+                        .iter()
+                        .map(|g| json!({ "epoch": g.epoch, "fromSeq": g.from_seq, "toSeq": g.to_seq }))
+                        .collect();
+                    json!({
+                        "publisherId": p.publisher_id,
+                        "epoch": p.epoch,
+                        "storedSeq": p.stored_seq,
+                        "eventCount": p.event_count,
+                        "gaps": gaps,
+                        "lastSeen": format_time(p.last_seen.as_ref()),
+                    })
+                })
+                .collect();
+            if output == OutputFormat::Json {
+                write_json(out, &json!({ "publishers": items }))?;
+                return Ok(());
+            }
+            let mut table = Table::new(&["PUBLISHER", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "LAST SEEN"]);
+            for p in &list.publishers {
+                let gaps: Vec<String> =
+                    p.gaps.iter().map(|g| format!("{}:{}-{}", g.epoch, g.from_seq, g.to_seq)).collect();
+                table.row(vec![
+                    p.publisher_id.clone(),
+                    p.epoch.to_string(),
+                    p.stored_seq.to_string(),
+                    p.event_count.to_string(),
+                    if gaps.is_empty() { "none".into() } else { gaps.join(" ") },
+                    format_time(p.last_seen.as_ref()),
+                ]);
+            }
+            table.write(out)?;
+            Ok(())
+        }
+    }
+}
+
+/// Columns of the event table.
+const EVENT_COLUMNS: [&str; 8] = ["SEQ", "TIME", "ACTION", "OUTCOME", "SEVERITY", "INITIATOR", "TARGET", "MESSAGE"];
+
+fn event_row(stored: &StoredEvent) -> Vec<String> {
+    let event = stored.event.clone().unwrap_or_default();
+    let initiator = event.initiator.unwrap_or_default();
+    let target = event.target.unwrap_or_default();
+    let name_or = |name: String, id: String| if name.is_empty() { id } else { name };
+    vec![
+        stored.location_seq.to_string(),
+        format_time(event.event_time.as_ref()),
+        event.action.trim_start_matches("quantum-computing.").to_owned(),
+        Outcome::try_from(event.outcome)
+            .map(|o| o.as_str_name().trim_start_matches("OUTCOME_").to_lowercase())
+            .unwrap_or_default(),
+        Severity::try_from(event.severity)
+            .map(|s| s.as_str_name().trim_start_matches("SEVERITY_").to_lowercase())
+            .unwrap_or_default(),
+        name_or(initiator.name, initiator.id),
+        name_or(target.name, target.id),
+        event.message,
+    ]
+}
+
+fn print_events(output: OutputFormat, events: &[StoredEvent], next: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    if output == OutputFormat::Json {
+        let items: Vec<Value> = events.iter().map(stored_event_json).collect();
+        write_json(out, &json!({ "events": items, "nextPageToken": next }))?;
+        return Ok(());
+    }
+    let mut table = Table::new(&EVENT_COLUMNS);
+    for stored in events {
+        table.row(event_row(stored));
+    }
+    table.write(out)?;
+    if !next.is_empty() {
+        writeln!(out, "more: --page-token {next}")?;
+    }
+    Ok(())
+}
+
+/// Returns a stored event as JSON: its chain position and hashes, its publisher, and the
+/// event itself in AT-JSON form.
+pub fn stored_event_json(stored: &StoredEvent) -> Value {
+    let event = match stored.event.clone().map(AuditEvent::try_from) {
+        Some(Ok(event)) => at_json::to_value(&event),
+        Some(Err(err)) => json!({ "undecodable": err.to_string() }),
+        None => Value::Null,
+    };
+    let publisher = stored.publisher.clone().unwrap_or_default();
+    json!({
+        "location": stored.location,
+        "locationSeq": stored.location_seq,
+        "chainHash": hex::encode(&stored.chain_hash),
+        "prevChainHash": hex::encode(&stored.prev_chain_hash),
+        "receiveTime": format_time(stored.receive_time.as_ref()),
+        "publisher": { "id": publisher.id, "epoch": publisher.epoch, "seq": publisher.seq },
+        "event": event,
+    })
+}
+
+fn build_filter(args: &EventFilterArgs) -> Result<EventFilter, CliError> {
+    let now = chrono::Utc::now();
+    let outcome = match args.outcome.as_deref() {
+        Some("success") => Outcome::Success,
+        Some("failure") => Outcome::Failure,
+        Some("pending") => Outcome::Pending,
+        _ => Outcome::Unspecified,
+    };
+    let severity = match args.severity.as_deref() {
+        Some("normal") => Severity::Normal,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        _ => Severity::Unspecified,
+    };
+    Ok(EventFilter {
+        start_time: args.since.as_deref().map(|t| parse_time("--since", t, now)).transpose()?,
+        end_time: args.until.as_deref().map(|t| parse_time("--until", t, now)).transpose()?,
+        action: args.action.clone().unwrap_or_default(),
+        outcome: outcome as i32,
+        severity: severity as i32,
+        initiator_id: args.initiator.clone().unwrap_or_default(),
+        target_id: args.target.clone().unwrap_or_default(),
+        correlation_id: args.correlation_id.clone().unwrap_or_default(),
+    })
+}
+
+fn seq_range(range: &SeqRangeArgs) -> SeqRange {
+    SeqRange { from_seq: range.from_seq.unwrap_or(0), to_seq: range.to_seq.unwrap_or(0) }
+}
+
+fn filter_is_empty(args: &EventFilterArgs) -> bool {
+    [
+        &args.action,
+        &args.outcome,
+        &args.severity,
+        &args.initiator,
+        &args.target,
+        &args.correlation_id,
+        &args.since,
+        &args.until,
+    ]
+    .iter()
+    .all(|value| value.is_none())
+}
+
+/// Returns how many events an export will write when that is knowable without reading them
+/// (no filter: the chain range), for a progress bar with an end.
+async fn export_total(
+    client: &mut EventQueryClient<Channel>,
+    token: &str,
+    location: &str,
+    range: &SeqRangeArgs,
+    filter: &EventFilterArgs,
+) -> Result<Option<u64>, CliError> {
+    if !filter_is_empty(filter) {
+        return Ok(None);
+    }
+    let newest = QueryEventsRequest {
+        location: location.to_owned(),
+        filter: None,
+        page_size: 1,
+        page_token: String::new(),
+        order: Order::NewestFirst as i32,
+    };
+    let page = client.query_events(authorized(newest, token)?).await?.into_inner();
+    let head = page.events.first().map_or(0, |event| event.location_seq);
+    let last = range.to_seq.map_or(head, |to| to.min(head));
+    let first = range.from_seq.unwrap_or(1).max(1);
+    Ok(Some(last.saturating_sub(first) + u64::from(last >= first)))
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let bar = match total {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {pos} events {per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    // Only people watching a terminal want it; scripts and pipes get clean stderr.
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+fn create_file(path: &Path) -> Result<File, CliError> {
+    File::create(path).map_err(|source| CliError::File { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_filter_is_recognised() {
+        let mut args = EventFilterArgs {
+            action: None,
+            outcome: None,
+            severity: None,
+            initiator: None,
+            target: None,
+            correlation_id: None,
+            since: None,
+            until: None,
+        };
+        assert!(filter_is_empty(&args));
+        args.outcome = Some("failure".into());
+        assert!(!filter_is_empty(&args));
+        let filter = build_filter(&args).unwrap();
+        assert_eq!(filter.outcome, Outcome::Failure as i32);
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per command group; each turns parsed arguments into RPCs and prints the answers.
+
+pub mod collectors;
+pub mod events;
+pub mod jobs;
+pub mod programs;

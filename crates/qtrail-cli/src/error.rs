@@ -1,0 +1,135 @@
+//! Errors of the CLI and the exit codes scripts can rely on.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | any other error |
+//! | 2 | bad usage: unknown flag, bad value, missing setting |
+//! | 3 | not found |
+//! | 4 | not authenticated or not permitted |
+//! | 5 | service unavailable or unreachable |
+//! | 6 | request refused: invalid argument, already exists, failed precondition, overload |
+//! | 10 | `events verify`: the hash chain does not hold |
+
+use tonic::Code;
+
+/// Everything that can end a `qtrail` command unsuccessfully.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line or the settings are incomplete or wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// A server could not be reached.
+    #[error("cannot connect to the {service} at {url}: {detail}")]
+    Connect {
+        /// Which service (`runtime`, `collector`).
+        service: &'static str,
+        /// The address tried.
+        url: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// A server answered with an error.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rpc(tonic::Status),
+    /// `events verify` found the chain broken.
+    #[error("chain broken at location_seq {seq}: {kind}: {detail}")]
+    ChainBroken {
+        /// First bad position.
+        seq: u64,
+        /// What is wrong there.
+        kind: String,
+        /// Details.
+        detail: String,
+    },
+    /// Reading or writing a local file failed.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Writing the output failed (e.g. a closed pipe).
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        CliError::Rpc(status)
+    }
+}
+
+impl CliError {
+    /// Returns the process exit code for this error (see the module table).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Connect { .. } => 5,
+            CliError::ChainBroken { .. } => 10,
+            CliError::File { .. } | CliError::Output(_) => 1,
+            CliError::Rpc(status) => match status.code() {
+                Code::NotFound => 3,
+                Code::Unauthenticated | Code::PermissionDenied => 4,
+                Code::Unavailable | Code::DeadlineExceeded => 5,
+                Code::InvalidArgument
+                | Code::AlreadyExists
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::ResourceExhausted
+                | Code::Aborted => 6,
+                Code::Ok | Code::Cancelled | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => 1,
+            },
+        }
+    }
+}
+
+/// Returns a gRPC code as lowercase words, e.g. `not found`.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_documented_exit_codes() {
+        let cases = [
+            (Code::NotFound, 3),
+            (Code::Unauthenticated, 4),
+            (Code::PermissionDenied, 4),
+            (Code::Unavailable, 5),
+            (Code::InvalidArgument, 6),
+            (Code::AlreadyExists, 6),
+            (Code::FailedPrecondition, 6),
+            (Code::Internal, 1),
+        ];
+        for (code, exit) in cases {
+            assert_eq!(CliError::Rpc(tonic::Status::new(code, "x")).exit_code(), exit, "{code:?}");
+        }
+        let err = CliError::Rpc(tonic::Status::not_found("job `j-1` not found"));
+        assert_eq!(err.to_string(), "not found: job `j-1` not found");
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::ChainBroken { seq: 3, kind: "modified".into(), detail: String::new() }.exit_code(), 10);
+    }
+}

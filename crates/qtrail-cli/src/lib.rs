@@ -1,0 +1,34 @@
+//! The `qtrail` command line.
+//!
+//! `qtrail up` runs a collector service, a runtime and the web console locally; the other
+//! commands are gRPC clients of those services: `collectors` (admin), `programs` and `jobs`
+//! (runtime users) and `events` (auditors). Results print as tables or, with `--output json`,
+//! as JSON; failures print one line on stderr and exit with a code from [`error`].
+
+pub mod cli;
+pub mod commands;
+pub mod connect;
+pub mod error;
+pub mod output;
+pub mod timearg;
+
+use std::io::Write;
+
+use crate::cli::{Cli, Command};
+use crate::connect::Settings;
+use crate::error::CliError;
+
+/// Runs one parsed command line, printing results to `out`.
+///
+/// # Errors
+/// Whatever ended the command unsuccessfully; [`CliError::exit_code`] gives its exit code.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    let settings = Settings::resolve(&cli.global)?;
+    match cli.command {
+        Command::Up(_) => Err(CliError::Usage("`qtrail up` is not wired in yet".into())),
+        Command::Collectors(command) => commands::collectors::run(command, &settings, out).await,
+        Command::Programs(command) => commands::programs::run(command, &settings, out).await,
+        Command::Jobs(command) => commands::jobs::run(command, &settings, out).await,
+        Command::Events(command) => commands::events::run(command, &settings, out).await,
+    }
+}

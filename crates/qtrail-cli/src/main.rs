@@ -1,0 +1,30 @@
+//! The `qtrail` binary: parses the command line, runs it, and turns the outcome into an exit
+//! code and at most one line on stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use qtrail_cli::cli::Cli;
+use qtrail_cli::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = std::io::stdout();
+    let result = runtime.block_on(qtrail_cli::run(cli, &mut stdout.lock()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`qtrail events tail | head`) is not an error.
+        Err(CliError::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

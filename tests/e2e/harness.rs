@@ -1,0 +1,195 @@
+//! Starts the real qtrail binaries as child processes, the way InfluxDB 3's end-to-end tests do:
+//! port 0 and an address file, readiness through `grpc.health.v1`, a temporary data directory,
+//! and a kill on drop so no test leaves a server behind, even when it panics.
+//!
+//! Child logs go to `<data dir>/<name>.log`; with `TEST_LOG` set (to a `RUST_LOG` filter, or
+//! empty for `info`) they go to this process's stderr instead.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, which the README's test
+//! command runs). `QTRAIL_BIN_DIR` overrides where they are looked for.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// How long a server may take to become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Interval between polls of a condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Returns the path of a workspace binary, next to the test binary's `deps/` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("QTRAIL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let test_exe = std::env::current_exe().expect("the test binary knows its path");
+            // target/<profile>/deps/e2e-<hash> → target/<profile>
+            test_exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_owned()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A server binary running as a child process.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    binary: PathBuf,
+    args: Vec<OsString>,
+    dir: PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `binary` with `args` plus `--listen 127.0.0.1:0 --addr-file <dir>/<name>.addr`,
+    /// and waits until it reports SERVING on gRPC health.
+    pub async fn start(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
+        let mut process = Self {
+            name: name.to_owned(),
+            binary,
+            args,
+            dir: dir.to_owned(),
+            child: None,
+            addr: "127.0.0.1:0".parse().expect("a valid address"),
+        };
+        process.launch().await;
+        process
+    }
+
+    fn addr_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.addr", self.name))
+    }
+
+    /// Launches the child on `self.addr` (port 0 the first time, the same port on restarts, so
+    /// that clients configured with the address keep working).
+    async fn launch(&mut self) {
+        let addr_file = self.addr_file();
+        let _ = std::fs::remove_file(&addr_file);
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args).arg("--listen").arg(self.addr.to_string()).arg("--addr-file").arg(&addr_file);
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        match std::env::var("TEST_LOG") {
+            Ok(filter) => {
+                command.env("RUST_LOG", if filter.is_empty() { "info".to_owned() } else { filter });
+                command.stderr(Stdio::inherit());
+            }
+            Err(_) => {
+                let log_path = self.dir.join(format!("{}.log", self.name));
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("open log file");
+                command.env("RUST_LOG", "info").stderr(log);
+            }
+        }
+        let mut child = command.spawn().unwrap_or_else(|err| panic!("cannot start {}: {err}", self.binary.display()));
+        let name = self.name.clone();
+        let addr = wait_until(&format!("{name} to write its address file"), START_TIMEOUT, || {
+            let exited = child.try_wait().ok().flatten();
+            if let Some(status) = exited {
+                panic!("{name} exited during start-up with {status}; see {}", self.dir.join(format!("{name}.log")).display());
+            }
+            let read = qtrail_server::addr_file::read(&addr_file).ok().flatten();
+            async move { read }
+        })
+        .await;
+        self.addr = addr;
+        self.child = Some(child);
+        let url = self.url();
+        wait_until(&format!("{name} to report SERVING"), START_TIMEOUT, || {
+            let url = url.clone();
+            async move { is_serving(&url).await.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Returns the server's `http://` URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Returns the bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Returns the process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning its status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the process is running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+        kill(pid, Signal::SIGTERM).expect("send sigterm");
+        let name = self.name.clone();
+        wait_until(&format!("{name} to exit after sigterm"), START_TIMEOUT, || {
+            let status = child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+    }
+
+    /// Starts the process again with the same arguments and address, after a kill or
+    /// terminate.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running {}", self.name);
+        self.launch().await;
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Returns true when the server at `url` answers gRPC health with SERVING.
+pub async fn is_serving(url: &str) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned()) else { return false };
+    let Ok(channel) = channel.connect_timeout(Duration::from_secs(1)).connect().await else { return false };
+    let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+    response.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}

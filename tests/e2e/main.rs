@@ -1,0 +1,7 @@
+//! End-to-end tests of qtrail: the real `qtrail-collector`, `qtrail-runtime` and `qtrail`
+//! binaries as separate processes, talking over real sockets.
+
+// The modules form one test binary; `pub` marks the harness API the test modules share.
+#![allow(unreachable_pub)]
+
+mod harness;
