@@ -1,0 +1,136 @@
+//! The single writer: one thread that takes batches from every Publish stream, commits as many
+//! as are waiting (up to a limit) in one durable store transaction, then answers each.
+//!
+//! redb has one writer at a time and each durable commit costs an fsync, so committing the
+//! batches of all streams together (group commit) is what lets throughput grow with the number
+//! of streams. Committed records are then announced to tails.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use prost_types::Timestamp;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, error};
+
+use crate::store::{AppendBatch, AppendOutcome, EventStore, StoreError};
+
+/// Batches that may wait for the writer before senders have to wait too.
+const QUEUE_DEPTH: usize = 256;
+
+/// Committed batches a tail may fall behind by before it must catch up from the store.
+pub(crate) const COMMITTED_BUFFER: usize = 1024;
+
+/// Records committed to one location's chain by one batch, in chain order.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// The location.
+    pub(crate) location: String,
+    /// The records, with `location_seq` set.
+    pub(crate) records: Vec<proto::StoredEvent>,
+}
+
+/// A batch waiting for the writer and where to send its outcome.
+#[derive(Debug)]
+struct Job {
+    batch: AppendBatch,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Handle to submit batches to the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Queues a batch and returns where its outcome will arrive, or `None` once the writer has
+    /// stopped.
+    pub(crate) async fn submit(&self, batch: AppendBatch) -> Option<oneshot::Receiver<Result<AppendOutcome, StoreError>>> {
+        let (reply, outcome) = oneshot::channel();
+        self.jobs.send(Job { batch, reply }).await.ok()?;
+        Some(outcome)
+    }
+}
+
+/// The writer thread.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer over `store`, committing up to `max_group` batches per transaction and
+    /// announcing committed records on `committed`.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub(crate) fn spawn(
+        store: Arc<dyn EventStore>,
+        max_group: usize,
+        committed: broadcast::Sender<Arc<Committed>>,
+    ) -> std::io::Result<(Self, WriterHandle)> {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("qtrail-writer".into())
+            .spawn(move || write_loop(store.as_ref(), queue, max_group.max(1), &committed))?;
+        Ok((Self { thread }, WriterHandle { jobs }))
+    }
+
+    /// Waits for the writer to finish: it stops once every [`WriterHandle`] is dropped and the
+    /// queue is drained, so every queued batch is committed and answered first.
+    pub(crate) async fn join(self) {
+        let thread = self.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            error!("writer thread panicked");
+        }
+    }
+}
+
+fn write_loop(
+    store: &dyn EventStore,
+    mut queue: mpsc::Receiver<Job>,
+    max_group: usize,
+    committed: &broadcast::Sender<Arc<Committed>>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_group {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<AppendBatch>, Vec<_>) = jobs.into_iter().map(|job| (job.batch, job.reply)).unzip();
+        let group = batches.len();
+        let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+        let locations: Vec<String> = batches.iter().map(|batch| batch.location.to_string()).collect();
+        match store.append(batches, now()) {
+            Ok(outcomes) => {
+                debug!(batches = group, events, "group committed");
+                for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
+                    let records = std::mem::take(&mut outcome.stored);
+                    if !records.is_empty() {
+                        // No receivers just means nobody is tailing.
+                        let _ = committed.send(Arc::new(Committed { location, records }));
+                    }
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                error!(error = %err, batches = group, events, "group commit failed, nothing stored");
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+    debug!("writer stopped");
+}
+
+/// Returns the current time as a protobuf timestamp.
+pub(crate) fn now() -> Timestamp {
+    Timestamp::from(SystemTime::now())
+}
