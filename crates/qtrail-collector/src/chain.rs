@@ -49,7 +49,11 @@ pub(crate) struct CheckRange {
 }
 
 /// Verifies `range` of the chain of `location` and returns the verdict.
-pub(crate) fn verify(store: &dyn EventStore, location: &Location, range: CheckRange) -> Result<proto::VerifyChainResponse> {
+pub(crate) fn verify(
+    store: &dyn EventStore,
+    location: &Location,
+    range: CheckRange,
+) -> Result<proto::VerifyChainResponse> {
     let mut verifier = Verifier { store, location, range, checked: 0 };
     verifier.run()
 }
@@ -170,7 +174,11 @@ impl Verifier<'_> {
                     format!("location_seq {} links past it to the same predecessor", seq + 1),
                 )));
             }
-            return Ok(Err(fault(seq, ChainFaultKind::Modified, "its content no longer matches its chain hash".into())));
+            return Ok(Err(fault(
+                seq,
+                ChainFaultKind::Modified,
+                "its content no longer matches its chain hash".into(),
+            )));
         }
         Ok(Ok(stored_hash))
     }

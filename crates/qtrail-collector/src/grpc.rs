@@ -77,7 +77,10 @@ impl CollectorAdmin for AdminService {
         Ok(Response::new(self.registry.create(&request.into_inner().location, &caller).await?))
     }
 
-    async fn get_collector(&self, request: Request<proto::GetCollectorRequest>) -> Result<Response<proto::Collector>, Status> {
+    async fn get_collector(
+        &self,
+        request: Request<proto::GetCollectorRequest>,
+    ) -> Result<Response<proto::Collector>, Status> {
         Ok(Response::new(self.registry.get(&request.into_inner().location).await?))
     }
 

@@ -68,7 +68,8 @@ impl Ingest {
         S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let mut session = Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
+        let mut session =
+            Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
         if let Err(err) = session.run().await {
             debug!(error = %err, token = %session.caller, "publish stream failed");
             let _ = responses.send(Err(err)).await;
@@ -213,7 +214,10 @@ where
     /// Checks a batch, rejects its bad events and hands the rest to the writer.
     async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: proto::Batch) -> Result<()> {
         if batch.batch_seq != expected {
-            return Err(Error::invalid(format!("batch.batch_seq {} out of order, expected {expected}", batch.batch_seq)));
+            return Err(Error::invalid(format!(
+                "batch.batch_seq {} out of order, expected {expected}",
+                batch.batch_seq
+            )));
         }
         if batch.events.is_empty() {
             return Err(Error::invalid(format!("batch.events of batch {} is empty", batch.batch_seq)));
@@ -257,7 +261,12 @@ where
             let mut all_rejected = rejected;
             all_rejected.extend(outcome.rejected);
             all_rejected.sort_by_key(|event| event.seq);
-            Ok(proto::Ack { batch_seq, accepted: outcome.accepted, duplicates: outcome.duplicates, rejected: all_rejected })
+            Ok(proto::Ack {
+                batch_seq,
+                accepted: outcome.accepted,
+                duplicates: outcome.duplicates,
+                rejected: all_rejected,
+            })
         }));
         Ok(())
     }
@@ -282,7 +291,10 @@ where
 
 /// Splits a batch into storable events and rejections: events that do not decode or validate,
 /// and events whose log source names another location than the stream's.
-fn validate_events(location: &Location, events: Vec<proto::PublishedEvent>) -> (Vec<NewEvent>, Vec<proto::RejectedEvent>) {
+fn validate_events(
+    location: &Location,
+    events: Vec<proto::PublishedEvent>,
+) -> (Vec<NewEvent>, Vec<proto::RejectedEvent>) {
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for published in events {
@@ -322,4 +334,68 @@ where
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(work).await.map_err(|_| Error::ShuttingDown)?
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::store::{AppendOutcome, RedbStore};
+
+    fn request(kind: RequestKind) -> std::result::Result<proto::PublishRequest, String> {
+        Ok(proto::PublishRequest { kind: Some(kind) })
+    }
+
+    /// With the writer holding every batch, the batch after the last one allowed unacknowledged
+    /// fails the stream RESOURCE_EXHAUSTED, after the Acks of the batches before it.
+    #[tokio::test]
+    async fn too_many_unacknowledged_batches_exhaust_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(RedbStore::open(dir.path(), 1024 * 1024).unwrap());
+        let location: Location = "us-east".parse().unwrap();
+        store.create_collector(&location, prost_types::Timestamp::default()).unwrap();
+        let (writer, mut jobs) = WriterHandle::detached(64);
+        let ingest = Ingest::new(store, writer, CancellationToken::new());
+
+        // Capacity 1: a send completes only once the session has taken the message before it.
+        let (inbound, inbound_queue) = mpsc::channel(1);
+        let (responses, mut answers) = mpsc::channel(64);
+        let session = tokio::spawn(ingest.publish("test".into(), ReceiverStream::new(inbound_queue), responses));
+        let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
+        inbound.send(request(RequestKind::Hello(hello))).await.unwrap();
+        let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);
+        let limit = MAX_UNACKED_BATCHES;
+        for batch_seq in 1..=limit + 1 {
+            let published = proto::PublishedEvent { seq: batch_seq, event: Some(proto::AuditEvent::from(&event)) };
+            inbound
+                .send(request(RequestKind::Batch(proto::Batch { batch_seq, events: vec![published] })))
+                .await
+                .unwrap();
+        }
+        // Sent once the over-limit batch has been taken, and so judged.
+        inbound.send(request(RequestKind::Batch(proto::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
+
+        let mut held = Vec::new();
+        while (held.len() as u64) < limit {
+            held.push(jobs.recv().await.unwrap());
+        }
+        for job in held {
+            let outcome = AppendOutcome { accepted: job.batch.events.len() as u32, ..Default::default() };
+            job.reply.send(Ok(outcome)).unwrap();
+        }
+        let welcome = answers.recv().await.unwrap().unwrap();
+        assert!(matches!(welcome.kind, Some(ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }))));
+        for batch_seq in 1..=limit {
+            match answers.recv().await.unwrap().unwrap().kind {
+                Some(ResponseKind::Ack(ack)) => assert_eq!((ack.batch_seq, ack.accepted), (batch_seq, 1)),
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+        let err = answers.recv().await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+        assert_eq!(err.to_string(), "batch 9 exceeds the limit of 8 unacknowledged batches");
+        session.await.unwrap();
+        assert!(jobs.try_recv().is_err(), "the over-limit batch never reached the writer");
+    }
 }

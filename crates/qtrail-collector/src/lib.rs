@@ -59,8 +59,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
     );
     let (committed, _) = broadcast::channel(COMMITTED_BUFFER);
-    let (writer, writer_handle) =
-        Writer::spawn(store.clone(), config.group_commit_batches, committed.clone()).context("failed to start the writer")?;
+    let (writer, writer_handle) = Writer::spawn(store.clone(), config.group_commit_batches, committed.clone())
+        .context("failed to start the writer")?;
     let stopping = CancellationToken::new();
     let tasks = TaskTracker::new();
     let tokens = Arc::new(config.tokens);
@@ -74,7 +74,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         QueryService { query: query::Query::new(store.clone(), committed, stopping.clone()), tasks: tasks.clone() };
     let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
     let ingest = InterceptedService::new(
-        IngestServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES),
+        IngestServer::new(ingest)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         Authorizer::new(tokens.clone(), Role::Publisher),
     );
     let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));

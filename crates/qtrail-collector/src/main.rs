@@ -10,7 +10,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     qtrail_server::telemetry::init(args.log_json);
     let config = Config::from_args(&args)?;
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
     qtrail_collector::run(listener, config, qtrail_server::shutdown::signal()).await
 }

@@ -86,8 +86,7 @@ impl Query {
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
         let limit = page_size as usize;
-        let mut events =
-            blocking(move || Ok(store.query(&location, &filter, order, after, limit + 1)?)).await?;
+        let mut events = blocking(move || Ok(store.query(&location, &filter, order, after, limit + 1)?)).await?;
         let next_page_token = if events.len() > limit {
             events.truncate(limit);
             events.last().map(|last| encode_page_token(last.location_seq, &fingerprint)).unwrap_or_default()
@@ -214,7 +213,11 @@ impl Query {
         }
     }
 
-    async fn export_lines(&self, export: &Export, out: &mpsc::Sender<Result<proto::ExportEventsResponse>>) -> Result<()> {
+    async fn export_lines(
+        &self,
+        export: &Export,
+        out: &mpsc::Sender<Result<proto::ExportEventsResponse>>,
+    ) -> Result<()> {
         let mut next_seq = export.range.from_seq;
         while next_seq <= export.range.to_seq {
             if self.shutdown.is_cancelled() {
@@ -248,7 +251,10 @@ impl Query {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location, [`Error::CollectorNotFound`].
-    pub(crate) async fn list_publishers(&self, request: proto::ListPublishersRequest) -> Result<proto::ListPublishersResponse> {
+    pub(crate) async fn list_publishers(
+        &self,
+        request: proto::ListPublishersRequest,
+    ) -> Result<proto::ListPublishersResponse> {
         let location = parse_location(&request.location)?;
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
@@ -269,7 +275,11 @@ pub(crate) struct Tail {
 
 impl Tail {
     /// Sends `record` if it matches and advances past it; false once the receiver is gone.
-    async fn send(&mut self, record: proto::StoredEvent, out: &mpsc::Sender<Result<proto::TailEventsResponse>>) -> bool {
+    async fn send(
+        &mut self,
+        record: proto::StoredEvent,
+        out: &mpsc::Sender<Result<proto::TailEventsResponse>>,
+    ) -> bool {
         self.next_seq = record.location_seq + 1;
         if !self.filter.matches(&record) {
             return true;
@@ -322,7 +332,9 @@ fn resolve_range(range: Option<&proto::SeqRange>, newest: u64) -> Result<CheckRa
         to => to,
     };
     if range.is_some_and(|range| range.to_seq != 0) && from_seq > to_seq {
-        return Err(Error::invalid(format!("inverted range: range.from_seq {from_seq} is after range.to_seq {to_seq}")));
+        return Err(Error::invalid(format!(
+            "inverted range: range.from_seq {from_seq} is after range.to_seq {to_seq}"
+        )));
     }
     Ok(CheckRange { from_seq, to_seq })
 }

@@ -122,7 +122,10 @@ impl Tokens {
             }
             let caller = Caller { name: entry.name.clone(), role: entry.role };
             if by_digest.insert(digest(&entry.token), caller).is_some() {
-                return Err(format!("token `{}` (entry {position}) repeats the `token` of an earlier entry", entry.name));
+                return Err(format!(
+                    "token `{}` (entry {position}) repeats the `token` of an earlier entry",
+                    entry.name
+                ));
             }
         }
         Ok(Self { by_digest })

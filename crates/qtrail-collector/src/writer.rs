@@ -33,9 +33,9 @@ pub(crate) struct Committed {
 
 /// A batch waiting for the writer and where to send its outcome.
 #[derive(Debug)]
-struct Job {
-    batch: AppendBatch,
-    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+pub(crate) struct Job {
+    pub(crate) batch: AppendBatch,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 /// Handle to submit batches to the writer; cheap to clone.
@@ -45,9 +45,20 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
+    /// Returns a handle whose jobs arrive on the returned queue instead of a writer thread, so
+    /// that tests can decide when and how batches complete.
+    #[cfg(test)]
+    pub(crate) fn detached(depth: usize) -> (Self, mpsc::Receiver<Job>) {
+        let (jobs, queue) = mpsc::channel(depth);
+        (Self { jobs }, queue)
+    }
+
     /// Queues a batch and returns where its outcome will arrive, or `None` once the writer has
     /// stopped.
-    pub(crate) async fn submit(&self, batch: AppendBatch) -> Option<oneshot::Receiver<Result<AppendOutcome, StoreError>>> {
+    pub(crate) async fn submit(
+        &self,
+        batch: AppendBatch,
+    ) -> Option<oneshot::Receiver<Result<AppendOutcome, StoreError>>> {
         let (reply, outcome) = oneshot::channel();
         self.jobs.send(Job { batch, reply }).await.ok()?;
         Some(outcome)

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use common::{ADMIN, AUDITOR, PUBLISHER, PublishStream, TestServer, authed};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn creates_gets_and_lists_collectors() {
@@ -30,7 +30,8 @@ async fn creates_gets_and_lists_collectors() {
     assert_eq!(again.code(), Code::AlreadyExists);
     assert_eq!(again.message(), "a collector for location `eu-de` already exists");
 
-    let got = admin.get_collector(authed(proto::GetCollectorRequest { location: "jp-tok".into() }, ADMIN)).await.unwrap();
+    let got =
+        admin.get_collector(authed(proto::GetCollectorRequest { location: "jp-tok".into() }, ADMIN)).await.unwrap();
     assert_eq!(got.into_inner().location, "jp-tok");
     let missing =
         admin.get_collector(authed(proto::GetCollectorRequest { location: "au-syd".into() }, ADMIN)).await.unwrap_err();
@@ -72,7 +73,9 @@ async fn exactly_one_concurrent_create_wins_also_after_restart() {
         let calls = (0..32).map(|_| {
             let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
             tokio::spawn(async move {
-                admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await
+                admin
+                    .create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN))
+                    .await
             })
         });
         let results = futures_util::future::join_all(calls).await;
@@ -97,7 +100,12 @@ async fn each_service_needs_a_token_of_its_role() {
     let mut admin = server.admin().await;
     let mut query = server.query().await;
 
-    for (token, code) in [(None, Code::Unauthenticated), (Some("wrong"), Code::Unauthenticated), (Some(AUDITOR), Code::PermissionDenied), (Some(PUBLISHER), Code::PermissionDenied)] {
+    for (token, code) in [
+        (None, Code::Unauthenticated),
+        (Some("wrong"), Code::Unauthenticated),
+        (Some(AUDITOR), Code::PermissionDenied),
+        (Some(PUBLISHER), Code::PermissionDenied),
+    ] {
         let request = match token {
             Some(token) => authed(proto::ListCollectorsRequest {}, token),
             None => tonic::Request::new(proto::ListCollectorsRequest {}),

@@ -152,7 +152,10 @@ async fn protocol_violations_fail_the_stream() {
     let mut stream = PublishStream::open(&server).await;
     stream.send_batch(1, published(&some, 1)).await;
     let status = stream.error().await;
-    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "first message must be a hello, got a batch"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "first message must be a hello, got a batch")
+    );
 
     // A request with neither.
     let mut stream = PublishStream::open(&server).await;
@@ -196,7 +199,10 @@ async fn protocol_violations_fail_the_stream() {
     let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
     stream.send_batch(2, published(&some, 1)).await;
     let status = stream.error().await;
-    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "batch.batch_seq 2 out of order, expected 1"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "batch.batch_seq 2 out of order, expected 1")
+    );
 
     let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
     let one = proto::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&some[0])) };

@@ -36,7 +36,8 @@ async fn pages_newest_first_with_stable_tokens() {
     let mut seqs = Vec::new();
     let mut token = String::new();
     loop {
-        let request = proto::QueryEventsRequest { page_size: 10, page_token: token.clone(), ..query_request("us-east") };
+        let request =
+            proto::QueryEventsRequest { page_size: 10, page_token: token.clone(), ..query_request("us-east") };
         let page = query.query_events(authed(request, AUDITOR)).await.unwrap().into_inner();
         assert!(page.events.len() <= 10);
         seqs.extend(page.events.iter().map(|e| e.location_seq));
@@ -73,18 +74,30 @@ async fn filters_select_events() {
         async move { query.query_events(authed(request, AUDITOR)).await.unwrap().into_inner().events }
     };
     // Actions cycle job.create, job.read, program.create, job.cancel.
-    let jobs = run(proto::EventFilter { action: "quantum-computing.job".into(), ..Default::default() }, proto::Order::OldestFirst).await;
+    let jobs = run(
+        proto::EventFilter { action: "quantum-computing.job".into(), ..Default::default() },
+        proto::Order::OldestFirst,
+    )
+    .await;
     assert_eq!(jobs.len(), 30);
     assert!(jobs.windows(2).all(|w| w[0].location_seq < w[1].location_seq));
-    let cancels =
-        run(proto::EventFilter { action: "quantum-computing.job.cancel".into(), ..Default::default() }, proto::Order::NewestFirst).await;
+    let cancels = run(
+        proto::EventFilter { action: "quantum-computing.job.cancel".into(), ..Default::default() },
+        proto::Order::NewestFirst,
+    )
+    .await;
     assert_eq!(cancels.len(), 10);
     assert!(cancels.windows(2).all(|w| w[0].location_seq > w[1].location_seq));
     assert!(cancels.iter().all(|e| e.event.as_ref().unwrap().action == "quantum-computing.job.cancel"));
-    let by_initiator = run(proto::EventFilter { initiator_id: "IBMid-1".into(), ..Default::default() }, proto::Order::OldestFirst).await;
+    let by_initiator =
+        run(proto::EventFilter { initiator_id: "IBMid-1".into(), ..Default::default() }, proto::Order::OldestFirst)
+            .await;
     assert_eq!(by_initiator.len(), 13);
-    let warnings =
-        run(proto::EventFilter { severity: proto::Severity::Warning as i32, ..Default::default() }, proto::Order::OldestFirst).await;
+    let warnings = run(
+        proto::EventFilter { severity: proto::Severity::Warning as i32, ..Default::default() },
+        proto::Order::OldestFirst,
+    )
+    .await;
     assert_eq!(warnings.len(), 10);
     // Event i happened at 1_700_000_000 + i seconds: [10 s, 20 s) holds events 10..=19.
     let window = run(
@@ -98,12 +111,21 @@ async fn filters_select_events() {
     .await;
     assert_eq!(window.iter().map(|e| e.location_seq).collect::<Vec<_>>(), (11..=20).collect::<Vec<u64>>());
     let instance = "crn:v1:bluemix:public:quantum-computing:us-east:a/acc-1:inst-1";
-    let programs = run(proto::EventFilter { target_id: format!("{instance}:program"), ..Default::default() }, proto::Order::OldestFirst).await;
+    let programs = run(
+        proto::EventFilter { target_id: format!("{instance}:program"), ..Default::default() },
+        proto::Order::OldestFirst,
+    )
+    .await;
     assert_eq!(programs.len(), 10);
-    let one = run(proto::EventFilter { target_id: format!("{instance}:job:r-1"), ..Default::default() }, proto::Order::OldestFirst).await;
+    let one = run(
+        proto::EventFilter { target_id: format!("{instance}:job:r-1"), ..Default::default() },
+        proto::Order::OldestFirst,
+    )
+    .await;
     assert_eq!(one.len(), 1);
     let correlated = one[0].event.as_ref().unwrap().correlation_id.clone();
-    let by_correlation = run(proto::EventFilter { correlation_id: correlated, ..Default::default() }, proto::Order::OldestFirst).await;
+    let by_correlation =
+        run(proto::EventFilter { correlation_id: correlated, ..Default::default() }, proto::Order::OldestFirst).await;
     assert_eq!(by_correlation.len(), 1);
     server.stop().await;
 }
@@ -157,7 +179,10 @@ async fn bad_query_requests_are_refused() {
     let bad_action = proto::EventFilter { action: "quantum-comp".into(), ..Default::default() };
     let status = refuse(proto::QueryEventsRequest { filter: Some(bad_action), ..query_request("us-east") }).await;
     assert!(status.message().contains("filter.action"), "{}", status.message());
-    assert_eq!(refuse(proto::QueryEventsRequest { order: 7, ..query_request("us-east") }).await.code(), Code::InvalidArgument);
+    assert_eq!(
+        refuse(proto::QueryEventsRequest { order: 7, ..query_request("us-east") }).await.code(),
+        Code::InvalidArgument
+    );
     assert_eq!(refuse(query_request("eu-de")).await.code(), Code::NotFound);
     assert_eq!(refuse(query_request("Not A Location")).await.code(), Code::InvalidArgument);
     server.stop().await;
@@ -253,7 +278,8 @@ async fn exports_both_formats_in_chain_order_and_chunks() {
     let mut query = server.query().await;
     let stored = server.all_events("us-east").await;
     for format in [proto::ExportFormat::AtJson, proto::ExportFormat::CadfJson] {
-        let request = proto::ExportEventsRequest { location: "us-east".into(), format: format as i32, ..Default::default() };
+        let request =
+            proto::ExportEventsRequest { location: "us-east".into(), format: format as i32, ..Default::default() };
         let mut stream = query.export_events(authed(request, AUDITOR)).await.unwrap().into_inner();
         let mut chunks = Vec::new();
         while let Some(chunk) = stream.message().await.unwrap() {
@@ -308,8 +334,11 @@ async fn verifies_an_intact_chain() {
     assert!(whole.ok, "{whole:?}");
     assert_eq!((whole.checked, whole.from_seq, whole.to_seq), (120, 1, 120));
     assert_eq!(whole.head_chain_hash, server.collector("us-east").await.head_chain_hash);
-    let part =
-        query.verify_chain(authed(verify(Some(proto::SeqRange { from_seq: 50, to_seq: 60 })), AUDITOR)).await.unwrap().into_inner();
+    let part = query
+        .verify_chain(authed(verify(Some(proto::SeqRange { from_seq: 50, to_seq: 60 })), AUDITOR))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(part.ok);
     assert_eq!(part.checked, 11);
     let past = query.verify_chain(authed(verify(Some(proto::SeqRange { from_seq: 1, to_seq: 500 })), AUDITOR)).await;

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use prost_types::Timestamp;
-use qtrail_cadf::{Action, AuditEvent, ChainHash, Crn, EventBuilder, EventTime, Initiator, Location, chain_hash_of_bytes};
+use qtrail_cadf::{
+    Action, AuditEvent, ChainHash, Crn, EventBuilder, EventTime, Initiator, Location, chain_hash_of_bytes,
+};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 use super::{AppendBatch, EventStore, NewEvent, StoreError, canonical_of};
@@ -15,9 +17,12 @@ use crate::filter::{Filter, Order};
 /// Opens a store in a directory.
 pub(crate) type Factory<'a> = &'a dyn Fn(&Path) -> Box<dyn EventStore>;
 
+/// One conformance check: a factory and a fresh directory to open stores in.
+type Check = fn(Factory<'_>, &Path);
+
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, fn(Factory<'_>, &Path)); 9] = [
+    let checks: [(&str, Check); 9] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -44,7 +49,14 @@ fn at(seconds: i64) -> Timestamp {
 }
 
 /// Returns a valid event of `location` built from a few knobs.
-pub(crate) fn event(location: &str, action: Action, initiator: &str, target: &str, code: u16, millis: i64) -> AuditEvent {
+pub(crate) fn event(
+    location: &str,
+    action: Action,
+    initiator: &str,
+    target: &str,
+    code: u16,
+    millis: i64,
+) -> AuditEvent {
     let source = Crn::instance(&self::location(location), "acc-1", "inst-1").expect("crn");
     let initiator = Initiator {
         id: initiator.into(),
@@ -184,7 +196,10 @@ fn failed_group_stores_nothing(factory: Factory<'_>, dir: &Path) {
     let foreign = simple_events("eu-de", 1);
     let err = store
         .append(
-            vec![batch("us-east", "p", 1, &[(1, &events[0]), (2, &events[1])]), batch("eu-de", "p", 1, &[(1, &foreign[0])])],
+            vec![
+                batch("us-east", "p", 1, &[(1, &events[0]), (2, &events[1])]),
+                batch("eu-de", "p", 1, &[(1, &foreign[0])]),
+            ],
             at(1),
         )
         .unwrap_err();
@@ -207,9 +222,8 @@ fn reopen_after_close(factory: Factory<'_>, dir: &Path) {
     let stored = store.events(&location("us-east"), 1, 10).unwrap();
     assert_eq!(stored.len(), 3);
     // Deduplication and the chain both survive the reopen.
-    let outcomes = store
-        .append(vec![batch("us-east", "pub-1", 1, &[(3, &events[2]), (4, &events[3])])], at(3))
-        .unwrap();
+    let outcomes =
+        store.append(vec![batch("us-east", "pub-1", 1, &[(3, &events[2]), (4, &events[3])])], at(3)).unwrap();
     assert_eq!((outcomes[0].accepted, outcomes[0].duplicates), (1, 1));
     let last = &outcomes[0].stored[0];
     assert_eq!(last.location_seq, 4);

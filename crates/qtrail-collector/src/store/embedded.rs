@@ -25,8 +25,8 @@ use prost_types::Timestamp;
 use qtrail_cadf::{ChainHash, Location, chain_hash_of_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    TableError, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    WriteTransaction,
 };
 
 use super::{AppendBatch, AppendOutcome, ChainRecord, EventStore, Result, StoreError, canonical_of, publisher};
@@ -74,6 +74,12 @@ type EventsDef<'a> = TableDefinition<'a, u64, &'static [u8]>;
 type IdsDef<'a> = TableDefinition<'a, u128, u64>;
 type TimeDef<'a> = TableDefinition<'a, (i64, u64), ()>;
 type IndexDef<'a> = TableDefinition<'a, (u8, &'static str, u64), ()>;
+
+/// One entry of a range over the `index/L` table.
+type IndexEntry<'a> = std::result::Result<
+    (redb::AccessGuard<'a, (u8, &'static str, u64)>, redb::AccessGuard<'a, ()>),
+    redb::StorageError,
+>;
 
 /// A boxed iterator of chain positions.
 type Seqs<'a> = Box<dyn Iterator<Item = Result<u64>> + 'a>;
@@ -154,7 +160,11 @@ fn missing_is_none<T>(result: std::result::Result<T, TableError>) -> Result<Opti
 }
 
 /// Returns the decoded record at `seq` with its position filled in.
-fn load(table: &impl ReadableTable<u64, &'static [u8]>, location: &Location, seq: u64) -> Result<Option<proto::StoredEvent>> {
+fn load(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    location: &Location,
+    seq: u64,
+) -> Result<Option<proto::StoredEvent>> {
     let Some(bytes) = table.get(seq)? else {
         return Ok(None);
     };
@@ -363,7 +373,9 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
                 outcome.rejected.push(proto::RejectedEvent {
                     event_id: new.id.to_string(),
                     seq: new.seq,
-                    reason: format!("conflicting event id: location_seq {existing} holds a different event with this id"),
+                    reason: format!(
+                        "conflicting event id: location_seq {existing} holds a different event with this id"
+                    ),
                 });
             }
             continue;
@@ -524,9 +536,7 @@ fn posting<'a>(
 ) -> Result<Seqs<'a>> {
     let field = field as u8;
     let range = index.range((field, value, bounds.low)..=(field, value, bounds.high))?;
-    let seqs = |entry: std::result::Result<(redb::AccessGuard<'_, (u8, &str, u64)>, redb::AccessGuard<'_, ()>), _>| {
-        entry.map(|(key, _)| key.value().2).map_err(StoreError::from)
-    };
+    let seqs = |entry: IndexEntry<'_>| entry.map(|(key, _)| key.value().2).map_err(StoreError::from);
     Ok(if descending { Box::new(range.rev().map(seqs)) } else { Box::new(range.map(seqs)) })
 }
 

@@ -40,8 +40,7 @@ pub fn record_stored(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
         state.stored_seq = seq;
         return;
     }
-    let Some(index) =
-        state.gaps.iter().position(|gap| gap.epoch == epoch && gap.from_seq <= seq && seq <= gap.to_seq)
+    let Some(index) = state.gaps.iter().position(|gap| gap.epoch == epoch && gap.from_seq <= seq && seq <= gap.to_seq)
     else {
         // Not in a gap: the same seq again under another event id. Nothing to close.
         return;

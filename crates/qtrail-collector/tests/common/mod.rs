@@ -244,7 +244,10 @@ pub fn published(events: &[AuditEvent], first_seq: u64) -> Vec<proto::PublishedE
     events
         .iter()
         .enumerate()
-        .map(|(i, event)| proto::PublishedEvent { seq: first_seq + i as u64, event: Some(proto::AuditEvent::from(event)) })
+        .map(|(i, event)| proto::PublishedEvent {
+            seq: first_seq + i as u64,
+            event: Some(proto::AuditEvent::from(event)),
+        })
         .collect()
 }
 
