@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -63,6 +63,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .context("failed to start the writer")?;
     let stopping = CancellationToken::new();
     let tasks = TaskTracker::new();
+    if config.tokens.is_empty() {
+        warn!("the tokens file lists no tokens: every call except health and reflection will be refused");
+    }
     let tokens = Arc::new(config.tokens);
 
     let admin = AdminService { registry: registry::Registry::new(store.clone()) };

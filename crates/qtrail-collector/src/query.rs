@@ -37,6 +37,12 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Most lines per export message.
 pub const EXPORT_CHUNK_LINES: usize = 500;
+/// Most bytes of lines per export message, so that large events stay well within a client's
+/// default 4 MiB message limit.
+pub const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Most encoded bytes of events per page; a page of large events ends early (with a token)
+/// rather than exceed a client's default 4 MiB message limit.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 /// Records a tail reads from the store per step while catching up.
 const TAIL_READ_CHUNK: usize = 500;
 
@@ -87,8 +93,9 @@ impl Query {
         let store = self.store.clone();
         let limit = page_size as usize;
         let mut events = blocking(move || Ok(store.query(&location, &filter, order, after, limit + 1)?)).await?;
-        let next_page_token = if events.len() > limit {
-            events.truncate(limit);
+        let fitting = fitting_prefix(&events, MAX_PAGE_BYTES).min(limit);
+        let next_page_token = if events.len() > fitting {
+            events.truncate(fitting);
             events.last().map(|last| encode_page_token(last.location_seq, &fingerprint)).unwrap_or_default()
         } else {
             String::new()
@@ -122,6 +129,9 @@ impl Query {
         loop {
             // History: read the store up to its newest record.
             loop {
+                if self.shutdown.is_cancelled() {
+                    return Ok(());
+                }
                 let store = self.store.clone();
                 let (location, from) = (tail.location.clone(), tail.next_seq);
                 let records = blocking(move || Ok(store.events(&location, from, TAIL_READ_CHUNK)?)).await?;
@@ -239,8 +249,10 @@ impl Query {
             let Some(last) = last else {
                 break;
             };
-            if !lines.is_empty() && out.send(Ok(proto::ExportEventsResponse { lines })).await.is_err() {
-                return Ok(());
+            for lines in chunk_lines(lines) {
+                if out.send(Ok(proto::ExportEventsResponse { lines })).await.is_err() {
+                    return Ok(());
+                }
             }
             next_seq = last + 1;
         }
@@ -321,6 +333,39 @@ impl ExportFormat {
     }
 }
 
+/// Returns how many of `events`, from the first, fit in `max_bytes` once encoded (at least one,
+/// so that a page always makes progress).
+fn fitting_prefix(events: &[proto::StoredEvent], max_bytes: usize) -> usize {
+    let mut total = 0;
+    for (index, event) in events.iter().enumerate() {
+        total += event.encoded_len();
+        if total > max_bytes {
+            return index.max(1);
+        }
+    }
+    events.len()
+}
+
+/// Splits export lines into messages of at most [`EXPORT_CHUNK_LINES`] lines and about
+/// [`EXPORT_CHUNK_BYTES`] bytes (a single longer line gets a message of its own).
+fn chunk_lines(lines: Vec<String>) -> Vec<Vec<String>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for line in lines {
+        if !chunk.is_empty() && (chunk.len() == EXPORT_CHUNK_LINES || bytes + line.len() > EXPORT_CHUNK_BYTES) {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += line.len();
+        chunk.push(line);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 /// Resolves a request range against the newest position: 0 means 1 and the newest.
 fn resolve_range(range: Option<&proto::SeqRange>, newest: u64) -> Result<CheckRange> {
     let from_seq = range.map_or(0, |range| range.from_seq).max(1);
@@ -395,6 +440,26 @@ mod tests {
             let err = decode_page_token(garbage, &print).unwrap_err().to_string();
             assert!(err.starts_with("invalid page_token"), "{err}");
         }
+    }
+
+    #[test]
+    fn exports_and_pages_stay_within_their_byte_limits() {
+        let lines = |count: usize, len: usize| vec!["x".repeat(len); count];
+        let sizes = |chunks: Vec<Vec<String>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(chunk_lines(lines(1001, 10))), [500, 500, 1]);
+        assert_eq!(sizes(chunk_lines(lines(5, 400 * 1024))), [2, 2, 1]);
+        assert_eq!(sizes(chunk_lines(lines(2, 2 * 1024 * 1024))), [1, 1]);
+        assert!(chunk_lines(Vec::new()).is_empty());
+
+        let event = |message_len: usize| proto::StoredEvent {
+            event: Some(proto::AuditEvent { message: "m".repeat(message_len), ..Default::default() }),
+            ..Default::default()
+        };
+        let large: Vec<_> = (0..10).map(|_| event(1024 * 1024)).collect();
+        assert_eq!(fitting_prefix(&large, MAX_PAGE_BYTES), 2);
+        assert_eq!(fitting_prefix(&large[..1], 10), 1);
+        let small: Vec<_> = (0..10).map(|_| event(10)).collect();
+        assert_eq!(fitting_prefix(&small, MAX_PAGE_BYTES), 10);
     }
 
     #[test]
