@@ -191,7 +191,9 @@ impl Verifier<'_> {
         expected_prev: &ChainHash,
         following_prev: Option<ChainHash>,
     ) -> Result<proto::ChainFault> {
-        let linked = self.store.seq_of_chain_hash(self.location, prev)?;
+        // The genesis hash is the hash "at position 0": a record linking to it claims to be first.
+        let linked =
+            if *prev == ChainHash::GENESIS { Some(0) } else { self.store.seq_of_chain_hash(self.location, prev)? };
         if let Some(linked) = linked
             && linked > seq
         {

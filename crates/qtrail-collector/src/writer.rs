@@ -118,9 +118,10 @@ fn write_loop(
         let group = batches.len();
         let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
         let locations: Vec<String> = batches.iter().map(|batch| batch.location.to_string()).collect();
+        let started = std::time::Instant::now();
         match store.append(batches, now()) {
             Ok(outcomes) => {
-                debug!(batches = group, events, "group committed");
+                debug!(batches = group, events, micros = started.elapsed().as_micros(), "group committed");
                 for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                     let records = std::mem::take(&mut outcome.stored);
                     if !records.is_empty() {

@@ -66,7 +66,7 @@ fn fault(response: &proto::VerifyChainResponse) -> (u64, ChainFaultKind) {
 #[tokio::test]
 async fn verify_chain_reports_each_kind_of_tampering_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let locations = ["us-east", "eu-de", "ca-tor", "jp-tok", "br-sao", "au-syd", "in-che"];
+    let locations = ["us-east", "eu-de", "ca-tor", "jp-tok", "br-sao", "au-syd", "in-che", "kr-seo"];
     let server = TestServer::start(dir.path()).await;
     for location in locations {
         server.create_collector(location).await;
@@ -116,6 +116,15 @@ async fn verify_chain_reports_each_kind_of_tampering_at_its_position() {
         write(table, 3, &fourth);
         write(table, 4, &third);
     });
+    // A forged record put before the first one, linking to the genesis hash.
+    tamper(dir.path(), "kr-seo", |table| {
+        let forged_event = event("kr-seo", 97);
+        let mut forged = read(table, 1);
+        forged.event = Some(proto::AuditEvent::from(&forged_event));
+        forged.chain_hash = chain_hash(&ChainHash::GENESIS, &forged_event).as_bytes().to_vec();
+        renumber(table, 1, true);
+        write(table, 1, &forged);
+    });
     // The newest record removed.
     tamper(dir.path(), "in-che", |table| {
         table.remove(EVENTS as u64).unwrap();
@@ -129,6 +138,7 @@ async fn verify_chain_reports_each_kind_of_tampering_at_its_position() {
     assert_eq!(fault(&verify(&server, "br-sao", None).await), (5, ChainFaultKind::Inserted));
     assert_eq!(fault(&verify(&server, "au-syd", None).await), (3, ChainFaultKind::Reordered));
     assert_eq!(fault(&verify(&server, "in-che", None).await), (EVENTS as u64, ChainFaultKind::Missing));
+    assert_eq!(fault(&verify(&server, "kr-seo", None).await), (1, ChainFaultKind::Inserted));
 
     // The fault is the first one: the chain before it verifies, and the response says how far
     // the check got.
