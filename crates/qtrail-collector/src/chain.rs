@@ -2,7 +2,7 @@
 //!
 //! Each stored record keeps its event, its `prev_chain_hash` and its `chain_hash`, where
 //! `chain_hash = SHA-256(prev_chain_hash || canonical_bytes(event))` and the first record's
-//! `prev_chain_hash` is 32 zero bytes. [`verify`] walks the records of a range in
+//! `prev_chain_hash` is 32 zero bytes. `verify` walks the records of a range in
 //! `location_seq` order, re-deriving each hash from the previous one, and reports the first
 //! record that does not fit:
 //!

@@ -4,11 +4,11 @@
 //! `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
 //! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
 //! durable. Invalid events and events of another location are rejected in the Ack and never
-//! stored; events already stored are counted as duplicates. At most
-//! [`MAX_UNACKED_BATCHES`](qtrail_proto::limits::MAX_UNACKED_BATCHES) batches may await their
-//! Ack; one more fails the stream RESOURCE_EXHAUSTED. A protocol error first sends the Acks of
-//! batches already handed to the writer, then fails the stream. At shutdown the stream stops
-//! reading, acknowledges what it has, and ends UNAVAILABLE so the publisher reconnects later.
+//! stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
+//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED. A protocol error
+//! first sends the Acks of batches already handed to the writer, then fails the stream. At
+//! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
+//! publisher reconnects later.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -190,6 +190,8 @@ where
                 Some(ack) = self.pending.next(), if !self.pending.is_empty() => {
                     self.send(ResponseKind::Ack(ack?)).await?;
                 }
+                // Then shutdown, so that a publisher that keeps sending cannot hold the collector up.
+                () = self.ingest.shutdown.cancelled() => return Err(Error::ShuttingDown),
                 next = self.inbound.next() => match next {
                     Some(Ok(request)) => {
                         let batch = match request.kind {
@@ -206,7 +208,6 @@ where
                     }
                     None => return Ok(()),
                 },
-                () = self.ingest.shutdown.cancelled() => return Err(Error::ShuttingDown),
             }
         }
     }
