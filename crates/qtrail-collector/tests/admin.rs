@@ -147,3 +147,43 @@ async fn each_service_needs_a_token_of_its_role() {
     }
     server.stop().await;
 }
+
+/// Reflection answers in both protocol versions without a token, listing every service.
+#[tokio::test]
+async fn reflection_lists_services_in_both_versions() {
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let expected = ["qtrail.audit.v1.CollectorAdmin", "qtrail.audit.v1.EventQuery", "qtrail.audit.v1.Ingest"];
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    for service in expected {
+        assert!(names.iter().any(|name| name == service), "{service} missing from {names:?}");
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    assert!(list.service.iter().any(|service| service.name == "qtrail.audit.v1.Ingest"));
+    server.stop().await;
+}
