@@ -94,10 +94,21 @@ macro_rules! backend_errors {
     ($($error:ty),*) => {$(
         impl From<$error> for StoreError {
             fn from(err: $error) -> Self {
-                StoreError::Backend(err.to_string())
+                StoreError::Backend(error_text(&err))
             }
         }
     )*};
+}
+
+/// Returns redb's message in our style: lowercase start, no trailing period.
+fn error_text(err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string();
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 backend_errors!(
@@ -590,6 +601,19 @@ mod tests {
     #[test]
     fn conformance_suite() {
         conformance::run_all(&|dir: &Path| -> Box<dyn EventStore> { Box::new(open(dir)) });
+    }
+
+    #[test]
+    fn backend_errors_read_like_ours() {
+        assert_eq!(
+            error_text(&"Database already open. Cannot acquire lock."),
+            "database already open. Cannot acquire lock"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let _open = open(dir.path());
+        let second = RedbStore::open(dir.path(), 1024 * 1024).unwrap_err().to_string();
+        assert!(second.starts_with("storage failure: "), "{second}");
+        assert!(!second.ends_with('.'), "{second}");
     }
 
     #[test]
