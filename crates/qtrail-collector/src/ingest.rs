@@ -71,7 +71,11 @@ impl Ingest {
         let mut session =
             Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
         if let Err(err) = session.run().await {
-            debug!(error = %err, token = %session.caller, "publish stream failed");
+            if matches!(err, Error::ShuttingDown) {
+                debug!(token = %session.caller, "publish stream ended by shutdown");
+            } else {
+                warn!(error = %err, token = %session.caller, "publish stream failed");
+            }
             let _ = responses.send(Err(err)).await;
         }
     }

@@ -368,15 +368,22 @@ fn chunk_lines(lines: Vec<String>) -> Vec<Vec<String>> {
 
 /// Resolves a request range against the newest position: 0 means 1 and the newest.
 fn resolve_range(range: Option<&proto::SeqRange>, newest: u64) -> Result<CheckRange> {
-    let from_seq = range.map_or(0, |range| range.from_seq).max(1);
-    let to_seq = match range.map_or(0, |range| range.to_seq) {
+    let asked = range.cloned().unwrap_or_default();
+    let from_seq = asked.from_seq.max(1);
+    if asked.from_seq > newest {
+        return Err(Error::invalid(format!(
+            "range.from_seq {} is past the newest location_seq {newest}",
+            asked.from_seq
+        )));
+    }
+    let to_seq = match asked.to_seq {
         0 => newest,
         to if to > newest => {
             return Err(Error::invalid(format!("range.to_seq {to} is past the newest location_seq {newest}")));
         }
         to => to,
     };
-    if range.is_some_and(|range| range.to_seq != 0) && from_seq > to_seq {
+    if asked.to_seq != 0 && from_seq > to_seq {
         return Err(Error::invalid(format!(
             "inverted range: range.from_seq {from_seq} is after range.to_seq {to_seq}"
         )));
@@ -469,5 +476,8 @@ mod tests {
         assert_eq!(resolve_range(range(3, 0).as_ref(), 9).unwrap(), CheckRange { from_seq: 3, to_seq: 9 });
         assert!(resolve_range(range(5, 3).as_ref(), 9).unwrap_err().to_string().contains("range.from_seq"));
         assert!(resolve_range(range(1, 10).as_ref(), 9).unwrap_err().to_string().contains("range.to_seq"));
+        assert!(resolve_range(range(10, 0).as_ref(), 9).unwrap_err().to_string().contains("range.from_seq 10"));
+        // An empty chain verifies (and exports) as empty.
+        assert_eq!(resolve_range(None, 0).unwrap(), CheckRange { from_seq: 1, to_seq: 0 });
     }
 }
