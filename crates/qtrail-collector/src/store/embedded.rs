@@ -21,9 +21,10 @@
 //! bucket yields them in chain order, and a page of an exact-value query stops when it is full.
 //! The bucket keeps writes local: new entries of every value land in the newest bucket's small
 //! subtree, instead of all over a tree that grows with the store (correlation ids and targets
-//! are nearly unique, so unbucketed they would dirty one page per event at every commit;
-//! measured, ingest then slowed from 60k to 44k events/s over the first 800k events, where
-//! bucketed it stays level).
+//! are nearly unique, so unbucketed they would dirty one page per event at every commit).
+//! Measured over 1M events (4 streams, batches of 1000, 2 cores): unbucketed, the writer slowed
+//! from 51–55k to 33k events/s and ingest averaged 38k/s; bucketed, the writer stayed at
+//! 58–61k/s and ingest averaged 55k/s.
 
 use std::path::Path;
 
