@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -14,6 +15,9 @@ pub const DEFAULT_CACHE_MIB: usize = 64;
 
 /// Default limit of batches committed in one store transaction (group commit).
 pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
+
+/// Default time that shutdown waits for clients to finish before it stops waiting.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// Command-line flags of `qtrail-collector`.
 #[derive(Debug, clap::Parser)]
@@ -41,6 +45,10 @@ pub struct Args {
     #[arg(long, env = "QTRAIL_COLLECTOR_GROUP_COMMIT_BATCHES", default_value_t = DEFAULT_GROUP_COMMIT_BATCHES,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub group_commit_batches: u16,
+    /// Seconds that shutdown waits for clients (Acks to be read, streams to close) before it
+    /// stops waiting.
+    #[arg(long, env = "QTRAIL_COLLECTOR_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
 }
 
 /// What [`crate::run`] needs; built from [`Args`] by the binary, or by tests directly.
@@ -56,6 +64,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// Most batches committed together in one transaction.
     pub group_commit_batches: usize,
+    /// How long shutdown waits for clients before it stops waiting.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -71,6 +81,7 @@ impl Config {
             addr_file: args.addr_file.clone(),
             cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
             group_commit_batches: usize::from(args.group_commit_batches),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         })
     }
 
@@ -82,6 +93,7 @@ impl Config {
             addr_file: None,
             cache_bytes: 8 * 1024 * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
         }
     }
 }

@@ -21,10 +21,10 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
 use crate::store::{AppendBatch, EventStore, NewEvent};
 use crate::writer::WriterHandle;
 
@@ -39,7 +39,7 @@ type PendingAck = Pin<Box<dyn Future<Output = Result<proto::Ack>> + Send>>;
 pub(crate) struct Ingest {
     store: Arc<dyn EventStore>,
     writer: WriterHandle,
-    shutdown: CancellationToken,
+    lifecycle: Lifecycle,
 }
 
 /// The identity of a stream, fixed by its Hello.
@@ -52,9 +52,9 @@ struct Publisher {
 
 impl Ingest {
     /// Returns the ingest service over `store`, writing through `writer`, ending streams when
-    /// `shutdown` is cancelled.
-    pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle, shutdown: CancellationToken) -> Self {
-        Self { store, writer, shutdown }
+    /// `lifecycle` says so.
+    pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle, lifecycle: Lifecycle) -> Self {
+        Self { store, writer, lifecycle }
     }
 
     /// Runs one Publish stream: reads `inbound` and sends responses (or the error that ends the
@@ -76,7 +76,8 @@ impl Ingest {
             } else {
                 warn!(error = %err, token = %session.caller, "publish stream failed");
             }
-            let _ = responses.send(Err(err)).await;
+            let lifecycle = session.ingest.lifecycle.clone();
+            lifecycle.send(&responses, Err(err)).await;
         }
     }
 }
@@ -129,7 +130,7 @@ where
     async fn next_request(&mut self) -> Next<Option<RequestKind>> {
         let next = tokio::select! {
             next = self.inbound.next() => next,
-            () = self.ingest.shutdown.cancelled() => return Next::Shutdown,
+            () = self.ingest.lifecycle.stopping() => return Next::Shutdown,
         };
         match next {
             Some(Ok(request)) => Next::Message(request.kind),
@@ -195,7 +196,7 @@ where
                     self.send(ResponseKind::Ack(ack?)).await?;
                 }
                 // Then shutdown, so that a publisher that keeps sending cannot hold the collector up.
-                () = self.ingest.shutdown.cancelled() => return Err(Error::ShuttingDown),
+                () = self.ingest.lifecycle.stopping() => return Err(Error::ShuttingDown),
                 next = self.inbound.next() => match next {
                     Some(Ok(request)) => {
                         let batch = match request.kind {
@@ -289,8 +290,10 @@ where
     }
 
     async fn send(&mut self, kind: ResponseKind) -> Result<()> {
-        // A closed channel means the publisher is gone; ending quietly is all there is to do.
-        self.responses.send(Ok(proto::PublishResponse { kind: Some(kind) })).await.map_err(|_| Error::ShuttingDown)
+        // Not sent means the publisher is gone or stuck past the grace period; either way the
+        // stream is over.
+        let response = Ok(proto::PublishResponse { kind: Some(kind) });
+        if self.ingest.lifecycle.send(&self.responses, response).await { Ok(()) } else { Err(Error::ShuttingDown) }
     }
 }
 
@@ -361,7 +364,7 @@ mod tests {
         let location: Location = "us-east".parse().unwrap();
         store.create_collector(&location, prost_types::Timestamp::default()).unwrap();
         let (writer, mut jobs) = WriterHandle::detached(64);
-        let ingest = Ingest::new(store, writer, CancellationToken::new());
+        let ingest = Ingest::new(store, writer, Lifecycle::new());
 
         // Capacity 1: a send completes only once the session has taken the message before it.
         let (inbound, inbound_queue) = mpsc::channel(1);
@@ -383,7 +386,10 @@ mod tests {
 
         let mut held = Vec::new();
         while (held.len() as u64) < limit {
-            held.push(jobs.recv().await.unwrap());
+            let Some(crate::writer::Message::Job(job)) = jobs.recv().await else {
+                panic!("expected a job");
+            };
+            held.push(job);
         }
         for job in held {
             let outcome = AppendOutcome { accepted: job.batch.events.len() as u32, ..Default::default() };

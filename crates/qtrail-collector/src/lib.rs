@@ -16,6 +16,7 @@ pub mod error;
 pub mod filter;
 mod grpc;
 pub mod ingest;
+mod lifecycle;
 pub mod query;
 pub mod registry;
 pub mod store;
@@ -32,7 +33,6 @@ use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
 use qtrail_proto::qtrail::audit::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -43,6 +43,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
+use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
 use crate::tokens::Role;
 use crate::writer::{COMMITTED_BUFFER, Writer};
@@ -61,7 +62,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let (committed, _) = broadcast::channel(COMMITTED_BUFFER);
     let (writer, writer_handle) = Writer::spawn(store.clone(), config.group_commit_batches, committed.clone())
         .context("failed to start the writer")?;
-    let stopping = CancellationToken::new();
+    let lifecycle = Lifecycle::new();
     let tasks = TaskTracker::new();
     if config.tokens.is_empty() {
         warn!("the tokens file lists no tokens: every call except health and reflection will be refused");
@@ -70,11 +71,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     let admin = AdminService { registry: registry::Registry::new(store.clone()) };
     let ingest = IngestService {
-        ingest: ingest::Ingest::new(store.clone(), writer_handle, stopping.clone()),
+        ingest: ingest::Ingest::new(store.clone(), writer_handle, lifecycle.clone()),
         tasks: tasks.clone(),
     };
     let query =
-        QueryService { query: query::Query::new(store.clone(), committed, stopping.clone()), tasks: tasks.clone() };
+        QueryService { query: query::Query::new(store.clone(), committed, lifecycle.clone()), tasks: tasks.clone() };
     let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
     let ingest = InterceptedService::new(
         IngestServer::new(ingest)
@@ -105,21 +106,38 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     info!(addr = %local_addr, data_dir = %config.data_dir.display(), "collector listening");
 
     let signal = {
-        let stopping = stopping.clone();
+        let lifecycle = lifecycle.clone();
         async move {
             shutdown.await;
             info!("shutting down: acknowledging in-flight batches, ending streams");
             health.set_not_serving::<IngestServer<IngestService>>().await;
-            stopping.cancel();
+            lifecycle.stop();
         }
     };
-    let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal).await;
-    // Streams end on `stopping`; wait for them, so that every Ack is sent and nothing else
-    // holds the writer or the store.
-    stopping.cancel();
+    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    let grace = config.shutdown_grace;
+    let grace_over = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            lifecycle.stopping().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    // Connections close once their calls end; a client that stops reading could hold one open
+    // forever, so after the grace period the collector stops waiting for it.
+    let served = tokio::select! {
+        served = serve => served,
+        () = grace_over => {
+            warn!(grace_secs = grace.as_secs_f64(), "connections still open after the grace period, closing anyway");
+            Ok(())
+        }
+    };
+    // Streams end on `stop`; wait for them, so that every Ack is sent and nothing else submits
+    // to the writer; `abort` makes any still waiting on a client give up.
+    lifecycle.abort();
     tasks.close();
     tasks.wait().await;
-    writer.join().await;
+    writer.stop().await;
     drop(store);
     served.context("gRPC server failed")?;
     info!("collector stopped");

@@ -20,13 +20,13 @@ use qtrail_cadf::{AuditEvent, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::chain::{self, CheckRange};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
+use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
 use crate::store::{EventStore, StoreError};
 use crate::writer::Committed;
@@ -54,18 +54,18 @@ const FINGERPRINT_BYTES: usize = 16;
 pub(crate) struct Query {
     store: Arc<dyn EventStore>,
     committed: broadcast::Sender<Arc<Committed>>,
-    shutdown: CancellationToken,
+    lifecycle: Lifecycle,
 }
 
 impl Query {
-    /// Returns the read side over `store`, following `committed` for tails, which end when
-    /// `shutdown` is cancelled.
+    /// Returns the read side over `store`, following `committed` for tails; tails and exports
+    /// end when `lifecycle` says so.
     pub(crate) fn new(
         store: Arc<dyn EventStore>,
         committed: broadcast::Sender<Arc<Committed>>,
-        shutdown: CancellationToken,
+        lifecycle: Lifecycle,
     ) -> Self {
-        Self { store, committed, shutdown }
+        Self { store, committed, lifecycle }
     }
 
     /// Returns one page of events.
@@ -121,7 +121,7 @@ impl Query {
     /// collector shuts down.
     pub(crate) async fn tail(self, mut tail: Tail, out: mpsc::Sender<Result<proto::TailEventsResponse>>) {
         if let Err(err) = self.follow(&mut tail, &out).await {
-            let _ = out.send(Err(err)).await;
+            self.lifecycle.send(&out, Err(err)).await;
         }
     }
 
@@ -129,7 +129,7 @@ impl Query {
         loop {
             // History: read the store up to its newest record.
             loop {
-                if self.shutdown.is_cancelled() {
+                if self.lifecycle.is_stopping() {
                     return Ok(());
                 }
                 let store = self.store.clone();
@@ -139,7 +139,7 @@ impl Query {
                     break;
                 }
                 for record in records {
-                    if !tail.send(record, out).await {
+                    if !tail.send(record, out, &self.lifecycle).await {
                         return Ok(());
                     }
                 }
@@ -148,7 +148,7 @@ impl Query {
             loop {
                 let received = tokio::select! {
                     received = tail.live.recv() => received,
-                    () = self.shutdown.cancelled() => return Ok(()),
+                    () = self.lifecycle.stopping() => return Ok(()),
                     () = out.closed() => return Ok(()),
                 };
                 let committed = match received {
@@ -169,7 +169,7 @@ impl Query {
                     break;
                 }
                 for record in &committed.records {
-                    if record.location_seq >= tail.next_seq && !tail.send(record.clone(), out).await {
+                    if record.location_seq >= tail.next_seq && !tail.send(record.clone(), out, &self.lifecycle).await {
                         return Ok(());
                     }
                 }
@@ -219,7 +219,7 @@ impl Query {
     /// Streams the export in chunks of up to [`EXPORT_CHUNK_LINES`] lines, in chain order.
     pub(crate) async fn export(self, export: Export, out: mpsc::Sender<Result<proto::ExportEventsResponse>>) {
         if let Err(err) = self.export_lines(&export, &out).await {
-            let _ = out.send(Err(err)).await;
+            self.lifecycle.send(&out, Err(err)).await;
         }
     }
 
@@ -230,7 +230,7 @@ impl Query {
     ) -> Result<()> {
         let mut next_seq = export.range.from_seq;
         while next_seq <= export.range.to_seq {
-            if self.shutdown.is_cancelled() {
+            if self.lifecycle.is_stopping() {
                 return Err(Error::ShuttingDown);
             }
             let store = self.store.clone();
@@ -250,7 +250,7 @@ impl Query {
                 break;
             };
             for lines in chunk_lines(lines) {
-                if out.send(Ok(proto::ExportEventsResponse { lines })).await.is_err() {
+                if !self.lifecycle.send(out, Ok(proto::ExportEventsResponse { lines })).await {
                     return Ok(());
                 }
             }
@@ -286,17 +286,19 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    /// Sends `record` if it matches and advances past it; false once the receiver is gone.
+    /// Sends `record` if it matches and advances past it; false once the receiver is gone or
+    /// the grace period of a shutdown is over.
     async fn send(
         &mut self,
         record: proto::StoredEvent,
         out: &mpsc::Sender<Result<proto::TailEventsResponse>>,
+        lifecycle: &Lifecycle,
     ) -> bool {
         self.next_seq = record.location_seq + 1;
         if !self.filter.matches(&record) {
             return true;
         }
-        out.send(Ok(proto::TailEventsResponse { event: Some(record) })).await.is_ok()
+        lifecycle.send(out, Ok(proto::TailEventsResponse { event: Some(record) })).await
     }
 }
 

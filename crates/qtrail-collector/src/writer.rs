@@ -31,6 +31,15 @@ pub(crate) struct Committed {
     pub(crate) records: Vec<proto::StoredEvent>,
 }
 
+/// What the writer's queue carries.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// A batch to commit.
+    Job(Job),
+    /// Commit what is queued, then stop.
+    Stop,
+}
+
 /// A batch waiting for the writer and where to send its outcome.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -41,14 +50,14 @@ pub(crate) struct Job {
 /// Handle to submit batches to the writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct WriterHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl WriterHandle {
     /// Returns a handle whose jobs arrive on the returned queue instead of a writer thread, so
     /// that tests can decide when and how batches complete.
     #[cfg(test)]
-    pub(crate) fn detached(depth: usize) -> (Self, mpsc::Receiver<Job>) {
+    pub(crate) fn detached(depth: usize) -> (Self, mpsc::Receiver<Message>) {
         let (jobs, queue) = mpsc::channel(depth);
         (Self { jobs }, queue)
     }
@@ -60,7 +69,7 @@ impl WriterHandle {
         batch: AppendBatch,
     ) -> Option<oneshot::Receiver<Result<AppendOutcome, StoreError>>> {
         let (reply, outcome) = oneshot::channel();
-        self.jobs.send(Job { batch, reply }).await.ok()?;
+        self.jobs.send(Message::Job(Job { batch, reply })).await.ok()?;
         Some(outcome)
     }
 }
@@ -69,6 +78,7 @@ impl WriterHandle {
 #[derive(Debug)]
 pub(crate) struct Writer {
     thread: JoinHandle<()>,
+    queue: mpsc::Sender<Message>,
 }
 
 impl Writer {
@@ -86,12 +96,14 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("qtrail-writer".into())
             .spawn(move || write_loop(store.as_ref(), queue, max_group.max(1), &committed))?;
-        Ok((Self { thread }, WriterHandle { jobs }))
+        Ok((Self { thread, queue: jobs.clone() }, WriterHandle { jobs }))
     }
 
-    /// Waits for the writer to finish: it stops once every [`WriterHandle`] is dropped and the
-    /// queue is drained, so every queued batch is committed and answered first.
-    pub(crate) async fn join(self) {
+    /// Stops the writer once it has committed and answered every batch queued so far, and waits
+    /// for it. Batches submitted later are refused (their streams end UNAVAILABLE).
+    pub(crate) async fn stop(self) {
+        // An error means the writer is gone already.
+        let _ = self.queue.send(Message::Stop).await;
         let thread = self.thread;
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
@@ -102,44 +114,61 @@ impl Writer {
 
 fn write_loop(
     store: &dyn EventStore,
-    mut queue: mpsc::Receiver<Job>,
+    mut queue: mpsc::Receiver<Message>,
     max_group: usize,
     committed: &broadcast::Sender<Arc<Committed>>,
 ) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_group {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+    let mut stopping = false;
+    loop {
+        // Once asked to stop, only what is already queued is committed.
+        let first = if stopping { queue.try_recv().ok() } else { queue.blocking_recv() };
+        let Some(first) = first else {
+            break;
+        };
+        let mut jobs = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Job(job) => jobs.push(job),
+                Message::Stop => stopping = true,
+            }
+            if jobs.len() < max_group {
+                next = queue.try_recv().ok();
             }
         }
-        let (batches, replies): (Vec<AppendBatch>, Vec<_>) = jobs.into_iter().map(|job| (job.batch, job.reply)).unzip();
-        let group = batches.len();
-        let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
-        let locations: Vec<String> = batches.iter().map(|batch| batch.location.to_string()).collect();
-        let started = std::time::Instant::now();
-        match store.append(batches, now()) {
-            Ok(outcomes) => {
-                debug!(batches = group, events, micros = started.elapsed().as_micros(), "group committed");
-                for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
-                    let records = std::mem::take(&mut outcome.stored);
-                    if !records.is_empty() {
-                        // No receivers just means nobody is tailing.
-                        let _ = committed.send(Arc::new(Committed { location, records }));
-                    }
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(err) => {
-                error!(error = %err, batches = group, events, "group commit failed, nothing stored");
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
+        if !jobs.is_empty() {
+            commit_group(store, jobs, committed);
         }
     }
     debug!("writer stopped");
+}
+
+/// Commits the batches of `jobs` in one transaction and answers each.
+fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::Sender<Arc<Committed>>) {
+    let (batches, replies): (Vec<AppendBatch>, Vec<_>) = jobs.into_iter().map(|job| (job.batch, job.reply)).unzip();
+    let group = batches.len();
+    let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
+    let locations: Vec<String> = batches.iter().map(|batch| batch.location.to_string()).collect();
+    let started = std::time::Instant::now();
+    match store.append(batches, now()) {
+        Ok(outcomes) => {
+            debug!(batches = group, events, micros = started.elapsed().as_micros(), "group committed");
+            for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
+                let records = std::mem::take(&mut outcome.stored);
+                if !records.is_empty() {
+                    // No receivers just means nobody is tailing.
+                    let _ = committed.send(Arc::new(Committed { location, records }));
+                }
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(err) => {
+            error!(error = %err, batches = group, events, "group commit failed, nothing stored");
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
 }
 
 /// Returns the current time as a protobuf timestamp.

@@ -360,3 +360,38 @@ async fn verifies_an_intact_chain() {
     assert_eq!(status.code(), Code::NotFound);
     server.stop().await;
 }
+
+/// A tail whose client stops reading cannot keep the collector from stopping: after the grace
+/// period it gives up on the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_waiting_for_a_client_that_does_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = qtrail_collector::Config::for_test(dir.path(), common::tokens());
+    config.shutdown_grace = Duration::from_millis(300);
+    let mut server = TestServer::start_with(config).await;
+    server.create_collector("us-east").await;
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    let all = events("us-east", 0, 6000);
+    for (index, chunk) in all.chunks(1000).enumerate() {
+        assert_eq!(stream.publish(index as u64 + 1, chunk, index as u64 * 1000 + 1).await.accepted, 1000);
+    }
+    stream.close();
+    // Small flow-control windows, so that what the client does not read backs up on the server.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut query = proto::event_query_client::EventQueryClient::new(channel);
+    let request = proto::TailEventsRequest { location: "us-east".into(), filter: None, from_seq: 1 };
+    let mut tail = query.tail_events(authed(request, AUDITOR)).await.unwrap().into_inner();
+    // Read one event, then stop reading: megabytes of history back up behind it.
+    assert!(tail.message().await.unwrap().is_some());
+
+    let started = std::time::Instant::now();
+    server.stop_inner().await.expect("clean stop");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    drop(tail);
+}
