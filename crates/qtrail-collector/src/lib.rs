@@ -99,9 +99,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     // The listener is bound and every service is SERVING: connections made from now on queue
     // until the server accepts them, so this is the moment to tell whoever waits.
-    if let Some(addr_file) = &config.addr_file {
-        qtrail_server::addr_file::write(addr_file, local_addr)
-            .with_context(|| format!("failed to write the address file {}", addr_file.display()))?;
+    if let Some(addr_file) = &config.addr_file
+        && let Err(err) = qtrail_server::addr_file::write(addr_file, local_addr)
+    {
+        writer.stop().await;
+        return Err(err).with_context(|| format!("failed to write the address file {}", addr_file.display()));
     }
     info!(addr = %local_addr, data_dir = %config.data_dir.display(), "collector listening");
 
