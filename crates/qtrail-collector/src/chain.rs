@@ -1,0 +1,258 @@
+//! Verification of a location's hash chain.
+//!
+//! Each stored record keeps its event, its `prev_chain_hash` and its `chain_hash`, where
+//! `chain_hash = SHA-256(prev_chain_hash || canonical_bytes(event))` and the first record's
+//! `prev_chain_hash` is 32 zero bytes. `verify` walks the records of a range in
+//! `location_seq` order, re-deriving each hash from the previous one, and reports the first
+//! record that does not fit:
+//!
+//! - **MISSING** at `s`: no record is stored at `s` (a hole, or the chain ends before the head
+//!   the collector row records), or the record at `s` links to a hash that no stored record has
+//!   (the records before it were removed and the rest renumbered);
+//! - **REORDERED** at `s`: the record at `s` links to the hash of a record stored *later*;
+//! - **INSERTED** at `s`: the record at `s` is not part of the chain: the next record links
+//!   past it (to the hash `s` links to, or to an earlier record's hash);
+//! - **MODIFIED** at `s`: the record links correctly but its content (or its stored hash) no
+//!   longer gives its stored `chain_hash`, or it no longer decodes or validates.
+//!
+//! A broken link is explained by looking the linked hash up among all stored records, which
+//! scans the location once; verification stops at the first fault, so this happens at most once.
+//!
+//! # Limits
+//!
+//! - Someone who can write the store can rewrite a suffix of the chain consistently (new
+//!   content, recomputed hashes): the chain proves order and integrity relative to a trusted
+//!   head hash, not on its own. Keep the head hash (`Collector.head_chain_hash`, or a
+//!   `VerifyChain` response) somewhere else to detect that.
+//! - Truncation of the newest records is detected only against the event count in the
+//!   collector row, which the same writer could lower too.
+//! - A record modified *with* a recomputed hash shows up as MISSING at the next position (its
+//!   successor links to a hash no record has), indistinguishable from a removal.
+//! - A range that starts after 1 trusts the stored hash of the record just before it.
+
+use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes, chain_hash_of_bytes};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
+
+use crate::store::{ChainRecord, EventStore, Result};
+
+/// Records read from the store per step.
+const CHUNK: usize = 1000;
+
+/// An inclusive range of positions to check, already resolved against the chain's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckRange {
+    /// First position, at least 1.
+    pub(crate) from_seq: u64,
+    /// Last position.
+    pub(crate) to_seq: u64,
+}
+
+/// Verifies `range` of the chain of `location` and returns the verdict.
+pub(crate) fn verify(
+    store: &dyn EventStore,
+    location: &Location,
+    range: CheckRange,
+) -> Result<proto::VerifyChainResponse> {
+    let mut verifier = Verifier { store, location, range, checked: 0 };
+    verifier.run()
+}
+
+struct Verifier<'a> {
+    store: &'a dyn EventStore,
+    location: &'a Location,
+    range: CheckRange,
+    checked: u64,
+}
+
+/// A decoded record's links.
+struct Links {
+    prev: Option<ChainHash>,
+    hash: Option<ChainHash>,
+}
+
+fn links(record: &proto::StoredEvent) -> Links {
+    Links { prev: ChainHash::from_slice(&record.prev_chain_hash), hash: ChainHash::from_slice(&record.chain_hash) }
+}
+
+impl Verifier<'_> {
+    fn run(&mut self) -> Result<proto::VerifyChainResponse> {
+        let CheckRange { from_seq, to_seq } = self.range;
+        if from_seq > to_seq {
+            return Ok(self.ok(ChainHash::GENESIS));
+        }
+        let mut expected_prev = match self.anchor()? {
+            Ok(anchor) => anchor,
+            Err(fault) => return Ok(self.fault(fault)),
+        };
+        let mut next_seq = from_seq;
+        while next_seq <= to_seq {
+            let limit = usize::try_from((to_seq - next_seq + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let chunk = self.store.chain_records(self.location, next_seq, limit)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (index, entry) in chunk.iter().enumerate() {
+                if entry.location_seq > to_seq {
+                    break;
+                }
+                if entry.location_seq != next_seq {
+                    return Ok(self.fault(missing(next_seq, format!("location_seq {next_seq} is absent"))));
+                }
+                let following = match chunk.get(index + 1) {
+                    Some(next) => Some(next.clone()),
+                    None => self.store.chain_records(self.location, next_seq + 1, 1)?.into_iter().next(),
+                };
+                match self.check(entry, &expected_prev, following.as_ref())? {
+                    Ok(hash) => expected_prev = hash,
+                    Err(fault) => return Ok(self.fault(fault)),
+                }
+                self.checked += 1;
+                next_seq += 1;
+            }
+        }
+        if next_seq <= to_seq {
+            return Ok(self.fault(missing(
+                next_seq,
+                format!("location_seq {next_seq} is absent: the chain ends at {} of {to_seq}", next_seq - 1),
+            )));
+        }
+        Ok(self.ok(expected_prev))
+    }
+
+    /// Returns the hash the first record of the range must link to.
+    fn anchor(&self) -> Result<Result<ChainHash, proto::ChainFault>> {
+        let from_seq = self.range.from_seq;
+        if from_seq <= 1 {
+            return Ok(Ok(ChainHash::GENESIS));
+        }
+        let before = from_seq - 1;
+        let record = self.store.chain_records(self.location, before, 1)?.into_iter().next();
+        let anchor = record
+            .filter(|entry| entry.location_seq == before)
+            .and_then(|entry| entry.record)
+            .and_then(|record| links(&record).hash);
+        Ok(anchor.ok_or_else(|| {
+            missing(from_seq, format!("location_seq {before}, before the range, is absent or unreadable"))
+        }))
+    }
+
+    /// Checks one record against the hash it must link to; returns its hash or the fault.
+    fn check(
+        &self,
+        entry: &ChainRecord,
+        expected_prev: &ChainHash,
+        following: Option<&ChainRecord>,
+    ) -> Result<Result<ChainHash, proto::ChainFault>> {
+        let seq = entry.location_seq;
+        let Some(record) = &entry.record else {
+            return Ok(Err(fault(seq, ChainFaultKind::Modified, "the record no longer decodes".into())));
+        };
+        let Links { prev: Some(prev), hash: Some(stored_hash) } = links(record) else {
+            return Ok(Err(fault(seq, ChainFaultKind::Modified, "the record's chain hashes are malformed".into())));
+        };
+        let following_prev = following
+            .filter(|next| next.location_seq == seq + 1)
+            .and_then(|next| next.record.as_ref())
+            .and_then(|next| links(next).prev);
+        if prev != *expected_prev {
+            return Ok(Err(self.explain_broken_link(seq, &prev, expected_prev, following_prev)?));
+        }
+        let recomputed = match record.event.clone().map(AuditEvent::try_from) {
+            Some(Ok(event)) => chain_hash_of_bytes(&prev, &canonical_bytes(&event)),
+            Some(Err(err)) => {
+                return Ok(Err(fault(seq, ChainFaultKind::Modified, format!("the event no longer validates: {err}"))));
+            }
+            None => return Ok(Err(fault(seq, ChainFaultKind::Modified, "the record holds no event".into()))),
+        };
+        if recomputed != stored_hash {
+            // The next record linking to this record's predecessor means it skips this one.
+            if following_prev == Some(prev) {
+                return Ok(Err(fault(
+                    seq,
+                    ChainFaultKind::Inserted,
+                    format!("location_seq {} links past it to the same predecessor", seq + 1),
+                )));
+            }
+            return Ok(Err(fault(
+                seq,
+                ChainFaultKind::Modified,
+                "its content no longer matches its chain hash".into(),
+            )));
+        }
+        Ok(Ok(stored_hash))
+    }
+
+    /// Classifies a record whose `prev` is not the hash of the record before it.
+    fn explain_broken_link(
+        &self,
+        seq: u64,
+        prev: &ChainHash,
+        expected_prev: &ChainHash,
+        following_prev: Option<ChainHash>,
+    ) -> Result<proto::ChainFault> {
+        // The genesis hash is the hash "at position 0": a record linking to it claims to be first.
+        let linked =
+            if *prev == ChainHash::GENESIS { Some(0) } else { self.store.seq_of_chain_hash(self.location, prev)? };
+        if let Some(linked) = linked
+            && linked > seq
+        {
+            return Ok(fault(
+                seq,
+                ChainFaultKind::Reordered,
+                format!("it links to the hash of location_seq {linked}, which is stored after it"),
+            ));
+        }
+        if let Some(linked) = linked
+            && linked + 1 < seq
+        {
+            let first_inserted = (linked + 1).max(self.range.from_seq);
+            return Ok(fault(
+                first_inserted,
+                ChainFaultKind::Inserted,
+                format!("location_seq {seq} links to the hash of location_seq {linked}, skipping {first_inserted}"),
+            ));
+        }
+        if following_prev == Some(*expected_prev) {
+            return Ok(fault(
+                seq,
+                ChainFaultKind::Inserted,
+                format!("location_seq {} links past it to the same predecessor", seq + 1),
+            ));
+        }
+        if linked == Some(seq) {
+            return Ok(fault(seq, ChainFaultKind::Modified, "it links to its own hash".into()));
+        }
+        Ok(missing(seq, "it links to a hash that no stored record has: records before it were removed".into()))
+    }
+
+    fn ok(&self, head: ChainHash) -> proto::VerifyChainResponse {
+        proto::VerifyChainResponse {
+            ok: true,
+            checked: self.checked,
+            from_seq: self.range.from_seq,
+            to_seq: self.range.to_seq,
+            head_chain_hash: if self.checked == 0 { Vec::new() } else { head.as_bytes().to_vec() },
+            fault: None,
+        }
+    }
+
+    fn fault(&self, fault: proto::ChainFault) -> proto::VerifyChainResponse {
+        proto::VerifyChainResponse {
+            ok: false,
+            checked: self.checked,
+            from_seq: self.range.from_seq,
+            to_seq: self.range.to_seq,
+            head_chain_hash: Vec::new(),
+            fault: Some(fault),
+        }
+    }
+}
+
+fn fault(location_seq: u64, kind: ChainFaultKind, detail: String) -> proto::ChainFault {
+    proto::ChainFault { location_seq, kind: kind as i32, detail }
+}
+
+fn missing(location_seq: u64, detail: String) -> proto::ChainFault {
+    fault(location_seq, ChainFaultKind::Missing, detail)
+}

@@ -1,0 +1,99 @@
+//! Configuration of a collector process: command-line flags (each also settable through a
+//! `QTRAIL_*` environment variable) and the [`Config`] that [`crate::run`] takes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::tokens::Tokens;
+
+/// Default redb page cache. redb's own default is 1 GiB, far more than a collector on a small
+/// machine should pin; writes and the newest pages of each table fit comfortably in this.
+pub const DEFAULT_CACHE_MIB: usize = 64;
+
+/// Default limit of batches committed in one store transaction (group commit).
+pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
+
+/// Default time that shutdown waits for clients to finish before it stops waiting.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// Command-line flags of `qtrail-collector`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "qtrail-collector", version, about = "Stores, chains and serves qtrail audit events")]
+pub struct Args {
+    /// Address to listen on for gRPC, e.g. `127.0.0.1:0` for an ephemeral port.
+    #[arg(long, env = "QTRAIL_COLLECTOR_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+    /// Directory of the collector's store (created if missing).
+    #[arg(long, env = "QTRAIL_COLLECTOR_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// TOML file of `[[token]]` entries (`token`, `role`, `name`).
+    #[arg(long, env = "QTRAIL_COLLECTOR_TOKENS")]
+    pub tokens: PathBuf,
+    /// File that receives the bound address once the server is ready.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "QTRAIL_LOG_JSON")]
+    pub log_json: bool,
+    /// Store page cache in MiB.
+    #[arg(long, env = "QTRAIL_COLLECTOR_CACHE_MIB", default_value_t = DEFAULT_CACHE_MIB)]
+    pub cache_mib: usize,
+    /// Most batches (of any streams) committed together in one durable transaction.
+    #[arg(long, env = "QTRAIL_COLLECTOR_GROUP_COMMIT_BATCHES", default_value_t = DEFAULT_GROUP_COMMIT_BATCHES,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub group_commit_batches: u16,
+    /// Seconds that shutdown waits for clients (Acks to be read, streams to close) before it
+    /// stops waiting.
+    #[arg(long, env = "QTRAIL_COLLECTOR_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// What [`crate::run`] needs; built from [`Args`] by the binary, or by tests directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the store.
+    pub data_dir: PathBuf,
+    /// The accepted tokens.
+    pub tokens: Tokens,
+    /// File that receives the bound address once the server is ready.
+    pub addr_file: Option<PathBuf>,
+    /// Store page cache in bytes.
+    pub cache_bytes: usize,
+    /// Most batches committed together in one transaction.
+    pub group_commit_batches: usize,
+    /// How long shutdown waits for clients before it stops waiting.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Returns the configuration the flags describe, loading the tokens file.
+    ///
+    /// # Errors
+    /// A bad tokens file, named with the line at fault.
+    pub fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let tokens = Tokens::load(&args.tokens).context("failed to load the tokens file")?;
+        Ok(Self {
+            data_dir: args.data_dir.clone(),
+            tokens,
+            addr_file: args.addr_file.clone(),
+            cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
+            group_commit_batches: usize::from(args.group_commit_batches),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        })
+    }
+
+    /// Returns a configuration for tests: the store in `data_dir`, a small cache.
+    pub fn for_test(data_dir: impl Into<PathBuf>, tokens: Tokens) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            tokens,
+            addr_file: None,
+            cache_bytes: 8 * 1024 * 1024,
+            group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The collector's one error type and its single mapping to gRPC status codes.
+//!
+//! Service code returns [`Error`]; only the gRPC adapters turn it into a [`tonic::Status`], through
+//! the one exhaustive `From` below, so that adding a variant forces a decision about its code.
+//! Messages are lowercase, carry no trailing period and name the field at fault.
+
+use crate::store::StoreError;
+
+/// Result of collector operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a collector request can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The location has no collector (read side and admin).
+    #[error("no collector for location `{0}`")]
+    CollectorNotFound(String),
+    /// A collector already exists for the location.
+    #[error("a collector for location `{0}` already exists")]
+    CollectorExists(String),
+    /// The request is valid but the collector's state does not allow it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller sends more than the collector accepts.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// No bearer token, or one the tokens file does not list.
+    #[error("missing or unknown bearer token in `authorization`")]
+    Unauthenticated,
+    /// The token is known but its role may not call this service.
+    #[error("token `{name}` has role `{role}`, this service needs role `{needed}`")]
+    PermissionDenied {
+        /// The token's name from the tokens file (never the token itself).
+        name: String,
+        /// The token's role.
+        role: &'static str,
+        /// The role the service needs.
+        needed: &'static str,
+    },
+    /// The collector is shutting down; the caller should retry elsewhere or later.
+    #[error("collector is shutting down")]
+    ShuttingDown,
+    /// The store failed or holds data it cannot read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// Returns an [`Error::InvalidArgument`] with `message`, which must name the field.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::CollectorNotFound(_) => tonic::Status::not_found(message),
+            Error::CollectorExists(_) => tonic::Status::already_exists(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::Unauthenticated => tonic::Status::unauthenticated(message),
+            Error::PermissionDenied { .. } => tonic::Status::permission_denied(message),
+            Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::Store(store) => match store {
+                StoreError::CollectorExists(_) => tonic::Status::already_exists(message),
+                StoreError::NoCollector(_) => tonic::Status::not_found(message),
+                // A record that no longer decodes is lost data, not a passing failure.
+                StoreError::Corrupt(_) => tonic::Status::data_loss(message),
+                // Storage failures are worth retrying: nothing was acknowledged.
+                StoreError::Backend(_) => tonic::Status::unavailable(message),
+            },
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Thin gRPC adapters: each RPC takes the request apart, calls the service code (which never
+//! sees tonic types), and maps the result back; errors become statuses only through
+//! `From<Error> for Status`. Authorization runs before any handler, as an interceptor that
+//! checks the bearer token's role and leaves the caller's token name in the request.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdmin;
+use qtrail_proto::qtrail::audit::v1::event_query_server::EventQuery;
+use qtrail_proto::qtrail::audit::v1::ingest_server::Ingest as IngestRpc;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Result;
+use crate::ingest::Ingest;
+use crate::query::Query;
+use crate::registry::Registry;
+use crate::tokens::{Caller, Role, Tokens};
+
+/// Messages a streaming response buffers before the producer waits for the client.
+const STREAM_BUFFER: usize = 16;
+
+/// A server-streaming response body.
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Returns the token name of an authorized request (set by [`Authorizer`]).
+fn caller_name<T>(request: &Request<T>) -> String {
+    request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
+}
+
+/// Returns a response stream fed by a channel, mapping errors to statuses.
+fn channel_stream<T: Send + 'static>(receiver: mpsc::Receiver<Result<T>>) -> ResponseStream<T> {
+    Box::pin(ReceiverStream::new(receiver).map(|item| item.map_err(Status::from)))
+}
+
+/// Checks that a request carries a token of one role.
+#[derive(Debug, Clone)]
+pub(crate) struct Authorizer {
+    tokens: std::sync::Arc<Tokens>,
+    role: Role,
+}
+
+impl Authorizer {
+    /// Returns an interceptor admitting tokens of `role`.
+    pub(crate) fn new(tokens: std::sync::Arc<Tokens>, role: Role) -> Self {
+        Self { tokens, role }
+    }
+}
+
+impl tonic::service::Interceptor for Authorizer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = qtrail_server::auth::bearer_token(request.metadata());
+        let caller = self.tokens.authorize(token, self.role)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// `CollectorAdmin` over the [`Registry`].
+#[derive(Debug, Clone)]
+pub(crate) struct AdminService {
+    pub(crate) registry: Registry,
+}
+
+#[tonic::async_trait]
+impl CollectorAdmin for AdminService {
+    async fn create_collector(
+        &self,
+        request: Request<proto::CreateCollectorRequest>,
+    ) -> Result<Response<proto::Collector>, Status> {
+        let caller = caller_name(&request);
+        Ok(Response::new(self.registry.create(&request.into_inner().location, &caller).await?))
+    }
+
+    async fn get_collector(
+        &self,
+        request: Request<proto::GetCollectorRequest>,
+    ) -> Result<Response<proto::Collector>, Status> {
+        Ok(Response::new(self.registry.get(&request.into_inner().location).await?))
+    }
+
+    async fn list_collectors(
+        &self,
+        _request: Request<proto::ListCollectorsRequest>,
+    ) -> Result<Response<proto::ListCollectorsResponse>, Status> {
+        Ok(Response::new(proto::ListCollectorsResponse { collectors: self.registry.list().await? }))
+    }
+}
+
+/// `Ingest` over the ingest sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestService {
+    pub(crate) ingest: Ingest,
+    pub(crate) tasks: TaskTracker,
+}
+
+#[tonic::async_trait]
+impl IngestRpc for IngestService {
+    type PublishStream = ResponseStream<proto::PublishResponse>;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
+        let caller = caller_name(&request);
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        self.tasks.spawn(self.ingest.clone().publish(caller, request.into_inner(), sender));
+        Ok(Response::new(channel_stream(receiver)))
+    }
+}
+
+/// `EventQuery` over [`Query`].
+#[derive(Debug, Clone)]
+pub(crate) struct QueryService {
+    pub(crate) query: Query,
+    pub(crate) tasks: TaskTracker,
+}
+
+#[tonic::async_trait]
+impl EventQuery for QueryService {
+    type TailEventsStream = ResponseStream<proto::TailEventsResponse>;
+    type ExportEventsStream = ResponseStream<proto::ExportEventsResponse>;
+
+    async fn query_events(
+        &self,
+        request: Request<proto::QueryEventsRequest>,
+    ) -> Result<Response<proto::QueryEventsResponse>, Status> {
+        Ok(Response::new(self.query.query_events(request.into_inner()).await?))
+    }
+
+    async fn tail_events(
+        &self,
+        request: Request<proto::TailEventsRequest>,
+    ) -> Result<Response<Self::TailEventsStream>, Status> {
+        let tail = self.query.open_tail(request.get_ref()).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        self.tasks.spawn(self.query.clone().tail(tail, sender));
+        Ok(Response::new(channel_stream(receiver)))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<proto::VerifyChainRequest>,
+    ) -> Result<Response<proto::VerifyChainResponse>, Status> {
+        Ok(Response::new(self.query.verify_chain(request.into_inner()).await?))
+    }
+
+    async fn export_events(
+        &self,
+        request: Request<proto::ExportEventsRequest>,
+    ) -> Result<Response<Self::ExportEventsStream>, Status> {
+        let export = self.query.open_export(request.get_ref()).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        self.tasks.spawn(self.query.clone().export(export, sender));
+        Ok(Response::new(channel_stream(receiver)))
+    }
+
+    async fn list_publishers(
+        &self,
+        request: Request<proto::ListPublishersRequest>,
+    ) -> Result<Response<proto::ListPublishersResponse>, Status> {
+        Ok(Response::new(self.query.list_publishers(request.into_inner()).await?))
+    }
+}

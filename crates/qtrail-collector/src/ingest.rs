@@ -1,0 +1,412 @@
+//! `Ingest.Publish`: the per-stream protocol between a publisher and the collector.
+//!
+//! A stream opens with `Hello{publisher_id, location, epoch}`, answered by
+//! `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
+//! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
+//! durable. Invalid events and events of another location are rejected in the Ack and never
+//! stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
+//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED. A protocol error
+//! first sends the Acks of batches already handed to the writer, then fails the stream. At
+//! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
+//! publisher reconnects later.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use qtrail_cadf::{AuditEvent, Location};
+use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_UNACKED_BATCHES};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
+use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
+use crate::store::{AppendBatch, EventStore, NewEvent};
+use crate::writer::WriterHandle;
+
+/// Longest publisher id accepted, in bytes.
+const MAX_PUBLISHER_ID_BYTES: usize = 256;
+
+/// An Ack on its way: resolves once the writer has answered.
+type PendingAck = Pin<Box<dyn Future<Output = Result<proto::Ack>> + Send>>;
+
+/// The ingest service: opens sessions for Publish streams.
+#[derive(Debug, Clone)]
+pub(crate) struct Ingest {
+    store: Arc<dyn EventStore>,
+    writer: WriterHandle,
+    lifecycle: Lifecycle,
+}
+
+/// The identity of a stream, fixed by its Hello.
+#[derive(Debug)]
+struct Publisher {
+    id: String,
+    location: Location,
+    epoch: u64,
+}
+
+impl Ingest {
+    /// Returns the ingest service over `store`, writing through `writer`, ending streams when
+    /// `lifecycle` says so.
+    pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle, lifecycle: Lifecycle) -> Self {
+        Self { store, writer, lifecycle }
+    }
+
+    /// Runs one Publish stream: reads `inbound` and sends responses (or the error that ends the
+    /// stream) to `responses`. `caller` names the token for logs.
+    pub(crate) async fn publish<S, E>(
+        self,
+        caller: String,
+        inbound: S,
+        responses: mpsc::Sender<Result<proto::PublishResponse>>,
+    ) where
+        S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut session =
+            Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
+        if let Err(err) = session.run().await {
+            if matches!(err, Error::ShuttingDown) {
+                debug!(token = %session.caller, "publish stream ended by shutdown");
+            } else {
+                warn!(error = %err, token = %session.caller, "publish stream failed");
+            }
+            let lifecycle = session.ingest.lifecycle.clone();
+            lifecycle.send(&responses, Err(err)).await;
+        }
+    }
+}
+
+/// The state of one Publish stream.
+struct Session<S> {
+    ingest: Ingest,
+    caller: String,
+    inbound: S,
+    responses: mpsc::Sender<Result<proto::PublishResponse>>,
+    pending: FuturesOrdered<PendingAck>,
+}
+
+/// What reading the next request gave.
+enum Next<T> {
+    Message(T),
+    /// The publisher closed its side or went away.
+    End,
+    /// The collector is shutting down.
+    Shutdown,
+}
+
+impl<S, E> Session<S>
+where
+    S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    async fn run(&mut self) -> Result<()> {
+        let hello = match self.next_request().await {
+            Next::Message(Some(RequestKind::Hello(hello))) => hello,
+            Next::Message(Some(RequestKind::Batch(_))) => {
+                return Err(Error::invalid("first message must be a hello, got a batch"));
+            }
+            Next::Message(None) => return Err(Error::invalid("missing publish request kind: expected a hello")),
+            Next::End => return Ok(()),
+            Next::Shutdown => return Err(Error::ShuttingDown),
+        };
+        let publisher = self.welcome(hello).await?;
+        info!(publisher_id = %publisher.id, location = %publisher.location, epoch = publisher.epoch,
+              token = %self.caller, "publisher connected");
+        let result = self.batches(&publisher).await;
+        // Whatever ended the stream, batches already handed to the writer are committed; their
+        // Acks still go out so the publisher need not resend them.
+        self.drain_acks().await;
+        info!(publisher_id = %publisher.id, location = %publisher.location, "publisher disconnected");
+        result
+    }
+
+    /// Returns the kind of the next request (`None` for a request without one).
+    async fn next_request(&mut self) -> Next<Option<RequestKind>> {
+        let next = tokio::select! {
+            next = self.inbound.next() => next,
+            () = self.ingest.lifecycle.stopping() => return Next::Shutdown,
+        };
+        match next {
+            Some(Ok(request)) => Next::Message(request.kind),
+            Some(Err(err)) => {
+                debug!(error = %err, "publish stream broke");
+                Next::End
+            }
+            None => Next::End,
+        }
+    }
+
+    /// Checks the Hello and answers it with the highest seq stored for the publisher's epoch.
+    async fn welcome(&mut self, hello: proto::Hello) -> Result<Publisher> {
+        if hello.publisher_id.is_empty() {
+            return Err(Error::invalid("missing hello.publisher_id"));
+        }
+        if hello.publisher_id.len() > MAX_PUBLISHER_ID_BYTES || hello.publisher_id.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "invalid hello.publisher_id: at most {MAX_PUBLISHER_ID_BYTES} bytes without control characters"
+            )));
+        }
+        let location: Location = hello.location.parse().map_err(|err| {
+            Error::invalid(format!(
+                "invalid hello.location `{}`: {err}",
+                qtrail_cadf::text::escape_control(&hello.location)
+            ))
+        })?;
+        if hello.epoch == 0 {
+            return Err(Error::invalid("invalid hello.epoch 0: epochs start at 1"));
+        }
+        let store = self.ingest.store.clone();
+        let (lookup_location, publisher_id) = (location.clone(), hello.publisher_id.clone());
+        let (collector, state) = blocking(move || {
+            Ok((store.collector(&lookup_location)?, store.publisher(&lookup_location, &publisher_id)?))
+        })
+        .await?;
+        if collector.is_none() {
+            return Err(Error::FailedPrecondition(format!("no collector for location `{location}`")));
+        }
+        let stored_seq = match state {
+            Some(state) if state.epoch > hello.epoch => {
+                return Err(Error::FailedPrecondition(format!(
+                    "hello.epoch {} is older than epoch {} already seen for publisher `{}`",
+                    hello.epoch, state.epoch, hello.publisher_id
+                )));
+            }
+            Some(state) if state.epoch == hello.epoch => state.stored_seq,
+            Some(_) | None => 0,
+        };
+        self.send(ResponseKind::Welcome(proto::Welcome { stored_seq })).await?;
+        Ok(Publisher { id: hello.publisher_id, location, epoch: hello.epoch })
+    }
+
+    /// Reads batches until the publisher closes the stream, then waits for the last Acks.
+    async fn batches(&mut self, publisher: &Publisher) -> Result<()> {
+        let mut expected_batch_seq = 1_u64;
+        loop {
+            tokio::select! {
+                // Acks first, so that a publisher that waits for an Ack before sending more
+                // never finds its next batch counted against a stale backlog.
+                biased;
+                Some(ack) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.send(ResponseKind::Ack(ack?)).await?;
+                }
+                // Then shutdown, so that a publisher that keeps sending cannot hold the collector up.
+                () = self.ingest.lifecycle.stopping() => return Err(Error::ShuttingDown),
+                next = self.inbound.next() => match next {
+                    Some(Ok(request)) => {
+                        let batch = match request.kind {
+                            Some(RequestKind::Batch(batch)) => batch,
+                            Some(RequestKind::Hello(_)) => return Err(Error::invalid("hello sent twice: a stream has one hello")),
+                            None => return Err(Error::invalid("missing publish request kind: expected a batch")),
+                        };
+                        self.accept_batch(publisher, expected_batch_seq, batch).await?;
+                        expected_batch_seq += 1;
+                    }
+                    Some(Err(err)) => {
+                        debug!(error = %err, publisher_id = %publisher.id, "publish stream broke");
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Checks a batch, rejects its bad events and hands the rest to the writer.
+    async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: proto::Batch) -> Result<()> {
+        if batch.batch_seq != expected {
+            return Err(Error::invalid(format!(
+                "batch.batch_seq {} out of order, expected {expected}",
+                batch.batch_seq
+            )));
+        }
+        if batch.events.is_empty() {
+            return Err(Error::invalid(format!("batch.events of batch {} is empty", batch.batch_seq)));
+        }
+        if batch.events.len() > MAX_BATCH_EVENTS {
+            return Err(Error::ResourceExhausted(format!(
+                "batch.events of batch {} holds {} events, over the limit of {MAX_BATCH_EVENTS}",
+                batch.batch_seq,
+                batch.events.len()
+            )));
+        }
+        if self.pending.len() as u64 >= MAX_UNACKED_BATCHES {
+            return Err(Error::ResourceExhausted(format!(
+                "batch {} exceeds the limit of {MAX_UNACKED_BATCHES} unacknowledged batches",
+                batch.batch_seq
+            )));
+        }
+        let batch_seq = batch.batch_seq;
+        let location = publisher.location.clone();
+        // Decoding and validating is CPU work for a blocking thread, off the async workers.
+        let (events, rejected) = tokio::task::spawn_blocking(move || validate_events(&location, batch.events))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        if !rejected.is_empty() {
+            warn!(publisher_id = %publisher.id, batch_seq, rejected = rejected.len(), "events rejected");
+        }
+        if events.is_empty() {
+            let ack = proto::Ack { batch_seq, accepted: 0, duplicates: 0, rejected };
+            self.pending.push_back(Box::pin(async move { Ok(ack) }));
+            return Ok(());
+        }
+        let append = AppendBatch {
+            location: publisher.location.clone(),
+            publisher_id: publisher.id.clone(),
+            epoch: publisher.epoch,
+            events,
+        };
+        let outcome = self.ingest.writer.submit(append).await.ok_or(Error::ShuttingDown)?;
+        self.pending.push_back(Box::pin(async move {
+            let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;
+            let mut all_rejected = rejected;
+            all_rejected.extend(outcome.rejected);
+            all_rejected.sort_by_key(|event| event.seq);
+            Ok(proto::Ack {
+                batch_seq,
+                accepted: outcome.accepted,
+                duplicates: outcome.duplicates,
+                rejected: all_rejected,
+            })
+        }));
+        Ok(())
+    }
+
+    /// Sends the Acks of every batch handed to the writer, as far as the publisher listens.
+    async fn drain_acks(&mut self) {
+        while let Some(ack) = self.pending.next().await {
+            let Ok(ack) = ack else {
+                return;
+            };
+            if self.send(ResponseKind::Ack(ack)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&mut self, kind: ResponseKind) -> Result<()> {
+        // Not sent means the publisher is gone or stuck past the grace period; either way the
+        // stream is over.
+        let response = Ok(proto::PublishResponse { kind: Some(kind) });
+        if self.ingest.lifecycle.send(&self.responses, response).await { Ok(()) } else { Err(Error::ShuttingDown) }
+    }
+}
+
+/// Splits a batch into storable events and rejections: events that do not decode or validate,
+/// and events whose log source names another location than the stream's.
+fn validate_events(
+    location: &Location,
+    events: Vec<proto::PublishedEvent>,
+) -> (Vec<NewEvent>, Vec<proto::RejectedEvent>) {
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut rejected = Vec::new();
+    for published in events {
+        let seq = published.seq;
+        let reject = |event_id: String, reason: String| proto::RejectedEvent { event_id, seq, reason };
+        let Some(wire) = published.event else {
+            rejected.push(reject(String::new(), "missing event".into()));
+            continue;
+        };
+        let event_id = qtrail_cadf::text::escape_control(&wire.id).into_owned();
+        if seq == 0 {
+            rejected.push(reject(event_id, "invalid seq 0: publisher sequence numbers start at 1".into()));
+            continue;
+        }
+        let event = match AuditEvent::try_from(wire) {
+            Ok(event) => event,
+            Err(err) => {
+                rejected.push(reject(event_id, err.to_string()));
+                continue;
+            }
+        };
+        if event.location() != location.as_str() {
+            let reason =
+                format!("event location `{}` differs from the stream's location `{location}`", event.location());
+            rejected.push(reject(event_id, reason));
+            continue;
+        }
+        accepted.push(NewEvent::new(seq, &event));
+    }
+    (accepted, rejected)
+}
+
+/// Runs blocking store work on the blocking pool.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|_| Error::ShuttingDown)?
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::store::{AppendOutcome, RedbStore};
+
+    fn request(kind: RequestKind) -> std::result::Result<proto::PublishRequest, String> {
+        Ok(proto::PublishRequest { kind: Some(kind) })
+    }
+
+    /// With the writer holding every batch, the batch after the last one allowed unacknowledged
+    /// fails the stream RESOURCE_EXHAUSTED, after the Acks of the batches before it.
+    #[tokio::test]
+    async fn too_many_unacknowledged_batches_exhaust_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(RedbStore::open(dir.path(), 1024 * 1024).unwrap());
+        let location: Location = "us-east".parse().unwrap();
+        store.create_collector(&location, prost_types::Timestamp::default()).unwrap();
+        let (writer, mut jobs) = WriterHandle::detached(64);
+        let ingest = Ingest::new(store, writer, Lifecycle::new());
+
+        // Capacity 1: a send completes only once the session has taken the message before it.
+        let (inbound, inbound_queue) = mpsc::channel(1);
+        let (responses, mut answers) = mpsc::channel(64);
+        let session = tokio::spawn(ingest.publish("test".into(), ReceiverStream::new(inbound_queue), responses));
+        let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
+        inbound.send(request(RequestKind::Hello(hello))).await.unwrap();
+        let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);
+        let limit = MAX_UNACKED_BATCHES;
+        for batch_seq in 1..=limit + 1 {
+            let published = proto::PublishedEvent { seq: batch_seq, event: Some(proto::AuditEvent::from(&event)) };
+            inbound
+                .send(request(RequestKind::Batch(proto::Batch { batch_seq, events: vec![published] })))
+                .await
+                .unwrap();
+        }
+        // Sent once the over-limit batch has been taken, and so judged.
+        inbound.send(request(RequestKind::Batch(proto::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
+
+        let mut held = Vec::new();
+        while (held.len() as u64) < limit {
+            let Some(crate::writer::Message::Job(job)) = jobs.recv().await else {
+                panic!("expected a job");
+            };
+            held.push(job);
+        }
+        for job in held {
+            let outcome = AppendOutcome { accepted: job.batch.events.len() as u32, ..Default::default() };
+            job.reply.send(Ok(outcome)).unwrap();
+        }
+        let welcome = answers.recv().await.unwrap().unwrap();
+        assert!(matches!(welcome.kind, Some(ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }))));
+        for batch_seq in 1..=limit {
+            match answers.recv().await.unwrap().unwrap().kind {
+                Some(ResponseKind::Ack(ack)) => assert_eq!((ack.batch_seq, ack.accepted), (batch_seq, 1)),
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+        let err = answers.recv().await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+        assert_eq!(err.to_string(), "batch 9 exceeds the limit of 8 unacknowledged batches");
+        session.await.unwrap();
+        assert!(jobs.try_recv().is_err(), "the over-limit batch never reached the writer");
+    }
+}

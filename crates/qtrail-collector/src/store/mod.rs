@@ -1,0 +1,182 @@
+//! Durable storage of collectors, events and publisher state, behind [`EventStore`].
+//!
+//! A backend keeps, per location: the collector row (creation time, event count, head chain
+//! hash); the chain of [`proto::StoredEvent`] records at dense positions (`location_seq`) from 1;
+//! an event-id index for deduplication; indexes for the query filters; and the state of each
+//! publisher (epoch, highest stored seq, gaps). [`EventStore::append`] stores several batches,
+//! possibly of several locations and streams, in one atomic and durable transaction: the unit of
+//! group commit. Every backend must pass the conformance suite in `conformance`.
+//!
+//! Records are exchanged as protobuf messages ([`proto::StoredEvent`], [`proto::Collector`],
+//! [`proto::PublisherState`]) because those are exactly what the collector serves.
+
+pub mod embedded;
+pub mod publisher;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use prost_types::Timestamp;
+use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use uuid::Uuid;
+
+use crate::filter::{Filter, Order};
+
+pub use embedded::RedbStore;
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A collector for the location exists already.
+    #[error("a collector for location `{0}` already exists")]
+    CollectorExists(String),
+    /// The location has no collector.
+    #[error("no collector for location `{0}`")]
+    NoCollector(String),
+    /// Stored data cannot be read back.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, transaction, commit); the operation had no effect.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// A validated event ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Position in the publisher's (id, epoch) sequence.
+    pub seq: u64,
+    /// The event id, the deduplication key.
+    pub id: Uuid,
+    /// Canonical bytes of the event, which the chain hash covers.
+    pub canonical: Vec<u8>,
+    /// The event in wire form, as it will be served.
+    pub event: proto::AuditEvent,
+}
+
+impl NewEvent {
+    /// Returns the storable form of a validated event at publisher position `seq`.
+    pub fn new(seq: u64, event: &AuditEvent) -> Self {
+        Self { seq, id: event.id, canonical: canonical_bytes(event), event: proto::AuditEvent::from(event) }
+    }
+}
+
+/// Events of one publisher batch for one location.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// Location whose chain receives the events; it must have a collector.
+    pub location: Location,
+    /// The publisher's id.
+    pub publisher_id: String,
+    /// The publisher's epoch.
+    pub epoch: u64,
+    /// The events, in publisher order.
+    pub events: Vec<NewEvent>,
+}
+
+/// What [`EventStore::append`] did with one batch.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOutcome {
+    /// Events stored.
+    pub accepted: u32,
+    /// Events not stored because the same event (same id, same canonical bytes) already was.
+    pub duplicates: u32,
+    /// Events refused because another event with the same id is stored.
+    pub rejected: Vec<proto::RejectedEvent>,
+    /// The records stored, in chain order, with `location` and `location_seq` set.
+    pub stored: Vec<proto::StoredEvent>,
+}
+
+/// One position of a chain as stored, for verification: `record` is `None` when the stored
+/// bytes no longer decode.
+#[derive(Debug, Clone)]
+pub struct ChainRecord {
+    /// The position.
+    pub location_seq: u64,
+    /// The record, with `location` and `location_seq` set.
+    pub record: Option<proto::StoredEvent>,
+}
+
+/// Durable storage of the collector. Methods block; async callers use a blocking thread.
+pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates the collector of `location`, with no events.
+    ///
+    /// # Errors
+    /// [`StoreError::CollectorExists`] when the location has one; concurrent calls for one
+    /// location see exactly one success.
+    fn create_collector(&self, location: &Location, create_time: Timestamp) -> Result<proto::Collector>;
+
+    /// Returns the collector of `location`, if any.
+    fn collector(&self, location: &Location) -> Result<Option<proto::Collector>>;
+
+    /// Returns every collector, ordered by location.
+    fn collectors(&self) -> Result<Vec<proto::Collector>>;
+
+    /// Stores the batches in one atomic, durable transaction: when it returns `Ok`, every
+    /// accepted event is on disk; when it returns `Err`, nothing of any batch is. Events whose
+    /// id is stored already are counted as duplicates (same canonical bytes) or rejected
+    /// (different bytes), never stored twice. Each stored event gets the next `location_seq`
+    /// and its chain hash; publisher state (highest seq, count, gaps) follows.
+    ///
+    /// # Errors
+    /// [`StoreError::NoCollector`] when a batch's location has no collector (nothing stored),
+    /// [`StoreError::Backend`] on storage failure (nothing stored).
+    fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>>;
+
+    /// Returns what the store knows of one publisher of `location`.
+    fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>>;
+
+    /// Returns every publisher of `location`, ordered by id.
+    fn publishers(&self, location: &Location) -> Result<Vec<proto::PublisherState>>;
+
+    /// Returns up to `limit` chain positions from `from_seq` on, ascending, as stored; absent
+    /// positions are skipped (the caller sees the jump in `location_seq`).
+    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>>;
+
+    /// Returns the highest `location_seq` stored, 0 when none.
+    fn last_seq(&self, location: &Location) -> Result<u64>;
+
+    /// Returns the position of the record whose stored chain hash is `hash`, if any. Used only
+    /// to explain a broken chain, so it may scan.
+    fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>>;
+
+    /// Returns up to `limit` events matching `filter` in `order`, strictly after position `after`
+    /// in that order (`None` starts at the newest or oldest).
+    fn query(
+        &self,
+        location: &Location,
+        filter: &Filter,
+        order: Order,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<proto::StoredEvent>>;
+
+    /// Returns up to `limit` decoded events from `from_seq` on, ascending.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when a record in the range no longer decodes.
+    fn events(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<proto::StoredEvent>> {
+        self.chain_records(location, from_seq, limit)?
+            .into_iter()
+            .map(|entry| {
+                entry.record.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "record at location_seq {} of location `{location}` does not decode",
+                        entry.location_seq
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Returns the canonical bytes of a stored record's event, or `None` when the event is missing
+/// or no longer valid.
+pub fn canonical_of(record: &proto::StoredEvent) -> Option<Vec<u8>> {
+    let event = AuditEvent::try_from(record.event.clone()?).ok()?;
+    Some(canonical_bytes(&event))
+}

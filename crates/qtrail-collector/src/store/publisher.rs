@@ -1,0 +1,103 @@
+//! Publisher bookkeeping shared by every backend: how storing an event moves a publisher's
+//! highest seq, count and gaps.
+//!
+//! A publisher numbers its events densely from 1 within an epoch. When the collector stores seq
+//! `s` while the highest stored is `h < s - 1`, the seqs `h+1..=s-1` become a gap; a later
+//! arrival inside a gap shrinks or splits it. A new epoch starts afresh at 0; the gaps of older
+//! epochs stay, since they still describe events that never arrived. Rejected events are never
+//! stored, so they leave gaps: auditors must see what never arrived.
+
+use prost_types::Timestamp;
+use qtrail_proto::qtrail::audit::v1 as proto;
+
+/// Returns a fresh state for a publisher seen for the first time.
+pub fn new_state(publisher_id: &str, epoch: u64) -> proto::PublisherState {
+    proto::PublisherState { publisher_id: publisher_id.to_owned(), epoch, ..Default::default() }
+}
+
+/// Records that the publisher delivered a batch in `epoch` at `now`. A newer epoch restarts the
+/// sequence; an older one (a stale process) leaves the state's epoch alone.
+pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp) {
+    if epoch > state.epoch {
+        state.epoch = epoch;
+        state.stored_seq = 0;
+    }
+    state.last_seen = Some(now);
+}
+
+/// Records that the event at `seq` of `epoch` was stored.
+pub fn record_stored(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
+    state.event_count += 1;
+    if epoch != state.epoch {
+        // An event of an older epoch: counted, but that sequence is no longer tracked.
+        return;
+    }
+    let highest = state.stored_seq;
+    if seq > highest {
+        if seq > highest + 1 {
+            state.gaps.push(proto::SequenceGap { epoch, from_seq: highest + 1, to_seq: seq - 1 });
+        }
+        state.stored_seq = seq;
+        return;
+    }
+    let Some(index) = state.gaps.iter().position(|gap| gap.epoch == epoch && gap.from_seq <= seq && seq <= gap.to_seq)
+    else {
+        // Not in a gap: the same seq again under another event id. Nothing to close.
+        return;
+    };
+    let gap = state.gaps[index];
+    match (seq == gap.from_seq, seq == gap.to_seq) {
+        (true, true) => {
+            state.gaps.remove(index);
+        }
+        (true, false) => state.gaps[index].from_seq += 1,
+        (false, true) => state.gaps[index].to_seq -= 1,
+        (false, false) => {
+            state.gaps[index].to_seq = seq - 1;
+            state.gaps.insert(index + 1, proto::SequenceGap { epoch, from_seq: seq + 1, to_seq: gap.to_seq });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaps(state: &proto::PublisherState) -> Vec<(u64, u64, u64)> {
+        state.gaps.iter().map(|gap| (gap.epoch, gap.from_seq, gap.to_seq)).collect()
+    }
+
+    #[test]
+    fn gaps_open_shrink_and_split() {
+        let mut state = new_state("p", 1);
+        for seq in [1, 2, 8] {
+            record_stored(&mut state, 1, seq);
+        }
+        assert_eq!(gaps(&state), vec![(1, 3, 7)]);
+        record_stored(&mut state, 1, 3);
+        record_stored(&mut state, 1, 7);
+        assert_eq!(gaps(&state), vec![(1, 4, 6)]);
+        record_stored(&mut state, 1, 5);
+        assert_eq!(gaps(&state), vec![(1, 4, 4), (1, 6, 6)]);
+        record_stored(&mut state, 1, 4);
+        record_stored(&mut state, 1, 6);
+        assert!(state.gaps.is_empty());
+        assert_eq!((state.stored_seq, state.event_count), (8, 8));
+    }
+
+    #[test]
+    fn a_new_epoch_starts_afresh_and_keeps_old_gaps() {
+        let mut state = new_state("p", 1);
+        record_stored(&mut state, 1, 2);
+        record_batch(&mut state, 2, Timestamp::default());
+        assert_eq!((state.epoch, state.stored_seq), (2, 0));
+        record_stored(&mut state, 2, 1);
+        record_stored(&mut state, 2, 3);
+        assert_eq!(gaps(&state), vec![(1, 1, 1), (2, 2, 2)]);
+        // A stale process of epoch 1 does not move epoch 2's sequence.
+        record_batch(&mut state, 1, Timestamp::default());
+        record_stored(&mut state, 1, 1);
+        assert_eq!((state.epoch, state.stored_seq, state.event_count), (2, 3, 4));
+        assert_eq!(gaps(&state), vec![(1, 1, 1), (2, 2, 2)]);
+    }
+}

@@ -1,0 +1,217 @@
+//! Collector tokens and their roles, from the `--tokens` TOML file.
+//!
+//! Each token carries one role: `publisher` may only publish (Ingest), `auditor` may only read
+//! (EventQuery), `admin` may only manage collectors (CollectorAdmin). Tokens are looked up by
+//! their SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name`
+//! ever reaches a log line or an error message.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May call `Ingest.Publish`.
+    Publisher,
+    /// May call `EventQuery`.
+    Auditor,
+    /// May call `CollectorAdmin`.
+    Admin,
+}
+
+impl Role {
+    /// Returns the role's name as written in the tokens file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[token]]` entry of the tokens file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// The secret that callers send as `authorization: Bearer <token>`.
+    pub token: String,
+    /// What the token may do.
+    pub role: Role,
+    /// A name for logs, e.g. `runtime-us-east`.
+    pub name: String,
+}
+
+impl fmt::Debug for TokenEntry {
+    // Hand-written so that the secret never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEntry").field("role", &self.role).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The tokens file, `[[token]]` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+/// The known tokens, by digest.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    by_digest: HashMap<[u8; 32], Caller>,
+}
+
+impl fmt::Debug for Tokens {
+    // Only names and roles: even a digest of a short token would invite guessing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_digest.values()).finish()
+    }
+}
+
+/// Who a request comes from: a token's name and role, without the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name.
+    pub name: String,
+    /// The token's role.
+    pub role: Role,
+}
+
+/// Why a tokens file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// The file cannot be read or parsed; the message names the file and line.
+    #[error(transparent)]
+    Load(#[from] qtrail_server::config::ConfigError),
+    /// An entry is unusable; the message names the entry by its `name`.
+    #[error("invalid {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Tokens {
+    /// Loads and checks a tokens file: tokens must be non-empty and unique, names non-empty.
+    ///
+    /// # Errors
+    /// [`TokensError`] naming the file and the line or entry at fault.
+    pub fn load(path: &Path) -> Result<Self, TokensError> {
+        let file: TokensFile = qtrail_server::config::load_toml(path)?;
+        Self::from_entries(file.token)
+            .map_err(|message| TokensError::Invalid { path: path.display().to_string(), message })
+    }
+
+    /// Returns the tokens of `entries`.
+    ///
+    /// # Errors
+    /// A message naming the entry at fault when a token or name is empty or a token repeats.
+    pub fn from_entries(entries: impl IntoIterator<Item = TokenEntry>) -> Result<Self, String> {
+        let mut by_digest = HashMap::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let position = index + 1;
+            if entry.name.trim().is_empty() {
+                return Err(format!("token entry {position} has an empty `name`"));
+            }
+            if entry.token.trim().is_empty() {
+                return Err(format!("token `{}` (entry {position}) has an empty `token`", entry.name));
+            }
+            let caller = Caller { name: entry.name.clone(), role: entry.role };
+            if by_digest.insert(digest(&entry.token), caller).is_some() {
+                return Err(format!(
+                    "token `{}` (entry {position}) repeats the `token` of an earlier entry",
+                    entry.name
+                ));
+            }
+        }
+        Ok(Self { by_digest })
+    }
+
+    /// Returns the number of tokens.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Returns true when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Returns the caller behind `token` if it may act as `needed`.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] for a missing or unknown token, [`Error::PermissionDenied`]
+    /// for a token of another role.
+    pub fn authorize(&self, token: Option<&str>, needed: Role) -> Result<Caller, Error> {
+        let caller = token.and_then(|token| self.by_digest.get(&digest(token))).ok_or(Error::Unauthenticated)?;
+        if caller.role != needed {
+            return Err(Error::PermissionDenied {
+                name: caller.name.clone(),
+                role: caller.role.as_str(),
+                needed: needed.as_str(),
+            });
+        }
+        Ok(caller.clone())
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token: &str, role: Role, name: &str) -> TokenEntry {
+        TokenEntry { token: token.into(), role, name: name.into() }
+    }
+
+    #[test]
+    fn authorizes_by_role() {
+        let tokens =
+            Tokens::from_entries([entry("p", Role::Publisher, "runtime"), entry("a", Role::Auditor, "alice")]).unwrap();
+        assert_eq!(tokens.authorize(Some("p"), Role::Publisher).unwrap().name, "runtime");
+        assert!(matches!(tokens.authorize(None, Role::Publisher), Err(Error::Unauthenticated)));
+        assert!(matches!(tokens.authorize(Some("nope"), Role::Publisher), Err(Error::Unauthenticated)));
+        let denied = tokens.authorize(Some("a"), Role::Admin).unwrap_err().to_string();
+        assert_eq!(denied, "token `alice` has role `auditor`, this service needs role `admin`");
+    }
+
+    #[test]
+    fn rejects_bad_entries() {
+        let repeated = Tokens::from_entries([entry("x", Role::Admin, "a"), entry("x", Role::Auditor, "b")]);
+        assert!(repeated.unwrap_err().contains("token `b` (entry 2) repeats"));
+        assert!(Tokens::from_entries([entry("", Role::Admin, "a")]).unwrap_err().contains("empty `token`"));
+        assert!(Tokens::from_entries([entry("x", Role::Admin, " ")]).unwrap_err().contains("empty `name`"));
+    }
+
+    #[test]
+    fn loads_files_and_names_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, "[[token]]\ntoken = \"s3cret\"\nrole = \"auditor\"\nname = \"alice\"\n").unwrap();
+        let tokens = Tokens::load(&path).unwrap();
+        assert_eq!(tokens.len(), 1);
+
+        std::fs::write(&path, "[[token]]\ntoken = \"s3cret\"\nrole = \"root\"\nname = \"alice\"\n").unwrap();
+        let message = Tokens::load(&path).unwrap_err().to_string();
+        assert!(message.contains("line 3"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        let debug = format!("{:?}", entry("s3cret", Role::Admin, "a"));
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let debug = format!("{tokens:?}");
+        assert!(debug.contains("alice") && !debug.contains("s3cret"), "{debug}");
+    }
+}

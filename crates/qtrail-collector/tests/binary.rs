@@ -1,0 +1,110 @@
+//! The real `qtrail-collector` binary: flags, address file, readiness, SIGTERM and a bad tokens
+//! file.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ADMIN, authed, wait_until};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_qtrail-collector");
+
+/// Kills the process if the test ends before it exits.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_tokens(path: &Path, role: &str) {
+    let text = format!(
+        "[[token]]\ntoken = \"{ADMIN}\"\nrole = \"{role}\"\nname = \"ops\"\n\n[[token]]\ntoken = \"p\"\nrole = \"publisher\"\nname = \"rt\"\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--tokens")
+        .arg(dir.join("tokens.toml"))
+        .arg("--addr-file")
+        .arg(dir.join("addr"))
+        .env_remove("RUST_LOG");
+    command
+}
+
+#[tokio::test]
+async fn serves_until_sigterm_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokens(&dir.path().join("tokens.toml"), "admin");
+    let mut process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let addr_file = dir.path().join("addr");
+    assert!(
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await,
+        "address file written"
+    );
+    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest { service: "qtrail.audit.v1.Ingest".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
+    admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
+
+    let pid = process.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            status = process.0.try_wait().unwrap();
+            std::future::ready(status.is_some())
+        })
+        .await,
+        "exits after sigterm"
+    );
+    assert!(status.unwrap().success(), "{status:?}");
+
+    // The collector is still there after a restart from the same flags.
+    let _ = std::fs::remove_file(&addr_file);
+    let _process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await
+    );
+    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
+    let again =
+        admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await;
+    assert_eq!(again.unwrap_err().code(), tonic::Code::AlreadyExists);
+}
+
+#[test]
+fn a_bad_tokens_file_stops_start_up_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokens(&dir.path().join("tokens.toml"), "root");
+    let output = command(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tokens.toml") && stderr.contains("line 3"), "{stderr}");
+    assert!(!stderr.contains(ADMIN), "secret leaked: {stderr}");
+    assert!(!dir.path().join("addr").exists());
+}

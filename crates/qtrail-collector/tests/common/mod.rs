@@ -1,0 +1,302 @@
+//! Shared test harness: a real collector on port 0 over a temp dir, clients with tokens, event
+//! builders and polling helpers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, EventTime, Initiator, Location};
+use qtrail_collector::Config;
+use qtrail_collector::tokens::{Role, TokenEntry, Tokens};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
+use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Streaming};
+
+pub const PUBLISHER: &str = "publisher-secret";
+pub const AUDITOR: &str = "auditor-secret";
+pub const ADMIN: &str = "admin-secret";
+
+/// Returns the tokens every test server accepts.
+pub fn tokens() -> Tokens {
+    let entry = |token: &str, role, name: &str| TokenEntry { token: token.into(), role, name: name.into() };
+    Tokens::from_entries([
+        entry(PUBLISHER, Role::Publisher, "runtime-us-east"),
+        entry(AUDITOR, Role::Auditor, "alice"),
+        entry(ADMIN, Role::Admin, "ops"),
+    ])
+    .expect("valid tokens")
+}
+
+/// A collector served in-process on an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a collector over `data_dir`.
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(Config::for_test(data_dir, tokens())).await
+    }
+
+    /// Starts a collector with `config`.
+    pub async fn start_with(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let data_dir = config.data_dir.clone();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let handle = tokio::spawn(qtrail_collector::run(listener, config, async move {
+            let _ = signal.await;
+        }));
+        Self { addr, data_dir, shutdown: Some(shutdown), handle: Some(handle) }
+    }
+
+    /// Asks the collector to shut down and waits until it has.
+    pub async fn stop(mut self) {
+        self.stop_inner().await.expect("collector stops cleanly");
+    }
+
+    /// Asks the collector to shut down without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits for a stop begun with [`TestServer::begin_stop`].
+    pub async fn stop_inner(&mut self) -> anyhow::Result<()> {
+        self.begin_stop();
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), handle).await.expect("stops within 30 s").expect("no panic")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let endpoint = format!("http://{}", self.addr);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Channel::from_shared(endpoint.clone()).expect("uri").connect().await {
+                Ok(channel) => return channel,
+                Err(err) if tokio::time::Instant::now() > deadline => panic!("cannot connect: {err}"),
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    pub async fn admin(&self) -> CollectorAdminClient<Channel> {
+        CollectorAdminClient::new(self.channel().await)
+    }
+
+    pub async fn query(&self) -> EventQueryClient<Channel> {
+        EventQueryClient::new(self.channel().await).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub async fn ingest(&self) -> IngestClient<Channel> {
+        IngestClient::new(self.channel().await).max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Creates the collector of `location` with the admin token.
+    pub async fn create_collector(&self, location: &str) -> proto::Collector {
+        let request = authed(proto::CreateCollectorRequest { location: location.into() }, ADMIN);
+        self.admin().await.create_collector(request).await.expect("collector created").into_inner()
+    }
+
+    /// Returns the collector of `location`.
+    pub async fn collector(&self, location: &str) -> proto::Collector {
+        let request = authed(proto::GetCollectorRequest { location: location.into() }, ADMIN);
+        self.admin().await.get_collector(request).await.expect("collector").into_inner()
+    }
+
+    /// Opens a Publish stream and sends its Hello; returns the stream and the Welcome.
+    pub async fn open_publisher(&self, publisher_id: &str, location: &str, epoch: u64) -> (PublishStream, u64) {
+        let mut stream = PublishStream::open(self).await;
+        stream.send_hello(publisher_id, location, epoch).await;
+        let stored_seq = match stream.next().await.expect("welcome").kind {
+            Some(proto::publish_response::Kind::Welcome(welcome)) => welcome.stored_seq,
+            other => panic!("expected a welcome, got {other:?}"),
+        };
+        (stream, stored_seq)
+    }
+
+    /// Publishes `events` (with publisher seqs from `first_seq`) in one batch on a fresh stream
+    /// and returns the Ack.
+    pub async fn publish(&self, location: &str, events: &[AuditEvent], first_seq: u64) -> proto::Ack {
+        let (mut stream, _) = self.open_publisher("pub-1", location, 1).await;
+        let ack = stream.publish(1, events, first_seq).await;
+        stream.close();
+        ack
+    }
+
+    /// Returns every stored event of `location`, oldest first.
+    pub async fn all_events(&self, location: &str) -> Vec<proto::StoredEvent> {
+        let mut client = self.query().await;
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = authed(
+                proto::QueryEventsRequest {
+                    location: location.into(),
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    order: proto::Order::OldestFirst as i32,
+                    ..Default::default()
+                },
+                AUDITOR,
+            );
+            let page = client.query_events(request).await.expect("query").into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_stop();
+    }
+}
+
+/// A client side of `Ingest.Publish`.
+pub struct PublishStream {
+    sender: Option<mpsc::Sender<proto::PublishRequest>>,
+    responses: Streaming<proto::PublishResponse>,
+}
+
+impl PublishStream {
+    pub async fn open(server: &TestServer) -> Self {
+        Self::open_with_token(server, PUBLISHER).await.expect("stream opens")
+    }
+
+    pub async fn open_with_token(server: &TestServer, token: &str) -> Result<Self, tonic::Status> {
+        let (sender, receiver) = mpsc::channel(64);
+        let request = authed(ReceiverStream::new(receiver), token);
+        let responses = server.ingest().await.publish(request).await?.into_inner();
+        Ok(Self { sender: Some(sender), responses })
+    }
+
+    pub async fn send(&mut self, request: proto::PublishRequest) {
+        // The server may have failed the stream already; the failure shows on `next`.
+        let _ = self.sender.as_ref().expect("open").send(request).await;
+    }
+
+    pub async fn send_hello(&mut self, publisher_id: &str, location: &str, epoch: u64) {
+        let hello = proto::Hello { publisher_id: publisher_id.into(), location: location.into(), epoch };
+        self.send(proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) }).await;
+    }
+
+    pub async fn send_batch(&mut self, batch_seq: u64, events: Vec<proto::PublishedEvent>) {
+        let batch = proto::Batch { batch_seq, events };
+        self.send(proto::PublishRequest { kind: Some(proto::publish_request::Kind::Batch(batch)) }).await;
+    }
+
+    /// Sends `events` as batch `batch_seq` and returns its Ack.
+    pub async fn publish(&mut self, batch_seq: u64, events: &[AuditEvent], first_seq: u64) -> proto::Ack {
+        self.send_batch(batch_seq, published(events, first_seq)).await;
+        self.next_ack().await
+    }
+
+    pub async fn next(&mut self) -> Result<proto::PublishResponse, tonic::Status> {
+        match tokio::time::timeout(Duration::from_secs(30), self.responses.message()).await.expect("answer in time") {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(tonic::Status::cancelled("stream ended")),
+            Err(status) => Err(status),
+        }
+    }
+
+    pub async fn next_ack(&mut self) -> proto::Ack {
+        match self.next().await.expect("ack").kind {
+            Some(proto::publish_response::Kind::Ack(ack)) => ack,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    /// Returns the status that ends the stream, skipping any Acks before it.
+    pub async fn error(&mut self) -> tonic::Status {
+        loop {
+            match self.next().await {
+                Ok(_) => continue,
+                Err(status) => return status,
+            }
+        }
+    }
+
+    /// Half-closes the stream.
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
+}
+
+/// Returns events as published events with seqs from `first_seq`.
+pub fn published(events: &[AuditEvent], first_seq: u64) -> Vec<proto::PublishedEvent> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| proto::PublishedEvent {
+            seq: first_seq + i as u64,
+            event: Some(proto::AuditEvent::from(event)),
+        })
+        .collect()
+}
+
+/// Returns `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    request
+}
+
+/// Returns a valid event of `location`; `i` varies its action, target, initiator and time.
+pub fn event(location: &str, i: usize) -> AuditEvent {
+    let location: Location = location.parse().expect("location");
+    let source = Crn::instance(&location, "acc-1", "inst-1").expect("crn");
+    let actions = [Action::JobCreate, Action::JobRead, Action::ProgramCreate, Action::JobCancel];
+    let initiator = Initiator {
+        id: format!("IBMid-{}", i % 3),
+        name: "alice@example.com".into(),
+        type_uri: qtrail_cadf::event::INITIATOR_USER.into(),
+        credential_type: "apikey".into(),
+        host_address: "192.0.2.7".into(),
+        host_agent: "qtrail-tests".into(),
+    };
+    EventBuilder::new(actions[i % actions.len()], source, initiator)
+        .target(&format!("r-{i}"), "")
+        .event_time(EventTime::from_unix_millis(1_700_000_000_000 + i as i64 * 1000).expect("time"))
+        .build()
+        .expect("valid event")
+}
+
+/// Returns `count` events of `location`, starting at variant `from`.
+pub fn events(location: &str, from: usize, count: usize) -> Vec<AuditEvent> {
+    (from..from + count).map(|i| event(location, i)).collect()
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,288 @@
+//! Ingest.Publish against a real server: the protocol, per-event rejects, deduplication, gaps,
+//! durability across restarts and graceful shutdown.
+
+mod common;
+
+use common::{AUDITOR, PublishStream, TestServer, authed, event, events, published};
+use qtrail_cadf::{ChainHash, chain_hash};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tonic::Code;
+
+#[tokio::test]
+async fn stores_acknowledges_and_deduplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let batch = events("us-east", 0, 5);
+
+    let (mut stream, stored_seq) = server.open_publisher("runtime-1", "us-east", 1).await;
+    assert_eq!(stored_seq, 0);
+    let ack = stream.publish(1, &batch, 1).await;
+    assert_eq!((ack.batch_seq, ack.accepted, ack.duplicates, ack.rejected.len()), (1, 5, 0, 0));
+    // A resend of three of them plus two new ones.
+    let mut resend = batch[2..].to_vec();
+    resend.extend(events("us-east", 5, 2));
+    let ack = stream.publish(2, &resend, 3).await;
+    assert_eq!((ack.batch_seq, ack.accepted, ack.duplicates), (2, 2, 3));
+    stream.close();
+
+    let stored = server.all_events("us-east").await;
+    assert_eq!(stored.len(), 7);
+    let mut prev = ChainHash::GENESIS;
+    for (index, record) in stored.iter().enumerate() {
+        assert_eq!(record.location_seq, index as u64 + 1);
+        assert_eq!(record.location, "us-east");
+        let expected = chain_hash(&prev, &qtrail_cadf::AuditEvent::try_from(record.event.clone().unwrap()).unwrap());
+        assert_eq!(record.prev_chain_hash, prev.as_bytes());
+        assert_eq!(record.chain_hash, expected.as_bytes());
+        assert_eq!(record.publisher.as_ref().unwrap().id, "runtime-1");
+        assert!(record.receive_time.is_some());
+        prev = expected;
+    }
+    let collector = server.collector("us-east").await;
+    assert_eq!((collector.event_count, collector.head_chain_hash), (7, prev.as_bytes().to_vec()));
+
+    // A reconnecting publisher learns what is stored.
+    let (mut stream, stored_seq) = server.open_publisher("runtime-1", "us-east", 1).await;
+    assert_eq!(stored_seq, 7);
+    stream.close();
+    let (mut stream, stored_seq) = server.open_publisher("runtime-1", "us-east", 2).await;
+    assert_eq!(stored_seq, 0);
+    stream.close();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rejects_bad_events_one_by_one_and_stores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    server.create_collector("eu-de").await;
+
+    let good = events("us-east", 0, 2);
+    let wire = |i: usize| proto::AuditEvent::from(&event("us-east", i));
+    let mut missing_id = wire(10);
+    missing_id.id.clear();
+    let mut bad_crn = wire(11);
+    bad_crn.log_source_crn = "crn:v1:nonsense".into();
+    let mut unknown_action = wire(12);
+    unknown_action.action = "quantum-computing.job.explode".into();
+    let mut oversized = wire(13);
+    oversized.message = "x".repeat(20 * 1024);
+    let foreign = proto::AuditEvent::from(&event("eu-de", 14));
+    let mut with_newline = wire(15);
+    with_newline.message = "Qiskit Runtime: read job\r\nforged: line".into();
+
+    let published = vec![
+        proto::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&good[0])) },
+        proto::PublishedEvent { seq: 2, event: Some(missing_id) },
+        proto::PublishedEvent { seq: 3, event: Some(bad_crn) },
+        proto::PublishedEvent { seq: 4, event: Some(unknown_action) },
+        proto::PublishedEvent { seq: 5, event: Some(oversized) },
+        proto::PublishedEvent { seq: 6, event: Some(foreign.clone()) },
+        proto::PublishedEvent { seq: 7, event: None },
+        proto::PublishedEvent { seq: 0, event: Some(proto::AuditEvent::from(&good[1])) },
+        proto::PublishedEvent { seq: 8, event: Some(with_newline) },
+    ];
+    let (mut stream, _) = server.open_publisher("runtime-1", "us-east", 1).await;
+    stream.send_batch(1, published).await;
+    let ack = stream.next_ack().await;
+    assert_eq!((ack.accepted, ack.duplicates), (2, 0));
+    let reasons: Vec<(u64, String)> = ack.rejected.iter().map(|r| (r.seq, r.reason.clone())).collect();
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
+    let reason = |seq: u64| reasons.iter().find(|(s, _)| *s == seq).map(|(_, r)| r.clone()).unwrap();
+    assert_eq!(reason(2), "missing event id");
+    assert!(reason(3).starts_with("invalid log source crn"), "{}", reason(3));
+    assert_eq!(reason(4), "unknown action `quantum-computing.job.explode`");
+    assert!(reason(5).contains("over the limit"), "{}", reason(5));
+    assert_eq!(reason(6), "event location `eu-de` differs from the stream's location `us-east`");
+    assert_eq!(reason(7), "missing event");
+    assert!(reason(0).contains("invalid seq 0"), "{}", reason(0));
+    let foreign_reject = ack.rejected.iter().find(|r| r.seq == 6).unwrap();
+    assert_eq!(foreign_reject.event_id, foreign.id);
+    stream.close();
+
+    // Only the two valid events are stored, control characters escaped; nothing in eu-de.
+    let stored = server.all_events("us-east").await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].event.as_ref().unwrap().message, "Qiskit Runtime: read job\\r\\nforged: line");
+    assert!(server.all_events("eu-de").await.is_empty());
+
+    // Rejected seqs leave gaps that auditors see.
+    let mut query = server.query().await;
+    let publishers = query
+        .list_publishers(authed(proto::ListPublishersRequest { location: "us-east".into() }, AUDITOR))
+        .await
+        .unwrap()
+        .into_inner()
+        .publishers;
+    assert_eq!(publishers.len(), 1);
+    let state = &publishers[0];
+    assert_eq!((state.publisher_id.as_str(), state.epoch, state.stored_seq, state.event_count), ("runtime-1", 1, 8, 2));
+    let gaps: Vec<(u64, u64, u64)> = state.gaps.iter().map(|g| (g.epoch, g.from_seq, g.to_seq)).collect();
+    assert_eq!(gaps, vec![(1, 2, 7)]);
+    assert!(state.last_seen.is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_conflicting_event_id_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let original = event("us-east", 0);
+    let mut impostor = event("us-east", 1);
+    impostor.id = original.id;
+    assert_eq!(server.publish("us-east", &[original], 1).await.accepted, 1);
+    let ack = server.publish("us-east", &[impostor], 2).await;
+    assert_eq!((ack.accepted, ack.duplicates, ack.rejected.len()), (0, 0, 1));
+    assert!(ack.rejected[0].reason.starts_with("conflicting event id"), "{}", ack.rejected[0].reason);
+    assert_eq!(server.all_events("us-east").await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_fail_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let some = events("us-east", 0, 2);
+
+    // A batch before the Hello.
+    let mut stream = PublishStream::open(&server).await;
+    stream.send_batch(1, published(&some, 1)).await;
+    let status = stream.error().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "first message must be a hello, got a batch")
+    );
+
+    // A request with neither.
+    let mut stream = PublishStream::open(&server).await;
+    stream.send(proto::PublishRequest { kind: None }).await;
+    assert_eq!(stream.error().await.code(), Code::InvalidArgument);
+
+    // Bad Hello fields.
+    for (publisher_id, location, epoch, field) in [
+        ("", "us-east", 1, "hello.publisher_id"),
+        ("p", "US", 1, "hello.location"),
+        ("p", "us-east", 0, "hello.epoch"),
+        ("p\n", "us-east", 1, "hello.publisher_id"),
+    ] {
+        let mut stream = PublishStream::open(&server).await;
+        stream.send_hello(publisher_id, location, epoch).await;
+        let status = stream.error().await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+
+    // A location without collector.
+    let mut stream = PublishStream::open(&server).await;
+    stream.send_hello("p", "eu-de", 1).await;
+    let status = stream.error().await;
+    assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "no collector for location `eu-de`"));
+
+    // A second Hello: the batch before it is still acknowledged.
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    assert_eq!(stream.publish(1, &some[..1], 1).await.accepted, 1);
+    stream.send_hello("p", "us-east", 1).await;
+    let status = stream.error().await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("hello sent twice"), "{}", status.message());
+
+    // An empty batch, a batch out of order, a batch that is too large.
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    stream.send_batch(1, Vec::new()).await;
+    let status = stream.error().await;
+    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "batch.events of batch 1 is empty"));
+
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    stream.send_batch(2, published(&some, 1)).await;
+    let status = stream.error().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "batch.batch_seq 2 out of order, expected 1")
+    );
+
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    let one = proto::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&some[0])) };
+    stream.send_batch(1, vec![one; qtrail_proto::limits::MAX_BATCH_EVENTS + 1]).await;
+    let status = stream.error().await;
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("over the limit of 1000"), "{}", status.message());
+
+    // An epoch older than one already seen.
+    let (mut stream, _) = server.open_publisher("p", "us-east", 3).await;
+    stream.publish(1, &some[1..], 1).await;
+    stream.close();
+    let mut stream = PublishStream::open(&server).await;
+    stream.send_hello("p", "us-east", 2).await;
+    assert_eq!(stream.error().await.code(), Code::FailedPrecondition);
+
+    // Nothing partial was stored by any failed stream: the two events acknowledged, no more.
+    assert_eq!(server.all_events("us-east").await.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    let all = events("us-east", 0, 50);
+    for (batch, chunk) in all.chunks(10).enumerate() {
+        let ack = stream.publish(batch as u64 + 1, chunk, batch as u64 * 10 + 1).await;
+        assert_eq!(ack.accepted, 10);
+    }
+    stream.close();
+    let head = server.collector("us-east").await.head_chain_hash;
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let collector = server.collector("us-east").await;
+    assert_eq!((collector.event_count, collector.head_chain_hash), (50, head));
+    let (mut stream, stored_seq) = server.open_publisher("p", "us-east", 1).await;
+    assert_eq!(stored_seq, 50);
+    // Everything resent after the restart is a duplicate.
+    let ack = stream.publish(1, &all[40..], 41).await;
+    assert_eq!((ack.accepted, ack.duplicates), (0, 10));
+    stream.close();
+    server.stop().await;
+}
+
+/// Shutdown stops reading, acknowledges every batch already received, and ends the stream
+/// UNAVAILABLE; `run` then returns Ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_acknowledges_in_flight_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    for batch in 0..4_u64 {
+        stream.send_batch(batch + 1, published(&events("us-east", batch as usize * 100, 100), batch * 100 + 1)).await;
+    }
+    // Wait for the first Ack, so that the batches are in the server's hands, then stop.
+    let first = stream.next_ack().await;
+    assert_eq!(first.batch_seq, 1);
+    server.begin_stop();
+    let mut acked = vec![first.batch_seq];
+    let status = loop {
+        match stream.next().await {
+            Ok(response) => match response.kind {
+                Some(proto::publish_response::Kind::Ack(ack)) => acked.push(ack.batch_seq),
+                other => panic!("unexpected {other:?}"),
+            },
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    server.stop_inner().await.expect("clean stop");
+    assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+
+    // Every acknowledged batch is stored.
+    let server = TestServer::start(dir.path()).await;
+    let stored = server.collector("us-east").await.event_count;
+    assert!(stored >= acked.len() as u64 * 100, "stored {stored}, acked {acked:?}");
+    server.stop().await;
+}

@@ -1,0 +1,157 @@
+//! The tamper test: stop the collector, alter, delete, insert and reorder records directly in
+//! its redb file, restart it, and check that VerifyChain names each fault and its position.
+
+mod common;
+
+use std::path::Path;
+
+use common::{AUDITOR, TestServer, authed, event, events};
+use prost::Message as _;
+use qtrail_cadf::{ChainHash, chain_hash};
+use qtrail_collector::store::RedbStore;
+use qtrail_collector::store::embedded::events_table_name;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
+use redb::{ReadableTable as _, TableDefinition};
+
+const EVENTS: usize = 10;
+
+/// Opens the events table of `location` in the stopped collector's file and lets `tamper`
+/// rewrite it.
+fn tamper(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut redb::Table<'_, u64, &[u8]>)) {
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).expect("open the store file");
+    let txn = db.begin_write().unwrap();
+    {
+        let name = events_table_name(location);
+        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).unwrap();
+        tamper(&mut table);
+    }
+    txn.commit().unwrap();
+}
+
+fn read(table: &redb::Table<'_, u64, &[u8]>, seq: u64) -> proto::StoredEvent {
+    proto::StoredEvent::decode(table.get(seq).unwrap().expect("record").value()).unwrap()
+}
+
+fn write(table: &mut redb::Table<'_, u64, &[u8]>, seq: u64, record: &proto::StoredEvent) {
+    table.insert(seq, record.encode_to_vec().as_slice()).unwrap();
+}
+
+/// Moves every record from `from` on by `shift` positions (up or down), keeping their content.
+fn renumber(table: &mut redb::Table<'_, u64, &[u8]>, from: u64, up: bool) {
+    let seqs: Vec<u64> = table.range(from..).unwrap().map(|entry| entry.unwrap().0.value()).collect();
+    let records: Vec<(u64, proto::StoredEvent)> = seqs.iter().map(|seq| (*seq, read(table, *seq))).collect();
+    for seq in &seqs {
+        table.remove(seq).unwrap();
+    }
+    for (seq, record) in records {
+        write(table, if up { seq + 1 } else { seq - 1 }, &record);
+    }
+}
+
+async fn verify(server: &TestServer, location: &str, range: Option<(u64, u64)>) -> proto::VerifyChainResponse {
+    let request = proto::VerifyChainRequest {
+        location: location.into(),
+        range: range.map(|(from_seq, to_seq)| proto::SeqRange { from_seq, to_seq }),
+    };
+    server.query().await.verify_chain(authed(request, AUDITOR)).await.expect("verify").into_inner()
+}
+
+fn fault(response: &proto::VerifyChainResponse) -> (u64, ChainFaultKind) {
+    assert!(!response.ok, "expected a fault: {response:?}");
+    let fault = response.fault.as_ref().expect("fault");
+    (fault.location_seq, ChainFaultKind::try_from(fault.kind).unwrap())
+}
+
+#[tokio::test]
+async fn verify_chain_reports_each_kind_of_tampering_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let locations = ["us-east", "eu-de", "ca-tor", "jp-tok", "br-sao", "au-syd", "in-che", "kr-seo"];
+    let server = TestServer::start(dir.path()).await;
+    for location in locations {
+        server.create_collector(location).await;
+        let ack = server.publish(location, &events(location, 0, EVENTS), 1).await;
+        assert_eq!(ack.accepted as usize, EVENTS);
+        assert!(verify(&server, location, None).await.ok);
+    }
+    server.stop().await;
+
+    // Altered content, hashes untouched.
+    tamper(dir.path(), "us-east", |table| {
+        let mut record = read(table, 4);
+        record.event.as_mut().unwrap().message = "Qiskit Runtime: nothing to see here".into();
+        write(table, 4, &record);
+    });
+    // A record deleted, leaving a hole.
+    tamper(dir.path(), "eu-de", |table| {
+        table.remove(5).unwrap();
+    });
+    // A record deleted and the rest renumbered to hide the hole.
+    tamper(dir.path(), "ca-tor", |table| {
+        table.remove(6).unwrap();
+        renumber(table, 7, false);
+    });
+    // A forged record with a correctly computed hash inserted at 7, the rest moved up.
+    tamper(dir.path(), "jp-tok", |table| {
+        let prev = ChainHash::from_slice(&read(table, 6).chain_hash).unwrap();
+        let forged_event = event("jp-tok", 99);
+        let mut forged = read(table, 6);
+        forged.event = Some(proto::AuditEvent::from(&forged_event));
+        forged.prev_chain_hash = prev.as_bytes().to_vec();
+        forged.chain_hash = chain_hash(&prev, &forged_event).as_bytes().to_vec();
+        renumber(table, 7, true);
+        write(table, 7, &forged);
+    });
+    // A forged record with made-up hashes inserted at 5.
+    tamper(dir.path(), "br-sao", |table| {
+        let mut forged = read(table, 5);
+        forged.event = Some(proto::AuditEvent::from(&event("br-sao", 98)));
+        forged.chain_hash = vec![0xAB; 32];
+        renumber(table, 5, true);
+        write(table, 5, &forged);
+    });
+    // Records 3 and 4 swapped.
+    tamper(dir.path(), "au-syd", |table| {
+        let (third, fourth) = (read(table, 3), read(table, 4));
+        write(table, 3, &fourth);
+        write(table, 4, &third);
+    });
+    // A forged record put before the first one, linking to the genesis hash.
+    tamper(dir.path(), "kr-seo", |table| {
+        let forged_event = event("kr-seo", 97);
+        let mut forged = read(table, 1);
+        forged.event = Some(proto::AuditEvent::from(&forged_event));
+        forged.chain_hash = chain_hash(&ChainHash::GENESIS, &forged_event).as_bytes().to_vec();
+        renumber(table, 1, true);
+        write(table, 1, &forged);
+    });
+    // The newest record removed.
+    tamper(dir.path(), "in-che", |table| {
+        table.remove(EVENTS as u64).unwrap();
+    });
+
+    let server = TestServer::start(dir.path()).await;
+    assert_eq!(fault(&verify(&server, "us-east", None).await), (4, ChainFaultKind::Modified));
+    assert_eq!(fault(&verify(&server, "eu-de", None).await), (5, ChainFaultKind::Missing));
+    assert_eq!(fault(&verify(&server, "ca-tor", None).await), (6, ChainFaultKind::Missing));
+    assert_eq!(fault(&verify(&server, "jp-tok", None).await), (7, ChainFaultKind::Inserted));
+    assert_eq!(fault(&verify(&server, "br-sao", None).await), (5, ChainFaultKind::Inserted));
+    assert_eq!(fault(&verify(&server, "au-syd", None).await), (3, ChainFaultKind::Reordered));
+    assert_eq!(fault(&verify(&server, "in-che", None).await), (EVENTS as u64, ChainFaultKind::Missing));
+    assert_eq!(fault(&verify(&server, "kr-seo", None).await), (1, ChainFaultKind::Inserted));
+
+    // The fault is the first one: the chain before it verifies, and the response says how far
+    // the check got.
+    let before = verify(&server, "us-east", Some((1, 3))).await;
+    assert!(before.ok && before.checked == 3, "{before:?}");
+    let whole = verify(&server, "us-east", None).await;
+    assert_eq!(whole.checked, 3);
+    let detail = whole.fault.unwrap().detail;
+    assert!(detail.contains("no longer matches"), "{detail}");
+    // The rest of the altered chain is intact from the record after the fault on.
+    assert!(verify(&server, "us-east", Some((5, EVENTS as u64))).await.ok);
+
+    // Reading a tampered location still works.
+    assert_eq!(server.all_events("au-syd").await.len(), EVENTS);
+    server.stop().await;
+}
