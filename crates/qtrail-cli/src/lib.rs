@@ -25,7 +25,6 @@ use crate::error::CliError;
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
-        Command::Up(_) => Err(CliError::Usage("`qtrail up` is not wired in yet".into())),
         Command::Collectors(command) => commands::collectors::run(command, &settings, out).await,
         Command::Programs(command) => commands::programs::run(command, &settings, out).await,
         Command::Jobs(command) => commands::jobs::run(command, &settings, out).await,

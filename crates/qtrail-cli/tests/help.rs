@@ -54,7 +54,6 @@ fn every_help_matches_its_snapshot() {
     assert_eq!(present, expected, "stale or missing help snapshots");
     // Every command of the issue is covered.
     for name in [
-        "qtrail-up.txt",
         "qtrail-collectors-create.txt",
         "qtrail-programs-update.txt",
         "qtrail-jobs-results.txt",
