@@ -20,9 +20,9 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// How long a server may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,7 +120,10 @@ impl ServerProcess {
         let addr = wait_until(&format!("{name} to write its address file"), START_TIMEOUT, || {
             let exited = child.try_wait().ok().flatten();
             if let Some(status) = exited {
-                panic!("{name} exited during start-up with {status}; see {}", self.dir.join(format!("{name}.log")).display());
+                panic!(
+                    "{name} exited during start-up with {status}; see {}",
+                    self.dir.join(format!("{name}.log")).display()
+                );
             }
             let read = qtrail_server::addr_file::read(&addr_file).ok().flatten();
             async move { read }
