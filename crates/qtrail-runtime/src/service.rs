@@ -444,10 +444,10 @@ impl RuntimeService {
             if let Some(before) = before {
                 record.request("createdBefore", millis_text(before));
             }
-            if let (Some(after), Some(before)) = (after, before) {
-                if before < after {
-                    return Err(Error::invalid("created_before", "is earlier than created_after"));
-                }
+            if let (Some(after), Some(before)) = (after, before)
+                && before < after
+            {
+                return Err(Error::invalid("created_before", "is earlier than created_after"));
             }
             let matching: Vec<JobRecord> = jobs::list(txn, &principal.account, after, before, request.ascending)?
                 .into_iter()

@@ -64,7 +64,12 @@ pub fn run(
             return Err(Interrupted);
         }
         let chunk = step.min(shots - done);
-        for _ in 0..chunk {
+        for shot in 0..chunk {
+            // Sampling is cheap, a simulated shot is not: look up often enough either way.
+            let check_every = if sampler.is_some() { 4096 } else { 1 };
+            if shot % check_every == check_every - 1 && observer.should_stop() {
+                return Err(Interrupted);
+            }
             let bits = match &mut sampler {
                 Some(sampler) => sampler.sample(&mut rng),
                 None => run_shot(circuit, &mut rng, observer)?,
