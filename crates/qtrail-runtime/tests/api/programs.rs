@@ -357,3 +357,33 @@ async fn delete_program_is_critical_and_owner_only() {
         },
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initiator_comes_from_forwarded_for_and_bad_correlation_ids_are_replaced() {
+    let runtime = TestRuntime::start().await;
+    let mut client = runtime.programs().await;
+    let (mut request, correlation) = call(pb::ListProgramsRequest::default(), Some(ALICE));
+    request.metadata_mut().insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+    client.list_programs(request).await.unwrap();
+    assert_eq!(runtime.event(&correlation).await.initiator.host_address, "203.0.113.7");
+
+    let too_long = "c".repeat(129);
+    let (mut request, _) = call(pb::ListProgramsRequest { limit: 7, offset: 0 }, Some(ALICE));
+    request.metadata_mut().insert("x-correlation-id", too_long.parse().unwrap());
+    client.list_programs(request).await.unwrap();
+    let found = runtime
+        .stub
+        .wait_for(crate::harness::WAIT, |stub| {
+            stub.stored().iter().any(|stored| {
+                stored.event.request_data.as_ref().is_some_and(|data| {
+                    data.fields.get("limit").is_some_and(
+                        |limit| matches!(limit.kind, Some(prost_types::value::Kind::NumberValue(n)) if n == 7.0),
+                    )
+                })
+            })
+        })
+        .await;
+    assert!(found);
+    let event = runtime.stub.stored().into_iter().last().unwrap().event;
+    assert!(uuid::Uuid::parse_str(&event.correlation_id).is_ok(), "{}", event.correlation_id);
+}
