@@ -75,16 +75,34 @@ impl AuditRecord {
     }
 }
 
-/// Returns `value` with every string escaped and cut to [`MAX_DATA_CHARS`], so caller input can
-/// neither inject control characters nor push the event over its size limit.
+/// Returns `value` with every string escaped and shortened and every list and object cut, so
+/// that caller input can neither inject control characters nor push an event over its 16 KiB
+/// limit (which would turn a bad request into an unavailable service).
 pub fn bounded(value: Value) -> Value {
+    bounded_to(value, MAX_DATA_CHARS)
+}
+
+/// Most items kept of a list or object in event data.
+const MAX_DATA_ITEMS: usize = 16;
+/// Longest string kept inside a list or object, in characters.
+const MAX_NESTED_CHARS: usize = 64;
+
+fn bounded_to(value: Value, max_chars: usize) -> Value {
     match value {
         Value::String(text) => {
             let escaped = qtrail_cadf::text::escape_control(&text);
-            Value::String(escaped.chars().take(MAX_DATA_CHARS).collect())
+            Value::String(escaped.chars().take(max_chars).collect())
         }
-        Value::Array(items) => Value::Array(items.into_iter().take(32).map(bounded).collect()),
-        Value::Object(object) => Value::Object(object.into_iter().take(32).map(|(k, v)| (k, bounded(v))).collect()),
+        Value::Array(items) => Value::Array(
+            items.into_iter().take(MAX_DATA_ITEMS).map(|item| bounded_to(item, MAX_NESTED_CHARS)).collect(),
+        ),
+        Value::Object(object) => Value::Object(
+            object
+                .into_iter()
+                .take(MAX_DATA_ITEMS)
+                .map(|(key, item)| (key.chars().take(MAX_NESTED_CHARS).collect(), bounded_to(item, max_chars)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -196,5 +214,9 @@ mod tests {
         let Value::String(kept) = bounded(long) else { panic!("still a string") };
         assert_eq!(kept.chars().count(), MAX_DATA_CHARS);
         assert!(!kept.contains('\n'));
+        let many = Value::Array(vec![Value::String("é".repeat(300)); 1000]);
+        let Value::Array(items) = bounded(many) else { panic!("still a list") };
+        assert_eq!(items.len(), MAX_DATA_ITEMS);
+        assert!(items.iter().all(|item| item.as_str().unwrap().chars().count() == MAX_NESTED_CHARS));
     }
 }

@@ -67,8 +67,9 @@ pub struct Config {
     /// Most audit events waiting in the outbox; beyond it every call is refused.
     #[arg(long, env = "QTRAIL_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_max_events: u64,
-    /// Most bytes of audit events waiting in the outbox; beyond it every call is refused.
-    #[arg(long, env = "QTRAIL_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most bytes of audit events waiting in the outbox (at least 64 KiB, four of the largest
+    /// events); beyond it every call is refused.
+    #[arg(long, env = "QTRAIL_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub outbox_max_bytes: u64,
     /// How long the publisher lets a part-filled batch wait for more events, in milliseconds.
     #[arg(long, env = "QTRAIL_PUBLISH_LINGER_MS", default_value_t = 15)]

@@ -458,6 +458,7 @@ async fn list_jobs_filters_and_pages() {
         (pb::ListJobsRequest { limit: -1, ..Default::default() }, "invalid limit"),
         (pb::ListJobsRequest { limit: 5000, ..Default::default() }, "invalid limit"),
         (pb::ListJobsRequest { offset: -1, ..Default::default() }, "invalid offset"),
+        (pb::ListJobsRequest { tags: vec!["é".repeat(300); 1000], ..Default::default() }, "invalid tags"),
         (pb::ListJobsRequest { created_after: Some(bad_time), ..Default::default() }, "invalid created_after"),
     ];
     for (request, message) in cases {
