@@ -65,11 +65,14 @@ pub struct PublisherConfig {
     pub backoff_max: Duration,
     /// How long connecting to the collector may take.
     pub connect_timeout: Duration,
+    /// How long the oldest unacknowledged batch may wait for its ack before the stream is
+    /// given up (a collector that stopped answering would otherwise hold the window forever).
+    pub ack_timeout: Duration,
 }
 
 impl PublisherConfig {
     /// Returns the defaults for a collector URL and location: full batches of
-    /// [`MAX_BATCH_EVENTS`] or 4 MiB, 15 ms linger, backoff from 100 ms to 10 s.
+    /// [`MAX_BATCH_EVENTS`] or 4 MiB, 15 ms linger, backoff from 100 ms to 10 s, 30 s for an ack.
     pub fn new(collector_url: impl Into<String>, location: Location) -> Self {
         Self {
             collector_url: collector_url.into(),
@@ -81,6 +84,7 @@ impl PublisherConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +101,7 @@ impl fmt::Debug for PublisherConfig {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ack_timeout", &self.ack_timeout)
             .finish()
     }
 }
@@ -189,6 +194,8 @@ enum StreamError {
     Refused(tonic::Status),
     #[error("collector closed the stream")]
     Closed,
+    #[error("no ack for batch {0} in time")]
+    AckTimeout(u64),
     #[error("protocol violation: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -211,6 +218,7 @@ enum StreamEnd {
 struct InFlight {
     batch_seq: u64,
     seqs: Vec<u64>,
+    sent_at: Instant,
 }
 
 struct Task {
@@ -386,6 +394,9 @@ impl Task {
                 }
             }
             let linger_deadline = linger_until.unwrap_or_else(|| Instant::now() + POLL_INTERVAL);
+            let oldest =
+                session.in_flight.front().map(|batch| (batch.batch_seq, batch.sent_at + self.config.ack_timeout));
+            let ack_deadline = oldest.map_or_else(|| Instant::now() + POLL_INTERVAL, |(_, deadline)| deadline);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
@@ -403,6 +414,13 @@ impl Task {
                 _ = self.drain.cancelled(), if !draining => draining = true,
                 _ = self.outbox.committed(), if window_open && linger_until.is_none() => {}
                 _ = tokio::time::sleep_until(linger_deadline), if window_open => {}
+                _ = tokio::time::sleep_until(ack_deadline), if oldest.is_some() => {
+                    if let Some((batch_seq, deadline)) = oldest
+                        && Instant::now() >= deadline
+                    {
+                        return Err(StreamError::AckTimeout(batch_seq));
+                    }
+                }
             }
         }
     }
@@ -420,7 +438,7 @@ impl Task {
         session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
         session.next_batch_seq += 1;
         session.sent_through = seqs.last().copied().unwrap_or(session.sent_through);
-        session.in_flight.push_back(InFlight { batch_seq, seqs });
+        session.in_flight.push_back(InFlight { batch_seq, seqs, sent_at: Instant::now() });
         self.stats.batch_sent(count);
         debug!(batch_seq, events = count, "batch sent");
         Ok(())

@@ -232,6 +232,7 @@ impl CollectorStub {
         stream: usize,
         batch: qtrail_proto::qtrail::audit::v1::Batch,
         hello: &Hello,
+        responses: &mpsc::Sender<Result<PublishResponse, Status>>,
     ) -> BatchOutcome {
         let mut state = self.state();
         state.batches.push(ReceivedBatch {
@@ -282,7 +283,9 @@ impl CollectorStub {
         let unacked = *unacked;
         state.max_unacked = state.max_unacked.max(unacked);
         if state.hold_acks {
-            return BatchOutcome::Hold(ack);
+            // Held under the same lock that recorded the batch, so a concurrent release sees it.
+            state.held.push((responses.clone(), ack));
+            return BatchOutcome::Held;
         }
         if let Some(count) = state.unacked.get_mut(&stream) {
             *count -= 1;
@@ -293,7 +296,7 @@ impl CollectorStub {
 
 enum BatchOutcome {
     Ack(Ack),
-    Hold(Ack),
+    Held,
     Close,
 }
 
@@ -357,7 +360,7 @@ impl Ingest for StubService {
                         return;
                     }
                 };
-                let outcome = stub.accept_batch(stream, batch, &hello);
+                let outcome = stub.accept_batch(stream, batch, &hello, &responses);
                 stub.changed.notify_waiters();
                 match outcome {
                     BatchOutcome::Ack(ack) => {
@@ -366,7 +369,7 @@ impl Ingest for StubService {
                             return;
                         }
                     }
-                    BatchOutcome::Hold(ack) => stub.state().held.push((responses.clone(), ack)),
+                    BatchOutcome::Held => {}
                     BatchOutcome::Close => {
                         let _ = responses.send(Err(Status::unavailable("stream closed by the test"))).await;
                         return;

@@ -226,6 +226,28 @@ async fn at_most_the_window_of_batches_is_unacknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_stops_acking_is_given_up_and_the_batch_resent() {
+    let fixture = fixture(OutboxLimits::default());
+    let ids = enqueue(&fixture, 0..3);
+    let stub = CollectorStub::new();
+    // The collector stores batches but never answers, and keeps the stream open.
+    stub.hold_acks(true);
+    let server = stub.start().await;
+    let mut config = config(server.url());
+    config.ack_timeout = Duration::from_millis(300);
+    let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
+
+    // The batch is stored but never acknowledged: the publisher gives the stream up and opens a
+    // new one, whose Welcome covers the stored events, so they leave the outbox unsent.
+    assert!(stub.wait_for(WAIT, |stub| stub.hellos().len() >= 2).await, "the silent stream is given up");
+    assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await);
+    assert_eq!(stored_ids(&stub), ids);
+    assert!(publisher.stats().snapshot().reconnects >= 1);
+    publisher.shutdown(Duration::from_secs(5)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_events_are_dropped_counted_and_never_resent() {
     let fixture = fixture(OutboxLimits::default());
     let ids = enqueue(&fixture, 0..5);
