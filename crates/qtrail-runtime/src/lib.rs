@@ -62,6 +62,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let outbox = Outbox::open(store.database(), &format!("runtime-{}", config.instance), limits)
         .context("cannot open the audit outbox")?;
 
+    // Everything that can fail comes before the first background task is spawned.
+    let requeued = executor::requeue_unfinished(&store).context("cannot re-queue unfinished jobs")?;
     let mut publishing = PublisherConfig::new(config.collector.clone(), config.location.clone());
     publishing.token = config.collector_token.as_ref().map(|token| token.expose().to_owned());
     publishing.linger = Duration::from_millis(config.publish_linger_ms);
@@ -70,8 +72,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
 
     let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
-    for job_id in executor::requeue_unfinished(&store).context("cannot re-queue unfinished jobs")? {
-        executor.submit(&job_id);
+    for job_id in &requeued {
+        executor.submit(job_id);
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
     let service = Arc::new(RuntimeService::new(store, outbox.clone(), auditor, executor.clone()));
