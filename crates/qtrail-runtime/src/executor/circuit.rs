@@ -26,6 +26,12 @@ pub const MAX_CLBITS: u64 = 64;
 pub const MAX_OPERATIONS: usize = 1_000_000;
 /// Largest OpenQASM source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+/// Most operators and parentheses in one statement. The parser, type checker and linearizer
+/// recurse once per nesting level of an expression; this keeps that depth small.
+pub const MAX_STATEMENT_OPERATORS: usize = 256;
+/// Stack of the thread that parses: gate definitions calling each other also recurse, once per
+/// level, and a stack overflow would abort the whole process.
+const PARSE_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The standard gate library (Qiskit's `qelib1.inc`, Apache-2.0), the only includable file.
 const QELIB1: &str = include_str!("qelib1.inc");
@@ -122,6 +128,12 @@ pub enum CircuitError {
     /// The circuit uses a gate with no definition.
     #[error("opaque gate `{0}` cannot be simulated")]
     Opaque(String),
+    /// A statement nests too deeply.
+    #[error("line {0}: statement has more than {MAX_STATEMENT_OPERATORS} operators")]
+    TooComplex(usize),
+    /// The parser failed in a way it does not report (it panicked).
+    #[error("program cannot be parsed")]
+    Unparsable,
 }
 
 /// Parses, type-checks and linearizes an OpenQASM 2 source.
@@ -135,6 +147,55 @@ pub fn parse(source: &str) -> Result<Circuit, CircuitError> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(CircuitError::TooLarge(source.len()));
     }
+    check_complexity(source)?;
+    let owned = source.to_owned();
+    let parser = std::thread::Builder::new()
+        .name("qasm-parse".to_owned())
+        .stack_size(PARSE_STACK_BYTES)
+        .spawn(move || parse_checked(&owned))
+        .map_err(|_| CircuitError::Unparsable)?;
+    // A panic inside the openqasm crate ends only its thread: the program is refused.
+    parser.join().unwrap_or(Err(CircuitError::Unparsable))
+}
+
+/// Refuses statements with more than [`MAX_STATEMENT_OPERATORS`] operators and parentheses.
+fn check_complexity(source: &str) -> Result<(), CircuitError> {
+    let mut line = 1;
+    let mut statement_line = 1;
+    let mut operators = 0;
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '/' if chars.peek() == Some(&'/') => {
+                // A comment runs to the end of the line.
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            ';' | '{' | '}' => {
+                operators = 0;
+                statement_line = line;
+            }
+            '+' | '-' | '*' | '/' | '^' | '(' => {
+                if operators == 0 {
+                    statement_line = line;
+                }
+                operators += 1;
+                if operators > MAX_STATEMENT_OPERATORS {
+                    return Err(CircuitError::TooComplex(statement_line));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_checked(source: &str) -> Result<Circuit, CircuitError> {
     let mut cache = SourceCache::new();
     let program = parse_program(&mut cache, source)?;
     let (num_qubits, num_clbits) = register_sizes(&program)?;
@@ -452,6 +513,21 @@ mod tests {
         }
         source.push_str("g25 q[0];\n");
         assert_eq!(error(&source), format!("circuit expands to more than {MAX_OPERATIONS} operations"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_or_survived_never_a_crash() {
+        let sum = format!("{HEADER}qreg q[1];\nU({}1, 0, 0) q[0];\n", "1+".repeat(100_000));
+        assert_eq!(error(&sum), "line 4: statement has more than 256 operators");
+        let parens = format!("{HEADER}qreg q[1];\nU({}0{}, 0, 0) q[0];\n", "(".repeat(300), ")".repeat(300));
+        assert_eq!(error(&parens), "line 4: statement has more than 256 operators");
+        // A chain of 8000 gate definitions (most that fit the size limit), each calling the previous one, recurses 8000 deep.
+        let mut chain = String::from("OPENQASM 2.0;\nqreg q[1];\ngate g0 a { U(0,0,0) a; }\n");
+        for level in 1..8000 {
+            chain.push_str(&format!("gate g{level} a {{ g{} a; }}\n", level - 1));
+        }
+        chain.push_str("g7999 q[0];\n");
+        assert_eq!(parse(&chain).unwrap().instructions.len(), 1);
     }
 
     #[test]
