@@ -531,6 +531,21 @@ mod tests {
     }
 
     #[test]
+    fn hostile_numbers_are_refused() {
+        for body in [
+            "qreg q[99999999999999999999999999];",
+            "qreg q[1];\nU(1e99999, 0, 0) q[0];",
+            "qreg q[1];\nU(1/0, 0, 0) q[0];",
+            "qreg q[1];\ncreg c[1];\nif (c==99999999999999999999999) U(0,0,0) q[0];",
+            "qreg q[1];\ncreg c[1];\nif (c==5) U(0,0,0) q[0];",
+            "qreg q[2];\nCX q[0],q[0];",
+        ] {
+            let source = format!("OPENQASM 2.0;\n{body}\n");
+            assert!(parse(&source).is_err(), "{body}");
+        }
+    }
+
+    #[test]
     fn only_the_standard_library_can_be_included() {
         let message = error("OPENQASM 2.0;\ninclude \"/etc/passwd\";\nqreg q[1];\n");
         assert!(message.contains("cannot include `/etc/passwd`: only qelib1.inc can be included"), "{message}");
