@@ -69,6 +69,22 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
 
     let done = wait_for_status(&runtime, &job.id, pb::JobStatus::Completed).await;
     assert!(done.start_time.is_some() && done.end_time.is_some());
+    let (request, correlation) = call(pb::GetJobRequest { id: job.id.clone() }, Some(ALICE));
+    let fetched = client.get_job(request).await.unwrap().into_inner();
+    assert_eq!((fetched.log_level.as_str(), fetched.tags.as_slice()), ("DEBUG", ["exp-1".to_owned()].as_slice()));
+    let event = runtime.event(&correlation).await;
+    assert_event(
+        &event,
+        Expected {
+            action: Action::JobRead,
+            code: 200,
+            severity: Severity::Normal,
+            target: job_target(&job.id),
+            account: "acc-alice",
+        },
+    );
+    assert_eq!(event.message, format!("Qiskit Runtime: read job {}", job.id));
+    assert_eq!(event.response_data.as_ref().unwrap()["status"], json!("COMPLETED"));
 
     let (request, correlation) = call(pb::GetJobResultsRequest { id: job.id.clone() }, Some(ALICE));
     let results = client.get_job_results(request).await.unwrap().into_inner();
