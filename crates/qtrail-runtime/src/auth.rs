@@ -41,9 +41,16 @@ pub struct Principal {
 }
 
 /// Principals by the SHA-256 digest of their API key.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Principals {
     by_key_digest: HashMap<[u8; 32], Principal>,
+}
+
+impl std::fmt::Debug for Principals {
+    /// Shows how many there are: even key digests stay out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principals").field("count", &self.by_key_digest.len()).finish()
+    }
 }
 
 /// Why the principals file is unusable.
