@@ -252,3 +252,42 @@ async fn bad_start_up_configuration_stops_run_with_a_clear_error() {
     let err = qtrail_runtime::run(listener, bad_instance, std::future::pending()).await.unwrap_err();
     assert!(err.to_string().starts_with("invalid --account or --instance"), "{err:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_event_cannot_be_recorded_fails_unavailable_and_changes_nothing() {
+    use qtrail_runtime::audit::Auditor;
+    use qtrail_runtime::auth::{CallContext, Caller, Principal};
+    use qtrail_runtime::service::RuntimeService;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = qtrail_runtime::store::Store::open(dir.path()).unwrap();
+    let outbox = qtrail_publisher::Outbox::open(store.database(), "runtime-test", Default::default()).unwrap();
+    let executor = qtrail_runtime::executor::Executor::start(store.clone(), 1);
+    let location: qtrail_cadf::Location = "us-east".parse().unwrap();
+    // An instance id no CRN can hold: every event of this service fails to build.
+    let broken = RuntimeService::new(
+        store.clone(),
+        outbox.clone(),
+        Auditor::new(location.clone(), "bad:instance".into(), "qtrail".into()),
+        executor.clone(),
+    );
+    let working = RuntimeService::new(
+        store,
+        outbox.clone(),
+        Auditor::new(location, "inst".into(), "qtrail".into()),
+        executor.clone(),
+    );
+    let alice = CallContext::for_test(Caller::Principal(Principal {
+        iam_id: "IBMid-alice".into(),
+        name: "alice".into(),
+        account: "acc-alice".into(),
+    }));
+
+    let create = pb::CreateProgramRequest { name: "bell".into(), source: BELL.into(), ..Default::default() };
+    let err = broken.create_program(&alice, create).unwrap_err();
+    assert_eq!(tonic::Status::from(err).message(), "audit log unavailable");
+    let listed = working.list_programs(&alice, pb::ListProgramsRequest::default()).unwrap();
+    assert_eq!(listed.count, 0, "the program was not created without its event");
+    assert_eq!(outbox.depth().unwrap().events, 1, "only the working service's list left an event");
+    executor.shutdown().await;
+}
