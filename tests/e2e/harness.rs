@@ -20,9 +20,6 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// How long a server may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,7 +131,7 @@ impl ServerProcess {
         let url = self.url();
         wait_until(&format!("{name} to report SERVING"), START_TIMEOUT, || {
             let url = url.clone();
-            async move { is_serving(&url).await.then_some(()) }
+            async move { qtrail_server::health::is_serving(&url).await.then_some(()) }
         })
         .await;
     }
@@ -187,12 +184,4 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Returns true when the server at `url` answers gRPC health with SERVING.
-pub async fn is_serving(url: &str) -> bool {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned()) else { return false };
-    let Ok(channel) = channel.connect_timeout(Duration::from_secs(1)).connect().await else { return false };
-    let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
-    response.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
 }
