@@ -5,3 +5,4 @@
 #![allow(unreachable_pub)]
 
 mod harness;
+mod up;
