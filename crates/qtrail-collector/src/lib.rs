@@ -62,7 +62,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => {
-            Some(TcpListener::bind(addr).await.with_context(|| format!("failed to listen for http on {addr}"))?)
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("failed to listen for http on {addr}"))?;
+            // Install the recorder before the first metric, or what is recorded now is lost.
+            qtrail_server::http::prometheus();
+            Some(listener)
         }
         None => None,
     };
