@@ -480,8 +480,17 @@ async function openDetail(seq) {
     correlation.href = consoleUrl(state.location, filters);
     correlation.onclick = (click) => {
       click.preventDefault();
+      closeDetail();
       applyFilters(filters);
     };
+  }
+}
+
+function closeDetail() {
+  $('detail').hidden = true;
+  state.selectedSeq = null;
+  for (const row of $('event-rows').querySelectorAll('tr.selected')) {
+    row.classList.remove('selected');
   }
 }
 
@@ -543,11 +552,10 @@ async function boot() {
     }
   });
   $('verify').addEventListener('click', verifyChain);
-  $('detail-close').addEventListener('click', () => {
-    $('detail').hidden = true;
-    state.selectedSeq = null;
-    for (const row of $('event-rows').querySelectorAll('tr.selected')) {
-      row.classList.remove('selected');
+  $('detail-close').addEventListener('click', closeDetail);
+  document.addEventListener('keydown', (key) => {
+    if (key.key === 'Escape' && !$('detail').hidden) {
+      closeDetail();
     }
   });
 
