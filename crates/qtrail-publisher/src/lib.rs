@@ -1,0 +1,27 @@
+//! What any Rust service needs to emit qtrail audit events.
+//!
+//! - [`Outbox`]: audit events waiting to be published, kept in redb tables of the service's own
+//!   database. A service enqueues each event inside the write transaction that makes the state
+//!   change it describes, so the change and its event commit together or not at all. The outbox
+//!   numbers events densely per `(publisher_id, epoch)` and is bounded in events and bytes.
+//! - [`Publisher`]: the background task that streams the outbox to the collector of the
+//!   service's location over `qtrail.audit.v1.Ingest/Publish`, in bounded batches with at most
+//!   [`qtrail_proto::limits::MAX_UNACKED_BATCHES`] unacknowledged, and deletes an event from the
+//!   outbox only once the collector has acknowledged it. Any failure ends the stream; the task
+//!   reconnects with exponential backoff and full jitter and resends what is still unacknowledged.
+//! - [`PublisherStats`]: counters and gauges for metrics.
+//!
+//! With the `testing` feature, [`testing::CollectorStub`] is an in-memory collector for tests.
+
+mod backoff;
+pub mod error;
+pub mod outbox;
+pub mod publisher;
+pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{OutboxError, PublisherError};
+pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
+pub use publisher::{Publisher, PublisherConfig};
+pub use stats::{PublisherStats, StatsSnapshot};

@@ -1,0 +1,508 @@
+//! The publisher task: streams the outbox to the collector of the service's location.
+//!
+//! One `Publish` stream at a time. It opens with `Hello{publisher_id, location, epoch}`; the
+//! collector's `Welcome{stored_seq}` says how far it already has this publisher's sequence, and
+//! everything up to there is dropped from the outbox. Then the task sends the outbox in seq order
+//! as `Batch`es of at most `max_batch_events` events and `max_batch_bytes` bytes, waiting up to
+//! `linger` for a part-filled batch to fill, with at most
+//! [`MAX_UNACKED_BATCHES`](qtrail_proto::limits::MAX_UNACKED_BATCHES) unacknowledged. An `Ack`
+//! deletes exactly its batch's events from the outbox; events the collector rejected are
+//! deleted too (they are refused for good), with a warning each.
+//!
+//! Any failure (collector unreachable, no collector for the location, refused credentials, a
+//! protocol violation, the stream closing) ends the stream. The task waits with exponential
+//! backoff and full jitter and opens a new one, which resends every event still in the outbox,
+//! in seq order; the collector removes duplicates by event id. Events meanwhile wait in the
+//! outbox, whose bound then decides when the service stops taking calls.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qtrail_cadf::Location;
+use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
+use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
+use qtrail_proto::qtrail::audit::v1::{
+    Ack, Batch, Hello, PublishRequest, PublishedEvent, publish_request, publish_response,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::error::{OutboxError, PublisherError};
+use crate::outbox::{Outbox, QueuedBatch};
+use crate::stats::PublisherStats;
+
+/// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
+/// forget [`Outbox::wake_publisher`], and the pace at which a drain notices an empty outbox.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where and how a publisher sends events.
+#[derive(Clone)]
+pub struct PublisherConfig {
+    /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
+    pub collector_url: String,
+    /// Token sent as `authorization: Bearer <token>`; a secret, never logged.
+    pub token: Option<String>,
+    /// Location whose collector stores the events; every event's log source names it.
+    pub location: Location,
+    /// Most events per batch (at most [`MAX_BATCH_EVENTS`]).
+    pub max_batch_events: usize,
+    /// Most bytes of encoded events per batch.
+    pub max_batch_bytes: usize,
+    /// How long a part-filled batch waits for more events.
+    pub linger: Duration,
+    /// First retry delay ceiling.
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// How long connecting to the collector may take.
+    pub connect_timeout: Duration,
+    /// How long the oldest unacknowledged batch may wait for its ack before the stream is
+    /// given up (a collector that stopped answering would otherwise hold the window forever).
+    pub ack_timeout: Duration,
+}
+
+impl PublisherConfig {
+    /// Returns the defaults for a collector URL and location: full batches of
+    /// [`MAX_BATCH_EVENTS`] or 4 MiB, 15 ms linger, backoff from 100 ms to 10 s, 30 s for an ack.
+    pub fn new(collector_url: impl Into<String>, location: Location) -> Self {
+        Self {
+            collector_url: collector_url.into(),
+            token: None,
+            location,
+            max_batch_events: MAX_BATCH_EVENTS,
+            max_batch_bytes: 4 * 1024 * 1024,
+            linger: Duration::from_millis(15),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("collector_url", &self.collector_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("location", &self.location)
+            .field("max_batch_events", &self.max_batch_events)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("linger", &self.linger)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .finish()
+    }
+}
+
+/// A running publisher task.
+#[derive(Debug)]
+pub struct Publisher {
+    task: JoinHandle<()>,
+    drain: CancellationToken,
+    stop: CancellationToken,
+    stats: Arc<PublisherStats>,
+}
+
+impl Publisher {
+    /// Starts publishing `outbox` as `config` says. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PublisherError`] when the URL, the token or the limits are unusable.
+    pub fn spawn(outbox: Outbox, config: PublisherConfig) -> Result<Self, PublisherError> {
+        let endpoint = Endpoint::from_shared(config.collector_url.clone())
+            .map_err(|err| PublisherError::InvalidUrl { url: config.collector_url.clone(), reason: err.to_string() })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        let authorization = match &config.token {
+            Some(token) => {
+                Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)?)
+            }
+            None => None,
+        };
+        if config.max_batch_events == 0 || config.max_batch_events > MAX_BATCH_EVENTS {
+            return Err(PublisherError::InvalidLimits(format!(
+                "max batch events must be 1 to {MAX_BATCH_EVENTS}, got {}",
+                config.max_batch_events
+            )));
+        }
+        // Leave room for the batch framing around the events.
+        let byte_ceiling = MAX_MESSAGE_BYTES / 2;
+        if config.max_batch_bytes == 0 || config.max_batch_bytes > byte_ceiling {
+            return Err(PublisherError::InvalidLimits(format!(
+                "max batch bytes must be 1 to {byte_ceiling}, got {}",
+                config.max_batch_bytes
+            )));
+        }
+        let stats = Arc::new(PublisherStats::default());
+        let drain = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let task = Task {
+            outbox,
+            endpoint,
+            authorization,
+            backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            config,
+            stats: stats.clone(),
+            drain: drain.clone(),
+            stop: stop.clone(),
+        };
+        Ok(Self { task: tokio::spawn(task.run()), drain, stop, stats })
+    }
+
+    /// Returns the publisher's counters.
+    pub fn stats(&self) -> Arc<PublisherStats> {
+        self.stats.clone()
+    }
+
+    /// Publishes what is in the outbox for at most `timeout`, then stops. Returns true when the
+    /// outbox was empty at the end; what is left waits for the next start.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.drain.cancel();
+        let mut task = self.task;
+        let drained = match tokio::time::timeout(timeout, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.stop.cancel();
+                // The task ends at its next await point once stopped.
+                let _ = task.await;
+                false
+            }
+        };
+        self.stats.set_connected(false);
+        drained
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("collector refused the stream: {}", .0.message())]
+    Refused(tonic::Status),
+    #[error("collector closed the stream")]
+    Closed,
+    #[error("no ack for batch {0} in time")]
+    AckTimeout(u64),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("outbox task failed: {0}")]
+    Task(String),
+    #[error("a new epoch started")]
+    NewEpoch,
+}
+
+/// How a stream ended without an error.
+enum StreamEnd {
+    /// The outbox is empty and a drain was requested.
+    Drained,
+    /// The task was told to stop.
+    Stopped,
+}
+
+/// A batch sent and not yet acknowledged.
+struct InFlight {
+    batch_seq: u64,
+    seqs: Vec<u64>,
+    sent_at: Instant,
+}
+
+struct Task {
+    outbox: Outbox,
+    endpoint: Endpoint,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    backoff: Backoff,
+    config: PublisherConfig,
+    stats: Arc<PublisherStats>,
+    drain: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Task {
+    async fn run(mut self) {
+        info!(publisher_id = %self.outbox.publisher_id(), collector = %self.config.collector_url, "publisher started");
+        loop {
+            let started = Instant::now();
+            let mut progressed = false;
+            let result = self.stream(&mut progressed).await;
+            self.stats.set_connected(false);
+            match result {
+                Ok(StreamEnd::Drained) => {
+                    info!("outbox drained, publisher stopped");
+                    return;
+                }
+                Ok(StreamEnd::Stopped) => {
+                    info!("publisher stopped");
+                    return;
+                }
+                Err(StreamError::NewEpoch) => {
+                    self.backoff.reset();
+                    continue;
+                }
+                Err(err) => self.report(&err),
+            }
+            // A stream that made progress or stayed up a while proves the collector healthy, so
+            // the next failure starts again from the smallest delay.
+            if progressed || started.elapsed() >= self.config.backoff_max {
+                self.backoff.reset();
+            }
+            self.stats.reconnecting();
+            let delay = self.backoff.next_delay();
+            debug!(retry_in_ms = delay.as_millis() as u64, "publisher retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => {
+                    info!("publisher stopped");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn report(&self, err: &StreamError) {
+        let queued = self.outbox.depth().map(|depth| depth.events).unwrap_or_default();
+        let retry_ceiling_ms = self.backoff.ceiling().as_millis() as u64;
+        match err {
+            StreamError::Refused(status) if status.code() == tonic::Code::FailedPrecondition => warn!(
+                location = %self.config.location,
+                queued,
+                retry_ceiling_ms,
+                reason = %status.message(),
+                "no collector for this location, events wait in the outbox"
+            ),
+            StreamError::Refused(status)
+                if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+            {
+                error!(
+                    code = ?status.code(),
+                    queued,
+                    retry_ceiling_ms,
+                    "collector refused the publisher's credentials, events wait in the outbox"
+                )
+            }
+            StreamError::Outbox(err) => error!(error = %err, queued, retry_ceiling_ms, "outbox failed"),
+            StreamError::Protocol(_) => error!(error = %err, queued, retry_ceiling_ms, "collector broke the protocol"),
+            _ => warn!(error = %err, queued, retry_ceiling_ms, "publish stream failed, events wait in the outbox"),
+        }
+    }
+
+    /// Runs one stream until it fails, drains or is stopped. Sets `progressed` when the
+    /// collector acknowledged something.
+    async fn stream(&mut self, progressed: &mut bool) -> Result<StreamEnd, StreamError> {
+        if self.stop.is_cancelled() {
+            return Ok(StreamEnd::Stopped);
+        }
+        let outbox = self.outbox.clone();
+        let (epoch, last_seq) = blocking(move || outbox.position()).await?;
+        if self.drain.is_cancelled() && self.outbox.depth()?.events == 0 {
+            return Ok(StreamEnd::Drained);
+        }
+
+        let channel = tokio::select! {
+            connected = self.endpoint.connect() => connected.map_err(StreamError::Connect)?,
+            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+        };
+        let mut client = client(channel);
+        // Hello, then up to the window of batches, fit in the buffer without waiting.
+        let (requests, outgoing) = mpsc::channel::<PublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
+        let hello = Hello {
+            publisher_id: self.outbox.publisher_id().to_owned(),
+            location: self.config.location.to_string(),
+            epoch,
+        };
+        requests
+            .send(PublishRequest { kind: Some(publish_request::Kind::Hello(hello)) })
+            .await
+            .map_err(|_| StreamError::Closed)?;
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        let mut responses = tokio::select! {
+            response = client.publish(request) => response.map_err(StreamError::Refused)?.into_inner(),
+            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+        };
+        let welcome = tokio::select! {
+            message = responses.message() => message.map_err(StreamError::Refused)?,
+            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+        };
+        let stored_seq = match welcome.and_then(|response| response.kind) {
+            Some(publish_response::Kind::Welcome(welcome)) => welcome.stored_seq,
+            Some(publish_response::Kind::Ack(_)) => {
+                return Err(StreamError::Protocol("ack before welcome".to_owned()));
+            }
+            None => return Err(StreamError::Closed),
+        };
+        if stored_seq > last_seq {
+            let outbox = self.outbox.clone();
+            let new_epoch = blocking(move || outbox.start_new_epoch()).await?;
+            warn!(
+                epoch,
+                new_epoch,
+                stored_seq,
+                last_seq,
+                "collector holds more of this epoch than the outbox assigned, starting a new epoch"
+            );
+            return Err(StreamError::NewEpoch);
+        }
+        let outbox = self.outbox.clone();
+        let dropped = blocking(move || outbox.remove_through(stored_seq)).await?;
+        info!(epoch, stored_seq, dropped, "publish stream open");
+        self.stats.set_connected(true);
+
+        let mut session = Session { requests, in_flight: VecDeque::new(), next_batch_seq: 1, sent_through: 0 };
+        let mut linger_until: Option<Instant> = None;
+        let mut draining = self.drain.is_cancelled();
+        loop {
+            let window_open = session.in_flight.len() < MAX_UNACKED_BATCHES as usize;
+            if window_open {
+                let outbox = self.outbox.clone();
+                let (after, max_events, max_bytes) =
+                    (session.sent_through, self.config.max_batch_events, self.config.max_batch_bytes);
+                let batch = blocking(move || outbox.read_after(after, max_events, max_bytes)).await?;
+                if !batch.corrupt.is_empty() {
+                    self.drop_corrupt(batch.corrupt).await?;
+                    continue;
+                }
+                if batch.events.is_empty() {
+                    linger_until = None;
+                    if draining && session.in_flight.is_empty() {
+                        return Ok(StreamEnd::Drained);
+                    }
+                } else {
+                    let lingered = linger_until.is_some_and(|deadline| Instant::now() >= deadline);
+                    if batch.more || lingered || draining {
+                        self.send(&mut session, batch).await?;
+                        linger_until = None;
+                        continue;
+                    }
+                    linger_until.get_or_insert_with(|| Instant::now() + self.config.linger);
+                }
+            }
+            let linger_deadline = linger_until.unwrap_or_else(|| Instant::now() + POLL_INTERVAL);
+            let oldest =
+                session.in_flight.front().map(|batch| (batch.batch_seq, batch.sent_at + self.config.ack_timeout));
+            let ack_deadline = oldest.map_or_else(|| Instant::now() + POLL_INTERVAL, |(_, deadline)| deadline);
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+                message = responses.message() => {
+                    let ack = match message.map_err(StreamError::Refused)?.and_then(|response| response.kind) {
+                        Some(publish_response::Kind::Ack(ack)) => ack,
+                        Some(publish_response::Kind::Welcome(_)) => {
+                            return Err(StreamError::Protocol("second welcome".to_owned()));
+                        }
+                        None => return Err(StreamError::Closed),
+                    };
+                    self.acknowledge(&mut session, ack).await?;
+                    *progressed = true;
+                }
+                _ = self.drain.cancelled(), if !draining => draining = true,
+                _ = self.outbox.committed(), if window_open && linger_until.is_none() => {}
+                _ = tokio::time::sleep_until(linger_deadline), if window_open => {}
+                _ = tokio::time::sleep_until(ack_deadline), if oldest.is_some() => {
+                    if let Some((batch_seq, deadline)) = oldest
+                        && Instant::now() >= deadline
+                    {
+                        return Err(StreamError::AckTimeout(batch_seq));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, session: &mut Session, batch: QueuedBatch) -> Result<(), StreamError> {
+        let batch_seq = session.next_batch_seq;
+        let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
+        let count = seqs.len();
+        let events = batch
+            .events
+            .into_iter()
+            .map(|queued| PublishedEvent { seq: queued.seq, event: Some(queued.event) })
+            .collect();
+        let request = PublishRequest { kind: Some(publish_request::Kind::Batch(Batch { batch_seq, events })) };
+        session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
+        session.next_batch_seq += 1;
+        session.sent_through = seqs.last().copied().unwrap_or(session.sent_through);
+        session.in_flight.push_back(InFlight { batch_seq, seqs, sent_at: Instant::now() });
+        self.stats.batch_sent(count);
+        debug!(batch_seq, events = count, "batch sent");
+        Ok(())
+    }
+
+    /// Deletes events that no longer decode: they can never be sent, and keeping them would stop
+    /// the outbox for good.
+    async fn drop_corrupt(&self, seqs: Vec<u64>) -> Result<(), StreamError> {
+        error!(seqs = ?seqs, "outbox events do not decode, dropping them");
+        let outbox = self.outbox.clone();
+        let dropped = blocking(move || outbox.remove(&seqs)).await?;
+        self.stats.dropped_corrupt(dropped);
+        Ok(())
+    }
+
+    async fn acknowledge(&self, session: &mut Session, ack: Ack) -> Result<(), StreamError> {
+        let Some(position) = session.in_flight.iter().position(|batch| batch.batch_seq == ack.batch_seq) else {
+            return Err(StreamError::Protocol(format!("ack for unknown batch {}", ack.batch_seq)));
+        };
+        let accounted = u64::from(ack.accepted) + u64::from(ack.duplicates) + ack.rejected.len() as u64;
+        let sent = session.in_flight[position].seqs.len() as u64;
+        if accounted != sent {
+            // The collector has not said what became of every event: keep them all and resend.
+            return Err(StreamError::Protocol(format!(
+                "ack of batch {} accounts for {accounted} of {sent} events",
+                ack.batch_seq
+            )));
+        }
+        let batch = session.in_flight.remove(position).ok_or(StreamError::Closed)?;
+        for rejected in &ack.rejected {
+            warn!(
+                event_id = %qtrail_cadf::text::escape_control(&rejected.event_id),
+                seq = rejected.seq,
+                reason = %qtrail_cadf::text::escape_control(&rejected.reason),
+                "collector rejected an event for good, dropping it"
+            );
+        }
+        let outbox = self.outbox.clone();
+        blocking(move || outbox.remove(&batch.seqs)).await?;
+        self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
+        debug!(batch_seq = ack.batch_seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch acknowledged");
+        Ok(())
+    }
+}
+
+/// State of one open stream.
+struct Session {
+    requests: mpsc::Sender<PublishRequest>,
+    in_flight: VecDeque<InFlight>,
+    next_batch_seq: u64,
+    /// Highest seq sent on this stream.
+    sent_through: u64,
+}
+
+fn client(channel: Channel) -> IngestClient<Channel> {
+    IngestClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Runs outbox I/O (which may wait for an fsync) off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, StreamError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(StreamError::Outbox),
+        Err(join) => Err(StreamError::Task(join.to_string())),
+    }
+}

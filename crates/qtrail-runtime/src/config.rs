@@ -1,0 +1,111 @@
+//! The runtime's configuration: command-line flags, each also settable from a `QTRAIL_*`
+//! environment variable.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use qtrail_cadf::Location;
+
+/// A secret string (the collector token): kept out of `Debug` output and therefore out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Returns the secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Everything `run` needs besides its listener.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Location (region) of this runtime, e.g. `us-east`; its collector gets the events.
+    #[arg(long, env = "QTRAIL_LOCATION")]
+    pub location: Location,
+    /// Service instance id, used in every CRN.
+    #[arg(long, env = "QTRAIL_INSTANCE")]
+    pub instance: String,
+    /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
+    #[arg(long, env = "QTRAIL_COLLECTOR")]
+    pub collector: String,
+    /// Token with the `publisher` role at the collector (prefer the environment variable).
+    #[arg(long, env = "QTRAIL_COLLECTOR_TOKEN", hide_env_values = true)]
+    pub collector_token: Option<Secret>,
+    /// TOML file of principals (api key → iam id, name, account).
+    #[arg(long, env = "QTRAIL_PRINCIPALS")]
+    pub principals: PathBuf,
+    /// Directory of the runtime's database.
+    #[arg(long, env = "QTRAIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// File that receives the bound address once the server is ready.
+    #[arg(long, env = "QTRAIL_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Operator account: the log source account of events whose caller is unknown.
+    #[arg(long, env = "QTRAIL_ACCOUNT", default_value = "qtrail")]
+    pub account: String,
+    /// Most jobs executing at once.
+    #[arg(long, env = "QTRAIL_MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_jobs: u16,
+    /// Most audit events waiting in the outbox; beyond it every call is refused.
+    #[arg(long, env = "QTRAIL_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub outbox_max_events: u64,
+    /// Most bytes of audit events waiting in the outbox (at least 64 KiB, four of the largest
+    /// events); beyond it every call is refused.
+    #[arg(long, env = "QTRAIL_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    pub outbox_max_bytes: u64,
+    /// How long the publisher lets a part-filled batch wait for more events, in milliseconds.
+    #[arg(long, env = "QTRAIL_PUBLISH_LINGER_MS", default_value_t = 15)]
+    pub publish_linger_ms: u64,
+    /// Longest wait between reconnection attempts to the collector, in milliseconds.
+    #[arg(long, env = "QTRAIL_PUBLISH_BACKOFF_MAX_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publish_backoff_max_ms: u64,
+    /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
+    #[arg(long, env = "QTRAIL_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
+    pub shutdown_flush_ms: u64,
+}
+
+impl Config {
+    /// Returns a configuration for tests: location `us-east`, instance `inst-test`, fast
+    /// publisher retries and the default outbox bound.
+    pub fn for_test(data_dir: PathBuf, principals: PathBuf, collector: String) -> Self {
+        Self {
+            location: "us-east".parse().expect("`us-east` is a valid location"),
+            instance: "inst-test".to_owned(),
+            collector,
+            collector_token: Some(Secret("publisher-token".to_owned())),
+            principals,
+            data_dir,
+            addr_file: None,
+            account: "qtrail".to_owned(),
+            max_concurrent_jobs: 2,
+            outbox_max_events: 100_000,
+            outbox_max_bytes: 256 * 1024 * 1024,
+            publish_linger_ms: 5,
+            publish_backoff_max_ms: 200,
+            shutdown_flush_ms: 5_000,
+        }
+    }
+
+    /// Returns the shutdown flush timeout.
+    pub fn shutdown_flush(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_ms)
+    }
+}

@@ -1,0 +1,134 @@
+//! The one error type of the runtime's calls and its mapping to gRPC status codes.
+//!
+//! Messages are lowercase, have no trailing period, name the field at fault and never carry a
+//! secret. Caller-supplied values in them are escaped and shortened.
+
+use qtrail_cadf::text::escape_control;
+
+use crate::store::StoreError;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No API key, or one no principal has.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A request field is missing or malformed.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The field, as named in the proto.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The resource does not exist or belongs to another account.
+    #[error("{kind} `{id}` not found")]
+    NotFound {
+        /// `program` or `job`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A program of that name already exists in the account.
+    #[error("program name `{0}` already exists in this account")]
+    NameTaken(String),
+    /// The caller may see the resource but not change it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The resource is in a state that does not allow the call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The outbox is full: no call may be answered until the publisher drains it.
+    #[error("audit outbox full")]
+    OutboxFull,
+    /// The call's audit event could not be made durable, so the call did nothing.
+    #[error("audit log unavailable")]
+    AuditUnavailable,
+    /// The store failed; the call did nothing.
+    #[error("storage failed")]
+    Store(#[source] StoreError),
+}
+
+/// Shorthand for call results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Returns an INVALID_ARGUMENT error for `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { field, reason: reason.into() }
+    }
+
+    /// Returns a NOT_FOUND error for a program or job id given by the caller.
+    pub fn not_found(kind: &'static str, id: &str) -> Self {
+        Error::NotFound { kind, id: quote(id) }
+    }
+
+    /// Returns the gRPC code of the error. Exhaustive, so a new variant must pick one.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            Error::NotFound { .. } => tonic::Code::NotFound,
+            Error::NameTaken(_) => tonic::Code::AlreadyExists,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Error::OutboxFull | Error::AuditUnavailable => tonic::Code::Unavailable,
+            Error::Store(StoreError::Database(_)) => tonic::Code::Unavailable,
+            Error::Store(StoreError::Corrupt { .. }) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Store(err)
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        tonic::Status::new(err.code(), err.to_string())
+    }
+}
+
+/// Returns a caller-supplied value fit for an error message: control characters escaped, at
+/// most 64 characters.
+pub fn quote(value: &str) -> String {
+    let escaped = escape_control(value);
+    if escaped.chars().count() <= 64 {
+        return escaped.into_owned();
+    }
+    let mut short: String = escaped.chars().take(61).collect();
+    short.push_str("...");
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_name_the_field() {
+        let cases = [
+            (
+                Error::invalid("limit", "must be 0 to 1000, got -1"),
+                tonic::Code::InvalidArgument,
+                "invalid limit: must be 0 to 1000, got -1",
+            ),
+            (Error::not_found("job", "a\nb"), tonic::Code::NotFound, "job `a\\nb` not found"),
+            (
+                Error::NameTaken("x".into()),
+                tonic::Code::AlreadyExists,
+                "program name `x` already exists in this account",
+            ),
+            (Error::OutboxFull, tonic::Code::Unavailable, "audit outbox full"),
+            (Error::AuditUnavailable, tonic::Code::Unavailable, "audit log unavailable"),
+        ];
+        for (err, code, message) in cases {
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+        }
+        assert_eq!(quote(&"x".repeat(100)).len(), 64);
+    }
+}

@@ -1,0 +1,174 @@
+//! Thin gRPC adapters: `ProgramService` and `JobService` over [`RuntimeService`].
+//!
+//! Each RPC reads who is calling and from where out of the request metadata, then runs the
+//! service method on a blocking thread (it waits for an fsync) and maps its error to a status.
+//! Blocking calls are tracked, so a shutdown can wait for every one of them to finish and record
+//! its event, even for callers that hung up.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use qtrail_proto::qtrail::runtime::v1 as pb;
+use qtrail_proto::qtrail::runtime::v1::job_service_server::JobService;
+use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramService;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{CallContext, Caller, Principals, correlation_id};
+use crate::error::Result;
+use crate::service::RuntimeService;
+
+/// Longest `user-agent` kept, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// The gRPC face of the runtime. Clones share the service.
+#[derive(Debug, Clone)]
+pub struct Grpc {
+    service: Arc<RuntimeService>,
+    principals: Arc<Principals>,
+    tracker: TaskTracker,
+}
+
+impl Grpc {
+    /// Returns adapters over `service` that authenticate callers against `principals` and run
+    /// calls on `tracker`.
+    pub fn new(service: Arc<RuntimeService>, principals: Arc<Principals>, tracker: TaskTracker) -> Self {
+        Self { service, principals, tracker }
+    }
+
+    /// Returns what the call knows about its caller; never keeps the API key.
+    fn context<T>(&self, request: &Request<T>) -> CallContext {
+        let metadata = request.metadata();
+        let caller = match qtrail_server::auth::bearer_token(metadata) {
+            Some(key) => match self.principals.find(key) {
+                Some(principal) => Caller::Principal(principal.clone()),
+                None => Caller::UnknownKey,
+            },
+            // A header that is not a usable bearer token still presented a credential.
+            None if metadata.contains_key("authorization") => Caller::UnknownKey,
+            None => Caller::Anonymous,
+        };
+        let text = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok());
+        let forwarded = text("x-forwarded-for")
+            .and_then(|list| list.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok());
+        let host_address = forwarded
+            .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        let user_agent = text("user-agent").unwrap_or_default().chars().take(MAX_USER_AGENT_CHARS).collect();
+        CallContext { caller, host_address, user_agent, correlation_id: correlation_id(text("x-correlation-id")) }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        request: Request<Req>,
+        method: fn(&RuntimeService, &CallContext, Req) -> Result<Resp>,
+    ) -> std::result::Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+    {
+        let ctx = self.context(&request);
+        let message = request.into_inner();
+        let service = self.service.clone();
+        match self.tracker.spawn_blocking(move || method(&service, &ctx, message)).await {
+            Ok(result) => result.map(Response::new).map_err(Status::from),
+            Err(_) => Err(Status::internal("call failed")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ProgramService for Grpc {
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> std::result::Result<Response<pb::Program>, Status> {
+        self.call(request, RuntimeService::create_program).await
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> std::result::Result<Response<pb::ListProgramsResponse>, Status> {
+        self.call(request, RuntimeService::list_programs).await
+    }
+
+    async fn get_program(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> std::result::Result<Response<pb::Program>, Status> {
+        self.call(request, RuntimeService::get_program).await
+    }
+
+    async fn update_program(
+        &self,
+        request: Request<pb::UpdateProgramRequest>,
+    ) -> std::result::Result<Response<pb::Program>, Status> {
+        self.call(request, RuntimeService::update_program).await
+    }
+
+    async fn delete_program(
+        &self,
+        request: Request<pb::DeleteProgramRequest>,
+    ) -> std::result::Result<Response<pb::DeleteProgramResponse>, Status> {
+        self.call(request, RuntimeService::delete_program).await
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for Grpc {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
+        self.call(request, RuntimeService::create_job).await
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
+        self.call(request, RuntimeService::list_jobs).await
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        self.call(request, RuntimeService::get_job).await
+    }
+
+    async fn get_job_results(
+        &self,
+        request: Request<pb::GetJobResultsRequest>,
+    ) -> std::result::Result<Response<pb::JobResults>, Status> {
+        self.call(request, RuntimeService::get_job_results).await
+    }
+
+    async fn get_job_interim_results(
+        &self,
+        request: Request<pb::GetJobInterimResultsRequest>,
+    ) -> std::result::Result<Response<pb::JobInterimResults>, Status> {
+        self.call(request, RuntimeService::get_job_interim_results).await
+    }
+
+    async fn get_job_logs(
+        &self,
+        request: Request<pb::GetJobLogsRequest>,
+    ) -> std::result::Result<Response<pb::JobLogs>, Status> {
+        self.call(request, RuntimeService::get_job_logs).await
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
+        self.call(request, RuntimeService::cancel_job).await
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> std::result::Result<Response<pb::DeleteJobResponse>, Status> {
+        self.call(request, RuntimeService::delete_job).await
+    }
+}

@@ -1,0 +1,124 @@
+//! qtrail-runtime: the audited Qiskit Runtime-style service.
+//!
+//! It serves `qtrail.runtime.v1.ProgramService` and `JobService`: OpenQASM 2 programs, and jobs
+//! that run them on a built-in state-vector simulator. Every call, refused and failed ones
+//! included, produces exactly one CADF audit event, committed to an outbox in the same redb
+//! transaction as the call's state change and streamed to the collector of the runtime's
+//! location by `qtrail-publisher`.
+//!
+//! Layout: [`service`] (the domain, no transport types), [`grpc`] (thin adapters), [`store`]
+//! (programs, jobs), [`executor`] (simulator and job queue), [`auth`] (principals, callers),
+//! [`audit`] (events of calls), [`config`] (flags), [`error`] (the error type and its gRPC codes).
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use qtrail_cadf::Crn;
+use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
+use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
+use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+use crate::audit::Auditor;
+use crate::auth::Principals;
+use crate::executor::Executor;
+use crate::grpc::Grpc;
+use crate::service::RuntimeService;
+use crate::store::Store;
+
+/// Serves the runtime on `listener` until `shutdown` completes, then stops accepting calls,
+/// lets calls in flight finish, stops the executor (running jobs resume at the next start) and
+/// gives the publisher `config.shutdown_flush_ms` to empty the outbox.
+///
+/// # Errors
+/// A bad principals file, account or instance, a data directory that cannot be opened, or a
+/// server failure.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    Crn::instance(&config.location, &config.account, &config.instance)
+        .context("invalid --account or --instance: both must be printable ascii without spaces or `:`")?;
+    let principals = Principals::load(&config.principals, &config.location, &config.instance)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir)
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let limits = OutboxLimits { max_events: config.outbox_max_events, max_bytes: config.outbox_max_bytes };
+    let outbox = Outbox::open(store.database(), &format!("runtime-{}", config.instance), limits)
+        .context("cannot open the audit outbox")?;
+
+    // Everything that can fail comes before the first background task is spawned.
+    let requeued = executor::requeue_unfinished(&store).context("cannot re-queue unfinished jobs")?;
+    let mut publishing = PublisherConfig::new(config.collector.clone(), config.location.clone());
+    publishing.token = config.collector_token.as_ref().map(|token| token.expose().to_owned());
+    publishing.linger = Duration::from_millis(config.publish_linger_ms);
+    publishing.backoff_max = Duration::from_millis(config.publish_backoff_max_ms);
+    publishing.backoff_initial = publishing.backoff_initial.min(publishing.backoff_max);
+    let publisher = Publisher::spawn(outbox.clone(), publishing)?;
+
+    let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
+    for job_id in &requeued {
+        executor.submit(job_id);
+    }
+    let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
+    let service = Arc::new(RuntimeService::new(store, outbox.clone(), auditor, executor.clone()));
+    let calls = TaskTracker::new();
+    let grpc = Grpc::new(service, Arc::new(principals), calls.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProgramServiceServer<Grpc>>().await;
+    health.set_serving::<JobServiceServer<Grpc>>().await;
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(qtrail_server::reflection::v1()?)
+        .add_service(qtrail_server::reflection::v1alpha()?)
+        .add_service(ProgramServiceServer::new(grpc.clone()))
+        .add_service(JobServiceServer::new(grpc));
+
+    let addr = listener.local_addr().context("listener has no local address")?;
+    if let Some(path) = &config.addr_file {
+        qtrail_server::addr_file::write(path, addr)
+            .with_context(|| format!("cannot write the address file {}", path.display()))?;
+    }
+    info!(
+        addr = %addr,
+        location = %config.location,
+        instance = %config.instance,
+        publisher_id = %outbox.publisher_id(),
+        "runtime serving"
+    );
+    let stopping = async {
+        shutdown.await;
+        health.set_not_serving::<ProgramServiceServer<Grpc>>().await;
+        health.set_not_serving::<JobServiceServer<Grpc>>().await;
+        info!("runtime shutting down, draining calls");
+    };
+    let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping).await;
+
+    calls.close();
+    calls.wait().await;
+    executor.shutdown().await;
+    let flushed = publisher.shutdown(config.shutdown_flush()).await;
+    let queued = outbox.depth().map(|depth| depth.events).unwrap_or_default();
+    if flushed {
+        info!("runtime stopped, audit outbox empty");
+    } else {
+        warn!(queued, "runtime stopped with audit events in the outbox, they are published at the next start");
+    }
+    served.context("server failed")
+}

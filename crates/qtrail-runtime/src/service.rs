@@ -1,0 +1,968 @@
+//! The programs and jobs service, free of transport concerns.
+//!
+//! Every call runs [`RuntimeService::audited`]: it checks the caller, runs the call's body in one
+//! write transaction, adds the call's audit event to the outbox in that same transaction and
+//! commits. A call that fails leaves no change and records its failure event in a transaction
+//! of its own. If the event cannot be made durable the call fails UNAVAILABLE instead (and did
+//! nothing): no call is answered without its event. Methods block on the database and the
+//! fsync of each commit, so the gRPC layer runs them on blocking threads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use qtrail_cadf::proto::{json_from_struct, struct_from_json};
+use qtrail_cadf::{Action, JsonObject};
+use qtrail_proto::qtrail::runtime::v1 as pb;
+use qtrail_publisher::{Outbox, OutboxError};
+use rand::Rng;
+use redb::WriteTransaction;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::{error, warn};
+
+use crate::audit::{AuditRecord, Auditor};
+use crate::auth::{CallContext, Caller, Principal};
+use crate::error::{Error, Result, quote};
+use crate::executor::{Executor, circuit};
+use crate::store::jobs::{self, JobRecord, JobStatus, LogLevel};
+use crate::store::programs::{self, ProgramRecord};
+use crate::store::{Store, now_millis};
+
+/// The simulator backend, the only one.
+pub const BACKEND: &str = "simulator_statevector";
+/// Longest program name, in characters.
+const MAX_NAME_CHARS: usize = 128;
+/// Longest description, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 2048;
+/// Default and largest `max_execution_time`, in seconds.
+const DEFAULT_MAX_EXECUTION_TIME: u32 = 300;
+const MAX_EXECUTION_TIME: u32 = 10_800;
+/// Largest spec, in bytes of JSON.
+const MAX_SPEC_BYTES: usize = 16 * 1024;
+/// Longest id accepted in a request, in bytes.
+const MAX_ID_BYTES: usize = 128;
+/// Page size bounds.
+const DEFAULT_LIMIT: i32 = 100;
+const MAX_LIMIT: i32 = 1000;
+/// Shots bounds and default.
+const DEFAULT_SHOTS: u32 = 1024;
+const MAX_SHOTS: u32 = 100_000;
+/// Largest integer a `google.protobuf.Value` number carries exactly (2^53).
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+/// Tag bounds.
+const MAX_TAGS: usize = 16;
+const MAX_TAG_CHARS: usize = 64;
+/// Latest timestamp accepted in a filter (9999-12-31T23:59:59Z).
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// The domain service behind `ProgramService` and `JobService`.
+#[derive(Debug)]
+pub struct RuntimeService {
+    store: Store,
+    outbox: Outbox,
+    auditor: Auditor,
+    executor: Executor,
+    refused_outbox_full: AtomicU64,
+}
+
+impl RuntimeService {
+    /// Returns a service over these parts.
+    pub fn new(store: Store, outbox: Outbox, auditor: Auditor, executor: Executor) -> Self {
+        Self { store, outbox, auditor, executor, refused_outbox_full: AtomicU64::new(0) }
+    }
+
+    /// Returns how many calls were refused because the outbox was full.
+    pub fn refused_outbox_full(&self) -> u64 {
+        self.refused_outbox_full.load(Ordering::Relaxed)
+    }
+
+    /// Runs one audited call: authentication, `body` in a transaction, and the event.
+    fn audited<T>(
+        &self,
+        ctx: &CallContext,
+        mut record: AuditRecord,
+        body: impl FnOnce(&WriteTransaction, &Principal, &mut AuditRecord) -> Result<T>,
+    ) -> Result<T> {
+        let principal = match &ctx.caller {
+            Caller::Principal(principal) => principal,
+            Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
+            Caller::Anonymous => {
+                return self.refuse(
+                    ctx,
+                    &record,
+                    Error::Unauthenticated("missing api key in the authorization header"),
+                );
+            }
+        };
+        let txn = self.store.begin().map_err(|err| {
+            error!(error = %err, "cannot begin a transaction");
+            Error::AuditUnavailable
+        })?;
+        match body(&txn, principal, &mut record) {
+            Ok(value) => {
+                self.commit_with_event(ctx, &record, txn, Ok(()))?;
+                Ok(value)
+            }
+            Err(err) => {
+                // Nothing the body did may stay.
+                let _ = txn.abort();
+                self.refuse(ctx, &record, err)
+            }
+        }
+    }
+
+    /// Records a failed call's event in a transaction of its own and returns the failure, or
+    /// the reason the event could not be recorded.
+    fn refuse<T>(&self, ctx: &CallContext, record: &AuditRecord, err: Error) -> Result<T> {
+        if matches!(err, Error::OutboxFull | Error::AuditUnavailable) {
+            return Err(err);
+        }
+        let txn = self.store.begin().map_err(|store_err| {
+            error!(error = %store_err, "cannot begin a transaction");
+            Error::AuditUnavailable
+        })?;
+        self.commit_with_event(ctx, record, txn, Err(&err))?;
+        Err(err)
+    }
+
+    fn commit_with_event(
+        &self,
+        ctx: &CallContext,
+        record: &AuditRecord,
+        txn: WriteTransaction,
+        outcome: std::result::Result<(), &Error>,
+    ) -> Result<()> {
+        let event = match self.auditor.event(ctx, record, outcome) {
+            Ok(event) => event,
+            Err(err) => {
+                error!(error = %err, action = %record.action, "cannot build the audit event");
+                return Err(Error::AuditUnavailable);
+            }
+        };
+        match self.outbox.enqueue(&txn, &event) {
+            Ok(_) => {}
+            Err(OutboxError::Full { events, bytes }) => {
+                let refused = self.refused_outbox_full.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(action = %record.action, queued_events = events, queued_bytes = bytes, refused, "audit outbox full, refusing the call");
+                return Err(Error::OutboxFull);
+            }
+            Err(err) => {
+                error!(error = %err, action = %record.action, "cannot enqueue the audit event");
+                return Err(Error::AuditUnavailable);
+            }
+        }
+        if let Err(err) = txn.commit() {
+            error!(error = %err, action = %record.action, "cannot commit the call and its audit event");
+            return Err(Error::AuditUnavailable);
+        }
+        self.outbox.wake_publisher();
+        Ok(())
+    }
+
+    // ---- programs ----
+
+    /// Uploads a program.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a bad name, description, source, time or spec; ALREADY_EXISTS for a
+    /// name the account has; UNAUTHENTICATED; UNAVAILABLE when the event cannot be recorded.
+    pub fn create_program(&self, ctx: &CallContext, request: pb::CreateProgramRequest) -> Result<pb::Program> {
+        let mut record = AuditRecord::new(Action::ProgramCreate);
+        record.success_status = 201;
+        record.request("name", request.name.as_str());
+        record.request("description", request.description.as_str());
+        record.request("maxExecutionTime", request.max_execution_time);
+        record.request("isPublic", request.is_public);
+        record.request("source", source_summary(&request.source));
+        self.audited(ctx, record, |txn, principal, record| {
+            check_name(&request.name)?;
+            check_description(&request.description)?;
+            let max_execution_time = check_max_execution_time(request.max_execution_time)?;
+            let circuit = circuit::parse(&request.source).map_err(|err| Error::invalid("source", err.to_string()))?;
+            let spec = spec_json(request.spec)?;
+            if programs::id_by_name(txn, &principal.account, &request.name)?.is_some() {
+                return Err(Error::NameTaken(quote(&request.name)));
+            }
+            let now = now_millis();
+            let program = ProgramRecord {
+                id: program_id(&request.name),
+                account: principal.account.clone(),
+                name: request.name,
+                description: request.description,
+                source: request.source,
+                max_execution_time,
+                spec,
+                is_public: request.is_public,
+                num_qubits: circuit.num_qubits as u32,
+                create_millis: now,
+                update_millis: now,
+            };
+            programs::put(txn, &program, None)?;
+            record.target(&program.id, &program.name);
+            record.response("programId", program.id.as_str());
+            record.response("numQubits", program.num_qubits);
+            Ok(program_message(&program, true))
+        })
+    }
+
+    /// Lists the programs the caller can see, newest first.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for bad paging; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn list_programs(
+        &self,
+        ctx: &CallContext,
+        request: pb::ListProgramsRequest,
+    ) -> Result<pb::ListProgramsResponse> {
+        let mut record = AuditRecord::new(Action::ProgramRead);
+        record.request("limit", request.limit);
+        record.request("offset", request.offset);
+        self.audited(ctx, record, |txn, principal, record| {
+            let (limit, offset) = check_page(request.limit, request.offset)?;
+            let visible = programs::visible_to(txn, &principal.account)?;
+            let count = visible.len() as u32;
+            let page: Vec<pb::Program> = visible
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|program| program_message(program, program.account == principal.account))
+                .collect();
+            record.response("count", count);
+            record.response("returned", page.len() as u64);
+            Ok(pb::ListProgramsResponse { programs: page, count })
+        })
+    }
+
+    /// Returns one program (its source only to the owning account).
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a bad id; NOT_FOUND for an unknown id or another account's private
+    /// program; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn get_program(&self, ctx: &CallContext, request: pb::GetProgramRequest) -> Result<pb::Program> {
+        let mut record = AuditRecord::new(Action::ProgramRead);
+        record.request("programId", request.id.as_str());
+        self.audited(ctx, record, |txn, principal, record| {
+            let program = visible_program(txn, principal, &request.id, record)?;
+            record.response("name", program.name.as_str());
+            Ok(program_message(&program, program.account == principal.account))
+        })
+    }
+
+    /// Changes a program's metadata, source or visibility.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for no or bad fields; NOT_FOUND; PERMISSION_DENIED for another account's
+    /// public program; ALREADY_EXISTS for a taken name; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn update_program(&self, ctx: &CallContext, request: pb::UpdateProgramRequest) -> Result<pb::Program> {
+        let mut record = AuditRecord::new(Action::ProgramUpdate);
+        record.request("programId", request.id.as_str());
+        self.audited(ctx, record, |txn, principal, record| {
+            let old = owned_program(txn, principal, &request.id, record)?;
+            let mut new = old.clone();
+            let mut changed: Vec<&str> = Vec::new();
+            let mut initial = JsonObject::new();
+            let mut updated = JsonObject::new();
+            if let Some(name) = request.name {
+                check_name(&name)?;
+                if name != old.name && programs::id_by_name(txn, &principal.account, &name)?.is_some() {
+                    return Err(Error::NameTaken(quote(&name)));
+                }
+                new.name = name;
+                changed.push("name");
+                initial.insert("name".into(), json!(old.name));
+                updated.insert("name".into(), json!(new.name));
+            }
+            if let Some(description) = request.description {
+                check_description(&description)?;
+                new.description = description;
+                changed.push("description");
+                initial.insert("description".into(), json!(old.description));
+                updated.insert("description".into(), json!(new.description));
+            }
+            if let Some(source) = request.source {
+                let circuit = circuit::parse(&source).map_err(|err| Error::invalid("source", err.to_string()))?;
+                new.num_qubits = circuit.num_qubits as u32;
+                new.source = source;
+                changed.push("source");
+                initial.insert("source".into(), source_summary(&old.source));
+                updated.insert("source".into(), source_summary(&new.source));
+            }
+            if let Some(seconds) = request.max_execution_time {
+                new.max_execution_time = check_max_execution_time(seconds)?;
+                changed.push("maxExecutionTime");
+                initial.insert("maxExecutionTime".into(), json!(old.max_execution_time));
+                updated.insert("maxExecutionTime".into(), json!(new.max_execution_time));
+            }
+            if let Some(spec) = request.spec {
+                new.spec = spec_json(Some(spec))?;
+                changed.push("spec");
+                initial.insert("spec".into(), spec_summary(&old.spec));
+                updated.insert("spec".into(), spec_summary(&new.spec));
+            }
+            if let Some(is_public) = request.is_public {
+                new.is_public = is_public;
+                changed.push("isPublic");
+                initial.insert("isPublic".into(), json!(old.is_public));
+                updated.insert("isPublic".into(), json!(new.is_public));
+            }
+            if changed.is_empty() {
+                return Err(Error::invalid(
+                    "update",
+                    "set at least one of name, description, source, max_execution_time, spec, is_public",
+                ));
+            }
+            new.update_millis = now_millis();
+            programs::put(txn, &new, Some(&old.name))?;
+            record.target(&new.id, &new.name);
+            record.request("updateType", changed.join(","));
+            record.request("initialValue", Value::Object(initial));
+            record.request("newValue", Value::Object(updated));
+            Ok(program_message(&new, true))
+        })
+    }
+
+    /// Deletes a program; its jobs are kept.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT; NOT_FOUND; PERMISSION_DENIED for another account's public program;
+    /// UNAUTHENTICATED; UNAVAILABLE.
+    pub fn delete_program(
+        &self,
+        ctx: &CallContext,
+        request: pb::DeleteProgramRequest,
+    ) -> Result<pb::DeleteProgramResponse> {
+        let mut record = AuditRecord::new(Action::ProgramDelete);
+        record.request("programId", request.id.as_str());
+        self.audited(ctx, record, |txn, principal, record| {
+            let program = owned_program(txn, principal, &request.id, record)?;
+            programs::delete(txn, &program)?;
+            Ok(pb::DeleteProgramResponse {})
+        })
+    }
+
+    // ---- jobs ----
+
+    /// Queues a job of a program the caller can see.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for bad fields or params; NOT_FOUND for an unknown program;
+    /// UNAUTHENTICATED; UNAVAILABLE.
+    pub fn create_job(&self, ctx: &CallContext, request: pb::CreateJobRequest) -> Result<pb::Job> {
+        let mut record = AuditRecord::new(Action::JobCreate);
+        record.success_status = 201;
+        record.request("programId", request.program_id.as_str());
+        record.request("backend", request.backend.as_str());
+        record.request("logLevel", request.log_level.as_str());
+        record.request("sessionId", request.session_id.as_str());
+        record.request("tags", request.tags.clone());
+        let job = self.audited(ctx, record, |txn, principal, record| {
+            let backend = match request.backend.as_str() {
+                "" | BACKEND => BACKEND.to_owned(),
+                other => {
+                    return Err(Error::invalid(
+                        "backend",
+                        format!("unknown backend `{}`, use `{BACKEND}`", quote(other)),
+                    ));
+                }
+            };
+            let log_level = match request.log_level.as_str() {
+                "" => LogLevel::Info,
+                level => level.parse().map_err(|()| {
+                    Error::invalid(
+                        "log_level",
+                        format!("`{}` is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL", quote(level)),
+                    )
+                })?,
+            };
+            check_tags("tags", &request.tags)?;
+            if request.session_id.len() > MAX_ID_BYTES || request.session_id.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "session_id",
+                    format!("must be at most {MAX_ID_BYTES} bytes without control characters"),
+                ));
+            }
+            let params = check_params(request.params)?;
+            record.request("params", Value::Object(params.given.clone()));
+            let program = visible_program_for_job(txn, principal, &request.program_id)?;
+            let source = program.source.clone();
+            let id = job_id();
+            let job = JobRecord {
+                session_id: if request.session_id.is_empty() { id.clone() } else { request.session_id },
+                id,
+                program_id: program.id,
+                account: principal.account.clone(),
+                backend,
+                status: JobStatus::Queued,
+                reason: String::new(),
+                params: params.given,
+                shots: params.shots,
+                seed: params.seed,
+                log_level,
+                tags: request.tags,
+                max_execution_time: program.max_execution_time,
+                create_millis: now_millis(),
+                start_millis: None,
+                end_millis: None,
+            };
+            jobs::insert(txn, &job, &source)?;
+            jobs::log(txn, &job, LogLevel::Info, "job queued")?;
+            record.target(&job.id, &job.id);
+            record.response("jobId", job.id.as_str());
+            record.response("status", JobStatus::Queued.as_str());
+            record.response("seed", job.seed);
+            Ok(job_message(&job))
+        })?;
+        self.executor.submit(&job.id);
+        Ok(job)
+    }
+
+    /// Lists the caller's jobs.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for bad paging, filters or an inverted time range; UNAUTHENTICATED;
+    /// UNAVAILABLE.
+    pub fn list_jobs(&self, ctx: &CallContext, request: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("limit", request.limit);
+        record.request("offset", request.offset);
+        if let Some(pending) = request.pending {
+            record.request("pending", pending);
+        }
+        record.request("programId", request.program_id.as_str());
+        record.request("tags", request.tags.clone());
+        record.request("ascending", request.ascending);
+        self.audited(ctx, record, |txn, principal, record| {
+            let (limit, offset) = check_page(request.limit, request.offset)?;
+            if request.program_id.len() > MAX_ID_BYTES {
+                return Err(Error::invalid("program_id", format!("longer than {MAX_ID_BYTES} bytes")));
+            }
+            check_tags("tags", &request.tags)?;
+            let after = timestamp_millis("created_after", request.created_after)?;
+            let before = timestamp_millis("created_before", request.created_before)?;
+            if let Some(after) = after {
+                record.request("createdAfter", millis_text(after));
+            }
+            if let Some(before) = before {
+                record.request("createdBefore", millis_text(before));
+            }
+            if let (Some(after), Some(before)) = (after, before)
+                && before < after
+            {
+                return Err(Error::invalid("created_before", "is earlier than created_after"));
+            }
+            let matching: Vec<JobRecord> = jobs::list(txn, &principal.account, after, before, request.ascending)?
+                .into_iter()
+                .filter(|job| request.pending.is_none_or(|pending| pending != job.status.is_final()))
+                .filter(|job| request.program_id.is_empty() || job.program_id == request.program_id)
+                .filter(|job| request.tags.iter().all(|tag| job.tags.contains(tag)))
+                .collect();
+            let count = matching.len() as u32;
+            let page: Vec<pb::Job> = matching.iter().skip(offset).take(limit).map(job_message).collect();
+            record.response("count", count);
+            record.response("returned", page.len() as u64);
+            Ok(pb::ListJobsResponse { jobs: page, count })
+        })
+    }
+
+    /// Returns one of the caller's jobs.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn get_job(&self, ctx: &CallContext, request: pb::GetJobRequest) -> Result<pb::Job> {
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("jobId", request.id.as_str());
+        self.audited(ctx, record, |txn, principal, record| {
+            let job = owned_job(txn, principal, &request.id, record)?;
+            record.response("status", job.status.as_str());
+            Ok(job_message(&job))
+        })
+    }
+
+    /// Returns a completed job's results.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION while the job has not completed; INVALID_ARGUMENT; NOT_FOUND;
+    /// UNAUTHENTICATED; UNAVAILABLE.
+    pub fn get_job_results(&self, ctx: &CallContext, request: pb::GetJobResultsRequest) -> Result<pb::JobResults> {
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("jobId", request.id.as_str());
+        record.request("view", "results");
+        self.audited(ctx, record, |txn, principal, record| {
+            let job = owned_job(txn, principal, &request.id, record)?;
+            let results = match (job.status, jobs::results(txn, &job.id)?) {
+                (JobStatus::Completed, Some(results)) => results,
+                (status, _) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "job `{}` is {status}, results exist once it has completed",
+                        job.id
+                    )));
+                }
+            };
+            record.response("shots", results.shots);
+            Ok(pb::JobResults {
+                job_id: job.id,
+                shots: results.shots,
+                counts: results.counts.into_iter().collect(),
+                seed: results.seed,
+            })
+        })
+    }
+
+    /// Returns the interim results a job published.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn get_job_interim_results(
+        &self,
+        ctx: &CallContext,
+        request: pb::GetJobInterimResultsRequest,
+    ) -> Result<pb::JobInterimResults> {
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("jobId", request.id.as_str());
+        record.request("view", "interimResults");
+        self.audited(ctx, record, |txn, principal, record| {
+            let job = owned_job(txn, principal, &request.id, record)?;
+            let results: Vec<pb::InterimResult> = jobs::interim(txn, &job.id)?
+                .into_iter()
+                .map(|interim| pb::InterimResult {
+                    shots_done: interim.shots_done,
+                    counts: interim.counts.into_iter().collect(),
+                    time: Some(timestamp(interim.millis)),
+                })
+                .collect();
+            record.response("interimResults", results.len() as u64);
+            Ok(pb::JobInterimResults { job_id: job.id, results })
+        })
+    }
+
+    /// Returns a job's log.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
+    pub fn get_job_logs(&self, ctx: &CallContext, request: pb::GetJobLogsRequest) -> Result<pb::JobLogs> {
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("jobId", request.id.as_str());
+        record.request("view", "logs");
+        self.audited(ctx, record, |txn, principal, record| {
+            let job = owned_job(txn, principal, &request.id, record)?;
+            let logs = jobs::logs(txn, &job.id)?;
+            record.response("logBytes", logs.len() as u64);
+            Ok(pb::JobLogs { job_id: job.id, logs })
+        })
+    }
+
+    /// Cancels a queued or running job.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION for a finished job; INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED;
+    /// UNAVAILABLE.
+    pub fn cancel_job(&self, ctx: &CallContext, request: pb::CancelJobRequest) -> Result<pb::Job> {
+        let mut record = AuditRecord::new(Action::JobCancel);
+        record.request("jobId", request.id.as_str());
+        let job = self.audited(ctx, record, |txn, principal, record| {
+            let mut job = owned_job(txn, principal, &request.id, record)?;
+            if job.status.is_final() {
+                return Err(Error::FailedPrecondition(format!(
+                    "job `{}` is {} and can no longer be cancelled",
+                    job.id, job.status
+                )));
+            }
+            record.request("previousStatus", job.status.as_str());
+            job.status = JobStatus::Cancelled;
+            job.reason = "cancelled by the user".to_owned();
+            job.end_millis = Some(now_millis());
+            jobs::put(txn, &job)?;
+            jobs::log(txn, &job, LogLevel::Warning, "job cancelled by the user")?;
+            record.response("status", job.status.as_str());
+            Ok(job_message(&job))
+        })?;
+        self.executor.cancel(&job.id);
+        Ok(job)
+    }
+
+    /// Deletes a finished job and what it produced.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION while the job is queued or running; INVALID_ARGUMENT; NOT_FOUND;
+    /// UNAUTHENTICATED; UNAVAILABLE.
+    pub fn delete_job(&self, ctx: &CallContext, request: pb::DeleteJobRequest) -> Result<pb::DeleteJobResponse> {
+        let mut record = AuditRecord::new(Action::JobDelete);
+        record.request("jobId", request.id.as_str());
+        self.audited(ctx, record, |txn, principal, record| {
+            let job = owned_job(txn, principal, &request.id, record)?;
+            if !job.status.is_final() {
+                return Err(Error::FailedPrecondition(format!(
+                    "job `{}` is {}, cancel it or wait until it finishes",
+                    job.id, job.status
+                )));
+            }
+            jobs::delete(txn, &job)?;
+            Ok(pb::DeleteJobResponse {})
+        })
+    }
+}
+
+// ---- lookups with visibility rules ----
+
+fn check_id(field: &'static str, id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(field, format!("longer than {MAX_ID_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Returns a program the caller may read (its own or a public one); targets the event at it.
+fn visible_program(
+    txn: &WriteTransaction,
+    principal: &Principal,
+    id: &str,
+    record: &mut AuditRecord,
+) -> Result<ProgramRecord> {
+    check_id("id", id)?;
+    record.target(id, "");
+    match programs::get(txn, id)? {
+        Some(program) if program.account == principal.account || program.is_public => {
+            record.target(id, &program.name);
+            Ok(program)
+        }
+        // Another account's private program is reported exactly like a missing one.
+        _ => Err(Error::not_found("program", id)),
+    }
+}
+
+/// Returns a program the caller may change (its own). Another account's public program is
+/// visible to everyone, so refusing it says nothing new: PERMISSION_DENIED. A private one is
+/// NOT_FOUND, as if it did not exist.
+fn owned_program(
+    txn: &WriteTransaction,
+    principal: &Principal,
+    id: &str,
+    record: &mut AuditRecord,
+) -> Result<ProgramRecord> {
+    let program = visible_program(txn, principal, id, record)?;
+    if program.account != principal.account {
+        return Err(Error::PermissionDenied(format!(
+            "program `{}` is public but belongs to another account, only its owner can change it",
+            program.id
+        )));
+    }
+    Ok(program)
+}
+
+/// Returns the program a new job runs (checked for visibility, named in errors as `program_id`).
+fn visible_program_for_job(txn: &WriteTransaction, principal: &Principal, id: &str) -> Result<ProgramRecord> {
+    check_id("program_id", id)?;
+    match programs::get(txn, id)? {
+        Some(program) if program.account == principal.account || program.is_public => Ok(program),
+        _ => Err(Error::not_found("program", id)),
+    }
+}
+
+/// Returns one of the caller's jobs; another account's job is NOT_FOUND.
+fn owned_job(txn: &WriteTransaction, principal: &Principal, id: &str, record: &mut AuditRecord) -> Result<JobRecord> {
+    check_id("id", id)?;
+    record.target(id, "");
+    match jobs::get(txn, id)? {
+        Some(job) if job.account == principal.account => {
+            record.target(id, id);
+            Ok(job)
+        }
+        _ => Err(Error::not_found("job", id)),
+    }
+}
+
+// ---- validation ----
+
+fn check_name(name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(Error::invalid("name", format!("must be 1 to {MAX_NAME_CHARS} characters, got {chars}")));
+    }
+    if name.trim() != name || name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", "must not contain control characters or start or end with spaces"));
+    }
+    Ok(())
+}
+
+fn check_description(description: &str) -> Result<()> {
+    let chars = description.chars().count();
+    if chars > MAX_DESCRIPTION_CHARS {
+        return Err(Error::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_max_execution_time(seconds: u32) -> Result<u32> {
+    match seconds {
+        0 => Ok(DEFAULT_MAX_EXECUTION_TIME),
+        1..=MAX_EXECUTION_TIME => Ok(seconds),
+        _ => Err(Error::invalid(
+            "max_execution_time",
+            format!("must be 1 to {MAX_EXECUTION_TIME} seconds (0 means {DEFAULT_MAX_EXECUTION_TIME}), got {seconds}"),
+        )),
+    }
+}
+
+fn check_page(limit: i32, offset: i32) -> Result<(usize, usize)> {
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be 0 to {MAX_LIMIT} (0 means {DEFAULT_LIMIT}), got {limit}"),
+        ));
+    }
+    if offset < 0 {
+        return Err(Error::invalid("offset", format!("must be 0 or more, got {offset}")));
+    }
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    // Both are non-negative here.
+    Ok((limit as usize, offset as usize))
+}
+
+fn check_tags(field: &'static str, tags: &[String]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(field, format!("at most {MAX_TAGS} tags, got {}", tags.len())));
+    }
+    for tag in tags {
+        let chars = tag.chars().count();
+        if chars == 0 || chars > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                format!("tag `{}` must be 1 to {MAX_TAG_CHARS} characters without control characters", quote(tag)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn spec_json(spec: Option<pb::ProgramSpec>) -> Result<JsonObject> {
+    let Some(spec) = spec else {
+        return Ok(JsonObject::new());
+    };
+    let mut object = JsonObject::new();
+    for (key, part) in [
+        ("backend_requirements", spec.backend_requirements),
+        ("parameters", spec.parameters),
+        ("return_values", spec.return_values),
+        ("interim_results", spec.interim_results),
+    ] {
+        if let Some(part) = part {
+            let json = json_from_struct("spec", part).map_err(|err| Error::invalid("spec", err.to_string()))?;
+            object.insert(key.to_owned(), Value::Object(json));
+        }
+    }
+    let size = serde_json::to_vec(&object).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > MAX_SPEC_BYTES {
+        return Err(Error::invalid("spec", format!("is {size} bytes of json, over the limit of {MAX_SPEC_BYTES}")));
+    }
+    Ok(object)
+}
+
+/// Job parameters after validation.
+struct Params {
+    /// As given (validated), for the job record.
+    given: JsonObject,
+    shots: u32,
+    seed: u64,
+}
+
+fn check_params(params: Option<prost_types::Struct>) -> Result<Params> {
+    let given = match params {
+        Some(params) => json_from_struct("params", params).map_err(|err| Error::invalid("params", err.to_string()))?,
+        None => JsonObject::new(),
+    };
+    for key in given.keys() {
+        if key != "shots" && key != "seed" {
+            return Err(Error::invalid(
+                "params",
+                format!("unknown parameter `{}`, only `shots` and `seed` exist", quote(key)),
+            ));
+        }
+    }
+    let shots = match given.get("shots") {
+        None => DEFAULT_SHOTS,
+        Some(value) => match whole_number(value) {
+            Some(n) if (1.0..=f64::from(MAX_SHOTS)).contains(&n) => n as u32,
+            _ => return Err(Error::invalid("params.shots", format!("must be an integer from 1 to {MAX_SHOTS}"))),
+        },
+    };
+    let seed = match given.get("seed") {
+        None => rand::rng().random_range(0..=(1u64 << 53)),
+        Some(value) => match whole_number(value) {
+            Some(n) if (0.0..=MAX_EXACT_INTEGER).contains(&n) => n as u64,
+            _ => return Err(Error::invalid("params.seed", "must be an integer from 0 to 2^53")),
+        },
+    };
+    Ok(Params { given, shots, seed })
+}
+
+/// Returns a JSON number that has no fractional part.
+fn whole_number(value: &Value) -> Option<f64> {
+    let n = value.as_f64()?;
+    (n.fract() == 0.0).then_some(n)
+}
+
+fn timestamp_millis(field: &'static str, timestamp: Option<prost_types::Timestamp>) -> Result<Option<i64>> {
+    let Some(timestamp) = timestamp else {
+        return Ok(None);
+    };
+    if !(0..=MAX_TIMESTAMP_SECONDS).contains(&timestamp.seconds) || !(0..1_000_000_000).contains(&timestamp.nanos) {
+        return Err(Error::invalid(field, "must be a valid time between 1970 and 9999"));
+    }
+    Ok(Some(timestamp.seconds * 1000 + i64::from(timestamp.nanos / 1_000_000)))
+}
+
+// ---- ids and messages ----
+
+fn random_suffix(length: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..length).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+/// Returns a program id: the name lowercased, with anything but letters and digits turned into
+/// single dashes, cut to 48 characters, plus a random suffix.
+fn program_id(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let slug = if slug.is_empty() { "program" } else { slug };
+    format!("{slug}-{}", random_suffix(10))
+}
+
+/// Returns a job id: `c` and 19 random lowercase letters and digits.
+fn job_id() -> String {
+    format!("c{}", random_suffix(19))
+}
+
+/// Returns what an event says about a source: its size and digest, never its text.
+fn source_summary(source: &str) -> Value {
+    json!({"sourceBytes": source.len(), "sourceSha256": hex::encode(Sha256::digest(source.as_bytes()))})
+}
+
+/// Returns what an event says about a spec: its size and digest.
+fn spec_summary(spec: &JsonObject) -> Value {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    json!({"specBytes": bytes.len(), "specSha256": hex::encode(Sha256::digest(&bytes))})
+}
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn millis_text(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn program_message(program: &ProgramRecord, with_source: bool) -> pb::Program {
+    let part = |key: &str| match program.spec.get(key) {
+        Some(Value::Object(object)) => Some(struct_from_json(object)),
+        _ => None,
+    };
+    let spec = (!program.spec.is_empty()).then(|| pb::ProgramSpec {
+        backend_requirements: part("backend_requirements"),
+        parameters: part("parameters"),
+        return_values: part("return_values"),
+        interim_results: part("interim_results"),
+    });
+    pb::Program {
+        id: program.id.clone(),
+        name: program.name.clone(),
+        description: program.description.clone(),
+        source: if with_source { program.source.clone() } else { String::new() },
+        max_execution_time: program.max_execution_time,
+        spec,
+        is_public: program.is_public,
+        create_time: Some(timestamp(program.create_millis)),
+        update_time: Some(timestamp(program.update_millis)),
+        num_qubits: program.num_qubits,
+    }
+}
+
+fn job_status(status: JobStatus) -> pb::JobStatus {
+    match status {
+        JobStatus::Queued => pb::JobStatus::Queued,
+        JobStatus::Running => pb::JobStatus::Running,
+        JobStatus::Completed => pb::JobStatus::Completed,
+        JobStatus::Failed => pb::JobStatus::Failed,
+        JobStatus::Cancelled => pb::JobStatus::Cancelled,
+    }
+}
+
+fn job_message(job: &JobRecord) -> pb::Job {
+    pb::Job {
+        id: job.id.clone(),
+        program_id: job.program_id.clone(),
+        backend: job.backend.clone(),
+        state: Some(pb::JobState { status: job_status(job.status) as i32, reason: job.reason.clone() }),
+        params: Some(struct_from_json(&job.params)),
+        log_level: job.log_level.as_str().to_owned(),
+        session_id: job.session_id.clone(),
+        tags: job.tags.clone(),
+        create_time: Some(timestamp(job.create_millis)),
+        start_time: job.start_millis.map(timestamp),
+        end_time: job.end_millis.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_ids_are_slugs_with_a_suffix() {
+        let id = program_id("My Bell Pair!");
+        assert!(id.starts_with("my-bell-pair-"), "{id}");
+        assert_eq!(id.len(), "my-bell-pair-".len() + 10);
+        assert!(program_id("ü:ü").starts_with("program-"));
+        assert!(program_id(&"x".repeat(200)).len() <= 48 + 11);
+        assert_eq!(job_id().len(), 20);
+    }
+
+    #[test]
+    fn params_accept_shots_and_seed_only() {
+        let parse = |json: Value| check_params(Some(struct_from_json(json.as_object().unwrap())));
+        let params = parse(json!({"shots": 10, "seed": 7})).unwrap();
+        assert_eq!((params.shots, params.seed), (10, 7));
+        assert_eq!(parse(json!({})).unwrap().shots, DEFAULT_SHOTS);
+        for (bad, field) in [
+            (json!({"shots": 0}), "params.shots"),
+            (json!({"shots": 100_001}), "params.shots"),
+            (json!({"shots": 1.5}), "params.shots"),
+            (json!({"shots": "10"}), "params.shots"),
+            (json!({"seed": -1}), "params.seed"),
+            (json!({"iterations": 3}), "params"),
+        ] {
+            let err = parse(bad.clone()).err().unwrap();
+            assert!(matches!(&err, Error::InvalidArgument { field: f, .. } if *f == field), "{bad} -> {err}");
+        }
+    }
+
+    #[test]
+    fn paging_and_time_filters_are_checked() {
+        assert_eq!(check_page(0, 0).unwrap(), (100, 0));
+        assert_eq!(check_page(1000, 5).unwrap(), (1000, 5));
+        assert!(check_page(-1, 0).is_err());
+        assert!(check_page(1001, 0).is_err());
+        assert!(check_page(10, -1).is_err());
+        let bad = prost_types::Timestamp { seconds: 1, nanos: -5 };
+        assert!(timestamp_millis("created_after", Some(bad)).is_err());
+        let good = prost_types::Timestamp { seconds: 2, nanos: 5_000_000 };
+        assert_eq!(timestamp_millis("created_after", Some(good)).unwrap(), Some(2005));
+    }
+}

@@ -1,0 +1,114 @@
+//! The runtime's durable state: programs, jobs and (through `qtrail-publisher`) the audit
+//! outbox, all in one redb database, so a call's state change and its audit event commit in one
+//! transaction. Commits use redb's default immediate durability: an fsync before `commit`
+//! returns.
+//!
+//! Records are JSON (serde) in tables keyed by id; secondary tables index program names per
+//! account and jobs per account by creation time. Functions take the caller's transaction, so
+//! the service decides what one call commits together (and a group-commit writer can later run
+//! many calls in one transaction).
+
+pub mod jobs;
+pub mod programs;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Name of the database file in the data directory.
+pub const DATABASE_FILE: &str = "runtime.redb";
+
+/// redb's page cache. redb defaults to 1 GiB; the working set here (recent jobs, programs, the
+/// outbox head) is far smaller.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, a full disk, a commit that did not happen).
+    #[error("database error: {0}")]
+    Database(#[source] Box<redb::Error>),
+    /// A stored record does not decode.
+    #[error("corrupt record in `{table}`: {detail}")]
+    Corrupt {
+        /// Table holding the record.
+        table: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+macro_rules! database_error {
+    ($($source:ty),*) => {
+        $(impl From<$source> for StoreError {
+            fn from(err: $source) -> Self {
+                StoreError::Database(Box::new(err.into()))
+            }
+        })*
+    };
+}
+
+database_error!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// The runtime's database. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir` and its tables.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the file cannot be opened, e.g. because another process
+    /// holds it.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(data_dir.join(DATABASE_FILE))?;
+        let store = Self { db: Arc::new(db) };
+        let txn = store.begin()?;
+        programs::create_tables(&txn)?;
+        jobs::create_tables(&txn)?;
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// Returns the database, for the outbox.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    /// Starts a write transaction (redb has one writer at a time).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub fn begin(&self) -> Result<WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain structs of strings, numbers and JSON values: serialising cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt { table, detail: err.to_string() })
+}
+
+/// Returns the current time in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

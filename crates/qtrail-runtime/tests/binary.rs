@@ -1,0 +1,104 @@
+//! The `qtrail-runtime` binary: flags and environment, the address file, health, and a clean
+//! exit on SIGTERM, with the collector token nowhere in its output.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "collector-secret-token";
+
+/// Kills the child if the test fails before it exits.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let principals = dir.path().join("principals.toml");
+    std::fs::write(
+        &principals,
+        "[[principal]]\napi_key = \"k\"\niam_id = \"IBMid-1\"\nname = \"n\"\naccount = \"acc\"\n",
+    )
+    .unwrap();
+    let addr_file = dir.path().join("addr");
+    // Nothing listens on the collector's port: events wait in the outbox.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"))
+        .args(["--listen", "127.0.0.1:0", "--location", "us-east", "--instance", "inst-bin"])
+        .arg("--collector")
+        .arg(format!("http://{collector}"))
+        .arg("--principals")
+        .arg(&principals)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(["--shutdown-flush-ms", "200"])
+        .env("QTRAIL_COLLECTOR_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+
+    let started = Instant::now();
+    let addr = loop {
+        if let Some(addr) = qtrail_server::addr_file::read(&addr_file).unwrap() {
+            break addr;
+        }
+        assert!(started.elapsed() < WAIT, "no address file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "qtrail.runtime.v1.JobService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    let killed = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < WAIT, "no exit after sigterm");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("runtime serving"), "{stderr}");
+    assert!(stderr.contains("shutdown signal received"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "the collector token never reaches a log");
+}
+
+#[test]
+fn a_missing_flag_is_reported_with_its_environment_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime")).args(["--location", "us-east"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--instance"), "{stderr}");
+    let help = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "QTRAIL_COLLECTOR_TOKEN",
+        "--max-concurrent-jobs",
+        "--outbox-max-events",
+        "--outbox-max-bytes",
+        "--log-json",
+        "--account",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
