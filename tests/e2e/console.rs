@@ -1,22 +1,25 @@
 //! The web console in a real browser: headless Chromium, driven through WebDriver, against the
-//! real `qtrail-collector` binary with its HTTP side.
+//! real `qtrail-collector` binary with its HTTP side, fed by a real `qtrail-runtime`.
 //!
-//! The walk-through signs in (after a refused wrong-role token), finds the events, filters them
-//! to failed job cancels, opens one event's detail and follows its correlation id, watches a
-//! new event appear live without a reload, verifies the chain and signs out; it leaves a
-//! screenshot in `target/e2e-artifacts/console.png`. A second test puts markup into event text
-//! and checks that it shows as text and that no script runs.
+//! The walk-through makes calls to the runtime (programs, jobs, refused cancels, a call without
+//! a valid key), signs in to the console (after a refused wrong-role token), finds those calls'
+//! events, filters them to failed job cancels, opens one event's detail and follows its
+//! correlation id, watches a new call's event appear live without a reload, verifies the chain
+//! and signs out; it leaves screenshots in `target/e2e-artifacts/`. A second test names a
+//! program `<img src=x onerror=alert(1)>` and checks that the name shows as text and that no
+//! script runs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, Initiator, Location};
-use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1 as audit;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
-use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
+use qtrail_proto::qtrail::runtime::v1 as runtime;
+use qtrail_proto::qtrail::runtime::v1::job_service_client::JobServiceClient;
+use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
 use serde_json::{Value, json};
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 use crate::harness::{START_TIMEOUT, ServerProcess, binary, wait_until};
 use crate::webdriver::{Browser, Chromedriver};
@@ -25,16 +28,24 @@ const LOCATION: &str = "us-east";
 const PUBLISHER_TOKEN: &str = "e2e-publisher-token";
 const AUDITOR_TOKEN: &str = "e2e-auditor-token";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
+const API_KEY: &str = "e2e-alice-api-key";
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
+const BELL: &str =
+    "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
 
 /// How long the browser may take to show something.
 const UI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A collector with its HTTP side and the collector of [`LOCATION`].
+/// A collector service with its HTTP side and the collector of [`LOCATION`], and a runtime of
+/// that location publishing to it. Every runtime call produces exactly one event, so counting
+/// calls tells how many events the chain will hold.
 struct Trail {
     collector: ServerProcess,
-    publisher_epoch: u64,
-    next_seq: u64,
+    _runtime: ServerProcess,
+    collector_channel: Channel,
+    programs: ProgramServiceClient<Channel>,
+    jobs: JobServiceClient<Channel>,
+    calls: u64,
 }
 
 impl Trail {
@@ -52,69 +63,147 @@ impl Trail {
             })
             .collect();
         std::fs::write(&tokens, text).expect("write the tokens file");
+        let principals = dir.join("principals.toml");
+        let principal = format!(
+            "[[principal]]\napi_key = \"{API_KEY}\"\niam_id = \"IBMid-0001\"\nname = \"alice@example.com\"\naccount = \"acc-alice\"\n"
+        );
+        std::fs::write(&principals, principal).expect("write the principals file");
+
         let args: Vec<OsString> =
             vec!["--data-dir".into(), dir.join("collector-data").into(), "--tokens".into(), tokens.into()];
         let collector = ServerProcess::start_with_http("collector", binary("qtrail-collector"), args, dir).await;
-        let channel = tonic::transport::Channel::from_shared(collector.url()).unwrap().connect().await.unwrap();
-        let request = authed(proto::CreateCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN);
-        CollectorAdminClient::new(channel).create_collector(request).await.expect("collector created");
-        Self { collector, publisher_epoch: 1, next_seq: 1 }
-    }
-
-    /// Publishes `events` in one batch and waits for the Ack.
-    async fn publish(&mut self, events: &[AuditEvent]) {
-        let channel = tonic::transport::Channel::from_shared(self.collector.url()).unwrap().connect().await.unwrap();
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        let mut responses = IngestClient::new(channel)
-            .publish(authed(ReceiverStream::new(receiver), PUBLISHER_TOKEN))
+        let collector_channel = connect(&collector.url()).await;
+        let request = authed(audit::CreateCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN);
+        CollectorAdminClient::new(collector_channel.clone())
+            .create_collector(request)
             .await
-            .expect("publish stream")
-            .into_inner();
-        let hello = proto::Hello { publisher_id: "e2e".into(), location: LOCATION.into(), epoch: self.publisher_epoch };
-        sender.send(proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) }).await.unwrap();
-        let published = events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| proto::PublishedEvent { seq: self.next_seq + i as u64, event: Some(event.into()) })
-            .collect();
-        self.next_seq += events.len() as u64;
-        let batch = proto::Batch { batch_seq: 1, events: published };
-        sender.send(proto::PublishRequest { kind: Some(proto::publish_request::Kind::Batch(batch)) }).await.unwrap();
-        loop {
-            let response = responses.message().await.expect("publish answer").expect("an answer");
-            if let Some(proto::publish_response::Kind::Ack(ack)) = response.kind {
-                assert_eq!(ack.accepted as usize, events.len(), "{ack:?}");
-                return;
-            }
+            .expect("collector created");
+
+        let args: Vec<OsString> = vec![
+            "--location".into(),
+            LOCATION.into(),
+            "--instance".into(),
+            "inst-e2e".into(),
+            "--collector".into(),
+            collector.url().into(),
+            "--collector-token".into(),
+            PUBLISHER_TOKEN.into(),
+            "--principals".into(),
+            principals.into(),
+            "--data-dir".into(),
+            dir.join("runtime-data").into(),
+        ];
+        let runtime = ServerProcess::start("runtime", binary("qtrail-runtime"), args, dir).await;
+        let runtime_channel = connect(&runtime.url()).await;
+        Self {
+            collector,
+            _runtime: runtime,
+            collector_channel,
+            programs: ProgramServiceClient::new(runtime_channel.clone()),
+            jobs: JobServiceClient::new(runtime_channel),
+            calls: 0,
         }
     }
 
     fn console_url(&self) -> String {
         format!("{}/", self.collector.http_url())
     }
+
+    /// Returns `message` as a call of alice's with `correlation` as its correlation id, and
+    /// counts the call.
+    fn call<T>(&mut self, message: T, correlation: &str) -> tonic::Request<T> {
+        self.calls += 1;
+        let mut request = authed(message, API_KEY);
+        request.metadata_mut().insert("x-correlation-id", correlation.parse().expect("ascii"));
+        request
+    }
+
+    /// Creates a program running a Bell pair; returns its id.
+    async fn create_program(&mut self, name: &str) -> String {
+        let create = runtime::CreateProgramRequest {
+            name: name.into(),
+            source: BELL.into(),
+            max_execution_time: 60,
+            ..Default::default()
+        };
+        let request = self.call(create, &format!("create-{}", self.calls + 1));
+        self.programs.create_program(request).await.expect("program created").into_inner().id
+    }
+
+    /// Runs a job of `program_id` to its end (each look at it is a call too); returns its id.
+    async fn run_job(&mut self, program_id: &str) -> String {
+        let params = json!({ "shots": 64, "seed": 7 });
+        let create = runtime::CreateJobRequest {
+            program_id: program_id.into(),
+            params: Some(qtrail_cadf::proto::struct_from_json(params.as_object().expect("an object"))),
+            ..Default::default()
+        };
+        let request = self.call(create, "run");
+        let id = self.jobs.create_job(request).await.expect("job created").into_inner().id;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let request = self.call(runtime::GetJobRequest { id: id.clone() }, "run");
+            let job = self.jobs.get_job(request).await.expect("job").into_inner();
+            let status = job.state.map(|state| state.status).unwrap_or_default();
+            if status == runtime::JobStatus::Completed as i32 {
+                return id;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} did not complete");
+            // A job of 64 shots on 2 qubits takes milliseconds; this bounds the calls it costs.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Cancels job `id`; returns the code of the refusal, or OK.
+    async fn cancel(&mut self, id: &str, correlation: &str) -> tonic::Code {
+        let request = self.call(runtime::CancelJobRequest { id: id.into() }, correlation);
+        self.jobs.cancel_job(request).await.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+    }
+
+    /// Looks at job `id`; returns the code.
+    async fn get_job(&mut self, id: &str, correlation: &str) -> tonic::Code {
+        let request = self.call(runtime::GetJobRequest { id: id.into() }, correlation);
+        self.jobs.get_job(request).await.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+    }
+
+    /// Lists programs with a key the runtime does not know: refused, and audited all the same.
+    async fn list_programs_without_a_valid_key(&mut self) -> tonic::Code {
+        self.calls += 1;
+        let request = authed(runtime::ListProgramsRequest::default(), "not-a-key");
+        self.programs.list_programs(request).await.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+    }
+
+    /// Lists alice's programs.
+    async fn list_programs(&mut self) {
+        let request = self.call(runtime::ListProgramsRequest::default(), "list");
+        self.programs.list_programs(request).await.expect("programs listed");
+    }
+
+    /// Waits until the collector holds the event of every call made so far.
+    async fn wait_stored(&self) {
+        let expected = self.calls;
+        let channel = self.collector_channel.clone();
+        wait_until(&format!("{expected} events at the collector"), START_TIMEOUT, || {
+            let channel = channel.clone();
+            async move {
+                let request = authed(audit::GetCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN);
+                let collector = CollectorAdminClient::new(channel).get_collector(request).await.ok()?.into_inner();
+                assert!(collector.event_count <= expected, "more events than calls");
+                (collector.event_count == expected).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+async fn connect(url: &str) -> Channel {
+    Channel::from_shared(url.to_owned()).expect("a url").connect().await.expect("connect")
 }
 
 fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     request
-}
-
-/// Returns an event of `action` on `target` with `status`.
-fn event(action: Action, target: &str, target_name: &str, status: u16, correlation: &str) -> AuditEvent {
-    let location: Location = LOCATION.parse().unwrap();
-    let source = Crn::instance(&location, "acc-alice", "inst-e2e").unwrap();
-    let initiator = Initiator {
-        id: "IBMid-0001".into(),
-        name: "alice@example.com".into(),
-        type_uri: qtrail_cadf::event::INITIATOR_USER.into(),
-        credential_type: "apikey".into(),
-        host_address: "127.0.0.1".into(),
-        host_agent: "qtrail-e2e".into(),
-    };
-    let builder = EventBuilder::new(action, source, initiator).target(target, target_name).correlation_id(correlation);
-    let builder = if status < 400 { builder.status(status) } else { builder.failure(status, "refused") };
-    builder.build().unwrap()
 }
 
 /// Returns the directory of test artifacts, `target/e2e-artifacts`, created if missing.
@@ -184,17 +273,18 @@ async fn sign_in(browser: &Browser, trail: &Trail) {
 async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let mut trail = Trail::start(dir.path()).await;
-    let mut history = Vec::new();
-    for i in 0..12 {
-        history.push(event(Action::JobRead, &format!("job-{i}"), &format!("job-{i}"), 200, &format!("read-{i}")));
-    }
-    history.push(event(Action::ProgramCreate, "prog-1", "bell", 201, "create-1"));
-    history.push(event(Action::JobCancel, "job-3", "job-3", 409, "cancel-3"));
-    history.push(event(Action::JobCancel, "job-4", "job-4", 200, "cancel-4"));
-    history.push(event(Action::JobCancel, "job-9", "job-9", 404, "cancel-9"));
-    history.push(event(Action::JobRead, "job-9", "job-9", 404, "cancel-9"));
-    history.push(event(Action::ProgramDelete, "prog-1", "bell", 403, "delete-1"));
-    trail.publish(&history).await;
+    let program = trail.create_program("bell").await;
+    let first_job = trail.run_job(&program).await;
+    trail.run_job(&program).await;
+    // Two refused cancels: a finished job, and a job that does not exist (looked at too, in
+    // the same correlation).
+    assert_eq!(trail.cancel(&first_job, "cancel-finished").await, tonic::Code::FailedPrecondition);
+    assert_eq!(trail.cancel("no-such-job", "cancel-missing").await, tonic::Code::NotFound);
+    assert_eq!(trail.get_job("no-such-job", "cancel-missing").await, tonic::Code::NotFound);
+    assert_eq!(trail.list_programs_without_a_valid_key().await, tonic::Code::Unauthenticated);
+    trail.wait_stored().await;
+    let total = trail.calls;
+    assert!(total < 50, "one page holds every event ({total})");
 
     let driver = Chromedriver::start(dir.path()).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
@@ -224,7 +314,8 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     )
     .await;
 
-    // Signing in with the auditor token leads from `/` to the only collector's page.
+    // Signing in with the auditor token leads from `/` to the only collector's page, which
+    // lists the runtime's events, newest first.
     submit_token(&browser, AUDITOR_TOKEN).await;
     wait_until("the console of us-east", UI_TIMEOUT, || async {
         (browser.url().await.ends_with("/console/us-east") && is_shown(&browser, "console").await).then_some(())
@@ -232,19 +323,25 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     .await;
     wait_for_script(
         &browser,
-        "the events",
-        "return document.querySelectorAll('#event-rows tr').length === 18;",
-        json!([]),
+        "the runtime's events",
+        "return document.querySelectorAll('#event-rows tr').length === arguments[0];",
+        json!([total]),
     )
     .await;
     let listed = rows(&browser).await;
-    assert_eq!(listed[0][0], "18", "newest first");
-    assert_eq!(listed[0][2], "quantum-computing.program.delete");
-    assert_eq!((listed[0][3].as_str(), listed[0][4].as_str()), ("failure", "critical"));
-    let who = browser.text(&browser.wait_for("#who").await).await;
-    assert_eq!(who, "alice (auditor)");
+    let seqs: Vec<String> = listed.iter().map(|row| row[0].clone()).collect();
+    assert_eq!(seqs, (1..=total).rev().map(|seq| seq.to_string()).collect::<Vec<_>>(), "newest first");
+    let newest = &listed[0];
+    assert_eq!(newest[2], "quantum-computing.program.read");
+    assert_eq!((newest[3].as_str(), newest[4].as_str()), ("failure", "critical"), "a refused key is critical");
+    assert_eq!(newest[5], "anonymous", "{newest:?}");
+    let oldest = &listed[listed.len() - 1];
+    assert_eq!((oldest[2].as_str(), oldest[6].as_str()), ("quantum-computing.program.create", "bell"));
+    assert_eq!(oldest[5], "alice@example.com");
+    assert_eq!(browser.text(&browser.wait_for("#who").await).await, "alice (auditor)");
     let page = browser.execute("return document.documentElement.outerHTML + location.href;", json!([])).await;
-    assert!(!page.as_str().unwrap().contains(AUDITOR_TOKEN), "the token is nowhere in the page or its URL");
+    let page = page.as_str().unwrap();
+    assert!(!page.contains(AUDITOR_TOKEN) && !page.contains(API_KEY), "no secret in the page or its URL");
 
     // Filter to failed job cancels.
     let action = browser.wait_for("input[name=action]").await;
@@ -253,7 +350,7 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     browser.click(&browser.wait_for("#apply").await).await;
     wait_for_script(
         &browser,
-        "the filtered list",
+        "the failed cancels",
         "return document.querySelectorAll('#event-rows tr').length === 2;",
         json!([]),
     )
@@ -262,16 +359,24 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     for row in &cancels {
         assert_eq!((row[2].as_str(), row[3].as_str()), ("quantum-computing.job.cancel", "failure"), "{row:?}");
     }
-    assert_eq!(cancels.iter().map(|row| row[0].as_str()).collect::<Vec<_>>(), ["16", "14"]);
+    // A job that does not exist has no name: the list labels it from its CRN.
+    assert_eq!(cancels[0][6], "job no-such-job");
+    assert_eq!(cancels[1][6], first_job);
     let highlighted = browser
-        .execute("return [...document.querySelectorAll('#event-rows tr')].every(r => r.classList.contains('row-outcome-failure') && getComputedStyle(r).backgroundColor !== 'rgba(0, 0, 0, 0)');", json!([]))
+        .execute(
+            "return [...document.querySelectorAll('#event-rows tr')].every(r => r.classList.contains('row-outcome-failure') && getComputedStyle(r).backgroundColor !== 'rgba(0, 0, 0, 0)');",
+            json!([]),
+        )
         .await;
     assert_eq!(highlighted, true, "failures are highlighted");
     let url = browser.url().await;
     assert!(url.contains("action=quantum-computing.job.cancel") && url.contains("outcome=failure"), "{url}");
 
     // One event's detail: both JSON forms, its position and hashes, and its correlation.
-    browser.click(&browser.wait_for("#event-rows tr[data-seq='16'] button.seq").await).await;
+    let missing_cancel_seq = cancels[0][0].clone();
+    browser
+        .click(&browser.wait_for(&format!("#event-rows tr[data-seq='{missing_cancel_seq}'] button.seq")).await)
+        .await;
     let detail = wait_for_script(
         &browser,
         "the event detail",
@@ -285,6 +390,8 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         (Some("quantum-computing.job.cancel"), Some("failure"))
     );
     assert_eq!(at["reason"]["reasonCode"], 404);
+    assert_eq!(at["correlationId"], "cancel-missing");
+    assert_eq!(at["initiator"]["id"], "IBMid-0001");
     let cadf: Value =
         serde_json::from_str(browser.text(&browser.wait_for("#detail-cadf").await).await.as_str()).expect("CADF-JSON");
     assert_eq!(cadf["action"], "update/cancel");
@@ -292,35 +399,35 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         let script = "const dt = [...document.querySelectorAll('#detail-facts dt')].find(d => d.textContent === arguments[0]); return dt ? dt.nextElementSibling.textContent : null;";
         browser.execute(script, json!([name]))
     };
-    assert_eq!(fact("location_seq").await, "16");
-    assert_eq!(fact("Correlation id").await, "cancel-9");
-    let facts = browser.text(&browser.wait_for("#detail-facts").await).await;
+    assert_eq!(fact("location_seq").await, Value::String(missing_cancel_seq.clone()));
+    assert_eq!(fact("Correlation id").await, "cancel-missing");
     let hashes = browser
-        .execute("return [...document.querySelectorAll('#detail-facts dd')].map(d => d.textContent).filter(t => /^[0-9a-f]{64}$/.test(t)).length;", json!([]))
+        .execute(
+            "return [...document.querySelectorAll('#detail-facts dd')].map(d => d.textContent).filter(t => /^[0-9a-f]{64}$/.test(t)).length;",
+            json!([]),
+        )
         .await;
-    assert_eq!(hashes, 2, "chain hash and previous hash: {facts}");
+    assert_eq!(hashes, 2, "chain hash and previous hash");
+    assert!(fact("Publisher").await.as_str().unwrap().starts_with("runtime-inst-e2e-"));
     save_screenshot(&browser, "console-detail.png").await;
     browser.click(&browser.wait_for("#detail-correlation:not([hidden])").await).await;
     wait_for_script(
         &browser,
-        "the events of correlation cancel-9",
-        "const rows = [...document.querySelectorAll('#event-rows tr')]; return rows.length === 2 && location.search === '?correlation_id=cancel-9';",
+        "the events of correlation cancel-missing",
+        "return document.querySelectorAll('#event-rows tr').length === 2 && location.search === '?correlation_id=cancel-missing';",
         json!([]),
     )
     .await;
-    let correlated = rows(&browser).await;
-    assert_eq!(
-        correlated.iter().map(|row| row[2].as_str()).collect::<Vec<_>>(),
-        ["quantum-computing.job.read", "quantum-computing.job.cancel"]
-    );
+    let correlated: Vec<String> = rows(&browser).await.into_iter().map(|row| row[2].clone()).collect();
+    assert_eq!(correlated, ["quantum-computing.job.read", "quantum-computing.job.cancel"]);
 
-    // Live: a new event appears at the top without a reload.
+    // Live: the event of a new call appears at the top without a reload.
     browser.click(&browser.wait_for("#clear").await).await;
     wait_for_script(
         &browser,
         "the whole list",
-        "return document.querySelectorAll('#event-rows tr').length === 18;",
-        json!([]),
+        "return document.querySelectorAll('#event-rows tr').length === arguments[0];",
+        json!([total]),
     )
     .await;
     browser.execute("window.__sameDocument = 'still here';", json!([])).await;
@@ -332,16 +439,16 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         json!([]),
     )
     .await;
-    trail.publish(&[event(Action::JobCancel, "job-11", "job-11", 409, "cancel-11")]).await;
+    trail.list_programs().await;
     wait_for_script(
         &browser,
         "the live event",
-        "const r = document.querySelector('#event-rows tr'); return !!r && r.dataset.seq === '19';",
-        json!([]),
+        "const r = document.querySelector('#event-rows tr'); return !!r && r.dataset.seq === String(arguments[0]);",
+        json!([total + 1]),
     )
     .await;
-    let newest = &rows(&browser).await[0];
-    assert_eq!((newest[2].as_str(), newest[3].as_str()), ("quantum-computing.job.cancel", "failure"));
+    let live = &rows(&browser).await[0];
+    assert_eq!((live[2].as_str(), live[3].as_str()), ("quantum-computing.program.read", "success"));
     let same_document = browser.execute("return window.__sameDocument;", json!([])).await;
     assert_eq!(same_document, "still here", "the page was not reloaded");
 
@@ -354,8 +461,8 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         json!([]),
     )
     .await;
-    assert!(verdict.as_str().unwrap().starts_with("Chain ok: 19 events checked"), "{verdict}");
-
+    let expected = format!("Chain ok: {} events checked", total + 1);
+    assert!(verdict.as_str().unwrap().starts_with(&expected), "{verdict}");
     save_screenshot(&browser, "console.png").await;
 
     // Signing out forgets what was shown and the API no longer answers this browser.
@@ -371,7 +478,8 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
 async fn markup_in_event_text_shows_as_text_and_runs_no_script() {
     let dir = tempfile::tempdir().unwrap();
     let mut trail = Trail::start(dir.path()).await;
-    trail.publish(&[event(Action::ProgramRead, "prog-0", "harmless", 200, "c0")]).await;
+    trail.create_program("harmless").await;
+    trail.wait_stored().await;
     let driver = Chromedriver::start(dir.path()).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
     sign_in(&browser, &trail).await;
@@ -385,7 +493,10 @@ async fn markup_in_event_text_shows_as_text_and_runs_no_script() {
 
     // A trap for any script the event could smuggle in, set before the event arrives live.
     browser
-        .execute("window.__xss = false; window.alert = () => { window.__xss = true; }; document.addEventListener('securitypolicyviolation', e => { window.__blocked = e.violatedDirective; });", json!([]))
+        .execute(
+            "window.__xss = false; window.alert = () => { window.__xss = true; }; document.addEventListener('securitypolicyviolation', e => { window.__blocked = e.violatedDirective; });",
+            json!([]),
+        )
         .await;
     browser.click(&browser.wait_for("#live").await).await;
     wait_for_script(
@@ -395,34 +506,48 @@ async fn markup_in_event_text_shows_as_text_and_runs_no_script() {
         json!([]),
     )
     .await;
-    trail.publish(&[event(Action::ProgramCreate, "prog-x", XSS_NAME, 201, XSS_NAME)]).await;
+    let program = trail.create_program(XSS_NAME).await;
     wait_for_script(
         &browser,
-        "the program event",
+        "the program's event",
         "return document.querySelectorAll('#event-rows tr').length === 2;",
         json!([]),
     )
     .await;
 
-    let shown =
-        browser.execute("return document.querySelector('#event-rows tr td.target').textContent;", json!([])).await;
-    assert_eq!(shown, XSS_NAME, "the name shows as text");
+    let cells = browser
+        .execute(
+            "const r = document.querySelector('#event-rows tr'); return [r.querySelector('td.target').textContent, r.querySelector('td.message').textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(cells[0], XSS_NAME, "the name shows as text");
+    assert!(cells[1].as_str().unwrap().contains(XSS_NAME), "{cells}");
     browser.click(&browser.wait_for("#event-rows tr[data-seq='2'] button.seq").await).await;
-    wait_for_script(
+    let detail = wait_for_script(
         &browser,
         "the detail",
-        "return document.getElementById('detail-at').textContent.includes('onerror');",
+        "const t = document.getElementById('detail-at').textContent; return t.includes('onerror') ? t : null;",
         json!([]),
     )
     .await;
+    let at: Value = serde_json::from_str(detail.as_str().unwrap()).unwrap();
+    assert_eq!(
+        (at["target"]["name"].as_str(), at["responseData"]["programId"].as_str()),
+        (Some(XSS_NAME), Some(program.as_str()))
+    );
     let images = browser.execute("return document.querySelectorAll('img').length;", json!([])).await;
     assert_eq!(images, 0, "no element was made from the event text");
     assert_eq!(browser.execute("return window.__xss;", json!([])).await, false, "alert never ran");
     assert_eq!(browser.dialog_text().await, None, "no dialog is open");
 
     // Even markup that did reach the DOM could not run: the policy blocks inline handlers.
+    let forced = XSS_NAME.replace("alert(1)", "window.__xss=true");
     browser
-        .execute("const d = document.createElement('div'); d.id = 'probe'; document.body.append(d); d.innerHTML = arguments[0];", json!([XSS_NAME.replace("alert(1)", "window.__xss=true")]))
+        .execute(
+            "const d = document.createElement('div'); d.id = 'probe'; document.body.append(d); d.innerHTML = arguments[0];",
+            json!([forced]),
+        )
         .await;
     let blocked =
         wait_for_script(&browser, "the policy to block the handler", "return window.__blocked || null;", json!([]))
@@ -438,9 +563,11 @@ async fn markup_in_event_text_shows_as_text_and_runs_no_script() {
 async fn the_front_page_lists_the_collectors() {
     let dir = tempfile::tempdir().unwrap();
     let trail = Trail::start(dir.path()).await;
-    let channel = tonic::transport::Channel::from_shared(trail.collector.url()).unwrap().connect().await.unwrap();
-    let request = authed(proto::CreateCollectorRequest { location: "eu-de".into() }, ADMIN_TOKEN);
-    CollectorAdminClient::new(channel).create_collector(request).await.expect("second collector");
+    let request = authed(audit::CreateCollectorRequest { location: "eu-de".into() }, ADMIN_TOKEN);
+    CollectorAdminClient::new(trail.collector_channel.clone())
+        .create_collector(request)
+        .await
+        .expect("second collector");
     let driver = Chromedriver::start(dir.path()).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
     browser.goto(&trail.console_url()).await;

@@ -317,6 +317,19 @@ function badge(text, kind) {
   return td;
 }
 
+/**
+ * Returns a short label for a target without a name, from its CRN
+ * (`crn:v1:bluemix:public:quantum-computing:LOCATION:a/ACCOUNT:INSTANCE:TYPE:ID`): `job ID`,
+ * `program ID` or `instance INSTANCE`. The whole CRN stays in the cell's tooltip and the detail.
+ */
+function targetLabel(crn) {
+  const segments = crn.split(':');
+  if (segments.length !== 10 || segments[0] !== 'crn') {
+    return crn;
+  }
+  return segments[8] ? `${segments[8]} ${segments[9]}` : `instance ${segments[7]}`;
+}
+
 /** Returns the table row of an event. */
 function eventRow(event) {
   const row = document.createElement('tr');
@@ -336,7 +349,7 @@ function eventRow(event) {
 
   const initiator = cell(event.initiator_name || event.initiator_id, 'initiator');
   initiator.title = event.initiator_id;
-  const target = cell(event.target_name || event.target_id, 'target');
+  const target = cell(event.target_name || targetLabel(event.target_id), 'target');
   target.title = event.target_id;
 
   row.append(
