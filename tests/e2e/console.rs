@@ -472,6 +472,16 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     let status = browser.execute("return fetch('/api/collectors').then(r => r.status);", json!([])).await;
     assert_eq!(status, 401);
     browser.close().await;
+
+    // The logs name the auditor's token, never a secret (they go to stderr under TEST_LOG).
+    let collector_log = std::fs::read_to_string(dir.path().join("collector.log")).unwrap_or_default();
+    let runtime_log = std::fs::read_to_string(dir.path().join("runtime.log")).unwrap_or_default();
+    if std::env::var_os("TEST_LOG").is_none() {
+        assert!(collector_log.contains("console sign-in") && collector_log.contains("alice"), "{collector_log}");
+    }
+    for secret in [AUDITOR_TOKEN, ADMIN_TOKEN, PUBLISHER_TOKEN, API_KEY] {
+        assert!(!collector_log.contains(secret) && !runtime_log.contains(secret), "{secret} in a log");
+    }
 }
 
 #[tokio::test]

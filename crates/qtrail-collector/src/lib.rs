@@ -155,6 +155,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         }
     }
     info!(addr = %local_addr, data_dir = %config.data_dir.display(), "collector listening");
+    // Either server ending, by the shutdown signal or by failing, stops the other one too.
     let http_serve = {
         let lifecycle = lifecycle.clone();
         async move {
@@ -162,20 +163,32 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 return Ok(());
             };
             info!(addr = %addr, console = %format!("http://{addr}/"), "console and metrics listening");
-            qtrail_server::http::serve(listener, router, async move { lifecycle.stopping().await }).await
+            let stopping = lifecycle.clone();
+            let served = qtrail_server::http::serve(listener, router, async move { stopping.stopping().await }).await;
+            lifecycle.stop();
+            served
         }
     };
-
     let signal = {
         let lifecycle = lifecycle.clone();
         async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = lifecycle.stopping() => {}
+            }
             info!("shutting down: acknowledging in-flight batches, ending streams");
             health.set_not_serving::<IngestServer<IngestService>>().await;
             lifecycle.stop();
         }
     };
-    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    let serve = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal).await;
+            lifecycle.stop();
+            served
+        }
+    };
     let grace = config.shutdown_grace;
     let grace_over = {
         let lifecycle = lifecycle.clone();

@@ -20,6 +20,8 @@ const state = {
   pageTokens: [''],
   pageIndex: 0,
   headSeq: 0,
+  // Whether the shown page is the answer to the current filters; live starts only from one.
+  pageLoaded: false,
   // Positions in the list, so that a live event already on the page is not added twice.
   shown: new Set(),
   live: null,
@@ -257,13 +259,14 @@ async function reload() {
   state.pageIndex = 0;
   stopLive();
   await loadPage();
-  if ($('live').checked) {
+  if ($('live').checked && state.pageLoaded) {
     startLive();
   }
 }
 
 async function loadPage() {
   const generation = ++state.generation;
+  state.pageLoaded = false;
   $('list-error').textContent = '';
   const params = new URLSearchParams(state.filters);
   params.set('page_size', String(PAGE_SIZE));
@@ -285,6 +288,7 @@ async function loadPage() {
     return;
   }
   state.headSeq = page.head_seq;
+  state.pageLoaded = true;
   state.pageTokens[state.pageIndex + 1] = page.next_page_token;
   renderRows(page.events);
   $('newer').disabled = state.pageIndex === 0;
@@ -378,8 +382,9 @@ function updateExportLinks() {
 
 function startLive() {
   stopLive();
-  if (state.pageIndex !== 0) {
-    $('live-status').textContent = 'live shows the newest page only';
+  if (state.pageIndex !== 0 || !state.pageLoaded) {
+    // Live continues the newest page from its head: without that page it would not know where.
+    $('live-status').textContent = state.pageLoaded ? 'live shows the newest page only' : 'live needs the list first';
     $('live').checked = false;
     return;
   }
