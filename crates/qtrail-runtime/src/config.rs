@@ -38,47 +38,47 @@ impl FromStr for Secret {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Location (region) of this runtime, e.g. `us-east`; its collector gets the events.
-    #[arg(long, env = "QTRAIL_LOCATION")]
+    #[arg(long, env = "QTRAIL_RUNTIME_LOCATION")]
     pub location: Location,
     /// Service instance id, used in every CRN.
-    #[arg(long, env = "QTRAIL_INSTANCE")]
+    #[arg(long, env = "QTRAIL_RUNTIME_INSTANCE")]
     pub instance: String,
     /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
-    #[arg(long, env = "QTRAIL_COLLECTOR")]
+    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR")]
     pub collector: String,
     /// Token with the `publisher` role at the collector (prefer the environment variable).
     #[arg(long, env = "QTRAIL_COLLECTOR_TOKEN", hide_env_values = true)]
     pub collector_token: Option<Secret>,
     /// TOML file of principals (api key → iam id, name, account).
-    #[arg(long, env = "QTRAIL_PRINCIPALS")]
+    #[arg(long, env = "QTRAIL_RUNTIME_PRINCIPALS")]
     pub principals: PathBuf,
     /// Directory of the runtime's database.
-    #[arg(long, env = "QTRAIL_DATA_DIR")]
+    #[arg(long, env = "QTRAIL_RUNTIME_DATA_DIR")]
     pub data_dir: PathBuf,
     /// File that receives the bound address once the server is ready.
-    #[arg(long, env = "QTRAIL_ADDR_FILE")]
+    #[arg(long, env = "QTRAIL_RUNTIME_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
     /// Operator account: the log source account of events whose caller is unknown.
-    #[arg(long, env = "QTRAIL_ACCOUNT", default_value = "qtrail")]
+    #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = "qtrail")]
     pub account: String,
     /// Most jobs executing at once.
-    #[arg(long, env = "QTRAIL_MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
     /// Most audit events waiting in the outbox; beyond it every call is refused.
-    #[arg(long, env = "QTRAIL_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_max_events: u64,
     /// Most bytes of audit events waiting in the outbox (at least 64 KiB, four of the largest
     /// events); beyond it every call is refused.
-    #[arg(long, env = "QTRAIL_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub outbox_max_bytes: u64,
     /// How long the publisher lets a part-filled batch wait for more events, in milliseconds.
-    #[arg(long, env = "QTRAIL_PUBLISH_LINGER_MS", default_value_t = 15)]
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_LINGER_MS", default_value_t = 15)]
     pub publish_linger_ms: u64,
     /// Longest wait between reconnection attempts to the collector, in milliseconds.
-    #[arg(long, env = "QTRAIL_PUBLISH_BACKOFF_MAX_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_BACKOFF_MAX_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub publish_backoff_max_ms: u64,
     /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
-    #[arg(long, env = "QTRAIL_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
+    #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
     pub shutdown_flush_ms: u64,
 }
 

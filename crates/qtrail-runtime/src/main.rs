@@ -12,7 +12,7 @@ use qtrail_runtime::Config;
 #[command(name = "qtrail-runtime", version)]
 struct Cli {
     /// Address to listen on; port 0 picks a free one (see --addr-file).
-    #[arg(long, env = "QTRAIL_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(long, env = "QTRAIL_RUNTIME_LISTEN", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Log JSON lines instead of text.
     #[arg(long, env = "QTRAIL_LOG_JSON")]
