@@ -4,5 +4,7 @@
 // The modules form one test binary; `pub` marks the harness API the test modules share.
 #![allow(unreachable_pub)]
 
+mod console;
 mod harness;
 mod up;
+mod webdriver;

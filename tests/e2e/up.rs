@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::harness::{START_TIMEOUT, binary, wait_until};
+use crate::harness::{START_TIMEOUT, binary, http_get, wait_until};
 
 /// A `qtrail up` child process with its own data directory, killed on drop.
 pub struct Up {
@@ -224,6 +224,17 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     for line in lines.lines() {
         let event: Value = serde_json::from_str(line).unwrap();
         assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
+    }
+
+    // The console and both services' metrics are on the console address.
+    let console = up.field("console");
+    let (status, page) = http_get(&format!("{console}/console/us-east")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "{page}");
+    let (status, metrics) = http_get(&format!("{console}/metrics")).await;
+    assert_eq!(status, 200);
+    for series in ["qtrail_runtime_outbox_events", "qtrail_runtime_events_acked_total", "qtrail_collector_"] {
+        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
     }
 
     // Exit codes for refused credentials, and a clean Ctrl-C.

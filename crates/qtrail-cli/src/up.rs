@@ -74,34 +74,36 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
 
     let collector_listener = bind("--collector-listen", &args.collector_listen).await?;
     let runtime_listener = bind("--runtime-listen", &args.runtime_listen).await?;
-    let console_listener = bind("--console-listen", &args.console_listen).await?;
+    let console_addr: SocketAddr = args.console_listen.parse().map_err(|_| {
+        CliError::Usage(format!("--console-listen: `{}` is not an address such as 127.0.0.1:7480", args.console_listen))
+    })?;
     let collector_url = url_of(&collector_listener)?;
     let runtime_url = url_of(&runtime_listener)?;
-    let console_url = url_of(&console_listener)?;
 
     let stop_collector = CancellationToken::new();
     let stop_runtime = CancellationToken::new();
-    let stop_console = CancellationToken::new();
 
-    let collector_config = collector_config(&dir)?;
+    // The collector serves the console and /metrics itself; the address file tells us which
+    // port it got when --console-listen asks for port 0.
+    let console_addr_file = dir.join("console.addr");
+    let _ = std::fs::remove_file(&console_addr_file);
+    let collector_config = collector_config(&dir, console_addr, &console_addr_file)?;
     let mut collector = tokio::spawn(qtrail_collector::run(
         collector_listener,
         collector_config,
         stop_collector.clone().cancelled_owned(),
     ));
     wait_ready("collector", &collector_url, &mut collector).await?;
+    let console_url = match qtrail_server::addr_file::read(&console_addr_file) {
+        Ok(Some(addr)) => format!("http://{addr}"),
+        _ => return Err(CliError::Usage("the collector did not report its console address".into())),
+    };
     create_collector(&collector_url, &credentials.admin_token, location.as_str()).await?;
 
     let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
     let mut runtime =
         tokio::spawn(qtrail_runtime::run(runtime_listener, runtime_config, stop_runtime.clone().cancelled_owned()));
     wait_ready("runtime", &runtime_url, &mut runtime).await?;
-
-    let console = tokio::spawn(qtrail_server::http::serve(
-        console_listener,
-        qtrail_server::http::base_router(),
-        stop_console.clone().cancelled_owned(),
-    ));
 
     let info = UpInfo {
         runtime: runtime_url,
@@ -126,11 +128,9 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     writeln!(out, "shutting down")?;
 
     stop_runtime.cancel();
-    stop_console.cancel();
     let runtime_result = if runtime.is_finished() && failure.is_some() { Ok(()) } else { flatten(runtime.await) };
     stop_collector.cancel();
     let collector_result = if collector.is_finished() && failure.is_some() { Ok(()) } else { flatten(collector.await) };
-    let _ = console.await;
 
     if let Some((service, Err(err))) = failure {
         return Err(CliError::Usage(format!("the {service} stopped: {err:#}")));
@@ -277,15 +277,24 @@ fn url_of(listener: &TcpListener) -> Result<String, CliError> {
     Ok(format!("http://{addr}"))
 }
 
-fn collector_config(dir: &Path) -> Result<qtrail_collector::config::Config, CliError> {
+fn collector_config(
+    dir: &Path,
+    console: SocketAddr,
+    console_addr_file: &Path,
+) -> Result<qtrail_collector::config::Config, CliError> {
     let data_dir = dir.join("collector");
     let tokens = dir.join("tokens.toml");
+    let console = console.to_string();
     let args = qtrail_collector::config::Args::try_parse_from([
         "qtrail-collector".as_ref(),
         "--data-dir".as_ref(),
         data_dir.as_os_str(),
         "--tokens".as_ref(),
         tokens.as_os_str(),
+        "--http".as_ref(),
+        console.as_ref(),
+        "--http-addr-file".as_ref(),
+        console_addr_file.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
     qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
@@ -365,7 +374,7 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out)?;
     writeln!(out, "  runtime    {}   gRPC: qtrail.runtime.v1.ProgramService, JobService", info.runtime)?;
     writeln!(out, "  collector  {}   gRPC: qtrail.audit.v1.CollectorAdmin, Ingest, EventQuery", info.collector)?;
-    writeln!(out, "  console    {}/console/{location}", info.console)?;
+    writeln!(out, "  console    {}/console/{location}   sign in with the auditor token", info.console)?;
     writeln!(out, "  metrics    {}/metrics", info.console)?;
     writeln!(out)?;
     writeln!(out, "  api key (alice@example.com)  {}", credentials.api_key)?;
