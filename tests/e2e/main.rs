@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod console;
+mod grpcurl;
 mod harness;
 mod up;
 mod webdriver;
