@@ -9,11 +9,14 @@
 //!   [`qtrail_proto::limits::MAX_UNACKED_BATCHES`] unacknowledged, and deletes an event from the
 //!   outbox only once the collector has acknowledged it. Any failure ends the stream; the task
 //!   reconnects with exponential backoff and full jitter and resends what is still unacknowledged.
+//! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit shares one
+//!   fsync with concurrent callers (group commit) and returns only once it is durable.
 //! - [`PublisherStats`]: counters and gauges for metrics.
 //!
 //! With the `testing` feature, [`testing::CollectorStub`] is an in-memory collector for tests.
 
 mod backoff;
+pub mod commit;
 pub mod error;
 pub mod outbox;
 pub mod publisher;
@@ -21,6 +24,7 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use commit::OutboxTransaction;
 pub use error::{OutboxError, PublisherError};
 pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
 pub use publisher::{Publisher, PublisherConfig};

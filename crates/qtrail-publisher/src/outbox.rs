@@ -11,16 +11,21 @@
 //! fails with [`OutboxError::Full`] and the caller must refuse its call, since no call may be
 //! answered without its event being durable. Depth counters live in the same tables, so the
 //! bound check costs two lookups, not a scan.
+//!
+//! A service that commits through [`Outbox::begin`] shares each fsync with concurrent callers
+//! (see [`crate::commit`]); the publisher then reads only the events a durable commit covers.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prost::Message;
 use qtrail_cadf::AuditEvent;
 use qtrail_proto::qtrail::audit::v1 as proto;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
+use crate::commit::GroupCommit;
 use crate::error::OutboxError;
 
 /// Queued events: seq → (enqueue time in Unix milliseconds, protobuf-encoded `AuditEvent`).
@@ -99,6 +104,12 @@ struct Inner {
     publisher_id: String,
     /// Wakes the publisher when events were committed.
     committed: Notify,
+    /// Group commits of transactions from [`Outbox::begin`].
+    group: GroupCommit,
+    /// Whether group commits are in use, so that only durable events may be read.
+    gated: AtomicBool,
+    /// (epoch, seq): every event up to `seq` of `epoch` is durable.
+    durable: Mutex<(u64, u64)>,
 }
 
 impl Outbox {
@@ -132,7 +143,64 @@ impl Outbox {
             txn.open_table(EVENTS)?;
         }
         txn.commit()?;
-        Ok(Self { inner: Arc::new(Inner { db, limits, publisher_id, committed: Notify::new() }) })
+        let outbox = Self {
+            inner: Arc::new(Inner {
+                db,
+                limits,
+                publisher_id,
+                committed: Notify::new(),
+                group: GroupCommit::default(),
+                gated: AtomicBool::new(false),
+                durable: Mutex::new((0, 0)),
+            }),
+        };
+        // What the database holds at opening is durable.
+        let (epoch, last_seq) = outbox.position()?;
+        outbox.set_durable(epoch, last_seq);
+        Ok(outbox)
+    }
+
+    pub(crate) fn group(&self) -> &GroupCommit {
+        &self.inner.group
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// From now on the publisher reads only events a durable commit covers.
+    pub(crate) fn gate_on_durability(&self) {
+        self.inner.gated.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that every event up to `seq` of `epoch` is durable. Positions only move forward
+    /// (a new epoch is ahead of every position of the old one).
+    fn set_durable(&self, epoch: u64, seq: u64) {
+        let mut durable = self.inner.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        if (epoch, seq) > *durable {
+            *durable = (epoch, seq);
+        }
+    }
+
+    /// Returns the highest seq that may be published: every seq when commits are not grouped.
+    fn publishable_through(&self) -> u64 {
+        if !self.inner.gated.load(Ordering::Relaxed) {
+            return u64::MAX;
+        }
+        self.inner.durable.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
+    /// Makes every commit so far durable with one empty durable commit (one fsync), and records
+    /// the outbox position it covers.
+    pub(crate) fn flush(&self) -> Result<(), OutboxError> {
+        let txn = self.inner.db.begin_write()?;
+        let (epoch, next_seq) = {
+            let counters = txn.open_table(COUNTERS)?;
+            (read_counter(&counters, EPOCH)?, read_counter(&counters, NEXT_SEQ)?)
+        };
+        txn.commit()?;
+        self.set_durable(epoch, next_seq - 1);
+        Ok(())
     }
 
     /// Returns the publisher id, stable for the life of the database.
@@ -218,11 +286,15 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError::Storage`] when the database fails.
     pub fn read_after(&self, after: u64, max_events: usize, max_bytes: usize) -> Result<QueuedBatch, OutboxError> {
+        let through = self.publishable_through();
+        if after >= through {
+            return Ok(QueuedBatch::default());
+        }
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut batch = QueuedBatch::default();
         let mut total = 0;
-        for entry in table.range(after.saturating_add(1)..)? {
+        for entry in table.range(after.saturating_add(1)..=through)? {
             let (seq, value) = entry?;
             let (_, encoded) = value.value();
             let full = batch.events.len() >= max_events || total + encoded.len() > max_bytes;
@@ -247,7 +319,7 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError::Storage`] when the database fails.
     pub fn remove(&self, seqs: &[u64]) -> Result<u64, OutboxError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.begin_removal()?;
         let removed = {
             let mut table = txn.open_table(EVENTS)?;
             let mut removed_events = 0;
@@ -275,7 +347,7 @@ impl Outbox {
         if seq == 0 {
             return Ok(0);
         }
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.begin_removal()?;
         let removed = {
             let mut table = txn.open_table(EVENTS)?;
             let mut removed_events = 0;
@@ -318,10 +390,24 @@ impl Outbox {
             let epoch = read_counter(&counters, EPOCH)? + 1;
             counters.insert(EPOCH, epoch)?;
             counters.insert(NEXT_SEQ, queued.len() as u64 + 1)?;
-            epoch
+            (epoch, queued.len() as u64)
         };
         txn.commit()?;
+        let (epoch, renumbered) = epoch;
+        // A durable commit: everything renumbered is durable.
+        self.set_durable(epoch, renumbered);
         Ok(epoch)
+    }
+
+    /// Starts the transaction of a removal. Removals need no fsync of their own: one lost in a
+    /// crash only sends its events again, and the collector counts them as duplicates. The next
+    /// durable commit of the database persists them.
+    fn begin_removal(&self) -> Result<WriteTransaction, OutboxError> {
+        let mut txn = self.inner.db.begin_write()?;
+        if self.inner.gated.load(Ordering::Relaxed) {
+            txn.set_durability(Durability::None).map_err(|err| OutboxError::Storage(Box::new(err.into())))?;
+        }
+        Ok(txn)
     }
 }
 

@@ -84,6 +84,22 @@ pub struct Config {
     /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
     #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
     pub shutdown_flush_ms: u64,
+    /// Benchmarks only: what becomes of audit events. No flag or variable sets it.
+    #[cfg(feature = "bench")]
+    #[arg(skip)]
+    pub audit_sink: AuditSink,
+}
+
+/// Benchmarks only (feature `bench`): where audit events go.
+#[cfg(feature = "bench")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Into the outbox and on to the collector, as in production.
+    #[default]
+    Outbox,
+    /// Nowhere: the runtime as it would be without auditing, the baseline that measures what
+    /// auditing costs. Never reachable from the `qtrail-runtime` binary.
+    Discard,
 }
 
 impl Config {
@@ -106,6 +122,8 @@ impl Config {
             publish_linger_ms: 5,
             publish_backoff_max_ms: 200,
             shutdown_flush_ms: 5_000,
+            #[cfg(feature = "bench")]
+            audit_sink: AuditSink::Outbox,
         }
     }
 

@@ -84,7 +84,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         executor.submit(job_id);
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
-    let service = Arc::new(RuntimeService::new(store, outbox.clone(), auditor, executor.clone()));
+    let service = RuntimeService::new(outbox.clone(), auditor, executor.clone());
+    #[cfg(feature = "bench")]
+    let service = service.with_audit_sink(config.audit_sink);
+    let service = Arc::new(service);
     let background = CancellationToken::new();
     let sources = telemetry::Sources { publisher: publisher.stats(), outbox: outbox.clone(), service: service.clone() };
     let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));

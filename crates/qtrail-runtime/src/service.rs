@@ -4,15 +4,17 @@
 //! write transaction, adds the call's audit event to the outbox in that same transaction and
 //! commits. A call that fails leaves no change and records its failure event in a transaction
 //! of its own. If the event cannot be made durable the call fails UNAVAILABLE instead (and did
-//! nothing): no call is answered without its event. Methods block on the database and the
-//! fsync of each commit, so the gRPC layer runs them on blocking threads.
+//! nothing): no call is answered without its event. Transactions come from the outbox's group
+//! commit ([`Outbox::begin`]): each call has its own transaction, but concurrent calls share one
+//! fsync, and each is answered only once the durable commit covering it has returned. Methods
+//! block on the database and that fsync, so the gRPC layer runs them on blocking threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qtrail_cadf::proto::{json_from_struct, struct_from_json};
 use qtrail_cadf::{Action, JsonObject};
 use qtrail_proto::qtrail::runtime::v1 as pb;
-use qtrail_publisher::{Outbox, OutboxError};
+use qtrail_publisher::{Outbox, OutboxError, OutboxTransaction};
 use rand::Rng;
 use redb::WriteTransaction;
 use serde_json::{Value, json};
@@ -25,7 +27,7 @@ use crate::error::{Error, Result, quote};
 use crate::executor::{Executor, circuit};
 use crate::store::jobs::{self, JobRecord, JobStatus, LogLevel};
 use crate::store::programs::{self, ProgramRecord};
-use crate::store::{Store, now_millis};
+use crate::store::now_millis;
 
 /// The simulator backend, the only one.
 pub const BACKEND: &str = "simulator_statevector";
@@ -57,17 +59,36 @@ const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 /// The domain service behind `ProgramService` and `JobService`.
 #[derive(Debug)]
 pub struct RuntimeService {
-    store: Store,
+    /// The audit outbox, in the database of programs and jobs: calls' transactions come from it.
     outbox: Outbox,
     auditor: Auditor,
     executor: Executor,
     refused_outbox_full: AtomicU64,
+    /// Benchmarks only: what becomes of events.
+    #[cfg(feature = "bench")]
+    audit_sink: crate::config::AuditSink,
 }
 
 impl RuntimeService {
-    /// Returns a service over these parts.
-    pub fn new(store: Store, outbox: Outbox, auditor: Auditor, executor: Executor) -> Self {
-        Self { store, outbox, auditor, executor, refused_outbox_full: AtomicU64::new(0) }
+    /// Returns a service over these parts; `outbox` must be opened on the database of
+    /// programs and jobs ([`crate::store::Store::database`]), so that a call's change and its
+    /// event commit in one transaction.
+    pub fn new(outbox: Outbox, auditor: Auditor, executor: Executor) -> Self {
+        Self {
+            outbox,
+            auditor,
+            executor,
+            refused_outbox_full: AtomicU64::new(0),
+            #[cfg(feature = "bench")]
+            audit_sink: crate::config::AuditSink::Outbox,
+        }
+    }
+
+    /// Returns the service with events going to `sink` (benchmarks only).
+    #[cfg(feature = "bench")]
+    pub fn with_audit_sink(mut self, sink: crate::config::AuditSink) -> Self {
+        self.audit_sink = sink;
+        self
     }
 
     /// Returns how many calls were refused because the outbox was full.
@@ -93,10 +114,7 @@ impl RuntimeService {
                 );
             }
         };
-        let txn = self.store.begin().map_err(|err| {
-            error!(error = %err, "cannot begin a transaction");
-            Error::AuditUnavailable
-        })?;
+        let txn = self.begin()?;
         match body(&txn, principal, &mut record) {
             Ok(value) => {
                 self.commit_with_event(ctx, &record, txn, Ok(()))?;
@@ -104,10 +122,18 @@ impl RuntimeService {
             }
             Err(err) => {
                 // Nothing the body did may stay.
-                let _ = txn.abort();
+                txn.abort();
                 self.refuse(ctx, &record, err)
             }
         }
+    }
+
+    /// Starts a call's transaction, whose commit shares its fsync with concurrent calls.
+    fn begin(&self) -> Result<OutboxTransaction> {
+        self.outbox.begin().map_err(|err| {
+            error!(error = %err, "cannot begin a transaction");
+            Error::AuditUnavailable
+        })
     }
 
     /// Records a failed call's event in a transaction of its own and returns the failure, or
@@ -116,10 +142,7 @@ impl RuntimeService {
         if matches!(err, Error::OutboxFull | Error::AuditUnavailable) {
             return Err(err);
         }
-        let txn = self.store.begin().map_err(|store_err| {
-            error!(error = %store_err, "cannot begin a transaction");
-            Error::AuditUnavailable
-        })?;
+        let txn = self.begin()?;
         self.commit_with_event(ctx, record, txn, Err(&err))?;
         Err(err)
     }
@@ -128,9 +151,13 @@ impl RuntimeService {
         &self,
         ctx: &CallContext,
         record: &AuditRecord,
-        txn: WriteTransaction,
+        txn: OutboxTransaction,
         outcome: std::result::Result<(), &Error>,
     ) -> Result<()> {
+        #[cfg(feature = "bench")]
+        if self.audit_sink == crate::config::AuditSink::Discard {
+            return discard_event(record, txn);
+        }
         let event = match self.auditor.event(ctx, record, outcome) {
             Ok(event) => event,
             Err(err) => {
@@ -150,11 +177,11 @@ impl RuntimeService {
                 return Err(Error::AuditUnavailable);
             }
         }
+        // Returns once durable; wakes the publisher.
         if let Err(err) = txn.commit() {
             error!(error = %err, action = %record.action, "cannot commit the call and its audit event");
             return Err(Error::AuditUnavailable);
         }
-        self.outbox.wake_publisher();
         Ok(())
     }
 
@@ -599,6 +626,21 @@ impl RuntimeService {
             Ok(pb::DeleteJobResponse {})
         })
     }
+}
+
+/// Benchmarks only: ends a call's transaction as a runtime without auditing would. Reads commit
+/// nothing (they wrote nothing, and with no event there is nothing to make durable); changes
+/// still commit durably, sharing the fsync.
+#[cfg(feature = "bench")]
+fn discard_event(record: &AuditRecord, txn: OutboxTransaction) -> Result<()> {
+    if matches!(record.action, Action::ProgramRead | Action::JobRead) {
+        txn.abort();
+        return Ok(());
+    }
+    txn.commit().map_err(|err| {
+        error!(error = %err, action = %record.action, "cannot commit the call");
+        Error::AuditUnavailable
+    })
 }
 
 // ---- lookups with visibility rules ----

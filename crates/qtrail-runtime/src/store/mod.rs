@@ -1,12 +1,12 @@
 //! The runtime's durable state: programs, jobs and (through `qtrail-publisher`) the audit
 //! outbox, all in one redb database, so a call's state change and its audit event commit in one
-//! transaction. Commits use redb's default immediate durability: an fsync before `commit`
-//! returns.
+//! transaction. Calls commit through the outbox's group commit (one fsync shared by concurrent
+//! calls, each returning once durable); the executor's own commits use redb's default immediate
+//! durability, an fsync before `commit` returns.
 //!
 //! Records are JSON (serde) in tables keyed by id; secondary tables index program names per
 //! account and jobs per account by creation time. Functions take the caller's transaction, so
-//! the service decides what one call commits together (and a group-commit writer can later run
-//! many calls in one transaction).
+//! the service decides what one call commits together.
 
 pub mod jobs;
 pub mod programs;
