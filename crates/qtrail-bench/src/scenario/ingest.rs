@@ -1,0 +1,98 @@
+//! Scenario 1, ingest: N publisher streams (1, 4, 16) pushing ~600-byte events in batches of
+//! 100 and 1000 into a collector on its embedded store, in events per second durably
+//! acknowledged, against the same streams into the ack-only server (the tonic ceiling). Also
+//! the collector's peak RSS under this load, against its RSS when idle.
+
+use crate::events::EventFactory;
+use crate::publish::{Batches, LoadResult, publish};
+use crate::report::Measurement;
+use crate::scenario::{Bench, PUBLISHER_TOKEN, start_ceiling, start_collector};
+
+/// Stream counts measured.
+pub const STREAMS: [usize; 3] = [1, 4, 16];
+/// Batch sizes measured.
+pub const BATCHES: [u64; 2] = [100, 1000];
+
+/// Measured collector rates, for the PostgreSQL comparison: (streams, batch, events/s).
+pub type Rates = Vec<(usize, u64, f64)>;
+
+/// Returns each stream's batches of `per_stream` fresh events.
+fn prepare(streams: usize, per_stream: u64, batch: u64) -> Vec<Vec<qtrail_proto::qtrail::audit::v1::PublishRequest>> {
+    (0..streams).map(|stream| EventFactory::new(stream).batches(per_stream, batch)).collect()
+}
+
+fn boxed(prepared: Vec<Vec<qtrail_proto::qtrail::audit::v1::PublishRequest>>) -> Vec<Batches> {
+    prepared.into_iter().map(|batches| Box::new(batches.into_iter()) as Batches).collect()
+}
+
+/// Runs the scenario and returns the collector's rates.
+///
+/// # Errors
+/// When a server fails or an event is not accepted.
+pub async fn run(bench: &mut Bench) -> anyhow::Result<Rates> {
+    let total: u64 = bench.pick(48_000, 320_000);
+    let configs: Vec<(usize, u64)> =
+        STREAMS.iter().flat_map(|&streams| BATCHES.iter().map(move |&batch| (streams, batch))).collect();
+    let (rates, rss) = measure_with_rss(bench, &configs, total).await?;
+    bench.report.record(
+        Measurement::new("ingest.collector_peak_rss", rss.peak, "MiB", "idle collector RSS", rss.idle)
+            .note("largest VmHWM of the collector processes of this scenario"),
+    );
+    Ok(rates)
+}
+
+/// Measures the collector against the ceiling for each (streams, batch) of `configs`, with
+/// `total` events each, and records the results.
+///
+/// # Errors
+/// When a server fails or an event is not accepted.
+pub async fn measure(bench: &mut Bench, configs: &[(usize, u64)], total: u64) -> anyhow::Result<Rates> {
+    Ok(measure_with_rss(bench, configs, total).await?.0)
+}
+
+/// The collector's memory under load.
+#[derive(Debug, Clone, Copy)]
+struct Rss {
+    /// Largest peak RSS of any collector process, in MiB.
+    peak: f64,
+    /// Smallest RSS of a collector that has just started, in MiB.
+    idle: f64,
+}
+
+async fn measure_with_rss(bench: &mut Bench, configs: &[(usize, u64)], total: u64) -> anyhow::Result<(Rates, Rss)> {
+    let ceiling_files = bench.files("ceiling")?;
+    let ceiling = start_ceiling(&ceiling_files).await?;
+    let mut rates = Vec::new();
+    let mut rss = Rss { peak: 0.0, idle: f64::MAX };
+    for &(streams, batch) in configs {
+        let per_stream = total / streams as u64;
+        let expected = per_stream * streams as u64;
+        let prepared = prepare(streams, per_stream, batch);
+        let copy = prepared.clone();
+        let run = format!("ceiling-s{streams}-b{batch}");
+        let ceiling_rate = publish(&ceiling.url(), PUBLISHER_TOKEN, &run, boxed(copy), expected).await?.rate();
+
+        let files = bench.files(&format!("ingest-s{streams}-b{batch}"))?;
+        let collector = start_collector(&files).await?;
+        if let Some(idle) = crate::machine::rss_mib(collector.pid()) {
+            rss.idle = rss.idle.min(idle);
+        }
+        let run = format!("ingest-s{streams}-b{batch}");
+        let result: LoadResult = publish(&collector.url(), PUBLISHER_TOKEN, &run, boxed(prepared), expected).await?;
+        if let Some(peak) = collector.peak_rss_mib() {
+            rss.peak = rss.peak.max(peak);
+        }
+        collector.stop().await?;
+        let rate = result.rate();
+        rates.push((streams, batch, rate));
+        let name = format!("ingest.collector.s{streams}.b{batch}");
+        let mut measurement = Measurement::new(name, rate, "events/s", "ack-only server", ceiling_rate)
+            .note(format!("{expected} events; target >= 200000 events/s and >= 0.5 of the ceiling"));
+        if bench.quick {
+            measurement.note.push_str("; quick: small N");
+        }
+        bench.report.record(measurement);
+    }
+    ceiling.stop().await?;
+    Ok((rates, rss))
+}

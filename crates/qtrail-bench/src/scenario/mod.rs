@@ -1,0 +1,157 @@
+//! The five scenarios and what they share: a scratch directory, the report, and starting the
+//! servers (as child processes, see [`crate::process`]) with known tokens and principals.
+
+pub mod ingest;
+pub mod latency;
+pub mod overhead;
+pub mod postgres;
+pub mod scale;
+
+use anyhow::Context as _;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
+
+use crate::events::LOCATION;
+use crate::process::{Files, Server};
+use crate::publish::{authed, connect};
+use crate::report::Report;
+
+/// The collector's publisher token in every benchmark.
+pub const PUBLISHER_TOKEN: &str = "bench-publisher-token";
+/// The collector's auditor token.
+pub const AUDITOR_TOKEN: &str = "bench-auditor-token";
+/// The collector's admin token.
+pub const ADMIN_TOKEN: &str = "bench-admin-token";
+/// The runtime's API key of the one principal.
+pub const API_KEY: &str = "bench-api-key";
+
+/// State shared by the scenarios of one run.
+#[derive(Debug)]
+pub struct Bench {
+    /// Smaller N and shorter runs.
+    pub quick: bool,
+    /// Scratch space, removed at the end.
+    scratch: tempfile::TempDir,
+    /// Everything measured so far.
+    pub report: Report,
+    servers: usize,
+}
+
+impl Bench {
+    /// Returns the context of a run, with scratch space under `scratch_parent`.
+    ///
+    /// # Errors
+    /// When the scratch directory cannot be created.
+    pub fn new(quick: bool, report: Report, scratch_parent: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(scratch_parent)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("qtrail-bench-")
+            .tempdir_in(scratch_parent)
+            .context("cannot create the scratch directory")?;
+        Ok(Self { quick, scratch, report, servers: 0 })
+    }
+
+    /// Returns a fresh directory for one server.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn files(&mut self, name: &str) -> anyhow::Result<Files> {
+        self.servers += 1;
+        Files::new(self.scratch.path().join(format!("{:02}-{name}", self.servers)))
+    }
+
+    /// Returns the scratch directory.
+    pub fn scratch(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// Picks the quick or the full value.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Writes the tokens file into `files` (once) and returns the collector's flags.
+fn collector_args(files: &Files) -> anyhow::Result<Vec<String>> {
+    let tokens = format!(
+        "[[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"bench-publisher\"\n\n\
+         [[token]]\ntoken = \"{AUDITOR_TOKEN}\"\nrole = \"auditor\"\nname = \"bench-auditor\"\n\n\
+         [[token]]\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\nname = \"bench-admin\"\n"
+    );
+    std::fs::write(files.path("tokens.toml"), tokens)?;
+    Ok(vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        files.arg("data"),
+        "--tokens".into(),
+        files.arg("tokens.toml"),
+        "--addr-file".into(),
+        files.arg("addr"),
+    ])
+}
+
+/// Starts a collector on `files` (an existing store is kept) without creating a collector.
+///
+/// # Errors
+/// When it does not start.
+pub async fn start_collector_process(files: &Files) -> anyhow::Result<Server> {
+    let args = collector_args(files)?;
+    Server::start("collector", &args, &files.path("addr")).await
+}
+
+/// Starts a collector service on a new store and creates the benchmark location's collector.
+///
+/// # Errors
+/// When it does not start or the collector cannot be created.
+pub async fn start_collector(files: &Files) -> anyhow::Result<Server> {
+    let server = start_collector_process(files).await?;
+    let mut admin = CollectorAdminClient::new(connect(&server.url()).await?);
+    admin
+        .create_collector(authed(proto::CreateCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN))
+        .await
+        .context("cannot create the collector")?;
+    Ok(server)
+}
+
+/// Starts the ack-only ingest server.
+///
+/// # Errors
+/// When it does not start.
+pub async fn start_ceiling(files: &Files) -> anyhow::Result<Server> {
+    let args = vec!["--listen".into(), "127.0.0.1:0".into(), "--addr-file".into(), files.arg("addr")];
+    Server::start("ceiling", &args, &files.path("addr")).await
+}
+
+/// Starts a runtime publishing to `collector_url`; with `discard_audit`, it audits nothing.
+///
+/// # Errors
+/// When it does not start.
+pub async fn start_runtime(files: &Files, collector_url: &str, discard_audit: bool) -> anyhow::Result<Server> {
+    let principals = format!(
+        "[[principal]]\napi_key = \"{API_KEY}\"\niam_id = \"IBMid-bench\"\nname = \"bench@example.com\"\naccount = \"acc-bench\"\n"
+    );
+    std::fs::write(files.path("principals.toml"), principals)?;
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--location".into(),
+        LOCATION.into(),
+        "--instance".into(),
+        "inst-bench".into(),
+        "--collector".into(),
+        collector_url.into(),
+        "--collector-token".into(),
+        PUBLISHER_TOKEN.into(),
+        "--principals".into(),
+        files.arg("principals.toml"),
+        "--data-dir".into(),
+        files.arg("data"),
+        "--addr-file".into(),
+        files.arg("addr"),
+    ];
+    if discard_audit {
+        args.push("--discard-audit".into());
+    }
+    Server::start("runtime", &args, &files.path("addr")).await
+}

@@ -1,0 +1,222 @@
+//! Scenario 4, scale: one location loaded with 1M events (100k with `--quick`); then the first
+//! page of filtered queries (by initiator, by action and time, by target) against the first
+//! page of an unfiltered query; VerifyChain over everything against hashing the same amount of
+//! canonical bytes in-process; restart time against the start of an empty collector; store
+//! bytes per event against the events' protobuf size.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use qtrail_cadf::{AuditEvent, ChainHash, canonical_bytes, chain_hash_of_bytes};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use tonic::transport::Channel;
+
+use crate::events::{EventFactory, LOCATION, USERS, encoded_bytes};
+use crate::publish::{Batches, authed, connect, publish};
+use crate::report::Measurement;
+use crate::scenario::{AUDITOR_TOKEN, Bench, PUBLISHER_TOKEN, start_collector, start_collector_process};
+use crate::stats::Samples;
+
+/// Streams and batch size of the load.
+const STREAMS: usize = 4;
+const BATCH: u64 = 1000;
+
+/// Returns stream `stream`'s batches of `per_stream` events, made as they are sent.
+fn lazy_batches(stream: usize, per_stream: u64) -> Batches {
+    let factory = EventFactory::new(stream);
+    Box::new((0..per_stream.div_ceil(BATCH)).map(move |index| {
+        let first = index * BATCH;
+        factory.batch(index + 1, first, BATCH.min(per_stream - first))
+    }))
+}
+
+/// A deterministic spread of query parameters.
+fn pick(n: u64, modulo: u64) -> u64 {
+    n.wrapping_mul(2_654_435_761) % modulo
+}
+
+/// Times `count` first pages of the query that `filter(n)` gives.
+async fn time_queries(
+    query: &mut EventQueryClient<Channel>,
+    count: u64,
+    filter: impl Fn(u64) -> Option<proto::EventFilter>,
+) -> anyhow::Result<(Samples, usize)> {
+    let mut samples = Samples::new();
+    let mut found = 0;
+    for n in 0..count {
+        let request = proto::QueryEventsRequest {
+            location: LOCATION.into(),
+            filter: filter(n),
+            page_size: 100,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let page = query.query_events(authed(request, AUDITOR_TOKEN)).await?.into_inner();
+        samples.push(started.elapsed());
+        found += page.events.len();
+    }
+    Ok((samples, found))
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+/// Runs the scenario.
+///
+/// # Errors
+/// When a server fails, a query fails or the chain does not verify.
+pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
+    let total: u64 = bench.pick(100_000, 1_000_000);
+    let queries: u64 = bench.pick(50, 200);
+    let size_note = if bench.quick { format!("{total} events (quick; the full run loads 1000000)") } else { format!("{total} events") };
+    let files = bench.files("scale")?;
+    let collector = start_collector(&files).await?;
+    let empty_start = collector.start_time;
+
+    // Load.
+    let per_stream = total / STREAMS as u64;
+    let streams: Vec<Batches> = (0..STREAMS).map(|stream| lazy_batches(stream, per_stream)).collect();
+    let load_start = SystemTime::now();
+    let loaded = publish(&collector.url(), PUBLISHER_TOKEN, "scale", streams, per_stream * STREAMS as u64).await?;
+    let load_end = SystemTime::now();
+    bench.report.record(
+        Measurement::new("scale.load", loaded.rate(), "events/s", "target", 200_000.0)
+            .note(format!("{size_note}, {STREAMS} streams, batches of {BATCH}, events made while sending")),
+    );
+
+    // Queries.
+    let mut query = EventQueryClient::new(connect(&collector.url()).await?);
+    let (mut unfiltered, _) = time_queries(&mut query, queries, |_| None).await?;
+    let (base50, base99) = (unfiltered.percentile_ms(50.0), unfiltered.percentile_ms(99.0));
+    let span = load_end.duration_since(load_start).unwrap_or_default();
+    let factory = EventFactory::new(0);
+    let (mut by_initiator, _) = time_queries(&mut query, queries, |n| {
+        Some(proto::EventFilter { initiator_id: EventFactory::initiator_id(pick(n, USERS)), ..Default::default() })
+    })
+    .await?;
+    let window_start = load_start + span.mul_f64(0.4);
+    let window_end = load_start + span.mul_f64(0.6);
+    let (mut by_action_time, _) = time_queries(&mut query, queries, |_| {
+        Some(proto::EventFilter {
+            action: "quantum-computing.job.create".into(),
+            start_time: Some(timestamp(window_start)),
+            end_time: Some(timestamp(window_end)),
+            ..Default::default()
+        })
+    })
+    .await?;
+    let targets: Vec<String> = (0..queries)
+        .map(|n| {
+            // Events i with i % 10 == 9 target the instance; every other one its own job.
+            let i = pick(n, per_stream / 10) * 10 + 1;
+            factory.event(i).target.map(|target| target.id).unwrap_or_default()
+        })
+        .collect();
+    let (mut by_target, found) = time_queries(&mut query, queries, |n| {
+        Some(proto::EventFilter { target_id: targets[n as usize].clone(), ..Default::default() })
+    })
+    .await?;
+    if found < queries as usize {
+        bail!("target queries found {found} events for {queries} targets");
+    }
+    for (name, samples) in
+        [("initiator", &mut by_initiator), ("action_time", &mut by_action_time), ("target", &mut by_target)]
+    {
+        for (label, value, baseline) in
+            [("p50", samples.percentile_ms(50.0), base50), ("p99", samples.percentile_ms(99.0), base99)]
+        {
+            bench.report.record(
+                Measurement::new(
+                    format!("scale.query.{name}.{label}"),
+                    value,
+                    "ms",
+                    &format!("unfiltered first page {label}"),
+                    baseline,
+                )
+                .note(format!("first page of 100, {queries} queries over {size_note}")),
+            );
+        }
+    }
+
+    // VerifyChain over everything.
+    let started = Instant::now();
+    let request = proto::VerifyChainRequest { location: LOCATION.into(), range: None };
+    let verdict = query.verify_chain(authed(request, AUDITOR_TOKEN)).await?.into_inner();
+    let verify_time = started.elapsed();
+    if !verdict.ok || verdict.checked != loaded.accepted {
+        bail!("verify chain: ok {} over {} of {} events", verdict.ok, verdict.checked, loaded.accepted);
+    }
+    let floor = hashing_floor(&factory, loaded.accepted);
+    bench.report.record(
+        Measurement::new(
+            "scale.verify_chain",
+            loaded.accepted as f64 / verify_time.as_secs_f64(),
+            "events/s",
+            "in-process SHA-256 chain over the same canonical bytes",
+            loaded.accepted as f64 / floor.as_secs_f64(),
+        )
+        .note(format!("{size_note} in {:.2} s", verify_time.as_secs_f64())),
+    );
+
+    // Store size.
+    let store_bytes = std::fs::metadata(files.path("data").join(qtrail_collector::store::RedbStore::FILE_NAME))
+        .context("cannot read the store's size")?
+        .len();
+    let event_bytes: usize = (0..100).map(|i| encoded_bytes(&factory.event(i))).sum::<usize>() / 100;
+    bench.report.record(
+        Measurement::new(
+            "scale.store_bytes_per_event",
+            store_bytes as f64 / loaded.accepted as f64,
+            "bytes",
+            "protobuf event",
+            event_bytes as f64,
+        )
+        .note(format!("{store_bytes} bytes for {size_note}")),
+    );
+
+    // Restart.
+    collector.stop().await?;
+    let restarted = start_collector_process(&files).await?;
+    bench.report.record(
+        Measurement::new(
+            "scale.restart",
+            restarted.start_time.as_secs_f64() * 1000.0,
+            "ms",
+            "start of an empty collector",
+            empty_start.as_secs_f64() * 1000.0,
+        )
+        .note(format!("process start to serving, {size_note}")),
+    );
+    let mut query = EventQueryClient::new(connect(&restarted.url()).await?);
+    let (mut cold, _) = time_queries(&mut query, 1, |_| {
+        Some(proto::EventFilter { initiator_id: EventFactory::initiator_id(1), ..Default::default() })
+    })
+    .await?;
+    bench.report.record(Measurement::new(
+        "scale.query.initiator_after_restart",
+        cold.percentile_ms(100.0),
+        "ms",
+        "warm initiator p50",
+        by_initiator.percentile_ms(50.0),
+    ));
+    restarted.stop().await?;
+    Ok(())
+}
+
+/// Returns how long chaining `count` events' canonical bytes with SHA-256 takes here, the floor
+/// under any verification (which also reads and decodes every record).
+fn hashing_floor(factory: &EventFactory, count: u64) -> Duration {
+    let samples: Vec<Vec<u8>> = (0..64)
+        .filter_map(|i| AuditEvent::try_from(factory.event(i)).ok())
+        .map(|event| canonical_bytes(&event))
+        .collect();
+    let started = Instant::now();
+    let mut hash = ChainHash::GENESIS;
+    for n in 0..count {
+        hash = chain_hash_of_bytes(&hash, &samples[(n % samples.len() as u64) as usize]);
+    }
+    std::hint::black_box(hash);
+    started.elapsed()
+}

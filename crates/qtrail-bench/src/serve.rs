@@ -1,0 +1,132 @@
+//! What a child process of the harness serves (`qtrail-bench serve <role> …`): the collector or
+//! the runtime through their libraries' `run`, configured by their binaries' own flags, or the
+//! ack-only ingest server that is the ceiling of the ingest benchmark.
+
+use std::pin::Pin;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use futures_util::Stream;
+use qtrail_proto::limits::MAX_MESSAGE_BYTES;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::ingest_server::{Ingest, IngestServer};
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
+use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Roles a child process can serve.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Role {
+    /// `qtrail_collector::run`, flags as `qtrail-collector`.
+    Collector,
+    /// `qtrail_runtime::run`, flags as `qtrail-runtime` plus `--discard-audit`.
+    Runtime,
+    /// The ack-only ingest server: `--listen ADDR --addr-file F`.
+    Ceiling,
+}
+
+/// Flags of the runtime child: `qtrail-runtime`'s, plus the benchmark-only audit sink.
+#[derive(Debug, clap::Parser)]
+#[command(name = "qtrail-runtime")]
+struct RuntimeArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Discard audit events: the unaudited baseline.
+    #[arg(long)]
+    discard_audit: bool,
+    #[command(flatten)]
+    config: qtrail_runtime::Config,
+}
+
+/// Flags of the ceiling child.
+#[derive(Debug, clap::Parser)]
+#[command(name = "qtrail-bench-ceiling")]
+struct CeilingArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    #[arg(long)]
+    addr_file: std::path::PathBuf,
+}
+
+/// Serves `role` with `args` until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Bad flags, or the server failing.
+pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
+    qtrail_server::telemetry::init(false);
+    match role {
+        Role::Collector => {
+            let args = qtrail_collector::config::Args::try_parse_from(std::iter::once("qtrail-collector".into()).chain(args))?;
+            let config = qtrail_collector::Config::from_args(&args)?;
+            let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
+            qtrail_collector::run(listener, config, qtrail_server::shutdown::signal()).await
+        }
+        Role::Runtime => {
+            let mut args = RuntimeArgs::try_parse_from(std::iter::once("qtrail-runtime".into()).chain(args))?;
+            if args.discard_audit {
+                args.config.audit_sink = qtrail_runtime::config::AuditSink::Discard;
+            }
+            let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
+            qtrail_runtime::run(listener, args.config, qtrail_server::shutdown::signal()).await
+        }
+        Role::Ceiling => {
+            let args = CeilingArgs::try_parse_from(std::iter::once("ceiling".into()).chain(args))?;
+            let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
+            let addr = listener.local_addr()?;
+            let server = IngestServer::new(Ceiling)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            // The listener is bound: connections queue until the server accepts them.
+            qtrail_server::addr_file::write(&args.addr_file, addr)?;
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    qtrail_server::shutdown::signal(),
+                )
+                .await
+                .context("ceiling server failed")
+        }
+    }
+}
+
+/// The ingest ceiling: the `Ingest.Publish` protocol answered at once, every event "accepted"
+/// and nothing stored, so the cost is tonic, prost and loopback alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Ceiling;
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::PublishResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for Ceiling {
+    type PublishStream = ResponseStream;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = inbound.next().await {
+                let kind = match request.kind {
+                    Some(RequestKind::Hello(_)) => ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }),
+                    Some(RequestKind::Batch(batch)) => ResponseKind::Ack(proto::Ack {
+                        batch_seq: batch.batch_seq,
+                        accepted: u32::try_from(batch.events.len()).unwrap_or(u32::MAX),
+                        duplicates: 0,
+                        rejected: Vec::new(),
+                    }),
+                    None => break,
+                };
+                if sender.send(Ok(proto::PublishResponse { kind: Some(kind) })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
