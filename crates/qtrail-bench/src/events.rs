@@ -84,9 +84,8 @@ impl EventFactory {
     /// Returns events `first..first + count` as a `Batch` request with publisher seqs from
     /// `first + 1`.
     pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> proto::PublishRequest {
-        let events = (first..first + count)
-            .map(|i| proto::PublishedEvent { seq: i + 1, event: Some(self.event(i)) })
-            .collect();
+        let events =
+            (first..first + count).map(|i| proto::PublishedEvent { seq: i + 1, event: Some(self.event(i)) }).collect();
         proto::PublishRequest { kind: Some(Kind::Batch(proto::Batch { batch_seq, events })) }
     }
 

@@ -66,7 +66,12 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| line.strip_prefix(field)).and_then(|rest| rest.split_whitespace().next())?.parse().ok()
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

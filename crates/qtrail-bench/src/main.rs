@@ -76,26 +76,16 @@ async fn main() -> anyhow::Result<()> {
         println!("# 1. ingest");
         rates = Some(scenario::ingest::run(&mut bench).await.context("ingest scenario")?);
     }
-    let mut audited = None;
     if wanted(Scenario::Overhead) {
         println!("# 2. audit overhead");
-        audited = Some(scenario::overhead::run(&mut bench).await.context("overhead scenario")?);
+        scenario::overhead::run(&mut bench).await.context("overhead scenario")?;
     }
     if wanted(Scenario::Latency) {
         println!("# 3. end-to-end latency");
-        let (runtime, collector) = match audited.take() {
-            Some(servers) => servers,
-            None => {
-                let collector = scenario::start_collector(&bench.files("latency-collector")?).await?;
-                let runtime = scenario::start_runtime(&bench.files("latency-runtime")?, &collector.url(), false).await?;
-                (runtime, collector)
-            }
-        };
+        // Fresh servers: no backlog of an earlier scenario still draining.
+        let collector = scenario::start_collector(&bench.files("latency-collector")?).await?;
+        let runtime = scenario::start_runtime(&bench.files("latency-runtime")?, &collector.url(), false).await?;
         scenario::latency::run(&mut bench, &runtime, &collector).await.context("latency scenario")?;
-        runtime.stop().await?;
-        collector.stop().await?;
-    }
-    if let Some((runtime, collector)) = audited {
         runtime.stop().await?;
         collector.stop().await?;
     }

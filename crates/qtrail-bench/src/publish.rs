@@ -61,7 +61,13 @@ pub async fn connect(url: &str) -> anyhow::Result<tonic::transport::Channel> {
 ///
 /// # Errors
 /// When a stream fails or an Ack does not accept its whole batch.
-pub async fn publish(url: &str, token: &str, run: &str, streams: Vec<Batches>, expected: u64) -> anyhow::Result<LoadResult> {
+pub async fn publish(
+    url: &str,
+    token: &str,
+    run: &str,
+    streams: Vec<Batches>,
+    expected: u64,
+) -> anyhow::Result<LoadResult> {
     let mut connected = Vec::new();
     for (index, batches) in streams.into_iter().enumerate() {
         let channel = connect(url).await?;

@@ -59,7 +59,8 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
     qtrail_server::telemetry::init(false);
     match role {
         Role::Collector => {
-            let args = qtrail_collector::config::Args::try_parse_from(std::iter::once("qtrail-collector".into()).chain(args))?;
+            let args =
+                qtrail_collector::config::Args::try_parse_from(std::iter::once("qtrail-collector".into()).chain(args))?;
             let config = qtrail_collector::Config::from_args(&args)?;
             let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
             qtrail_collector::run(listener, config, qtrail_server::shutdown::signal()).await

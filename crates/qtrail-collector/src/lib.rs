@@ -184,7 +184,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let serve = {
         let lifecycle = lifecycle.clone();
         async move {
-            let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal).await;
+            // Without TCP_NODELAY, the tail of a response waits for the client's delayed ACK
+            // (40 ms on Linux): measured as every query taking 44 ms.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let served = router.serve_with_incoming_shutdown(incoming, signal).await;
             lifecycle.stop();
             served
         }

@@ -10,7 +10,9 @@
 //!   outbox only once the collector has acknowledged it. Any failure ends the stream; the task
 //!   reconnects with exponential backoff and full jitter and resends what is still unacknowledged.
 //! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit shares one
-//!   fsync with concurrent callers (group commit) and returns only once it is durable.
+//!   fsync with concurrent callers (group commit) and returns only once it is durable; and
+//!   [`Outbox::record`], which appends an event alone, durably, in a batch with every other
+//!   event waiting (for calls that change nothing).
 //! - [`PublisherStats`]: counters and gauges for metrics.
 //!
 //! With the `testing` feature, [`testing::CollectorStub`] is an in-memory collector for tests.
@@ -20,6 +22,7 @@ pub mod commit;
 pub mod error;
 pub mod outbox;
 pub mod publisher;
+mod record;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -16,7 +16,7 @@
 //! (see [`crate::commit`]); the publisher then reads only the events a durable commit covers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prost::Message;
@@ -94,11 +94,11 @@ pub struct QueuedBatch {
 /// A handle to the outbox tables of one database. Clones share the database and the wake-up.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     db: Arc<Database>,
     limits: OutboxLimits,
     publisher_id: String,
@@ -110,6 +110,8 @@ struct Inner {
     gated: AtomicBool,
     /// (epoch, seq): every event up to `seq` of `epoch` is durable.
     durable: Mutex<(u64, u64)>,
+    /// The event writer of [`Outbox::record`], started with the first event.
+    pub(crate) writer: OnceLock<Option<std::sync::mpsc::Sender<crate::record::Pending>>>,
 }
 
 impl Outbox {
@@ -152,6 +154,7 @@ impl Outbox {
                 group: GroupCommit::default(),
                 gated: AtomicBool::new(false),
                 durable: Mutex::new((0, 0)),
+                writer: OnceLock::new(),
             }),
         };
         // What the database holds at opening is durable.
@@ -175,7 +178,7 @@ impl Outbox {
 
     /// Records that every event up to `seq` of `epoch` is durable. Positions only move forward
     /// (a new epoch is ahead of every position of the old one).
-    fn set_durable(&self, epoch: u64, seq: u64) {
+    pub(crate) fn set_durable(&self, epoch: u64, seq: u64) {
         let mut durable = self.inner.durable.lock().unwrap_or_else(PoisonError::into_inner);
         if (epoch, seq) > *durable {
             *durable = (epoch, seq);
@@ -221,20 +224,42 @@ impl Outbox {
     /// it was, but the caller should abort it); [`OutboxError::Storage`] when the database fails.
     pub fn enqueue(&self, txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, OutboxError> {
         let encoded = proto::AuditEvent::from(event).encode_to_vec();
-        let size = encoded.len() as u64;
+        let (_, mut outcomes, _) = self.append_all(txn, std::iter::once(encoded.as_slice()))?;
+        outcomes.pop().unwrap_or_else(|| Err(OutboxError::Corrupt("no outcome for the event".into())))
+    }
+
+    /// Appends encoded events in `txn`, each that fits in the bound; returns the epoch, each
+    /// event's seq or refusal, and the last seq assigned.
+    pub(crate) fn append_all<'a>(
+        &self,
+        txn: &WriteTransaction,
+        encoded: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(u64, Vec<Result<u64, OutboxError>>, u64), OutboxError> {
         let mut counters = txn.open_table(COUNTERS)?;
-        let events = read_counter(&counters, DEPTH_EVENTS)?;
-        let bytes = read_counter(&counters, DEPTH_BYTES)?;
+        let mut table = txn.open_table(EVENTS)?;
+        let epoch = read_counter(&counters, EPOCH)?;
+        let mut events = read_counter(&counters, DEPTH_EVENTS)?;
+        let mut bytes = read_counter(&counters, DEPTH_BYTES)?;
+        let mut next_seq = read_counter(&counters, NEXT_SEQ)?;
         let limits = self.inner.limits;
-        if events + 1 > limits.max_events || bytes + size > limits.max_bytes {
-            return Err(OutboxError::Full { events, bytes });
+        let now = now_millis();
+        let mut outcomes = Vec::new();
+        for event in encoded {
+            let size = event.len() as u64;
+            if events + 1 > limits.max_events || bytes + size > limits.max_bytes {
+                outcomes.push(Err(OutboxError::Full { events, bytes }));
+                continue;
+            }
+            table.insert(next_seq, (now, event))?;
+            outcomes.push(Ok(next_seq));
+            next_seq += 1;
+            events += 1;
+            bytes += size;
         }
-        let seq = read_counter(&counters, NEXT_SEQ)?;
-        txn.open_table(EVENTS)?.insert(seq, (now_millis(), encoded.as_slice()))?;
-        counters.insert(NEXT_SEQ, seq + 1)?;
-        counters.insert(DEPTH_EVENTS, events + 1)?;
-        counters.insert(DEPTH_BYTES, bytes + size)?;
-        Ok(seq)
+        counters.insert(NEXT_SEQ, next_seq)?;
+        counters.insert(DEPTH_EVENTS, events)?;
+        counters.insert(DEPTH_BYTES, bytes)?;
+        Ok((epoch, outcomes, next_seq - 1))
     }
 
     /// Tells the publisher that events were committed, so it need not wait for its next poll.

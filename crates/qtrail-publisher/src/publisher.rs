@@ -3,9 +3,10 @@
 //! One `Publish` stream at a time. It opens with `Hello{publisher_id, location, epoch}`; the
 //! collector's `Welcome{stored_seq}` says how far it already has this publisher's sequence, and
 //! everything up to there is dropped from the outbox. Then the task sends the outbox in seq order
-//! as `Batch`es of at most `max_batch_events` events and `max_batch_bytes` bytes, waiting up to
-//! `linger` for a part-filled batch to fill, with at most
-//! [`MAX_UNACKED_BATCHES`](qtrail_proto::limits::MAX_UNACKED_BATCHES) unacknowledged. An `Ack`
+//! as `Batch`es of at most `max_batch_events` events and `max_batch_bytes` bytes, with at most
+//! [`MAX_UNACKED_BATCHES`](qtrail_proto::limits::MAX_UNACKED_BATCHES) unacknowledged. A
+//! part-filled batch goes at once when no batch is in flight; while one is, it waits for that
+//! Ack or for `linger`, whichever comes first, gathering events meanwhile. An `Ack`
 //! deletes exactly its batch's events from the outbox; events the collector rejected are
 //! deleted too (they are refused for good), with a warning each.
 //!
@@ -57,7 +58,8 @@ pub struct PublisherConfig {
     pub max_batch_events: usize,
     /// Most bytes of encoded events per batch.
     pub max_batch_bytes: usize,
-    /// How long a part-filled batch waits for more events.
+    /// How long a part-filled batch waits for more events while another batch is in flight (with
+    /// nothing in flight it goes at once).
     pub linger: Duration,
     /// First retry delay ceiling.
     pub backoff_initial: Duration,
@@ -385,7 +387,11 @@ impl Task {
                     }
                 } else {
                     let lingered = linger_until.is_some_and(|deadline| Instant::now() >= deadline);
-                    if batch.more || lingered || draining {
+                    // Nothing in flight means the collector is idle: waiting would only add
+                    // latency. Under load a batch is always in flight, and a part-filled batch
+                    // waits for its Ack (or the linger) while more events join it.
+                    let idle = session.in_flight.is_empty();
+                    if batch.more || lingered || draining || idle {
                         self.send(&mut session, batch).await?;
                         linger_until = None;
                         continue;

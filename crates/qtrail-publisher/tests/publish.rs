@@ -185,18 +185,42 @@ async fn the_byte_budget_splits_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linger_gathers_events_committed_close_together() {
+async fn linger_gathers_events_committed_while_a_batch_is_in_flight() {
+    let fixture = fixture(OutboxLimits::default());
+    let stub = CollectorStub::new();
+    stub.hold_acks(true);
+    let server = stub.start().await;
+    let mut config = config(server.url());
+    // Long enough that nine separate commits land within it even on a loaded machine.
+    config.linger = Duration::from_secs(2);
+    let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
+    assert!(stub.wait_for(WAIT, |stub| stub.hellos().len() == 1).await);
+    enqueue(&fixture, 0..1);
+    assert!(stub.wait_for(WAIT, |stub| stub.batches().len() == 1).await, "the first event goes at once");
+    // Its Ack is held: the next events wait for the linger, gathering into one batch.
+    enqueue(&fixture, 1..10);
+    assert!(stub.wait_for(WAIT, |stub| stub.batches().len() == 2).await);
+    let sizes: Vec<usize> = stub.batches().iter().map(|batch| batch.seqs.len()).collect();
+    assert_eq!(sizes, [1, 9], "one batch after the linger, not one per commit");
+    stub.hold_acks(false);
+    stub.release_acks();
+    assert!(stub.wait_for(WAIT, |stub| stub.stored().len() == 10).await);
+    publisher.shutdown(Duration::from_secs(5)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_publisher_sends_a_part_filled_batch_at_once() {
     let fixture = fixture(OutboxLimits::default());
     let stub = CollectorStub::new();
     let server = stub.start().await;
     let mut config = config(server.url());
-    // Long enough that ten separate commits land within it even on a loaded machine.
-    config.linger = Duration::from_secs(2);
+    // A linger no test waits out: the events can only arrive because nothing was in flight.
+    config.linger = Duration::from_secs(3600);
     let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
     assert!(stub.wait_for(WAIT, |stub| stub.hellos().len() == 1).await);
-    enqueue(&fixture, 0..10);
-    assert!(stub.wait_for(WAIT, |stub| stub.stored().len() == 10).await);
-    assert_eq!(stub.batches().len(), 1, "one batch after the linger, not one per commit");
+    enqueue(&fixture, 0..3);
+    assert!(stub.wait_for(WAIT, |stub| stub.stored().len() == 3).await);
     publisher.shutdown(Duration::from_secs(5)).await;
     server.stop().await;
 }

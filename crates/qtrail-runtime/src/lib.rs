@@ -84,7 +84,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         executor.submit(job_id);
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
-    let service = RuntimeService::new(outbox.clone(), auditor, executor.clone());
+    let service = RuntimeService::new(store, outbox.clone(), auditor, executor.clone());
     #[cfg(feature = "bench")]
     let service = service.with_audit_sink(config.audit_sink);
     let service = Arc::new(service);
@@ -126,7 +126,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         health.set_not_serving::<JobServiceServer<Grpc>>().await;
         info!("runtime shutting down, draining calls");
     };
-    let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping).await;
+    // Without TCP_NODELAY, the tail of a response can wait for the client's delayed ACK (40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = router.serve_with_incoming_shutdown(incoming, stopping).await;
 
     calls.close();
     calls.wait().await;

@@ -1,13 +1,16 @@
 //! The programs and jobs service, free of transport concerns.
 //!
-//! Every call runs [`RuntimeService::audited`]: it checks the caller, runs the call's body in one
-//! write transaction, adds the call's audit event to the outbox in that same transaction and
-//! commits. A call that fails leaves no change and records its failure event in a transaction
-//! of its own. If the event cannot be made durable the call fails UNAVAILABLE instead (and did
-//! nothing): no call is answered without its event. Transactions come from the outbox's group
-//! commit ([`Outbox::begin`]): each call has its own transaction, but concurrent calls share one
-//! fsync, and each is answered only once the durable commit covering it has returned. Methods
-//! block on the database and that fsync, so the gRPC layer runs them on blocking threads.
+//! A call that changes state runs `RuntimeService::audited`: it checks the caller, runs the
+//! call's body in one write transaction, adds the call's audit event to the outbox in that same
+//! transaction and commits. The transaction comes from the outbox's group commit
+//! ([`Outbox::begin`]): each call has its own, but concurrent calls share one fsync, and each is
+//! answered only once the durable commit covering it has returned. A call that only reads runs
+//! `RuntimeService::audited_read`: its body reads a snapshot (a read transaction, concurrent
+//! with everything), then its event is recorded alone ([`Outbox::record`]), batched with the
+//! events of concurrent calls into one transaction and one fsync. A call that fails leaves no
+//! change and records its failure event the same way. If the event cannot be made durable the
+//! call fails UNAVAILABLE instead (and did nothing): no call is answered without its event.
+//! Methods block on the database and the fsync, so the gRPC layer runs them on blocking threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +19,7 @@ use qtrail_cadf::{Action, JsonObject};
 use qtrail_proto::qtrail::runtime::v1 as pb;
 use qtrail_publisher::{Outbox, OutboxError, OutboxTransaction};
 use rand::Rng;
-use redb::WriteTransaction;
+use redb::{ReadTransaction, WriteTransaction};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{error, warn};
@@ -27,7 +30,7 @@ use crate::error::{Error, Result, quote};
 use crate::executor::{Executor, circuit};
 use crate::store::jobs::{self, JobRecord, JobStatus, LogLevel};
 use crate::store::programs::{self, ProgramRecord};
-use crate::store::now_millis;
+use crate::store::{Reader, Store, now_millis};
 
 /// The simulator backend, the only one.
 pub const BACKEND: &str = "simulator_statevector";
@@ -59,7 +62,9 @@ const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 /// The domain service behind `ProgramService` and `JobService`.
 #[derive(Debug)]
 pub struct RuntimeService {
-    /// The audit outbox, in the database of programs and jobs: calls' transactions come from it.
+    /// Programs and jobs, for the snapshots that read calls run in.
+    store: Store,
+    /// The audit outbox, in the same database: changing calls' transactions come from it.
     outbox: Outbox,
     auditor: Auditor,
     executor: Executor,
@@ -70,11 +75,11 @@ pub struct RuntimeService {
 }
 
 impl RuntimeService {
-    /// Returns a service over these parts; `outbox` must be opened on the database of
-    /// programs and jobs ([`crate::store::Store::database`]), so that a call's change and its
-    /// event commit in one transaction.
-    pub fn new(outbox: Outbox, auditor: Auditor, executor: Executor) -> Self {
+    /// Returns a service over these parts; `outbox` must be opened on `store`'s database
+    /// ([`Store::database`]), so that a call's change and its event commit in one transaction.
+    pub fn new(store: Store, outbox: Outbox, auditor: Auditor, executor: Executor) -> Self {
         Self {
+            store,
             outbox,
             auditor,
             executor,
@@ -128,6 +133,40 @@ impl RuntimeService {
         }
     }
 
+    /// Runs one audited call that only reads: authentication, `body` in a snapshot, and the event,
+    /// recorded alone and durably before the call is answered.
+    fn audited_read<T>(
+        &self,
+        ctx: &CallContext,
+        mut record: AuditRecord,
+        body: impl FnOnce(&ReadTransaction, &Principal, &mut AuditRecord) -> Result<T>,
+    ) -> Result<T> {
+        let principal = match &ctx.caller {
+            Caller::Principal(principal) => principal,
+            Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
+            Caller::Anonymous => {
+                return self.refuse(
+                    ctx,
+                    &record,
+                    Error::Unauthenticated("missing api key in the authorization header"),
+                );
+            }
+        };
+        let txn = self.store.begin_read().map_err(|err| {
+            error!(error = %err, "cannot begin a read transaction");
+            Error::AuditUnavailable
+        })?;
+        let outcome = body(&txn, principal, &mut record);
+        drop(txn);
+        match outcome {
+            Ok(value) => {
+                self.record_event(ctx, &record, Ok(()))?;
+                Ok(value)
+            }
+            Err(err) => self.refuse(ctx, &record, err),
+        }
+    }
+
     /// Starts a call's transaction, whose commit shares its fsync with concurrent calls.
     fn begin(&self) -> Result<OutboxTransaction> {
         self.outbox.begin().map_err(|err| {
@@ -142,9 +181,48 @@ impl RuntimeService {
         if matches!(err, Error::OutboxFull | Error::AuditUnavailable) {
             return Err(err);
         }
-        let txn = self.begin()?;
-        self.commit_with_event(ctx, record, txn, Err(&err))?;
+        self.record_event(ctx, record, Err(&err))?;
         Err(err)
+    }
+
+    /// Records the event of a call that changed nothing, durably, in a batch with concurrent
+    /// calls' events.
+    fn record_event(
+        &self,
+        ctx: &CallContext,
+        record: &AuditRecord,
+        outcome: std::result::Result<(), &Error>,
+    ) -> Result<()> {
+        let event = match self.auditor.event(ctx, record, outcome) {
+            Ok(event) => event,
+            Err(err) => {
+                error!(error = %err, action = %record.action, "cannot build the audit event");
+                return Err(Error::AuditUnavailable);
+            }
+        };
+        #[cfg(feature = "bench")]
+        if self.audit_sink == crate::config::AuditSink::Discard {
+            return Ok(());
+        }
+        match self.outbox.record(&event) {
+            Ok(_) => Ok(()),
+            Err(err) => Err(self.unrecorded(record, err)),
+        }
+    }
+
+    /// Returns the error of a call whose event could not be recorded, counting and logging it.
+    fn unrecorded(&self, record: &AuditRecord, err: OutboxError) -> Error {
+        match err {
+            OutboxError::Full { events, bytes } => {
+                let refused = self.refused_outbox_full.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(action = %record.action, queued_events = events, queued_bytes = bytes, refused, "audit outbox full, refusing the call");
+                Error::OutboxFull
+            }
+            err => {
+                error!(error = %err, action = %record.action, "cannot record the audit event");
+                Error::AuditUnavailable
+            }
+        }
     }
 
     fn commit_with_event(
@@ -165,17 +243,8 @@ impl RuntimeService {
                 return Err(Error::AuditUnavailable);
             }
         };
-        match self.outbox.enqueue(&txn, &event) {
-            Ok(_) => {}
-            Err(OutboxError::Full { events, bytes }) => {
-                let refused = self.refused_outbox_full.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(action = %record.action, queued_events = events, queued_bytes = bytes, refused, "audit outbox full, refusing the call");
-                return Err(Error::OutboxFull);
-            }
-            Err(err) => {
-                error!(error = %err, action = %record.action, "cannot enqueue the audit event");
-                return Err(Error::AuditUnavailable);
-            }
+        if let Err(err) = self.outbox.enqueue(&txn, &event) {
+            return Err(self.unrecorded(record, err));
         }
         // Returns once durable; wakes the publisher.
         if let Err(err) = txn.commit() {
@@ -243,7 +312,7 @@ impl RuntimeService {
         let mut record = AuditRecord::new(Action::ProgramRead);
         record.request("limit", request.limit);
         record.request("offset", request.offset);
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let (limit, offset) = check_page(request.limit, request.offset)?;
             let visible = programs::visible_to(txn, &principal.account)?;
             let count = visible.len() as u32;
@@ -267,7 +336,7 @@ impl RuntimeService {
     pub fn get_program(&self, ctx: &CallContext, request: pb::GetProgramRequest) -> Result<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramRead);
         record.request("programId", request.id.as_str());
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let program = visible_program(txn, principal, &request.id, record)?;
             record.response("name", program.name.as_str());
             Ok(program_message(&program, program.account == principal.account))
@@ -457,7 +526,7 @@ impl RuntimeService {
         record.request("programId", request.program_id.as_str());
         record.request("tags", request.tags.clone());
         record.request("ascending", request.ascending);
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let (limit, offset) = check_page(request.limit, request.offset)?;
             if request.program_id.len() > MAX_ID_BYTES {
                 return Err(Error::invalid("program_id", format!("longer than {MAX_ID_BYTES} bytes")));
@@ -497,7 +566,7 @@ impl RuntimeService {
     pub fn get_job(&self, ctx: &CallContext, request: pb::GetJobRequest) -> Result<pb::Job> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             record.response("status", job.status.as_str());
             Ok(job_message(&job))
@@ -513,7 +582,7 @@ impl RuntimeService {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "results");
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             let results = match (job.status, jobs::results(txn, &job.id)?) {
                 (JobStatus::Completed, Some(results)) => results,
@@ -546,7 +615,7 @@ impl RuntimeService {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "interimResults");
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             let results: Vec<pb::InterimResult> = jobs::interim(txn, &job.id)?
                 .into_iter()
@@ -569,7 +638,7 @@ impl RuntimeService {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "logs");
-        self.audited(ctx, record, |txn, principal, record| {
+        self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             let logs = jobs::logs(txn, &job.id)?;
             record.response("logBytes", logs.len() as u64);
@@ -628,15 +697,10 @@ impl RuntimeService {
     }
 }
 
-/// Benchmarks only: ends a call's transaction as a runtime without auditing would. Reads commit
-/// nothing (they wrote nothing, and with no event there is nothing to make durable); changes
-/// still commit durably, sharing the fsync.
+/// Benchmarks only: commits a changing call as a runtime without auditing would: durably,
+/// sharing the fsync, without an event.
 #[cfg(feature = "bench")]
 fn discard_event(record: &AuditRecord, txn: OutboxTransaction) -> Result<()> {
-    if matches!(record.action, Action::ProgramRead | Action::JobRead) {
-        txn.abort();
-        return Ok(());
-    }
     txn.commit().map_err(|err| {
         error!(error = %err, action = %record.action, "cannot commit the call");
         Error::AuditUnavailable
@@ -657,7 +721,7 @@ fn check_id(field: &'static str, id: &str) -> Result<()> {
 
 /// Returns a program the caller may read (its own or a public one); targets the event at it.
 fn visible_program(
-    txn: &WriteTransaction,
+    txn: &impl Reader,
     principal: &Principal,
     id: &str,
     record: &mut AuditRecord,
@@ -703,7 +767,7 @@ fn visible_program_for_job(txn: &WriteTransaction, principal: &Principal, id: &s
 }
 
 /// Returns one of the caller's jobs; another account's job is NOT_FOUND.
-fn owned_job(txn: &WriteTransaction, principal: &Principal, id: &str, record: &mut AuditRecord) -> Result<JobRecord> {
+fn owned_job(txn: &impl Reader, principal: &Principal, id: &str, record: &mut AuditRecord) -> Result<JobRecord> {
     check_id("id", id)?;
     record.target(id, "");
     match jobs::get(txn, id)? {

@@ -46,7 +46,13 @@ pub async fn run(bench: &mut Bench, runtime: &Server, collector: &Server) -> any
     Ok(())
 }
 
-async fn measure(bench: &mut Bench, target: &Target, collector: &Server, rate: u64, duration: Duration) -> anyhow::Result<()> {
+async fn measure(
+    bench: &mut Bench,
+    target: &Target,
+    collector: &Server,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let prefix = format!("lat{rate}-");
     // Subscribe first (from_seq 0: only what is stored from now on).
@@ -137,7 +143,10 @@ async fn measure(bench: &mut Bench, target: &Target, collector: &Server, rate: u
         bail!("{} of {calls} calls matched to their events", delays.len());
     }
     let note = |extra: &str| {
-        format!("offered {offered:.0} calls/s for {} s, {calls} events, {early} seen before the response{extra}", duration.as_secs())
+        format!(
+            "offered {offered:.0} calls/s for {} s, {calls} events, {early} seen before the response{extra}",
+            duration.as_secs()
+        )
     };
     let target_note = if rate == 5000 { "; target p99 <= 10 ms" } else { "" };
     for (label, value, baseline) in [
@@ -147,8 +156,14 @@ async fn measure(bench: &mut Bench, target: &Target, collector: &Server, rate: u
     ] {
         let extra = if label == "p99" { target_note } else { "" };
         bench.report.record(
-            Measurement::new(format!("latency.r{rate}.{label}"), value, "ms", &format!("call round trip {label}"), baseline)
-                .note(note(extra)),
+            Measurement::new(
+                format!("latency.r{rate}.{label}"),
+                value,
+                "ms",
+                &format!("call round trip {label}"),
+                baseline,
+            )
+            .note(note(extra)),
         );
     }
     Ok(())

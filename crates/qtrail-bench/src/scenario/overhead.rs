@@ -59,7 +59,9 @@ pub async fn prepare(runtime: &Server) -> anyhow::Result<Target> {
     for _ in 0..CONNECTIONS {
         channels.push(connect(&runtime.url()).await?);
     }
-    let create = pb::CreateProgramRequest { name: "coin".into(), source: COIN.into(), ..Default::default() };
+    // Names are unique per account; each preparation gets its own program.
+    let name = format!("coin-{}", uuid::Uuid::new_v4());
+    let create = pb::CreateProgramRequest { name, source: COIN.into(), ..Default::default() };
     let program = ProgramServiceClient::new(channels[0].clone())
         .create_program(authed(create, API_KEY))
         .await
@@ -115,11 +117,11 @@ async fn throughput(target: &Target, call: Call, duration: Duration) -> anyhow::
     Ok(counted as f64 / elapsed.as_secs_f64())
 }
 
-/// Runs the scenario. Returns the audited runtime and its collector for the latency scenario.
+/// Runs the scenario.
 ///
 /// # Errors
 /// When a server fails or a call fails.
-pub async fn run(bench: &mut Bench) -> anyhow::Result<(Server, Server)> {
+pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let duration = Duration::from_secs(bench.pick(3, 10));
     let collector_files = bench.files("overhead-collector")?;
     let collector = start_collector(&collector_files).await?;
@@ -141,5 +143,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<(Server, Server)> {
         );
     }
     plain.stop().await?;
-    Ok((audited, collector))
+    audited.stop().await?;
+    collector.stop().await?;
+    Ok(())
 }

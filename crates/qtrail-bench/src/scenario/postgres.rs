@@ -6,8 +6,8 @@
 //! and batches is recorded against it. Skipped, saying so, when PostgreSQL is absent.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -57,7 +57,8 @@ ON CONFLICT (id) DO NOTHING";
 
 /// Returns the directory holding `postgres` and `initdb`, if any: `PATH`, then the usual places.
 pub fn find_binaries() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
     dirs.push("/usr/local/bin".into());
     dirs.push("/usr/local/pgsql/bin".into());
     if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
@@ -108,7 +109,8 @@ impl Postgres {
     async fn start(bin: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("qtrail-bench-pg-").tempdir().context("cannot create a temp dir")?;
         if running_as_root() {
-            std::os::unix::fs::chown(dir.path(), Some(65_534), Some(65_534)).context("cannot hand the temp dir to nobody")?;
+            std::os::unix::fs::chown(dir.path(), Some(65_534), Some(65_534))
+                .context("cannot hand the temp dir to nobody")?;
         }
         let data = dir.path().join("data");
         let output = command(bin, "initdb")
@@ -188,12 +190,9 @@ fn columns(publisher: &str, request: proto::PublishRequest) -> Columns {
             continue;
         };
         columns.id.push(event.id.parse().unwrap_or_default());
-        columns.time.push(
-            event
-                .event_time
-                .and_then(|time| SystemTime::try_from(time).ok())
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        );
+        columns
+            .time
+            .push(event.event_time.and_then(|time| SystemTime::try_from(time).ok()).unwrap_or(SystemTime::UNIX_EPOCH));
         columns.action.push(event.action.clone());
         columns.outcome.push(i16::try_from(event.outcome).unwrap_or_default());
         columns.severity.push(i16::try_from(event.severity).unwrap_or_default());
@@ -224,24 +223,24 @@ async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> a
                 .map(|c| {
                     let (client, statement) = (client.clone(), statement.clone());
                     async move {
-                    client
-                        .execute(
-                            &statement,
-                            &[
-                                &c.id,
-                                &c.time,
-                                &c.action,
-                                &c.outcome,
-                                &c.severity,
-                                &c.initiator,
-                                &c.target,
-                                &c.correlation,
-                                &c.publisher,
-                                &c.seq,
-                                &c.body,
-                            ],
-                        )
-                        .await
+                        client
+                            .execute(
+                                &statement,
+                                &[
+                                    &c.id,
+                                    &c.time,
+                                    &c.action,
+                                    &c.outcome,
+                                    &c.severity,
+                                    &c.initiator,
+                                    &c.target,
+                                    &c.correlation,
+                                    &c.publisher,
+                                    &c.seq,
+                                    &c.body,
+                                ],
+                            )
+                            .await
                     }
                 })
                 .buffered(WINDOW);
@@ -269,11 +268,15 @@ async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> a
 /// When PostgreSQL fails to start or to insert.
 pub async fn run(bench: &mut Bench, rates: Option<Rates>) -> anyhow::Result<()> {
     let Some(bin) = find_binaries() else {
-        bench.report.skip("postgres", "no `postgres` and `initdb` binaries on PATH, /usr/local/bin or /usr/lib/postgresql/*/bin");
+        bench.report.skip(
+            "postgres",
+            "no `postgres` and `initdb` binaries on PATH, /usr/local/bin or /usr/lib/postgresql/*/bin",
+        );
         return Ok(());
     };
     let total: u64 = bench.pick(48_000, 320_000);
-    let configs: Vec<(usize, u64)> = bench.pick(vec![(4, 1000), (16, 100)], vec![(1, 1000), (4, 100), (4, 1000), (16, 100), (16, 1000)]);
+    let configs: Vec<(usize, u64)> =
+        bench.pick(vec![(4, 1000), (16, 100)], vec![(1, 1000), (4, 100), (4, 1000), (16, 100), (16, 1000)]);
     let rates = match rates {
         Some(rates) => rates,
         None => crate::scenario::ingest::measure(bench, &configs, total).await?,
@@ -288,7 +291,11 @@ pub async fn run(bench: &mut Bench, rates: Option<Rates>) -> anyhow::Result<()> 
         let prepared: Vec<Vec<Columns>> = (0..streams)
             .map(|stream| {
                 let publisher = format!("pg-{stream}");
-                EventFactory::new(stream).batches(per_stream, batch).into_iter().map(|request| columns(&publisher, request)).collect()
+                EventFactory::new(stream)
+                    .batches(per_stream, batch)
+                    .into_iter()
+                    .map(|request| columns(&publisher, request))
+                    .collect()
             })
             .collect();
         admin.batch_execute("TRUNCATE events RESTART IDENTITY").await?;

@@ -70,7 +70,11 @@ fn timestamp(time: SystemTime) -> prost_types::Timestamp {
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let total: u64 = bench.pick(100_000, 1_000_000);
     let queries: u64 = bench.pick(50, 200);
-    let size_note = if bench.quick { format!("{total} events (quick; the full run loads 1000000)") } else { format!("{total} events") };
+    let size_note = if bench.quick {
+        format!("{total} events (quick; the full run loads 1000000)")
+    } else {
+        format!("{total} events")
+    };
     let files = bench.files("scale")?;
     let collector = start_collector(&files).await?;
     let empty_start = collector.start_time;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{Result, decode, encode};
+use super::{Reader, Result, decode, encode};
 
 /// id → JSON [`JobRecord`].
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
@@ -201,8 +201,8 @@ pub fn put(txn: &WriteTransaction, record: &JobRecord) -> Result<()> {
 ///
 /// # Errors
 /// Database failures and corrupt records.
-pub fn get(txn: &WriteTransaction, id: &str) -> Result<Option<JobRecord>> {
-    let table = txn.open_table(JOBS)?;
+pub fn get(txn: &impl Reader, id: &str) -> Result<Option<JobRecord>> {
+    let table = txn.open(JOBS)?;
     let Some(value) = table.get(id)? else {
         return Ok(None);
     };
@@ -213,8 +213,8 @@ pub fn get(txn: &WriteTransaction, id: &str) -> Result<Option<JobRecord>> {
 ///
 /// # Errors
 /// Database failures.
-pub fn source(txn: &WriteTransaction, id: &str) -> Result<Option<String>> {
-    Ok(txn.open_table(SOURCES)?.get(id)?.map(|source| source.value().to_owned()))
+pub fn source(txn: &impl Reader, id: &str) -> Result<Option<String>> {
+    Ok(txn.open(SOURCES)?.get(id)?.map(|source| source.value().to_owned()))
 }
 
 /// Deletes a job and everything it produced.
@@ -238,14 +238,14 @@ pub fn delete(txn: &WriteTransaction, record: &JobRecord) -> Result<()> {
 /// # Errors
 /// Database failures and corrupt records.
 pub fn list(
-    txn: &WriteTransaction,
+    txn: &impl Reader,
     account: &str,
     after: Option<i64>,
     before: Option<i64>,
     ascending: bool,
 ) -> Result<Vec<JobRecord>> {
-    let index = txn.open_table(BY_ACCOUNT)?;
-    let jobs = txn.open_table(JOBS)?;
+    let index = txn.open(BY_ACCOUNT)?;
+    let jobs = txn.open(JOBS)?;
     let start = (account, after.unwrap_or(i64::MIN), "");
     let end = (account, before.unwrap_or(i64::MAX), "");
     let mut records = Vec::new();
@@ -284,8 +284,8 @@ pub fn unfinished(txn: &WriteTransaction) -> Result<Vec<JobRecord>> {
 ///
 /// # Errors
 /// Database failures and corrupt records.
-pub fn results(txn: &WriteTransaction, id: &str) -> Result<Option<JobResults>> {
-    let table = txn.open_table(RESULTS)?;
+pub fn results(txn: &impl Reader, id: &str) -> Result<Option<JobResults>> {
+    let table = txn.open(RESULTS)?;
     let Some(value) = table.get(id)? else {
         return Ok(None);
     };
@@ -305,8 +305,8 @@ pub fn put_results(txn: &WriteTransaction, id: &str, results: &JobResults) -> Re
 ///
 /// # Errors
 /// Database failures and corrupt records.
-pub fn interim(txn: &WriteTransaction, id: &str) -> Result<Vec<InterimResult>> {
-    let table = txn.open_table(INTERIM)?;
+pub fn interim(txn: &impl Reader, id: &str) -> Result<Vec<InterimResult>> {
+    let table = txn.open(INTERIM)?;
     let Some(value) = table.get(id)? else {
         return Ok(Vec::new());
     };
@@ -338,8 +338,8 @@ pub fn clear_outputs(txn: &WriteTransaction, id: &str) -> Result<()> {
 ///
 /// # Errors
 /// Database failures.
-pub fn logs(txn: &WriteTransaction, id: &str) -> Result<String> {
-    Ok(txn.open_table(LOGS)?.get(id)?.map(|logs| logs.value().to_owned()).unwrap_or_default())
+pub fn logs(txn: &impl Reader, id: &str) -> Result<String> {
+    Ok(txn.open(LOGS)?.get(id)?.map(|logs| logs.value().to_owned()).unwrap_or_default())
 }
 
 /// Appends a line to a job's log if `level` is at or above the job's log level.

@@ -14,7 +14,7 @@ pub mod programs;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -90,12 +90,61 @@ impl Store {
         self.db.clone()
     }
 
+    /// Starts a read transaction: a snapshot, concurrent with every other transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
     /// Starts a write transaction (redb has one writer at a time).
     ///
     /// # Errors
     /// [`StoreError::Database`].
     pub fn begin(&self) -> Result<WriteTransaction> {
         Ok(self.db.begin_write()?)
+    }
+}
+
+/// A transaction the runtime's tables can be read in: a read transaction for calls that only
+/// read (they run concurrently, without redb's one writer lock), or the write transaction of a
+/// call that changes state.
+pub trait Reader {
+    /// The table handle it opens.
+    type Table<'a, K: Key + 'static, V: Value + 'static>: ReadableTable<K, V>
+    where
+        Self: 'a;
+
+    /// Opens `table` for reading.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    fn open<'a, K: Key + 'static, V: Value + 'static>(
+        &'a self,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<Self::Table<'a, K, V>>;
+}
+
+impl Reader for WriteTransaction {
+    type Table<'a, K: Key + 'static, V: Value + 'static> = redb::Table<'a, K, V>;
+
+    fn open<'a, K: Key + 'static, V: Value + 'static>(
+        &'a self,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<redb::Table<'a, K, V>> {
+        Ok(self.open_table(table)?)
+    }
+}
+
+impl Reader for ReadTransaction {
+    type Table<'a, K: Key + 'static, V: Value + 'static> = redb::ReadOnlyTable<K, V>;
+
+    fn open<'a, K: Key + 'static, V: Value + 'static>(
+        &'a self,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<redb::ReadOnlyTable<K, V>> {
+        Ok(self.open_table(table)?)
     }
 }
 

@@ -3,7 +3,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{Result, decode, encode};
+use super::{Reader, Result, decode, encode};
 
 /// id → JSON [`ProgramRecord`].
 const PROGRAMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("programs");
@@ -47,8 +47,8 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 ///
 /// # Errors
 /// Database failures and corrupt records.
-pub fn get(txn: &WriteTransaction, id: &str) -> Result<Option<ProgramRecord>> {
-    let table = txn.open_table(PROGRAMS)?;
+pub fn get(txn: &impl Reader, id: &str) -> Result<Option<ProgramRecord>> {
+    let table = txn.open(PROGRAMS)?;
     let Some(value) = table.get(id)? else {
         return Ok(None);
     };
@@ -59,8 +59,8 @@ pub fn get(txn: &WriteTransaction, id: &str) -> Result<Option<ProgramRecord>> {
 ///
 /// # Errors
 /// Database failures.
-pub fn id_by_name(txn: &WriteTransaction, account: &str, name: &str) -> Result<Option<String>> {
-    let table = txn.open_table(NAMES)?;
+pub fn id_by_name(txn: &impl Reader, account: &str, name: &str) -> Result<Option<String>> {
+    let table = txn.open(NAMES)?;
     Ok(table.get((account, name))?.map(|id| id.value().to_owned()))
 }
 
@@ -92,8 +92,8 @@ pub fn delete(txn: &WriteTransaction, record: &ProgramRecord) -> Result<()> {
 ///
 /// # Errors
 /// Database failures and corrupt records.
-pub fn visible_to(txn: &WriteTransaction, account: &str) -> Result<Vec<ProgramRecord>> {
-    let table = txn.open_table(PROGRAMS)?;
+pub fn visible_to(txn: &impl Reader, account: &str) -> Result<Vec<ProgramRecord>> {
+    let table = txn.open(PROGRAMS)?;
     let mut visible = Vec::new();
     for entry in table.iter()? {
         let (_, value) = entry?;

@@ -266,11 +266,13 @@ async fn a_call_whose_event_cannot_be_recorded_fails_unavailable_and_changes_not
     let location: qtrail_cadf::Location = "us-east".parse().unwrap();
     // An instance id no CRN can hold: every event of this service fails to build.
     let broken = RuntimeService::new(
+        store.clone(),
         outbox.clone(),
         Auditor::new(location.clone(), "bad:instance".into(), "qtrail".into()),
         executor.clone(),
     );
     let working = RuntimeService::new(
+        store,
         outbox.clone(),
         Auditor::new(location, "inst".into(), "qtrail".into()),
         executor.clone(),

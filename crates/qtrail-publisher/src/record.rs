@@ -1,0 +1,110 @@
+//! Recording an event alone, durably, batched with whatever else is waiting: for calls that
+//! change nothing (reads, refusals) and so need no transaction of their own.
+//!
+//! [`Outbox::record`] hands the event to the outbox's event writer, a thread that takes every
+//! event waiting, appends them in one write transaction, commits it durably (one fsync for the
+//! whole batch) and then answers each caller. While it commits, new events queue up and form the
+//! next batch, so the batch grows with the load and the fsync is shared by ever more calls.
+//!
+//! Each event keeps its own fate: one that does not fit in the outbox's bound is refused
+//! ([`OutboxError::Full`]) and the others of its batch are stored. A failed commit fails every
+//! event of its batch (none is stored). The writer thread starts with the first event and ends
+//! when the last handle to the outbox is dropped.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::sync::{Arc, Weak};
+
+use prost::Message as _;
+use qtrail_cadf::AuditEvent;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tracing::error;
+
+use crate::error::OutboxError;
+use crate::outbox::{Inner, Outbox};
+
+/// Most events the writer appends in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// An event waiting for the writer, and where its outcome goes.
+pub(crate) struct Pending {
+    encoded: Vec<u8>,
+    reply: SyncSender<Result<u64, OutboxError>>,
+}
+
+impl Outbox {
+    /// Appends `event` to the outbox in a durable commit shared with every other event waiting,
+    /// and returns its seq once that commit has returned (then the publisher is woken). Blocks.
+    ///
+    /// # Errors
+    /// [`OutboxError::Full`] when the event does not fit in the bound (nothing was written);
+    /// [`OutboxError::Storage`] when the commit failed or the writer cannot run.
+    pub fn record(&self, event: &AuditEvent) -> Result<u64, OutboxError> {
+        let encoded = proto::AuditEvent::from(event).encode_to_vec();
+        let writer = self.inner.writer.get_or_init(|| spawn(Arc::downgrade(&self.inner)));
+        let Some(writer) = writer else {
+            return Err(stopped("the outbox's event writer could not start"));
+        };
+        let (reply, outcome) = sync_channel(1);
+        writer.send(Pending { encoded, reply }).map_err(|_| stopped("the outbox's event writer stopped"))?;
+        outcome.recv().map_err(|_| stopped("the outbox's event writer stopped"))?
+    }
+}
+
+fn stopped(why: &str) -> OutboxError {
+    OutboxError::Storage(Box::new(redb::Error::from(std::io::Error::other(why.to_owned()))))
+}
+
+/// Starts the writer thread; `None` when it cannot start.
+fn spawn(outbox: Weak<Inner>) -> Option<Sender<Pending>> {
+    let (sender, queue) = std::sync::mpsc::channel();
+    let started = std::thread::Builder::new().name("qtrail-outbox-writer".into()).spawn(move || run(&outbox, &queue));
+    match started {
+        Ok(_) => Some(sender),
+        Err(err) => {
+            error!(error = %err, "cannot start the outbox's event writer");
+            None
+        }
+    }
+}
+
+fn run(outbox: &Weak<Inner>, queue: &Receiver<Pending>) {
+    // Ends when the outbox (which holds the sender) is dropped.
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = outbox.upgrade() else {
+            return;
+        };
+        let outbox = Outbox { inner };
+        let outcomes = match outbox.append_durably(&batch) {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                error!(error = %err, events = batch.len(), "cannot commit audit events");
+                let text = err.to_string();
+                batch.iter().map(|_| Err(stopped(&text))).collect()
+            }
+        };
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            // A caller that is gone no longer waits for its answer.
+            let _ = pending.reply.send(outcome);
+        }
+        outbox.wake_publisher();
+    }
+}
+
+impl Outbox {
+    /// Appends the events that fit in one durable transaction; returns each one's outcome.
+    fn append_durably(&self, batch: &[Pending]) -> Result<Vec<Result<u64, OutboxError>>, OutboxError> {
+        let txn = self.database().begin_write()?;
+        let (epoch, outcomes, last) = self.append_all(&txn, batch.iter().map(|pending| pending.encoded.as_slice()))?;
+        txn.commit()?;
+        // That commit was durable, and so is everything committed before it.
+        self.set_durable(epoch, last);
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,122 @@
+//! Group commit (`Outbox::begin`): concurrent callers' transactions, each with its own fate,
+//! made durable together; the publisher reads only what a durable commit covers.
+
+use std::sync::{Arc, Barrier};
+
+use qtrail_cadf::event::INITIATOR_USER;
+use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, Initiator, Location};
+use qtrail_publisher::{Outbox, OutboxLimits};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+/// A table of the caller's own state, changed in the same transaction as the event.
+const STATE: TableDefinition<'_, u64, u64> = TableDefinition::new("state");
+
+fn event(n: usize) -> AuditEvent {
+    let location: Location = "us-east".parse().unwrap();
+    let log_source = Crn::instance(&location, "acc-1", "inst-1").unwrap();
+    let initiator = Initiator {
+        id: "IBMid-0001".into(),
+        name: "alice@example.com".into(),
+        type_uri: INITIATOR_USER.into(),
+        credential_type: "apikey".into(),
+        host_address: "127.0.0.1".into(),
+        host_agent: "test".into(),
+    };
+    EventBuilder::new(Action::JobRead, log_source, initiator).target(&format!("job-{n}"), "").build().unwrap()
+}
+
+fn open() -> (tempfile::TempDir, Arc<Database>, Outbox) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
+    let outbox = Outbox::open(db.clone(), "runtime-test", OutboxLimits::default()).unwrap();
+    (dir, db, outbox)
+}
+
+fn state(db: &Database, key: u64) -> Option<u64> {
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(STATE).ok()?;
+    table.get(key).unwrap().map(|value| value.value())
+}
+
+/// Threads commit at once, every fifth one aborts after writing: each committed change and event
+/// is there, nothing of an aborted one is, and the sequence stays dense.
+#[test]
+fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_others() {
+    let (_dir, db, outbox) = open();
+    let threads = 8;
+    let per_thread = 25;
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let (outbox, start) = (outbox.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut committed = Vec::new();
+                for n in 0..per_thread {
+                    let key = (thread * per_thread + n) as u64;
+                    let txn = outbox.begin().unwrap();
+                    txn.open_table(STATE).unwrap().insert(key, key * 10).unwrap();
+                    outbox.enqueue(&txn, &event(key as usize)).unwrap();
+                    if key % 5 == 0 {
+                        txn.abort();
+                    } else {
+                        txn.commit().unwrap();
+                        committed.push(key);
+                    }
+                }
+                committed
+            })
+        })
+        .collect();
+    let committed: Vec<u64> = handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect();
+    let total = (threads * per_thread) as u64;
+    assert_eq!(committed.len() as u64, total - total / 5);
+    for key in 0..total {
+        let expected = (key % 5 != 0).then_some(key * 10);
+        assert_eq!(state(&db, key), expected, "state of {key}");
+    }
+    assert_eq!(outbox.position().unwrap(), (1, committed.len() as u64), "aborted events used up no seq");
+    let batch = outbox.read_after(0, 1000, usize::MAX).unwrap();
+    let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
+    assert_eq!(seqs, (1..=committed.len() as u64).collect::<Vec<_>>(), "every committed event is publishable");
+}
+
+/// An event committed without a durable commit after it stays invisible to the publisher until
+/// one comes, even though other transactions already see it.
+#[test]
+fn the_publisher_reads_only_events_a_durable_commit_covers() {
+    let (_dir, db, outbox) = open();
+    let first = outbox.begin().unwrap();
+    outbox.enqueue(&first, &event(1)).unwrap();
+    first.commit().unwrap();
+
+    // A commit without fsync, as group commit makes before its leader's durable commit.
+    let mut pending = db.begin_write().unwrap();
+    pending.set_durability(Durability::None).unwrap();
+    outbox.enqueue(&pending, &event(2)).unwrap();
+    pending.commit().unwrap();
+    assert_eq!(outbox.position().unwrap(), (1, 2), "visible to other transactions");
+    let seqs = |outbox: &Outbox| -> Vec<u64> {
+        outbox.read_after(0, 100, usize::MAX).unwrap().events.iter().map(|queued| queued.seq).collect()
+    };
+    assert_eq!(seqs(&outbox), [1], "not yet durable, not yet published");
+
+    // The next group commit's durable commit covers it.
+    let next = outbox.begin().unwrap();
+    outbox.enqueue(&next, &event(3)).unwrap();
+    next.commit().unwrap();
+    assert_eq!(seqs(&outbox), [1, 2, 3]);
+}
+
+/// Without group commit (plain transactions committed durably by the caller), every committed
+/// event is publishable, as before.
+#[test]
+fn plain_durable_commits_are_published_without_group_commit() {
+    let (_dir, db, outbox) = open();
+    for n in 0..3 {
+        let txn = db.begin_write().unwrap();
+        outbox.enqueue(&txn, &event(n)).unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(outbox.read_after(0, 100, usize::MAX).unwrap().events.len(), 3);
+}
