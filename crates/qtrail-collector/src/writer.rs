@@ -159,11 +159,15 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
             if let Some(bytes) = store.file_bytes() {
                 meters::store_bytes(bytes);
             }
+            let tailed = committed.receiver_count() > 0;
             for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
-                let records = std::mem::take(&mut outcome.stored);
-                if let Some(last) = records.last() {
+                if let Some(last) = outcome.stored.last() {
                     meters::events_stored(&location, last.location_seq);
-                    // No receivers just means nobody is tailing.
+                }
+                // Without tails the records go back with the answer, so that freeing them is not
+                // the single writer's work.
+                if tailed && !outcome.stored.is_empty() {
+                    let records = std::mem::take(&mut outcome.stored);
                     let _ = committed.send(Arc::new(Committed { location, records }));
                 }
                 let _ = reply.send(Ok(outcome));

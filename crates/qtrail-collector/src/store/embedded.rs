@@ -433,10 +433,13 @@ fn append_batch(
     let mut prev = ChainHash::from_slice(&collector.head_chain_hash).unwrap_or(ChainHash::GENESIS);
     let mut next_seq = collector.event_count + 1;
     let mut outcome = AppendOutcome::default();
+    let mut bytes = Vec::new();
     for new in batch.events {
         let id = new.id.as_u128();
-        let existing = ids.get(id)?.map(|seq| seq.value());
+        // One lookup for new ids (the usual case): insert, and put back what a duplicate displaced.
+        let existing = ids.insert(id, next_seq)?.map(|seq| seq.value());
         if let Some(existing) = existing {
+            ids.insert(id, existing)?;
             let stored = load(&events, &batch.location, existing)?;
             if stored.as_ref().and_then(canonical_of).is_some_and(|canonical| canonical == new.canonical) {
                 outcome.duplicates += 1;
@@ -454,7 +457,7 @@ fn append_batch(
         let hash = chain_hash_of_bytes(&prev, &new.canonical);
         let location_seq = next_seq;
         let mut record = proto::StoredEvent {
-            event: Some(new.event),
+            event: None,
             location: String::new(),
             location_seq: 0,
             chain_hash: hash.as_bytes().to_vec(),
@@ -462,12 +465,15 @@ fn append_batch(
             publisher: Some(proto::PublisherRef { id: batch.publisher_id.clone(), epoch: batch.epoch, seq: new.seq }),
             receive_time: Some(receive_time),
         };
-        events.insert(location_seq, record.encode_to_vec().as_slice())?;
-        ids.insert(id, location_seq)?;
-        if let Some(event) = &record.event {
-            index_event(&mut time, &mut index, event, location_seq, bucket_of(location_seq, bucket_bits))?;
-        }
+        // The record is `StoredEvent` in protobuf: the event's bytes, encoded before the writer,
+        // as field 1 (an embedded message and a bytes field are the same on the wire), then the
+        // other fields. Fields may come in any order.
+        bytes.clear();
+        prost::encoding::bytes::encode(1, &new.encoded, &mut bytes);
+        record.encode(&mut bytes).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
+        events.insert(location_seq, bytes.as_slice())?;
         publisher::record_stored(&mut state, batch.epoch, new.seq);
+        record.event = Some(new.event);
         record.location = loc.to_owned();
         record.location_seq = location_seq;
         outcome.stored.push(record);
@@ -475,6 +481,7 @@ fn append_batch(
         prev = hash;
         next_seq += 1;
     }
+    index_records(&mut time, &mut index, &outcome.stored, bucket_bits)?;
     collector.event_count = next_seq - 1;
     if collector.event_count > 0 {
         collector.head_chain_hash = prev.as_bytes().to_vec();
@@ -490,32 +497,58 @@ fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
     u32::try_from(seq >> bucket_bits).unwrap_or(u32::MAX)
 }
 
-fn index_event(
+/// Short decimal strings of small enum values (outcome, severity), so indexing them allocates
+/// nothing.
+const SMALL_NUMBERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// Indexes the records of one batch. The entries are inserted in key order: new entries of a
+/// value then land together, and random values (correlation ids) walk the tree once instead of
+/// once per event.
+fn index_records(
     time: &mut redb::Table<'_, (i64, u64), ()>,
     index: &mut redb::Table<'_, (u8, u32, &'static str, u64), ()>,
-    event: &proto::AuditEvent,
-    seq: u64,
-    bucket: u32,
+    records: &[proto::StoredEvent],
+    bucket_bits: u32,
 ) -> Result<()> {
-    if let Some(event_time) = &event.event_time {
-        time.insert((event_millis(event_time), seq), ())?;
-    }
-    let outcome = event.outcome.to_string();
-    let severity = event.severity.to_string();
-    let initiator = event.initiator.as_ref().map_or("", |initiator| initiator.id.as_str());
-    let target = event.target.as_ref().map_or("", |target| target.id.as_str());
-    let entries = [
-        (IndexField::Action, event.action.as_str()),
-        (IndexField::Outcome, outcome.as_str()),
-        (IndexField::Severity, severity.as_str()),
-        (IndexField::Initiator, initiator),
-        (IndexField::Target, target),
-        (IndexField::Correlation, event.correlation_id.as_str()),
-    ];
-    for (field, value) in entries {
-        if !value.is_empty() {
-            index.insert((field as u8, bucket, value, seq), ())?;
+    let mut times = Vec::with_capacity(records.len());
+    let mut owned: Vec<(u8, u32, String, u64)> = Vec::new();
+    let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(records.len() * 6);
+    for record in records {
+        let Some(event) = &record.event else {
+            continue;
+        };
+        let seq = record.location_seq;
+        let bucket = bucket_of(seq, bucket_bits);
+        if let Some(event_time) = &event.event_time {
+            times.push((event_millis(event_time), seq));
         }
+        let initiator = event.initiator.as_ref().map_or("", |initiator| initiator.id.as_str());
+        let target = event.target.as_ref().map_or("", |target| target.id.as_str());
+        for (field, value) in [
+            (IndexField::Action, event.action.as_str()),
+            (IndexField::Initiator, initiator),
+            (IndexField::Target, target),
+            (IndexField::Correlation, event.correlation_id.as_str()),
+        ] {
+            if !value.is_empty() {
+                entries.push((field as u8, bucket, value, seq));
+            }
+        }
+        for (field, number) in [(IndexField::Outcome, event.outcome), (IndexField::Severity, event.severity)] {
+            match usize::try_from(number).ok().and_then(|n| SMALL_NUMBERS.get(n)) {
+                Some(text) => entries.push((field as u8, bucket, text, seq)),
+                None => owned.push((field as u8, bucket, number.to_string(), seq)),
+            }
+        }
+    }
+    entries.extend(owned.iter().map(|(field, bucket, value, seq)| (*field, *bucket, value.as_str(), *seq)));
+    entries.sort_unstable();
+    for key in entries {
+        index.insert(key, ())?;
+    }
+    times.sort_unstable();
+    for key in times {
+        time.insert(key, ())?;
     }
     Ok(())
 }

@@ -56,12 +56,16 @@ pub struct NewEvent {
     pub canonical: Vec<u8>,
     /// The event in wire form, as it will be served.
     pub event: proto::AuditEvent,
+    /// `event` encoded: made with the rest before the single writer, which then only copies it.
+    pub encoded: Vec<u8>,
 }
 
 impl NewEvent {
     /// Returns the storable form of a validated event at publisher position `seq`.
     pub fn new(seq: u64, event: &AuditEvent) -> Self {
-        Self { seq, id: event.id, canonical: canonical_bytes(event), event: proto::AuditEvent::from(event) }
+        let wire = proto::AuditEvent::from(event);
+        let encoded = prost::Message::encode_to_vec(&wire);
+        Self { seq, id: event.id, canonical: canonical_bytes(event), event: wire, encoded }
     }
 }
 
