@@ -4,4 +4,6 @@
 // The modules form one test binary; `pub` marks the harness API the test modules share.
 #![allow(unreachable_pub)]
 
+mod delivery;
 mod harness;
+mod servers;

@@ -1,0 +1,376 @@
+//! The six fault scenarios of issue #6.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::delivery::checker::{Tally, assert_publisher_order, settle};
+use crate::delivery::proxy::{Fault, Proxy, Session, WireReport};
+use crate::delivery::workload::{Client, Driver, History, Outcome};
+use crate::harness::wait_until;
+use crate::servers::{Collector, Runtime, RuntimeOptions};
+
+/// The runtime's location in every scenario.
+const LOCATION: &str = "us-east";
+/// Kills (or cuts) per scenario that repeats a fault.
+const ROUNDS: usize = 10;
+/// How long any single step of a scenario may take.
+const WAIT: Duration = Duration::from_secs(60);
+/// Concurrent clients in the scenarios with a background workload.
+const CLIENTS: usize = 2;
+
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new().prefix("qtrail-delivery-").tempdir().expect("create a temporary directory")
+}
+
+/// Makes one last call (its event is the newest of the runtime's sequence), waits until every
+/// answered call's event is stored, prints the counts and asserts them exact, per-publisher
+/// order, and every chain.
+async fn finish(scenario: &str, collector: &Collector, runtime: &Runtime, history: &History) -> Tally {
+    let mut last = Client::new(&format!("{scenario}-last"), &runtime.url(), history.clone());
+    assert_eq!(last.probe().await, Outcome::Ok, "{scenario}: the runtime takes calls at the end");
+    let calls = history.calls();
+    let (stored, tally) = settle(collector, LOCATION, &calls).await;
+    tally.print(scenario);
+    tally.assert_exact(scenario);
+    assert_publisher_order(&stored, &collector.publishers(LOCATION).await);
+    collector.assert_every_chain_verifies().await;
+    tally
+}
+
+/// Waits until the workload has made `more` calls beyond those it had made.
+async fn more_calls(history: &History, more: usize) {
+    let target = history.len() + more;
+    wait_until(&format!("{more} more calls"), WAIT, || {
+        let done = history.len() >= target;
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+/// Returns the number of batches delivered to the collector over all sessions.
+fn delivered_batches(sessions: &[Session]) -> usize {
+    sessions.iter().map(|session| session.batches.len()).sum()
+}
+
+/// Returns whether the newest Publish stream was welcomed and has had batches acknowledged, so
+/// that a fault strikes a stream in full flow rather than one just opened.
+fn streaming(sessions: &[Session]) -> bool {
+    sessions.last().is_some_and(|session| session.welcome.is_some() && session.acks.len() >= 2)
+}
+
+/// Scenario 1: the collector is SIGKILLed again and again while the runtime serves a mixed
+/// workload of every RPC, right after it stored something or, every other round, after a freeze
+/// (SIGSTOP) during which batches went into its socket buffers unanswered; it restarts on the
+/// same port and data each time. The runtime answers every call throughout, and nothing is lost
+/// or stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_repeatedly_loses_nothing_and_stores_nothing_twice() {
+    let dir = temp_dir();
+    let mut collector = Collector::start("collector", dir.path()).await;
+    collector.create_collector(LOCATION).await;
+    let runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir.path()).await;
+    let history = History::default();
+    let driver = Driver::start("kill-collector", &runtime.url(), CLIENTS, &history);
+
+    for round in 0..ROUNDS {
+        let stored = collector.event_count(LOCATION).await;
+        let watched = &collector;
+        wait_until("the collector to store more events", WAIT, || async move {
+            (watched.event_count(LOCATION).await > stored).then_some(())
+        })
+        .await;
+        if round % 2 == 1 {
+            // Frozen first, the collector takes batches into its socket buffers and never
+            // answers: they die unacknowledged with it.
+            collector.process().signal(Signal::SIGSTOP);
+            more_calls(&history, 10).await;
+        }
+        collector.process().kill();
+        // The runtime keeps answering while its collector is dead.
+        more_calls(&history, 10).await;
+        collector.process().restart().await;
+    }
+    driver.stop().await;
+
+    let tally = finish("scenario 1 (collector SIGKILL x10)", &collector, &runtime, &history).await;
+    assert_eq!(tally.unknown, 0, "the runtime answered every call while the collector was dying");
+    let rpcs: HashSet<&str> = history.calls().iter().map(|call| call.rpc).collect();
+    assert_eq!(rpcs.len(), 13, "every runtime rpc was called: {rpcs:?}");
+    let stored = collector.events(LOCATION).await;
+    let actions: HashSet<String> =
+        stored.into_iter().filter_map(|record| record.event.map(|event| event.action)).collect();
+    assert_eq!(actions.len(), 8, "events of all eight actions: {actions:?}");
+}
+
+/// Scenario 2: the runtime is SIGKILLed again and again while it publishes (with a batch stored
+/// but unacknowledged, with a batch on the wire, with a batch cut mid-way, with calls in flight)
+/// and restarts on the same data directory. Every answered call's event arrives once; calls cut
+/// off by the kill may or may not have an event (Jepsen's "recovered"); batches the collector
+/// acknowledged are never sent again, and the wire shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_killed_repeatedly_mid_publish_loses_nothing_and_stores_nothing_twice() {
+    let dir = temp_dir();
+    let collector = Collector::start("collector", dir.path()).await;
+    collector.create_collector(LOCATION).await;
+    let proxy = Proxy::start(collector.addr()).await;
+    let mut runtime = Runtime::start(RuntimeOptions::new(proxy.url()), dir.path()).await;
+    let history = History::default();
+    let driver = Driver::start("kill-runtime", &runtime.url(), CLIENTS, &history);
+
+    for round in 0..ROUNDS {
+        proxy.wait_for("a publish stream carrying batches", WAIT, streaming).await;
+        match round % 4 {
+            0 => {
+                // The collector stores a batch, its Ack never arrives, later batches vanish in
+                // a silent network, and the runtime dies.
+                proxy.arm(Fault::SwallowAck);
+                proxy.wait_struck(WAIT).await;
+                more_calls(&history, 10).await;
+            }
+            1 => {
+                // A batch has just reached the collector; its Ack is on the way back.
+                let delivered = delivered_batches(&proxy.sessions());
+                proxy.wait_for("a batch on the wire", WAIT, |sessions| delivered_batches(sessions) > delivered).await;
+            }
+            2 => {
+                // The runtime dies right after the connection broke mid-batch: the collector
+                // never had that batch.
+                proxy.arm(Fault::CutMidBatch);
+                proxy.wait_struck(WAIT).await;
+            }
+            _ => more_calls(&history, 5).await,
+        }
+        runtime.process().kill();
+        runtime.process().restart().await;
+    }
+    driver.stop().await;
+
+    finish("scenario 2 (runtime SIGKILL x10)", &collector, &runtime, &history).await;
+    let wire = WireReport::of(&proxy.sessions());
+    wire.print("scenario 2");
+    wire.assert_only_unacknowledged_resent("scenario 2");
+}
+
+/// Scenario 3: the collector is down while the runtime keeps serving from its outbox; once it
+/// is back everything arrives, in the order of each publisher's sequence (and, calls being
+/// sequential, in the order of the calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_down_for_a_while_then_everything_arrives_in_order() {
+    let dir = temp_dir();
+    let mut collector = Collector::start("collector", dir.path()).await;
+    collector.create_collector(LOCATION).await;
+    let runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir.path()).await;
+    let history = History::default();
+    let mut client = Client::new("collector-down", &runtime.url(), history.clone());
+
+    for _ in 0..20 {
+        client.step().await;
+    }
+    let status = collector.process().terminate().await;
+    assert!(status.success(), "the collector stops cleanly: {status}");
+    // Down for a good number of calls, all answered from the outbox.
+    for _ in 0..150 {
+        let outcome = client.step().await;
+        assert!(outcome.acknowledged(), "the runtime answers while its collector is down: {outcome:?}");
+    }
+    collector.process().restart().await;
+    for _ in 0..20 {
+        client.step().await;
+    }
+
+    let tally = finish("scenario 3 (collector down, then up)", &collector, &runtime, &history).await;
+    assert_eq!(tally.unknown, 0);
+    // Sequential calls commit their events in call order, so the store holds them in that order.
+    let called: Vec<String> = history
+        .calls()
+        .into_iter()
+        .filter(|call| call.outcome.acknowledged())
+        .map(|call| call.correlation_id)
+        .collect();
+    let stored: Vec<String> = collector
+        .events(LOCATION)
+        .await
+        .into_iter()
+        .filter_map(|record| record.event.map(|event| event.correlation_id))
+        .collect();
+    assert_eq!(stored, called, "events are stored in the order of the calls");
+}
+
+/// Scenario 4: with the collector down, a small outbox fills; from then on every call is
+/// refused UNAVAILABLE and leaves no event, nothing answered is lost, and the runtime takes
+/// calls again by itself once the collector is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_outbox_refuses_calls_then_recovers_by_itself() {
+    const BOUND: usize = 20;
+    let dir = temp_dir();
+    let mut collector = Collector::start("collector", dir.path()).await;
+    collector.create_collector(LOCATION).await;
+    let options = RuntimeOptions::new(collector.url()).args(&["--outbox-max-events", &BOUND.to_string()]);
+    let runtime = Runtime::start(options, dir.path()).await;
+    let history = History::default();
+    let mut client = Client::new("outbox-full", &runtime.url(), history.clone());
+
+    for _ in 0..5 {
+        assert!(client.step().await.acknowledged());
+    }
+    let watched = &collector;
+    wait_until("the first events to be stored", WAIT, || async move {
+        (watched.event_count(LOCATION).await >= 5).then_some(())
+    })
+    .await;
+    collector.process().kill();
+
+    // The outbox takes at most its bound, then refuses.
+    let mut answered = 0;
+    loop {
+        match client.step().await {
+            Outcome::Unaudited => break,
+            outcome if outcome.acknowledged() => answered += 1,
+            outcome => panic!("unexpected outcome while the outbox fills: {outcome:?}"),
+        }
+        assert!(answered <= BOUND, "the outbox holds at most {BOUND} events");
+    }
+    // Every call is refused now: a whole turn of the workload, reads and unauthenticated calls too.
+    for _ in 0..18 {
+        let outcome = client.step().await;
+        assert_eq!(outcome, Outcome::Unaudited, "every call is refused while the outbox is full");
+    }
+
+    collector.process().restart().await;
+    // Nobody intervenes: the publisher drains the outbox and calls are taken again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.probe().await {
+            Outcome::Ok => break,
+            Outcome::Unaudited => assert!(Instant::now() < deadline, "the runtime never recovered"),
+            outcome => panic!("unexpected outcome while the outbox drains: {outcome:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert!(client.step().await.acknowledged(), "the runtime serves again");
+    }
+
+    let tally = finish("scenario 4 (outbox full)", &collector, &runtime, &history).await;
+    assert_eq!(tally.unknown, 0);
+    assert!(tally.unaudited >= 19, "calls were refused while the outbox was full: {tally}");
+    println!("delivery scenario 4: {answered} calls answered while the collector was down (bound {BOUND})");
+}
+
+/// Scenario 5: no collector for the runtime's location, then only one for another location:
+/// events wait in the outbox and are never stored elsewhere; once the right collector exists,
+/// they arrive there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_their_own_locations_collector() {
+    const OTHER: &str = "eu-de";
+    let dir = temp_dir();
+    let collector = Collector::start("collector", dir.path()).await;
+    let proxy = Proxy::start(collector.addr()).await;
+    let runtime = Runtime::start(RuntimeOptions::new(proxy.url()), dir.path()).await;
+    let history = History::default();
+    let mut client = Client::new("wrong-location", &runtime.url(), history.clone());
+    let hellos = |sessions: &[Session]| sessions.iter().filter(|session| session.hello.is_some()).count();
+
+    // No collector at all: calls are answered, the publisher is refused and keeps trying.
+    for _ in 0..10 {
+        assert!(client.step().await.acknowledged());
+    }
+    proxy.wait_for("a publish attempt", WAIT, |sessions| hellos(sessions) >= 1).await;
+
+    // A collector for another location only: still refused, nothing stored there.
+    collector.create_collector(OTHER).await;
+    let tried = hellos(&proxy.sessions());
+    for _ in 0..10 {
+        assert!(client.step().await.acknowledged());
+    }
+    proxy.wait_for("a publish attempt after eu-de exists", WAIT, |sessions| hellos(sessions) > tried).await;
+    let sessions = proxy.sessions();
+    assert!(
+        sessions.iter().filter_map(|session| session.hello.as_ref()).all(|hello| hello.location == LOCATION),
+        "the runtime only ever asks for its own location"
+    );
+    assert!(sessions.iter().all(|session| session.welcome.is_none()), "no stream was welcomed");
+    assert_eq!(collector.event_count(OTHER).await, 0, "nothing is stored under another location");
+
+    // The right collector appears: everything arrives there, and only there.
+    collector.create_collector(LOCATION).await;
+    for _ in 0..10 {
+        assert!(client.step().await.acknowledged());
+    }
+    let tally = finish("scenario 5 (wrong or missing collector)", &collector, &runtime, &history).await;
+    assert_eq!(tally.unknown, 0);
+    assert!(collector.events(OTHER).await.is_empty(), "nothing is stored under another location");
+    assert!(collector.publishers(OTHER).await.is_empty(), "no publisher delivered to another location");
+}
+
+/// Scenario 6: a proxy between runtime and collector breaks the network mid-stream: a batch cut
+/// before its last byte, an Ack dropped with the connection, an Ack swallowed by a network
+/// that goes silent, every connection reset at once. Only unacknowledged batches are sent
+/// again (the wire shows it; the collector's deduplication has nothing to hide), and nothing is
+/// lost or stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_cuts_resend_only_unacknowledged_batches() {
+    let dir = temp_dir();
+    let collector = Collector::start("collector", dir.path()).await;
+    collector.create_collector(LOCATION).await;
+    let proxy = Proxy::start(collector.addr()).await;
+    // A silent network is noticed by the ack timeout; a short one keeps the test short.
+    let options = RuntimeOptions::new(proxy.url()).args(&["--publish-ack-timeout-ms", "1000"]);
+    let runtime = Runtime::start(options, dir.path()).await;
+    let history = History::default();
+    let driver = Driver::start("network-cut", &runtime.url(), CLIENTS, &history);
+
+    let faults = [
+        Some(Fault::CutMidBatch),
+        Some(Fault::CutBeforeAck),
+        Some(Fault::SwallowAck),
+        Some(Fault::SwallowWelcome),
+        None,
+    ];
+    for round in 0..2 * faults.len() {
+        proxy.wait_for("a publish stream carrying batches", WAIT, streaming).await;
+        // Sessions before this index are over once the fault has struck.
+        let ended = match faults[round % faults.len()] {
+            Some(fault) => {
+                proxy.arm(fault);
+                if fault == Fault::SwallowWelcome {
+                    // Only a new stream has a Welcome to swallow.
+                    proxy.cut_all();
+                }
+                proxy.wait_struck(WAIT).await;
+                proxy.sessions().iter().rposition(|session| session.fault.is_some()).map_or(0, |index| index + 1)
+            }
+            None => {
+                let delivered = delivered_batches(&proxy.sessions());
+                proxy.wait_for("a batch on the wire", WAIT, |sessions| delivered_batches(sessions) > delivered).await;
+                let open = proxy.sessions().len();
+                proxy.cut_all();
+                open
+            }
+        };
+        // The runtime notices, reconnects and is welcomed on a new stream.
+        proxy
+            .wait_for("a new publish stream", WAIT, |sessions| {
+                sessions[ended.min(sessions.len())..].iter().any(|session| session.welcome.is_some())
+            })
+            .await;
+    }
+    driver.stop().await;
+
+    finish("scenario 6 (network cuts)", &collector, &runtime, &history).await;
+    let sessions = proxy.sessions();
+    let wire = WireReport::of(&sessions);
+    wire.print("scenario 6");
+    wire.assert_only_unacknowledged_resent("scenario 6");
+    let cut: usize = sessions.iter().map(|session| session.cut_batches.len()).sum();
+    let dropped: usize = sessions.iter().map(|session| session.dropped_acks.len()).sum();
+    let faults_struck: usize = sessions.iter().filter(|session| session.fault.is_some()).count();
+    assert!(
+        cut >= 2 && dropped >= 4 && faults_struck == 8,
+        "every kind of fault struck: {faults_struck} faults, {cut} batches cut, {dropped} acks dropped"
+    );
+}
