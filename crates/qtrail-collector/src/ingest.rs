@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::store::{AppendBatch, EventStore, NewEvent};
-use crate::writer::WriterHandle;
+use crate::writer::{Sequence, WriterHandle};
 
 /// Longest publisher id accepted, in bytes.
 const MAX_PUBLISHER_ID_BYTES: usize = 256;
@@ -68,8 +68,14 @@ impl Ingest {
         S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let mut session =
-            Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
+        let mut session = Session {
+            ingest: self,
+            caller,
+            inbound,
+            responses: responses.clone(),
+            pending: FuturesOrdered::new(),
+            sequence: Sequence::default(),
+        };
         if let Err(err) = session.run().await {
             if matches!(err, Error::ShuttingDown) {
                 debug!(token = %session.caller, "publish stream ended by shutdown");
@@ -89,6 +95,8 @@ struct Session<S> {
     inbound: S,
     responses: mpsc::Sender<Result<proto::PublishResponse>>,
     pending: FuturesOrdered<PendingAck>,
+    /// This stream's batches at the writer, which stops committing them after a failure.
+    sequence: Sequence,
 }
 
 /// What reading the next request gave.
@@ -261,7 +269,7 @@ where
             epoch: publisher.epoch,
             events,
         };
-        let outcome = self.ingest.writer.submit(append).await.ok_or(Error::ShuttingDown)?;
+        let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         self.pending.push_back(Box::pin(async move {
             let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;
             let mut all_rejected = rejected;
