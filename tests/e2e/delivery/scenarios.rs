@@ -157,13 +157,14 @@ async fn runtime_killed_repeatedly_mid_publish_loses_nothing_and_stores_nothing_
 
 /// Scenario 3: the collector is down while the runtime keeps serving from its outbox; once it
 /// is back everything arrives, in the order of each publisher's sequence (and, calls being
-/// sequential, in the order of the calls).
+/// sequential, in the order of the calls). Then a SIGTERM right after a burst of calls: the
+/// runtime flushes its outbox before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_for_a_while_then_everything_arrives_in_order() {
     let dir = temp_dir();
     let mut collector = Collector::start("collector", dir.path()).await;
     collector.create_collector(LOCATION).await;
-    let runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir.path()).await;
+    let mut runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir.path()).await;
     let history = History::default();
     let mut client = Client::new("collector-down", &runtime.url(), history.clone());
 
@@ -198,6 +199,17 @@ async fn collector_down_for_a_while_then_everything_arrives_in_order() {
         .filter_map(|record| record.event.map(|event| event.correlation_id))
         .collect();
     assert_eq!(stored, called, "events are stored in the order of the calls");
+
+    // A burst of calls, then SIGTERM: the runtime flushes their events before it exits, so they
+    // are stored the moment it has exited.
+    for _ in 0..20 {
+        assert!(client.step().await.acknowledged());
+    }
+    let status = runtime.process().terminate().await;
+    assert!(status.success(), "the runtime stops cleanly: {status}");
+    let tally = Tally::of(&history.calls(), &collector.events(LOCATION).await);
+    tally.print("scenario 3 (then runtime SIGTERM)");
+    tally.assert_exact("scenario 3 (then runtime SIGTERM)");
 }
 
 /// Scenario 4: with the collector down, a small outbox fills; from then on every call is
@@ -261,9 +273,9 @@ async fn full_outbox_refuses_calls_then_recovers_by_itself() {
     println!("delivery scenario 4: {answered} calls answered while the collector was down (bound {BOUND})");
 }
 
-/// Scenario 5: no collector for the runtime's location, then only one for another location:
-/// events wait in the outbox and are never stored elsewhere; once the right collector exists,
-/// they arrive there.
+/// Scenario 5: no collector for the runtime's location, then only one for another location
+/// (which stores another runtime's events meanwhile): events wait in the outbox and are never
+/// stored elsewhere; once the right collector exists, they arrive there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_for_their_own_locations_collector() {
     const OTHER: &str = "eu-de";
@@ -281,11 +293,22 @@ async fn events_wait_for_their_own_locations_collector() {
     }
     proxy.wait_for("a publish attempt", WAIT, |sessions| hellos(sessions) >= 1).await;
 
-    // A collector for another location only: still refused, nothing stored there.
+    // A collector for another location only, busy with a runtime of its own: the us-east
+    // publisher is still refused, and none of its events is stored there.
     collector.create_collector(OTHER).await;
+    let other_options = RuntimeOptions {
+        name: "runtime-eu".to_owned(),
+        location: OTHER.to_owned(),
+        instance: "inst-eu".to_owned(),
+        ..RuntimeOptions::new(collector.url())
+    };
+    let other_runtime = Runtime::start(other_options, dir.path()).await;
+    let other_history = History::default();
+    let mut other_client = Client::new("other-location", &other_runtime.url(), other_history.clone());
     let tried = hellos(&proxy.sessions());
     for _ in 0..10 {
         assert!(client.step().await.acknowledged());
+        assert!(other_client.step().await.acknowledged());
     }
     proxy.wait_for("a publish attempt after eu-de exists", WAIT, |sessions| hellos(sessions) > tried).await;
     let sessions = proxy.sessions();
@@ -294,7 +317,9 @@ async fn events_wait_for_their_own_locations_collector() {
         "the runtime only ever asks for its own location"
     );
     assert!(sessions.iter().all(|session| session.welcome.is_none()), "no stream was welcomed");
-    assert_eq!(collector.event_count(OTHER).await, 0, "nothing is stored under another location");
+    let (_, other_tally) = settle(&collector, OTHER, &other_history.calls()).await;
+    other_tally.assert_exact("scenario 5, the eu-de runtime");
+    assert_eq!(Tally::of(&history.calls(), &collector.events(OTHER).await).stored, 0, "no us-east event in eu-de");
 
     // The right collector appears: everything arrives there, and only there.
     collector.create_collector(LOCATION).await;
@@ -303,8 +328,16 @@ async fn events_wait_for_their_own_locations_collector() {
     }
     let tally = finish("scenario 5 (wrong or missing collector)", &collector, &runtime, &history).await;
     assert_eq!(tally.unknown, 0);
-    assert!(collector.events(OTHER).await.is_empty(), "nothing is stored under another location");
-    assert!(collector.publishers(OTHER).await.is_empty(), "no publisher delivered to another location");
+    let other_events = collector.events(OTHER).await;
+    assert_eq!(Tally::of(&history.calls(), &other_events).stored, 0, "no us-east event in eu-de");
+    let other_tally = Tally::of(&other_history.calls(), &other_events);
+    other_tally.print("scenario 5 (the eu-de runtime meanwhile)");
+    other_tally.assert_exact("scenario 5, the eu-de runtime");
+    let publishers = collector.publishers(OTHER).await;
+    assert!(
+        publishers.iter().all(|publisher| publisher.publisher_id.starts_with("runtime-inst-eu-")),
+        "only the eu-de runtime delivered to eu-de: {publishers:?}"
+    );
 }
 
 /// Scenario 6: a proxy between runtime and collector breaks the network mid-stream: a batch cut
