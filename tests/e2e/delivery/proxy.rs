@@ -15,17 +15,22 @@
 //! - [`Fault::SwallowAck`]: as above, but the connections stay open and silent, like a network
 //!   that stopped delivering: the runtime must notice by itself (its ack timeout);
 //! - [`Fault::SwallowWelcome`]: the network goes silent as a stream opens, before the runtime
-//!   learns what the collector has: the runtime must notice by itself too.
+//!   learns what the collector has: the runtime must notice by itself too;
+//! - [`Fault::DelayBatch`]: the batch is held back, and the runtime sees nothing more of the
+//!   connection; [`Proxy::release`] delivers it late (after the runtime gave up and resent it
+//!   on a new stream) and closes the connection once the collector has answered: the one way a
+//!   duplicate can legitimately reach the collector.
 //!
 //! [`Proxy::cut_all`] closes every open connection at once, wherever the streams are.
 //!
 //! Every connection is one [`Session`]: one Publish stream, since the publisher opens a new
-//! connection per stream.
+//! connection per stream. Observations carry a tick of one proxy-wide clock, so that a report
+//! can tell what the collector had acknowledged before a stream was opened.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,46 +68,51 @@ pub enum Fault {
     /// Drops the next Welcome, then forwards nothing more, leaving both connections open: a
     /// network that goes silent while a stream opens.
     SwallowWelcome,
+    /// Holds the next batch back until [`Proxy::release`], forwarding nothing more from the
+    /// runtime on that connection.
+    DelayBatch,
+}
+
+/// A message and the proxy-clock tick at which the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Stamped<T> {
+    /// When the proxy saw the message.
+    pub at: u64,
+    /// The message.
+    pub message: T,
 }
 
 /// What passed through one connection: one Publish stream.
 #[derive(Debug, Clone, Default)]
 pub struct Session {
+    /// When the runtime opened the connection.
+    pub opened_at: u64,
     /// The Hello, once delivered to the collector.
     pub hello: Option<audit::Hello>,
     /// The Welcome's `stored_seq`, once delivered to the runtime.
     pub welcome: Option<u64>,
-    /// Batches delivered in full to the collector, in order.
+    /// Batches delivered in full to the collector, in order (a delayed one when released).
     pub batches: Vec<audit::Batch>,
-    /// Acks delivered to the runtime, in order.
-    pub acks: Vec<audit::Ack>,
+    /// Acks the collector sent that were forwarded to the runtime (or, on a connection the
+    /// runtime has left, that the proxy saw).
+    pub acks: Vec<Stamped<audit::Ack>>,
     /// Batches the collector got all but the last byte of.
     pub cut_batches: Vec<audit::Batch>,
     /// Acks the collector sent that never reached the runtime.
-    pub dropped_acks: Vec<audit::Ack>,
-    /// The fault that ended the session, if one did.
+    pub dropped_acks: Vec<Stamped<audit::Ack>>,
+    /// The fault that struck this session, if one did.
     pub fault: Option<Fault>,
 }
 
-impl Session {
-    /// Returns the event ids of the batches of this session that the collector acknowledged,
-    /// whether or not the Ack reached the runtime.
-    fn acknowledged_ids(&self) -> Vec<String> {
-        let acked: HashSet<u64> = self.acks.iter().chain(&self.dropped_acks).map(|ack| ack.batch_seq).collect();
-        self.batches.iter().filter(|batch| acked.contains(&batch.batch_seq)).flat_map(event_ids).collect()
-    }
-}
-
-/// Returns the event ids of a batch, in order.
-fn event_ids(batch: &audit::Batch) -> Vec<String> {
+/// Returns the `(seq, event id)` of each event of a batch, in order.
+fn events_of(batch: &audit::Batch) -> impl Iterator<Item = (u64, String)> + '_ {
     batch
         .events
         .iter()
-        .map(|published| published.event.as_ref().map_or(String::new(), |event| event.id.clone()))
-        .collect()
+        .map(|published| (published.seq, published.event.as_ref().map_or(String::new(), |event| event.id.clone())))
 }
 
-/// What the wire says about resends, over every session in order.
+/// What the wire says about resends, over every session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WireReport {
     /// Connections (Publish streams) seen.
@@ -115,9 +125,12 @@ pub struct WireReport {
     pub events: usize,
     /// Deliveries of an event that had been delivered before: resends.
     pub resent: usize,
-    /// Resends of an event the collector had acknowledged before: must be zero, whatever the
-    /// collector's deduplication would make of them.
+    /// Events sent on a stream although the collector had acknowledged them before that stream
+    /// was opened: must be zero, whatever the collector's deduplication would make of them.
     pub resent_after_ack: usize,
+    /// Events sent on a stream at or below the seq its Welcome said the collector had: must be
+    /// zero.
+    pub below_welcome: usize,
     /// Events of batches cut mid-way that were never delivered again: must be zero.
     pub cut_not_resent: usize,
     /// Events the collector counted as duplicates in its Acks.
@@ -128,26 +141,41 @@ impl WireReport {
     /// Returns the report over `sessions`, oldest first.
     pub fn of(sessions: &[Session]) -> Self {
         let mut report = WireReport { sessions: sessions.len(), ..WireReport::default() };
+        // When the collector first acknowledged each event, as the proxy saw it.
+        let mut acknowledged: HashMap<String, u64> = HashMap::new();
+        for session in sessions {
+            let batches: HashMap<u64, &audit::Batch> =
+                session.batches.iter().map(|batch| (batch.batch_seq, batch)).collect();
+            for ack in session.acks.iter().chain(&session.dropped_acks) {
+                report.collector_duplicates += u64::from(ack.message.duplicates);
+                let Some(batch) = batches.get(&ack.message.batch_seq) else {
+                    continue;
+                };
+                for (_, id) in events_of(batch) {
+                    let first = acknowledged.entry(id).or_insert(ack.at);
+                    *first = (*first).min(ack.at);
+                }
+            }
+        }
         let mut delivered: HashSet<String> = HashSet::new();
-        let mut acknowledged: HashSet<String> = HashSet::new();
         for (index, session) in sessions.iter().enumerate() {
             report.faults += usize::from(session.fault.is_some());
             report.batches += session.batches.len();
-            for id in session.batches.iter().flat_map(event_ids) {
+            for (seq, id) in session.batches.iter().flat_map(events_of) {
                 report.events += 1;
-                if acknowledged.contains(&id) {
+                if acknowledged.get(&id).is_some_and(|&at| at < session.opened_at) {
                     report.resent_after_ack += 1;
+                }
+                if session.welcome.is_some_and(|stored_seq| seq <= stored_seq) {
+                    report.below_welcome += 1;
                 }
                 if !delivered.insert(id) {
                     report.resent += 1;
                 }
             }
-            report.collector_duplicates +=
-                session.acks.iter().chain(&session.dropped_acks).map(|ack| u64::from(ack.duplicates)).sum::<u64>();
-            acknowledged.extend(session.acknowledged_ids());
-            for id in session.cut_batches.iter().flat_map(event_ids) {
-                let later = sessions[index + 1..].iter().flat_map(|session| &session.batches).flat_map(event_ids);
-                if !later.into_iter().any(|resent| resent == id) {
+            for (_, id) in session.cut_batches.iter().flat_map(events_of) {
+                let mut later = sessions[index + 1..].iter().flat_map(|session| &session.batches).flat_map(events_of);
+                if !later.any(|(_, resent)| resent == id) {
                     report.cut_not_resent += 1;
                 }
             }
@@ -158,6 +186,7 @@ impl WireReport {
     /// Asserts that only unacknowledged batches were sent again, and every cut one was.
     pub fn assert_only_unacknowledged_resent(&self, scenario: &str) {
         assert_eq!(self.resent_after_ack, 0, "{scenario}: acknowledged events were sent again: {self}");
+        assert_eq!(self.below_welcome, 0, "{scenario}: events the welcome covered were sent: {self}");
         assert_eq!(self.cut_not_resent, 0, "{scenario}: events of cut batches were not sent again: {self}");
         assert!(
             self.collector_duplicates <= self.resent as u64,
@@ -175,13 +204,15 @@ impl fmt::Display for WireReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sessions={} faults={} batches={} events={} resent={} resent_after_ack={} cut_not_resent={} collector_duplicates={}",
+            "sessions={} faults={} batches={} events={} resent={} resent_after_ack={} below_welcome={} \
+             cut_not_resent={} collector_duplicates={}",
             self.sessions,
             self.faults,
             self.batches,
             self.events,
             self.resent,
             self.resent_after_ack,
+            self.below_welcome,
             self.cut_not_resent,
             self.collector_duplicates
         )
@@ -204,6 +235,21 @@ enum Verdict {
     Cut,
     /// Drop it and everything after it, keeping the connections open.
     Blackhole,
+    /// Keep it until released; drop what the runtime sends after it.
+    Hold,
+}
+
+/// How a connection forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    Normal = 0,
+    /// Nothing is forwarded either way.
+    Blackholed = 1,
+    /// A batch is held back; nothing more goes to the collector; answers still go back.
+    Holding = 2,
+    /// The held batch was delivered; the connection waits for the collector's answer.
+    Released = 3,
 }
 
 /// One proxied connection.
@@ -211,14 +257,39 @@ enum Verdict {
 struct Connection {
     session: usize,
     closed: CancellationToken,
-    blackholed: AtomicBool,
+    released: CancellationToken,
+    mode: AtomicU8,
+}
+
+impl Connection {
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::SeqCst) {
+            0 => Mode::Normal,
+            1 => Mode::Blackholed,
+            2 => Mode::Holding,
+            _ => Mode::Released,
+        }
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// The proxy clock: one tick per observation.
+    clock: u64,
     sessions: Vec<Session>,
     armed: Option<Fault>,
     open: Vec<Arc<Connection>>,
+}
+
+impl State {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
 }
 
 #[derive(Debug)]
@@ -241,12 +312,14 @@ impl Shared {
     /// Decides the fate of a frame that completes `messages`, and records them accordingly.
     fn judge(&self, connection: &Connection, direction: Direction, messages: &[Vec<u8>]) -> Verdict {
         let mut state = self.state();
+        let at = state.tick();
         let decoded: Vec<Decoded> = messages.iter().filter_map(|bytes| Decoded::of(direction, bytes)).collect();
         let has_batch = decoded.iter().any(|message| matches!(message, Decoded::Batch(_)));
         let has_ack = decoded.iter().any(|message| matches!(message, Decoded::Ack(_)));
         let has_welcome = decoded.iter().any(|message| matches!(message, Decoded::Welcome(_)));
         let verdict = match (state.armed, direction) {
             (Some(Fault::CutMidBatch), Direction::ToCollector) if has_batch => Verdict::Truncate,
+            (Some(Fault::DelayBatch), Direction::ToCollector) if has_batch => Verdict::Hold,
             (Some(Fault::CutBeforeAck), Direction::ToRuntime) if has_ack => Verdict::Cut,
             (Some(Fault::SwallowAck), Direction::ToRuntime) if has_ack => Verdict::Blackhole,
             (Some(Fault::SwallowWelcome), Direction::ToRuntime) if has_welcome => Verdict::Blackhole,
@@ -254,18 +327,27 @@ impl Shared {
         };
         let fault = state.armed;
         let session = &mut state.sessions[connection.session];
-        let delivered = matches!(verdict, Verdict::Forward);
-        if !delivered {
-            session.fault = fault;
+        match verdict {
+            Verdict::Forward => {}
+            // Recorded when released, as what it then is: a batch delivered late.
+            Verdict::Hold => {
+                session.fault = fault;
+                state.armed = None;
+                drop(state);
+                self.bump();
+                return verdict;
+            }
+            Verdict::Truncate | Verdict::Cut | Verdict::Blackhole => session.fault = fault,
         }
+        let delivered = matches!(verdict, Verdict::Forward);
         for message in decoded {
             match message {
                 Decoded::Hello(hello) if delivered => session.hello = Some(hello),
                 Decoded::Batch(batch) if delivered => session.batches.push(batch),
                 Decoded::Batch(batch) => session.cut_batches.push(batch),
                 Decoded::Welcome(stored_seq) if delivered => session.welcome = Some(stored_seq),
-                Decoded::Ack(ack) if delivered => session.acks.push(ack),
-                Decoded::Ack(ack) => session.dropped_acks.push(ack),
+                Decoded::Ack(message) if delivered => session.acks.push(Stamped { at, message }),
+                Decoded::Ack(message) => session.dropped_acks.push(Stamped { at, message }),
                 Decoded::Hello(_) | Decoded::Welcome(_) => {}
             }
         }
@@ -410,6 +492,15 @@ impl Proxy {
         }
     }
 
+    /// Delivers the batches held back by [`Fault::DelayBatch`].
+    pub fn release(&self) {
+        for connection in &self.shared.state().open {
+            if connection.mode() == Mode::Holding {
+                connection.released.cancel();
+            }
+        }
+    }
+
     /// Returns a copy of every session so far, oldest first.
     pub fn sessions(&self) -> Vec<Session> {
         self.shared.state().sessions.clone()
@@ -462,11 +553,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let connection = {
             let mut state = shared.state();
-            state.sessions.push(Session::default());
+            let opened_at = state.tick();
+            state.sessions.push(Session { opened_at, ..Session::default() });
             let connection = Arc::new(Connection {
                 session: state.sessions.len() - 1,
                 closed: CancellationToken::new(),
-                blackholed: AtomicBool::new(false),
+                released: CancellationToken::new(),
+                mode: AtomicU8::new(Mode::Normal as u8),
             });
             state.open.push(connection.clone());
             connection
@@ -481,34 +574,59 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = upstream.set_nodelay(true);
         let (from_runtime, to_runtime) = inbound.into_split();
         let (from_collector, to_collector) = upstream.into_split();
-        tokio::spawn(pump(from_runtime, to_collector, Direction::ToCollector, connection.clone(), shared.clone()));
-        tokio::spawn(pump(from_collector, to_runtime, Direction::ToRuntime, connection, shared.clone()));
+        tokio::spawn(to_collector_pump(from_runtime, to_collector, connection.clone(), shared.clone()));
+        tokio::spawn(to_runtime_pump(from_collector, to_runtime, connection, shared.clone()));
     }
 }
 
-/// Forwards one direction of a connection frame by frame until either side closes or the
-/// connection is cut; then closes both directions.
-async fn pump(
+/// Splits the complete frames off the front of `buffer`.
+fn frames(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    while let Some(length) = complete_frame(buffer) {
+        frames.push(buffer.drain(..length).collect());
+    }
+    frames
+}
+
+/// Forwards the runtime's side of a connection to the collector frame by frame, until either
+/// side closes or the connection is cut; then closes both directions.
+async fn to_collector_pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
-    direction: Direction,
     connection: Arc<Connection>,
     shared: Arc<Shared>,
 ) {
     let mut buffer = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let mut reassembly = Reassembly::default();
-    let mut preface_left = if direction == Direction::ToCollector { PREFACE.len() } else { 0 };
+    let mut preface_left = PREFACE.len();
+    let mut held: Option<Vec<u8>> = None;
+    let mut runtime_gone = false;
     'connection: loop {
         let read = tokio::select! {
             () = connection.closed.cancelled() => break,
-            read = from.read(&mut chunk) => read,
+            () = connection.released.cancelled(), if held.is_some() => {
+                let Some(frame) = held.take() else { continue };
+                let messages = reassembly.preview(&frame);
+                shared.judge(&connection, Direction::ToCollector, &messages);
+                if to.write_all(&frame).await.is_err() {
+                    break;
+                }
+                connection.set_mode(Mode::Released);
+                continue;
+            }
+            read = from.read(&mut chunk), if !runtime_gone => read,
         };
         let n = match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
+            // A connection with a held batch outlives the runtime's side: it is the late path.
+            _ if matches!(connection.mode(), Mode::Holding | Mode::Released) => {
+                runtime_gone = true;
+                continue;
+            }
+            _ => break,
         };
-        if connection.blackholed.load(Ordering::SeqCst) {
+        if connection.mode() != Mode::Normal {
             continue;
         }
         buffer.extend_from_slice(&chunk[..n]);
@@ -519,18 +637,20 @@ async fn pump(
                 break;
             }
             preface_left -= take;
+            if preface_left > 0 {
+                continue;
+            }
         }
-        while preface_left == 0
-            && let Some(length) = complete_frame(&buffer)
-        {
-            if connection.blackholed.load(Ordering::SeqCst) {
-                buffer.clear();
+        for frame in frames(&mut buffer) {
+            if connection.mode() != Mode::Normal {
                 continue 'connection;
             }
-            let frame: Vec<u8> = buffer.drain(..length).collect();
             let messages = reassembly.preview(&frame);
-            let verdict =
-                if messages.is_empty() { Verdict::Forward } else { shared.judge(&connection, direction, &messages) };
+            let verdict = if messages.is_empty() {
+                Verdict::Forward
+            } else {
+                shared.judge(&connection, Direction::ToCollector, &messages)
+            };
             match verdict {
                 Verdict::Forward => {
                     if to.write_all(&frame).await.is_err() {
@@ -540,13 +660,78 @@ async fn pump(
                 }
                 Verdict::Truncate => {
                     let _ = to.write_all(&frame[..frame.len() - 1]).await;
-                    let _ = to.flush().await;
                     break 'connection;
                 }
                 Verdict::Cut => break 'connection,
                 Verdict::Blackhole => {
-                    connection.blackholed.store(true, Ordering::SeqCst);
-                    buffer.clear();
+                    connection.set_mode(Mode::Blackholed);
+                    continue 'connection;
+                }
+                Verdict::Hold => {
+                    held = Some(frame);
+                    connection.set_mode(Mode::Holding);
+                    continue 'connection;
+                }
+            }
+        }
+    }
+    connection.closed.cancel();
+}
+
+/// Forwards the collector's side of a connection to the runtime frame by frame, until either
+/// side closes or the connection is cut; then closes both directions. On the late path of a
+/// held batch it keeps reading after the runtime has gone, and closes once the collector has
+/// answered the released batch.
+async fn to_runtime_pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    connection: Arc<Connection>,
+    shared: Arc<Shared>,
+) {
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    let mut reassembly = Reassembly::default();
+    let mut runtime_gone = false;
+    'connection: loop {
+        let read = tokio::select! {
+            () = connection.closed.cancelled() => break,
+            read = from.read(&mut chunk) => read,
+        };
+        let n = match read {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        if connection.mode() == Mode::Blackholed {
+            continue;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        for frame in frames(&mut buffer) {
+            if connection.mode() == Mode::Blackholed {
+                continue 'connection;
+            }
+            let messages = reassembly.preview(&frame);
+            let verdict = if messages.is_empty() {
+                Verdict::Forward
+            } else {
+                shared.judge(&connection, Direction::ToRuntime, &messages)
+            };
+            match verdict {
+                Verdict::Forward | Verdict::Hold | Verdict::Truncate => {
+                    if !runtime_gone && to.write_all(&frame).await.is_err() {
+                        if !matches!(connection.mode(), Mode::Holding | Mode::Released) {
+                            break 'connection;
+                        }
+                        runtime_gone = true;
+                    }
+                    reassembly.take(&frame);
+                    if connection.mode() == Mode::Released && !messages.is_empty() {
+                        // The collector answered the late batch: the late path is done.
+                        break 'connection;
+                    }
+                }
+                Verdict::Cut => break 'connection,
+                Verdict::Blackhole => {
+                    connection.set_mode(Mode::Blackholed);
                     continue 'connection;
                 }
             }
