@@ -484,12 +484,16 @@ impl Proxy {
         self.shared.state().armed = Some(fault);
     }
 
-    /// Closes every open connection now.
+    /// Closes every open connection now, except the late path of a delayed batch, which closes
+    /// itself once the collector has answered.
     pub fn cut_all(&self) {
-        let open = std::mem::take(&mut self.shared.state().open);
-        for connection in open {
-            connection.closed.cancel();
+        let mut state = self.shared.state();
+        for connection in &state.open {
+            if !matches!(connection.mode(), Mode::Holding | Mode::Released) {
+                connection.closed.cancel();
+            }
         }
+        state.open.retain(|connection| !connection.closed.is_cancelled());
     }
 
     /// Delivers the batches held back by [`Fault::DelayBatch`].
@@ -542,7 +546,9 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
-        self.cut_all();
+        for connection in std::mem::take(&mut self.shared.state().open) {
+            connection.closed.cancel();
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::delivery::checker::{Tally, assert_publisher_order, settle};
 use crate::delivery::proxy::{Fault, Proxy, Session, WireReport};
-use crate::delivery::workload::{Client, Driver, History, Outcome};
+use crate::delivery::workload::{Client, Driver, History, Outcome, TURN};
 use crate::harness::wait_until;
 use crate::servers::{Collector, Runtime, RuntimeOptions};
 
@@ -247,7 +247,7 @@ async fn full_outbox_refuses_calls_then_recovers_by_itself() {
         assert!(answered <= BOUND, "the outbox holds at most {BOUND} events");
     }
     // Every call is refused now: a whole turn of the workload, reads and unauthenticated calls too.
-    for _ in 0..18 {
+    for _ in 0..TURN {
         let outcome = client.step().await;
         assert_eq!(outcome, Outcome::Unaudited, "every call is refused while the outbox is full");
     }

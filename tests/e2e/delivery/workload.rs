@@ -32,7 +32,7 @@ const BELL: &str =
 const RUNTIME_BACK: Duration = Duration::from_secs(60);
 
 /// Calls in one turn of the workload; every RPC of both services comes up once per turn.
-const TURN: u64 = 18;
+pub const TURN: u64 = 18;
 
 /// What a call got back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
