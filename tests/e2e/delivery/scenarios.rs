@@ -30,7 +30,7 @@ fn temp_dir() -> TempDir {
 /// answered call's event is stored, prints the counts and asserts them exact, per-publisher
 /// order, and every chain.
 async fn finish(scenario: &str, collector: &Collector, runtime: &Runtime, history: &History) -> Tally {
-    let mut last = Client::new(&format!("{scenario}-last"), &runtime.url(), history.clone());
+    let mut last = Client::new("final", &runtime.url(), history.clone());
     assert_eq!(last.probe().await, Outcome::Ok, "{scenario}: the runtime takes calls at the end");
     let calls = history.calls();
     let (stored, tally) = settle(collector, LOCATION, &calls).await;
