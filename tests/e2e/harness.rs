@@ -2,6 +2,9 @@
 //! port 0 and an address file, readiness through `grpc.health.v1`, a temporary data directory,
 //! and a kill on drop so no test leaves a server behind, even when it panics.
 //!
+//! Servers with an HTTP side (the collector's console and metrics) get `--http 127.0.0.1:0` and
+//! an HTTP address file too; restarts keep both ports.
+//!
 //! Child logs go to `<data dir>/<name>.log`; with `TEST_LOG` set (to a `RUST_LOG` filter, or
 //! empty for `info`) they go to this process's stderr instead.
 //!
@@ -20,9 +23,6 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// How long a server may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,12 +74,32 @@ pub struct ServerProcess {
     dir: PathBuf,
     child: Option<Child>,
     addr: SocketAddr,
+    /// The HTTP side's address, for servers started with one.
+    http: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts `binary` with `args` plus `--listen 127.0.0.1:0 --addr-file <dir>/<name>.addr`,
     /// and waits until it reports SERVING on gRPC health.
     pub async fn start(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
+        Self::start_inner(name, binary, args, dir, None).await
+    }
+
+    /// Starts a server that also has an HTTP side, like [`ServerProcess::start`] plus
+    /// `--http 127.0.0.1:0 --http-addr-file <dir>/<name>.http.addr` (the server writes that file
+    /// before its gRPC address file); [`ServerProcess::http_url`] then tells where it listens.
+    pub async fn start_with_http(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
+        let any_port = "127.0.0.1:0".parse().expect("a valid address");
+        Self::start_inner(name, binary, args, dir, Some(any_port)).await
+    }
+
+    async fn start_inner(
+        name: &str,
+        binary: PathBuf,
+        args: Vec<OsString>,
+        dir: &Path,
+        http: Option<SocketAddr>,
+    ) -> Self {
         let mut process = Self {
             name: name.to_owned(),
             binary,
@@ -87,6 +107,7 @@ impl ServerProcess {
             dir: dir.to_owned(),
             child: None,
             addr: "127.0.0.1:0".parse().expect("a valid address"),
+            http,
         };
         process.launch().await;
         process
@@ -96,6 +117,10 @@ impl ServerProcess {
         self.dir.join(format!("{}.addr", self.name))
     }
 
+    fn http_addr_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.http.addr", self.name))
+    }
+
     /// Launches the child on `self.addr` (port 0 the first time, the same port on restarts, so
     /// that clients configured with the address keep working).
     async fn launch(&mut self) {
@@ -103,6 +128,10 @@ impl ServerProcess {
         let _ = std::fs::remove_file(&addr_file);
         let mut command = Command::new(&self.binary);
         command.args(&self.args).arg("--listen").arg(self.addr.to_string()).arg("--addr-file").arg(&addr_file);
+        if let Some(http) = self.http {
+            let _ = std::fs::remove_file(self.http_addr_file());
+            command.arg("--http").arg(http.to_string()).arg("--http-addr-file").arg(self.http_addr_file());
+        }
         command.stdin(Stdio::null()).stdout(Stdio::null());
         match std::env::var("TEST_LOG") {
             Ok(filter) => {
@@ -131,10 +160,17 @@ impl ServerProcess {
         .await;
         self.addr = addr;
         self.child = Some(child);
+        if self.http.is_some() {
+            let http = qtrail_server::addr_file::read(&self.http_addr_file())
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("{name} wrote its address file but not its http address file"));
+            self.http = Some(http);
+        }
         let url = self.url();
         wait_until(&format!("{name} to report SERVING"), START_TIMEOUT, || {
             let url = url.clone();
-            async move { is_serving(&url).await.then_some(()) }
+            async move { qtrail_server::health::is_serving(&url).await.then_some(()) }
         })
         .await;
     }
@@ -147,6 +183,15 @@ impl ServerProcess {
     /// Returns the bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Returns the `http://` URL of the HTTP side (no trailing slash).
+    ///
+    /// # Panics
+    /// When the server was started without one.
+    pub fn http_url(&self) -> String {
+        let http = self.http.unwrap_or_else(|| panic!("{} was started without an http side", self.name));
+        format!("http://{http}")
     }
 
     /// Returns the process id while it runs.
@@ -197,10 +242,20 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Returns true when the server at `url` answers gRPC health with SERVING.
-pub async fn is_serving(url: &str) -> bool {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned()) else { return false };
-    let Ok(channel) = channel.connect_timeout(Duration::from_secs(1)).connect().await else { return false };
-    let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
-    response.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+/// Sends `GET url` and returns the status code and body (for `/metrics`, `/healthz`, pages).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = url.parse().unwrap_or_else(|err| panic!("bad url {url}: {err}"));
+    let response = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url}"))
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("read body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }

@@ -4,6 +4,10 @@
 // The modules form one test binary; `pub` marks the harness API the test modules share.
 #![allow(unreachable_pub)]
 
+mod console;
 mod delivery;
+mod grpcurl;
 mod harness;
 mod servers;
+mod up;
+mod webdriver;

@@ -75,6 +75,9 @@ pub enum OutputFormat {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a collector service (with a collector for the location), a runtime and the web
+    /// console on this machine, until Ctrl-C.
+    Up(UpArgs),
     /// Create and inspect collectors (needs an admin token).
     #[command(subcommand)]
     Collectors(CollectorsCommand),
@@ -87,6 +90,22 @@ pub enum Command {
     /// Query, tail, verify and export audit events (needs an auditor token).
     #[command(subcommand)]
     Events(EventsCommand),
+}
+
+/// Flags of `qtrail up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the runtime's gRPC server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7400")]
+    pub runtime_listen: String,
+
+    /// Address of the collector's gRPC server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7410")]
+    pub collector_listen: String,
+
+    /// Address of the web console and metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
+    pub console_listen: String,
 }
 
 /// `qtrail collectors …`

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod error;
 pub mod output;
 pub mod timearg;
+pub mod up;
 
 use std::io::Write;
 
@@ -23,11 +24,12 @@ use crate::error::CliError;
 /// # Errors
 /// Whatever ended the command unsuccessfully; [`CliError::exit_code`] gives its exit code.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let settings = Settings::resolve(&cli.global)?;
+    let global = cli.global;
     match cli.command {
-        Command::Collectors(command) => commands::collectors::run(command, &settings, out).await,
-        Command::Programs(command) => commands::programs::run(command, &settings, out).await,
-        Command::Jobs(command) => commands::jobs::run(command, &settings, out).await,
-        Command::Events(command) => commands::events::run(command, &settings, out).await,
+        Command::Up(args) => up::run(args, &global, out).await,
+        Command::Collectors(command) => commands::collectors::run(command, &Settings::resolve(&global)?, out).await,
+        Command::Programs(command) => commands::programs::run(command, &Settings::resolve(&global)?, out).await,
+        Command::Jobs(command) => commands::jobs::run(command, &Settings::resolve(&global)?, out).await,
+        Command::Events(command) => commands::events::run(command, &Settings::resolve(&global)?, out).await,
     }
 }

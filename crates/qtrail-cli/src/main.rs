@@ -4,11 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use qtrail_cli::cli::Cli;
+use qtrail_cli::cli::{Cli, Command};
 use qtrail_cli::error::CliError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only `up` runs services, whose logs matter; client commands stay quiet on stderr.
+    if matches!(cli.command, Command::Up(_)) {
+        qtrail_server::telemetry::init(false);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

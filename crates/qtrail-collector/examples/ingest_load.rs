@@ -3,6 +3,9 @@
 //! keeping up to the allowed number of batches unacknowledged.
 //!
 //! `cargo run --release -p qtrail-collector --example ingest_load -- STREAMS EVENTS BATCH`
+//!
+//! With `QTRAIL_LOAD_HTTP=1` the collector also serves its HTTP side, which installs the metrics
+//! recorder: comparing the two runs shows what recording metrics costs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let mut config = Config::for_test(dir.path(), tokens);
     config.cache_bytes = 64 * 1024 * 1024;
+    if std::env::var_os("QTRAIL_LOAD_HTTP").is_some() {
+        config.http = Some("127.0.0.1:0".parse()?);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -19,6 +19,9 @@ pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
 /// Default time that shutdown waits for clients to finish before it stops waiting.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
+/// Default lifetime of a console session: a working day, after which the auditor signs in again.
+pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
+
 /// Command-line flags of `qtrail-collector`.
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-collector", version, about = "Stores, chains and serves qtrail audit events")]
@@ -35,6 +38,16 @@ pub struct Args {
     /// File that receives the bound address once the server is ready.
     #[arg(long, env = "QTRAIL_COLLECTOR_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+    /// Address of the HTTP side (web console, `/metrics`, `/healthz`); none when absent.
+    #[arg(long, env = "QTRAIL_COLLECTOR_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// File that receives the HTTP side's bound address; written before `--addr-file`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_HTTP_ADDR_FILE", requires = "http")]
+    pub http_addr_file: Option<PathBuf>,
+    /// Minutes a console sign-in lasts.
+    #[arg(long, env = "QTRAIL_COLLECTOR_CONSOLE_SESSION_MINUTES", default_value_t = DEFAULT_CONSOLE_SESSION_MINUTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub console_session_minutes: u64,
     /// Log JSON lines instead of text.
     #[arg(long, env = "QTRAIL_LOG_JSON")]
     pub log_json: bool,
@@ -60,6 +73,13 @@ pub struct Config {
     pub tokens: Tokens,
     /// File that receives the bound address once the server is ready.
     pub addr_file: Option<PathBuf>,
+    /// Address of the HTTP side (console, metrics); `None` serves no HTTP. Port 0 picks a free
+    /// port, which `http_addr_file` and the log then tell.
+    pub http: Option<SocketAddr>,
+    /// File that receives the HTTP side's bound address, before `addr_file` is written.
+    pub http_addr_file: Option<PathBuf>,
+    /// How long a console sign-in lasts.
+    pub console_session_ttl: Duration,
     /// Store page cache in bytes.
     pub cache_bytes: usize,
     /// Most batches committed together in one transaction.
@@ -79,6 +99,9 @@ impl Config {
             data_dir: args.data_dir.clone(),
             tokens,
             addr_file: args.addr_file.clone(),
+            http: args.http,
+            http_addr_file: args.http_addr_file.clone(),
+            console_session_ttl: Duration::from_secs(args.console_session_minutes.saturating_mul(60)),
             cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
             group_commit_batches: usize::from(args.group_commit_batches),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
@@ -91,6 +114,9 @@ impl Config {
             data_dir: data_dir.into(),
             tokens,
             addr_file: None,
+            http: None,
+            http_addr_file: None,
+            console_session_ttl: Duration::from_secs(DEFAULT_CONSOLE_SESSION_MINUTES * 60),
             cache_bytes: 8 * 1024 * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),

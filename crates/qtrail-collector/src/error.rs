@@ -18,6 +18,14 @@ pub enum Error {
     /// The location has no collector (read side and admin).
     #[error("no collector for location `{0}`")]
     CollectorNotFound(String),
+    /// The location's chain holds no event at the position asked for.
+    #[error("no event at location_seq {location_seq} of location `{location}`")]
+    EventNotFound {
+        /// The location.
+        location: String,
+        /// The position asked for.
+        location_seq: u64,
+    },
     /// A collector already exists for the location.
     #[error("a collector for location `{0}` already exists")]
     CollectorExists(String),
@@ -61,6 +69,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::CollectorNotFound(_) => tonic::Status::not_found(message),
+            Error::EventNotFound { .. } => tonic::Status::not_found(message),
             Error::CollectorExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
+use crate::meters::{self, Open, Openable};
 use crate::store::{AppendBatch, EventStore, NewEvent};
 use crate::writer::{Sequence, WriterHandle};
 
@@ -68,6 +69,7 @@ impl Ingest {
         S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        let _open = Open::new(Openable::PublishStream);
         let mut session = Session {
             ingest: self,
             caller,
@@ -259,6 +261,7 @@ where
             warn!(publisher_id = %publisher.id, batch_seq, rejected = rejected.len(), "events rejected");
         }
         if events.is_empty() {
+            meters::batch_acknowledged(publisher.location.as_str(), 0, 0, rejected.len());
             let ack = proto::Ack { batch_seq, accepted: 0, duplicates: 0, rejected };
             self.pending.push_back(Box::pin(async move { Ok(ack) }));
             return Ok(());
@@ -270,11 +273,13 @@ where
             events,
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
+        let location = publisher.location.clone();
         self.pending.push_back(Box::pin(async move {
             let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;
             let mut all_rejected = rejected;
             all_rejected.extend(outcome.rejected);
             all_rejected.sort_by_key(|event| event.seq);
+            meters::batch_acknowledged(location.as_str(), outcome.accepted, outcome.duplicates, all_rejected.len());
             Ok(proto::Ack {
                 batch_seq,
                 accepted: outcome.accepted,

@@ -6,17 +6,21 @@
 //! ([`store`]), and serves auditors: queries, tails, chain verification ([`chain`]) and exports
 //! ([`query`]). Tokens with roles guard each service ([`tokens`]).
 //!
-//! [`run`] serves everything on one listener until its shutdown future completes, then stops
-//! accepting, lets Publish streams acknowledge the batches they have, ends tails, waits for the
-//! writer to commit what is queued, and closes the store.
+//! [`run`] serves gRPC on one listener and, when configured, an HTTP side with the web console
+//! ([`console`]), Prometheus metrics ([`meters`]) and `/healthz` on another, until its shutdown
+//! future completes; then it stops accepting on both, lets Publish streams acknowledge the
+//! batches they have, ends tails and live views, waits for the writer to commit what is queued,
+//! and closes the store.
 
 pub mod chain;
 pub mod config;
+mod console;
 pub mod error;
 pub mod filter;
 mod grpc;
 pub mod ingest;
 mod lifecycle;
+mod meters;
 pub mod query;
 pub mod registry;
 pub mod store;
@@ -55,6 +59,17 @@ use crate::writer::{COMMITTED_BUFFER, Writer};
 /// address file cannot be written, or the server fails.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let local_addr = listener.local_addr().context("failed to read the bound address")?;
+    // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
+    let http_listener = match config.http {
+        Some(addr) => {
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("failed to listen for http on {addr}"))?;
+            // Install the recorder before the first metric, or what is recorded now is lost.
+            qtrail_server::http::prometheus();
+            Some(listener)
+        }
+        None => None,
+    };
     let store: Arc<dyn EventStore> = Arc::new(
         RedbStore::open(&config.data_dir, config.cache_bytes)
             .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
@@ -68,14 +83,40 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         warn!("the tokens file lists no tokens: every call except health and reflection will be refused");
     }
     let tokens = Arc::new(config.tokens);
+    let registry = registry::Registry::new(store.clone());
+    match registry.list().await {
+        Ok(collectors) => {
+            for collector in collectors {
+                meters::events_stored(&collector.location, collector.event_count);
+            }
+        }
+        Err(err) => warn!(error = %err, "failed to read the collectors for metrics"),
+    }
+    let query = query::Query::new(store.clone(), committed, lifecycle.clone());
 
-    let admin = AdminService { registry: registry::Registry::new(store.clone()) };
+    // The HTTP side: metrics, health and the console, over the same service code as gRPC.
+    let http = match http_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().context("failed to read the bound http address")?;
+            let console = console::Console {
+                query: query.clone(),
+                registry: registry.clone(),
+                tokens: tokens.clone(),
+                sessions: console::Sessions::new(config.console_session_ttl, console::MAX_SESSIONS),
+                tasks: tasks.clone(),
+            };
+            let router = qtrail_server::http::base_router().merge(console::router(console));
+            Some((listener, addr, router))
+        }
+        None => None,
+    };
+
+    let admin = AdminService { registry };
     let ingest = IngestService {
         ingest: ingest::Ingest::new(store.clone(), writer_handle, lifecycle.clone()),
         tasks: tasks.clone(),
     };
-    let query =
-        QueryService { query: query::Query::new(store.clone(), committed, lifecycle.clone()), tasks: tasks.clone() };
+    let query = QueryService { query, tasks: tasks.clone() };
     let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
     let ingest = InterceptedService::new(
         IngestServer::new(ingest)
@@ -97,26 +138,57 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(ingest)
         .add_service(query);
 
-    // The listener is bound and every service is SERVING: connections made from now on queue
-    // until the server accepts them, so this is the moment to tell whoever waits.
-    if let Some(addr_file) = &config.addr_file
-        && let Err(err) = qtrail_server::addr_file::write(addr_file, local_addr)
-    {
-        writer.stop().await;
-        return Err(err).with_context(|| format!("failed to write the address file {}", addr_file.display()));
+    // The listeners are bound and every service is SERVING: connections made from now on queue
+    // until the server accepts them, so this is the moment to tell whoever waits. The HTTP
+    // address goes first, so that whoever sees the gRPC address file finds both.
+    let addr_files = [
+        (config.http_addr_file.as_ref(), http.as_ref().map(|(_, addr, _)| *addr)),
+        (config.addr_file.as_ref(), Some(local_addr)),
+    ];
+    for (file, addr) in addr_files {
+        let (Some(file), Some(addr)) = (file, addr) else {
+            continue;
+        };
+        if let Err(err) = qtrail_server::addr_file::write(file, addr) {
+            writer.stop().await;
+            return Err(err).with_context(|| format!("failed to write the address file {}", file.display()));
+        }
     }
     info!(addr = %local_addr, data_dir = %config.data_dir.display(), "collector listening");
-
+    // Either server ending, by the shutdown signal or by failing, stops the other one too.
+    let http_serve = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            let Some((listener, addr, router)) = http else {
+                return Ok(());
+            };
+            info!(addr = %addr, console = %format!("http://{addr}/"), "console and metrics listening");
+            let stopping = lifecycle.clone();
+            let served = qtrail_server::http::serve(listener, router, async move { stopping.stopping().await }).await;
+            lifecycle.stop();
+            served
+        }
+    };
     let signal = {
         let lifecycle = lifecycle.clone();
         async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = lifecycle.stopping() => {}
+            }
             info!("shutting down: acknowledging in-flight batches, ending streams");
             health.set_not_serving::<IngestServer<IngestService>>().await;
             lifecycle.stop();
         }
     };
-    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    let serve = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal).await;
+            lifecycle.stop();
+            served
+        }
+    };
     let grace = config.shutdown_grace;
     let grace_over = {
         let lifecycle = lifecycle.clone();
@@ -127,11 +199,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     };
     // Connections close once their calls end; a client that stops reading could hold one open
     // forever, so after the grace period the collector stops waiting for it.
-    let served = tokio::select! {
-        served = serve => served,
+    let (served, http_served) = tokio::select! {
+        served = async { tokio::join!(serve, http_serve) } => served,
         () = grace_over => {
             warn!(grace_secs = grace.as_secs_f64(), "connections still open after the grace period, closing anyway");
-            Ok(())
+            (Ok(()), Ok(()))
         }
     };
     // Streams end on `stop`; wait for them, so that every Ack is sent and nothing else submits
@@ -142,6 +214,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     writer.stop().await;
     drop(store);
     served.context("gRPC server failed")?;
+    http_served.context("http server failed")?;
     info!("collector stopped");
     Ok(())
 }

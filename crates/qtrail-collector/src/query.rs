@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
+use crate::meters::{Open, Openable};
 use crate::registry::{parse_location, require_collector};
 use crate::store::{EventStore, StoreError};
 use crate::writer::Committed;
@@ -120,6 +121,7 @@ impl Query {
     /// Streams the tail's history, then live events, to `out` until the receiver goes away or the
     /// collector shuts down.
     pub(crate) async fn tail(self, mut tail: Tail, out: mpsc::Sender<Result<proto::TailEventsResponse>>) {
+        let _open = Open::new(Openable::Tail);
         if let Err(err) = self.follow(&mut tail, &out).await {
             self.lifecycle.send(&out, Err(err)).await;
         }
@@ -259,6 +261,25 @@ impl Query {
         Ok(())
     }
 
+    /// Returns the event at position `location_seq` of a location.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad location or position 0, [`Error::CollectorNotFound`],
+    /// [`Error::EventNotFound`] when the chain holds no event there.
+    pub(crate) async fn event(&self, location: &str, location_seq: u64) -> Result<proto::StoredEvent> {
+        let location = parse_location(location)?;
+        if location_seq == 0 {
+            return Err(Error::invalid("invalid location_seq 0: positions start at 1"));
+        }
+        require_collector(&self.store, location.clone()).await?;
+        let store = self.store.clone();
+        let lookup = location.clone();
+        let record = blocking(move || Ok(store.events(&lookup, location_seq, 1)?.into_iter().next())).await?;
+        record
+            .filter(|record| record.location_seq == location_seq)
+            .ok_or_else(|| Error::EventNotFound { location: location.to_string(), location_seq })
+    }
+
     /// Returns the publishers of a location with their gaps.
     ///
     /// # Errors
@@ -318,16 +339,24 @@ enum ExportFormat {
     CadfJson,
 }
 
+/// Returns the event of a stored record in its model form, which the export formats need.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the record holds no event or one that no longer validates.
+pub(crate) fn decode(record: &proto::StoredEvent) -> Result<AuditEvent> {
+    let corrupt = |detail: String| {
+        Error::Store(StoreError::Corrupt(format!(
+            "event at location_seq {} of location `{}` {detail}",
+            record.location_seq, record.location
+        )))
+    };
+    let wire = record.event.clone().ok_or_else(|| corrupt("is missing".into()))?;
+    AuditEvent::try_from(wire).map_err(|err| corrupt(format!("no longer validates: {err}")))
+}
+
 impl ExportFormat {
     fn line(self, record: &proto::StoredEvent) -> Result<String> {
-        let corrupt = |detail: String| {
-            Error::Store(StoreError::Corrupt(format!(
-                "event at location_seq {} of location `{}` {detail}",
-                record.location_seq, record.location
-            )))
-        };
-        let wire = record.event.clone().ok_or_else(|| corrupt("is missing".into()))?;
-        let event = AuditEvent::try_from(wire).map_err(|err| corrupt(format!("no longer validates: {err}")))?;
+        let event = decode(record)?;
         Ok(match self {
             ExportFormat::AtJson => qtrail_cadf::at_json::to_string(&event),
             ExportFormat::CadfJson => qtrail_cadf::cadf_json::to_string(&event),

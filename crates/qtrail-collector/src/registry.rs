@@ -54,6 +54,7 @@ impl Registry {
             Err(err) => Err(err.into()),
         })
         .await?;
+        crate::meters::events_stored(location.as_str(), 0);
         info!(location = %location, token = %caller, "collector created");
         Ok(collector)
     }

@@ -20,6 +20,7 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error};
 
+use crate::meters;
 use crate::store::{AppendBatch, AppendOutcome, EventStore, StoreError};
 
 /// Batches that may wait for the writer before senders have to wait too.
@@ -183,10 +184,16 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
     let started = std::time::Instant::now();
     match store.append(batches, now()) {
         Ok(outcomes) => {
-            debug!(batches = group, events, micros = started.elapsed().as_micros(), "group committed");
+            let took = started.elapsed();
+            debug!(batches = group, events, micros = took.as_micros(), "group committed");
+            meters::group_committed(group, events, took);
+            if let Some(bytes) = store.file_bytes() {
+                meters::store_bytes(bytes);
+            }
             for (((_, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 let records = std::mem::take(&mut outcome.stored);
-                if !records.is_empty() {
+                if let Some(last) = records.last() {
+                    meters::events_stored(&location, last.location_seq);
                     // No receivers just means nobody is tailing.
                     let _ = committed.send(Arc::new(Committed { location, records }));
                 }
@@ -195,6 +202,7 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
         }
         Err(err) => {
             error!(error = %err, batches = group, events, "group commit failed, nothing stored");
+            meters::group_failed();
             for (sequence, reply) in replies {
                 // Before anything else is committed, so that no later batch of these streams is.
                 sequence.set_broken();
@@ -234,6 +242,9 @@ mod tests {
             create_time: Timestamp,
         ) -> Result<proto::Collector, StoreError> {
             self.inner.create_collector(location, create_time)
+        }
+        fn file_bytes(&self) -> Option<u64> {
+            self.inner.file_bytes()
         }
         fn collector(&self, location: &Location) -> Result<Option<proto::Collector>, StoreError> {
             self.inner.collector(location)

@@ -97,6 +97,44 @@ async fn serves_until_sigterm_then_exits_zero() {
     assert_eq!(again.unwrap_err().code(), tonic::Code::AlreadyExists);
 }
 
+#[tokio::test]
+async fn the_http_flag_serves_the_console_and_metrics_next_to_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokens(&dir.path().join("tokens.toml"), "admin");
+    let http_addr_file = dir.path().join("http.addr");
+    let mut command = command(dir.path());
+    // The environment variable is what `qtrail up` and service managers use.
+    command.env("QTRAIL_COLLECTOR_HTTP", "127.0.0.1:0").arg("--http-addr-file").arg(&http_addr_file);
+    let _process = Process(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let addr_file = dir.path().join("addr");
+    assert!(
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await
+    );
+    // Written before the gRPC address file, so whoever waits for that one finds both.
+    let http_addr = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("the http address");
+    let client = common::http::HttpClient::new(http_addr);
+    assert_eq!(client.get("/healthz").await.body, "ok\n");
+    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
+    admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
+    let metrics = client.get("/metrics").await.body;
+    assert!(metrics.contains("qtrail_collector_events_stored{location=\"us-east\"} 0"), "{metrics}");
+    let page = client.get("/").await;
+    assert!(page.body.contains("qtrail console") && page.header("content-security-policy").contains("'self'"));
+    assert_eq!(client.get("/api/collectors").await.status, 401);
+
+    // A taken HTTP port stops start-up and says which.
+    let second = tempfile::tempdir().unwrap();
+    write_tokens(&second.path().join("tokens.toml"), "admin");
+    let output = self::command(second.path()).arg("--http").arg(http_addr.to_string()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("failed to listen for http on {http_addr}")), "{stderr}");
+    assert!(!second.path().join("addr").exists());
+}
+
 #[test]
 fn a_bad_tokens_file_stops_start_up_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();

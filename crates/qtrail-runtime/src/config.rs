@@ -2,6 +2,7 @@
 //! environment variable.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Config {
     /// File that receives the bound address once the server is ready.
     #[arg(long, env = "QTRAIL_RUNTIME_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+    /// Address of the HTTP side (`/metrics`, `/healthz`); none when unset.
+    #[arg(long, env = "QTRAIL_RUNTIME_HTTP")]
+    pub http: Option<SocketAddr>,
     /// Operator account: the log source account of events whose caller is unknown.
     #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = "qtrail")]
     pub account: String,
@@ -99,6 +103,7 @@ impl Config {
             principals,
             data_dir,
             addr_file: None,
+            http: None,
             account: "qtrail".to_owned(),
             max_concurrent_jobs: 2,
             outbox_max_events: 100_000,

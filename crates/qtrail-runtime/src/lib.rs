@@ -18,6 +18,7 @@ pub mod executor;
 pub mod grpc;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
 use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
 use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -71,6 +73,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     publishing.backoff_initial = publishing.backoff_initial.min(publishing.backoff_max);
     publishing.ack_timeout = Duration::from_millis(config.publish_ack_timeout_ms);
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
+    let http_listener = match config.http {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for --http"))?)
+        }
+        None => None,
+    };
 
     let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
     for job_id in &requeued {
@@ -78,6 +86,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
     let service = Arc::new(RuntimeService::new(store, outbox.clone(), auditor, executor.clone()));
+    let background = CancellationToken::new();
+    let sources = telemetry::Sources { publisher: publisher.stats(), outbox: outbox.clone(), service: service.clone() };
+    let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));
+    let http_task = http_listener.map(|listener| {
+        let router = qtrail_server::http::base_router();
+        tokio::spawn(qtrail_server::http::serve(listener, router, background.clone().cancelled_owned()))
+    });
     let calls = TaskTracker::new();
     let grpc = Grpc::new(service, Arc::new(principals), calls.clone());
 
@@ -115,6 +130,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     calls.wait().await;
     executor.shutdown().await;
     let flushed = publisher.shutdown(config.shutdown_flush()).await;
+    background.cancel();
+    let _ = metrics_task.await;
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(error = %err, "http side failed"),
+            Err(err) => warn!(error = %err, "http side panicked"),
+        }
+    }
     let queued = outbox.depth().map(|depth| depth.events).unwrap_or_default();
     if flushed {
         info!("runtime stopped, audit outbox empty");

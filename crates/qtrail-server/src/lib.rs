@@ -7,6 +7,7 @@
 pub mod addr_file;
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod reflection;
 pub mod shutdown;

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::harness::{is_serving, wait_until};
+use crate::harness::wait_until;
 use crate::servers::{ALICE_KEY, BOB_KEY, lazy_channel};
 
 /// A two-qubit Bell circuit: small enough that jobs finish within a few calls.
@@ -313,7 +313,7 @@ impl Client {
             let url = self.url.clone();
             wait_until("the runtime to serve again", RUNTIME_BACK, || {
                 let url = url.clone();
-                async move { is_serving(&url).await.then_some(()) }
+                async move { qtrail_server::health::is_serving(&url).await.then_some(()) }
             })
             .await;
         }

@@ -230,9 +230,22 @@ fn event_row(stored: &StoredEvent) -> Vec<String> {
             .map(|s| s.as_str_name().trim_start_matches("SEVERITY_").to_lowercase())
             .unwrap_or_default(),
         name_or(initiator.name, initiator.id),
-        name_or(target.name, target.id),
+        target_label(target.name, &target.id),
         event.message,
     ]
+}
+
+/// Returns how a target reads in a table: its name, else its resource id, else (for a list or a
+/// failed create, which target the whole service instance) `instance <id>`.
+fn target_label(name: String, crn: &str) -> String {
+    if !name.is_empty() {
+        return name;
+    }
+    match crn.parse::<qtrail_cadf::Crn>() {
+        Ok(crn) if crn.is_instance() => format!("instance {}", crn.service_instance()),
+        Ok(crn) => crn.resource_id().to_owned(),
+        Err(_) => crn.to_owned(),
+    }
 }
 
 fn print_events(output: OutputFormat, events: &[StoredEvent], next: &str, out: &mut dyn Write) -> Result<(), CliError> {

@@ -26,7 +26,7 @@
 //! from 51–55k to 33k events/s and ingest averaged 38k/s; bucketed, the writer stayed at
 //! 58–61k/s and ingest averaged 55k/s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 use prost_types::Timestamp;
@@ -106,6 +106,8 @@ pub struct RedbStore {
     db: Database,
     /// Index bucket width (see the module docs), fixed when the file is created.
     bucket_bits: u32,
+    /// The store file, for its size.
+    path: PathBuf,
 }
 
 macro_rules! backend_errors {
@@ -180,7 +182,7 @@ impl RedbStore {
             }
         };
         txn.commit()?;
-        Ok(Self { db, bucket_bits })
+        Ok(Self { db, bucket_bits, path })
     }
 
     fn begin_durable_write(&self) -> Result<WriteTransaction> {
@@ -252,6 +254,10 @@ impl EventStore for RedbStore {
         };
         txn.commit()?;
         Ok(collector)
+    }
+
+    fn file_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|metadata| metadata.len())
     }
 
     fn collector(&self, location: &Location) -> Result<Option<proto::Collector>> {

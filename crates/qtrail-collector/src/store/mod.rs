@@ -110,6 +110,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// location see exactly one success.
     fn create_collector(&self, location: &Location, create_time: Timestamp) -> Result<proto::Collector>;
 
+    /// Returns the size of the store on disk in bytes, when it has one and it can be read.
+    fn file_bytes(&self) -> Option<u64>;
+
     /// Returns the collector of `location`, if any.
     fn collector(&self, location: &Location) -> Result<Option<proto::Collector>>;
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub fn tokens() -> Tokens {
 /// A collector served in-process on an ephemeral port.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Address of the HTTP side, when started with one.
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -59,7 +63,29 @@ impl TestServer {
         let handle = tokio::spawn(qtrail_collector::run(listener, config, async move {
             let _ = signal.await;
         }));
-        Self { addr, data_dir, shutdown: Some(shutdown), handle: Some(handle) }
+        Self { addr, http_addr: None, data_dir, shutdown: Some(shutdown), handle: Some(handle) }
+    }
+
+    /// Starts a collector over `data_dir` with its HTTP side (console, metrics) on a free port.
+    pub async fn start_with_http(data_dir: &Path) -> Self {
+        let addr_file = data_dir.join("http.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut config = Config::for_test(data_dir, tokens());
+        config.http = Some("127.0.0.1:0".parse().expect("an address"));
+        config.http_addr_file = Some(addr_file.clone());
+        let mut server = Self::start_with(config).await;
+        let written = wait_until(Duration::from_secs(30), || async {
+            qtrail_server::addr_file::read(&addr_file).ok().flatten().is_some()
+        })
+        .await;
+        assert!(written, "the http address file is written");
+        server.http_addr = qtrail_server::addr_file::read(&addr_file).expect("readable address file");
+        server
+    }
+
+    /// Returns an HTTP client of the HTTP side, not signed in.
+    pub fn http(&self) -> http::HttpClient {
+        http::HttpClient::new(self.http_addr.expect("started with an http side"))
     }
 
     /// Asks the collector to shut down and waits until it has.

@@ -291,3 +291,43 @@ async fn a_call_whose_event_cannot_be_recorded_fails_unavailable_and_changes_not
     assert_eq!(outbox.depth().unwrap().events, 1, "only the working service's list left an event");
     executor.shutdown().await;
 }
+
+/// Returns the value of metric `name` of the runtime whose publisher id starts with
+/// `runtime-inst-metrics-` in the Prometheus text. Other tests' runtimes in this process report
+/// into the same registry under their own publisher label.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{publisher=\"runtime-inst-metrics-");
+    text.lines().filter(|line| line.starts_with(&prefix)).find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_outbox_filling_and_draining() {
+    let prometheus = qtrail_server::http::prometheus();
+    let mut runtime = TestRuntime::start_with(false, |config| config.instance = "inst-metrics".into()).await;
+    let correlations = some_calls(&runtime).await;
+    let waiting = correlations.len() as f64;
+    let filled = wait_until(|| {
+        let text = prometheus.render();
+        let filled = metric(&text, "qtrail_runtime_outbox_events") == Some(waiting)
+            && metric(&text, "qtrail_runtime_outbox_oldest_age_seconds").is_some()
+            && metric(&text, "qtrail_runtime_publisher_connected") == Some(0.0);
+        std::future::ready(filled)
+    })
+    .await;
+    assert!(filled, "the outbox depth in /metrics: {}", prometheus.render());
+
+    runtime.start_collector().await;
+    let drained = wait_until(|| {
+        let text = prometheus.render();
+        let drained = metric(&text, "qtrail_runtime_outbox_events") == Some(0.0)
+            && metric(&text, "qtrail_runtime_events_acked_total").is_some_and(|acked| acked >= waiting)
+            && metric(&text, "qtrail_runtime_publisher_connected") == Some(1.0);
+        std::future::ready(drained)
+    })
+    .await;
+    assert!(drained, "the outbox draining in /metrics: {}", prometheus.render());
+    let text = prometheus.render();
+    assert_eq!(metric(&text, "qtrail_runtime_outbox_capacity_events"), Some(100_000.0));
+    assert!(text.contains("qtrail_runtime_calls_refused_total{publisher=\"runtime-inst-metrics-"), "{text}");
+    runtime.stop().await.unwrap();
+}

@@ -1,0 +1,409 @@
+//! `qtrail up`: the whole system on one machine, in this process, on the embedded store — a
+//! collector service with the location's collector, a runtime in that location, and the HTTP
+//! side (console and metrics) — until Ctrl-C.
+//!
+//! Each service is configured by parsing the same flags its own binary takes, so `up` runs
+//! exactly what `qtrail-collector` and `qtrail-runtime` would (and honours their
+//! `QTRAIL_COLLECTOR_*` / `QTRAIL_RUNTIME_*` environment variables for settings it leaves
+//! alone).
+//!
+//! The data directory holds, besides the two stores, the dev credentials written on first run
+//! (random, mode 0600) and reused afterwards, and `up.json`, written once every server is ready
+//! and removed on a clean exit: the handshake for scripts, tests and the other `qtrail`
+//! commands.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use qtrail_cadf::Location;
+use qtrail_proto::qtrail::audit::v1::CreateCollectorRequest;
+use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GlobalArgs, UpArgs};
+use crate::connect::{UP_FILE, UpInfo, authorized};
+use crate::error::CliError;
+
+/// Location `up` runs when `--location` is not given.
+pub const DEFAULT_LOCATION: &str = "us-east";
+
+/// Service instance id of the local runtime.
+const INSTANCE: &str = "qtrail-local";
+
+/// How long each server may take to report SERVING.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The dev credentials of one data directory.
+#[derive(Debug)]
+struct DevCredentials {
+    api_key: String,
+    second_api_key: String,
+    publisher_token: String,
+    auditor_token: String,
+    admin_token: String,
+}
+
+/// The flags of `qtrail-runtime`, parsed in-process.
+#[derive(Debug, Parser)]
+struct RuntimeFlags {
+    #[command(flatten)]
+    config: qtrail_runtime::Config,
+}
+
+/// Runs the services until Ctrl-C (SIGINT) or SIGTERM, then shuts them down in order: the
+/// runtime first, so its publisher can flush the outbox into the still-running collector.
+///
+/// # Errors
+/// Bad flags, an address in use, unusable files in the data directory, or a service that fails
+/// to start.
+pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let location_name = global.location.as_deref().unwrap_or(DEFAULT_LOCATION);
+    let location: Location =
+        location_name.parse().map_err(|err| CliError::Usage(format!("--location `{location_name}`: {err}")))?;
+    let dir = global.data_dir.clone();
+    create_private_dir(&dir)?;
+    let credentials = DevCredentials::load_or_create(&dir)?;
+
+    let collector_listener = bind("--collector-listen", &args.collector_listen).await?;
+    let runtime_listener = bind("--runtime-listen", &args.runtime_listen).await?;
+    let console_addr: SocketAddr = args.console_listen.parse().map_err(|_| {
+        CliError::Usage(format!("--console-listen: `{}` is not an address such as 127.0.0.1:7480", args.console_listen))
+    })?;
+    let collector_url = url_of(&collector_listener)?;
+    let runtime_url = url_of(&runtime_listener)?;
+
+    let stop_collector = CancellationToken::new();
+    let stop_runtime = CancellationToken::new();
+
+    // The collector serves the console and /metrics itself; the address file tells us which
+    // port it got when --console-listen asks for port 0.
+    let console_addr_file = dir.join("console.addr");
+    let _ = std::fs::remove_file(&console_addr_file);
+    let collector_config = collector_config(&dir, console_addr, &console_addr_file)?;
+    let mut collector = tokio::spawn(qtrail_collector::run(
+        collector_listener,
+        collector_config,
+        stop_collector.clone().cancelled_owned(),
+    ));
+    wait_ready("collector", &collector_url, &mut collector).await?;
+    let console_url = match qtrail_server::addr_file::read(&console_addr_file) {
+        Ok(Some(addr)) => format!("http://{addr}"),
+        _ => return Err(CliError::Usage("the collector did not report its console address".into())),
+    };
+    create_collector(&collector_url, &credentials.admin_token, location.as_str()).await?;
+
+    let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
+    let mut runtime =
+        tokio::spawn(qtrail_runtime::run(runtime_listener, runtime_config, stop_runtime.clone().cancelled_owned()));
+    wait_ready("runtime", &runtime_url, &mut runtime).await?;
+
+    let info = UpInfo {
+        runtime: runtime_url,
+        collector: collector_url,
+        console: console_url,
+        location: location.to_string(),
+        api_key: credentials.api_key.clone(),
+        auditor_token: credentials.auditor_token.clone(),
+        admin_token: credentials.admin_token.clone(),
+    };
+    write_private(&dir.join(UP_FILE), &serde_json::to_vec_pretty(&info).unwrap_or_default())?;
+    print_banner(out, &info, &credentials, &dir)?;
+    out.flush()?;
+
+    // Run until a signal, or until a service stops on its own (which is an error).
+    let failure = tokio::select! {
+        () = qtrail_server::shutdown::signal() => None,
+        result = &mut collector => Some(("collector", flatten(result))),
+        result = &mut runtime => Some(("runtime", flatten(result))),
+    };
+    let _ = std::fs::remove_file(dir.join(UP_FILE));
+    writeln!(out, "shutting down")?;
+
+    stop_runtime.cancel();
+    let runtime_result = if runtime.is_finished() && failure.is_some() { Ok(()) } else { flatten(runtime.await) };
+    stop_collector.cancel();
+    let collector_result = if collector.is_finished() && failure.is_some() { Ok(()) } else { flatten(collector.await) };
+
+    if let Some((service, Err(err))) = failure {
+        return Err(CliError::Usage(format!("the {service} stopped: {err:#}")));
+    }
+    if let Some((service, Ok(()))) = failure {
+        return Err(CliError::Usage(format!("the {service} stopped unexpectedly")));
+    }
+    runtime_result.map_err(|err| CliError::Usage(format!("runtime: {err:#}")))?;
+    collector_result.map_err(|err| CliError::Usage(format!("collector: {err:#}")))?;
+    writeln!(out, "stopped")?;
+    Ok(())
+}
+
+fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.map_err(anyhow::Error::from).and_then(|inner| inner)
+}
+
+impl DevCredentials {
+    /// Reads the credentials from `principals.toml` and `tokens.toml` in `dir`, writing both
+    /// with fresh random secrets first if neither exists yet.
+    fn load_or_create(dir: &Path) -> Result<Self, CliError> {
+        let principals = dir.join("principals.toml");
+        let tokens = dir.join("tokens.toml");
+        match (principals.exists(), tokens.exists()) {
+            (true, true) => Self::load(&principals, &tokens),
+            (false, false) => {
+                let credentials = Self {
+                    api_key: random_secret("qk"),
+                    second_api_key: random_secret("qk"),
+                    publisher_token: random_secret("qt"),
+                    auditor_token: random_secret("qt"),
+                    admin_token: random_secret("qt"),
+                };
+                write_private(&principals, credentials.principals_toml().as_bytes())?;
+                write_private(&tokens, credentials.tokens_toml().as_bytes())?;
+                Ok(credentials)
+            }
+            _ => Err(CliError::Usage(format!(
+                "{} holds only one of principals.toml and tokens.toml: restore the other or remove both",
+                dir.display()
+            ))),
+        }
+    }
+
+    fn principals_toml(&self) -> String {
+        format!(
+            "# Dev principals of `qtrail up` (runtime --principals). Secrets: keep this file private.\n\n\
+             [[principal]]\napi_key = \"{}\"\niam_id = \"IBMid-dev-alice\"\nname = \"alice@example.com\"\naccount = \"acc-alice\"\n\n\
+             [[principal]]\napi_key = \"{}\"\niam_id = \"IBMid-dev-bob\"\nname = \"bob@example.com\"\naccount = \"acc-bob\"\n",
+            self.api_key, self.second_api_key
+        )
+    }
+
+    fn tokens_toml(&self) -> String {
+        format!(
+            "# Dev tokens of `qtrail up` (collector --tokens). Secrets: keep this file private.\n\n\
+             [[token]]\ntoken = \"{}\"\nrole = \"publisher\"\nname = \"runtime-local\"\n\n\
+             [[token]]\ntoken = \"{}\"\nrole = \"auditor\"\nname = \"auditor-local\"\n\n\
+             [[token]]\ntoken = \"{}\"\nrole = \"admin\"\nname = \"admin-local\"\n",
+            self.publisher_token, self.auditor_token, self.admin_token
+        )
+    }
+
+    /// Reads existing files: the first two principals' keys and the first token of each role.
+    fn load(principals: &Path, tokens: &Path) -> Result<Self, CliError> {
+        let principals_table = read_toml(principals)?;
+        let keys: Vec<String> = principals_table
+            .get("principal")
+            .and_then(toml::Value::as_array)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e.get("api_key").and_then(toml::Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tokens_table = read_toml(tokens)?;
+        let token_of = |role: &str| -> Result<String, CliError> {
+            tokens_table
+                .get("token")
+                .and_then(toml::Value::as_array)
+                .and_then(|entries| entries.iter().find(|e| e.get("role").and_then(toml::Value::as_str) == Some(role)))
+                .and_then(|e| e.get("token").and_then(toml::Value::as_str))
+                .map(str::to_owned)
+                .ok_or_else(|| CliError::Usage(format!("{} has no token with role `{role}`", tokens.display())))
+        };
+        let api_key = keys
+            .first()
+            .cloned()
+            .ok_or_else(|| CliError::Usage(format!("{} lists no principal", principals.display())))?;
+        Ok(Self {
+            second_api_key: keys.get(1).cloned().unwrap_or_default(),
+            api_key,
+            publisher_token: token_of("publisher")?,
+            auditor_token: token_of("auditor")?,
+            admin_token: token_of("admin")?,
+        })
+    }
+}
+
+fn read_toml(path: &Path) -> Result<toml::Table, CliError> {
+    qtrail_server::config::load_toml(path).map_err(|err| CliError::Usage(err.to_string()))
+}
+
+/// Returns `<prefix>_<64 hex digits>`: 256 random bits, recognisable by its prefix in a leak scan.
+fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| CliError::File { path: dir.display().to_string(), source })
+}
+
+/// Writes `bytes` to `path` readable by the owner only (mode 0600, also when replacing).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let file_error = |source| CliError::File { path: path.display().to_string(), source };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut file: File =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(file_error)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(file_error)?;
+    std::fs::rename(&temporary, path).map_err(file_error)
+}
+
+async fn bind(flag: &str, addr: &str) -> Result<TcpListener, CliError> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| CliError::Usage(format!("{flag}: `{addr}` is not an address such as 127.0.0.1:7400")))?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|err| CliError::Usage(format!("{flag}: cannot listen on {addr}: {err} (pass another {flag})")))
+}
+
+fn url_of(listener: &TcpListener) -> Result<String, CliError> {
+    let addr = listener.local_addr().map_err(CliError::Output)?;
+    Ok(format!("http://{addr}"))
+}
+
+fn collector_config(
+    dir: &Path,
+    console: SocketAddr,
+    console_addr_file: &Path,
+) -> Result<qtrail_collector::config::Config, CliError> {
+    let data_dir = dir.join("collector");
+    let tokens = dir.join("tokens.toml");
+    let console = console.to_string();
+    let args = qtrail_collector::config::Args::try_parse_from([
+        "qtrail-collector".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+        "--tokens".as_ref(),
+        tokens.as_os_str(),
+        "--http".as_ref(),
+        console.as_ref(),
+        "--http-addr-file".as_ref(),
+        console_addr_file.as_os_str(),
+    ])
+    .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
+    qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
+}
+
+fn runtime_config(
+    dir: &Path,
+    location: &Location,
+    collector_url: &str,
+    credentials: &DevCredentials,
+) -> Result<qtrail_runtime::Config, CliError> {
+    let data_dir = dir.join("runtime");
+    let principals = dir.join("principals.toml");
+    let flags = RuntimeFlags::try_parse_from([
+        "qtrail-runtime".as_ref(),
+        "--location".as_ref(),
+        location.as_str().as_ref(),
+        "--instance".as_ref(),
+        INSTANCE.as_ref(),
+        "--collector".as_ref(),
+        collector_url.as_ref(),
+        "--collector-token".as_ref(),
+        credentials.publisher_token.as_ref(),
+        "--principals".as_ref(),
+        principals.as_os_str(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ])
+    .map_err(|err| CliError::Usage(format!("runtime settings: {err}")))?;
+    Ok(flags.config)
+}
+
+/// Waits until `url` reports SERVING, failing early if the service's task ends first.
+async fn wait_ready(
+    service: &'static str,
+    url: &str,
+    task: &mut JoinHandle<anyhow::Result<()>>,
+) -> Result<(), CliError> {
+    tokio::select! {
+        ready = qtrail_server::health::wait_serving(url, READY_TIMEOUT) => {
+            if ready {
+                return Ok(());
+            }
+            Err(CliError::Usage(format!("the {service} did not become ready within {READY_TIMEOUT:?}")))
+        }
+        result = &mut *task => {
+            let detail = match flatten(result) {
+                Ok(()) => "it stopped".to_owned(),
+                Err(err) => format!("{err:#}"),
+            };
+            Err(CliError::Usage(format!("the {service} failed to start: {detail}")))
+        }
+    }
+}
+
+/// Creates the location's collector; one that exists already (a restart) is fine.
+async fn create_collector(url: &str, admin_token: &str, location: &str) -> Result<(), CliError> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|err| CliError::Usage(err.to_string()))?
+        .connect()
+        .await
+        .map_err(|err| CliError::Connect { service: "collector", url: url.to_owned(), detail: err.to_string() })?;
+    let request = authorized(CreateCollectorRequest { location: location.to_owned() }, admin_token)?;
+    match CollectorAdminClient::new(channel).create_collector(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => Err(CliError::Rpc(status)),
+    }
+}
+
+fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials, dir: &Path) -> std::io::Result<()> {
+    let runtime_addr = info.runtime.trim_start_matches("http://");
+    let collector_addr = info.collector.trim_start_matches("http://");
+    let dir = dir.display();
+    let location = &info.location;
+    writeln!(out, "qtrail is up in {location} (data in {dir}/, Ctrl-C stops everything)")?;
+    writeln!(out)?;
+    writeln!(out, "  runtime    {}   gRPC: qtrail.runtime.v1.ProgramService, JobService", info.runtime)?;
+    writeln!(out, "  collector  {}   gRPC: qtrail.audit.v1.CollectorAdmin, Ingest, EventQuery", info.collector)?;
+    writeln!(out, "  console    {}/console/{location}   sign in with the auditor token", info.console)?;
+    writeln!(out, "  metrics    {}/metrics", info.console)?;
+    writeln!(out)?;
+    writeln!(out, "  api key (alice@example.com)  {}", credentials.api_key)?;
+    writeln!(out, "  api key (bob@example.com)    {}", credentials.second_api_key)?;
+    writeln!(out, "  auditor token                {}", credentials.auditor_token)?;
+    writeln!(out, "  admin token                  {}", credentials.admin_token)?;
+    writeln!(out, "  (all in {dir}/up.json, principals.toml and tokens.toml, mode 0600)")?;
+    writeln!(out)?;
+    writeln!(out, "Try, from this directory:")?;
+    writeln!(
+        out,
+        "  printf 'OPENQASM 2.0; include \"qelib1.inc\"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;' > bell.qasm"
+    )?;
+    writeln!(out, "  qtrail programs create --name bell --source-file bell.qasm")?;
+    writeln!(out, "  qtrail jobs run <program id> --shots 1000 --wait")?;
+    writeln!(out, "  qtrail events query --action quantum-computing.job")?;
+    writeln!(out, "  qtrail events verify")?;
+    writeln!(out, "  qtrail events export --format cadf-json -o events.jsonl")?;
+    writeln!(out, "or with grpcurl:")?;
+    writeln!(out, "  grpcurl -plaintext {runtime_addr} list")?;
+    writeln!(
+        out,
+        "  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"limit\": 10}}' {runtime_addr} qtrail.runtime.v1.ProgramService/ListPrograms",
+        credentials.api_key
+    )?;
+    writeln!(
+        out,
+        "  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"location\": \"{location}\"}}' {collector_addr} qtrail.audit.v1.EventQuery/VerifyChain",
+        credentials.auditor_token
+    )?;
+    Ok(())
+}

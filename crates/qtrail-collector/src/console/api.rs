@@ -1,0 +1,366 @@
+//! The console's JSON API: thin HTTP adapters over the service code that gRPC uses. Each
+//! handler checks the session, turns path and query parameters into the request message the
+//! service takes, calls it, and answers a [view](super::view).
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /api/session` `{"token": "…"}` | signs in an auditor token: a session cookie |
+//! | `GET /api/session` | who is signed in |
+//! | `DELETE /api/session` | signs out |
+//! | `GET /api/collectors` | every collector |
+//! | `GET /api/locations/{location}/events?…` | a page of events (QueryEvents) |
+//! | `GET /api/locations/{location}/events/{seq}` | one event with its AT-JSON and CADF-JSON |
+//! | `GET /api/locations/{location}/verify?from_seq&to_seq` | a chain check (VerifyChain) |
+//! | `GET /api/locations/{location}/export?format=at-json\|cadf-json&…` | JSON lines (ExportEvents) |
+//! | `GET /api/locations/{location}/live?…&from_seq` | server-sent events (TailEvents), see [`super::live`] |
+//!
+//! Filters are query parameters named like `EventFilter`'s fields: `start_time` and `end_time`
+//! (RFC 3339), `action` (an action or a prefix at a dot), `outcome`, `severity`,
+//! `initiator_id`, `target_id` (a CRN or a CRN prefix) and `correlation_id`. Empty values mean
+//! "any"; unknown or repeated parameters are refused, so that a typo never silently widens a
+//! search.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{info, warn};
+
+use super::error::{ApiError, json};
+use super::session::{self, SignedIn};
+use super::{Console, view};
+use crate::error::Error;
+use crate::tokens::Role;
+
+/// Page size of the console's list when the request names none.
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// Messages an export buffers before it waits for the browser.
+const EXPORT_BUFFER: usize = 4;
+
+/// Parameters of the list: the filter, then paging.
+const EVENTS_PARAMS: [&str; 11] = [
+    "start_time",
+    "end_time",
+    "action",
+    "outcome",
+    "severity",
+    "initiator_id",
+    "target_id",
+    "correlation_id",
+    "page_size",
+    "page_token",
+    "order",
+];
+
+/// Parameters of an export: the filter, then format and range.
+const EXPORT_PARAMS: [&str; 11] = [
+    "start_time",
+    "end_time",
+    "action",
+    "outcome",
+    "severity",
+    "initiator_id",
+    "target_id",
+    "correlation_id",
+    "format",
+    "from_seq",
+    "to_seq",
+];
+
+type Shared = State<Arc<Console>>;
+type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// A request from a signed-in auditor; extracting it is the session check.
+#[derive(Debug)]
+pub(crate) struct Auditor(pub(crate) SignedIn);
+
+impl FromRequestParts<Arc<Console>> for Auditor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, ApiError> {
+        let id = session::cookie(&parts.headers).ok_or(ApiError::SignedOut)?;
+        console.sessions.get(id, Instant::now()).map(Auditor).ok_or(ApiError::SignedOut)
+    }
+}
+
+/// The body of a sign-in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /api/session`: trades an auditor token for a session cookie.
+pub(crate) async fn sign_in(State(console): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    // JSON only: a cross-site form cannot send it without a CORS preflight, which this server
+    // never grants, so no other site can sign a browser in.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim() == "application/json"));
+    if !is_json {
+        return Err(ApiError::BadRequest("invalid sign-in: content-type must be application/json".into()));
+    }
+    // Parse errors would quote the body, which holds the token: answer without details.
+    let sign_in: SignIn = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest(r#"invalid sign-in body: expected {"token": "…"}"#.into()))?;
+    let token = sign_in.token.trim();
+    if token.is_empty() {
+        return Err(ApiError::BadRequest("missing token".into()));
+    }
+    let caller = match console.tokens.authorize(Some(token), Role::Auditor) {
+        Ok(caller) => caller,
+        Err(Error::Unauthenticated) => {
+            warn!("console sign-in refused: unknown token");
+            return Err(ApiError::UnknownToken);
+        }
+        Err(err) => {
+            warn!(error = %err, "console sign-in refused");
+            return Err(err.into());
+        }
+    };
+    let id = console.sessions.create(caller.clone(), Instant::now()).ok_or(ApiError::TooManySessions)?;
+    info!(token = %caller.name, "console sign-in");
+    let ttl = console.sessions.ttl();
+    let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };
+    Ok(([(header::SET_COOKIE, session::set_cookie(&id, ttl))], json(StatusCode::OK, &who)).into_response())
+}
+
+/// `GET /api/session`: who is signed in.
+pub(crate) async fn session(Auditor(signed_in): Auditor) -> Response {
+    let who = view::Who {
+        name: signed_in.caller.name,
+        role: signed_in.caller.role.as_str(),
+        expires_in_secs: signed_in.remaining.as_secs(),
+    };
+    json(StatusCode::OK, &who)
+}
+
+/// `DELETE /api/session`: signs out (also without a live session, so that it always clears
+/// the cookie).
+pub(crate) async fn sign_out(State(console): Shared, headers: HeaderMap) -> Response {
+    if let Some(id) = session::cookie(&headers) {
+        if let Some(signed_in) = console.sessions.get(id, Instant::now()) {
+            info!(token = %signed_in.caller.name, "console sign-out");
+        }
+        console.sessions.remove(id);
+    }
+    ([(header::SET_COOKIE, session::clear_cookie())], StatusCode::NO_CONTENT).into_response()
+}
+
+/// `GET /api/collectors`: every collector.
+pub(crate) async fn collectors(State(console): Shared, _: Auditor) -> Result<Response, ApiError> {
+    let collectors: Vec<_> = console.registry.list().await?.into_iter().map(view::collector).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "collectors": collectors })))
+}
+
+/// `GET /api/locations/{location}/events`: a page of events.
+pub(crate) async fn events(
+    State(console): Shared,
+    _: Auditor,
+    location: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let location = path(location)?;
+    let mut params = Params::new(query, &EVENTS_PARAMS)?;
+    let filter = params.filter()?;
+    let page_size = params.number("page_size")?.map_or(Ok(DEFAULT_PAGE_SIZE), |size| {
+        u32::try_from(size).map_err(|_| ApiError::BadRequest(format!("page_size {size} is too large")))
+    })?;
+    let order = match params.take("order").as_deref() {
+        None | Some("newest") => proto::Order::NewestFirst,
+        Some("oldest") => proto::Order::OldestFirst,
+        Some(other) => return Err(invalid("order", other, "newest or oldest")),
+    };
+    let request = proto::QueryEventsRequest {
+        location: location.clone(),
+        filter: Some(filter),
+        page_size,
+        page_token: params.take("page_token").unwrap_or_default(),
+        order: order as i32,
+    };
+    // Read before the page, so that a live view from head_seq + 1 misses nothing.
+    let head_seq = console.registry.get(&location).await?.event_count;
+    let page = console.query.query_events(request).await?;
+    let events = page.events.iter().map(view::row).collect();
+    Ok(json(StatusCode::OK, &view::Page { events, next_page_token: page.next_page_token, head_seq }))
+}
+
+/// `GET /api/locations/{location}/events/{seq}`: one event in full.
+pub(crate) async fn event(
+    State(console): Shared,
+    _: Auditor,
+    segments: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (location, seq) = path(segments)?;
+    let seq = seq.parse::<u64>().map_err(|_| invalid("location_seq", &seq, "a position from 1"))?;
+    let record = console.query.event(&location, seq).await?;
+    Ok(json(StatusCode::OK, &view::detail(&record)?))
+}
+
+/// `GET /api/locations/{location}/verify`: a chain check.
+pub(crate) async fn verify(
+    State(console): Shared,
+    Auditor(signed_in): Auditor,
+    location: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let location = path(location)?;
+    let mut params = Params::new(query, &["from_seq", "to_seq"])?;
+    let range = proto::SeqRange {
+        from_seq: params.number("from_seq")?.unwrap_or(0),
+        to_seq: params.number("to_seq")?.unwrap_or(0),
+    };
+    let request = proto::VerifyChainRequest { location: location.clone(), range: Some(range) };
+    let response = console.query.verify_chain(request).await?;
+    info!(location = %location, token = %signed_in.caller.name, ok = response.ok, checked = response.checked,
+          "console chain check");
+    Ok(json(StatusCode::OK, &view::verdict(response)))
+}
+
+/// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.
+pub(crate) async fn export(
+    State(console): Shared,
+    _: Auditor,
+    location: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let location = path(location)?;
+    let mut params = Params::new(query, &EXPORT_PARAMS)?;
+    let filter = params.filter()?;
+    let (format, name) = match params.take("format").as_deref() {
+        Some("at-json") => (proto::ExportFormat::AtJson, "at-json"),
+        Some("cadf-json") => (proto::ExportFormat::CadfJson, "cadf-json"),
+        None => return Err(ApiError::BadRequest("missing format: at-json or cadf-json".into())),
+        Some(other) => return Err(invalid("format", other, "at-json or cadf-json")),
+    };
+    let range = proto::SeqRange {
+        from_seq: params.number("from_seq")?.unwrap_or(0),
+        to_seq: params.number("to_seq")?.unwrap_or(0),
+    };
+    let request =
+        proto::ExportEventsRequest { location, format: format as i32, range: Some(range), filter: Some(filter) };
+    let export = console.query.open_export(&request).await?;
+    let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
+    console.tasks.spawn(console.query.clone().export(export, sender));
+    // An error mid-way cuts the body short, so a partial download cannot pass for a whole one.
+    let body = ReceiverStream::new(receiver).map(|chunk| match chunk {
+        Ok(chunk) => Ok(Bytes::from(chunk.lines.iter().map(|line| format!("{line}\n")).collect::<String>())),
+        Err(err) => Err(std::io::Error::other(err.to_string())),
+    });
+    // The location is validated by now: it holds only lowercase letters, digits and dashes.
+    let disposition = format!("attachment; filename=\"qtrail-{}-{name}.jsonl\"", request.location);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Any other path: JSON 404 under `/api`, plain 404 elsewhere.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::NoRoute.into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// Returns the value of a path extraction, or a message that names the path.
+pub(crate) fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    extracted.map(|Path(value)| value).map_err(|_| ApiError::BadRequest("invalid path: not valid utf-8".into()))
+}
+
+/// Returns the error for parameter `name` whose `value` is not `expected`.
+fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
+    ApiError::BadRequest(format!("invalid {name} `{}`: expected {expected}", qtrail_cadf::text::escape_control(value)))
+}
+
+/// The query parameters of a request, checked against the names a route takes.
+#[derive(Debug)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    /// Returns the parameters, refusing unknown and repeated names; empty values count as absent.
+    pub(crate) fn new(query: RawQuery, allowed: &[&str]) -> Result<Self, ApiError> {
+        let Query(pairs) = query.map_err(|_| ApiError::BadRequest("invalid query string".into()))?;
+        let mut params = HashMap::new();
+        for (name, value) in pairs {
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter `{}`: expected one of {}",
+                    qtrail_cadf::text::escape_control(&name),
+                    allowed.join(", ")
+                )));
+            }
+            if params.contains_key(&name) {
+                return Err(ApiError::BadRequest(format!("parameter `{name}` given twice")));
+            }
+            if !value.is_empty() {
+                params.insert(name, value);
+            }
+        }
+        Ok(Self(params))
+    }
+
+    /// Takes the value of `name`.
+    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// Takes the value of `name` as a non-negative number.
+    pub(crate) fn number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.take(name)
+            .map(|value| value.parse::<u64>().map_err(|_| invalid(name, &value, "a non-negative whole number")))
+            .transpose()
+    }
+
+    /// Takes the filter parameters as an `EventFilter`; the service checks the rest.
+    pub(crate) fn filter(&mut self) -> Result<proto::EventFilter, ApiError> {
+        let outcome = match self.take("outcome") {
+            None => proto::Outcome::Unspecified,
+            Some(value) => value
+                .parse::<qtrail_cadf::Outcome>()
+                .map(qtrail_cadf::proto::outcome_to_wire)
+                .map_err(|_| invalid("outcome", &value, "success, failure or pending"))?,
+        };
+        let severity = match self.take("severity") {
+            None => proto::Severity::Unspecified,
+            Some(value) => value
+                .parse::<qtrail_cadf::Severity>()
+                .map(qtrail_cadf::proto::severity_to_wire)
+                .map_err(|_| invalid("severity", &value, "normal, warning or critical"))?,
+        };
+        Ok(proto::EventFilter {
+            start_time: self.time("start_time")?,
+            end_time: self.time("end_time")?,
+            action: self.take("action").unwrap_or_default(),
+            outcome: outcome as i32,
+            severity: severity as i32,
+            initiator_id: self.take("initiator_id").unwrap_or_default(),
+            target_id: self.take("target_id").unwrap_or_default(),
+            correlation_id: self.take("correlation_id").unwrap_or_default(),
+        })
+    }
+
+    fn time(&mut self, name: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
+        let Some(value) = self.take(name) else {
+            return Ok(None);
+        };
+        let time = chrono::DateTime::parse_from_rfc3339(&value)
+            .map_err(|_| invalid(name, &value, "an rfc 3339 time such as 2024-05-01T12:00:00Z"))?;
+        let nanos = i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0);
+        Ok(Some(prost_types::Timestamp { seconds: time.timestamp(), nanos }))
+    }
+}

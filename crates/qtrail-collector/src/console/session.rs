@@ -1,0 +1,180 @@
+//! Console sessions: what a browser holds instead of the auditor token.
+//!
+//! Signing in trades a token for a random session id (256 bits from the thread-local CSPRNG)
+//! that the browser keeps in an `HttpOnly; SameSite=Strict; Path=/` cookie: script cannot read
+//! it and other sites cannot make the browser send it. The collector keeps, in memory, the
+//! SHA-256 digest of each id with the token's name and role and an expiry; the id itself is
+//! stored nowhere, and a restart signs everyone out. The number of sessions is bounded so that
+//! sign-ins cannot grow memory without limit.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::meters::{Open, Openable};
+use crate::tokens::Caller;
+
+/// Name of the session cookie.
+pub(crate) const COOKIE: &str = "qtrail_session";
+
+/// Most sessions held at once.
+pub(crate) const MAX_SESSIONS: usize = 10_000;
+
+/// The signed-in sessions.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    ttl: Duration,
+    max: usize,
+    by_digest: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    caller: Caller,
+    expires: Instant,
+    /// Counts the session in the console sessions gauge while it is held.
+    _open: Open,
+}
+
+/// A session that exists; what the cookie identifies.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedIn {
+    /// The token's name and role.
+    pub(crate) caller: Caller,
+    /// Time left before the session ends.
+    pub(crate) remaining: Duration,
+}
+
+impl Sessions {
+    /// Returns an empty set of sessions that last `ttl` and number at most `max`.
+    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
+        Self { ttl, max, by_digest: Mutex::new(HashMap::new()) }
+    }
+
+    /// Returns how long a new session lasts.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Starts a session for `caller` at `now` and returns its id, or `None` when the limit is
+    /// reached even after dropping expired sessions.
+    pub(crate) fn create(&self, caller: Caller, now: Instant) -> Option<String> {
+        let mut sessions = self.by_digest.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions.len() >= self.max {
+            sessions.retain(|_, session| session.expires > now);
+        }
+        if sessions.len() >= self.max {
+            return None;
+        }
+        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let session = Session { caller, expires: now + self.ttl, _open: Open::new(Openable::ConsoleSession) };
+        sessions.insert(digest(&id), session);
+        Some(id)
+    }
+
+    /// Returns the session `id` names if it exists at `now`; an expired one is dropped.
+    pub(crate) fn get(&self, id: &str, now: Instant) -> Option<SignedIn> {
+        let key = digest(id);
+        let mut sessions = self.by_digest.lock().unwrap_or_else(PoisonError::into_inner);
+        let session = sessions.get(&key)?;
+        if session.expires <= now {
+            sessions.remove(&key);
+            return None;
+        }
+        Some(SignedIn { caller: session.caller.clone(), remaining: session.expires - now })
+    }
+
+    /// Ends the session `id` names, if any.
+    pub(crate) fn remove(&self, id: &str) {
+        self.by_digest.lock().unwrap_or_else(PoisonError::into_inner).remove(&digest(id));
+    }
+}
+
+fn digest(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+/// Returns the session id of the request's cookie, if it sends one.
+pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// Returns the `Set-Cookie` value that hands the browser session `id` for `ttl`.
+pub(crate) fn set_cookie(id: &str, ttl: Duration) -> String {
+    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", ttl.as_secs())
+}
+
+/// Returns the `Set-Cookie` value that makes the browser forget its session.
+pub(crate) fn clear_cookie() -> String {
+    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::tokens::Role;
+
+    fn alice() -> Caller {
+        Caller { name: "alice".into(), role: Role::Auditor }
+    }
+
+    #[test]
+    fn sessions_expire_and_end() {
+        let sessions = Sessions::new(Duration::from_secs(60), 10);
+        let start = Instant::now();
+        let id = sessions.create(alice(), start).unwrap();
+        assert_eq!(id.len(), 43, "256 bits in base64url");
+        let signed_in = sessions.get(&id, start + Duration::from_secs(59)).unwrap();
+        assert_eq!((signed_in.caller, signed_in.remaining), (alice(), Duration::from_secs(1)));
+        assert!(sessions.get(&id, start + Duration::from_secs(60)).is_none());
+        assert!(sessions.get(&id, start).is_none(), "an expired session is gone for good");
+
+        let other = sessions.create(alice(), start).unwrap();
+        assert_ne!(other, id);
+        sessions.remove(&other);
+        assert!(sessions.get(&other, start).is_none());
+        assert!(sessions.get("made-up", start).is_none());
+    }
+
+    #[test]
+    fn the_number_of_sessions_is_bounded() {
+        let sessions = Sessions::new(Duration::from_secs(60), 2);
+        let start = Instant::now();
+        let first = sessions.create(alice(), start).unwrap();
+        sessions.create(alice(), start).unwrap();
+        assert!(sessions.create(alice(), start).is_none());
+        // Expired sessions make room.
+        let later = start + Duration::from_secs(61);
+        assert!(sessions.create(alice(), later).is_some());
+        assert!(sessions.get(&first, later).is_none());
+    }
+
+    #[test]
+    fn reads_the_session_cookie() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(cookie(&headers), None);
+        headers.append(header::COOKIE, HeaderValue::from_static("theme=dark; qtrail_session=abc; x=1"));
+        assert_eq!(cookie(&headers), Some("abc"));
+        let mut empty = HeaderMap::new();
+        empty.append(header::COOKIE, HeaderValue::from_static("qtrail_session="));
+        assert_eq!(cookie(&empty), None);
+        let cookie_text = set_cookie("abc", Duration::from_secs(3600));
+        assert_eq!(cookie_text, "qtrail_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600");
+        assert!(clear_cookie().contains("Max-Age=0"));
+    }
+}

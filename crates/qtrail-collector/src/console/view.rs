@@ -1,0 +1,233 @@
+//! What the console API answers, as JSON: the wire messages of the service code turned into
+//! plain fields the page can show (names for enums, RFC 3339 for times, hex for hashes).
+
+use prost_types::Timestamp;
+use qtrail_cadf::EventTime;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::query;
+
+/// One event in the list.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventRow {
+    /// Position in the location's chain.
+    pub(crate) location_seq: u64,
+    /// The event id.
+    pub(crate) id: String,
+    /// When the action happened, RFC 3339 with milliseconds.
+    pub(crate) time: String,
+    /// `quantum-computing.<object>.<verb>`.
+    pub(crate) action: String,
+    /// `success`, `failure` or `pending`.
+    pub(crate) outcome: &'static str,
+    /// `normal`, `warning` or `critical`.
+    pub(crate) severity: &'static str,
+    /// Initiator IAM id.
+    pub(crate) initiator_id: String,
+    /// Initiator name.
+    pub(crate) initiator_name: String,
+    /// Target CRN.
+    pub(crate) target_id: String,
+    /// Target name (program name, job id), possibly empty.
+    pub(crate) target_name: String,
+    /// HTTP-equivalent status.
+    pub(crate) reason_code: u32,
+    /// Why it failed, for failures.
+    pub(crate) reason_for_failure: String,
+    /// The one-line summary.
+    pub(crate) message: String,
+    /// Correlation id, possibly empty.
+    pub(crate) correlation_id: String,
+}
+
+/// Returns the list row of a stored event.
+pub(crate) fn row(record: &proto::StoredEvent) -> EventRow {
+    let event = record.event.clone().unwrap_or_default();
+    let initiator = event.initiator.unwrap_or_default();
+    let target = event.target.unwrap_or_default();
+    let reason = event.reason.unwrap_or_default();
+    EventRow {
+        location_seq: record.location_seq,
+        id: event.id,
+        time: event.event_time.as_ref().map(event_time).unwrap_or_default(),
+        action: event.action,
+        outcome: qtrail_cadf::proto::outcome_from_wire(event.outcome).map_or("unknown", |outcome| outcome.as_str()),
+        severity: qtrail_cadf::proto::severity_from_wire(event.severity)
+            .map_or("unknown", |severity| severity.as_str()),
+        initiator_id: initiator.id,
+        initiator_name: initiator.name,
+        target_id: target.id,
+        target_name: target.name,
+        reason_code: reason.reason_code,
+        reason_for_failure: reason.reason_for_failure,
+        message: event.message,
+        correlation_id: event.correlation_id,
+    }
+}
+
+/// A page of the list.
+#[derive(Debug, Serialize)]
+pub(crate) struct Page {
+    /// The events, in the order asked for.
+    pub(crate) events: Vec<EventRow>,
+    /// Token of the next page; empty on the last.
+    pub(crate) next_page_token: String,
+    /// The chain's length just before the page was read: a live view that starts after it
+    /// misses nothing the page lacks.
+    pub(crate) head_seq: u64,
+}
+
+/// Who published an event, and where in its own sequence.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublisherView {
+    /// Publisher id.
+    pub(crate) id: String,
+    /// Publisher epoch.
+    pub(crate) epoch: u64,
+    /// Position in the publisher's sequence.
+    pub(crate) seq: u64,
+}
+
+/// Everything about one event.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventDetail {
+    /// The list row.
+    #[serde(flatten)]
+    pub(crate) row: EventRow,
+    /// The location whose chain holds it.
+    pub(crate) location: String,
+    /// Its chain hash, hex.
+    pub(crate) chain_hash: String,
+    /// The chain hash of the record before it, hex.
+    pub(crate) prev_chain_hash: String,
+    /// Who published it.
+    pub(crate) publisher: PublisherView,
+    /// When the collector stored it, RFC 3339.
+    pub(crate) receive_time: String,
+    /// The Activity Tracker form, indented.
+    pub(crate) at_json: String,
+    /// The CADF form, indented.
+    pub(crate) cadf_json: String,
+}
+
+/// Returns the detail of a stored event.
+///
+/// # Errors
+/// A corrupt-store error when the event no longer validates (the JSON forms need a valid event).
+pub(crate) fn detail(record: &proto::StoredEvent) -> Result<EventDetail> {
+    let event = query::decode(record)?;
+    let publisher = record.publisher.clone().unwrap_or_default();
+    Ok(EventDetail {
+        row: row(record),
+        location: record.location.clone(),
+        chain_hash: hex::encode(&record.chain_hash),
+        prev_chain_hash: hex::encode(&record.prev_chain_hash),
+        publisher: PublisherView { id: publisher.id, epoch: publisher.epoch, seq: publisher.seq },
+        receive_time: record.receive_time.as_ref().map(timestamp).unwrap_or_default(),
+        at_json: qtrail_cadf::at_json::to_string_pretty(&event),
+        cadf_json: qtrail_cadf::cadf_json::to_string_pretty(&event),
+    })
+}
+
+/// The result of a chain check.
+#[derive(Debug, Serialize)]
+pub(crate) struct Verdict {
+    /// True when every checked record fits.
+    pub(crate) ok: bool,
+    /// Records checked.
+    pub(crate) checked: u64,
+    /// First position checked.
+    pub(crate) from_seq: u64,
+    /// Last position checked.
+    pub(crate) to_seq: u64,
+    /// Recomputed head hash, hex; empty unless ok with records.
+    pub(crate) head_chain_hash: String,
+    /// The first fault, when not ok.
+    pub(crate) fault: Option<FaultView>,
+}
+
+/// The first place where a chain does not hold.
+#[derive(Debug, Serialize)]
+pub(crate) struct FaultView {
+    /// The position at fault.
+    pub(crate) location_seq: u64,
+    /// `modified`, `missing`, `inserted` or `reordered`.
+    pub(crate) kind: &'static str,
+    /// Details.
+    pub(crate) detail: String,
+}
+
+/// Returns the view of a chain check.
+pub(crate) fn verdict(response: proto::VerifyChainResponse) -> Verdict {
+    Verdict {
+        ok: response.ok,
+        checked: response.checked,
+        from_seq: response.from_seq,
+        to_seq: response.to_seq,
+        head_chain_hash: hex::encode(&response.head_chain_hash),
+        fault: response.fault.map(|fault| FaultView {
+            location_seq: fault.location_seq,
+            kind: fault_kind(fault.kind),
+            detail: fault.detail,
+        }),
+    }
+}
+
+fn fault_kind(kind: i32) -> &'static str {
+    match proto::ChainFaultKind::try_from(kind) {
+        Ok(proto::ChainFaultKind::Modified) => "modified",
+        Ok(proto::ChainFaultKind::Missing) => "missing",
+        Ok(proto::ChainFaultKind::Inserted) => "inserted",
+        Ok(proto::ChainFaultKind::Reordered) => "reordered",
+        Ok(proto::ChainFaultKind::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// A collector, for the list of locations.
+#[derive(Debug, Serialize)]
+pub(crate) struct CollectorView {
+    /// Its location.
+    pub(crate) location: String,
+    /// Events in its chain.
+    pub(crate) event_count: u64,
+    /// Its head chain hash, hex.
+    pub(crate) head_chain_hash: String,
+    /// When it was created, RFC 3339.
+    pub(crate) create_time: String,
+}
+
+/// Returns the view of a collector.
+pub(crate) fn collector(collector: proto::Collector) -> CollectorView {
+    CollectorView {
+        location: collector.location,
+        event_count: collector.event_count,
+        head_chain_hash: hex::encode(&collector.head_chain_hash),
+        create_time: collector.create_time.as_ref().map(timestamp).unwrap_or_default(),
+    }
+}
+
+/// The signed-in auditor.
+#[derive(Debug, Serialize)]
+pub(crate) struct Who {
+    /// The token's name.
+    pub(crate) name: String,
+    /// The token's role.
+    pub(crate) role: &'static str,
+    /// Seconds before the session ends.
+    pub(crate) expires_in_secs: u64,
+}
+
+/// Returns an event time (whole milliseconds) in RFC 3339.
+fn event_time(time: &Timestamp) -> String {
+    EventTime::from_unix_parts(time.seconds, time.nanos).map(EventTime::to_rfc3339).unwrap_or_else(|_| timestamp(time))
+}
+
+/// Returns any timestamp in RFC 3339, with as many fraction digits as it needs.
+fn timestamp(time: &Timestamp) -> String {
+    let nanos = u32::try_from(time.nanos).unwrap_or(0);
+    chrono::DateTime::from_timestamp(time.seconds, nanos)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}

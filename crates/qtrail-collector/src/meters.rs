@@ -1,0 +1,98 @@
+//! The collector's Prometheus metrics, recorded through the `metrics` facade into the
+//! process-wide recorder that `/metrics` renders (see `qtrail_server::http`).
+//!
+//! Every name starts with `qtrail_collector_`. Labels stay few and bounded: `location` has one
+//! value per collector, `result` one of three.
+//!
+//! | metric | kind | meaning |
+//! |---|---|---|
+//! | `qtrail_collector_ingest_batches_total{location}` | counter | batches acknowledged |
+//! | `qtrail_collector_ingest_events_total{location, result}` | counter | events by `accepted`, `duplicate`, `rejected` |
+//! | `qtrail_collector_publish_streams` | gauge | open Publish streams |
+//! | `qtrail_collector_write_group_batches` | histogram | batches per group commit |
+//! | `qtrail_collector_write_group_events` | histogram | events per group commit |
+//! | `qtrail_collector_commit_seconds` | histogram | duration of one durable group commit |
+//! | `qtrail_collector_commit_failures_total` | counter | group commits that failed (nothing stored) |
+//! | `qtrail_collector_events_stored{location}` | gauge | events in the location's chain |
+//! | `qtrail_collector_store_bytes` | gauge | size of the store file |
+//! | `qtrail_collector_tail_subscribers` | gauge | open tails (gRPC `TailEvents` and console live views) |
+//! | `qtrail_collector_console_sessions` | gauge | signed-in console sessions |
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+/// Counts an acknowledged batch of `location` and what became of its events.
+pub(crate) fn batch_acknowledged(location: &str, accepted: u32, duplicates: u32, rejected: usize) {
+    let location = location.to_owned();
+    counter!("qtrail_collector_ingest_batches_total", "location" => location.clone()).increment(1);
+    let events = |result: &'static str, count: u64| {
+        counter!("qtrail_collector_ingest_events_total", "location" => location.clone(), "result" => result)
+            .increment(count);
+    };
+    events("accepted", u64::from(accepted));
+    events("duplicate", u64::from(duplicates));
+    events("rejected", rejected as u64);
+}
+
+/// Records a durable group commit of `batches` batches and `events` events that took `took`.
+pub(crate) fn group_committed(batches: usize, events: usize, took: Duration) {
+    histogram!("qtrail_collector_write_group_batches").record(batches as f64);
+    histogram!("qtrail_collector_write_group_events").record(events as f64);
+    histogram!("qtrail_collector_commit_seconds").record(took.as_secs_f64());
+}
+
+/// Counts a group commit that failed.
+pub(crate) fn group_failed() {
+    counter!("qtrail_collector_commit_failures_total").increment(1);
+}
+
+/// Sets the number of events in the chain of `location`.
+pub(crate) fn events_stored(location: &str, count: u64) {
+    gauge!("qtrail_collector_events_stored", "location" => location.to_owned()).set(count as f64);
+}
+
+/// Sets the size of the store on disk.
+pub(crate) fn store_bytes(bytes: u64) {
+    gauge!("qtrail_collector_store_bytes").set(bytes as f64);
+}
+
+/// Which gauge an [`Open`] guard holds up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Openable {
+    /// A Publish stream.
+    PublishStream,
+    /// A tail.
+    Tail,
+    /// A console session.
+    ConsoleSession,
+}
+
+impl Openable {
+    fn name(self) -> &'static str {
+        match self {
+            Openable::PublishStream => "qtrail_collector_publish_streams",
+            Openable::Tail => "qtrail_collector_tail_subscribers",
+            Openable::ConsoleSession => "qtrail_collector_console_sessions",
+        }
+    }
+}
+
+/// Counts one open thing for as long as it lives, so that every way out (an error, a panic, a
+/// dropped future) brings the gauge back down.
+#[derive(Debug)]
+pub(crate) struct Open(Openable);
+
+impl Open {
+    /// Increments the gauge of `what` until the guard drops.
+    pub(crate) fn new(what: Openable) -> Self {
+        gauge!(what.name()).increment(1.0);
+        Self(what)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        gauge!(self.0.name()).decrement(1.0);
+    }
+}

@@ -1,0 +1,74 @@
+//! The collector's Prometheus metrics at `/metrics`. A test binary of its own: the recorder is
+//! process-wide, so only here can gauges be expected to return to exactly zero.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::HttpClient;
+use common::{AUDITOR, TestServer, events, wait_until};
+
+const LOCATION: &str = "us-east";
+
+/// Returns the value of the sample `name` (with its labels) in a Prometheus text page.
+fn value(text: &str, name: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|line| line.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    line.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("bad sample {line}"))
+}
+
+#[tokio::test]
+async fn metrics_show_ingest_streams_commits_store_and_tails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_http(dir.path()).await;
+    server.create_collector(LOCATION).await;
+    let mut client = server.http();
+    assert_eq!(client.sign_in(AUDITOR).await.status, 200);
+
+    let (mut publisher, _) = server.open_publisher("pub-m", LOCATION, 1).await;
+    let batch = events(LOCATION, 0, 5);
+    assert_eq!(publisher.publish(1, &batch, 1).await.accepted, 5);
+    assert_eq!(publisher.publish(2, &batch[..2], 1).await.duplicates, 2);
+    let mut mixed = events("eu-de", 0, 1);
+    mixed.extend(events(LOCATION, 5, 1));
+    let ack = publisher.publish(3, &mixed, 6).await;
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 1));
+    let live = client.events(&format!("/api/locations/{LOCATION}/live"), &[]).await;
+
+    let metrics = client.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body;
+    assert_eq!(value(&text, r#"qtrail_collector_ingest_batches_total{location="us-east"}"#), 3.0);
+    assert_eq!(value(&text, r#"qtrail_collector_ingest_events_total{location="us-east",result="accepted"}"#), 6.0);
+    assert_eq!(value(&text, r#"qtrail_collector_ingest_events_total{location="us-east",result="duplicate"}"#), 2.0);
+    assert_eq!(value(&text, r#"qtrail_collector_ingest_events_total{location="us-east",result="rejected"}"#), 1.0);
+    assert_eq!(value(&text, r#"qtrail_collector_events_stored{location="us-east"}"#), 6.0);
+    assert_eq!(value(&text, "qtrail_collector_publish_streams"), 1.0);
+    assert_eq!(value(&text, "qtrail_collector_tail_subscribers"), 1.0);
+    assert_eq!(value(&text, "qtrail_collector_console_sessions"), 1.0);
+    assert!(value(&text, "qtrail_collector_store_bytes") > 0.0);
+    // Three batches reached the writer (the duplicates too); each was its own group here.
+    for summary in ["qtrail_collector_write_group_batches", "qtrail_collector_write_group_events"] {
+        assert_eq!(value(&text, &format!("{summary}_count")), 3.0, "{summary}");
+    }
+    assert_eq!(value(&text, "qtrail_collector_write_group_events_sum"), 8.0);
+    assert_eq!(value(&text, "qtrail_collector_commit_seconds_count"), 3.0);
+    assert_eq!(client.get("/healthz").await.body, "ok\n");
+
+    // Closing the stream and the live view brings the gauges back down.
+    publisher.close();
+    drop(live);
+    let settled = wait_until(Duration::from_secs(10), || {
+        let client: HttpClient = client.clone();
+        async move {
+            let text = client.get("/metrics").await.body;
+            value(&text, "qtrail_collector_publish_streams") == 0.0
+                && value(&text, "qtrail_collector_tail_subscribers") == 0.0
+        }
+    })
+    .await;
+    assert!(settled, "gauges return to zero");
+    server.stop().await;
+}

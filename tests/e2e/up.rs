@@ -1,0 +1,302 @@
+//! `qtrail up` as a real process, driven by the real `qtrail` CLI: every one of the eight
+//! actions through the CLI, each found again with `qtrail events query --output json`, the
+//! chain verified and exported, exit codes scripts rely on, and a clean Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::harness::{START_TIMEOUT, binary, http_get, wait_until};
+
+/// A `qtrail up` child process with its own data directory, killed on drop.
+pub struct Up {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The parsed `up.json`.
+    pub info: Value,
+}
+
+/// The result of one `qtrail` command.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Returns stdout parsed as JSON, panicking with both streams if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("not json ({err}): stdout {:?} stderr {:?}", self.stdout, self.stderr))
+    }
+}
+
+impl Up {
+    /// Starts `qtrail up` on ephemeral ports and waits for its `up.json`.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("up.log")).expect("log file");
+        let child = Command::new(binary("qtrail"))
+            .current_dir(dir.path())
+            .args(["up", "--data-dir", "data"])
+            .args(["--runtime-listen", "127.0.0.1:0", "--collector-listen", "127.0.0.1:0"])
+            .args(["--console-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start qtrail up");
+        let up_json = dir.path().join("data/up.json");
+        let info = wait_until("qtrail up to write up.json", START_TIMEOUT, || {
+            let info = std::fs::read_to_string(&up_json).ok().and_then(|text| serde_json::from_str(&text).ok());
+            std::future::ready(info)
+        })
+        .await;
+        Self { child: Some(child), dir, info }
+    }
+
+    /// Returns the data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Returns a string field of `up.json`.
+    pub fn field(&self, name: &str) -> String {
+        self.info[name].as_str().unwrap_or_else(|| panic!("up.json has no {name}")).to_owned()
+    }
+
+    /// Runs `qtrail` with `args` in the data directory's parent, so that it finds `up.json`.
+    pub fn qtrail(&self, args: &[&str]) -> Output {
+        run_qtrail(self.dir.path(), args)
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit code.
+    pub async fn interrupt(&mut self) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        kill(pid, Signal::SIGINT).expect("send sigint");
+        let status = wait_until("qtrail up to exit after ctrl-c", Duration::from_secs(30), || {
+            std::future::ready(child.try_wait().ok().flatten())
+        })
+        .await;
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the `qtrail` binary in `dir` (where `data/up.json` supplies its settings).
+pub fn run_qtrail(dir: &Path, args: &[&str]) -> Output {
+    let output = Command::new(binary("qtrail"))
+        .current_dir(dir)
+        .args(["--data-dir", "data"])
+        .args(args)
+        .env_remove("QTRAIL_RUNTIME")
+        .env_remove("QTRAIL_COLLECTOR")
+        .env_remove("QTRAIL_API_KEY")
+        .env_remove("QTRAIL_TOKEN")
+        .env_remove("QTRAIL_LOCATION")
+        .output()
+        .expect("run qtrail");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `qtrail` and returns its JSON output, failing unless it exits 0.
+fn ok_json(up: &Up, args: &[&str]) -> Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let output = up.qtrail(&all);
+    assert_eq!(output.code, 0, "qtrail {args:?} failed: {}", output.stderr);
+    output.json()
+}
+
+/// A Bell pair.
+pub const BELL: &str =
+    "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
+
+/// A circuit with a mid-circuit measurement and reset, which the simulator must run shot by
+/// shot: with many shots it runs long enough to be cancelled while queued or running.
+pub const SLOW: &str = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[16];\ncreg c[16];\n\
+    h q;\nmeasure q[0] -> c[0];\nreset q[0];\nh q;\ncx q[0],q[1];\nmeasure q -> c;\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
+    let mut up = Up::start().await;
+    let work = up.dir.path();
+    std::fs::write(work.join("bell.qasm"), BELL).unwrap();
+    std::fs::write(work.join("slow.qasm"), SLOW).unwrap();
+
+    // program.create, program.read (list and get), program.update
+    let program = ok_json(&up, &["programs", "create", "--name", "bell", "--source-file", "bell.qasm"]);
+    let program_id = program["id"].as_str().unwrap().to_owned();
+    assert_eq!(program["numQubits"], 2);
+    let listed = ok_json(&up, &["programs", "list"]);
+    assert_eq!(listed["count"], 1);
+    assert_eq!(ok_json(&up, &["programs", "get", &program_id])["name"], "bell");
+    let updated = ok_json(&up, &["programs", "update", &program_id, "--description", "a bell pair"]);
+    assert_eq!(updated["description"], "a bell pair");
+
+    // job.create (waiting for the result), job.read (get, results, logs, interim, list)
+    let job = ok_json(&up, &["jobs", "run", &program_id, "--shots", "200", "--seed", "7", "--tag", "e2e", "--wait"]);
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["state"]["status"], "COMPLETED");
+    let results = ok_json(&up, &["jobs", "results", &job_id]);
+    let counts = results["counts"].as_object().unwrap();
+    assert!(counts.keys().all(|outcome| outcome == "00" || outcome == "11"), "{results}");
+    assert_eq!(counts.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), 200);
+    assert_eq!(ok_json(&up, &["jobs", "get", &job_id])["id"], job_id.as_str());
+    assert!(ok_json(&up, &["jobs", "logs", &job_id])["logs"].as_str().is_some());
+    ok_json(&up, &["jobs", "interim", &job_id]);
+    assert_eq!(ok_json(&up, &["jobs", "list", "--tag", "e2e", "--finished"])["count"], 1);
+
+    // job.cancel: refused for the finished job (exit 6), accepted for a slow one.
+    let refused = up.qtrail(&["jobs", "cancel", &job_id]);
+    assert_eq!(refused.code, 6, "{refused:?}");
+    assert!(refused.stderr.starts_with("error: failed precondition:"), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "errors are one line: {}", refused.stderr);
+    let slow = ok_json(&up, &["programs", "create", "--name", "slow", "--source-file", "slow.qasm"]);
+    let slow_id = slow["id"].as_str().unwrap().to_owned();
+    let slow_job = ok_json(&up, &["jobs", "run", &slow_id, "--shots", "100000"]);
+    let slow_job_id = slow_job["id"].as_str().unwrap().to_owned();
+    let cancelled = ok_json(&up, &["jobs", "cancel", &slow_job_id]);
+    assert_eq!(cancelled["state"]["status"], "CANCELLED");
+
+    // job.delete, program.delete
+    ok_json(&up, &["jobs", "delete", &job_id]);
+    ok_json(&up, &["programs", "delete", &program_id]);
+    let missing = up.qtrail(&["programs", "get", &program_id]);
+    assert_eq!(missing.code, 3, "not found exits 3: {missing:?}");
+
+    // Every action is in the trail, found through the CLI.
+    let expectations = [
+        ("quantum-computing.program.create", "success", program_id.as_str()),
+        ("quantum-computing.program.read", "failure", program_id.as_str()),
+        ("quantum-computing.program.update", "success", program_id.as_str()),
+        ("quantum-computing.program.delete", "success", program_id.as_str()),
+        ("quantum-computing.job.create", "success", job_id.as_str()),
+        ("quantum-computing.job.read", "success", job_id.as_str()),
+        ("quantum-computing.job.cancel", "failure", job_id.as_str()),
+        ("quantum-computing.job.cancel", "success", slow_job_id.as_str()),
+        ("quantum-computing.job.delete", "success", job_id.as_str()),
+    ];
+    for (action, outcome, target) in expectations {
+        let found = wait_until(&format!("a {outcome} {action} event for {target}"), START_TIMEOUT, || {
+            let page = ok_json(&up, &["events", "query", "--action", action, "--outcome", outcome, "--limit", "100"]);
+            let hit = page["events"].as_array().unwrap().iter().any(|stored| {
+                let event = &stored["event"];
+                event["action"] == action
+                    && event["outcome"] == outcome
+                    && event["target"]["id"].as_str().is_some_and(|crn| crn.ends_with(&format!(":{target}")))
+            });
+            std::future::ready(hit.then_some(()))
+        })
+        .await;
+        let _: () = found;
+    }
+
+    // The chain holds and exports in both formats.
+    let verified = ok_json(&up, &["events", "verify"]);
+    assert_eq!(verified["ok"], true, "{verified}");
+    let exported = up.qtrail(&["events", "export", "--format", "cadf-json", "-o", "events.jsonl"]);
+    assert_eq!(exported.code, 0, "{exported:?}");
+    let lines = std::fs::read_to_string(work.join("events.jsonl")).unwrap();
+    assert!(lines.lines().count() as u64 >= verified["checked"].as_u64().unwrap());
+    for line in lines.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
+    }
+
+    // The rest of the auditor's and admin's commands.
+    let tail = up.qtrail(&["--output", "json", "events", "tail", "--from-seq", "1", "--count", "3"]);
+    assert_eq!(tail.code, 0, "{tail:?}");
+    let seqs: Vec<u64> = tail
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["locationSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
+    let publishers = ok_json(&up, &["events", "publishers"]);
+    assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
+    let collectors = ok_json(&up, &["collectors", "list"]);
+    assert_eq!(collectors["collectors"][0]["location"], "us-east");
+    let twice = up.qtrail(&["collectors", "create", "us-east"]);
+    assert_eq!(twice.code, 6, "a second collector for a location is refused: {twice:?}");
+    assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
+    assert_eq!(ok_json(&up, &["collectors", "create", "eu-de"])["location"], "eu-de");
+    let bad = up.qtrail(&["collectors", "create", "EU DE"]);
+    assert_eq!(bad.code, 6, "{bad:?}");
+
+    // The console and both services' metrics are on the console address.
+    let console = up.field("console");
+    let (status, page) = http_get(&format!("{console}/console/us-east")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "{page}");
+    let (status, metrics) = http_get(&format!("{console}/metrics")).await;
+    assert_eq!(status, 200);
+    for series in ["qtrail_runtime_outbox_events", "qtrail_runtime_events_acked_total", "qtrail_collector_"] {
+        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
+    }
+
+    // Exit codes for refused credentials, and a clean Ctrl-C.
+    let unauthenticated = up.qtrail(&["--api-key", "wrong", "programs", "list"]);
+    assert_eq!(unauthenticated.code, 4, "{unauthenticated:?}");
+    assert_eq!(up.interrupt().await, 0);
+    assert!(!up.data_dir().join("up.json").exists(), "up.json is removed on a clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qtrail_up_reuses_its_credentials_and_keeps_its_events_across_restarts() {
+    let mut first = Up::start().await;
+    let key = first.field("api_key");
+    let token = first.field("auditor_token");
+    std::fs::write(first.dir.path().join("bell.qasm"), BELL).unwrap();
+    ok_json(&first, &["programs", "create", "--name", "bell", "--source-file", "bell.qasm"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(first.data_dir().join("tokens.toml")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "credentials are private");
+    assert_eq!(first.interrupt().await, 0);
+
+    // Start again in the same directory.
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    let log = std::fs::File::create(dir.path().join("up2.log")).unwrap();
+    let child = Command::new(binary("qtrail"))
+        .current_dir(dir.path())
+        .args(["up", "--data-dir", "data", "--runtime-listen", "127.0.0.1:0"])
+        .args(["--collector-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up_json = dir.path().join("data/up.json");
+    let info: Value = wait_until("the second qtrail up", START_TIMEOUT, || {
+        std::future::ready(std::fs::read_to_string(&up_json).ok().and_then(|t| serde_json::from_str(&t).ok()))
+    })
+    .await;
+    let mut second = Up { child: Some(child), dir, info };
+    assert_eq!(second.field("api_key"), key);
+    assert_eq!(second.field("auditor_token"), token);
+    let page = ok_json(&second, &["events", "query", "--action", "quantum-computing.program.create"]);
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "the first run's event is still there");
+    assert_eq!(second.interrupt().await, 0);
+}
