@@ -16,7 +16,7 @@ use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use tonic::Request;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::harness::{ServerProcess, binary};
+use crate::harness::{ServerProcess, binary, http_get};
 
 /// Collector token with the `admin` role.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -79,7 +79,7 @@ impl Collector {
             "--shutdown-grace-secs".into(),
             "2".into(),
         ];
-        Self { process: ServerProcess::start(name, binary("qtrail-collector"), args, dir).await }
+        Self { process: ServerProcess::start_with_http(name, binary("qtrail-collector"), args, dir).await }
     }
 
     /// Returns the process, to kill, terminate or restart it.
@@ -163,6 +163,23 @@ impl Collector {
         let request = authed(audit::VerifyChainRequest { location: location.to_owned(), range: None }, AUDITOR_TOKEN);
         let verified = EventQueryClient::new(self.channel()).verify_chain(request).await;
         verified.unwrap_or_else(|status| panic!("verify chain of {location}: {status}")).into_inner()
+    }
+
+    /// Returns the value of the metric series `name` whose labels include `labels`, from the
+    /// collector's `/metrics` (0 when there is no such series yet).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (status, text) = http_get(&format!("{}/metrics", self.process.http_url())).await;
+        assert_eq!(status, 200, "GET /metrics");
+        let wanted: Vec<String> = labels.iter().map(|(key, value)| format!("{key}=\"{value}\"")).collect();
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' '))
+            .filter(|(series, _)| {
+                let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+                series_name == name && wanted.iter().all(|label| series_labels.contains(label.as_str()))
+            })
+            .filter_map(|(_, value)| value.parse::<f64>().ok())
+            .sum()
     }
 
     /// Asserts that the chain of every location verifies and covers all its events.

@@ -416,4 +416,11 @@ async fn network_cuts_resend_only_unacknowledged_batches() {
     // Each late batch and its resend both reached the collector: one of the two was counted as
     // duplicates, and the store kept one copy (the tally above found none stored twice).
     assert!(wire.collector_duplicates >= 2, "late batches were deduplicated: {wire}");
+    // The collector's own duplicate counter saw them too (and the wire may miss a few Acks of a
+    // connection gone silent, never the other way round).
+    let counted = collector
+        .metric("qtrail_collector_ingest_events_total", &[("location", LOCATION), ("result", "duplicate")])
+        .await;
+    println!("delivery scenario 6: the collector counted {counted} duplicates");
+    assert!(counted >= wire.collector_duplicates as f64, "duplicates counted {counted}, seen on the wire: {wire}");
 }
