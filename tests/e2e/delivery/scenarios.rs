@@ -210,6 +210,7 @@ async fn collector_down_for_a_while_then_everything_arrives_in_order() {
     let tally = Tally::of(&history.calls(), &collector.events(LOCATION).await);
     tally.print("scenario 3 (then runtime SIGTERM)");
     tally.assert_exact("scenario 3 (then runtime SIGTERM)");
+    collector.assert_every_chain_verifies().await;
 }
 
 /// Scenario 4: with the collector down, a small outbox fills; from then on every call is
