@@ -722,6 +722,7 @@ async fn to_runtime_pump(
                 shared.judge(&connection, Direction::ToRuntime, &messages)
             };
             match verdict {
+                // Holding and truncating only ever strike batches, on the way to the collector.
                 Verdict::Forward | Verdict::Hold | Verdict::Truncate => {
                     if !runtime_gone && to.write_all(&frame).await.is_err() {
                         if !matches!(connection.mode(), Mode::Holding | Mode::Released) {
