@@ -207,6 +207,14 @@ impl ServerProcess {
         }
     }
 
+    /// Sends `signal` to the running process, e.g. SIGSTOP to freeze it the way a stalled
+    /// machine would (a frozen process can still be killed).
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("the process is running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+        kill(pid, signal).unwrap_or_else(|err| panic!("send {signal} to {}: {err}", self.name));
+    }
+
     /// Sends SIGTERM and waits for the process to exit, returning its status.
     pub async fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the process is running");

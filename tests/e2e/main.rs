@@ -5,7 +5,9 @@
 #![allow(unreachable_pub)]
 
 mod console;
+mod delivery;
 mod grpcurl;
 mod harness;
+mod servers;
 mod up;
 mod webdriver;

@@ -226,6 +226,26 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
         assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
     }
 
+    // The rest of the auditor's and admin's commands.
+    let tail = up.qtrail(&["--output", "json", "events", "tail", "--from-seq", "1", "--count", "3"]);
+    assert_eq!(tail.code, 0, "{tail:?}");
+    let seqs: Vec<u64> = tail
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["locationSeq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
+    let publishers = ok_json(&up, &["events", "publishers"]);
+    assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
+    let collectors = ok_json(&up, &["collectors", "list"]);
+    assert_eq!(collectors["collectors"][0]["location"], "us-east");
+    let twice = up.qtrail(&["collectors", "create", "us-east"]);
+    assert_eq!(twice.code, 6, "a second collector for a location is refused: {twice:?}");
+    assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
+    assert_eq!(ok_json(&up, &["collectors", "create", "eu-de"])["location"], "eu-de");
+    let bad = up.qtrail(&["collectors", "create", "EU DE"]);
+    assert_eq!(bad.code, 6, "{bad:?}");
+
     // The console and both services' metrics are on the console address.
     let console = up.field("console");
     let (status, page) = http_get(&format!("{console}/console/us-east")).await;

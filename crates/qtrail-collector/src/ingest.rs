@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
 use crate::store::{AppendBatch, EventStore, NewEvent};
-use crate::writer::WriterHandle;
+use crate::writer::{Sequence, WriterHandle};
 
 /// Longest publisher id accepted, in bytes.
 const MAX_PUBLISHER_ID_BYTES: usize = 256;
@@ -70,8 +70,14 @@ impl Ingest {
         E: std::fmt::Display,
     {
         let _open = Open::new(Openable::PublishStream);
-        let mut session =
-            Session { ingest: self, caller, inbound, responses: responses.clone(), pending: FuturesOrdered::new() };
+        let mut session = Session {
+            ingest: self,
+            caller,
+            inbound,
+            responses: responses.clone(),
+            pending: FuturesOrdered::new(),
+            sequence: Sequence::default(),
+        };
         if let Err(err) = session.run().await {
             if matches!(err, Error::ShuttingDown) {
                 debug!(token = %session.caller, "publish stream ended by shutdown");
@@ -91,6 +97,8 @@ struct Session<S> {
     inbound: S,
     responses: mpsc::Sender<Result<proto::PublishResponse>>,
     pending: FuturesOrdered<PendingAck>,
+    /// This stream's batches at the writer, which stops committing them after a failure.
+    sequence: Sequence,
 }
 
 /// What reading the next request gave.
@@ -264,7 +272,7 @@ where
             epoch: publisher.epoch,
             events,
         };
-        let outcome = self.ingest.writer.submit(append).await.ok_or(Error::ShuttingDown)?;
+        let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         let location = publisher.location.clone();
         self.pending.push_back(Box::pin(async move {
             let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;

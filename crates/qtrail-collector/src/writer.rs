@@ -4,8 +4,14 @@
 //! redb has one writer at a time and each durable commit costs an fsync, so committing the
 //! batches of all streams together (group commit) is what lets throughput grow with the number
 //! of streams. Committed records are then announced to tails.
+//!
+//! The batches of one stream form one [`Sequence`]: once a commit fails, no later batch of the
+//! streams in it is committed. Otherwise a later batch could be stored over the hole the failed
+//! one left, and the next `Welcome{stored_seq}` would tell the publisher it may drop events
+//! that were never stored.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -45,7 +51,25 @@ pub(crate) enum Message {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) batch: AppendBatch,
+    pub(crate) sequence: Sequence,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The batches of one Publish stream, in order. Clones share the state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sequence {
+    broken: Arc<AtomicBool>,
+}
+
+impl Sequence {
+    /// Returns whether a batch of this sequence failed to commit.
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    fn set_broken(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Handle to submit batches to the writer; cheap to clone.
@@ -63,14 +87,15 @@ impl WriterHandle {
         (Self { jobs }, queue)
     }
 
-    /// Queues a batch and returns where its outcome will arrive, or `None` once the writer has
-    /// stopped.
+    /// Queues a batch of `sequence` and returns where its outcome will arrive, or `None` once the
+    /// writer has stopped.
     pub(crate) async fn submit(
         &self,
         batch: AppendBatch,
+        sequence: &Sequence,
     ) -> Option<oneshot::Receiver<Result<AppendOutcome, StoreError>>> {
         let (reply, outcome) = oneshot::channel();
-        self.jobs.send(Message::Job(Job { batch, reply })).await.ok()?;
+        self.jobs.send(Message::Job(Job { batch, sequence: sequence.clone(), reply })).await.ok()?;
         Some(outcome)
     }
 }
@@ -130,6 +155,11 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
+                Message::Job(job) if job.sequence.is_broken() => {
+                    let _ = job.reply.send(Err(StoreError::Backend(
+                        "not stored: an earlier batch of this stream failed to commit".to_owned(),
+                    )));
+                }
                 Message::Job(job) => jobs.push(job),
                 Message::Stop => stopping = true,
             }
@@ -146,7 +176,8 @@ fn write_loop(
 
 /// Commits the batches of `jobs` in one transaction and answers each.
 fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::Sender<Arc<Committed>>) {
-    let (batches, replies): (Vec<AppendBatch>, Vec<_>) = jobs.into_iter().map(|job| (job.batch, job.reply)).unzip();
+    let (batches, replies): (Vec<AppendBatch>, Vec<_>) =
+        jobs.into_iter().map(|job| (job.batch, (job.sequence, job.reply))).unzip();
     let group = batches.len();
     let events: usize = batches.iter().map(|batch| batch.events.len()).sum();
     let locations: Vec<String> = batches.iter().map(|batch| batch.location.to_string()).collect();
@@ -160,7 +191,7 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
                 meters::store_bytes(bytes);
             }
             let tailed = committed.receiver_count() > 0;
-            for ((reply, mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
+            for (((_, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 if let Some(last) = outcome.stored.last() {
                     meters::events_stored(&location, last.location_seq);
                 }
@@ -176,7 +207,9 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
         Err(err) => {
             error!(error = %err, batches = group, events, "group commit failed, nothing stored");
             meters::group_failed();
-            for reply in replies {
+            for (sequence, reply) in replies {
+                // Before anything else is committed, so that no later batch of these streams is.
+                sequence.set_broken();
                 let _ = reply.send(Err(err.clone()));
             }
         }
@@ -186,4 +219,116 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
 /// Returns the current time as a protobuf timestamp.
 pub(crate) fn now() -> Timestamp {
     Timestamp::from(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use qtrail_cadf::{Action, ChainHash, Location};
+
+    use super::*;
+    use crate::filter::{Filter, Order};
+    use crate::store::{ChainRecord, NewEvent, RedbStore};
+
+    /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
+    #[derive(Debug)]
+    struct FailingOnce {
+        inner: RedbStore,
+        appends: AtomicUsize,
+        fail_at: usize,
+    }
+
+    impl EventStore for FailingOnce {
+        fn create_collector(
+            &self,
+            location: &Location,
+            create_time: Timestamp,
+        ) -> Result<proto::Collector, StoreError> {
+            self.inner.create_collector(location, create_time)
+        }
+        fn file_bytes(&self) -> Option<u64> {
+            self.inner.file_bytes()
+        }
+        fn collector(&self, location: &Location) -> Result<Option<proto::Collector>, StoreError> {
+            self.inner.collector(location)
+        }
+        fn collectors(&self) -> Result<Vec<proto::Collector>, StoreError> {
+            self.inner.collectors()
+        }
+        fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>, StoreError> {
+            if self.appends.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+                return Err(StoreError::Backend("disk on fire".to_owned()));
+            }
+            self.inner.append(batches, receive_time)
+        }
+        fn publisher(&self, location: &Location, id: &str) -> Result<Option<proto::PublisherState>, StoreError> {
+            self.inner.publisher(location, id)
+        }
+        fn publishers(&self, location: &Location) -> Result<Vec<proto::PublisherState>, StoreError> {
+            self.inner.publishers(location)
+        }
+        fn chain_records(&self, location: &Location, from: u64, limit: usize) -> Result<Vec<ChainRecord>, StoreError> {
+            self.inner.chain_records(location, from, limit)
+        }
+        fn last_seq(&self, location: &Location) -> Result<u64, StoreError> {
+            self.inner.last_seq(location)
+        }
+        fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>, StoreError> {
+            self.inner.seq_of_chain_hash(location, hash)
+        }
+        fn query(
+            &self,
+            location: &Location,
+            filter: &Filter,
+            order: Order,
+            after: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<proto::StoredEvent>, StoreError> {
+            self.inner.query(location, filter, order, after, limit)
+        }
+    }
+
+    fn batch(publisher: &str, seqs: std::ops::RangeInclusive<u64>) -> AppendBatch {
+        let events = seqs
+            .map(|seq| {
+                let millis = 1_700_000_000_000 + seq as i64;
+                let event = crate::store::conformance::event("us-east", Action::JobRead, "IBMid-1", "", 200, millis);
+                NewEvent::new(seq, &event)
+            })
+            .collect();
+        AppendBatch { location: "us-east".parse().unwrap(), publisher_id: publisher.into(), epoch: 1, events }
+    }
+
+    /// A failed commit must not be followed by a commit of a later batch of the same stream:
+    /// the publisher's seq would then jump the hole, and its next Welcome would let it drop the
+    /// failed batch's events from its outbox although they were never stored.
+    #[tokio::test]
+    async fn after_a_failed_commit_no_later_batch_of_that_stream_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = RedbStore::open(dir.path(), 1024 * 1024).unwrap();
+        inner.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(FailingOnce { inner, appends: AtomicUsize::new(0), fail_at: 0 });
+        let (committed, _) = broadcast::channel(16);
+        // One batch per commit, so the failure hits exactly the first batch.
+        let (writer, handle) = Writer::spawn(store.clone(), 1, committed).unwrap();
+
+        let failing = Sequence::default();
+        let healthy = Sequence::default();
+        let first = handle.submit(batch("p", 1..=2), &failing).await.unwrap();
+        let second = handle.submit(batch("p", 3..=4), &failing).await.unwrap();
+        let other = handle.submit(batch("q", 1..=2), &healthy).await.unwrap();
+        assert!(first.await.unwrap().is_err(), "the first commit fails");
+        let refused = second.await.unwrap().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "storage failure: not stored: an earlier batch of this stream failed to commit"
+        );
+        assert_eq!(other.await.unwrap().unwrap().accepted, 2, "other streams carry on");
+
+        let location: Location = "us-east".parse().unwrap();
+        assert!(store.publisher(&location, "p").unwrap().is_none(), "nothing of the broken stream was stored");
+        assert_eq!(store.last_seq(&location).unwrap(), 2);
+        writer.stop().await;
+    }
 }

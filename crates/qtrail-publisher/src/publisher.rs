@@ -11,7 +11,8 @@
 //! deleted too (they are refused for good), with a warning each.
 //!
 //! Any failure (collector unreachable, no collector for the location, refused credentials, a
-//! protocol violation, the stream closing) ends the stream. The task waits with exponential
+//! protocol violation, the stream closing, no Welcome or no Ack within the ack timeout) ends the
+//! stream. The task waits with exponential
 //! backoff and full jitter and opens a new one, which resends every event still in the outbox,
 //! in seq order; the collector removes duplicates by event id. Events meanwhile wait in the
 //! outbox, whose bound then decides when the service stops taking calls.
@@ -67,8 +68,9 @@ pub struct PublisherConfig {
     pub backoff_max: Duration,
     /// How long connecting to the collector may take.
     pub connect_timeout: Duration,
-    /// How long the oldest unacknowledged batch may wait for its ack before the stream is
-    /// given up (a collector that stopped answering would otherwise hold the window forever).
+    /// How long the collector may take to answer: to welcome a new stream, and to acknowledge
+    /// the oldest unacknowledged batch. Past it the stream is given up, since a collector or a
+    /// network that stopped answering would otherwise hold the publisher forever.
     pub ack_timeout: Duration,
 }
 
@@ -198,6 +200,8 @@ enum StreamError {
     Closed,
     #[error("no ack for batch {0} in time")]
     AckTimeout(u64),
+    #[error("no welcome in time")]
+    WelcomeTimeout,
     #[error("protocol violation: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -334,12 +338,20 @@ impl Task {
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        // A network that goes silent while the stream opens leaves both waits below hanging
+        // (for as long as TCP keeps retrying, many minutes), so the collector gets as long to
+        // welcome the stream as it gets to acknowledge a batch.
+        let welcome_deadline = Instant::now() + self.config.ack_timeout;
         let mut responses = tokio::select! {
-            response = client.publish(request) => response.map_err(StreamError::Refused)?.into_inner(),
+            response = tokio::time::timeout_at(welcome_deadline, client.publish(request)) => {
+                response.map_err(|_| StreamError::WelcomeTimeout)?.map_err(StreamError::Refused)?.into_inner()
+            }
             _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
         };
         let welcome = tokio::select! {
-            message = responses.message() => message.map_err(StreamError::Refused)?,
+            message = tokio::time::timeout_at(welcome_deadline, responses.message()) => {
+                message.map_err(|_| StreamError::WelcomeTimeout)?.map_err(StreamError::Refused)?
+            }
             _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
         };
         let stored_seq = match welcome.and_then(|response| response.kind) {

@@ -272,6 +272,34 @@ async fn a_collector_that_stops_acking_is_given_up_and_the_batch_resent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_is_never_welcomed_is_given_up() {
+    let fixture = fixture(OutboxLimits::default());
+    enqueue(&fixture, 0..1);
+    // A peer that accepts connections and then says nothing: a network gone silent while a
+    // stream opens. The kernel completes the handshake, so only a timeout can tell.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let peer = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let mut config = config(url);
+    config.ack_timeout = Duration::from_millis(300);
+    let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
+
+    let reconnected = wait_until(|| accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2).await;
+    assert!(reconnected, "the publisher gives up a stream without a welcome and connects again");
+    assert_eq!(fixture.outbox.depth().unwrap().events, 1, "the event waits in the outbox");
+    assert!(!publisher.shutdown(Duration::from_millis(100)).await);
+    peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_events_are_dropped_counted_and_never_resent() {
     let fixture = fixture(OutboxLimits::default());
     let ids = enqueue(&fixture, 0..5);

@@ -81,6 +81,11 @@ pub struct Config {
     /// Longest wait between reconnection attempts to the collector, in milliseconds.
     #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_BACKOFF_MAX_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub publish_backoff_max_ms: u64,
+    /// How long the publisher waits for the collector to acknowledge its oldest batch before it
+    /// gives the stream up and reconnects, in milliseconds. A network that silently stops
+    /// delivering (no reset, no close) is noticed this way.
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_ACK_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publish_ack_timeout_ms: u64,
     /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
     #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
     pub shutdown_flush_ms: u64,
@@ -121,6 +126,7 @@ impl Config {
             outbox_max_bytes: 256 * 1024 * 1024,
             publish_linger_ms: 5,
             publish_backoff_max_ms: 200,
+            publish_ack_timeout_ms: 30_000,
             shutdown_flush_ms: 5_000,
             #[cfg(feature = "bench")]
             audit_sink: AuditSink::Outbox,

@@ -71,6 +71,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     publishing.linger = Duration::from_millis(config.publish_linger_ms);
     publishing.backoff_max = Duration::from_millis(config.publish_backoff_max_ms);
     publishing.backoff_initial = publishing.backoff_initial.min(publishing.backoff_max);
+    publishing.ack_timeout = Duration::from_millis(config.publish_ack_timeout_ms);
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
     let http_listener = match config.http {
         Some(addr) => {
