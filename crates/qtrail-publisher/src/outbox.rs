@@ -91,6 +91,16 @@ pub struct QueuedBatch {
     pub corrupt: Vec<u64>,
 }
 
+/// What [`Outbox::append_all`] did.
+pub(crate) struct Appended {
+    /// The epoch the events were numbered in.
+    pub(crate) epoch: u64,
+    /// Each event's seq, or why it was refused.
+    pub(crate) outcomes: Vec<Result<u64, OutboxError>>,
+    /// The last seq assigned so far.
+    pub(crate) last_seq: u64,
+}
+
 /// A handle to the outbox tables of one database. Clones share the database and the wake-up.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -224,17 +234,16 @@ impl Outbox {
     /// it was, but the caller should abort it); [`OutboxError::Storage`] when the database fails.
     pub fn enqueue(&self, txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, OutboxError> {
         let encoded = proto::AuditEvent::from(event).encode_to_vec();
-        let (_, mut outcomes, _) = self.append_all(txn, std::iter::once(encoded.as_slice()))?;
-        outcomes.pop().unwrap_or_else(|| Err(OutboxError::Corrupt("no outcome for the event".into())))
+        let mut appended = self.append_all(txn, std::iter::once(encoded.as_slice()))?;
+        appended.outcomes.pop().unwrap_or_else(|| Err(OutboxError::Corrupt("no outcome for the event".into())))
     }
 
-    /// Appends encoded events in `txn`, each that fits in the bound; returns the epoch, each
-    /// event's seq or refusal, and the last seq assigned.
+    /// Appends encoded events in `txn`, each that fits in the bound.
     pub(crate) fn append_all<'a>(
         &self,
         txn: &WriteTransaction,
         encoded: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<(u64, Vec<Result<u64, OutboxError>>, u64), OutboxError> {
+    ) -> Result<Appended, OutboxError> {
         let mut counters = txn.open_table(COUNTERS)?;
         let mut table = txn.open_table(EVENTS)?;
         let epoch = read_counter(&counters, EPOCH)?;
@@ -259,7 +268,7 @@ impl Outbox {
         counters.insert(NEXT_SEQ, next_seq)?;
         counters.insert(DEPTH_EVENTS, events)?;
         counters.insert(DEPTH_BYTES, bytes)?;
-        Ok((epoch, outcomes, next_seq - 1))
+        Ok(Appended { epoch, outcomes, last_seq: next_seq - 1 })
     }
 
     /// Tells the publisher that events were committed, so it need not wait for its next poll.

@@ -101,10 +101,10 @@ impl Outbox {
     /// Appends the events that fit in one durable transaction; returns each one's outcome.
     fn append_durably(&self, batch: &[Pending]) -> Result<Vec<Result<u64, OutboxError>>, OutboxError> {
         let txn = self.database().begin_write()?;
-        let (epoch, outcomes, last) = self.append_all(&txn, batch.iter().map(|pending| pending.encoded.as_slice()))?;
+        let appended = self.append_all(&txn, batch.iter().map(|pending| pending.encoded.as_slice()))?;
         txn.commit()?;
         // That commit was durable, and so is everything committed before it.
-        self.set_durable(epoch, last);
-        Ok(outcomes)
+        self.set_durable(appended.epoch, appended.last_seq);
+        Ok(appended.outcomes)
     }
 }

@@ -57,7 +57,7 @@ fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_othe
                     let txn = outbox.begin().unwrap();
                     txn.open_table(STATE).unwrap().insert(key, key * 10).unwrap();
                     outbox.enqueue(&txn, &event(key as usize)).unwrap();
-                    if key % 5 == 0 {
+                    if key.is_multiple_of(5) {
                         txn.abort();
                     } else {
                         txn.commit().unwrap();
@@ -72,7 +72,7 @@ fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_othe
     let total = (threads * per_thread) as u64;
     assert_eq!(committed.len() as u64, total - total / 5);
     for key in 0..total {
-        let expected = (key % 5 != 0).then_some(key * 10);
+        let expected = (!key.is_multiple_of(5)).then_some(key * 10);
         assert_eq!(state(&db, key), expected, "state of {key}");
     }
     assert_eq!(outbox.position().unwrap(), (1, committed.len() as u64), "aborted events used up no seq");

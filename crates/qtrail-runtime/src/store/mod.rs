@@ -140,8 +140,8 @@ impl Reader for WriteTransaction {
 impl Reader for ReadTransaction {
     type Table<'a, K: Key + 'static, V: Value + 'static> = redb::ReadOnlyTable<K, V>;
 
-    fn open<'a, K: Key + 'static, V: Value + 'static>(
-        &'a self,
+    fn open<K: Key + 'static, V: Value + 'static>(
+        &self,
         table: TableDefinition<'_, K, V>,
     ) -> Result<redb::ReadOnlyTable<K, V>> {
         Ok(self.open_table(table)?)
