@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn lines_show_value_unit_ratio_and_baseline() {
         let m = Measurement::new("ingest.collector.s4.b1000", 210_000.4, "events/s", "ack-only server", 420_000.0);
-        assert_eq!(m.ratio, 0.5000009523809524);
+        assert!((m.ratio - 0.500_000_952).abs() < 1e-9, "{}", m.ratio);
         assert_eq!(m.line(), "ingest.collector.s4.b1000: 210000 events/s (0.500 vs ack-only server = 420000 events/s)");
         let m = Measurement::new("latency.p99", 3.25, "ms", "call p99", 1.3).note("target <= 10 ms");
         assert_eq!(m.line(), "latency.p99: 3.25 ms (2.500 vs call p99 = 1.30 ms) [target <= 10 ms]");
