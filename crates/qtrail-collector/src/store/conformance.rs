@@ -302,6 +302,22 @@ fn filters_and_paging(factory: Factory<'_>, dir: &Path) {
             initiator_id: "IBMid-1".into(),
             ..Default::default()
         },
+        proto::EventFilter {
+            action: "quantum-computing.job".into(),
+            start_time: Some(at(1_700_000_010)),
+            end_time: Some(at(1_700_000_040)),
+            ..Default::default()
+        },
+        proto::EventFilter {
+            action: "quantum-computing.program.create".into(),
+            end_time: Some(at(1_700_000_030)),
+            ..Default::default()
+        },
+        proto::EventFilter {
+            action: "quantum-computing.job.cancel".into(),
+            start_time: Some(at(1_800_000_000)),
+            ..Default::default()
+        },
         proto::EventFilter { initiator_id: "nobody".into(), ..Default::default() },
     ];
     for wire in &filters {
