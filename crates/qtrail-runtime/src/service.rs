@@ -126,7 +126,8 @@ impl RuntimeService {
                 Ok(value)
             }
             Err(err) => {
-                // Nothing the body did may stay.
+                // Nothing the body did may stay. Abort before refusing: the failure's event goes
+                // to the outbox's writer, which needs redb's one writer lock that `txn` holds.
                 txn.abort();
                 self.refuse(ctx, &record, err)
             }
