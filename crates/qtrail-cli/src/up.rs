@@ -125,6 +125,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
         result = &mut runtime => Some(("runtime", flatten(result))),
     };
     let _ = std::fs::remove_file(dir.join(UP_FILE));
+    let _ = std::fs::remove_file(&console_addr_file);
     writeln!(out, "shutting down")?;
 
     stop_runtime.cancel();

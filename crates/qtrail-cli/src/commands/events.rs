@@ -113,6 +113,9 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         })),
                     }),
                 )?,
+                OutputFormat::Table if result.ok && result.checked == 0 => {
+                    writeln!(out, "chain ok: no events in {location} yet")?
+                }
                 OutputFormat::Table if result.ok => writeln!(
                     out,
                     "chain ok: {} events checked in {location} (seq {}..{}), head {}",
