@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use qtrail_cadf::{AuditEvent, ChainHash, canonical_bytes, chain_hash_of_bytes};
+use qtrail_collector::store::RedbStore;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use tonic::transport::Channel;
@@ -165,9 +166,10 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     );
 
     // Store size.
-    let store_bytes = std::fs::metadata(files.path("data").join(qtrail_collector::store::RedbStore::FILE_NAME))
-        .context("cannot read the store's size")?
-        .len();
+    let mut store_bytes = 0;
+    for name in [RedbStore::FILE_NAME, RedbStore::INDEX_FILE_NAME] {
+        store_bytes += std::fs::metadata(files.path("data").join(name)).context("cannot read the store's size")?.len();
+    }
     let event_bytes: usize = (0..100).map(|i| encoded_bytes(&factory.event(i))).sum::<usize>() / 100;
     bench.report.record(
         Measurement::new(

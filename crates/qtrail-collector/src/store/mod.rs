@@ -7,6 +7,10 @@
 //! possibly of several locations and streams, in one atomic and durable transaction: the unit of
 //! group commit. Every backend must pass the conformance suite in `conformance`.
 //!
+//! The query indexes may follow the chain rather than be written with it:
+//! [`EventStore::index_step`] brings them forward, and [`EventStore::query`] must return what a
+//! scan of the chain would, however far behind they are.
+//!
 //! Records are exchanged as protobuf messages ([`proto::StoredEvent`], [`proto::Collector`],
 //! [`proto::PublisherState`]) because those are exactly what the collector serves.
 
@@ -95,6 +99,15 @@ pub struct AppendOutcome {
     pub stored: Vec<proto::StoredEvent>,
 }
 
+/// What one [`EventStore::index_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStep {
+    /// Positions indexed by this step.
+    pub indexed: u64,
+    /// Positions of every location still to index after it.
+    pub lag: u64,
+}
+
 /// One position of a chain as stored, for verification: `record` is `None` when the stored
 /// bytes no longer decode.
 #[derive(Debug, Clone)]
@@ -134,6 +147,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Backend`] on storage failure (nothing stored).
     fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>>;
 
+    /// Indexes up to `limit` positions that the query indexes do not cover yet, oldest first per
+    /// location, in a transaction of its own, and returns what it did and what is left. Indexing
+    /// is never needed for correctness, only for the speed of queries.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on storage failure (nothing indexed).
+    fn index_step(&self, limit: u64) -> Result<IndexStep>;
+
+    /// Returns the position up to which the query indexes of `location` are complete.
+    fn indexed_seq(&self, location: &Location) -> Result<u64>;
+
     /// Returns what the store knows of one publisher of `location`.
     fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>>;
 
@@ -152,7 +176,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>>;
 
     /// Returns up to `limit` events matching `filter` in `order`, strictly after position `after`
-    /// in that order (`None` starts at the newest or oldest).
+    /// in that order (`None` starts at the newest or oldest). Every event committed before the
+    /// call is found, indexed or not.
     fn query(
         &self,
         location: &Location,
