@@ -25,6 +25,7 @@
 //! canonical_bytes(event n))`, where `chain_hash(0)` is 32 zero bytes ([`ChainHash::GENESIS`]).
 
 use std::fmt;
+use std::io::Write as _;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -178,7 +179,8 @@ impl<'a> ObjectWriter<'a> {
 
     fn number(&mut self, key: &'static str, value: u64) {
         self.key(key);
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "{value}");
     }
 
     fn data(&mut self, key: &'static str, value: Option<&JsonObject>) {
@@ -199,9 +201,45 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
+/// Writes `value` as a JSON string, escaped exactly as serde_json escapes it (`"`, `\\`, the
+/// short escapes `\b \t \n \f \r`, `\u00xx` for the other control characters, nothing else).
+/// Written by hand because this runs for every string of every event at every hop: runs of
+/// bytes that need no escape are copied whole.
 fn write_string(out: &mut Vec<u8>, value: &str) {
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..index]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ]);
+                start = index + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        out.extend_from_slice(escape);
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 fn write_object(out: &mut Vec<u8>, object: &JsonObject) {
@@ -252,4 +290,26 @@ fn write_number(out: &mut Vec<u8>, number: &serde_json::Number) {
         return;
     }
     out.extend_from_slice(number.to_string().as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical form promises serde_json's string escaping; the hand-written writer must
+    /// agree with it on every ASCII byte and on text around it.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut samples: Vec<String> = (0_u8..=0x7f).map(|byte| format!("a{}b", char::from(byte))).collect();
+        samples.extend(
+            ["", "plain", "\"quoted\"", "back\\slash", "\u{1b}[31m\n", "é ü \u{2028} \u{202e} 😀", "\u{7f}\u{85}"]
+                .map(String::from),
+        );
+        samples.push((0_u8..0x20).map(char::from).collect());
+        for sample in samples {
+            let mut ours = Vec::new();
+            write_string(&mut ours, &sample);
+            assert_eq!(ours, serde_json::to_vec(&sample).unwrap(), "{sample:?}");
+        }
+    }
 }
