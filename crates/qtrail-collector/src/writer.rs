@@ -18,13 +18,12 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use prost_types::Timestamp;
-use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::indexer::IndexerHandle;
 use crate::meters;
-use crate::store::{AppendBatch, AppendOutcome, EventStore, StoreError};
+use crate::store::{AppendBatch, AppendOutcome, Appended, EventStore, StoreError};
 
 /// Batches that may wait for the writer before senders have to wait too.
 const QUEUE_DEPTH: usize = 256;
@@ -37,8 +36,8 @@ pub(crate) const COMMITTED_BUFFER: usize = 1024;
 pub(crate) struct Committed {
     /// The location.
     pub(crate) location: String,
-    /// The records, with `location_seq` set.
-    pub(crate) records: Vec<proto::StoredEvent>,
+    /// The records, with `location_seq` set and their events still encoded.
+    pub(crate) records: Vec<Appended>,
 }
 
 /// What the writer's queue carries.
@@ -204,7 +203,7 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
             let tailed = announce.tails.receiver_count() > 0;
             for (((_, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 if let Some(last) = outcome.stored.last() {
-                    meters::events_stored(&location, last.location_seq);
+                    meters::events_stored(&location, last.record.location_seq);
                 }
                 // Without tails the records go back with the answer, so that freeing them is not
                 // the single writer's work.
@@ -237,6 +236,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use qtrail_cadf::{Action, ChainHash, Location};
+    use qtrail_proto::qtrail::audit::v1 as proto;
 
     use super::*;
     use crate::filter::{Filter, Order};

@@ -145,7 +145,8 @@ fn dense_seqs_and_chain(factory: Factory<'_>, dir: &Path) {
             at(7),
         )
         .unwrap();
-    let seqs: Vec<Vec<u64>> = outcomes.iter().map(|o| o.stored.iter().map(|r| r.location_seq).collect()).collect();
+    let seqs: Vec<Vec<u64>> =
+        outcomes.iter().map(|o| o.stored.iter().map(|r| r.record.location_seq).collect()).collect();
     assert_eq!(seqs, vec![vec![1, 2, 3], vec![1, 2], vec![4, 5]]);
     assert_eq!(outcomes.iter().map(|o| o.accepted).collect::<Vec<_>>(), [3, 2, 2]);
 
@@ -227,7 +228,7 @@ fn reopen_after_close(factory: Factory<'_>, dir: &Path) {
     let outcomes =
         store.append(vec![batch("us-east", "pub-1", 1, &[(3, &events[2]), (4, &events[3])])], at(3)).unwrap();
     assert_eq!((outcomes[0].accepted, outcomes[0].duplicates), (1, 1));
-    let last = &outcomes[0].stored[0];
+    let last = &outcomes[0].stored[0].record;
     assert_eq!(last.location_seq, 4);
     assert_eq!(last.prev_chain_hash, stored[2].chain_hash);
     let state = store.publisher(&location("us-east"), "pub-1").unwrap().unwrap();

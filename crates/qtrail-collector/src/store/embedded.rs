@@ -42,7 +42,8 @@ pub use index::IndexField;
 use index::{Index, SeqBounds, Seqs, Tables};
 
 use super::{
-    AppendBatch, AppendOutcome, ChainRecord, EventStore, IndexStep, Result, StoreError, canonical_of, publisher,
+    AppendBatch, AppendOutcome, Appended, ChainRecord, EventStore, IndexStep, Result, StoreError, canonical_of,
+    publisher,
 };
 use crate::filter::{Filter, Order};
 
@@ -473,10 +474,9 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         record.encode(&mut bytes).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
         events.insert(location_seq, bytes.as_slice())?;
         publisher::record_stored(&mut state, batch.epoch, new.seq);
-        record.event = Some(new.event);
         record.location = loc.to_owned();
         record.location_seq = location_seq;
-        outcome.stored.push(record);
+        outcome.stored.push(Appended { record, event: new.encoded });
         outcome.accepted += 1;
         prev = hash;
         next_seq += 1;

@@ -21,7 +21,7 @@ pub mod publisher;
 pub(crate) mod conformance;
 
 use prost_types::Timestamp;
-use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes};
+use qtrail_cadf::{AuditEvent, ChainHash, Location, ValidEvent, canonical_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use uuid::Uuid;
 
@@ -58,18 +58,48 @@ pub struct NewEvent {
     pub id: Uuid,
     /// Canonical bytes of the event, which the chain hash covers.
     pub canonical: Vec<u8>,
-    /// The event in wire form, as it will be served.
-    pub event: proto::AuditEvent,
-    /// `event` encoded: made with the rest before the single writer, which then only copies it.
+    /// The event in wire form, protobuf-encoded, as it will be served: made with the rest before
+    /// the single writer, which then only copies it.
     pub encoded: Vec<u8>,
 }
 
 impl NewEvent {
+    /// Returns the storable form of an event validated with its canonical bytes, at publisher
+    /// position `seq`.
+    pub fn from_valid(seq: u64, valid: ValidEvent) -> Self {
+        let ValidEvent { event, canonical } = valid;
+        Self { seq, id: event.id, canonical, encoded: event.encode_proto() }
+    }
+
     /// Returns the storable form of a validated event at publisher position `seq`.
     pub fn new(seq: u64, event: &AuditEvent) -> Self {
-        let wire = proto::AuditEvent::from(event);
-        let encoded = prost::Message::encode_to_vec(&wire);
-        Self { seq, id: event.id, canonical: canonical_bytes(event), event: wire, encoded }
+        Self { seq, id: event.id, canonical: canonical_bytes(event), encoded: event.encode_proto() }
+    }
+}
+
+/// A record as an append stored it. Its event stays encoded: only tails read it, and decoding
+/// it is theirs to do.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The record without its event, with `location` and `location_seq` set.
+    pub record: proto::StoredEvent,
+    /// The event, protobuf-encoded.
+    pub event: Vec<u8>,
+}
+
+impl Appended {
+    /// Returns the record with its event.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the event does not decode.
+    pub fn decode(&self) -> Result<proto::StoredEvent> {
+        let event = prost::Message::decode(self.event.as_slice()).map_err(|err| {
+            StoreError::Corrupt(format!(
+                "appended event at location_seq {} does not decode: {err}",
+                self.record.location_seq
+            ))
+        })?;
+        Ok(proto::StoredEvent { event: Some(event), ..self.record.clone() })
     }
 }
 
@@ -95,8 +125,8 @@ pub struct AppendOutcome {
     pub duplicates: u32,
     /// Events refused because another event with the same id is stored.
     pub rejected: Vec<proto::RejectedEvent>,
-    /// The records stored, in chain order, with `location` and `location_seq` set.
-    pub stored: Vec<proto::StoredEvent>,
+    /// The records stored, in chain order.
+    pub stored: Vec<Appended>,
 }
 
 /// What one [`EventStore::index_step`] did.
