@@ -37,7 +37,8 @@
 //! rebuilt the same way.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use qtrail_cadf::Location;
@@ -58,10 +59,14 @@ const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("mar
 /// Key in `meta` of the index bucket width, in bits of `location_seq`.
 const BUCKET_BITS_KEY: &str = "index_bucket_bits";
 
-/// Index commits that may skip their fsync in a row. Such a commit is lost in a crash, which
-/// costs only re-indexing from the last durable mark; a durable commit now and then bounds that
-/// work and lets redb reuse the pages freed since.
+/// Index commits that may skip their fsync in a row. Such a commit is lost in a crash (a clean
+/// close makes it durable), which costs only re-indexing from the last durable mark; a durable
+/// commit now and then bounds that work and lets redb reuse the pages freed since.
 const MAX_LAZY_COMMITS: u32 = 64;
+
+/// Longest time between durable index commits. Under a light load every chain commit is
+/// followed by an index step; making each durable would double the collector's fsyncs.
+const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) type TimeDef<'a> = TableDefinition<'a, (i64, u64), ()>;
 pub(super) type IndexDef<'a> = TableDefinition<'a, (u8, u32, &'static str, u64), ()>;
@@ -166,8 +171,8 @@ pub(super) struct Index {
     db: Database,
     /// Index bucket width (see the module docs), fixed when the file is created.
     pub(super) bucket_bits: u32,
-    /// Commits made without an fsync since the last durable one.
-    lazy_commits: AtomicU32,
+    /// When the last durable commit was made, and how many commits skipped their fsync since.
+    durable: Mutex<(Instant, u32)>,
 }
 
 impl Index {
@@ -193,7 +198,7 @@ impl Index {
         };
         drop_stale_marks(&txn, chain)?;
         txn.commit()?;
-        Ok(Self { db, bucket_bits, lazy_commits: AtomicU32::new(0) })
+        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)) })
     }
 
     /// Starts a read of the indexes. Begin it before the chain's read, so that every position
@@ -224,15 +229,17 @@ impl Index {
             txn.abort()?;
             return Ok(step);
         }
-        let lazy = self.lazy_commits.fetch_add(1, Ordering::Relaxed);
-        // Caught up, or too many commits at risk: this one is durable.
-        if step.lag == 0 || lazy >= MAX_LAZY_COMMITS {
+        let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        let (since, lazy) = *durable;
+        if lazy >= MAX_LAZY_COMMITS || since.elapsed() >= DURABLE_INTERVAL {
             txn.set_durability(Durability::Immediate)?;
-            self.lazy_commits.store(0, Ordering::Relaxed);
+            txn.commit()?;
+            *durable = (Instant::now(), 0);
         } else {
             txn.set_durability(Durability::None)?;
+            txn.commit()?;
+            *durable = (since, lazy + 1);
         }
-        txn.commit()?;
         Ok(step)
     }
 
