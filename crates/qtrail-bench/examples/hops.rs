@@ -12,6 +12,7 @@ use qtrail_cadf::{AuditEvent, ValidEvent};
 use qtrail_collector::store::NewEvent;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_publisher::wire::{EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
 
 const BATCH: usize = 100;
 
@@ -34,20 +35,20 @@ fn main() {
         report("runtime: encode", started);
     }
 
-    // The publisher: outbox bytes to a request on the wire.
+    // The publisher: outbox bytes, checked, to a request on the wire.
     let started = Instant::now();
     let mut requests = Vec::new();
     for (chunk_index, chunk) in outbox.chunks(BATCH).enumerate() {
         let events = chunk
             .iter()
             .enumerate()
-            .map(|(i, bytes)| proto::PublishedEvent {
-                seq: (chunk_index * BATCH + i + 1) as u64,
-                event: Some(proto::AuditEvent::decode(bytes.as_slice()).expect("decodes")),
+            .map(|(i, bytes)| {
+                assert!(proto::AuditEvent::decode(bytes.as_slice()).is_ok());
+                EncodedEvent { seq: (chunk_index * BATCH + i + 1) as u64, event: bytes.clone() }
             })
             .collect();
-        let request = proto::PublishRequest {
-            kind: Some(Kind::Batch(proto::Batch { batch_seq: chunk_index as u64 + 1, events })),
+        let request = EncodedPublishRequest {
+            kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq: chunk_index as u64 + 1, events })),
         };
         requests.push(request.encode_to_vec());
     }
