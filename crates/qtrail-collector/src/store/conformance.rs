@@ -322,6 +322,21 @@ fn varied_filters() -> Vec<proto::EventFilter> {
             ..Default::default()
         },
         proto::EventFilter { initiator_id: "nobody".into(), ..Default::default() },
+        proto::EventFilter {
+            action: "quantum-computing.job".into(),
+            severity: proto::Severity::Critical as i32,
+            ..Default::default()
+        },
+        proto::EventFilter {
+            outcome: proto::Outcome::Failure as i32,
+            severity: proto::Severity::Warning as i32,
+            ..Default::default()
+        },
+        proto::EventFilter {
+            outcome: proto::Outcome::Success as i32,
+            start_time: Some(at(1_700_000_020)),
+            ..Default::default()
+        },
     ]
 }
 

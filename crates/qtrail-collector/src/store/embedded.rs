@@ -582,6 +582,27 @@ mod tests {
         assert_eq!(initiator_count(&store, "us-east"), 30);
     }
 
+    /// An index file of an older layout is rebuilt, not read with the new one's rules.
+    #[test]
+    fn an_index_file_of_another_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        {
+            let db = Database::open(dir.path().join(RedbStore::INDEX_FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<&str, u64>::new("meta")).unwrap().insert("index_format", 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        drop(store);
+        assert_eq!(open(dir.path()).indexed_seq(&"us-east".parse().unwrap()).unwrap(), 30, "the new layout stays");
+    }
+
     #[test]
     fn the_indexes_of_the_old_layout_leave_the_chain_file() {
         let dir = tempfile::tempdir().unwrap();

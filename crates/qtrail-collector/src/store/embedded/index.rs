@@ -9,14 +9,20 @@
 //!
 //! # Layout
 //!
-//! - `meta`: the index bucket width (`index_bucket_bits`), fixed when the file is created;
+//! - `meta`: the index bucket width (`index_bucket_bits`), fixed when the file is created, and
+//!   the layout's version (`index_format`): a file of another version is rebuilt;
 //! - `marks`: location → (`indexed_seq`, chain hash of the record at `indexed_seq`): every
 //!   position up to `indexed_seq` is indexed, no position after it is. The mark is written in
 //!   the transaction that writes the entries, so a crash keeps both or neither;
 //! - `time/L`: (event time in ms, `location_seq`) → ();
-//! - `index/L`: (field, bucket, value, `location_seq`) → () for action, outcome, severity,
+//! - `index/L`: (field, bucket, value, `location_seq`) → () for the event's kind (action,
+//!   outcome and severity in one value, `<action>|<outcome>|<severity>` with the wire numbers),
 //!   initiator id, target id and correlation id (field codes in [`IndexField`]), where bucket is
 //!   `location_seq >> bucket_bits`.
+//!
+//! Action, outcome and severity share one entry because each has few values: a filter on any of
+//! them reads the postings of every kind it allows (at most 8 × 3 × 3) merged in chain order,
+//! and each event costs four index entries instead of six.
 //!
 //! Index keys end with `location_seq`, so within a bucket the entries of one value come in chain
 //! order, and buckets are consecutive ranges of the chain: reading a value's entries bucket by
@@ -37,11 +43,11 @@
 //! rebuilt the same way.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use qtrail_cadf::Location;
+use qtrail_cadf::{Action, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tracing::warn;
@@ -58,6 +64,12 @@ const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("mar
 
 /// Key in `meta` of the index bucket width, in bits of `location_seq`.
 const BUCKET_BITS_KEY: &str = "index_bucket_bits";
+
+/// Key in `meta` of the layout version.
+const FORMAT_KEY: &str = "index_format";
+
+/// Version of the layout: 2 merged the action, outcome and severity entries into one.
+const FORMAT: u64 = 2;
 
 /// Index commits that may skip their fsync in a row. Such a commit is lost in a crash (a clean
 /// close makes it durable), which costs only re-indexing from the last durable mark; a durable
@@ -91,22 +103,63 @@ fn index_table_name(location: &str) -> String {
     format!("index/{location}")
 }
 
-/// Fields of the `index/L` table, by their code in the key.
+/// Fields of the `index/L` table, by their code in the key. Codes 1 to 3 (action, outcome,
+/// severity) belong to the first layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IndexField {
-    /// The action string.
-    Action = 1,
-    /// The outcome's wire value, in decimal.
-    Outcome = 2,
-    /// The severity's wire value, in decimal.
-    Severity = 3,
     /// The initiator id.
     Initiator = 4,
     /// The target CRN.
     Target = 5,
     /// The correlation id (empty ones are not indexed).
     Correlation = 6,
+    /// The event's kind: `<action>|<outcome>|<severity>`, see [`kind_value`].
+    Kind = 7,
+}
+
+/// Wire values of the outcomes and severities, which validation allows alone.
+const LEVELS: [i32; 3] = [1, 2, 3];
+
+/// Returns the `Kind` value of an event, `<action>|<outcome>|<severity>`; one of 72 strings made
+/// once, so that indexing allocates nothing.
+fn kind_value(action: &str, outcome: i32, severity: i32) -> Option<&'static str> {
+    static VALUES: OnceLock<Vec<String>> = OnceLock::new();
+    let values = VALUES.get_or_init(|| {
+        let mut values = Vec::with_capacity(Action::ALL.len() * LEVELS.len() * LEVELS.len());
+        for action in Action::ALL {
+            for outcome in LEVELS {
+                for severity in LEVELS {
+                    values.push(format!("{}|{outcome}|{severity}", action.as_str()));
+                }
+            }
+        }
+        values
+    });
+    let action = Action::ALL.iter().position(|known| known.as_str() == action)?;
+    let outcome = LEVELS.iter().position(|level| *level == outcome)?;
+    let severity = LEVELS.iter().position(|level| *level == severity)?;
+    values.get((action * LEVELS.len() + outcome) * LEVELS.len() + severity).map(String::as_str)
+}
+
+/// Returns the `Kind` values a filter's action, outcome and severity allow, or `None` when it
+/// sets none of them.
+fn kind_values(filter: &Filter) -> Option<Vec<&'static str>> {
+    if filter.actions.is_none() && filter.outcome.is_none() && filter.severity.is_none() {
+        return None;
+    }
+    let all_actions: Vec<&'static str> = Action::ALL.iter().map(|action| action.as_str()).collect();
+    let actions = filter.actions.as_ref().unwrap_or(&all_actions);
+    let pick = |wanted: Option<i32>| LEVELS.iter().copied().filter(move |level| wanted.is_none_or(|w| w == *level));
+    let mut values = Vec::new();
+    for action in actions {
+        for outcome in pick(filter.outcome) {
+            for severity in pick(filter.severity) {
+                values.extend(kind_value(action, outcome, severity));
+            }
+        }
+    }
+    Some(values)
 }
 
 /// The parts of a stored record that indexing reads. Decoding only these skips the rest of the
@@ -196,6 +249,11 @@ impl Index {
                 }
             }
         };
+        let format = txn.open_table(META)?.get(FORMAT_KEY)?.map(|format| format.value());
+        if format != Some(FORMAT) {
+            drop_every_index(&txn, format)?;
+            txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
+        }
         drop_stale_marks(&txn, chain)?;
         txn.commit()?;
         Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)) })
@@ -286,6 +344,28 @@ fn drop_stale_marks(txn: &WriteTransaction, chain: &ReadTransaction) -> Result<(
     Ok(())
 }
 
+/// Drops every location's index and mark: the file was written in layout `format` (none for a
+/// new file), not this one.
+fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
+    let marks: Vec<String> = {
+        let marks = txn.open_table(MARKS)?;
+        let mut locations = Vec::new();
+        for entry in marks.iter()? {
+            locations.push(entry?.0.value().to_owned());
+        }
+        locations
+    };
+    if let Some(format) = format.filter(|_| !marks.is_empty()) {
+        warn!(format, current = FORMAT, "the index file has an older layout, rebuilding it");
+    }
+    for location in marks {
+        txn.delete_table(TimeDef::new(&time_table_name(&location)))?;
+        txn.delete_table(IndexDef::new(&index_table_name(&location)))?;
+        txn.open_table(MARKS)?.remove(location.as_str())?;
+    }
+    Ok(())
+}
+
 /// Indexes the records of positions `after + 1 ..= through` and moves the mark to `through`.
 fn index_range(
     txn: &WriteTransaction,
@@ -326,10 +406,6 @@ fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
     u32::try_from(seq >> bucket_bits).unwrap_or(u32::MAX)
 }
 
-/// Short decimal strings of small enum values (outcome, severity), so indexing them allocates
-/// nothing.
-const SMALL_NUMBERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-
 /// Inserts the entries of `views` in key order: new entries of a value then land together, and
 /// random values (correlation ids) walk the tree once instead of once per event.
 fn insert_entries(
@@ -340,7 +416,7 @@ fn insert_entries(
 ) -> Result<()> {
     let mut times = Vec::with_capacity(views.len());
     let mut owned: Vec<(u8, u32, String, u64)> = Vec::new();
-    let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(views.len() * 6);
+    let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(views.len() * 4);
     for (seq, event) in views {
         let seq = *seq;
         let bucket = bucket_of(seq, bucket_bits);
@@ -350,7 +426,6 @@ fn insert_entries(
         let initiator = event.initiator.as_ref().map_or("", |initiator| initiator.id.as_str());
         let target = event.target.as_ref().map_or("", |target| target.id.as_str());
         for (field, value) in [
-            (IndexField::Action, event.action.as_str()),
             (IndexField::Initiator, initiator),
             (IndexField::Target, target),
             (IndexField::Correlation, event.correlation_id.as_str()),
@@ -359,11 +434,16 @@ fn insert_entries(
                 entries.push((field as u8, bucket, value, seq));
             }
         }
-        for (field, number) in [(IndexField::Outcome, event.outcome), (IndexField::Severity, event.severity)] {
-            match usize::try_from(number).ok().and_then(|n| SMALL_NUMBERS.get(n)) {
-                Some(text) => entries.push((field as u8, bucket, text, seq)),
-                None => owned.push((field as u8, bucket, number.to_string(), seq)),
-            }
+        // Stored events are valid, so their kind is one of the 72; anything else is indexed as
+        // it is, and no filter asks for it.
+        match kind_value(&event.action, event.outcome, event.severity) {
+            Some(kind) => entries.push((IndexField::Kind as u8, bucket, kind, seq)),
+            None => owned.push((
+                IndexField::Kind as u8,
+                bucket,
+                format!("{}|{}|{}", event.action, event.outcome, event.severity),
+                seq,
+            )),
         }
     }
     entries.extend(owned.iter().map(|(field, bucket, value, seq)| (*field, *bucket, value.as_str(), *seq)));
@@ -441,6 +521,12 @@ impl<'a> Plan<'a> {
         })
     }
 
+    /// Returns the positions indexed under any of the `Kind` values `kinds`, in result order.
+    fn kinds(&self, kinds: &[&str]) -> Seqs<'a> {
+        let postings = kinds.iter().map(|kind| self.posting(IndexField::Kind, kind)).collect();
+        merge(postings, self.descending)
+    }
+
     /// Returns the positions of targets starting with `prefix` (at a segment boundary), sorted.
     fn target_prefix(&self, prefix: &str) -> Result<Seqs<'a>> {
         let field = IndexField::Target as u8;
@@ -499,11 +585,11 @@ impl Iterator for Posting<'_> {
 
 /// Returns the candidate positions for `filter` within `bounds`, all of them indexed, in result
 /// order. Exact-value indexes come first (their entries are in chain order, so a page stops
-/// early), most selective first by rule of thumb: correlation id, initiator, exact target,
-/// action (several actions are merged; with a time range, only within the range's positions).
-/// A target prefix or a time range collects the positions in range and sorts them. Outcome and
-/// severity select a large share of events and come last; with no filter, the chain itself is
-/// scanned.
+/// early), most selective first by rule of thumb: correlation id, initiator, exact target, then
+/// the kinds an action filter allows (with a time range, only within the range's positions). A
+/// target prefix or a time range collects the positions in range and sorts them. Kinds that
+/// only an outcome or a severity narrows select a large share of events and come last; with no
+/// filter, the chain itself is scanned.
 pub(super) fn candidates<'a>(
     events: &'a EventsTable,
     tables: &'a Tables,
@@ -522,10 +608,10 @@ pub(super) fn candidates<'a>(
     if let Some(TargetMatch::Exact(value)) = &filter.target {
         return Ok(plan.posting(IndexField::Target, value));
     }
-    if let Some(actions) = &filter.actions {
+    let kinds = kind_values(filter);
+    if let (Some(kinds), Some(_)) = (&kinds, &filter.actions) {
         if filter.start_millis.is_none() && filter.end_millis.is_none() {
-            let postings = actions.iter().map(|action| plan.posting(IndexField::Action, action)).collect();
-            return Ok(merge(postings, descending));
+            return Ok(plan.kinds(kinds));
         }
         // An action is common and a time window can lie deep in the chain: walking the action's
         // entries from the newest would load every newer record only to drop it (measured: 300
@@ -536,8 +622,7 @@ pub(super) fn candidates<'a>(
             return Ok(Box::new(std::iter::empty()));
         };
         let within = Plan { index: &tables.index, bucket_bits, bounds: SeqBounds { low, high }, descending };
-        let postings = actions.iter().map(|action| within.posting(IndexField::Action, action)).collect();
-        return Ok(Box::new(merge(postings, descending).filter(move |seq| match seq {
+        return Ok(Box::new(within.kinds(kinds).filter(move |seq| match seq {
             Ok(seq) => window.binary_search(seq).is_ok(),
             Err(_) => true,
         })));
@@ -552,11 +637,8 @@ pub(super) fn candidates<'a>(
         }
         return Ok(Box::new(seqs.into_iter().map(Ok)));
     }
-    if let Some(severity) = filter.severity {
-        return Ok(plan.posting(IndexField::Severity, &severity.to_string()));
-    }
-    if let Some(outcome) = filter.outcome {
-        return Ok(plan.posting(IndexField::Outcome, &outcome.to_string()));
+    if let Some(kinds) = &kinds {
+        return Ok(plan.kinds(kinds));
     }
     chain_range(events, bounds, descending)
 }
@@ -664,6 +746,28 @@ mod tests {
         let merged: Vec<u64> =
             merge(vec![stream(vec![9, 4, 1]), stream(vec![3, 2])], true).map(|s| s.unwrap()).collect();
         assert_eq!(merged, vec![9, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn kinds_cover_what_a_filter_allows() {
+        assert_eq!(kind_value("quantum-computing.job.read", 2, 3), Some("quantum-computing.job.read|2|3"));
+        assert_eq!(kind_value("quantum-computing.job.read", 4, 1), None);
+        assert_eq!(kind_value("nonsense", 1, 1), None);
+        assert_eq!(kind_values(&Filter::default()), None);
+        let severe = Filter { severity: Some(3), ..Filter::default() };
+        let severe = kind_values(&severe).unwrap();
+        assert_eq!(severe.len(), 8 * 3);
+        assert!(severe.iter().all(|kind| kind.ends_with("|3")));
+        let job_failures =
+            Filter { actions: Some(vec!["quantum-computing.job.cancel"]), outcome: Some(2), ..Filter::default() };
+        assert_eq!(
+            kind_values(&job_failures).unwrap(),
+            [
+                "quantum-computing.job.cancel|2|1",
+                "quantum-computing.job.cancel|2|2",
+                "quantum-computing.job.cancel|2|3"
+            ]
+        );
     }
 
     #[test]
