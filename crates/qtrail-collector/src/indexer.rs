@@ -4,14 +4,17 @@
 //! The writer acknowledges a batch once the chain holds it; the indexes only make queries fast,
 //! so they need not delay the Ack. After each commit the writer wakes the indexer, which gathers
 //! commits for up to [`GATHER`] (or [`GATHER_EVENTS`] events), then indexes in steps of up to
-//! [`STEP`] positions (one transaction each) until it has caught up, then sleeps. At start it catches up with whatever the store left unindexed: a crash between a
-//! commit and its indexing, or an index rebuilt from scratch.
+//! [`STEP`] positions (one transaction each) until it has caught up, then sleeps. At start it
+//! catches up with whatever the store left unindexed: a crash between a commit and its indexing,
+//! or an index rebuilt from scratch.
 //!
 //! Queries are right at any lag (the store reads the positions beyond the index one by one),
 //! but the more there is, the slower a selective query gets. So while the lag is above
 //! [`MAX_LAG`], the writer waits before its next commit: sustained ingest then runs at the
-//! indexer's pace, and a burst is acknowledged at the chain's. An indexer that fails stops
-//! holding the writer back, since queries stay right without it.
+//! indexer's pace, and a burst is acknowledged at the chain's. The start-up catch-up does not
+//! hold the writer back (rebuilding a large index takes minutes, longer than a publisher waits
+//! for an Ack), and neither does an indexer that fails or has exited: queries stay right
+//! without it.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -56,10 +59,17 @@ struct State {
     /// Commits the indexer has not looked at yet.
     pending: bool,
     stopping: bool,
-    /// Unindexed events, as of the last step plus what was committed since.
+    /// Unindexed events, as of the last step plus what was committed since it began.
     lag: u64,
+    /// Events committed since the current step began, which its count of the lag may miss.
+    committed_during_step: u64,
+    /// The indexer is still catching up with what it found at start; until the lag first falls
+    /// to [`MAX_LAG`], the writer does not wait for it.
+    starting: bool,
     /// The last step failed: the writer must not wait for an indexer that may not progress.
     failing: bool,
+    /// The thread has ended, normally or by a panic: nobody will lower the lag any more.
+    exited: bool,
 }
 
 impl Shared {
@@ -82,6 +92,7 @@ impl IndexerHandle {
         let mut state = self.shared.lock();
         state.pending = true;
         state.lag += events;
+        state.committed_during_step += events;
         self.shared.wake.notify_one();
     }
 
@@ -89,7 +100,7 @@ impl IndexerHandle {
     pub(crate) fn wait_for_room(&self) {
         let mut state = self.shared.lock();
         let mut waited = false;
-        while state.lag > MAX_LAG && !state.failing && !state.stopping {
+        while state.lag > MAX_LAG && !state.starting && !state.failing && !state.exited && !state.stopping {
             if !waited {
                 debug!(lag = state.lag, "writer waits for the indexer");
                 waited = true;
@@ -113,8 +124,10 @@ impl Indexer {
     /// When the thread cannot be started.
     pub(crate) fn spawn(store: Arc<dyn EventStore>) -> std::io::Result<(Self, IndexerHandle)> {
         // Pending from the start: the store may hold events the index has not reached.
-        let shared =
-            Arc::new(Shared { state: Mutex::new(State { pending: true, ..State::default() }), ..Default::default() });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { pending: true, starting: true, ..State::default() }),
+            ..Default::default()
+        });
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -141,7 +154,19 @@ impl Indexer {
     }
 }
 
+/// Marks the indexer as exited when its thread ends, also by a panic, and releases a writer
+/// waiting for it.
+struct ExitGuard<'a>(&'a Shared);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().exited = true;
+        self.0.progressed.notify_all();
+    }
+}
+
 fn index_loop(store: &dyn EventStore, shared: &Shared) {
+    let _exit = ExitGuard(shared);
     loop {
         {
             let mut state = shared.lock();
@@ -172,11 +197,18 @@ fn index_loop(store: &dyn EventStore, shared: &Shared) {
 fn catch_up(store: &dyn EventStore, shared: &Shared) -> bool {
     loop {
         let started = Instant::now();
+        shared.lock().committed_during_step = 0;
         let result = store.index_step(STEP);
         let mut state = shared.lock();
         match result {
             Ok(step) => {
-                state.lag = step.lag;
+                // Commits made while the step ran may be missing from its count; counting them
+                // again when they were not only makes the writer wait a step early.
+                state.lag = step.lag + state.committed_during_step;
+                if state.starting && state.lag <= MAX_LAG {
+                    state.starting = false;
+                    debug!("the indexes have caught up with the chain");
+                }
                 if state.failing {
                     info!("indexing works again");
                 }
@@ -209,5 +241,54 @@ fn catch_up(store: &dyn EventStore, shared: &Shared) -> bool {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(state: State) -> IndexerHandle {
+        IndexerHandle { shared: Arc::new(Shared { state: Mutex::new(state), ..Default::default() }) }
+    }
+
+    /// Runs `wait_for_room` on another thread; the receiver hears when it returns.
+    fn wait_elsewhere(handle: &IndexerHandle) -> std::sync::mpsc::Receiver<()> {
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = handle.clone();
+        std::thread::spawn(move || {
+            waiter.wait_for_room();
+            let _ = done.send(());
+        });
+        finished
+    }
+
+    fn returns_soon(handle: &IndexerHandle) -> bool {
+        wait_elsewhere(handle).recv_timeout(Duration::from_secs(1)).is_ok()
+    }
+
+    #[test]
+    fn the_writer_waits_only_for_a_working_indexer_past_its_start() {
+        let behind = MAX_LAG + 1;
+        assert!(returns_soon(&handle(State { lag: MAX_LAG, ..State::default() })));
+        assert!(!returns_soon(&handle(State { lag: behind, ..State::default() })));
+        assert!(returns_soon(&handle(State { lag: behind, starting: true, ..State::default() })));
+        assert!(returns_soon(&handle(State { lag: behind, failing: true, ..State::default() })));
+        assert!(returns_soon(&handle(State { lag: behind, exited: true, ..State::default() })));
+    }
+
+    /// An indexer thread that panics must not leave the writer waiting for it forever.
+    #[test]
+    fn a_panicking_indexer_releases_a_waiting_writer() {
+        let handle = handle(State { lag: MAX_LAG + 1, ..State::default() });
+        let finished = wait_elsewhere(&handle);
+        let shared = handle.shared.clone();
+        let indexer = std::thread::spawn(move || {
+            let _exit = ExitGuard(&shared);
+            panic!("the indexer fails");
+        });
+        assert!(indexer.join().is_err());
+        assert!(finished.recv_timeout(Duration::from_secs(5)).is_ok(), "the writer is released");
+        assert!(handle.shared.lock().exited);
     }
 }

@@ -37,8 +37,8 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
     TableHandle as _, WriteTransaction,
 };
+use tracing::warn;
 
-pub use index::IndexField;
 use index::{Index, SeqBounds, Seqs, Tables};
 
 use super::{
@@ -146,7 +146,22 @@ impl RedbStore {
             txn.delete_table(table)?;
         }
         txn.commit()?;
-        let index = Index::open(data_dir, cache_bytes - cache_bytes / 2, bucket_bits, &db.begin_read()?)?;
+        let index_cache = cache_bytes - cache_bytes / 2;
+        let index = match Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?) {
+            Ok(index) => index,
+            Err(err) => {
+                // The index file holds nothing the chain does not, and this process holds the
+                // chain file's lock, so no other collector uses it: an index file that cannot
+                // be read is set aside for inspection and rebuilt, rather than keeping the
+                // collector down.
+                let path = data_dir.join(Self::INDEX_FILE_NAME);
+                let aside = data_dir.join(format!("{}.unreadable", Self::INDEX_FILE_NAME));
+                warn!(error = %err, aside = %aside.display(), "the index file cannot be opened, rebuilding it");
+                std::fs::rename(&path, &aside)
+                    .map_err(|err| StoreError::Backend(format!("cannot move {} aside: {err}", path.display())))?;
+                Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?)?
+            }
+        };
         Ok(Self { db, index, dir: data_dir.to_owned() })
     }
 
@@ -269,6 +284,7 @@ impl EventStore for RedbStore {
     fn indexed_seq(&self, location: &Location) -> Result<u64> {
         Index::indexed_seq(&self.index.begin_read()?, location.as_str())
     }
+
     fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PUBLISHERS)?;
@@ -580,6 +596,25 @@ mod tests {
         assert_eq!(initiator_count(&store, "us-east"), 30);
         assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
         assert_eq!(initiator_count(&store, "us-east"), 30);
+    }
+
+    /// An index file that is not a database any more (overwritten, truncated) is set aside and
+    /// rebuilt; the collector starts and answers queries in full.
+    #[test]
+    fn an_unreadable_index_file_is_set_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        let path = dir.path().join(RedbStore::INDEX_FILE_NAME);
+        std::fs::write(&path, b"not a redb file at all").unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        let aside = dir.path().join(format!("{}.unreadable", RedbStore::INDEX_FILE_NAME));
+        assert_eq!(std::fs::read(aside).unwrap(), b"not a redb file at all");
     }
 
     /// An index file of an older layout is rebuilt, not read with the new one's rules.

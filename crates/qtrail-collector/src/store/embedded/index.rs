@@ -107,7 +107,7 @@ fn index_table_name(location: &str) -> String {
 /// severity) belong to the first layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum IndexField {
+pub(super) enum IndexField {
     /// The initiator id.
     Initiator = 4,
     /// The target CRN.
@@ -281,7 +281,7 @@ impl Index {
                 index_range(&txn, &events, location, mark, mark + take, self.bucket_bits)?;
                 step.indexed += take;
             }
-            step.lag += newest - mark - take;
+            step.lag += newest.saturating_sub(mark + take);
         }
         if step.indexed == 0 {
             txn.abort()?;
