@@ -4,7 +4,7 @@
 use prost::Message as _;
 use qtrail_cadf::{Action, Crn, EventBuilder, Initiator, JsonObject, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_publisher::wire::{EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
 use serde_json::json;
 
 /// The location every benchmark uses.
@@ -82,15 +82,15 @@ impl EventFactory {
     }
 
     /// Returns events `first..first + count` as a `Batch` request with publisher seqs from
-    /// `first + 1`.
-    pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> proto::PublishRequest {
+    /// `first + 1`, each event encoded already, as a publisher sends what its outbox stores.
+    pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> EncodedPublishRequest {
         let events =
-            (first..first + count).map(|i| proto::PublishedEvent { seq: i + 1, event: Some(self.event(i)) }).collect();
-        proto::PublishRequest { kind: Some(Kind::Batch(proto::Batch { batch_seq, events })) }
+            (first..first + count).map(|i| EncodedEvent { seq: i + 1, event: self.event(i).encode_to_vec() }).collect();
+        EncodedPublishRequest { kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq, events })) }
     }
 
     /// Returns `events` events as batches of `batch` events.
-    pub fn batches(&self, events: u64, batch: u64) -> Vec<proto::PublishRequest> {
+    pub fn batches(&self, events: u64, batch: u64) -> Vec<EncodedPublishRequest> {
         (0..events.div_ceil(batch))
             .map(|index| {
                 let first = index * batch;
@@ -129,7 +129,7 @@ mod tests {
         let sizes: Vec<(u64, usize, u64)> = batches
             .iter()
             .map(|request| match &request.kind {
-                Some(Kind::Batch(batch)) => (batch.batch_seq, batch.events.len(), batch.events[0].seq),
+                Some(EncodedKind::Batch(batch)) => (batch.batch_seq, batch.events.len(), batch.events[0].seq),
                 _ => panic!("a batch"),
             })
             .collect();

@@ -64,6 +64,19 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     proc_status_kib(pid, "VmRSS:").map(|kib| kib / 1024.0)
 }
 
+/// Returns the CPU time process `pid` has used so far, all threads, user and system, in
+/// seconds, if it can be read.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    /// `/proc` counts in USER_HZ ticks, 100 per second on every Linux ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, so 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / TICKS_PER_SECOND)
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

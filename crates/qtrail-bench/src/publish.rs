@@ -1,23 +1,23 @@
 //! The ingest load generator: N publisher streams, each on a connection of its own as separate
 //! runtimes would be, sending prepared batches with up to the allowed number unacknowledged,
-//! and counting what the server acknowledges.
+//! and counting what the server acknowledges. Events go as the publisher sends them: encoded
+//! once, when made, and sent as bytes (`qtrail_publisher::wire`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use qtrail_proto::limits::{MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
+use qtrail_proto::limits::MAX_UNACKED_BATCHES;
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
-use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
+use qtrail_publisher::wire::{self, EncodedKind, EncodedPublishRequest};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::events::LOCATION;
 
-/// Batches of one stream, produced on demand.
-pub type Batches = Box<dyn Iterator<Item = proto::PublishRequest> + Send>;
+/// Batches of one stream, produced on demand, their events encoded already.
+pub type Batches = Box<dyn Iterator<Item = EncodedPublishRequest> + Send>;
 
 /// What a load run achieved.
 #[derive(Debug, Clone, Copy)]
@@ -98,11 +98,8 @@ async fn stream(
 ) -> anyhow::Result<u64> {
     let (sender, receiver) = mpsc::channel(MAX_UNACKED_BATCHES as usize + 1);
     let hello = proto::Hello { publisher_id, location: LOCATION.into(), epoch: 1 };
-    sender.send(proto::PublishRequest { kind: Some(Kind::Hello(hello)) }).await?;
-    let mut client = IngestClient::new(channel)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let mut responses = client.publish(authed(ReceiverStream::new(receiver), token)).await?.into_inner();
+    sender.send(EncodedPublishRequest { kind: Some(EncodedKind::Hello(hello)) }).await?;
+    let mut responses = wire::publish(channel, authed(ReceiverStream::new(receiver), token)).await?.into_inner();
     match responses.message().await?.and_then(|response| response.kind) {
         Some(ResponseKind::Welcome(_)) => {}
         other => bail!("expected a welcome, got {other:?}"),
@@ -118,7 +115,7 @@ async fn stream(
                 };
                 permit.forget();
                 let events = match &request.kind {
-                    Some(Kind::Batch(batch)) => batch.events.len() as u64,
+                    Some(EncodedKind::Batch(batch)) => batch.events.len() as u64,
                     _ => 0,
                 };
                 if sender.send(request).await.is_err() || sent_count.send(events).is_err() {

@@ -85,7 +85,8 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
             tonic::transport::Server::builder()
                 .add_service(server)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
+                    // As the collector does: without it, small Acks wait for delayed ACKs.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     qtrail_server::shutdown::signal(),
                 )
                 .await

@@ -9,7 +9,7 @@
 //! - building events from what a service knows ([`EventBuilder`]) and validating events from
 //!   anywhere ([`AuditEvent::validate`]), with control characters escaped ([`text`]);
 //! - two JSON forms: Activity Tracker JSON ([`at_json`]) and strict CADF JSON ([`cadf_json`]);
-//! - the protobuf form ([`proto`]);
+//! - the protobuf form ([`proto`]), also written straight from the model ([`encode`]);
 //! - canonical bytes and the SHA-256 hash chain ([`canonical`]).
 //!
 //! The crate does no I/O and knows nothing of tokio or tonic.
@@ -20,6 +20,7 @@ pub mod builder;
 pub mod cadf_json;
 pub mod canonical;
 pub mod crn;
+pub mod encode;
 pub mod error;
 pub mod event;
 pub mod proto;
@@ -33,4 +34,4 @@ pub use canonical::{ChainHash, canonical_bytes, chain_hash, chain_hash_of_bytes}
 pub use crn::{Crn, CrnError, Location};
 pub use error::EventError;
 pub use event::{AuditEvent, EventTime, Initiator, JsonObject, Outcome, Reason, Severity, Target};
-pub use validation::MAX_EVENT_BYTES;
+pub use validation::{MAX_EVENT_BYTES, ValidEvent};

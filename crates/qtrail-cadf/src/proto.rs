@@ -13,6 +13,7 @@ use crate::action::Action;
 use crate::crn::Crn;
 use crate::error::EventError;
 use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Outcome, Reason, Severity, Target};
+use crate::validation::ValidEvent;
 
 /// Largest magnitude at which a double holds every integer exactly (2^53).
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -21,52 +22,65 @@ impl TryFrom<proto::AuditEvent> for AuditEvent {
     type Error = EventError;
 
     fn try_from(wire: proto::AuditEvent) -> Result<Self, Self::Error> {
-        if wire.id.is_empty() {
-            return Err(EventError::MissingId);
-        }
-        let id = Uuid::parse_str(&wire.id).map_err(|_| EventError::InvalidId(wire.id.clone()))?;
-        let action: Action = wire.action.parse()?;
-        let outcome = outcome_from_wire(wire.outcome)?;
-        let severity = severity_from_wire(wire.severity)?;
-        let time = wire.event_time.ok_or(EventError::Missing("event time"))?;
-        let event_time = EventTime::from_unix_parts(time.seconds, time.nanos)?;
-        let initiator = wire.initiator.ok_or(EventError::MissingInitiatorId)?;
-        let target = wire.target.ok_or(EventError::Missing("target"))?;
-        let reason = wire.reason.ok_or(EventError::Missing("reason"))?;
-        if wire.log_source_crn.is_empty() {
-            return Err(EventError::Missing("log source crn"));
-        }
-        let log_source_crn = parse_crn("log source", &wire.log_source_crn)?;
-        let target = Target { crn: parse_crn("target", &target.id)?, name: target.name }
-            .with_checked_type_uri(&target.type_uri)?;
-        let code = u16::try_from(reason.reason_code).map_err(|_| EventError::InvalidReasonCode(reason.reason_code))?;
-
-        AuditEvent {
-            id,
-            action,
-            outcome,
-            severity,
-            event_time,
-            data_event: wire.data_event,
-            initiator: Initiator {
-                id: initiator.id,
-                name: initiator.name,
-                type_uri: initiator.type_uri,
-                credential_type: initiator.credential_type,
-                host_address: initiator.host_address,
-                host_agent: initiator.host_agent,
-            },
-            target,
-            reason: Reason { code, reason_type: reason.reason_type, reason_for_failure: reason.reason_for_failure },
-            request_data: wire.request_data.map(|s| json_from_struct("request data", s)).transpose()?,
-            response_data: wire.response_data.map(|s| json_from_struct("response data", s)).transpose()?,
-            correlation_id: wire.correlation_id,
-            log_source_crn,
-            save_service_copy: wire.save_service_copy,
-            message: wire.message,
-        }
-        .into_valid()
+        unchecked(wire)?.into_valid()
     }
+}
+
+impl TryFrom<proto::AuditEvent> for ValidEvent {
+    type Error = EventError;
+
+    /// Decodes and validates as `AuditEvent::try_from` does, keeping the canonical bytes.
+    fn try_from(wire: proto::AuditEvent) -> Result<Self, Self::Error> {
+        unchecked(wire)?.into_valid_event()
+    }
+}
+
+/// Returns the model of a wire event, before escaping and validation.
+fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventError> {
+    if wire.id.is_empty() {
+        return Err(EventError::MissingId);
+    }
+    let id = Uuid::parse_str(&wire.id).map_err(|_| EventError::InvalidId(wire.id.clone()))?;
+    let action: Action = wire.action.parse()?;
+    let outcome = outcome_from_wire(wire.outcome)?;
+    let severity = severity_from_wire(wire.severity)?;
+    let time = wire.event_time.ok_or(EventError::Missing("event time"))?;
+    let event_time = EventTime::from_unix_parts(time.seconds, time.nanos)?;
+    let initiator = wire.initiator.ok_or(EventError::MissingInitiatorId)?;
+    let target = wire.target.ok_or(EventError::Missing("target"))?;
+    let reason = wire.reason.ok_or(EventError::Missing("reason"))?;
+    if wire.log_source_crn.is_empty() {
+        return Err(EventError::Missing("log source crn"));
+    }
+    let log_source_crn = parse_crn("log source", &wire.log_source_crn)?;
+    let target =
+        Target { crn: parse_crn("target", &target.id)?, name: target.name }.with_checked_type_uri(&target.type_uri)?;
+    let code = u16::try_from(reason.reason_code).map_err(|_| EventError::InvalidReasonCode(reason.reason_code))?;
+
+    Ok(AuditEvent {
+        id,
+        action,
+        outcome,
+        severity,
+        event_time,
+        data_event: wire.data_event,
+        initiator: Initiator {
+            id: initiator.id,
+            name: initiator.name,
+            type_uri: initiator.type_uri,
+            credential_type: initiator.credential_type,
+            host_address: initiator.host_address,
+            host_agent: initiator.host_agent,
+        },
+        target,
+        reason: Reason { code, reason_type: reason.reason_type, reason_for_failure: reason.reason_for_failure },
+        request_data: wire.request_data.map(|s| json_from_struct("request data", s)).transpose()?,
+        response_data: wire.response_data.map(|s| json_from_struct("response data", s)).transpose()?,
+        correlation_id: wire.correlation_id,
+        log_source_crn,
+        save_service_copy: wire.save_service_copy,
+        message: wire.message,
+    })
 }
 
 impl From<&AuditEvent> for proto::AuditEvent {

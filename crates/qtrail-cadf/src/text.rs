@@ -21,7 +21,7 @@ pub fn needs_escape(c: char) -> bool {
 /// Returns `text` with every character that [`needs_escape`] replaced by a visible escape:
 /// `\n`, `\r`, `\t`, or `\u{XXXX}` for the others. Borrows when nothing needs escaping.
 pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    if !might_need_escape(text) || !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
@@ -38,6 +38,14 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(escaped)
+}
+
+/// Returns false when no character of `text` can need escaping, from its bytes alone: every
+/// character [`needs_escape`] matches is a C0 control or DEL (one byte below 0x20, or 0x7f), a
+/// C1 control (UTF-8 lead byte 0xc2) or one of the U+2028–U+2069 separators and bidirectional
+/// controls (lead byte 0xe2). Most text has none of these bytes and skips decoding.
+fn might_need_escape(text: &str) -> bool {
+    text.bytes().any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xe2)
 }
 
 /// Escapes `text` in place.
@@ -60,6 +68,18 @@ mod tests {
         assert_eq!(escape_control("nul\0"), "nul\\u{0000}");
         assert_eq!(escape_control("x\u{202e}y\u{2028}"), "x\\u{202e}y\\u{2028}");
         assert_eq!(escape_control("\u{85}\u{7f}"), "\\u{0085}\\u{007f}");
+    }
+
+    /// The byte pre-check must never miss a character that needs escaping.
+    #[test]
+    fn the_byte_check_sees_every_character_that_needs_escaping() {
+        for code in 0..=0x2_ffff_u32 {
+            if let Some(c) = char::from_u32(code)
+                && needs_escape(c)
+            {
+                assert!(might_need_escape(c.encode_utf8(&mut [0; 4])), "U+{code:04X}");
+            }
+        }
     }
 
     #[test]

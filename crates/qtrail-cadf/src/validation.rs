@@ -15,6 +15,17 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 /// Largest id-like text field (initiator id, correlation id).
 pub const MAX_ID_BYTES: usize = 256;
 
+/// A valid event with its canonical bytes. Validation computes them for the 16 KiB check;
+/// whoever chains or hashes the event next takes them from here rather than computing them
+/// again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    /// The event, escaped and valid.
+    pub event: AuditEvent,
+    /// `canonical_bytes(&event)`.
+    pub canonical: Vec<u8>,
+}
+
 impl AuditEvent {
     /// Escapes control characters in every text field (see [`crate::text`]).
     pub fn escape_text(&mut self) {
@@ -46,6 +57,12 @@ impl AuditEvent {
     /// Returns the first rule broken, e.g. [`EventError::MissingInitiatorId`] or
     /// [`EventError::TooLarge`].
     pub fn validate(&self) -> Result<(), EventError> {
+        self.checked_canonical_bytes().map(drop)
+    }
+
+    /// Checks the event against the model's rules and returns its canonical bytes, which the
+    /// size check computes anyway.
+    fn checked_canonical_bytes(&self) -> Result<Vec<u8>, EventError> {
         if self.id.is_nil() {
             return Err(EventError::MissingId);
         }
@@ -57,11 +74,11 @@ impl AuditEvent {
         if self.message.is_empty() {
             return Err(EventError::Missing("message"));
         }
-        let size = canonical_bytes(self).len();
-        if size > MAX_EVENT_BYTES {
-            return Err(EventError::TooLarge { size, limit: MAX_EVENT_BYTES });
+        let canonical = canonical_bytes(self);
+        if canonical.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge { size: canonical.len(), limit: MAX_EVENT_BYTES });
         }
-        Ok(())
+        Ok(canonical)
     }
 
     /// Escapes control characters and normalises numbers in request and response data (see
@@ -69,13 +86,21 @@ impl AuditEvent {
     ///
     /// # Errors
     /// As [`AuditEvent::validate`].
-    pub fn into_valid(mut self) -> Result<Self, EventError> {
+    pub fn into_valid(self) -> Result<Self, EventError> {
+        self.into_valid_event().map(|valid| valid.event)
+    }
+
+    /// As [`AuditEvent::into_valid`], and keeps the canonical bytes that validation computed.
+    ///
+    /// # Errors
+    /// As [`AuditEvent::validate`].
+    pub fn into_valid_event(mut self) -> Result<ValidEvent, EventError> {
         self.escape_text();
         for data in [&mut self.request_data, &mut self.response_data].into_iter().flatten() {
             data.values_mut().for_each(normalize_numbers);
         }
-        self.validate()?;
-        Ok(self)
+        let canonical = self.checked_canonical_bytes()?;
+        Ok(ValidEvent { event: self, canonical })
     }
 
     fn validate_initiator(&self) -> Result<(), EventError> {

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
-use qtrail_cadf::{AuditEvent, Location};
+use qtrail_cadf::{Location, ValidEvent};
 use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_UNACKED_BATCHES};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
@@ -330,20 +330,20 @@ fn validate_events(
             rejected.push(reject(event_id, "invalid seq 0: publisher sequence numbers start at 1".into()));
             continue;
         }
-        let event = match AuditEvent::try_from(wire) {
-            Ok(event) => event,
+        let valid = match ValidEvent::try_from(wire) {
+            Ok(valid) => valid,
             Err(err) => {
                 rejected.push(reject(event_id, err.to_string()));
                 continue;
             }
         };
-        if event.location() != location.as_str() {
-            let reason =
-                format!("event location `{}` differs from the stream's location `{location}`", event.location());
+        let event_location = valid.event.location();
+        if event_location != location.as_str() {
+            let reason = format!("event location `{event_location}` differs from the stream's location `{location}`");
             rejected.push(reject(event_id, reason));
             continue;
         }
-        accepted.push(NewEvent::new(seq, &event));
+        accepted.push(NewEvent::from_valid(seq, valid));
     }
     (accepted, rejected)
 }

@@ -3,14 +3,15 @@
 //! Hosts at most one collector per location ([`registry`]), receives events from publishers
 //! over a streaming RPC and stores each batch durably before acknowledging it ([`ingest`],
 //! [`writer`]), keeps every location's events in a SHA-256 hash chain in an embedded store
-//! ([`store`]), and serves auditors: queries, tails, chain verification ([`chain`]) and exports
-//! ([`query`]). Tokens with roles guard each service ([`tokens`]).
+//! ([`store`]) whose query indexes follow the chain (`indexer`), and serves auditors: queries,
+//! tails, chain verification ([`chain`]) and exports ([`query`]). Tokens with roles guard each
+//! service ([`tokens`]).
 //!
 //! [`run`] serves gRPC on one listener and, when configured, an HTTP side with the web console
 //! ([`console`]), Prometheus metrics ([`meters`]) and `/healthz` on another, until its shutdown
 //! future completes; then it stops accepting on both, lets Publish streams acknowledge the
 //! batches they have, ends tails and live views, waits for the writer to commit what is queued,
-//! and closes the store.
+//! stops the indexer and closes the store.
 
 pub mod chain;
 pub mod config;
@@ -18,6 +19,7 @@ mod console;
 pub mod error;
 pub mod filter;
 mod grpc;
+mod indexer;
 pub mod ingest;
 mod lifecycle;
 mod meters;
@@ -47,6 +49,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
+use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
 use crate::tokens::Role;
@@ -75,8 +78,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
     );
     let (committed, _) = broadcast::channel(COMMITTED_BUFFER);
-    let (writer, writer_handle) = Writer::spawn(store.clone(), config.group_commit_batches, committed.clone())
-        .context("failed to start the writer")?;
+    let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
+    let (writer, writer_handle) =
+        Writer::spawn(store.clone(), config.group_commit_batches, committed.clone(), indexer_handle)
+            .context("failed to start the writer")?;
     let lifecycle = Lifecycle::new();
     let tasks = TaskTracker::new();
     if config.tokens.is_empty() {
@@ -151,6 +156,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         };
         if let Err(err) = qtrail_server::addr_file::write(file, addr) {
             writer.stop().await;
+            indexer.stop().await;
             return Err(err).with_context(|| format!("failed to write the address file {}", file.display()));
         }
     }
@@ -215,6 +221,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tasks.close();
     tasks.wait().await;
     writer.stop().await;
+    indexer.stop().await;
     drop(store);
     served.context("gRPC server failed")?;
     http_served.context("http server failed")?;

@@ -14,7 +14,8 @@
 //! | `qtrail_collector_commit_seconds` | histogram | duration of one durable group commit |
 //! | `qtrail_collector_commit_failures_total` | counter | group commits that failed (nothing stored) |
 //! | `qtrail_collector_events_stored{location}` | gauge | events in the location's chain |
-//! | `qtrail_collector_store_bytes` | gauge | size of the store file |
+//! | `qtrail_collector_store_bytes` | gauge | size of the store files |
+//! | `qtrail_collector_index_lag_events` | gauge | stored events the query indexes do not cover yet |
 //! | `qtrail_collector_tail_subscribers` | gauge | open tails (gRPC `TailEvents` and console live views) |
 //! | `qtrail_collector_console_sessions` | gauge | signed-in console sessions |
 
@@ -55,6 +56,11 @@ pub(crate) fn events_stored(location: &str, count: u64) {
 /// Sets the size of the store on disk.
 pub(crate) fn store_bytes(bytes: u64) {
     gauge!("qtrail_collector_store_bytes").set(bytes as f64);
+}
+
+/// Sets how many stored events the query indexes do not cover yet.
+pub(crate) fn index_lag(events: u64) {
+    gauge!("qtrail_collector_index_lag_events").set(events as f64);
 }
 
 /// Which gauge an [`Open`] guard holds up.

@@ -164,14 +164,16 @@ impl Query {
                 if committed.location != tail.location.as_str() {
                     continue;
                 }
-                let first = committed.records.first().map_or(0, |record| record.location_seq);
+                let first = committed.records.first().map_or(0, |appended| appended.record.location_seq);
                 if first > tail.next_seq {
                     // Records between were committed before we subscribed or were missed: the
                     // store has them.
                     break;
                 }
-                for record in &committed.records {
-                    if record.location_seq >= tail.next_seq && !tail.send(record.clone(), out, &self.lifecycle).await {
+                for appended in &committed.records {
+                    if appended.record.location_seq >= tail.next_seq
+                        && !tail.send(appended.decode()?, out, &self.lifecycle).await
+                    {
                         return Ok(());
                     }
                 }

@@ -3,7 +3,9 @@
 //!
 //! redb has one writer at a time and each durable commit costs an fsync, so committing the
 //! batches of all streams together (group commit) is what lets throughput grow with the number
-//! of streams. Committed records are then announced to tails.
+//! of streams. Committed records are then announced to tails and to the
+//! [indexer](crate::indexer), which indexes them for queries after the Ack; the writer waits
+//! only when the indexer falls too far behind.
 //!
 //! The batches of one stream form one [`Sequence`]: once a commit fails, no later batch of the
 //! streams in it is committed. Otherwise a later batch could be stored over the hole the failed
@@ -16,12 +18,12 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use prost_types::Timestamp;
-use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error};
 
+use crate::indexer::IndexerHandle;
 use crate::meters;
-use crate::store::{AppendBatch, AppendOutcome, EventStore, StoreError};
+use crate::store::{AppendBatch, AppendOutcome, Appended, EventStore, StoreError};
 
 /// Batches that may wait for the writer before senders have to wait too.
 const QUEUE_DEPTH: usize = 256;
@@ -34,8 +36,8 @@ pub(crate) const COMMITTED_BUFFER: usize = 1024;
 pub(crate) struct Committed {
     /// The location.
     pub(crate) location: String,
-    /// The records, with `location_seq` set.
-    pub(crate) records: Vec<proto::StoredEvent>,
+    /// The records, with `location_seq` set and their events still encoded.
+    pub(crate) records: Vec<Appended>,
 }
 
 /// What the writer's queue carries.
@@ -108,8 +110,8 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer over `store`, committing up to `max_group` batches per transaction and
-    /// announcing committed records on `committed`.
+    /// Starts the writer over `store`, committing up to `max_group` batches per transaction,
+    /// announcing committed records on `committed` and to `indexer`.
     ///
     /// # Errors
     /// When the thread cannot be started.
@@ -117,11 +119,13 @@ impl Writer {
         store: Arc<dyn EventStore>,
         max_group: usize,
         committed: broadcast::Sender<Arc<Committed>>,
+        indexer: IndexerHandle,
     ) -> std::io::Result<(Self, WriterHandle)> {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let announce = Announce { tails: committed, indexer };
         let thread = std::thread::Builder::new()
             .name("qtrail-writer".into())
-            .spawn(move || write_loop(store.as_ref(), queue, max_group.max(1), &committed))?;
+            .spawn(move || write_loop(store.as_ref(), queue, max_group.max(1), &announce))?;
         Ok((Self { thread, queue: jobs.clone() }, WriterHandle { jobs }))
     }
 
@@ -138,12 +142,13 @@ impl Writer {
     }
 }
 
-fn write_loop(
-    store: &dyn EventStore,
-    mut queue: mpsc::Receiver<Message>,
-    max_group: usize,
-    committed: &broadcast::Sender<Arc<Committed>>,
-) {
+/// Who hears of committed records.
+struct Announce {
+    tails: broadcast::Sender<Arc<Committed>>,
+    indexer: IndexerHandle,
+}
+
+fn write_loop(store: &dyn EventStore, mut queue: mpsc::Receiver<Message>, max_group: usize, announce: &Announce) {
     let mut stopping = false;
     loop {
         // Once asked to stop, only what is already queued is committed.
@@ -168,14 +173,15 @@ fn write_loop(
             }
         }
         if !jobs.is_empty() {
-            commit_group(store, jobs, committed);
+            announce.indexer.wait_for_room();
+            commit_group(store, jobs, announce);
         }
     }
     debug!("writer stopped");
 }
 
 /// Commits the batches of `jobs` in one transaction and answers each.
-fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::Sender<Arc<Committed>>) {
+fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
     let (batches, replies): (Vec<AppendBatch>, Vec<_>) =
         jobs.into_iter().map(|job| (job.batch, (job.sequence, job.reply))).unzip();
     let group = batches.len();
@@ -190,16 +196,20 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, committed: &broadcast::S
             if let Some(bytes) = store.file_bytes() {
                 meters::store_bytes(bytes);
             }
-            let tailed = committed.receiver_count() > 0;
+            let accepted: u64 = outcomes.iter().map(|outcome| u64::from(outcome.accepted)).sum();
+            if accepted > 0 {
+                announce.indexer.committed(accepted);
+            }
+            let tailed = announce.tails.receiver_count() > 0;
             for (((_, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 if let Some(last) = outcome.stored.last() {
-                    meters::events_stored(&location, last.location_seq);
+                    meters::events_stored(&location, last.record.location_seq);
                 }
                 // Without tails the records go back with the answer, so that freeing them is not
                 // the single writer's work.
                 if tailed && !outcome.stored.is_empty() {
                     let records = std::mem::take(&mut outcome.stored);
-                    let _ = committed.send(Arc::new(Committed { location, records }));
+                    let _ = announce.tails.send(Arc::new(Committed { location, records }));
                 }
                 let _ = reply.send(Ok(outcome));
             }
@@ -226,10 +236,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use qtrail_cadf::{Action, ChainHash, Location};
+    use qtrail_proto::qtrail::audit::v1 as proto;
 
     use super::*;
     use crate::filter::{Filter, Order};
-    use crate::store::{ChainRecord, NewEvent, RedbStore};
+    use crate::indexer::Indexer;
+    use crate::store::{ChainRecord, IndexStep, NewEvent, RedbStore};
 
     /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
     #[derive(Debug)]
@@ -261,6 +273,12 @@ mod tests {
                 return Err(StoreError::Backend("disk on fire".to_owned()));
             }
             self.inner.append(batches, receive_time)
+        }
+        fn index_step(&self, limit: u64) -> Result<IndexStep, StoreError> {
+            self.inner.index_step(limit)
+        }
+        fn indexed_seq(&self, location: &Location) -> Result<u64, StoreError> {
+            self.inner.indexed_seq(location)
         }
         fn publisher(&self, location: &Location, id: &str) -> Result<Option<proto::PublisherState>, StoreError> {
             self.inner.publisher(location, id)
@@ -310,8 +328,9 @@ mod tests {
         inner.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
         let store: Arc<dyn EventStore> = Arc::new(FailingOnce { inner, appends: AtomicUsize::new(0), fail_at: 0 });
         let (committed, _) = broadcast::channel(16);
+        let (indexer, indexing) = Indexer::spawn(store.clone()).unwrap();
         // One batch per commit, so the failure hits exactly the first batch.
-        let (writer, handle) = Writer::spawn(store.clone(), 1, committed).unwrap();
+        let (writer, handle) = Writer::spawn(store.clone(), 1, committed, indexing).unwrap();
 
         let failing = Sequence::default();
         let healthy = Sequence::default();
@@ -330,5 +349,6 @@ mod tests {
         assert!(store.publisher(&location, "p").unwrap().is_none(), "nothing of the broken stream was stored");
         assert_eq!(store.last_seq(&location).unwrap(), 2);
         writer.stop().await;
+        indexer.stop().await;
     }
 }

@@ -66,9 +66,10 @@ async fn metrics_show_ingest_streams_commits_store_and_tails() {
             let text = client.get("/metrics").await.body;
             value(&text, "qtrail_collector_publish_streams") == 0.0
                 && value(&text, "qtrail_collector_tail_subscribers") == 0.0
+                && value(&text, "qtrail_collector_index_lag_events") == 0.0
         }
     })
     .await;
-    assert!(settled, "gauges return to zero");
+    assert!(settled, "gauges return to zero, and the indexer catches up");
     server.stop().await;
 }

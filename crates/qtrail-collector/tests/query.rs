@@ -130,6 +130,42 @@ async fn filters_select_events() {
     server.stop().await;
 }
 
+/// The indexes follow the chain after the Ack; queries and exports must not wait for them.
+#[tokio::test]
+async fn every_acknowledged_event_is_found_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
+    let mut query = server.query().await;
+    let instance = "crn:v1:bluemix:public:quantum-computing:us-east:a/acc-1:inst-1";
+    for round in 0..20_usize {
+        let batch = events("us-east", round * 50, 50);
+        let ack = stream.publish(round as u64 + 1, &batch, round as u64 * 50 + 1).await;
+        assert_eq!(ack.accepted, 50);
+        let newest = round * 50 + 49;
+        let filter = proto::EventFilter { target_id: format!("{instance}:job:r-{newest}"), ..Default::default() };
+        let request = proto::QueryEventsRequest { filter: Some(filter.clone()), ..query_request("us-east") };
+        let page = query.query_events(authed(request, AUDITOR)).await.unwrap().into_inner();
+        let seqs: Vec<u64> = page.events.iter().map(|event| event.location_seq).collect();
+        assert_eq!(seqs, [newest as u64 + 1], "round {round}");
+        let export = proto::ExportEventsRequest {
+            location: "us-east".into(),
+            format: proto::ExportFormat::AtJson as i32,
+            filter: Some(filter),
+            ..Default::default()
+        };
+        let mut lines = query.export_events(authed(export, AUDITOR)).await.unwrap().into_inner();
+        let mut count = 0;
+        while let Some(chunk) = lines.message().await.unwrap() {
+            count += chunk.lines.len();
+        }
+        assert_eq!(count, 1, "round {round}");
+    }
+    stream.close();
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_query_requests_are_refused() {
     let (_dir, server) = seeded(5).await;

@@ -14,6 +14,8 @@
 //!   [`Outbox::record`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing).
 //! - [`PublisherStats`]: counters and gauges for metrics.
+//! - [`wire`]: the Publish request with events as the outbox stores them, sent without
+//!   decoding them.
 //!
 //! With the `testing` feature, [`testing::CollectorStub`] is an in-memory collector for tests.
 
@@ -26,6 +28,7 @@ mod record;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wire;
 
 pub use commit::OutboxTransaction;
 pub use error::{OutboxError, PublisherError};

@@ -74,10 +74,8 @@ pub struct OutboxDepth {
 pub struct QueuedEvent {
     /// Position in the publisher's sequence.
     pub seq: u64,
-    /// The event in its wire form.
-    pub event: proto::AuditEvent,
-    /// Size of the encoded event.
-    pub bytes: usize,
+    /// The event in its wire form, protobuf-encoded, as stored and as sent.
+    pub encoded: Vec<u8>,
 }
 
 /// A batch read from the outbox.
@@ -233,7 +231,7 @@ impl Outbox {
     /// [`OutboxError::Full`] when the event would exceed the bound (the transaction is left as
     /// it was, but the caller should abort it); [`OutboxError::Storage`] when the database fails.
     pub fn enqueue(&self, txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, OutboxError> {
-        let encoded = proto::AuditEvent::from(event).encode_to_vec();
+        let encoded = event.encode_proto();
         let mut appended = self.append_all(txn, std::iter::once(encoded.as_slice()))?;
         appended.outcomes.pop().unwrap_or_else(|| Err(OutboxError::Corrupt("no outcome for the event".into())))
     }
@@ -337,12 +335,14 @@ impl Outbox {
                 break;
             }
             let seq = seq.value();
-            let Ok(event) = proto::AuditEvent::decode(encoded) else {
+            // Sent as stored, the event is decoded only to check it: one that does not decode
+            // would make the collector refuse the whole batch, again at every retry.
+            if proto::AuditEvent::decode(encoded).is_err() {
                 batch.corrupt.push(seq);
                 break;
-            };
+            }
             total += encoded.len();
-            batch.events.push(QueuedEvent { seq, event, bytes: encoded.len() });
+            batch.events.push(QueuedEvent { seq, encoded: encoded.to_vec() });
         }
         Ok(batch)
     }

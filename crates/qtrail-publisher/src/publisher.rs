@@ -24,23 +24,21 @@ use std::time::Duration;
 
 use qtrail_cadf::Location;
 use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
-use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
-use qtrail_proto::qtrail::audit::v1::{
-    Ack, Batch, Hello, PublishRequest, PublishedEvent, publish_request, publish_response,
-};
+use qtrail_proto::qtrail::audit::v1::{Ack, Hello, publish_response};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
 use crate::outbox::{Outbox, QueuedBatch};
 use crate::stats::PublisherStats;
+use crate::wire::{self, EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
 
 /// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
 /// forget [`Outbox::wake_publisher`], and the pace at which a drain notices an empty outbox.
@@ -322,16 +320,15 @@ impl Task {
             connected = self.endpoint.connect() => connected.map_err(StreamError::Connect)?,
             _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
         };
-        let mut client = client(channel);
         // Hello, then up to the window of batches, fit in the buffer without waiting.
-        let (requests, outgoing) = mpsc::channel::<PublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
+        let (requests, outgoing) = mpsc::channel::<EncodedPublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
         let hello = Hello {
             publisher_id: self.outbox.publisher_id().to_owned(),
             location: self.config.location.to_string(),
             epoch,
         };
         requests
-            .send(PublishRequest { kind: Some(publish_request::Kind::Hello(hello)) })
+            .send(EncodedPublishRequest { kind: Some(EncodedKind::Hello(hello)) })
             .await
             .map_err(|_| StreamError::Closed)?;
         let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
@@ -343,7 +340,7 @@ impl Task {
         // welcome the stream as it gets to acknowledge a batch.
         let welcome_deadline = Instant::now() + self.config.ack_timeout;
         let mut responses = tokio::select! {
-            response = tokio::time::timeout_at(welcome_deadline, client.publish(request)) => {
+            response = tokio::time::timeout_at(welcome_deadline, wire::publish(channel, request)) => {
                 response.map_err(|_| StreamError::WelcomeTimeout)?.map_err(StreamError::Refused)?.into_inner()
             }
             _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
@@ -447,12 +444,9 @@ impl Task {
         let batch_seq = session.next_batch_seq;
         let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
         let count = seqs.len();
-        let events = batch
-            .events
-            .into_iter()
-            .map(|queued| PublishedEvent { seq: queued.seq, event: Some(queued.event) })
-            .collect();
-        let request = PublishRequest { kind: Some(publish_request::Kind::Batch(Batch { batch_seq, events })) };
+        let events =
+            batch.events.into_iter().map(|queued| EncodedEvent { seq: queued.seq, event: queued.encoded }).collect();
+        let request = EncodedPublishRequest { kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq, events })) };
         session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
         session.next_batch_seq += 1;
         session.sent_through = seqs.last().copied().unwrap_or(session.sent_through);
@@ -504,15 +498,11 @@ impl Task {
 
 /// State of one open stream.
 struct Session {
-    requests: mpsc::Sender<PublishRequest>,
+    requests: mpsc::Sender<EncodedPublishRequest>,
     in_flight: VecDeque<InFlight>,
     next_batch_seq: u64,
     /// Highest seq sent on this stream.
     sent_through: u64,
-}
-
-fn client(channel: Channel) -> IngestClient<Channel> {
-    IngestClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Runs outbox I/O (which may wait for an fsync) off the async worker threads.

@@ -14,9 +14,7 @@
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 use std::sync::{Arc, Weak};
 
-use prost::Message as _;
 use qtrail_cadf::AuditEvent;
-use qtrail_proto::qtrail::audit::v1 as proto;
 use tracing::error;
 
 use crate::error::OutboxError;
@@ -39,7 +37,7 @@ impl Outbox {
     /// [`OutboxError::Full`] when the event does not fit in the bound (nothing was written);
     /// [`OutboxError::Storage`] when the commit failed or the writer cannot run.
     pub fn record(&self, event: &AuditEvent) -> Result<u64, OutboxError> {
-        let encoded = proto::AuditEvent::from(event).encode_to_vec();
+        let encoded = event.encode_proto();
         let writer = self.inner.writer.get_or_init(|| spawn(Arc::downgrade(&self.inner)));
         let Some(writer) = writer else {
             return Err(stopped("the outbox's event writer could not start"));

@@ -170,7 +170,7 @@ async fn publishes_in_ordered_bounded_batches_and_deletes_what_is_acked() {
 async fn the_byte_budget_splits_batches() {
     let fixture = fixture(OutboxLimits::default());
     enqueue(&fixture, 0..10);
-    let event_bytes = fixture.outbox.read_after(0, 1, usize::MAX).unwrap().events[0].bytes;
+    let event_bytes = fixture.outbox.read_after(0, 1, usize::MAX).unwrap().events[0].encoded.len();
     let stub = CollectorStub::new();
     let server = stub.start().await;
     let mut config = config(server.url());

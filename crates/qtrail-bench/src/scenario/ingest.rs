@@ -3,6 +3,8 @@
 //! acknowledged, against the same streams into the ack-only server (the tonic ceiling). Also
 //! the collector's peak RSS under this load, against its RSS when idle.
 
+use qtrail_publisher::wire::EncodedPublishRequest;
+
 use crate::events::EventFactory;
 use crate::publish::{Batches, LoadResult, publish};
 use crate::report::Measurement;
@@ -17,11 +19,11 @@ pub const BATCHES: [u64; 2] = [100, 1000];
 pub type Rates = Vec<(usize, u64, f64)>;
 
 /// Returns each stream's batches of `per_stream` fresh events.
-fn prepare(streams: usize, per_stream: u64, batch: u64) -> Vec<Vec<qtrail_proto::qtrail::audit::v1::PublishRequest>> {
+fn prepare(streams: usize, per_stream: u64, batch: u64) -> Vec<Vec<EncodedPublishRequest>> {
     (0..streams).map(|stream| EventFactory::new(stream).batches(per_stream, batch)).collect()
 }
 
-fn boxed(prepared: Vec<Vec<qtrail_proto::qtrail::audit::v1::PublishRequest>>) -> Vec<Batches> {
+fn boxed(prepared: Vec<Vec<EncodedPublishRequest>>) -> Vec<Batches> {
     prepared.into_iter().map(|batches| Box::new(batches.into_iter()) as Batches).collect()
 }
 

@@ -100,18 +100,54 @@ pub async fn start_collector_process(files: &Files) -> anyhow::Result<Server> {
     Server::start("collector", &args, &files.path("addr")).await
 }
 
+/// Starts a collector service on a new store with its HTTP side (metrics) too, creates the
+/// benchmark location's collector, and returns the HTTP address as well.
+///
+/// # Errors
+/// When it does not start or the collector cannot be created.
+pub async fn start_collector_with_metrics(files: &Files) -> anyhow::Result<(Server, std::net::SocketAddr)> {
+    let mut args = collector_args(files)?;
+    args.extend(["--http".into(), "127.0.0.1:0".into(), "--http-addr-file".into(), files.arg("http-addr")]);
+    let server = Server::start("collector", &args, &files.path("addr")).await?;
+    // Written before the gRPC address file, so it is there.
+    let http = qtrail_server::addr_file::read(&files.path("http-addr"))?.context("no http address file")?;
+    create_location(&server).await?;
+    Ok((server, http))
+}
+
+/// Returns the value of the unlabelled gauge `name` on the `/metrics` page at `http`.
+///
+/// # Errors
+/// When the page cannot be read or lacks the gauge.
+pub async fn gauge(http: std::net::SocketAddr, name: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(http).await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await?;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("no gauge {name} on /metrics"))
+}
+
 /// Starts a collector service on a new store and creates the benchmark location's collector.
 ///
 /// # Errors
 /// When it does not start or the collector cannot be created.
 pub async fn start_collector(files: &Files) -> anyhow::Result<Server> {
     let server = start_collector_process(files).await?;
+    create_location(&server).await?;
+    Ok(server)
+}
+
+/// Creates the benchmark location's collector.
+async fn create_location(server: &Server) -> anyhow::Result<()> {
     let mut admin = CollectorAdminClient::new(connect(&server.url()).await?);
     admin
         .create_collector(authed(proto::CreateCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN))
         .await
         .context("cannot create the collector")?;
-    Ok(server)
+    Ok(())
 }
 
 /// Starts the ack-only ingest server.

@@ -76,8 +76,36 @@ pub async fn prepare(runtime: &Server) -> anyhow::Result<Target> {
     Ok(Target { channels, program_id: program.id, job_id: job.id })
 }
 
-/// Runs `CLIENTS` clients repeating `call` for `duration` and returns calls per second.
-async fn throughput(target: &Target, call: Call, duration: Duration) -> anyhow::Result<f64> {
+/// What a throughput run achieved, and the CPU it cost each server process.
+#[derive(Debug, Clone)]
+struct Run {
+    /// Calls per second.
+    rate: f64,
+    /// Calls completed.
+    calls: u64,
+    /// CPU seconds each watched process used during the run, in the order given.
+    cpu: Vec<f64>,
+}
+
+impl Run {
+    /// Returns the CPU of watched process `index` per call, in microseconds.
+    fn micros_per_call(&self, index: usize) -> f64 {
+        self.cpu.get(index).copied().unwrap_or(f64::NAN) * 1e6 / self.calls.max(1) as f64
+    }
+}
+
+/// Runs [`throughput`] and reads the CPU time of the processes `watched` before and after.
+async fn measured(target: &Target, call: Call, duration: Duration, watched: &[u32]) -> anyhow::Result<Run> {
+    let cpu = || watched.iter().map(|pid| crate::machine::cpu_seconds(*pid).unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let before = cpu();
+    let (rate, calls) = throughput(target, call, duration).await?;
+    let cpu = cpu().iter().zip(before).map(|(after, before)| after - before).collect();
+    Ok(Run { rate, calls, cpu })
+}
+
+/// Runs `CLIENTS` clients repeating `call` for `duration` and returns calls per second and
+/// calls completed.
+async fn throughput(target: &Target, call: Call, duration: Duration) -> anyhow::Result<(f64, u64)> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -114,7 +142,7 @@ async fn throughput(target: &Target, call: Call, duration: Duration) -> anyhow::
     for client in clients {
         client.await.context("a client panicked")?.context("a call failed")?;
     }
-    Ok(counted as f64 / elapsed.as_secs_f64())
+    Ok((counted as f64 / elapsed.as_secs_f64(), counted))
 }
 
 /// Runs the scenario.
@@ -135,11 +163,39 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         (Call::GetJob, "get_job", "target >= 0.9"),
         (Call::CreateJob, "create_job", "jobs of one shot on one qubit; the executor runs them too"),
     ] {
-        let unaudited = throughput(&plain_target, call, duration).await?;
-        let with_audit = throughput(&audited_target, call, duration).await?;
+        let unaudited = measured(&plain_target, call, duration, &[plain.pid()]).await?;
+        let with_audit = measured(&audited_target, call, duration, &[audited.pid(), collector.pid()]).await?;
         bench.report.record(
-            Measurement::new(format!("overhead.{name}.audited"), with_audit, "calls/s", "unaudited runtime", unaudited)
-                .note(format!("{CLIENTS} clients, {} s each; {note}", duration.as_secs())),
+            Measurement::new(
+                format!("overhead.{name}.audited"),
+                with_audit.rate,
+                "calls/s",
+                "unaudited runtime",
+                unaudited.rate,
+            )
+            .note(format!("{CLIENTS} clients, {} s each; {note}", duration.as_secs())),
+        );
+        // Where the audit's cost goes: the runtime's own CPU per call, and the collector's,
+        // which in production runs on other machines.
+        bench.report.record(
+            Measurement::new(
+                format!("overhead.{name}.runtime_cpu"),
+                with_audit.micros_per_call(0),
+                "us/call",
+                "unaudited runtime",
+                unaudited.micros_per_call(0),
+            )
+            .note("CPU time of the runtime process (all threads, user and system) per call"),
+        );
+        bench.report.record(
+            Measurement::new(
+                format!("overhead.{name}.collector_cpu"),
+                with_audit.micros_per_call(1),
+                "us/event",
+                "audited runtime",
+                with_audit.micros_per_call(0),
+            )
+            .note("CPU time of the collector process per audited call (one event each)"),
         );
     }
     plain.stop().await?;

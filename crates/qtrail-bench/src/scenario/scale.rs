@@ -1,4 +1,5 @@
-//! Scenario 4, scale: one location loaded with 1M events (100k with `--quick`); then the first
+//! Scenario 4, scale: one location loaded with 1M events (100k with `--quick`); how long the
+//! query indexes, which follow the chain, take to cover them after the last Ack; then the first
 //! page of filtered queries (by initiator, by action and time, by target) against the first
 //! page of an unfiltered query; VerifyChain over everything against hashing the same amount of
 //! canonical bytes in-process; restart time against the start of an empty collector; store
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use qtrail_cadf::{AuditEvent, ChainHash, canonical_bytes, chain_hash_of_bytes};
+use qtrail_collector::store::RedbStore;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use tonic::transport::Channel;
@@ -15,8 +17,13 @@ use tonic::transport::Channel;
 use crate::events::{EventFactory, LOCATION, USERS, encoded_bytes};
 use crate::publish::{Batches, authed, connect, publish};
 use crate::report::Measurement;
-use crate::scenario::{AUDITOR_TOKEN, Bench, PUBLISHER_TOKEN, start_collector, start_collector_process};
+use crate::scenario::{
+    AUDITOR_TOKEN, Bench, PUBLISHER_TOKEN, gauge, start_collector_process, start_collector_with_metrics,
+};
 use crate::stats::Samples;
+
+/// The collector's gauge of events the query indexes do not cover yet.
+const INDEX_LAG: &str = "qtrail_collector_index_lag_events";
 
 /// Streams and batch size of the load.
 const STREAMS: usize = 4;
@@ -76,7 +83,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         format!("{total} events")
     };
     let files = bench.files("scale")?;
-    let collector = start_collector(&files).await?;
+    let (collector, metrics) = start_collector_with_metrics(&files).await?;
     let empty_start = collector.start_time;
 
     // Load.
@@ -88,6 +95,27 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     bench.report.record(
         Measurement::new("scale.load", loaded.rate(), "events/s", "target", 200_000.0)
             .note(format!("{size_note}, {STREAMS} streams, batches of {BATCH}, events made while sending")),
+    );
+
+    // The indexes follow the chain: how far behind they are at the last Ack, and how long they
+    // take to cover everything (queries are right meanwhile, selective ones slower).
+    let lag_at_end = gauge(metrics, INDEX_LAG).await?;
+    let caught_up = Instant::now();
+    while gauge(metrics, INDEX_LAG).await? > 0.0 {
+        if caught_up.elapsed() > Duration::from_secs(300) {
+            bail!("the indexer did not catch up within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bench.report.record(
+        Measurement::new(
+            "scale.index_catch_up",
+            caught_up.elapsed().as_secs_f64() * 1000.0,
+            "ms",
+            "the load's duration",
+            loaded.elapsed.as_secs_f64() * 1000.0,
+        )
+        .note(format!("from the last Ack until the indexes cover every event; {lag_at_end} unindexed at the last Ack")),
     );
 
     // Queries.
@@ -165,9 +193,10 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     );
 
     // Store size.
-    let store_bytes = std::fs::metadata(files.path("data").join(qtrail_collector::store::RedbStore::FILE_NAME))
-        .context("cannot read the store's size")?
-        .len();
+    let mut store_bytes = 0;
+    for name in [RedbStore::FILE_NAME, RedbStore::INDEX_FILE_NAME] {
+        store_bytes += std::fs::metadata(files.path("data").join(name)).context("cannot read the store's size")?.len();
+    }
     let event_bytes: usize = (0..100).map(|i| encoded_bytes(&factory.event(i))).sum::<usize>() / 100;
     bench.report.record(
         Measurement::new(

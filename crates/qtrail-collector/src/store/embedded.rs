@@ -1,7 +1,9 @@
-//! The embedded backend: one redb file, ACID, written with immediate durability (fsync) so that
-//! an acknowledged batch survives a crash.
+//! The embedded backend: two redb files. The chain file (`collector.redb`) is written with
+//! immediate durability (fsync), so that an acknowledged batch survives a crash; the index file
+//! (`index.redb`, see [`index`]) holds the query indexes, which follow the chain through
+//! [`EventStore::index_step`].
 //!
-//! # Layout
+//! # Layout of the chain file
 //!
 //! Shared tables:
 //! - `collectors`: location → protobuf `Collector` (creation time, event count, head hash);
@@ -10,21 +12,20 @@
 //! Tables of each location `L`, created with its collector:
 //! - `events/L`: `location_seq` (u64) → protobuf `StoredEvent` without `location` and
 //!   `location_seq`, which the key and table name give;
-//! - `ids/L`: event id (u128) → `location_seq`, for deduplication;
-//! - `time/L`: (event time in ms, `location_seq`) → ();
-//! - `index/L`: (field, bucket, value, `location_seq`) → () for action, outcome, severity,
-//!   initiator id, target id and correlation id (field codes in [`IndexField`]), where bucket is
-//!   `location_seq >> bucket_bits` (the `meta` table records `bucket_bits`, 16 by default).
+//! - `ids/L`: event id (u128) → `location_seq`, for deduplication.
 //!
-//! Index keys end with `location_seq`, so within a bucket the entries of one value come in chain
-//! order, and buckets are consecutive ranges of the chain: reading a value's entries bucket by
-//! bucket yields them in chain order, and a page of an exact-value query stops when it is full.
-//! The bucket keeps writes local: new entries of every value land in the newest bucket's small
-//! subtree, instead of all over a tree that grows with the store (correlation ids and targets
-//! are nearly unique, so unbucketed they would dirty one page per event at every commit).
-//! Measured over 1M events (4 streams, batches of 1000, 2 cores): unbucketed, the writer slowed
-//! from 51–55k to 33k events/s and ingest averaged 38k/s; bucketed, the writer stayed at
-//! 58–61k/s and ingest averaged 55k/s.
+//! That is all an append writes, per event: the record and its id entry. Stores made before the
+//! index file existed kept `time/L`, `index/L` and `meta` here; opening drops them.
+//!
+//! # Queries
+//!
+//! A query reads the index file's snapshot first, then the chain's: every position the index
+//! counts as indexed is then in the chain's snapshot. Positions up to a location's index mark
+//! are found through the indexes; positions after it, which the indexer has not reached yet, are
+//! read one by one and filtered with the same rule ([`Filter::matches`]). So a query sees every
+//! event committed before it began, however far behind the indexer is.
+
+mod index;
 
 use std::path::{Path, PathBuf};
 
@@ -34,20 +35,22 @@ use qtrail_cadf::{ChainHash, Location, chain_hash_of_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
-    WriteTransaction,
+    TableHandle as _, WriteTransaction,
 };
+use tracing::warn;
 
-use super::{AppendBatch, AppendOutcome, ChainRecord, EventStore, Result, StoreError, canonical_of, publisher};
-use crate::filter::{Filter, Order, TargetMatch, event_millis};
+use index::{Index, SeqBounds, Seqs, Tables};
+
+use super::{
+    AppendBatch, AppendOutcome, Appended, ChainRecord, EventStore, IndexStep, Result, StoreError, canonical_of,
+    publisher,
+};
+use crate::filter::{Filter, Order};
 
 const COLLECTORS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("collectors");
 const PUBLISHERS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("publishers");
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
-/// Key in `meta` of the index bucket width, in bits of `location_seq`.
-const BUCKET_BITS_KEY: &str = "index_bucket_bits";
-
-/// Index bucket width of new stores: 65536 positions per bucket.
+/// Index bucket width of new index files: 65536 positions per bucket.
 pub const DEFAULT_BUCKET_BITS: u32 = 16;
 
 /// Returns the name of the events table of `location` (see the module docs for its types).
@@ -59,55 +62,21 @@ fn ids_table_name(location: &str) -> String {
     format!("ids/{location}")
 }
 
-fn time_table_name(location: &str) -> String {
-    format!("time/{location}")
-}
-
-fn index_table_name(location: &str) -> String {
-    format!("index/{location}")
-}
-
-/// Fields of the `index/L` table, by their code in the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum IndexField {
-    /// The action string.
-    Action = 1,
-    /// The outcome's wire value, in decimal.
-    Outcome = 2,
-    /// The severity's wire value, in decimal.
-    Severity = 3,
-    /// The initiator id.
-    Initiator = 4,
-    /// The target CRN.
-    Target = 5,
-    /// The correlation id (empty ones are not indexed).
-    Correlation = 6,
+/// Returns whether a table of the chain file belongs to the layout before the index file.
+fn is_legacy_table(name: &str) -> bool {
+    name == "meta" || name.starts_with("time/") || name.starts_with("index/")
 }
 
 type EventsDef<'a> = TableDefinition<'a, u64, &'static [u8]>;
 type IdsDef<'a> = TableDefinition<'a, u128, u64>;
-type TimeDef<'a> = TableDefinition<'a, (i64, u64), ()>;
-type IndexDef<'a> = TableDefinition<'a, (u8, u32, &'static str, u64), ()>;
-type IndexTable = redb::ReadOnlyTable<(u8, u32, &'static str, u64), ()>;
-
-/// One entry of a range over the `index/L` table.
-type IndexEntry<'a> = std::result::Result<
-    (redb::AccessGuard<'a, (u8, u32, &'static str, u64)>, redb::AccessGuard<'a, ()>),
-    redb::StorageError,
->;
-
-/// A boxed iterator of chain positions.
-type Seqs<'a> = Box<dyn Iterator<Item = Result<u64>> + 'a>;
 
 /// The redb-backed [`EventStore`].
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
-    /// Index bucket width (see the module docs), fixed when the file is created.
-    bucket_bits: u32,
-    /// The store file, for its size.
-    path: PathBuf,
+    index: Index,
+    /// The data directory, for the size of the files.
+    dir: PathBuf,
 }
 
 macro_rules! backend_errors {
@@ -141,48 +110,59 @@ backend_errors!(
 );
 
 impl RedbStore {
-    /// File name of the store inside the data directory.
+    /// File name of the chain file inside the data directory.
     pub const FILE_NAME: &'static str = "collector.redb";
 
-    /// Opens (or creates) the store in `data_dir` with a page cache of `cache_bytes`.
+    /// File name of the index file inside the data directory.
+    pub const INDEX_FILE_NAME: &'static str = index::FILE_NAME;
+
+    /// Opens (or creates) the store in `data_dir`, with a page cache of `cache_bytes` shared
+    /// between its two files.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the directory or file cannot be created or opened, for
+    /// [`StoreError::Backend`] when the directory or a file cannot be created or opened, for
     /// instance because another process holds it.
     pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self> {
         Self::open_with_bucket_bits(data_dir, cache_bytes, DEFAULT_BUCKET_BITS)
     }
 
-    /// Opens (or creates) the store; a new file gets index buckets of `2^bucket_bits` positions,
-    /// an existing one keeps the width it was created with. Small widths let tests cover many
-    /// buckets with few events.
+    /// Opens (or creates) the store; a new index file gets buckets of `2^bucket_bits`
+    /// positions, an existing one keeps the width it was created with. Small widths let tests
+    /// cover many buckets with few events.
     ///
     /// # Errors
     /// As [`RedbStore::open`].
     pub fn open_with_bucket_bits(data_dir: &Path, cache_bytes: usize, bucket_bits: u32) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|err| StoreError::Backend(format!("cannot create data dir {}: {err}", data_dir.display())))?;
-        let path = data_dir.join(Self::FILE_NAME);
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path)?;
+        let db = Database::builder().set_cache_size(cache_bytes / 2).create(data_dir.join(Self::FILE_NAME))?;
         let txn = db.begin_write()?;
-        let bucket_bits = {
+        {
             txn.open_table(COLLECTORS)?;
             txn.open_table(PUBLISHERS)?;
-            let mut meta = txn.open_table(META)?;
-            let stored = meta.get(BUCKET_BITS_KEY)?.map(|bits| bits.value());
-            match stored {
-                Some(bits) => u32::try_from(bits)
-                    .ok()
-                    .filter(|bits| *bits < 64)
-                    .ok_or_else(|| StoreError::Corrupt(format!("invalid {BUCKET_BITS_KEY} {bits}")))?,
-                None => {
-                    meta.insert(BUCKET_BITS_KEY, u64::from(bucket_bits))?;
-                    bucket_bits
-                }
+        }
+        let legacy: Vec<_> = txn.list_tables()?.filter(|table| is_legacy_table(table.name())).collect();
+        for table in legacy {
+            txn.delete_table(table)?;
+        }
+        txn.commit()?;
+        let index_cache = cache_bytes - cache_bytes / 2;
+        let index = match Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?) {
+            Ok(index) => index,
+            Err(err) => {
+                // The index file holds nothing the chain does not, and this process holds the
+                // chain file's lock, so no other collector uses it: an index file that cannot
+                // be read is set aside for inspection and rebuilt, rather than keeping the
+                // collector down.
+                let path = data_dir.join(Self::INDEX_FILE_NAME);
+                let aside = data_dir.join(format!("{}.unreadable", Self::INDEX_FILE_NAME));
+                warn!(error = %err, aside = %aside.display(), "the index file cannot be opened, rebuilding it");
+                std::fs::rename(&path, &aside)
+                    .map_err(|err| StoreError::Backend(format!("cannot move {} aside: {err}", path.display())))?;
+                Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?)?
             }
         };
-        txn.commit()?;
-        Ok(Self { db, bucket_bits, path })
+        Ok(Self { db, index, dir: data_dir.to_owned() })
     }
 
     fn begin_durable_write(&self) -> Result<WriteTransaction> {
@@ -190,6 +170,16 @@ impl RedbStore {
         // Immediate durability: commit returns only after fsync, so an Ack follows the disk.
         txn.set_durability(Durability::Immediate)?;
         Ok(txn)
+    }
+
+    /// Returns the locations that have a collector, from the chain's snapshot `txn`.
+    fn locations(txn: &ReadTransaction) -> Result<Vec<String>> {
+        let table = txn.open_table(COLLECTORS)?;
+        let mut locations = Vec::new();
+        for entry in table.iter()? {
+            locations.push(entry?.0.value().to_owned());
+        }
+        Ok(locations)
     }
 }
 
@@ -248,8 +238,6 @@ impl EventStore for RedbStore {
             let loc = location.as_str();
             txn.open_table(EventsDef::new(&events_table_name(loc)))?;
             txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
-            txn.open_table(TimeDef::new(&time_table_name(loc)))?;
-            txn.open_table(IndexDef::new(&index_table_name(loc)))?;
             collector
         };
         txn.commit()?;
@@ -257,7 +245,8 @@ impl EventStore for RedbStore {
     }
 
     fn file_bytes(&self) -> Option<u64> {
-        std::fs::metadata(&self.path).ok().map(|metadata| metadata.len())
+        let size = |name: &str| std::fs::metadata(self.dir.join(name)).ok().map(|metadata| metadata.len());
+        Some(size(Self::FILE_NAME)? + size(Self::INDEX_FILE_NAME)?)
     }
 
     fn collector(&self, location: &Location) -> Result<Option<proto::Collector>> {
@@ -280,10 +269,20 @@ impl EventStore for RedbStore {
         let txn = self.begin_durable_write()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         for batch in batches {
-            outcomes.push(append_batch(&txn, batch, receive_time, self.bucket_bits)?);
+            outcomes.push(append_batch(&txn, batch, receive_time)?);
         }
         txn.commit()?;
         Ok(outcomes)
+    }
+
+    fn index_step(&self, limit: u64) -> Result<IndexStep> {
+        let chain = self.db.begin_read()?;
+        let locations = Self::locations(&chain)?;
+        self.index.step(&chain, &locations, limit)
+    }
+
+    fn indexed_seq(&self, location: &Location) -> Result<u64> {
+        Index::indexed_seq(&self.index.begin_read()?, location.as_str())
     }
 
     fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>> {
@@ -365,13 +364,13 @@ impl EventStore for RedbStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<proto::StoredEvent>> {
-        let loc = location.as_str();
+        // The index's snapshot first (see the module docs).
+        let index_txn = self.index.begin_read()?;
         let txn = self.db.begin_read()?;
-        let Some(events) = missing_is_none(txn.open_table(EventsDef::new(&events_table_name(loc))))? else {
+        let Some(events) = missing_is_none(txn.open_table(EventsDef::new(&events_table_name(location.as_str()))))?
+        else {
             return Ok(Vec::new());
         };
-        let index = txn.open_table(IndexDef::new(&index_table_name(loc)))?;
-        let time = txn.open_table(TimeDef::new(&time_table_name(loc)))?;
         let bounds = match (order, after) {
             (_, None) => SeqBounds { low: 1, high: u64::MAX },
             (Order::NewestFirst, Some(after)) => SeqBounds { low: 1, high: after.saturating_sub(1) },
@@ -386,9 +385,33 @@ impl EventStore for RedbStore {
         if bounds.low > bounds.high {
             return Ok(Vec::new());
         }
-        let plan =
-            Plan { index: &index, bucket_bits: self.bucket_bits, bounds, descending: order == Order::NewestFirst };
-        let candidates = candidates(&events, &time, &plan, filter)?;
+        let descending = order == Order::NewestFirst;
+        let tables = Tables::open(&index_txn, location)?;
+        let indexed = match &tables {
+            Some(_) => Index::indexed_seq(&index_txn, location.as_str())?,
+            None => 0,
+        };
+        let through_index = match &tables {
+            Some(tables) if bounds.low <= indexed => index::candidates(
+                &events,
+                tables,
+                self.index.bucket_bits,
+                SeqBounds { low: bounds.low, high: bounds.high.min(indexed) },
+                descending,
+                filter,
+            )?,
+            _ => Box::new(std::iter::empty()),
+        };
+        let tail = SeqBounds { low: bounds.low.max(indexed.saturating_add(1)), high: bounds.high };
+        let beyond_index: Seqs<'_> = if tail.low > tail.high {
+            Box::new(std::iter::empty())
+        } else if filter.is_empty() {
+            index::chain_range(&events, tail, descending)?
+        } else {
+            index::unindexed(&events, tail, descending, filter)?
+        };
+        // The positions beyond the index are the newest.
+        let candidates = if descending { beyond_index.chain(through_index) } else { through_index.chain(beyond_index) };
         let mut page = Vec::with_capacity(limit.min(1024));
         for seq in candidates {
             let Some(record) = load(&events, location, seq?)? else {
@@ -405,13 +428,9 @@ impl EventStore for RedbStore {
     }
 }
 
-/// Stores one batch inside the group's transaction.
-fn append_batch(
-    txn: &WriteTransaction,
-    batch: AppendBatch,
-    receive_time: Timestamp,
-    bucket_bits: u32,
-) -> Result<AppendOutcome> {
+/// Stores one batch inside the group's transaction: the records, their ids and the publisher
+/// state, which is what the delivery guarantees need; the indexes follow later.
+fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timestamp) -> Result<AppendOutcome> {
     let loc = batch.location.as_str();
     let mut collectors = txn.open_table(COLLECTORS)?;
     let mut collector: proto::Collector = match collectors.get(loc)? {
@@ -427,8 +446,6 @@ fn append_batch(
 
     let mut events = txn.open_table(EventsDef::new(&events_table_name(loc)))?;
     let mut ids = txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
-    let mut time = txn.open_table(TimeDef::new(&time_table_name(loc)))?;
-    let mut index = txn.open_table(IndexDef::new(&index_table_name(loc)))?;
 
     let mut prev = ChainHash::from_slice(&collector.head_chain_hash).unwrap_or(ChainHash::GENESIS);
     let mut next_seq = collector.event_count + 1;
@@ -473,15 +490,13 @@ fn append_batch(
         record.encode(&mut bytes).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
         events.insert(location_seq, bytes.as_slice())?;
         publisher::record_stored(&mut state, batch.epoch, new.seq);
-        record.event = Some(new.event);
         record.location = loc.to_owned();
         record.location_seq = location_seq;
-        outcome.stored.push(record);
+        outcome.stored.push(Appended { record, event: new.encoded });
         outcome.accepted += 1;
         prev = hash;
         next_seq += 1;
     }
-    index_records(&mut time, &mut index, &outcome.stored, bucket_bits)?;
     collector.event_count = next_seq - 1;
     if collector.event_count > 0 {
         collector.head_chain_hash = prev.as_bytes().to_vec();
@@ -491,297 +506,10 @@ fn append_batch(
     Ok(outcome)
 }
 
-/// Returns the index bucket of a position.
-fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
-    // Saturating: a bucket past u32::MAX would need more than 2^48 events at the default width.
-    u32::try_from(seq >> bucket_bits).unwrap_or(u32::MAX)
-}
-
-/// Short decimal strings of small enum values (outcome, severity), so indexing them allocates
-/// nothing.
-const SMALL_NUMBERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-
-/// Indexes the records of one batch. The entries are inserted in key order: new entries of a
-/// value then land together, and random values (correlation ids) walk the tree once instead of
-/// once per event.
-fn index_records(
-    time: &mut redb::Table<'_, (i64, u64), ()>,
-    index: &mut redb::Table<'_, (u8, u32, &'static str, u64), ()>,
-    records: &[proto::StoredEvent],
-    bucket_bits: u32,
-) -> Result<()> {
-    let mut times = Vec::with_capacity(records.len());
-    let mut owned: Vec<(u8, u32, String, u64)> = Vec::new();
-    let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(records.len() * 6);
-    for record in records {
-        let Some(event) = &record.event else {
-            continue;
-        };
-        let seq = record.location_seq;
-        let bucket = bucket_of(seq, bucket_bits);
-        if let Some(event_time) = &event.event_time {
-            times.push((event_millis(event_time), seq));
-        }
-        let initiator = event.initiator.as_ref().map_or("", |initiator| initiator.id.as_str());
-        let target = event.target.as_ref().map_or("", |target| target.id.as_str());
-        for (field, value) in [
-            (IndexField::Action, event.action.as_str()),
-            (IndexField::Initiator, initiator),
-            (IndexField::Target, target),
-            (IndexField::Correlation, event.correlation_id.as_str()),
-        ] {
-            if !value.is_empty() {
-                entries.push((field as u8, bucket, value, seq));
-            }
-        }
-        for (field, number) in [(IndexField::Outcome, event.outcome), (IndexField::Severity, event.severity)] {
-            match usize::try_from(number).ok().and_then(|n| SMALL_NUMBERS.get(n)) {
-                Some(text) => entries.push((field as u8, bucket, text, seq)),
-                None => owned.push((field as u8, bucket, number.to_string(), seq)),
-            }
-        }
-    }
-    entries.extend(owned.iter().map(|(field, bucket, value, seq)| (*field, *bucket, value.as_str(), *seq)));
-    entries.sort_unstable();
-    for key in entries {
-        index.insert(key, ())?;
-    }
-    times.sort_unstable();
-    for key in times {
-        time.insert(key, ())?;
-    }
-    Ok(())
-}
-
-/// Inclusive bounds on `location_seq`.
-#[derive(Debug, Clone, Copy)]
-struct SeqBounds {
-    low: u64,
-    high: u64,
-}
-
-impl SeqBounds {
-    fn contains(self, seq: u64) -> bool {
-        (self.low..=self.high).contains(&seq)
-    }
-}
-
-/// What a query's candidate positions are read from and within.
-struct Plan<'a> {
-    index: &'a IndexTable,
-    bucket_bits: u32,
-    bounds: SeqBounds,
-    descending: bool,
-}
-
-impl<'a> Plan<'a> {
-    /// Returns the buckets that `bounds` spans, in result order.
-    fn buckets(&self) -> Box<dyn Iterator<Item = u32>> {
-        let first = bucket_of(self.bounds.low, self.bucket_bits);
-        let last = bucket_of(self.bounds.high, self.bucket_bits);
-        if self.descending { Box::new((first..=last).rev()) } else { Box::new(first..=last) }
-    }
-
-    /// Returns the positions indexed under `field` = `value` within the bounds, in result order,
-    /// reading one bucket at a time.
-    fn posting(&self, field: IndexField, value: &str) -> Seqs<'a> {
-        Box::new(Posting {
-            index: self.index,
-            field: field as u8,
-            value: value.to_owned(),
-            bounds: self.bounds,
-            descending: self.descending,
-            buckets: self.buckets(),
-            current: None,
-        })
-    }
-
-    /// Returns the positions of targets starting with `prefix` (at a segment boundary), sorted.
-    fn target_prefix(&self, prefix: &str) -> Result<Seqs<'a>> {
-        let field = IndexField::Target as u8;
-        let mut seqs = Vec::new();
-        for bucket in self.buckets() {
-            for entry in self.index.range((field, bucket, prefix, 0)..)? {
-                let (key, _) = entry?;
-                let (entry_field, entry_bucket, target, seq) = key.value();
-                if entry_field != field || entry_bucket != bucket || !target.starts_with(prefix) {
-                    break;
-                }
-                if self.bounds.contains(seq) && crate::filter::prefix_matches(prefix, target) {
-                    seqs.push(seq);
-                }
-            }
-        }
-        Ok(sorted(seqs, self.descending))
-    }
-}
-
-/// Reads a posting list bucket by bucket; buckets are consecutive ranges of the chain, so the
-/// concatenation is in chain order.
-struct Posting<'a> {
-    index: &'a IndexTable,
-    field: u8,
-    value: String,
-    bounds: SeqBounds,
-    descending: bool,
-    buckets: Box<dyn Iterator<Item = u32>>,
-    current: Option<Seqs<'a>>,
-}
-
-impl Iterator for Posting<'_> {
-    type Item = Result<u64>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(seq) = self.current.as_mut().and_then(Iterator::next) {
-                return Some(seq);
-            }
-            let bucket = self.buckets.next()?;
-            let (low, high) = (self.bounds.low, self.bounds.high);
-            let range = match self
-                .index
-                .range((self.field, bucket, self.value.as_str(), low)..=(self.field, bucket, self.value.as_str(), high))
-            {
-                Ok(range) => range,
-                Err(err) => return Some(Err(err.into())),
-            };
-            let seqs = |entry: IndexEntry<'_>| entry.map(|(key, _)| key.value().3).map_err(StoreError::from);
-            self.current =
-                Some(if self.descending { Box::new(range.rev().map(seqs)) } else { Box::new(range.map(seqs)) });
-        }
-    }
-}
-
-/// Chooses how to find candidate positions for `filter`, in result order. Exact-value indexes
-/// come first (their entries are in chain order, so a page stops early), most selective first
-/// by rule of thumb: correlation id, initiator, exact target, action (several actions are merged;
-/// with a time range, only within the range's positions). A target prefix or a time range
-/// collects the positions in range and sorts them. Outcome and
-/// severity select a large share of events and come last; with no filter, the chain itself is
-/// scanned.
-fn candidates<'a>(
-    events: &'a redb::ReadOnlyTable<u64, &'static [u8]>,
-    time: &'a redb::ReadOnlyTable<(i64, u64), ()>,
-    plan: &Plan<'a>,
-    filter: &Filter,
-) -> Result<Seqs<'a>> {
-    if let Some(value) = &filter.correlation_id {
-        return Ok(plan.posting(IndexField::Correlation, value));
-    }
-    if let Some(value) = &filter.initiator_id {
-        return Ok(plan.posting(IndexField::Initiator, value));
-    }
-    if let Some(TargetMatch::Exact(value)) = &filter.target {
-        return Ok(plan.posting(IndexField::Target, value));
-    }
-    if let Some(actions) = &filter.actions {
-        if filter.start_millis.is_none() && filter.end_millis.is_none() {
-            let postings = actions.iter().map(|action| plan.posting(IndexField::Action, action)).collect();
-            return Ok(merge(postings, plan.descending));
-        }
-        // An action is common and a time window can lie deep in the chain: walking the action's
-        // entries from the newest would load every newer record only to drop it (measured: 300
-        // ms for a first page over 1M events). Instead, the positions in the window bound the
-        // walk, and only positions in the window are loaded.
-        let window = time_window(time, plan, filter)?;
-        let (Some(&low), Some(&high)) = (window.first(), window.last()) else {
-            return Ok(Box::new(std::iter::empty()));
-        };
-        let within = Plan {
-            index: plan.index,
-            bucket_bits: plan.bucket_bits,
-            bounds: SeqBounds { low, high },
-            descending: plan.descending,
-        };
-        let postings = actions.iter().map(|action| within.posting(IndexField::Action, action)).collect();
-        return Ok(Box::new(merge(postings, plan.descending).filter(move |seq| match seq {
-            Ok(seq) => window.binary_search(seq).is_ok(),
-            Err(_) => true,
-        })));
-    }
-    if let Some(TargetMatch::Prefix(prefix)) = &filter.target {
-        return plan.target_prefix(prefix);
-    }
-    if filter.start_millis.is_some() || filter.end_millis.is_some() {
-        let mut seqs = time_window(time, plan, filter)?;
-        if plan.descending {
-            seqs.reverse();
-        }
-        return Ok(Box::new(seqs.into_iter().map(Ok)));
-    }
-    if let Some(severity) = filter.severity {
-        return Ok(plan.posting(IndexField::Severity, &severity.to_string()));
-    }
-    if let Some(outcome) = filter.outcome {
-        return Ok(plan.posting(IndexField::Outcome, &outcome.to_string()));
-    }
-    let range = events.range(plan.bounds.low..=plan.bounds.high)?;
-    let keys = |entry: std::result::Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), _>| {
-        entry.map(|(key, _)| key.value()).map_err(StoreError::from)
-    };
-    Ok(if plan.descending { Box::new(range.rev().map(keys)) } else { Box::new(range.map(keys)) })
-}
-
-/// Returns the positions within the plan's bounds of the events whose time is in the filter's
-/// range, ascending. Costs a read of every index entry in the time range.
-fn time_window(time: &redb::ReadOnlyTable<(i64, u64), ()>, plan: &Plan<'_>, filter: &Filter) -> Result<Vec<u64>> {
-    let start = filter.start_millis.unwrap_or(i64::MIN);
-    let end = filter.end_millis.unwrap_or(i64::MAX);
-    let mut seqs = Vec::new();
-    for entry in time.range((start, 0)..(end, 0))? {
-        let (key, _) = entry?;
-        let seq = key.value().1;
-        if plan.bounds.contains(seq) {
-            seqs.push(seq);
-        }
-    }
-    seqs.sort_unstable();
-    seqs.dedup();
-    Ok(seqs)
-}
-
-fn sorted<'a>(mut seqs: Vec<u64>, descending: bool) -> Seqs<'a> {
-    seqs.sort_unstable();
-    seqs.dedup();
-    if descending {
-        seqs.reverse();
-    }
-    Box::new(seqs.into_iter().map(Ok))
-}
-
-/// Merges position streams that are each in result order into one stream in result order.
-fn merge(mut streams: Vec<Seqs<'_>>, descending: bool) -> Seqs<'_> {
-    let mut heads: Vec<Option<u64>> = Vec::new();
-    let mut started = false;
-    Box::new(std::iter::from_fn(move || {
-        if !started {
-            started = true;
-            for stream in &mut streams {
-                match stream.next() {
-                    Some(Ok(seq)) => heads.push(Some(seq)),
-                    Some(Err(err)) => return Some(Err(err)),
-                    None => heads.push(None),
-                }
-            }
-        }
-        let (slot, seq) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, head)| head.map(|seq| (slot, seq)))
-            .reduce(|best, next| if (next.1 > best.1) == descending { next } else { best })?;
-        heads[slot] = match streams[slot].next() {
-            Some(Ok(next)) => Some(next),
-            Some(Err(err)) => return Some(Err(err)),
-            None => None,
-        };
-        Some(Ok(seq))
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance;
+    use crate::store::{NewEvent, conformance};
 
     fn open(dir: &Path) -> RedbStore {
         RedbStore::open(dir, 4 * 1024 * 1024).unwrap()
@@ -804,7 +532,130 @@ mod tests {
     fn a_store_keeps_its_bucket_width() {
         let dir = tempfile::tempdir().unwrap();
         drop(RedbStore::open_with_bucket_bits(dir.path(), 1024 * 1024, 3).unwrap());
-        assert_eq!(RedbStore::open(dir.path(), 1024 * 1024).unwrap().bucket_bits, 3);
+        assert_eq!(RedbStore::open(dir.path(), 1024 * 1024).unwrap().index.bucket_bits, 3);
+    }
+
+    /// Stores `count` events in `location` and indexes them.
+    fn load_indexed(store: &RedbStore, location: &str, count: u64) {
+        let location: Location = location.parse().unwrap();
+        store.create_collector(&location, Timestamp::default()).unwrap();
+        let events = (1..=count)
+            .map(|seq| {
+                let event = conformance::event(location.as_str(), qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, 0);
+                NewEvent::new(seq, &event)
+            })
+            .collect();
+        let batch = AppendBatch { location, publisher_id: "p".into(), epoch: 1, events };
+        store.append(vec![batch], Timestamp::default()).unwrap();
+        while store.index_step(1000).unwrap().lag > 0 {}
+    }
+
+    fn initiator_count(store: &RedbStore, location: &str) -> usize {
+        let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+        store.query(&location.parse().unwrap(), &filter, Order::NewestFirst, None, 1000).unwrap().len()
+    }
+
+    #[test]
+    fn a_lost_index_file_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        std::fs::remove_file(dir.path().join(RedbStore::INDEX_FILE_NAME)).unwrap();
+        let store = open(dir.path());
+        let location: Location = "us-east".parse().unwrap();
+        assert_eq!(store.indexed_seq(&location).unwrap(), 0);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+    }
+
+    /// A chain file restored from elsewhere holds other records at the indexed positions: the
+    /// index of that location is dropped and rebuilt, the others are kept.
+    #[test]
+    fn an_index_that_no_longer_fits_the_chain_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        load_indexed(&store, "eu-de", 5);
+        drop(store);
+        {
+            let db = Database::open(dir.path().join(RedbStore::FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(EventsDef::new(&events_table_name("us-east"))).unwrap();
+                let mut record = proto::StoredEvent::decode(events.get(30).unwrap().unwrap().value()).unwrap();
+                record.chain_hash = vec![9; 32];
+                events.insert(30, record.encode_to_vec().as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
+        assert_eq!(store.indexed_seq(&"eu-de".parse().unwrap()).unwrap(), 5);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+    }
+
+    /// An index file that is not a database any more (overwritten, truncated) is set aside and
+    /// rebuilt; the collector starts and answers queries in full.
+    #[test]
+    fn an_unreadable_index_file_is_set_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        let path = dir.path().join(RedbStore::INDEX_FILE_NAME);
+        std::fs::write(&path, b"not a redb file at all").unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        let aside = dir.path().join(format!("{}.unreadable", RedbStore::INDEX_FILE_NAME));
+        assert_eq!(std::fs::read(aside).unwrap(), b"not a redb file at all");
+    }
+
+    /// An index file of an older layout is rebuilt, not read with the new one's rules.
+    #[test]
+    fn an_index_file_of_another_layout_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        {
+            let db = Database::open(dir.path().join(RedbStore::INDEX_FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<&str, u64>::new("meta")).unwrap().insert("index_format", 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
+        assert_eq!(initiator_count(&store, "us-east"), 30);
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        drop(store);
+        assert_eq!(open(dir.path()).indexed_seq(&"us-east".parse().unwrap()).unwrap(), 30, "the new layout stays");
+    }
+
+    #[test]
+    fn the_indexes_of_the_old_layout_leave_the_chain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(RedbStore::FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<&str, u64>::new("meta")).unwrap().insert("index_bucket_bits", 16).unwrap();
+            txn.open_table(TableDefinition::<(i64, u64), ()>::new("time/us-east")).unwrap();
+            txn.open_table(TableDefinition::<u64, u64>::new("index/us-east")).unwrap();
+            txn.open_table(EventsDef::new(&events_table_name("us-east"))).unwrap();
+            txn.commit().unwrap();
+        }
+        drop(open(dir.path()));
+        let db = Database::open(dir.path().join(RedbStore::FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let mut tables: Vec<String> = txn.list_tables().unwrap().map(|table| table.name().to_owned()).collect();
+        tables.sort();
+        assert_eq!(tables, ["collectors", "events/us-east", "publishers"]);
     }
 
     #[test]
@@ -818,16 +669,5 @@ mod tests {
         let second = RedbStore::open(dir.path(), 1024 * 1024).unwrap_err().to_string();
         assert!(second.starts_with("storage failure: "), "{second}");
         assert!(!second.ends_with('.'), "{second}");
-    }
-
-    #[test]
-    fn merge_interleaves_in_order() {
-        let stream = |seqs: Vec<u64>| -> Seqs<'static> { Box::new(seqs.into_iter().map(Ok)) };
-        let merged: Vec<u64> =
-            merge(vec![stream(vec![1, 4, 9]), stream(vec![2, 3]), stream(vec![])], false).map(|s| s.unwrap()).collect();
-        assert_eq!(merged, vec![1, 2, 3, 4, 9]);
-        let merged: Vec<u64> =
-            merge(vec![stream(vec![9, 4, 1]), stream(vec![3, 2])], true).map(|s| s.unwrap()).collect();
-        assert_eq!(merged, vec![9, 4, 3, 2, 1]);
     }
 }

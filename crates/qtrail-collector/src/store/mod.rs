@@ -7,6 +7,10 @@
 //! possibly of several locations and streams, in one atomic and durable transaction: the unit of
 //! group commit. Every backend must pass the conformance suite in `conformance`.
 //!
+//! The query indexes may follow the chain rather than be written with it:
+//! [`EventStore::index_step`] brings them forward, and [`EventStore::query`] must return what a
+//! scan of the chain would, however far behind they are.
+//!
 //! Records are exchanged as protobuf messages ([`proto::StoredEvent`], [`proto::Collector`],
 //! [`proto::PublisherState`]) because those are exactly what the collector serves.
 
@@ -17,7 +21,7 @@ pub mod publisher;
 pub(crate) mod conformance;
 
 use prost_types::Timestamp;
-use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes};
+use qtrail_cadf::{AuditEvent, ChainHash, Location, ValidEvent, canonical_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use uuid::Uuid;
 
@@ -54,18 +58,48 @@ pub struct NewEvent {
     pub id: Uuid,
     /// Canonical bytes of the event, which the chain hash covers.
     pub canonical: Vec<u8>,
-    /// The event in wire form, as it will be served.
-    pub event: proto::AuditEvent,
-    /// `event` encoded: made with the rest before the single writer, which then only copies it.
+    /// The event in wire form, protobuf-encoded, as it will be served: made with the rest before
+    /// the single writer, which then only copies it.
     pub encoded: Vec<u8>,
 }
 
 impl NewEvent {
+    /// Returns the storable form of an event validated with its canonical bytes, at publisher
+    /// position `seq`.
+    pub fn from_valid(seq: u64, valid: ValidEvent) -> Self {
+        let ValidEvent { event, canonical } = valid;
+        Self { seq, id: event.id, canonical, encoded: event.encode_proto() }
+    }
+
     /// Returns the storable form of a validated event at publisher position `seq`.
     pub fn new(seq: u64, event: &AuditEvent) -> Self {
-        let wire = proto::AuditEvent::from(event);
-        let encoded = prost::Message::encode_to_vec(&wire);
-        Self { seq, id: event.id, canonical: canonical_bytes(event), event: wire, encoded }
+        Self { seq, id: event.id, canonical: canonical_bytes(event), encoded: event.encode_proto() }
+    }
+}
+
+/// A record as an append stored it. Its event stays encoded: only tails read it, and decoding
+/// it is theirs to do.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The record without its event, with `location` and `location_seq` set.
+    pub record: proto::StoredEvent,
+    /// The event, protobuf-encoded.
+    pub event: Vec<u8>,
+}
+
+impl Appended {
+    /// Returns the record with its event.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the event does not decode.
+    pub fn decode(&self) -> Result<proto::StoredEvent> {
+        let event = prost::Message::decode(self.event.as_slice()).map_err(|err| {
+            StoreError::Corrupt(format!(
+                "appended event at location_seq {} does not decode: {err}",
+                self.record.location_seq
+            ))
+        })?;
+        Ok(proto::StoredEvent { event: Some(event), ..self.record.clone() })
     }
 }
 
@@ -91,8 +125,17 @@ pub struct AppendOutcome {
     pub duplicates: u32,
     /// Events refused because another event with the same id is stored.
     pub rejected: Vec<proto::RejectedEvent>,
-    /// The records stored, in chain order, with `location` and `location_seq` set.
-    pub stored: Vec<proto::StoredEvent>,
+    /// The records stored, in chain order.
+    pub stored: Vec<Appended>,
+}
+
+/// What one [`EventStore::index_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStep {
+    /// Positions indexed by this step.
+    pub indexed: u64,
+    /// Positions of every location still to index after it.
+    pub lag: u64,
 }
 
 /// One position of a chain as stored, for verification: `record` is `None` when the stored
@@ -134,6 +177,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Backend`] on storage failure (nothing stored).
     fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>>;
 
+    /// Indexes up to `limit` positions that the query indexes do not cover yet, oldest first per
+    /// location, in a transaction of its own, and returns what it did and what is left. Indexing
+    /// is never needed for correctness, only for the speed of queries.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on storage failure (nothing indexed).
+    fn index_step(&self, limit: u64) -> Result<IndexStep>;
+
+    /// Returns the position up to which the query indexes of `location` are complete.
+    fn indexed_seq(&self, location: &Location) -> Result<u64>;
+
     /// Returns what the store knows of one publisher of `location`.
     fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>>;
 
@@ -152,7 +206,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>>;
 
     /// Returns up to `limit` events matching `filter` in `order`, strictly after position `after`
-    /// in that order (`None` starts at the newest or oldest).
+    /// in that order (`None` starts at the newest or oldest). Every event committed before the
+    /// call is found, indexed or not.
     fn query(
         &self,
         location: &Location,
