@@ -598,6 +598,33 @@ mod tests {
         assert_eq!(initiator_count(&store, "us-east"), 30);
     }
 
+    /// A record that no longer decodes (damaged on disk) is found by no filter whether it is
+    /// indexed yet or not, and a mark on it survives a reopen instead of forcing a rebuild.
+    #[test]
+    fn an_undecodable_record_is_left_out_alike_at_any_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        load_indexed(&store, "us-east", 30);
+        drop(store);
+        std::fs::remove_file(dir.path().join(RedbStore::INDEX_FILE_NAME)).unwrap();
+        {
+            let db = Database::open(dir.path().join(RedbStore::FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(EventsDef::new(&events_table_name("us-east")))
+                .unwrap()
+                .insert(30, [0xff; 8].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(dir.path());
+        let location: Location = "us-east".parse().unwrap();
+        assert_eq!(initiator_count(&store, "us-east"), 29, "unindexed");
+        assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
+        assert_eq!(initiator_count(&store, "us-east"), 29, "indexed");
+        drop(store);
+        assert_eq!(open(dir.path()).indexed_seq(&location).unwrap(), 30, "the mark is kept");
+    }
+
     /// An index file that is not a database any more (overwritten, truncated) is set aside and
     /// rebuilt; the collector starts and answers queries in full.
     #[test]
