@@ -4,7 +4,7 @@
 //! prost decodes a `google.protobuf.Struct` into a map of boxed `Value`s that validation would
 //! only convert into a JSON object and drop: for every event a collector receives, that is most
 //! of the allocations of decoding it. [`ValidEvent::decode`] decodes the event's other fields
-//! with prost ([`WireEvent`]) and its two `Struct`s directly into [`JsonObject`]s, then escapes
+//! with prost (`wire::AuditEvent`) and its two `Struct`s directly into [`JsonObject`]s, then escapes
 //! and validates as `AuditEvent::try_from(proto::AuditEvent)` does, to the same event.
 //!
 //! One difference, for encodings no encoder writes: where a message field occurs twice, prost
@@ -26,41 +26,47 @@ use crate::validation::ValidEvent;
 /// Deepest nesting of `Struct`s and lists accepted, as prost's own recursion limit.
 const MAX_DEPTH: u32 = 100;
 
-/// `qtrail.audit.v1.AuditEvent` with request and response data left encoded: the generated
-/// message's fields at the same tags, except tags 10 and 11, which hold `google.protobuf.Struct`
-/// bytes.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireEvent {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(string, tag = "2")]
-    action: String,
-    #[prost(int32, tag = "3")]
-    outcome: i32,
-    #[prost(int32, tag = "4")]
-    severity: i32,
-    #[prost(message, optional, tag = "5")]
-    event_time: Option<prost_types::Timestamp>,
-    #[prost(bool, tag = "6")]
-    data_event: bool,
-    #[prost(message, optional, tag = "7")]
-    initiator: Option<proto::Initiator>,
-    #[prost(message, optional, tag = "8")]
-    target: Option<proto::Target>,
-    #[prost(message, optional, tag = "9")]
-    reason: Option<proto::Reason>,
-    #[prost(bytes = "vec", optional, tag = "10")]
-    request_data: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "11")]
-    response_data: Option<Vec<u8>>,
-    #[prost(string, tag = "12")]
-    correlation_id: String,
-    #[prost(string, tag = "13")]
-    log_source_crn: String,
-    #[prost(bool, tag = "14")]
-    save_service_copy: bool,
-    #[prost(string, tag = "15")]
-    message: String,
+/// The event as decoded here, named as the generated type is so that decoding errors name the
+/// same message.
+mod wire {
+    use qtrail_proto::qtrail::audit::v1 as proto;
+
+    /// `qtrail.audit.v1.AuditEvent` with request and response data left encoded: the generated
+    /// message's fields at the same tags, except tags 10 and 11, which hold `google.protobuf.Struct`
+    /// bytes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct AuditEvent {
+        #[prost(string, tag = "1")]
+        pub(super) id: String,
+        #[prost(string, tag = "2")]
+        pub(super) action: String,
+        #[prost(int32, tag = "3")]
+        pub(super) outcome: i32,
+        #[prost(int32, tag = "4")]
+        pub(super) severity: i32,
+        #[prost(message, optional, tag = "5")]
+        pub(super) event_time: Option<prost_types::Timestamp>,
+        #[prost(bool, tag = "6")]
+        pub(super) data_event: bool,
+        #[prost(message, optional, tag = "7")]
+        pub(super) initiator: Option<proto::Initiator>,
+        #[prost(message, optional, tag = "8")]
+        pub(super) target: Option<proto::Target>,
+        #[prost(message, optional, tag = "9")]
+        pub(super) reason: Option<proto::Reason>,
+        #[prost(bytes = "vec", optional, tag = "10")]
+        pub(super) request_data: Option<Vec<u8>>,
+        #[prost(bytes = "vec", optional, tag = "11")]
+        pub(super) response_data: Option<Vec<u8>>,
+        #[prost(string, tag = "12")]
+        pub(super) correlation_id: String,
+        #[prost(string, tag = "13")]
+        pub(super) log_source_crn: String,
+        #[prost(bool, tag = "14")]
+        pub(super) save_service_copy: bool,
+        #[prost(string, tag = "15")]
+        pub(super) message: String,
+    }
 }
 
 impl ValidEvent {
@@ -71,7 +77,7 @@ impl ValidEvent {
     /// [`EventError::Undecodable`] when the bytes are not an `AuditEvent`, or any rule of
     /// validation the event breaks.
     pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
-        let wire = WireEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
+        let wire = wire::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
         let (request, response) = (wire.request_data, wire.response_data);
         let mut event = unchecked(proto::AuditEvent {
             id: wire.id,
@@ -302,6 +308,9 @@ mod tests {
         // Truncated bytes do not decode; neither does a string that is not UTF-8.
         let good = proto::AuditEvent::from(&event).encode_to_vec();
         assert!(matches!(ValidEvent::decode(&good[..good.len() - 3]), Err(EventError::Undecodable(_))));
+        // In the same words, naming the same message and field.
+        let truncated = &good[..good.len() - 3];
+        assert_eq!(ValidEvent::decode(truncated).unwrap_err(), through_prost(truncated).unwrap_err());
         let mut bad = proto::AuditEvent::from(&event);
         bad.request_data = None;
         let mut bytes = bad.encode_to_vec();
