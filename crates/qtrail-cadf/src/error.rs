@@ -113,6 +113,9 @@ pub enum EventError {
     /// A number in request or response data is NaN or infinite.
     #[error("{0} holds a number that is not finite")]
     NonFiniteNumber(&'static str),
+    /// Protobuf bytes are not an `AuditEvent`.
+    #[error("event does not decode: {0}")]
+    Undecodable(String),
     /// A JSON document is not an event of the expected form.
     #[error("invalid {form}: {detail}")]
     Json {

@@ -36,7 +36,7 @@ impl TryFrom<proto::AuditEvent> for ValidEvent {
 }
 
 /// Returns the model of a wire event, before escaping and validation.
-fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventError> {
+pub(crate) fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventError> {
     if wire.id.is_empty() {
         return Err(EventError::MissingId);
     }
@@ -244,7 +244,7 @@ fn json_from_proto_value(field: &'static str, value: prost_types::Value) -> Resu
     Ok(json)
 }
 
-fn json_number(field: &'static str, n: f64) -> Result<Number, EventError> {
+pub(crate) fn json_number(field: &'static str, n: f64) -> Result<Number, EventError> {
     if n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER {
         return Ok(Number::from(n as i64));
     }

@@ -3,8 +3,9 @@
 //! A stream opens with `Hello{publisher_id, location, epoch}`, answered by
 //! `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
 //! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
-//! durable. Invalid events and events of another location are rejected in the Ack and never
-//! stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
+//! durable. Invalid events (one whose bytes do not decode too: batches are read with their
+//! events left encoded, see [`crate::wire`]) and events of another location are rejected in the
+//! Ack and never stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
 //! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED. A protocol error
 //! first sends the Acks of batches already handed to the writer, then fails the stream. At
 //! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
@@ -15,10 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use prost::Message as _;
 use qtrail_cadf::{Location, ValidEvent};
 use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_UNACKED_BATCHES};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
 use crate::store::{AppendBatch, EventStore, NewEvent};
+use crate::wire::{self, Kind as RequestKind};
 use crate::writer::{Sequence, WriterHandle};
 
 /// Longest publisher id accepted, in bytes.
@@ -66,7 +68,7 @@ impl Ingest {
         inbound: S,
         responses: mpsc::Sender<Result<proto::PublishResponse>>,
     ) where
-        S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
+        S: Stream<Item = std::result::Result<wire::PublishRequest, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
         let _open = Open::new(Openable::PublishStream);
@@ -112,7 +114,7 @@ enum Next<T> {
 
 impl<S, E> Session<S>
 where
-    S: Stream<Item = std::result::Result<proto::PublishRequest, E>> + Send + Unpin,
+    S: Stream<Item = std::result::Result<wire::PublishRequest, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
     async fn run(&mut self) -> Result<()> {
@@ -228,7 +230,7 @@ where
     }
 
     /// Checks a batch, rejects its bad events and hands the rest to the writer.
-    async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: proto::Batch) -> Result<()> {
+    async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: wire::Batch) -> Result<()> {
         if batch.batch_seq != expected {
             return Err(Error::invalid(format!(
                 "batch.batch_seq {} out of order, expected {expected}",
@@ -311,41 +313,49 @@ where
 }
 
 /// Splits a batch into storable events and rejections: events that do not decode or validate,
-/// and events whose log source names another location than the stream's.
+/// and events whose log source names another location than the stream's. Each event is decoded
+/// once, straight into the model.
 fn validate_events(
     location: &Location,
-    events: Vec<proto::PublishedEvent>,
+    events: Vec<wire::PublishedEvent>,
 ) -> (Vec<NewEvent>, Vec<proto::RejectedEvent>) {
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for published in events {
         let seq = published.seq;
         let reject = |event_id: String, reason: String| proto::RejectedEvent { event_id, seq, reason };
-        let Some(wire) = published.event else {
+        let Some(bytes) = published.event else {
             rejected.push(reject(String::new(), "missing event".into()));
             continue;
         };
-        let event_id = qtrail_cadf::text::escape_control(&wire.id).into_owned();
         if seq == 0 {
-            rejected.push(reject(event_id, "invalid seq 0: publisher sequence numbers start at 1".into()));
+            rejected.push(reject(rejected_id(&bytes), "invalid seq 0: publisher sequence numbers start at 1".into()));
             continue;
         }
-        let valid = match ValidEvent::try_from(wire) {
+        let valid = match ValidEvent::decode(&bytes) {
             Ok(valid) => valid,
             Err(err) => {
-                rejected.push(reject(event_id, err.to_string()));
+                rejected.push(reject(rejected_id(&bytes), err.to_string()));
                 continue;
             }
         };
         let event_location = valid.event.location();
         if event_location != location.as_str() {
             let reason = format!("event location `{event_location}` differs from the stream's location `{location}`");
-            rejected.push(reject(event_id, reason));
+            rejected.push(reject(rejected_id(&bytes), reason));
             continue;
         }
         accepted.push(NewEvent::from_valid(seq, valid));
     }
     (accepted, rejected)
+}
+
+/// Returns the id a rejected event carries, escaped, or empty when it does not decode: only
+/// rejections pay for decoding it again.
+fn rejected_id(bytes: &[u8]) -> String {
+    proto::AuditEvent::decode(bytes)
+        .map(|wire| qtrail_cadf::text::escape_control(&wire.id).into_owned())
+        .unwrap_or_default()
 }
 
 /// Runs blocking store work on the blocking pool.
@@ -364,8 +374,8 @@ mod tests {
     use super::*;
     use crate::store::{AppendOutcome, RedbStore};
 
-    fn request(kind: RequestKind) -> std::result::Result<proto::PublishRequest, String> {
-        Ok(proto::PublishRequest { kind: Some(kind) })
+    fn request(kind: RequestKind) -> std::result::Result<wire::PublishRequest, String> {
+        Ok(wire::PublishRequest { kind: Some(kind) })
     }
 
     /// With the writer holding every batch, the batch after the last one allowed unacknowledged
@@ -388,14 +398,15 @@ mod tests {
         let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);
         let limit = MAX_UNACKED_BATCHES;
         for batch_seq in 1..=limit + 1 {
-            let published = proto::PublishedEvent { seq: batch_seq, event: Some(proto::AuditEvent::from(&event)) };
+            let encoded = proto::AuditEvent::from(&event).encode_to_vec();
+            let published = wire::PublishedEvent { seq: batch_seq, event: Some(encoded) };
             inbound
-                .send(request(RequestKind::Batch(proto::Batch { batch_seq, events: vec![published] })))
+                .send(request(RequestKind::Batch(wire::Batch { batch_seq, events: vec![published] })))
                 .await
                 .unwrap();
         }
         // Sent once the over-limit batch has been taken, and so judged.
-        inbound.send(request(RequestKind::Batch(proto::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
+        inbound.send(request(RequestKind::Batch(wire::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
 
         let mut held = Vec::new();
         while (held.len() as u64) < limit {
@@ -421,5 +432,36 @@ mod tests {
         assert_eq!(err.to_string(), "batch 9 exceeds the limit of 8 unacknowledged batches");
         session.await.unwrap();
         assert!(jobs.try_recv().is_err(), "the over-limit batch never reached the writer");
+    }
+
+    /// An event whose bytes do not decode is rejected alone (without an id: only what decodes
+    /// has one); the events around it are kept, decoded into the model the store writes.
+    #[test]
+    fn an_event_that_does_not_decode_is_rejected_alone() {
+        let location: Location = "us-east".parse().unwrap();
+        let event =
+            |n| crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, n);
+        let (good, broken) = (event(0), event(1));
+        let encoded = proto::AuditEvent::from(&broken).encode_to_vec();
+        let truncated = encoded[..encoded.len() - 3].to_vec();
+        // A whole event, then field 10 (a Struct) whose one entry's key is the byte 0xff: not UTF-8.
+        let mut without_data = proto::AuditEvent::from(&broken);
+        without_data.request_data = None;
+        let mut not_utf8 = without_data.encode_to_vec();
+        not_utf8.extend_from_slice(&[0x52, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]);
+        let events = vec![
+            wire::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&good).encode_to_vec()) },
+            wire::PublishedEvent { seq: 2, event: Some(truncated) },
+            wire::PublishedEvent { seq: 3, event: Some(not_utf8) },
+        ];
+        let (accepted, rejected) = validate_events(&location, events);
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(
+            accepted[0].encoded,
+            NewEvent::from_valid(1, ValidEvent::try_from(proto::AuditEvent::from(&good)).unwrap()).encoded
+        );
+        let rejects: Vec<(u64, &str)> = rejected.iter().map(|r| (r.seq, r.event_id.as_str())).collect();
+        assert_eq!(rejects, vec![(2, ""), (3, "")]);
+        assert!(rejected.iter().all(|r| r.reason.starts_with("event does not decode")), "{rejected:?}");
     }
 }

@@ -27,16 +27,15 @@ pub mod query;
 pub mod registry;
 pub mod store;
 pub mod tokens;
+pub mod wire;
 pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
-use qtrail_proto::qtrail::audit::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
@@ -48,7 +47,7 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
+use crate::grpc::{AdminService, Authorizer, IngestServer, IngestService, QueryService};
 use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
@@ -123,17 +122,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     };
     let query = QueryService { query, tasks: tasks.clone() };
     let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
-    let ingest = InterceptedService::new(
-        IngestServer::new(ingest)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        Authorizer::new(tokens.clone(), Role::Publisher),
-    );
+    let ingest = InterceptedService::new(IngestServer::new(ingest), Authorizer::new(tokens.clone(), Role::Publisher));
     let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CollectorAdminServer<AdminService>>().await;
-    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<IngestServer>().await;
     health.set_serving::<EventQueryServer<QueryService>>().await;
     let router = Server::builder()
         .add_service(health_service)
@@ -183,7 +177,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 () = lifecycle.stopping() => {}
             }
             info!("shutting down: acknowledging in-flight batches, ending streams");
-            health.set_not_serving::<IngestServer<IngestService>>().await;
+            health.set_not_serving::<IngestServer>().await;
             lifecycle.stop();
         }
     };

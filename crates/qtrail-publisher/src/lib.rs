@@ -12,7 +12,8 @@
 //! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit shares one
 //!   fsync with concurrent callers (group commit) and returns only once it is durable; and
 //!   [`Outbox::record`], which appends an event alone, durably, in a batch with every other
-//!   event waiting (for calls that change nothing).
+//!   event waiting (for calls that change nothing), or [`Outbox::submit`], which does the same
+//!   for an async caller that awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
 //! - [`wire`]: the Publish request with events as the outbox stores them, sent without
 //!   decoding them.
@@ -34,4 +35,5 @@ pub use commit::OutboxTransaction;
 pub use error::{OutboxError, PublisherError};
 pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
 pub use publisher::{Publisher, PublisherConfig};
+pub use record::Recording;
 pub use stats::{PublisherStats, StatsSnapshot};

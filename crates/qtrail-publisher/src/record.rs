@@ -6,6 +6,10 @@
 //! whole batch) and then answers each caller. While it commits, new events queue up and form the
 //! next batch, so the batch grows with the load and the fsync is shared by ever more calls.
 //!
+//! [`Outbox::submit`] hands the event over the same way but does not wait: its [`Recording`]
+//! is awaited instead, so an async caller holds no thread while the fsync runs (a blocked thread
+//! per call in flight costs a thread wake-up and two context switches per call).
+//!
 //! Each event keeps its own fate: one that does not fit in the outbox's bound is refused
 //! ([`OutboxError::Full`]) and the others of its batch are stored. A failed commit fails every
 //! event of its batch (none is stored). The writer thread starts with the first event and ends
@@ -15,6 +19,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 use std::sync::{Arc, Weak};
 
 use qtrail_cadf::AuditEvent;
+use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::error::OutboxError;
@@ -26,7 +31,41 @@ const MAX_BATCH: usize = 4096;
 /// An event waiting for the writer, and where its outcome goes.
 pub(crate) struct Pending {
     encoded: Vec<u8>,
-    reply: SyncSender<Result<u64, OutboxError>>,
+    reply: Reply,
+}
+
+/// Where the writer sends an event's outcome: to a blocked thread or to an awaiting task.
+enum Reply {
+    Blocking(SyncSender<Result<u64, OutboxError>>),
+    Async(oneshot::Sender<Result<u64, OutboxError>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<u64, OutboxError>) {
+        // A caller that is gone no longer waits for its answer.
+        match self {
+            Reply::Blocking(sender) => drop(sender.send(outcome)),
+            Reply::Async(sender) => drop(sender.send(outcome)),
+        }
+    }
+}
+
+/// An event handed to the outbox's event writer by [`Outbox::submit`], on its way to the disk.
+#[derive(Debug)]
+#[must_use = "the event is durable only once its recording has completed"]
+pub struct Recording {
+    outcome: oneshot::Receiver<Result<u64, OutboxError>>,
+}
+
+impl Recording {
+    /// Completes once the durable commit holding the event has returned, with the event's seq.
+    ///
+    /// # Errors
+    /// [`OutboxError::Full`] when the event did not fit in the bound (nothing was written);
+    /// [`OutboxError::Storage`] when the commit failed or the writer stopped.
+    pub async fn durable(self) -> Result<u64, OutboxError> {
+        self.outcome.await.unwrap_or_else(|_| Err(stopped("the outbox's event writer stopped")))
+    }
 }
 
 impl Outbox {
@@ -37,14 +76,30 @@ impl Outbox {
     /// [`OutboxError::Full`] when the event does not fit in the bound (nothing was written);
     /// [`OutboxError::Storage`] when the commit failed or the writer cannot run.
     pub fn record(&self, event: &AuditEvent) -> Result<u64, OutboxError> {
+        let (reply, outcome) = sync_channel(1);
+        self.hand_over(event, Reply::Blocking(reply))?;
+        outcome.recv().map_err(|_| stopped("the outbox's event writer stopped"))?
+    }
+
+    /// Hands `event` to the outbox's event writer, which appends it in a durable commit shared
+    /// with every other event waiting, and returns at once; the returned [`Recording`] completes
+    /// when that commit has returned (then the publisher is woken). Does not block.
+    ///
+    /// # Errors
+    /// [`OutboxError::Storage`] when the writer cannot run.
+    pub fn submit(&self, event: &AuditEvent) -> Result<Recording, OutboxError> {
+        let (reply, outcome) = oneshot::channel();
+        self.hand_over(event, Reply::Async(reply))?;
+        Ok(Recording { outcome })
+    }
+
+    fn hand_over(&self, event: &AuditEvent, reply: Reply) -> Result<(), OutboxError> {
         let encoded = event.encode_proto();
         let writer = self.inner.writer.get_or_init(|| spawn(Arc::downgrade(&self.inner)));
         let Some(writer) = writer else {
             return Err(stopped("the outbox's event writer could not start"));
         };
-        let (reply, outcome) = sync_channel(1);
-        writer.send(Pending { encoded, reply }).map_err(|_| stopped("the outbox's event writer stopped"))?;
-        outcome.recv().map_err(|_| stopped("the outbox's event writer stopped"))?
+        writer.send(Pending { encoded, reply }).map_err(|_| stopped("the outbox's event writer stopped"))
     }
 }
 
@@ -88,8 +143,7 @@ fn run(outbox: &Weak<Inner>, queue: &Receiver<Pending>) {
             }
         };
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
-            // A caller that is gone no longer waits for its answer.
-            let _ = pending.reply.send(outcome);
+            pending.reply.send(outcome);
         }
         outbox.wake_publisher();
     }

@@ -2,8 +2,8 @@
 //!
 //! On the wire an embedded message is a length-delimited field, exactly like a `bytes` field.
 //! So [`EncodedPublishRequest`], which declares `PublishedEvent.event` as `bytes`, sends the
-//! outbox's encoded `AuditEvent` unchanged and is byte for byte the `PublishRequest` the
-//! collector decodes with the generated types. The generated client would make the publisher
+//! outbox's encoded `AuditEvent` unchanged and is byte for byte the `PublishRequest` of the
+//! generated types (the collector reads it the same way round, events left as bytes). The generated client would make the publisher
 //! decode every event from the outbox only for tonic to encode it again.
 
 use qtrail_proto::limits::MAX_MESSAGE_BYTES;

@@ -1,9 +1,10 @@
 //! Thin gRPC adapters: `ProgramService` and `JobService` over [`RuntimeService`].
 //!
 //! Each RPC reads who is calling and from where out of the request metadata, then runs the
-//! service method on a blocking thread (it waits for an fsync) and maps its error to a status.
-//! Blocking calls are tracked, so a shutdown can wait for every one of them to finish and record
-//! its event, even for callers that hung up.
+//! service method on a blocking thread (it reads the database, and a changing call waits for an
+//! fsync), awaits its event's durability and maps its error to a status. Calls are tracked, so a
+//! shutdown can wait for every one of them to finish and record its event, even for callers that
+//! hung up.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,8 +16,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{CallContext, Caller, Principals, correlation_id};
-use crate::error::Result;
-use crate::service::RuntimeService;
+use crate::service::{Answer, RuntimeService};
 
 /// Longest `user-agent` kept, in characters.
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -63,7 +63,7 @@ impl Grpc {
     async fn call<Req, Resp>(
         &self,
         request: Request<Req>,
-        method: fn(&RuntimeService, &CallContext, Req) -> Result<Resp>,
+        method: fn(&RuntimeService, &CallContext, Req) -> Answer<Resp>,
     ) -> std::result::Result<Response<Resp>, Status>
     where
         Req: Send + 'static,
@@ -72,9 +72,17 @@ impl Grpc {
         let ctx = self.context(&request);
         let message = request.into_inner();
         let service = self.service.clone();
-        match self.tracker.spawn_blocking(move || method(&service, &ctx, message)).await {
-            Ok(result) => result.map(Response::new).map_err(Status::from),
-            Err(_) => Err(Status::internal("call failed")),
+        // A task of its own, tracked, so that a call whose caller hung up still runs to the end
+        // and its event is durable before a shutdown proceeds. Only the method holds a thread;
+        // the wait for its event's fsync does not.
+        let call = self.tracker.spawn(async move {
+            let settling = service.clone();
+            let answer = tokio::task::spawn_blocking(move || method(&service, &ctx, message)).await.ok()?;
+            Some(settling.settle(answer).await)
+        });
+        match call.await {
+            Ok(Some(result)) => result.map(Response::new).map_err(Status::from),
+            Ok(None) | Err(_) => Err(Status::internal("call failed")),
         }
     }
 }

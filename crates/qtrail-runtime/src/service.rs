@@ -6,18 +6,21 @@
 //! ([`Outbox::begin`]): each call has its own, but concurrent calls share one fsync, and each is
 //! answered only once the durable commit covering it has returned. A call that only reads runs
 //! `RuntimeService::audited_read`: its body reads a snapshot (a read transaction, concurrent
-//! with everything), then its event is recorded alone ([`Outbox::record`]), batched with the
-//! events of concurrent calls into one transaction and one fsync. A call that fails leaves no
-//! change and records its failure event the same way. If the event cannot be made durable the
-//! call fails UNAVAILABLE instead (and did nothing): no call is answered without its event.
-//! Methods block on the database and the fsync, so the gRPC layer runs them on blocking threads.
+//! with everything), then its event is handed to the outbox's event writer ([`Outbox::submit`]),
+//! which batches it with the events of concurrent calls into one transaction and one fsync. A
+//! call that fails leaves no change and records its failure event the same way. Such a call
+//! returns an [`Answer`] that holds its result back until the event is durable
+//! ([`RuntimeService::settle`], awaited without holding a thread). If the event cannot be made
+//! durable the call fails UNAVAILABLE instead (and did nothing): no call is answered without its
+//! event. Methods block on the database (and changing calls on the fsync), so the gRPC layer
+//! runs them on blocking threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qtrail_cadf::proto::{json_from_struct, struct_from_json};
 use qtrail_cadf::{Action, JsonObject};
 use qtrail_proto::qtrail::runtime::v1 as pb;
-use qtrail_publisher::{Outbox, OutboxError, OutboxTransaction};
+use qtrail_publisher::{Outbox, OutboxError, OutboxTransaction, Recording};
 use rand::Rng;
 use redb::{ReadTransaction, WriteTransaction};
 use serde_json::{Value, json};
@@ -58,6 +61,28 @@ const MAX_TAGS: usize = 16;
 const MAX_TAG_CHARS: usize = 64;
 /// Latest timestamp accepted in a filter (9999-12-31T23:59:59Z).
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// A call's result, held back until the call's event is durable: answering before would let a
+/// crash lose the event of a call the caller saw succeed or fail.
+#[derive(Debug)]
+#[must_use = "a call may be answered only once its event is durable, see `RuntimeService::settle`"]
+pub struct Answer<T> {
+    result: Result<T>,
+    /// The action and the recording of an event still on its way to the disk.
+    event: Option<(Action, Recording)>,
+}
+
+impl<T> Answer<T> {
+    /// Returns an answer whose event is already durable, or which has none to wait for.
+    fn ready(result: Result<T>) -> Self {
+        Self { result, event: None }
+    }
+
+    /// Applies `f` to a successful result.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer { result: self.result.map(f), event: self.event }
+    }
+}
 
 /// The domain service behind `ProgramService` and `JobService`.
 #[derive(Debug)]
@@ -101,13 +126,28 @@ impl RuntimeService {
         self.refused_outbox_full.load(Ordering::Relaxed)
     }
 
+    /// Returns the call's result once its event is durable; the call fails UNAVAILABLE (or
+    /// RESOURCE_EXHAUSTED when the outbox was full) when the event could not be recorded.
+    ///
+    /// # Errors
+    /// The call's own error, or why its event could not be recorded.
+    pub async fn settle<T>(&self, answer: Answer<T>) -> Result<T> {
+        let Some((action, recording)) = answer.event else {
+            return answer.result;
+        };
+        match recording.durable().await {
+            Ok(_) => answer.result,
+            Err(err) => Err(self.unrecorded(action, err)),
+        }
+    }
+
     /// Runs one audited call: authentication, `body` in a transaction, and the event.
     fn audited<T>(
         &self,
         ctx: &CallContext,
         mut record: AuditRecord,
         body: impl FnOnce(&WriteTransaction, &Principal, &mut AuditRecord) -> Result<T>,
-    ) -> Result<T> {
+    ) -> Answer<T> {
         let principal = match &ctx.caller {
             Caller::Principal(principal) => principal,
             Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
@@ -119,12 +159,13 @@ impl RuntimeService {
                 );
             }
         };
-        let txn = self.begin()?;
+        let txn = match self.begin() {
+            Ok(txn) => txn,
+            Err(err) => return Answer::ready(Err(err)),
+        };
         match body(&txn, principal, &mut record) {
-            Ok(value) => {
-                self.commit_with_event(ctx, &record, txn, Ok(()))?;
-                Ok(value)
-            }
+            // Committed durably with its event, or not at all.
+            Ok(value) => Answer::ready(self.commit_with_event(ctx, &record, txn, Ok(())).map(|()| value)),
             Err(err) => {
                 // Nothing the body did may stay. Abort before refusing: the failure's event goes
                 // to the outbox's writer, which needs redb's one writer lock that `txn` holds.
@@ -141,7 +182,7 @@ impl RuntimeService {
         ctx: &CallContext,
         mut record: AuditRecord,
         body: impl FnOnce(&ReadTransaction, &Principal, &mut AuditRecord) -> Result<T>,
-    ) -> Result<T> {
+    ) -> Answer<T> {
         let principal = match &ctx.caller {
             Caller::Principal(principal) => principal,
             Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
@@ -153,19 +194,16 @@ impl RuntimeService {
                 );
             }
         };
-        let txn = self.store.begin_read().map_err(|err| {
-            error!(error = %err, "cannot begin a read transaction");
-            Error::AuditUnavailable
-        })?;
-        let outcome = body(&txn, principal, &mut record);
-        drop(txn);
-        match outcome {
-            Ok(value) => {
-                self.record_event(ctx, &record, Ok(()))?;
-                Ok(value)
+        let txn = match self.store.begin_read() {
+            Ok(txn) => txn,
+            Err(err) => {
+                error!(error = %err, "cannot begin a read transaction");
+                return Answer::ready(Err(Error::AuditUnavailable));
             }
-            Err(err) => self.refuse(ctx, &record, err),
-        }
+        };
+        let result = body(&txn, principal, &mut record);
+        drop(txn);
+        self.with_event(ctx, &record, result)
     }
 
     /// Starts a call's transaction, whose commit shares its fsync with concurrent calls.
@@ -176,51 +214,45 @@ impl RuntimeService {
         })
     }
 
-    /// Records a failed call's event in a transaction of its own and returns the failure, or
-    /// the reason the event could not be recorded.
-    fn refuse<T>(&self, ctx: &CallContext, record: &AuditRecord, err: Error) -> Result<T> {
-        if matches!(err, Error::OutboxFull | Error::AuditUnavailable) {
-            return Err(err);
-        }
-        self.record_event(ctx, record, Err(&err))?;
-        Err(err)
+    /// Records a failed call's event alone and returns the failure, which waits for it.
+    fn refuse<T>(&self, ctx: &CallContext, record: &AuditRecord, err: Error) -> Answer<T> {
+        self.with_event(ctx, record, Err(err))
     }
 
-    /// Records the event of a call that changed nothing, durably, in a batch with concurrent
-    /// calls' events.
-    fn record_event(
-        &self,
-        ctx: &CallContext,
-        record: &AuditRecord,
-        outcome: std::result::Result<(), &Error>,
-    ) -> Result<()> {
+    /// Hands the event of a call that changed nothing to the outbox's event writer, to be made
+    /// durable in a batch with concurrent calls' events, and returns the call's result held back
+    /// until then. A call refused for want of a durable outbox has no event to wait for.
+    fn with_event<T>(&self, ctx: &CallContext, record: &AuditRecord, result: Result<T>) -> Answer<T> {
+        if matches!(result, Err(Error::OutboxFull | Error::AuditUnavailable)) {
+            return Answer::ready(result);
+        }
         #[cfg(feature = "bench")]
         if self.audit_sink == crate::config::AuditSink::Discard {
-            return Ok(());
+            return Answer::ready(result);
         }
-        let event = match self.auditor.event(ctx, record, outcome) {
+        let event = match self.auditor.event(ctx, record, result.as_ref().map(|_| ())) {
             Ok(event) => event,
             Err(err) => {
                 error!(error = %err, action = %record.action, "cannot build the audit event");
-                return Err(Error::AuditUnavailable);
+                return Answer::ready(Err(Error::AuditUnavailable));
             }
         };
-        match self.outbox.record(&event) {
-            Ok(_) => Ok(()),
-            Err(err) => Err(self.unrecorded(record, err)),
+        match self.outbox.submit(&event) {
+            Ok(recording) => Answer { result, event: Some((record.action, recording)) },
+            Err(err) => Answer::ready(Err(self.unrecorded(record.action, err))),
         }
     }
 
     /// Returns the error of a call whose event could not be recorded, counting and logging it.
-    fn unrecorded(&self, record: &AuditRecord, err: OutboxError) -> Error {
+    fn unrecorded(&self, action: Action, err: OutboxError) -> Error {
         match err {
             OutboxError::Full { events, bytes } => {
                 let refused = self.refused_outbox_full.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(action = %record.action, queued_events = events, queued_bytes = bytes, refused, "audit outbox full, refusing the call");
+                warn!(action = %action, queued_events = events, queued_bytes = bytes, refused, "audit outbox full, refusing the call");
                 Error::OutboxFull
             }
             err => {
-                error!(error = %err, action = %record.action, "cannot record the audit event");
+                error!(error = %err, action = %action, "cannot record the audit event");
                 Error::AuditUnavailable
             }
         }
@@ -245,7 +277,7 @@ impl RuntimeService {
             }
         };
         if let Err(err) = self.outbox.enqueue(&txn, &event) {
-            return Err(self.unrecorded(record, err));
+            return Err(self.unrecorded(record.action, err));
         }
         // Returns once durable; wakes the publisher.
         if let Err(err) = txn.commit() {
@@ -262,7 +294,7 @@ impl RuntimeService {
     /// # Errors
     /// INVALID_ARGUMENT for a bad name, description, source, time or spec; ALREADY_EXISTS for a
     /// name the account has; UNAUTHENTICATED; UNAVAILABLE when the event cannot be recorded.
-    pub fn create_program(&self, ctx: &CallContext, request: pb::CreateProgramRequest) -> Result<pb::Program> {
+    pub fn create_program(&self, ctx: &CallContext, request: pb::CreateProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramCreate);
         record.success_status = 201;
         record.request("name", request.name.as_str());
@@ -309,7 +341,7 @@ impl RuntimeService {
         &self,
         ctx: &CallContext,
         request: pb::ListProgramsRequest,
-    ) -> Result<pb::ListProgramsResponse> {
+    ) -> Answer<pb::ListProgramsResponse> {
         let mut record = AuditRecord::new(Action::ProgramRead);
         record.request("limit", request.limit);
         record.request("offset", request.offset);
@@ -334,7 +366,7 @@ impl RuntimeService {
     /// # Errors
     /// INVALID_ARGUMENT for a bad id; NOT_FOUND for an unknown id or another account's private
     /// program; UNAUTHENTICATED; UNAVAILABLE.
-    pub fn get_program(&self, ctx: &CallContext, request: pb::GetProgramRequest) -> Result<pb::Program> {
+    pub fn get_program(&self, ctx: &CallContext, request: pb::GetProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramRead);
         record.request("programId", request.id.as_str());
         self.audited_read(ctx, record, |txn, principal, record| {
@@ -349,7 +381,7 @@ impl RuntimeService {
     /// # Errors
     /// INVALID_ARGUMENT for no or bad fields; NOT_FOUND; PERMISSION_DENIED for another account's
     /// public program; ALREADY_EXISTS for a taken name; UNAUTHENTICATED; UNAVAILABLE.
-    pub fn update_program(&self, ctx: &CallContext, request: pb::UpdateProgramRequest) -> Result<pb::Program> {
+    pub fn update_program(&self, ctx: &CallContext, request: pb::UpdateProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramUpdate);
         record.request("programId", request.id.as_str());
         self.audited(ctx, record, |txn, principal, record| {
@@ -426,7 +458,7 @@ impl RuntimeService {
         &self,
         ctx: &CallContext,
         request: pb::DeleteProgramRequest,
-    ) -> Result<pb::DeleteProgramResponse> {
+    ) -> Answer<pb::DeleteProgramResponse> {
         let mut record = AuditRecord::new(Action::ProgramDelete);
         record.request("programId", request.id.as_str());
         self.audited(ctx, record, |txn, principal, record| {
@@ -443,7 +475,7 @@ impl RuntimeService {
     /// # Errors
     /// INVALID_ARGUMENT for bad fields or params; NOT_FOUND for an unknown program;
     /// UNAUTHENTICATED; UNAVAILABLE.
-    pub fn create_job(&self, ctx: &CallContext, request: pb::CreateJobRequest) -> Result<pb::Job> {
+    pub fn create_job(&self, ctx: &CallContext, request: pb::CreateJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobCreate);
         record.success_status = 201;
         record.request("programId", request.program_id.as_str());
@@ -451,7 +483,7 @@ impl RuntimeService {
         record.request("logLevel", request.log_level.as_str());
         record.request("sessionId", request.session_id.as_str());
         record.request("tags", request.tags.clone());
-        let job = self.audited(ctx, record, |txn, principal, record| {
+        self.audited(ctx, record, |txn, principal, record| {
             let backend = match request.backend.as_str() {
                 "" | BACKEND => BACKEND.to_owned(),
                 other => {
@@ -507,9 +539,12 @@ impl RuntimeService {
             record.response("status", JobStatus::Queued.as_str());
             record.response("seed", job.seed);
             Ok(job_message(&job))
-        })?;
-        self.executor.submit(&job.id);
-        Ok(job)
+        })
+        .map(|job| {
+            // Durable by now: the executor may see the job.
+            self.executor.submit(&job.id);
+            job
+        })
     }
 
     /// Lists the caller's jobs.
@@ -517,7 +552,7 @@ impl RuntimeService {
     /// # Errors
     /// INVALID_ARGUMENT for bad paging, filters or an inverted time range; UNAUTHENTICATED;
     /// UNAVAILABLE.
-    pub fn list_jobs(&self, ctx: &CallContext, request: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+    pub fn list_jobs(&self, ctx: &CallContext, request: pb::ListJobsRequest) -> Answer<pb::ListJobsResponse> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("limit", request.limit);
         record.request("offset", request.offset);
@@ -564,7 +599,7 @@ impl RuntimeService {
     ///
     /// # Errors
     /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
-    pub fn get_job(&self, ctx: &CallContext, request: pb::GetJobRequest) -> Result<pb::Job> {
+    pub fn get_job(&self, ctx: &CallContext, request: pb::GetJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         self.audited_read(ctx, record, |txn, principal, record| {
@@ -579,7 +614,7 @@ impl RuntimeService {
     /// # Errors
     /// FAILED_PRECONDITION while the job has not completed; INVALID_ARGUMENT; NOT_FOUND;
     /// UNAUTHENTICATED; UNAVAILABLE.
-    pub fn get_job_results(&self, ctx: &CallContext, request: pb::GetJobResultsRequest) -> Result<pb::JobResults> {
+    pub fn get_job_results(&self, ctx: &CallContext, request: pb::GetJobResultsRequest) -> Answer<pb::JobResults> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "results");
@@ -612,7 +647,7 @@ impl RuntimeService {
         &self,
         ctx: &CallContext,
         request: pb::GetJobInterimResultsRequest,
-    ) -> Result<pb::JobInterimResults> {
+    ) -> Answer<pb::JobInterimResults> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "interimResults");
@@ -635,7 +670,7 @@ impl RuntimeService {
     ///
     /// # Errors
     /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
-    pub fn get_job_logs(&self, ctx: &CallContext, request: pb::GetJobLogsRequest) -> Result<pb::JobLogs> {
+    pub fn get_job_logs(&self, ctx: &CallContext, request: pb::GetJobLogsRequest) -> Answer<pb::JobLogs> {
         let mut record = AuditRecord::new(Action::JobRead);
         record.request("jobId", request.id.as_str());
         record.request("view", "logs");
@@ -652,10 +687,10 @@ impl RuntimeService {
     /// # Errors
     /// FAILED_PRECONDITION for a finished job; INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED;
     /// UNAVAILABLE.
-    pub fn cancel_job(&self, ctx: &CallContext, request: pb::CancelJobRequest) -> Result<pb::Job> {
+    pub fn cancel_job(&self, ctx: &CallContext, request: pb::CancelJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobCancel);
         record.request("jobId", request.id.as_str());
-        let job = self.audited(ctx, record, |txn, principal, record| {
+        self.audited(ctx, record, |txn, principal, record| {
             let mut job = owned_job(txn, principal, &request.id, record)?;
             if job.status.is_final() {
                 return Err(Error::FailedPrecondition(format!(
@@ -671,9 +706,11 @@ impl RuntimeService {
             jobs::log(txn, &job, LogLevel::Warning, "job cancelled by the user")?;
             record.response("status", job.status.as_str());
             Ok(job_message(&job))
-        })?;
-        self.executor.cancel(&job.id);
-        Ok(job)
+        })
+        .map(|job| {
+            self.executor.cancel(&job.id);
+            job
+        })
     }
 
     /// Deletes a finished job and what it produced.
@@ -681,7 +718,7 @@ impl RuntimeService {
     /// # Errors
     /// FAILED_PRECONDITION while the job is queued or running; INVALID_ARGUMENT; NOT_FOUND;
     /// UNAUTHENTICATED; UNAVAILABLE.
-    pub fn delete_job(&self, ctx: &CallContext, request: pb::DeleteJobRequest) -> Result<pb::DeleteJobResponse> {
+    pub fn delete_job(&self, ctx: &CallContext, request: pb::DeleteJobRequest) -> Answer<pb::DeleteJobResponse> {
         let mut record = AuditRecord::new(Action::JobDelete);
         record.request("jobId", request.id.as_str());
         self.audited(ctx, record, |txn, principal, record| {

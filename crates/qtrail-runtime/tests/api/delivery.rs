@@ -284,9 +284,9 @@ async fn a_call_whose_event_cannot_be_recorded_fails_unavailable_and_changes_not
     }));
 
     let create = pb::CreateProgramRequest { name: "bell".into(), source: BELL.into(), ..Default::default() };
-    let err = broken.create_program(&alice, create).unwrap_err();
+    let err = broken.settle(broken.create_program(&alice, create)).await.unwrap_err();
     assert_eq!(tonic::Status::from(err).message(), "audit log unavailable");
-    let listed = working.list_programs(&alice, pb::ListProgramsRequest::default()).unwrap();
+    let listed = working.settle(working.list_programs(&alice, pb::ListProgramsRequest::default())).await.unwrap();
     assert_eq!(listed.count, 0, "the program was not created without its event");
     assert_eq!(outbox.depth().unwrap().events, 1, "only the working service's list left an event");
     executor.shutdown().await;

@@ -1,0 +1,336 @@
+//! Decoding an event from its protobuf bytes, with request and response data read straight
+//! into JSON objects.
+//!
+//! prost decodes a `google.protobuf.Struct` into a map of boxed `Value`s that validation would
+//! only convert into a JSON object and drop: for every event a collector receives, that is most
+//! of the allocations of decoding it. [`ValidEvent::decode`] decodes the event's other fields
+//! with prost (`wire::AuditEvent`) and its two `Struct`s directly into [`JsonObject`]s, then escapes
+//! and validates as `AuditEvent::try_from(proto::AuditEvent)` does, to the same event.
+//!
+//! One difference, for encodings no encoder writes: where a message field occurs twice, prost
+//! merges the occurrences and this decoder keeps the last (a `Value` holding two kinds, a
+//! `Struct` or `ListValue` field repeated inside one `Value`). Duplicate map keys keep the last
+//! entry in both. Either way the event stored is the decoded model, re-encoded.
+
+use prost::Message as _;
+use prost::bytes::Buf as _;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use serde_json::Value;
+
+use crate::error::EventError;
+use crate::event::JsonObject;
+use crate::proto::{json_number, unchecked};
+use crate::validation::ValidEvent;
+
+/// Deepest nesting of `Struct`s and lists accepted, as prost's own recursion limit.
+const MAX_DEPTH: u32 = 100;
+
+/// The event as decoded here, named as the generated type is so that decoding errors name the
+/// same message.
+mod wire {
+    use qtrail_proto::qtrail::audit::v1 as proto;
+
+    /// `qtrail.audit.v1.AuditEvent` with request and response data left encoded: the generated
+    /// message's fields at the same tags, except tags 10 and 11, which hold `google.protobuf.Struct`
+    /// bytes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct AuditEvent {
+        #[prost(string, tag = "1")]
+        pub(super) id: String,
+        #[prost(string, tag = "2")]
+        pub(super) action: String,
+        #[prost(int32, tag = "3")]
+        pub(super) outcome: i32,
+        #[prost(int32, tag = "4")]
+        pub(super) severity: i32,
+        #[prost(message, optional, tag = "5")]
+        pub(super) event_time: Option<prost_types::Timestamp>,
+        #[prost(bool, tag = "6")]
+        pub(super) data_event: bool,
+        #[prost(message, optional, tag = "7")]
+        pub(super) initiator: Option<proto::Initiator>,
+        #[prost(message, optional, tag = "8")]
+        pub(super) target: Option<proto::Target>,
+        #[prost(message, optional, tag = "9")]
+        pub(super) reason: Option<proto::Reason>,
+        #[prost(bytes = "vec", optional, tag = "10")]
+        pub(super) request_data: Option<Vec<u8>>,
+        #[prost(bytes = "vec", optional, tag = "11")]
+        pub(super) response_data: Option<Vec<u8>>,
+        #[prost(string, tag = "12")]
+        pub(super) correlation_id: String,
+        #[prost(string, tag = "13")]
+        pub(super) log_source_crn: String,
+        #[prost(bool, tag = "14")]
+        pub(super) save_service_copy: bool,
+        #[prost(string, tag = "15")]
+        pub(super) message: String,
+    }
+}
+
+impl ValidEvent {
+    /// Decodes an encoded `qtrail.audit.v1.AuditEvent` and validates it: the event and the
+    /// errors of `proto::AuditEvent::decode` followed by `ValidEvent::try_from`.
+    ///
+    /// # Errors
+    /// [`EventError::Undecodable`] when the bytes are not an `AuditEvent`, or any rule of
+    /// validation the event breaks.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+        let wire = wire::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
+        let (request, response) = (wire.request_data, wire.response_data);
+        let mut event = unchecked(proto::AuditEvent {
+            id: wire.id,
+            action: wire.action,
+            outcome: wire.outcome,
+            severity: wire.severity,
+            event_time: wire.event_time,
+            data_event: wire.data_event,
+            initiator: wire.initiator,
+            target: wire.target,
+            reason: wire.reason,
+            request_data: None,
+            response_data: None,
+            correlation_id: wire.correlation_id,
+            log_source_crn: wire.log_source_crn,
+            save_service_copy: wire.save_service_copy,
+            message: wire.message,
+        })?;
+        event.request_data = request.map(|bytes| json_object("request data", &bytes)).transpose()?;
+        event.response_data = response.map(|bytes| json_object("response data", &bytes)).transpose()?;
+        event.into_valid_event()
+    }
+}
+
+fn undecodable(field: &'static str, detail: impl std::fmt::Display) -> EventError {
+    EventError::Undecodable(format!("{field}: {detail}"))
+}
+
+/// Returns the JSON object of an encoded `google.protobuf.Struct`.
+fn json_object(field: &'static str, bytes: &[u8]) -> Result<JsonObject, EventError> {
+    read_struct(field, bytes, 0)
+}
+
+/// Reads the fields of one message from `buf`, calling `each` with every field's tag, wire
+/// type and the buffer positioned at its value; `each` consumes the value or returns `false`
+/// for a field it does not know, which is skipped.
+fn read_fields(
+    field: &'static str,
+    mut buf: &[u8],
+    mut each: impl FnMut(u32, WireType, &mut &[u8]) -> Result<bool, EventError>,
+) -> Result<(), EventError> {
+    while buf.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut buf).map_err(|err| undecodable(field, err))?;
+        if !each(tag, wire_type, &mut buf)? {
+            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(|err| undecodable(field, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits the next length-delimited value off `buf`.
+fn take_bytes<'a>(field: &'static str, buf: &mut &'a [u8]) -> Result<&'a [u8], EventError> {
+    let len = decode_varint(buf).map_err(|err| undecodable(field, err))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|len| *len <= buf.len())
+        .ok_or_else(|| undecodable(field, "buffer underflow"))?;
+    let (value, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(value)
+}
+
+fn take_string(field: &'static str, buf: &mut &[u8]) -> Result<String, EventError> {
+    let bytes = take_bytes(field, buf)?;
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| undecodable(field, "invalid string value: data is not UTF-8 encoded"))
+}
+
+/// Checks that a field has the wire type its tag requires.
+fn expect(field: &'static str, wire_type: WireType, expected: WireType) -> Result<(), EventError> {
+    if wire_type == expected {
+        return Ok(());
+    }
+    Err(undecodable(field, format!("invalid wire type: {wire_type:?} (expected {expected:?})")))
+}
+
+/// `Struct`: `map<string, Value> fields = 1`, each entry a message of key (1) and value (2).
+fn read_struct(field: &'static str, bytes: &[u8], depth: u32) -> Result<JsonObject, EventError> {
+    if depth > MAX_DEPTH {
+        return Err(undecodable(field, "recursion limit reached"));
+    }
+    let mut object = JsonObject::new();
+    read_fields(field, bytes, |tag, wire_type, buf| {
+        if tag != 1 {
+            return Ok(false);
+        }
+        expect(field, wire_type, WireType::LengthDelimited)?;
+        let entry = take_bytes(field, buf)?;
+        let mut key = String::new();
+        let mut value = Value::Null;
+        read_fields(field, entry, |tag, wire_type, buf| match tag {
+            1 => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                key = take_string(field, buf)?;
+                Ok(true)
+            }
+            2 => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                value = read_value(field, take_bytes(field, buf)?, depth + 1)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        object.insert(key, value);
+        Ok(true)
+    })?;
+    Ok(object)
+}
+
+/// `Value`: a oneof of null (1), number (2), string (3), bool (4), struct (5) and list (6); a
+/// `Value` holding none reads as null, as `json_from_struct` reads it.
+fn read_value(field: &'static str, bytes: &[u8], depth: u32) -> Result<Value, EventError> {
+    if depth > MAX_DEPTH {
+        return Err(undecodable(field, "recursion limit reached"));
+    }
+    let mut value = Value::Null;
+    read_fields(field, bytes, |tag, wire_type, buf| {
+        value = match tag {
+            1 => {
+                expect(field, wire_type, WireType::Varint)?;
+                decode_varint(buf).map_err(|err| undecodable(field, err))?;
+                Value::Null
+            }
+            2 => {
+                expect(field, wire_type, WireType::SixtyFourBit)?;
+                if buf.remaining() < 8 {
+                    return Err(undecodable(field, "buffer underflow"));
+                }
+                Value::Number(json_number(field, buf.get_f64_le())?)
+            }
+            3 => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                Value::String(take_string(field, buf)?)
+            }
+            4 => {
+                expect(field, wire_type, WireType::Varint)?;
+                Value::Bool(decode_varint(buf).map_err(|err| undecodable(field, err))? != 0)
+            }
+            5 => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                Value::Object(read_struct(field, take_bytes(field, buf)?, depth + 1)?)
+            }
+            6 => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                Value::Array(read_list(field, take_bytes(field, buf)?, depth + 1)?)
+            }
+            _ => return Ok(false),
+        };
+        Ok(true)
+    })?;
+    Ok(value)
+}
+
+/// `ListValue`: `repeated Value values = 1`.
+fn read_list(field: &'static str, bytes: &[u8], depth: u32) -> Result<Vec<Value>, EventError> {
+    let mut items = Vec::new();
+    read_fields(field, bytes, |tag, wire_type, buf| {
+        if tag != 1 {
+            return Ok(false);
+        }
+        expect(field, wire_type, WireType::LengthDelimited)?;
+        items.push(read_value(field, take_bytes(field, buf)?, depth + 1)?);
+        Ok(true)
+    })?;
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_types::value::Kind;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Action, AuditEvent, Crn, EventBuilder, Initiator, Location};
+
+    fn event(request: Value) -> AuditEvent {
+        let location: Location = "us-east".parse().unwrap();
+        let initiator = Initiator {
+            id: "IBMid-1".into(),
+            name: "alice\n@example.com".into(),
+            type_uri: crate::event::INITIATOR_USER.into(),
+            credential_type: "apikey".into(),
+            host_address: "192.0.2.1".into(),
+            host_agent: "agent".into(),
+        };
+        EventBuilder::new(Action::JobRead, Crn::instance(&location, "acc-1", "inst-1").unwrap(), initiator)
+            .target("j-1", "")
+            .request_data(request.as_object().cloned().unwrap())
+            .response_data(json!({"status": "COMPLETED", "shots": 4000}).as_object().cloned().unwrap())
+            .status(200)
+            .build()
+            .unwrap()
+    }
+
+    /// What the generated types and `ValidEvent::try_from` make of `bytes`.
+    fn through_prost(bytes: &[u8]) -> Result<ValidEvent, EventError> {
+        let wire = proto::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
+        ValidEvent::try_from(wire)
+    }
+
+    #[test]
+    fn decodes_what_prost_and_validation_make_of_the_same_bytes() {
+        let nested = json!({
+            "": "empty key",
+            "n": [1, -2.5, 1e300, null, true, false, "", [], {}, {"deep": [[{"x": "y"}]]}],
+            "text": "tab\there \u{1b}[31m é",
+            "object": {"b": null, "a": {"c": 3}},
+        });
+        for request in [json!({}), json!({"jobId": "j-1"}), nested] {
+            let event = event(request);
+            let bytes = proto::AuditEvent::from(&event).encode_to_vec();
+            assert_eq!(ValidEvent::decode(&bytes).unwrap(), through_prost(&bytes).unwrap());
+            assert_eq!(ValidEvent::decode(&bytes).unwrap().event, event);
+        }
+    }
+
+    #[test]
+    fn rejects_what_prost_or_validation_rejects() {
+        let event = event(json!({"a": 1}));
+        let mut wire = proto::AuditEvent::from(&event);
+        // NaN cannot be JSON.
+        let mut data = wire.request_data.clone().unwrap();
+        data.fields.insert("nan".into(), prost_types::Value { kind: Some(Kind::NumberValue(f64::NAN)) });
+        wire.request_data = Some(data);
+        let bytes = wire.encode_to_vec();
+        assert_eq!(ValidEvent::decode(&bytes).unwrap_err(), through_prost(&bytes).unwrap_err());
+        // Truncated bytes do not decode; neither does a string that is not UTF-8.
+        let good = proto::AuditEvent::from(&event).encode_to_vec();
+        assert!(matches!(ValidEvent::decode(&good[..good.len() - 3]), Err(EventError::Undecodable(_))));
+        // In the same words, naming the same message and field.
+        let truncated = &good[..good.len() - 3];
+        assert_eq!(ValidEvent::decode(truncated).unwrap_err(), through_prost(truncated).unwrap_err());
+        let mut bad = proto::AuditEvent::from(&event);
+        bad.request_data = None;
+        let mut bytes = bad.encode_to_vec();
+        // Field 10, a Struct with one entry whose key is the byte 0xff.
+        bytes.extend_from_slice(&[0x52, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]);
+        assert!(matches!(ValidEvent::decode(&bytes), Err(EventError::Undecodable(_))));
+        assert!(through_prost(&bytes).is_err());
+        // An empty message is a decodable event without an id.
+        assert_eq!(ValidEvent::decode(&[]).unwrap_err(), EventError::MissingId);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_without_overflowing_the_stack() {
+        let mut value = json!("leaf");
+        for _ in 0..200 {
+            value = json!([value]);
+        }
+        let mut wire = proto::AuditEvent::from(&event(json!({})));
+        wire.request_data = Some(crate::proto::struct_from_json(json!({"deep": value}).as_object().unwrap()));
+        let bytes = wire.encode_to_vec();
+        assert!(matches!(ValidEvent::decode(&bytes), Err(EventError::Undecodable(_))));
+    }
+}
