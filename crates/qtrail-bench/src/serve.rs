@@ -2,20 +2,15 @@
 //! the runtime through their libraries' `run`, configured by their binaries' own flags, or the
 //! ack-only ingest server that is the ceiling of the ingest benchmark.
 
-use std::pin::Pin;
-
 use anyhow::Context as _;
 use clap::Parser as _;
-use futures_util::Stream;
-use qtrail_proto::limits::MAX_MESSAGE_BYTES;
+use qtrail_collector::wire::{self, IngestServer};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_proto::qtrail::audit::v1::ingest_server::{Ingest, IngestServer};
-use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Streaming};
 
 /// Roles a child process can serve.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -77,9 +72,7 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
             let args = CeilingArgs::try_parse_from(std::iter::once("ceiling".into()).chain(args))?;
             let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
             let addr = listener.local_addr()?;
-            let server = IngestServer::new(Ceiling)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let server = IngestServer::new(Ceiling);
             // The listener is bound: connections queue until the server accepts them.
             qtrail_server::addr_file::write(&args.addr_file, addr)?;
             tonic::transport::Server::builder()
@@ -96,27 +89,21 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// The ingest ceiling: the `Ingest.Publish` protocol answered at once, every event "accepted"
-/// and nothing stored, so the cost is tonic, prost and loopback alone.
+/// and nothing stored, so the cost is tonic, prost and loopback alone. It reads requests as the
+/// collector does ([`wire::PublishRequest`], events left as bytes): a ceiling that decoded each
+/// event in full would do more work than the collector's own reading.
 #[derive(Debug, Clone, Copy)]
 pub struct Ceiling;
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::PublishResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Ingest for Ceiling {
-    type PublishStream = ResponseStream;
-
-    async fn publish(
-        &self,
-        request: Request<Streaming<proto::PublishRequest>>,
-    ) -> Result<Response<Self::PublishStream>, Status> {
+impl wire::Publish for Ceiling {
+    fn publish(&self, request: Request<Streaming<wire::PublishRequest>>) -> Response<wire::PublishResponses> {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(Ok(request)) = inbound.next().await {
                 let kind = match request.kind {
-                    Some(RequestKind::Hello(_)) => ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }),
-                    Some(RequestKind::Batch(batch)) => ResponseKind::Ack(proto::Ack {
+                    Some(wire::Kind::Hello(_)) => ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }),
+                    Some(wire::Kind::Batch(batch)) => ResponseKind::Ack(proto::Ack {
                         batch_seq: batch.batch_seq,
                         accepted: u32::try_from(batch.events.len()).unwrap_or(u32::MAX),
                         duplicates: 0,
@@ -129,6 +116,6 @@ impl Ingest for Ceiling {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Response::new(Box::pin(ReceiverStream::new(receiver)))
     }
 }

@@ -4,10 +4,8 @@
 //! checks the bearer token's role and leaves the caller's token name in the request.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures_util::Stream;
-use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdmin;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQuery;
@@ -15,8 +13,6 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
-use tonic::codegen::{Body, BoxFuture, StdError, http};
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Result;
@@ -103,79 +99,13 @@ pub(crate) struct IngestService {
     pub(crate) tasks: TaskTracker,
 }
 
-impl IngestService {
+impl wire::Publish for IngestService {
     /// `Ingest.Publish`: a session per stream, reading events as [`wire`] leaves them.
-    fn publish(
-        &self,
-        request: Request<Streaming<wire::PublishRequest>>,
-    ) -> Response<ResponseStream<proto::PublishResponse>> {
+    fn publish(&self, request: Request<Streaming<wire::PublishRequest>>) -> Response<wire::PublishResponses> {
         let caller = caller_name(&request);
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.ingest.clone().publish(caller, request.into_inner(), sender));
         Response::new(channel_stream(receiver))
-    }
-}
-
-/// The `Ingest` service, written out as tonic generates it but decoding requests as
-/// [`wire::PublishRequest`]: the generated server would decode every event's request and
-/// response data into `google.protobuf.Struct` maps first. Same name, path, codec and limits.
-#[derive(Debug, Clone)]
-pub(crate) struct IngestServer {
-    service: Arc<IngestService>,
-}
-
-impl IngestServer {
-    /// Returns the server of `service`.
-    pub(crate) fn new(service: IngestService) -> Self {
-        Self { service: Arc::new(service) }
-    }
-}
-
-impl NamedService for IngestServer {
-    const NAME: &'static str = proto::ingest_server::SERVICE_NAME;
-}
-
-impl<B> tonic::codegen::Service<http::Request<B>> for IngestServer
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != PUBLISH_PATH {
-            return Box::pin(async move { Ok(Status::unimplemented("").into_http()) });
-        }
-        let method = PublishMethod(self.service.clone());
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<proto::PublishResponse, wire::PublishRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
-            Ok(grpc.streaming(method, request).await)
-        })
-    }
-}
-
-/// The path of `Ingest.Publish`.
-const PUBLISH_PATH: &str = "/qtrail.audit.v1.Ingest/Publish";
-
-/// `Ingest.Publish` as tonic's server calls it.
-struct PublishMethod(Arc<IngestService>);
-
-impl tonic::server::StreamingService<wire::PublishRequest> for PublishMethod {
-    type Response = proto::PublishResponse;
-    type ResponseStream = ResponseStream<proto::PublishResponse>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<wire::PublishRequest>>) -> Self::Future {
-        let response = self.0.publish(request);
-        Box::pin(async move { Ok(response) })
     }
 }
 

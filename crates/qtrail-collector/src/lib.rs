@@ -47,11 +47,12 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::grpc::{AdminService, Authorizer, IngestServer, IngestService, QueryService};
+use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
 use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
 use crate::tokens::Role;
+use crate::wire::IngestServer;
 use crate::writer::{COMMITTED_BUFFER, Writer};
 
 /// Serves the collector on `listener` until `shutdown` completes, then shuts down gracefully.
@@ -127,7 +128,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CollectorAdminServer<AdminService>>().await;
-    health.set_serving::<IngestServer>().await;
+    health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<EventQueryServer<QueryService>>().await;
     let router = Server::builder()
         .add_service(health_service)
@@ -177,7 +178,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 () = lifecycle.stopping() => {}
             }
             info!("shutting down: acknowledging in-flight batches, ending streams");
-            health.set_not_serving::<IngestServer>().await;
+            health.set_not_serving::<IngestServer<IngestService>>().await;
             lifecycle.stop();
         }
     };
