@@ -7,10 +7,12 @@
 //! with prost (`wire::AuditEvent`) and its two `Struct`s directly into [`JsonObject`]s, then escapes
 //! and validates as `AuditEvent::try_from(proto::AuditEvent)` does, to the same event.
 //!
-//! One difference, for encodings no encoder writes: where a message field occurs twice, prost
-//! merges the occurrences and this decoder keeps the last (a `Value` holding two kinds, a
-//! `Struct` or `ListValue` field repeated inside one `Value`). Duplicate map keys keep the last
-//! entry in both. Either way the event stored is the decoded model, re-encoded.
+//! Fields that occur more than once, which no encoder writes but the protobuf rules allow, read
+//! as prost reads them: occurrences of a message field merge (request data given twice is one
+//! `Struct` with the entries of both; a `Value` holding a `Struct` or `ListValue` twice merges
+//! them), a later scalar or another kind of a `Value` replaces the earlier, and a duplicate map
+//! key keeps its last entry. So the event stored is the one every other reader sees in the
+//! bytes sent.
 
 use prost::Message as _;
 use prost::bytes::Buf as _;
@@ -23,8 +25,15 @@ use crate::event::JsonObject;
 use crate::proto::{json_number, unchecked};
 use crate::validation::ValidEvent;
 
-/// Deepest nesting of `Struct`s and lists accepted, as prost's own recursion limit.
+/// Deepest message nesting accepted, counted as prost counts it (every `Struct`, map entry,
+/// `Value` and `ListValue` is a level): prost's own recursion limit.
 const MAX_DEPTH: u32 = 100;
+
+/// The level of request or response data inside a `PublishRequest` (`Batch`, `PublishedEvent`,
+/// `AuditEvent`, then the `Struct`): the deepest message an event travels in. Counting from
+/// there accepts exactly what prost accepts on ingest, so every stored event also decodes in the
+/// shallower messages that carry it back out (`StoredEvent`, `QueryEventsResponse`, …).
+const DATA_DEPTH: u32 = 4;
 
 /// The event as decoded here, named as the generated type is so that decoding errors name the
 /// same message.
@@ -54,10 +63,12 @@ mod wire {
         pub(super) target: Option<proto::Target>,
         #[prost(message, optional, tag = "9")]
         pub(super) reason: Option<proto::Reason>,
-        #[prost(bytes = "vec", optional, tag = "10")]
-        pub(super) request_data: Option<Vec<u8>>,
-        #[prost(bytes = "vec", optional, tag = "11")]
-        pub(super) response_data: Option<Vec<u8>>,
+        /// Every occurrence of field 10: merging them is decoding them one after the other.
+        #[prost(bytes = "vec", repeated, tag = "10")]
+        pub(super) request_data: Vec<Vec<u8>>,
+        /// Every occurrence of field 11.
+        #[prost(bytes = "vec", repeated, tag = "11")]
+        pub(super) response_data: Vec<Vec<u8>>,
         #[prost(string, tag = "12")]
         pub(super) correlation_id: String,
         #[prost(string, tag = "13")]
@@ -96,8 +107,8 @@ impl ValidEvent {
             save_service_copy: wire.save_service_copy,
             message: wire.message,
         })?;
-        event.request_data = request.map(|bytes| json_object("request data", &bytes)).transpose()?;
-        event.response_data = response.map(|bytes| json_object("response data", &bytes)).transpose()?;
+        event.request_data = json_object("request data", &request)?;
+        event.response_data = json_object("response data", &response)?;
         event.into_valid_event()
     }
 }
@@ -106,18 +117,24 @@ fn undecodable(field: &'static str, detail: impl std::fmt::Display) -> EventErro
     EventError::Undecodable(format!("{field}: {detail}"))
 }
 
-/// Returns the JSON object of an encoded `google.protobuf.Struct`.
-fn json_object(field: &'static str, bytes: &[u8]) -> Result<JsonObject, EventError> {
-    read_struct(field, bytes, 0)
+/// Returns the JSON object of a `google.protobuf.Struct` field from the bytes of its
+/// occurrences, `None` when it has none. A message given in parts is the message of their
+/// concatenation (protobuf's merge rule).
+fn json_object(field: &'static str, occurrences: &[Vec<u8>]) -> Result<Option<JsonObject>, EventError> {
+    match occurrences {
+        [] => Ok(None),
+        [bytes] => read_struct(field, bytes, DATA_DEPTH).map(Some),
+        parts => read_struct(field, &parts.concat(), DATA_DEPTH).map(Some),
+    }
 }
 
 /// Reads the fields of one message from `buf`, calling `each` with every field's tag, wire
 /// type and the buffer positioned at its value; `each` consumes the value or returns `false`
 /// for a field it does not know, which is skipped.
-fn read_fields(
+fn read_fields<'a>(
     field: &'static str,
-    mut buf: &[u8],
-    mut each: impl FnMut(u32, WireType, &mut &[u8]) -> Result<bool, EventError>,
+    mut buf: &'a [u8],
+    mut each: impl FnMut(u32, WireType, &mut &'a [u8]) -> Result<bool, EventError>,
 ) -> Result<(), EventError> {
     while buf.has_remaining() {
         let (tag, wire_type) = decode_key(&mut buf).map_err(|err| undecodable(field, err))?;
@@ -168,7 +185,7 @@ fn read_struct(field: &'static str, bytes: &[u8], depth: u32) -> Result<JsonObje
         expect(field, wire_type, WireType::LengthDelimited)?;
         let entry = take_bytes(field, buf)?;
         let mut key = String::new();
-        let mut value = Value::Null;
+        let mut value_parts: Vec<&[u8]> = Vec::new();
         read_fields(field, entry, |tag, wire_type, buf| match tag {
             1 => {
                 expect(field, wire_type, WireType::LengthDelimited)?;
@@ -177,11 +194,18 @@ fn read_struct(field: &'static str, bytes: &[u8], depth: u32) -> Result<JsonObje
             }
             2 => {
                 expect(field, wire_type, WireType::LengthDelimited)?;
-                value = read_value(field, take_bytes(field, buf)?, depth + 1)?;
+                value_parts.push(take_bytes(field, buf)?);
                 Ok(true)
             }
             _ => Ok(false),
         })?;
+        // The map entry is a message of its own, one level down; a value given in parts is the
+        // value of their concatenation.
+        let value = match value_parts.as_slice() {
+            [] => read_value(field, &[], depth + 2)?,
+            [bytes] => read_value(field, bytes, depth + 2)?,
+            parts => read_value(field, &parts.concat(), depth + 2)?,
+        };
         object.insert(key, value);
         Ok(true)
     })?;
@@ -196,6 +220,21 @@ fn read_value(field: &'static str, bytes: &[u8], depth: u32) -> Result<Value, Ev
     }
     let mut value = Value::Null;
     read_fields(field, bytes, |tag, wire_type, buf| {
+        // A `Struct` or `ListValue` given again merges with the one read before; any other
+        // kind replaces what was read.
+        match (tag, &mut value) {
+            (5, Value::Object(object)) => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                object.extend(read_struct(field, take_bytes(field, buf)?, depth + 1)?);
+                return Ok(true);
+            }
+            (6, Value::Array(items)) => {
+                expect(field, wire_type, WireType::LengthDelimited)?;
+                items.extend(read_list(field, take_bytes(field, buf)?, depth + 1)?);
+                return Ok(true);
+            }
+            _ => {}
+        }
         value = match tag {
             1 => {
                 expect(field, wire_type, WireType::Varint)?;
@@ -320,6 +359,97 @@ mod tests {
         assert!(through_prost(&bytes).is_err());
         // An empty message is a decodable event without an id.
         assert_eq!(ValidEvent::decode(&[]).unwrap_err(), EventError::MissingId);
+    }
+
+    /// Fields given more than once, as the protobuf rules allow: request data twice, and a map
+    /// entry whose value is given in parts (two lists, which merge; a string then a number, which
+    /// replaces): the same event as prost reads, and so as every other reader of the bytes.
+    #[test]
+    fn repeated_fields_merge_as_prost_merges_them() {
+        use prost::encoding::{encode_key, encode_varint};
+        use prost_types::{ListValue, Value as PValue};
+
+        let list = |n: f64| PValue {
+            kind: Some(Kind::ListValue(ListValue { values: vec![PValue { kind: Some(Kind::NumberValue(n)) }] })),
+        };
+        // One map entry of key "k" whose value field occurs for every part.
+        let entry_in_parts = |parts: &[PValue]| {
+            let mut entry = Vec::new();
+            encode_key(1, WireType::LengthDelimited, &mut entry);
+            encode_varint(1, &mut entry);
+            entry.push(b'k');
+            for part in parts {
+                encode_key(2, WireType::LengthDelimited, &mut entry);
+                encode_varint(part.encoded_len() as u64, &mut entry);
+                part.encode(&mut entry).unwrap();
+            }
+            let mut data = Vec::new();
+            encode_key(1, WireType::LengthDelimited, &mut data);
+            encode_varint(entry.len() as u64, &mut data);
+            data.extend_from_slice(&entry);
+            // The event's request data (field 10) holding that `Struct`.
+            let mut field = Vec::new();
+            encode_key(10, WireType::LengthDelimited, &mut field);
+            encode_varint(data.len() as u64, &mut field);
+            field.extend_from_slice(&data);
+            field
+        };
+        let data_only = |json: Value| {
+            let data = crate::proto::struct_from_json(json.as_object().unwrap());
+            proto::AuditEvent { request_data: Some(data), ..Default::default() }.encode_to_vec()
+        };
+        let base = proto::AuditEvent::from(&event(json!({"a": 1, "k": "first"}))).encode_to_vec();
+        let text = PValue { kind: Some(Kind::StringValue("s".into())) };
+        let cases = [
+            [base.clone(), data_only(json!({"b": 2, "a": 3}))].concat(),
+            [base.clone(), entry_in_parts(&[list(1.0), list(2.0)])].concat(),
+            [base.clone(), entry_in_parts(&[text, list(3.0), PValue { kind: Some(Kind::NumberValue(4.0)) }])].concat(),
+            [base.clone(), entry_in_parts(&[]), data_only(json!({"c": {"d": [true]}}))].concat(),
+        ];
+        for bytes in cases {
+            let ours = ValidEvent::decode(&bytes).unwrap();
+            assert_eq!(ours, through_prost(&bytes).unwrap());
+        }
+        let merged = ValidEvent::decode(&[base, entry_in_parts(&[list(1.0), list(2.0)])].concat()).unwrap();
+        assert_eq!(merged.event.request_data.unwrap()["k"], json!([1, 2]));
+    }
+
+    /// Request data nested `levels` deep, in lists or in objects.
+    fn nested_event(levels: usize, in_lists: bool) -> proto::AuditEvent {
+        let mut value = json!("leaf");
+        for _ in 0..levels {
+            value = if in_lists { json!([value]) } else { json!({"a": value}) };
+        }
+        let mut wire = proto::AuditEvent::from(&event(json!({})));
+        wire.request_data = Some(crate::proto::struct_from_json(json!({"deep": value}).as_object().unwrap()));
+        wire
+    }
+
+    /// The deepest nesting accepted is what prost accepts inside a `PublishRequest`, the deepest
+    /// message an event travels in, so every stored event decodes in every message that carries
+    /// it (`StoredEvent`, `QueryEventsResponse`, `TailEventsResponse`).
+    #[test]
+    fn nesting_is_limited_as_prost_limits_it_inside_a_publish_request() {
+        use proto::publish_request::Kind;
+        for in_lists in [true, false] {
+            for levels in 20..60 {
+                let wire = nested_event(levels, in_lists);
+                let request = proto::PublishRequest {
+                    kind: Some(Kind::Batch(proto::Batch {
+                        batch_seq: 1,
+                        events: vec![proto::PublishedEvent { seq: 1, event: Some(wire.clone()) }],
+                    })),
+                };
+                let prost_accepts = proto::PublishRequest::decode(request.encode_to_vec().as_slice()).is_ok();
+                let accepted = ValidEvent::decode(&wire.encode_to_vec()).is_ok();
+                assert_eq!(
+                    accepted,
+                    prost_accepts,
+                    "{levels} levels of {}",
+                    if in_lists { "lists" } else { "objects" }
+                );
+            }
+        }
     }
 
     #[test]

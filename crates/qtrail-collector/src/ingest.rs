@@ -324,7 +324,7 @@ fn validate_events(
     for published in events {
         let seq = published.seq;
         let reject = |event_id: String, reason: String| proto::RejectedEvent { event_id, seq, reason };
-        let Some(bytes) = published.event else {
+        let Some(bytes) = published.event_bytes() else {
             rejected.push(reject(String::new(), "missing event".into()));
             continue;
         };
@@ -350,12 +350,18 @@ fn validate_events(
     (accepted, rejected)
 }
 
-/// Returns the id a rejected event carries, escaped, or empty when it does not decode: only
-/// rejections pay for decoding it again.
+/// An event's id alone: decoding it reads past every other field, whatever they hold.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventId {
+    /// `AuditEvent.id`.
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+/// Returns the id a rejected event carries, escaped, or empty when even that does not decode:
+/// only rejections pay for reading it again.
 fn rejected_id(bytes: &[u8]) -> String {
-    proto::AuditEvent::decode(bytes)
-        .map(|wire| qtrail_cadf::text::escape_control(&wire.id).into_owned())
-        .unwrap_or_default()
+    EventId::decode(bytes).map(|event| qtrail_cadf::text::escape_control(&event.id).into_owned()).unwrap_or_default()
 }
 
 /// Runs blocking store work on the blocking pool.
@@ -399,7 +405,7 @@ mod tests {
         let limit = MAX_UNACKED_BATCHES;
         for batch_seq in 1..=limit + 1 {
             let encoded = proto::AuditEvent::from(&event).encode_to_vec();
-            let published = wire::PublishedEvent { seq: batch_seq, event: Some(encoded) };
+            let published = wire::PublishedEvent { seq: batch_seq, event: vec![encoded] };
             inbound
                 .send(request(RequestKind::Batch(wire::Batch { batch_seq, events: vec![published] })))
                 .await
@@ -434,8 +440,9 @@ mod tests {
         assert!(jobs.try_recv().is_err(), "the over-limit batch never reached the writer");
     }
 
-    /// An event whose bytes do not decode is rejected alone (without an id: only what decodes
-    /// has one); the events around it are kept, decoded into the model the store writes.
+    /// An event whose bytes do not decode is rejected alone (with its id when that much
+    /// decodes); the events around it are kept, decoded into the model the store writes, also
+    /// one whose event field comes in two parts (protobuf merges them).
     #[test]
     fn an_event_that_does_not_decode_is_rejected_alone() {
         let location: Location = "us-east".parse().unwrap();
@@ -449,19 +456,25 @@ mod tests {
         without_data.request_data = None;
         let mut not_utf8 = without_data.encode_to_vec();
         not_utf8.extend_from_slice(&[0x52, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]);
+        let split = event(2);
+        let mut first_part = proto::AuditEvent::from(&split);
+        first_part.message.clear();
+        let second_part = proto::AuditEvent { message: split.message.clone(), ..Default::default() };
         let events = vec![
-            wire::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&good).encode_to_vec()) },
-            wire::PublishedEvent { seq: 2, event: Some(truncated) },
-            wire::PublishedEvent { seq: 3, event: Some(not_utf8) },
+            wire::PublishedEvent { seq: 1, event: vec![proto::AuditEvent::from(&good).encode_to_vec()] },
+            wire::PublishedEvent { seq: 2, event: vec![truncated] },
+            wire::PublishedEvent { seq: 3, event: vec![not_utf8] },
+            wire::PublishedEvent { seq: 4, event: vec![first_part.encode_to_vec(), second_part.encode_to_vec()] },
         ];
         let (accepted, rejected) = validate_events(&location, events);
-        assert_eq!(accepted.len(), 1);
-        assert_eq!(
-            accepted[0].encoded,
-            NewEvent::from_valid(1, ValidEvent::try_from(proto::AuditEvent::from(&good)).unwrap()).encoded
-        );
+        let stored = |seq, event: &qtrail_cadf::AuditEvent| {
+            NewEvent::from_valid(seq, ValidEvent::try_from(proto::AuditEvent::from(event)).unwrap()).encoded
+        };
+        let accepted: Vec<_> = accepted.into_iter().map(|new| new.encoded).collect();
+        assert_eq!(accepted, vec![stored(1, &good), stored(4, &split)]);
         let rejects: Vec<(u64, &str)> = rejected.iter().map(|r| (r.seq, r.event_id.as_str())).collect();
-        assert_eq!(rejects, vec![(2, ""), (3, "")]);
+        let broken_id = broken.id.to_string();
+        assert_eq!(rejects, vec![(2, ""), (3, broken_id.as_str())]);
         assert!(rejected.iter().all(|r| r.reason.starts_with("event does not decode")), "{rejected:?}");
     }
 }

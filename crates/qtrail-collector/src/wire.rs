@@ -57,10 +57,22 @@ pub struct PublishedEvent {
     /// `PublishedEvent.seq`.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    /// `PublishedEvent.event`: a protobuf-encoded `qtrail.audit.v1.AuditEvent`; `None` when the
-    /// field is absent.
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub event: Option<Vec<u8>>,
+    /// `PublishedEvent.event`, every occurrence of it: a protobuf-encoded
+    /// `qtrail.audit.v1.AuditEvent` is the concatenation of its occurrences (protobuf merges a
+    /// message field given more than once), see [`PublishedEvent::event_bytes`].
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub event: Vec<Vec<u8>>,
+}
+
+impl PublishedEvent {
+    /// Returns the encoded event, `None` when the field is absent.
+    pub fn event_bytes(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self.event.as_slice() {
+            [] => None,
+            [bytes] => Some(bytes.as_slice().into()),
+            parts => Some(parts.concat().into()),
+        }
+    }
 }
 
 /// The responses of one `Ingest.Publish` stream.
@@ -166,8 +178,8 @@ mod tests {
         let expected = Batch {
             batch_seq: 7,
             events: vec![
-                PublishedEvent { seq: 3, event: Some(event.encode_to_vec()) },
-                PublishedEvent { seq: 4, event: None },
+                PublishedEvent { seq: 3, event: vec![event.encode_to_vec()] },
+                PublishedEvent { seq: 4, event: Vec::new() },
             ],
         };
         assert_eq!(read.kind, Some(Kind::Batch(expected)));
