@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info};
 
 use crate::meters;
-use crate::store::EventStore;
+use crate::store::{EventStore, IndexStep};
 
 /// Most positions indexed in one transaction.
 pub(crate) const STEP: u64 = 10_000;
@@ -63,13 +63,35 @@ struct State {
     lag: u64,
     /// Events committed since the current step began, which its count of the lag may miss.
     committed_during_step: u64,
-    /// The indexer is still catching up with what it found at start; until the lag first falls
-    /// to [`MAX_LAG`], the writer does not wait for it.
+    /// The indexer is still catching up with what it found at start; until it has indexed as
+    /// many events as that backlog held (or the lag falls to [`MAX_LAG`]), the writer does not
+    /// wait for it.
     starting: bool,
+    /// Events of the start-up backlog not indexed yet; counted from the first step.
+    start_backlog: Option<u64>,
     /// The last step failed: the writer must not wait for an indexer that may not progress.
     failing: bool,
     /// The thread has ended, normally or by a panic: nobody will lower the lag any more.
     exited: bool,
+}
+
+impl State {
+    /// Takes in what a step did and left.
+    fn stepped(&mut self, step: IndexStep) {
+        // Commits made while the step ran may be missing from its count; counting them again
+        // when they were not only makes the writer wait a step early.
+        self.lag = step.lag + self.committed_during_step;
+        if self.starting {
+            // Counted in events, not positions: ingest may go on meanwhile, and a lag that never
+            // falls must not keep the writer unthrottled for good.
+            let left = self.start_backlog.get_or_insert(step.indexed + step.lag);
+            *left = left.saturating_sub(step.indexed);
+            if *left == 0 || self.lag <= MAX_LAG {
+                self.starting = false;
+                debug!("the indexes have caught up with the start-up backlog");
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -202,13 +224,7 @@ fn catch_up(store: &dyn EventStore, shared: &Shared) -> bool {
         let mut state = shared.lock();
         match result {
             Ok(step) => {
-                // Commits made while the step ran may be missing from its count; counting them
-                // again when they were not only makes the writer wait a step early.
-                state.lag = step.lag + state.committed_during_step;
-                if state.starting && state.lag <= MAX_LAG {
-                    state.starting = false;
-                    debug!("the indexes have caught up with the chain");
-                }
+                state.stepped(step);
                 if state.failing {
                     info!("indexing works again");
                 }
@@ -275,6 +291,26 @@ mod tests {
         assert!(returns_soon(&handle(State { lag: behind, starting: true, ..State::default() })));
         assert!(returns_soon(&handle(State { lag: behind, failing: true, ..State::default() })));
         assert!(returns_soon(&handle(State { lag: behind, exited: true, ..State::default() })));
+    }
+
+    /// A start-up backlog exempts the writer from waiting only until that many events are
+    /// indexed, even while ingest keeps the lag above the limit.
+    #[test]
+    fn the_start_up_exemption_ends_with_the_backlog_found_at_start() {
+        let mut state = State { starting: true, ..State::default() };
+        state.stepped(IndexStep { indexed: STEP, lag: 3 * STEP + MAX_LAG });
+        assert!(state.starting, "{} of the backlog left", state.start_backlog.unwrap());
+        state.committed_during_step = 2 * STEP;
+        state.stepped(IndexStep { indexed: STEP, lag: 4 * STEP + MAX_LAG });
+        assert_eq!(state.lag, 6 * STEP + MAX_LAG, "commits made during the step count");
+        assert!(state.starting);
+        state.stepped(IndexStep { indexed: 2 * STEP + MAX_LAG, lag: 2 * STEP + MAX_LAG });
+        assert!(!state.starting, "the backlog found at start is indexed; the lag is ingest's");
+        assert!(!returns_soon(&handle(State { lag: state.lag, ..State::default() })));
+
+        let mut small = State { starting: true, ..State::default() };
+        small.stepped(IndexStep { indexed: 10, lag: MAX_LAG });
+        assert!(!small.starting, "a lag within the limit ends it at once");
     }
 
     /// An indexer thread that panics must not leave the writer waiting for it forever.

@@ -37,7 +37,6 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
     TableHandle as _, WriteTransaction,
 };
-use tracing::warn;
 
 use index::{Index, SeqBounds, Seqs, Tables};
 
@@ -146,22 +145,7 @@ impl RedbStore {
             txn.delete_table(table)?;
         }
         txn.commit()?;
-        let index_cache = cache_bytes - cache_bytes / 2;
-        let index = match Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?) {
-            Ok(index) => index,
-            Err(err) => {
-                // The index file holds nothing the chain does not, and this process holds the
-                // chain file's lock, so no other collector uses it: an index file that cannot
-                // be read is set aside for inspection and rebuilt, rather than keeping the
-                // collector down.
-                let path = data_dir.join(Self::INDEX_FILE_NAME);
-                let aside = data_dir.join(format!("{}.unreadable", Self::INDEX_FILE_NAME));
-                warn!(error = %err, aside = %aside.display(), "the index file cannot be opened, rebuilding it");
-                std::fs::rename(&path, &aside)
-                    .map_err(|err| StoreError::Backend(format!("cannot move {} aside: {err}", path.display())))?;
-                Index::open(data_dir, index_cache, bucket_bits, &db.begin_read()?)?
-            }
-        };
+        let index = Index::open(data_dir, cache_bytes - cache_bytes / 2, bucket_bits, &db.begin_read()?)?;
         Ok(Self { db, index, dir: data_dir.to_owned() })
     }
 
@@ -634,14 +618,21 @@ mod tests {
         load_indexed(&store, "us-east", 30);
         drop(store);
         let path = dir.path().join(RedbStore::INDEX_FILE_NAME);
-        std::fs::write(&path, b"not a redb file at all").unwrap();
+        // Longer than redb's header, so that it reads as a file with a wrong magic number.
+        let garbage = vec![0xab_u8; 16 * 1024];
+        std::fs::write(&path, &garbage).unwrap();
         let store = open(dir.path());
         assert_eq!(store.indexed_seq(&"us-east".parse().unwrap()).unwrap(), 0);
         assert_eq!(initiator_count(&store, "us-east"), 30);
         assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 });
         assert_eq!(initiator_count(&store, "us-east"), 30);
-        let aside = dir.path().join(format!("{}.unreadable", RedbStore::INDEX_FILE_NAME));
-        assert_eq!(std::fs::read(aside).unwrap(), b"not a redb file at all");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(&format!("{}.unreadable-", RedbStore::INDEX_FILE_NAME)))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(dir.path().join(&aside[0])).unwrap(), garbage);
     }
 
     /// An index file of an older layout is rebuilt, not read with the new one's rules.

@@ -232,7 +232,7 @@ impl Index {
     /// Opens (or creates) the index file in `dir` and drops the index of every location whose
     /// mark no longer fits the chain read by `chain`.
     pub(super) fn open(dir: &Path, cache_bytes: usize, bucket_bits: u32, chain: &ReadTransaction) -> Result<Self> {
-        let db = Database::builder().set_cache_size(cache_bytes).create(dir.join(FILE_NAME))?;
+        let db = open_or_set_aside(&dir.join(FILE_NAME), cache_bytes)?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let bucket_bits = {
@@ -308,6 +308,37 @@ impl Index {
         };
         Ok(marks.get(location)?.map_or(0, |mark| mark.value().0))
     }
+}
+
+/// Opens (or creates) the index file at `path`. A file redb finds corrupt or of a format it no
+/// longer reads is moved aside (kept for inspection, under a name of its own) and a new one is
+/// created: it holds nothing the chain does not, and this process holds the chain file's lock,
+/// so no other collector uses it. Any other error (I/O, permissions, disk full) is returned:
+/// the file may be fine, and rebuilding a large index takes minutes.
+fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<Database> {
+    let err = match Database::builder().set_cache_size(cache_bytes).create(path) {
+        Ok(db) => return Ok(db),
+        Err(err) => err,
+    };
+    let unreadable = match &err {
+        redb::DatabaseError::UpgradeRequired(_) | redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+            true
+        }
+        // What redb reports for a file that is not a redb database (InvalidData) or is cut short.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+        }
+        _ => false,
+    };
+    if !unreadable {
+        return Err(err.into());
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let aside = path.with_file_name(format!("{FILE_NAME}.unreadable-{stamp}"));
+    warn!(error = %err, aside = %aside.display(), "the index file cannot be read, setting it aside and rebuilding it");
+    std::fs::rename(path, &aside)
+        .map_err(|err| StoreError::Backend(format!("cannot move {} aside: {err}", path.display())))?;
+    Ok(Database::builder().set_cache_size(cache_bytes).create(path)?)
 }
 
 /// Returns the mark of `location` as the write `txn` sees it.
