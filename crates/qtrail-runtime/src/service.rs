@@ -78,8 +78,11 @@ impl<T> Answer<T> {
         Self { result, event: None }
     }
 
-    /// Applies `f` to a successful result.
+    /// Applies `f` to a successful result, at once. Callers use it for what follows a durable
+    /// commit (a changing call's success is answered only after its commit, with no event left
+    /// to wait for), so a success still waiting for its event here would be a bug.
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        debug_assert!(self.result.is_err() || self.event.is_none(), "mapped a success whose event is not durable");
         Answer { result: self.result.map(f), event: self.event }
     }
 }
