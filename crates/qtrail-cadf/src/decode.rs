@@ -330,7 +330,7 @@ mod tests {
             let event = event(request);
             let bytes = proto::AuditEvent::from(&event).encode_to_vec();
             assert_eq!(ValidEvent::decode(&bytes).unwrap(), through_prost(&bytes).unwrap());
-            assert_eq!(ValidEvent::decode(&bytes).unwrap().event, event);
+            assert_eq!(ValidEvent::decode(&bytes).unwrap().event(), &event);
         }
     }
 
@@ -411,7 +411,7 @@ mod tests {
             assert_eq!(ours, through_prost(&bytes).unwrap());
         }
         let merged = ValidEvent::decode(&[base, entry_in_parts(&[list(1.0), list(2.0)])].concat()).unwrap();
-        assert_eq!(merged.event.request_data.unwrap()["k"], json!([1, 2]));
+        assert_eq!(merged.event().request_data.as_ref().unwrap()["k"], json!([1, 2]));
     }
 
     /// Request data nested `levels` deep, in lists or in objects.

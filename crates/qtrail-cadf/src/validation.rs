@@ -17,13 +17,31 @@ pub const MAX_ID_BYTES: usize = 256;
 
 /// A valid event with its canonical bytes. Validation computes them for the 16 KiB check;
 /// whoever chains or hashes the event next takes them from here rather than computing them
-/// again.
+/// again. Only validation makes one, so the bytes are always the event's own: a chain hash
+/// taken from them is the event's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent {
     /// The event, escaped and valid.
-    pub event: AuditEvent,
+    event: AuditEvent,
     /// `canonical_bytes(&event)`.
-    pub canonical: Vec<u8>,
+    canonical: Vec<u8>,
+}
+
+impl ValidEvent {
+    /// Returns the event.
+    pub fn event(&self) -> &AuditEvent {
+        &self.event
+    }
+
+    /// Returns the event's canonical bytes.
+    pub fn canonical(&self) -> &[u8] {
+        &self.canonical
+    }
+
+    /// Returns the event and its canonical bytes.
+    pub fn into_parts(self) -> (AuditEvent, Vec<u8>) {
+        (self.event, self.canonical)
+    }
 }
 
 impl AuditEvent {

@@ -339,7 +339,7 @@ fn validate_events(
                 continue;
             }
         };
-        let event_location = valid.event.location();
+        let event_location = valid.event().location();
         if event_location != location.as_str() {
             let reason = format!("event location `{event_location}` differs from the stream's location `{location}`");
             rejected.push(reject(rejected_id(&bytes), reason));

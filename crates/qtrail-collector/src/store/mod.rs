@@ -67,7 +67,7 @@ impl NewEvent {
     /// Returns the storable form of an event validated with its canonical bytes, at publisher
     /// position `seq`.
     pub fn from_valid(seq: u64, valid: ValidEvent) -> Self {
-        let ValidEvent { event, canonical } = valid;
+        let (event, canonical) = valid.into_parts();
         Self { seq, id: event.id, canonical, encoded: event.encode_proto() }
     }
 
