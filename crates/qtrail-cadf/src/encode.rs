@@ -34,39 +34,29 @@ impl AuditEvent {
         put_int(4, severity_to_wire(self.severity) as i32, buf);
         let millis = self.event_time.unix_millis();
         let (seconds, nanos) = (millis.div_euclid(1000), millis.rem_euclid(1000) * 1_000_000);
-        put_message_header(5, int_len(1, seconds) + int_len(2, nanos), buf);
+        put_len_header(5, int_len(1, seconds) + int_len(2, nanos), buf);
         put_int(1, seconds, buf);
         put_int(2, nanos, buf);
         put_bool(6, self.data_event, buf);
 
         let initiator = &self.initiator;
-        let parts = [
-            initiator.id.as_str(),
-            &initiator.name,
-            &initiator.type_uri,
-            &initiator.credential_type,
-            &initiator.host_address,
-            &initiator.host_agent,
+        let initiator_fields = [
+            (1, initiator.id.as_str()),
+            (2, initiator.name.as_str()),
+            (3, initiator.type_uri.as_str()),
+            (4, initiator.credential_type.as_str()),
+            (5, initiator.host_address.as_str()),
+            (6, initiator.host_agent.as_str()),
         ];
-        put_message_header(7, parts.iter().enumerate().map(|(index, part)| str_len(index as u32 + 1, part)).sum(), buf);
-        for (index, part) in parts.iter().enumerate() {
-            put_str(index as u32 + 1, part, buf);
-        }
+        put_strings(7, &initiator_fields, buf);
 
         let type_uri = self.target.type_uri();
-        let target = [self.target.crn.as_str(), &self.target.name, &type_uri];
-        put_message_header(
-            8,
-            target.iter().enumerate().map(|(index, part)| str_len(index as u32 + 1, part)).sum(),
-            buf,
-        );
-        for (index, part) in target.iter().enumerate() {
-            put_str(index as u32 + 1, part, buf);
-        }
+        let target_fields = [(1, self.target.crn.as_str()), (2, self.target.name.as_str()), (3, &*type_uri)];
+        put_strings(8, &target_fields, buf);
 
         let reason = &self.reason;
         let code = i64::from(reason.code);
-        put_message_header(
+        put_len_header(
             9,
             int_len(1, code) + str_len(2, &reason.reason_type) + str_len(3, &reason.reason_for_failure),
             buf,
@@ -77,7 +67,7 @@ impl AuditEvent {
 
         for (tag, data) in [(10, &self.request_data), (11, &self.response_data)] {
             if let Some(object) = data {
-                put_message_header(tag, struct_len(object), buf);
+                put_len_header(tag, struct_len(object), buf);
                 put_struct(object, buf);
             }
         }
@@ -88,7 +78,16 @@ impl AuditEvent {
     }
 }
 
-fn put_message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+/// Writes a message field `tag` whose fields are all strings, given with their tags.
+fn put_strings(tag: u32, fields: &[(u32, &str)], buf: &mut Vec<u8>) {
+    put_len_header(tag, fields.iter().map(|(tag, value)| str_len(*tag, value)).sum(), buf);
+    for (tag, value) in fields {
+        put_str(*tag, value, buf);
+    }
+}
+
+/// Writes the key and length of a length-delimited field (a string, bytes or a message).
+fn put_len_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
@@ -99,7 +98,7 @@ fn str_len(tag: u32, value: &str) -> usize {
 
 fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
     if !value.is_empty() {
-        put_message_header(tag, value.len(), buf);
+        put_len_header(tag, value.len(), buf);
         buf.extend_from_slice(value.as_bytes());
     }
 }
@@ -160,9 +159,9 @@ fn entry_len(key: &str, value: &Value) -> usize {
 fn put_struct(object: &JsonObject, buf: &mut Vec<u8>) {
     for key in sorted_keys(object) {
         let value = &object[key.as_str()];
-        put_message_header(1, entry_len(key, value), buf);
+        put_len_header(1, entry_len(key, value), buf);
         put_str(1, key, buf);
-        put_message_header(2, value_len(value), buf);
+        put_len_header(2, value_len(value), buf);
         put_value(value, buf);
     }
 }
@@ -209,7 +208,7 @@ fn put_value(value: &Value, buf: &mut Vec<u8>) {
             buf.extend_from_slice(&number.as_f64().unwrap_or_default().to_le_bytes());
         }
         Value::String(text) => {
-            put_message_header(3, text.len(), buf);
+            put_len_header(3, text.len(), buf);
             buf.extend_from_slice(text.as_bytes());
         }
         Value::Bool(flag) => {
@@ -217,13 +216,13 @@ fn put_value(value: &Value, buf: &mut Vec<u8>) {
             buf.push(u8::from(*flag));
         }
         Value::Object(object) => {
-            put_message_header(5, struct_len(object), buf);
+            put_len_header(5, struct_len(object), buf);
             put_struct(object, buf);
         }
         Value::Array(items) => {
-            put_message_header(6, list_len(items), buf);
+            put_len_header(6, list_len(items), buf);
             for item in items {
-                put_message_header(1, value_len(item), buf);
+                put_len_header(1, value_len(item), buf);
                 put_value(item, buf);
             }
         }
