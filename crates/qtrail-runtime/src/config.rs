@@ -62,6 +62,9 @@ pub struct Config {
     /// Address of the HTTP side (`/metrics`, `/healthz`); none when unset.
     #[arg(long, env = "QTRAIL_RUNTIME_HTTP")]
     pub http: Option<SocketAddr>,
+    /// File that receives the HTTP side's bound address; written before `--addr-file`.
+    #[arg(long, env = "QTRAIL_RUNTIME_HTTP_ADDR_FILE", requires = "http")]
+    pub http_addr_file: Option<PathBuf>,
     /// Operator account: the log source account of events whose caller is unknown.
     #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = "qtrail")]
     pub account: String,
@@ -120,6 +123,7 @@ impl Config {
             data_dir,
             addr_file: None,
             http: None,
+            http_addr_file: None,
             account: "qtrail".to_owned(),
             max_concurrent_jobs: 2,
             outbox_max_events: 100_000,

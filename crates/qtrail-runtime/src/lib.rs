@@ -75,10 +75,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
     let http_listener = match config.http {
         Some(addr) => {
-            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for --http"))?)
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for --http"))?;
+            // Install the recorder before the first metric, or what is recorded now is lost.
+            qtrail_server::http::prometheus();
+            Some(listener)
         }
         None => None,
     };
+    let http_addr = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("http listener has no local address")?;
 
     let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
     for job_id in &requeued {
@@ -110,6 +119,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(JobServiceServer::new(grpc));
 
     let addr = listener.local_addr().context("listener has no local address")?;
+    // The HTTP address goes first, so that whoever sees the gRPC address file finds both.
+    if let (Some(path), Some(http_addr)) = (&config.http_addr_file, http_addr) {
+        qtrail_server::addr_file::write(path, http_addr)
+            .with_context(|| format!("cannot write the http address file {}", path.display()))?;
+    }
     if let Some(path) = &config.addr_file {
         qtrail_server::addr_file::write(path, addr)
             .with_context(|| format!("cannot write the address file {}", path.display()))?;

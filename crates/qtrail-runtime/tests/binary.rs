@@ -1,5 +1,5 @@
-//! The `qtrail-runtime` binary: flags and environment, the address file, health, and a clean
-//! exit on SIGTERM, with the collector token nowhere in its output.
+//! The `qtrail-runtime` binary: flags and environment, the address files, health, metrics, and
+//! a clean exit on SIGTERM, with the collector token nowhere in its output.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,17 @@ impl Drop for Guard {
     }
 }
 
+/// Returns the whole HTTP/1.1 response (status line, headers, body) to a GET of `path`.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -28,6 +39,7 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
     )
     .unwrap();
     let addr_file = dir.path().join("addr");
+    let http_addr_file = dir.path().join("http-addr");
     // Nothing listens on the collector's port: events wait in the outbox.
     let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"))
@@ -40,6 +52,8 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
         .arg(dir.path().join("data"))
         .arg("--addr-file")
         .arg(&addr_file)
+        .args(["--http", "127.0.0.1:0", "--http-addr-file"])
+        .arg(&http_addr_file)
         .args(["--shutdown-flush-ms", "200"])
         .env("QTRAIL_COLLECTOR_TOKEN", TOKEN)
         .env("RUST_LOG", "debug")
@@ -65,6 +79,19 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
         .unwrap()
         .into_inner();
     assert_eq!(response.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // The HTTP address file is written before the gRPC one; the outbox's bound is in /metrics.
+    let http = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("http address file written first");
+    let metrics = loop {
+        let text = http_get(http, "/metrics").await;
+        if text.contains("qtrail_runtime_outbox_capacity_events{publisher=") {
+            break text;
+        }
+        assert!(started.elapsed() < WAIT, "no outbox metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(!metrics.contains(TOKEN));
 
     let killed = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     assert!(killed.success());
