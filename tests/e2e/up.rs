@@ -217,6 +217,19 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     // The chain holds and exports in both formats.
     let verified = ok_json(&up, &["events", "verify"]);
     assert_eq!(verified["ok"], true, "{verified}");
+    // A head kept out of band checks the history up to its position: the chain still leads to
+    // it; another head, or a position past the chain's end, exits 10; a malformed head is usage.
+    let (head, to_seq) = (verified["headChainHash"].as_str().unwrap(), verified["toSeq"].to_string());
+    ok_json(&up, &["events", "verify", "--to-seq", &to_seq, "--expect-head", head]);
+    let other = "ab".repeat(32);
+    let rewritten = up.qtrail(&["events", "verify", "--to-seq", &to_seq, "--expect-head", &other]);
+    assert_eq!(rewritten.code, 10, "{rewritten:?}");
+    assert!(rewritten.stderr.contains(&format!("expected {other}")), "{rewritten:?}");
+    let past_end = (verified["toSeq"].as_u64().unwrap() + 1000).to_string();
+    let cut = up.qtrail(&["events", "verify", "--to-seq", &past_end, "--expect-head", head]);
+    assert_eq!(cut.code, 10, "{cut:?}");
+    assert!(cut.stderr.contains("the chain ends at location_seq"), "{cut:?}");
+    assert_eq!(up.qtrail(&["events", "verify", "--to-seq", &to_seq, "--expect-head", "xyz"]).code, 2);
     let exported = up.qtrail(&["events", "export", "--format", "cadf-json", "-o", "events.jsonl"]);
     assert_eq!(exported.code, 0, "{exported:?}");
     let lines = std::fs::read_to_string(work.join("events.jsonl")).unwrap();

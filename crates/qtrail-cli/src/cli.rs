@@ -300,7 +300,7 @@ pub enum EventsCommand {
     /// Print matching events as they are stored (history first with --from-seq).
     Tail(EventTailArgs),
     /// Re-derive the location's hash chain; exits 10 if it does not hold.
-    Verify(SeqRangeArgs),
+    Verify(EventVerifyArgs),
     /// Write events as Activity Tracker JSON or CADF JSON lines.
     Export(EventExportArgs),
     /// Show each publisher's sequence state and the gaps in it.
@@ -379,6 +379,17 @@ pub struct SeqRangeArgs {
     /// Last chain position (default: the newest).
     #[arg(long, value_name = "SEQ")]
     pub to_seq: Option<u64>,
+}
+
+/// Flags of `qtrail events verify`.
+#[derive(Debug, Args)]
+pub struct EventVerifyArgs {
+    #[command(flatten)]
+    pub range: SeqRangeArgs,
+    /// Chain hash (hex) that a verify printed earlier for --to-seq, kept out of band: the chain
+    /// from the first event must still lead to it, or history was rewritten or cut (exit 10)
+    #[arg(long, value_name = "HEX", requires = "to_seq")]
+    pub expect_head: Option<String>,
 }
 
 /// Flags of `qtrail events export`.

@@ -9,7 +9,7 @@
 //! | 4 | not authenticated or not permitted |
 //! | 5 | service unavailable or unreachable |
 //! | 6 | request refused: invalid argument, already exists, failed precondition, overload |
-//! | 10 | `events verify`: the hash chain does not hold |
+//! | 10 | `events verify`: the hash chain does not hold, or does not lead to `--expect-head` |
 
 use tonic::Code;
 
@@ -42,6 +42,24 @@ pub enum CliError {
         /// Details.
         detail: String,
     },
+    /// `events verify --expect-head`: the chain holds but does not lead to the expected head.
+    #[error("chain head at location_seq {seq} is {found}, expected {expected}: the history up to there was rewritten")]
+    HeadMismatch {
+        /// The position whose head was compared.
+        seq: u64,
+        /// The head the chain leads to.
+        found: String,
+        /// The head kept out of band.
+        expected: String,
+    },
+    /// `events verify --expect-head`: the chain ends before the position whose head was kept.
+    #[error("the chain ends at location_seq {end}, before {expected_seq} whose head was kept: events were removed")]
+    ChainShort {
+        /// The last position of the chain.
+        end: u64,
+        /// The position whose head was kept.
+        expected_seq: u64,
+    },
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     File {
@@ -67,7 +85,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Connect { .. } => 5,
-            CliError::ChainBroken { .. } => 10,
+            CliError::ChainBroken { .. } | CliError::HeadMismatch { .. } | CliError::ChainShort { .. } => 10,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
                 Code::NotFound => 3,

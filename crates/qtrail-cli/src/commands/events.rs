@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::cli::{EventFilterArgs, EventsCommand, ExportFormat, OutputFormat, SeqRangeArgs};
+use crate::cli::{EventFilterArgs, EventVerifyArgs, EventsCommand, ExportFormat, OutputFormat, SeqRangeArgs};
 use crate::connect::{Settings, authorized};
 use crate::error::CliError;
 use crate::output::{Table, write_json, write_json_line};
@@ -91,9 +91,23 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             }
             Ok(())
         }
-        EventsCommand::Verify(range) => {
-            let request = VerifyChainRequest { location: location.clone(), range: Some(seq_range(&range)) };
-            let result = client.verify_chain(authorized(request, &token)?).await?.into_inner();
+        EventsCommand::Verify(args) => {
+            let expected = expected_head(&args)?;
+            let request = VerifyChainRequest { location: location.clone(), range: Some(seq_range(&args.range)) };
+            let result = match client.verify_chain(authorized(request, &token)?).await {
+                Ok(result) => result.into_inner(),
+                // A --to-seq past the chain's end: with a head kept for it, events were removed.
+                Err(status) if status.code() == tonic::Code::InvalidArgument && expected.is_some() => {
+                    let whole = VerifyChainRequest { location: location.clone(), range: None };
+                    let end = client.verify_chain(authorized(whole, &token)?).await?.into_inner().to_seq;
+                    let expected_seq = args.range.to_seq.unwrap_or_default();
+                    if end < expected_seq {
+                        return Err(CliError::ChainShort { end, expected_seq });
+                    }
+                    return Err(status.into());
+                }
+                Err(status) => return Err(status.into()),
+            };
             let fault = result.fault.clone().unwrap_or_default();
             let kind = ChainFaultKind::try_from(fault.kind)
                 .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
@@ -108,6 +122,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         "fromSeq": result.from_seq,
                         "toSeq": result.to_seq,
                         "headChainHash": hex::encode(&result.head_chain_hash),
+                        "expectedHead": expected.as_ref().map(hex::encode),
                         "fault": result.fault.as_ref().map(|f| json!({
                             "locationSeq": f.location_seq, "kind": kind, "detail": f.detail,
                         })),
@@ -128,6 +143,13 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             }
             if !result.ok {
                 return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
+            }
+            if let Some(expected) = expected.filter(|expected| *expected != result.head_chain_hash) {
+                return Err(CliError::HeadMismatch {
+                    seq: result.to_seq,
+                    found: hex::encode(&result.head_chain_hash),
+                    expected: hex::encode(expected),
+                });
             }
             Ok(())
         }
@@ -312,6 +334,26 @@ fn build_filter(args: &EventFilterArgs) -> Result<EventFilter, CliError> {
         target_id: args.target.clone().unwrap_or_default(),
         correlation_id: args.correlation_id.clone().unwrap_or_default(),
     })
+}
+
+/// Returns the head `--expect-head` names, as bytes. It is compared with the head recomputed
+/// from the first event: a range starting later trusts the stored hash before it, which a
+/// rewrite of history would have changed too.
+fn expected_head(args: &EventVerifyArgs) -> Result<Option<Vec<u8>>, CliError> {
+    let Some(hex_head) = &args.expect_head else {
+        return Ok(None);
+    };
+    if args.range.from_seq.is_some_and(|from| from > 1) {
+        return Err(CliError::Usage(
+            "--expect-head checks the chain from its first event: leave out --from-seq".into(),
+        ));
+    }
+    match hex::decode(hex_head.trim()) {
+        Ok(head) if head.len() == 32 => Ok(Some(head)),
+        _ => Err(CliError::Usage(format!(
+            "--expect-head must be a SHA-256 hash in hex (64 characters), not `{hex_head}`"
+        ))),
+    }
 }
 
 fn seq_range(range: &SeqRangeArgs) -> SeqRange {
