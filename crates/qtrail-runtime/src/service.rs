@@ -87,6 +87,15 @@ impl<T> Answer<T> {
     }
 }
 
+/// Returns the caller's principal, or why the call is refused as unauthenticated.
+fn authenticated(ctx: &CallContext) -> Result<&Principal> {
+    match &ctx.caller {
+        Caller::Principal(principal) => Ok(principal),
+        Caller::UnknownKey => Err(Error::Unauthenticated("unknown api key")),
+        Caller::Anonymous => Err(Error::Unauthenticated("missing api key in the authorization header")),
+    }
+}
+
 /// The domain service behind `ProgramService` and `JobService`.
 #[derive(Debug)]
 pub struct RuntimeService {
@@ -151,16 +160,9 @@ impl RuntimeService {
         mut record: AuditRecord,
         body: impl FnOnce(&WriteTransaction, &Principal, &mut AuditRecord) -> Result<T>,
     ) -> Answer<T> {
-        let principal = match &ctx.caller {
-            Caller::Principal(principal) => principal,
-            Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
-            Caller::Anonymous => {
-                return self.refuse(
-                    ctx,
-                    &record,
-                    Error::Unauthenticated("missing api key in the authorization header"),
-                );
-            }
+        let principal = match authenticated(ctx) {
+            Ok(principal) => principal,
+            Err(err) => return self.refuse(ctx, &record, err),
         };
         let txn = match self.begin() {
             Ok(txn) => txn,
@@ -186,16 +188,9 @@ impl RuntimeService {
         mut record: AuditRecord,
         body: impl FnOnce(&ReadTransaction, &Principal, &mut AuditRecord) -> Result<T>,
     ) -> Answer<T> {
-        let principal = match &ctx.caller {
-            Caller::Principal(principal) => principal,
-            Caller::UnknownKey => return self.refuse(ctx, &record, Error::Unauthenticated("unknown api key")),
-            Caller::Anonymous => {
-                return self.refuse(
-                    ctx,
-                    &record,
-                    Error::Unauthenticated("missing api key in the authorization header"),
-                );
-            }
+        let principal = match authenticated(ctx) {
+            Ok(principal) => principal,
+            Err(err) => return self.refuse(ctx, &record, err),
         };
         let txn = match self.store.begin_read() {
             Ok(txn) => txn,
