@@ -140,18 +140,17 @@ impl Trail {
         };
         let request = self.call(create, "run");
         let id = self.jobs.create_job(request).await.expect("job created").into_inner().id;
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
+        wait_until(&format!("job {id} to complete"), START_TIMEOUT, || {
             let request = self.call(runtime::GetJobRequest { id: id.clone() }, "run");
-            let job = self.jobs.get_job(request).await.expect("job").into_inner();
-            let status = job.state.map(|state| state.status).unwrap_or_default();
-            if status == runtime::JobStatus::Completed as i32 {
-                return id;
+            let mut jobs = self.jobs.clone();
+            async move {
+                let job = jobs.get_job(request).await.expect("job").into_inner();
+                let status = job.state.map(|state| state.status).unwrap_or_default();
+                (status == runtime::JobStatus::Completed as i32).then_some(())
             }
-            assert!(tokio::time::Instant::now() < deadline, "job {id} did not complete");
-            // A job of 64 shots on 2 qubits takes milliseconds; this bounds the calls it costs.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        id
     }
 
     /// Cancels job `id`; returns the code of the refusal, or OK.

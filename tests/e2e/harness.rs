@@ -22,13 +22,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::time::Instant;
 
 /// How long a server may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Interval between polls of a condition.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Returns the path of a workspace binary, next to the test binary's `deps/` directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -50,19 +46,14 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    qtrail_server::poll::until(timeout, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// A server binary running as a child process.

@@ -66,14 +66,7 @@ fn config(url: String) -> PublisherConfig {
 }
 
 async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
+    qtrail_server::poll::holds(WAIT, || std::future::ready(done())).await
 }
 
 fn stored_ids(stub: &CollectorStub) -> Vec<String> {

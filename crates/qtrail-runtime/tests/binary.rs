@@ -3,7 +3,9 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use qtrail_server::poll;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "collector-secret-token";
@@ -63,14 +65,9 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
         .unwrap();
     let mut child = Guard(child);
 
-    let started = Instant::now();
-    let addr = loop {
-        if let Some(addr) = qtrail_server::addr_file::read(&addr_file).unwrap() {
-            break addr;
-        }
-        assert!(started.elapsed() < WAIT, "no address file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let addr = poll::until(WAIT, || std::future::ready(qtrail_server::addr_file::read(&addr_file).unwrap()))
+        .await
+        .expect("no address file");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = health
@@ -82,26 +79,19 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
 
     // The HTTP address file is written before the gRPC one; the outbox's bound is in /metrics.
     let http = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("http address file written first");
-    let metrics = loop {
+    let metrics = poll::until(WAIT, || async move {
         let text = http_get(http, "/metrics").await;
-        if text.contains("qtrail_runtime_outbox_capacity_events{publisher=") {
-            break text;
-        }
-        assert!(started.elapsed() < WAIT, "no outbox metrics: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        text.contains("qtrail_runtime_outbox_capacity_events{publisher=").then_some(text)
+    })
+    .await
+    .expect("no outbox metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(!metrics.contains(TOKEN));
 
     let killed = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < WAIT, "no exit after sigterm");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status =
+        poll::until(WAIT, || std::future::ready(child.0.try_wait().unwrap())).await.expect("no exit after sigterm");
     assert!(status.success(), "{status:?}");
     let mut stderr = String::new();
     child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();

@@ -23,14 +23,5 @@ pub async fn is_serving(url: &str) -> bool {
 
 /// Polls [`is_serving`] until it holds or `timeout` passes; returns whether it held.
 pub async fn wait_serving(url: &str, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if is_serving(url).await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::poll::holds(timeout, || is_serving(url)).await
 }

@@ -1,14 +1,15 @@
 //! Plumbing that every qtrail gRPC server needs in the same way, so that the runtime and the
 //! collector behave alike at their edges: server reflection in both protocol versions, the
 //! address file that tells a parent process where a server listens, the shutdown signal,
-//! tracing set-up, TOML config files, bearer-token extraction, and the HTTP side with Prometheus
-//! metrics.
+//! tracing set-up, TOML config files, bearer-token extraction, the HTTP side with Prometheus
+//! metrics, and waiting on a condition with a deadline.
 
 pub mod addr_file;
 pub mod auth;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod poll;
 pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;

@@ -12,7 +12,6 @@ use std::fmt;
 use std::time::Duration;
 
 use qtrail_proto::qtrail::audit::v1 as audit;
-use tokio::time::Instant;
 
 use crate::delivery::workload::{Call, Outcome};
 use crate::servers::Collector;
@@ -120,14 +119,19 @@ impl fmt::Display for Tally {
 /// settle time is over), then returns the stored events and the counts. Returning rather than
 /// panicking at the deadline lets the caller report how many were lost.
 pub async fn settle(collector: &Collector, location: &str, calls: &[Call]) -> (Vec<audit::StoredEvent>, Tally) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
+    let settled = qtrail_server::poll::until(SETTLE, || async move {
         let stored = collector.events(location).await;
         let tally = Tally::of(calls, &stored);
-        if tally.lost == 0 || Instant::now() >= deadline {
-            return (stored, tally);
+        (tally.lost == 0).then_some((stored, tally))
+    })
+    .await;
+    match settled {
+        Some(settled) => settled,
+        None => {
+            let stored = collector.events(location).await;
+            let tally = Tally::of(calls, &stored);
+            (stored, tally)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

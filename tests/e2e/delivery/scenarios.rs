@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
-use tokio::time::Instant;
 
 use crate::delivery::checker::{Tally, assert_publisher_order, settle};
 use crate::delivery::proxy::{Fault, Proxy, Session, WireReport};
@@ -255,15 +254,17 @@ async fn full_outbox_refuses_calls_then_recovers_by_itself() {
 
     collector.process().restart().await;
     // Nobody intervenes: the publisher drains the outbox and calls are taken again.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client.probe().await {
-            Outcome::Ok => break,
-            Outcome::Unaudited => assert!(Instant::now() < deadline, "the runtime never recovered"),
+    let probing = tokio::sync::Mutex::new(client);
+    let recovered = qtrail_server::poll::until(WAIT, || async {
+        match probing.lock().await.probe().await {
+            Outcome::Ok => Some(()),
+            Outcome::Unaudited => None,
             outcome => panic!("unexpected outcome while the outbox drains: {outcome:?}"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(recovered.is_some(), "the runtime never recovered");
+    let mut client = probing.into_inner();
     for _ in 0..20 {
         assert!(client.step().await.acknowledged(), "the runtime serves again");
     }

@@ -310,19 +310,10 @@ pub fn events(location: &str, from: usize, count: usize) -> Vec<AuditEvent> {
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub async fn wait_until<F, Fut>(timeout: Duration, check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    qtrail_server::poll::holds(timeout, check).await
 }

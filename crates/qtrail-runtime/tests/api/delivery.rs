@@ -2,7 +2,6 @@
 //! until it drains, shutdown flushes, and the server is ready when it says so.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use qtrail_proto::qtrail::runtime::v1 as pb;
 use tokio_stream::StreamExt;
@@ -116,21 +115,24 @@ async fn a_full_outbox_refuses_every_call_until_the_collector_drains_it() {
     assert_eq!(jobs.list_jobs(request).await.unwrap_err().code(), Code::Unavailable);
 
     runtime.start_collector().await;
-    let mut recovered = None;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
+    let recovered = qtrail_server::poll::until(WAIT, || {
         let (request, correlation) = call(pb::ListProgramsRequest::default(), Some(ALICE));
-        match programs.list_programs(request).await {
-            Ok(listed) => {
-                assert_eq!(listed.into_inner().count, 1, "the refused create changed nothing");
-                recovered = Some(correlation);
-                break;
+        let mut programs = programs.clone();
+        async move {
+            match programs.list_programs(request).await {
+                Ok(listed) => {
+                    assert_eq!(listed.into_inner().count, 1, "the refused create changed nothing");
+                    Some(correlation)
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable);
+                    None
+                }
             }
-            Err(status) => assert_eq!(status.code(), Code::Unavailable),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let recovered = recovered.expect("the service recovers by itself once the outbox drains");
+    })
+    .await
+    .expect("the service recovers by itself once the outbox drains");
     runtime.event(&recovered).await;
     let stored = stored_correlations(&runtime);
     assert_eq!(stored[..accepted.len()], accepted[..]);

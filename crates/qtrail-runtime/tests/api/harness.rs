@@ -120,13 +120,12 @@ impl TestRuntime {
 
     async fn channel(&self) -> Channel {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match endpoint.connect().await {
-                Ok(channel) => return channel,
-                Err(err) if tokio::time::Instant::now() > deadline => panic!("runtime not reachable: {err}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
+        // The listener was bound before the runtime started: connections queue until it
+        // accepts them, so one attempt suffices.
+        match tokio::time::timeout(WAIT, endpoint.connect()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(err)) => panic!("runtime not reachable: {err}"),
+            Err(_) => panic!("runtime not reachable within {WAIT:?}"),
         }
     }
 
@@ -224,19 +223,12 @@ pub(crate) fn assert_event(event: &AuditEvent, expected: Expected<'_>) {
 }
 
 /// Waits until `check` holds, polling.
-pub(crate) async fn wait_until<F, Fut>(mut check: F) -> bool
+pub(crate) async fn wait_until<F, Fut>(check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check().await
+    qtrail_server::poll::holds(WAIT, check).await
 }
 
 impl TestRuntime {
