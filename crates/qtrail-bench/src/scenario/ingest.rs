@@ -8,7 +8,7 @@ use qtrail_publisher::wire::EncodedPublishRequest;
 use crate::events::EventFactory;
 use crate::publish::{Batches, LoadResult, publish};
 use crate::report::Measurement;
-use crate::scenario::{Bench, PUBLISHER_TOKEN, start_ceiling, start_collector};
+use crate::scenario::{Bench, PUBLISHER_TOKEN, indexes_caught_up, start_ceiling, start_collector_with_metrics};
 
 /// Stream counts measured.
 pub const STREAMS: [usize; 3] = [1, 4, 16];
@@ -75,12 +75,17 @@ async fn measure_with_rss(bench: &mut Bench, configs: &[(usize, u64)], total: u6
         let ceiling_rate = publish(&ceiling.url(), PUBLISHER_TOKEN, &run, boxed(copy), expected).await?.rate();
 
         let files = bench.files(&format!("ingest-s{streams}-b{batch}"))?;
-        let collector = start_collector(&files).await?;
+        let (collector, metrics) = start_collector_with_metrics(&files).await?;
         if let Some(idle) = crate::machine::rss_mib(collector.pid()) {
             rss.idle = rss.idle.min(idle);
         }
         let run = format!("ingest-s{streams}-b{batch}");
+        let cpu_before = crate::machine::cpu_seconds(collector.pid());
         let result: LoadResult = publish(&collector.url(), PUBLISHER_TOKEN, &run, boxed(prepared), expected).await?;
+        // Steadier than the rate on a noisy machine: what each event cost the collector, its
+        // indexing included (which may go on after the last Ack).
+        indexes_caught_up(metrics).await?;
+        let cpu = crate::machine::cpu_seconds(collector.pid()).zip(cpu_before).map(|(after, before)| after - before);
         if let Some(peak) = collector.peak_rss_mib() {
             rss.peak = rss.peak.max(peak);
         }
@@ -90,6 +95,10 @@ async fn measure_with_rss(bench: &mut Bench, configs: &[(usize, u64)], total: u6
         let name = format!("ingest.collector.s{streams}.b{batch}");
         let mut measurement = Measurement::new(name, rate, "events/s", "ack-only server", ceiling_rate)
             .note(format!("{expected} events; target >= 200000 events/s and >= 0.5 of the ceiling"));
+        if let Some(cpu) = cpu {
+            let micros = cpu * 1e6 / expected as f64;
+            measurement.note.push_str(&format!("; collector CPU {micros:.1} us/event"));
+        }
         if bench.quick {
             measurement.note.push_str("; quick: small N");
         }

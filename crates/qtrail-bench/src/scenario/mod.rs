@@ -115,6 +115,28 @@ pub async fn start_collector_with_metrics(files: &Files) -> anyhow::Result<(Serv
     Ok((server, http))
 }
 
+/// The collector's gauge of events the query indexes do not cover yet.
+pub const INDEX_LAG: &str = "qtrail_collector_index_lag_events";
+
+/// Waits until the query indexes of the collector whose HTTP side is at `http` cover every
+/// stored event.
+///
+/// # Errors
+/// When the gauge cannot be read, or the indexes are still behind after five minutes.
+pub async fn indexes_caught_up(http: std::net::SocketAddr) -> anyhow::Result<()> {
+    let caught_up = qtrail_server::poll::until(std::time::Duration::from_secs(300), || async {
+        match gauge(http, INDEX_LAG).await {
+            Ok(lag) if lag > 0.0 => None,
+            other => Some(other),
+        }
+    })
+    .await;
+    match caught_up {
+        Some(lag) => lag.map(|_| ()),
+        None => anyhow::bail!("the indexer did not catch up within 300 s"),
+    }
+}
+
 /// Returns the value of the unlabelled gauge `name` on the `/metrics` page at `http`.
 ///
 /// # Errors

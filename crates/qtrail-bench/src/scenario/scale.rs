@@ -18,12 +18,10 @@ use crate::events::{EventFactory, LOCATION, USERS, encoded_bytes};
 use crate::publish::{Batches, authed, connect, publish};
 use crate::report::Measurement;
 use crate::scenario::{
-    AUDITOR_TOKEN, Bench, PUBLISHER_TOKEN, gauge, start_collector_process, start_collector_with_metrics,
+    AUDITOR_TOKEN, Bench, INDEX_LAG, PUBLISHER_TOKEN, gauge, indexes_caught_up, start_collector_process,
+    start_collector_with_metrics,
 };
 use crate::stats::Samples;
-
-/// The collector's gauge of events the query indexes do not cover yet.
-const INDEX_LAG: &str = "qtrail_collector_index_lag_events";
 
 /// Streams and batch size of the load.
 const STREAMS: usize = 4;
@@ -101,12 +99,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     // take to cover everything (queries are right meanwhile, selective ones slower).
     let lag_at_end = gauge(metrics, INDEX_LAG).await?;
     let caught_up = Instant::now();
-    while gauge(metrics, INDEX_LAG).await? > 0.0 {
-        if caught_up.elapsed() > Duration::from_secs(300) {
-            bail!("the indexer did not catch up within 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    indexes_caught_up(metrics).await?;
     bench.report.record(
         Measurement::new(
             "scale.index_catch_up",
