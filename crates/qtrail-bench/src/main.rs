@@ -11,6 +11,10 @@ use qtrail_bench::report::Report;
 use qtrail_bench::scenario::{self, Bench};
 use qtrail_bench::serve::{self, Role};
 
+/// jemalloc rather than glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Benchmarks qtrail: ingest, audit overhead, end-to-end latency, scale, PostgreSQL baseline.
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-bench", version)]

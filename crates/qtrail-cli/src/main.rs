@@ -7,6 +7,10 @@ use clap::Parser;
 use qtrail_cli::cli::{Cli, Command};
 use qtrail_cli::error::CliError;
 
+/// jemalloc rather than glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only `up` runs services, whose logs matter; client commands stay quiet on stderr.

@@ -5,6 +5,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use qtrail_collector::config::{Args, Config};
 
+/// jemalloc rather than glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -7,6 +7,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use qtrail_runtime::Config;
 
+/// jemalloc rather than glibc malloc: see `tikv-jemallocator` in the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The audited Qiskit Runtime-style service.
 #[derive(Debug, Parser)]
 #[command(name = "qtrail-runtime", version)]
