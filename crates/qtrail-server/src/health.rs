@@ -7,10 +7,17 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::tls::ClientTls;
+
 /// Returns true when the server at `url` (e.g. `http://127.0.0.1:7400`) answers the overall
 /// `grpc.health.v1.Health/Check` with SERVING within about a second.
 pub async fn is_serving(url: &str) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+    is_serving_over(url, &ClientTls::default()).await
+}
+
+/// As [`is_serving`], for a server reached with `tls` (an `https://` URL).
+pub async fn is_serving_over(url: &str, tls: &ClientTls) -> bool {
+    let Ok(endpoint) = tls.endpoint(url) else {
         return false;
     };
     let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(1)).connect().await
@@ -24,4 +31,9 @@ pub async fn is_serving(url: &str) -> bool {
 /// Polls [`is_serving`] until it holds or `timeout` passes; returns whether it held.
 pub async fn wait_serving(url: &str, timeout: Duration) -> bool {
     crate::poll::holds(timeout, || is_serving(url)).await
+}
+
+/// Polls [`is_serving_over`] until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_serving_over(url: &str, tls: &ClientTls, timeout: Duration) -> bool {
+    crate::poll::holds(timeout, || is_serving_over(url, tls)).await
 }

@@ -2,7 +2,7 @@
 //! collector behave alike at their edges: server reflection in both protocol versions, the
 //! address file that tells a parent process where a server listens, the shutdown signal,
 //! tracing set-up, TOML config files, bearer-token extraction, the HTTP side with Prometheus
-//! metrics, and waiting on a condition with a deadline.
+//! metrics, TLS from PEM files, and waiting on a condition with a deadline.
 
 pub mod addr_file;
 pub mod auth;
@@ -13,3 +13,4 @@ pub mod poll;
 pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

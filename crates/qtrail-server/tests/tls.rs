@@ -1,0 +1,108 @@
+//! TLS from PEM files: a real tonic server on a loopback port, with its health service behind
+//! TLS (and mutual TLS), against clients that do and do not trust it or present a certificate.
+
+use qtrail_server::health::is_serving_over;
+use qtrail_server::tls::testing::TestPki;
+use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
+use tokio_util::sync::CancellationToken;
+
+/// A health-only gRPC server with `tls`, stopped on drop.
+struct TlsServer {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
+impl TlsServer {
+    async fn start(tls: &ServerTls) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_, health) = tonic_health::server::health_reporter();
+        let mut builder = ServerTls::apply(Some(tls), tonic::transport::Server::builder()).unwrap();
+        let router = builder.add_service(health);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = router.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await;
+        });
+        Self { addr, stop }
+    }
+
+    fn url(&self, scheme: &str, host: &str) -> String {
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn a_tls_server_answers_only_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let other = TestPki::create(&dir.path().join("other"), "someone else");
+    let server = TlsServer::start(&pki.server(false)).await;
+
+    for host in ["localhost", "127.0.0.1"] {
+        assert!(is_serving_over(&server.url("https", host), &pki.client(false)).await, "trusted over {host}");
+    }
+    assert!(!is_serving_over(&server.url("https", "localhost"), &other.client(false)).await, "a CA it does not know");
+    assert!(
+        !is_serving_over(&server.url("https", "localhost"), &ClientTls::default()).await,
+        "the public roots do not vouch for a private CA"
+    );
+    assert!(!is_serving_over(&server.url("http", "localhost"), &ClientTls::default()).await, "plaintext");
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let other = TestPki::create(&dir.path().join("other"), "someone else");
+    let server = TlsServer::start(&pki.server(true)).await;
+    let url = server.url("https", "localhost");
+
+    assert!(is_serving_over(&url, &pki.client(true)).await, "a client certificate of the CA");
+    assert!(!is_serving_over(&url, &pki.client(false)).await, "no client certificate");
+    let stranger = ClientTls { ca: Some(pki.ca.clone()), cert: Some(other.client_cert), key: Some(other.client_key) };
+    assert!(!is_serving_over(&url, &stranger).await, "a client certificate of another CA");
+}
+
+#[test]
+fn bad_files_are_refused_before_anything_listens_or_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path(), "qtrail test");
+    let missing = dir.path().join("missing.pem");
+
+    let err = ServerTls { cert: missing.clone(), key: pki.server_key.clone(), client_ca: None }.config().unwrap_err();
+    assert!(matches!(err, TlsError::Read { .. }), "{err}");
+    assert!(err.to_string().starts_with("cannot read the tls certificate "), "{err}");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+
+    // A key given as the certificate, and a certificate given as the key.
+    let swapped = ServerTls { cert: pki.server_key.clone(), key: pki.server_cert.clone(), client_ca: None };
+    let err = swapped.config().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("the tls certificate {} holds no PEM `CERTIFICATE` block", pki.server_key.display())
+    );
+
+    // PEM of the right kinds that do not belong together: the client's key with the server's certificate.
+    let mismatched = ServerTls { cert: pki.server_cert.clone(), key: pki.client_key.clone(), client_ca: None };
+    let err = ServerTls::apply(Some(&mismatched), tonic::transport::Server::builder()).err();
+    assert!(matches!(err, Some(TlsError::Invalid(_))), "{err:?}");
+
+    let client = ClientTls { ca: Some(pki.ca.clone()), ..Default::default() };
+    let err = client.endpoint("http://127.0.0.1:1").unwrap_err();
+    assert_eq!(err.to_string(), "tls files were given but http://127.0.0.1:1 is plaintext: use an https:// url");
+    let err = ClientTls { cert: Some(pki.client_cert.clone()), ..Default::default() }.config().unwrap_err();
+    assert_eq!(err.to_string(), "invalid tls configuration: a client certificate needs its private key");
+    assert!(ClientTls::default().endpoint("http://127.0.0.1:1").is_ok(), "plaintext without files");
+
+    let parts = ServerTls::from_parts(None, None, Some(pki.ca.clone())).unwrap_err();
+    assert_eq!(parts.to_string(), "invalid tls configuration: a client CA needs a server certificate and key");
+    assert_eq!(ServerTls::from_parts(None, None, None).unwrap(), None);
+}
