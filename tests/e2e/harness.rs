@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use qtrail_server::tls::ClientTls;
 
 /// How long a server may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,13 +68,21 @@ pub struct ServerProcess {
     addr: SocketAddr,
     /// The HTTP side's address, for servers started with one.
     http: Option<SocketAddr>,
+    /// How clients reach a server that serves TLS (`None`: plaintext).
+    tls: Option<ClientTls>,
 }
 
 impl ServerProcess {
     /// Starts `binary` with `args` plus `--listen 127.0.0.1:0 --addr-file <dir>/<name>.addr`,
     /// and waits until it reports SERVING on gRPC health.
     pub async fn start(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
-        Self::start_inner(name, binary, args, dir, None).await
+        Self::start_inner(name, binary, args, dir, None, None).await
+    }
+
+    /// Starts a server whose `args` make it serve TLS, which clients reach with `tls`: its
+    /// readiness is checked over TLS and [`ServerProcess::url`] is `https://localhost:<port>`.
+    pub async fn start_tls(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path, tls: ClientTls) -> Self {
+        Self::start_inner(name, binary, args, dir, None, Some(tls)).await
     }
 
     /// Starts a server that also has an HTTP side, like [`ServerProcess::start`] plus
@@ -81,7 +90,7 @@ impl ServerProcess {
     /// before its gRPC address file); [`ServerProcess::http_url`] then tells where it listens.
     pub async fn start_with_http(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
         let any_port = "127.0.0.1:0".parse().expect("a valid address");
-        Self::start_inner(name, binary, args, dir, Some(any_port)).await
+        Self::start_inner(name, binary, args, dir, Some(any_port), None).await
     }
 
     async fn start_inner(
@@ -90,6 +99,7 @@ impl ServerProcess {
         args: Vec<OsString>,
         dir: &Path,
         http: Option<SocketAddr>,
+        tls: Option<ClientTls>,
     ) -> Self {
         let mut process = Self {
             name: name.to_owned(),
@@ -99,6 +109,7 @@ impl ServerProcess {
             child: None,
             addr: "127.0.0.1:0".parse().expect("a valid address"),
             http,
+            tls,
         };
         process.launch().await;
         process
@@ -159,16 +170,26 @@ impl ServerProcess {
             self.http = Some(http);
         }
         let url = self.url();
+        let tls = self.tls.clone().unwrap_or_default();
         wait_until(&format!("{name} to report SERVING"), START_TIMEOUT, || {
-            let url = url.clone();
-            async move { qtrail_server::health::is_serving(&url).await.then_some(()) }
+            let (url, tls) = (url.clone(), tls.clone());
+            async move { qtrail_server::health::is_serving_over(&url, &tls).await.then_some(()) }
         })
         .await;
     }
 
-    /// Returns the server's `http://` URL.
+    /// Returns the server's gRPC URL: `http://<addr>`, or `https://localhost:<port>` for a
+    /// server that serves TLS (the name its test certificate carries).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Returns how clients reach the server: TLS files, or none for plaintext.
+    pub fn client_tls(&self) -> ClientTls {
+        self.tls.clone().unwrap_or_default()
     }
 
     /// Returns the bound address.

@@ -9,5 +9,6 @@ mod delivery;
 mod grpcurl;
 mod harness;
 mod servers;
+mod tls;
 mod up;
 mod webdriver;

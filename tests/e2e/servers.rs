@@ -13,8 +13,9 @@ use std::time::Duration;
 use qtrail_proto::qtrail::audit::v1 as audit;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_server::tls::ClientTls;
 use tonic::Request;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::harness::{ServerProcess, binary, http_get};
 
@@ -47,8 +48,13 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
 /// Returns a channel to `url` that connects on first use and reconnects after the server
 /// restarts, with a per-call timeout.
 pub fn lazy_channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_owned())
-        .expect("a valid url")
+    lazy_channel_over(url, &ClientTls::default())
+}
+
+/// As [`lazy_channel`], over TLS with `tls` for an `https://` URL.
+pub fn lazy_channel_over(url: &str, tls: &ClientTls) -> Channel {
+    tls.endpoint(url)
+        .unwrap_or_else(|err| panic!("endpoint {url}: {err}"))
         .connect_timeout(Duration::from_secs(2))
         .timeout(CALL_TIMEOUT)
         .connect_lazy()
@@ -63,6 +69,12 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector process named `name` whose store, tokens file and log live in `dir`.
     pub async fn start(name: &str, dir: &Path) -> Self {
+        Self::start_with(name, dir, Vec::new(), None).await
+    }
+
+    /// As [`Collector::start`], with further flags; `tls` tells how clients reach a collector
+    /// whose flags make it serve TLS.
+    pub async fn start_with(name: &str, dir: &Path, extra_args: Vec<OsString>, tls: Option<ClientTls>) -> Self {
         let tokens = dir.join(format!("{name}-tokens.toml"));
         let text = format!(
             "[[token]]\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\nname = \"e2e-admin\"\n\n\
@@ -79,7 +91,12 @@ impl Collector {
             "--shutdown-grace-secs".into(),
             "2".into(),
         ];
-        Self { process: ServerProcess::start_with_http(name, binary("qtrail-collector"), args, dir).await }
+        let binary = binary("qtrail-collector");
+        let process = match tls {
+            Some(tls) => ServerProcess::start_tls(name, binary, [args, extra_args].concat(), dir, tls).await,
+            None => ServerProcess::start_with_http(name, binary, [args, extra_args].concat(), dir).await,
+        };
+        Self { process }
     }
 
     /// Returns the process, to kill, terminate or restart it.
@@ -98,7 +115,7 @@ impl Collector {
     }
 
     fn channel(&self) -> Channel {
-        lazy_channel(&self.url())
+        lazy_channel_over(&self.url(), &self.process.client_tls())
     }
 
     /// Creates the collector of `location`.
@@ -205,6 +222,8 @@ pub struct RuntimeOptions {
     pub collector_url: String,
     /// Further flags, e.g. `--outbox-max-events 20`.
     pub extra_args: Vec<String>,
+    /// How clients reach a runtime whose flags make it serve TLS.
+    pub tls: Option<ClientTls>,
 }
 
 impl RuntimeOptions {
@@ -217,6 +236,7 @@ impl RuntimeOptions {
             instance: "inst-e2e".to_owned(),
             collector_url: collector_url.into(),
             extra_args: vec!["--publish-backoff-max-ms".to_owned(), "250".to_owned()],
+            tls: None,
         }
     }
 
@@ -261,7 +281,12 @@ impl Runtime {
             dir.join(format!("{name}-data")).into(),
         ];
         args.extend(options.extra_args.iter().map(OsString::from));
-        Self { process: ServerProcess::start(name, binary("qtrail-runtime"), args, dir).await }
+        let binary = binary("qtrail-runtime");
+        let process = match options.tls {
+            Some(tls) => ServerProcess::start_tls(name, binary, args, dir, tls).await,
+            None => ServerProcess::start(name, binary, args, dir).await,
+        };
+        Self { process }
     }
 
     /// Returns the process, to kill, terminate or restart it.

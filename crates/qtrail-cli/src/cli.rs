@@ -61,6 +61,32 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub data_dir: PathBuf,
+
+    /// PEM CA certificates to trust for https:// addresses (default: the public web roots).
+    #[arg(long, global = true, env = "QTRAIL_TLS_CA", value_name = "FILE", hide_env_values = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for servers that require one (mutual TLS); needs --tls-key.
+    #[arg(
+        long,
+        global = true,
+        env = "QTRAIL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key",
+        hide_env_values = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "QTRAIL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert",
+        hide_env_values = true
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Output formats.

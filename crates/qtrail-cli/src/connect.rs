@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use qtrail_server::tls::{ClientTls, TlsError, error_chain};
 use serde::{Deserialize, Serialize};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::error::CliError;
@@ -66,6 +67,7 @@ pub struct Settings {
     token: Option<String>,
     location: Option<String>,
     up: Option<UpInfo>,
+    tls: ClientTls,
 }
 
 /// How long to wait for a TCP connection before giving up.
@@ -86,6 +88,7 @@ impl Settings {
             token: global.token.clone(),
             location: global.location.clone(),
             up: UpInfo::load(&global.data_dir)?,
+            tls: ClientTls { ca: global.tls_ca.clone(), cert: global.tls_cert.clone(), key: global.tls_key.clone() },
         })
     }
 
@@ -148,7 +151,7 @@ impl Settings {
             .clone()
             .or_else(|| self.up.as_ref().map(|up| up.runtime.clone()))
             .ok_or_else(|| Self::missing("runtime address", "--runtime", "QTRAIL_RUNTIME"))?;
-        connect("runtime", &url).await
+        connect("runtime", &url, &self.tls).await
     }
 
     /// Connects to the collector.
@@ -161,29 +164,22 @@ impl Settings {
             .clone()
             .or_else(|| self.up.as_ref().map(|up| up.collector.clone()))
             .ok_or_else(|| Self::missing("collector address", "--collector", "QTRAIL_COLLECTOR"))?;
-        connect("collector", &url).await
+        connect("collector", &url, &self.tls).await
     }
 }
 
-async fn connect(service: &'static str, url: &str) -> Result<Channel, CliError> {
+async fn connect(service: &'static str, url: &str, tls: &ClientTls) -> Result<Channel, CliError> {
     let connect_error = |detail: String| CliError::Connect { service, url: url.to_owned(), detail };
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|err| CliError::Usage(format!("invalid {service} address `{url}`: {err}")))?
+    let endpoint = tls
+        .endpoint(url)
+        .map_err(|err| match err {
+            TlsError::Url { detail, .. } => CliError::Usage(format!("invalid {service} address `{url}`: {detail}")),
+            other => CliError::Usage(other.to_string()),
+        })?
         .connect_timeout(CONNECT_TIMEOUT);
+    // Transport errors hide the useful part (connection refused, an unknown certificate
+    // issuer) in their sources.
     endpoint.connect().await.map_err(|err| connect_error(error_chain(&err)))
-}
-
-/// Returns an error with its sources, `a: b: c`, since transport errors hide the useful part
-/// (e.g. "connection refused") in their source.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Wraps `message` in a request carrying `authorization: Bearer <token>`.

@@ -29,8 +29,10 @@ pub enum CliError {
         /// Why it failed.
         detail: String,
     },
-    /// A server answered with an error.
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    /// A server answered with an error, or the connection failed during the call (then the
+    /// status carries the transport error as its source, which the message includes: a server
+    /// refusing our TLS client certificate shows only that way).
+    #[error("{}", rpc_text(.0))]
     Rpc(tonic::Status),
     /// `events verify` found the chain broken.
     #[error("chain broken at location_seq {seq}: {kind}: {detail}")]
@@ -79,12 +81,30 @@ impl From<tonic::Status> for CliError {
     }
 }
 
+/// Returns `<code>: <message>`, followed by the transport error behind a status that the
+/// connection, not the server, produced.
+fn rpc_text(status: &tonic::Status) -> String {
+    let code = code_name(status.code());
+    let Some(source) = std::error::Error::source(status) else {
+        return format!("{code}: {}", status.message());
+    };
+    let chain = qtrail_server::tls::error_chain(source);
+    // The message is often the source's own text (`transport error`): say it once.
+    if chain.starts_with(status.message()) {
+        format!("{code}: {chain}")
+    } else {
+        format!("{code}: {}: {chain}", status.message())
+    }
+}
+
 impl CliError {
     /// Returns the process exit code for this error (see the module table).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
             CliError::Connect { .. } => 5,
+            // The connection failed during the call: the server was not reachable as needed.
+            CliError::Rpc(status) if std::error::Error::source(status).is_some() => 5,
             CliError::ChainBroken { .. } | CliError::HeadMismatch { .. } | CliError::ChainShort { .. } => 10,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
@@ -149,5 +169,14 @@ mod tests {
         assert_eq!(err.to_string(), "not found: job `j-1` not found");
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
         assert_eq!(CliError::ChainBroken { seq: 3, kind: "modified".into(), detail: String::new() }.exit_code(), 10);
+    }
+
+    #[test]
+    fn a_status_the_connection_produced_names_its_cause_and_exits_as_unreachable() {
+        let cause = std::io::Error::other("received fatal alert: UnknownCA");
+        let status = tonic::Status::from_error(Box::new(cause));
+        let err = CliError::Rpc(status);
+        assert_eq!(err.exit_code(), 5);
+        assert_eq!(err.to_string(), "unknown error: received fatal alert: UnknownCA");
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use qtrail_server::tls::ServerTls;
 
 use crate::tokens::Tokens;
 
@@ -62,6 +63,16 @@ pub struct Args {
     /// stops waiting.
     #[arg(long, env = "QTRAIL_COLLECTOR_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
+    /// PEM certificate chain: gRPC is then served over TLS only. Needs `--tls-key`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: every gRPC client must then present a certificate they signed
+    /// (mutual TLS). Needs `--tls-cert`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// What [`crate::run`] needs; built from [`Args`] by the binary, or by tests directly.
@@ -86,6 +97,8 @@ pub struct Config {
     pub group_commit_batches: usize,
     /// How long shutdown waits for clients before it stops waiting.
     pub shutdown_grace: Duration,
+    /// TLS of the gRPC side; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Config {
@@ -95,6 +108,7 @@ impl Config {
     /// A bad tokens file, named with the line at fault.
     pub fn from_args(args: &Args) -> anyhow::Result<Self> {
         let tokens = Tokens::load(&args.tokens).context("failed to load the tokens file")?;
+        let tls = ServerTls::from_parts(args.tls_cert.clone(), args.tls_key.clone(), args.tls_client_ca.clone())?;
         Ok(Self {
             data_dir: args.data_dir.clone(),
             tokens,
@@ -105,6 +119,7 @@ impl Config {
             cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
             group_commit_batches: usize::from(args.group_commit_batches),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            tls,
         })
     }
 
@@ -120,6 +135,7 @@ impl Config {
             cache_bytes: 8 * 1024 * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            tls: None,
         }
     }
 }

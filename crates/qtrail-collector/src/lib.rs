@@ -36,6 +36,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
+use qtrail_server::tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
@@ -62,6 +63,9 @@ use crate::writer::{COMMITTED_BUFFER, Writer};
 /// address file cannot be written, or the server fails.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let local_addr = listener.local_addr().context("failed to read the bound address")?;
+    // Read before anything starts: a bad certificate must stop start-up, never fall back to
+    // plaintext.
+    let mut server = ServerTls::apply(config.tls.as_ref(), Server::builder()).context("failed to set up tls")?;
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => {
@@ -130,7 +134,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     health.set_serving::<CollectorAdminServer<AdminService>>().await;
     health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<EventQueryServer<QueryService>>().await;
-    let router = Server::builder()
+    let router = server
         .add_service(health_service)
         .add_service(qtrail_server::reflection::v1().context("failed to build reflection v1")?)
         .add_service(qtrail_server::reflection::v1alpha().context("failed to build reflection v1alpha")?)
@@ -155,7 +159,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             return Err(err).with_context(|| format!("failed to write the address file {}", file.display()));
         }
     }
-    info!(addr = %local_addr, data_dir = %config.data_dir.display(), "collector listening");
+    info!(
+        addr = %local_addr,
+        data_dir = %config.data_dir.display(),
+        tls = ServerTls::mode(config.tls.as_ref()),
+        "collector listening"
+    );
     // Either server ending, by the shutdown signal or by failing, stops the other one too.
     let http_serve = {
         let lifecycle = lifecycle.clone();

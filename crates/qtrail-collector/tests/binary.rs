@@ -146,3 +146,35 @@ fn a_bad_tokens_file_stops_start_up_naming_the_line() {
     assert!(!stderr.contains(ADMIN), "secret leaked: {stderr}");
     assert!(!dir.path().join("addr").exists());
 }
+
+#[test]
+fn bad_tls_files_stop_start_up_naming_the_file_and_never_serve_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokens(&dir.path().join("tokens.toml"), "admin");
+    let pki = qtrail_server::tls::testing::TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let missing = dir.path().join("missing.pem");
+
+    let output =
+        command(dir.path()).arg("--tls-cert").arg(&missing).arg("--tls-key").arg(&pki.server_key).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed to set up tls") && stderr.contains("missing.pem"), "{stderr}");
+    assert!(!dir.path().join("addr").exists(), "nothing listened");
+
+    // A key that is not the certificate's.
+    let output = command(dir.path())
+        .arg("--tls-cert")
+        .arg(&pki.server_cert)
+        .arg("--tls-key")
+        .arg(&pki.client_key)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid tls configuration"), "{stderr}");
+    assert!(!dir.path().join("addr").exists(), "nothing listened");
+
+    // Half a configuration is refused by the flags themselves.
+    let output = command(dir.path()).arg("--tls-client-ca").arg(&pki.ca).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}

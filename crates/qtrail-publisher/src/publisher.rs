@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -70,6 +70,10 @@ pub struct PublisherConfig {
     /// the oldest unacknowledged batch. Past it the stream is given up, since a collector or a
     /// network that stopped answering would otherwise hold the publisher forever.
     pub ack_timeout: Duration,
+    /// TLS for an `https://` collector URL: the CA to trust and the certificate to present.
+    /// `None` checks the collector against the public web roots. Must be `None` with an
+    /// `http://` URL.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl PublisherConfig {
@@ -87,6 +91,7 @@ impl PublisherConfig {
             backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -104,6 +109,7 @@ impl fmt::Debug for PublisherConfig {
             .field("backoff_max", &self.backoff_max)
             .field("connect_timeout", &self.connect_timeout)
             .field("ack_timeout", &self.ack_timeout)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -123,10 +129,19 @@ impl Publisher {
     /// # Errors
     /// [`PublisherError`] when the URL, the token or the limits are unusable.
     pub fn spawn(outbox: Outbox, config: PublisherConfig) -> Result<Self, PublisherError> {
-        let endpoint = Endpoint::from_shared(config.collector_url.clone())
-            .map_err(|err| PublisherError::InvalidUrl { url: config.collector_url.clone(), reason: err.to_string() })?
+        let invalid_url = |reason: String| PublisherError::InvalidUrl { url: config.collector_url.clone(), reason };
+        let mut endpoint = Endpoint::from_shared(config.collector_url.clone())
+            .map_err(|err| invalid_url(err.to_string()))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true);
+        match (endpoint.uri().scheme_str() == Some("https"), &config.tls) {
+            (true, tls) => {
+                let tls = tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
+                endpoint = endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {err}")))?;
+            }
+            (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
+            (false, None) => {}
+        }
         let authorization = match &config.token {
             Some(token) => {
                 Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)?)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use qtrail_cadf::Location;
+use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 
 /// A secret string (the collector token): kept out of `Debug` output and therefore out of logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -92,6 +93,27 @@ pub struct Config {
     /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
     #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
     pub shutdown_flush_ms: u64,
+    /// PEM certificate chain: gRPC is then served over TLS only. Needs `--tls-key`.
+    #[arg(long, env = "QTRAIL_RUNTIME_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "QTRAIL_RUNTIME_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: every gRPC client must then present a certificate they signed
+    /// (mutual TLS). Needs `--tls-cert`.
+    #[arg(long, env = "QTRAIL_RUNTIME_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA certificates that sign the collector's certificate (with an `https://`
+    /// `--collector`); without it the public web roots are trusted.
+    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_CA")]
+    pub collector_ca: Option<PathBuf>,
+    /// PEM certificate presented to a collector that requires one (mutual TLS). Needs
+    /// `--collector-key`.
+    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_CERT", requires = "collector_key")]
+    pub collector_cert: Option<PathBuf>,
+    /// PEM private key of `--collector-cert`.
+    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_KEY", requires = "collector_cert")]
+    pub collector_key: Option<PathBuf>,
     /// Benchmarks only: what becomes of audit events. No flag or variable sets it.
     #[cfg(feature = "bench")]
     #[arg(skip)]
@@ -132,9 +154,29 @@ impl Config {
             publish_backoff_max_ms: 200,
             publish_ack_timeout_ms: 30_000,
             shutdown_flush_ms: 5_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            collector_ca: None,
+            collector_cert: None,
+            collector_key: None,
             #[cfg(feature = "bench")]
             audit_sink: AuditSink::Outbox,
         }
+    }
+
+    /// Returns the TLS of the gRPC server; `None` serves plaintext.
+    ///
+    /// # Errors
+    /// A key or client CA without certificate (clap's `requires` already refuses these on the
+    /// command line; a `Config` built in code is checked here).
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
+        ServerTls::from_parts(self.tls_cert.clone(), self.tls_key.clone(), self.tls_client_ca.clone())
+    }
+
+    /// Returns the TLS files for reaching the collector.
+    pub fn collector_tls(&self) -> ClientTls {
+        ClientTls { ca: self.collector_ca.clone(), cert: self.collector_cert.clone(), key: self.collector_key.clone() }
     }
 
     /// Returns the shutdown flush timeout.

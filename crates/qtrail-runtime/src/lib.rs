@@ -29,6 +29,7 @@ use qtrail_cadf::Crn;
 use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
 use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
 use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
+use qtrail_server::tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +56,16 @@ use crate::store::Store;
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     Crn::instance(&config.location, &config.account, &config.instance)
         .context("invalid --account or --instance: both must be printable ascii without spaces or `:`")?;
+    // Read before anything starts: a bad certificate must stop start-up, never fall back to
+    // plaintext.
+    let server_tls = config.server_tls().context("failed to set up tls")?;
+    let mut server = ServerTls::apply(server_tls.as_ref(), Server::builder()).context("failed to set up tls")?;
+    let collector_tls = config.collector_tls();
+    let collector_tls = if collector_tls.is_set() {
+        Some(collector_tls.config().context("failed to set up tls for the collector")?)
+    } else {
+        None
+    };
     let principals = Principals::load(&config.principals, &config.location, &config.instance)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -72,6 +83,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     publishing.backoff_max = Duration::from_millis(config.publish_backoff_max_ms);
     publishing.backoff_initial = publishing.backoff_initial.min(publishing.backoff_max);
     publishing.ack_timeout = Duration::from_millis(config.publish_ack_timeout_ms);
+    publishing.tls = collector_tls;
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
     let http_listener = match config.http {
         Some(addr) => {
@@ -111,7 +123,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProgramServiceServer<Grpc>>().await;
     health.set_serving::<JobServiceServer<Grpc>>().await;
-    let router = Server::builder()
+    let router = server
         .add_service(health_service)
         .add_service(qtrail_server::reflection::v1()?)
         .add_service(qtrail_server::reflection::v1alpha()?)
@@ -133,6 +145,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         location = %config.location,
         instance = %config.instance,
         publisher_id = %outbox.publisher_id(),
+        tls = ServerTls::mode(server_tls.as_ref()),
         "runtime serving"
     );
     let stopping = async {

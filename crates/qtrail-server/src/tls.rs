@@ -105,6 +105,15 @@ impl ServerTls {
         Ok(config)
     }
 
+    /// Names how a server with `tls` meets its clients (`off`, `on`, `mutual`), for logs.
+    pub fn mode(tls: Option<&Self>) -> &'static str {
+        match tls {
+            None => "off",
+            Some(Self { client_ca: None, .. }) => "on",
+            Some(Self { client_ca: Some(_), .. }) => "mutual",
+        }
+    }
+
     /// Applies the configuration to a server builder; with `tls` `None`, returns it unchanged.
     ///
     /// # Errors

@@ -23,7 +23,7 @@ pub(crate) const BOB: &str = "key-bob";
 pub(crate) const BELL: &str =
     "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
 
-const PRINCIPALS: &str = r#"
+pub(crate) const PRINCIPALS: &str = r#"
 [[principal]]
 api_key = "key-alice"
 iam_id = "IBMid-alice"

@@ -6,3 +6,4 @@ mod delivery;
 mod harness;
 mod jobs;
 mod programs;
+mod tls;

@@ -1,0 +1,160 @@
+//! TLS end to end: a collector that requires mutual TLS, a runtime that serves TLS and
+//! publishes to that collector with a client certificate, and the `qtrail` CLI reaching both
+//! with `--tls-ca` (and a client certificate for the collector). Clients that do not trust the
+//! servers' CA, present no certificate, or speak plaintext are refused.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+
+use qtrail_server::tls::testing::TestPki;
+
+use crate::harness::{START_TIMEOUT, binary, wait_until};
+use crate::servers::{ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions};
+
+/// What a `qtrail` invocation ended with.
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `qtrail` with `args` and nothing from the environment or an `up.json`.
+fn qtrail(dir: &Path, args: &[&str]) -> Outcome {
+    let output = Command::new(binary("qtrail"))
+        .current_dir(dir)
+        .args(["--data-dir", "no-up-here"])
+        .args(args)
+        .env_remove("QTRAIL_RUNTIME")
+        .env_remove("QTRAIL_COLLECTOR")
+        .env_remove("QTRAIL_API_KEY")
+        .env_remove("QTRAIL_TOKEN")
+        .env_remove("QTRAIL_LOCATION")
+        .env_remove("QTRAIL_TLS_CA")
+        .env_remove("QTRAIL_TLS_CERT")
+        .env_remove("QTRAIL_TLS_KEY")
+        .output()
+        .expect("run qtrail");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are utf-8")
+}
+
+#[tokio::test]
+async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail e2e");
+    let stranger = TestPki::create(&dir.path().join("stranger"), "someone else");
+
+    let collector_args: Vec<OsString> = vec![
+        "--tls-cert".into(),
+        pki.server_cert.clone().into(),
+        "--tls-key".into(),
+        pki.server_key.clone().into(),
+        "--tls-client-ca".into(),
+        pki.ca.clone().into(),
+    ];
+    let collector = Collector::start_with("collector", dir.path(), collector_args, Some(pki.client(true))).await;
+    assert!(collector.url().starts_with("https://"), "{}", collector.url());
+    collector.create_collector("us-east").await;
+
+    let mut options = RuntimeOptions::new(collector.url()).args(&[
+        "--tls-cert",
+        path(&pki.server_cert),
+        "--tls-key",
+        path(&pki.server_key),
+        "--collector-ca",
+        path(&pki.ca),
+        "--collector-cert",
+        path(&pki.client_cert),
+        "--collector-key",
+        path(&pki.client_key),
+    ]);
+    options.tls = Some(pki.client(false));
+    let runtime = Runtime::start(options, dir.path()).await;
+
+    // A read through the CLI over TLS; its audit event reaches the collector over mutual TLS.
+    let runtime_url = runtime.url();
+    let listed = qtrail(
+        dir.path(),
+        &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "--tls-ca", path(&pki.ca), "programs", "list"],
+    );
+    assert_eq!(listed.code, 0, "programs list over tls: {}", listed.stderr);
+    let collector_url = collector.url();
+    let auditor = |extra: &[&str]| {
+        let mut args = vec!["--collector", collector_url.as_str(), "--token", AUDITOR_TOKEN, "--location", "us-east"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--output", "json", "events", "query"]);
+        qtrail(dir.path(), &args)
+    };
+    let with_cert =
+        ["--tls-ca", path(&pki.ca), "--tls-cert", path(&pki.client_cert), "--tls-key", path(&pki.client_key)];
+    let found = wait_until("the read's event to be stored", START_TIMEOUT, || {
+        let outcome = auditor(&with_cert);
+        let found = outcome.code == 0 && outcome.stdout.contains("quantum-computing.program.read");
+        std::future::ready(found.then_some(outcome))
+    })
+    .await;
+    assert!(found.stdout.contains("alice@example.com"), "{}", found.stdout);
+
+    // The runtime's certificate comes from a CA the CLI does not know.
+    let untrusted = qtrail(dir.path(), &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "programs", "list"]);
+    assert_eq!(untrusted.code, 5, "unknown issuer: {}", untrusted.stderr);
+    assert!(untrusted.stderr.contains("cannot connect to the runtime"), "{}", untrusted.stderr);
+    assert!(untrusted.stderr.contains("certificate"), "names the certificate problem: {}", untrusted.stderr);
+    let wrong_ca = qtrail(
+        dir.path(),
+        &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "--tls-ca", path(&stranger.ca), "programs", "list"],
+    );
+    assert_eq!(wrong_ca.code, 5, "another CA: {}", wrong_ca.stderr);
+
+    // The collector requires a client certificate of its CA: none, or another CA's, is refused.
+    let without_cert = auditor(&["--tls-ca", path(&pki.ca)]);
+    // TLS 1.3 completes the client's side of the handshake before the server checks for a
+    // certificate, so the refusal arrives as the connection breaking during the call.
+    assert_eq!(without_cert.code, 5, "no client certificate: {}", without_cert.stderr);
+    assert!(without_cert.stderr.contains("transport error"), "{}", without_cert.stderr);
+    assert!(!without_cert.stdout.contains("quantum-computing"), "no event without a client certificate");
+    let strange_cert = auditor(&[
+        "--tls-ca",
+        path(&pki.ca),
+        "--tls-cert",
+        path(&stranger.client_cert),
+        "--tls-key",
+        path(&stranger.client_key),
+    ]);
+    assert_eq!(strange_cert.code, 5, "another CA's client certificate: {}", strange_cert.stderr);
+    assert!(strange_cert.stderr.contains("UnknownCA"), "names the refused certificate: {}", strange_cert.stderr);
+    assert!(!strange_cert.stdout.contains("quantum-computing"), "no event with another CA's client certificate");
+
+    // Plaintext to a TLS port gets nothing, and TLS files with an http:// URL are a usage error.
+    let plaintext_url = collector_url.replace("https://localhost", "http://127.0.0.1");
+    let plaintext = qtrail(
+        dir.path(),
+        &["--collector", &plaintext_url, "--token", AUDITOR_TOKEN, "--location", "us-east", "events", "query"],
+    );
+    assert_eq!(plaintext.code, 5, "plaintext to a tls port: {}", plaintext.stderr);
+    let misused = qtrail(
+        dir.path(),
+        &[
+            "--collector",
+            &plaintext_url,
+            "--token",
+            AUDITOR_TOKEN,
+            "--location",
+            "us-east",
+            "--tls-ca",
+            path(&pki.ca),
+            "events",
+            "query",
+        ],
+    );
+    assert_eq!(misused.code, 2, "{}", misused.stderr);
+    assert!(misused.stderr.contains("is plaintext: use an https:// url"), "{}", misused.stderr);
+}
