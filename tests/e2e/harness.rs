@@ -81,8 +81,17 @@ impl ServerProcess {
 
     /// Starts a server whose `args` make it serve TLS, which clients reach with `tls`: its
     /// readiness is checked over TLS and [`ServerProcess::url`] is `https://localhost:<port>`.
-    pub async fn start_tls(name: &str, binary: PathBuf, args: Vec<OsString>, dir: &Path, tls: ClientTls) -> Self {
-        Self::start_inner(name, binary, args, dir, None, Some(tls)).await
+    /// With `http`, it gets an HTTP side as with [`ServerProcess::start_with_http`].
+    pub async fn start_tls(
+        name: &str,
+        binary: PathBuf,
+        args: Vec<OsString>,
+        dir: &Path,
+        tls: ClientTls,
+        http: bool,
+    ) -> Self {
+        let http = http.then(|| "127.0.0.1:0".parse().expect("a valid address"));
+        Self::start_inner(name, binary, args, dir, http, Some(tls)).await
     }
 
     /// Starts a server that also has an HTTP side, like [`ServerProcess::start`] plus
@@ -195,6 +204,14 @@ impl ServerProcess {
     /// Returns the bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Returns the address of the HTTP side.
+    ///
+    /// # Panics
+    /// When the server was started without one.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.unwrap_or_else(|| panic!("{} was started without an http side", self.name))
     }
 
     /// Returns the `http://` URL of the HTTP side (no trailing slash).

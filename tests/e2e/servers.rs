@@ -93,7 +93,7 @@ impl Collector {
         ];
         let binary = binary("qtrail-collector");
         let process = match tls {
-            Some(tls) => ServerProcess::start_tls(name, binary, [args, extra_args].concat(), dir, tls).await,
+            Some(tls) => ServerProcess::start_tls(name, binary, [args, extra_args].concat(), dir, tls, true).await,
             None => ServerProcess::start_with_http(name, binary, [args, extra_args].concat(), dir).await,
         };
         Self { process }
@@ -112,6 +112,11 @@ impl Collector {
     /// Returns the gRPC address.
     pub fn addr(&self) -> SocketAddr {
         self.process.addr()
+    }
+
+    /// Returns the address of the HTTP side (console, metrics).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.process.http_addr()
     }
 
     fn channel(&self) -> Channel {
@@ -283,7 +288,7 @@ impl Runtime {
         args.extend(options.extra_args.iter().map(OsString::from));
         let binary = binary("qtrail-runtime");
         let process = match options.tls {
-            Some(tls) => ServerProcess::start_tls(name, binary, args, dir, tls).await,
+            Some(tls) => ServerProcess::start_tls(name, binary, args, dir, tls, false).await,
             None => ServerProcess::start(name, binary, args, dir).await,
         };
         Self { process }

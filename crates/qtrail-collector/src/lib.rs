@@ -66,6 +66,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // Read before anything starts: a bad certificate must stop start-up, never fall back to
     // plaintext.
     let mut server = ServerTls::apply(config.tls.as_ref(), Server::builder()).context("failed to set up tls")?;
+    let http_tls = config.tls.as_ref().map(ServerTls::http_config).transpose().context("failed to set up tls")?;
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => {
@@ -172,9 +173,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             let Some((listener, addr, router)) = http else {
                 return Ok(());
             };
-            info!(addr = %addr, console = %format!("http://{addr}/"), "console and metrics listening");
+            let scheme = if http_tls.is_some() { "https" } else { "http" };
+            info!(addr = %addr, console = %format!("{scheme}://{addr}/"), "console and metrics listening");
             let stopping = lifecycle.clone();
-            let served = qtrail_server::http::serve(listener, router, async move { stopping.stopping().await }).await;
+            let served =
+                qtrail_server::http::serve(listener, router, http_tls, async move { stopping.stopping().await }).await;
             lifecycle.stop();
             served
         }

@@ -60,6 +60,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // plaintext.
     let server_tls = config.server_tls().context("failed to set up tls")?;
     let mut server = ServerTls::apply(server_tls.as_ref(), Server::builder()).context("failed to set up tls")?;
+    let http_tls = server_tls.as_ref().map(ServerTls::http_config).transpose().context("failed to set up tls")?;
     let collector_tls = config.collector_tls();
     let collector_tls = if collector_tls.is_set() {
         Some(collector_tls.config().context("failed to set up tls for the collector")?)
@@ -115,7 +116,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));
     let http_task = http_listener.map(|listener| {
         let router = qtrail_server::http::base_router();
-        tokio::spawn(qtrail_server::http::serve(listener, router, background.clone().cancelled_owned()))
+        tokio::spawn(qtrail_server::http::serve(listener, router, http_tls, background.clone().cancelled_owned()))
     });
     let calls = TaskTracker::new();
     let grpc = Grpc::new(service, Arc::new(principals), calls.clone());

@@ -1,17 +1,24 @@
 //! The HTTP side of a qtrail server: Prometheus metrics at `/metrics`, liveness at `/healthz`,
-//! and whatever else a service adds to the router (the collector's web console).
+//! and whatever else a service adds to the router (the collector's web console), over TLS when
+//! the server has a certificate.
 //!
 //! Metrics use the process-wide `metrics` recorder, installed once: `qtrail up` runs the
 //! runtime and the collector in one process, and both register into, and render from, the same
 //! registry. Metric names carry their service (`qtrail_runtime_…`, `qtrail_collector_…`).
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tracing::{debug, warn};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -39,16 +46,68 @@ pub fn base_router() -> Router {
         .route("/healthz", get(|| std::future::ready("ok\n")))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes: over TLS with `tls`, plaintext
+/// without.
 ///
 /// # Errors
 /// I/O errors of the listener.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    match tls {
+        Some(tls) => serve_tls(listener, router, tls, shutdown).await,
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+    }
+}
+
+/// How long a client may take over its TLS handshake before its connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` over TLS. Each connection shakes hands in a task of its own, so a client
+/// that stalls its handshake holds up nobody else; at `shutdown` the listener closes and the
+/// open connections finish their requests, as `axum::serve` does for plaintext.
+async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors or the like: the next accept may succeed.
+                Err(err) => {
+                    warn!(error = %err, "http accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return debug!(peer = %peer, error = %err, "tls handshake failed"),
+                Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(connection.into_owned()).await {
+                debug!(peer = %peer, error = %err, "https connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -60,7 +119,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, base_router(), async move {
+        let server = tokio::spawn(serve(listener, base_router(), None, async move {
             let _ = stopped.await;
         }));
         metrics::counter!("qtrail_test_requests_total").increment(3);

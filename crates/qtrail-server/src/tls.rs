@@ -12,6 +12,10 @@
 //! start-up with the file named, instead of serving without TLS.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
@@ -103,6 +107,31 @@ impl ServerTls {
             config = config.client_ca_root(Certificate::from_pem(ca));
         }
         Ok(config)
+    }
+
+    /// Returns the rustls configuration of the HTTP side (console, metrics): this certificate
+    /// and key, HTTP/2 and HTTP/1.1. It asks for no client certificate even when the gRPC side
+    /// does: browsers sign in to the console with a token instead.
+    ///
+    /// # Errors
+    /// As [`ServerTls::config`], and [`TlsError::Invalid`] when the PEM blocks do not parse or
+    /// the key is not the certificate's.
+    pub fn http_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let cert = read_pem("tls certificate", &self.cert, &["CERTIFICATE"])?;
+        let key = read_pem("tls private key", &self.key, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?;
+        let invalid = |err: &dyn std::fmt::Display| TlsError::Invalid(err.to_string());
+        let chain =
+            CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|err| invalid(&err))?;
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|err| invalid(&err))?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| invalid(&err))?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|err| invalid(&err))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// Names how a server with `tls` meets its clients (`off`, `on`, `mutual`), for logs.
@@ -222,8 +251,12 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(feature = "testing")]
 pub mod testing {
     use std::path::{Path, PathBuf};
+    use std::sync::Arc;
 
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
 
     use super::{ClientTls, ServerTls};
 
@@ -288,6 +321,45 @@ pub mod testing {
                 key: self.server_key.clone(),
                 client_ca: mutual.then(|| self.ca.clone()),
             }
+        }
+
+        /// Sends `GET path` over HTTPS to `localhost:port`, trusting only this CA, and returns
+        /// the status code and body.
+        ///
+        /// # Errors
+        /// When the connection, the handshake or the exchange fails.
+        pub async fn https_get(&self, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+            let pem = std::fs::read(&self.ca)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                roots.add(cert.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
+            }
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(std::io::Error::other)?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+            let mut stream = connector.connect(name, tcp).await?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            match stream.read_to_end(&mut response).await {
+                // A server may close without a TLS close_notify once it has answered.
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+                other => {
+                    other?;
+                }
+            }
+            let text = String::from_utf8_lossy(&response);
+            let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
+            Ok((status, body))
         }
 
         /// Returns a client's TLS files: trusting this CA, with the client certificate when

@@ -71,6 +71,43 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(!is_serving_over(&url, &stranger).await, "a client certificate of another CA");
 }
 
+#[tokio::test]
+async fn the_http_side_serves_https_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    // The HTTP side asks for no client certificate, even of a server whose gRPC side does.
+    let tls = pki.server(true).http_config().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(qtrail_server::http::serve(
+        listener,
+        qtrail_server::http::base_router(),
+        Some(tls),
+        stop.clone().cancelled_owned(),
+    ));
+
+    let (status, body) = pki.https_get(port, "/healthz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let other = TestPki::create(&dir.path().join("other"), "someone else");
+    assert!(other.https_get(port, "/healthz").await.is_err(), "a client that does not trust the CA");
+    let plaintext = plaintext_get(port).await;
+    assert!(!plaintext.starts_with("HTTP/1.1 200"), "plaintext is not served: {plaintext}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+
+/// Sends a plaintext `GET /healthz` and returns whatever comes back.
+async fn plaintext_get(port: u16) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 #[test]
 fn bad_files_are_refused_before_anything_listens_or_connects() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +121,7 @@ fn bad_files_are_refused_before_anything_listens_or_connects() {
 
     // A key given as the certificate, and a certificate given as the key.
     let swapped = ServerTls { cert: pki.server_key.clone(), key: pki.server_cert.clone(), client_ca: None };
+    assert!(matches!(swapped.http_config(), Err(TlsError::NotPem { .. })));
     let err = swapped.config().unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -94,6 +132,7 @@ fn bad_files_are_refused_before_anything_listens_or_connects() {
     let mismatched = ServerTls { cert: pki.server_cert.clone(), key: pki.client_key.clone(), client_ca: None };
     let err = ServerTls::apply(Some(&mismatched), tonic::transport::Server::builder()).err();
     assert!(matches!(err, Some(TlsError::Invalid(_))), "{err:?}");
+    assert!(matches!(mismatched.http_config(), Err(TlsError::Invalid(_))), "the HTTP side checks the pair too");
 
     let client = ClientTls { ca: Some(pki.ca.clone()), ..Default::default() };
     let err = client.endpoint("http://127.0.0.1:1").unwrap_err();
