@@ -21,7 +21,7 @@ struct Call {
     stderr: String,
 }
 
-fn grpcurl_binary() -> String {
+pub fn grpcurl_binary() -> String {
     let binary = std::env::var("QTRAIL_GRPCURL").unwrap_or_else(|_| "grpcurl".into());
     let works = Command::new(&binary).arg("-version").output().is_ok_and(|out| out.status.success());
     assert!(

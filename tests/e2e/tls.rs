@@ -10,6 +10,7 @@ use std::process::Command;
 
 use qtrail_server::tls::testing::TestPki;
 
+use crate::grpcurl::grpcurl_binary;
 use crate::harness::{START_TIMEOUT, binary, wait_until};
 use crate::servers::{ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions};
 
@@ -109,6 +110,25 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
     })
     .await;
     assert!(found.stdout.contains("alice@example.com"), "{}", found.stdout);
+
+    // grpcurl, as the README shows it: reflection and a call over mutual TLS.
+    let grpcurl = |cert: &[&str]| {
+        let target = collector_url.trim_start_matches("https://");
+        let data = r#"{"location": "us-east"}"#;
+        let output = Command::new(grpcurl_binary())
+            // A refused client certificate shows as a dial that never completes.
+            .args(["-connect-timeout", "2", "-cacert", path(&pki.ca)])
+            .args(cert)
+            .args(["-H", &format!("authorization: Bearer {AUDITOR_TOKEN}"), "-d", data, target])
+            .arg("qtrail.audit.v1.EventQuery/VerifyChain")
+            .output()
+            .expect("run grpcurl");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, verified) = grpcurl(&["-cert", path(&pki.client_cert), "-key", path(&pki.client_key)]);
+    assert!(ok && verified.contains("\"ok\": true"), "grpcurl over mutual tls: {verified}");
+    let (ok, _) = grpcurl(&[]);
+    assert!(!ok, "grpcurl without a client certificate");
 
     // The runtime's certificate comes from a CA the CLI does not know.
     let untrusted = qtrail(dir.path(), &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "programs", "list"]);
