@@ -11,38 +11,9 @@ use std::process::Command;
 use qtrail_server::tls::testing::TestPki;
 
 use crate::grpcurl::grpcurl_binary;
-use crate::harness::{START_TIMEOUT, binary, wait_until};
+use crate::harness::{START_TIMEOUT, wait_until};
 use crate::servers::{ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions};
-
-/// What a `qtrail` invocation ended with.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `qtrail` with `args` and nothing from the environment or an `up.json`.
-fn qtrail(dir: &Path, args: &[&str]) -> Outcome {
-    let output = Command::new(binary("qtrail"))
-        .current_dir(dir)
-        .args(["--data-dir", "no-up-here"])
-        .args(args)
-        .env_remove("QTRAIL_RUNTIME")
-        .env_remove("QTRAIL_COLLECTOR")
-        .env_remove("QTRAIL_API_KEY")
-        .env_remove("QTRAIL_TOKEN")
-        .env_remove("QTRAIL_LOCATION")
-        .env_remove("QTRAIL_TLS_CA")
-        .env_remove("QTRAIL_TLS_CERT")
-        .env_remove("QTRAIL_TLS_KEY")
-        .output()
-        .expect("run qtrail");
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+use crate::up::run_qtrail;
 
 fn path(path: &Path) -> &str {
     path.to_str().expect("temporary paths are utf-8")
@@ -89,7 +60,7 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
 
     // A read through the CLI over TLS; its audit event reaches the collector over mutual TLS.
     let runtime_url = runtime.url();
-    let listed = qtrail(
+    let listed = run_qtrail(
         dir.path(),
         &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "--tls-ca", path(&pki.ca), "programs", "list"],
     );
@@ -99,7 +70,7 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
         let mut args = vec!["--collector", collector_url.as_str(), "--token", AUDITOR_TOKEN, "--location", "us-east"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--output", "json", "events", "query"]);
-        qtrail(dir.path(), &args)
+        run_qtrail(dir.path(), &args)
     };
     let with_cert =
         ["--tls-ca", path(&pki.ca), "--tls-cert", path(&pki.client_cert), "--tls-key", path(&pki.client_key)];
@@ -131,11 +102,11 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
     assert!(!ok, "grpcurl without a client certificate");
 
     // The runtime's certificate comes from a CA the CLI does not know.
-    let untrusted = qtrail(dir.path(), &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "programs", "list"]);
+    let untrusted = run_qtrail(dir.path(), &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "programs", "list"]);
     assert_eq!(untrusted.code, 5, "unknown issuer: {}", untrusted.stderr);
     assert!(untrusted.stderr.contains("cannot connect to the runtime"), "{}", untrusted.stderr);
     assert!(untrusted.stderr.contains("certificate"), "names the certificate problem: {}", untrusted.stderr);
-    let wrong_ca = qtrail(
+    let wrong_ca = run_qtrail(
         dir.path(),
         &["--runtime", &runtime_url, "--api-key", ALICE_KEY, "--tls-ca", path(&stranger.ca), "programs", "list"],
     );
@@ -163,12 +134,12 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
 
     // Plaintext to a TLS port gets nothing, and TLS files with an http:// URL are a usage error.
     let plaintext_url = collector_url.replace("https://localhost", "http://127.0.0.1");
-    let plaintext = qtrail(
+    let plaintext = run_qtrail(
         dir.path(),
         &["--collector", &plaintext_url, "--token", AUDITOR_TOKEN, "--location", "us-east", "events", "query"],
     );
     assert_eq!(plaintext.code, 5, "plaintext to a tls port: {}", plaintext.stderr);
-    let misused = qtrail(
+    let misused = run_qtrail(
         dir.path(),
         &[
             "--collector",

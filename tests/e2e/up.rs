@@ -101,19 +101,15 @@ impl Drop for Up {
     }
 }
 
-/// Runs the `qtrail` binary in `dir` (where `data/up.json` supplies its settings).
+/// Runs the `qtrail` binary in `dir` (where `data/up.json`, if any, supplies its settings),
+/// with none of its settings from this process's environment.
 pub fn run_qtrail(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(binary("qtrail"))
-        .current_dir(dir)
-        .args(["--data-dir", "data"])
-        .args(args)
-        .env_remove("QTRAIL_RUNTIME")
-        .env_remove("QTRAIL_COLLECTOR")
-        .env_remove("QTRAIL_API_KEY")
-        .env_remove("QTRAIL_TOKEN")
-        .env_remove("QTRAIL_LOCATION")
-        .output()
-        .expect("run qtrail");
+    let mut command = Command::new(binary("qtrail"));
+    command.current_dir(dir).args(["--data-dir", "data"]).args(args);
+    for setting in ["RUNTIME", "COLLECTOR", "API_KEY", "TOKEN", "LOCATION", "TLS_CA", "TLS_CERT", "TLS_KEY"] {
+        command.env_remove(format!("QTRAIL_{setting}"));
+    }
+    let output = command.output().expect("run qtrail");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
