@@ -46,6 +46,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Keeps TLS settings of this process's environment away from a child: a test decides with
+/// flags whether its servers speak TLS.
+pub fn without_tls_env(command: &mut Command) -> &mut Command {
+    for service in ["COLLECTOR", "RUNTIME"] {
+        for setting in ["TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"] {
+            command.env_remove(format!("QTRAIL_{service}_{setting}"));
+        }
+    }
+    for setting in ["CA", "CERT", "KEY"] {
+        command.env_remove(format!("QTRAIL_RUNTIME_COLLECTOR_{setting}"));
+    }
+    command
+}
+
 /// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
@@ -138,6 +152,7 @@ impl ServerProcess {
         let addr_file = self.addr_file();
         let _ = std::fs::remove_file(&addr_file);
         let mut command = Command::new(&self.binary);
+        without_tls_env(&mut command);
         command.args(&self.args).arg("--listen").arg(self.addr.to_string()).arg("--addr-file").arg(&addr_file);
         if let Some(http) = self.http {
             let _ = std::fs::remove_file(self.http_addr_file());

@@ -36,12 +36,26 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
     let collector = Collector::start_with("collector", dir.path(), collector_args, Some(pki.client(true))).await;
     assert!(collector.url().starts_with("https://"), "{}", collector.url());
     collector.create_collector("us-east").await;
-    // The HTTP side (console, metrics) serves HTTPS with the same certificate.
+    // The HTTP side (console, metrics) serves HTTPS with the same certificate, and requires a
+    // client certificate as gRPC does.
     let console_port = collector.http_addr().port();
-    let (status, page) = pki.https_get(console_port, "/").await.expect("console over https");
+    let (status, page) = pki.https_get(console_port, "/", true).await.expect("console over https");
     assert_eq!(status, 200);
     assert!(page.contains("qtrail console"), "{page}");
-    assert!(stranger.https_get(console_port, "/healthz").await.is_err(), "the console's CA is checked");
+    assert!(stranger.https_get(console_port, "/healthz", true).await.is_err(), "the console's CA is checked");
+    let without_cert = pki.https_get(console_port, "/healthz", false).await;
+    assert!(without_cert.as_ref().map_or(true, |(status, _)| *status == 0), "{without_cert:?}");
+    // Signed in over HTTPS, the session cookie is `Secure`: a browser keeps it off plaintext ports.
+    let body = format!(r#"{{"token": "{AUDITOR_TOKEN}"}}"#);
+    let sign_in = format!(
+        "POST /api/session HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let signed_in = pki.https_exchange(console_port, &sign_in, true).await.expect("sign in over https");
+    assert!(signed_in.starts_with("HTTP/1.1 200"), "{signed_in}");
+    let cookie = signed_in.lines().find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"));
+    assert!(cookie.is_some_and(|cookie| cookie.contains("; Secure")), "{signed_in}");
 
     let mut options = RuntimeOptions::new(collector.url()).args(&[
         "--tls-cert",
@@ -156,4 +170,31 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
     );
     assert_eq!(misused.code, 2, "{}", misused.stderr);
     assert!(misused.stderr.contains("is plaintext: use an https:// url"), "{}", misused.stderr);
+}
+
+#[test]
+fn qtrail_up_refuses_tls_settings_it_would_not_use() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen =
+        ["--runtime-listen", "127.0.0.1:0", "--collector-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"];
+    let run_up = |envs: &[(&str, &str)], flags: &[&str]| {
+        let mut command = Command::new(crate::harness::binary("qtrail"));
+        command.current_dir(dir.path()).args(["--data-dir", "data"]).args(flags).arg("up").args(listen);
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run qtrail up");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+
+    let (code, stderr) = run_up(&[], &["--tls-ca", "ca.pem"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("qtrail up serves plaintext on loopback"), "{stderr}");
+    let (code, stderr) = run_up(&[("QTRAIL_COLLECTOR_TLS_CERT", "c.pem"), ("QTRAIL_COLLECTOR_TLS_KEY", "k.pem")], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unset QTRAIL_COLLECTOR_TLS_*"), "{stderr}");
+    let (code, stderr) = run_up(&[("QTRAIL_RUNTIME_COLLECTOR_CA", "ca.pem")], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("QTRAIL_RUNTIME_COLLECTOR_{CA,CERT,KEY}"), "{stderr}");
+    assert!(!dir.path().join("data/up.json").exists(), "nothing was started");
 }

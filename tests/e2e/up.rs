@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::harness::{START_TIMEOUT, binary, http_get, wait_until};
+use crate::harness::{START_TIMEOUT, binary, http_get, wait_until, without_tls_env};
 
 /// A `qtrail up` child process with its own data directory, killed on drop.
 pub struct Up {
@@ -44,7 +44,7 @@ impl Up {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("up.log")).expect("log file");
-        let child = Command::new(binary("qtrail"))
+        let child = without_tls_env(&mut Command::new(binary("qtrail")))
             .current_dir(dir.path())
             .args(["up", "--data-dir", "data"])
             .args(["--runtime-listen", "127.0.0.1:0", "--collector-listen", "127.0.0.1:0"])

@@ -62,7 +62,7 @@ pub struct GlobalArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// PEM CA certificates to trust for https:// addresses (default: the public web roots).
+    /// PEM CA certificates to trust for https:// addresses (default: the Mozilla roots built into qtrail).
     #[arg(long, global = true, env = "QTRAIL_TLS_CA", value_name = "FILE", hide_env_values = true)]
     pub tls_ca: Option<PathBuf>,
 

@@ -103,8 +103,14 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Connect { .. } => 5,
-            // The connection failed during the call: the server was not reachable as needed.
-            CliError::Rpc(status) if std::error::Error::source(status).is_some() => 5,
+            // The connection broke during the call (a status with a transport error behind it
+            // and no code of its own): the server was not reachable as needed.
+            CliError::Rpc(status)
+                if matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled)
+                    && std::error::Error::source(status).is_some() =>
+            {
+                5
+            }
             CliError::ChainBroken { .. } | CliError::HeadMismatch { .. } | CliError::ChainShort { .. } => 10,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
@@ -178,5 +184,9 @@ mod tests {
         let err = CliError::Rpc(status);
         assert_eq!(err.exit_code(), 5);
         assert_eq!(err.to_string(), "unknown error: received fatal alert: UnknownCA");
+        // A status the server chose keeps its code's exit, whatever is behind it.
+        let mut exhausted = tonic::Status::resource_exhausted("slow down");
+        exhausted.set_source(std::sync::Arc::new(std::io::Error::other("enhance your calm")));
+        assert_eq!(CliError::Rpc(exhausted).exit_code(), 6);
     }
 }

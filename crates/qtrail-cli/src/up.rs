@@ -65,6 +65,14 @@ struct RuntimeFlags {
 /// Bad flags, an address in use, unusable files in the data directory, or a service that fails
 /// to start.
 pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // `up` serves plaintext on loopback and reaches its own services that way; TLS settings
+    // given to it would go unused, which must not pass silently.
+    if global.tls_ca.is_some() || global.tls_cert.is_some() || global.tls_key.is_some() {
+        return Err(CliError::Usage(
+            "qtrail up serves plaintext on loopback: --tls-ca, --tls-cert and --tls-key are for the other commands"
+                .into(),
+        ));
+    }
     let location_name = global.location.as_deref().unwrap_or(DEFAULT_LOCATION);
     let location: Location =
         location_name.parse().map_err(|err| CliError::Usage(format!("--location `{location_name}`: {err}")))?;
@@ -87,7 +95,9 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     // port it got when --console-listen asks for port 0.
     let console_addr_file = dir.join("console.addr");
     let _ = std::fs::remove_file(&console_addr_file);
+    // Both services' settings are checked before either starts.
     let collector_config = collector_config(&dir, console_addr, &console_addr_file)?;
+    let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
     let mut collector = tokio::spawn(qtrail_collector::run(
         collector_listener,
         collector_config,
@@ -100,7 +110,6 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     };
     create_collector(&collector_url, &credentials.admin_token, location.as_str()).await?;
 
-    let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
     let mut runtime =
         tokio::spawn(qtrail_runtime::run(runtime_listener, runtime_config, stop_runtime.clone().cancelled_owned()));
     wait_ready("runtime", &runtime_url, &mut runtime).await?;
@@ -298,7 +307,20 @@ fn collector_config(
         console_addr_file.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
-    qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
+    let config =
+        qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))?;
+    if config.tls.is_some() {
+        return Err(tls_in_environment("QTRAIL_COLLECTOR_TLS_*"));
+    }
+    Ok(config)
+}
+
+/// The error for TLS settings that `up` would pick up from the environment: its services talk
+/// plaintext to each other, so a TLS setting would break them or go unused.
+fn tls_in_environment(variables: &str) -> CliError {
+    CliError::Usage(format!(
+        "qtrail up serves plaintext on loopback: unset {variables} (TLS is for services run on their own)"
+    ))
 }
 
 fn runtime_config(
@@ -325,7 +347,12 @@ fn runtime_config(
         data_dir.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("runtime settings: {err}")))?;
-    Ok(flags.config)
+    let config = flags.config;
+    let serves_tls = config.tls_cert.is_some() || config.tls_key.is_some() || config.tls_client_ca.is_some();
+    if serves_tls || config.collector_tls().is_set() {
+        return Err(tls_in_environment("QTRAIL_RUNTIME_TLS_* and QTRAIL_RUNTIME_COLLECTOR_{CA,CERT,KEY}"));
+    }
+    Ok(config)
 }
 
 /// Waits until `url` reports SERVING, failing early if the service's task ends first.

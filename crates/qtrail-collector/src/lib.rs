@@ -36,12 +36,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
-use qtrail_server::tls::ServerTls;
+use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -65,8 +64,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let local_addr = listener.local_addr().context("failed to read the bound address")?;
     // Read before anything starts: a bad certificate must stop start-up, never fall back to
     // plaintext.
-    let mut server = ServerTls::apply(config.tls.as_ref(), Server::builder()).context("failed to set up tls")?;
-    let http_tls = config.tls.as_ref().map(ServerTls::http_config).transpose().context("failed to set up tls")?;
+    let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
+    let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
+    let http_tls = tls.as_ref().map(LoadedServerTls::http);
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => {
@@ -114,6 +114,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 tokens: tokens.clone(),
                 sessions: console::Sessions::new(config.console_session_ttl, console::MAX_SESSIONS),
                 tasks: tasks.clone(),
+                https: http_tls.is_some(),
             };
             let router = qtrail_server::http::base_router().merge(console::router(console));
             Some((listener, addr, router))
@@ -163,7 +164,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     info!(
         addr = %local_addr,
         data_dir = %config.data_dir.display(),
-        tls = ServerTls::mode(config.tls.as_ref()),
+        tls = tls::mode(tls.as_ref()),
         "collector listening"
     );
     // Either server ending, by the shutdown signal or by failing, stops the other one too.

@@ -71,8 +71,8 @@ pub struct PublisherConfig {
     /// network that stopped answering would otherwise hold the publisher forever.
     pub ack_timeout: Duration,
     /// TLS for an `https://` collector URL: the CA to trust and the certificate to present.
-    /// `None` checks the collector against the public web roots. Must be `None` with an
-    /// `http://` URL.
+    /// `None` checks the collector against the Mozilla roots built into the binary. Must be
+    /// `None` with an `http://` URL.
     pub tls: Option<ClientTlsConfig>,
 }
 
@@ -137,7 +137,8 @@ impl Publisher {
         match (endpoint.uri().scheme_str() == Some("https"), &config.tls) {
             (true, tls) => {
                 let tls = tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
-                endpoint = endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {err}")))?;
+                endpoint =
+                    endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {}", with_sources(&err))))?;
             }
             (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
             (false, None) => {}
@@ -528,4 +529,17 @@ async fn blocking<T: Send + 'static>(
         Ok(result) => result.map_err(StreamError::Outbox),
         Err(join) => Err(StreamError::Task(join.to_string())),
     }
+}
+
+/// Returns an error followed by its sources, `a: b: c`: tonic keeps the cause of a TLS
+/// failure (a bad key, an unknown certificate version) in the sources.
+fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

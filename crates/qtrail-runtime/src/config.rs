@@ -104,7 +104,7 @@ pub struct Config {
     #[arg(long, env = "QTRAIL_RUNTIME_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// PEM CA certificates that sign the collector's certificate (with an `https://`
-    /// `--collector`); without it the public web roots are trusted.
+    /// `--collector`); without it the Mozilla roots built into the binary are trusted.
     #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_CA")]
     pub collector_ca: Option<PathBuf>,
     /// PEM certificate presented to a collector that requires one (mutual TLS). Needs

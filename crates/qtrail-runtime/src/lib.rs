@@ -29,11 +29,10 @@ use qtrail_cadf::Crn;
 use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
 use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
 use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
-use qtrail_server::tls::ServerTls;
+use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -45,6 +44,9 @@ use crate::executor::Executor;
 use crate::grpc::Grpc;
 use crate::service::RuntimeService;
 use crate::store::Store;
+
+/// How long a shutdown waits for the HTTP side's connections (metrics scrapes) to finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves the runtime on `listener` until `shutdown` completes, then stops accepting calls,
 /// lets calls in flight finish, stops the executor (running jobs resume at the next start) and
@@ -59,8 +61,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // Read before anything starts: a bad certificate must stop start-up, never fall back to
     // plaintext.
     let server_tls = config.server_tls().context("failed to set up tls")?;
-    let mut server = ServerTls::apply(server_tls.as_ref(), Server::builder()).context("failed to set up tls")?;
-    let http_tls = server_tls.as_ref().map(ServerTls::http_config).transpose().context("failed to set up tls")?;
+    let server_tls = server_tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
+    let mut server = tls::grpc_server(server_tls.as_ref()).context("failed to set up tls")?;
+    let http_tls = server_tls.as_ref().map(LoadedServerTls::http);
     let collector_tls = config.collector_tls();
     let collector_tls = if collector_tls.is_set() {
         Some(collector_tls.config().context("failed to set up tls for the collector")?)
@@ -146,7 +149,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         location = %config.location,
         instance = %config.instance,
         publisher_id = %outbox.publisher_id(),
-        tls = ServerTls::mode(server_tls.as_ref()),
+        tls = tls::mode(server_tls.as_ref()),
         "runtime serving"
     );
     let stopping = async {
@@ -166,10 +169,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     background.cancel();
     let _ = metrics_task.await;
     if let Some(task) = http_task {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => warn!(error = %err, "http side failed"),
-            Err(err) => warn!(error = %err, "http side panicked"),
+        // A client that never finishes its request would otherwise hold the exit for good.
+        match tokio::time::timeout(HTTP_DRAIN, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => warn!(error = %err, "http side failed"),
+            Ok(Err(err)) => warn!(error = %err, "http side panicked"),
+            Err(_) => warn!(waited_secs = HTTP_DRAIN.as_secs(), "http connections still open, exiting anyway"),
         }
     }
     let queued = outbox.depth().map(|depth| depth.events).unwrap_or_default();

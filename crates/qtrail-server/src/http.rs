@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -63,12 +67,17 @@ pub async fn serve(
     }
 }
 
-/// How long a client may take over its TLS handshake before its connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once; further connections wait in the listen queue.
+const MAX_HANDSHAKES: usize = 256;
 
-/// Serves `router` over TLS. Each connection shakes hands in a task of its own, so a client
-/// that stalls its handshake holds up nobody else; at `shutdown` the listener closes and the
-/// open connections finish their requests, as `axum::serve` does for plaintext.
+/// How long a client may take to send its request headers (HTTP/1) before its connection is
+/// dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` over TLS. Each connection shakes hands in a task of its own, under
+/// [`HANDSHAKE_TIMEOUT`] and at most [`MAX_HANDSHAKES`] at once, so clients that stall their
+/// handshake hold up nobody else. At `shutdown` the listener closes, handshakes in progress are
+/// dropped, and open connections finish their requests, as `axum::serve` does for plaintext.
 async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -77,28 +86,34 @@ async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let stopping = CancellationToken::new();
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Out of file descriptors or the like: the next accept may succeed.
-                Err(err) => {
-                    warn!(error = %err, "http accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &handshakes) => accepted,
             () = &mut shutdown => break,
         };
-        let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
+        let Some((stream, peer, permit)) = accepted else {
+            continue;
+        };
+        let (acceptor, watcher, stopping) = (acceptor.clone(), graceful.watcher(), stopping.clone());
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => return debug!(peer = %peer, error = %err, "tls handshake failed"),
-                Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let stream = tokio::select! {
+                shaken = handshake => match shaken {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => return debug!(peer = %peer, error = %err, "tls handshake failed"),
+                    Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+                },
+                // Shutting down: a connection that has not finished its handshake has no
+                // request to finish.
+                () = stopping.cancelled() => return,
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
+            drop(permit);
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(connection.into_owned()).await {
                 debug!(peer = %peer, error = %err, "https connection ended with an error");
@@ -106,8 +121,34 @@ async fn serve_tls(
         });
     }
     drop(listener);
+    stopping.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Accepts the next connection once a handshake slot is free; `None` after an error that
+/// concerns one connection only. Other errors (out of file descriptors, say) would repeat at
+/// once, so they are logged and followed by a pause, as `axum::serve` does.
+async fn accept(
+    listener: &TcpListener,
+    handshakes: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+    let permit = handshakes.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, permit)),
+        Err(err) if is_connection_error(&err) => None,
+        Err(err) => {
+            warn!(error = %err, "http accept failed, pausing for a second");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
+        }
+    }
+}
+
+/// Returns whether an accept error concerns only the connection being accepted.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(err.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
 }
 
 #[cfg(test)]

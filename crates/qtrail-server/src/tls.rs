@@ -1,39 +1,47 @@
-//! TLS for the gRPC servers and their clients, from PEM files.
+//! TLS for the servers and their clients, from PEM files.
 //!
 //! Bearer tokens and API keys travel in request metadata, so anywhere beyond loopback the
-//! servers must speak TLS. A server given a certificate and key serves TLS only (a plaintext
-//! client fails its handshake); given a client CA as well, it also requires every client to
-//! present a certificate that CA signed (mutual TLS), so that a stolen token alone does not
-//! let a stranger publish or read events. Clients choose TLS by the URL: `https://` verifies
-//! the server against the given CA, or against the public web roots without one; `http://`
-//! stays plaintext, and TLS files given with it are refused rather than silently unused.
+//! servers must speak TLS. A server given a certificate and key serves TLS only, on its gRPC
+//! and its HTTP side alike (a plaintext client fails); given a client CA as well, it requires
+//! every client, on both sides, to present a certificate that CA signed (mutual TLS), so that
+//! a stolen token alone does not let a stranger publish or read events. Clients choose TLS by
+//! the URL: `https://` verifies the server against the given CA, or against the Mozilla roots
+//! built into the binary without one; `http://` stays plaintext, and TLS files given with it
+//! are refused rather than silently unused.
 //!
-//! Every file is read and parsed before anything listens or connects: a bad path or PEM stops
-//! start-up with the file named, instead of serving without TLS.
+//! Every file is read once and checked before anything is served or any connection is made:
+//! a bad path, a file that does not parse or a key that is not the certificate's stops
+//! start-up naming the file, instead of failing at the first handshake or, worse, serving
+//! plaintext.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
+use rustls::server::WebPkiClientVerifier;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+
+/// How long a client may take over its TLS handshake before its connection is dropped: a
+/// connection that never finishes one would otherwise hold a socket and a task for good.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read the {what} {path}: {source}")]
+    #[error("cannot read the {what} {path}: {error}")]
     Read {
         /// What the file was for.
         what: &'static str,
         /// Its path.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (part of the message, not a source, so that error chains say it once).
+        error: std::io::Error,
     },
-    /// A file holds no PEM block of the expected kind.
-    #[error("the {what} {path} holds no PEM `{label}` block")]
+    /// A file holds no PEM block of the expected kind, or one that does not parse.
+    #[error("the {what} {path} holds no valid PEM `{label}` block{detail}")]
     NotPem {
         /// What the file was for.
         what: &'static str,
@@ -41,8 +49,18 @@ pub enum TlsError {
         path: PathBuf,
         /// The PEM label looked for, e.g. `CERTIFICATE`.
         label: &'static str,
+        /// `: <why>` when a block was found but does not parse, else empty.
+        detail: String,
     },
-    /// The certificates and key do not make a usable configuration.
+    /// A private key that does not belong to its certificate.
+    #[error("the tls private key {key} does not belong to the certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The files do not make a usable configuration.
     #[error("invalid tls configuration: {0}")]
     Invalid(String),
     /// TLS files were given for a plaintext URL.
@@ -69,8 +87,38 @@ pub struct ServerTls {
     /// PEM private key of that certificate.
     pub key: PathBuf,
     /// PEM certificates of the CAs that sign client certificates; when set, clients without
-    /// such a certificate are refused (mutual TLS).
+    /// such a certificate are refused (mutual TLS), on the gRPC and the HTTP side.
     pub client_ca: Option<PathBuf>,
+}
+
+/// A server's TLS, read and checked: the same certificate for both of its sides.
+#[derive(Debug, Clone)]
+pub struct LoadedServerTls {
+    grpc: ServerTlsConfig,
+    http: Arc<rustls::ServerConfig>,
+    mutual: bool,
+}
+
+impl LoadedServerTls {
+    /// Returns `builder` serving TLS on gRPC.
+    ///
+    /// # Errors
+    /// [`TlsError::Invalid`] when tonic refuses the configuration (the files were checked
+    /// already, so this is not expected).
+    pub fn grpc(&self, builder: Server) -> Result<Server, TlsError> {
+        builder.tls_config(self.grpc.clone()).map_err(|err| TlsError::Invalid(error_chain(&err)))
+    }
+
+    /// Returns the rustls configuration of the HTTP side (console, metrics): HTTP/2 and
+    /// HTTP/1.1, and the client certificates gRPC requires.
+    pub fn http(&self) -> Arc<rustls::ServerConfig> {
+        self.http.clone()
+    }
+
+    /// Names how the server meets its clients (`on`, `mutual`), for logs.
+    pub fn mode(&self) -> &'static str {
+        if self.mutual { "mutual" } else { "on" }
+    }
 }
 
 impl ServerTls {
@@ -94,69 +142,63 @@ impl ServerTls {
         }
     }
 
-    /// Reads the files into tonic's server configuration.
+    /// Reads and checks the files, each once, into the configurations of both sides.
     ///
     /// # Errors
-    /// [`TlsError::Read`] or [`TlsError::NotPem`] for an unreadable or non-PEM file.
-    pub fn config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let cert = read_pem("tls certificate", &self.cert, &["CERTIFICATE"])?;
-        let key = read_pem("tls private key", &self.key, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(client_ca) = &self.client_ca {
-            let ca = read_pem("tls client CA", client_ca, &["CERTIFICATE"])?;
-            config = config.client_ca_root(Certificate::from_pem(ca));
-        }
-        Ok(config)
-    }
-
-    /// Returns the rustls configuration of the HTTP side (console, metrics): this certificate
-    /// and key, HTTP/2 and HTTP/1.1. It asks for no client certificate even when the gRPC side
-    /// does: browsers sign in to the console with a token instead.
-    ///
-    /// # Errors
-    /// As [`ServerTls::config`], and [`TlsError::Invalid`] when the PEM blocks do not parse or
-    /// the key is not the certificate's.
-    pub fn http_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let cert = read_pem("tls certificate", &self.cert, &["CERTIFICATE"])?;
-        let key = read_pem("tls private key", &self.key, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?;
-        let invalid = |err: &dyn std::fmt::Display| TlsError::Invalid(err.to_string());
-        let chain =
-            CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|err| invalid(&err))?;
-        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|err| invalid(&err))?;
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|err| invalid(&err))?
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .map_err(|err| invalid(&err))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-
-    /// Names how a server with `tls` meets its clients (`off`, `on`, `mutual`), for logs.
-    pub fn mode(tls: Option<&Self>) -> &'static str {
-        match tls {
-            None => "off",
-            Some(Self { client_ca: None, .. }) => "on",
-            Some(Self { client_ca: Some(_), .. }) => "mutual",
-        }
-    }
-
-    /// Applies the configuration to a server builder; with `tls` `None`, returns it unchanged.
-    ///
-    /// # Errors
-    /// As [`ServerTls::config`], and [`TlsError::Invalid`] when the certificate and key do not
-    /// parse or belong together.
-    pub fn apply(tls: Option<&Self>, builder: Server) -> Result<Server, TlsError> {
-        let Some(tls) = tls else {
-            return Ok(builder);
+    /// [`TlsError::Read`] or [`TlsError::NotPem`] naming a file that cannot be read or
+    /// parsed, [`TlsError::KeyMismatch`] for a key that is not the certificate's.
+    pub fn load(&self) -> Result<LoadedServerTls, TlsError> {
+        let (cert_pem, chain) = read_certificates("tls certificate", &self.cert)?;
+        let (key_pem, key) = read_key("tls private key", &self.key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| TlsError::Invalid(err.to_string()))?;
+        let mut grpc =
+            ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem)).timeout(HANDSHAKE_TIMEOUT);
+        let builder = match &self.client_ca {
+            Some(client_ca) => {
+                let (ca_pem, cas) = read_certificates("tls client CA", client_ca)?;
+                grpc = grpc.client_ca_root(Certificate::from_pem(ca_pem));
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in cas {
+                    roots.add(ca).map_err(|err| TlsError::NotPem {
+                        what: "tls client CA",
+                        path: client_ca.clone(),
+                        label: "CERTIFICATE",
+                        detail: format!(": {err}"),
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|err| TlsError::Invalid(err.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
         };
-        builder.tls_config(tls.config()?).map_err(|err| TlsError::Invalid(error_chain(&err)))
+        let mut http = builder.with_single_cert(chain, key).map_err(|err| key_error(&err, &self.cert, &self.key))?;
+        http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(LoadedServerTls { grpc, http: Arc::new(http), mutual: self.client_ca.is_some() })
     }
 }
 
-/// A client's TLS files, all optional: a CA to trust instead of the public web roots, and a
+/// Returns a gRPC server builder: with TLS when `tls` is set, plaintext otherwise.
+///
+/// # Errors
+/// As [`LoadedServerTls::grpc`].
+pub fn grpc_server(tls: Option<&LoadedServerTls>) -> Result<Server, TlsError> {
+    match tls {
+        Some(tls) => tls.grpc(Server::builder()),
+        None => Ok(Server::builder()),
+    }
+}
+
+/// Names how a server with `tls` meets its clients (`off`, `on`, `mutual`), for logs.
+pub fn mode(tls: Option<&LoadedServerTls>) -> &'static str {
+    tls.map_or("off", LoadedServerTls::mode)
+}
+
+/// A client's TLS files, all optional: a CA to trust instead of the built-in roots, and a
 /// certificate and key to present to servers that require one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
@@ -174,24 +216,32 @@ impl ClientTls {
         self.ca.is_some() || self.cert.is_some() || self.key.is_some()
     }
 
-    /// Reads the files into tonic's client configuration. Without a CA, the server is checked
-    /// against the public web roots.
+    /// Reads and checks the files into tonic's client configuration. Without a CA, the server
+    /// is checked against the Mozilla roots built into the binary.
     ///
     /// # Errors
-    /// [`TlsError::Read`] or [`TlsError::NotPem`] for an unreadable or non-PEM file,
+    /// [`TlsError::Read`] or [`TlsError::NotPem`] naming a file that cannot be read or parsed,
+    /// [`TlsError::KeyMismatch`] for a key that is not the certificate's, and
     /// [`TlsError::Invalid`] for a certificate without key or a key without certificate.
     pub fn config(&self) -> Result<ClientTlsConfig, TlsError> {
         let mut config = ClientTlsConfig::new();
         config = match &self.ca {
-            Some(ca) => config.ca_certificate(Certificate::from_pem(read_pem("tls CA", ca, &["CERTIFICATE"])?)),
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read_certificates("tls CA", ca)?.0)),
             None => config.with_webpki_roots(),
         };
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let cert = read_pem("tls client certificate", cert, &["CERTIFICATE"])?;
-                let key =
-                    read_pem("tls client private key", key, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?;
-                config = config.identity(Identity::from_pem(cert, key));
+                let (cert_pem, chain) = read_certificates("tls client certificate", cert)?;
+                let (key_pem, parsed_key) = read_key("tls client private key", key)?;
+                // What tonic would find only at the first handshake: a key that is not the
+                // certificate's.
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|err| TlsError::Invalid(err.to_string()))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_client_auth_cert(chain, parsed_key)
+                    .map_err(|err| key_error(&err, cert, key))?;
+                config = config.identity(Identity::from_pem(cert_pem, key_pem));
             }
             (None, None) => {}
             (Some(_), None) => return Err(TlsError::Invalid("a client certificate needs its private key".into())),
@@ -219,15 +269,45 @@ impl ClientTls {
     }
 }
 
-/// Reads a PEM file and checks that it holds a block with one of `labels`; tonic would
-/// otherwise report a wrong file only at the first handshake, far from the flag at fault.
-fn read_pem(what: &'static str, path: &Path, labels: &[&'static str]) -> Result<Vec<u8>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })?;
-    let text = String::from_utf8_lossy(&bytes);
-    if labels.iter().any(|label| text.contains(&format!("-----BEGIN {label}-----"))) {
-        return Ok(bytes);
+/// Labels of the PEM blocks a private key may come in.
+const KEY_LABELS: &str = "PRIVATE KEY";
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read { what, path: path.to_owned(), error })
+}
+
+/// Reads a PEM file of certificates: its bytes, and the certificates parsed, at least one.
+fn read_certificates(what: &'static str, path: &Path) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), TlsError> {
+    let pem = read(what, path)?;
+    let not_pem = |detail: String| TlsError::NotPem { what, path: path.to_owned(), label: "CERTIFICATE", detail };
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| not_pem(format!(": {err}")))?;
+    if certificates.is_empty() {
+        return Err(not_pem(String::new()));
     }
-    Err(TlsError::NotPem { what, path: path.to_owned(), label: labels[0] })
+    Ok((pem, certificates))
+}
+
+/// Reads a PEM file holding a private key (PKCS#8, PKCS#1 or SEC1): its bytes and the key.
+fn read_key(what: &'static str, path: &Path) -> Result<(Vec<u8>, PrivateKeyDer<'static>), TlsError> {
+    let pem = read(what, path)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
+        let detail = match err {
+            rustls::pki_types::pem::Error::NoItemsFound => String::new(),
+            other => format!(": {other}"),
+        };
+        TlsError::NotPem { what, path: path.to_owned(), label: KEY_LABELS, detail }
+    })?;
+    Ok((pem, key))
+}
+
+/// Maps rustls's refusal of a certificate and key pair to an error naming both files.
+fn key_error(err: &rustls::Error, cert: &Path, key: &Path) -> TlsError {
+    match err {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() },
+        other => TlsError::Invalid(format!("certificate {} and key {}: {other}", cert.display(), key.display())),
+    }
 }
 
 /// Returns an error with its sources, `a: b: c`: transport errors keep the useful part (a bad
@@ -256,7 +336,7 @@ pub mod testing {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
     use super::{ClientTls, ServerTls};
 
@@ -323,12 +403,26 @@ pub mod testing {
             }
         }
 
-        /// Sends `GET path` over HTTPS to `localhost:port`, trusting only this CA, and returns
-        /// the status code and body.
+        /// Sends `GET path` over HTTPS to `localhost:port`, trusting only this CA and, with
+        /// `with_cert`, presenting the client certificate; returns the status code and body.
         ///
         /// # Errors
         /// When the connection, the handshake or the exchange fails.
-        pub async fn https_get(&self, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+        pub async fn https_get(&self, port: u16, path: &str, with_cert: bool) -> std::io::Result<(u16, String)> {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let response = self.https_exchange(port, &request, with_cert).await?;
+            let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+            let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
+            Ok((status, body))
+        }
+
+        /// Sends the raw HTTP/1.1 `request` over HTTPS to `localhost:port` (trusting only this
+        /// CA, presenting the client certificate with `with_cert`) and returns the raw response,
+        /// headers included, read until the server closes.
+        ///
+        /// # Errors
+        /// When the connection, the handshake or the exchange fails.
+        pub async fn https_exchange(&self, port: u16, request: &str, with_cert: bool) -> std::io::Result<String> {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
             let pem = std::fs::read(&self.ca)?;
@@ -336,17 +430,25 @@ pub mod testing {
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 roots.add(cert.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
             }
-            let config =
+            let builder =
                 rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                     .with_safe_default_protocol_versions()
                     .map_err(std::io::Error::other)?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                    .with_root_certificates(roots);
+            let config = if with_cert {
+                let cert = std::fs::read(&self.client_cert)?;
+                let chain = CertificateDer::pem_slice_iter(&cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(std::io::Error::other)?;
+                let key = PrivateKeyDer::from_pem_file(&self.client_key).map_err(std::io::Error::other)?;
+                builder.with_client_auth_cert(chain, key).map_err(std::io::Error::other)?
+            } else {
+                builder.with_no_client_auth()
+            };
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
             let mut stream = connector.connect(name, tcp).await?;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await?;
             let mut response = Vec::new();
             match stream.read_to_end(&mut response).await {
@@ -356,10 +458,7 @@ pub mod testing {
                     other?;
                 }
             }
-            let text = String::from_utf8_lossy(&response);
-            let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
-            Ok((status, body))
+            Ok(String::from_utf8_lossy(&response).into_owned())
         }
 
         /// Returns a client's TLS files: trusting this CA, with the client certificate when

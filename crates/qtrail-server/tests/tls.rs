@@ -17,7 +17,8 @@ impl TlsServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_, health) = tonic_health::server::health_reporter();
-        let mut builder = ServerTls::apply(Some(tls), tonic::transport::Server::builder()).unwrap();
+        let loaded = tls.load().unwrap();
+        let mut builder = qtrail_server::tls::grpc_server(Some(&loaded)).unwrap();
         let router = builder.add_service(health);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -50,6 +51,11 @@ async fn a_tls_server_answers_only_clients_that_trust_its_ca() {
         assert!(is_serving_over(&server.url("https", host), &pki.client(false)).await, "trusted over {host}");
     }
     assert!(!is_serving_over(&server.url("https", "localhost"), &other.client(false)).await, "a CA it does not know");
+    // The client refuses the server itself, before any request: a deterministic error.
+    let endpoint = other.client(false).endpoint(&server.url("https", "localhost")).unwrap();
+    let refused = endpoint.connect().await.expect_err("an unknown issuer is refused");
+    let chain = qtrail_server::tls::error_chain(&refused);
+    assert!(chain.contains("invalid peer certificate: UnknownIssuer"), "{chain}");
     assert!(
         !is_serving_over(&server.url("https", "localhost"), &ClientTls::default()).await,
         "the public roots do not vouch for a private CA"
@@ -71,12 +77,9 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(!is_serving_over(&url, &stranger).await, "a client certificate of another CA");
 }
 
-#[tokio::test]
-async fn the_http_side_serves_https_with_the_same_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
-    // The HTTP side asks for no client certificate, even of a server whose gRPC side does.
-    let tls = pki.server(true).http_config().unwrap();
+/// Serves the base router over HTTPS with `tls` until the returned token is cancelled.
+async fn https_server(tls: &ServerTls) -> (u16, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let tls = tls.load().unwrap().http();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
@@ -86,14 +89,40 @@ async fn the_http_side_serves_https_with_the_same_certificate() {
         Some(tls),
         stop.clone().cancelled_owned(),
     ));
+    (port, stop, server)
+}
 
-    let (status, body) = pki.https_get(port, "/healthz").await.unwrap();
+#[tokio::test]
+async fn the_http_side_serves_https_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let (port, stop, server) = https_server(&pki.server(false)).await;
+
+    let (status, body) = pki.https_get(port, "/healthz", false).await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let other = TestPki::create(&dir.path().join("other"), "someone else");
-    assert!(other.https_get(port, "/healthz").await.is_err(), "a client that does not trust the CA");
+    assert!(other.https_get(port, "/healthz", false).await.is_err(), "a client that does not trust the CA");
     let plaintext = plaintext_get(port).await;
     assert!(!plaintext.starts_with("HTTP/1.1 200"), "plaintext is not served: {plaintext}");
 
+    // A connection that never starts its handshake holds up neither other clients nor the
+    // shutdown (the handshake timeout is 10 s; shutdown must not wait for it).
+    let _stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(pki.https_get(port, "/healthz", false).await.unwrap().0, 200, "served beside a stalled handshake");
+    stop.cancel();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    ended.expect("shutdown does not wait for a stalled handshake").unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn with_a_client_ca_the_http_side_requires_a_client_certificate_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let (port, stop, server) = https_server(&pki.server(true)).await;
+
+    assert_eq!(pki.https_get(port, "/healthz", true).await.unwrap().0, 200, "with a client certificate");
+    let without = pki.https_get(port, "/healthz", false).await;
+    assert!(without.as_ref().map_or(true, |(status, _)| *status == 0), "no answer without one: {without:?}");
     stop.cancel();
     server.await.unwrap().unwrap();
 }
@@ -114,25 +143,42 @@ fn bad_files_are_refused_before_anything_listens_or_connects() {
     let pki = TestPki::create(dir.path(), "qtrail test");
     let missing = dir.path().join("missing.pem");
 
-    let err = ServerTls { cert: missing.clone(), key: pki.server_key.clone(), client_ca: None }.config().unwrap_err();
+    let err = ServerTls { cert: missing.clone(), key: pki.server_key.clone(), client_ca: None }.load().unwrap_err();
     assert!(matches!(err, TlsError::Read { .. }), "{err}");
     assert!(err.to_string().starts_with("cannot read the tls certificate "), "{err}");
     assert!(err.to_string().contains("missing.pem"), "{err}");
+    assert!(std::error::Error::source(&err).is_none(), "the cause is said once, in the message");
 
     // A key given as the certificate, and a certificate given as the key.
     let swapped = ServerTls { cert: pki.server_key.clone(), key: pki.server_cert.clone(), client_ca: None };
-    assert!(matches!(swapped.http_config(), Err(TlsError::NotPem { .. })));
-    let err = swapped.config().unwrap_err();
+    let err = swapped.load().unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("the tls certificate {} holds no PEM `CERTIFICATE` block", pki.server_key.display())
+        format!("the tls certificate {} holds no valid PEM `CERTIFICATE` block", pki.server_key.display())
     );
+
+    // A certificate block whose content is not a certificate names its file.
+    let corrupt = dir.path().join("corrupt.pem");
+    std::fs::write(&corrupt, "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n").unwrap();
+    let err = ServerTls { cert: pki.server_cert.clone(), key: pki.server_key.clone(), client_ca: Some(corrupt) }
+        .load()
+        .unwrap_err();
+    assert!(err.to_string().starts_with("the tls client CA ") && err.to_string().contains("corrupt.pem"), "{err}");
 
     // PEM of the right kinds that do not belong together: the client's key with the server's certificate.
     let mismatched = ServerTls { cert: pki.server_cert.clone(), key: pki.client_key.clone(), client_ca: None };
-    let err = ServerTls::apply(Some(&mismatched), tonic::transport::Server::builder()).err();
-    assert!(matches!(err, Some(TlsError::Invalid(_))), "{err:?}");
-    assert!(matches!(mismatched.http_config(), Err(TlsError::Invalid(_))), "the HTTP side checks the pair too");
+    let err = mismatched.load().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the tls private key {} does not belong to the certificate {}",
+            pki.client_key.display(),
+            pki.server_cert.display()
+        )
+    );
+    let wrong_identity =
+        ClientTls { ca: Some(pki.ca.clone()), cert: Some(pki.client_cert.clone()), key: Some(pki.server_key.clone()) };
+    assert!(matches!(wrong_identity.config(), Err(TlsError::KeyMismatch { .. })), "the client's pair is checked too");
 
     let client = ClientTls { ca: Some(pki.ca.clone()), ..Default::default() };
     let err = client.endpoint("http://127.0.0.1:1").unwrap_err();

@@ -135,7 +135,8 @@ pub(crate) async fn sign_in(State(console): Shared, headers: HeaderMap, body: By
     info!(token = %caller.name, "console sign-in");
     let ttl = console.sessions.ttl();
     let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };
-    Ok(([(header::SET_COOKIE, session::set_cookie(&id, ttl))], json(StatusCode::OK, &who)).into_response())
+    Ok(([(header::SET_COOKIE, session::set_cookie(&id, ttl, console.https))], json(StatusCode::OK, &who))
+        .into_response())
 }
 
 /// `GET /api/session`: who is signed in.
@@ -157,7 +158,7 @@ pub(crate) async fn sign_out(State(console): Shared, headers: HeaderMap) -> Resp
         }
         console.sessions.remove(id);
     }
-    ([(header::SET_COOKIE, session::clear_cookie())], StatusCode::NO_CONTENT).into_response()
+    ([(header::SET_COOKIE, session::clear_cookie(console.https))], StatusCode::NO_CONTENT).into_response()
 }
 
 /// `GET /api/collectors`: every collector.

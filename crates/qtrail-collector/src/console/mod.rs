@@ -8,7 +8,8 @@
 //! statuses in one place ([`error`]).
 //!
 //! Sign-in takes an auditor token once and answers with a random session id in an `HttpOnly`,
-//! `SameSite=Strict` cookie ([`session`]); the token never reaches a URL, a log line or a page.
+//! `SameSite=Strict` cookie ([`session`]), `Secure` over HTTPS; the token never reaches a URL, a
+//! log line or a page.
 //! Event text is user-controlled: the page builds its DOM with `textContent` only, and every
 //! response carries a `Content-Security-Policy` without inline script, so that even a mistake
 //! there could not run a script.
@@ -47,6 +48,8 @@ pub(crate) struct Console {
     pub(crate) sessions: Sessions,
     /// Where live views run their tails, so that shutdown waits for them.
     pub(crate) tasks: TaskTracker,
+    /// Whether the console is served over HTTPS (its session cookie is then `Secure`).
+    pub(crate) https: bool,
 }
 
 /// The policy every console response carries: only this origin's own script, style, images

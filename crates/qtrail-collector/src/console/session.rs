@@ -112,14 +112,20 @@ pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Returns the `Set-Cookie` value that hands the browser session `id` for `ttl`.
-pub(crate) fn set_cookie(id: &str, ttl: Duration) -> String {
-    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", ttl.as_secs())
+/// Returns the `Set-Cookie` value that hands the browser session `id` for `ttl`. Over HTTPS
+/// (`secure`) the cookie is marked `Secure`: cookies are not scoped by port or scheme, and the
+/// browser would otherwise also send it to a plaintext port of the same host.
+pub(crate) fn set_cookie(id: &str, ttl: Duration, secure: bool) -> String {
+    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}", ttl.as_secs(), secure_attribute(secure))
 }
 
 /// Returns the `Set-Cookie` value that makes the browser forget its session.
-pub(crate) fn clear_cookie() -> String {
-    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+pub(crate) fn clear_cookie(secure: bool) -> String {
+    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}", secure_attribute(secure))
+}
+
+fn secure_attribute(secure: bool) -> &'static str {
+    if secure { "; Secure" } else { "" }
 }
 
 #[cfg(test)]
@@ -173,8 +179,11 @@ mod tests {
         let mut empty = HeaderMap::new();
         empty.append(header::COOKIE, HeaderValue::from_static("qtrail_session="));
         assert_eq!(cookie(&empty), None);
-        let cookie_text = set_cookie("abc", Duration::from_secs(3600));
+        let cookie_text = set_cookie("abc", Duration::from_secs(3600), false);
         assert_eq!(cookie_text, "qtrail_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600");
-        assert!(clear_cookie().contains("Max-Age=0"));
+        let cookie_text = set_cookie("abc", Duration::from_secs(3600), true);
+        assert_eq!(cookie_text, "qtrail_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600; Secure");
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+        assert!(clear_cookie(true).ends_with("Max-Age=0; Secure"));
     }
 }

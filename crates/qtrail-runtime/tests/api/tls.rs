@@ -17,7 +17,9 @@ async fn start_up_error(dir: &Path, collector: &str, configure: impl FnOnce(&mut
     config.addr_file = Some(dir.join("addr"));
     configure(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ended = qtrail_runtime::run(listener, config, std::future::pending()).await;
+    // Bounded: a regression that let start-up succeed would otherwise serve until killed.
+    let running = qtrail_runtime::run(listener, config, std::future::pending());
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), running).await.expect("start-up must end");
     let err = ended.expect_err("start-up must fail");
     assert!(!dir.join("addr").exists(), "nothing may be served: {err:#}");
     format!("{err:#}")
@@ -53,5 +55,5 @@ async fn tls_settings_that_cannot_be_honoured_stop_start_up() {
         config.collector_ca = Some(pki.server_key.clone());
     })
     .await;
-    assert!(err.contains("holds no PEM `CERTIFICATE` block"), "{err}");
+    assert!(err.contains("holds no valid PEM `CERTIFICATE` block"), "{err}");
 }
