@@ -104,8 +104,14 @@ async fn serve_tls(
             let stream = tokio::select! {
                 shaken = handshake => match shaken {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => return debug!(peer = %peer, error = %err, "tls handshake failed"),
-                    Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+                    Ok(Err(err)) => {
+                        debug!(peer = %peer, error = %err, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(peer = %peer, "tls handshake timed out");
+                        return;
+                    }
                 },
                 // Shutting down: a connection that has not finished its handshake has no
                 // request to finish.
