@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use qtrail_server::tls::ClientTls;
 
 /// How long a server may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,6 +24,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// How long it took from spawning to its address file (written once it serves).
     pub start_time: Duration,
+    /// How clients reach it when it serves TLS.
+    tls: Option<ClientTls>,
 }
 
 impl Server {
@@ -47,7 +50,7 @@ impl Server {
             .with_context(|| format!("cannot start the {role}"))?;
         loop {
             if let Some(addr) = qtrail_server::addr_file::read(addr_file).ok().flatten() {
-                return Ok(Self { child, addr, start_time: started.elapsed() });
+                return Ok(Self { child, addr, start_time: started.elapsed(), tls: None });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("the {role} exited before serving: {status}");
@@ -60,9 +63,25 @@ impl Server {
         }
     }
 
-    /// Returns its URL, `http://ADDR`.
+    /// Marks it as serving TLS, reached with `tls`.
+    #[must_use]
+    pub fn with_client_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Returns its URL: `http://ADDR`, or `https://localhost:PORT` when it serves TLS (the
+    /// name its test certificate carries).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Returns how clients reach it: TLS files, or none for plaintext.
+    pub fn client_tls(&self) -> ClientTls {
+        self.tls.clone().unwrap_or_default()
     }
 
     /// Returns its process id.

@@ -11,10 +11,12 @@ use qtrail_proto::limits::MAX_UNACKED_BATCHES;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use qtrail_publisher::wire::{self, EncodedKind, EncodedPublishRequest};
+use qtrail_server::tls::ClientTls;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::events::LOCATION;
+use crate::process::Server;
 
 /// Batches of one stream, produced on demand, their events encoded already.
 pub type Batches = Box<dyn Iterator<Item = EncodedPublishRequest> + Send>;
@@ -49,28 +51,33 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 /// # Errors
 /// When the server cannot be reached.
 pub async fn connect(url: &str) -> anyhow::Result<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))
+    connect_over(url, &ClientTls::default()).await
 }
 
-/// Publishes every stream's batches to `url` as publisher `<run>-<stream>`, in parallel, and
-/// returns what was acknowledged. Every event must be accepted.
+/// Connects to `url` with a connection of its own, over TLS with `tls` for an `https://` URL.
+///
+/// # Errors
+/// When the TLS files are unusable or the server cannot be reached.
+pub async fn connect_over(url: &str, tls: &ClientTls) -> anyhow::Result<tonic::transport::Channel> {
+    tls.endpoint(url)?.tcp_nodelay(true).connect().await.with_context(|| format!("cannot connect to {url}"))
+}
+
+/// Publishes every stream's batches to `server` as publisher `<run>-<stream>`, in parallel,
+/// and returns what was acknowledged. Every event must be accepted.
 ///
 /// # Errors
 /// When a stream fails or an Ack does not accept its whole batch.
 pub async fn publish(
-    url: &str,
+    server: &Server,
     token: &str,
     run: &str,
     streams: Vec<Batches>,
     expected: u64,
 ) -> anyhow::Result<LoadResult> {
+    let (url, tls) = (server.url(), server.client_tls());
     let mut connected = Vec::new();
     for (index, batches) in streams.into_iter().enumerate() {
-        let channel = connect(url).await?;
+        let channel = connect_over(&url, &tls).await?;
         connected.push((index, batches, channel));
     }
     let started = Instant::now();

@@ -1,9 +1,12 @@
 //! Scenario 1, ingest: N publisher streams (1, 4, 16) pushing ~600-byte events in batches of
 //! 100 and 1000 into a collector on its embedded store, in events per second durably
 //! acknowledged, against the same streams into the ack-only server (the tonic ceiling). Also
-//! the collector's peak RSS under this load, against its RSS when idle.
+//! the collector's peak RSS under this load, against its RSS when idle, and what mutual TLS
+//! costs: the same load into a collector that requires client certificates, against the
+//! plaintext collector in the same run.
 
 use qtrail_publisher::wire::EncodedPublishRequest;
+use qtrail_server::tls::testing::TestPki;
 
 use crate::events::EventFactory;
 use crate::publish::{Batches, LoadResult, publish};
@@ -40,7 +43,76 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<Rates> {
         Measurement::new("ingest.collector_peak_rss", rss.peak, "MiB", "idle collector RSS", rss.idle)
             .note("largest VmHWM of the collector processes of this scenario"),
     );
+    measure_mutual_tls(bench, total).await?;
     Ok(rates)
+}
+
+/// Streams and batch size of the mutual-TLS comparison.
+const TLS_CONFIG: (usize, u64) = (4, 1000);
+
+/// Measures the same load into a plaintext collector and into one that requires mutual TLS,
+/// one after the other, and records the TLS rate against the plaintext one.
+///
+/// # Errors
+/// When a server fails or an event is not accepted.
+async fn measure_mutual_tls(bench: &mut Bench, total: u64) -> anyhow::Result<()> {
+    let (streams, batch) = TLS_CONFIG;
+    let per_stream = total / streams as u64;
+    let expected = per_stream * streams as u64;
+    let prepared = prepare(streams, per_stream, batch);
+    let pki = TestPki::create(&bench.scratch().join("pki"), "qtrail bench");
+    let plain = collector_run(bench, "tls-baseline", None, prepared.clone(), expected).await?;
+    let mutual = collector_run(bench, "tls-mutual", Some(&pki), prepared, expected).await?;
+    let mut measurement = Measurement::new(
+        format!("ingest.collector_mtls.s{streams}.b{batch}"),
+        mutual.rate,
+        "events/s",
+        "plaintext collector",
+        plain.rate,
+    )
+    .note(format!("{expected} events over mutual TLS (TLS 1.3, ECDSA P-256)"));
+    if let (Some(tls), Some(plaintext)) = (mutual.cpu_us, plain.cpu_us) {
+        measurement.note.push_str(&format!("; collector CPU {tls:.1} vs {plaintext:.1} us/event"));
+    }
+    bench.report.record(measurement);
+    Ok(())
+}
+
+/// What one load into a collector achieved.
+#[derive(Debug, Clone, Copy)]
+struct CollectorRun {
+    /// Events durably acknowledged per second.
+    rate: f64,
+    /// The collector's CPU per event, its indexing included.
+    cpu_us: Option<f64>,
+    /// The collector's RSS once started, and its peak RSS, in MiB.
+    rss: (Option<f64>, Option<f64>),
+}
+
+/// Starts a collector on a new store (serving mutual TLS with `pki`), sends it `prepared`,
+/// waits for its indexes, and stops it.
+///
+/// # Errors
+/// When a server fails or an event is not accepted.
+async fn collector_run(
+    bench: &mut Bench,
+    name: &str,
+    pki: Option<&TestPki>,
+    prepared: Vec<Vec<EncodedPublishRequest>>,
+    expected: u64,
+) -> anyhow::Result<CollectorRun> {
+    let files = bench.files(name)?;
+    let (collector, metrics) = start_collector_with_metrics(&files, pki).await?;
+    let idle = crate::machine::rss_mib(collector.pid());
+    let cpu_before = crate::machine::cpu_seconds(collector.pid());
+    let result: LoadResult = publish(&collector, PUBLISHER_TOKEN, name, boxed(prepared), expected).await?;
+    // Steadier than the rate on a noisy machine: what each event cost the collector, its
+    // indexing included (which may go on after the last Ack).
+    indexes_caught_up(&metrics).await?;
+    let cpu = crate::machine::cpu_seconds(collector.pid()).zip(cpu_before).map(|(after, before)| after - before);
+    let peak = collector.peak_rss_mib();
+    collector.stop().await?;
+    Ok(CollectorRun { rate: result.rate(), cpu_us: cpu.map(|cpu| cpu * 1e6 / expected as f64), rss: (idle, peak) })
 }
 
 /// Measures the collector against the ceiling for each (streams, batch) of `configs`, with
@@ -72,31 +144,19 @@ async fn measure_with_rss(bench: &mut Bench, configs: &[(usize, u64)], total: u6
         let prepared = prepare(streams, per_stream, batch);
         let copy = prepared.clone();
         let run = format!("ceiling-s{streams}-b{batch}");
-        let ceiling_rate = publish(&ceiling.url(), PUBLISHER_TOKEN, &run, boxed(copy), expected).await?.rate();
+        let ceiling_rate = publish(&ceiling, PUBLISHER_TOKEN, &run, boxed(copy), expected).await?.rate();
 
-        let files = bench.files(&format!("ingest-s{streams}-b{batch}"))?;
-        let (collector, metrics) = start_collector_with_metrics(&files).await?;
-        if let Some(idle) = crate::machine::rss_mib(collector.pid()) {
+        let run = collector_run(bench, &format!("ingest-s{streams}-b{batch}"), None, prepared, expected).await?;
+        if let (Some(idle), Some(peak)) = run.rss {
             rss.idle = rss.idle.min(idle);
-        }
-        let run = format!("ingest-s{streams}-b{batch}");
-        let cpu_before = crate::machine::cpu_seconds(collector.pid());
-        let result: LoadResult = publish(&collector.url(), PUBLISHER_TOKEN, &run, boxed(prepared), expected).await?;
-        // Steadier than the rate on a noisy machine: what each event cost the collector, its
-        // indexing included (which may go on after the last Ack).
-        indexes_caught_up(metrics).await?;
-        let cpu = crate::machine::cpu_seconds(collector.pid()).zip(cpu_before).map(|(after, before)| after - before);
-        if let Some(peak) = collector.peak_rss_mib() {
             rss.peak = rss.peak.max(peak);
         }
-        collector.stop().await?;
-        let rate = result.rate();
+        let rate = run.rate;
         rates.push((streams, batch, rate));
         let name = format!("ingest.collector.s{streams}.b{batch}");
         let mut measurement = Measurement::new(name, rate, "events/s", "ack-only server", ceiling_rate)
             .note(format!("{expected} events; target >= 200000 events/s and >= 0.5 of the ceiling"));
-        if let Some(cpu) = cpu {
-            let micros = cpu * 1e6 / expected as f64;
+        if let Some(micros) = run.cpu_us {
             measurement.note.push_str(&format!("; collector CPU {micros:.1} us/event"));
         }
         if bench.quick {

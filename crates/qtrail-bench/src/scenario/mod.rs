@@ -10,10 +10,11 @@ pub mod scale;
 use anyhow::Context as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
+use qtrail_server::tls::testing::TestPki;
 
 use crate::events::LOCATION;
 use crate::process::{Files, Server};
-use crate::publish::{authed, connect};
+use crate::publish::{authed, connect_over};
 use crate::report::Report;
 
 /// The collector's publisher token in every benchmark.
@@ -100,19 +101,38 @@ pub async fn start_collector_process(files: &Files) -> anyhow::Result<Server> {
     Server::start("collector", &args, &files.path("addr")).await
 }
 
+/// A collector's HTTP side, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    addr: std::net::SocketAddr,
+    /// The test CA of a collector that serves mutual TLS.
+    pki: Option<TestPki>,
+}
+
 /// Starts a collector service on a new store with its HTTP side (metrics) too, creates the
-/// benchmark location's collector, and returns the HTTP address as well.
+/// benchmark location's collector, and returns where its metrics are as well. With `pki`, it
+/// serves mutual TLS with that test CA's certificates.
 ///
 /// # Errors
 /// When it does not start or the collector cannot be created.
-pub async fn start_collector_with_metrics(files: &Files) -> anyhow::Result<(Server, std::net::SocketAddr)> {
+pub async fn start_collector_with_metrics(files: &Files, pki: Option<&TestPki>) -> anyhow::Result<(Server, Metrics)> {
     let mut args = collector_args(files)?;
     args.extend(["--http".into(), "127.0.0.1:0".into(), "--http-addr-file".into(), files.arg("http-addr")]);
-    let server = Server::start("collector", &args, &files.path("addr")).await?;
+    if let Some(pki) = pki {
+        for (flag, path) in
+            [("--tls-cert", &pki.server_cert), ("--tls-key", &pki.server_key), ("--tls-client-ca", &pki.ca)]
+        {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
+    }
+    let mut server = Server::start("collector", &args, &files.path("addr")).await?;
+    if let Some(pki) = pki {
+        server = server.with_client_tls(pki.client(true));
+    }
     // Written before the gRPC address file, so it is there.
     let http = qtrail_server::addr_file::read(&files.path("http-addr"))?.context("no http address file")?;
     create_location(&server).await?;
-    Ok((server, http))
+    Ok((server, Metrics { addr: http, pki: pki.cloned() }))
 }
 
 /// The collector's gauge of events the query indexes do not cover yet.
@@ -123,7 +143,7 @@ pub const INDEX_LAG: &str = "qtrail_collector_index_lag_events";
 ///
 /// # Errors
 /// When the gauge cannot be read, or the indexes are still behind after five minutes.
-pub async fn indexes_caught_up(http: std::net::SocketAddr) -> anyhow::Result<()> {
+pub async fn indexes_caught_up(http: &Metrics) -> anyhow::Result<()> {
     let caught_up = qtrail_server::poll::until(std::time::Duration::from_secs(300), || async {
         match gauge(http, INDEX_LAG).await {
             Ok(lag) if lag > 0.0 => None,
@@ -141,12 +161,18 @@ pub async fn indexes_caught_up(http: std::net::SocketAddr) -> anyhow::Result<()>
 ///
 /// # Errors
 /// When the page cannot be read or lacks the gauge.
-pub async fn gauge(http: std::net::SocketAddr, name: &str) -> anyhow::Result<f64> {
+pub async fn gauge(http: &Metrics, name: &str) -> anyhow::Result<f64> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(http).await?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await?;
+    let page = match &http.pki {
+        Some(pki) => pki.https_get(http.addr.port(), "/metrics", true).await?.1,
+        None => {
+            let mut stream = tokio::net::TcpStream::connect(http.addr).await?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await?;
+            let mut page = String::new();
+            stream.read_to_string(&mut page).await?;
+            page
+        }
+    };
     page.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .with_context(|| format!("no gauge {name} on /metrics"))
@@ -164,7 +190,7 @@ pub async fn start_collector(files: &Files) -> anyhow::Result<Server> {
 
 /// Creates the benchmark location's collector.
 async fn create_location(server: &Server) -> anyhow::Result<()> {
-    let mut admin = CollectorAdminClient::new(connect(&server.url()).await?);
+    let mut admin = CollectorAdminClient::new(connect_over(&server.url(), &server.client_tls()).await?);
     admin
         .create_collector(authed(proto::CreateCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN))
         .await

@@ -81,14 +81,14 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         format!("{total} events")
     };
     let files = bench.files("scale")?;
-    let (collector, metrics) = start_collector_with_metrics(&files).await?;
+    let (collector, metrics) = start_collector_with_metrics(&files, None).await?;
     let empty_start = collector.start_time;
 
     // Load.
     let per_stream = total / STREAMS as u64;
     let streams: Vec<Batches> = (0..STREAMS).map(|stream| lazy_batches(stream, per_stream)).collect();
     let load_start = SystemTime::now();
-    let loaded = publish(&collector.url(), PUBLISHER_TOKEN, "scale", streams, per_stream * STREAMS as u64).await?;
+    let loaded = publish(&collector, PUBLISHER_TOKEN, "scale", streams, per_stream * STREAMS as u64).await?;
     let load_end = SystemTime::now();
     bench.report.record(
         Measurement::new("scale.load", loaded.rate(), "events/s", "target", 200_000.0)
@@ -97,9 +97,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
 
     // The indexes follow the chain: how far behind they are at the last Ack, and how long they
     // take to cover everything (queries are right meanwhile, selective ones slower).
-    let lag_at_end = gauge(metrics, INDEX_LAG).await?;
+    let lag_at_end = gauge(&metrics, INDEX_LAG).await?;
     let caught_up = Instant::now();
-    indexes_caught_up(metrics).await?;
+    indexes_caught_up(&metrics).await?;
     bench.report.record(
         Measurement::new(
             "scale.index_catch_up",
