@@ -47,8 +47,11 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Keeps TLS settings of this process's environment away from a child: a test decides with
-/// flags whether its servers speak TLS.
+/// flags whether its servers and clients speak TLS.
 pub fn without_tls_env(command: &mut Command) -> &mut Command {
+    for setting in ["TLS_CA", "TLS_CERT", "TLS_KEY"] {
+        command.env_remove(format!("QTRAIL_{setting}"));
+    }
     for service in ["COLLECTOR", "RUNTIME"] {
         for setting in ["TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"] {
             command.env_remove(format!("QTRAIL_{service}_{setting}"));

@@ -105,8 +105,8 @@ impl Drop for Up {
 /// with none of its settings from this process's environment.
 pub fn run_qtrail(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(binary("qtrail"));
-    command.current_dir(dir).args(["--data-dir", "data"]).args(args);
-    for setting in ["RUNTIME", "COLLECTOR", "API_KEY", "TOKEN", "LOCATION", "TLS_CA", "TLS_CERT", "TLS_KEY"] {
+    without_tls_env(&mut command).current_dir(dir).args(["--data-dir", "data"]).args(args);
+    for setting in ["RUNTIME", "COLLECTOR", "API_KEY", "TOKEN", "LOCATION"] {
         command.env_remove(format!("QTRAIL_{setting}"));
     }
     let output = command.output().expect("run qtrail");

@@ -66,12 +66,19 @@ struct RuntimeFlags {
 /// to start.
 pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Result<(), CliError> {
     // `up` serves plaintext on loopback and reaches its own services that way; TLS settings
-    // given to it would go unused, which must not pass silently.
+    // given to it would go unused or break them, which must not pass silently. Checked before
+    // anything is written.
     if global.tls_ca.is_some() || global.tls_cert.is_some() || global.tls_key.is_some() {
         return Err(CliError::Usage(
-            "qtrail up serves plaintext on loopback: --tls-ca, --tls-cert and --tls-key are for the other commands"
+            "qtrail up serves plaintext on loopback: --tls-ca, --tls-cert and --tls-key (QTRAIL_TLS_*) are for \
+             the other commands"
                 .into(),
         ));
+    }
+    if let Some(variable) = SERVICE_TLS_VARIABLES.iter().find(|name| std::env::var_os(name).is_some()) {
+        return Err(CliError::Usage(format!(
+            "qtrail up serves plaintext on loopback: unset {variable} (TLS is for services run on their own)"
+        )));
     }
     let location_name = global.location.as_deref().unwrap_or(DEFAULT_LOCATION);
     let location: Location =
@@ -307,21 +314,21 @@ fn collector_config(
         console_addr_file.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
-    let config =
-        qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))?;
-    if config.tls.is_some() {
-        return Err(tls_in_environment("QTRAIL_COLLECTOR_TLS_*"));
-    }
-    Ok(config)
+    qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
 }
 
-/// The error for TLS settings that `up` would pick up from the environment: its services talk
-/// plaintext to each other, so a TLS setting would break them or go unused.
-fn tls_in_environment(variables: &str) -> CliError {
-    CliError::Usage(format!(
-        "qtrail up serves plaintext on loopback: unset {variables} (TLS is for services run on their own)"
-    ))
-}
+/// The services' TLS settings that `up` would otherwise pick up from the environment.
+const SERVICE_TLS_VARIABLES: [&str; 9] = [
+    "QTRAIL_COLLECTOR_TLS_CERT",
+    "QTRAIL_COLLECTOR_TLS_KEY",
+    "QTRAIL_COLLECTOR_TLS_CLIENT_CA",
+    "QTRAIL_RUNTIME_TLS_CERT",
+    "QTRAIL_RUNTIME_TLS_KEY",
+    "QTRAIL_RUNTIME_TLS_CLIENT_CA",
+    "QTRAIL_RUNTIME_COLLECTOR_CA",
+    "QTRAIL_RUNTIME_COLLECTOR_CERT",
+    "QTRAIL_RUNTIME_COLLECTOR_KEY",
+];
 
 fn runtime_config(
     dir: &Path,
@@ -347,12 +354,7 @@ fn runtime_config(
         data_dir.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("runtime settings: {err}")))?;
-    let config = flags.config;
-    let serves_tls = config.tls_cert.is_some() || config.tls_key.is_some() || config.tls_client_ca.is_some();
-    if serves_tls || config.collector_tls().is_set() {
-        return Err(tls_in_environment("QTRAIL_RUNTIME_TLS_* and QTRAIL_RUNTIME_COLLECTOR_{CA,CERT,KEY}"));
-    }
-    Ok(config)
+    Ok(flags.config)
 }
 
 /// Waits until `url` reports SERVING, failing early if the service's task ends first.

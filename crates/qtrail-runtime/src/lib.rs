@@ -168,13 +168,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let flushed = publisher.shutdown(config.shutdown_flush()).await;
     background.cancel();
     let _ = metrics_task.await;
-    if let Some(task) = http_task {
+    if let Some(mut task) = http_task {
         // A client that never finishes its request would otherwise hold the exit for good.
-        match tokio::time::timeout(HTTP_DRAIN, task).await {
+        match tokio::time::timeout(HTTP_DRAIN, &mut task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => warn!(error = %err, "http side failed"),
             Ok(Err(err)) => warn!(error = %err, "http side panicked"),
-            Err(_) => warn!(waited_secs = HTTP_DRAIN.as_secs(), "http connections still open, exiting anyway"),
+            Err(_) => {
+                warn!(waited_secs = HTTP_DRAIN.as_secs(), "http connections still open, closing them");
+                task.abort();
+            }
         }
     }
     let queued = outbox.depth().map(|depth| depth.events).unwrap_or_default();

@@ -18,7 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -67,17 +67,25 @@ pub async fn serve(
     }
 }
 
-/// Most TLS handshakes in progress at once; further connections wait in the listen queue.
-const MAX_HANDSHAKES: usize = 256;
+/// Most HTTPS connections open at once, handshakes included. Beyond it new connections are
+/// closed at once rather than queued: a pile of idle sockets then costs the one who opened
+/// them, not the file descriptors that gRPC needs too.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// How long a client may take to send its request headers (HTTP/1) before its connection is
 /// dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `router` over TLS. Each connection shakes hands in a task of its own, under
-/// [`HANDSHAKE_TIMEOUT`] and at most [`MAX_HANDSHAKES`] at once, so clients that stall their
-/// handshake hold up nobody else. At `shutdown` the listener closes, handshakes in progress are
-/// dropped, and open connections finish their requests, as `axum::serve` does for plaintext.
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take: a peer that
+/// does not answer is dropped.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Serves `router` over TLS. Each connection shakes hands in a task of its own under
+/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once, so clients that stall hold up
+/// nobody else. The protocol comes from ALPN (HTTP/2 or HTTP/1.1), so that every connection is
+/// under a timer from its first byte. At `shutdown` the listener closes, handshakes in progress
+/// are dropped, and open connections finish their requests, as `axum::serve` does for
+/// plaintext.
 async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -87,19 +95,27 @@ async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let stopping = CancellationToken::new();
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    // Dropped with this future too (the collector gives up on it after its grace period).
+    let _cancel_handshakes = stopping.clone().drop_guard();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            accepted = accept(&listener, &handshakes) => accepted,
+            accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        let Some((stream, peer, permit)) = accepted else {
+        let Some((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            debug!(peer = %peer, "too many https connections, closing the new one");
             continue;
         };
         let (acceptor, watcher, stopping) = (acceptor.clone(), graceful.watcher(), stopping.clone());
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
+            // Held for the connection's lifetime.
+            let _permit = permit;
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             let stream = tokio::select! {
                 shaken = handshake => match shaken {
@@ -117,10 +133,18 @@ async fn serve_tls(
                 // request to finish.
                 () = stopping.cancelled() => return,
             };
-            drop(permit);
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(H2_KEEP_ALIVE)
+                .keep_alive_timeout(H2_KEEP_ALIVE);
+            // Without a choice the builder first reads bytes to tell the protocols apart, with
+            // no timer on that read; ALPN has told already.
+            let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(connection.into_owned()).await {
                 debug!(peer = %peer, error = %err, "https connection ended with an error");
             }
@@ -132,16 +156,12 @@ async fn serve_tls(
     Ok(())
 }
 
-/// Accepts the next connection once a handshake slot is free; `None` after an error that
-/// concerns one connection only. Other errors (out of file descriptors, say) would repeat at
-/// once, so they are logged and followed by a pause, as `axum::serve` does.
-async fn accept(
-    listener: &TcpListener,
-    handshakes: &Arc<Semaphore>,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
-    let permit = handshakes.clone().acquire_owned().await.ok()?;
+/// Accepts the next connection; `None` after an error that concerns one connection only.
+/// Other errors (out of file descriptors, say) would repeat at once, so they are logged and
+/// followed by a pause, as `axum::serve` does.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match listener.accept().await {
-        Ok((stream, peer)) => Some((stream, peer, permit)),
+        Ok(accepted) => Some(accepted),
         Err(err) if is_connection_error(&err) => None,
         Err(err) => {
             warn!(error = %err, "http accept failed, pausing for a second");

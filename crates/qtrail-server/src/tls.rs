@@ -226,7 +226,21 @@ impl ClientTls {
     pub fn config(&self) -> Result<ClientTlsConfig, TlsError> {
         let mut config = ClientTlsConfig::new();
         config = match &self.ca {
-            Some(ca) => config.ca_certificate(Certificate::from_pem(read_certificates("tls CA", ca)?.0)),
+            Some(ca) => {
+                let (pem, certificates) = read_certificates("tls CA", ca)?;
+                // tonic would skip a certificate it cannot use, and every handshake would then
+                // fail with an unknown issuer, far from the file at fault.
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in certificates {
+                    roots.add(certificate).map_err(|err| TlsError::NotPem {
+                        what: "tls CA",
+                        path: ca.clone(),
+                        label: "CERTIFICATE",
+                        detail: format!(": {err}"),
+                    })?;
+                }
+                config.ca_certificate(Certificate::from_pem(pem))
+            }
             None => config.with_webpki_roots(),
         };
         match (&self.cert, &self.key) {

@@ -1,10 +1,15 @@
 //! TLS from PEM files: a real tonic server on a loopback port, with its health service behind
 //! TLS (and mutual TLS), against clients that do and do not trust it or present a certificate.
 
-use qtrail_server::health::is_serving_over;
+use std::time::Duration;
+
+use qtrail_server::health::{is_serving_over, wait_serving_over};
 use qtrail_server::tls::testing::TestPki;
 use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 use tokio_util::sync::CancellationToken;
+
+/// How long a server that should answer may take to.
+const READY: Duration = Duration::from_secs(10);
 
 /// A health-only gRPC server with `tls`, stopped on drop.
 struct TlsServer {
@@ -48,7 +53,8 @@ async fn a_tls_server_answers_only_clients_that_trust_its_ca() {
     let server = TlsServer::start(&pki.server(false)).await;
 
     for host in ["localhost", "127.0.0.1"] {
-        assert!(is_serving_over(&server.url("https", host), &pki.client(false)).await, "trusted over {host}");
+        let url = server.url("https", host);
+        assert!(wait_serving_over(&url, &pki.client(false), READY).await, "trusted over {host}");
     }
     assert!(!is_serving_over(&server.url("https", "localhost"), &other.client(false)).await, "a CA it does not know");
     // The client refuses the server itself, before any request: a deterministic error.
@@ -71,7 +77,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     let server = TlsServer::start(&pki.server(true)).await;
     let url = server.url("https", "localhost");
 
-    assert!(is_serving_over(&url, &pki.client(true)).await, "a client certificate of the CA");
+    assert!(wait_serving_over(&url, &pki.client(true), READY).await, "a client certificate of the CA");
     assert!(!is_serving_over(&url, &pki.client(false)).await, "no client certificate");
     let stranger = ClientTls { ca: Some(pki.ca.clone()), cert: Some(other.client_cert), key: Some(other.client_key) };
     assert!(!is_serving_over(&url, &stranger).await, "a client certificate of another CA");
@@ -108,9 +114,10 @@ async fn the_http_side_serves_https_with_the_same_certificate() {
     // A connection that never starts its handshake holds up neither other clients nor the
     // shutdown (the handshake timeout is 10 s; shutdown must not wait for it).
     let _stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    assert_eq!(pki.https_get(port, "/healthz", false).await.unwrap().0, 200, "served beside a stalled handshake");
+    let beside = tokio::time::timeout(Duration::from_secs(5), pki.https_get(port, "/healthz", false)).await;
+    assert_eq!(beside.expect("not queued behind the stalled handshake").unwrap().0, 200);
     stop.cancel();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), server).await;
     ended.expect("shutdown does not wait for a stalled handshake").unwrap().unwrap();
 }
 
@@ -123,6 +130,12 @@ async fn with_a_client_ca_the_http_side_requires_a_client_certificate_too() {
     assert_eq!(pki.https_get(port, "/healthz", true).await.unwrap().0, 200, "with a client certificate");
     let without = pki.https_get(port, "/healthz", false).await;
     assert!(without.as_ref().map_or(true, |(status, _)| *status == 0), "no answer without one: {without:?}");
+    // A certificate of another CA, from a client that trusts this server.
+    let other = TestPki::create(&dir.path().join("other"), "someone else");
+    let stranger =
+        TestPki { client_cert: other.client_cert.clone(), client_key: other.client_key.clone(), ..pki.clone() };
+    let refused = stranger.https_get(port, "/healthz", true).await;
+    assert!(refused.as_ref().map_or(true, |(status, _)| *status == 0), "no answer with it: {refused:?}");
     stop.cancel();
     server.await.unwrap().unwrap();
 }
