@@ -137,8 +137,7 @@ impl Publisher {
         match (endpoint.uri().scheme_str() == Some("https"), &config.tls) {
             (true, tls) => {
                 let tls = tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
-                endpoint =
-                    endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {}", with_sources(&err))))?;
+                endpoint = endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {}", root_cause(&err))))?;
             }
             (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
             (false, None) => {}
@@ -531,19 +530,12 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Returns an error followed by its sources, `a: b: c`: tonic keeps the cause of a TLS
-/// failure (a bad key, an unknown certificate version) in the sources.
-fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // Wrappers often repeat their cause's text: say it once.
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+/// Returns the innermost cause of an error: tonic wraps the useful part of a TLS failure (a
+/// bad key, an unknown certificate version) in a generic "transport error".
+fn root_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
     }
-    text
+    cause
 }
