@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use qtrail_server::health::{is_serving_over, wait_serving_over};
 use qtrail_server::tls::testing::TestPki;
-use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
+use qtrail_server::tls::{ClientTls, HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 use tokio_util::sync::CancellationToken;
 
 /// How long a server that should answer may take to.
@@ -203,4 +203,32 @@ fn bad_files_are_refused_before_anything_listens_or_connects() {
     let parts = ServerTls::from_parts(None, None, Some(pki.ca.clone())).unwrap_err();
     assert_eq!(parts.to_string(), "invalid tls configuration: a client CA needs a server certificate and key");
     assert_eq!(ServerTls::from_parts(None, None, None).unwrap(), None);
+}
+
+/// Waits until the peer closes `stream`, and returns how long that took (at most `limit`).
+async fn closed_after(mut stream: tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buffer = [0_u8; 64];
+    let read = tokio::time::timeout(limit, stream.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the server sent something or kept the connection: {read:?}");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_connection_that_never_shakes_hands_is_closed_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let grpc = TlsServer::start(&pki.server(false)).await;
+    let (https_port, stop, _server) = https_server(&pki.server(false)).await;
+
+    let silent_grpc = tokio::net::TcpStream::connect(grpc.addr).await.unwrap();
+    let silent_https = tokio::net::TcpStream::connect(("127.0.0.1", https_port)).await.unwrap();
+    let limit = HANDSHAKE_TIMEOUT + Duration::from_secs(10);
+    let (grpc_closed, https_closed) = tokio::join!(closed_after(silent_grpc, limit), closed_after(silent_https, limit));
+    for (side, closed) in [("grpc", grpc_closed), ("https", https_closed)] {
+        // Not closed for some other reason long before: the timeout is what ended it.
+        assert!(closed >= HANDSHAKE_TIMEOUT - Duration::from_secs(1), "{side} closed after {closed:?}");
+    }
+    stop.cancel();
 }
