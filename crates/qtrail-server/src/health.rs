@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -17,9 +18,13 @@ pub async fn is_serving(url: &str) -> bool {
 
 /// As [`is_serving`], for a server reached with `tls` (an `https://` URL).
 pub async fn is_serving_over(url: &str, tls: &ClientTls) -> bool {
-    let Ok(endpoint) = tls.endpoint(url) else {
-        return false;
-    };
+    match tls.endpoint(url) {
+        Ok(endpoint) => endpoint_is_serving(endpoint).await,
+        Err(_) => false,
+    }
+}
+
+async fn endpoint_is_serving(endpoint: Endpoint) -> bool {
     let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(1)).connect().await
     else {
         return false;
@@ -30,10 +35,14 @@ pub async fn is_serving_over(url: &str, tls: &ClientTls) -> bool {
 
 /// Polls [`is_serving`] until it holds or `timeout` passes; returns whether it held.
 pub async fn wait_serving(url: &str, timeout: Duration) -> bool {
-    crate::poll::holds(timeout, || is_serving(url)).await
+    wait_serving_over(url, &ClientTls::default(), timeout).await
 }
 
-/// Polls [`is_serving_over`] until it holds or `timeout` passes; returns whether it held.
+/// Polls [`is_serving_over`] until it holds or `timeout` passes; returns whether it held. The
+/// TLS files are read once, not at every poll.
 pub async fn wait_serving_over(url: &str, tls: &ClientTls, timeout: Duration) -> bool {
-    crate::poll::holds(timeout, || is_serving_over(url, tls)).await
+    let Ok(endpoint) = tls.endpoint(url) else {
+        return false;
+    };
+    crate::poll::holds(timeout, || endpoint_is_serving(endpoint.clone())).await
 }

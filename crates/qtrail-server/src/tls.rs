@@ -100,24 +100,10 @@ pub struct LoadedServerTls {
 }
 
 impl LoadedServerTls {
-    /// Returns `builder` serving TLS on gRPC.
-    ///
-    /// # Errors
-    /// [`TlsError::Invalid`] when tonic refuses the configuration (the files were checked
-    /// already, so this is not expected).
-    pub fn grpc(&self, builder: Server) -> Result<Server, TlsError> {
-        builder.tls_config(self.grpc.clone()).map_err(|err| TlsError::Invalid(error_chain(&err)))
-    }
-
     /// Returns the rustls configuration of the HTTP side (console, metrics): HTTP/2 and
     /// HTTP/1.1, and the client certificates gRPC requires.
     pub fn http(&self) -> Arc<rustls::ServerConfig> {
         self.http.clone()
-    }
-
-    /// Names how the server meets its clients (`on`, `mutual`), for logs.
-    pub fn mode(&self) -> &'static str {
-        if self.mutual { "mutual" } else { "on" }
     }
 }
 
@@ -158,17 +144,8 @@ impl ServerTls {
             ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem)).timeout(HANDSHAKE_TIMEOUT);
         let builder = match &self.client_ca {
             Some(client_ca) => {
-                let (ca_pem, cas) = read_certificates("tls client CA", client_ca)?;
+                let (ca_pem, roots) = read_roots("tls client CA", client_ca)?;
                 grpc = grpc.client_ca_root(Certificate::from_pem(ca_pem));
-                let mut roots = rustls::RootCertStore::empty();
-                for ca in cas {
-                    roots.add(ca).map_err(|err| TlsError::NotPem {
-                        what: "tls client CA",
-                        path: client_ca.clone(),
-                        label: "CERTIFICATE",
-                        detail: format!(": {err}"),
-                    })?;
-                }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|err| TlsError::Invalid(err.to_string()))?;
@@ -185,17 +162,22 @@ impl ServerTls {
 /// Returns a gRPC server builder: with TLS when `tls` is set, plaintext otherwise.
 ///
 /// # Errors
-/// As [`LoadedServerTls::grpc`].
+/// [`TlsError::Invalid`] when tonic refuses the configuration (the files were checked by
+/// [`ServerTls::load`] already, so this is not expected).
 pub fn grpc_server(tls: Option<&LoadedServerTls>) -> Result<Server, TlsError> {
     match tls {
-        Some(tls) => tls.grpc(Server::builder()),
+        Some(tls) => Server::builder().tls_config(tls.grpc.clone()).map_err(|err| TlsError::Invalid(error_chain(&err))),
         None => Ok(Server::builder()),
     }
 }
 
 /// Names how a server with `tls` meets its clients (`off`, `on`, `mutual`), for logs.
 pub fn mode(tls: Option<&LoadedServerTls>) -> &'static str {
-    tls.map_or("off", LoadedServerTls::mode)
+    match tls {
+        None => "off",
+        Some(LoadedServerTls { mutual: false, .. }) => "on",
+        Some(LoadedServerTls { mutual: true, .. }) => "mutual",
+    }
 }
 
 /// A client's TLS files, all optional: a CA to trust instead of the built-in roots, and a
@@ -226,21 +208,10 @@ impl ClientTls {
     pub fn config(&self) -> Result<ClientTlsConfig, TlsError> {
         let mut config = ClientTlsConfig::new();
         config = match &self.ca {
-            Some(ca) => {
-                let (pem, certificates) = read_certificates("tls CA", ca)?;
-                // tonic would skip a certificate it cannot use, and every handshake would then
-                // fail with an unknown issuer, far from the file at fault.
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in certificates {
-                    roots.add(certificate).map_err(|err| TlsError::NotPem {
-                        what: "tls CA",
-                        path: ca.clone(),
-                        label: "CERTIFICATE",
-                        detail: format!(": {err}"),
-                    })?;
-                }
-                config.ca_certificate(Certificate::from_pem(pem))
-            }
+            // Checked as roots although tonic takes the PEM: tonic would skip a certificate it
+            // cannot use, and every handshake would then fail with an unknown issuer, far from
+            // the file at fault.
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read_roots("tls CA", ca)?.0)),
             None => config.with_webpki_roots(),
         };
         match (&self.cert, &self.key) {
@@ -301,6 +272,22 @@ fn read_certificates(what: &'static str, path: &Path) -> Result<(Vec<u8>, Vec<Ce
         return Err(not_pem(String::new()));
     }
     Ok((pem, certificates))
+}
+
+/// Reads a PEM file of CA certificates: its bytes, and the certificates as trust roots, each
+/// checked to be usable as one.
+fn read_roots(what: &'static str, path: &Path) -> Result<(Vec<u8>, rustls::RootCertStore), TlsError> {
+    let (pem, certificates) = read_certificates(what, path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|err| TlsError::NotPem {
+            what,
+            path: path.to_owned(),
+            label: "CERTIFICATE",
+            detail: format!(": {err}"),
+        })?;
+    }
+    Ok((pem, roots))
 }
 
 /// Reads a PEM file holding a private key (PKCS#8, PKCS#1 or SEC1): its bytes and the key.
@@ -439,11 +426,7 @@ pub mod testing {
         pub async fn https_exchange(&self, port: u16, request: &str, with_cert: bool) -> std::io::Result<String> {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-            let pem = std::fs::read(&self.ca)?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                roots.add(cert.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
-            }
+            let roots = super::read_roots("tls CA", &self.ca).map_err(std::io::Error::other)?.1;
             let builder =
                 rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                     .with_safe_default_protocol_versions()
