@@ -85,8 +85,8 @@ struct CollectorRun {
     rate: f64,
     /// The collector's CPU per event, its indexing included.
     cpu_us: Option<f64>,
-    /// The collector's RSS once started, and its peak RSS, in MiB.
-    rss: (Option<f64>, Option<f64>),
+    /// The collector's RSS once started and its peak RSS, when `/proc` tells both.
+    rss: Option<Rss>,
 }
 
 /// Starts a collector on a new store (serving mutual TLS with `pki`), sends it `prepared`,
@@ -112,7 +112,8 @@ async fn collector_run(
     let cpu = crate::machine::cpu_seconds(collector.pid()).zip(cpu_before).map(|(after, before)| after - before);
     let peak = collector.peak_rss_mib();
     collector.stop().await?;
-    Ok(CollectorRun { rate: result.rate(), cpu_us: cpu.map(|cpu| cpu * 1e6 / expected as f64), rss: (idle, peak) })
+    let rss = idle.zip(peak).map(|(idle, peak)| Rss { peak, idle });
+    Ok(CollectorRun { rate: result.rate(), cpu_us: cpu.map(|cpu| cpu * 1e6 / expected as f64), rss })
 }
 
 /// Measures the collector against the ceiling for each (streams, batch) of `configs`, with
@@ -124,12 +125,13 @@ pub async fn measure(bench: &mut Bench, configs: &[(usize, u64)], total: u64) ->
     Ok(measure_with_rss(bench, configs, total).await?.0)
 }
 
-/// The collector's memory under load.
+/// The collector's memory under load: of one collector, or over several (the largest peak,
+/// the smallest idle).
 #[derive(Debug, Clone, Copy)]
 struct Rss {
-    /// Largest peak RSS of any collector process, in MiB.
+    /// Peak RSS under load, in MiB.
     peak: f64,
-    /// Smallest RSS of a collector that has just started, in MiB.
+    /// RSS just after start, in MiB.
     idle: f64,
 }
 
@@ -147,9 +149,9 @@ async fn measure_with_rss(bench: &mut Bench, configs: &[(usize, u64)], total: u6
         let ceiling_rate = publish(&ceiling, PUBLISHER_TOKEN, &run, boxed(copy), expected).await?.rate();
 
         let run = collector_run(bench, &format!("ingest-s{streams}-b{batch}"), None, prepared, expected).await?;
-        if let (Some(idle), Some(peak)) = run.rss {
-            rss.idle = rss.idle.min(idle);
-            rss.peak = rss.peak.max(peak);
+        if let Some(run_rss) = run.rss {
+            rss.idle = rss.idle.min(run_rss.idle);
+            rss.peak = rss.peak.max(run_rss.peak);
         }
         let rate = run.rate;
         rates.push((streams, batch, rate));
