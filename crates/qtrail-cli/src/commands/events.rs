@@ -98,8 +98,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 Ok(result) => result.into_inner(),
                 // A --to-seq past the chain's end: with a head kept for it, events were removed.
                 Err(status) if status.code() == tonic::Code::InvalidArgument && expected.is_some() => {
-                    let whole = VerifyChainRequest { location: location.clone(), range: None };
-                    let end = client.verify_chain(authorized(whole, &token)?).await?.into_inner().to_seq;
+                    let end = chain_end(&mut client, &token, &location).await?;
                     let expected_seq = args.range.to_seq.unwrap_or_default();
                     if end < expected_seq {
                         return Err(CliError::ChainShort { end, expected_seq });
@@ -387,6 +386,15 @@ async fn export_total(
     if !filter_is_empty(filter) {
         return Ok(None);
     }
+    let head = chain_end(client, token, location).await?;
+    let last = range.to_seq.map_or(head, |to| to.min(head));
+    let first = range.from_seq.unwrap_or(1).max(1);
+    Ok(Some(last.saturating_sub(first) + u64::from(last >= first)))
+}
+
+/// Returns the position of the location's newest event (0 when it has none): one event read,
+/// rather than the chain verified.
+async fn chain_end(client: &mut EventQueryClient<Channel>, token: &str, location: &str) -> Result<u64, CliError> {
     let newest = QueryEventsRequest {
         location: location.to_owned(),
         filter: None,
@@ -395,10 +403,7 @@ async fn export_total(
         order: Order::NewestFirst as i32,
     };
     let page = client.query_events(authorized(newest, token)?).await?.into_inner();
-    let head = page.events.first().map_or(0, |event| event.location_seq);
-    let last = range.to_seq.map_or(head, |to| to.min(head));
-    let first = range.from_seq.unwrap_or(1).max(1);
-    Ok(Some(last.saturating_sub(first) + u64::from(last >= first)))
+    Ok(page.events.first().map_or(0, |event| event.location_seq))
 }
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {
