@@ -25,10 +25,10 @@ fn event(n: usize) -> AuditEvent {
     EventBuilder::new(Action::JobRead, log_source, initiator).target(&format!("job-{n}"), "").build().unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Arc<Database>, Outbox) {
+fn open(limits: OutboxLimits) -> (tempfile::TempDir, Arc<Database>, Outbox) {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
-    let outbox = Outbox::open(db.clone(), "runtime-test", OutboxLimits::default()).unwrap();
+    let outbox = Outbox::open(db.clone(), "runtime-test", limits).unwrap();
     (dir, db, outbox)
 }
 
@@ -42,7 +42,7 @@ fn state(db: &Database, key: u64) -> Option<u64> {
 /// is there, nothing of an aborted one is, and the sequence stays dense.
 #[test]
 fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_others() {
-    let (_dir, db, outbox) = open();
+    let (_dir, db, outbox) = open(OutboxLimits::default());
     let threads = 8;
     let per_thread = 25;
     let start = Arc::new(Barrier::new(threads));
@@ -85,7 +85,7 @@ fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_othe
 /// one comes, even though other transactions already see it.
 #[test]
 fn the_publisher_reads_only_events_a_durable_commit_covers() {
-    let (_dir, db, outbox) = open();
+    let (_dir, db, outbox) = open(OutboxLimits::default());
     let first = outbox.begin().unwrap();
     outbox.enqueue(&first, &event(1)).unwrap();
     first.commit().unwrap();
@@ -112,7 +112,7 @@ fn the_publisher_reads_only_events_a_durable_commit_covers() {
 /// event is publishable, as before.
 #[test]
 fn plain_durable_commits_are_published_without_group_commit() {
-    let (_dir, db, outbox) = open();
+    let (_dir, db, outbox) = open(OutboxLimits::default());
     for n in 0..3 {
         let txn = db.begin_write().unwrap();
         outbox.enqueue(&txn, &event(n)).unwrap();
@@ -126,9 +126,7 @@ fn plain_durable_commits_are_published_without_group_commit() {
 /// durable, the sequence stays dense, and an event past the bound fails its own recording only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_events_complete_when_durable_each_with_its_own_fate() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
-    let outbox = Outbox::open(db, "runtime-test", OutboxLimits { max_events: 5, max_bytes: u64::MAX }).unwrap();
+    let (_dir, _db, outbox) = open(OutboxLimits { max_events: 5, max_bytes: u64::MAX });
     let recordings: Vec<_> = (0..4).map(|n| outbox.submit(&event(n)).unwrap()).collect();
     let blocking = outbox.clone();
     let recorded = tokio::task::spawn_blocking(move || blocking.record(&event(4))).await.unwrap().unwrap();
