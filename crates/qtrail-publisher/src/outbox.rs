@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use prost::Message;
 use qtrail_cadf::AuditEvent;
-use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
@@ -85,8 +83,6 @@ pub struct QueuedBatch {
     pub events: Vec<QueuedEvent>,
     /// Whether the read stopped at a limit with more events left behind it.
     pub more: bool,
-    /// Seqs of stored events that no longer decode (the batch stops at the first of them).
-    pub corrupt: Vec<u64>,
 }
 
 /// What [`Outbox::append_all`] did.
@@ -334,15 +330,11 @@ impl Outbox {
                 batch.more = true;
                 break;
             }
-            let seq = seq.value();
-            // Sent as stored, the event is decoded only to check it: one that does not decode
-            // would make the collector refuse the whole batch, again at every retry.
-            if proto::AuditEvent::decode(encoded).is_err() {
-                batch.corrupt.push(seq);
-                break;
-            }
+            // Sent as stored, unchecked: each event travels as a bytes field of its own, so one
+            // that no longer decodes (damaged on disk) cannot spoil its batch. The collector
+            // rejects it alone, with the reason, and its seq stays a gap that auditors see.
             total += encoded.len();
-            batch.events.push(QueuedEvent { seq, encoded: encoded.to_vec() });
+            batch.events.push(QueuedEvent { seq: seq.value(), encoded: encoded.to_vec() });
         }
         Ok(batch)
     }

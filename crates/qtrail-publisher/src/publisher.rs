@@ -400,10 +400,6 @@ impl Task {
                 let (after, max_events, max_bytes) =
                     (session.sent_through, self.config.max_batch_events, self.config.max_batch_bytes);
                 let batch = blocking(move || outbox.read_after(after, max_events, max_bytes)).await?;
-                if !batch.corrupt.is_empty() {
-                    self.drop_corrupt(batch.corrupt).await?;
-                    continue;
-                }
                 if batch.events.is_empty() {
                     linger_until = None;
                     if draining && session.in_flight.is_empty() {
@@ -468,16 +464,6 @@ impl Task {
         session.in_flight.push_back(InFlight { batch_seq, seqs, sent_at: Instant::now() });
         self.stats.batch_sent(count);
         debug!(batch_seq, events = count, "batch sent");
-        Ok(())
-    }
-
-    /// Deletes events that no longer decode: they can never be sent, and keeping them would stop
-    /// the outbox for good.
-    async fn drop_corrupt(&self, seqs: Vec<u64>) -> Result<(), StreamError> {
-        error!(seqs = ?seqs, "outbox events do not decode, dropping them");
-        let outbox = self.outbox.clone();
-        let dropped = blocking(move || outbox.remove(&seqs)).await?;
-        self.stats.dropped_corrupt(dropped);
         Ok(())
     }
 

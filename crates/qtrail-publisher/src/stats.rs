@@ -60,10 +60,6 @@ impl PublisherStats {
         self.rejected.fetch_add(rejected, Ordering::Relaxed);
     }
 
-    pub(crate) fn dropped_corrupt(&self, events: u64) {
-        self.rejected.fetch_add(events, Ordering::Relaxed);
-    }
-
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
     }
