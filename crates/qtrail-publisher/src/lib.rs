@@ -11,14 +11,13 @@
 //!   reconnects with exponential backoff and full jitter and resends what is still unacknowledged.
 //! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit shares one
 //!   fsync with concurrent callers (group commit) and returns only once it is durable; and
-//!   [`Outbox::record`], which appends an event alone, durably, in a batch with every other
-//!   event waiting (for calls that change nothing), or [`Outbox::submit`], which does the same
-//!   for an async caller that awaits its [`Recording`].
+//!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
+//!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
 //! - [`wire`]: the Publish request with events as the outbox stores them, sent without
 //!   decoding them.
 //!
-//! With the `testing` feature, [`testing::CollectorStub`] is an in-memory collector for tests.
+//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests.
 
 mod backoff;
 pub mod commit;

@@ -114,7 +114,7 @@ pub(crate) struct Inner {
     gated: AtomicBool,
     /// (epoch, seq): every event up to `seq` of `epoch` is durable.
     durable: Mutex<(u64, u64)>,
-    /// The event writer of [`Outbox::record`], started with the first event.
+    /// The event writer of [`Outbox::submit`], started with the first event.
     pub(crate) writer: OnceLock<Option<std::sync::mpsc::Sender<crate::record::Pending>>>,
 }
 

@@ -4,7 +4,7 @@
 //! collector's `Welcome{stored_seq}` says how far it already has this publisher's sequence, and
 //! everything up to there is dropped from the outbox. Then the task sends the outbox in seq order
 //! as `Batch`es of at most `max_batch_events` events and `max_batch_bytes` bytes, with at most
-//! [`MAX_UNACKED_BATCHES`](qtrail_proto::limits::MAX_UNACKED_BATCHES) unacknowledged. A
+//! [`MAX_UNACKED_BATCHES`] unacknowledged. A
 //! part-filled batch goes at once when no batch is in flight; while one is, it waits for that
 //! Ack or for `linger`, whichever comes first, gathering events meanwhile. An `Ack`
 //! deletes exactly its batch's events from the outbox; events the collector rejected are

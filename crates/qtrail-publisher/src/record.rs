@@ -1,21 +1,19 @@
 //! Recording an event alone, durably, batched with whatever else is waiting: for calls that
 //! change nothing (reads, refusals) and so need no transaction of their own.
 //!
-//! [`Outbox::record`] hands the event to the outbox's event writer, a thread that takes every
+//! [`Outbox::submit`] hands the event to the outbox's event writer, a thread that takes every
 //! event waiting, appends them in one write transaction, commits it durably (one fsync for the
 //! whole batch) and then answers each caller. While it commits, new events queue up and form the
-//! next batch, so the batch grows with the load and the fsync is shared by ever more calls.
-//!
-//! [`Outbox::submit`] hands the event over the same way but does not wait: its [`Recording`]
-//! is awaited instead, so an async caller holds no thread while the fsync runs (a blocked thread
-//! per call in flight costs a thread wake-up and two context switches per call).
+//! next batch, so the batch grows with the load and the fsync is shared by ever more calls. The
+//! caller awaits the returned [`Recording`] rather than blocking a thread while the fsync runs (a
+//! blocked thread per call in flight costs a thread wake-up and two context switches per call).
 //!
 //! Each event keeps its own fate: one that does not fit in the outbox's bound is refused
 //! ([`OutboxError::Full`]) and the others of its batch are stored. A failed commit fails every
 //! event of its batch (none is stored). The writer thread starts with the first event and ends
 //! when the last handle to the outbox is dropped.
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Weak};
 
 use qtrail_cadf::AuditEvent;
@@ -31,23 +29,7 @@ const MAX_BATCH: usize = 4096;
 /// An event waiting for the writer, and where its outcome goes.
 pub(crate) struct Pending {
     encoded: Vec<u8>,
-    reply: Reply,
-}
-
-/// Where the writer sends an event's outcome: to a blocked thread or to an awaiting task.
-enum Reply {
-    Blocking(SyncSender<Result<u64, OutboxError>>),
-    Async(oneshot::Sender<Result<u64, OutboxError>>),
-}
-
-impl Reply {
-    fn send(self, outcome: Result<u64, OutboxError>) {
-        // A caller that is gone no longer waits for its answer.
-        match self {
-            Reply::Blocking(sender) => drop(sender.send(outcome)),
-            Reply::Async(sender) => drop(sender.send(outcome)),
-        }
-    }
+    reply: oneshot::Sender<Result<u64, OutboxError>>,
 }
 
 /// An event handed to the outbox's event writer by [`Outbox::submit`], on its way to the disk.
@@ -69,18 +51,6 @@ impl Recording {
 }
 
 impl Outbox {
-    /// Appends `event` to the outbox in a durable commit shared with every other event waiting,
-    /// and returns its seq once that commit has returned (then the publisher is woken). Blocks.
-    ///
-    /// # Errors
-    /// [`OutboxError::Full`] when the event does not fit in the bound (nothing was written);
-    /// [`OutboxError::Storage`] when the commit failed or the writer cannot run.
-    pub fn record(&self, event: &AuditEvent) -> Result<u64, OutboxError> {
-        let (reply, outcome) = sync_channel(1);
-        self.hand_over(event, Reply::Blocking(reply))?;
-        outcome.recv().map_err(|_| stopped("the outbox's event writer stopped"))?
-    }
-
     /// Hands `event` to the outbox's event writer, which appends it in a durable commit shared
     /// with every other event waiting, and returns at once; the returned [`Recording`] completes
     /// when that commit has returned (then the publisher is woken). Does not block.
@@ -89,17 +59,13 @@ impl Outbox {
     /// [`OutboxError::Storage`] when the writer cannot run.
     pub fn submit(&self, event: &AuditEvent) -> Result<Recording, OutboxError> {
         let (reply, outcome) = oneshot::channel();
-        self.hand_over(event, Reply::Async(reply))?;
-        Ok(Recording { outcome })
-    }
-
-    fn hand_over(&self, event: &AuditEvent, reply: Reply) -> Result<(), OutboxError> {
         let encoded = event.encode_proto();
         let writer = self.inner.writer.get_or_init(|| spawn(Arc::downgrade(&self.inner)));
         let Some(writer) = writer else {
             return Err(stopped("the outbox's event writer could not start"));
         };
-        writer.send(Pending { encoded, reply }).map_err(|_| stopped("the outbox's event writer stopped"))
+        writer.send(Pending { encoded, reply }).map_err(|_| stopped("the outbox's event writer stopped"))?;
+        Ok(Recording { outcome })
     }
 }
 
@@ -143,7 +109,8 @@ fn run(outbox: &Weak<Inner>, queue: &Receiver<Pending>) {
             }
         };
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
-            pending.reply.send(outcome);
+            // A caller that is gone no longer waits for its answer.
+            let _ = pending.reply.send(outcome);
         }
         outbox.wake_publisher();
     }
