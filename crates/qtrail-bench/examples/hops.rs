@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use prost::Message as _;
 use qtrail_bench::events::EventFactory;
-use qtrail_cadf::event::INITIATOR_USER;
-use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, Initiator, JsonObject, Location, ValidEvent};
+use qtrail_cadf::{Action, AuditEvent, Location, ValidEvent};
 use qtrail_collector::store::NewEvent;
+use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
-use qtrail_publisher::wire::{EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
+use qtrail_runtime::audit::{AuditRecord, Auditor};
+use qtrail_runtime::auth::{CallContext, Caller, Principal};
 
 const BATCH: usize = 100;
 
@@ -29,32 +29,21 @@ fn main() {
         println!("{hop:>24}: {:6.2} us/event", started.elapsed().as_secs_f64() * 1e6 / count as f64);
     };
 
-    // The runtime: a GetJob's event built (derived fields, escaping, validation with canonical
-    // bytes), as `Auditor::event` builds it.
+    // The runtime: a GetJob's record filled as the service fills it, and its event built by the
+    // runtime's own `Auditor::event` (derived fields, escaping, validation, canonical bytes).
     let started = Instant::now();
     let location: Location = "us-east".parse().expect("location");
-    let log_source = Crn::instance(&location, "acc-1", "inst-1").expect("crn");
+    let auditor = Auditor::new(location, "inst-1".into(), "acc-operator".into());
+    let principal =
+        Principal { iam_id: "IBMid-0001".into(), name: "alice@example.com".into(), account: "acc-1".into() };
+    let ctx = CallContext::for_test(Caller::Principal(principal));
     for i in 0..count {
-        let initiator = Initiator {
-            id: "IBMid-0001".into(),
-            name: "alice@example.com".into(),
-            type_uri: INITIATOR_USER.into(),
-            credential_type: "apikey".into(),
-            host_address: "127.0.0.1".into(),
-            host_agent: "grpc-rust/0.1".into(),
-        };
-        let mut request = JsonObject::new();
-        request.insert("jobId".into(), format!("job-{i}").into());
-        let mut response = JsonObject::new();
-        response.insert("status".into(), "Completed".into());
-        let event = EventBuilder::new(Action::JobRead, log_source.clone(), initiator)
-            .correlation_id(format!("corr-{i}"))
-            .request_data(request)
-            .response_data(response)
-            .target(&format!("job-{i}"), "")
-            .build()
-            .expect("valid event");
-        std::hint::black_box(event);
+        let job = format!("job-{i}");
+        let mut record = AuditRecord::new(Action::JobRead);
+        record.request("jobId", job.as_str());
+        record.target(&job, "");
+        record.response("status", "Completed");
+        std::hint::black_box(auditor.event(&ctx, &record, Ok(())).expect("valid event"));
     }
     if wanted("build") {
         report("runtime: build", started);
@@ -67,21 +56,16 @@ fn main() {
         report("runtime: encode", started);
     }
 
-    // The publisher: outbox bytes, checked, to a request on the wire.
+    // The publisher: outbox bytes, as stored, to a request on the wire.
     let started = Instant::now();
     let mut requests = Vec::new();
     for (chunk_index, chunk) in outbox.chunks(BATCH).enumerate() {
         let events = chunk
             .iter()
             .enumerate()
-            .map(|(i, bytes)| {
-                assert!(proto::AuditEvent::decode(bytes.as_slice()).is_ok());
-                EncodedEvent { seq: (chunk_index * BATCH + i + 1) as u64, event: bytes.clone() }
-            })
+            .map(|(i, bytes)| PublishedEvent::new((chunk_index * BATCH + i + 1) as u64, bytes.clone()))
             .collect();
-        let request = EncodedPublishRequest {
-            kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq: chunk_index as u64 + 1, events })),
-        };
+        let request = PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq: chunk_index as u64 + 1, events })) };
         requests.push(request.encode_to_vec());
     }
     if wanted("publisher") {
@@ -100,7 +84,7 @@ fn main() {
     let started = Instant::now();
     let mut stored = 0;
     for request in decoded {
-        let Some(Kind::Batch(batch)) = request.kind else {
+        let Some(proto::publish_request::Kind::Batch(batch)) = request.kind else {
             continue;
         };
         for published in batch.events {

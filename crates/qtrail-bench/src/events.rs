@@ -3,8 +3,8 @@
 
 use prost::Message as _;
 use qtrail_cadf::{Action, Crn, EventBuilder, Initiator, JsonObject, Location};
+use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_publisher::wire::{EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
 use serde_json::json;
 
 /// The location every benchmark uses.
@@ -83,14 +83,14 @@ impl EventFactory {
 
     /// Returns events `first..first + count` as a `Batch` request with publisher seqs from
     /// `first + 1`, each event encoded already, as a publisher sends what its outbox stores.
-    pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> EncodedPublishRequest {
+    pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> PublishRequest {
         let events =
-            (first..first + count).map(|i| EncodedEvent { seq: i + 1, event: self.event(i).encode_to_vec() }).collect();
-        EncodedPublishRequest { kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq, events })) }
+            (first..first + count).map(|i| PublishedEvent::new(i + 1, self.event(i).encode_to_vec())).collect();
+        PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq, events })) }
     }
 
     /// Returns `events` events as batches of `batch` events.
-    pub fn batches(&self, events: u64, batch: u64) -> Vec<EncodedPublishRequest> {
+    pub fn batches(&self, events: u64, batch: u64) -> Vec<PublishRequest> {
         (0..events.div_ceil(batch))
             .map(|index| {
                 let first = index * batch;
@@ -129,7 +129,7 @@ mod tests {
         let sizes: Vec<(u64, usize, u64)> = batches
             .iter()
             .map(|request| match &request.kind {
-                Some(EncodedKind::Batch(batch)) => (batch.batch_seq, batch.events.len(), batch.events[0].seq),
+                Some(Kind::Batch(batch)) => (batch.batch_seq, batch.events.len(), batch.events[0].seq),
                 _ => panic!("a batch"),
             })
             .collect();

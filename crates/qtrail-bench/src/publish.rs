@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use qtrail_proto::encoded::{Kind, PublishRequest};
 use qtrail_proto::limits::MAX_UNACKED_BATCHES;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
-use qtrail_publisher::wire::{self, EncodedKind, EncodedPublishRequest};
+use qtrail_publisher::wire;
 use qtrail_server::tls::ClientTls;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +20,7 @@ use crate::events::LOCATION;
 use crate::process::Server;
 
 /// Batches of one stream, produced on demand, their events encoded already.
-pub type Batches = Box<dyn Iterator<Item = EncodedPublishRequest> + Send>;
+pub type Batches = Box<dyn Iterator<Item = PublishRequest> + Send>;
 
 /// What a load run achieved.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +106,7 @@ async fn stream(
 ) -> anyhow::Result<u64> {
     let (sender, receiver) = mpsc::channel(MAX_UNACKED_BATCHES as usize + 1);
     let hello = proto::Hello { publisher_id, location: LOCATION.into(), epoch: 1 };
-    sender.send(EncodedPublishRequest { kind: Some(EncodedKind::Hello(hello)) }).await?;
+    sender.send(PublishRequest { kind: Some(Kind::Hello(hello)) }).await?;
     let mut responses = wire::publish(channel, authed(ReceiverStream::new(receiver), token)).await?.into_inner();
     match responses.message().await?.and_then(|response| response.kind) {
         Some(ResponseKind::Welcome(_)) => {}
@@ -122,7 +123,7 @@ async fn stream(
                 };
                 permit.forget();
                 let events = match &request.kind {
-                    Some(EncodedKind::Batch(batch)) => batch.events.len() as u64,
+                    Some(Kind::Batch(batch)) => batch.events.len() as u64,
                     _ => 0,
                 };
                 if sender.send(request).await.is_err() || sent_count.send(events).is_err() {

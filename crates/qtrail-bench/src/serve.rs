@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use qtrail_collector::wire::{self, IngestServer};
+use qtrail_proto::encoded::{Kind, PublishRequest};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
@@ -90,20 +91,20 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
 
 /// The ingest ceiling: the `Ingest.Publish` protocol answered at once, every event "accepted"
 /// and nothing stored, so the cost is tonic, prost and loopback alone. It reads requests as the
-/// collector does ([`wire::PublishRequest`], events left as bytes): a ceiling that decoded each
+/// collector does ([`PublishRequest`], events left as bytes): a ceiling that decoded each
 /// event in full would do more work than the collector's own reading.
 #[derive(Debug, Clone, Copy)]
 pub struct Ceiling;
 
 impl wire::Publish for Ceiling {
-    fn publish(&self, request: Request<Streaming<wire::PublishRequest>>) -> Response<wire::PublishResponses> {
+    fn publish(&self, request: Request<Streaming<PublishRequest>>) -> Response<wire::PublishResponses> {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(Ok(request)) = inbound.next().await {
                 let kind = match request.kind {
-                    Some(wire::Kind::Hello(_)) => ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }),
-                    Some(wire::Kind::Batch(batch)) => ResponseKind::Ack(proto::Ack {
+                    Some(Kind::Hello(_)) => ResponseKind::Welcome(proto::Welcome { stored_seq: 0 }),
+                    Some(Kind::Batch(batch)) => ResponseKind::Ack(proto::Ack {
                         batch_seq: batch.batch_seq,
                         accepted: u32::try_from(batch.events.len()).unwrap_or(u32::MAX),
                         duplicates: 0,

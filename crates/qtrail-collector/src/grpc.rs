@@ -101,7 +101,10 @@ pub(crate) struct IngestService {
 
 impl wire::Publish for IngestService {
     /// `Ingest.Publish`: a session per stream, reading events as [`wire`] leaves them.
-    fn publish(&self, request: Request<Streaming<wire::PublishRequest>>) -> Response<wire::PublishResponses> {
+    fn publish(
+        &self,
+        request: Request<Streaming<qtrail_proto::encoded::PublishRequest>>,
+    ) -> Response<wire::PublishResponses> {
         let caller = caller_name(&request);
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.ingest.clone().publish(caller, request.into_inner(), sender));

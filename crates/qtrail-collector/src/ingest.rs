@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
 use crate::store::{AppendBatch, EventStore, NewEvent};
-use crate::wire::{self, Kind as RequestKind};
 use crate::writer::{Sequence, WriterHandle};
+use qtrail_proto::encoded::{self as wire, Kind as RequestKind};
 
 /// Longest publisher id accepted, in bytes.
 const MAX_PUBLISHER_ID_BYTES: usize = 256;
@@ -405,7 +405,7 @@ mod tests {
         let limit = MAX_UNACKED_BATCHES;
         for batch_seq in 1..=limit + 1 {
             let encoded = proto::AuditEvent::from(&event).encode_to_vec();
-            let published = wire::PublishedEvent { seq: batch_seq, event: vec![encoded] };
+            let published = wire::PublishedEvent::new(batch_seq, encoded);
             inbound
                 .send(request(RequestKind::Batch(wire::Batch { batch_seq, events: vec![published] })))
                 .await
@@ -461,9 +461,9 @@ mod tests {
         first_part.message.clear();
         let second_part = proto::AuditEvent { message: split.message.clone(), ..Default::default() };
         let events = vec![
-            wire::PublishedEvent { seq: 1, event: vec![proto::AuditEvent::from(&good).encode_to_vec()] },
-            wire::PublishedEvent { seq: 2, event: vec![truncated] },
-            wire::PublishedEvent { seq: 3, event: vec![not_utf8] },
+            wire::PublishedEvent::new(1, proto::AuditEvent::from(&good).encode_to_vec()),
+            wire::PublishedEvent::new(2, truncated),
+            wire::PublishedEvent::new(3, not_utf8),
             wire::PublishedEvent { seq: 4, event: vec![first_part.encode_to_vec(), second_part.encode_to_vec()] },
         ];
         let (accepted, rejected) = validate_events(&location, events);

@@ -38,7 +38,8 @@ use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
 use crate::outbox::{Outbox, QueuedBatch};
 use crate::stats::PublisherStats;
-use crate::wire::{self, EncodedBatch, EncodedEvent, EncodedKind, EncodedPublishRequest};
+use crate::wire;
+use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 
 /// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
 /// forget [`Outbox::wake_publisher`], and the pace at which a drain notices an empty outbox.
@@ -336,16 +337,13 @@ impl Task {
             _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
         };
         // Hello, then up to the window of batches, fit in the buffer without waiting.
-        let (requests, outgoing) = mpsc::channel::<EncodedPublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
+        let (requests, outgoing) = mpsc::channel::<PublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
         let hello = Hello {
             publisher_id: self.outbox.publisher_id().to_owned(),
             location: self.config.location.to_string(),
             epoch,
         };
-        requests
-            .send(EncodedPublishRequest { kind: Some(EncodedKind::Hello(hello)) })
-            .await
-            .map_err(|_| StreamError::Closed)?;
+        requests.send(PublishRequest { kind: Some(Kind::Hello(hello)) }).await.map_err(|_| StreamError::Closed)?;
         let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
@@ -455,9 +453,8 @@ impl Task {
         let batch_seq = session.next_batch_seq;
         let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
         let count = seqs.len();
-        let events =
-            batch.events.into_iter().map(|queued| EncodedEvent { seq: queued.seq, event: queued.encoded }).collect();
-        let request = EncodedPublishRequest { kind: Some(EncodedKind::Batch(EncodedBatch { batch_seq, events })) };
+        let events = batch.events.into_iter().map(|queued| PublishedEvent::new(queued.seq, queued.encoded)).collect();
+        let request = PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq, events })) };
         session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
         session.next_batch_seq += 1;
         session.sent_through = seqs.last().copied().unwrap_or(session.sent_through);
@@ -499,7 +496,7 @@ impl Task {
 
 /// State of one open stream.
 struct Session {
-    requests: mpsc::Sender<EncodedPublishRequest>,
+    requests: mpsc::Sender<PublishRequest>,
     in_flight: VecDeque<InFlight>,
     next_batch_seq: u64,
     /// Highest seq sent on this stream.

@@ -5,7 +5,7 @@
 //! costs: the same load into a collector that requires client certificates, against the
 //! plaintext collector in the same run.
 
-use qtrail_publisher::wire::EncodedPublishRequest;
+use qtrail_proto::encoded::PublishRequest;
 use qtrail_server::tls::testing::TestPki;
 
 use crate::events::EventFactory;
@@ -22,11 +22,11 @@ pub const BATCHES: [u64; 2] = [100, 1000];
 pub type Rates = Vec<(usize, u64, f64)>;
 
 /// Returns each stream's batches of `per_stream` fresh events.
-fn prepare(streams: usize, per_stream: u64, batch: u64) -> Vec<Vec<EncodedPublishRequest>> {
+fn prepare(streams: usize, per_stream: u64, batch: u64) -> Vec<Vec<PublishRequest>> {
     (0..streams).map(|stream| EventFactory::new(stream).batches(per_stream, batch)).collect()
 }
 
-fn boxed(prepared: Vec<Vec<EncodedPublishRequest>>) -> Vec<Batches> {
+fn boxed(prepared: Vec<Vec<PublishRequest>>) -> Vec<Batches> {
     prepared.into_iter().map(|batches| Box::new(batches.into_iter()) as Batches).collect()
 }
 
@@ -98,7 +98,7 @@ async fn collector_run(
     bench: &mut Bench,
     name: &str,
     pki: Option<&TestPki>,
-    prepared: Vec<Vec<EncodedPublishRequest>>,
+    prepared: Vec<Vec<PublishRequest>>,
     expected: u64,
 ) -> anyhow::Result<CollectorRun> {
     let files = bench.files(name)?;

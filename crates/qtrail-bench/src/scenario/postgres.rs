@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use prost::Message as _;
+use qtrail_proto::encoded::{Kind, PublishRequest};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_publisher::wire::{EncodedKind, EncodedPublishRequest};
 
 use crate::events::EventFactory;
 use crate::report::Measurement;
@@ -180,13 +180,13 @@ struct Columns {
     body: Vec<Vec<u8>>,
 }
 
-fn columns(publisher: &str, request: EncodedPublishRequest) -> Columns {
+fn columns(publisher: &str, request: PublishRequest) -> Columns {
     let mut columns = Columns::default();
-    let Some(EncodedKind::Batch(batch)) = request.kind else {
+    let Some(Kind::Batch(batch)) = request.kind else {
         return columns;
     };
     for published in batch.events {
-        let Ok(event) = proto::AuditEvent::decode(published.event.as_slice()) else {
+        let Some(Ok(event)) = published.event_bytes().map(|bytes| proto::AuditEvent::decode(bytes.as_ref())) else {
             continue;
         };
         columns.id.push(event.id.parse().unwrap_or_default());
