@@ -17,6 +17,7 @@
 use prost::Message as _;
 use prost::bytes::Buf as _;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+use qtrail_proto::encoded::merged;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use serde_json::Value;
 
@@ -121,11 +122,7 @@ fn undecodable(field: &'static str, detail: impl std::fmt::Display) -> EventErro
 /// occurrences, `None` when it has none. A message given in parts is the message of their
 /// concatenation (protobuf's merge rule).
 fn json_object(field: &'static str, occurrences: &[Vec<u8>]) -> Result<Option<JsonObject>, EventError> {
-    match occurrences {
-        [] => Ok(None),
-        [bytes] => read_struct(field, bytes, DATA_DEPTH).map(Some),
-        parts => read_struct(field, &parts.concat(), DATA_DEPTH).map(Some),
-    }
+    merged(occurrences).map(|bytes| read_struct(field, &bytes, DATA_DEPTH)).transpose()
 }
 
 /// Reads the fields of one message from `buf`, calling `each` with every field's tag, wire
@@ -201,11 +198,7 @@ fn read_struct(field: &'static str, bytes: &[u8], depth: u32) -> Result<JsonObje
         })?;
         // The map entry is a message of its own, one level down; a value given in parts is the
         // value of their concatenation.
-        let value = match value_parts.as_slice() {
-            [] => read_value(field, &[], depth + 2)?,
-            [bytes] => read_value(field, bytes, depth + 2)?,
-            parts => read_value(field, &parts.concat(), depth + 2)?,
-        };
+        let value = read_value(field, &merged(&value_parts).unwrap_or_default(), depth + 2)?;
         object.insert(key, value);
         Ok(true)
     })?;

@@ -9,6 +9,8 @@
 //! into the event model, instead of prost building `google.protobuf.Struct` maps that validation
 //! would only convert into JSON and drop. Reflection still describes the generated types.
 
+use std::borrow::Cow;
+
 use crate::qtrail::audit::v1::Hello;
 
 /// The path of `Ingest.Publish`.
@@ -65,12 +67,19 @@ impl PublishedEvent {
     }
 
     /// Returns the encoded event, `None` when the field is absent.
-    pub fn event_bytes(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
-        match self.event.as_slice() {
-            [] => None,
-            [bytes] => Some(bytes.as_slice().into()),
-            parts => Some(parts.concat().into()),
-        }
+    pub fn event_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        merged(&self.event)
+    }
+}
+
+/// Returns the encoded message of a message field read as the `occurrences` of a `bytes` field,
+/// `None` when it has none. Protobuf merges a message field given more than once, which is the
+/// message of their concatenation; one occurrence (the usual case) is borrowed, not copied.
+pub fn merged<T: AsRef<[u8]>>(occurrences: &[T]) -> Option<Cow<'_, [u8]>> {
+    match occurrences {
+        [] => None,
+        [bytes] => Some(bytes.as_ref().into()),
+        parts => Some(parts.iter().flat_map(|part| part.as_ref().iter().copied()).collect::<Vec<u8>>().into()),
     }
 }
 
