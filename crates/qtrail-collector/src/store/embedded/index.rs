@@ -375,10 +375,16 @@ fn drop_stale_marks(txn: &WriteTransaction, chain: &ReadTransaction) -> Result<(
     }
     for (location, seq) in stale {
         warn!(location = %location, indexed_seq = seq, "the index does not match the chain, rebuilding it");
-        txn.delete_table(TimeDef::new(&time_table_name(&location)))?;
-        txn.delete_table(IndexDef::new(&index_table_name(&location)))?;
-        txn.open_table(MARKS)?.remove(location.as_str())?;
+        drop_index(txn, &location)?;
     }
+    Ok(())
+}
+
+/// Drops the index tables and the mark of `location`, so that it is indexed again from 1.
+fn drop_index(txn: &WriteTransaction, location: &str) -> Result<()> {
+    txn.delete_table(TimeDef::new(&time_table_name(location)))?;
+    txn.delete_table(IndexDef::new(&index_table_name(location)))?;
+    txn.open_table(MARKS)?.remove(location)?;
     Ok(())
 }
 
@@ -397,9 +403,7 @@ fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
         warn!(format, current = FORMAT, "the index file has an older layout, rebuilding it");
     }
     for location in marks {
-        txn.delete_table(TimeDef::new(&time_table_name(&location)))?;
-        txn.delete_table(IndexDef::new(&index_table_name(&location)))?;
-        txn.open_table(MARKS)?.remove(location.as_str())?;
+        drop_index(txn, &location)?;
     }
     Ok(())
 }
