@@ -69,13 +69,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
-        Some(addr) => {
-            let listener =
-                TcpListener::bind(addr).await.with_context(|| format!("failed to listen for http on {addr}"))?;
-            // Install the recorder before the first metric, or what is recorded now is lost.
-            qtrail_server::http::prometheus();
-            Some(listener)
-        }
+        Some(addr) => Some(
+            qtrail_server::http::bind(addr).await.with_context(|| format!("failed to listen for http on {addr}"))?,
+        ),
         None => None,
     };
     let store: Arc<dyn EventStore> = Arc::new(

@@ -91,11 +91,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let publisher = Publisher::spawn(outbox.clone(), publishing)?;
     let http_listener = match config.http {
         Some(addr) => {
-            let listener =
-                TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for --http"))?;
-            // Install the recorder before the first metric, or what is recorded now is lost.
-            qtrail_server::http::prometheus();
-            Some(listener)
+            Some(qtrail_server::http::bind(addr).await.with_context(|| format!("cannot listen on {addr} for --http"))?)
         }
         None => None,
     };

@@ -7,6 +7,7 @@
 //! registry. Metric names carry their service (`qtrail_runtime_…`, `qtrail_collector_…`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,6 +39,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Binds the HTTP side's listener at `addr` and installs the Prometheus recorder: before the
+/// first metric is recorded, or what is recorded until then is lost.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    prometheus();
+    Ok(listener)
 }
 
 /// Returns a router serving `/metrics` (Prometheus text format) and `/healthz`, to which a
