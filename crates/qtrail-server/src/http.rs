@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -62,26 +63,9 @@ pub fn base_router() -> Router {
         .route("/healthz", get(|| std::future::ready("ok\n")))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes: over TLS with `tls`, plaintext
-/// without.
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match tls {
-        Some(tls) => serve_tls(listener, router, tls, shutdown).await,
-        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
-    }
-}
-
-/// Most HTTPS connections open at once, handshakes included. Beyond it new connections are
-/// closed at once rather than queued: a pile of idle sockets then costs the one who opened
-/// them, not the file descriptors that gRPC needs too.
+/// Most connections open at once, TLS handshakes included. Beyond it new connections are closed
+/// at once rather than queued: a pile of idle sockets then costs the one who opened them, not
+/// the file descriptors that gRPC needs too.
 const MAX_CONNECTIONS: usize = 1024;
 
 /// How long a client may take to send its request headers (HTTP/1) before its connection is
@@ -92,42 +76,54 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// does not answer is dropped.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-/// Serves `router` over TLS. Each connection shakes hands in a task of its own under
-/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once, so clients that stall hold up
-/// nobody else. The protocol comes from ALPN (HTTP/2 or HTTP/1.1), so that every connection is
-/// under a timer from its first byte. At `shutdown` the listener closes, handshakes in progress
-/// are dropped, and open connections finish their requests, as `axum::serve` does for
-/// plaintext.
-async fn serve_tls(
+/// Serves `router` on `listener` until `shutdown` completes: over TLS with `tls`, plaintext
+/// HTTP/1.1 without.
+///
+/// Each connection runs in a task of its own, at most [`MAX_CONNECTIONS`] at once, so clients
+/// that stall hold up nobody else; every one is under a timer from its first byte (the TLS
+/// handshake's [`HANDSHAKE_TIMEOUT`], then the request headers' [`HEADER_READ_TIMEOUT`] or
+/// HTTP/2 keep-alive pings). Over TLS the protocol comes from ALPN (HTTP/2 or HTTP/1.1). At
+/// `shutdown` the listener closes, handshakes in progress are dropped, and open connections
+/// finish their requests. The connections belong to this future: dropping it (a caller that
+/// gives up waiting for them) closes them all.
+///
+/// # Errors
+/// None so far; accept errors are logged and retried.
+pub async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let stopping = CancellationToken::new();
-    // Dropped with this future too (the collector gives up on it after its grace period).
-    let _cancel_handshakes = stopping.clone().drop_guard();
+    // Dropped with this future too, aborting every connection task.
+    let mut tasks = JoinSet::new();
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
+            // Reaps ended connections, so that the set holds open ones only.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             () = &mut shutdown => break,
         };
         let Some((stream, peer)) = accepted else {
             continue;
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            debug!(peer = %peer, "too many https connections, closing the new one");
+            debug!(peer = %peer, "too many http connections, closing the new one");
             continue;
         };
         let (acceptor, watcher, stopping) = (acceptor.clone(), graceful.watcher(), stopping.clone());
         let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // Held for the connection's lifetime.
             let _permit = permit;
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, false, service, watcher, peer).await;
+            };
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             let stream = tokio::select! {
                 shaken = handshake => match shaken {
@@ -146,26 +142,36 @@ async fn serve_tls(
                 () = stopping.cancelled() => return,
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(H2_KEEP_ALIVE)
-                .keep_alive_timeout(H2_KEEP_ALIVE);
-            // Without a choice the builder first reads bytes to tell the protocols apart, with
-            // no timer on that read; ALPN has told already.
-            let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                debug!(peer = %peer, error = %err, "https connection ended with an error");
-            }
+            serve_connection(stream, h2, service, watcher, peer).await;
         });
     }
     drop(listener);
     stopping.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection, HTTP/2 when `h2`, else HTTP/1.1, until it ends or the graceful
+/// shutdown `watcher` belongs to has ended it.
+async fn serve_connection<I>(
+    stream: I,
+    h2: bool,
+    service: TowerToHyperService<Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_KEEP_ALIVE).keep_alive_timeout(H2_KEEP_ALIVE);
+    // Without a choice the builder first reads bytes to tell the protocols apart, with no timer
+    // on that read; ALPN (or plaintext, which is HTTP/1.1 here) has told already.
+    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = watcher.watch(connection.into_owned()).await {
+        debug!(peer = %peer, error = %err, "http connection ended with an error");
+    }
 }
 
 /// Accepts the next connection; `None` after an error that concerns one connection only.

@@ -333,3 +333,31 @@ async fn metrics_show_the_outbox_filling_and_draining() {
     assert!(text.contains("qtrail_runtime_calls_refused_total{publisher=\"runtime-inst-metrics-"), "{text}");
     runtime.stop().await.unwrap();
 }
+
+/// A client of the HTTP side that never finishes its request (here: headers without their end)
+/// cannot hold the runtime's exit: after a bounded drain the connection is closed and `run`
+/// returns, well before that request's own 30 s header timeout would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http_client_does_not_hold_the_shutdown() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut runtime = TestRuntime::start_with(true, |config| {
+        config.http = Some("127.0.0.1:0".parse().unwrap());
+        config.http_addr_file = Some(config.data_dir.with_extension("http-addr"));
+    })
+    .await;
+    let addr_file = runtime.config.http_addr_file.clone().unwrap();
+    let written =
+        wait_until(|| std::future::ready(qtrail_server::addr_file::read(&addr_file).ok().flatten().is_some()));
+    assert!(written.await, "the http address file is written");
+    let http_addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(http_addr).await.unwrap();
+    stalled.write_all(b"GET /metrics HTTP/1.1\r\nhost: qtrail\r\n").await.unwrap();
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), runtime.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "run returns: {stopped:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stalled.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_)) | Ok(Err(_))), "the stalled connection is closed");
+    assert!(rest.is_empty() || !rest.starts_with(b"HTTP/1.1 200"), "it was never answered");
+}
