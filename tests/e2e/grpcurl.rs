@@ -187,6 +187,18 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     let first: Value = serde_json::from_str(lines[0].as_str().unwrap()).unwrap();
     assert_eq!(first["action"], "create");
 
+    // The collector of `qtrail up` signs checkpoints (every second here): one covers events.
+    let request = json!({"location": "us-east", "pageSize": 5});
+    let checkpoint = wait_until("a signed checkpoint over the events", START_TIMEOUT, || {
+        let page = parse(&auditor_call(&up, "qtrail.audit.v1.EventQuery/ListCheckpoints", request.clone(), &[]));
+        let newest = page["checkpoints"].as_array().and_then(|all| all.first().cloned());
+        // grpcurl prints 64-bit integers as strings.
+        std::future::ready(newest.filter(|newest| newest["locationSeq"].as_str().is_some_and(|seq| seq != "0")))
+    })
+    .await;
+    assert!(checkpoint["signature"].as_str().is_some_and(|signature| !signature.is_empty()), "{checkpoint}");
+    assert_eq!(checkpoint["keyId"].as_str().map(str::len), Some(32), "{checkpoint}");
+
     // A wrong role is refused with a clear code.
     let denied = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/ListCollectors", json!({}), &[]);
     assert!(!denied.ok && denied.stderr.contains("PermissionDenied"), "{denied:?}");

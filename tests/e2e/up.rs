@@ -50,6 +50,8 @@ impl Up {
             .args(["--runtime-listen", "127.0.0.1:0", "--collector-listen", "127.0.0.1:0"])
             .args(["--console-listen", "127.0.0.1:0"])
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
+            // A signed checkpoint every second, so that tests see them without waiting a minute.
+            .env("QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -307,5 +309,27 @@ async fn qtrail_up_reuses_its_credentials_and_keeps_its_events_across_restarts()
     assert_eq!(second.field("auditor_token"), token);
     let page = ok_json(&second, &["events", "query", "--action", "quantum-computing.program.create"]);
     assert_eq!(page["events"].as_array().unwrap().len(), 1, "the first run's event is still there");
+
+    // The first run signed a checkpoint as it stopped, covering its event; the second run
+    // signs with the same key, which the auditor checks with the public half.
+    let public_key = "data/checkpoint-key.pub.pem";
+    let listed = ok_json(&second, &["events", "checkpoints", "--public-key", public_key]);
+    let checkpoints = listed["checkpoints"].as_array().unwrap();
+    assert!(checkpoints.iter().any(|c| c["locationSeq"].as_u64() >= Some(1)), "{listed}");
+    assert!(checkpoints.iter().all(|c| c["signatureOk"] == true), "{listed}");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(second.data_dir().join("checkpoint-key.pem")).unwrap().permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600, "the signing key is private");
+    let verified = second.qtrail(&["events", "verify", "--public-key", public_key]);
+    assert_eq!(verified.code, 0, "{verified:?}");
+    assert!(verified.stdout.contains("checkpoints ok: "), "{verified:?}");
+    // Someone else's key: every checkpoint is refused.
+    let other = qtrail_cadf::checkpoint::SigningKey::generate_pem().unwrap();
+    let other = qtrail_cadf::checkpoint::SigningKey::from_pem(other.as_bytes()).unwrap();
+    std::fs::write(second.dir.path().join("other.pub.pem"), other.public_pem()).unwrap();
+    let refused = second.qtrail(&["events", "verify", "--public-key", "other.pub.pem"]);
+    assert_eq!(refused.code, 10, "{refused:?}");
+    assert!(refused.stderr.contains("is signed by key"), "{refused:?}");
     assert_eq!(second.interrupt().await, 0);
 }

@@ -20,6 +20,7 @@ pub mod at_json;
 pub mod builder;
 pub mod cadf_json;
 pub mod canonical;
+pub mod checkpoint;
 pub mod crn;
 pub mod decode;
 pub mod encode;

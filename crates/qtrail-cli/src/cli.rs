@@ -331,6 +331,9 @@ pub enum EventsCommand {
     Export(EventExportArgs),
     /// Show each publisher's sequence state and the gaps in it.
     Publishers,
+    /// List the collector's signed checkpoints of the chain head, newest first; with
+    /// --public-key, check their signatures (exit 10 if one does not hold).
+    Checkpoints(EventCheckpointsArgs),
 }
 
 /// Event filters shared by query, tail and export.
@@ -416,6 +419,22 @@ pub struct EventVerifyArgs {
     /// from the first event must still lead to it, or history was rewritten or cut (exit 10)
     #[arg(long, value_name = "HEX", requires = "to_seq")]
     pub expect_head: Option<String>,
+    /// Public key (PEM) of the collector's checkpoint key, kept out of band: every signed
+    /// checkpoint of the location must then carry a valid signature, be numbered densely from
+    /// 1, and match the chain (exit 10 if not)
+    #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
+/// Flags of `qtrail events checkpoints`.
+#[derive(Debug, Args)]
+pub struct EventCheckpointsArgs {
+    /// Most checkpoints to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Public key (PEM) that must have signed them.
+    #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
 }
 
 /// Flags of `qtrail events export`.

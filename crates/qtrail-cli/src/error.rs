@@ -9,7 +9,7 @@
 //! | 4 | not authenticated or not permitted |
 //! | 5 | service unavailable or unreachable |
 //! | 6 | request refused: invalid argument, already exists, failed precondition, overload |
-//! | 10 | `events verify`: the hash chain does not hold, or does not lead to `--expect-head` |
+//! | 10 | `events verify`: the hash chain does not hold, or does not lead to `--expect-head`, or a signed checkpoint does not hold (also `events checkpoints --public-key`) |
 
 use tonic::Code;
 
@@ -62,6 +62,14 @@ pub enum CliError {
         /// The position whose head was kept.
         expected_seq: u64,
     },
+    /// A signed checkpoint does not hold: a bad signature, another key, or numbers missing.
+    #[error("checkpoints of {location} do not hold: {detail}")]
+    Checkpoint {
+        /// The location.
+        location: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     File {
@@ -111,7 +119,10 @@ impl CliError {
             {
                 5
             }
-            CliError::ChainBroken { .. } | CliError::HeadMismatch { .. } | CliError::ChainShort { .. } => 10,
+            CliError::ChainBroken { .. }
+            | CliError::HeadMismatch { .. }
+            | CliError::ChainShort { .. }
+            | CliError::Checkpoint { .. } => 10,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
                 Code::NotFound => 3,

@@ -8,9 +8,10 @@
 //! alone).
 //!
 //! The data directory holds, besides the two stores, the dev credentials written on first run
-//! (random, mode 0600) and reused afterwards, and `up.json`, written once every server is ready
-//! and removed on a clean exit: the handshake for scripts, tests and the other `qtrail`
-//! commands.
+//! (random, mode 0600) and reused afterwards, the collector's checkpoint key (`checkpoint-key.pem`,
+//! mode 0600, with its public half in `checkpoint-key.pub.pem`), and `up.json`, written once
+//! every server is ready and removed on a clean exit: the handshake for scripts, tests and the
+//! other `qtrail` commands.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use qtrail_cadf::Location;
+use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::audit::v1::CreateCollectorRequest;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
 use rand::RngCore;
@@ -86,6 +88,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let dir = global.data_dir.clone();
     create_private_dir(&dir)?;
     let credentials = DevCredentials::load_or_create(&dir)?;
+    let checkpoint_key = checkpoint_key(&dir)?;
 
     let collector_listener = bind("--collector-listen", &args.collector_listen).await?;
     let runtime_listener = bind("--runtime-listen", &args.runtime_listen).await?;
@@ -103,7 +106,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let console_addr_file = dir.join("console.addr");
     let _ = std::fs::remove_file(&console_addr_file);
     // Both services' settings are checked before either starts.
-    let collector_config = collector_config(&dir, console_addr, &console_addr_file)?;
+    let collector_config = collector_config(&dir, console_addr, &console_addr_file, &checkpoint_key)?;
     let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
     let mut collector = tokio::spawn(qtrail_collector::run(
         collector_listener,
@@ -294,10 +297,35 @@ fn url_of(listener: &TcpListener) -> Result<String, CliError> {
     Ok(format!("http://{addr}"))
 }
 
+/// File of the collector's checkpoint key in the data directory; the public key is beside it.
+const CHECKPOINT_KEY: &str = "checkpoint-key.pem";
+
+/// File of the checkpoint key's public half, for `qtrail events verify --public-key`.
+pub const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
+
+/// Returns the checkpoint key file of `dir`, writing a new key (and its public half) first if
+/// there is none. A dev key beside the data it protects proves little against someone who can
+/// write that directory; a real collector keeps its key elsewhere (see the README).
+fn checkpoint_key(dir: &Path) -> Result<PathBuf, CliError> {
+    let private = dir.join(CHECKPOINT_KEY);
+    if !private.exists() {
+        let pem = SigningKey::generate_pem().map_err(|err| CliError::Usage(err.to_string()))?;
+        write_private(&private, pem.as_bytes())?;
+    }
+    let pem =
+        std::fs::read(&private).map_err(|source| CliError::File { path: private.display().to_string(), source })?;
+    let key = SigningKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("{}: {err}", private.display())))?;
+    let public = dir.join(CHECKPOINT_PUBLIC_KEY);
+    std::fs::write(&public, key.public_pem())
+        .map_err(|source| CliError::File { path: public.display().to_string(), source })?;
+    Ok(private)
+}
+
 fn collector_config(
     dir: &Path,
     console: SocketAddr,
     console_addr_file: &Path,
+    checkpoint_key: &Path,
 ) -> Result<qtrail_collector::config::Config, CliError> {
     let data_dir = dir.join("collector");
     let tokens = dir.join("tokens.toml");
@@ -312,6 +340,8 @@ fn collector_config(
         console.as_ref(),
         "--http-addr-file".as_ref(),
         console_addr_file.as_os_str(),
+        "--checkpoint-key".as_ref(),
+        checkpoint_key.as_os_str(),
     ])
     .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
     qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
@@ -421,7 +451,7 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "  qtrail programs create --name bell --source-file bell.qasm")?;
     writeln!(out, "  qtrail jobs run <program id> --shots 1000 --wait")?;
     writeln!(out, "  qtrail events query --action quantum-computing.job")?;
-    writeln!(out, "  qtrail events verify")?;
+    writeln!(out, "  qtrail events verify --public-key {dir}/{CHECKPOINT_PUBLIC_KEY}")?;
     writeln!(out, "  qtrail events export --format cadf-json -o events.jsonl")?;
     writeln!(out, "or with grpcurl:")?;
     writeln!(out, "  grpcurl -plaintext {runtime_addr} list")?;

@@ -18,17 +18,26 @@
 //! A broken link is explained by looking the linked hash up among all stored records, which
 //! scans the location once; verification stops at the first fault, so this happens at most once.
 //!
+//! Signed checkpoints of the location are checked too: every checkpoint whose position lies in
+//! the range must state the hash the walk derived there (else MODIFIED at that position: the
+//! chain was rewritten at or before it), and when the range reaches the chain's end, no
+//! checkpoint may lie beyond it (else MISSING: the chain was cut short). Their signatures are
+//! the auditor's to check, with the public key (`qtrail events verify --public-key`).
+//!
 //! # Limits
 //!
 //! - Someone who can write the store can rewrite a suffix of the chain consistently (new
 //!   content, recomputed hashes): the chain proves order and integrity relative to a trusted
-//!   head hash, not on its own. Keep the head hash (`Collector.head_chain_hash`, or a
+//!   head hash, not on its own. Signed checkpoints are such heads; without them (or if they
+//!   were deleted too), keep the head hash (`Collector.head_chain_hash`, a checkpoint, or a
 //!   `VerifyChain` response) somewhere else to detect that.
-//! - Truncation of the newest records is detected only against the event count in the
-//!   collector row, which the same writer could lower too.
+//! - Truncation of the newest records is detected against the event count in the collector
+//!   row, which the same writer could lower too, and against the newest checkpoint.
 //! - A record modified *with* a recomputed hash shows up as MISSING at the next position (its
 //!   successor links to a hash no record has), indistinguishable from a removal.
 //! - A range that starts after 1 trusts the stored hash of the record just before it.
+
+use std::collections::BTreeMap;
 
 use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes, chain_hash_of_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
@@ -48,13 +57,20 @@ pub(crate) struct CheckRange {
     pub(crate) to_seq: u64,
 }
 
-/// Verifies `range` of the chain of `location` and returns the verdict.
+/// Verifies `range` of the chain of `location`, whose newest position is `chain_end`, and
+/// returns the verdict.
 pub(crate) fn verify(
     store: &dyn EventStore,
     location: &Location,
     range: CheckRange,
+    chain_end: u64,
 ) -> Result<proto::VerifyChainResponse> {
-    let mut verifier = Verifier { store, location, range, checked: 0 };
+    let mut heads: BTreeMap<u64, Vec<(u64, Option<ChainHash>)>> = BTreeMap::new();
+    for checkpoint in store.checkpoints(location, None, usize::MAX)? {
+        let head = qtrail_cadf::checkpoint::head_of(&checkpoint);
+        heads.entry(checkpoint.location_seq).or_default().push((checkpoint.number, head));
+    }
+    let mut verifier = Verifier { store, location, range, chain_end, heads, checked: 0, checkpoints_checked: 0 };
     verifier.run()
 }
 
@@ -62,7 +78,11 @@ struct Verifier<'a> {
     store: &'a dyn EventStore,
     location: &'a Location,
     range: CheckRange,
+    chain_end: u64,
+    /// The checkpoints' (number, chain hash) by the position they cover.
+    heads: BTreeMap<u64, Vec<(u64, Option<ChainHash>)>>,
     checked: u64,
+    checkpoints_checked: u64,
 }
 
 /// A decoded record's links.
@@ -79,7 +99,10 @@ impl Verifier<'_> {
     fn run(&mut self) -> Result<proto::VerifyChainResponse> {
         let CheckRange { from_seq, to_seq } = self.range;
         if from_seq > to_seq {
-            return Ok(self.ok(ChainHash::GENESIS));
+            return Ok(match self.signed_beyond(to_seq) {
+                Some(fault) => self.fault(fault),
+                None => self.ok(ChainHash::GENESIS),
+            });
         }
         let mut expected_prev = match self.anchor()? {
             Ok(anchor) => anchor,
@@ -107,6 +130,9 @@ impl Verifier<'_> {
                     Ok(hash) => expected_prev = hash,
                     Err(fault) => return Ok(self.fault(fault)),
                 }
+                if let Err(fault) = self.check_checkpoints(next_seq, &expected_prev) {
+                    return Ok(self.fault(fault));
+                }
                 self.checked += 1;
                 next_seq += 1;
             }
@@ -117,7 +143,45 @@ impl Verifier<'_> {
                 format!("location_seq {next_seq} is absent: the chain ends at {} of {to_seq}", next_seq - 1),
             )));
         }
+        if let Some(fault) = self.signed_beyond(to_seq) {
+            return Ok(self.fault(fault));
+        }
         Ok(self.ok(expected_prev))
+    }
+
+    /// Returns a MISSING fault when the range ends at the chain's end, `to_seq`, but a
+    /// checkpoint was signed at a later position: the chain was cut short.
+    fn signed_beyond(&self, to_seq: u64) -> Option<proto::ChainFault> {
+        if to_seq < self.chain_end {
+            return None;
+        }
+        let (&signed_seq, checkpoints) = self.heads.range(to_seq + 1..).next_back()?;
+        let number = checkpoints.iter().map(|(number, _)| *number).max().unwrap_or_default();
+        Some(missing(
+            to_seq + 1,
+            format!("the chain ends at {to_seq}, but checkpoint {number} was signed at location_seq {signed_seq}"),
+        ))
+    }
+
+    /// Checks the checkpoints signed at `seq` against the chain hash derived there.
+    fn check_checkpoints(&mut self, seq: u64, hash: &ChainHash) -> Result<(), proto::ChainFault> {
+        let Some(checkpoints) = self.heads.get(&seq) else {
+            return Ok(());
+        };
+        for (number, signed) in checkpoints {
+            if signed.as_ref() != Some(hash) {
+                return Err(fault(
+                    seq,
+                    ChainFaultKind::Modified,
+                    format!(
+                        "its chain hash differs from the one signed in checkpoint {number}: the chain was rewritten \
+                         at or before this position"
+                    ),
+                ));
+            }
+            self.checkpoints_checked += 1;
+        }
+        Ok(())
     }
 
     /// Returns the hash the first record of the range must link to.
@@ -234,6 +298,7 @@ impl Verifier<'_> {
             to_seq: self.range.to_seq,
             head_chain_hash: if self.checked == 0 { Vec::new() } else { head.as_bytes().to_vec() },
             fault: None,
+            checkpoints_checked: self.checkpoints_checked,
         }
     }
 
@@ -245,6 +310,7 @@ impl Verifier<'_> {
             to_seq: self.range.to_seq,
             head_chain_hash: Vec::new(),
             fault: Some(fault),
+            checkpoints_checked: self.checkpoints_checked,
         }
     }
 }

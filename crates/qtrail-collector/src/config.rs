@@ -20,6 +20,9 @@ pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
 /// Default time that shutdown waits for clients to finish before it stops waiting.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
+/// Default interval between signed checkpoints of each location.
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
+
 /// Default lifetime of a console session: a working day, after which the auditor signs in again.
 pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
 
@@ -73,6 +76,14 @@ pub struct Args {
     /// (mutual TLS). Needs `--tls-cert`.
     #[arg(long, env = "QTRAIL_COLLECTOR_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM Ed25519 private key (PKCS#8) that signs a checkpoint of every location's chain head
+    /// at each interval and at shutdown; without it no checkpoints are made.
+    #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// Seconds between signed checkpoints.
+    #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_interval_secs: u64,
 }
 
 /// What [`crate::run`] needs; built from [`Args`] by the binary, or by tests directly.
@@ -99,6 +110,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// TLS of the gRPC side; `None` serves plaintext.
     pub tls: Option<ServerTls>,
+    /// File of the key that signs checkpoints; `None` makes none.
+    pub checkpoint_key: Option<PathBuf>,
+    /// Time between signed checkpoints.
+    pub checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -120,6 +135,8 @@ impl Config {
             group_commit_batches: usize::from(args.group_commit_batches),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             tls,
+            checkpoint_key: args.checkpoint_key.clone(),
+            checkpoint_interval: Duration::from_secs(args.checkpoint_interval_secs),
         })
     }
 
@@ -136,6 +153,8 @@ impl Config {
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             tls: None,
+            checkpoint_key: None,
+            checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
         }
     }
 }

@@ -164,4 +164,11 @@ impl EventQuery for QueryService {
     ) -> Result<Response<proto::ListPublishersResponse>, Status> {
         Ok(Response::new(self.query.list_publishers(request.into_inner()).await?))
     }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<proto::ListCheckpointsRequest>,
+    ) -> Result<Response<proto::ListCheckpointsResponse>, Status> {
+        Ok(Response::new(self.query.list_checkpoints(request.into_inner()).await?))
+    }
 }

@@ -14,6 +14,7 @@
 //! stops the indexer and closes the store.
 
 pub mod chain;
+mod checkpointer;
 pub mod config;
 mod console;
 pub mod error;
@@ -39,6 +40,7 @@ use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
@@ -67,6 +69,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
     let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
+    let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?.map(Arc::new);
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => Some(
@@ -163,6 +166,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         tls = tls::mode(tls.as_ref()),
         "collector listening"
     );
+    // Started once nothing can fail start-up any more, so that no early return leaves it running.
+    let stop_checkpoints = CancellationToken::new();
+    let checkpoints = checkpoint_key.clone().map(|key| {
+        tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_checkpoints.clone()))
+    });
     // Either server ending, by the shutdown signal or by failing, stops the other one too.
     let http_serve = {
         let lifecycle = lifecycle.clone();
@@ -226,6 +234,21 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tasks.wait().await;
     writer.stop().await;
     indexer.stop().await;
+    stop_checkpoints.cancel();
+    if let Some(task) = checkpoints {
+        let _ = task.await;
+    }
+    // The writer has stopped: this last checkpoint covers everything stored.
+    if let Some(key) = checkpoint_key {
+        let signed = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || checkpointer::checkpoint_all(store.as_ref(), &key)
+        })
+        .await;
+        if !matches!(signed, Ok(Ok(_))) {
+            warn!("cannot sign the checkpoints at shutdown");
+        }
+    }
     drop(store);
     served.context("gRPC server failed")?;
     http_served.context("http server failed")?;

@@ -78,13 +78,7 @@ impl Query {
         let location = parse_location(&request.location)?;
         let filter = Filter::from_wire(request.filter.as_ref())?;
         let order = Order::from_wire(request.order)?;
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            size if size > MAX_PAGE_SIZE => {
-                return Err(Error::invalid(format!("page_size {size} is over the limit of {MAX_PAGE_SIZE}")));
-            }
-            size => size,
-        };
+        let page_size = page_size(request.page_size)?;
         let fingerprint = fingerprint(&location, request.filter.as_ref(), order);
         let after = match request.page_token.as_str() {
             "" => None,
@@ -194,7 +188,7 @@ impl Query {
             // is higher, so that removing the newest records is noticed.
             let newest = collector.event_count.max(store.last_seq(&location)?);
             let range = resolve_range(request.range.as_ref(), newest)?;
-            Ok(chain::verify(store.as_ref(), &location, range)?)
+            Ok(chain::verify(store.as_ref(), &location, range, newest)?)
         })
         .await
     }
@@ -295,6 +289,23 @@ impl Query {
         let store = self.store.clone();
         let publishers = blocking(move || Ok(store.publishers(&location)?)).await?;
         Ok(proto::ListPublishersResponse { publishers })
+    }
+
+    /// Returns a page of a location's signed checkpoints, newest first.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a bad location or page size; NOT_FOUND without a collector.
+    pub(crate) async fn list_checkpoints(
+        &self,
+        request: proto::ListCheckpointsRequest,
+    ) -> Result<proto::ListCheckpointsResponse> {
+        let location = parse_location(&request.location)?;
+        let page_size = page_size(request.page_size)?;
+        require_collector(&self.store, location.clone()).await?;
+        let store = self.store.clone();
+        let before = Some(request.before_number).filter(|&number| number > 0);
+        let checkpoints = blocking(move || Ok(store.checkpoints(&location, before, page_size as usize)?)).await?;
+        Ok(proto::ListCheckpointsResponse { checkpoints })
     }
 }
 
@@ -400,6 +411,20 @@ fn chunk_lines(lines: Vec<String>) -> Vec<Vec<String>> {
 }
 
 /// Resolves a request range against the newest position: 0 means 1 and the newest.
+/// Returns the page size a request asks for: [`DEFAULT_PAGE_SIZE`] for 0.
+///
+/// # Errors
+/// INVALID_ARGUMENT above [`MAX_PAGE_SIZE`].
+fn page_size(asked: u32) -> Result<u32> {
+    match asked {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if size > MAX_PAGE_SIZE => {
+            Err(Error::invalid(format!("page_size {size} is over the limit of {MAX_PAGE_SIZE}")))
+        }
+        size => Ok(size),
+    }
+}
+
 fn resolve_range(range: Option<&proto::SeqRange>, newest: u64) -> Result<CheckRange> {
     let asked = range.cloned().unwrap_or_default();
     let from_seq = asked.from_seq.max(1);

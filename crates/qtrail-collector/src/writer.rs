@@ -274,6 +274,17 @@ mod tests {
             }
             self.inner.append(batches, receive_time)
         }
+        fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<(), StoreError> {
+            self.inner.add_checkpoint(checkpoint)
+        }
+        fn checkpoints(
+            &self,
+            location: &Location,
+            before: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<proto::Checkpoint>, StoreError> {
+            self.inner.checkpoints(location, before, limit)
+        }
         fn index_step(&self, limit: u64) -> Result<IndexStep, StoreError> {
             self.inner.index_step(limit)
         }

@@ -337,6 +337,7 @@ async fn verify_reports_ok_then_the_first_fault() {
     assert_eq!((verdict["checked"].as_u64(), verdict["to_seq"].as_u64()), (Some(6), Some(6)));
     assert_eq!(verdict["head_chain_hash"], hex(&head));
     assert!(verdict["fault"].is_null());
+    assert_eq!(verdict["checkpoints_checked"], 0, "this collector signs none");
     let part = client.get(&format!("{verify}?from_seq=2&to_seq=4")).await.json();
     assert_eq!((part["ok"].as_bool(), part["checked"].as_u64()), (Some(true), Some(3)));
 

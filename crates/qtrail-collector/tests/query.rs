@@ -431,3 +431,30 @@ async fn shutdown_stops_waiting_for_a_client_that_does_not_read() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     drop(tail);
 }
+
+/// ListCheckpoints of a collector that signs none, and its bad inputs.
+#[tokio::test]
+async fn list_checkpoints_validates_its_request() {
+    let (_dir, server) = seeded(5).await;
+    let mut query = server.query().await;
+    let request = |location: &str, page_size| proto::ListCheckpointsRequest {
+        location: location.into(),
+        page_size,
+        before_number: 0,
+    };
+    let listed = query.list_checkpoints(authed(request("us-east", 0), AUDITOR)).await.unwrap().into_inner();
+    assert!(listed.checkpoints.is_empty(), "no key, no checkpoints");
+    let cases = [
+        (request("us-east", 5000), Code::InvalidArgument, "page_size 5000 is over the limit of 1000"),
+        (request("jp-tok", 0), Code::NotFound, "no collector for location `jp-tok`"),
+    ];
+    for (request, code, message) in cases {
+        let status = query.list_checkpoints(authed(request, AUDITOR)).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    let status = query.list_checkpoints(authed(request("Bad Location", 0), AUDITOR)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    let status = query.list_checkpoints(authed(request("us-east", 0), common::PUBLISHER)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    server.stop().await;
+}

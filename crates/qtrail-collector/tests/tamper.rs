@@ -1,13 +1,18 @@
 //! The tamper test: stop the collector, alter, delete, insert and reorder records directly in
-//! its redb file, restart it, and check that VerifyChain names each fault and its position.
+//! its redb file, restart it, and check that VerifyChain names each fault and its position;
+//! and that signed checkpoints expose what the chain alone cannot (a rewrite with recomputed
+//! hashes, a chain cut short together with its collector row).
 
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{AUDITOR, TestServer, authed, event, events};
 use prost::Message as _;
+use qtrail_cadf::checkpoint::{SigningKey, VerifyingKey};
 use qtrail_cadf::{ChainHash, chain_hash};
+use qtrail_collector::Config;
 use qtrail_collector::store::RedbStore;
 use qtrail_collector::store::embedded::events_table_name;
 use qtrail_proto::qtrail::audit::v1 as proto;
@@ -154,4 +159,124 @@ async fn verify_chain_reports_each_kind_of_tampering_at_its_position() {
     // Reading a tampered location still works.
     assert_eq!(server.all_events("au-syd").await.len(), EVENTS);
     server.stop().await;
+}
+
+/// Rewrites the collector row of `location` in the stopped collector's file.
+fn set_head(data_dir: &Path, location: &str, event_count: u64, head: ChainHash) {
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).expect("open the store file");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new("collectors")).unwrap();
+        let mut collector = proto::Collector::decode(table.get(location).unwrap().unwrap().value()).unwrap();
+        collector.event_count = event_count;
+        collector.head_chain_hash = head.as_bytes().to_vec();
+        table.insert(location, collector.encode_to_vec().as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+async fn checkpoints(server: &TestServer, location: &str) -> Vec<proto::Checkpoint> {
+    let request = proto::ListCheckpointsRequest { location: location.into(), page_size: 1000, before_number: 0 };
+    server.query().await.list_checkpoints(authed(request, AUDITOR)).await.expect("checkpoints").into_inner().checkpoints
+}
+
+/// Someone who can write the store rewrites a chain from position 3 on with recomputed hashes
+/// (the chain alone cannot show it), and cuts another one short together with its collector
+/// row. The checkpoints the collector signed before expose both; they verify with the public
+/// key, and number densely from 1.
+#[tokio::test]
+async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint-key.pem");
+    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let public = VerifyingKey::from_pem(
+        SigningKey::from_pem(&std::fs::read(&key_file).unwrap()).unwrap().public_pem().as_bytes(),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = Config::for_test(&data_dir, common::tokens());
+    config.checkpoint_key = Some(key_file);
+    config.checkpoint_interval = Duration::from_millis(50);
+
+    let server = TestServer::start_with(config.clone()).await;
+    for location in ["us-east", "eu-de"] {
+        server.create_collector(location).await;
+        assert_eq!(server.publish(location, &events(location, 0, EVENTS), 1).await.accepted as usize, EVENTS);
+    }
+    let signed = common::wait_until(Duration::from_secs(20), || async {
+        let newest = checkpoints(&server, "eu-de").await;
+        newest.first().is_some_and(|checkpoint| checkpoint.location_seq == EVENTS as u64)
+    })
+    .await;
+    assert!(signed, "a checkpoint covers the events");
+    assert!(verify(&server, "us-east", None).await.checkpoints_checked >= 1);
+    server.stop().await;
+
+    // us-east: record 3 altered, every hash from there on recomputed, the row's head moved along.
+    let mut forged_head = ChainHash::GENESIS;
+    tamper(&data_dir, "us-east", |table| {
+        let mut prev = ChainHash::from_slice(&read(table, 2).chain_hash).unwrap();
+        for seq in 3..=EVENTS as u64 {
+            let mut record = read(table, seq);
+            let mut event = qtrail_cadf::AuditEvent::try_from(record.event.take().unwrap()).unwrap();
+            if seq == 3 {
+                event.message = "Qiskit Runtime: nothing to see here".into();
+            }
+            let hash = chain_hash(&prev, &event);
+            record.event = Some(proto::AuditEvent::from(&event));
+            record.prev_chain_hash = prev.as_bytes().to_vec();
+            record.chain_hash = hash.as_bytes().to_vec();
+            write(table, seq, &record);
+            prev = hash;
+        }
+        forged_head = prev;
+    });
+    set_head(&data_dir, "us-east", EVENTS as u64, forged_head);
+    // eu-de: the three newest records removed, and the row lowered to match.
+    let mut shortened_head = ChainHash::GENESIS;
+    tamper(&data_dir, "eu-de", |table| {
+        for seq in 8..=EVENTS as u64 {
+            table.remove(seq).unwrap();
+        }
+        shortened_head = ChainHash::from_slice(&read(table, 7).chain_hash).unwrap();
+    });
+    set_head(&data_dir, "eu-de", 7, shortened_head);
+
+    // Restarted with its key, the collector goes on signing, now over the forged heads.
+    let server = TestServer::start_with(config).await;
+    assert!(verify(&server, "us-east", Some((1, EVENTS as u64 - 1))).await.ok, "the chain alone holds up");
+    let rewritten = verify(&server, "us-east", None).await;
+    assert_eq!(fault(&rewritten), (EVENTS as u64, ChainFaultKind::Modified));
+    assert!(rewritten.fault.unwrap().detail.contains("signed in checkpoint"), "names the checkpoint");
+    let shortened = verify(&server, "eu-de", None).await;
+    assert_eq!(fault(&shortened), (8, ChainFaultKind::Missing));
+    let detail = shortened.fault.unwrap().detail;
+    assert!(detail.starts_with("the chain ends at 7, but checkpoint "), "{detail}");
+
+    for location in ["us-east", "eu-de"] {
+        let listed = checkpoints(&server, location).await;
+        let numbers: Vec<u64> = listed.iter().map(|checkpoint| checkpoint.number).collect();
+        let expected: Vec<u64> = (1..=listed.len() as u64).rev().collect();
+        assert_eq!(numbers, expected, "dense from 1, newest first");
+        for checkpoint in &listed {
+            public.verify(checkpoint).unwrap();
+            assert_eq!(checkpoint.location, location);
+        }
+    }
+    server.stop().await;
+}
+
+/// A key file that holds no Ed25519 private key stops start-up, naming the file.
+#[tokio::test]
+async fn a_bad_checkpoint_key_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("not-a-key.pem");
+    std::fs::write(&key_file, "hello").unwrap();
+    let mut config = Config::for_test(dir.path().join("data"), common::tokens());
+    config.checkpoint_key = Some(key_file);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = qtrail_collector::run(listener, config, std::future::pending()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.starts_with("the checkpoint key ") && text.contains("not-a-key.pem"), "{text}");
+    assert!(text.contains("not an ed25519 private key in PEM"), "{text}");
 }

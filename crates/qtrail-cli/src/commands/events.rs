@@ -1,15 +1,17 @@
-//! `qtrail events query | tail | verify | export | publishers`: the auditor's commands.
+//! `qtrail events query | tail | verify | export | publishers | checkpoints`: the auditor's
+//! commands.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qtrail_cadf::checkpoint::VerifyingKey;
 use qtrail_cadf::{AuditEvent, at_json};
 use qtrail_proto::qtrail::audit::v1::{
-    ChainFaultKind, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat, ListPublishersRequest, Order,
-    Outcome, QueryEventsRequest, SeqRange, Severity, StoredEvent, TailEventsRequest, VerifyChainRequest,
-    event_query_client::EventQueryClient,
+    ChainFaultKind, Checkpoint, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat,
+    ListCheckpointsRequest, ListPublishersRequest, Order, Outcome, QueryEventsRequest, SeqRange, Severity, StoredEvent,
+    TailEventsRequest, VerifyChainRequest, event_query_client::EventQueryClient,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
@@ -93,6 +95,12 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
         }
         EventsCommand::Verify(args) => {
             let expected = expected_head(&args)?;
+            let key = args.public_key.as_deref().map(read_public_key).transpose()?;
+            // Checked before the chain, which the server compares with these same checkpoints.
+            let signed = match &key {
+                Some(key) => Some(verify_all_checkpoints(&mut client, &token, &location, key).await?),
+                None => None,
+            };
             let request = VerifyChainRequest { location: location.clone(), range: Some(seq_range(&args.range)) };
             let result = match client.verify_chain(authorized(request, &token)?).await {
                 Ok(result) => result.into_inner(),
@@ -125,6 +133,11 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         "fault": result.fault.as_ref().map(|f| json!({
                             "locationSeq": f.location_seq, "kind": kind, "detail": f.detail,
                         })),
+                        "checkpoints": key.as_ref().map(|key| json!({
+                            "keyId": key.id(),
+                            "verified": signed,
+                            "matchedChain": result.checkpoints_checked,
+                        })),
                     }),
                 )?,
                 OutputFormat::Table if result.ok && result.checked == 0 => {
@@ -139,6 +152,14 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                     hex::encode(&result.head_chain_hash)
                 )?,
                 OutputFormat::Table => {}
+            }
+            if let (OutputFormat::Table, true, Some(key), Some(signed)) = (output, result.ok, &key, signed) {
+                writeln!(
+                    out,
+                    "checkpoints ok: {signed} signed by key {}, {} of them in this range matched the chain",
+                    key.id(),
+                    result.checkpoints_checked
+                )?;
             }
             if !result.ok {
                 return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
@@ -189,6 +210,51 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 eprintln!("exported {written} events to {}", path.display());
             }
             Ok(())
+        }
+        EventsCommand::Checkpoints(args) => {
+            let key = args.public_key.as_deref().map(read_public_key).transpose()?;
+            let request =
+                ListCheckpointsRequest { location: location.clone(), page_size: args.limit, before_number: 0 };
+            let checkpoints = client.list_checkpoints(authorized(request, &token)?).await?.into_inner().checkpoints;
+            let verdicts: Vec<Option<Result<(), String>>> = checkpoints
+                .iter()
+                .map(|checkpoint| key.as_ref().map(|key| key.verify(checkpoint).map_err(|err| err.to_string())))
+                .collect();
+            if output == OutputFormat::Json {
+                let items: Vec<Value> = checkpoints
+                    .iter()
+                    .zip(&verdicts)
+                    .map(|(checkpoint, verdict)| {
+                        let mut item = checkpoint_json(checkpoint);
+                        if let Some(verdict) = verdict {
+                            item["signatureOk"] = json!(verdict.is_ok());
+                        }
+                        item
+                    })
+                    .collect();
+                write_json(out, &json!({ "location": location, "checkpoints": items }))?;
+            } else {
+                let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "KEY", "SIGNATURE"]);
+                for (checkpoint, verdict) in checkpoints.iter().zip(&verdicts) {
+                    table.row(vec![
+                        checkpoint.number.to_string(),
+                        format_time(checkpoint.time.as_ref()),
+                        checkpoint.location_seq.to_string(),
+                        hex::encode(&checkpoint.head_chain_hash),
+                        checkpoint.key_id.clone(),
+                        match verdict {
+                            None => "unchecked".into(),
+                            Some(Ok(())) => "ok".into(),
+                            Some(Err(_)) => "BAD".into(),
+                        },
+                    ]);
+                }
+                table.write(out)?;
+            }
+            match verdicts.into_iter().flatten().find_map(Result::err) {
+                Some(detail) => Err(CliError::Checkpoint { location, detail }),
+                None => Ok(()),
+            }
         }
         EventsCommand::Publishers => {
             let request = ListPublishersRequest { location };
@@ -422,6 +488,68 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar
+}
+
+/// Reads an auditor's copy of the checkpoint public key.
+///
+/// # Errors
+/// [`CliError::File`] when it cannot be read; [`CliError::Usage`] when it holds no Ed25519
+/// public key.
+fn read_public_key(path: &Path) -> Result<VerifyingKey, CliError> {
+    let pem = std::fs::read(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
+    VerifyingKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("--public-key {}: {err}", path.display())))
+}
+
+/// Reads every checkpoint of `location` and checks that `key` signed each and that they are
+/// numbered densely from 1; returns how many there are.
+///
+/// # Errors
+/// [`CliError::Checkpoint`] when one does not hold; RPC errors.
+async fn verify_all_checkpoints(
+    client: &mut EventQueryClient<Channel>,
+    token: &str,
+    location: &str,
+    key: &VerifyingKey,
+) -> Result<u64, CliError> {
+    let broken = |detail: String| CliError::Checkpoint { location: location.to_owned(), detail };
+    let mut expected_number: Option<u64> = None;
+    let mut count = 0;
+    loop {
+        let before_number = expected_number.map_or(0, |number| number + 1);
+        let request = ListCheckpointsRequest { location: location.to_owned(), page_size: 1000, before_number };
+        let page = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
+        if page.is_empty() {
+            break;
+        }
+        for checkpoint in &page {
+            if let Some(expected) = expected_number
+                && checkpoint.number != expected
+            {
+                return Err(broken(format!("checkpoint {expected} is missing (found {})", checkpoint.number)));
+            }
+            key.verify(checkpoint).map_err(|err| broken(err.to_string()))?;
+            expected_number = Some(checkpoint.number.saturating_sub(1));
+            count += 1;
+        }
+        if expected_number == Some(0) {
+            break;
+        }
+    }
+    match expected_number {
+        Some(0) | None => Ok(count),
+        Some(number) => Err(broken(format!("checkpoints 1 to {number} are missing"))),
+    }
+}
+
+fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
+    json!({
+        "number": checkpoint.number,
+        "time": format_time(checkpoint.time.as_ref()),
+        "locationSeq": checkpoint.location_seq,
+        "headChainHash": hex::encode(&checkpoint.head_chain_hash),
+        "keyId": checkpoint.key_id,
+        "signature": hex::encode(&checkpoint.signature),
+    })
 }
 
 fn create_file(path: &Path) -> Result<File, CliError> {

@@ -146,6 +146,8 @@ pub(crate) struct Verdict {
     pub(crate) head_chain_hash: String,
     /// The first fault, when not ok.
     pub(crate) fault: Option<FaultView>,
+    /// Signed checkpoints in the range compared with the chain.
+    pub(crate) checkpoints_checked: u64,
 }
 
 /// The first place where a chain does not hold.
@@ -172,6 +174,7 @@ pub(crate) fn verdict(response: proto::VerifyChainResponse) -> Verdict {
             kind: fault_kind(fault.kind),
             detail: fault.detail,
         }),
+        checkpoints_checked: response.checkpoints_checked,
     }
 }
 

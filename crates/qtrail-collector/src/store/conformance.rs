@@ -22,7 +22,7 @@ type Check = fn(Factory<'_>, &Path);
 
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, Check); 11] = [
+    let checks: [(&str, Check); 12] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -34,6 +34,7 @@ pub(crate) fn run_all(factory: Factory<'_>) {
         ("queries_while_the_index_lags", queries_while_the_index_lags),
         ("reopen_with_the_index_behind", reopen_with_the_index_behind),
         ("chain_lookups", chain_lookups),
+        ("checkpoints", checkpoints),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -481,4 +482,45 @@ fn chain_lookups(factory: Factory<'_>, dir: &Path) {
     assert_eq!(store.seq_of_chain_hash(&location("us-east"), &ChainHash([7; 32])).unwrap(), None);
     assert!(store.chain_records(&location("us-east"), 6, 10).unwrap().is_empty());
     assert_eq!(store.last_seq(&location("eu-de")).unwrap(), 0);
+}
+
+/// Checkpoints are kept per location, densely numbered, newest first, durably.
+fn checkpoints(factory: Factory<'_>, dir: &Path) {
+    let checkpoint = |location: &str, number: u64| proto::Checkpoint {
+        location: location.into(),
+        number,
+        location_seq: number * 10,
+        head_chain_hash: vec![u8::try_from(number).unwrap_or(0); 32],
+        time: Some(at(i64::try_from(number).unwrap_or(0))),
+        key_id: "k".into(),
+        signature: vec![1, 2, 3],
+    };
+    let store = factory(dir);
+    let err = store.add_checkpoint(&checkpoint("us-east", 1)).unwrap_err();
+    assert!(matches!(err, StoreError::NoCollector(_)), "{err}");
+    for name in ["us-east", "eu-de"] {
+        store.create_collector(&location(name), at(0)).unwrap();
+    }
+    assert!(store.checkpoints(&location("us-east"), None, 10).unwrap().is_empty());
+    for number in 1..=5 {
+        store.add_checkpoint(&checkpoint("us-east", number)).unwrap();
+    }
+    store.add_checkpoint(&checkpoint("eu-de", 1)).unwrap();
+    for wrong in [3, 7] {
+        let err = store.add_checkpoint(&checkpoint("us-east", wrong)).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    }
+    drop(store);
+
+    let store = factory(dir);
+    let numbers = |before, limit| -> Vec<u64> {
+        store.checkpoints(&location("us-east"), before, limit).unwrap().iter().map(|c| c.number).collect()
+    };
+    assert_eq!(numbers(None, 10), [5, 4, 3, 2, 1]);
+    assert_eq!(numbers(None, 2), [5, 4]);
+    assert_eq!(numbers(Some(4), 2), [3, 2]);
+    assert_eq!(numbers(Some(1), 2), Vec::<u64>::new());
+    assert_eq!(store.checkpoints(&location("us-east"), None, 1).unwrap(), [checkpoint("us-east", 5)]);
+    assert_eq!(store.checkpoints(&location("eu-de"), None, 10).unwrap(), [checkpoint("eu-de", 1)]);
+    assert!(store.checkpoints(&location("jp-tok"), None, 10).unwrap().is_empty());
 }

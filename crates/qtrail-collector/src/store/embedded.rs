@@ -12,7 +12,9 @@
 //! Tables of each location `L`, created with its collector:
 //! - `events/L`: `location_seq` (u64) → protobuf `StoredEvent` without `location` and
 //!   `location_seq`, which the key and table name give;
-//! - `ids/L`: event id (u128) → `location_seq`, for deduplication.
+//! - `ids/L`: event id (u128) → `location_seq`, for deduplication;
+//! - `checkpoints/L`: checkpoint number → protobuf `Checkpoint`, the signed checkpoints (created
+//!   with the first).
 //!
 //! That is all an append writes, per event: the record and its id entry. Stores made before the
 //! index file existed kept `time/L`, `index/L` and `meta` here; opening drops them.
@@ -61,6 +63,10 @@ fn ids_table_name(location: &str) -> String {
     format!("ids/{location}")
 }
 
+fn checkpoints_table_name(location: &str) -> String {
+    format!("checkpoints/{location}")
+}
+
 /// Returns whether a table of the chain file belongs to the layout before the index file.
 fn is_legacy_table(name: &str) -> bool {
     name == "meta" || name.starts_with("time/") || name.starts_with("index/")
@@ -68,6 +74,7 @@ fn is_legacy_table(name: &str) -> bool {
 
 type EventsDef<'a> = TableDefinition<'a, u64, &'static [u8]>;
 type IdsDef<'a> = TableDefinition<'a, u128, u64>;
+type CheckpointsDef<'a> = TableDefinition<'a, u64, &'static [u8]>;
 
 /// The redb-backed [`EventStore`].
 #[derive(Debug)]
@@ -338,6 +345,42 @@ impl EventStore for RedbStore {
             }
         }
         Ok(None)
+    }
+
+    fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<()> {
+        let loc = checkpoint.location.as_str();
+        let txn = self.begin_durable_write()?;
+        {
+            if txn.open_table(COLLECTORS)?.get(loc)?.is_none() {
+                return Err(StoreError::NoCollector(loc.to_owned()));
+            }
+            let mut table = txn.open_table(CheckpointsDef::new(&checkpoints_table_name(loc)))?;
+            let newest = table.last()?.map_or(0, |(number, _)| number.value());
+            if checkpoint.number != newest + 1 {
+                return Err(StoreError::Backend(format!(
+                    "checkpoint {} of location `{loc}` does not follow checkpoint {newest}",
+                    checkpoint.number
+                )));
+            }
+            table.insert(checkpoint.number, checkpoint.encode_to_vec().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<proto::Checkpoint>> {
+        let txn = self.db.begin_read()?;
+        let name = checkpoints_table_name(location.as_str());
+        let Some(table) = missing_is_none(txn.open_table(CheckpointsDef::new(&name)))? else {
+            return Ok(Vec::new());
+        };
+        let mut checkpoints = Vec::new();
+        for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
+            let (number, bytes) = entry?;
+            let what = format!("checkpoint {} of location `{location}`", number.value());
+            checkpoints.push(decode(&what, bytes.value())?);
+        }
+        Ok(checkpoints)
     }
 
     fn query(

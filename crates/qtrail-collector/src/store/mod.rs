@@ -217,6 +217,21 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<proto::StoredEvent>>;
 
+    /// Stores a signed checkpoint of its location, durably. Its number must follow the
+    /// location's newest checkpoint (1 for the first).
+    ///
+    /// # Errors
+    /// [`StoreError::NoCollector`] when the location has no collector; [`StoreError::Backend`]
+    /// on storage failure, or when the number does not follow (nothing stored).
+    fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<()>;
+
+    /// Returns up to `limit` checkpoints of `location` numbered below `before` (from the newest
+    /// when `None`), newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when a stored checkpoint no longer decodes.
+    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<proto::Checkpoint>>;
+
     /// Returns up to `limit` decoded events from `from_seq` on, ascending.
     ///
     /// # Errors

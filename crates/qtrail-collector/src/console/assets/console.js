@@ -526,7 +526,8 @@ async function verifyChain() {
       result.classList.add('ok');
       result.textContent = verdict.checked === 0
         ? 'Chain ok: no events yet'
-        : `Chain ok: ${verdict.checked} events checked (${verdict.from_seq}–${verdict.to_seq}), head ${verdict.head_chain_hash}`;
+        : `Chain ok: ${verdict.checked} events checked (${verdict.from_seq}–${verdict.to_seq}), head ${verdict.head_chain_hash}`
+          + (verdict.checkpoints_checked > 0 ? `, ${verdict.checkpoints_checked} signed checkpoints matched` : '');
     } else {
       const fault = verdict.fault || { location_seq: 0, kind: 'unknown', detail: '' };
       result.classList.add('bad');

@@ -1,0 +1,91 @@
+//! The checkpointer: signs a checkpoint of every location's chain head at a fixed interval, and
+//! a last one when the collector stops (see `qtrail_cadf::checkpoint` for what they prove).
+//!
+//! Every location gets one at every tick, whether events arrived or not: an idle period still
+//! leaves signed evidence of where the chain stood, and a gap in the checkpoints' times shows
+//! when the collector was not running. The head comes from the collector row, which the writer
+//! updates in the transaction that stores the records, so it names a stored position and hash.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use qtrail_cadf::checkpoint::SigningKey;
+use qtrail_cadf::{ChainHash, Location};
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::store::{EventStore, Result};
+use crate::writer::now;
+
+/// Reads the signing key in `path`.
+///
+/// # Errors
+/// When the file cannot be read or holds no Ed25519 private key.
+pub(crate) fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read the checkpoint key {}", path.display()))?;
+    SigningKey::from_pem(&pem).with_context(|| format!("the checkpoint key {} is unusable", path.display()))
+}
+
+/// Signs and stores one checkpoint of every location; returns how many were stored. A location
+/// that fails is logged and the others still get theirs.
+///
+/// # Errors
+/// When the collectors cannot be listed.
+pub(crate) fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result<usize> {
+    let mut stored = 0;
+    for collector in store.collectors()? {
+        match checkpoint(store, key, &collector) {
+            Ok(checkpoint) => {
+                debug!(location = %checkpoint.location, number = checkpoint.number,
+                       location_seq = checkpoint.location_seq, "checkpoint signed");
+                stored += 1;
+            }
+            Err(err) => warn!(location = %collector.location, error = %err, "cannot store a checkpoint"),
+        }
+    }
+    Ok(stored)
+}
+
+fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Collector) -> Result<proto::Checkpoint> {
+    let location: Location = collector
+        .location
+        .parse()
+        .map_err(|err| crate::store::StoreError::Corrupt(format!("collector `{}`: {err}", collector.location)))?;
+    let newest = store.checkpoints(&location, None, 1)?.first().map_or(0, |checkpoint| checkpoint.number);
+    let head = ChainHash::from_slice(&collector.head_chain_hash).unwrap_or(ChainHash::GENESIS);
+    let mut checkpoint = proto::Checkpoint {
+        location: location.to_string(),
+        number: newest + 1,
+        location_seq: collector.event_count,
+        head_chain_hash: head.as_bytes().to_vec(),
+        time: Some(now()),
+        ..Default::default()
+    };
+    key.sign(&mut checkpoint);
+    store.add_checkpoint(&checkpoint)?;
+    Ok(checkpoint)
+}
+
+/// Signs checkpoints every `interval` until `stop` is cancelled. The last one, at shutdown, is
+/// the caller's ([`checkpoint_all`] once the writer has stopped), so that it covers everything.
+pub(crate) async fn run(store: Arc<dyn EventStore>, key: Arc<SigningKey>, interval: Duration, stop: CancellationToken) {
+    info!(key_id = key.id(), interval_secs = interval.as_secs_f64(), "signing checkpoints");
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: a checkpoint at start shows where the chain stood then.
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let (store, key) = (store.clone(), key.clone());
+        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &key)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
+            Err(err) => warn!(error = %err, "checkpoint task failed"),
+        }
+    }
+}
