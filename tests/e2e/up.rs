@@ -228,6 +228,10 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     assert_eq!(cut.code, 10, "{cut:?}");
     assert!(cut.stderr.contains("the chain ends at location_seq"), "{cut:?}");
     assert_eq!(up.qtrail(&["events", "verify", "--to-seq", &to_seq, "--expect-head", "xyz"]).code, 2);
+    // A --public-key that is no Ed25519 public key is bad usage, naming the file.
+    let not_a_key = up.qtrail(&["events", "verify", "--public-key", "data/tokens.toml"]);
+    assert_eq!(not_a_key.code, 2, "{not_a_key:?}");
+    assert!(not_a_key.stderr.contains("tokens.toml: not an ed25519 public key in PEM"), "{not_a_key:?}");
     let exported = up.qtrail(&["events", "export", "--format", "cadf-json", "-o", "events.jsonl"]);
     assert_eq!(exported.code, 0, "{exported:?}");
     let lines = std::fs::read_to_string(work.join("events.jsonl")).unwrap();

@@ -419,9 +419,9 @@ pub struct EventVerifyArgs {
     /// from the first event must still lead to it, or history was rewritten or cut (exit 10)
     #[arg(long, value_name = "HEX", requires = "to_seq")]
     pub expect_head: Option<String>,
-    /// Public key (PEM) of the collector's checkpoint key, kept out of band: every signed
-    /// checkpoint of the location must then carry a valid signature, be numbered densely from
-    /// 1, and match the chain (exit 10 if not)
+    /// Public key (PEM) of the collector's checkpoint key, kept out of band: the location must
+    /// then have signed checkpoints, each with a valid signature, numbered densely from 1, and
+    /// matching the chain (exit 10 if not)
     #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
     pub public_key: Option<PathBuf>,
 }

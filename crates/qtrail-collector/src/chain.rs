@@ -65,10 +65,15 @@ pub(crate) fn verify(
     range: CheckRange,
     chain_end: u64,
 ) -> Result<proto::VerifyChainResponse> {
-    let mut heads: BTreeMap<u64, Vec<(u64, Option<ChainHash>)>> = BTreeMap::new();
+    let mut heads: BTreeMap<u64, Vec<SignedHead>> = BTreeMap::new();
     for checkpoint in store.checkpoints(location, None, usize::MAX)? {
-        let head = qtrail_cadf::checkpoint::head_of(&checkpoint);
-        heads.entry(checkpoint.location_seq).or_default().push((checkpoint.number, head));
+        let hash = qtrail_cadf::checkpoint::head_of(&checkpoint);
+        let signed = heads.entry(checkpoint.location_seq).or_default();
+        // An idle chain gets the same head signed again and again: kept once, counted.
+        match signed.iter_mut().find(|head| head.hash == hash) {
+            Some(head) => head.count += 1,
+            None => signed.push(SignedHead { number: checkpoint.number, hash, count: 1 }),
+        }
     }
     let mut verifier = Verifier { store, location, range, chain_end, heads, checked: 0, checkpoints_checked: 0 };
     verifier.run()
@@ -79,10 +84,20 @@ struct Verifier<'a> {
     location: &'a Location,
     range: CheckRange,
     chain_end: u64,
-    /// The checkpoints' (number, chain hash) by the position they cover.
-    heads: BTreeMap<u64, Vec<(u64, Option<ChainHash>)>>,
+    /// The heads the checkpoints signed, by the position they cover.
+    heads: BTreeMap<u64, Vec<SignedHead>>,
     checked: u64,
     checkpoints_checked: u64,
+}
+
+/// A chain hash signed at one position by one or more checkpoints.
+struct SignedHead {
+    /// The newest checkpoint that signed it (checkpoints come newest first).
+    number: u64,
+    /// The hash; `None` when the checkpoint's is not 32 bytes.
+    hash: Option<ChainHash>,
+    /// How many checkpoints signed it.
+    count: u64,
 }
 
 /// A decoded record's links.
@@ -155,8 +170,8 @@ impl Verifier<'_> {
         if to_seq < self.chain_end {
             return None;
         }
-        let (&signed_seq, checkpoints) = self.heads.range(to_seq + 1..).next_back()?;
-        let number = checkpoints.iter().map(|(number, _)| *number).max().unwrap_or_default();
+        let (&signed_seq, heads) = self.heads.range(to_seq + 1..).next_back()?;
+        let number = heads.iter().map(|head| head.number).max().unwrap_or_default();
         Some(missing(
             to_seq + 1,
             format!("the chain ends at {to_seq}, but checkpoint {number} was signed at location_seq {signed_seq}"),
@@ -168,18 +183,19 @@ impl Verifier<'_> {
         let Some(checkpoints) = self.heads.get(&seq) else {
             return Ok(());
         };
-        for (number, signed) in checkpoints {
-            if signed.as_ref() != Some(hash) {
+        for head in checkpoints {
+            if head.hash.as_ref() != Some(hash) {
                 return Err(fault(
                     seq,
                     ChainFaultKind::Modified,
                     format!(
-                        "its chain hash differs from the one signed in checkpoint {number}: the chain was rewritten \
-                         at or before this position"
+                        "its chain hash differs from the one signed in checkpoint {}: the chain was rewritten at \
+                         or before this position",
+                        head.number
                     ),
                 ));
             }
-            self.checkpoints_checked += 1;
+            self.checkpoints_checked += head.count;
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ use crate::writer::now;
 /// # Errors
 /// When the file cannot be read or holds no Ed25519 private key.
 pub(crate) fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read the checkpoint key {}", path.display()))?;
+    let pem = std::fs::read(path).with_context(|| format!("failed to read the checkpoint key {}", path.display()))?;
     SigningKey::from_pem(&pem).with_context(|| format!("the checkpoint key {} is unusable", path.display()))
 }
 

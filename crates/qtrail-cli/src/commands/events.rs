@@ -500,44 +500,53 @@ fn read_public_key(path: &Path) -> Result<VerifyingKey, CliError> {
     VerifyingKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("--public-key {}: {err}", path.display())))
 }
 
-/// Reads every checkpoint of `location` and checks that `key` signed each and that they are
-/// numbered densely from 1; returns how many there are.
+/// Reads every checkpoint of `location` and checks them with [`check_checkpoints`]; returns how
+/// many there are.
 ///
 /// # Errors
-/// [`CliError::Checkpoint`] when one does not hold; RPC errors.
+/// [`CliError::Checkpoint`] when they do not hold; RPC errors.
 async fn verify_all_checkpoints(
     client: &mut EventQueryClient<Channel>,
     token: &str,
     location: &str,
     key: &VerifyingKey,
 ) -> Result<u64, CliError> {
-    let broken = |detail: String| CliError::Checkpoint { location: location.to_owned(), detail };
-    let mut expected_number: Option<u64> = None;
-    let mut count = 0;
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
     loop {
-        let before_number = expected_number.map_or(0, |number| number + 1);
+        // Pages go from the newest down; each asks for those below the last one seen.
+        let before_number = checkpoints.last().map_or(0, |oldest| oldest.number);
+        if before_number == 1 {
+            break;
+        }
         let request = ListCheckpointsRequest { location: location.to_owned(), page_size: 1000, before_number };
         let page = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
         if page.is_empty() {
             break;
         }
-        for checkpoint in &page {
-            if let Some(expected) = expected_number
-                && checkpoint.number != expected
-            {
-                return Err(broken(format!("checkpoint {expected} is missing (found {})", checkpoint.number)));
-            }
-            key.verify(checkpoint).map_err(|err| broken(err.to_string()))?;
-            expected_number = Some(checkpoint.number.saturating_sub(1));
-            count += 1;
-        }
-        if expected_number == Some(0) {
-            break;
-        }
+        checkpoints.extend(page);
     }
-    match expected_number {
-        Some(0) | None => Ok(count),
-        Some(number) => Err(broken(format!("checkpoints 1 to {number} are missing"))),
+    check_checkpoints(&checkpoints, key)
+        .map_err(|detail| CliError::Checkpoint { location: location.to_owned(), detail })
+}
+
+/// Checks checkpoints listed newest first: at least one, each signed by `key`, numbered densely
+/// down to 1. Returns how many there are, or what is wrong.
+fn check_checkpoints(checkpoints: &[Checkpoint], key: &VerifyingKey) -> Result<u64, String> {
+    let Some(newest) = checkpoints.first() else {
+        // Nothing signed proves nothing: a key given means checkpoints are expected.
+        return Err("there are none: the collector signs none, or they were deleted".to_owned());
+    };
+    let mut expected = newest.number;
+    for checkpoint in checkpoints {
+        if checkpoint.number != expected {
+            return Err(format!("checkpoint {expected} is missing (the next one is {})", checkpoint.number));
+        }
+        key.verify(checkpoint).map_err(|err| err.to_string())?;
+        expected = expected.saturating_sub(1);
+    }
+    match expected {
+        0 => Ok(checkpoints.len() as u64),
+        newest_missing => Err(format!("checkpoints 1 to {newest_missing} are missing")),
     }
 }
 
@@ -558,6 +567,9 @@ fn create_file(path: &Path) -> Result<File, CliError> {
 
 #[cfg(test)]
 mod tests {
+    use prost_types::Timestamp;
+    use qtrail_cadf::checkpoint::SigningKey;
+
     use super::*;
 
     #[test]
@@ -577,5 +589,44 @@ mod tests {
         assert!(!filter_is_empty(&args));
         let filter = build_filter(&args).unwrap();
         assert_eq!(filter.outcome, Outcome::Failure as i32);
+    }
+
+    fn signed(key: &SigningKey, numbers: &[u64]) -> Vec<Checkpoint> {
+        numbers
+            .iter()
+            .map(|&number| {
+                let mut checkpoint = Checkpoint {
+                    location: "us-east".into(),
+                    number,
+                    location_seq: number,
+                    head_chain_hash: vec![1; 32],
+                    time: Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+                    ..Default::default()
+                };
+                key.sign(&mut checkpoint);
+                checkpoint
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checkpoints_must_exist_be_signed_and_run_down_to_one() {
+        let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
+        let public = VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap();
+        assert_eq!(check_checkpoints(&signed(&key, &[3, 2, 1]), &public), Ok(3));
+        let none = check_checkpoints(&[], &public).unwrap_err();
+        assert!(none.starts_with("there are none"), "{none}");
+        assert_eq!(
+            check_checkpoints(&signed(&key, &[4, 2, 1]), &public),
+            Err("checkpoint 3 is missing (the next one is 2)".to_owned())
+        );
+        assert_eq!(
+            check_checkpoints(&signed(&key, &[5, 4]), &public),
+            Err("checkpoints 1 to 3 are missing".to_owned())
+        );
+        let mut altered = signed(&key, &[2, 1]);
+        altered[1].location_seq = 7;
+        let bad = check_checkpoints(&altered, &public).unwrap_err();
+        assert!(bad.starts_with("checkpoint 1 has an invalid signature"), "{bad}");
     }
 }
