@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{AUDITOR, PUBLISHER, TestServer, authed, event, wait_until};
+use common::{PUBLISHER, TestServer, event, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
 use redb::{Database, TableDefinition};
@@ -47,14 +47,7 @@ async fn a_damaged_outbox_event_is_rejected_alone_and_leaves_a_gap() {
     let stored: Vec<u64> =
         server.all_events("us-east").await.iter().map(|record| record.publisher.as_ref().unwrap().seq).collect();
     assert_eq!(stored, [1, 3]);
-    let publishers = server
-        .query()
-        .await
-        .list_publishers(authed(proto::ListPublishersRequest { location: "us-east".into() }, AUDITOR))
-        .await
-        .unwrap()
-        .into_inner()
-        .publishers;
+    let publishers = server.publishers("us-east").await;
     assert_eq!(publishers.len(), 1);
     assert_eq!(publishers[0].publisher_id, outbox.publisher_id());
     assert_eq!(publishers[0].gaps, [proto::SequenceGap { epoch: 1, from_seq: 2, to_seq: 2 }]);

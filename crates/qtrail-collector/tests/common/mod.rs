@@ -159,6 +159,12 @@ impl TestServer {
         ack
     }
 
+    /// Returns what the collector knows of each publisher of `location`, with the auditor token.
+    pub async fn publishers(&self, location: &str) -> Vec<proto::PublisherState> {
+        let request = authed(proto::ListPublishersRequest { location: location.into() }, AUDITOR);
+        self.query().await.list_publishers(request).await.expect("publishers").into_inner().publishers
+    }
+
     /// Returns every stored event of `location`, oldest first.
     pub async fn all_events(&self, location: &str) -> Vec<proto::StoredEvent> {
         let mut client = self.query().await;
