@@ -49,6 +49,9 @@ pub enum Error {
         needed: &'static str,
     },
     /// The collector is shutting down; the caller should retry elsewhere or later.
+    /// A Publish stream claims a publisher id that delivers with another token.
+    #[error("publisher `{publisher_id}` is bound to token `{bound}`, not `{caller}`")]
+    PublisherBound { publisher_id: String, bound: String, caller: String },
     #[error("collector is shutting down")]
     ShuttingDown,
     /// The store failed or holds data it cannot read.
@@ -75,6 +78,7 @@ impl From<Error> for tonic::Status {
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Unauthenticated => tonic::Status::unauthenticated(message),
             Error::PermissionDenied { .. } => tonic::Status::permission_denied(message),
+            Error::PublisherBound { .. } => tonic::Status::permission_denied(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Store(store) => match store {
                 StoreError::CollectorExists(_) => tonic::Status::already_exists(message),

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
-use crate::store::{AppendBatch, EventStore, NewEvent};
+use crate::store::{AppendBatch, EventStore, NewEvent, publisher};
 use crate::writer::{Sequence, WriterHandle};
 use qtrail_proto::encoded::{self as wire, Kind as RequestKind};
 
@@ -182,6 +182,14 @@ where
         if collector.is_none() {
             return Err(Error::FailedPrecondition(format!("no collector for location `{location}`")));
         }
+        // Refused here for a clear answer; the writer checks again where racing streams meet.
+        if let Some(bound) = state.as_ref().and_then(|state| publisher::bound_elsewhere(state, &self.caller)) {
+            return Err(Error::PublisherBound {
+                publisher_id: hello.publisher_id,
+                bound: bound.to_owned(),
+                caller: self.caller.clone(),
+            });
+        }
         let stored_seq = match state {
             Some(state) if state.epoch > hello.epoch => {
                 return Err(Error::FailedPrecondition(format!(
@@ -272,6 +280,7 @@ where
             location: publisher.location.clone(),
             publisher_id: publisher.id.clone(),
             epoch: publisher.epoch,
+            credential: self.caller.clone(),
             events,
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;

@@ -326,7 +326,13 @@ mod tests {
                 NewEvent::new(seq, &event)
             })
             .collect();
-        AppendBatch { location: "us-east".parse().unwrap(), publisher_id: publisher.into(), epoch: 1, events }
+        AppendBatch {
+            location: "us-east".parse().unwrap(),
+            publisher_id: publisher.into(),
+            epoch: 1,
+            credential: "runtime".into(),
+            events,
+        }
     }
 
     /// A failed commit must not be followed by a commit of a later batch of the same stream:

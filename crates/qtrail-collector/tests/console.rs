@@ -311,6 +311,7 @@ async fn event_detail_carries_both_forms_and_the_chain_links() {
     assert_eq!(detail["prev_chain_hash"], hex(&stored[0].chain_hash));
     assert_eq!(detail["publisher"]["id"], "pub-1");
     assert_eq!(detail["publisher"]["seq"], 2);
+    assert_eq!(detail["publisher"]["credential"], "runtime-us-east", "the token that delivered it");
     assert_eq!(detail["correlation_id"], "corr-1");
     let event = AuditEvent::try_from(stored[1].event.clone().unwrap()).unwrap();
     assert_eq!(detail["at_json"], qtrail_cadf::at_json::to_string_pretty(&event));

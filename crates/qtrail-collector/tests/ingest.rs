@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PublishStream, TestServer, event, events, published};
+use common::{OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
 use qtrail_cadf::{ChainHash, chain_hash};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
@@ -278,5 +278,41 @@ async fn shutdown_acknowledges_in_flight_batches() {
     let server = TestServer::start(dir.path()).await;
     let stored = server.collector("us-east").await.event_count;
     assert!(stored >= acked.len() as u64 * 100, "stored {stored}, acked {acked:?}");
+    server.stop().await;
+}
+
+/// A publisher id is bound to the token of its first batch: a stream with another publisher
+/// token is refused at its Hello, and the records name the token that delivered them.
+#[tokio::test]
+async fn a_publisher_id_is_bound_to_the_token_that_first_published_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    assert_eq!(server.publish("us-east", &events("us-east", 0, 2), 1).await.accepted, 2);
+
+    let mut intruder = PublishStream::open_with_token(&server, OTHER_PUBLISHER).await.unwrap();
+    intruder.send_hello("pub-1", "us-east", 1).await;
+    let status = intruder.error().await;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "publisher `pub-1` is bound to token `runtime-us-east`, not `runtime-eu-de`");
+    // Its own id is its own.
+    let mut other = PublishStream::open_with_token(&server, OTHER_PUBLISHER).await.unwrap();
+    other.send_hello("pub-2", "us-east", 1).await;
+    assert!(matches!(other.next().await.unwrap().kind, Some(proto::publish_response::Kind::Welcome(_))));
+    assert_eq!(other.publish(1, &events("us-east", 2, 1), 1).await.accepted, 1);
+    other.close();
+
+    let credentials: Vec<(String, String)> = server
+        .all_events("us-east")
+        .await
+        .into_iter()
+        .map(|record| record.publisher.unwrap())
+        .map(|publisher| (publisher.id, publisher.credential))
+        .collect();
+    let expected = [("pub-1", "runtime-us-east"), ("pub-1", "runtime-us-east"), ("pub-2", "runtime-eu-de")];
+    assert_eq!(credentials, expected.map(|(id, token)| (id.to_owned(), token.to_owned())));
+    let publishers = server.publishers("us-east").await;
+    let bound: Vec<&str> = publishers.iter().map(|state| state.credential.as_str()).collect();
+    assert_eq!(bound, ["runtime-us-east", "runtime-eu-de"]);
     server.stop().await;
 }

@@ -270,6 +270,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         .collect();
                     json!({
                         "publisherId": p.publisher_id,
+                        "credential": p.credential,
                         "epoch": p.epoch,
                         "storedSeq": p.stored_seq,
                         "eventCount": p.event_count,
@@ -282,12 +283,13 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 write_json(out, &json!({ "publishers": items }))?;
                 return Ok(());
             }
-            let mut table = Table::new(&["PUBLISHER", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "LAST SEEN"]);
+            let mut table = Table::new(&["PUBLISHER", "TOKEN", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "LAST SEEN"]);
             for p in &list.publishers {
                 let gaps: Vec<String> =
                     p.gaps.iter().map(|g| format!("{}:{}-{}", g.epoch, g.from_seq, g.to_seq)).collect();
                 table.row(vec![
                     p.publisher_id.clone(),
+                    p.credential.clone(),
                     p.epoch.to_string(),
                     p.stored_seq.to_string(),
                     p.event_count.to_string(),
@@ -370,7 +372,9 @@ pub fn stored_event_json(stored: &StoredEvent) -> Value {
         "chainHash": hex::encode(&stored.chain_hash),
         "prevChainHash": hex::encode(&stored.prev_chain_hash),
         "receiveTime": format_time(stored.receive_time.as_ref()),
-        "publisher": { "id": publisher.id, "epoch": publisher.epoch, "seq": publisher.seq },
+        "publisher": {
+            "id": publisher.id, "epoch": publisher.epoch, "seq": publisher.seq, "credential": publisher.credential,
+        },
         "event": event,
     })
 }

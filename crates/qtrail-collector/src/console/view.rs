@@ -88,6 +88,8 @@ pub(crate) struct PublisherView {
     pub(crate) epoch: u64,
     /// Position in the publisher's sequence.
     pub(crate) seq: u64,
+    /// Name of the token that delivered it.
+    pub(crate) credential: String,
 }
 
 /// Everything about one event.
@@ -124,7 +126,12 @@ pub(crate) fn detail(record: &proto::StoredEvent) -> Result<EventDetail> {
         location: record.location.clone(),
         chain_hash: hex::encode(&record.chain_hash),
         prev_chain_hash: hex::encode(&record.prev_chain_hash),
-        publisher: PublisherView { id: publisher.id, epoch: publisher.epoch, seq: publisher.seq },
+        publisher: PublisherView {
+            id: publisher.id,
+            epoch: publisher.epoch,
+            seq: publisher.seq,
+            credential: publisher.credential,
+        },
         receive_time: record.receive_time.as_ref().map(timestamp).unwrap_or_default(),
         at_json: qtrail_cadf::at_json::to_string_pretty(&event),
         cadf_json: qtrail_cadf::cadf_json::to_string_pretty(&event),

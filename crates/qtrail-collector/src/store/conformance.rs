@@ -22,7 +22,7 @@ type Check = fn(Factory<'_>, &Path);
 
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, Check); 12] = [
+    let checks: [(&str, Check); 13] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -35,6 +35,7 @@ pub(crate) fn run_all(factory: Factory<'_>) {
         ("reopen_with_the_index_behind", reopen_with_the_index_behind),
         ("chain_lookups", chain_lookups),
         ("checkpoints", checkpoints),
+        ("publisher_binding", publisher_binding),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -77,11 +78,13 @@ pub(crate) fn event(
     builder.build().expect("valid event")
 }
 
+/// A batch delivered with the token named `token-<publisher>`.
 fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEvent)]) -> AppendBatch {
     AppendBatch {
         location: self::location(location),
         publisher_id: publisher.into(),
         epoch,
+        credential: format!("token-{publisher}"),
         events: events.iter().map(|(seq, event)| NewEvent::new(*seq, event)).collect(),
     }
 }
@@ -163,7 +166,8 @@ fn dense_seqs_and_chain(factory: Factory<'_>, dir: &Path) {
         assert_eq!(record.receive_time, Some(at(7)));
         prev = expected;
     }
-    assert_eq!(records[3].publisher, Some(proto::PublisherRef { id: "pub-3".into(), epoch: 1, seq: 1 }));
+    let expected = proto::PublisherRef { id: "pub-3".into(), epoch: 1, seq: 1, credential: "token-pub-3".into() };
+    assert_eq!(records[3].publisher, Some(expected));
     let collector = store.collector(&location("us-east")).unwrap().unwrap();
     assert_eq!((collector.event_count, collector.head_chain_hash), (5, prev.as_bytes().to_vec()));
     assert_eq!(store.last_seq(&location("us-east")).unwrap(), 5);
@@ -523,4 +527,30 @@ fn checkpoints(factory: Factory<'_>, dir: &Path) {
     assert_eq!(store.checkpoints(&location("us-east"), None, 1).unwrap(), [checkpoint("us-east", 5)]);
     assert_eq!(store.checkpoints(&location("eu-de"), None, 10).unwrap(), [checkpoint("eu-de", 1)]);
     assert!(store.checkpoints(&location("jp-tok"), None, 10).unwrap().is_empty());
+}
+
+/// A publisher id is bound to the credential of its first batch: a batch of another is rejected
+/// event by event and changes nothing, in the same group as accepted ones.
+fn publisher_binding(factory: Factory<'_>, dir: &Path) {
+    let store = factory(dir);
+    store.create_collector(&location("us-east"), at(0)).unwrap();
+    let events = simple_events("us-east", 3);
+    let outcomes = store.append(vec![batch("us-east", "pub-1", 1, &[(1, &events[0])])], at(1)).unwrap();
+    assert_eq!(outcomes[0].accepted, 1);
+
+    let mut intruder = batch("us-east", "pub-1", 1, &[(2, &events[1])]);
+    intruder.credential = "token-other".into();
+    let honest = batch("us-east", "pub-1", 1, &[(3, &events[2])]);
+    let outcomes = store.append(vec![intruder, honest], at(2)).unwrap();
+    assert_eq!((outcomes[0].accepted, outcomes[0].rejected.len()), (0, 1));
+    assert_eq!(outcomes[0].rejected[0].reason, "publisher `pub-1` is bound to token `token-pub-1`, not `token-other`");
+    assert_eq!(outcomes[0].rejected[0].seq, 2);
+    assert_eq!(outcomes[1].accepted, 1, "the bound credential goes on publishing");
+
+    let state = store.publisher(&location("us-east"), "pub-1").unwrap().unwrap();
+    assert_eq!((state.credential.as_str(), state.event_count, state.stored_seq), ("token-pub-1", 2, 3));
+    let records = store.events(&location("us-east"), 1, 10).unwrap();
+    let credentials: Vec<&str> =
+        records.iter().map(|record| record.publisher.as_ref().unwrap().credential.as_str()).collect();
+    assert_eq!(credentials, ["token-pub-1", "token-pub-1"]);
 }

@@ -465,11 +465,22 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => return Err(StoreError::NoCollector(loc.to_owned())),
     };
     let mut publishers = txn.open_table(PUBLISHERS)?;
-    let mut state = match publishers.get((loc, batch.publisher_id.as_str()))? {
+    let mut state: proto::PublisherState = match publishers.get((loc, batch.publisher_id.as_str()))? {
         Some(bytes) => decode(&format!("publisher `{}`", batch.publisher_id), bytes.value())?,
-        None => publisher::new_state(&batch.publisher_id, batch.epoch),
+        None => publisher::new_state(&batch.publisher_id, batch.epoch, &batch.credential),
     };
-    publisher::record_batch(&mut state, batch.epoch, receive_time);
+    // Checked here, in the writer's transaction, where two streams racing for a new id meet.
+    if let Some(bound) = publisher::bound_elsewhere(&state, &batch.credential) {
+        let reason =
+            format!("publisher `{}` is bound to token `{bound}`, not `{}`", batch.publisher_id, batch.credential);
+        let rejected = batch
+            .events
+            .iter()
+            .map(|new| proto::RejectedEvent { event_id: new.id.to_string(), seq: new.seq, reason: reason.clone() })
+            .collect();
+        return Ok(AppendOutcome { rejected, ..AppendOutcome::default() });
+    }
+    publisher::record_batch(&mut state, batch.epoch, receive_time, &batch.credential);
 
     let mut events = txn.open_table(EventsDef::new(&events_table_name(loc)))?;
     let mut ids = txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
@@ -506,7 +517,12 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
             location_seq: 0,
             chain_hash: hash.as_bytes().to_vec(),
             prev_chain_hash: prev.as_bytes().to_vec(),
-            publisher: Some(proto::PublisherRef { id: batch.publisher_id.clone(), epoch: batch.epoch, seq: new.seq }),
+            publisher: Some(proto::PublisherRef {
+                id: batch.publisher_id.clone(),
+                epoch: batch.epoch,
+                seq: new.seq,
+                credential: batch.credential.clone(),
+            }),
             receive_time: Some(receive_time),
         };
         // The record is `StoredEvent` in protobuf: the event's bytes, encoded before the writer,
@@ -572,7 +588,7 @@ mod tests {
                 NewEvent::new(seq, &event)
             })
             .collect();
-        let batch = AppendBatch { location, publisher_id: "p".into(), epoch: 1, events };
+        let batch = AppendBatch { location, publisher_id: "p".into(), epoch: 1, credential: "runtime".into(), events };
         store.append(vec![batch], Timestamp::default()).unwrap();
         while store.index_step(1000).unwrap().lag > 0 {}
     }

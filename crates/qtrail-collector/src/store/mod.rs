@@ -112,6 +112,8 @@ pub struct AppendBatch {
     pub publisher_id: String,
     /// The publisher's epoch.
     pub epoch: u64,
+    /// Name of the token that delivered the batch; the publisher id is bound to the first.
+    pub credential: String,
     /// The events, in publisher order.
     pub events: Vec<NewEvent>,
 }
@@ -170,7 +172,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// accepted event is on disk; when it returns `Err`, nothing of any batch is. Events whose
     /// id is stored already are counted as duplicates (same canonical bytes) or rejected
     /// (different bytes), never stored twice. Each stored event gets the next `location_seq`
-    /// and its chain hash; publisher state (highest seq, count, gaps) follows.
+    /// and its chain hash; publisher state (highest seq, count, gaps) follows. A batch whose
+    /// publisher id is bound to another credential is rejected event by event, nothing of it
+    /// stored.
     ///
     /// # Errors
     /// [`StoreError::NoCollector`] when a batch's location has no collector (nothing stored),

@@ -1,5 +1,5 @@
 //! Publisher bookkeeping shared by every backend: how storing an event moves a publisher's
-//! highest seq, count and gaps.
+//! highest seq, count and gaps, and which credential the publisher id is bound to.
 //!
 //! A publisher numbers its events densely from 1 within an epoch. When the collector stores seq
 //! `s` while the highest stored is `h < s - 1`, the seqs `h+1..=s-1` become a gap; a later
@@ -10,14 +10,30 @@
 use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
-/// Returns a fresh state for a publisher seen for the first time.
-pub fn new_state(publisher_id: &str, epoch: u64) -> proto::PublisherState {
-    proto::PublisherState { publisher_id: publisher_id.to_owned(), epoch, ..Default::default() }
+/// Returns a fresh state for a publisher seen for the first time, bound to `credential`.
+pub fn new_state(publisher_id: &str, epoch: u64, credential: &str) -> proto::PublisherState {
+    proto::PublisherState {
+        publisher_id: publisher_id.to_owned(),
+        epoch,
+        credential: credential.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Returns the credential the publisher is bound to when it is not `credential`: a stream
+/// authenticated otherwise may not publish under this id. A state from before binding (none
+/// recorded) binds to the first credential that delivers a batch.
+pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -> Option<&'a str> {
+    let bound = state.credential.as_str();
+    (!bound.is_empty() && bound != credential).then_some(bound)
 }
 
 /// Records that the publisher delivered a batch in `epoch` at `now`. A newer epoch restarts the
 /// sequence; an older one (a stale process) leaves the state's epoch alone.
-pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp) {
+pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp, credential: &str) {
+    if state.credential.is_empty() {
+        state.credential = credential.to_owned();
+    }
     if epoch > state.epoch {
         state.epoch = epoch;
         state.stored_seq = 0;
@@ -69,7 +85,7 @@ mod tests {
 
     #[test]
     fn gaps_open_shrink_and_split() {
-        let mut state = new_state("p", 1);
+        let mut state = new_state("p", 1, "runtime");
         for seq in [1, 2, 8] {
             record_stored(&mut state, 1, seq);
         }
@@ -87,15 +103,15 @@ mod tests {
 
     #[test]
     fn a_new_epoch_starts_afresh_and_keeps_old_gaps() {
-        let mut state = new_state("p", 1);
+        let mut state = new_state("p", 1, "runtime");
         record_stored(&mut state, 1, 2);
-        record_batch(&mut state, 2, Timestamp::default());
+        record_batch(&mut state, 2, Timestamp::default(), "runtime");
         assert_eq!((state.epoch, state.stored_seq), (2, 0));
         record_stored(&mut state, 2, 1);
         record_stored(&mut state, 2, 3);
         assert_eq!(gaps(&state), vec![(1, 1, 1), (2, 2, 2)]);
         // A stale process of epoch 1 does not move epoch 2's sequence.
-        record_batch(&mut state, 1, Timestamp::default());
+        record_batch(&mut state, 1, Timestamp::default(), "runtime");
         record_stored(&mut state, 1, 1);
         assert_eq!((state.epoch, state.stored_seq, state.event_count), (2, 3, 4));
         assert_eq!(gaps(&state), vec![(1, 1, 1), (2, 2, 2)]);

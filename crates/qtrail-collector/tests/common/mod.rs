@@ -24,6 +24,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
 pub const PUBLISHER: &str = "publisher-secret";
+/// A second publisher token, of another runtime (`runtime-eu-de`).
+pub const OTHER_PUBLISHER: &str = "other-publisher-secret";
 pub const AUDITOR: &str = "auditor-secret";
 pub const ADMIN: &str = "admin-secret";
 
@@ -32,6 +34,7 @@ pub fn tokens() -> Tokens {
     let entry = |token: &str, role, name: &str| TokenEntry { token: token.into(), role, name: name.into() };
     Tokens::from_entries([
         entry(PUBLISHER, Role::Publisher, "runtime-us-east"),
+        entry(OTHER_PUBLISHER, Role::Publisher, "runtime-eu-de"),
         entry(AUDITOR, Role::Auditor, "alice"),
         entry(ADMIN, Role::Admin, "ops"),
     ])

@@ -486,7 +486,8 @@ async function openDetail(seq) {
   fact(facts, 'Correlation id', event.correlation_id);
   fact(facts, 'Chain hash', event.chain_hash);
   fact(facts, 'Previous hash', event.prev_chain_hash);
-  fact(facts, 'Publisher', `${event.publisher.id} · epoch ${event.publisher.epoch} · seq ${event.publisher.seq}`);
+  fact(facts, 'Publisher', `${event.publisher.id} · epoch ${event.publisher.epoch} · seq ${event.publisher.seq}`
+    + (event.publisher.credential ? ` · token ${event.publisher.credential}` : ''));
   fact(facts, 'Received', event.receive_time);
   $('detail-at').textContent = event.at_json;
   $('detail-cadf').textContent = event.cadf_json;
