@@ -252,7 +252,10 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
     let publishers = ok_json(&up, &["events", "publishers"]);
     assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
-    assert_eq!(publishers["publishers"][0]["credential"], "runtime-local", "bound to the publisher token: {publishers}");
+    assert_eq!(
+        publishers["publishers"][0]["credential"], "runtime-local",
+        "bound to the publisher token: {publishers}"
+    );
     let collectors = ok_json(&up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
     let twice = up.qtrail(&["collectors", "create", "us-east"]);

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access;
 use crate::error::Result;
 use crate::ingest::Ingest;
 use crate::query::Query;
@@ -31,6 +32,11 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 /// Returns the token name of an authorized request (set by [`Authorizer`]).
 fn caller_name<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
+}
+
+/// Records an auditor's read in the access log.
+fn log_read<T>(request: &Request<T>, call: &str, location: &str) {
+    access::read(&caller_name(request), call, location);
 }
 
 /// Returns a response stream fed by a channel, mapping errors to statuses.
@@ -55,7 +61,9 @@ impl Authorizer {
 impl tonic::service::Interceptor for Authorizer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let token = qtrail_server::auth::bearer_token(request.metadata());
-        let caller = self.tokens.authorize(token, self.role)?;
+        let caller = self.tokens.authorize(token, self.role).inspect_err(|err| {
+            access::refused(self.role.as_str(), &err.to_string());
+        })?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -128,6 +136,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::QueryEventsRequest>,
     ) -> Result<Response<proto::QueryEventsResponse>, Status> {
+        log_read(&request, "QueryEvents", &request.get_ref().location);
         Ok(Response::new(self.query.query_events(request.into_inner()).await?))
     }
 
@@ -135,6 +144,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
+        log_read(&request, "TailEvents", &request.get_ref().location);
         let tail = self.query.open_tail(request.get_ref()).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().tail(tail, sender));
@@ -145,6 +155,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::VerifyChainRequest>,
     ) -> Result<Response<proto::VerifyChainResponse>, Status> {
+        log_read(&request, "VerifyChain", &request.get_ref().location);
         Ok(Response::new(self.query.verify_chain(request.into_inner()).await?))
     }
 
@@ -152,6 +163,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::ExportEventsRequest>,
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
+        log_read(&request, "ExportEvents", &request.get_ref().location);
         let export = self.query.open_export(request.get_ref()).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().export(export, sender));
@@ -162,6 +174,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::ListPublishersRequest>,
     ) -> Result<Response<proto::ListPublishersResponse>, Status> {
+        log_read(&request, "ListPublishers", &request.get_ref().location);
         Ok(Response::new(self.query.list_publishers(request.into_inner()).await?))
     }
 
@@ -169,6 +182,7 @@ impl EventQuery for QueryService {
         &self,
         request: Request<proto::ListCheckpointsRequest>,
     ) -> Result<Response<proto::ListCheckpointsResponse>, Status> {
+        log_read(&request, "ListCheckpoints", &request.get_ref().location);
         Ok(Response::new(self.query.list_checkpoints(request.into_inner()).await?))
     }
 }

@@ -13,6 +13,7 @@
 //! batches they have, ends tails and live views, waits for the writer to commit what is queued,
 //! stops the indexer and closes the store.
 
+mod access;
 pub mod chain;
 mod checkpointer;
 pub mod config;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, authed, wait_until};
+use common::{ADMIN, AUDITOR, authed, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -177,4 +177,73 @@ fn bad_tls_files_stop_start_up_naming_the_file_and_never_serve_plaintext() {
     // Half a configuration is refused by the flags themselves.
     let output = command(dir.path()).arg("--tls-client-ca").arg(&pki.ca).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Reads of the audit trail, over gRPC or the console, and calls refused for their token, leave
+/// a line each in the access log (JSON with `--log-json`): the token's name, the call and the
+/// location, never the token.
+#[tokio::test]
+async fn reads_and_refusals_are_in_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = format!(
+        "[[token]]\ntoken = \"{ADMIN}\"\nrole = \"admin\"\nname = \"ops\"\n\n\
+         [[token]]\ntoken = \"{AUDITOR}\"\nrole = \"auditor\"\nname = \"alice\"\n"
+    );
+    std::fs::write(dir.path().join("tokens.toml"), tokens).unwrap();
+    let log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
+    let http_addr_file = dir.path().join("http.addr");
+    let mut command = command(dir.path());
+    command.args(["--log-json", "--http", "127.0.0.1:0"]).arg("--http-addr-file").arg(&http_addr_file);
+    let mut process = Process(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let addr_file = dir.path().join("addr");
+    assert!(
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await,
+        "address file written"
+    );
+    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
+    admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
+    let mut query = proto::event_query_client::EventQueryClient::new(channel);
+    let request = proto::QueryEventsRequest { location: "us-east".into(), ..Default::default() };
+    query.query_events(authed(request.clone(), AUDITOR)).await.unwrap();
+    let verify = proto::VerifyChainRequest { location: "us-east".into(), range: None };
+    query.verify_chain(authed(verify, AUDITOR)).await.unwrap();
+    assert_eq!(query.query_events(authed(request, ADMIN)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let mut console = common::http::HttpClient::new(qtrail_server::addr_file::read(&http_addr_file).unwrap().unwrap());
+    assert_eq!(console.sign_in(AUDITOR).await.status, 200);
+    assert_eq!(console.get("/api/locations/us-east/events").await.status, 200);
+
+    let pid = process.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        wait_until(Duration::from_secs(30), || std::future::ready(process.0.try_wait().unwrap().is_some())).await,
+        "exits after sigterm"
+    );
+    let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "qtrail::access")
+        .map(|line| line["fields"].clone())
+        .collect();
+    let reads: Vec<(&str, &str, &str)> = access
+        .iter()
+        .filter(|fields| fields["message"] == "audit trail read")
+        .map(|fields| {
+            (fields["token"].as_str().unwrap(), fields["call"].as_str().unwrap(), fields["location"].as_str().unwrap())
+        })
+        .collect();
+    let expected = [
+        ("alice", "QueryEvents", "us-east"),
+        ("alice", "VerifyChain", "us-east"),
+        ("alice", "console GET /api/locations/us-east/events", "us-east"),
+    ];
+    assert_eq!(reads, expected, "{text}");
+    let refused: Vec<&serde_json::Value> = access.iter().filter(|fields| fields["message"] == "call refused").collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(refused[0]["needed_role"], "auditor");
+    assert_eq!(refused[0]["reason"], "token `ops` has role `admin`, this service needs role `auditor`");
+    assert!(!text.contains(ADMIN) && !text.contains(AUDITOR), "no token in the log");
 }

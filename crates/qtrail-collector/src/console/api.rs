@@ -40,6 +40,7 @@ use tracing::{info, warn};
 use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
 use super::{Console, view};
+use crate::access;
 use crate::error::Error;
 use crate::tokens::Role;
 
@@ -82,7 +83,8 @@ const EXPORT_PARAMS: [&str; 11] = [
 type Shared = State<Arc<Console>>;
 type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-/// A request from a signed-in auditor; extracting it is the session check.
+/// A request from a signed-in auditor; extracting it is the session check, and records the
+/// read in the access log.
 #[derive(Debug)]
 pub(crate) struct Auditor(pub(crate) SignedIn);
 
@@ -91,7 +93,11 @@ impl FromRequestParts<Arc<Console>> for Auditor {
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, ApiError> {
         let id = session::cookie(&parts.headers).ok_or(ApiError::SignedOut)?;
-        console.sessions.get(id, Instant::now()).map(Auditor).ok_or(ApiError::SignedOut)
+        let signed_in = console.sessions.get(id, Instant::now()).ok_or(ApiError::SignedOut)?;
+        let path = parts.uri.path();
+        let location = path.strip_prefix("/api/locations/").and_then(|rest| rest.split('/').next()).unwrap_or("");
+        access::read(&signed_in.caller.name, &format!("console {} {path}", parts.method), location);
+        Ok(Auditor(signed_in))
     }
 }
 
