@@ -17,6 +17,7 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::meters;
 use crate::store::{EventStore, Result};
 use crate::writer::now;
 
@@ -41,9 +42,13 @@ pub(crate) fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result
             Ok(checkpoint) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
+                meters::checkpoint_signed(&checkpoint.location, checkpoint.time.map_or(0, |time| time.seconds));
                 stored += 1;
             }
-            Err(err) => warn!(location = %collector.location, error = %err, "cannot store a checkpoint"),
+            Err(err) => {
+                warn!(location = %collector.location, error = %err, "cannot store a checkpoint");
+                meters::checkpoint_failed();
+            }
         }
     }
     Ok(stored)

@@ -18,6 +18,9 @@
 //! | `qtrail_collector_index_lag_events` | gauge | stored events the query indexes do not cover yet |
 //! | `qtrail_collector_tail_subscribers` | gauge | open tails (gRPC `TailEvents` and console live views) |
 //! | `qtrail_collector_console_sessions` | gauge | signed-in console sessions |
+//! | `qtrail_collector_checkpoints_total{location}` | counter | signed checkpoints stored |
+//! | `qtrail_collector_checkpoint_failures_total` | counter | checkpoints that could not be signed or stored |
+//! | `qtrail_collector_checkpoint_time_seconds{location}` | gauge | Unix time of the newest checkpoint: alert when it stops moving |
 
 use std::time::Duration;
 
@@ -41,6 +44,17 @@ pub(crate) fn group_committed(batches: usize, events: usize, took: Duration) {
     histogram!("qtrail_collector_write_group_batches").record(batches as f64);
     histogram!("qtrail_collector_write_group_events").record(events as f64);
     histogram!("qtrail_collector_commit_seconds").record(took.as_secs_f64());
+}
+
+/// Counts a signed checkpoint of `location` stored at Unix time `seconds`.
+pub(crate) fn checkpoint_signed(location: &str, seconds: i64) {
+    counter!("qtrail_collector_checkpoints_total", "location" => location.to_owned()).increment(1);
+    gauge!("qtrail_collector_checkpoint_time_seconds", "location" => location.to_owned()).set(seconds as f64);
+}
+
+/// Counts a checkpoint that could not be signed or stored.
+pub(crate) fn checkpoint_failed() {
+    counter!("qtrail_collector_checkpoint_failures_total").increment(1);
 }
 
 /// Counts a group commit that failed.

@@ -77,3 +77,30 @@ async fn metrics_show_ingest_streams_commits_store_and_tails() {
     assert!(settled, "gauges return to zero, and the indexer catches up");
     server.stop().await;
 }
+
+/// A collector with a checkpoint key counts the checkpoints it signs and shows when it signed
+/// the newest, so that an alert can fire when signing stops.
+#[tokio::test]
+async fn metrics_show_signed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint-key.pem");
+    std::fs::write(&key_file, qtrail_cadf::checkpoint::SigningKey::generate_pem().unwrap()).unwrap();
+    let mut config = qtrail_collector::Config::for_test(dir.path().join("data"), common::tokens());
+    config.checkpoint_key = Some(key_file);
+    config.checkpoint_interval = Duration::from_millis(50);
+    let server = TestServer::start_with_http_config(config).await;
+    server.create_collector("eu-de").await;
+    let client = server.http();
+    let signed = wait_until(Duration::from_secs(20), || async {
+        let text = client.get("/metrics").await.body;
+        sample(&text, r#"qtrail_collector_checkpoints_total{location="eu-de"}"#).is_some_and(|count| count >= 2.0)
+    })
+    .await;
+    assert!(signed, "checkpoints are counted");
+    let text = client.get("/metrics").await.body;
+    let signed_at = value(&text, r#"qtrail_collector_checkpoint_time_seconds{location="eu-de"}"#);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - 60.0..=now + 1.0).contains(&signed_at), "{signed_at} near {now}");
+    assert_eq!(sample(&text, "qtrail_collector_checkpoint_failures_total"), None, "none failed");
+    server.stop().await;
+}

@@ -71,9 +71,13 @@ impl TestServer {
 
     /// Starts a collector over `data_dir` with its HTTP side (console, metrics) on a free port.
     pub async fn start_with_http(data_dir: &Path) -> Self {
-        let addr_file = data_dir.join("http.addr");
+        Self::start_with_http_config(Config::for_test(data_dir, tokens())).await
+    }
+
+    /// Starts a collector with `config` and its HTTP side on a free port.
+    pub async fn start_with_http_config(mut config: Config) -> Self {
+        let addr_file = config.data_dir.join("http.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut config = Config::for_test(data_dir, tokens());
         config.http = Some("127.0.0.1:0".parse().expect("an address"));
         config.http_addr_file = Some(addr_file.clone());
         let mut server = Self::start_with(config).await;
