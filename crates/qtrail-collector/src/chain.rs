@@ -45,7 +45,7 @@ use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
 
 use crate::store::{ChainRecord, EventStore, Result};
 
-/// Records read from the store per step.
+/// Records (and checkpoints) read from the store per step.
 const CHUNK: usize = 1000;
 
 /// An inclusive range of positions to check, already resolved against the chain's length.
@@ -66,14 +66,24 @@ pub(crate) fn verify(
     chain_end: u64,
 ) -> Result<proto::VerifyChainResponse> {
     let mut heads: BTreeMap<u64, Vec<SignedHead>> = BTreeMap::new();
-    for checkpoint in store.checkpoints(location, None, usize::MAX)? {
-        let hash = qtrail_cadf::checkpoint::head_of(&checkpoint);
-        let signed = heads.entry(checkpoint.location_seq).or_default();
-        // An idle chain gets the same head signed again and again: kept once, counted.
-        match signed.iter_mut().find(|head| head.hash == hash) {
-            Some(head) => head.count += 1,
-            None => signed.push(SignedHead { number: checkpoint.number, hash, count: 1 }),
+    // Read a page at a time: a collector signs every location at every tick, so there can be
+    // many, while distinct heads are few.
+    let mut before = None;
+    loop {
+        let page = store.checkpoints(location, before, CHUNK)?;
+        let Some(oldest) = page.last().map(|checkpoint| checkpoint.number) else {
+            break;
+        };
+        for checkpoint in page {
+            let hash = qtrail_cadf::checkpoint::head_of(&checkpoint);
+            let signed = heads.entry(checkpoint.location_seq).or_default();
+            // An idle chain gets the same head signed again and again: kept once, counted.
+            match signed.iter_mut().find(|head| head.hash == hash) {
+                Some(head) => head.count += 1,
+                None => signed.push(SignedHead { number: checkpoint.number, hash, count: 1 }),
+            }
         }
+        before = Some(oldest);
     }
     let mut verifier = Verifier { store, location, range, chain_end, heads, checked: 0, checkpoints_checked: 0 };
     verifier.run()

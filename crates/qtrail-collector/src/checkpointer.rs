@@ -5,6 +5,12 @@
 //! leaves signed evidence of where the chain stood, and a gap in the checkpoints' times shows
 //! when the collector was not running. The head comes from the collector row, which the writer
 //! updates in the transaction that stores the records, so it names a stored position and hash.
+//!
+//! Before signing, the chain must still fit the location's newest checkpoint: the record at its
+//! position must have the hash it states. A chain rewritten or cut while the collector was
+//! stopped would otherwise get a fresh signature over the forged head at the next start. When
+//! it does not fit, nothing is signed for that location (an error in the log, and
+//! `qtrail_collector_checkpoint_failures_total`) until someone looks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,10 +21,10 @@ use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::meters;
-use crate::store::{EventStore, Result};
+use crate::store::{EventStore, Result, StoreError};
 use crate::writer::now;
 
 /// Reads the signing key in `path`.
@@ -46,7 +52,7 @@ pub(crate) fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result
                 stored += 1;
             }
             Err(err) => {
-                warn!(location = %collector.location, error = %err, "cannot store a checkpoint");
+                error!(location = %collector.location, error = %err, "cannot sign a checkpoint");
                 meters::checkpoint_failed();
             }
         }
@@ -58,12 +64,25 @@ fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Colle
     let location: Location = collector
         .location
         .parse()
-        .map_err(|err| crate::store::StoreError::Corrupt(format!("collector `{}`: {err}", collector.location)))?;
-    let newest = store.checkpoints(&location, None, 1)?.first().map_or(0, |checkpoint| checkpoint.number);
-    let head = ChainHash::from_slice(&collector.head_chain_hash).unwrap_or(ChainHash::GENESIS);
+        .map_err(|err| StoreError::Corrupt(format!("collector `{}`: {err}", collector.location)))?;
+    let head = match ChainHash::from_slice(&collector.head_chain_hash) {
+        Some(head) => head,
+        None if collector.head_chain_hash.is_empty() && collector.event_count == 0 => ChainHash::GENESIS,
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "collector `{location}` has a head_chain_hash of {} bytes for {} events",
+                collector.head_chain_hash.len(),
+                collector.event_count
+            )));
+        }
+    };
+    let newest = store.checkpoints(&location, None, 1)?.into_iter().next();
+    if let Some(newest) = &newest {
+        fits_chain(store, &location, newest)?;
+    }
     let mut checkpoint = proto::Checkpoint {
         location: location.to_string(),
-        number: newest + 1,
+        number: newest.map_or(0, |newest| newest.number) + 1,
         location_seq: collector.event_count,
         head_chain_hash: head.as_bytes().to_vec(),
         time: Some(now()),
@@ -72,6 +91,31 @@ fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Colle
     key.sign(&mut checkpoint);
     store.add_checkpoint(&checkpoint)?;
     Ok(checkpoint)
+}
+
+/// Checks that the chain of `location` still has, at the position `checkpoint` covers, the hash
+/// it states.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the checkpoint when it does not.
+fn fits_chain(store: &dyn EventStore, location: &Location, checkpoint: &proto::Checkpoint) -> Result<()> {
+    let seq = checkpoint.location_seq;
+    let stored = if seq == 0 {
+        Some(ChainHash::GENESIS)
+    } else {
+        let record = store.chain_records(location, seq, 1)?.into_iter().next();
+        record
+            .filter(|entry| entry.location_seq == seq)
+            .and_then(|entry| entry.record)
+            .and_then(|record| ChainHash::from_slice(&record.chain_hash))
+    };
+    if stored.is_some() && stored == qtrail_cadf::checkpoint::head_of(checkpoint) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "the chain of `{location}` no longer fits checkpoint {} (location_seq {seq}): not signing over it",
+        checkpoint.number
+    )))
 }
 
 /// Signs checkpoints every `interval` until `stop` is cancelled. The last one, at shutdown, is

@@ -48,10 +48,17 @@ pub enum Error {
         /// The role the service needs.
         needed: &'static str,
     },
-    /// The collector is shutting down; the caller should retry elsewhere or later.
-    /// A Publish stream claims a publisher id that delivers with another token.
+    /// A Publish stream claims a publisher id bound to another token.
     #[error("publisher `{publisher_id}` is bound to token `{bound}`, not `{caller}`")]
-    PublisherBound { publisher_id: String, bound: String, caller: String },
+    PublisherBound {
+        /// The publisher id claimed.
+        publisher_id: String,
+        /// Name of the token the id is bound to.
+        bound: String,
+        /// Name of the stream's token.
+        caller: String,
+    },
+    /// The collector is shutting down; the caller should retry elsewhere or later.
     #[error("collector is shutting down")]
     ShuttingDown,
     /// The store failed or holds data it cannot read.

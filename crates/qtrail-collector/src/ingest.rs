@@ -285,8 +285,14 @@ where
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         let location = publisher.location.clone();
+        let (publisher_id, caller) = (publisher.id.clone(), self.caller.clone());
         self.pending.push_back(Box::pin(async move {
             let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;
+            // Another stream bound the id between this one's Hello and this batch: the stream
+            // fails without an Ack, so that the publisher keeps the events.
+            if let Some(bound) = outcome.bound_to {
+                return Err(Error::PublisherBound { publisher_id, bound, caller });
+            }
             let mut all_rejected = rejected;
             all_rejected.extend(outcome.rejected);
             all_rejected.sort_by_key(|event| event.seq);

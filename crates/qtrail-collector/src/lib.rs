@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -71,6 +71,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
     let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?.map(Arc::new);
+    if checkpoint_key.is_some() && config.checkpoint_interval.is_zero() {
+        anyhow::bail!("the checkpoint interval must be longer than zero");
+    }
     // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
     let http_listener = match config.http {
         Some(addr) => Some(
@@ -236,8 +239,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     writer.stop().await;
     indexer.stop().await;
     stop_checkpoints.cancel();
-    if let Some(task) = checkpoints {
-        let _ = task.await;
+    if let Some(task) = checkpoints
+        && let Err(err) = task.await
+    {
+        error!(error = %err, "the checkpoint task failed");
     }
     // The writer has stopped: this last checkpoint covers everything stored.
     if let Some(key) = checkpoint_key {
@@ -246,8 +251,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             move || checkpointer::checkpoint_all(store.as_ref(), &key)
         })
         .await;
-        if !matches!(signed, Ok(Ok(_))) {
-            warn!("cannot sign the checkpoints at shutdown");
+        match signed {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "cannot sign the checkpoints at shutdown"),
+            Err(err) => warn!(error = %err, "the checkpoint task at shutdown failed"),
         }
     }
     drop(store);

@@ -410,7 +410,6 @@ fn chunk_lines(lines: Vec<String>) -> Vec<Vec<String>> {
     chunks
 }
 
-/// Resolves a request range against the newest position: 0 means 1 and the newest.
 /// Returns the page size a request asks for: [`DEFAULT_PAGE_SIZE`] for 0.
 ///
 /// # Errors
@@ -425,6 +424,7 @@ fn page_size(asked: u32) -> Result<u32> {
     }
 }
 
+/// Resolves a request range against the newest position: 0 means 1 and the newest.
 fn resolve_range(range: Option<&proto::SeqRange>, newest: u64) -> Result<CheckRange> {
     let asked = range.cloned().unwrap_or_default();
     let from_seq = asked.from_seq.max(1);

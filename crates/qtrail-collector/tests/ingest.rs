@@ -316,3 +316,27 @@ async fn a_publisher_id_is_bound_to_the_token_that_first_published_under_it() {
     assert_eq!(bound, ["runtime-us-east", "runtime-eu-de"]);
     server.stop().await;
 }
+
+/// Two streams with different tokens both pass their Hello for a new id; the first batch binds
+/// it, and the other stream fails PERMISSION_DENIED without an Ack for its batch (a rejected
+/// event would be dropped by its publisher for good), storing nothing.
+#[tokio::test]
+async fn the_loser_of_a_race_for_a_new_publisher_id_keeps_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let (mut first, stored) = server.open_publisher("pub-new", "us-east", 1).await;
+    assert_eq!(stored, 0);
+    let mut second = PublishStream::open_with_token(&server, OTHER_PUBLISHER).await.unwrap();
+    second.send_hello("pub-new", "us-east", 1).await;
+    assert!(matches!(second.next().await.unwrap().kind, Some(proto::publish_response::Kind::Welcome(_))));
+
+    assert_eq!(first.publish(1, &events("us-east", 0, 2), 1).await.accepted, 2);
+    second.send_batch(1, published(&events("us-east", 5, 2), 1)).await;
+    let status = second.error().await;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "publisher `pub-new` is bound to token `runtime-us-east`, not `runtime-eu-de`");
+    first.close();
+    assert_eq!(server.all_events("us-east").await.len(), 2, "nothing of the loser was stored");
+    server.stop().await;
+}

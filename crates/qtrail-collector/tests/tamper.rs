@@ -13,8 +13,8 @@ use prost::Message as _;
 use qtrail_cadf::checkpoint::{SigningKey, VerifyingKey};
 use qtrail_cadf::{ChainHash, chain_hash};
 use qtrail_collector::Config;
-use qtrail_collector::store::RedbStore;
 use qtrail_collector::store::embedded::events_table_name;
+use qtrail_collector::store::{EventStore as _, RedbStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
 use redb::{ReadableTable as _, TableDefinition};
@@ -211,6 +211,7 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
     assert!(signed, "a checkpoint covers the events");
     assert!(verify(&server, "us-east", None).await.checkpoints_checked >= 1);
     server.stop().await;
+    let signed_before = newest_numbers(&data_dir);
 
     // us-east: record 3 altered, every hash from there on recomputed, the row's head moved along.
     let mut forged_head = ChainHash::GENESIS;
@@ -242,7 +243,8 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
     });
     set_head(&data_dir, "eu-de", 7, shortened_head);
 
-    // Restarted with its key, the collector goes on signing, now over the forged heads.
+    // Restarted with its key, the collector finds that the chains no longer fit their newest
+    // checkpoints, and signs nothing over the forged heads (at start, at its ticks, at its stop).
     let server = TestServer::start_with(config).await;
     assert!(verify(&server, "us-east", Some((1, EVENTS as u64 - 1))).await.ok, "the chain alone holds up");
     let rewritten = verify(&server, "us-east", None).await;
@@ -263,6 +265,57 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
             assert_eq!(checkpoint.location, location);
         }
     }
+    server.stop().await;
+    assert_eq!(newest_numbers(&data_dir), signed_before, "nothing signed over the forged heads");
+}
+
+/// Returns the newest checkpoint number of us-east and eu-de, read from the stopped
+/// collector's store.
+fn newest_numbers(data_dir: &Path) -> Vec<u64> {
+    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
+    ["us-east", "eu-de"]
+        .map(|location| store.checkpoints(&location.parse().unwrap(), None, 1).unwrap()[0].number)
+        .to_vec()
+}
+
+/// A validly signed checkpoint copied into another location's table (or renumbered) is not
+/// that location's: reading it fails as corrupt data, and VerifyChain with it.
+#[tokio::test]
+async fn a_checkpoint_moved_to_another_location_reads_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint-key.pem");
+    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = Config::for_test(&data_dir, common::tokens());
+    config.checkpoint_key = Some(key_file);
+    let server = TestServer::start_with(config).await;
+    for location in ["us-east", "eu-de"] {
+        server.create_collector(location).await;
+    }
+    server.stop().await;
+    // Both got one checkpoint at shutdown; eu-de's takes the place of us-east's.
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let definition = |name: &'static str| TableDefinition::<u64, &[u8]>::new(name);
+        let foreign =
+            txn.open_table(definition("checkpoints/eu-de")).unwrap().get(1).unwrap().unwrap().value().to_vec();
+        txn.open_table(definition("checkpoints/us-east")).unwrap().insert(1, foreign.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    let server = TestServer::start(&data_dir).await;
+    let request = proto::ListCheckpointsRequest { location: "us-east".into(), page_size: 10, before_number: 0 };
+    let status = server.query().await.list_checkpoints(authed(request, AUDITOR)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss);
+    assert_eq!(
+        status.message(),
+        "corrupt store: checkpoint 1 of location `us-east` holds checkpoint 1 of location `eu-de`"
+    );
+    let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
+    let status = server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss);
     server.stop().await;
 }
 

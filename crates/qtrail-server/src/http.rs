@@ -112,6 +112,9 @@ pub async fn serve(
         let Some((stream, peer)) = accepted else {
             continue;
         };
+        // Without it, the tail of a response (or a short server-sent event to the console's
+        // live view) can wait for the client's delayed ACK, as on the gRPC side.
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             debug!(peer = %peer, "too many http connections, closing the new one");
             continue;

@@ -218,7 +218,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             let checkpoints = client.list_checkpoints(authorized(request, &token)?).await?.into_inner().checkpoints;
             let verdicts: Vec<Option<Result<(), String>>> = checkpoints
                 .iter()
-                .map(|checkpoint| key.as_ref().map(|key| key.verify(checkpoint).map_err(|err| err.to_string())))
+                .map(|checkpoint| key.as_ref().map(|key| verify_one(checkpoint, &location, key)))
                 .collect();
             if output == OutputFormat::Json {
                 let items: Vec<Value> = checkpoints
@@ -516,26 +516,29 @@ async fn verify_all_checkpoints(
     key: &VerifyingKey,
 ) -> Result<u64, CliError> {
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    let mut before_number = 0;
     loop {
-        // Pages go from the newest down; each asks for those below the last one seen.
-        let before_number = checkpoints.last().map_or(0, |oldest| oldest.number);
-        if before_number == 1 {
-            break;
-        }
         let request = ListCheckpointsRequest { location: location.to_owned(), page_size: 1000, before_number };
         let page = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
-        if page.is_empty() {
+        let Some(oldest) = page.last().map(|checkpoint| checkpoint.number) else {
+            break;
+        };
+        checkpoints.extend(page);
+        // Pages go down from the newest; numbers that did not go down would fetch the same page
+        // for ever (check_checkpoints then reports them).
+        if oldest <= 1 || (before_number != 0 && oldest >= before_number) {
             break;
         }
-        checkpoints.extend(page);
+        before_number = oldest;
     }
-    check_checkpoints(&checkpoints, key)
+    check_checkpoints(&checkpoints, location, key)
         .map_err(|detail| CliError::Checkpoint { location: location.to_owned(), detail })
 }
 
-/// Checks checkpoints listed newest first: at least one, each signed by `key`, numbered densely
-/// down to 1. Returns how many there are, or what is wrong.
-fn check_checkpoints(checkpoints: &[Checkpoint], key: &VerifyingKey) -> Result<u64, String> {
+/// Checks checkpoints of `location` listed newest first: at least one, each of that location
+/// and signed by `key`, numbered densely down to 1. Returns how many there are, or what is
+/// wrong.
+fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &VerifyingKey) -> Result<u64, String> {
     let Some(newest) = checkpoints.first() else {
         // Nothing signed proves nothing: a key given means checkpoints are expected.
         return Err("there are none: the collector signs none, or they were deleted".to_owned());
@@ -545,13 +548,21 @@ fn check_checkpoints(checkpoints: &[Checkpoint], key: &VerifyingKey) -> Result<u
         if checkpoint.number != expected {
             return Err(format!("checkpoint {expected} is missing (the next one is {})", checkpoint.number));
         }
-        key.verify(checkpoint).map_err(|err| err.to_string())?;
+        verify_one(checkpoint, location, key)?;
         expected = expected.saturating_sub(1);
     }
     match expected {
         0 => Ok(checkpoints.len() as u64),
         newest_missing => Err(format!("checkpoints 1 to {newest_missing} are missing")),
     }
+}
+
+/// Checks that `key` signed `checkpoint` and that it is of `location`.
+fn verify_one(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> Result<(), String> {
+    if checkpoint.location != location {
+        return Err(format!("checkpoint {} is of location `{}`", checkpoint.number, checkpoint.location));
+    }
+    key.verify(checkpoint).map_err(|err| err.to_string())
 }
 
 fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
@@ -617,20 +628,25 @@ mod tests {
     fn checkpoints_must_exist_be_signed_and_run_down_to_one() {
         let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
         let public = VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap();
-        assert_eq!(check_checkpoints(&signed(&key, &[3, 2, 1]), &public), Ok(3));
-        let none = check_checkpoints(&[], &public).unwrap_err();
+        assert_eq!(check_checkpoints(&signed(&key, &[3, 2, 1]), "us-east", &public), Ok(3));
+        let none = check_checkpoints(&[], "us-east", &public).unwrap_err();
         assert!(none.starts_with("there are none"), "{none}");
         assert_eq!(
-            check_checkpoints(&signed(&key, &[4, 2, 1]), &public),
+            check_checkpoints(&signed(&key, &[4, 2, 1]), "us-east", &public),
             Err("checkpoint 3 is missing (the next one is 2)".to_owned())
         );
         assert_eq!(
-            check_checkpoints(&signed(&key, &[5, 4]), &public),
+            check_checkpoints(&signed(&key, &[5, 4]), "us-east", &public),
             Err("checkpoints 1 to 3 are missing".to_owned())
         );
         let mut altered = signed(&key, &[2, 1]);
         altered[1].location_seq = 7;
-        let bad = check_checkpoints(&altered, &public).unwrap_err();
+        let bad = check_checkpoints(&altered, "us-east", &public).unwrap_err();
         assert!(bad.starts_with("checkpoint 1 has an invalid signature"), "{bad}");
+        // Validly signed, but another location's.
+        assert_eq!(
+            check_checkpoints(&signed(&key, &[1]), "eu-de", &public),
+            Err("checkpoint 1 is of location `us-east`".to_owned())
+        );
     }
 }

@@ -378,7 +378,16 @@ impl EventStore for RedbStore {
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
             let (number, bytes) = entry?;
             let what = format!("checkpoint {} of location `{location}`", number.value());
-            checkpoints.push(decode(&what, bytes.value())?);
+            let checkpoint: proto::Checkpoint = decode(&what, bytes.value())?;
+            // A row copied from another location's table, or moved to another number, is not
+            // what it claims to be, however good its signature.
+            if checkpoint.location != location.as_str() || checkpoint.number != number.value() {
+                return Err(StoreError::Corrupt(format!(
+                    "{what} holds checkpoint {} of location `{}`",
+                    checkpoint.number, checkpoint.location
+                )));
+            }
+            checkpoints.push(checkpoint);
         }
         Ok(checkpoints)
     }
@@ -470,15 +479,9 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => publisher::new_state(&batch.publisher_id, batch.epoch, &batch.credential),
     };
     // Checked here, in the writer's transaction, where two streams racing for a new id meet.
+    // Refused whole rather than rejected: a publisher drops rejected events for good.
     if let Some(bound) = publisher::bound_elsewhere(&state, &batch.credential) {
-        let reason =
-            format!("publisher `{}` is bound to token `{bound}`, not `{}`", batch.publisher_id, batch.credential);
-        let rejected = batch
-            .events
-            .iter()
-            .map(|new| proto::RejectedEvent { event_id: new.id.to_string(), seq: new.seq, reason: reason.clone() })
-            .collect();
-        return Ok(AppendOutcome { rejected, ..AppendOutcome::default() });
+        return Ok(AppendOutcome { bound_to: Some(bound.to_owned()), ..AppendOutcome::default() });
     }
     publisher::record_batch(&mut state, batch.epoch, receive_time, &batch.credential);
 

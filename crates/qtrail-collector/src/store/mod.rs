@@ -129,6 +129,9 @@ pub struct AppendOutcome {
     pub rejected: Vec<proto::RejectedEvent>,
     /// The records stored, in chain order.
     pub stored: Vec<Appended>,
+    /// Set when the batch was refused whole, nothing of it stored: its publisher id is bound to
+    /// the token named here, not to the batch's.
+    pub bound_to: Option<String>,
 }
 
 /// What one [`EventStore::index_step`] did.
@@ -173,8 +176,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// id is stored already are counted as duplicates (same canonical bytes) or rejected
     /// (different bytes), never stored twice. Each stored event gets the next `location_seq`
     /// and its chain hash; publisher state (highest seq, count, gaps) follows. A batch whose
-    /// publisher id is bound to another credential is rejected event by event, nothing of it
-    /// stored.
+    /// publisher id is bound to another credential is refused whole ([`AppendOutcome::bound_to`]),
+    /// nothing of it stored, the other batches of the group unaffected.
     ///
     /// # Errors
     /// [`StoreError::NoCollector`] when a batch's location has no collector (nothing stored),
@@ -233,7 +236,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// when `None`), newest first.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] when a stored checkpoint no longer decodes.
+    /// [`StoreError::Corrupt`] when a stored checkpoint no longer decodes, or names another
+    /// location or number than the place it is stored at.
     fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<proto::Checkpoint>>;
 
     /// Returns up to `limit` decoded events from `from_seq` on, ascending.
