@@ -332,6 +332,20 @@ async fn qtrail_up_reuses_its_credentials_and_keeps_its_events_across_restarts()
     let verified = second.qtrail(&["events", "verify", "--public-key", public_key]);
     assert_eq!(verified.code, 0, "{verified:?}");
     assert!(verified.stdout.contains("checkpoints ok: "), "{verified:?}");
+    // A checkpoint kept out of band checks out; the same with its position altered does not.
+    let kept = second.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1"]);
+    assert_eq!(kept.code, 0, "{kept:?}");
+    std::fs::write(second.dir.path().join("kept.json"), &kept.stdout).unwrap();
+    let expect = ["events", "verify", "--public-key", public_key, "--expect-checkpoint", "kept.json"];
+    let checked = second.qtrail(&expect);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    let mut altered = kept.json();
+    let seq = altered["checkpoints"][0]["locationSeq"].as_u64().unwrap();
+    altered["checkpoints"][0]["locationSeq"] = (seq + 1).into();
+    std::fs::write(second.dir.path().join("kept.json"), altered.to_string()).unwrap();
+    let refused = second.qtrail(&expect);
+    assert_eq!(refused.code, 10, "{refused:?}");
+    assert!(refused.stderr.contains("the kept one: checkpoint"), "{refused:?}");
     // Someone else's key: every checkpoint is refused.
     let other = qtrail_cadf::checkpoint::SigningKey::generate_pem().unwrap();
     let other = qtrail_cadf::checkpoint::SigningKey::from_pem(other.as_bytes()).unwrap();

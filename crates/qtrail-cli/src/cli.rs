@@ -424,6 +424,12 @@ pub struct EventVerifyArgs {
     /// matching the chain (exit 10 if not)
     #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
     pub public_key: Option<PathBuf>,
+    /// A checkpoint kept out of band, as `qtrail events checkpoints --limit 1 --output json`
+    /// wrote it: it must be signed by --public-key, still be held by the collector unchanged, and
+    /// the chain from the first event must lead to its head (exit 10 if not). Catches a rewrite
+    /// whose newest checkpoints were deleted with it
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    pub expect_checkpoint: Option<PathBuf>,
 }
 
 /// Flags of `qtrail events checkpoints`.

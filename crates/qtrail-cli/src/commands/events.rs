@@ -6,7 +6,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qtrail_cadf::checkpoint::VerifyingKey;
+use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_cadf::{AuditEvent, at_json};
 use qtrail_proto::qtrail::audit::v1::{
     ChainFaultKind, Checkpoint, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat,
@@ -101,6 +101,9 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 Some(key) => Some(verify_all_checkpoints(&mut client, &token, &location, key).await?),
                 None => None,
             };
+            if let (Some(path), Some(key)) = (&args.expect_checkpoint, &key) {
+                check_kept_checkpoint(&mut client, &token, &location, key, path).await?;
+            }
             let request = VerifyChainRequest { location: location.clone(), range: Some(seq_range(&args.range)) };
             let result = match client.verify_chain(authorized(request, &token)?).await {
                 Ok(result) => result.into_inner(),
@@ -557,6 +560,84 @@ fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &Verifying
     }
 }
 
+/// Checks a checkpoint kept out of band (the JSON of `events checkpoints --output json`, whose
+/// newest entry counts): signed by `key`, of `location`, still held by the collector unchanged,
+/// and the chain from the first event leads to its head.
+///
+/// # Errors
+/// [`CliError::Checkpoint`], [`CliError::ChainShort`], [`CliError::ChainBroken`] or
+/// [`CliError::HeadMismatch`] when it does not hold; file, usage and RPC errors.
+async fn check_kept_checkpoint(
+    client: &mut EventQueryClient<Channel>,
+    token: &str,
+    location: &str,
+    key: &VerifyingKey,
+    path: &Path,
+) -> Result<(), CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
+    let kept = kept_checkpoint(&text)
+        .map_err(|detail| CliError::Usage(format!("--expect-checkpoint {}: {detail}", path.display())))?;
+    let broken = |detail: String| CliError::Checkpoint { location: location.to_owned(), detail };
+    verify_one(&kept, location, key).map_err(|detail| broken(format!("the kept one: {detail}")))?;
+    let request =
+        ListCheckpointsRequest { location: location.to_owned(), page_size: 1, before_number: kept.number + 1 };
+    let held = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
+    // Compared as signed (times to the millisecond, as the JSON keeps them).
+    let same = |held: &Checkpoint| held.signature == kept.signature && signed_bytes(held) == signed_bytes(&kept);
+    if !held.first().is_some_and(same) {
+        return Err(broken(format!(
+            "checkpoint {} kept out of band is gone from the collector or differs",
+            kept.number
+        )));
+    }
+    if kept.location_seq == 0 {
+        return Ok(());
+    }
+    let end = chain_end(client, token, location).await?;
+    if end < kept.location_seq {
+        return Err(CliError::ChainShort { end, expected_seq: kept.location_seq });
+    }
+    let range = SeqRange { from_seq: 1, to_seq: kept.location_seq };
+    let request = VerifyChainRequest { location: location.to_owned(), range: Some(range) };
+    let result = client.verify_chain(authorized(request, token)?).await?.into_inner();
+    if let Some(fault) = result.fault {
+        let kind = ChainFaultKind::try_from(fault.kind)
+            .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
+            .unwrap_or_default();
+        return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
+    }
+    if result.head_chain_hash != kept.head_chain_hash {
+        return Err(CliError::HeadMismatch {
+            seq: kept.location_seq,
+            found: hex::encode(&result.head_chain_hash),
+            expected: hex::encode(&kept.head_chain_hash),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the newest checkpoint of `events checkpoints --output json`.
+fn kept_checkpoint(text: &str) -> Result<Checkpoint, String> {
+    let listing: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    let item = listing["checkpoints"].get(0).ok_or("no checkpoints in it")?;
+    let field = |name: &str| item.get(name).ok_or_else(|| format!("no `{name}` in its checkpoint"));
+    let number = |name: &str| field(name)?.as_u64().ok_or_else(|| format!("`{name}` is not a number"));
+    let text = |name: &str| field(name)?.as_str().map(str::to_owned).ok_or_else(|| format!("`{name}` is not text"));
+    let hex = |name: &str| hex::decode(text(name)?).map_err(|_| format!("`{name}` is not hex"));
+    let time = chrono::DateTime::parse_from_rfc3339(&text("time")?).map_err(|_| "`time` is not RFC 3339")?;
+    let time = prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 };
+    Ok(Checkpoint {
+        location: listing["location"].as_str().ok_or("no `location`")?.to_owned(),
+        number: number("number")?,
+        location_seq: number("locationSeq")?,
+        head_chain_hash: hex("headChainHash")?,
+        time: Some(time),
+        key_id: text("keyId")?,
+        signature: hex("signature")?,
+    })
+}
+
 /// Checks that `key` signed `checkpoint` and that it is of `location`.
 fn verify_one(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> Result<(), String> {
     if checkpoint.location != location {
@@ -622,6 +703,23 @@ mod tests {
                 checkpoint
             })
             .collect()
+    }
+
+    /// What `events checkpoints --output json` writes reads back as the checkpoint it signed.
+    #[test]
+    fn a_listed_checkpoint_reads_back_as_signed() {
+        let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
+        let public = VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap();
+        let mut original = signed(&key, &[7]).remove(0);
+        original.time = Some(Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 });
+        key.sign(&mut original);
+        let listing = json!({ "location": "us-east", "checkpoints": [checkpoint_json(&original)] }).to_string();
+        let kept = kept_checkpoint(&listing).unwrap();
+        assert_eq!(signed_bytes(&kept), signed_bytes(&original));
+        assert_eq!(verify_one(&kept, "us-east", &public), Ok(()));
+        assert_eq!(kept_checkpoint("{}").unwrap_err(), "no checkpoints in it");
+        let no_seq = listing.replace("locationSeq", "seq");
+        assert_eq!(kept_checkpoint(&no_seq).unwrap_err(), "no `locationSeq` in its checkpoint");
     }
 
     #[test]
