@@ -170,11 +170,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         tls = tls::mode(tls.as_ref()),
         "collector listening"
     );
-    // Started once nothing can fail start-up any more, so that no early return leaves it running.
-    let stop_checkpoints = CancellationToken::new();
+    // Started once nothing can fail start-up any more, so that no early return leaves them running.
+    let stop_background = CancellationToken::new();
     let checkpoints = checkpoint_key.clone().map(|key| {
-        tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_checkpoints.clone()))
+        tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_background.clone()))
     });
+    let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
     // Either server ending, by the shutdown signal or by failing, stops the other one too.
     let http_serve = {
         let lifecycle = lifecycle.clone();
@@ -238,7 +239,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tasks.wait().await;
     writer.stop().await;
     indexer.stop().await;
-    stop_checkpoints.cancel();
+    stop_background.cancel();
+    let _ = disk.await;
     if let Some(task) = checkpoints
         && let Err(err) = task.await
     {

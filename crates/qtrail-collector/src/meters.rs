@@ -21,10 +21,33 @@
 //! | `qtrail_collector_checkpoints_total{location}` | counter | signed checkpoints stored |
 //! | `qtrail_collector_checkpoint_failures_total` | counter | checkpoints that could not be signed or stored |
 //! | `qtrail_collector_checkpoint_time_seconds{location}` | gauge | Unix time of the newest checkpoint: alert when it stops moving |
+//! | `qtrail_collector_disk_free_bytes`, `qtrail_collector_disk_size_bytes` | gauge | the data directory's file system (alert at 80 % used) |
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
+use tokio_util::sync::CancellationToken;
+
+/// How often the disk headroom is read.
+const DISK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Records the headroom of the file system holding `data_dir` at once (so that the first scrape
+/// has it), then returns what records it every few seconds until `stop`.
+pub(crate) fn watch_disk(data_dir: PathBuf, stop: CancellationToken) -> impl Future<Output = ()> {
+    let record = move || qtrail_server::disk::record("qtrail_collector", &data_dir, &[]);
+    record();
+    async move {
+        let start = tokio::time::Instant::now() + DISK_INTERVAL;
+        let mut ticks = tokio::time::interval_at(start, DISK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => record(),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
 
 /// Counts an acknowledged batch of `location` and what became of its events.
 pub(crate) fn batch_acknowledged(location: &str, accepted: u32, duplicates: u32, rejected: usize) {

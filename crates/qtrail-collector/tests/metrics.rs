@@ -52,6 +52,10 @@ async fn metrics_show_ingest_streams_commits_store_and_tails() {
     assert_eq!(value(&text, "qtrail_collector_tail_subscribers"), 1.0);
     assert_eq!(value(&text, "qtrail_collector_console_sessions"), 1.0);
     assert!(value(&text, "qtrail_collector_store_bytes") > 0.0);
+    // The disk's headroom, read at start and every few seconds.
+    let (free, size) =
+        (value(&text, "qtrail_collector_disk_free_bytes"), value(&text, "qtrail_collector_disk_size_bytes"));
+    assert!(free > 0.0 && free <= size, "{free} of {size}");
     // Three batches reached the writer (the duplicates too); each was its own group here.
     for summary in ["qtrail_collector_write_group_batches", "qtrail_collector_write_group_events"] {
         assert_eq!(value(&text, &format!("{summary}_count")), 3.0, "{summary}");

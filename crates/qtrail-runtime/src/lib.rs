@@ -111,7 +111,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let service = service.with_audit_sink(config.audit_sink);
     let service = Arc::new(service);
     let background = CancellationToken::new();
-    let sources = telemetry::Sources { publisher: publisher.stats(), outbox: outbox.clone(), service: service.clone() };
+    let sources = telemetry::Sources {
+        publisher: publisher.stats(),
+        outbox: outbox.clone(),
+        service: service.clone(),
+        data_dir: config.data_dir.clone(),
+    };
     let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));
     let http_task = http_listener.map(|listener| {
         let router = qtrail_server::http::base_router();

@@ -27,6 +27,8 @@ pub struct Sources {
     pub outbox: Outbox,
     /// The service, for refused calls.
     pub service: Arc<RuntimeService>,
+    /// The data directory, for its disk's headroom.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Copies the current values into the metrics registry once. Every series carries the label
@@ -53,6 +55,7 @@ pub fn refresh(sources: &Sources) {
     metrics::counter!("qtrail_runtime_calls_refused_total", "publisher" => publisher.clone(), "reason" => "outbox_full")
         .absolute(sources.service.refused_outbox_full());
 
+    qtrail_server::disk::record("qtrail_runtime", &sources.data_dir, &[("publisher", publisher.clone())]);
     let limits = sources.outbox.limits();
     metrics::gauge!("qtrail_runtime_outbox_capacity_events", "publisher" => publisher.clone())
         .set(limits.max_events as f64);

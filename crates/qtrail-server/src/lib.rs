@@ -2,11 +2,12 @@
 //! collector behave alike at their edges: server reflection in both protocol versions, the
 //! address file that tells a parent process where a server listens, the shutdown signal,
 //! tracing set-up, TOML config files, bearer-token extraction, the HTTP side with Prometheus
-//! metrics, TLS from PEM files, and waiting on a condition with a deadline.
+//! metrics, disk headroom, TLS from PEM files, and waiting on a condition with a deadline.
 
 pub mod addr_file;
 pub mod auth;
 pub mod config;
+pub mod disk;
 pub mod health;
 pub mod http;
 pub mod poll;

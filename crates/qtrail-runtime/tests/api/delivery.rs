@@ -330,6 +330,9 @@ async fn metrics_show_the_outbox_filling_and_draining() {
     assert!(drained, "the outbox draining in /metrics: {}", prometheus.render());
     let text = prometheus.render();
     assert_eq!(metric(&text, "qtrail_runtime_outbox_capacity_events"), Some(100_000.0));
+    let free = metric(&text, "qtrail_runtime_disk_free_bytes").unwrap_or_default();
+    let size = metric(&text, "qtrail_runtime_disk_size_bytes").unwrap_or_default();
+    assert!(free > 0.0 && free <= size, "the data dir's disk: {free} of {size}");
     assert!(text.contains("qtrail_runtime_calls_refused_total{publisher=\"runtime-inst-metrics-"), "{text}");
     runtime.stop().await.unwrap();
 }
