@@ -32,6 +32,31 @@ fn write_tokens(path: &Path, role: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Waits until the collector started in `dir` has written its address file, and connects.
+async fn connect(dir: &Path) -> tonic::transport::Channel {
+    let addr_file = dir.join("addr");
+    let written =
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await;
+    assert!(written, "address file written");
+    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+    tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// Sends SIGTERM and returns the exit status once the process has exited.
+async fn terminate(process: &mut Process) -> std::process::ExitStatus {
+    let pid = process.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut status = None;
+    let exited = wait_until(Duration::from_secs(30), || {
+        status = process.0.try_wait().unwrap();
+        std::future::ready(status.is_some())
+    })
+    .await;
+    assert!(exited, "exits after sigterm");
+    status.unwrap()
+}
+
 fn command(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
@@ -52,14 +77,7 @@ async fn serves_until_sigterm_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     write_tokens(&dir.path().join("tokens.toml"), "admin");
     let mut process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let addr_file = dir.path().join("addr");
-    assert!(
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await,
-        "address file written"
-    );
-    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = connect(dir.path()).await;
     let health = HealthClient::new(channel.clone())
         .check(HealthCheckRequest { service: "qtrail.audit.v1.Ingest".into() })
         .await
@@ -69,28 +87,13 @@ async fn serves_until_sigterm_then_exits_zero() {
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
     admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
 
-    let pid = process.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut status = None;
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            status = process.0.try_wait().unwrap();
-            std::future::ready(status.is_some())
-        })
-        .await,
-        "exits after sigterm"
-    );
-    assert!(status.unwrap().success(), "{status:?}");
+    let status = terminate(&mut process).await;
+    assert!(status.success(), "{status:?}");
 
     // The collector is still there after a restart from the same flags.
-    let _ = std::fs::remove_file(&addr_file);
+    let _ = std::fs::remove_file(dir.path().join("addr"));
     let _process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    assert!(
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await
-    );
-    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = connect(dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
     let again =
         admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await;
@@ -106,17 +109,11 @@ async fn the_http_flag_serves_the_console_and_metrics_next_to_grpc() {
     // The environment variable is what `qtrail up` and service managers use.
     command.env("QTRAIL_COLLECTOR_HTTP", "127.0.0.1:0").arg("--http-addr-file").arg(&http_addr_file);
     let _process = Process(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let addr_file = dir.path().join("addr");
-    assert!(
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await
-    );
+    let channel = connect(dir.path()).await;
     // Written before the gRPC address file, so whoever waits for that one finds both.
     let http_addr = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("the http address");
     let client = common::http::HttpClient::new(http_addr);
     assert_eq!(client.get("/healthz").await.body, "ok\n");
-    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
     admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
     let metrics = client.get("/metrics").await.body;
@@ -195,14 +192,7 @@ async fn reads_and_refusals_are_in_the_access_log() {
     let mut command = command(dir.path());
     command.args(["--log-json", "--http", "127.0.0.1:0"]).arg("--http-addr-file").arg(&http_addr_file);
     let mut process = Process(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
-    let addr_file = dir.path().join("addr");
-    assert!(
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await,
-        "address file written"
-    );
-    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = connect(dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
     admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
     let mut query = proto::event_query_client::EventQueryClient::new(channel);
@@ -215,12 +205,7 @@ async fn reads_and_refusals_are_in_the_access_log() {
     assert_eq!(console.sign_in(AUDITOR).await.status, 200);
     assert_eq!(console.get("/api/locations/us-east/events").await.status, 200);
 
-    let pid = process.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(
-        wait_until(Duration::from_secs(30), || std::future::ready(process.0.try_wait().unwrap().is_some())).await,
-        "exits after sigterm"
-    );
+    terminate(&mut process).await;
     let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     let access: Vec<serde_json::Value> = text
         .lines()
