@@ -296,9 +296,7 @@ async fn a_publisher_id_is_bound_to_the_token_that_first_published_under_it() {
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(status.message(), "publisher `pub-1` is bound to token `runtime-us-east`, not `runtime-eu-de`");
     // Its own id is its own.
-    let mut other = PublishStream::open_with_token(&server, OTHER_PUBLISHER).await.unwrap();
-    other.send_hello("pub-2", "us-east", 1).await;
-    assert!(matches!(other.next().await.unwrap().kind, Some(proto::publish_response::Kind::Welcome(_))));
+    let (mut other, _) = server.open_publisher_as(OTHER_PUBLISHER, "pub-2", "us-east", 1).await;
     assert_eq!(other.publish(1, &events("us-east", 2, 1), 1).await.accepted, 1);
     other.close();
 
@@ -327,9 +325,8 @@ async fn the_loser_of_a_race_for_a_new_publisher_id_keeps_its_events() {
     server.create_collector("us-east").await;
     let (mut first, stored) = server.open_publisher("pub-new", "us-east", 1).await;
     assert_eq!(stored, 0);
-    let mut second = PublishStream::open_with_token(&server, OTHER_PUBLISHER).await.unwrap();
-    second.send_hello("pub-new", "us-east", 1).await;
-    assert!(matches!(second.next().await.unwrap().kind, Some(proto::publish_response::Kind::Welcome(_))));
+    let (mut second, stored) = server.open_publisher_as(OTHER_PUBLISHER, "pub-new", "us-east", 1).await;
+    assert_eq!(stored, 0, "both pass their Hello");
 
     assert_eq!(first.publish(1, &events("us-east", 0, 2), 1).await.accepted, 2);
     second.send_batch(1, published(&events("us-east", 5, 2), 1)).await;

@@ -148,7 +148,19 @@ impl TestServer {
 
     /// Opens a Publish stream and sends its Hello; returns the stream and the Welcome.
     pub async fn open_publisher(&self, publisher_id: &str, location: &str, epoch: u64) -> (PublishStream, u64) {
-        let mut stream = PublishStream::open(self).await;
+        self.open_publisher_as(PUBLISHER, publisher_id, location, epoch).await
+    }
+
+    /// Opens a Publish stream with `token` and sends its Hello; returns the stream and the
+    /// Welcome.
+    pub async fn open_publisher_as(
+        &self,
+        token: &str,
+        publisher_id: &str,
+        location: &str,
+        epoch: u64,
+    ) -> (PublishStream, u64) {
+        let mut stream = PublishStream::open_with_token(self, token).await.expect("stream opens");
         stream.send_hello(publisher_id, location, epoch).await;
         let stored_seq = match stream.next().await.expect("welcome").kind {
             Some(proto::publish_response::Kind::Welcome(welcome)) => welcome.stored_seq,
