@@ -119,9 +119,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 Err(status) => return Err(status.into()),
             };
             let fault = result.fault.clone().unwrap_or_default();
-            let kind = ChainFaultKind::try_from(fault.kind)
-                .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
-                .unwrap_or_default();
+            let kind = fault_kind(fault.kind);
             match output {
                 OutputFormat::Json => write_json(
                     out,
@@ -602,10 +600,11 @@ async fn check_kept_checkpoint(
     let request = VerifyChainRequest { location: location.to_owned(), range: Some(range) };
     let result = client.verify_chain(authorized(request, token)?).await?.into_inner();
     if let Some(fault) = result.fault {
-        let kind = ChainFaultKind::try_from(fault.kind)
-            .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
-            .unwrap_or_default();
-        return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
+        return Err(CliError::ChainBroken {
+            seq: fault.location_seq,
+            kind: fault_kind(fault.kind),
+            detail: fault.detail,
+        });
     }
     if result.head_chain_hash != kept.head_chain_hash {
         return Err(CliError::HeadMismatch {
@@ -636,6 +635,13 @@ fn kept_checkpoint(text: &str) -> Result<Checkpoint, String> {
         key_id: text("keyId")?,
         signature: hex("signature")?,
     })
+}
+
+/// Returns a chain fault's kind as a lowercase word, e.g. `modified`.
+fn fault_kind(kind: i32) -> String {
+    ChainFaultKind::try_from(kind)
+        .map(|kind| kind.as_str_name().trim_start_matches("CHAIN_FAULT_KIND_").to_lowercase())
+        .unwrap_or_default()
 }
 
 /// Checks that `key` signed `checkpoint` and that it is of `location`.
