@@ -420,10 +420,11 @@ pub struct EventVerifyArgs {
     #[arg(long, value_name = "HEX", requires = "to_seq")]
     pub expect_head: Option<String>,
     /// Public key (PEM) of the collector's checkpoint key, kept out of band: the location must
-    /// then have signed checkpoints, each with a valid signature, numbered densely from 1, and
-    /// matching the chain (exit 10 if not)
+    /// then have signed checkpoints, each with a valid signature of one of the keys given (repeat
+    /// the flag for keys rotated over time), numbered densely from 1, and matching the chain
+    /// (exit 10 if not)
     #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
+    pub public_key: Vec<PathBuf>,
     /// A checkpoint kept out of band, as `qtrail events checkpoints --limit 1 --output json`
     /// wrote it: it must be signed by --public-key, still be held by the collector unchanged, and
     /// the chain from the first event must lead to its head (exit 10 if not). Catches a rewrite
@@ -438,9 +439,9 @@ pub struct EventCheckpointsArgs {
     /// Most checkpoints to list.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
-    /// Public key (PEM) that must have signed them.
+    /// Public key (PEM) that must have signed them; repeat it for keys rotated over time.
     #[arg(long, env = "QTRAIL_CHECKPOINT_PUBLIC_KEY", value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
+    pub public_key: Vec<PathBuf>,
 }
 
 /// Flags of `qtrail events export`.

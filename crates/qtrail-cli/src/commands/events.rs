@@ -95,7 +95,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
         }
         EventsCommand::Verify(args) => {
             let expected = expected_head(&args)?;
-            let key = args.public_key.as_deref().map(read_public_key).transpose()?;
+            let key = read_public_keys(&args.public_key)?;
             // Checked before the chain, which the server compares with these same checkpoints.
             let signed = match &key {
                 Some(key) => Some(verify_all_checkpoints(&mut client, &token, &location, key).await?),
@@ -135,7 +135,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                             "locationSeq": f.location_seq, "kind": kind, "detail": f.detail,
                         })),
                         "checkpoints": key.as_ref().map(|key| json!({
-                            "keyId": key.id(),
+                            "keyIds": key_ids(key),
                             "verified": signed,
                             "matchedChain": result.checkpoints_checked,
                         })),
@@ -158,7 +158,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 writeln!(
                     out,
                     "checkpoints ok: {signed} signed by key {}, {} of them in this range matched the chain",
-                    key.id(),
+                    key_ids(key).join(" or "),
                     result.checkpoints_checked
                 )?;
             }
@@ -213,7 +213,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             Ok(())
         }
         EventsCommand::Checkpoints(args) => {
-            let key = args.public_key.as_deref().map(read_public_key).transpose()?;
+            let key = read_public_keys(&args.public_key)?;
             let request =
                 ListCheckpointsRequest { location: location.clone(), page_size: args.limit, before_number: 0 };
             let checkpoints = client.list_checkpoints(authorized(request, &token)?).await?.into_inner().checkpoints;
@@ -495,14 +495,25 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// Reads an auditor's copy of the checkpoint public key.
+/// Reads the auditor's copies of the checkpoint public keys; `None` when none is given.
 ///
 /// # Errors
-/// [`CliError::File`] when it cannot be read; [`CliError::Usage`] when it holds no Ed25519
+/// [`CliError::File`] when one cannot be read; [`CliError::Usage`] when one holds no Ed25519
 /// public key.
-fn read_public_key(path: &Path) -> Result<VerifyingKey, CliError> {
-    let pem = std::fs::read(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
-    VerifyingKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("--public-key {}: {err}", path.display())))
+fn read_public_keys(paths: &[std::path::PathBuf]) -> Result<Option<Vec<VerifyingKey>>, CliError> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let read = |path: &std::path::PathBuf| {
+        let pem = std::fs::read(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
+        VerifyingKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("--public-key {}: {err}", path.display())))
+    };
+    paths.iter().map(read).collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+/// Returns the ids of `keys`.
+fn key_ids(keys: &[VerifyingKey]) -> Vec<&str> {
+    keys.iter().map(VerifyingKey::id).collect()
 }
 
 /// Reads every checkpoint of `location` and checks them with [`check_checkpoints`]; returns how
@@ -514,7 +525,7 @@ async fn verify_all_checkpoints(
     client: &mut EventQueryClient<Channel>,
     token: &str,
     location: &str,
-    key: &VerifyingKey,
+    key: &[VerifyingKey],
 ) -> Result<u64, CliError> {
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     let mut before_number = 0;
@@ -539,7 +550,7 @@ async fn verify_all_checkpoints(
 /// Checks checkpoints of `location` listed newest first: at least one, each of that location
 /// and signed by `key`, numbered densely down to 1. Returns how many there are, or what is
 /// wrong.
-fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &VerifyingKey) -> Result<u64, String> {
+fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &[VerifyingKey]) -> Result<u64, String> {
     let Some(newest) = checkpoints.first() else {
         // Nothing signed proves nothing: a key given means checkpoints are expected.
         return Err("there are none: the collector signs none, or they were deleted".to_owned());
@@ -569,7 +580,7 @@ async fn check_kept_checkpoint(
     client: &mut EventQueryClient<Channel>,
     token: &str,
     location: &str,
-    key: &VerifyingKey,
+    key: &[VerifyingKey],
     path: &Path,
 ) -> Result<(), CliError> {
     let text =
@@ -644,11 +655,20 @@ fn fault_kind(kind: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Checks that `key` signed `checkpoint` and that it is of `location`.
-fn verify_one(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> Result<(), String> {
+/// Checks that one of `keys` (the one its key id names) signed `checkpoint`, and that it is of
+/// `location`.
+fn verify_one(checkpoint: &Checkpoint, location: &str, keys: &[VerifyingKey]) -> Result<(), String> {
     if checkpoint.location != location {
         return Err(format!("checkpoint {} is of location `{}`", checkpoint.number, checkpoint.location));
     }
+    let Some(key) = keys.iter().find(|key| key.id() == checkpoint.key_id) else {
+        return Err(format!(
+            "checkpoint {} is signed by key {}, not by any key given ({})",
+            checkpoint.number,
+            checkpoint.key_id,
+            key_ids(keys).join(", ")
+        ));
+    };
     key.verify(checkpoint).map_err(|err| err.to_string())
 }
 
@@ -715,7 +735,7 @@ mod tests {
     #[test]
     fn a_listed_checkpoint_reads_back_as_signed() {
         let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
-        let public = VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap();
+        let public = [VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap()];
         let mut original = signed(&key, &[7]).remove(0);
         original.time = Some(Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 });
         key.sign(&mut original);
@@ -731,7 +751,7 @@ mod tests {
     #[test]
     fn checkpoints_must_exist_be_signed_and_run_down_to_one() {
         let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
-        let public = VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap();
+        let public = [VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap()];
         assert_eq!(check_checkpoints(&signed(&key, &[3, 2, 1]), "us-east", &public), Ok(3));
         let none = check_checkpoints(&[], "us-east", &public).unwrap_err();
         assert!(none.starts_with("there are none"), "{none}");
@@ -752,5 +772,13 @@ mod tests {
             check_checkpoints(&signed(&key, &[1]), "eu-de", &public),
             Err("checkpoint 1 is of location `us-east`".to_owned())
         );
+        // A key rotated: the older checkpoints are signed by the older key, given too.
+        let newer = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
+        let mut rotated = signed(&newer, &[4, 3]);
+        rotated.extend(signed(&key, &[2, 1]));
+        let unknown = check_checkpoints(&rotated, "us-east", &public).unwrap_err();
+        assert!(unknown.starts_with(&format!("checkpoint 4 is signed by key {}, not by any key given", newer.id())));
+        let both = [VerifyingKey::from_pem(newer.public_pem().as_bytes()).unwrap(), public[0].clone()];
+        assert_eq!(check_checkpoints(&rotated, "us-east", &both), Ok(4));
     }
 }
