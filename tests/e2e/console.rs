@@ -462,6 +462,8 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     .await;
     let expected = format!("Chain ok: {} events checked", total + 1);
     assert!(verdict.as_str().unwrap().starts_with(&expected), "{verdict}");
+    // This collector has no checkpoint key; the verdict says so rather than stay silent.
+    assert!(verdict.as_str().unwrap().ends_with(". No signed checkpoints"), "{verdict}");
     save_screenshot(&browser, "console.png").await;
 
     // Signing out forgets what was shown and the API no longer answers this browser.

@@ -7,6 +7,7 @@ mod common;
 use common::http::HttpClient;
 use common::{ADMIN, AUDITOR, PUBLISHER, TestServer, authed, events};
 use hyper::Method;
+use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, EventTime, Initiator, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
@@ -491,4 +492,45 @@ async fn without_http_nothing_listens_and_with_it_both_stop_together() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The console lists the signed checkpoints the collector holds, newest first, with what an
+/// auditor needs to check them against the public key; bad parameters are a 400.
+#[tokio::test]
+async fn checkpoints_are_listed_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint-key.pem");
+    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let public_key = SigningKey::from_pem(&std::fs::read(&key_file).unwrap()).unwrap().public_pem();
+    let mut config = qtrail_collector::Config::for_test(dir.path().join("data"), common::tokens());
+    config.checkpoint_key = Some(key_file);
+    config.checkpoint_interval = std::time::Duration::from_millis(50);
+    let server = TestServer::start_with_http_config(config).await;
+    server.create_collector(LOCATION).await;
+    let client = signed_in(&server).await;
+    let base = format!("/api/locations/{LOCATION}/checkpoints");
+    let listed = common::wait_until(std::time::Duration::from_secs(20), || async {
+        client.get(&format!("{base}?limit=2")).await.json()["checkpoints"].as_array().is_some_and(|all| all.len() == 2)
+    })
+    .await;
+    assert!(listed, "two checkpoints are listed");
+    let page = client.get(&format!("{base}?limit=2")).await.json();
+    let checkpoints = page["checkpoints"].as_array().unwrap();
+    let newest = checkpoints[0]["number"].as_u64().unwrap();
+    assert_eq!(checkpoints[1]["number"].as_u64(), Some(newest - 1), "newest first");
+    let key_id = qtrail_cadf::checkpoint::VerifyingKey::from_pem(public_key.as_bytes()).unwrap().id().to_owned();
+    assert_eq!(checkpoints[0]["key_id"], key_id.as_str());
+    assert_eq!(checkpoints[0]["signature"].as_str().map(str::len), Some(128), "64 bytes in hex");
+    let older = client.get(&format!("{base}?limit=1&before_number={newest}")).await.json();
+    assert_eq!(older["checkpoints"][0]["number"].as_u64(), Some(newest - 1));
+    for (query, error) in [
+        ("limit=0", "invalid limit `0`: expected 1 to 1000"),
+        ("limit=5000", "invalid limit `5000`: expected 1 to 1000"),
+        ("page=2", "unknown parameter `page`: expected one of limit, before_number"),
+    ] {
+        let answer = client.get(&format!("{base}?{query}")).await;
+        assert_eq!((answer.status, answer.error()), (400, error.to_owned()), "{query}");
+    }
+    assert_eq!(client.get("/api/locations/jp-tok/checkpoints").await.status, 404);
+    server.stop().await;
 }

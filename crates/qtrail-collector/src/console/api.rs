@@ -237,6 +237,35 @@ pub(crate) async fn verify(
     Ok(json(StatusCode::OK, &view::verdict(response)))
 }
 
+/// Most checkpoints one page lists, and the default.
+const MAX_CHECKPOINTS: u64 = 1000;
+const DEFAULT_CHECKPOINTS: u64 = 20;
+
+/// `GET /api/locations/{location}/checkpoints?limit=…&before_number=…`: signed checkpoints,
+/// newest first. Their signatures are for auditors to check with the public key; the page
+/// shows what the collector holds.
+pub(crate) async fn checkpoints(
+    State(console): Shared,
+    _: Auditor,
+    location: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let location = path(location)?;
+    let mut params = Params::new(query, &["limit", "before_number"])?;
+    let limit = params.number("limit")?.unwrap_or(DEFAULT_CHECKPOINTS);
+    if !(1..=MAX_CHECKPOINTS).contains(&limit) {
+        return Err(invalid("limit", &limit.to_string(), "1 to 1000"));
+    }
+    let request = proto::ListCheckpointsRequest {
+        location,
+        page_size: u32::try_from(limit).unwrap_or(1000),
+        before_number: params.number("before_number")?.unwrap_or(0),
+    };
+    let listed = console.query.list_checkpoints(request).await?;
+    let checkpoints: Vec<_> = listed.checkpoints.into_iter().map(view::checkpoint).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "checkpoints": checkpoints })))
+}
+
 /// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.
 pub(crate) async fn export(
     State(console): Shared,

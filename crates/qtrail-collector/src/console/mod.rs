@@ -69,6 +69,7 @@ pub(crate) fn router(console: Console) -> Router {
         .route("/api/locations/{location}/events", get(api::events))
         .route("/api/locations/{location}/events/{seq}", get(api::event))
         .route("/api/locations/{location}/verify", get(api::verify))
+        .route("/api/locations/{location}/checkpoints", get(api::checkpoints))
         .route("/api/locations/{location}/export", get(api::export))
         .route("/api/locations/{location}/live", get(live::stream))
         .fallback(api::not_found)

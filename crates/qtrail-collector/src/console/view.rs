@@ -229,6 +229,35 @@ pub(crate) struct Who {
     pub(crate) expires_in_secs: u64,
 }
 
+/// A signed checkpoint of a chain head.
+#[derive(Debug, Serialize)]
+pub(crate) struct CheckpointView {
+    /// Its number within the location, from 1.
+    pub(crate) number: u64,
+    /// When it was signed, RFC 3339.
+    pub(crate) time: String,
+    /// The chain position it covers.
+    pub(crate) location_seq: u64,
+    /// The chain hash there, hex.
+    pub(crate) head_chain_hash: String,
+    /// The signing key's id.
+    pub(crate) key_id: String,
+    /// The Ed25519 signature, hex.
+    pub(crate) signature: String,
+}
+
+/// Returns the view of a checkpoint.
+pub(crate) fn checkpoint(checkpoint: proto::Checkpoint) -> CheckpointView {
+    CheckpointView {
+        number: checkpoint.number,
+        time: checkpoint.time.as_ref().map(timestamp).unwrap_or_default(),
+        location_seq: checkpoint.location_seq,
+        head_chain_hash: hex::encode(&checkpoint.head_chain_hash),
+        key_id: checkpoint.key_id,
+        signature: hex::encode(&checkpoint.signature),
+    }
+}
+
 /// Returns an event time (whole milliseconds) in RFC 3339.
 fn event_time(time: &Timestamp) -> String {
     EventTime::from_unix_parts(time.seconds, time.nanos).map(EventTime::to_rfc3339).unwrap_or_else(|_| timestamp(time))

@@ -523,12 +523,17 @@ async function verifyChain() {
   $('verify').disabled = true;
   try {
     const verdict = await call(`${locationBase()}/verify`);
+    const newest = (await call(`${locationBase()}/checkpoints?limit=1`)).checkpoints[0];
+    const signed = newest
+      ? `. Newest signed checkpoint: #${newest.number} at ${newest.time}, location_seq ${newest.location_seq}, key ${newest.key_id}`
+      : '. No signed checkpoints';
     if (verdict.ok) {
       result.classList.add('ok');
-      result.textContent = verdict.checked === 0
+      result.textContent = (verdict.checked === 0
         ? 'Chain ok: no events yet'
         : `Chain ok: ${verdict.checked} events checked (${verdict.from_seq}–${verdict.to_seq}), head ${verdict.head_chain_hash}`
-          + (verdict.checkpoints_checked > 0 ? `, ${verdict.checkpoints_checked} signed checkpoints matched` : '');
+          + (verdict.checkpoints_checked > 0 ? `, ${verdict.checkpoints_checked} signed checkpoints matched` : ''))
+        + signed;
     } else {
       const fault = verdict.fault || { location_seq: 0, kind: 'unknown', detail: '' };
       result.classList.add('bad');
