@@ -36,20 +36,18 @@ pub(crate) fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
     SigningKey::from_pem(&pem).with_context(|| format!("the checkpoint key {} is unusable", path.display()))
 }
 
-/// Signs and stores one checkpoint of every location; returns how many were stored. A location
-/// that fails is logged and the others still get theirs.
+/// Signs and stores one checkpoint of every location. A location that fails is logged and
+/// counted, and the others still get theirs.
 ///
 /// # Errors
 /// When the collectors cannot be listed.
-pub(crate) fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result<usize> {
-    let mut stored = 0;
+fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result<()> {
     for collector in store.collectors()? {
         match checkpoint(store, key, &collector) {
             Ok(checkpoint) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
                 meters::checkpoint_signed(&checkpoint.location, checkpoint.time.map_or(0, |time| time.seconds));
-                stored += 1;
             }
             Err(err) => {
                 error!(location = %collector.location, error = %err, "cannot sign a checkpoint");
@@ -57,7 +55,7 @@ pub(crate) fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result
             }
         }
     }
-    Ok(stored)
+    Ok(())
 }
 
 fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Collector) -> Result<proto::Checkpoint> {
@@ -118,23 +116,27 @@ fn fits_chain(store: &dyn EventStore, location: &Location, checkpoint: &proto::C
     )))
 }
 
-/// Signs checkpoints every `interval` until `stop` is cancelled. The last one, at shutdown, is
-/// the caller's ([`checkpoint_all`] once the writer has stopped), so that it covers everything.
-pub(crate) async fn run(store: Arc<dyn EventStore>, key: Arc<SigningKey>, interval: Duration, stop: CancellationToken) {
+/// Signs checkpoints every `interval` until `stop` is cancelled, then a last one. The caller
+/// cancels once the writer has stopped, so that the last one covers everything stored.
+pub(crate) async fn run(store: Arc<dyn EventStore>, key: SigningKey, interval: Duration, stop: CancellationToken) {
     info!(key_id = key.id(), interval_secs = interval.as_secs_f64(), "signing checkpoints");
+    let key = Arc::new(key);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a checkpoint at start shows where the chain stood then.
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
-        }
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            () = stop.cancelled() => true,
+        };
         let (store, key) = (store.clone(), key.clone());
         match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &key)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
             Err(err) => warn!(error = %err, "checkpoint task failed"),
+        }
+        if stopping {
+            return;
         }
     }
 }

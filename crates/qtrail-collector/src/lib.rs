@@ -70,7 +70,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
     let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
-    let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?.map(Arc::new);
+    let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?;
     if checkpoint_key.is_some() && config.checkpoint_interval.is_zero() {
         anyhow::bail!("the checkpoint interval must be longer than zero");
     }
@@ -172,7 +172,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     );
     // Started once nothing can fail start-up any more, so that no early return leaves them running.
     let stop_background = CancellationToken::new();
-    let checkpoints = checkpoint_key.clone().map(|key| {
+    let checkpoints = checkpoint_key.map(|key| {
         tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_background.clone()))
     });
     let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
@@ -239,25 +239,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tasks.wait().await;
     writer.stop().await;
     indexer.stop().await;
+    // The writer has stopped: the checkpointer's last checkpoint covers everything stored.
     stop_background.cancel();
     let _ = disk.await;
     if let Some(task) = checkpoints
         && let Err(err) = task.await
     {
         error!(error = %err, "the checkpoint task failed");
-    }
-    // The writer has stopped: this last checkpoint covers everything stored.
-    if let Some(key) = checkpoint_key {
-        let signed = tokio::task::spawn_blocking({
-            let store = store.clone();
-            move || checkpointer::checkpoint_all(store.as_ref(), &key)
-        })
-        .await;
-        match signed {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => warn!(error = %err, "cannot sign the checkpoints at shutdown"),
-            Err(err) => warn!(error = %err, "the checkpoint task at shutdown failed"),
-        }
     }
     drop(store);
     served.context("gRPC server failed")?;
