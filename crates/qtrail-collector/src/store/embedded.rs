@@ -474,9 +474,9 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => return Err(StoreError::NoCollector(loc.to_owned())),
     };
     let mut publishers = txn.open_table(PUBLISHERS)?;
-    let mut state: proto::PublisherState = match publishers.get((loc, batch.publisher_id.as_str()))? {
+    let mut state = match publishers.get((loc, batch.publisher_id.as_str()))? {
         Some(bytes) => decode(&format!("publisher `{}`", batch.publisher_id), bytes.value())?,
-        None => publisher::new_state(&batch.publisher_id, batch.epoch, &batch.credential),
+        None => publisher::new_state(&batch.publisher_id, batch.epoch),
     };
     // Checked here, in the writer's transaction, where two streams racing for a new id meet.
     // Refused whole rather than rejected: a publisher drops rejected events for good.

@@ -10,14 +10,10 @@
 use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
-/// Returns a fresh state for a publisher seen for the first time, bound to `credential`.
-pub fn new_state(publisher_id: &str, epoch: u64, credential: &str) -> proto::PublisherState {
-    proto::PublisherState {
-        publisher_id: publisher_id.to_owned(),
-        epoch,
-        credential: credential.to_owned(),
-        ..Default::default()
-    }
+/// Returns a fresh state for a publisher seen for the first time; its first batch binds it
+/// ([`record_batch`]).
+pub fn new_state(publisher_id: &str, epoch: u64) -> proto::PublisherState {
+    proto::PublisherState { publisher_id: publisher_id.to_owned(), epoch, ..Default::default() }
 }
 
 /// Returns the credential the publisher is bound to when it is not `credential`: a stream
@@ -28,8 +24,9 @@ pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -
     (!bound.is_empty() && bound != credential).then_some(bound)
 }
 
-/// Records that the publisher delivered a batch in `epoch` at `now`. A newer epoch restarts the
-/// sequence; an older one (a stale process) leaves the state's epoch alone.
+/// Records that the publisher delivered a batch in `epoch` at `now` with `credential`, which
+/// binds a publisher not bound yet. A newer epoch restarts the sequence; an older one (a stale
+/// process) leaves the state's epoch alone.
 pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp, credential: &str) {
     if state.credential.is_empty() {
         state.credential = credential.to_owned();
@@ -85,7 +82,7 @@ mod tests {
 
     #[test]
     fn gaps_open_shrink_and_split() {
-        let mut state = new_state("p", 1, "runtime");
+        let mut state = new_state("p", 1);
         for seq in [1, 2, 8] {
             record_stored(&mut state, 1, seq);
         }
@@ -103,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_new_epoch_starts_afresh_and_keeps_old_gaps() {
-        let mut state = new_state("p", 1, "runtime");
+        let mut state = new_state("p", 1);
         record_stored(&mut state, 1, 2);
         record_batch(&mut state, 2, Timestamp::default(), "runtime");
         assert_eq!((state.epoch, state.stored_seq), (2, 0));
