@@ -201,7 +201,9 @@ async fn reads_and_refusals_are_in_the_access_log() {
     let verify = proto::VerifyChainRequest { location: "us-east".into(), range: None };
     query.verify_chain(authed(verify, AUDITOR)).await.unwrap();
     assert_eq!(query.query_events(authed(request, ADMIN)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
-    let mut console = common::http::HttpClient::new(qtrail_server::addr_file::read(&http_addr_file).unwrap().unwrap());
+    let http_addr = qtrail_server::addr_file::read(&http_addr_file).unwrap().unwrap();
+    assert_eq!(common::http::HttpClient::new(http_addr).sign_in("not-a-token").await.status, 401);
+    let mut console = common::http::HttpClient::new(http_addr);
     assert_eq!(console.sign_in(AUDITOR).await.status, 200);
     assert_eq!(console.get("/api/locations/us-east/events").await.status, 200);
 
@@ -226,7 +228,12 @@ async fn reads_and_refusals_are_in_the_access_log() {
         ("alice", "console GET /api/locations/us-east/events", "us-east"),
     ];
     assert_eq!(reads, expected, "{text}");
-    let refused: Vec<&serde_json::Value> = access.iter().filter(|fields| fields["message"] == "call refused").collect();
+    let (console_refused, refused): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = access
+        .iter()
+        .filter(|fields| fields["message"] == "call refused")
+        .partition(|fields| fields["reason"].as_str().is_some_and(|reason| reason.starts_with("console")));
+    assert_eq!(console_refused.len(), 1, "{text}");
+    assert_eq!(console_refused[0]["reason"], "console sign-in with an unknown token");
     assert_eq!(refused.len(), 1, "{text}");
     assert_eq!(refused[0]["needed_role"], "auditor");
     assert_eq!(refused[0]["reason"], "token `ops` has role `admin`, this service needs role `auditor`");

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
@@ -128,12 +128,13 @@ pub(crate) async fn sign_in(State(console): Shared, headers: HeaderMap, body: By
     }
     let caller = match console.tokens.authorize(Some(token), Role::Auditor) {
         Ok(caller) => caller,
+        // In the access log, beside the gRPC calls refused for their token.
         Err(Error::Unauthenticated) => {
-            warn!("console sign-in refused: unknown token");
+            access::refused(Role::Auditor.as_str(), "console sign-in with an unknown token");
             return Err(ApiError::UnknownToken);
         }
         Err(err) => {
-            warn!(error = %err, "console sign-in refused");
+            access::refused(Role::Auditor.as_str(), &format!("console sign-in: {err}"));
             return Err(err.into());
         }
     };
