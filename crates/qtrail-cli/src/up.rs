@@ -301,19 +301,20 @@ fn url_of(listener: &TcpListener) -> Result<String, CliError> {
 const CHECKPOINT_KEY: &str = "checkpoint-key.pem";
 
 /// File of the checkpoint key's public half, for `qtrail events verify --public-key`.
-pub const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
+const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
 
 /// Returns the checkpoint key file of `dir`, writing a new key (and its public half) first if
 /// there is none. A dev key beside the data it protects proves little against someone who can
 /// write that directory; a real collector keeps its key elsewhere (see the README).
 fn checkpoint_key(dir: &Path) -> Result<PathBuf, CliError> {
     let private = dir.join(CHECKPOINT_KEY);
-    if !private.exists() {
+    let pem = if private.exists() {
+        std::fs::read(&private).map_err(|source| CliError::File { path: private.display().to_string(), source })?
+    } else {
         let pem = SigningKey::generate_pem().map_err(|err| CliError::Usage(err.to_string()))?;
         write_private(&private, pem.as_bytes())?;
-    }
-    let pem =
-        std::fs::read(&private).map_err(|source| CliError::File { path: private.display().to_string(), source })?;
+        pem.into_bytes()
+    };
     let key = SigningKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("{}: {err}", private.display())))?;
     let public = dir.join(CHECKPOINT_PUBLIC_KEY);
     std::fs::write(&public, key.public_pem())
