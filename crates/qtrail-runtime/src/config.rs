@@ -11,6 +11,8 @@ use clap::Args;
 use qtrail_cadf::Location;
 use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 
+use crate::forwarded::Cidr;
+
 /// A secret string (the collector token): kept out of `Debug` output and therefore out of logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -114,6 +116,10 @@ pub struct Config {
     /// PEM private key of `--collector-cert`.
     #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_KEY", requires = "collector_cert")]
     pub collector_key: Option<PathBuf>,
+    /// Network (CIDR, or one address) of a proxy whose `x-forwarded-for` is believed; repeat for
+    /// more. Without any, events record the peer's address whatever the header says.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", env = "QTRAIL_RUNTIME_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
     /// Benchmarks only: what becomes of audit events. No flag or variable sets it.
     #[cfg(feature = "bench")]
     #[arg(skip)]
@@ -160,6 +166,7 @@ impl Config {
             collector_ca: None,
             collector_cert: None,
             collector_key: None,
+            trusted_proxies: Vec::new(),
             #[cfg(feature = "bench")]
             audit_sink: AuditSink::Outbox,
         }
