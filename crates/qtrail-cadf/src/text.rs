@@ -113,7 +113,8 @@ mod tests {
     #[test]
     fn truncates_on_character_boundaries_with_a_marker() {
         assert!(matches!(truncate("short", 5), Cow::Borrowed("short")));
-        let cut = truncate(&"é".repeat(100), 50);
+        let long = "é".repeat(100);
+        let cut = truncate(&long, 50);
         assert!(cut.len() <= 50, "{cut}");
         assert!(cut.ends_with(TRUNCATION_MARKER), "{cut}");
         assert!(cut.starts_with("éé"), "{cut}");
