@@ -191,3 +191,32 @@ impl Config {
         Duration::from_millis(self.shutdown_flush_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        let required = ["qtrail-runtime", "--location", "us-east", "--instance", "i", "--collector", "http://c"];
+        let more = ["--principals", "p.toml", "--data-dir", "d"];
+        Flags::try_parse_from(required.iter().chain(&more).chain(extra)).map(|flags| flags.config)
+    }
+
+    #[test]
+    fn trusted_proxies_are_repeatable_and_a_bad_one_stops_start_up() {
+        assert!(parse(&[]).unwrap().trusted_proxies.is_empty(), "none by default");
+        let config = parse(&["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "2001:db8::/32"]).unwrap();
+        let shown: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
+        let err = parse(&["--trusted-proxy", "10.0.0.0/40"]).unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxy") && err.contains("prefix length `40` must be 0 to 32"), "{err}");
+    }
+}
