@@ -8,9 +8,15 @@ use crate::crn::{Crn, encode_resource_id};
 use crate::error::EventError;
 use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Reason, Target};
 use crate::status::{outcome_for, reason_phrase, severity_for};
+use crate::text::truncate;
 
 /// Service name at the start of every message.
 const SERVICE_DISPLAY_NAME: &str = "Qiskit Runtime";
+/// Longest failure reason kept, in bytes: a reason quoting caller input (a 20,000-character
+/// identifier in a syntax error) must not push the event over its 16 KiB limit and lose it.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest target name kept, in bytes, for the same reason (the message repeats it).
+pub const MAX_TARGET_NAME_BYTES: usize = 512;
 
 /// Builds one [`AuditEvent`]. Defaults: the target is the service instance, the status is 200,
 /// the id is a new UUIDv7, the time is now, and the correlation id is a new UUIDv4.
@@ -50,9 +56,11 @@ impl EventBuilder {
 
     /// Targets the program or job (by the action's kind) with this id and human name. The id
     /// may come straight from a caller: characters a CRN cannot hold are percent-encoded and it
-    /// is cut at 256 bytes. An empty id leaves the target at the service instance.
+    /// is cut at 256 bytes; the name is cut at [`MAX_TARGET_NAME_BYTES`]. An empty id leaves the
+    /// target at the service instance.
     pub fn target(mut self, id: &str, name: &str) -> Self {
-        self.resource = (!id.is_empty()).then(|| (encode_resource_id(id), name.to_owned()));
+        self.resource =
+            (!id.is_empty()).then(|| (encode_resource_id(id), truncate(name, MAX_TARGET_NAME_BYTES).into_owned()));
         self
     }
 
@@ -62,10 +70,15 @@ impl EventBuilder {
         self
     }
 
-    /// Records that the call failed with this HTTP-equivalent status and reason.
+    /// Records that the call failed with this HTTP-equivalent status and reason, cut to
+    /// [`MAX_REASON_BYTES`].
     pub fn failure(mut self, code: u16, reason: impl Into<String>) -> Self {
         self.code = code;
-        self.reason_for_failure = reason.into();
+        let mut reason = reason.into();
+        if let std::borrow::Cow::Owned(short) = truncate(&reason, MAX_REASON_BYTES) {
+            reason = short;
+        }
+        self.reason_for_failure = reason;
         self
     }
 

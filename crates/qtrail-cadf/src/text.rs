@@ -48,6 +48,34 @@ fn might_need_escape(text: &str) -> bool {
     text.bytes().any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xe2)
 }
 
+/// What marks a text cut short by [`truncate`]: visible, so a reader knows there was more.
+pub const TRUNCATION_MARKER: &str = "…(truncated)";
+
+/// Returns `text` cut to at most `max_bytes` bytes on a character boundary, ending in
+/// [`TRUNCATION_MARKER`] when anything was cut. Borrows when `text` fits. A `max_bytes` smaller
+/// than the marker yields the marker alone cut to fit.
+pub fn truncate(text: &str, max_bytes: usize) -> Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return Cow::Borrowed(text);
+    }
+    let mut keep = max_bytes.saturating_sub(TRUNCATION_MARKER.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let mut short = String::with_capacity(max_bytes);
+    short.push_str(&text[..keep]);
+    short.push_str(TRUNCATION_MARKER);
+    if short.len() > max_bytes {
+        // Only when the marker alone does not fit.
+        let mut end = max_bytes;
+        while !short.is_char_boundary(end) {
+            end -= 1;
+        }
+        short.truncate(end);
+    }
+    Cow::Owned(short)
+}
+
 /// Escapes `text` in place.
 pub(crate) fn escape_in_place(text: &mut String) {
     if let Cow::Owned(escaped) = escape_control(text) {
@@ -80,6 +108,18 @@ mod tests {
                 assert!(might_need_escape(c.encode_utf8(&mut [0; 4])), "U+{code:04X}");
             }
         }
+    }
+
+    #[test]
+    fn truncates_on_character_boundaries_with_a_marker() {
+        assert!(matches!(truncate("short", 5), Cow::Borrowed("short")));
+        let long = "é".repeat(100);
+        let cut = truncate(&long, 50);
+        assert!(cut.len() <= 50, "{cut}");
+        assert!(cut.ends_with(TRUNCATION_MARKER), "{cut}");
+        assert!(cut.starts_with("éé"), "{cut}");
+        let tiny = truncate("abcdefghijklmnopqrstuvwxyz", 4);
+        assert!(tiny.len() <= 4, "{tiny}");
     }
 
     #[test]

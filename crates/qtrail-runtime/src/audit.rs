@@ -64,6 +64,16 @@ impl AuditRecord {
         self.target = Some((id.to_owned(), name.to_owned()));
     }
 
+    /// Records the id of the program or job a call asks for, as a request detail and as the
+    /// target, before anything is checked: a call refused early (a bad key, a bad id) still
+    /// names what was asked for, and reads as a read of it rather than a list.
+    pub fn requested(&mut self, key: &str, id: &str) {
+        self.request(key, id);
+        if !id.is_empty() {
+            self.target(id, "");
+        }
+    }
+
     /// Adds a request detail.
     pub fn request(&mut self, key: &str, value: impl Into<Value>) {
         self.request.insert(key.to_owned(), bounded(value.into()));
@@ -172,7 +182,7 @@ impl Auditor {
         }
         builder = match outcome {
             Ok(()) => builder.status(record.success_status),
-            Err(err) => builder.failure(http_status(err.code()), err.to_string()),
+            Err(err) => builder.failure(http_status(err.code()), err.message()),
         };
         builder.build()
     }

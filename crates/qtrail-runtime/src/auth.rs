@@ -154,7 +154,8 @@ pub enum Caller {
 pub struct CallContext {
     /// Who is calling.
     pub caller: Caller,
-    /// Originating IP: the first `x-forwarded-for` entry, else the peer address.
+    /// Originating IP: the peer address, or the right-most untrusted `x-forwarded-for` entry
+    /// when the peer is a trusted proxy (see [`crate::forwarded`]).
     pub host_address: String,
     /// The `user-agent` header.
     pub user_agent: String,

@@ -11,6 +11,8 @@ use clap::Args;
 use qtrail_cadf::Location;
 use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 
+use crate::forwarded::Cidr;
+
 /// A secret string (the collector token): kept out of `Debug` output and therefore out of logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -114,6 +116,10 @@ pub struct Config {
     /// PEM private key of `--collector-cert`.
     #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR_KEY", requires = "collector_cert")]
     pub collector_key: Option<PathBuf>,
+    /// Network (CIDR, or one address) of a proxy whose `x-forwarded-for` is believed; repeat for
+    /// more. Without any, events record the peer's address whatever the header says.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", env = "QTRAIL_RUNTIME_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
     /// Benchmarks only: what becomes of audit events. No flag or variable sets it.
     #[cfg(feature = "bench")]
     #[arg(skip)]
@@ -160,6 +166,7 @@ impl Config {
             collector_ca: None,
             collector_cert: None,
             collector_key: None,
+            trusted_proxies: Vec::new(),
             #[cfg(feature = "bench")]
             audit_sink: AuditSink::Outbox,
         }
@@ -182,5 +189,34 @@ impl Config {
     /// Returns the shutdown flush timeout.
     pub fn shutdown_flush(&self) -> Duration {
         Duration::from_millis(self.shutdown_flush_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        let required = ["qtrail-runtime", "--location", "us-east", "--instance", "i", "--collector", "http://c"];
+        let more = ["--principals", "p.toml", "--data-dir", "d"];
+        Flags::try_parse_from(required.iter().chain(&more).chain(extra)).map(|flags| flags.config)
+    }
+
+    #[test]
+    fn trusted_proxies_are_repeatable_and_a_bad_one_stops_start_up() {
+        assert!(parse(&[]).unwrap().trusted_proxies.is_empty(), "none by default");
+        let config = parse(&["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "2001:db8::/32"]).unwrap();
+        let shown: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
+        let err = parse(&["--trusted-proxy", "10.0.0.0/40"]).unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxy") && err.contains("prefix length `40` must be 0 to 32"), "{err}");
     }
 }

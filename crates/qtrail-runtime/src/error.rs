@@ -3,7 +3,7 @@
 //! Messages are lowercase, have no trailing period, name the field at fault and never carry a
 //! secret. Caller-supplied values in them are escaped and shortened.
 
-use qtrail_cadf::text::escape_control;
+use qtrail_cadf::text::{escape_control, truncate};
 
 use crate::store::StoreError;
 
@@ -21,6 +21,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The request body is not the method's message (e.g. a string field is not UTF-8); the
+    /// handler never saw it.
+    #[error("invalid request: {0}")]
+    Undecodable(String),
     /// The resource does not exist or belongs to another account.
     #[error("{kind} `{id}` not found")]
     NotFound {
@@ -49,6 +53,11 @@ pub enum Error {
     Store(#[source] StoreError),
 }
 
+/// Longest error message a caller gets and an event records, in bytes. Messages quote caller
+/// input (a parser error names the offending identifier); cut here, the one place every message
+/// passes through, an answer stays small and its event always fits in 16 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// Shorthand for call results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -63,11 +72,18 @@ impl Error {
         Error::NotFound { kind, id: quote(id) }
     }
 
+    /// Returns the message for the caller and the event: control characters escaped, at most
+    /// [`MAX_MESSAGE_BYTES`], with a visible marker where it was cut.
+    pub fn message(&self) -> String {
+        let full = self.to_string();
+        truncate(&escape_control(&full), MAX_MESSAGE_BYTES).into_owned()
+    }
+
     /// Returns the gRPC code of the error. Exhaustive, so a new variant must pick one.
     pub fn code(&self) -> tonic::Code {
         match self {
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Error::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            Error::InvalidArgument { .. } | Error::Undecodable(_) => tonic::Code::InvalidArgument,
             Error::NotFound { .. } => tonic::Code::NotFound,
             Error::NameTaken(_) => tonic::Code::AlreadyExists,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
@@ -87,7 +103,7 @@ impl From<StoreError> for Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        tonic::Status::new(err.code(), err.to_string())
+        tonic::Status::new(err.code(), err.message())
     }
 }
 
@@ -130,5 +146,10 @@ mod tests {
             assert_eq!(status.message(), message);
         }
         assert_eq!(quote(&"x".repeat(100)).len(), 64);
+        let huge = Error::invalid("source", format!("unknown gate `{}`", "g".repeat(20_000)));
+        let status = tonic::Status::from(huge);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(status.message().starts_with("invalid source: unknown gate `ggg"));
+        assert!(status.message().ends_with(qtrail_cadf::text::TRUNCATION_MARKER));
     }
 }

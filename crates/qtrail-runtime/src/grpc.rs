@@ -6,7 +6,6 @@
 //! shutdown can wait for every one of them to finish and record its event, even for callers that
 //! hung up.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use qtrail_proto::qtrail::runtime::v1 as pb;
@@ -16,6 +15,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{CallContext, Caller, Principals, correlation_id};
+use crate::forwarded::{Cidr, originating_address};
+use crate::refused::TakenUp;
 use crate::service::{Answer, RuntimeService};
 
 /// Longest `user-agent` kept, in characters.
@@ -26,18 +27,25 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 pub struct Grpc {
     service: Arc<RuntimeService>,
     principals: Arc<Principals>,
+    /// Peers whose `x-forwarded-for` is believed.
+    trusted_proxies: Arc<[Cidr]>,
     tracker: TaskTracker,
 }
 
 impl Grpc {
-    /// Returns adapters over `service` that authenticate callers against `principals` and run
-    /// calls on `tracker`.
-    pub fn new(service: Arc<RuntimeService>, principals: Arc<Principals>, tracker: TaskTracker) -> Self {
-        Self { service, principals, tracker }
+    /// Returns adapters over `service` that authenticate callers against `principals`, believe
+    /// `x-forwarded-for` only from `trusted_proxies`, and run calls on `tracker`.
+    pub fn new(
+        service: Arc<RuntimeService>,
+        principals: Arc<Principals>,
+        trusted_proxies: Arc<[Cidr]>,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self { service, principals, trusted_proxies, tracker }
     }
 
     /// Returns what the call knows about its caller; never keeps the API key.
-    fn context<T>(&self, request: &Request<T>) -> CallContext {
+    pub(crate) fn context<T>(&self, request: &Request<T>) -> CallContext {
         let metadata = request.metadata();
         let caller = match qtrail_server::auth::bearer_token(metadata) {
             Some(key) => match self.principals.find(key) {
@@ -49,13 +57,11 @@ impl Grpc {
             None => Caller::Anonymous,
         };
         let text = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok());
-        let forwarded = text("x-forwarded-for")
-            .and_then(|list| list.split(',').next())
-            .and_then(|first| first.trim().parse::<IpAddr>().ok());
-        let host_address = forwarded
-            .or_else(|| request.remote_addr().map(|addr| addr.ip()))
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let forwarded: Vec<&str> =
+            metadata.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let host_address =
+            originating_address(peer, &forwarded, &self.trusted_proxies).map(|ip| ip.to_string()).unwrap_or_default();
         let user_agent = text("user-agent").unwrap_or_default().chars().take(MAX_USER_AGENT_CHARS).collect();
         CallContext { caller, host_address, user_agent, correlation_id: correlation_id(text("x-correlation-id")) }
     }
@@ -69,19 +75,34 @@ impl Grpc {
         Req: Send + 'static,
         Resp: Send + 'static,
     {
+        if let Some(taken_up) = request.extensions().get::<TakenUp>() {
+            taken_up.mark();
+        }
         let ctx = self.context(&request);
         let message = request.into_inner();
+        self.run(ctx, move |service, ctx| method(service, ctx, message)).await.map(Response::new)
+    }
+
+    /// Runs `body` for the call `ctx` and returns its result once its event is durable.
+    pub(crate) async fn run<Resp>(
+        &self,
+        ctx: CallContext,
+        body: impl FnOnce(&RuntimeService, &CallContext) -> Answer<Resp> + Send + 'static,
+    ) -> std::result::Result<Resp, Status>
+    where
+        Resp: Send + 'static,
+    {
         let service = self.service.clone();
         // A task of its own, tracked, so that a call whose caller hung up still runs to the end
         // and its event is durable before a shutdown proceeds. Only the method holds a thread;
         // the wait for its event's fsync does not.
         let call = self.tracker.spawn(async move {
             let settling = service.clone();
-            let answer = tokio::task::spawn_blocking(move || method(&service, &ctx, message)).await.ok()?;
+            let answer = tokio::task::spawn_blocking(move || body(&service, &ctx)).await.ok()?;
             Some(settling.settle(answer).await)
         });
         match call.await {
-            Ok(Some(result)) => result.map(Response::new).map_err(Status::from),
+            Ok(Some(result)) => result.map_err(Status::from),
             Ok(None) | Err(_) => Err(Status::internal("call failed")),
         }
     }

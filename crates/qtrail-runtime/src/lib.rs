@@ -8,6 +8,8 @@
 //!
 //! Layout: [`service`] (the domain, no transport types), [`grpc`] (thin adapters), [`store`]
 //! (programs, jobs), [`executor`] (simulator and job queue), [`auth`] (principals, callers),
+//! [`forwarded`] (the caller's address, through trusted proxies), [`refused`] (requests that do
+//! not decode),
 //! [`audit`] (events of calls), [`config`] (flags), [`error`] (the error type and its gRPC codes).
 
 pub mod audit;
@@ -15,7 +17,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod forwarded;
 pub mod grpc;
+pub mod refused;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -42,6 +46,7 @@ use crate::audit::Auditor;
 use crate::auth::Principals;
 use crate::executor::Executor;
 use crate::grpc::Grpc;
+use crate::refused::Audited;
 use crate::service::RuntimeService;
 use crate::store::Store;
 
@@ -123,7 +128,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         tokio::spawn(qtrail_server::http::serve(listener, router, http_tls, background.clone().cancelled_owned()))
     });
     let calls = TaskTracker::new();
-    let grpc = Grpc::new(service, Arc::new(principals), calls.clone());
+    let grpc = Grpc::new(service, Arc::new(principals), config.trusted_proxies.clone().into(), calls.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProgramServiceServer<Grpc>>().await;
@@ -132,8 +137,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(health_service)
         .add_service(qtrail_server::reflection::v1()?)
         .add_service(qtrail_server::reflection::v1alpha()?)
-        .add_service(ProgramServiceServer::new(grpc.clone()))
-        .add_service(JobServiceServer::new(grpc));
+        .add_service(Audited::new(ProgramServiceServer::new(grpc.clone()), grpc.clone()))
+        .add_service(Audited::new(JobServiceServer::new(grpc.clone()), grpc));
 
     let addr = listener.local_addr().context("listener has no local address")?;
     // The HTTP address goes first, so that whoever sees the gRPC address file finds both.

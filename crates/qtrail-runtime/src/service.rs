@@ -15,6 +15,8 @@
 //! event. Methods block on the database (and changing calls on the fsync), so the gRPC layer
 //! runs them on blocking threads.
 
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qtrail_cadf::proto::{json_from_struct, struct_from_json};
@@ -59,6 +61,21 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 /// Tag bounds.
 const MAX_TAGS: usize = 16;
 const MAX_TAG_CHARS: usize = 64;
+/// Most bytes of programs or jobs in one list page: with sources, the 1,000 programs a page may
+/// hold would make ~256 MB, far past a client's 4 MiB default message limit. A page stops
+/// before it would pass this (it always holds at least one item, which fits: a program is at
+/// most ~280 KiB), and the caller continues from `offset` plus the number returned.
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Default and largest number of outcomes in a page of job results: 16,384 outcomes of 64 bits
+/// make ~1.2 MB.
+const MAX_RESULTS_PAGE: u32 = 16_384;
+/// Most outcomes in one interim result: the most frequent ones. Interim results show progress;
+/// four of them with every outcome made a 17 MB answer.
+const MAX_INTERIM_OUTCOMES: usize = 1024;
+/// Most interim results returned: the newest.
+const MAX_INTERIM_RESULTS: usize = 16;
+/// Longest results page token: a bit string of at most 64 classical bits.
+const MAX_PAGE_TOKEN_CHARS: usize = 64;
 /// Latest timestamp accepted in a filter (9999-12-31T23:59:59Z).
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 
@@ -204,6 +221,17 @@ impl RuntimeService {
         self.with_event(ctx, &record, result)
     }
 
+    /// Records the event of a call refused before any handler saw it (its request did not
+    /// decode) and returns the refusal, held back until the event is durable.
+    pub fn refuse_before_handler(
+        &self,
+        ctx: &CallContext,
+        record: AuditRecord,
+        err: Error,
+    ) -> Answer<std::convert::Infallible> {
+        self.refuse(ctx, &record, err)
+    }
+
     /// Starts a call's transaction, whose commit shares its fsync with concurrent calls.
     fn begin(&self) -> Result<OutboxTransaction> {
         self.outbox.begin().map_err(|err| {
@@ -343,16 +371,22 @@ impl RuntimeService {
         let mut record = AuditRecord::new(Action::ProgramRead);
         record.request("limit", request.limit);
         record.request("offset", request.offset);
+        record.request("includeSource", request.include_source);
         self.audited_read(ctx, record, |txn, principal, record| {
             let (limit, offset) = check_page(request.limit, request.offset)?;
-            let visible = programs::visible_to(txn, &principal.account)?;
+            // Ids from the indexes; only the page's programs are decoded, one at a time, and
+            // no further than the page's byte bound.
+            let visible = programs::visible_ids(txn, &principal.account)?;
             let count = visible.len() as u32;
-            let page: Vec<pb::Program> = visible
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|program| program_message(program, program.account == principal.account))
-                .collect();
+            let page = within_page_bytes(visible.iter().skip(offset).take(limit).filter_map(|id| {
+                programs::get(txn, id)
+                    .map(|found| {
+                        found.map(|program| {
+                            program_message(&program, request.include_source && program.account == principal.account)
+                        })
+                    })
+                    .transpose()
+            }))?;
             record.response("count", count);
             record.response("returned", page.len() as u64);
             Ok(pb::ListProgramsResponse { programs: page, count })
@@ -366,7 +400,7 @@ impl RuntimeService {
     /// program; UNAUTHENTICATED; UNAVAILABLE.
     pub fn get_program(&self, ctx: &CallContext, request: pb::GetProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramRead);
-        record.request("programId", request.id.as_str());
+        record.requested("programId", &request.id);
         self.audited_read(ctx, record, |txn, principal, record| {
             let program = visible_program(txn, principal, &request.id, record)?;
             record.response("name", program.name.as_str());
@@ -381,7 +415,7 @@ impl RuntimeService {
     /// public program; ALREADY_EXISTS for a taken name; UNAUTHENTICATED; UNAVAILABLE.
     pub fn update_program(&self, ctx: &CallContext, request: pb::UpdateProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramUpdate);
-        record.request("programId", request.id.as_str());
+        record.requested("programId", &request.id);
         self.audited(ctx, record, |txn, principal, record| {
             let old = owned_program(txn, principal, &request.id, record)?;
             let mut new = old.clone();
@@ -458,7 +492,7 @@ impl RuntimeService {
         request: pb::DeleteProgramRequest,
     ) -> Answer<pb::DeleteProgramResponse> {
         let mut record = AuditRecord::new(Action::ProgramDelete);
-        record.request("programId", request.id.as_str());
+        record.requested("programId", &request.id);
         self.audited(ctx, record, |txn, principal, record| {
             let program = owned_program(txn, principal, &request.id, record)?;
             programs::delete(txn, &program)?;
@@ -586,7 +620,7 @@ impl RuntimeService {
                 .filter(|job| request.tags.iter().all(|tag| job.tags.contains(tag)))
                 .collect();
             let count = matching.len() as u32;
-            let page: Vec<pb::Job> = matching.iter().skip(offset).take(limit).map(job_message).collect();
+            let page = within_page_bytes(matching.iter().skip(offset).take(limit).map(|job| Ok(job_message(job))))?;
             record.response("count", count);
             record.response("returned", page.len() as u64);
             Ok(pb::ListJobsResponse { jobs: page, count })
@@ -599,7 +633,7 @@ impl RuntimeService {
     /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
     pub fn get_job(&self, ctx: &CallContext, request: pb::GetJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobRead);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             record.response("status", job.status.as_str());
@@ -614,9 +648,25 @@ impl RuntimeService {
     /// UNAUTHENTICATED; UNAVAILABLE.
     pub fn get_job_results(&self, ctx: &CallContext, request: pb::GetJobResultsRequest) -> Answer<pb::JobResults> {
         let mut record = AuditRecord::new(Action::JobRead);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         record.request("view", "results");
+        record.request("pageSize", request.page_size);
+        record.request("pageToken", request.page_token.as_str());
         self.audited_read(ctx, record, |txn, principal, record| {
+            let page_size = match request.page_size {
+                0 => MAX_RESULTS_PAGE,
+                1..=MAX_RESULTS_PAGE => request.page_size,
+                other => {
+                    return Err(Error::invalid(
+                        "page_size",
+                        format!("must be 1 to {MAX_RESULTS_PAGE} (0 means {MAX_RESULTS_PAGE}), got {other}"),
+                    ));
+                }
+            };
+            let token = request.page_token.as_str();
+            if token.len() > MAX_PAGE_TOKEN_CHARS || !token.bytes().all(|bit| bit == b'0' || bit == b'1') {
+                return Err(Error::invalid("page_token", "must be a next_page_token of an earlier page"));
+            }
             let job = owned_job(txn, principal, &request.id, record)?;
             let results = match (job.status, jobs::results(txn, &job.id)?) {
                 (JobStatus::Completed, Some(results)) => results,
@@ -627,12 +677,27 @@ impl RuntimeService {
                     )));
                 }
             };
+            let outcomes = results.counts.len() as u32;
+            // Bit strings of one job all have the same length, so their order is the page order.
+            let start = if token.is_empty() { Bound::Unbounded } else { Bound::Excluded(token) };
+            let mut rest = results.counts.range::<str, _>((start, Bound::Unbounded));
+            let mut counts = HashMap::new();
+            let mut last = String::new();
+            for (bits, count) in rest.by_ref().take(page_size as usize) {
+                last.clone_from(bits);
+                counts.insert(bits.clone(), *count);
+            }
+            let next_page_token = if rest.next().is_some() { last } else { String::new() };
             record.response("shots", results.shots);
+            record.response("outcomes", outcomes);
+            record.response("returned", counts.len() as u64);
             Ok(pb::JobResults {
                 job_id: job.id,
                 shots: results.shots,
-                counts: results.counts.into_iter().collect(),
+                counts,
                 seed: results.seed,
+                next_page_token,
+                outcomes,
             })
         })
     }
@@ -647,15 +712,19 @@ impl RuntimeService {
         request: pb::GetJobInterimResultsRequest,
     ) -> Answer<pb::JobInterimResults> {
         let mut record = AuditRecord::new(Action::JobRead);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         record.request("view", "interimResults");
         self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
-            let results: Vec<pb::InterimResult> = jobs::interim(txn, &job.id)?
+            let all = jobs::interim(txn, &job.id)?;
+            let newest = all.len().saturating_sub(MAX_INTERIM_RESULTS);
+            let results: Vec<pb::InterimResult> = all
                 .into_iter()
+                .skip(newest)
                 .map(|interim| pb::InterimResult {
                     shots_done: interim.shots_done,
-                    counts: interim.counts.into_iter().collect(),
+                    outcomes: interim.counts.len() as u32,
+                    counts: most_frequent(interim.counts, MAX_INTERIM_OUTCOMES),
                     time: Some(timestamp(interim.millis)),
                 })
                 .collect();
@@ -670,7 +739,7 @@ impl RuntimeService {
     /// INVALID_ARGUMENT; NOT_FOUND; UNAUTHENTICATED; UNAVAILABLE.
     pub fn get_job_logs(&self, ctx: &CallContext, request: pb::GetJobLogsRequest) -> Answer<pb::JobLogs> {
         let mut record = AuditRecord::new(Action::JobRead);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         record.request("view", "logs");
         self.audited_read(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
@@ -687,7 +756,7 @@ impl RuntimeService {
     /// UNAVAILABLE.
     pub fn cancel_job(&self, ctx: &CallContext, request: pb::CancelJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobCancel);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         self.audited(ctx, record, |txn, principal, record| {
             let mut job = owned_job(txn, principal, &request.id, record)?;
             if job.status.is_final() {
@@ -718,7 +787,7 @@ impl RuntimeService {
     /// UNAUTHENTICATED; UNAVAILABLE.
     pub fn delete_job(&self, ctx: &CallContext, request: pb::DeleteJobRequest) -> Answer<pb::DeleteJobResponse> {
         let mut record = AuditRecord::new(Action::JobDelete);
-        record.request("jobId", request.id.as_str());
+        record.requested("jobId", &request.id);
         self.audited(ctx, record, |txn, principal, record| {
             let job = owned_job(txn, principal, &request.id, record)?;
             if !job.status.is_final() {
@@ -958,6 +1027,38 @@ fn timestamp_millis(field: &'static str, timestamp: Option<prost_types::Timestam
     Ok(Some(timestamp.seconds * 1000 + i64::from(timestamp.nanos / 1_000_000)))
 }
 
+// ---- response bounds ----
+
+/// Returns the items in order up to the one that would take the page past [`MAX_PAGE_BYTES`];
+/// the first item is always kept.
+fn within_page_bytes<M: prost::Message>(
+    items: impl Iterator<Item = std::result::Result<M, crate::store::StoreError>>,
+) -> Result<Vec<M>> {
+    let mut bytes = 0;
+    let mut page = Vec::new();
+    for item in items {
+        let item = item?;
+        // The repeated field's tag and length prefix: a few bytes more than the message.
+        bytes += item.encoded_len() + 8;
+        if bytes > MAX_PAGE_BYTES && !page.is_empty() {
+            break;
+        }
+        page.push(item);
+    }
+    Ok(page)
+}
+
+/// Returns the `keep` most frequent outcomes of `counts` (ties by bit string).
+fn most_frequent(counts: BTreeMap<String, u32>, keep: usize) -> HashMap<String, u32> {
+    if counts.len() <= keep {
+        return counts.into_iter().collect();
+    }
+    let mut ranked: Vec<(String, u32)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(keep);
+    ranked.into_iter().collect()
+}
+
 // ---- ids and messages ----
 
 fn random_suffix(length: usize) -> String {
@@ -1093,6 +1194,23 @@ mod tests {
             let err = parse(bad.clone()).err().unwrap();
             assert!(matches!(&err, Error::InvalidArgument { field: f, .. } if *f == field), "{bad} -> {err}");
         }
+    }
+
+    #[test]
+    fn pages_stop_before_their_byte_bound_and_interim_counts_keep_the_most_frequent() {
+        let big = pb::JobLogs { job_id: String::new(), logs: "x".repeat(MAX_PAGE_BYTES / 3) };
+        assert_eq!(within_page_bytes(std::iter::repeat_with(|| Ok(big.clone())).take(10)).unwrap().len(), 2);
+        let huge = pb::JobLogs { job_id: String::new(), logs: "x".repeat(MAX_PAGE_BYTES * 2) };
+        assert_eq!(
+            within_page_bytes(std::iter::repeat_with(|| Ok(huge.clone())).take(3)).unwrap().len(),
+            1,
+            "one item always fits"
+        );
+        let counts: BTreeMap<String, u32> = (0..10u32).map(|n| (format!("{n:04b}"), n)).collect();
+        let kept = most_frequent(counts, 3);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept.get("1001"), Some(&9));
+        assert_eq!(kept.get("0111"), Some(&7));
     }
 
     #[test]

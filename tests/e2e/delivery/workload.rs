@@ -188,7 +188,8 @@ impl Client {
                 self.record("GetProgram", id, &result)
             }
             2 => {
-                let (request, id) = self.request(pb::ListProgramsRequest { limit: 5, offset: 0 }, Some(ALICE_KEY));
+                let (request, id) = self
+                    .request(pb::ListProgramsRequest { limit: 5, offset: 0, ..Default::default() }, Some(ALICE_KEY));
                 let result = self.programs.list_programs(request).await;
                 self.record("ListPrograms", id, &result)
             }
@@ -226,7 +227,8 @@ impl Client {
                 self.record("GetJobInterimResults", id, &result)
             }
             8 => {
-                let (request, id) = self.request(pb::GetJobResultsRequest { id: job }, Some(ALICE_KEY));
+                let (request, id) =
+                    self.request(pb::GetJobResultsRequest { id: job, ..Default::default() }, Some(ALICE_KEY));
                 let result = self.jobs.get_job_results(request).await;
                 self.record("GetJobResults", id, &result)
             }
@@ -300,7 +302,8 @@ impl Client {
     /// Makes one `ListPrograms` call and returns what it got back: the cheapest call there is,
     /// for probing whether the runtime takes calls.
     pub async fn probe(&mut self) -> Outcome {
-        let (request, id) = self.request(pb::ListProgramsRequest { limit: 1, offset: 0 }, Some(ALICE_KEY));
+        let (request, id) =
+            self.request(pb::ListProgramsRequest { limit: 1, offset: 0, ..Default::default() }, Some(ALICE_KEY));
         let result = self.programs.list_programs(request).await;
         self.record("ListPrograms", id, &result)
     }

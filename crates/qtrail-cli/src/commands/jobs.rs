@@ -23,13 +23,18 @@ use crate::timearg::{format_time, parse_time};
 /// runtime audits as a `job.read`; twice a second keeps that trail short.
 const WAIT_POLL: Duration = Duration::from_millis(500);
 
+/// Largest answer the command accepts, above the 4 MiB default: the runtime bounds its
+/// answers (list pages at 2 MiB, result pages at ~1.2 MB, a job's log), with room to spare.
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Runs one `jobs` subcommand.
 ///
 /// # Errors
 /// Connection, argument and RPC errors.
 pub async fn run(command: JobsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
     let key = settings.api_key()?;
-    let mut client = JobServiceClient::new(settings.runtime_channel().await?);
+    let mut client =
+        JobServiceClient::new(settings.runtime_channel().await?).max_decoding_message_size(MAX_ANSWER_BYTES);
     let output = settings.output;
     match command {
         JobsCommand::Run(args) => {
@@ -71,8 +76,19 @@ pub async fn run(command: JobsCommand, settings: &Settings, out: &mut dyn Write)
             Ok(())
         }
         JobsCommand::Results { id } => {
-            let results = client.get_job_results(authorized(GetJobResultsRequest { id }, &key)?).await?.into_inner();
-            let counts: BTreeMap<&String, &u32> = results.counts.iter().collect();
+            // Counts come in pages; gather them all (at most 100,000 outcomes, a few MB).
+            let mut page_token = String::new();
+            let mut all = BTreeMap::new();
+            let results = loop {
+                let request = GetJobResultsRequest { id: id.clone(), page_size: 0, page_token };
+                let mut page = client.get_job_results(authorized(request, &key)?).await?.into_inner();
+                all.extend(page.counts.drain());
+                if page.next_page_token.is_empty() {
+                    break page;
+                }
+                page_token = page.next_page_token;
+            };
+            let counts: BTreeMap<&String, &u32> = all.iter().collect();
             if output == OutputFormat::Json {
                 let json =
                     json!({ "jobId": results.job_id, "shots": results.shots, "seed": results.seed, "counts": counts });

@@ -22,7 +22,8 @@ use crate::timearg::format_time;
 /// Connection, file and RPC errors.
 pub async fn run(command: ProgramsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
     let key = settings.api_key()?;
-    let mut client = ProgramServiceClient::new(settings.runtime_channel().await?);
+    let mut client = ProgramServiceClient::new(settings.runtime_channel().await?)
+        .max_decoding_message_size(super::jobs::MAX_ANSWER_BYTES);
     match command {
         ProgramsCommand::Create(args) => {
             let request = CreateProgramRequest {
@@ -63,7 +64,7 @@ pub async fn run(command: ProgramsCommand, settings: &Settings, out: &mut dyn Wr
             Ok(())
         }
         ProgramsCommand::List(page) => {
-            let request = ListProgramsRequest { limit: page.limit, offset: page.offset };
+            let request = ListProgramsRequest { limit: page.limit, offset: page.offset, ..Default::default() };
             let list = client.list_programs(authorized(request, &key)?).await?.into_inner();
             if settings.output == OutputFormat::Json {
                 let items: Vec<Value> = list.programs.iter().map(program_json).collect();

@@ -86,7 +86,8 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
     assert_eq!(event.message, format!("Qiskit Runtime: read job {}", job.id));
     assert_eq!(event.response_data.as_ref().unwrap()["status"], json!("COMPLETED"));
 
-    let (request, correlation) = call(pb::GetJobResultsRequest { id: job.id.clone() }, Some(ALICE));
+    let (request, correlation) =
+        call(pb::GetJobResultsRequest { id: job.id.clone(), ..Default::default() }, Some(ALICE));
     let results = client.get_job_results(request).await.unwrap().into_inner();
     assert_eq!((results.shots, results.seed), (2000, 42));
     let mut keys: Vec<&String> = results.counts.keys().collect();
@@ -129,7 +130,7 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
     )
     .await;
     wait_for_status(&runtime, &again.id, pb::JobStatus::Completed).await;
-    let (request, _) = call(pb::GetJobResultsRequest { id: again.id.clone() }, Some(ALICE));
+    let (request, _) = call(pb::GetJobResultsRequest { id: again.id.clone(), ..Default::default() }, Some(ALICE));
     assert_eq!(client.get_job_results(request).await.unwrap().into_inner().counts, results.counts);
 
     // Without a seed one is picked and reported.
@@ -137,7 +138,7 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
         create_job(&runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE)
             .await;
     wait_for_status(&runtime, &unseeded.id, pb::JobStatus::Completed).await;
-    let (request, _) = call(pb::GetJobResultsRequest { id: unseeded.id.clone() }, Some(ALICE));
+    let (request, _) = call(pb::GetJobResultsRequest { id: unseeded.id.clone(), ..Default::default() }, Some(ALICE));
     let unseeded_results = client.get_job_results(request).await.unwrap().into_inner();
     assert_eq!(unseeded_results.shots, 1024);
     let (request, _) = call(pb::GetJobRequest { id: unseeded.id.clone() }, Some(ALICE));
@@ -232,7 +233,7 @@ async fn another_accounts_job_is_not_found_for_every_call() {
             account: "acc-bob",
         },
     );
-    let (request, correlation) = call(pb::GetJobResultsRequest { id: id.clone() }, Some(BOB));
+    let (request, correlation) = call(pb::GetJobResultsRequest { id: id.clone(), ..Default::default() }, Some(BOB));
     assert_eq!(client.get_job_results(request).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(runtime.event(&correlation).await.reason.code, 404);
     let (request, correlation) = call(pb::GetJobInterimResultsRequest { id: id.clone() }, Some(BOB));
@@ -265,12 +266,27 @@ async fn another_accounts_job_is_not_found_for_every_call() {
             account: "acc-bob",
         },
     );
+    // A read refused for its key still names the job asked for: a read of it, not a list.
     let (request, correlation) = call(pb::GetJobRequest { id: id.clone() }, None);
     assert_eq!(client.get_job(request).await.unwrap_err().code(), Code::Unauthenticated);
+    let event = runtime.event(&correlation).await;
     assert_event(
-        &runtime.event(&correlation).await,
-        Expected { action: Action::JobRead, code: 401, severity: Severity::Critical, target: None, account: "qtrail" },
+        &event,
+        Expected {
+            action: Action::JobRead,
+            code: 401,
+            severity: Severity::Critical,
+            target: job_target(&id),
+            account: "qtrail",
+        },
     );
+    assert_eq!(event.message, format!("Qiskit Runtime: read job {id} -failure"));
+    let (request, correlation) =
+        call(pb::GetJobResultsRequest { id: id.clone(), ..Default::default() }, Some("not-a-key"));
+    assert_eq!(client.get_job_results(request).await.unwrap_err().code(), Code::Unauthenticated);
+    let event = runtime.event(&correlation).await;
+    assert_eq!(event.target.crn.resource_id(), id);
+    assert_eq!(event.message, format!("Qiskit Runtime: read job {id} -failure"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +307,8 @@ async fn cancel_and_delete_follow_the_job_state() {
     assert_eq!(status_of(&runtime, &queued.id).await.state.unwrap().status, pb::JobStatus::Queued as i32);
 
     // Results before completion: 409.
-    let (request, correlation) = call(pb::GetJobResultsRequest { id: running.id.clone() }, Some(ALICE));
+    let (request, correlation) =
+        call(pb::GetJobResultsRequest { id: running.id.clone(), ..Default::default() }, Some(ALICE));
     let status = client.get_job_results(request).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(runtime.event(&correlation).await.reason.code, 409);

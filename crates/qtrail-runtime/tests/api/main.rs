@@ -2,8 +2,10 @@
 //! temporary directory, and an in-memory collector on a real socket that records what the
 //! publisher sends. Each call's audit event is found by its correlation id.
 
+mod bounds;
 mod delivery;
 mod harness;
 mod jobs;
 mod programs;
 mod tls;
+mod undecodable;

@@ -151,7 +151,8 @@ async fn list_programs_pages_and_counts_what_the_caller_can_see() {
     let public = runtime.create_program("shared", BELL, true).await;
     let mut client = runtime.programs().await;
 
-    let (request, correlation) = call(pb::ListProgramsRequest { limit: 2, offset: 1 }, Some(ALICE));
+    let (request, correlation) =
+        call(pb::ListProgramsRequest { limit: 2, offset: 1, ..Default::default() }, Some(ALICE));
     let page = client.list_programs(request).await.unwrap().into_inner();
     assert_eq!(page.count, 4);
     assert_eq!(page.programs.len(), 2);
@@ -177,7 +178,7 @@ async fn list_programs_pages_and_counts_what_the_caller_can_see() {
     assert!(bobs.programs[0].source.is_empty());
 
     for (limit, offset, field) in [(-1, 0, "invalid limit"), (1001, 0, "invalid limit"), (10, -3, "invalid offset")] {
-        let (request, correlation) = call(pb::ListProgramsRequest { limit, offset }, Some(ALICE));
+        let (request, correlation) = call(pb::ListProgramsRequest { limit, offset, ..Default::default() }, Some(ALICE));
         let status = client.list_programs(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with(field), "{}", status.message());
@@ -359,16 +360,22 @@ async fn delete_program_is_critical_and_owner_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_initiator_comes_from_forwarded_for_and_bad_correlation_ids_are_replaced() {
-    let runtime = TestRuntime::start().await;
+async fn the_initiator_comes_from_a_trusted_proxys_forwarded_for_and_bad_correlation_ids_are_replaced() {
+    // The test's connections come from 127.0.0.1: a trusted proxy here.
+    let runtime = TestRuntime::start_with(true, |config| {
+        config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
     let mut client = runtime.programs().await;
+    // The left-most entry is the caller's own claim; the right-most untrusted one is what the
+    // trusted proxies saw.
     let (mut request, correlation) = call(pb::ListProgramsRequest::default(), Some(ALICE));
-    request.metadata_mut().insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+    request.metadata_mut().insert("x-forwarded-for", "198.51.100.66, 203.0.113.7, 10.0.0.1".parse().unwrap());
     client.list_programs(request).await.unwrap();
     assert_eq!(runtime.event(&correlation).await.initiator.host_address, "203.0.113.7");
 
     let too_long = "c".repeat(129);
-    let (mut request, _) = call(pb::ListProgramsRequest { limit: 7, offset: 0 }, Some(ALICE));
+    let (mut request, _) = call(pb::ListProgramsRequest { limit: 7, offset: 0, ..Default::default() }, Some(ALICE));
     request.metadata_mut().insert("x-correlation-id", too_long.parse().unwrap());
     client.list_programs(request).await.unwrap();
     let found = runtime
@@ -386,4 +393,62 @@ async fn the_initiator_comes_from_forwarded_for_and_bad_correlation_ids_are_repl
     assert!(found);
     let event = runtime.stub.stored().into_iter().last().unwrap().event;
     assert!(uuid::Uuid::parse_str(&event.correlation_id).is_ok(), "{}", event.correlation_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_identifier_in_a_syntax_error_is_cut_and_the_refusal_audited() {
+    let runtime = TestRuntime::start().await;
+    let mut client = runtime.programs().await;
+    let identifier = "g".repeat(20_000);
+    let source = format!("OPENQASM 2.0;\nqreg q[1];\n{identifier} q[0];\n");
+    let (request, correlation) =
+        call(pb::CreateProgramRequest { name: "huge".into(), source, ..Default::default() }, Some(ALICE));
+    let status = client.create_program(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("invalid source:"), "{}", status.message());
+    assert!(status.message().len() <= qtrail_runtime::error::MAX_MESSAGE_BYTES, "{}", status.message().len());
+    assert!(status.message().ends_with(qtrail_cadf::text::TRUNCATION_MARKER), "{}", status.message());
+    let event = runtime.event(&correlation).await;
+    assert_event(
+        &event,
+        Expected {
+            action: Action::ProgramCreate,
+            code: 400,
+            severity: Severity::Warning,
+            target: None,
+            account: "acc-alice",
+        },
+    );
+    assert_eq!(event.reason.reason_for_failure, status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_refused_for_its_key_names_the_program_asked_for() {
+    let runtime = TestRuntime::start().await;
+    let program = runtime.create_program("mine", BELL, false).await;
+    let mut client = runtime.programs().await;
+    let (request, correlation) = call(pb::GetProgramRequest { id: program.id.clone() }, Some("not-a-key"));
+    assert_eq!(client.get_program(request).await.unwrap_err().code(), Code::Unauthenticated);
+    let event = runtime.event(&correlation).await;
+    assert_event(
+        &event,
+        Expected {
+            action: Action::ProgramRead,
+            code: 401,
+            severity: Severity::Critical,
+            target: Some(("program", &program.id)),
+            account: "qtrail",
+        },
+    );
+    assert_eq!(event.message, format!("Qiskit Runtime: read program {} -failure", program.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let runtime = TestRuntime::start().await;
+    let mut client = runtime.programs().await;
+    let (mut request, correlation) = call(pb::ListProgramsRequest::default(), Some(ALICE));
+    request.metadata_mut().insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    client.list_programs(request).await.unwrap();
+    assert_eq!(runtime.event(&correlation).await.initiator.host_address, "127.0.0.1");
 }
