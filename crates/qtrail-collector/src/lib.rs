@@ -117,6 +117,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 registry: registry.clone(),
                 tokens: tokens.clone(),
                 sessions: console::Sessions::new(config.console_session_ttl, console::MAX_SESSIONS),
+                sign_ins: console::SignInLimiter::default(),
                 tasks: tasks.clone(),
                 https: http_tls.is_some(),
             };
