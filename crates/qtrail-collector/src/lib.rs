@@ -65,10 +65,11 @@ use crate::writer::{COMMITTED_BUFFER, Writer};
 /// address file cannot be written, or the server fails.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let local_addr = listener.local_addr().context("failed to read the bound address")?;
+    let incoming = qtrail_server::incoming::incoming(listener, qtrail_server::incoming::MAX_GRPC_CONNECTIONS);
     // Read before anything starts: a bad certificate must stop start-up, never fall back to
     // plaintext.
     let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
-    let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
+    let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?.layer(incoming.activity_layer());
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
     let metrics_token = config.metrics_token_file.as_deref().map(MetricsToken::load).transpose()?;
     let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?;
@@ -209,7 +210,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let serve = {
         let lifecycle = lifecycle.clone();
         async move {
-            let incoming = qtrail_server::incoming::incoming(listener, qtrail_server::incoming::MAX_GRPC_CONNECTIONS);
             let served = router.serve_with_incoming_shutdown(incoming, signal).await;
             lifecycle.stop();
             served

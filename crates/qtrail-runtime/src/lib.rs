@@ -62,7 +62,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // plaintext.
     let server_tls = config.server_tls().context("failed to set up tls")?;
     let server_tls = server_tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
-    let mut server = tls::grpc_server(server_tls.as_ref()).context("failed to set up tls")?;
+    let incoming = qtrail_server::incoming::incoming(listener, qtrail_server::incoming::MAX_GRPC_CONNECTIONS);
+    let mut server =
+        tls::grpc_server(server_tls.as_ref()).context("failed to set up tls")?.layer(incoming.activity_layer());
     let http_tls = server_tls.as_ref().map(LoadedServerTls::http);
     let metrics_token = config.metrics_token_file.as_deref().map(MetricsToken::load).transpose()?;
     let collector_tls = config.collector_tls();
@@ -136,7 +138,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(ProgramServiceServer::new(grpc.clone()))
         .add_service(JobServiceServer::new(grpc));
 
-    let addr = listener.local_addr().context("listener has no local address")?;
+    let addr = incoming.local_addr().context("listener has no local address")?;
     // The HTTP address goes first, so that whoever sees the gRPC address file finds both.
     if let (Some(path), Some(http_addr)) = (&config.http_addr_file, http_addr) {
         qtrail_server::addr_file::write(path, http_addr)
@@ -160,7 +162,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         health.set_not_serving::<JobServiceServer<Grpc>>().await;
         info!("runtime shutting down, draining calls");
     };
-    let incoming = qtrail_server::incoming::incoming(listener, qtrail_server::incoming::MAX_GRPC_CONNECTIONS);
     let served = router.serve_with_incoming_shutdown(incoming, stopping).await;
 
     calls.close();

@@ -366,9 +366,10 @@ impl Connections {
     }
 }
 
-/// Whether a connection is serving requests, and since when it has not been.
+/// Whether a connection is serving requests, and since when it has not been; shared with
+/// the gRPC side's connections ([`crate::incoming`]).
 #[derive(Debug)]
-struct Activity {
+pub(crate) struct Activity {
     state: Mutex<ActivityState>,
     /// Cancelled when the connection must close to make room for a new one.
     evicted: CancellationToken,
@@ -383,7 +384,7 @@ struct ActivityState {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now() }),
             evicted: CancellationToken::new(),
@@ -395,13 +396,13 @@ impl Activity {
     }
 
     /// Returns when the connection last became idle; `None` while it serves a request.
-    fn idle_since(&self) -> Option<Instant> {
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
         let state = self.lock();
         (state.busy == 0).then_some(state.idle_since)
     }
 
     /// Marks a request in progress until the returned guard drops.
-    fn busy(self: &Arc<Self>) -> Busy {
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
         self.lock().busy += 1;
         Busy(self.clone())
     }
@@ -421,7 +422,7 @@ impl Activity {
 
 /// A request in progress on a connection.
 #[derive(Debug)]
-struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -498,19 +499,19 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limits: HttpLimits) -> R
 
 /// A response body that keeps its connection marked busy until it is sent or dropped.
 #[derive(Debug)]
-struct Guarded {
-    body: Body,
-    _busy: Busy,
+pub(crate) struct Guarded<B> {
+    pub(crate) body: B,
+    pub(crate) _busy: Busy,
 }
 
-impl hyper::body::Body for Guarded {
-    type Data = Bytes;
-    type Error = axum::Error;
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

@@ -1,4 +1,5 @@
-//! The gRPC side's connection cap, over a real tonic server on a loopback port.
+//! The gRPC side's connection cap and idle timeout, over a real tonic server on a loopback
+//! port.
 
 use std::time::Duration;
 
@@ -16,14 +17,13 @@ async fn connections_beyond_the_cap_are_closed_until_one_ends() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_, health) = tonic_health::server::health_reporter();
-    let mut builder = qtrail_server::tls::grpc_server(None).unwrap();
+    let incoming = qtrail_server::incoming::incoming(listener, 2);
+    let mut builder = qtrail_server::tls::grpc_server(None).unwrap().layer(incoming.activity_layer());
     let router = builder.add_service(health);
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    let server = tokio::spawn(async move {
-        let incoming = qtrail_server::incoming::incoming(listener, 2);
-        router.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await
-    });
+    let server =
+        tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await });
 
     let url = format!("http://{addr}");
     let mut clients = Vec::new();
@@ -46,4 +46,35 @@ async fn connections_beyond_the_cap_are_closed_until_one_ends() {
 
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn connections_without_a_call_in_progress_are_closed_after_the_idle_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let incoming = qtrail_server::incoming::incoming_with_idle_timeout(listener, 16, Duration::from_millis(300));
+    let mut builder = qtrail_server::tls::grpc_server(None).unwrap().layer(incoming.activity_layer());
+    let router = builder.add_service(health);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move { router.serve_with_incoming_shutdown(incoming, stopped.cancelled_owned()).await });
+
+    // A call in progress (a health watch) keeps its connection open past the timeout.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut watch = HealthClient::new(channel).watch(HealthCheckRequest::default()).await.unwrap().into_inner();
+    watch.message().await.expect("the first status").expect("a status");
+
+    // A connection that says nothing is closed; uncapped and without the timeout, the server
+    // would wait for its HTTP/2 preface for good.
+    // (The server speaks first, its HTTP/2 settings, then closes.)
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let read = tokio::time::timeout(DEADLINE, silent.read_to_end(&mut Vec::new())).await;
+    assert!(read.is_ok(), "the silent connection was not closed");
+
+    // By now the watch's connection is older than the timeout, and still delivers.
+    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let status = watch.message().await.expect("the watch still works").expect("a status");
+    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    stop.cancel();
 }
