@@ -18,7 +18,6 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::http::{Extensions, Request, Response};
-
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
