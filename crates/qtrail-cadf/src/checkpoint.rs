@@ -23,9 +23,10 @@
 //! # Keys
 //!
 //! The signing key is an Ed25519 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as
-//! `openssl genpkey -algorithm ed25519` writes it; auditors verify with its public key in SPKI
-//! PEM (`-----BEGIN PUBLIC KEY-----`, `openssl pkey -pubout`). A key's id is the first 16 bytes
-//! of the SHA-256 of its raw 32-byte public key, in lowercase hex.
+//! `openssl genpkey -algorithm ed25519` writes it (v1, RFC 5208): new keys are written in that
+//! form, and keys are read in it or in v2 (RFC 5958, public key embedded). Auditors verify with
+//! its public key in SPKI PEM (`-----BEGIN PUBLIC KEY-----`, `openssl pkey -pubout`). A key's
+//! id is the first 16 bytes of the SHA-256 of its raw 32-byte public key, in lowercase hex.
 
 use base64::Engine as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
@@ -38,6 +39,13 @@ use crate::ChainHash;
 
 /// DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410): the 32 raw key bytes follow.
 const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// DER prefix of an Ed25519 PKCS#8 v1 `PrivateKeyInfo` (RFC 5208, RFC 8410 section 7): version
+/// 0, the Ed25519 algorithm, then the 32-byte seed as an OCTET STRING inside the private-key
+/// OCTET STRING; the seed follows. This is what `openssl genpkey` writes. ring writes v2 (RFC
+/// 5958, with the public key embedded), which OpenSSL 3.0 and Python's `cryptography` refuse.
+const PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// Why a key or a checkpoint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,15 +126,18 @@ impl SigningKey {
         Ok(Self { pair, id })
     }
 
-    /// Returns a new random key as PKCS#8 PEM.
+    /// Returns a new random key as PKCS#8 v1 PEM, the form every tool reads.
     ///
     /// # Errors
     /// [`CheckpointError::BadKey`] when the system's random source fails.
     pub fn generate_pem() -> Result<String, CheckpointError> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|err| {
+        let mut seed = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).map_err(|err| {
             CheckpointError::BadKey { kind: "private", detail: format!("cannot generate one: {err}") }
         })?;
-        Ok(pem("PRIVATE KEY", pkcs8.as_ref()))
+        let mut der = PKCS8_V1_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        Ok(pem("PRIVATE KEY", &der))
     }
 
     /// Returns the key id.
@@ -285,6 +296,45 @@ mod tests {
         let mut signed = checkpoint();
         key.sign(&mut signed);
         VerifyingKey::from_pem(public.as_bytes()).unwrap().verify(&signed).unwrap();
+    }
+
+    /// New keys are PKCS#8 v1, the form OpenSSL 3.0 and Python's `cryptography` read; v2 keys
+    /// (ring's form) are still read.
+    #[test]
+    fn writes_pkcs8_v1_and_reads_v2_too() {
+        let written = SigningKey::generate_pem().unwrap();
+        let der = PrivatePkcs8KeyDer::from_pem_slice(written.as_bytes()).unwrap();
+        let der = der.secret_pkcs8_der();
+        assert_eq!(der.len(), 48, "sequence of version, algorithm and a 32-byte seed, nothing more");
+        assert_eq!(der[..16], PKCS8_V1_PREFIX);
+        assert_eq!(der[4], 0, "version 0 is v1");
+        assert_ne!(der[16..], [0; 32]);
+        let key = SigningKey::from_pem(written.as_bytes()).unwrap();
+        assert_ne!(SigningKey::generate_pem().unwrap(), written, "every key is new");
+
+        let v2 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        assert_eq!(v2.as_ref()[4], 1, "ring writes v2");
+        let v2_key = SigningKey::from_pem(pem("PRIVATE KEY", v2.as_ref()).as_bytes()).unwrap();
+        assert_ne!(v2_key.id(), key.id());
+    }
+
+    /// What the README promises: `openssl pkey` reads a key qtrail writes, and derives the same
+    /// public key from it.
+    #[test]
+    fn openssl_reads_written_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        let written = SigningKey::generate_pem().unwrap();
+        std::fs::write(&path, &written).unwrap();
+        let output = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|err| panic!("this test needs the openssl command (apt-get install openssl): {err}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "openssl refused the key: {stderr}");
+        let public = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(public, SigningKey::from_pem(written.as_bytes()).unwrap().public_pem());
     }
 
     #[test]

@@ -271,16 +271,28 @@ fn create_private_dir(dir: &Path) -> Result<(), CliError> {
         .map_err(|source| CliError::File { path: dir.display().to_string(), source })
 }
 
-/// Writes `bytes` to `path` readable by the owner only (mode 0600, also when replacing).
+/// Writes `bytes` to `path` readable by the owner only (mode 0600, also when replacing), so
+/// that a crash leaves the old file or the new one, never a torn or world-readable one: into a
+/// temporary file beside it, synced, renamed over it, and the directory synced so that the
+/// rename itself is durable.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let file_error = |source| CliError::File { path: path.display().to_string(), source };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
+    // A leftover (an earlier crash, or someone else's file or link) keeps its owner and mode
+    // when opened: never reuse one, create the file anew with O_EXCL.
+    match std::fs::remove_file(&temporary) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(file_error(err)),
+        _ => {}
+    }
     let mut file: File =
-        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(file_error)?;
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).map_err(file_error)?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(file_error)?;
-    std::fs::rename(&temporary, path).map_err(file_error)
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(file_error)?;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(file_error)
 }
 
 async fn bind(flag: &str, addr: &str) -> Result<TcpListener, CliError> {
@@ -467,4 +479,35 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
         credentials.auditor_token
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn private_files_are_created_anew_whatever_was_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let leftover = dir.path().join("tokens.toml.tmp");
+        std::fs::write(&leftover, "old secrets").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        write_private(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!leftover.exists());
+
+        // A link left in its place is removed, not written through.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &leftover).unwrap();
+        write_private(&path, b"newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 }

@@ -48,6 +48,9 @@ pub struct Args {
     /// File that receives the HTTP side's bound address; written before `--addr-file`.
     #[arg(long, env = "QTRAIL_COLLECTOR_HTTP_ADDR_FILE", requires = "http")]
     pub http_addr_file: Option<PathBuf>,
+    /// File holding a bearer token that `/metrics` then requires; without it `/metrics` is open.
+    #[arg(long, env = "QTRAIL_COLLECTOR_METRICS_TOKEN_FILE", requires = "http")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Minutes a console sign-in lasts.
     #[arg(long, env = "QTRAIL_COLLECTOR_CONSOLE_SESSION_MINUTES", default_value_t = DEFAULT_CONSOLE_SESSION_MINUTES,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -100,6 +103,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// File that receives the HTTP side's bound address, before `addr_file` is written.
     pub http_addr_file: Option<PathBuf>,
+    /// File of the bearer token `/metrics` requires; `/metrics` is open without one.
+    pub metrics_token_file: Option<PathBuf>,
     /// How long a console sign-in lasts.
     pub console_session_ttl: Duration,
     /// Store page cache in bytes.
@@ -130,6 +135,7 @@ impl Config {
             addr_file: args.addr_file.clone(),
             http: args.http,
             http_addr_file: args.http_addr_file.clone(),
+            metrics_token_file: args.metrics_token_file.clone(),
             console_session_ttl: Duration::from_secs(args.console_session_minutes.saturating_mul(60)),
             cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
             group_commit_batches: usize::from(args.group_commit_batches),
@@ -148,6 +154,7 @@ impl Config {
             addr_file: None,
             http: None,
             http_addr_file: None,
+            metrics_token_file: None,
             console_session_ttl: Duration::from_secs(DEFAULT_CONSOLE_SESSION_MINUTES * 60),
             cache_bytes: 8 * 1024 * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),

@@ -534,3 +534,46 @@ async fn checkpoints_are_listed_newest_first() {
     assert_eq!(client.get("/api/locations/jp-tok/checkpoints").await.status, 404);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn live_views_end_when_their_session_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let client = signed_in(&server).await;
+    let other = signed_in(&server).await;
+    let live = format!("/api/locations/{LOCATION}/live");
+    let mut stream = client.events(&live, &[]).await;
+    let mut kept = other.events(&live, &[]).await;
+
+    let sign_out = client.send(Method::DELETE, "/api/session", &[], "").await;
+    assert_eq!(sign_out.status, 204);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next()).await;
+    assert!(ended.expect("the live view ended at sign-out").is_none());
+
+    // Another session's view goes on.
+    server.publish(LOCATION, &events(LOCATION, 0, 1), 1).await;
+    assert_eq!(kept.next().await.expect("still live").id, "1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir).await;
+    let mut client = server.http();
+    for attempt in 1..=10 {
+        let unknown = client.sign_in(&format!("guess-{attempt}")).await;
+        assert_eq!(unknown.status, 401, "attempt {attempt}: {}", unknown.body);
+    }
+    // Now even the right token is refused, so that guessing learns nothing more.
+    let limited = client.sign_in(AUDITOR).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let retry_after: u64 = limited.header("retry-after").parse().expect("a retry-after in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        limited.error(),
+        format!("too many failed sign-ins from this address: try again in {retry_after} seconds")
+    );
+    assert!(limited.header("set-cookie").is_empty());
+    server.stop().await;
+}

@@ -108,3 +108,33 @@ async fn metrics_show_signed_checkpoints() {
     assert_eq!(sample(&text, "qtrail_collector_checkpoint_failures_total"), None, "none failed");
     server.stop().await;
 }
+
+/// With `--metrics-token-file`, `/metrics` answers only its bearer token; health stays open.
+#[tokio::test]
+async fn a_metrics_token_keeps_metrics_from_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics-token");
+    std::fs::write(&token_file, "scrape-secret\n").unwrap();
+    let mut config = qtrail_collector::Config::for_test(dir.path().join("data"), common::tokens());
+    config.metrics_token_file = Some(token_file);
+    let server = TestServer::start_with_http_config(config).await;
+    server.create_collector(LOCATION).await;
+    let client = server.http();
+
+    let refused = client.get("/metrics").await;
+    assert_eq!(refused.status, 401);
+    assert!(!refused.body.contains(LOCATION), "{}", refused.body);
+    let wrong = client.send(hyper::Method::GET, "/metrics", &[("authorization", "Bearer guess")], "").await;
+    assert_eq!(wrong.status, 401);
+    let scraped = client.send(hyper::Method::GET, "/metrics", &[("authorization", "Bearer scrape-secret")], "").await;
+    assert_eq!(scraped.status, 200);
+    let has_disk = wait_until(Duration::from_secs(20), || async {
+        let scraped =
+            client.send(hyper::Method::GET, "/metrics", &[("authorization", "Bearer scrape-secret")], "").await;
+        scraped.body.contains("qtrail_collector_disk_free_bytes")
+    })
+    .await;
+    assert!(has_disk, "the token opens the metrics");
+    assert_eq!(client.get("/healthz").await.status, 200);
+    server.stop().await;
+}

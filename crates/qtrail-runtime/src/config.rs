@@ -68,6 +68,9 @@ pub struct Config {
     /// File that receives the HTTP side's bound address; written before `--addr-file`.
     #[arg(long, env = "QTRAIL_RUNTIME_HTTP_ADDR_FILE", requires = "http")]
     pub http_addr_file: Option<PathBuf>,
+    /// File holding a bearer token that `/metrics` then requires; without it `/metrics` is open.
+    #[arg(long, env = "QTRAIL_RUNTIME_METRICS_TOKEN_FILE", requires = "http")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Operator account: the log source account of events whose caller is unknown.
     #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = "qtrail")]
     pub account: String,
@@ -152,6 +155,7 @@ impl Config {
             addr_file: None,
             http: None,
             http_addr_file: None,
+            metrics_token_file: None,
             account: "qtrail".to_owned(),
             max_concurrent_jobs: 2,
             outbox_max_events: 100_000,

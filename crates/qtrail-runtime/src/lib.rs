@@ -33,11 +33,11 @@ use qtrail_cadf::Crn;
 use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
 use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
 use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
+use qtrail_server::http::MetricsToken;
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -67,8 +67,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // plaintext.
     let server_tls = config.server_tls().context("failed to set up tls")?;
     let server_tls = server_tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
-    let mut server = tls::grpc_server(server_tls.as_ref()).context("failed to set up tls")?;
+    let incoming = qtrail_server::incoming::incoming(listener, qtrail_server::incoming::MAX_GRPC_CONNECTIONS);
+    let mut server =
+        tls::grpc_server(server_tls.as_ref()).context("failed to set up tls")?.layer(incoming.activity_layer());
     let http_tls = server_tls.as_ref().map(LoadedServerTls::http);
+    let metrics_token = config.metrics_token_file.as_deref().map(MetricsToken::load).transpose()?;
     let collector_tls = config.collector_tls();
     let collector_tls = if collector_tls.is_set() {
         Some(collector_tls.config().context("failed to set up tls for the collector")?)
@@ -124,7 +127,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     };
     let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));
     let http_task = http_listener.map(|listener| {
-        let router = qtrail_server::http::base_router();
+        let router = qtrail_server::http::base_router(metrics_token);
         tokio::spawn(qtrail_server::http::serve(listener, router, http_tls, background.clone().cancelled_owned()))
     });
     let calls = TaskTracker::new();
@@ -140,7 +143,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .add_service(Audited::new(ProgramServiceServer::new(grpc.clone()), grpc.clone()))
         .add_service(Audited::new(JobServiceServer::new(grpc.clone()), grpc));
 
-    let addr = listener.local_addr().context("listener has no local address")?;
+    let addr = incoming.local_addr().context("listener has no local address")?;
     // The HTTP address goes first, so that whoever sees the gRPC address file finds both.
     if let (Some(path), Some(http_addr)) = (&config.http_addr_file, http_addr) {
         qtrail_server::addr_file::write(path, http_addr)
@@ -164,8 +167,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         health.set_not_serving::<JobServiceServer<Grpc>>().await;
         info!("runtime shutting down, draining calls");
     };
-    // Without TCP_NODELAY, the tail of a response can wait for the client's delayed ACK (40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = router.serve_with_incoming_shutdown(incoming, stopping).await;
 
     calls.close();

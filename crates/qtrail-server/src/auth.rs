@@ -9,7 +9,12 @@ use tonic::metadata::MetadataMap;
 /// Returns the token of an `authorization: Bearer <token>` header (scheme case-insensitive), or
 /// `None` when the header is missing, not ASCII, of another scheme or has an empty token.
 pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
+    bearer(metadata.get("authorization")?.to_str().ok()?)
+}
+
+/// Returns the token of an `authorization` header value `Bearer <token>`, as
+/// [`bearer_token`] does; for HTTP requests.
+pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {

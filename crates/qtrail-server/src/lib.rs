@@ -1,8 +1,9 @@
 //! Plumbing that every qtrail gRPC server needs in the same way, so that the runtime and the
 //! collector behave alike at their edges: server reflection in both protocol versions, the
 //! address file that tells a parent process where a server listens, the shutdown signal,
-//! tracing set-up, TOML config files, bearer-token extraction, the HTTP side with Prometheus
-//! metrics, disk headroom, TLS from PEM files, and waiting on a condition with a deadline.
+//! tracing set-up, TOML config files, bearer-token extraction, the gRPC side's capped
+//! connections, the HTTP side with Prometheus metrics, disk headroom, TLS from PEM files, and
+//! waiting on a condition with a deadline.
 
 pub mod addr_file;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod disk;
 pub mod health;
 pub mod http;
+pub mod incoming;
 pub mod poll;
 pub mod reflection;
 pub mod shutdown;

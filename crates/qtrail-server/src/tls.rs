@@ -159,15 +159,27 @@ impl ServerTls {
     }
 }
 
-/// Returns a gRPC server builder: with TLS when `tls` is set, plaintext otherwise.
+/// How often the gRPC side pings a connection over HTTP/2, whatever it is doing.
+pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a ping's answer may take before the connection is closed: a peer that vanished
+/// without closing (a half-open connection) would otherwise hold it for good.
+pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Returns a gRPC server builder: with TLS when `tls` is set, plaintext otherwise, and HTTP/2
+/// keep-alive pings that close connections to peers that no longer answer. Serve it on
+/// [`crate::incoming::incoming`] for the connection cap and TCP keep-alive.
 ///
 /// # Errors
 /// [`TlsError::Invalid`] when tonic refuses the configuration (the files were checked by
 /// [`ServerTls::load`] already, so this is not expected).
 pub fn grpc_server(tls: Option<&LoadedServerTls>) -> Result<Server, TlsError> {
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT));
     match tls {
-        Some(tls) => Server::builder().tls_config(tls.grpc.clone()).map_err(|err| TlsError::Invalid(error_chain(&err))),
-        None => Ok(Server::builder()),
+        Some(tls) => server.tls_config(tls.grpc.clone()).map_err(|err| TlsError::Invalid(error_chain(&err))),
+        None => Ok(server),
     }
 }
 

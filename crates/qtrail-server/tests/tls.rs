@@ -91,7 +91,7 @@ async fn https_server(tls: &ServerTls) -> (u16, CancellationToken, tokio::task::
     let stop = CancellationToken::new();
     let server = tokio::spawn(qtrail_server::http::serve(
         listener,
-        qtrail_server::http::base_router(),
+        qtrail_server::http::base_router(None),
         Some(tls),
         stop.clone().cancelled_owned(),
     ));

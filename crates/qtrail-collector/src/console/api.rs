@@ -4,7 +4,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `POST /api/session` `{"token": "…"}` | signs in an auditor token: a session cookie |
+//! | `POST /api/session` `{"token": "…"}` | signs in an auditor token: a session cookie (429 after too many failures from an address) |
 //! | `GET /api/session` | who is signed in |
 //! | `DELETE /api/session` | signs out |
 //! | `GET /api/collectors` | every collector |
@@ -21,12 +21,13 @@
 //! search.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -108,8 +109,20 @@ struct SignIn {
     token: String,
 }
 
-/// `POST /api/session`: trades an auditor token for a session cookie.
-pub(crate) async fn sign_in(State(console): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /api/session`: trades an auditor token for a session cookie; refused with 429 for an
+/// address that failed too often (see [`session::SignInLimiter`]).
+pub(crate) async fn sign_in(
+    State(console): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = Instant::now();
+    // Before the token is looked at, so that a refused address learns nothing about it.
+    if let Some(wait) = console.sign_ins.wait(peer.ip(), now) {
+        access::refused(Role::Auditor.as_str(), "console sign-in from an address that failed too often");
+        return Err(ApiError::TooManySignIns(wait));
+    }
     // JSON only: a cross-site form cannot send it without a CORS preflight, which this server
     // never grants, so no other site can sign a browser in.
     let is_json = headers
@@ -130,15 +143,17 @@ pub(crate) async fn sign_in(State(console): Shared, headers: HeaderMap, body: By
         Ok(caller) => caller,
         // In the access log, beside the gRPC calls refused for their token.
         Err(Error::Unauthenticated) => {
+            console.sign_ins.failed(peer.ip(), now);
             access::refused(Role::Auditor.as_str(), "console sign-in with an unknown token");
             return Err(ApiError::UnknownToken);
         }
         Err(err) => {
+            console.sign_ins.failed(peer.ip(), now);
             access::refused(Role::Auditor.as_str(), &format!("console sign-in: {err}"));
             return Err(err.into());
         }
     };
-    let id = console.sessions.create(caller.clone(), Instant::now()).ok_or(ApiError::TooManySessions)?;
+    let id = console.sessions.create(caller.clone(), now).ok_or(ApiError::TooManySessions)?;
     info!(token = %caller.name, "console sign-in");
     let ttl = console.sessions.ttl();
     let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };

@@ -5,7 +5,9 @@
 //! is written with `<`, `>` and `&` escaped, so that no answer contains markup even when it
 //! quotes what a caller sent.
 
-use axum::http::{StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::warn;
@@ -31,6 +33,9 @@ pub(crate) enum ApiError {
     /// The session limit is reached.
     #[error("too many console sessions: try again later")]
     TooManySessions,
+    /// The client's address failed to sign in too often; it may try again after the wait.
+    #[error("too many failed sign-ins from this address: try again in {} seconds", whole_seconds(*.0))]
+    TooManySignIns(Duration),
     /// What the service code returned.
     #[error(transparent)]
     Service(#[from] Error),
@@ -44,6 +49,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(err) => match err {
                 Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
                 Error::CollectorNotFound(_) | Error::EventNotFound { .. } => StatusCode::NOT_FOUND,
@@ -66,6 +72,11 @@ impl ApiError {
     }
 }
 
+/// Returns `wait` in whole seconds, rounded up, so that a client that waits that long gets in.
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// The body of every error answer.
 #[derive(Debug, Serialize)]
 pub(crate) struct ErrorBody {
@@ -80,7 +91,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             warn!(status = status.as_u16(), error = %message, "console request failed");
         }
-        json(status, &ErrorBody { error: message })
+        let mut response = json(status, &ErrorBody { error: message });
+        if let ApiError::TooManySignIns(wait) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+        }
+        response
     }
 }
 
@@ -127,6 +142,7 @@ mod tests {
     fn statuses_follow_the_kind_of_error() {
         let status = |err: ApiError| err.status().as_u16();
         assert_eq!(status(ApiError::SignedOut), 401);
+        assert_eq!(status(ApiError::TooManySignIns(Duration::from_secs(1))), 429);
         assert_eq!(status(ApiError::Service(Error::invalid("bad"))), 400);
         assert_eq!(status(ApiError::Service(Error::CollectorNotFound("x".into()))), 404);
         let denied = Error::PermissionDenied { name: "ops".into(), role: "admin", needed: "auditor" };

@@ -6,7 +6,8 @@
 //! that loses the connection reconnects by itself and sends the last id it saw as
 //! `Last-Event-ID`; the stream then resumes right after it, so a reconnect loses nothing. A
 //! failure of the tail ends the stream with `event: failure` and `{"error": "…"}`. The stream
-//! ends when the collector shuts down; comments every 15 seconds keep idle proxies from
+//! ends when the collector shuts down, and when the session that opened it ends (sign-out or
+//! expiry: the session is checked once, so the stream must not outlive it); comments every 15 seconds keep idle proxies from
 //! cutting it and let the server notice a browser that went away.
 
 use std::convert::Infallible;
@@ -48,7 +49,7 @@ const LIVE_PARAMS: [&str; 9] = [
 /// new ones), then as they are stored.
 pub(crate) async fn stream(
     State(console): State<Arc<Console>>,
-    _: Auditor,
+    Auditor(signed_in): Auditor,
     location: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -74,6 +75,14 @@ pub(crate) async fn stream(
             Err(err) => Event::default().event("failure").data(to_json(&ErrorBody { error: err.to_string() })),
         })
     });
+    let session_over = async move {
+        tokio::select! {
+            () = signed_in.ended.cancelled() => {}
+            () = tokio::time::sleep(signed_in.remaining) => {}
+        }
+    };
+    // Ending the stream drops the receiver, which stops the tail.
+    let events = futures_util::StreamExt::take_until(events, session_over);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 

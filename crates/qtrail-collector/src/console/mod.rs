@@ -33,7 +33,7 @@ use crate::query::Query;
 use crate::registry::Registry;
 use crate::tokens::Tokens;
 
-pub(crate) use session::{MAX_SESSIONS, Sessions};
+pub(crate) use session::{MAX_SESSIONS, Sessions, SignInLimiter};
 
 /// Everything the console's handlers share.
 #[derive(Debug)]
@@ -46,6 +46,8 @@ pub(crate) struct Console {
     pub(crate) tokens: Arc<Tokens>,
     /// Signed-in sessions.
     pub(crate) sessions: Sessions,
+    /// Failed sign-ins per client address.
+    pub(crate) sign_ins: SignInLimiter,
     /// Where live views run their tails, so that shutdown waits for them.
     pub(crate) tasks: TaskTracker,
     /// Whether the console is served over HTTPS (its session cookie is then `Secure`).

@@ -6,8 +6,14 @@
 //! SHA-256 digest of each id with the token's name and role and an expiry; the id itself is
 //! stored nowhere, and a restart signs everyone out. The number of sessions is bounded so that
 //! sign-ins cannot grow memory without limit.
+//!
+//! Failed sign-ins are counted per client address ([`SignInLimiter`]): past
+//! [`MAX_FAILED_SIGN_INS`] in a [`SIGN_IN_WINDOW`], an address is answered 429 with
+//! `Retry-After`, whatever token it sends, until the window has passed, so that tokens cannot
+//! be guessed at the speed of the network.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::meters::{Open, Openable};
 use crate::tokens::Caller;
@@ -24,6 +31,57 @@ pub(crate) const COOKIE: &str = "qtrail_session";
 
 /// Most sessions held at once.
 pub(crate) const MAX_SESSIONS: usize = 10_000;
+
+/// Failed sign-ins an address may make in one [`SIGN_IN_WINDOW`]; the next is refused.
+pub(crate) const MAX_FAILED_SIGN_INS: u32 = 10;
+
+/// The window failed sign-ins are counted in, from an address's first failure in it.
+pub(crate) const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Most client addresses whose failed sign-ins are counted at once: beyond it expired windows
+/// are dropped, then any one, so that many addresses cannot grow memory without limit.
+const MAX_COUNTED_ADDRESSES: usize = 10_000;
+
+/// Counts failed sign-ins per client address.
+#[derive(Debug, Default)]
+pub(crate) struct SignInLimiter {
+    by_address: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    since: Instant,
+    count: u32,
+}
+
+impl SignInLimiter {
+    /// Returns how long `address` must wait before it may try again at `now`; `None` when it
+    /// may sign in.
+    pub(crate) fn wait(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = *self.by_address.lock().unwrap_or_else(PoisonError::into_inner).get(&address)?;
+        let over = failures.since + SIGN_IN_WINDOW;
+        (failures.count >= MAX_FAILED_SIGN_INS && over > now).then(|| over - now)
+    }
+
+    /// Counts a failed sign-in of `address` at `now`.
+    pub(crate) fn failed(&self, address: IpAddr, now: Instant) {
+        let mut by_address = self.by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        if by_address.len() >= MAX_COUNTED_ADDRESSES && !by_address.contains_key(&address) {
+            by_address.retain(|_, failures| failures.since + SIGN_IN_WINDOW > now);
+            if by_address.len() >= MAX_COUNTED_ADDRESSES {
+                let any = by_address.keys().next().copied();
+                if let Some(any) = any {
+                    by_address.remove(&any);
+                }
+            }
+        }
+        let failures = by_address.entry(address).or_insert(Failures { since: now, count: 0 });
+        if failures.since + SIGN_IN_WINDOW <= now {
+            *failures = Failures { since: now, count: 0 };
+        }
+        failures.count += 1;
+    }
+}
 
 /// The signed-in sessions.
 #[derive(Debug)]
@@ -37,6 +95,10 @@ pub(crate) struct Sessions {
 struct Session {
     caller: Caller,
     expires: Instant,
+    /// Cancelled when the session ends, however it ends (sign-out, expiry, a full table), so
+    /// that the live views it opened end with it.
+    ended: CancellationToken,
+    _end_on_drop: DropGuard,
     /// Counts the session in the console sessions gauge while it is held.
     _open: Open,
 }
@@ -48,6 +110,8 @@ pub(crate) struct SignedIn {
     pub(crate) caller: Caller,
     /// Time left before the session ends.
     pub(crate) remaining: Duration,
+    /// Cancelled when the session ends before `remaining` has passed (sign-out).
+    pub(crate) ended: CancellationToken,
 }
 
 impl Sessions {
@@ -72,7 +136,14 @@ impl Sessions {
             return None;
         }
         let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let session = Session { caller, expires: now + self.ttl, _open: Open::new(Openable::ConsoleSession) };
+        let ended = CancellationToken::new();
+        let session = Session {
+            caller,
+            expires: now + self.ttl,
+            _end_on_drop: ended.clone().drop_guard(),
+            ended,
+            _open: Open::new(Openable::ConsoleSession),
+        };
         sessions.insert(digest(&id), session);
         Some(id)
     }
@@ -86,7 +157,11 @@ impl Sessions {
             sessions.remove(&key);
             return None;
         }
-        Some(SignedIn { caller: session.caller.clone(), remaining: session.expires - now })
+        Some(SignedIn {
+            caller: session.caller.clone(),
+            remaining: session.expires - now,
+            ended: session.ended.clone(),
+        })
     }
 
     /// Ends the session `id` names, if any.
@@ -152,7 +227,10 @@ mod tests {
 
         let other = sessions.create(alice(), start).unwrap();
         assert_ne!(other, id);
+        let ended = sessions.get(&other, start).unwrap().ended;
+        assert!(!ended.is_cancelled());
         sessions.remove(&other);
+        assert!(ended.is_cancelled(), "signing out ends what the session opened");
         assert!(sessions.get(&other, start).is_none());
         assert!(sessions.get("made-up", start).is_none());
     }
@@ -168,6 +246,25 @@ mod tests {
         let later = start + Duration::from_secs(61);
         assert!(sessions.create(alice(), later).is_some());
         assert!(sessions.get(&first, later).is_none());
+    }
+
+    #[test]
+    fn failed_sign_ins_are_limited_per_address_for_a_window() {
+        let limiter = SignInLimiter::default();
+        let (mallory, alice): (IpAddr, IpAddr) = ("192.0.2.9".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        let start = Instant::now();
+        for _ in 0..MAX_FAILED_SIGN_INS {
+            assert_eq!(limiter.wait(mallory, start), None);
+            limiter.failed(mallory, start);
+        }
+        assert_eq!(limiter.wait(mallory, start), Some(SIGN_IN_WINDOW));
+        let later = start + Duration::from_secs(45);
+        assert_eq!(limiter.wait(mallory, later), Some(Duration::from_secs(15)));
+        assert_eq!(limiter.wait(alice, later), None, "other addresses are not affected");
+        let over = start + SIGN_IN_WINDOW;
+        assert_eq!(limiter.wait(mallory, over), None);
+        limiter.failed(mallory, over);
+        assert_eq!(limiter.wait(mallory, over), None, "a new window counts from zero");
     }
 
     #[test]
