@@ -7,7 +7,7 @@
 //! Sizes are checked before anything is allocated for them.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -21,8 +21,9 @@ use openqasm::typing::TypeError;
 pub const MAX_QUBITS: u64 = 20;
 /// Most classical bits: results are keyed by one bit string per shot.
 pub const MAX_CLBITS: u64 = 64;
-/// Most primitive operations after linearization; nested gate definitions can otherwise expand
-/// exponentially.
+/// Most operations a program may expand to: every gate application, measure, reset and barrier,
+/// multiplied through gate definitions and register broadcasts. Checked on the syntax tree
+/// before anything is expanded, since nested gate definitions expand exponentially.
 pub const MAX_OPERATIONS: usize = 1_000_000;
 /// Largest OpenQASM source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
@@ -123,7 +124,7 @@ pub enum CircuitError {
     #[error("circuit uses {0} classical bits, the limit is {MAX_CLBITS}")]
     TooManyClbits(u64),
     /// The circuit expands to too many operations.
-    #[error("circuit expands to more than {MAX_OPERATIONS} operations")]
+    #[error("expanded size of the program exceeds the limit of {MAX_OPERATIONS} operations")]
     TooManyOperations,
     /// The circuit uses a gate with no definition.
     #[error("opaque gate `{0}` cannot be simulated")]
@@ -203,6 +204,9 @@ fn parse_checked(source: &str) -> Result<Circuit, CircuitError> {
         let first = errors.first().map(|err| describe_type_error(&cache, source, err));
         return Err(CircuitError::Invalid(first.unwrap_or_else(|| "type error".to_owned())));
     }
+    if expanded_size(&program) > MAX_OPERATIONS as u64 {
+        return Err(CircuitError::TooManyOperations);
+    }
     let mut circuit = Circuit { num_qubits, num_clbits, instructions: Vec::new() };
     let condition = Rc::new(Cell::new(None));
     let writer = Writer { circuit: &mut circuit, condition: condition.clone() };
@@ -258,6 +262,143 @@ fn register_sizes(program: &Program) -> Result<(usize, usize), CircuitError> {
     }
     // Both are at most 64 here.
     Ok((qubits as usize, clbits as usize))
+}
+
+/// Returns how many operations the program expands to, computed on the syntax tree without
+/// expanding anything: each gate definition costs the sum of its body's statements, a gate
+/// application costs its definition times its broadcast width, and `U`, `CX`, measure, reset
+/// and barrier cost one each. Saturates rather than overflows, so a bomb of any depth is just
+/// "too large".
+fn expanded_size(program: &Program) -> u64 {
+    let mut definitions: HashMap<&str, Option<&[Span<Stmt>]>> = HashMap::new();
+    let mut registers: HashMap<&str, u64> = HashMap::new();
+    for decl in &program.decls {
+        match &*decl.inner {
+            Decl::Def { name, body, .. } => {
+                definitions.insert(name.as_str(), body.as_deref());
+            }
+            Decl::QReg { reg } | Decl::CReg { reg } => {
+                registers.insert(reg.name.as_str(), reg.index.unwrap_or(1));
+            }
+            Decl::Include { .. } | Decl::Stmt(_) => {}
+        }
+    }
+    let mut costs = GateCosts { definitions, known: HashMap::new() };
+    let mut total: u64 = 0;
+    for decl in &program.decls {
+        if let Decl::Stmt(stmt) = &*decl.inner {
+            let width = broadcast_width(stmt, &registers);
+            total = total.saturating_add(costs.statement(stmt).saturating_mul(width));
+        }
+    }
+    total
+}
+
+/// How many times a top-level statement applies: a whole-register operand broadcasts it over
+/// every qubit (or bit) of the register.
+fn broadcast_width(stmt: &Stmt, registers: &HashMap<&str, u64>) -> u64 {
+    let operands: Vec<&Span<openqasm::ast::Reg>> = match stmt {
+        Stmt::U { reg, .. } | Stmt::Reset { reg } => vec![reg],
+        Stmt::CX { copy, xor } => vec![copy, xor],
+        Stmt::Measure { from, to } => vec![from, to],
+        Stmt::Gate { args, .. } => args.iter().collect(),
+        // One barrier however many registers it names.
+        Stmt::Barrier { .. } => Vec::new(),
+        Stmt::Conditional { then, .. } => return broadcast_width(then, registers),
+    };
+    operands
+        .iter()
+        .filter(|operand| operand.index.is_none())
+        .map(|operand| registers.get(operand.name.as_str()).copied().unwrap_or(1))
+        .max()
+        .unwrap_or(1)
+}
+
+/// Expanded costs of gate definitions, each computed once.
+struct GateCosts<'a> {
+    /// Every definition by name; `None` for an opaque gate.
+    definitions: HashMap<&'a str, Option<&'a [Span<Stmt>]>>,
+    /// Costs computed so far.
+    known: HashMap<&'a str, u64>,
+}
+
+impl<'a> GateCosts<'a> {
+    /// Returns what one application of `stmt` costs, inside a gate body or at the top level
+    /// before broadcasting.
+    fn statement(&mut self, stmt: &'a Stmt) -> u64 {
+        match stmt {
+            Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => 1,
+            Stmt::Gate { name, .. } => self.gate(name.as_str()),
+            Stmt::Conditional { then, .. } => self.statement(then),
+        }
+    }
+
+    /// Returns the expanded cost of one application of gate `name`. Walks the definitions with
+    /// an explicit stack: a chain of thousands of definitions must not recurse as deep.
+    fn gate(&mut self, name: &'a str) -> u64 {
+        /// A definition being summed: its body, the next statement and the sum so far.
+        struct Frame<'a> {
+            name: &'a str,
+            body: &'a [Span<Stmt>],
+            next: usize,
+            sum: u64,
+        }
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut on_stack: HashSet<&'a str> = HashSet::new();
+        let mut pending = Some(name);
+        loop {
+            if let Some(callee) = pending.take() {
+                if let Some(&cost) = self.known.get(callee) {
+                    match stack.last_mut() {
+                        Some(frame) => frame.sum = frame.sum.saturating_add(cost),
+                        None => return cost,
+                    }
+                } else if on_stack.contains(callee) {
+                    // Recursion; the type checker refuses it, so this only keeps the walk finite.
+                    return u64::MAX;
+                } else {
+                    match self.definitions.get(callee).copied().flatten() {
+                        Some(body) => {
+                            on_stack.insert(callee);
+                            stack.push(Frame { name: callee, body, next: 0, sum: 0 });
+                        }
+                        // Opaque or unknown: refused later, counted as one operation until then.
+                        None => {
+                            self.known.insert(callee, 1);
+                            pending = Some(callee);
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(frame) = stack.last_mut() else {
+                return 0;
+            };
+            let body = frame.body;
+            let Some(stmt) = body.get(frame.next) else {
+                let (done, cost) = (frame.name, frame.sum);
+                stack.pop();
+                on_stack.remove(done);
+                self.known.insert(done, cost);
+                pending = Some(done);
+                continue;
+            };
+            frame.next += 1;
+            match callee_of(stmt) {
+                Some(callee) => pending = Some(callee),
+                None => frame.sum = frame.sum.saturating_add(1),
+            }
+        }
+    }
+}
+
+/// Returns the gate a statement applies, if it applies a defined one rather than a primitive.
+fn callee_of(stmt: &Stmt) -> Option<&str> {
+    match stmt {
+        Stmt::Gate { name, .. } => Some(name.as_str()),
+        Stmt::Conditional { then, .. } => callee_of(then),
+        Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => None,
+    }
 }
 
 /// Returns where each classical register starts and how wide it is: registers are laid out in
@@ -512,7 +653,49 @@ mod tests {
             source.push_str(&format!("gate g{level} a {{ g{} a; g{} a; }}\n", level - 1, level - 1));
         }
         source.push_str("g25 q[0];\n");
-        assert_eq!(error(&source), format!("circuit expands to more than {MAX_OPERATIONS} operations"));
+        assert_eq!(
+            error(&source),
+            format!("expanded size of the program exceeds the limit of {MAX_OPERATIONS} operations")
+        );
+    }
+
+    /// `levels` gate definitions, each applying the previous one twice, `g0` being `body`.
+    fn doubling(levels: usize, body: &str) -> String {
+        let mut source = format!("OPENQASM 2.0;\nqreg q[20];\ncreg c[20];\ngate g0 a {{ {body} }}\n");
+        for level in 1..=levels {
+            source.push_str(&format!("gate g{level} a {{ g{} a; g{} a; }}\n", level - 1, level - 1));
+        }
+        source
+    }
+
+    #[test]
+    fn the_expanded_size_is_bounded_before_anything_is_expanded() {
+        // The bomb of the issue: 2^48 applications. Refused from the syntax tree, at once.
+        let started = std::time::Instant::now();
+        let bomb = format!("{}g48 q[0];\n", doubling(48, "U(0,0,0) a;"));
+        assert_eq!(error(&bomb), "expanded size of the program exceeds the limit of 1000000 operations");
+        // Deeper than u64 holds: the count saturates instead of wrapping to something small.
+        let deeper = format!("{}g70 q[0];\n", doubling(70, "U(0,0,0) a;"));
+        assert!(error(&deeper).starts_with("expanded size"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        // Barriers count, though the simulator has nothing to do for them.
+        let barriers = format!("{}g20 q[0];\n", doubling(20, "barrier a;"));
+        assert!(error(&barriers).starts_with("expanded size"));
+        // A broadcast multiplies: 2^16 applications fit once, not over 20 qubits.
+        assert_eq!(parse(&format!("{}g16 q[0];\n", doubling(16, "U(0,0,0) a;"))).unwrap().instructions.len(), 65_536);
+        assert!(error(&format!("{}g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
+        // So does a conditioned one.
+        assert!(error(&format!("{}if (c==0) g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
+    }
+
+    #[test]
+    fn the_static_count_is_what_the_linearizer_writes() {
+        let source = format!(
+            "{HEADER}qreg q[3];\ncreg c[3];\ngate bell a, b {{ h a; cx a, b; }}\ngate twice a, b {{ bell a, b; bell b, a; }}\n\
+             h q;\ntwice q[0], q[1];\nif (c==1) ccx q[0], q[1], q[2];\nreset q;\nmeasure q -> c;\n"
+        );
+        let program = parse_program(&mut SourceCache::new(), &source).unwrap();
+        assert_eq!(expanded_size(&program), parse(&source).unwrap().instructions.len() as u64);
     }
 
     #[test]
