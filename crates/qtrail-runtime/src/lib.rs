@@ -102,8 +102,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .context("http listener has no local address")?;
 
     let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
-    for job_id in &requeued {
-        executor.submit(job_id);
+    for job in &requeued {
+        executor.resume(&job.account, &job.job_id);
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
     let service = RuntimeService::new(store, outbox.clone(), auditor, executor.clone());
