@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod grpc;
+pub mod health;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -128,6 +129,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProgramServiceServer<Grpc>>().await;
     health.set_serving::<JobServiceServer<Grpc>>().await;
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(health::watch(health.clone(), outbox.clone(), health_stop.clone()));
     let router = server
         .add_service(health_service)
         .add_service(qtrail_server::reflection::v1()?)
@@ -155,6 +158,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     );
     let stopping = async {
         shutdown.await;
+        // The watcher must not report SERVING again once the shutdown has said otherwise.
+        health_stop.cancel();
+        let _ = health_task.await;
         health.set_not_serving::<ProgramServiceServer<Grpc>>().await;
         health.set_not_serving::<JobServiceServer<Grpc>>().await;
         info!("runtime shutting down, draining calls");

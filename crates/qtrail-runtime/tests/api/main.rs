@@ -4,6 +4,7 @@
 
 mod delivery;
 mod harness;
+mod hostile;
 mod jobs;
 mod programs;
 mod tls;
