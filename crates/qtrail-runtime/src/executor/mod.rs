@@ -16,6 +16,8 @@
 //! parsing included.
 
 pub mod circuit;
+#[cfg(test)]
+mod circuit_properties;
 pub mod simulator;
 
 use std::collections::HashMap;
