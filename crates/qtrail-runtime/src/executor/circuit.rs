@@ -12,7 +12,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use ariadne::Span as _;
-use openqasm::ast::{Decl, FileSpan, Program, Span, Stmt};
+use openqasm::ast::{Decl, Expr, FileSpan, Program, Span, Stmt};
 use openqasm::parser::{FilePolicy, FileResult, ParseError, Parser, SourceCache};
 use openqasm::translate::{GateWriter, Linearize, LinearizeError, ProgramVisitor, Value};
 use openqasm::typing::TypeError;
@@ -25,6 +25,10 @@ pub const MAX_CLBITS: u64 = 64;
 /// multiplied through gate definitions and register broadcasts. Checked on the syntax tree
 /// before anything is expanded, since nested gate definitions expand exponentially.
 pub const MAX_OPERATIONS: usize = 1_000_000;
+/// Most terms of angle expressions a program may evaluate as it expands, each counted every time
+/// it is evaluated: a long expression inside a gate applied half a million times costs as much
+/// CPU as many millions of operations. Checked with [`MAX_OPERATIONS`].
+pub const MAX_EXPRESSION_TERMS: u64 = 16_000_000;
 /// Largest OpenQASM source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
 /// Most operators and parentheses in one statement. The parser, type checker and linearizer
@@ -126,6 +130,9 @@ pub enum CircuitError {
     /// The circuit expands to too many operations.
     #[error("expanded size of the program exceeds the limit of {MAX_OPERATIONS} operations")]
     TooManyOperations,
+    /// The circuit evaluates too many expression terms as it expands.
+    #[error("expanded program evaluates more than {MAX_EXPRESSION_TERMS} terms of angle expressions")]
+    TooManyTerms,
     /// The circuit uses a gate with no definition.
     #[error("opaque gate `{0}` cannot be simulated")]
     Opaque(String),
@@ -204,9 +211,7 @@ fn parse_checked(source: &str) -> Result<Circuit, CircuitError> {
         let first = errors.first().map(|err| describe_type_error(&cache, source, err));
         return Err(CircuitError::Invalid(first.unwrap_or_else(|| "type error".to_owned())));
     }
-    if expanded_size(&program) > MAX_OPERATIONS as u64 {
-        return Err(CircuitError::TooManyOperations);
-    }
+    check_expansion(&program)?;
     let mut circuit = Circuit { num_qubits, num_clbits, instructions: Vec::new() };
     let condition = Rc::new(Cell::new(None));
     let writer = Writer { circuit: &mut circuit, condition: condition.clone() };
@@ -264,12 +269,49 @@ fn register_sizes(program: &Program) -> Result<(usize, usize), CircuitError> {
     Ok((qubits as usize, clbits as usize))
 }
 
-/// Returns how many operations the program expands to, computed on the syntax tree without
-/// expanding anything: each gate definition costs the sum of its body's statements, a gate
-/// application costs its definition times its broadcast width, and `U`, `CX`, measure, reset
-/// and barrier cost one each. Saturates rather than overflows, so a bomb of any depth is just
-/// "too large".
-fn expanded_size(program: &Program) -> u64 {
+/// What a program or a gate expands to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Cost {
+    /// Operations: `U`, `CX`, measure, reset and barrier, one each.
+    operations: u64,
+    /// Terms of the angle expressions evaluated, each time they are evaluated.
+    terms: u64,
+}
+
+impl Cost {
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            operations: self.operations.saturating_add(other.operations),
+            terms: self.terms.saturating_add(other.terms),
+        }
+    }
+
+    fn times(self, factor: u64) -> Cost {
+        Cost { operations: self.operations.saturating_mul(factor), terms: self.terms.saturating_mul(factor) }
+    }
+
+    /// Most a cost can be: a recursion, refused by the type checker anyway.
+    const MAX: Cost = Cost { operations: u64::MAX, terms: u64::MAX };
+}
+
+/// Refuses a program whose expansion is over [`MAX_OPERATIONS`] or [`MAX_EXPRESSION_TERMS`].
+fn check_expansion(program: &Program) -> Result<(), CircuitError> {
+    let cost = expanded_cost(program);
+    if cost.operations > MAX_OPERATIONS as u64 {
+        return Err(CircuitError::TooManyOperations);
+    }
+    if cost.terms > MAX_EXPRESSION_TERMS {
+        return Err(CircuitError::TooManyTerms);
+    }
+    Ok(())
+}
+
+/// Returns what the program expands to, computed on the syntax tree without expanding
+/// anything: a gate definition costs the sum of its body's statements, a gate application costs
+/// its definition (plus its own parameters) times its broadcast width, and `U`, `CX`, measure,
+/// reset and barrier cost one operation each (plus their angles' terms). Saturates rather than
+/// overflows, so a bomb of any depth is just "too large".
+fn expanded_cost(program: &Program) -> Cost {
     let mut definitions: HashMap<&str, Option<&[Span<Stmt>]>> = HashMap::new();
     let mut registers: HashMap<&str, u64> = HashMap::new();
     for decl in &program.decls {
@@ -284,14 +326,20 @@ fn expanded_size(program: &Program) -> u64 {
         }
     }
     let mut costs = GateCosts { definitions, known: HashMap::new() };
-    let mut total: u64 = 0;
+    let mut total = Cost::default();
     for decl in &program.decls {
         if let Decl::Stmt(stmt) = &*decl.inner {
             let width = broadcast_width(stmt, &registers);
-            total = total.saturating_add(costs.statement(stmt).saturating_mul(width));
+            total = total.plus(costs.statement(stmt).times(width));
         }
     }
     total
+}
+
+/// Returns how many operations the program expands to (see [`expanded_cost`]).
+#[cfg(test)]
+fn expanded_size(program: &Program) -> u64 {
+    expanded_cost(program).operations
 }
 
 /// How many times a top-level statement applies: a whole-register operand broadcasts it over
@@ -314,34 +362,73 @@ fn broadcast_width(stmt: &Stmt, registers: &HashMap<&str, u64>) -> u64 {
         .unwrap_or(1)
 }
 
+/// Returns the number of terms in an expression. Its depth is bounded by
+/// [`MAX_STATEMENT_OPERATORS`], and this runs on the parser's large stack.
+fn terms(expr: &Expr) -> u64 {
+    match expr {
+        Expr::Pi | Expr::Real(_) | Expr::Int(_) | Expr::Var(_) => 1,
+        Expr::Add(a, b) | Expr::Sub(a, b) | Expr::Mul(a, b) | Expr::Div(a, b) | Expr::Pow(a, b) => {
+            1u64.saturating_add(terms(a)).saturating_add(terms(b))
+        }
+        Expr::Neg(a) | Expr::Sin(a) | Expr::Cos(a) | Expr::Tan(a) | Expr::Exp(a) | Expr::Ln(a) | Expr::Sqrt(a) => {
+            1u64.saturating_add(terms(a))
+        }
+    }
+}
+
+/// Returns what a statement costs by itself, leaving out the gate it applies, if any.
+fn own_cost(stmt: &Stmt) -> Cost {
+    match stmt {
+        Stmt::U { theta, phi, lambda, .. } => {
+            Cost { operations: 1, terms: terms(theta).saturating_add(terms(phi)).saturating_add(terms(lambda)) }
+        }
+        Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => {
+            Cost { operations: 1, terms: 0 }
+        }
+        Stmt::Gate { params, .. } => {
+            Cost { operations: 0, terms: params.iter().fold(0, |sum, param| sum.saturating_add(terms(param))) }
+        }
+        Stmt::Conditional { then, .. } => own_cost(then),
+    }
+}
+
+/// Returns the gate a statement applies, if it applies a defined one rather than a primitive.
+fn callee_of(stmt: &Stmt) -> Option<&str> {
+    match stmt {
+        Stmt::Gate { name, .. } => Some(name.as_str()),
+        Stmt::Conditional { then, .. } => callee_of(then),
+        Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => None,
+    }
+}
+
 /// Expanded costs of gate definitions, each computed once.
 struct GateCosts<'a> {
     /// Every definition by name; `None` for an opaque gate.
     definitions: HashMap<&'a str, Option<&'a [Span<Stmt>]>>,
     /// Costs computed so far.
-    known: HashMap<&'a str, u64>,
+    known: HashMap<&'a str, Cost>,
 }
 
 impl<'a> GateCosts<'a> {
     /// Returns what one application of `stmt` costs, inside a gate body or at the top level
     /// before broadcasting.
-    fn statement(&mut self, stmt: &'a Stmt) -> u64 {
-        match stmt {
-            Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => 1,
-            Stmt::Gate { name, .. } => self.gate(name.as_str()),
-            Stmt::Conditional { then, .. } => self.statement(then),
+    fn statement(&mut self, stmt: &'a Stmt) -> Cost {
+        let own = own_cost(stmt);
+        match callee_of(stmt) {
+            Some(callee) => own.plus(self.gate(callee)),
+            None => own,
         }
     }
 
     /// Returns the expanded cost of one application of gate `name`. Walks the definitions with
     /// an explicit stack: a chain of thousands of definitions must not recurse as deep.
-    fn gate(&mut self, name: &'a str) -> u64 {
+    fn gate(&mut self, name: &'a str) -> Cost {
         /// A definition being summed: its body, the next statement and the sum so far.
         struct Frame<'a> {
             name: &'a str,
             body: &'a [Span<Stmt>],
             next: usize,
-            sum: u64,
+            sum: Cost,
         }
         let mut stack: Vec<Frame<'a>> = Vec::new();
         let mut on_stack: HashSet<&'a str> = HashSet::new();
@@ -350,21 +437,21 @@ impl<'a> GateCosts<'a> {
             if let Some(callee) = pending.take() {
                 if let Some(&cost) = self.known.get(callee) {
                     match stack.last_mut() {
-                        Some(frame) => frame.sum = frame.sum.saturating_add(cost),
+                        Some(frame) => frame.sum = frame.sum.plus(cost),
                         None => return cost,
                     }
                 } else if on_stack.contains(callee) {
                     // Recursion; the type checker refuses it, so this only keeps the walk finite.
-                    return u64::MAX;
+                    return Cost::MAX;
                 } else {
                     match self.definitions.get(callee).copied().flatten() {
                         Some(body) => {
                             on_stack.insert(callee);
-                            stack.push(Frame { name: callee, body, next: 0, sum: 0 });
+                            stack.push(Frame { name: callee, body, next: 0, sum: Cost::default() });
                         }
                         // Opaque or unknown: refused later, counted as one operation until then.
                         None => {
-                            self.known.insert(callee, 1);
+                            self.known.insert(callee, Cost { operations: 1, terms: 0 });
                             pending = Some(callee);
                         }
                     }
@@ -372,7 +459,7 @@ impl<'a> GateCosts<'a> {
                 }
             }
             let Some(frame) = stack.last_mut() else {
-                return 0;
+                return Cost::default();
             };
             let body = frame.body;
             let Some(stmt) = body.get(frame.next) else {
@@ -384,20 +471,9 @@ impl<'a> GateCosts<'a> {
                 continue;
             };
             frame.next += 1;
-            match callee_of(stmt) {
-                Some(callee) => pending = Some(callee),
-                None => frame.sum = frame.sum.saturating_add(1),
-            }
+            frame.sum = frame.sum.plus(own_cost(stmt));
+            pending = callee_of(stmt);
         }
-    }
-}
-
-/// Returns the gate a statement applies, if it applies a defined one rather than a primitive.
-fn callee_of(stmt: &Stmt) -> Option<&str> {
-    match stmt {
-        Stmt::Gate { name, .. } => Some(name.as_str()),
-        Stmt::Conditional { then, .. } => callee_of(then),
-        Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => None,
     }
 }
 
@@ -686,6 +762,26 @@ mod tests {
         assert!(error(&format!("{}g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
         // So does a conditioned one.
         assert!(error(&format!("{}if (c==0) g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
+    }
+
+    #[test]
+    fn long_expressions_count_each_time_they_are_evaluated() {
+        // 2^levels applications of a U whose angles have 3 * (2 * terms - 1) terms.
+        let applied = |levels: usize, terms: usize| {
+            let expr = vec!["p"; terms].join("+");
+            let mut source = format!("OPENQASM 2.0;\nqreg q[1];\ngate g0(p) a {{ U({expr}, {expr}, {expr}) a; }}\n");
+            for level in 1..=levels {
+                source.push_str(&format!("gate g{level}(p) a {{ g{}(p) a; g{}(p) a; }}\n", level - 1, level - 1));
+            }
+            source.push_str(&format!("g{levels}(1) q[0];\n"));
+            source
+        };
+        // Half a million operations, well under their limit, but 250 million terms to evaluate.
+        assert_eq!(
+            error(&applied(19, 80)),
+            format!("expanded program evaluates more than {MAX_EXPRESSION_TERMS} terms of angle expressions")
+        );
+        assert_eq!(parse(&applied(10, 80)).unwrap().instructions.len(), 1024);
     }
 
     #[test]
