@@ -41,7 +41,7 @@ pub use config::Config;
 
 use crate::audit::Auditor;
 use crate::auth::Principals;
-use crate::executor::Executor;
+use crate::executor::{Executor, JobLimits};
 use crate::grpc::Grpc;
 use crate::service::RuntimeService;
 use crate::store::Store;
@@ -102,7 +102,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .transpose()
         .context("http listener has no local address")?;
 
-    let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
+    let limits =
+        JobLimits { per_account: config.max_jobs_per_account as usize, total: config.max_queued_jobs as usize };
+    let executor = Executor::start_with(store.clone(), usize::from(config.max_concurrent_jobs), limits);
     for job in &requeued {
         executor.resume(&job.account, &job.job_id);
     }

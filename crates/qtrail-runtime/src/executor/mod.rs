@@ -10,9 +10,9 @@
 //! These transitions are not user actions and produce no audit event.
 //!
 //! The queue is bounded by admission: a job is admitted ([`Executor::admit`]) before it is
-//! committed, and admission is refused once its account has [`MAX_ACTIVE_JOBS_PER_ACCOUNT`]
-//! jobs queued or running, or the whole queue holds [`MAX_ACTIVE_JOBS`], so one account cannot
-//! fill the queue for everyone. A job's `max_execution_time` runs from the moment it starts,
+//! committed, and admission is refused once its account has as many jobs queued or running as
+//! [`JobLimits`] allows, or the whole queue holds its total, so one account cannot fill the
+//! queue for everyone. A job's `max_execution_time` runs from the moment it starts,
 //! parsing included.
 
 pub mod circuit;
@@ -37,23 +37,37 @@ use simulator::{Counts, Interrupted, Observer};
 /// Reason of a job cancelled for running longer than its program allows.
 pub const RAN_TOO_LONG: &str = "RAN TOO LONG";
 
-/// Most jobs one account may have queued or running at once; more are refused
-/// RESOURCE_EXHAUSTED until some finish.
+/// Default of the most jobs one account may have queued or running at once; more are refused
+/// RESOURCE_EXHAUSTED until some finish (`--max-jobs-per-account`).
 pub const MAX_ACTIVE_JOBS_PER_ACCOUNT: usize = 32;
-/// Most jobs queued or running over all accounts: the bound of the queue.
+/// Default of the most jobs queued or running over all accounts: the bound of the queue
+/// (`--max-queued-jobs`).
 pub const MAX_ACTIVE_JOBS: usize = 1024;
+
+/// How many jobs may be queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Most per account.
+    pub per_account: usize,
+    /// Most over all accounts.
+    pub total: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self { per_account: MAX_ACTIVE_JOBS_PER_ACCOUNT, total: MAX_ACTIVE_JOBS }
+    }
+}
 
 /// Why a job was not admitted. Messages are lowercase, for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// The account has as many jobs queued or running as it may.
-    #[error(
-        "account has {MAX_ACTIVE_JOBS_PER_ACCOUNT} jobs queued or running, the most it may have; wait for some to finish or cancel them"
-    )]
-    AccountFull,
+    #[error("account has {0} jobs queued or running, the most it may have; wait for some to finish or cancel them")]
+    AccountFull(usize),
     /// The queue is full.
-    #[error("job queue is full with {MAX_ACTIVE_JOBS} jobs, try again later")]
-    QueueFull,
+    #[error("job queue is full with {0} jobs, try again later")]
+    QueueFull(usize),
 }
 
 /// How many interim results a job publishes.
@@ -102,18 +116,26 @@ struct Inner {
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// The jobs admitted and not finished yet, queued or running.
     active: Mutex<Active>,
+    limits: JobLimits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Executor {
-    /// Starts the dispatcher. Must be called within a tokio runtime.
+    /// Starts the dispatcher with the default [`JobLimits`]. Must be called within a tokio
+    /// runtime.
     pub fn start(store: Store, max_concurrent: usize) -> Self {
+        Self::start_with(store, max_concurrent, JobLimits::default())
+    }
+
+    /// Starts the dispatcher. Must be called within a tokio runtime.
+    pub fn start_with(store: Store, max_concurrent: usize, limits: JobLimits) -> Self {
         let (queue, mut queued) = mpsc::unbounded_channel::<String>();
         let inner = Arc::new(Inner {
             queue,
             running: Mutex::new(HashMap::new()),
             active: Mutex::new(Active::default()),
+            limits,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -160,12 +182,13 @@ impl Executor {
     /// # Errors
     /// [`Refused`] when the account or the queue is full.
     pub fn admit(&self, account: &str, job_id: &str) -> Result<(), Refused> {
+        let limits = self.inner.limits;
         let mut active = self.inner.active_jobs();
-        if active.per_account.get(account).copied().unwrap_or_default() >= MAX_ACTIVE_JOBS_PER_ACCOUNT {
-            return Err(Refused::AccountFull);
+        if active.per_account.get(account).copied().unwrap_or_default() >= limits.per_account {
+            return Err(Refused::AccountFull(limits.per_account));
         }
-        if active.accounts.len() >= MAX_ACTIVE_JOBS {
-            return Err(Refused::QueueFull);
+        if active.accounts.len() >= limits.total {
+            return Err(Refused::QueueFull(limits.total));
         }
         active.insert(account, job_id);
         Ok(())

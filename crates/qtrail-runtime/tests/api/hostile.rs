@@ -178,14 +178,19 @@ async fn create_slow_job(runtime: &TestRuntime, program_id: &str, key: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
-    let runtime = TestRuntime::start_with(true, |config| config.max_concurrent_jobs = 1).await;
+    let runtime = TestRuntime::start_with(true, |config| {
+        config.max_concurrent_jobs = 1;
+        config.max_jobs_per_account = 4;
+        config.max_queued_jobs = 6;
+    })
+    .await;
     let (request, _) = call(
         pb::CreateProgramRequest { name: "slow".into(), source: SLOW.into(), is_public: true, ..Default::default() },
         Some(ALICE),
     );
     let slow = runtime.programs().await.create_program(request).await.unwrap().into_inner();
     let mut queued = Vec::new();
-    for _ in 0..qtrail_runtime::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT {
+    for _ in 0..4 {
         queued.push(create_slow_job(&runtime, &slow.id, ALICE).await.unwrap());
     }
 
@@ -200,7 +205,7 @@ async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(
         status.message(),
-        "account has 32 jobs queued or running, the most it may have; wait for some to finish or cancel them"
+        "account has 4 jobs queued or running, the most it may have; wait for some to finish or cancel them"
     );
     assert_event(
         &runtime.event(&correlation).await,
@@ -216,7 +221,7 @@ async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
     // Another account is not held back by Alice's jobs.
     let bobs = create_slow_job(&runtime, &slow.id, BOB).await.unwrap();
     // A cancelled job gives its place back.
-    let (request, _) = call(pb::CancelJobRequest { id: queued[5].id.clone() }, Some(ALICE));
+    let (request, _) = call(pb::CancelJobRequest { id: queued[2].id.clone() }, Some(ALICE));
     runtime.jobs().await.cancel_job(request).await.unwrap();
     queued.push(create_slow_job(&runtime, &slow.id, ALICE).await.unwrap());
     assert_eq!(
@@ -225,9 +230,18 @@ async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
         "and only that one"
     );
 
+    // The queue as a whole is bounded too: Bob's second job fills it, his third is refused.
+    let bobs_second = create_slow_job(&runtime, &slow.id, BOB).await.unwrap();
+    let status = create_slow_job(&runtime, &slow.id, BOB).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, "job queue is full with 6 jobs, try again later")
+    );
+    queued.push(bobs_second.clone());
+
     // Not left running for the rest of the suite.
     for job in queued.iter().chain([&bobs]) {
-        let key = if job.id == bobs.id { BOB } else { ALICE };
+        let key = if job.id == bobs.id || job.id == bobs_second.id { BOB } else { ALICE };
         let (request, _) = call(pb::CancelJobRequest { id: job.id.clone() }, Some(key));
         let _ = runtime.jobs().await.cancel_job(request).await;
     }
