@@ -206,11 +206,6 @@ impl Executor {
         self.submit(job_id);
     }
 
-    /// Returns how many jobs are queued or running.
-    pub fn active(&self) -> usize {
-        self.inner.active_jobs().accounts.len()
-    }
-
     /// Queues an admitted job that was committed as QUEUED.
     pub fn submit(&self, job_id: &str) {
         // The receiver lives until shutdown; a job submitted after it stays QUEUED in the store
