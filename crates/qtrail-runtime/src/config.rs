@@ -77,6 +77,12 @@ pub struct Config {
     /// Most jobs executing at once.
     #[arg(long, env = "QTRAIL_RUNTIME_MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
+    /// Most jobs one account may have queued or running; CreateJob beyond it is refused.
+    #[arg(long, env = "QTRAIL_RUNTIME_MAX_JOBS_PER_ACCOUNT", default_value_t = crate::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_jobs_per_account: u32,
+    /// Most jobs queued or running over all accounts; CreateJob beyond it is refused.
+    #[arg(long, env = "QTRAIL_RUNTIME_MAX_QUEUED_JOBS", default_value_t = crate::executor::MAX_ACTIVE_JOBS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_jobs: u32,
     /// Most audit events waiting in the outbox; beyond it every call is refused.
     #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_max_events: u64,
@@ -158,6 +164,8 @@ impl Config {
             metrics_token_file: None,
             account: "qtrail".to_owned(),
             max_concurrent_jobs: 2,
+            max_jobs_per_account: crate::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT as u32,
+            max_queued_jobs: crate::executor::MAX_ACTIVE_JOBS as u32,
             outbox_max_events: 100_000,
             outbox_max_bytes: 256 * 1024 * 1024,
             publish_linger_ms: 5,

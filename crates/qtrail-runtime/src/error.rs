@@ -42,6 +42,9 @@ pub enum Error {
     /// The resource is in a state that does not allow the call.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A quota is used up, such as the jobs an account may have queued or running.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The outbox is full: no call may be answered until the publisher drains it.
     #[error("audit outbox full")]
     OutboxFull,
@@ -88,6 +91,7 @@ impl Error {
             Error::NameTaken(_) => tonic::Code::AlreadyExists,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
             Error::OutboxFull | Error::AuditUnavailable => tonic::Code::Unavailable,
             Error::Store(StoreError::Database(_)) => tonic::Code::Unavailable,
             Error::Store(StoreError::Corrupt { .. }) => tonic::Code::Internal,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod executor;
 pub mod forwarded;
 pub mod grpc;
+pub mod health;
 pub mod refused;
 pub mod service;
 pub mod store;
@@ -44,7 +45,7 @@ pub use config::Config;
 
 use crate::audit::Auditor;
 use crate::auth::Principals;
-use crate::executor::Executor;
+use crate::executor::{Executor, JobLimits};
 use crate::grpc::Grpc;
 use crate::refused::Audited;
 use crate::service::RuntimeService;
@@ -109,9 +110,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .transpose()
         .context("http listener has no local address")?;
 
-    let executor = Executor::start(store.clone(), usize::from(config.max_concurrent_jobs));
-    for job_id in &requeued {
-        executor.submit(job_id);
+    let limits =
+        JobLimits { per_account: config.max_jobs_per_account as usize, total: config.max_queued_jobs as usize };
+    let executor = Executor::start_with(store.clone(), usize::from(config.max_concurrent_jobs), limits);
+    for job in &requeued {
+        executor.resume(&job.account, &job.job_id);
     }
     let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
     let service = RuntimeService::new(store, outbox.clone(), auditor, executor.clone());
@@ -136,6 +139,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProgramServiceServer<Grpc>>().await;
     health.set_serving::<JobServiceServer<Grpc>>().await;
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(health::watch(health.clone(), outbox.clone(), health_stop.clone()));
     let router = server
         .add_service(health_service)
         .add_service(qtrail_server::reflection::v1()?)
@@ -163,6 +168,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     );
     let stopping = async {
         shutdown.await;
+        // The watcher must not report SERVING again once the shutdown has said otherwise.
+        health_stop.cancel();
+        let _ = health_task.await;
         health.set_not_serving::<ProgramServiceServer<Grpc>>().await;
         health.set_not_serving::<JobServiceServer<Grpc>>().await;
         info!("runtime shutting down, draining calls");

@@ -197,6 +197,24 @@ impl RuntimeService {
         }
     }
 
+    /// Runs one audited call like [`Self::audited`], with CPU work of the caller's choosing done
+    /// first: `prepare` runs once the caller is authenticated and before the transaction, so it
+    /// never holds the store's one writer lock, and its result is handed to `body`, which decides
+    /// whether it fails the call.
+    fn audited_prepared<P, T>(
+        &self,
+        ctx: &CallContext,
+        record: AuditRecord,
+        prepare: impl FnOnce() -> P,
+        body: impl FnOnce(&WriteTransaction, &Principal, &mut AuditRecord, P) -> Result<T>,
+    ) -> Answer<T> {
+        let prepared = match authenticated(ctx) {
+            Ok(_) => prepare(),
+            Err(err) => return self.refuse(ctx, &record, err),
+        };
+        self.audited(ctx, record, |txn, principal, record| body(txn, principal, record, prepared))
+    }
+
     /// Runs one audited call that only reads: authentication, `body` in a snapshot, and the event,
     /// recorded alone and durably before the call is answered.
     fn audited_read<T>(
@@ -328,11 +346,12 @@ impl RuntimeService {
         record.request("maxExecutionTime", request.max_execution_time);
         record.request("isPublic", request.is_public);
         record.request("source", source_summary(&request.source));
-        self.audited(ctx, record, |txn, principal, record| {
+        let parse = || circuit::parse(&request.source);
+        self.audited_prepared(ctx, record, parse, |txn, principal, record, parsed| {
             check_name(&request.name)?;
             check_description(&request.description)?;
             let max_execution_time = check_max_execution_time(request.max_execution_time)?;
-            let circuit = circuit::parse(&request.source).map_err(|err| Error::invalid("source", err.to_string()))?;
+            let circuit = parsed.map_err(|err| Error::invalid("source", err.to_string()))?;
             let spec = spec_json(request.spec)?;
             if programs::id_by_name(txn, &principal.account, &request.name)?.is_some() {
                 return Err(Error::NameTaken(quote(&request.name)));
@@ -343,7 +362,7 @@ impl RuntimeService {
                 account: principal.account.clone(),
                 name: request.name,
                 description: request.description,
-                source: request.source,
+                source: request.source.clone(),
                 max_execution_time,
                 spec,
                 is_public: request.is_public,
@@ -416,7 +435,8 @@ impl RuntimeService {
     pub fn update_program(&self, ctx: &CallContext, request: pb::UpdateProgramRequest) -> Answer<pb::Program> {
         let mut record = AuditRecord::new(Action::ProgramUpdate);
         record.requested("programId", &request.id);
-        self.audited(ctx, record, |txn, principal, record| {
+        let parse = || request.source.as_deref().map(circuit::parse);
+        self.audited_prepared(ctx, record, parse, |txn, principal, record, parsed| {
             let old = owned_program(txn, principal, &request.id, record)?;
             let mut new = old.clone();
             let mut changed: Vec<&str> = Vec::new();
@@ -439,10 +459,10 @@ impl RuntimeService {
                 initial.insert("description".into(), json!(old.description));
                 updated.insert("description".into(), json!(new.description));
             }
-            if let Some(source) = request.source {
-                let circuit = circuit::parse(&source).map_err(|err| Error::invalid("source", err.to_string()))?;
+            if let (Some(source), Some(parsed)) = (&request.source, parsed) {
+                let circuit = parsed.map_err(|err| Error::invalid("source", err.to_string()))?;
                 new.num_qubits = circuit.num_qubits as u32;
-                new.source = source;
+                new.source = source.clone();
                 changed.push("source");
                 initial.insert("source".into(), source_summary(&old.source));
                 updated.insert("source".into(), source_summary(&new.source));
@@ -506,6 +526,7 @@ impl RuntimeService {
     ///
     /// # Errors
     /// INVALID_ARGUMENT for bad fields or params; NOT_FOUND for an unknown program;
+    /// RESOURCE_EXHAUSTED when the account or the queue has as many jobs as it may;
     /// UNAUTHENTICATED; UNAVAILABLE.
     pub fn create_job(&self, ctx: &CallContext, request: pb::CreateJobRequest) -> Answer<pb::Job> {
         let mut record = AuditRecord::new(Action::JobCreate);
@@ -515,7 +536,8 @@ impl RuntimeService {
         record.request("logLevel", request.log_level.as_str());
         record.request("sessionId", request.session_id.as_str());
         record.request("tags", request.tags.clone());
-        self.audited(ctx, record, |txn, principal, record| {
+        let id = job_id();
+        let answer = self.audited(ctx, record, |txn, principal, record| {
             let backend = match request.backend.as_str() {
                 "" | BACKEND => BACKEND.to_owned(),
                 other => {
@@ -545,10 +567,13 @@ impl RuntimeService {
             record.request("params", Value::Object(params.given.clone()));
             let program = visible_program_for_job(txn, principal, &request.program_id)?;
             let source = program.source.clone();
-            let id = job_id();
+            // Last of the checks: a refused call must not hold a place in the queue.
+            self.executor
+                .admit(&principal.account, &id)
+                .map_err(|refused| Error::ResourceExhausted(refused.to_string()))?;
             let job = JobRecord {
                 session_id: if request.session_id.is_empty() { id.clone() } else { request.session_id },
-                id,
+                id: id.clone(),
                 program_id: program.id,
                 account: principal.account.clone(),
                 backend,
@@ -571,8 +596,12 @@ impl RuntimeService {
             record.response("status", JobStatus::Queued.as_str());
             record.response("seed", job.seed);
             Ok(job_message(&job))
-        })
-        .map(|job| {
+        });
+        if answer.result.is_err() {
+            // Not committed: its place in the queue goes back (a no-op if it never had one).
+            self.executor.release(&id);
+        }
+        answer.map(|job| {
             // Durable by now: the executor may see the job.
             self.executor.submit(&job.id);
             job

@@ -119,3 +119,114 @@ fn a_missing_flag_is_reported_with_its_environment_variable() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// Returns a request with the API key of the principal `k`.
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", "Bearer k".parse().unwrap());
+    request
+}
+
+/// Gate `g<levels>` applies a barrier 2^levels times.
+fn bomb(levels: usize) -> String {
+    let mut source = String::from("OPENQASM 2.0;\nqreg q[1];\ngate g0 a { barrier a; }\n");
+    for level in 1..=levels {
+        source.push_str(&format!("gate g{level} a {{ g{} a; g{} a; }}\n", level - 1, level - 1));
+    }
+    source.push_str(&format!("g{levels} q[0];\n"));
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_with_bombs_and_a_wide_job_in_flight_drains_promptly() {
+    use qtrail_proto::qtrail::runtime::v1 as pb;
+
+    let dir = tempfile::tempdir().unwrap();
+    let principals = dir.path().join("principals.toml");
+    std::fs::write(
+        &principals,
+        "[[principal]]\napi_key = \"k\"\niam_id = \"IBMid-1\"\nname = \"n\"\naccount = \"acc\"\n",
+    )
+    .unwrap();
+    let addr_file = dir.path().join("addr");
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"))
+        .args(["--listen", "127.0.0.1:0", "--location", "us-east", "--instance", "inst-bin"])
+        .arg("--collector")
+        .arg(format!("http://{collector}"))
+        .arg("--principals")
+        .arg(&principals)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(["--shutdown-flush-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    let addr = poll::until(WAIT, || std::future::ready(qtrail_server::addr_file::read(&addr_file).unwrap()))
+        .await
+        .expect("no address file");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut programs = pb::program_service_client::ProgramServiceClient::new(channel.clone());
+    let mut jobs = pb::job_service_client::JobServiceClient::new(channel.clone());
+
+    // A job over 20 qubits with a mid-circuit measurement: every shot is simulated in full.
+    let wide = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[20];\ncreg c[20];\nh q;\nmeasure q[0] -> c[0];\nh q;\nh q;\nh q;\nmeasure q -> c;\n";
+    let program = programs
+        .create_program(authorized(pb::CreateProgramRequest {
+            name: "wide".into(),
+            source: wide.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = jobs
+        .create_job(authorized(pb::CreateJobRequest { program_id: program.id, ..Default::default() }))
+        .await
+        .unwrap();
+    let job_id = job.into_inner().id;
+    let running = poll::holds(WAIT, || {
+        let mut jobs = jobs.clone();
+        let request = authorized(pb::GetJobRequest { id: job_id.clone() });
+        async move {
+            jobs.get_job(request).await.unwrap().into_inner().state.unwrap().status == pb::JobStatus::Running as i32
+        }
+    })
+    .await;
+    assert!(running, "the wide job started");
+
+    let mut bombers = Vec::new();
+    for _ in 0..3 {
+        let mut programs = programs.clone();
+        let request = move || {
+            authorized(pb::CreateProgramRequest { name: "bomb".into(), source: bomb(48), ..Default::default() })
+        };
+        bombers.push(tokio::spawn(async move {
+            // Refused until the runtime goes away.
+            while let Err(status) = programs.create_program(request()).await {
+                if status.code() != tonic::Code::InvalidArgument {
+                    return;
+                }
+            }
+        }));
+    }
+
+    let interrupted = std::time::Instant::now();
+    let killed = Command::new("kill").args(["-INT", &child.0.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status =
+        poll::until(WAIT, || std::future::ready(child.0.try_wait().unwrap())).await.expect("no exit after sigint");
+    assert!(status.success(), "{status:?}");
+    // Generous for a debug build on a busy machine; a hung drain never ends.
+    assert!(interrupted.elapsed() < Duration::from_secs(20), "drained in {:?}", interrupted.elapsed());
+    for bomber in bombers {
+        bomber.await.unwrap();
+    }
+    let mut stderr = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("runtime stopped"), "{stderr}");
+}

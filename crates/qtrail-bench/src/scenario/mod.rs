@@ -233,6 +233,12 @@ pub async fn start_runtime(files: &Files, collector_url: &str, discard_audit: bo
         files.arg("data"),
         "--addr-file".into(),
         files.arg("addr"),
+        // The overhead scenario creates jobs faster than they run: it measures the calls, not
+        // the job quota, which would refuse them.
+        "--max-jobs-per-account".into(),
+        "4000000000".into(),
+        "--max-queued-jobs".into(),
+        "4000000000".into(),
     ];
     if discard_audit {
         args.push("--discard-audit".into());

@@ -7,12 +7,12 @@
 //! Sizes are checked before anything is allocated for them.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
 use ariadne::Span as _;
-use openqasm::ast::{Decl, FileSpan, Program, Span, Stmt};
+use openqasm::ast::{Decl, Expr, FileSpan, Program, Span, Stmt};
 use openqasm::parser::{FilePolicy, FileResult, ParseError, Parser, SourceCache};
 use openqasm::translate::{GateWriter, Linearize, LinearizeError, ProgramVisitor, Value};
 use openqasm::typing::TypeError;
@@ -21,9 +21,14 @@ use openqasm::typing::TypeError;
 pub const MAX_QUBITS: u64 = 20;
 /// Most classical bits: results are keyed by one bit string per shot.
 pub const MAX_CLBITS: u64 = 64;
-/// Most primitive operations after linearization; nested gate definitions can otherwise expand
-/// exponentially.
+/// Most operations a program may expand to: every gate application, measure, reset and barrier,
+/// multiplied through gate definitions and register broadcasts. Checked on the syntax tree
+/// before anything is expanded, since nested gate definitions expand exponentially.
 pub const MAX_OPERATIONS: usize = 1_000_000;
+/// Most terms of angle expressions a program may evaluate as it expands, each counted every time
+/// it is evaluated: a long expression inside a gate applied half a million times costs as much
+/// CPU as many millions of operations. Checked with [`MAX_OPERATIONS`].
+pub const MAX_EXPRESSION_TERMS: u64 = 16_000_000;
 /// Largest OpenQASM source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
 /// Most operators and parentheses in one statement. The parser, type checker and linearizer
@@ -123,8 +128,11 @@ pub enum CircuitError {
     #[error("circuit uses {0} classical bits, the limit is {MAX_CLBITS}")]
     TooManyClbits(u64),
     /// The circuit expands to too many operations.
-    #[error("circuit expands to more than {MAX_OPERATIONS} operations")]
+    #[error("expanded size of the program exceeds the limit of {MAX_OPERATIONS} operations")]
     TooManyOperations,
+    /// The circuit evaluates too many expression terms as it expands.
+    #[error("expanded program evaluates more than {MAX_EXPRESSION_TERMS} terms of angle expressions")]
+    TooManyTerms,
     /// The circuit uses a gate with no definition.
     #[error("opaque gate `{0}` cannot be simulated")]
     Opaque(String),
@@ -203,6 +211,7 @@ fn parse_checked(source: &str) -> Result<Circuit, CircuitError> {
         let first = errors.first().map(|err| describe_type_error(&cache, source, err));
         return Err(CircuitError::Invalid(first.unwrap_or_else(|| "type error".to_owned())));
     }
+    check_expansion(&program)?;
     let mut circuit = Circuit { num_qubits, num_clbits, instructions: Vec::new() };
     let condition = Rc::new(Cell::new(None));
     let writer = Writer { circuit: &mut circuit, condition: condition.clone() };
@@ -258,6 +267,214 @@ fn register_sizes(program: &Program) -> Result<(usize, usize), CircuitError> {
     }
     // Both are at most 64 here.
     Ok((qubits as usize, clbits as usize))
+}
+
+/// What a program or a gate expands to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Cost {
+    /// Operations: `U`, `CX`, measure, reset and barrier, one each.
+    operations: u64,
+    /// Terms of the angle expressions evaluated, each time they are evaluated.
+    terms: u64,
+}
+
+impl Cost {
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            operations: self.operations.saturating_add(other.operations),
+            terms: self.terms.saturating_add(other.terms),
+        }
+    }
+
+    fn times(self, factor: u64) -> Cost {
+        Cost { operations: self.operations.saturating_mul(factor), terms: self.terms.saturating_mul(factor) }
+    }
+
+    /// Most a cost can be: a recursion, refused by the type checker anyway.
+    const MAX: Cost = Cost { operations: u64::MAX, terms: u64::MAX };
+}
+
+/// Refuses a program whose expansion is over [`MAX_OPERATIONS`] or [`MAX_EXPRESSION_TERMS`].
+fn check_expansion(program: &Program) -> Result<(), CircuitError> {
+    let cost = expanded_cost(program);
+    if cost.operations > MAX_OPERATIONS as u64 {
+        return Err(CircuitError::TooManyOperations);
+    }
+    if cost.terms > MAX_EXPRESSION_TERMS {
+        return Err(CircuitError::TooManyTerms);
+    }
+    Ok(())
+}
+
+/// Returns what the program expands to, computed on the syntax tree without expanding
+/// anything: a gate definition costs the sum of its body's statements, a gate application costs
+/// its definition (plus its own parameters) times its broadcast width, and `U`, `CX`, measure,
+/// reset and barrier cost one operation each (plus their angles' terms). Saturates rather than
+/// overflows, so a bomb of any depth is just "too large".
+fn expanded_cost(program: &Program) -> Cost {
+    let mut definitions: HashMap<&str, Option<&[Span<Stmt>]>> = HashMap::new();
+    let mut registers: HashMap<&str, u64> = HashMap::new();
+    for decl in &program.decls {
+        match &*decl.inner {
+            Decl::Def { name, body, .. } => {
+                definitions.insert(name.as_str(), body.as_deref());
+            }
+            Decl::QReg { reg } | Decl::CReg { reg } => {
+                registers.insert(reg.name.as_str(), reg.index.unwrap_or(1));
+            }
+            Decl::Include { .. } | Decl::Stmt(_) => {}
+        }
+    }
+    let mut costs = GateCosts { definitions, known: HashMap::new() };
+    let mut total = Cost::default();
+    for decl in &program.decls {
+        if let Decl::Stmt(stmt) = &*decl.inner {
+            let width = broadcast_width(stmt, &registers);
+            total = total.plus(costs.statement(stmt).times(width));
+        }
+    }
+    total
+}
+
+/// Returns how many operations the program expands to (see [`expanded_cost`]).
+#[cfg(test)]
+fn expanded_size(program: &Program) -> u64 {
+    expanded_cost(program).operations
+}
+
+/// How many times a top-level statement applies: a whole-register operand broadcasts it over
+/// every qubit (or bit) of the register.
+fn broadcast_width(stmt: &Stmt, registers: &HashMap<&str, u64>) -> u64 {
+    let operands: Vec<&Span<openqasm::ast::Reg>> = match stmt {
+        Stmt::U { reg, .. } | Stmt::Reset { reg } => vec![reg],
+        Stmt::CX { copy, xor } => vec![copy, xor],
+        Stmt::Measure { from, to } => vec![from, to],
+        Stmt::Gate { args, .. } => args.iter().collect(),
+        // One barrier however many registers it names.
+        Stmt::Barrier { .. } => Vec::new(),
+        Stmt::Conditional { then, .. } => return broadcast_width(then, registers),
+    };
+    operands
+        .iter()
+        .filter(|operand| operand.index.is_none())
+        .map(|operand| registers.get(operand.name.as_str()).copied().unwrap_or(1))
+        .max()
+        .unwrap_or(1)
+}
+
+/// Returns the number of terms in an expression. Its depth is bounded by
+/// [`MAX_STATEMENT_OPERATORS`], and this runs on the parser's large stack.
+fn terms(expr: &Expr) -> u64 {
+    match expr {
+        Expr::Pi | Expr::Real(_) | Expr::Int(_) | Expr::Var(_) => 1,
+        Expr::Add(a, b) | Expr::Sub(a, b) | Expr::Mul(a, b) | Expr::Div(a, b) | Expr::Pow(a, b) => {
+            1u64.saturating_add(terms(a)).saturating_add(terms(b))
+        }
+        Expr::Neg(a) | Expr::Sin(a) | Expr::Cos(a) | Expr::Tan(a) | Expr::Exp(a) | Expr::Ln(a) | Expr::Sqrt(a) => {
+            1u64.saturating_add(terms(a))
+        }
+    }
+}
+
+/// Returns what a statement costs by itself, leaving out the gate it applies, if any.
+fn own_cost(stmt: &Stmt) -> Cost {
+    match stmt {
+        Stmt::U { theta, phi, lambda, .. } => {
+            Cost { operations: 1, terms: terms(theta).saturating_add(terms(phi)).saturating_add(terms(lambda)) }
+        }
+        Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => {
+            Cost { operations: 1, terms: 0 }
+        }
+        Stmt::Gate { params, .. } => {
+            Cost { operations: 0, terms: params.iter().fold(0, |sum, param| sum.saturating_add(terms(param))) }
+        }
+        Stmt::Conditional { then, .. } => own_cost(then),
+    }
+}
+
+/// Returns the gate a statement applies, if it applies a defined one rather than a primitive.
+fn callee_of(stmt: &Stmt) -> Option<&str> {
+    match stmt {
+        Stmt::Gate { name, .. } => Some(name.as_str()),
+        Stmt::Conditional { then, .. } => callee_of(then),
+        Stmt::U { .. } | Stmt::CX { .. } | Stmt::Measure { .. } | Stmt::Reset { .. } | Stmt::Barrier { .. } => None,
+    }
+}
+
+/// Expanded costs of gate definitions, each computed once.
+struct GateCosts<'a> {
+    /// Every definition by name; `None` for an opaque gate.
+    definitions: HashMap<&'a str, Option<&'a [Span<Stmt>]>>,
+    /// Costs computed so far.
+    known: HashMap<&'a str, Cost>,
+}
+
+impl<'a> GateCosts<'a> {
+    /// Returns what one application of `stmt` costs, inside a gate body or at the top level
+    /// before broadcasting.
+    fn statement(&mut self, stmt: &'a Stmt) -> Cost {
+        let own = own_cost(stmt);
+        match callee_of(stmt) {
+            Some(callee) => own.plus(self.gate(callee)),
+            None => own,
+        }
+    }
+
+    /// Returns the expanded cost of one application of gate `name`. Walks the definitions with
+    /// an explicit stack: a chain of thousands of definitions must not recurse as deep.
+    fn gate(&mut self, name: &'a str) -> Cost {
+        /// A definition being summed: its body, the next statement and the sum so far.
+        struct Frame<'a> {
+            name: &'a str,
+            body: &'a [Span<Stmt>],
+            next: usize,
+            sum: Cost,
+        }
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut on_stack: HashSet<&'a str> = HashSet::new();
+        let mut pending = Some(name);
+        loop {
+            if let Some(callee) = pending.take() {
+                if let Some(&cost) = self.known.get(callee) {
+                    match stack.last_mut() {
+                        Some(frame) => frame.sum = frame.sum.plus(cost),
+                        None => return cost,
+                    }
+                } else if on_stack.contains(callee) {
+                    // Recursion; the type checker refuses it, so this only keeps the walk finite.
+                    return Cost::MAX;
+                } else {
+                    match self.definitions.get(callee).copied().flatten() {
+                        Some(body) => {
+                            on_stack.insert(callee);
+                            stack.push(Frame { name: callee, body, next: 0, sum: Cost::default() });
+                        }
+                        // Opaque or unknown: refused later, counted as one operation until then.
+                        None => {
+                            self.known.insert(callee, Cost { operations: 1, terms: 0 });
+                            pending = Some(callee);
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(frame) = stack.last_mut() else {
+                return Cost::default();
+            };
+            let body = frame.body;
+            let Some(stmt) = body.get(frame.next) else {
+                let (done, cost) = (frame.name, frame.sum);
+                stack.pop();
+                on_stack.remove(done);
+                self.known.insert(done, cost);
+                pending = Some(done);
+                continue;
+            };
+            frame.next += 1;
+            frame.sum = frame.sum.plus(own_cost(stmt));
+            pending = callee_of(stmt);
+        }
+    }
 }
 
 /// Returns where each classical register starts and how wide it is: registers are laid out in
@@ -512,7 +729,69 @@ mod tests {
             source.push_str(&format!("gate g{level} a {{ g{} a; g{} a; }}\n", level - 1, level - 1));
         }
         source.push_str("g25 q[0];\n");
-        assert_eq!(error(&source), format!("circuit expands to more than {MAX_OPERATIONS} operations"));
+        assert_eq!(
+            error(&source),
+            format!("expanded size of the program exceeds the limit of {MAX_OPERATIONS} operations")
+        );
+    }
+
+    /// `levels` gate definitions, each applying the previous one twice, `g0` being `body`.
+    fn doubling(levels: usize, body: &str) -> String {
+        let mut source = format!("OPENQASM 2.0;\nqreg q[20];\ncreg c[20];\ngate g0 a {{ {body} }}\n");
+        for level in 1..=levels {
+            source.push_str(&format!("gate g{level} a {{ g{} a; g{} a; }}\n", level - 1, level - 1));
+        }
+        source
+    }
+
+    #[test]
+    fn the_expanded_size_is_bounded_before_anything_is_expanded() {
+        // The bomb of the issue: 2^48 applications. Refused from the syntax tree, at once.
+        let started = std::time::Instant::now();
+        let bomb = format!("{}g48 q[0];\n", doubling(48, "U(0,0,0) a;"));
+        assert_eq!(error(&bomb), "expanded size of the program exceeds the limit of 1000000 operations");
+        // Deeper than u64 holds: the count saturates instead of wrapping to something small.
+        let deeper = format!("{}g70 q[0];\n", doubling(70, "U(0,0,0) a;"));
+        assert!(error(&deeper).starts_with("expanded size"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        // Barriers count, though the simulator has nothing to do for them.
+        let barriers = format!("{}g20 q[0];\n", doubling(20, "barrier a;"));
+        assert!(error(&barriers).starts_with("expanded size"));
+        // A broadcast multiplies: 2^16 applications fit once, not over 20 qubits.
+        assert_eq!(parse(&format!("{}g16 q[0];\n", doubling(16, "U(0,0,0) a;"))).unwrap().instructions.len(), 65_536);
+        assert!(error(&format!("{}g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
+        // So does a conditioned one.
+        assert!(error(&format!("{}if (c==0) g16 q;\n", doubling(16, "U(0,0,0) a;"))).starts_with("expanded size"));
+    }
+
+    #[test]
+    fn long_expressions_count_each_time_they_are_evaluated() {
+        // 2^levels applications of a U whose angles have 3 * (2 * terms - 1) terms.
+        let applied = |levels: usize, terms: usize| {
+            let expr = vec!["p"; terms].join("+");
+            let mut source = format!("OPENQASM 2.0;\nqreg q[1];\ngate g0(p) a {{ U({expr}, {expr}, {expr}) a; }}\n");
+            for level in 1..=levels {
+                source.push_str(&format!("gate g{level}(p) a {{ g{}(p) a; g{}(p) a; }}\n", level - 1, level - 1));
+            }
+            source.push_str(&format!("g{levels}(1) q[0];\n"));
+            source
+        };
+        // Half a million operations, well under their limit, but 250 million terms to evaluate.
+        assert_eq!(
+            error(&applied(19, 80)),
+            format!("expanded program evaluates more than {MAX_EXPRESSION_TERMS} terms of angle expressions")
+        );
+        assert_eq!(parse(&applied(10, 80)).unwrap().instructions.len(), 1024);
+    }
+
+    #[test]
+    fn the_static_count_is_what_the_linearizer_writes() {
+        let source = format!(
+            "{HEADER}qreg q[3];\ncreg c[3];\ngate bell a, b {{ h a; cx a, b; }}\ngate twice a, b {{ bell a, b; bell b, a; }}\n\
+             h q;\ntwice q[0], q[1];\nif (c==1) ccx q[0], q[1], q[2];\nreset q;\nmeasure q -> c;\n"
+        );
+        let program = parse_program(&mut SourceCache::new(), &source).unwrap();
+        assert_eq!(expanded_size(&program), parse(&source).unwrap().instructions.len() as u64);
     }
 
     #[test]

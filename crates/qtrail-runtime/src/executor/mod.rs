@@ -8,8 +8,16 @@
 //! `max_execution_time` (then it is CANCELLED with reason `RAN TOO LONG`), or the service is
 //! shutting down (then it stays RUNNING in the store and is re-queued at the next start).
 //! These transitions are not user actions and produce no audit event.
+//!
+//! The queue is bounded by admission: a job is admitted ([`Executor::admit`]) before it is
+//! committed, and admission is refused once its account has as many jobs queued or running as
+//! [`JobLimits`] allows, or the whole queue holds its total, so one account cannot fill the
+//! queue for everyone. A job's `max_execution_time` runs from the moment it starts,
+//! parsing included.
 
 pub mod circuit;
+#[cfg(test)]
+mod circuit_properties;
 pub mod simulator;
 
 use std::collections::HashMap;
@@ -29,6 +37,39 @@ use simulator::{Counts, Interrupted, Observer};
 /// Reason of a job cancelled for running longer than its program allows.
 pub const RAN_TOO_LONG: &str = "RAN TOO LONG";
 
+/// Default of the most jobs one account may have queued or running at once; more are refused
+/// RESOURCE_EXHAUSTED until some finish (`--max-jobs-per-account`).
+pub const MAX_ACTIVE_JOBS_PER_ACCOUNT: usize = 32;
+/// Default of the most jobs queued or running over all accounts: the bound of the queue
+/// (`--max-queued-jobs`).
+pub const MAX_ACTIVE_JOBS: usize = 1024;
+
+/// How many jobs may be queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Most per account.
+    pub per_account: usize,
+    /// Most over all accounts.
+    pub total: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self { per_account: MAX_ACTIVE_JOBS_PER_ACCOUNT, total: MAX_ACTIVE_JOBS }
+    }
+}
+
+/// Why a job was not admitted. Messages are lowercase, for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The account has as many jobs queued or running as it may.
+    #[error("account has {0} jobs queued or running, the most it may have; wait for some to finish or cancel them")]
+    AccountFull(usize),
+    /// The queue is full.
+    #[error("job queue is full with {0} jobs, try again later")]
+    QueueFull(usize),
+}
+
 /// How many interim results a job publishes.
 const PROGRESS_STEPS: u32 = 4;
 
@@ -38,22 +79,63 @@ pub struct Executor {
     inner: Arc<Inner>,
 }
 
+/// Jobs admitted and not finished, counted per account.
+#[derive(Debug, Default)]
+struct Active {
+    /// The account of each job.
+    accounts: HashMap<String, String>,
+    /// How many jobs each account has.
+    per_account: HashMap<String, usize>,
+}
+
+impl Active {
+    fn insert(&mut self, account: &str, job_id: &str) {
+        if self.accounts.insert(job_id.to_owned(), account.to_owned()).is_none() {
+            *self.per_account.entry(account.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Forgets a job; forgetting one twice (a cancel racing the job's end) is harmless.
+    fn remove(&mut self, job_id: &str) {
+        let Some(account) = self.accounts.remove(job_id) else {
+            return;
+        };
+        if let Some(count) = self.per_account.get_mut(&account) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_account.remove(&account);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     queue: mpsc::UnboundedSender<String>,
     /// Cancel flags of the jobs being executed.
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The jobs admitted and not finished yet, queued or running.
+    active: Mutex<Active>,
+    limits: JobLimits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Executor {
-    /// Starts the dispatcher. Must be called within a tokio runtime.
+    /// Starts the dispatcher with the default [`JobLimits`]. Must be called within a tokio
+    /// runtime.
     pub fn start(store: Store, max_concurrent: usize) -> Self {
+        Self::start_with(store, max_concurrent, JobLimits::default())
+    }
+
+    /// Starts the dispatcher. Must be called within a tokio runtime.
+    pub fn start_with(store: Store, max_concurrent: usize, limits: JobLimits) -> Self {
         let (queue, mut queued) = mpsc::unbounded_channel::<String>();
         let inner = Arc::new(Inner {
             queue,
             running: Mutex::new(HashMap::new()),
+            active: Mutex::new(Active::default()),
+            limits,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -84,6 +166,9 @@ impl Executor {
                         warn!(job_id = %job_id, error = %err, "job execution failed to record its state");
                     }
                     worker.running_jobs().remove(&job_id);
+                    // Finished, cancelled, deleted, or interrupted by a shutdown: in each case
+                    // the job no longer counts against its account.
+                    worker.active_jobs().remove(&job_id);
                     drop(permit);
                 });
             }
@@ -91,7 +176,37 @@ impl Executor {
         Self { inner }
     }
 
-    /// Queues a job that was committed as QUEUED.
+    /// Reserves a place in the queue for a job of `account` about to be committed as QUEUED.
+    /// A job that is then not committed must be [`Self::release`]d.
+    ///
+    /// # Errors
+    /// [`Refused`] when the account or the queue is full.
+    pub fn admit(&self, account: &str, job_id: &str) -> Result<(), Refused> {
+        let limits = self.inner.limits;
+        let mut active = self.inner.active_jobs();
+        if active.per_account.get(account).copied().unwrap_or_default() >= limits.per_account {
+            return Err(Refused::AccountFull(limits.per_account));
+        }
+        if active.accounts.len() >= limits.total {
+            return Err(Refused::QueueFull(limits.total));
+        }
+        active.insert(account, job_id);
+        Ok(())
+    }
+
+    /// Gives back the place of a job that was admitted but not committed.
+    pub fn release(&self, job_id: &str) {
+        self.inner.active_jobs().remove(job_id);
+    }
+
+    /// Queues a job found unfinished at start, over the limits if need be: it was admitted
+    /// before the restart.
+    pub fn resume(&self, account: &str, job_id: &str) {
+        self.inner.active_jobs().insert(account, job_id);
+        self.submit(job_id);
+    }
+
+    /// Queues an admitted job that was committed as QUEUED.
     pub fn submit(&self, job_id: &str) {
         // The receiver lives until shutdown; a job submitted after it stays QUEUED in the store
         // and is picked up at the next start.
@@ -103,6 +218,7 @@ impl Executor {
         if let Some(flag) = self.inner.running_jobs().get(job_id) {
             flag.store(true, Ordering::Relaxed);
         }
+        self.inner.active_jobs().remove(job_id);
     }
 
     /// Stops taking jobs, interrupts running ones (they stay RUNNING in the store and are
@@ -119,14 +235,28 @@ impl Inner {
         // The map holds plain flags; a panic elsewhere cannot leave it inconsistent.
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn active_jobs(&self) -> std::sync::MutexGuard<'_, Active> {
+        // Each change to the counts is made whole under the lock, before anything can panic.
+        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A job found unfinished at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The job.
+    pub job_id: String,
+    /// Its account.
+    pub account: String,
 }
 
 /// Moves every QUEUED or RUNNING job back to QUEUED (a RUNNING one was interrupted by a stop)
-/// and returns their ids, oldest first, for the queue.
+/// and returns them, oldest first, for the queue.
 ///
 /// # Errors
 /// Database failures.
-pub fn requeue_unfinished(store: &Store) -> Result<Vec<String>, StoreError> {
+pub fn requeue_unfinished(store: &Store) -> Result<Vec<Unfinished>, StoreError> {
     let txn = store.begin()?;
     let mut ids = Vec::new();
     for mut job in jobs::unfinished(&txn)? {
@@ -137,7 +267,7 @@ pub fn requeue_unfinished(store: &Store) -> Result<Vec<String>, StoreError> {
             jobs::put(&txn, &job)?;
             jobs::log(&txn, &job, LogLevel::Warning, "job interrupted by a service restart, queued again")?;
         }
-        ids.push(job.id);
+        ids.push(Unfinished { job_id: job.id, account: job.account });
     }
     txn.commit()?;
     if !ids.is_empty() {
@@ -151,11 +281,13 @@ fn execute(store: &Store, job_id: &str, cancel: &AtomicBool, shutdown: &Cancella
     let Some((job, source)) = start(store, job_id)? else {
         return Ok(());
     };
+    // The budget covers parsing too. Parsing is bounded (the expanded size is checked before
+    // anything is expanded), so the observer's checks come soon enough.
+    let started = Instant::now();
     let circuit = match circuit::parse(&source) {
         Ok(circuit) => circuit,
         Err(err) => return finish(store, &job, JobStatus::Failed, &format!("invalid program: {err}"), None),
     };
-    let started = Instant::now();
     let limit = Duration::from_secs(u64::from(job.max_execution_time));
     let mut observer =
         JobObserver { store, job: &job, cancel, shutdown, started, limit, timed_out: false, store_error: None };

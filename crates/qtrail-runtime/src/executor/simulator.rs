@@ -29,6 +29,9 @@ pub trait Observer {
     fn progress(&mut self, shots_done: u32, counts: &Counts);
 }
 
+/// Amplitudes a simulated shot updates between two looks at whether to stop.
+const CHECK_AMPLITUDES: usize = 1 << 18;
+
 /// Runs `shots` shots of `circuit` with `seed`, reporting progress after each of up to
 /// `progress_steps` equal parts of the shots.
 ///
@@ -112,9 +115,12 @@ fn measurements_are_terminal(circuit: &Circuit) -> bool {
 fn run_shot(circuit: &Circuit, rng: &mut StdRng, observer: &mut dyn Observer) -> Result<u64, Interrupted> {
     let mut state = StateVector::new(circuit.num_qubits);
     let mut bits: u64 = 0;
+    // An operation costs one pass over 2^qubits amplitudes: look up after about the same work
+    // whatever the width, so a 20-qubit circuit stops (for its budget, a cancel or a shutdown)
+    // within an operation or two, and a small one does not pay for the checks.
+    let check_every = (CHECK_AMPLITUDES >> circuit.num_qubits.min(CHECK_AMPLITUDES.trailing_zeros() as usize)).max(1);
     for (index, instruction) in circuit.instructions.iter().enumerate() {
-        // Large circuits take a while per shot; look up now and then.
-        if index % 256 == 255 && observer.should_stop() {
+        if index % check_every == check_every - 1 && observer.should_stop() {
             return Err(Interrupted);
         }
         if !condition_holds(instruction, bits) {

@@ -5,6 +5,7 @@
 mod bounds;
 mod delivery;
 mod harness;
+mod hostile;
 mod jobs;
 mod programs;
 mod tls;
