@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
+use common::{EU_DE_PUBLISHER, OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
 use qtrail_cadf::{ChainHash, chain_hash};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
@@ -215,6 +215,64 @@ async fn protocol_violations_fail_the_stream() {
 
     // Nothing partial was stored by any failed stream: the two events acknowledged, no more.
     assert_eq!(server.all_events("us-east").await.len(), 2);
+    server.stop().await;
+}
+
+/// A publisher token publishes only to the locations it names: a Hello for another location is
+/// PERMISSION_DENIED and nothing of that stream is stored, although the location has a
+/// collector and the events claim it.
+#[tokio::test]
+async fn a_publisher_token_publishes_only_to_its_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    server.create_collector("eu-de").await;
+
+    let mut intruder = PublishStream::open_with_token(&server, EU_DE_PUBLISHER).await.unwrap();
+    intruder.send_hello("runtime-eu-de-1", "us-east", 1).await;
+    intruder.send_batch(1, published(&events("us-east", 0, 2), 1)).await;
+    let status = intruder.error().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "token `runtime-eu-de-only` may not publish to location `us-east`")
+    );
+    assert!(server.all_events("us-east").await.is_empty());
+    assert!(server.publishers("us-east").await.is_empty(), "no publisher state either");
+
+    let (mut own, _) = server.open_publisher_as(EU_DE_PUBLISHER, "runtime-eu-de-1", "eu-de", 1).await;
+    assert_eq!(own.publish(1, &events("eu-de", 0, 2), 1).await.accepted, 2);
+    own.close();
+    server.stop().await;
+}
+
+/// A message that is not a `PublishRequest` at all is the publisher's error, answered
+/// INVALID_ARGUMENT, never the quiet end of a stream that broke: first, or after the Hello.
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_fails_the_stream_invalid_argument() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    // Field 15 with wire type 7, which does not exist.
+    let garbage = vec![0x7f, 0xff, 0xff, 0xff];
+
+    let (responses, ended) = common::publish_raw(&server, vec![garbage.clone()]).await;
+    assert!(responses.is_empty(), "{responses:?}");
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("publish request does not decode"), "{}", status.message());
+
+    let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
+    let hello = proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) }.encode_to_vec();
+    let (responses, ended) = common::publish_raw(&server, vec![hello, garbage]).await;
+    assert!(matches!(
+        responses[..],
+        [proto::PublishResponse { kind: Some(proto::publish_response::Kind::Welcome(_)) }]
+    ));
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("publish request does not decode"), "{}", status.message());
     server.stop().await;
 }
 
