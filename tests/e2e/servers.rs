@@ -79,7 +79,7 @@ impl Collector {
         let text = format!(
             "[[token]]\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\nname = \"e2e-admin\"\n\n\
              [[token]]\ntoken = \"{AUDITOR_TOKEN}\"\nrole = \"auditor\"\nname = \"e2e-auditor\"\n\n\
-             [[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"e2e-runtime\"\n"
+             [[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"e2e-runtime\"\nlocations = [\"us-east\", \"eu-de\"]\n"
         );
         std::fs::write(&tokens, text).expect("write the tokens file");
         let args: Vec<OsString> = vec![
