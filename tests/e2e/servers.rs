@@ -175,7 +175,8 @@ impl Collector {
 
     /// Returns what the collector knows of the publishers of `location`.
     pub async fn publishers(&self, location: &str) -> Vec<audit::PublisherState> {
-        let request = authed(audit::ListPublishersRequest { location: location.to_owned() }, AUDITOR_TOKEN);
+        let request =
+            authed(audit::ListPublishersRequest { location: location.to_owned(), ..Default::default() }, AUDITOR_TOKEN);
         let listed = EventQueryClient::new(self.channel()).list_publishers(request).await;
         listed.unwrap_or_else(|status| panic!("list publishers of {location}: {status}")).into_inner().publishers
     }

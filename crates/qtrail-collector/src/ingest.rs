@@ -29,7 +29,8 @@ use crate::access;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
-use crate::store::{AppendBatch, EventStore, NewEvent, publisher};
+use crate::store::publisher::{self, MAX_GAPS_PER_PUBLISHER};
+use crate::store::{AppendBatch, EventStore, NewEvent};
 use crate::tokens::Caller;
 use crate::writer::{Sequence, WriterHandle};
 use qtrail_proto::encoded::{self as wire, Kind as RequestKind};
@@ -312,6 +313,14 @@ where
             // fails without an Ack, so that the publisher keeps the events.
             if let Some(bound) = outcome.bound_to {
                 return Err(Error::PublisherBound { publisher_id, bound, caller });
+            }
+            // Failed without an Ack too: the publisher keeps the events, which it may deliver
+            // once it has resent the ones missing.
+            if outcome.too_many_gaps {
+                return Err(Error::ResourceExhausted(format!(
+                    "batch {batch_seq} would leave publisher `{publisher_id}` more than {MAX_GAPS_PER_PUBLISHER} \
+                     sequence gaps: resend the missing events first"
+                )));
             }
             let mut all_rejected = rejected;
             all_rejected.extend(outcome.rejected);

@@ -185,9 +185,10 @@ impl TestServer {
         ack
     }
 
-    /// Returns what the collector knows of each publisher of `location`, with the auditor token.
+    /// Returns what the collector knows of each publisher of `location` (the first page), with
+    /// the auditor token.
     pub async fn publishers(&self, location: &str) -> Vec<proto::PublisherState> {
-        let request = authed(proto::ListPublishersRequest { location: location.into() }, AUDITOR);
+        let request = authed(proto::ListPublishersRequest { location: location.into(), ..Default::default() }, AUDITOR);
         self.query().await.list_publishers(request).await.expect("publishers").into_inner().publishers
     }
 
