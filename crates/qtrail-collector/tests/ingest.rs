@@ -273,6 +273,15 @@ async fn a_message_that_is_not_protobuf_fails_the_stream_invalid_argument() {
     let status = ended.expect_err("the stream fails");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().starts_with("publish request does not decode"), "{}", status.message());
+
+    // A message over the size limit is refused unread, and said so.
+    let limit = qtrail_proto::limits::MAX_MESSAGE_BYTES;
+    let (_, ended) = common::publish_raw(&server, vec![vec![0; limit + 1]]).await;
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, format!("publish request over the limit of {limit} bytes").as_str())
+    );
     server.stop().await;
 }
 
