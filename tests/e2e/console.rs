@@ -52,14 +52,14 @@ impl Trail {
     async fn start(dir: &Path) -> Self {
         let tokens = dir.join("tokens.toml");
         let entries = [
-            (PUBLISHER_TOKEN, "publisher", "runtime-us-east"),
-            (AUDITOR_TOKEN, "auditor", "alice"),
-            (ADMIN_TOKEN, "admin", "ops"),
+            (PUBLISHER_TOKEN, "publisher", "runtime-us-east", "locations = [\"us-east\"]\n"),
+            (AUDITOR_TOKEN, "auditor", "alice", ""),
+            (ADMIN_TOKEN, "admin", "ops", ""),
         ];
         let text: String = entries
             .iter()
-            .map(|(token, role, name)| {
-                format!("[[token]]\ntoken = \"{token}\"\nrole = \"{role}\"\nname = \"{name}\"\n\n")
+            .map(|(token, role, name, locations)| {
+                format!("[[token]]\ntoken = \"{token}\"\nrole = \"{role}\"\nname = \"{name}\"\n{locations}\n")
             })
             .collect();
         std::fs::write(&tokens, text).expect("write the tokens file");

@@ -79,7 +79,7 @@ impl Collector {
         let text = format!(
             "[[token]]\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\nname = \"e2e-admin\"\n\n\
              [[token]]\ntoken = \"{AUDITOR_TOKEN}\"\nrole = \"auditor\"\nname = \"e2e-auditor\"\n\n\
-             [[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"e2e-runtime\"\n"
+             [[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"e2e-runtime\"\nlocations = [\"us-east\", \"eu-de\"]\n"
         );
         std::fs::write(&tokens, text).expect("write the tokens file");
         let args: Vec<OsString> = vec![
@@ -175,7 +175,8 @@ impl Collector {
 
     /// Returns what the collector knows of the publishers of `location`.
     pub async fn publishers(&self, location: &str) -> Vec<audit::PublisherState> {
-        let request = authed(audit::ListPublishersRequest { location: location.to_owned() }, AUDITOR_TOKEN);
+        let request =
+            authed(audit::ListPublishersRequest { location: location.to_owned(), ..Default::default() }, AUDITOR_TOKEN);
         let listed = EventQueryClient::new(self.channel()).list_publishers(request).await;
         listed.unwrap_or_else(|status| panic!("list publishers of {location}: {status}")).into_inner().publishers
     }

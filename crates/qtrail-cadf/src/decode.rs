@@ -24,7 +24,14 @@ use serde_json::Value;
 use crate::error::EventError;
 use crate::event::JsonObject;
 use crate::proto::{json_number, unchecked};
-use crate::validation::ValidEvent;
+use crate::validation::{MAX_EVENT_BYTES, ValidEvent};
+
+/// Largest encoded event decoded: eight times [`MAX_EVENT_BYTES`] of canonical JSON, since
+/// protobuf may take several times the bytes of it (a number is 9 bytes where JSON writes `0`).
+/// Checked before anything is decoded: data given in parts is decoded from a copy of their
+/// concatenation at every level it is split at, so a message-sized event could otherwise cost
+/// its size many times over before validation refused it.
+pub const MAX_ENCODED_EVENT_BYTES: usize = 8 * MAX_EVENT_BYTES;
 
 /// Deepest message nesting accepted, counted as prost counts it (every `Struct`, map entry,
 /// `Value` and `ListValue` is a level): prost's own recursion limit.
@@ -86,9 +93,13 @@ impl ValidEvent {
     /// errors of `proto::AuditEvent::decode` followed by `ValidEvent::try_from`.
     ///
     /// # Errors
+    /// [`EventError::TooLarge`] for more than [`MAX_ENCODED_EVENT_BYTES`],
     /// [`EventError::Undecodable`] when the bytes are not an `AuditEvent`, or any rule of
     /// validation the event breaks.
     pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+        if bytes.len() > MAX_ENCODED_EVENT_BYTES {
+            return Err(EventError::TooLarge { size: bytes.len(), limit: MAX_ENCODED_EVENT_BYTES });
+        }
         let wire = wire::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
         let (request, response) = (wire.request_data, wire.response_data);
         let mut event = unchecked(proto::AuditEvent {

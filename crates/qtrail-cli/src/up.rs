@@ -87,7 +87,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
         location_name.parse().map_err(|err| CliError::Usage(format!("--location `{location_name}`: {err}")))?;
     let dir = global.data_dir.clone();
     create_private_dir(&dir)?;
-    let credentials = DevCredentials::load_or_create(&dir)?;
+    let credentials = DevCredentials::load_or_create(&dir, &location)?;
     let checkpoint_key = checkpoint_key(&dir)?;
 
     let collector_listener = bind("--collector-listen", &args.collector_listen).await?;
@@ -170,12 +170,17 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
 
 impl DevCredentials {
     /// Reads the credentials from `principals.toml` and `tokens.toml` in `dir`, writing both
-    /// with fresh random secrets first if neither exists yet.
-    fn load_or_create(dir: &Path) -> Result<Self, CliError> {
+    /// with fresh random secrets first if neither exists yet. The publisher token is made to
+    /// name `location` (see [`grant_location`]).
+    fn load_or_create(dir: &Path, location: &Location) -> Result<Self, CliError> {
         let principals = dir.join("principals.toml");
         let tokens = dir.join("tokens.toml");
         match (principals.exists(), tokens.exists()) {
-            (true, true) => Self::load(&principals, &tokens),
+            (true, true) => {
+                let credentials = Self::load(&principals, &tokens)?;
+                grant_location(&tokens, location)?;
+                Ok(credentials)
+            }
             (false, false) => {
                 let credentials = Self {
                     api_key: random_secret("qk"),
@@ -185,7 +190,7 @@ impl DevCredentials {
                     admin_token: random_secret("qt"),
                 };
                 write_private(&principals, credentials.principals_toml().as_bytes())?;
-                write_private(&tokens, credentials.tokens_toml().as_bytes())?;
+                write_private(&tokens, credentials.tokens_toml(location).as_bytes())?;
                 Ok(credentials)
             }
             _ => Err(CliError::Usage(format!(
@@ -204,10 +209,10 @@ impl DevCredentials {
         )
     }
 
-    fn tokens_toml(&self) -> String {
+    fn tokens_toml(&self, location: &Location) -> String {
         format!(
-            "# Dev tokens of `qtrail up` (collector --tokens). Secrets: keep this file private.\n\n\
-             [[token]]\ntoken = \"{}\"\nrole = \"publisher\"\nname = \"runtime-local\"\n\n\
+            "{TOKENS_HEADER}\
+             [[token]]\ntoken = \"{}\"\nrole = \"publisher\"\nname = \"runtime-local\"\nlocations = [\"{location}\"]\n\n\
              [[token]]\ntoken = \"{}\"\nrole = \"auditor\"\nname = \"auditor-local\"\n\n\
              [[token]]\ntoken = \"{}\"\nrole = \"admin\"\nname = \"admin-local\"\n",
             self.publisher_token, self.auditor_token, self.admin_token
@@ -250,6 +255,36 @@ impl DevCredentials {
             admin_token: token_of("admin")?,
         })
     }
+}
+
+/// First lines of the tokens file `up` writes.
+const TOKENS_HEADER: &str = "# Dev tokens of `qtrail up` (collector --tokens). Secrets: keep this file private.\n\n";
+
+/// Makes the first publisher token of the tokens file at `path` name `location`, rewriting the
+/// file only when it does not yet. The collector refuses a publisher token every location its
+/// `locations` do not name, so a file written before tokens named locations (or a data
+/// directory first brought up for another `--location`) would otherwise leave the runtime
+/// unable to publish. Other entries and fields are kept; comments are not.
+fn grant_location(path: &Path, location: &Location) -> Result<(), CliError> {
+    let mut table = read_toml(path)?;
+    let publisher = table
+        .get_mut("token")
+        .and_then(toml::Value::as_array_mut)
+        .and_then(|entries| {
+            entries.iter_mut().find(|entry| entry.get("role").and_then(toml::Value::as_str) == Some("publisher"))
+        })
+        .and_then(toml::Value::as_table_mut)
+        .ok_or_else(|| CliError::Usage(format!("{} has no token with role `publisher`", path.display())))?;
+    let locations = publisher.entry("locations").or_insert_with(|| toml::Value::Array(Vec::new()));
+    let Some(locations) = locations.as_array_mut() else {
+        return Err(CliError::Usage(format!("{}: `locations` of the publisher token is not a list", path.display())));
+    };
+    if locations.iter().any(|named| named.as_str() == Some(location.as_str())) {
+        return Ok(());
+    }
+    locations.push(toml::Value::String(location.to_string()));
+    let text = toml::to_string(&table).map_err(|err| CliError::Usage(format!("{}: {err}", path.display())))?;
+    write_private(path, format!("{TOKENS_HEADER}{text}").as_bytes())
 }
 
 fn read_toml(path: &Path) -> Result<toml::Table, CliError> {
@@ -509,5 +544,32 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// A tokens file written before tokens named locations gets the location `up` runs, and
+    /// another location later; the secrets and other entries stay, the mode stays 0600.
+    #[test]
+    fn an_older_tokens_file_gets_the_locations_up_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let us_east: Location = "us-east".parse().unwrap();
+        let created = DevCredentials::load_or_create(dir.path(), &us_east).unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        let written = std::fs::read_to_string(&tokens).unwrap();
+        assert!(written.contains("locations = [\"us-east\"]"), "{written}");
+
+        // As an older `up` wrote it: no `locations`.
+        let older = written.replace("locations = [\"us-east\"]\n", "");
+        write_private(&tokens, older.as_bytes()).unwrap();
+        let loaded = DevCredentials::load_or_create(dir.path(), &us_east).unwrap();
+        assert_eq!(loaded.publisher_token, created.publisher_token);
+        let eu_de: Location = "eu-de".parse().unwrap();
+        DevCredentials::load_or_create(dir.path(), &eu_de).unwrap();
+        let upgraded = qtrail_collector::tokens::Tokens::load(&tokens).unwrap();
+        let publisher =
+            upgraded.authorize(Some(&created.publisher_token), qtrail_collector::tokens::Role::Publisher).unwrap();
+        assert_eq!(publisher.locations, vec![us_east, eu_de]);
+        assert_eq!(upgraded.len(), 3);
+        let mode = std::fs::metadata(&tokens).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -66,8 +66,8 @@ async fn main() -> anyhow::Result<()> {
     qtrail_server::telemetry::init(false);
     let dir = tempfile::tempdir_in(".")?;
     let tokens = Tokens::from_entries([
-        TokenEntry { token: "p".into(), role: Role::Publisher, name: "load".into() },
-        TokenEntry { token: "a".into(), role: Role::Admin, name: "ops".into() },
+        TokenEntry::new("p", Role::Publisher, "load").with_locations(["us-east".parse()?]),
+        TokenEntry::new("a", Role::Admin, "ops"),
     ])
     .map_err(anyhow::Error::msg)?;
     let mut config = Config::for_test(dir.path(), tokens);

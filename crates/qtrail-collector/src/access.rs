@@ -1,5 +1,6 @@
 //! The access log: one structured line (tracing target `qtrail::access`) per read of the audit
-//! trail, through gRPC `EventQuery` or the console's API, and per call refused for its token.
+//! trail, through gRPC `EventQuery` or the console's API, and per call refused for its token
+//! (also a Publish stream refused for its location).
 //!
 //! Reading an audit trail is itself worth a record (NIST AU-9(4), G7 in the reliability
 //! anchors): who read (the token's name, never the token), what (the call, the location), when
@@ -22,4 +23,10 @@ pub(crate) fn read(token: &str, call: &str, location: &str) {
 /// Records a call refused before it ran: no token, an unknown one, or one of another role.
 pub(crate) fn refused(needed_role: &str, reason: &str) {
     warn!(target: TARGET, needed_role, reason, "call refused");
+}
+
+/// Records a Publish stream refused because the token named `token` may not publish to
+/// `location`: an attempt to write into another location's trail is worth an operator's look.
+pub(crate) fn publish_refused(token: &str, location: &str, reason: &str) {
+    warn!(target: TARGET, token, call = "Publish", location, reason, "call refused");
 }

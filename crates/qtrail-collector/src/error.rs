@@ -48,6 +48,14 @@ pub enum Error {
         /// The role the service needs.
         needed: &'static str,
     },
+    /// A publisher token opened a Publish stream for a location its `locations` do not name.
+    #[error("token `{name}` may not publish to location `{location}`")]
+    LocationDenied {
+        /// The token's name.
+        name: String,
+        /// The location of the Hello.
+        location: String,
+    },
     /// A Publish stream claims a publisher id bound to another token.
     #[error("publisher `{publisher_id}` is bound to token `{bound}`, not `{caller}`")]
     PublisherBound {
@@ -85,6 +93,7 @@ impl From<Error> for tonic::Status {
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Unauthenticated => tonic::Status::unauthenticated(message),
             Error::PermissionDenied { .. } => tonic::Status::permission_denied(message),
+            Error::LocationDenied { .. } => tonic::Status::permission_denied(message),
             Error::PublisherBound { .. } => tonic::Status::permission_denied(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Store(store) => match store {

@@ -1,12 +1,14 @@
 //! `Ingest.Publish`: the per-stream protocol between a publisher and the collector.
 //!
-//! A stream opens with `Hello{publisher_id, location, epoch}`, answered by
-//! `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
+//! A stream opens with `Hello{publisher_id, location, epoch}` for a location the stream's token
+//! names, answered by `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
 //! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
 //! durable. Invalid events (one whose bytes do not decode too: batches are read with their
 //! events left encoded, see [`crate::wire`]) and events of another location are rejected in the
 //! Ack and never stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
-//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED. A protocol error
+//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch
+//! that would leave its publisher too many gaps (see [`publisher`]). A message that is not a
+//! request is a protocol error, not the end of the stream. A protocol error
 //! first sends the Acks of batches already handed to the writer, then fails the stream. At
 //! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
 //! publisher reconnects later.
@@ -18,16 +20,20 @@ use std::sync::Arc;
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
 use prost::Message as _;
 use qtrail_cadf::{Location, ValidEvent};
-use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_UNACKED_BATCHES};
+use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
+use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
+use crate::access;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::meters::{self, Open, Openable};
-use crate::store::{AppendBatch, EventStore, NewEvent, publisher};
+use crate::store::publisher::{self, MAX_GAPS_PER_PUBLISHER};
+use crate::store::{AppendBatch, EventStore, NewEvent};
+use crate::tokens::Caller;
 use crate::writer::{Sequence, WriterHandle};
 use qtrail_proto::encoded::{self as wire, Kind as RequestKind};
 
@@ -61,20 +67,21 @@ impl Ingest {
     }
 
     /// Runs one Publish stream: reads `inbound` and sends responses (or the error that ends the
-    /// stream) to `responses`. `caller` names the token for logs.
-    pub(crate) async fn publish<S, E>(
+    /// stream) to `responses`. `caller` is the stream's token: its name for logs and bindings,
+    /// its locations for the Hello.
+    pub(crate) async fn publish<S>(
         self,
-        caller: String,
+        caller: Caller,
         inbound: S,
         responses: mpsc::Sender<Result<proto::PublishResponse>>,
     ) where
-        S: Stream<Item = std::result::Result<wire::PublishRequest, E>> + Send + Unpin,
-        E: std::fmt::Display,
+        S: Stream<Item = std::result::Result<wire::PublishRequest, Status>> + Send + Unpin,
     {
         let _open = Open::new(Openable::PublishStream);
         let mut session = Session {
             ingest: self,
-            caller,
+            caller: caller.name,
+            locations: caller.locations,
             inbound,
             responses: responses.clone(),
             pending: FuturesOrdered::new(),
@@ -95,7 +102,10 @@ impl Ingest {
 /// The state of one Publish stream.
 struct Session<S> {
     ingest: Ingest,
+    /// The name of the stream's token.
     caller: String,
+    /// The locations the stream's token may publish to.
+    locations: Vec<Location>,
     inbound: S,
     responses: mpsc::Sender<Result<proto::PublishResponse>>,
     pending: FuturesOrdered<PendingAck>,
@@ -110,12 +120,13 @@ enum Next<T> {
     End,
     /// The collector is shutting down.
     Shutdown,
+    /// The publisher sent something that is not a request.
+    Failed(Error),
 }
 
-impl<S, E> Session<S>
+impl<S> Session<S>
 where
-    S: Stream<Item = std::result::Result<wire::PublishRequest, E>> + Send + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = std::result::Result<wire::PublishRequest, Status>> + Send + Unpin,
 {
     async fn run(&mut self) -> Result<()> {
         let hello = match self.next_request().await {
@@ -126,6 +137,7 @@ where
             Next::Message(None) => return Err(Error::invalid("missing publish request kind: expected a hello")),
             Next::End => return Ok(()),
             Next::Shutdown => return Err(Error::ShuttingDown),
+            Next::Failed(err) => return Err(err),
         };
         let publisher = self.welcome(hello).await?;
         info!(publisher_id = %publisher.id, location = %publisher.location, epoch = publisher.epoch,
@@ -146,10 +158,13 @@ where
         };
         match next {
             Some(Ok(request)) => Next::Message(request.kind),
-            Some(Err(err)) => {
-                debug!(error = %err, "publish stream broke");
-                Next::End
-            }
+            Some(Err(status)) => match read_failure(&status) {
+                Some(err) => Next::Failed(err),
+                None => {
+                    debug!(error = %status, "publish stream broke");
+                    Next::End
+                }
+            },
             None => Next::End,
         }
     }
@@ -172,6 +187,11 @@ where
         })?;
         if hello.epoch == 0 {
             return Err(Error::invalid("invalid hello.epoch 0: epochs start at 1"));
+        }
+        if !self.locations.contains(&location) {
+            let err = Error::LocationDenied { name: self.caller.clone(), location: location.to_string() };
+            access::publish_refused(&self.caller, location.as_str(), &err.to_string());
+            return Err(err);
         }
         let store = self.ingest.store.clone();
         let (lookup_location, publisher_id) = (location.clone(), hello.publisher_id.clone());
@@ -227,8 +247,11 @@ where
                         self.accept_batch(publisher, expected_batch_seq, batch).await?;
                         expected_batch_seq += 1;
                     }
-                    Some(Err(err)) => {
-                        debug!(error = %err, publisher_id = %publisher.id, "publish stream broke");
+                    Some(Err(status)) => {
+                        if let Some(err) = read_failure(&status) {
+                            return Err(err);
+                        }
+                        debug!(error = %status, publisher_id = %publisher.id, "publish stream broke");
                         return Ok(());
                     }
                     None => return Ok(()),
@@ -293,6 +316,14 @@ where
             if let Some(bound) = outcome.bound_to {
                 return Err(Error::PublisherBound { publisher_id, bound, caller });
             }
+            // Failed without an Ack too: the publisher keeps the events, which it may deliver
+            // once it has resent the ones missing.
+            if outcome.too_many_gaps {
+                return Err(Error::ResourceExhausted(format!(
+                    "batch {batch_seq} would leave publisher `{publisher_id}` more than {MAX_GAPS_PER_PUBLISHER} \
+                     sequence gaps: resend the missing events first"
+                )));
+            }
             let mut all_rejected = rejected;
             all_rejected.extend(outcome.rejected);
             all_rejected.sort_by_key(|event| event.seq);
@@ -324,6 +355,27 @@ where
         // stream is over.
         let response = Ok(proto::PublishResponse { kind: Some(kind) });
         if self.ingest.lifecycle.send(&self.responses, response).await { Ok(()) } else { Err(Error::ShuttingDown) }
+    }
+}
+
+/// Returns the error that ends a stream whose next request could not be read because of what
+/// the publisher sent, or `None` when the stream merely broke (the publisher went away), which
+/// ends it quietly: there is no one left to answer.
+fn read_failure(status: &Status) -> Option<Error> {
+    match status.code() {
+        // From [`crate::wire::PublishCodec`]: bytes that are not a `PublishRequest`.
+        Code::InvalidArgument => Some(Error::invalid(status.message())),
+        // tonic refuses a message over the size limit (or one that inflates past it) unread.
+        Code::OutOfRange | Code::ResourceExhausted => {
+            Some(Error::ResourceExhausted(format!("publish request over the limit of {MAX_MESSAGE_BYTES} bytes")))
+        }
+        // tonic's framing errors (a bad compressed flag) are the sender's too; its other
+        // INTERNAL errors are a stream cut mid-message.
+        Code::Internal if status.message().starts_with("protocol error") => Some(Error::invalid(format!(
+            "invalid publish frame: {}",
+            status.message().trim_start_matches("protocol error: ")
+        ))),
+        _ => None,
     }
 }
 
@@ -395,7 +447,7 @@ mod tests {
     use super::*;
     use crate::store::{AppendOutcome, RedbStore};
 
-    fn request(kind: RequestKind) -> std::result::Result<wire::PublishRequest, String> {
+    fn request(kind: RequestKind) -> std::result::Result<wire::PublishRequest, Status> {
         Ok(wire::PublishRequest { kind: Some(kind) })
     }
 
@@ -413,7 +465,9 @@ mod tests {
         // Capacity 1: a send completes only once the session has taken the message before it.
         let (inbound, inbound_queue) = mpsc::channel(1);
         let (responses, mut answers) = mpsc::channel(64);
-        let session = tokio::spawn(ingest.publish("test".into(), ReceiverStream::new(inbound_queue), responses));
+        let caller =
+            Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()] };
+        let session = tokio::spawn(ingest.publish(caller, ReceiverStream::new(inbound_queue), responses));
         let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
         inbound.send(request(RequestKind::Hello(hello))).await.unwrap();
         let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);

@@ -44,6 +44,10 @@ pub const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Most encoded bytes of events per page; a page of large events ends early (with a token)
 /// rather than exceed a client's default 4 MiB message limit.
 pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Most encoded bytes of publisher states per ListPublishers page. A publisher holds at most
+/// [`crate::store::publisher::MAX_GAPS_PER_PUBLISHER`] gaps (a few hundred KiB), so any one
+/// fits, and a page stays well within a client's default 4 MiB message limit.
+pub const MAX_PUBLISHERS_PAGE_BYTES: usize = 1024 * 1024;
 /// Records a tail reads from the store per step while catching up.
 const TAIL_READ_CHUNK: usize = 500;
 
@@ -276,19 +280,33 @@ impl Query {
             .ok_or_else(|| Error::EventNotFound { location: location.to_string(), location_seq })
     }
 
-    /// Returns the publishers of a location with their gaps.
+    /// Returns a page of the publishers of a location with their gaps, ordered by id; a page
+    /// ends early rather than exceed [`MAX_PUBLISHERS_PAGE_BYTES`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad location, [`Error::CollectorNotFound`].
+    /// [`Error::InvalidArgument`] for a bad location, page size or page token,
+    /// [`Error::CollectorNotFound`].
     pub(crate) async fn list_publishers(
         &self,
         request: proto::ListPublishersRequest,
     ) -> Result<proto::ListPublishersResponse> {
         let location = parse_location(&request.location)?;
+        let limit = page_size(request.page_size)? as usize;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_publishers_token(token)?),
+        };
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
-        let publishers = blocking(move || Ok(store.publishers(&location)?)).await?;
-        Ok(proto::ListPublishersResponse { publishers })
+        let mut publishers = blocking(move || Ok(store.publishers(&location, after.as_deref(), limit + 1)?)).await?;
+        let fitting = fitting_prefix(&publishers, MAX_PUBLISHERS_PAGE_BYTES).min(limit);
+        let next_page_token = if publishers.len() > fitting {
+            publishers.truncate(fitting);
+            publishers.last().map(|last| URL_SAFE_NO_PAD.encode(&last.publisher_id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(proto::ListPublishersResponse { publishers, next_page_token })
     }
 
     /// Returns a page of a location's signed checkpoints, newest first.
@@ -377,17 +395,17 @@ impl ExportFormat {
     }
 }
 
-/// Returns how many of `events`, from the first, fit in `max_bytes` once encoded (at least one,
+/// Returns how many of `messages`, from the first, fit in `max_bytes` once encoded (at least one,
 /// so that a page always makes progress).
-fn fitting_prefix(events: &[proto::StoredEvent], max_bytes: usize) -> usize {
+fn fitting_prefix<M: prost::Message>(messages: &[M], max_bytes: usize) -> usize {
     let mut total = 0;
-    for (index, event) in events.iter().enumerate() {
-        total += event.encoded_len();
+    for (index, message) in messages.iter().enumerate() {
+        total += message.encoded_len();
         if total > max_bytes {
             return index.max(1);
         }
     }
-    events.len()
+    messages.len()
 }
 
 /// Splits export lines into messages of at most [`EXPORT_CHUNK_LINES`] lines and about
@@ -471,6 +489,13 @@ fn encode_page_token(last_seq: u64, fingerprint: &[u8; FINGERPRINT_BYTES]) -> St
     bytes.extend_from_slice(&last_seq.to_be_bytes());
     bytes.extend_from_slice(fingerprint);
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Returns the publisher id a ListPublishers page token carries: the last one of its page.
+fn decode_publishers_token(token: &str) -> Result<String> {
+    let invalid = || Error::invalid("invalid page_token: not from a previous page of publishers");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    String::from_utf8(bytes).map_err(|_| invalid())
 }
 
 fn decode_page_token(token: &str, fingerprint: &[u8; FINGERPRINT_BYTES]) -> Result<u64> {

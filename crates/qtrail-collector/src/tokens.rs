@@ -1,14 +1,18 @@
 //! Collector tokens and their roles, from the `--tokens` TOML file.
 //!
 //! Each token carries one role: `publisher` may only publish (Ingest), `auditor` may only read
-//! (EventQuery), `admin` may only manage collectors (CollectorAdmin). Tokens are looked up by
-//! their SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name`
-//! ever reaches a log line or an error message.
+//! (EventQuery), `admin` may only manage collectors (CollectorAdmin). A publisher token also
+//! names the locations it may publish to (`locations = ["us-east"]`; none without it), so that
+//! one location's runtime cannot write into another's chain. Tokens are looked up by their
+//! SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name` ever
+//! reaches a log line or an error message; names are unique, since publisher bindings, stored
+//! records and logs know a token by its name alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
+use qtrail_cadf::Location;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -45,14 +49,36 @@ pub struct TokenEntry {
     pub token: String,
     /// What the token may do.
     pub role: Role,
-    /// A name for logs, e.g. `runtime-us-east`.
+    /// A name for logs, e.g. `runtime-us-east`; unique within the file.
     pub name: String,
+    /// The locations a publisher token may publish to; absent, it may publish to none. Only
+    /// publisher tokens may carry it.
+    #[serde(default)]
+    pub locations: Option<Vec<Location>>,
+}
+
+impl TokenEntry {
+    /// Returns an entry without `locations`.
+    pub fn new(token: impl Into<String>, role: Role, name: impl Into<String>) -> Self {
+        Self { token: token.into(), role, name: name.into(), locations: None }
+    }
+
+    /// Returns the entry allowed to publish to `locations`.
+    #[must_use]
+    pub fn with_locations(mut self, locations: impl IntoIterator<Item = Location>) -> Self {
+        self.locations = Some(locations.into_iter().collect());
+        self
+    }
 }
 
 impl fmt::Debug for TokenEntry {
     // Hand-written so that the secret never reaches a log line through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenEntry").field("role", &self.role).field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("TokenEntry")
+            .field("role", &self.role)
+            .field("name", &self.name)
+            .field("locations", &self.locations)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,6 +110,15 @@ pub struct Caller {
     pub name: String,
     /// The token's role.
     pub role: Role,
+    /// The locations a publisher token may publish to (empty for other roles).
+    pub locations: Vec<Location>,
+}
+
+impl Caller {
+    /// Returns whether the caller may publish to `location`.
+    pub fn may_publish_to(&self, location: &Location) -> bool {
+        self.role == Role::Publisher && self.locations.contains(location)
+    }
 }
 
 /// Why a tokens file is unusable.
@@ -103,7 +138,8 @@ pub enum TokensError {
 }
 
 impl Tokens {
-    /// Loads and checks a tokens file: tokens must be non-empty and unique, names non-empty.
+    /// Loads and checks a tokens file: tokens and names must be non-empty and unique, and only
+    /// publisher tokens may name locations.
     ///
     /// # Errors
     /// [`TokensError`] naming the file and the line or entry at fault.
@@ -116,9 +152,11 @@ impl Tokens {
     /// Returns the tokens of `entries`.
     ///
     /// # Errors
-    /// A message naming the entry at fault when a token or name is empty or a token repeats.
+    /// A message naming the entry at fault when a token or name is empty or repeats, or a token
+    /// of another role than publisher names locations.
     pub fn from_entries(entries: impl IntoIterator<Item = TokenEntry>) -> Result<Self, String> {
         let mut by_digest = HashMap::new();
+        let mut names = HashSet::new();
         for (index, entry) in entries.into_iter().enumerate() {
             let position = index + 1;
             if entry.name.trim().is_empty() {
@@ -127,7 +165,23 @@ impl Tokens {
             if entry.token.trim().is_empty() {
                 return Err(format!("token `{}` (entry {position}) has an empty `token`", entry.name));
             }
-            let caller = Caller { name: entry.name.clone(), role: entry.role };
+            if !names.insert(entry.name.clone()) {
+                return Err(format!(
+                    "token `{}` (entry {position}) repeats the `name` of an earlier entry: names must be unique",
+                    entry.name
+                ));
+            }
+            // Refused rather than ignored: an operator who wrote it meant a limit that no other
+            // role has.
+            if entry.role != Role::Publisher && entry.locations.is_some() {
+                return Err(format!(
+                    "token `{}` (entry {position}) has role `{}`: only publisher tokens take `locations`",
+                    entry.name,
+                    entry.role.as_str()
+                ));
+            }
+            let locations = entry.locations.unwrap_or_default();
+            let caller = Caller { name: entry.name.clone(), role: entry.role, locations };
             if by_digest.insert(digest(&entry.token), caller).is_some() {
                 return Err(format!(
                     "token `{}` (entry {position}) repeats the `token` of an earlier entry",
@@ -175,7 +229,39 @@ mod tests {
     use super::*;
 
     fn entry(token: &str, role: Role, name: &str) -> TokenEntry {
-        TokenEntry { token: token.into(), role, name: name.into() }
+        TokenEntry::new(token, role, name)
+    }
+
+    fn location(name: &str) -> Location {
+        name.parse().unwrap()
+    }
+
+    #[test]
+    fn publisher_tokens_publish_only_to_their_locations() {
+        let tokens = Tokens::from_entries([
+            entry("p", Role::Publisher, "runtime-us-east").with_locations([location("us-east")]),
+            entry("q", Role::Publisher, "legacy"),
+        ])
+        .unwrap();
+        let bound = tokens.authorize(Some("p"), Role::Publisher).unwrap();
+        assert!(bound.may_publish_to(&location("us-east")));
+        assert!(!bound.may_publish_to(&location("eu-de")));
+        let legacy = tokens.authorize(Some("q"), Role::Publisher).unwrap();
+        assert!(!legacy.may_publish_to(&location("us-east")), "no `locations`, no location");
+    }
+
+    #[test]
+    fn names_are_unique_and_only_publishers_take_locations() {
+        let repeated = Tokens::from_entries([entry("x", Role::Admin, "ops"), entry("y", Role::Auditor, "ops")]);
+        assert_eq!(
+            repeated.unwrap_err(),
+            "token `ops` (entry 2) repeats the `name` of an earlier entry: names must be unique"
+        );
+        let auditor = Tokens::from_entries([entry("x", Role::Auditor, "alice").with_locations([location("us-east")])]);
+        assert_eq!(
+            auditor.unwrap_err(),
+            "token `alice` (entry 1) has role `auditor`: only publisher tokens take `locations`"
+        );
     }
 
     #[test]
@@ -211,6 +297,23 @@ mod tests {
         assert!(!message.contains("s3cret"), "{message}");
         let debug = format!("{:?}", entry("s3cret", Role::Admin, "a"));
         assert!(!debug.contains("s3cret"), "{debug}");
+
+        std::fs::write(
+            &path,
+            "[[token]]\ntoken = \"s3cret\"\nrole = \"publisher\"\nname = \"rt\"\nlocations = [\"us-east\", \"eu-de\"]\n",
+        )
+        .unwrap();
+        let publisher = Tokens::load(&path).unwrap().authorize(Some("s3cret"), Role::Publisher).unwrap();
+        assert_eq!(publisher.locations, vec![location("us-east"), location("eu-de")]);
+        std::fs::write(
+            &path,
+            "[[token]]\ntoken = \"s3cret\"\nrole = \"publisher\"\nname = \"rt\"\nlocations = [\"US\"]\n",
+        )
+        .unwrap();
+        let message = Tokens::load(&path).unwrap_err().to_string();
+        assert!(message.contains("line 5"), "{message}");
+        std::fs::write(&path, "[[token]]\ntoken = \"s3cret\"\nrole = \"auditor\"\nname = \"alice\"\n").unwrap();
+        let tokens = Tokens::load(&path).unwrap();
         let debug = format!("{tokens:?}");
         assert!(debug.contains("alice") && !debug.contains("s3cret"), "{debug}");
     }

@@ -7,6 +7,9 @@
 //! [`IngestServer`] serves `Ingest.Publish` this way for any [`Publish`]: the collector's ingest
 //! sessions, or the benchmark's ack-only server, which must read requests as the collector does
 //! to be its ceiling.
+//!
+//! Requests are read through [`PublishCodec`]: a request that is not a `PublishRequest` fails the
+//! stream INVALID_ARGUMENT (the publisher sent it), where prost's codec would say INTERNAL.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use futures_util::Stream;
 use qtrail_proto::encoded::{PUBLISH_PATH, PublishRequest};
 use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1 as proto;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
@@ -74,8 +78,7 @@ where
         }
         let method = PublishMethod(self.publish.clone());
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<proto::PublishResponse, PublishRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
+            let mut grpc = tonic::server::Grpc::new(PublishCodec)
                 .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
             Ok(grpc.streaming(method, request).await)
         })
@@ -93,5 +96,42 @@ impl<P: Publish> tonic::server::StreamingService<PublishRequest> for PublishMeth
     fn call(&mut self, request: Request<Streaming<PublishRequest>>) -> Self::Future {
         let response = self.0.publish(request);
         Box::pin(async move { Ok(response) })
+    }
+}
+
+/// The codec of `Ingest.Publish`: prost's, but a request whose bytes do not decode is
+/// INVALID_ARGUMENT, so that the session can tell a publisher's garbage (a protocol error it
+/// answers) from a stream that broke (which it ends quietly).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishCodec;
+
+impl Codec for PublishCodec {
+    type Encode = proto::PublishResponse;
+    type Decode = PublishRequest;
+    type Encoder = tonic_prost::ProstEncoder<proto::PublishResponse>;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder
+    }
+}
+
+/// Decodes [`PublishRequest`]s; see [`PublishCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestDecoder;
+
+impl Decoder for RequestDecoder {
+    type Item = PublishRequest;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<PublishRequest>, Status> {
+        use prost::Message as _;
+        PublishRequest::decode(buf)
+            .map(Some)
+            .map_err(|err| Status::invalid_argument(format!("publish request does not decode: {err}")))
     }
 }

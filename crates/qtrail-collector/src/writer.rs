@@ -201,7 +201,12 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
                 announce.indexer.committed(accepted);
             }
             let tailed = announce.tails.receiver_count() > 0;
-            for (((_, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
+            for (((sequence, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
+                // The stream fails on this batch; none of its later batches may be stored past
+                // the hole it leaves.
+                if outcome.too_many_gaps {
+                    sequence.set_broken();
+                }
                 if let Some(last) = outcome.stored.last() {
                     meters::events_stored(&location, last.record.location_seq);
                 }
@@ -294,8 +299,13 @@ mod tests {
         fn publisher(&self, location: &Location, id: &str) -> Result<Option<proto::PublisherState>, StoreError> {
             self.inner.publisher(location, id)
         }
-        fn publishers(&self, location: &Location) -> Result<Vec<proto::PublisherState>, StoreError> {
-            self.inner.publishers(location)
+        fn publishers(
+            &self,
+            location: &Location,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<proto::PublisherState>, StoreError> {
+            self.inner.publishers(location, after, limit)
         }
         fn chain_records(&self, location: &Location, from: u64, limit: usize) -> Result<Vec<ChainRecord>, StoreError> {
             self.inner.chain_records(location, from, limit)

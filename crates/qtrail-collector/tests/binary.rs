@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, AUDITOR, authed, wait_until};
+use common::{ADMIN, AUDITOR, PUBLISHER, authed, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -27,7 +27,7 @@ impl Drop for Process {
 
 fn write_tokens(path: &Path, role: &str) {
     let text = format!(
-        "[[token]]\ntoken = \"{ADMIN}\"\nrole = \"{role}\"\nname = \"ops\"\n\n[[token]]\ntoken = \"p\"\nrole = \"publisher\"\nname = \"rt\"\n"
+        "[[token]]\ntoken = \"{ADMIN}\"\nrole = \"{role}\"\nname = \"ops\"\n\n[[token]]\ntoken = \"p\"\nrole = \"publisher\"\nname = \"rt\"\nlocations = [\"us-east\"]\n"
     );
     std::fs::write(path, text).unwrap();
 }
@@ -176,15 +176,16 @@ fn bad_tls_files_stop_start_up_naming_the_file_and_never_serve_plaintext() {
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// Reads of the audit trail, over gRPC or the console, and calls refused for their token, leave
-/// a line each in the access log (JSON with `--log-json`): the token's name, the call and the
-/// location, never the token.
+/// Reads of the audit trail, over gRPC or the console, and calls refused for their token (also a
+/// Publish stream for a location its token does not name) leave a line each in the access log
+/// (JSON with `--log-json`): the token's name, the call and the location, never the token.
 #[tokio::test]
 async fn reads_and_refusals_are_in_the_access_log() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = format!(
         "[[token]]\ntoken = \"{ADMIN}\"\nrole = \"admin\"\nname = \"ops\"\n\n\
-         [[token]]\ntoken = \"{AUDITOR}\"\nrole = \"auditor\"\nname = \"alice\"\n"
+         [[token]]\ntoken = \"{AUDITOR}\"\nrole = \"auditor\"\nname = \"alice\"\n\n\
+         [[token]]\ntoken = \"{PUBLISHER}\"\nrole = \"publisher\"\nname = \"rt-eu-de\"\nlocations = [\"eu-de\"]\n"
     );
     std::fs::write(dir.path().join("tokens.toml"), tokens).unwrap();
     let log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
@@ -206,6 +207,11 @@ async fn reads_and_refusals_are_in_the_access_log() {
     let mut console = common::http::HttpClient::new(http_addr);
     assert_eq!(console.sign_in(AUDITOR).await.status, 200);
     assert_eq!(console.get("/api/locations/us-east/events").await.status, 200);
+    let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
+    let hello = proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) };
+    let mut ingest = proto::ingest_client::IngestClient::new(connect(dir.path()).await);
+    let mut answers = ingest.publish(authed(tokio_stream::iter([hello]), PUBLISHER)).await.unwrap().into_inner();
+    assert_eq!(answers.message().await.unwrap_err().code(), tonic::Code::PermissionDenied);
 
     terminate(&mut process).await;
     let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
@@ -234,8 +240,11 @@ async fn reads_and_refusals_are_in_the_access_log() {
         .partition(|fields| fields["reason"].as_str().is_some_and(|reason| reason.starts_with("console")));
     assert_eq!(console_refused.len(), 1, "{text}");
     assert_eq!(console_refused[0]["reason"], "console sign-in with an unknown token");
-    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(refused.len(), 2, "{text}");
     assert_eq!(refused[0]["needed_role"], "auditor");
     assert_eq!(refused[0]["reason"], "token `ops` has role `admin`, this service needs role `auditor`");
-    assert!(!text.contains(ADMIN) && !text.contains(AUDITOR), "no token in the log");
+    let publish: Vec<&str> =
+        ["token", "call", "location", "reason"].iter().map(|field| refused[1][field].as_str().unwrap()).collect();
+    assert_eq!(publish, ["rt-eu-de", "Publish", "us-east", "token `rt-eu-de` may not publish to location `us-east`"]);
+    assert!(!text.contains(ADMIN) && !text.contains(AUDITOR) && !text.contains(PUBLISHER), "no token in the log");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
+use common::{EU_DE_PUBLISHER, OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
 use qtrail_cadf::{ChainHash, chain_hash};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
@@ -215,6 +215,161 @@ async fn protocol_violations_fail_the_stream() {
 
     // Nothing partial was stored by any failed stream: the two events acknowledged, no more.
     assert_eq!(server.all_events("us-east").await.len(), 2);
+    server.stop().await;
+}
+
+/// A publisher token publishes only to the locations it names: a Hello for another location is
+/// PERMISSION_DENIED and nothing of that stream is stored, although the location has a
+/// collector and the events claim it.
+#[tokio::test]
+async fn a_publisher_token_publishes_only_to_its_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    server.create_collector("eu-de").await;
+
+    let mut intruder = PublishStream::open_with_token(&server, EU_DE_PUBLISHER).await.unwrap();
+    intruder.send_hello("runtime-eu-de-1", "us-east", 1).await;
+    intruder.send_batch(1, published(&events("us-east", 0, 2), 1)).await;
+    let status = intruder.error().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "token `runtime-eu-de-only` may not publish to location `us-east`")
+    );
+    assert!(server.all_events("us-east").await.is_empty());
+    assert!(server.publishers("us-east").await.is_empty(), "no publisher state either");
+
+    let (mut own, _) = server.open_publisher_as(EU_DE_PUBLISHER, "runtime-eu-de-1", "eu-de", 1).await;
+    assert_eq!(own.publish(1, &events("eu-de", 0, 2), 1).await.accepted, 2);
+    own.close();
+    server.stop().await;
+}
+
+/// A message that is not a `PublishRequest` at all is the publisher's error, answered
+/// INVALID_ARGUMENT, never the quiet end of a stream that broke: first, or after the Hello.
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_fails_the_stream_invalid_argument() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    // Field 15 with wire type 7, which does not exist.
+    let garbage = vec![0x7f, 0xff, 0xff, 0xff];
+
+    let (responses, ended) = common::publish_raw(&server, vec![garbage.clone()]).await;
+    assert!(responses.is_empty(), "{responses:?}");
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("publish request does not decode"), "{}", status.message());
+
+    let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
+    let hello = proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) }.encode_to_vec();
+    let (responses, ended) = common::publish_raw(&server, vec![hello, garbage]).await;
+    assert!(matches!(
+        responses[..],
+        [proto::PublishResponse { kind: Some(proto::publish_response::Kind::Welcome(_)) }]
+    ));
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("publish request does not decode"), "{}", status.message());
+
+    // A message over the size limit is refused unread, and said so.
+    let limit = qtrail_proto::limits::MAX_MESSAGE_BYTES;
+    let (_, ended) = common::publish_raw(&server, vec![vec![0; limit + 1]]).await;
+    let status = ended.expect_err("the stream fails");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, format!("publish request over the limit of {limit} bytes").as_str())
+    );
+    server.stop().await;
+}
+
+/// A publisher that skips every other seq opens a gap per event: at the limit, a batch that
+/// would open one more fails the stream RESOURCE_EXHAUSTED without an Ack and nothing of it is
+/// stored, while a batch that opens none is still stored; its state stays within one page.
+#[tokio::test]
+async fn a_publisher_at_the_gap_limit_has_batches_that_open_gaps_refused() {
+    use qtrail_collector::store::publisher::MAX_GAPS_PER_PUBLISHER;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let all = events("us-east", 0, MAX_GAPS_PER_PUBLISHER + 2);
+    let (mut stream, _) = server.open_publisher("skipper", "us-east", 1).await;
+    let mut published_events = published(&all[..MAX_GAPS_PER_PUBLISHER], 1);
+    for (i, event) in published_events.iter_mut().enumerate() {
+        event.seq = 2 * (i as u64 + 1);
+    }
+    for (batch_seq, chunk) in (1..).zip(published_events.chunks(qtrail_proto::limits::MAX_BATCH_EVENTS)) {
+        stream.send_batch(batch_seq, chunk.to_vec()).await;
+        assert_eq!(stream.next_ack().await.accepted as usize, chunk.len());
+    }
+    let highest = 2 * MAX_GAPS_PER_PUBLISHER as u64;
+    let batch_seq = published_events.len().div_ceil(qtrail_proto::limits::MAX_BATCH_EVENTS) as u64 + 1;
+    let mut over = published(&all[MAX_GAPS_PER_PUBLISHER..MAX_GAPS_PER_PUBLISHER + 1], highest + 2);
+    stream.send_batch(batch_seq, std::mem::take(&mut over)).await;
+    let status = stream.error().await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "batch {batch_seq} would leave publisher `skipper` more than {MAX_GAPS_PER_PUBLISHER} sequence gaps: \
+             resend the missing events first"
+        )
+    );
+    assert_eq!(server.all_events("us-east").await.len(), MAX_GAPS_PER_PUBLISHER);
+
+    let (mut stream, stored_seq) = server.open_publisher("skipper", "us-east", 1).await;
+    assert_eq!(stored_seq, highest, "the refused batch moved nothing");
+    let ack = stream.publish(1, &all[MAX_GAPS_PER_PUBLISHER..], highest + 1).await;
+    assert_eq!(ack.accepted, 2, "contiguous events open no gap");
+    stream.close();
+    let publishers = server.publishers("us-east").await;
+    assert_eq!(publishers[0].gaps.len(), MAX_GAPS_PER_PUBLISHER);
+    server.stop().await;
+}
+
+/// ListPublishers pages by publisher id; a page token resumes after the last publisher of its
+/// page, and a token that is not one, or an over-large page size, is INVALID_ARGUMENT.
+#[tokio::test]
+async fn list_publishers_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    for (i, id) in ["pub-c", "pub-a", "pub-b"].into_iter().enumerate() {
+        let (mut stream, _) = server.open_publisher(id, "us-east", 1).await;
+        assert_eq!(stream.publish(1, &events("us-east", i, 1), 1).await.accepted, 1);
+        stream.close();
+    }
+    let mut query = server.query().await;
+    let request = |page_size, page_token: &str| {
+        common::authed(
+            proto::ListPublishersRequest { location: "us-east".into(), page_size, page_token: page_token.into() },
+            common::AUDITOR,
+        )
+    };
+    let first = query.list_publishers(request(2, "")).await.unwrap().into_inner();
+    let ids = |page: &proto::ListPublishersResponse| {
+        page.publishers.iter().map(|p| p.publisher_id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ["pub-a", "pub-b"]);
+    assert!(!first.next_page_token.is_empty());
+    let second = query.list_publishers(request(2, &first.next_page_token)).await.unwrap().into_inner();
+    assert_eq!((ids(&second), second.next_page_token.as_str()), (vec!["pub-c".to_owned()], ""));
+    let whole = query.list_publishers(request(0, "")).await.unwrap().into_inner();
+    assert_eq!((ids(&whole).len(), whole.next_page_token.as_str()), (3, ""));
+
+    let bad = query.list_publishers(request(2, "not a token!")).await.unwrap_err();
+    assert_eq!(
+        (bad.code(), bad.message()),
+        (Code::InvalidArgument, "invalid page_token: not from a previous page of publishers")
+    );
+    let too_many = query.list_publishers(request(1001, "")).await.unwrap_err();
+    assert_eq!(
+        (too_many.code(), too_many.message()),
+        (Code::InvalidArgument, "page_size 1001 is over the limit of 1000")
+    );
     server.stop().await;
 }
 

@@ -390,7 +390,10 @@ async fn verifies_an_intact_chain() {
 
     // ListPublishers for an unknown location.
     let status = query
-        .list_publishers(authed(proto::ListPublishersRequest { location: "au-syd".into() }, AUDITOR))
+        .list_publishers(authed(
+            proto::ListPublishersRequest { location: "au-syd".into(), ..Default::default() },
+            AUDITOR,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);

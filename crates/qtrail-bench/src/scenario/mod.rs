@@ -75,7 +75,7 @@ impl Bench {
 /// Writes the tokens file into `files` (once) and returns the collector's flags.
 fn collector_args(files: &Files) -> anyhow::Result<Vec<String>> {
     let tokens = format!(
-        "[[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"bench-publisher\"\n\n\
+        "[[token]]\ntoken = \"{PUBLISHER_TOKEN}\"\nrole = \"publisher\"\nname = \"bench-publisher\"\nlocations = [\"{LOCATION}\"]\n\n\
          [[token]]\ntoken = \"{AUDITOR_TOKEN}\"\nrole = \"auditor\"\nname = \"bench-auditor\"\n\n\
          [[token]]\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\nname = \"bench-admin\"\n"
     );

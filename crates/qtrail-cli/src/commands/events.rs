@@ -258,10 +258,19 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             }
         }
         EventsCommand::Publishers => {
-            let request = ListPublishersRequest { location };
-            let list = client.list_publishers(authorized(request, &token)?).await?.into_inner();
-            let items: Vec<Value> = list
-                .publishers
+            // Every page: a listing is small, and a publisher with many gaps ends a page early.
+            let mut publishers = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let request = ListPublishersRequest { location: location.clone(), page_size: 0, page_token };
+                let page = client.list_publishers(authorized(request, &token)?).await?.into_inner();
+                publishers.extend(page.publishers);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            let items: Vec<Value> = publishers
                 .iter()
                 .map(|p| {
                     let gaps: Vec<Value> = p
@@ -285,7 +294,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                 return Ok(());
             }
             let mut table = Table::new(&["PUBLISHER", "TOKEN", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "LAST SEEN"]);
-            for p in &list.publishers {
+            for p in &publishers {
                 let gaps: Vec<String> =
                     p.gaps.iter().map(|g| format!("{}:{}-{}", g.epoch, g.from_seq, g.to_seq)).collect();
                 table.row(vec![

@@ -57,7 +57,9 @@ impl ApiError {
                 Error::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
                 Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
                 Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Error::PermissionDenied { .. } | Error::PublisherBound { .. } => StatusCode::FORBIDDEN,
+                Error::PermissionDenied { .. } | Error::LocationDenied { .. } | Error::PublisherBound { .. } => {
+                    StatusCode::FORBIDDEN
+                }
                 Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Store(store) => match store {
                     StoreError::CollectorExists(_) => StatusCode::CONFLICT,

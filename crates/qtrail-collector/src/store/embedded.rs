@@ -259,8 +259,20 @@ impl EventStore for RedbStore {
     fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>> {
         let txn = self.begin_durable_write()?;
         let mut outcomes = Vec::with_capacity(batches.len());
+        // Publishers with a batch refused for its gaps: their later batches of the group are
+        // refused too, so that none is stored past the hole the refused one leaves.
+        let mut refused: Vec<(Location, String)> = Vec::new();
         for batch in batches {
-            outcomes.push(append_batch(&txn, batch, receive_time)?);
+            if refused.iter().any(|(location, id)| *location == batch.location && *id == batch.publisher_id) {
+                outcomes.push(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
+                continue;
+            }
+            let key = (batch.location.clone(), batch.publisher_id.clone());
+            let outcome = append_batch(&txn, batch, receive_time)?;
+            if outcome.too_many_gaps {
+                refused.push(key);
+            }
+            outcomes.push(outcome);
         }
         txn.commit()?;
         Ok(outcomes)
@@ -285,17 +297,24 @@ impl EventStore for RedbStore {
         decode(&format!("publisher `{publisher_id}`"), bytes.value()).map(Some)
     }
 
-    fn publishers(&self, location: &Location) -> Result<Vec<proto::PublisherState>> {
+    fn publishers(&self, location: &Location, after: Option<&str>, limit: usize) -> Result<Vec<proto::PublisherState>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PUBLISHERS)?;
         let loc = location.as_str();
         let mut publishers = Vec::new();
-        for entry in table.range((loc, "")..)? {
-            let (key, value) = entry?;
-            if key.value().0 != loc {
+        for entry in table.range((loc, after.unwrap_or(""))..)? {
+            if publishers.len() >= limit {
                 break;
             }
-            publishers.push(decode(&format!("publisher `{}`", key.value().1), value.value())?);
+            let (key, value) = entry?;
+            let (key_location, publisher_id) = key.value();
+            if key_location != loc {
+                break;
+            }
+            if Some(publisher_id) == after {
+                continue;
+            }
+            publishers.push(decode(&format!("publisher `{publisher_id}`"), value.value())?);
         }
         Ok(publishers)
     }
@@ -482,6 +501,10 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
     // Refused whole rather than rejected: a publisher drops rejected events for good.
     if let Some(bound) = publisher::bound_elsewhere(&state, &batch.credential) {
         return Ok(AppendOutcome { bound_to: Some(bound.to_owned()), ..AppendOutcome::default() });
+    }
+    // Before anything is written: refused whole, like a batch of another credential.
+    if publisher::exceeds_gap_limit(&state, batch.epoch, batch.events.iter().map(|event| event.seq)) {
+        return Ok(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
     }
     publisher::record_batch(&mut state, batch.epoch, receive_time, &batch.credential);
 

@@ -132,6 +132,9 @@ pub struct AppendOutcome {
     /// Set when the batch was refused whole, nothing of it stored: its publisher id is bound to
     /// the token named here, not to the batch's.
     pub bound_to: Option<String>,
+    /// Set when the batch was refused whole, nothing of it stored: storing it would leave its
+    /// publisher with more than [`publisher::MAX_GAPS_PER_PUBLISHER`] gaps.
+    pub too_many_gaps: bool,
 }
 
 /// What one [`EventStore::index_step`] did.
@@ -177,7 +180,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// (different bytes), never stored twice. Each stored event gets the next `location_seq`
     /// and its chain hash; publisher state (highest seq, count, gaps) follows. A batch whose
     /// publisher id is bound to another credential is refused whole ([`AppendOutcome::bound_to`]),
-    /// nothing of it stored, the other batches of the group unaffected.
+    /// nothing of it stored, the other batches of the group unaffected; so is a batch that would
+    /// leave its publisher too many gaps ([`publisher::exceeds_gap_limit`],
+    /// [`AppendOutcome::too_many_gaps`]), and with it the later batches of that publisher in
+    /// the group.
     ///
     /// # Errors
     /// [`StoreError::NoCollector`] when a batch's location has no collector (nothing stored),
@@ -198,8 +204,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Returns what the store knows of one publisher of `location`.
     fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>>;
 
-    /// Returns every publisher of `location`, ordered by id.
-    fn publishers(&self, location: &Location) -> Result<Vec<proto::PublisherState>>;
+    /// Returns up to `limit` publishers of `location` ordered by id, those with an id after
+    /// `after` when given.
+    fn publishers(&self, location: &Location, after: Option<&str>, limit: usize) -> Result<Vec<proto::PublisherState>>;
 
     /// Returns up to `limit` chain positions from `from_seq` on, ascending, as stored; absent
     /// positions are skipped (the caller sees the jump in `location_seq`).

@@ -6,9 +6,34 @@
 //! arrival inside a gap shrinks or splits it. A new epoch starts afresh at 0; the gaps of older
 //! epochs stay, since they still describe events that never arrived. Rejected events are never
 //! stored, so they leave gaps: auditors must see what never arrived.
+//!
+//! Gaps are ranges, but a publisher that skips every other seq still opens one per event, and
+//! the whole state is rewritten with every batch and served whole by ListPublishers. So a
+//! publisher may hold at most [`MAX_GAPS_PER_PUBLISHER`]: a batch that would open more is
+//! refused whole ([`exceeds_gap_limit`]); batches that open none (and resent events, which
+//! close gaps) are still stored.
 
 use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
+
+/// Most sequence gaps one publisher may have, over all its epochs: a few hundred KiB of state at
+/// most, far beyond what a publisher that loses or has rejected now and then ever reaches.
+pub const MAX_GAPS_PER_PUBLISHER: usize = 10_000;
+
+/// Returns whether storing the events at `seqs` of `epoch` would leave the publisher with more
+/// than [`MAX_GAPS_PER_PUBLISHER`] gaps, and more than it has: a publisher at the limit may
+/// still deliver batches that open no gap, and resend events that close some.
+pub fn exceeds_gap_limit(state: &proto::PublisherState, epoch: u64, seqs: impl IntoIterator<Item = u64>) -> bool {
+    let mut after = state.clone();
+    if epoch > after.epoch {
+        after.epoch = epoch;
+        after.stored_seq = 0;
+    }
+    for seq in seqs {
+        record_stored(&mut after, epoch, seq);
+    }
+    after.gaps.len() > MAX_GAPS_PER_PUBLISHER && after.gaps.len() > state.gaps.len()
+}
 
 /// Returns a fresh state for a publisher seen for the first time; its first batch binds it
 /// ([`record_batch`]).
@@ -96,6 +121,22 @@ mod tests {
         record_stored(&mut state, 1, 6);
         assert!(state.gaps.is_empty());
         assert_eq!((state.stored_seq, state.event_count), (8, 8));
+    }
+
+    #[test]
+    fn gaps_past_the_limit_are_refused_but_batches_without_new_gaps_are_not() {
+        let mut state = new_state("p", 1);
+        // Every other seq: one gap each.
+        for seq in (2..=2 * MAX_GAPS_PER_PUBLISHER as u64).step_by(2) {
+            record_stored(&mut state, 1, seq);
+        }
+        assert_eq!(state.gaps.len(), MAX_GAPS_PER_PUBLISHER);
+        let highest = state.stored_seq;
+        assert!(exceeds_gap_limit(&state, 1, [highest + 2]), "one more gap");
+        assert!(exceeds_gap_limit(&state, 2, [2]), "a new epoch's first gap counts too");
+        assert!(!exceeds_gap_limit(&state, 1, [highest + 1, highest + 2]), "contiguous");
+        assert!(!exceeds_gap_limit(&state, 1, [1, highest + 1]), "closing one");
+        assert!(!exceeds_gap_limit(&state, 1, [1, highest + 2]), "closing one, opening one");
     }
 
     #[test]

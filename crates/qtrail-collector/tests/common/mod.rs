@@ -26,15 +26,22 @@ use tonic::{Request, Streaming};
 pub const PUBLISHER: &str = "publisher-secret";
 /// A second publisher token, of another runtime (`runtime-eu-de`).
 pub const OTHER_PUBLISHER: &str = "other-publisher-secret";
+/// A publisher token of `eu-de` alone (`runtime-eu-de-only`).
+pub const EU_DE_PUBLISHER: &str = "eu-de-publisher-secret";
 pub const AUDITOR: &str = "auditor-secret";
+
+/// Every location the tests publish to with [`PUBLISHER`].
+pub const TEST_LOCATIONS: [&str; 8] = ["us-east", "eu-de", "jp-tok", "au-syd", "br-sao", "ca-tor", "in-che", "kr-seo"];
 pub const ADMIN: &str = "admin-secret";
 
 /// Returns the tokens every test server accepts.
 pub fn tokens() -> Tokens {
-    let entry = |token: &str, role, name: &str| TokenEntry { token: token.into(), role, name: name.into() };
+    let entry = |token: &str, role, name: &str| TokenEntry::new(token, role, name);
+    let locations = |names: &[&str]| names.iter().map(|name| name.parse().expect("location")).collect::<Vec<_>>();
     Tokens::from_entries([
-        entry(PUBLISHER, Role::Publisher, "runtime-us-east"),
-        entry(OTHER_PUBLISHER, Role::Publisher, "runtime-eu-de"),
+        entry(PUBLISHER, Role::Publisher, "runtime-us-east").with_locations(locations(&TEST_LOCATIONS)),
+        entry(OTHER_PUBLISHER, Role::Publisher, "runtime-eu-de").with_locations(locations(&["us-east", "eu-de"])),
+        entry(EU_DE_PUBLISHER, Role::Publisher, "runtime-eu-de-only").with_locations(locations(&["eu-de"])),
         entry(AUDITOR, Role::Auditor, "alice"),
         entry(ADMIN, Role::Admin, "ops"),
     ])
@@ -178,9 +185,10 @@ impl TestServer {
         ack
     }
 
-    /// Returns what the collector knows of each publisher of `location`, with the auditor token.
+    /// Returns what the collector knows of each publisher of `location` (the first page), with
+    /// the auditor token.
     pub async fn publishers(&self, location: &str) -> Vec<proto::PublisherState> {
-        let request = authed(proto::ListPublishersRequest { location: location.into() }, AUDITOR);
+        let request = authed(proto::ListPublishersRequest { location: location.into(), ..Default::default() }, AUDITOR);
         self.query().await.list_publishers(request).await.expect("publishers").into_inner().publishers
     }
 
@@ -283,6 +291,65 @@ impl PublishStream {
     /// Half-closes the stream.
     pub fn close(&mut self) {
         self.sender = None;
+    }
+}
+
+/// Sends `messages` on a Publish stream with the publisher token, each as one gRPC message of
+/// exactly those bytes (whatever they are), then half-closes, and returns the responses up to
+/// the status that ends the stream (`Ok` for a clean end).
+pub async fn publish_raw(
+    server: &TestServer,
+    messages: Vec<Vec<u8>>,
+) -> (Vec<proto::PublishResponse>, Result<(), tonic::Status>) {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("channel ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(qtrail_proto::encoded::PUBLISH_PATH);
+    let request = authed(tokio_stream::iter(messages), PUBLISHER);
+    let mut responses = match grpc.streaming(request, path, RawCodec).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), Err(status)),
+    };
+    let mut received = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), responses.message()).await.expect("answer in time");
+        match next {
+            Ok(Some(response)) => received.push(response),
+            Ok(None) => return (received, Ok(())),
+            Err(status) => return (received, Err(status)),
+        }
+    }
+}
+
+/// Sends requests as the bytes given, reads responses as protobuf: for requests no well-behaved
+/// client would send.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = proto::PublishResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<proto::PublishResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
     }
 }
 
