@@ -258,10 +258,25 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     );
     let collectors = ok_json(&up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
+    // Without --location and without up.json, `events` commands read the only location the
+    // collector hosts, and name the choices once there are several.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (collector, auditor) = (up.field("collector"), up.field("auditor_token"));
+    let bare = ["--collector", collector.as_str(), "--token", auditor.as_str(), "--output", "json"];
+    let only = run_qtrail(elsewhere.path(), &[&bare[..], &["events", "query", "--limit", "1"]].concat());
+    assert_eq!(only.code, 0, "{only:?}");
+    assert_eq!(only.json()["events"][0]["location"], "us-east", "{only:?}");
     let twice = up.qtrail(&["collectors", "create", "us-east"]);
     assert_eq!(twice.code, 6, "a second collector for a location is refused: {twice:?}");
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
     assert_eq!(ok_json(&up, &["collectors", "create", "eu-de"])["location"], "eu-de");
+    let several = run_qtrail(elsewhere.path(), &[&bare[..], &["events", "query"]].concat());
+    assert_eq!(several.code, 2, "{several:?}");
+    assert!(several.stderr.contains("no location: the collector hosts eu-de, us-east; pass --location"), "{several:?}");
+    // up.json's location still comes first, and --location before it.
+    assert_eq!(ok_json(&up, &["events", "query", "--limit", "1"])["events"][0]["location"], "us-east");
+    let flagged = ok_json(&up, &["--location", "eu-de", "events", "query"]);
+    assert_eq!(flagged["events"], serde_json::json!([]), "{flagged}");
     let bad = up.qtrail(&["collectors", "create", "EU DE"]);
     assert_eq!(bad.code, 6, "{bad:?}");
 

@@ -132,7 +132,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         tasks: tasks.clone(),
     };
     let query = QueryService { query, tasks: tasks.clone() };
-    let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
+    // Auditors may list the collectors (as the console shows them), so that a client can find the
+    // one location a collector hosts; creating one stays the admin's.
+    let admin_auth = Authorizer::new(tokens.clone(), Role::Admin).with_reader(Role::Auditor);
+    let admin = InterceptedService::new(CollectorAdminServer::new(admin), admin_auth);
     let ingest = InterceptedService::new(IngestServer::new(ingest), Authorizer::new(tokens.clone(), Role::Publisher));
     let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));
 

@@ -10,8 +10,9 @@ use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_cadf::{AuditEvent, at_json};
 use qtrail_proto::qtrail::audit::v1::{
     ChainFaultKind, Checkpoint, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat,
-    ListCheckpointsRequest, ListPublishersRequest, Order, Outcome, QueryEventsRequest, SeqRange, Severity, StoredEvent,
-    TailEventsRequest, VerifyChainRequest, event_query_client::EventQueryClient,
+    ListCheckpointsRequest, ListCollectorsRequest, ListPublishersRequest, Order, Outcome, QueryEventsRequest, SeqRange,
+    Severity, StoredEvent, TailEventsRequest, VerifyChainRequest, collector_admin_client::CollectorAdminClient,
+    event_query_client::EventQueryClient,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
@@ -29,8 +30,12 @@ use crate::timearg::{format_time, parse_time};
 /// Connection, argument and RPC errors; [`CliError::ChainBroken`] when verification fails.
 pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
     let token = settings.auditor_token()?;
-    let location = settings.location()?;
-    let mut client = EventQueryClient::new(settings.collector_channel().await?);
+    let channel = settings.collector_channel().await?;
+    let location = match settings.configured_location() {
+        Some(location) => location,
+        None => only_location(channel.clone(), &token).await?,
+    };
+    let mut client = EventQueryClient::new(channel);
     let output = settings.output;
     match command {
         EventsCommand::Query(args) => {
@@ -461,6 +466,27 @@ async fn export_total(
     let last = range.to_seq.map_or(head, |to| to.min(head));
     let first = range.from_seq.unwrap_or(1).max(1);
     Ok(Some(last.saturating_sub(first) + u64::from(last >= first)))
+}
+
+/// Returns the location of the only collector the collector process hosts, for `events`
+/// commands that name none (neither by flag nor through `up.json`).
+///
+/// # Errors
+/// [`CliError::Usage`] when it hosts none or several (listing them); RPC errors.
+async fn only_location(channel: Channel, token: &str) -> Result<String, CliError> {
+    let mut admin = CollectorAdminClient::new(channel);
+    let listed = admin.list_collectors(authorized(ListCollectorsRequest {}, token)?).await?.into_inner();
+    let mut locations: Vec<String> = listed.collectors.into_iter().map(|collector| collector.location).collect();
+    match locations.len() {
+        1 => Ok(locations.remove(0)),
+        0 => Err(CliError::Usage(
+            "no location: the collector hosts none yet; create one with `qtrail collectors create`".into(),
+        )),
+        _ => Err(CliError::Usage(format!(
+            "no location: the collector hosts {}; pass --location or set QTRAIL_LOCATION to choose one",
+            locations.join(", ")
+        ))),
+    }
 }
 
 /// Returns the position of the location's newest event (0 when it has none): one event read,
