@@ -300,7 +300,8 @@ impl Query {
         Ok(proto::ListPublishersResponse { publishers })
     }
 
-    /// Returns a page of a location's signed checkpoints, newest first.
+    /// Returns a page of a location's signed checkpoints, newest first, with the damaged
+    /// entries of the page beside them.
     ///
     /// # Errors
     /// INVALID_ARGUMENT for a bad location or page size; NOT_FOUND without a collector.
@@ -313,8 +314,17 @@ impl Query {
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
         let before = Some(request.before_number).filter(|&number| number > 0);
-        let checkpoints = blocking(move || Ok(store.checkpoints(&location, before, page_size as usize)?)).await?;
-        Ok(proto::ListCheckpointsResponse { checkpoints })
+        let entries = blocking(move || Ok(store.checkpoints(&location, before, page_size as usize)?)).await?;
+        // Damaged entries are listed beside the intact ones rather than failing the page, so
+        // that an auditor sees both what is left and what is wrong.
+        let mut listed = proto::ListCheckpointsResponse::default();
+        for entry in entries {
+            match entry.checkpoint {
+                Ok(checkpoint) => listed.checkpoints.push(checkpoint),
+                Err(detail) => listed.damaged.push(proto::DamagedCheckpoint { number: entry.number, detail }),
+            }
+        }
+        Ok(listed)
     }
 }
 

@@ -239,7 +239,7 @@ mod tests {
     use super::*;
     use crate::filter::{Filter, Order};
     use crate::indexer::Indexer;
-    use crate::store::{ChainRecord, IndexStep, NewEvent, RedbStore};
+    use crate::store::{ChainRecord, CheckpointEntry, IndexStep, NewEvent, RedbStore};
 
     /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
     #[derive(Debug)]
@@ -280,7 +280,7 @@ mod tests {
             location: &Location,
             before: Option<u64>,
             limit: usize,
-        ) -> Result<Vec<proto::Checkpoint>, StoreError> {
+        ) -> Result<Vec<CheckpointEntry>, StoreError> {
             self.inner.checkpoints(location, before, limit)
         }
         fn index_step(&self, limit: u64) -> Result<IndexStep, StoreError> {
