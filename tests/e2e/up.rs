@@ -400,6 +400,7 @@ async fn swapped_checkpoints_fail_verification_with_exit_10() {
     std::fs::write(up.dir.path().join("kept.json"), &kept.stdout).unwrap();
     assert_eq!(up.interrupt().await, 0);
 
+    use redb::ReadableTable as _;
     let store = up.data_dir().join("collector/collector.redb");
     let db = redb::Database::open(&store).expect("the collector's store");
     let txn = db.begin_write().unwrap();
