@@ -538,6 +538,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a caller sends as a page token, it decodes to a position or is refused with
+        /// the one clear message; it never panics.
+        #[test]
+        fn any_page_token_decodes_or_is_refused(
+            text in "\\PC{0,100}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let print = fingerprint(&"us-east".parse().unwrap(), None, Order::NewestFirst);
+            for token in [text, URL_SAFE_NO_PAD.encode(&bytes)] {
+                if let Err(err) = decode_page_token(&token, &print) {
+                    proptest::prop_assert_eq!(
+                        err.to_string(),
+                        "invalid page_token: not from a previous page of this location, filter and order"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn exports_and_pages_stay_within_their_byte_limits() {
         let lines = |count: usize, len: usize| vec!["x".repeat(len); count];
