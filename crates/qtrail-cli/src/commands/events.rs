@@ -274,7 +274,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         vec![entry.number.to_string(), blank(), blank(), blank(), blank(), "DAMAGED".into()],
                     ));
                 }
-                rows.sort_by(|a, b| b.0.cmp(&a.0));
+                rows.sort_by_key(|(number, _)| std::cmp::Reverse(*number));
                 let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "KEY", "SIGNATURE"]);
                 for (_, row) in rows {
                     table.row(row);
