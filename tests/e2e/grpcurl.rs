@@ -199,7 +199,9 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     assert!(checkpoint["signature"].as_str().is_some_and(|signature| !signature.is_empty()), "{checkpoint}");
     assert_eq!(checkpoint["keyId"].as_str().map(str::len), Some(32), "{checkpoint}");
 
-    // A wrong role is refused with a clear code.
-    let denied = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/ListCollectors", json!({}), &[]);
+    // A wrong role is refused with a clear code: an auditor may list collectors, not create one.
+    let listed = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/ListCollectors", json!({}), &[]);
+    assert!(listed.ok, "{listed:?}");
+    let denied = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/CreateCollector", json!({"location": "eu-de"}), &[]);
     assert!(!denied.ok && denied.stderr.contains("PermissionDenied"), "{denied:?}");
 }

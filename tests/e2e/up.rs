@@ -42,8 +42,21 @@ impl Output {
 impl Up {
     /// Starts `qtrail up` on ephemeral ports and waits for its `up.json`.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("up.log")).expect("log file");
+        Self::start_in(tempfile::tempdir().expect("temp dir")).await
+    }
+
+    /// Starts `qtrail up` again over the directory of one that has stopped.
+    pub async fn restart(mut self) -> Self {
+        assert!(self.child.is_none(), "stopped first");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let _ = std::fs::remove_file(dir.path().join("data/up.json"));
+        Self::start_in(dir).await
+    }
+
+    /// Starts `qtrail up` in `dir` and waits for its `up.json`.
+    async fn start_in(dir: tempfile::TempDir) -> Self {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("up.log")).expect("log file");
         let child = without_tls_env(&mut Command::new(binary("qtrail")))
             .current_dir(dir.path())
             .args(["up", "--data-dir", "data"])
@@ -258,10 +271,25 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     );
     let collectors = ok_json(&up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
+    // Without --location and without up.json, `events` commands read the only location the
+    // collector hosts, and name the choices once there are several.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (collector, auditor) = (up.field("collector"), up.field("auditor_token"));
+    let bare = ["--collector", collector.as_str(), "--token", auditor.as_str(), "--output", "json"];
+    let only = run_qtrail(elsewhere.path(), &[&bare[..], &["events", "query", "--limit", "1"]].concat());
+    assert_eq!(only.code, 0, "{only:?}");
+    assert_eq!(only.json()["events"][0]["location"], "us-east", "{only:?}");
     let twice = up.qtrail(&["collectors", "create", "us-east"]);
     assert_eq!(twice.code, 6, "a second collector for a location is refused: {twice:?}");
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
     assert_eq!(ok_json(&up, &["collectors", "create", "eu-de"])["location"], "eu-de");
+    let several = run_qtrail(elsewhere.path(), &[&bare[..], &["events", "query"]].concat());
+    assert_eq!(several.code, 2, "{several:?}");
+    assert!(several.stderr.contains("no location: the collector hosts eu-de, us-east; pass --location"), "{several:?}");
+    // up.json's location still comes first, and --location before it.
+    assert_eq!(ok_json(&up, &["events", "query", "--limit", "1"])["events"][0]["location"], "us-east");
+    let flagged = ok_json(&up, &["--location", "eu-de", "events", "query"]);
+    assert_eq!(flagged["events"], serde_json::json!([]), "{flagged}");
     let bad = up.qtrail(&["collectors", "create", "EU DE"]);
     assert_eq!(bad.code, 6, "{bad:?}");
 
@@ -354,4 +382,62 @@ async fn qtrail_up_reuses_its_credentials_and_keeps_its_events_across_restarts()
     assert_eq!(refused.code, 10, "{refused:?}");
     assert!(refused.stderr.contains("is signed by key"), "{refused:?}");
     assert_eq!(second.interrupt().await, 0);
+}
+
+/// Two signed checkpoints swapped in the collector's store: every way of verifying fails with
+/// exit 10 and names the damaged entry, and the listing still shows the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_checkpoints_fail_verification_with_exit_10() {
+    let mut up = Up::start().await;
+    // Signed every second: wait for three, so that two can be swapped below the newest.
+    wait_until("three signed checkpoints", Duration::from_secs(60), || {
+        let listed = up.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1"]);
+        let newest = (listed.code == 0).then(|| listed.json()["checkpoints"][0]["number"].as_u64()).flatten();
+        std::future::ready(newest.filter(|&number| number >= 3))
+    })
+    .await;
+    let kept = up.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1"]);
+    std::fs::write(up.dir.path().join("kept.json"), &kept.stdout).unwrap();
+    assert_eq!(up.interrupt().await, 0);
+
+    use redb::ReadableTable as _;
+    let store = up.data_dir().join("collector/collector.redb");
+    let db = redb::Database::open(&store).expect("the collector's store");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
+        let first = table.get(1).unwrap().unwrap().value().to_vec();
+        let second = table.get(2).unwrap().unwrap().value().to_vec();
+        table.insert(1, second.as_slice()).unwrap();
+        table.insert(2, first.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    let up = up.restart().await;
+    let public_key = "data/checkpoint-key.pub.pem";
+    for args in [
+        &["events", "verify"][..],
+        &["events", "verify", "--public-key", public_key],
+        &["events", "verify", "--public-key", public_key, "--expect-checkpoint", "kept.json"],
+        &["events", "checkpoints", "--limit", "1000"],
+    ] {
+        let refused = up.qtrail(args);
+        assert_eq!(refused.code, 10, "{args:?}: {refused:?}");
+        assert!(
+            refused
+                .stderr
+                .contains("checkpoints of us-east do not hold: checkpoint 2 of location `us-east` holds checkpoint 1"),
+            "{args:?}: {refused:?}"
+        );
+    }
+    let verdict = up.qtrail(&["--output", "json", "events", "verify"]);
+    assert_eq!(verdict.code, 10, "{verdict:?}");
+    let fault = &verdict.json()["fault"];
+    assert_eq!((fault["kind"].as_str(), fault["checkpointNumber"].as_u64()), (Some("checkpoint_damaged"), Some(2)));
+    let listed = up.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1000"]);
+    let damaged: Vec<u64> =
+        listed.json()["damaged"].as_array().unwrap().iter().map(|entry| entry["number"].as_u64().unwrap()).collect();
+    assert_eq!(damaged, [2, 1], "{listed:?}");
+    assert!(listed.json()["checkpoints"].as_array().unwrap().len() >= 2, "the intact ones are still listed");
 }

@@ -101,10 +101,12 @@ impl Settings {
     /// # Errors
     /// [`CliError::Usage`] when neither flags nor `up.json` name one.
     pub fn location(&self) -> Result<String, CliError> {
-        self.location
-            .clone()
-            .or_else(|| self.up.as_ref().map(|up| up.location.clone()))
-            .ok_or_else(|| Self::missing("location", "--location", "QTRAIL_LOCATION"))
+        self.configured_location().ok_or_else(|| Self::missing("location", "--location", "QTRAIL_LOCATION"))
+    }
+
+    /// Returns the location the flags or `up.json` name, in that order, if any.
+    pub fn configured_location(&self) -> Option<String> {
+        self.location.clone().or_else(|| self.up.as_ref().map(|up| up.location.clone()))
     }
 
     /// Returns the runtime API key.

@@ -22,7 +22,11 @@
 //! the range must state the hash the walk derived there (else MODIFIED at that position: the
 //! chain was rewritten at or before it), and when the range reaches the chain's end, no
 //! checkpoint may lie beyond it (else MISSING: the chain was cut short). Their signatures are
-//! the auditor's to check, with the public key (`qtrail events verify --public-key`).
+//! the auditor's to check, with the public key (`qtrail events verify --public-key`). A stored
+//! checkpoint entry that no longer decodes, or holds another checkpoint than its number names
+//! (copied from another location, swapped with another), is damaged evidence: it is left out
+//! of the comparison and, unless the chain itself is faulty, the verdict is
+//! **CHECKPOINT_DAMAGED** naming its number.
 //!
 //! # Limits
 //!
@@ -66,15 +70,23 @@ pub(crate) fn verify(
     chain_end: u64,
 ) -> Result<proto::VerifyChainResponse> {
     let mut heads: BTreeMap<u64, Vec<SignedHead>> = BTreeMap::new();
+    let mut damaged = Vec::new();
     // Read a page at a time: a collector signs every location at every tick, so there can be
     // many, while distinct heads are few.
     let mut before = None;
     loop {
         let page = store.checkpoints(location, before, CHUNK)?;
-        let Some(oldest) = page.last().map(|checkpoint| checkpoint.number) else {
+        let Some(oldest) = page.last().map(|entry| entry.number) else {
             break;
         };
-        for checkpoint in page {
+        for entry in page {
+            let checkpoint = match entry.checkpoint {
+                Ok(checkpoint) => checkpoint,
+                Err(detail) => {
+                    damaged.push((entry.number, detail));
+                    continue;
+                }
+            };
             let hash = qtrail_cadf::checkpoint::head_of(&checkpoint);
             let signed = heads.entry(checkpoint.location_seq).or_default();
             // An idle chain gets the same head signed again and again: kept once, counted.
@@ -85,7 +97,8 @@ pub(crate) fn verify(
         }
         before = Some(oldest);
     }
-    let mut verifier = Verifier { store, location, range, chain_end, heads, checked: 0, checkpoints_checked: 0 };
+    let mut verifier =
+        Verifier { store, location, range, chain_end, heads, damaged, checked: 0, checkpoints_checked: 0 };
     verifier.run()
 }
 
@@ -96,6 +109,9 @@ struct Verifier<'a> {
     chain_end: u64,
     /// The heads the checkpoints signed, by the position they cover.
     heads: BTreeMap<u64, Vec<SignedHead>>,
+    /// Checkpoint entries that are not the checkpoint their number names, newest first, with
+    /// what is wrong.
+    damaged: Vec<(u64, String)>,
     checked: u64,
     checkpoints_checked: u64,
 }
@@ -124,7 +140,7 @@ impl Verifier<'_> {
     fn run(&mut self) -> Result<proto::VerifyChainResponse> {
         let CheckRange { from_seq, to_seq } = self.range;
         if from_seq > to_seq {
-            return Ok(match self.signed_beyond(to_seq) {
+            return Ok(match self.signed_beyond(to_seq).or_else(|| self.damaged_checkpoint()) {
                 Some(fault) => self.fault(fault),
                 None => self.ok(ChainHash::GENESIS),
             });
@@ -168,10 +184,28 @@ impl Verifier<'_> {
                 format!("location_seq {next_seq} is absent: the chain ends at {} of {to_seq}", next_seq - 1),
             )));
         }
-        if let Some(fault) = self.signed_beyond(to_seq) {
+        if let Some(fault) = self.signed_beyond(to_seq).or_else(|| self.damaged_checkpoint()) {
             return Ok(self.fault(fault));
         }
         Ok(self.ok(expected_prev))
+    }
+
+    /// Returns a CHECKPOINT_DAMAGED fault for the newest damaged checkpoint entry, if any. The
+    /// chain is walked first, against the intact checkpoints, so that a fault in the chain itself
+    /// is the one reported; damaged evidence still fails the verification.
+    fn damaged_checkpoint(&self) -> Option<proto::ChainFault> {
+        let (number, detail) = self.damaged.first()?;
+        let others = match self.damaged.len() - 1 {
+            0 => String::new(),
+            1 => ", and 1 more checkpoint entry is damaged".to_owned(),
+            more => format!(", and {more} more checkpoint entries are damaged"),
+        };
+        Some(proto::ChainFault {
+            location_seq: 0,
+            kind: ChainFaultKind::CheckpointDamaged as i32,
+            detail: format!("{detail}{others}"),
+            checkpoint_number: *number,
+        })
     }
 
     /// Returns a MISSING fault when the range ends at the chain's end, `to_seq`, but a
@@ -342,7 +376,7 @@ impl Verifier<'_> {
 }
 
 fn fault(location_seq: u64, kind: ChainFaultKind, detail: String) -> proto::ChainFault {
-    proto::ChainFault { location_seq, kind: kind as i32, detail }
+    proto::ChainFault { location_seq, kind: kind as i32, detail, checkpoint_number: 0 }
 }
 
 fn missing(location_seq: u64, detail: String) -> proto::ChainFault {

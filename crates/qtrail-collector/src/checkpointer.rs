@@ -74,7 +74,14 @@ fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Colle
             )));
         }
     };
-    let newest = store.checkpoints(&location, None, 1)?.into_iter().next();
+    // A damaged newest entry leaves no number to follow: signing stops (and is counted as
+    // failing) until someone looks, rather than signing over damaged evidence.
+    let newest = store
+        .checkpoints(&location, None, 1)?
+        .into_iter()
+        .next()
+        .map(|entry| entry.checkpoint.map_err(StoreError::Corrupt))
+        .transpose()?;
     if let Some(newest) = &newest {
         fits_chain(store, &location, newest)?;
     }

@@ -23,6 +23,14 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Default interval between signed checkpoints of each location.
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
 
+/// Default for the most bytes of committed records held for tails (`Config::tail_buffer_bytes`),
+/// whatever their number and pace; a tail further behind catches up from the store.
+pub const DEFAULT_TAIL_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Default time a tail (gRPC `TailEvents`, console live view) waits for its client to make room
+/// in its stream before it ends RESOURCE_EXHAUSTED, naming the `from_seq` to resume from.
+pub const DEFAULT_TAIL_STALL: Duration = Duration::from_secs(30);
+
 /// Default lifetime of a console session: a working day, after which the auditor signs in again.
 pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
 
@@ -119,6 +127,10 @@ pub struct Config {
     pub checkpoint_key: Option<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
+    /// Most bytes of committed records held for tails; a tail further behind reads the store.
+    pub tail_buffer_bytes: usize,
+    /// How long a tail waits for its client to read before it ends RESOURCE_EXHAUSTED.
+    pub tail_stall: Duration,
 }
 
 impl Config {
@@ -143,6 +155,8 @@ impl Config {
             tls,
             checkpoint_key: args.checkpoint_key.clone(),
             checkpoint_interval: Duration::from_secs(args.checkpoint_interval_secs),
+            tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
+            tail_stall: DEFAULT_TAIL_STALL,
         })
     }
 
@@ -162,6 +176,8 @@ impl Config {
             tls: None,
             checkpoint_key: None,
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+            tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
+            tail_stall: DEFAULT_TAIL_STALL,
         }
     }
 }

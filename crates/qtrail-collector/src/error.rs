@@ -81,9 +81,28 @@ impl Error {
     }
 }
 
+/// Most bytes of an error message sent to a caller. Messages quote the field at fault, which a
+/// caller can make megabytes long; sent whole, the status would overflow the HTTP/2 header limit
+/// and reach the caller as a bare INTERNAL protocol error instead of its code.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+
+/// Returns `message` cut to [`MAX_STATUS_MESSAGE_BYTES`] at a character boundary, marked with `…`.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_STATUS_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push('…');
+    message
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
+        let message = bounded(err.to_string());
         match err {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::CollectorNotFound(_) => tonic::Status::not_found(message),
@@ -105,5 +124,20 @@ impl From<Error> for tonic::Status {
                 StoreError::Backend(_) => tonic::Status::unavailable(message),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_messages_are_bounded_whatever_the_input_they_quote() {
+        let status = tonic::Status::from(Error::invalid(format!("invalid filter.action `{}`", "é".repeat(100_000))));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES, "{}", status.message().len());
+        assert!(status.message().starts_with("invalid filter.action `éé") && status.message().ends_with('…'));
+        let short = tonic::Status::from(Error::invalid("page_size 2000 is over the limit of 1000"));
+        assert_eq!(short.message(), "page_size 2000 is over the limit of 1000");
     }
 }

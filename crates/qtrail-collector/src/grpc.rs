@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
@@ -34,6 +34,21 @@ fn caller_name<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
 }
 
+/// Refuses a request whose caller (admitted by [`Authorizer`]) is not of role `needed`.
+///
+/// # Errors
+/// [`Error::PermissionDenied`].
+fn require_role<T>(request: &Request<T>, needed: Role) -> Result<()> {
+    match request.extensions().get::<Caller>() {
+        Some(caller) if caller.role == needed => Ok(()),
+        caller => Err(Error::PermissionDenied {
+            name: caller.map(|caller| caller.name.clone()).unwrap_or_default(),
+            role: caller.map_or("none", |caller| caller.role.as_str()),
+            needed: needed.as_str(),
+        }),
+    }
+}
+
 /// Records an auditor's read in the access log.
 fn log_read<T>(request: &Request<T>, call: &str, location: &str) {
     access::read(&caller_name(request), call, location);
@@ -49,19 +64,33 @@ fn channel_stream<T: Send + 'static>(receiver: mpsc::Receiver<Result<T>>) -> Res
 pub(crate) struct Authorizer {
     tokens: std::sync::Arc<Tokens>,
     role: Role,
+    /// A second role admitted, whose calls the service limits to reads.
+    reader: Option<Role>,
 }
 
 impl Authorizer {
     /// Returns an interceptor admitting tokens of `role`.
     pub(crate) fn new(tokens: std::sync::Arc<Tokens>, role: Role) -> Self {
-        Self { tokens, role }
+        Self { tokens, role, reader: None }
+    }
+
+    /// Also admits tokens of `reader`; the service refuses them its writes ([`require_role`]).
+    pub(crate) fn with_reader(self, reader: Role) -> Self {
+        Self { reader: Some(reader), ..self }
     }
 }
 
 impl tonic::service::Interceptor for Authorizer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let token = qtrail_server::auth::bearer_token(request.metadata());
-        let caller = self.tokens.authorize(token, self.role).inspect_err(|err| {
+        let caller = match (self.tokens.authorize(token, self.role), self.reader) {
+            // The refusal names the service's own role, the one that may do everything.
+            (Err(denied @ Error::PermissionDenied { .. }), Some(reader)) => {
+                self.tokens.authorize(token, reader).map_err(|_| denied)
+            }
+            (authorized, _) => authorized,
+        };
+        let caller = caller.inspect_err(|err| {
             access::refused(self.role.as_str(), &err.to_string());
         })?;
         request.extensions_mut().insert(caller);
@@ -81,6 +110,7 @@ impl CollectorAdmin for AdminService {
         &self,
         request: Request<proto::CreateCollectorRequest>,
     ) -> Result<Response<proto::Collector>, Status> {
+        require_role(&request, Role::Admin)?;
         let caller = caller_name(&request);
         Ok(Response::new(self.registry.create(&request.into_inner().location, &caller).await?))
     }

@@ -19,6 +19,7 @@ mod checkpointer;
 pub mod config;
 mod console;
 pub mod error;
+mod fanout;
 pub mod filter;
 mod grpc;
 mod indexer;
@@ -41,7 +42,6 @@ use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
 use qtrail_server::http::MetricsToken;
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
@@ -50,13 +50,14 @@ use tracing::{error, info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
+use crate::fanout::Fanout;
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
 use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
 use crate::tokens::Role;
 use crate::wire::IngestServer;
-use crate::writer::{COMMITTED_BUFFER, Writer};
+use crate::writer::Writer;
 
 /// Serves the collector on `listener` until `shutdown` completes, then shuts down gracefully.
 ///
@@ -87,7 +88,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         RedbStore::open(&config.data_dir, config.cache_bytes)
             .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
     );
-    let (committed, _) = broadcast::channel(COMMITTED_BUFFER);
+    let committed = Fanout::new(config.tail_buffer_bytes);
     let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
     let (writer, writer_handle) =
         Writer::spawn(store.clone(), config.group_commit_batches, committed.clone(), indexer_handle)
@@ -107,7 +108,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         }
         Err(err) => warn!(error = %err, "failed to read the collectors for metrics"),
     }
-    let query = query::Query::new(store.clone(), committed, lifecycle.clone());
+    let query = query::Query::new(store.clone(), committed, lifecycle.clone(), config.tail_stall);
 
     // The HTTP side: metrics, health and the console, over the same service code as gRPC.
     let http = match http_listener {
@@ -134,7 +135,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         tasks: tasks.clone(),
     };
     let query = QueryService { query, tasks: tasks.clone() };
-    let admin = InterceptedService::new(CollectorAdminServer::new(admin), Authorizer::new(tokens.clone(), Role::Admin));
+    // Auditors may list the collectors (as the console shows them), so that a client can find the
+    // one location a collector hosts; creating one stays the admin's.
+    let admin_auth = Authorizer::new(tokens.clone(), Role::Admin).with_reader(Role::Auditor);
+    let admin = InterceptedService::new(CollectorAdminServer::new(admin), admin_auth);
     let ingest = InterceptedService::new(IngestServer::new(ingest), Authorizer::new(tokens.clone(), Role::Publisher));
     let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));
 

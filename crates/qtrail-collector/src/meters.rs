@@ -17,6 +17,7 @@
 //! | `qtrail_collector_store_bytes` | gauge | size of the store files |
 //! | `qtrail_collector_index_lag_events` | gauge | stored events the query indexes do not cover yet |
 //! | `qtrail_collector_tail_subscribers` | gauge | open tails (gRPC `TailEvents` and console live views) |
+//! | `qtrail_collector_tail_buffer_bytes` | gauge | committed records held for tails (at most `Config::tail_buffer_bytes`) |
 //! | `qtrail_collector_console_sessions` | gauge | signed-in console sessions |
 //! | `qtrail_collector_checkpoints_total{location}` | counter | signed checkpoints stored |
 //! | `qtrail_collector_checkpoint_failures_total` | counter | checkpoints that could not be signed or stored |
@@ -67,6 +68,11 @@ pub(crate) fn group_committed(batches: usize, events: usize, took: Duration) {
     histogram!("qtrail_collector_write_group_batches").record(batches as f64);
     histogram!("qtrail_collector_write_group_events").record(events as f64);
     histogram!("qtrail_collector_commit_seconds").record(took.as_secs_f64());
+}
+
+/// Records the bytes of committed records held for tails.
+pub(crate) fn tail_buffer_bytes(bytes: usize) {
+    gauge!("qtrail_collector_tail_buffer_bytes").set(bytes as f64);
 }
 
 /// Counts a signed checkpoint of `location` stored at Unix time `seconds`.

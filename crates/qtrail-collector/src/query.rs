@@ -12,6 +12,7 @@
 //! positions, goes back to the store and catches up: it never skips an event.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,18 +20,18 @@ use prost::Message as _;
 use qtrail_cadf::{AuditEvent, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::chain::{self, CheckRange};
 use crate::error::{Error, Result};
+use crate::fanout::{Fanout, Lagged, Subscriber};
 use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::meters::{Open, Openable};
 use crate::registry::{parse_location, require_collector};
 use crate::store::{EventStore, StoreError};
-use crate::writer::Committed;
 
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -58,19 +59,23 @@ const FINGERPRINT_BYTES: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct Query {
     store: Arc<dyn EventStore>,
-    committed: broadcast::Sender<Arc<Committed>>,
+    committed: Fanout,
     lifecycle: Lifecycle,
+    /// How long a tail waits for room in its stream before it ends RESOURCE_EXHAUSTED.
+    tail_stall: Duration,
 }
 
 impl Query {
     /// Returns the read side over `store`, following `committed` for tails; tails and exports
-    /// end when `lifecycle` says so.
+    /// end when `lifecycle` says so, a tail also when its client reads nothing for `tail_stall`
+    /// while events wait.
     pub(crate) fn new(
         store: Arc<dyn EventStore>,
-        committed: broadcast::Sender<Arc<Committed>>,
+        committed: Fanout,
         lifecycle: Lifecycle,
+        tail_stall: Duration,
     ) -> Self {
-        Self { store, committed, lifecycle }
+        Self { store, committed, lifecycle, tail_stall }
     }
 
     /// Returns one page of events.
@@ -120,8 +125,13 @@ impl Query {
     /// collector shuts down.
     pub(crate) async fn tail(self, mut tail: Tail, out: mpsc::Sender<Result<proto::TailEventsResponse>>) {
         let _open = Open::new(Openable::Tail);
+        // A slot kept for the tail's last word: once a client stops reading, its queue has no
+        // room left for the error that ends it.
+        let Ok(last_word) = out.clone().reserve_owned().await else {
+            return;
+        };
         if let Err(err) = self.follow(&mut tail, &out).await {
-            self.lifecycle.send(&out, Err(err)).await;
+            drop(last_word.send(Err(err)));
         }
     }
 
@@ -139,7 +149,7 @@ impl Query {
                     break;
                 }
                 for record in records {
-                    if !tail.send(record, out, &self.lifecycle).await {
+                    if !tail.send(record, out, &self.lifecycle, self.tail_stall).await? {
                         return Ok(());
                     }
                 }
@@ -153,11 +163,10 @@ impl Query {
                 };
                 let committed = match received {
                     Ok(committed) => committed,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Err(Lagged(missed)) => {
                         debug!(location = %tail.location, missed, "tail fell behind, catching up from the store");
                         break;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 };
                 if committed.location != tail.location.as_str() {
                     continue;
@@ -170,7 +179,7 @@ impl Query {
                 }
                 for appended in &committed.records {
                     if appended.record.location_seq >= tail.next_seq
-                        && !tail.send(appended.decode()?, out, &self.lifecycle).await
+                        && !tail.send(appended.decode()?, out, &self.lifecycle, self.tail_stall).await?
                     {
                         return Ok(());
                     }
@@ -309,7 +318,8 @@ impl Query {
         Ok(proto::ListPublishersResponse { publishers, next_page_token })
     }
 
-    /// Returns a page of a location's signed checkpoints, newest first.
+    /// Returns a page of a location's signed checkpoints, newest first, with the damaged
+    /// entries of the page beside them.
     ///
     /// # Errors
     /// INVALID_ARGUMENT for a bad location or page size; NOT_FOUND without a collector.
@@ -322,8 +332,17 @@ impl Query {
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
         let before = Some(request.before_number).filter(|&number| number > 0);
-        let checkpoints = blocking(move || Ok(store.checkpoints(&location, before, page_size as usize)?)).await?;
-        Ok(proto::ListCheckpointsResponse { checkpoints })
+        let entries = blocking(move || Ok(store.checkpoints(&location, before, page_size as usize)?)).await?;
+        // Damaged entries are listed beside the intact ones rather than failing the page, so
+        // that an auditor sees both what is left and what is wrong.
+        let mut listed = proto::ListCheckpointsResponse::default();
+        for entry in entries {
+            match entry.checkpoint {
+                Ok(checkpoint) => listed.checkpoints.push(checkpoint),
+                Err(detail) => listed.damaged.push(proto::DamagedCheckpoint { number: entry.number, detail }),
+            }
+        }
+        Ok(listed)
     }
 }
 
@@ -334,23 +353,35 @@ pub(crate) struct Tail {
     filter: Filter,
     /// The next position to send (or to skip, when it does not match).
     next_seq: u64,
-    live: broadcast::Receiver<Arc<Committed>>,
+    live: Subscriber,
 }
 
 impl Tail {
     /// Sends `record` if it matches and advances past it; false once the receiver is gone or
     /// the grace period of a shutdown is over.
+    ///
+    /// # Errors
+    /// [`Error::ResourceExhausted`] when the stream has had no room for `stall`: a client that
+    /// stopped reading must not hold a task, and what its stream buffers, for ever.
     async fn send(
         &mut self,
         record: proto::StoredEvent,
         out: &mpsc::Sender<Result<proto::TailEventsResponse>>,
         lifecycle: &Lifecycle,
-    ) -> bool {
-        self.next_seq = record.location_seq + 1;
+        stall: Duration,
+    ) -> Result<bool> {
+        let location_seq = record.location_seq;
+        self.next_seq = location_seq + 1;
         if !self.filter.matches(&record) {
-            return true;
+            return Ok(true);
         }
-        lifecycle.send(out, Ok(proto::TailEventsResponse { event: Some(record) })).await
+        let sending = lifecycle.send(out, Ok(proto::TailEventsResponse { event: Some(record) }));
+        tokio::time::timeout(stall, sending).await.map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "tail ended: the client read nothing for {} s while events waited; resume with from_seq {location_seq}",
+                stall.as_secs_f64()
+            ))
+        })
     }
 }
 
@@ -529,6 +560,26 @@ mod tests {
         for garbage in ["x", "!!!", "AAAA", &token[..token.len() - 1]] {
             let err = decode_page_token(garbage, &print).unwrap_err().to_string();
             assert!(err.starts_with("invalid page_token"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a caller sends as a page token, it decodes to a position or is refused with
+        /// the one clear message; it never panics.
+        #[test]
+        fn any_page_token_decodes_or_is_refused(
+            text in "\\PC{0,100}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let print = fingerprint(&"us-east".parse().unwrap(), None, Order::NewestFirst);
+            for token in [text, URL_SAFE_NO_PAD.encode(&bytes)] {
+                if let Err(err) = decode_page_token(&token, &print) {
+                    proptest::prop_assert_eq!(
+                        err.to_string(),
+                        "invalid page_token: not from a previous page of this location, filter and order"
+                    );
+                }
+            }
         }
     }
 

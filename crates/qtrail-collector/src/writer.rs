@@ -18,18 +18,16 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use prost_types::Timestamp;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
+use crate::fanout::Fanout;
 use crate::indexer::IndexerHandle;
 use crate::meters;
 use crate::store::{AppendBatch, AppendOutcome, Appended, EventStore, StoreError};
 
 /// Batches that may wait for the writer before senders have to wait too.
 const QUEUE_DEPTH: usize = 256;
-
-/// Committed batches a tail may fall behind by before it must catch up from the store.
-pub(crate) const COMMITTED_BUFFER: usize = 1024;
 
 /// Records committed to one location's chain by one batch, in chain order.
 #[derive(Debug)]
@@ -118,7 +116,7 @@ impl Writer {
     pub(crate) fn spawn(
         store: Arc<dyn EventStore>,
         max_group: usize,
-        committed: broadcast::Sender<Arc<Committed>>,
+        committed: Fanout,
         indexer: IndexerHandle,
     ) -> std::io::Result<(Self, WriterHandle)> {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
@@ -144,7 +142,7 @@ impl Writer {
 
 /// Who hears of committed records.
 struct Announce {
-    tails: broadcast::Sender<Arc<Committed>>,
+    tails: Fanout,
     indexer: IndexerHandle,
 }
 
@@ -200,7 +198,7 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
             if accepted > 0 {
                 announce.indexer.committed(accepted);
             }
-            let tailed = announce.tails.receiver_count() > 0;
+            let tailed = announce.tails.has_subscribers();
             for (((sequence, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 // The stream fails on this batch; none of its later batches may be stored past
                 // the hole it leaves.
@@ -214,7 +212,7 @@ fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
                 // the single writer's work.
                 if tailed && !outcome.stored.is_empty() {
                     let records = std::mem::take(&mut outcome.stored);
-                    let _ = announce.tails.send(Arc::new(Committed { location, records }));
+                    announce.tails.publish(Arc::new(Committed { location, records }));
                 }
                 let _ = reply.send(Ok(outcome));
             }
@@ -246,7 +244,7 @@ mod tests {
     use super::*;
     use crate::filter::{Filter, Order};
     use crate::indexer::Indexer;
-    use crate::store::{ChainRecord, IndexStep, NewEvent, RedbStore};
+    use crate::store::{ChainRecord, CheckpointEntry, IndexStep, NewEvent, RedbStore};
 
     /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
     #[derive(Debug)]
@@ -287,7 +285,7 @@ mod tests {
             location: &Location,
             before: Option<u64>,
             limit: usize,
-        ) -> Result<Vec<proto::Checkpoint>, StoreError> {
+        ) -> Result<Vec<CheckpointEntry>, StoreError> {
             self.inner.checkpoints(location, before, limit)
         }
         fn index_step(&self, limit: u64) -> Result<IndexStep, StoreError> {
@@ -354,7 +352,7 @@ mod tests {
         let inner = RedbStore::open(dir.path(), 1024 * 1024).unwrap();
         inner.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
         let store: Arc<dyn EventStore> = Arc::new(FailingOnce { inner, appends: AtomicUsize::new(0), fail_at: 0 });
-        let (committed, _) = broadcast::channel(16);
+        let committed = Fanout::new(1024 * 1024);
         let (indexer, indexing) = Indexer::spawn(store.clone()).unwrap();
         // One batch per commit, so the failure hits exactly the first batch.
         let (writer, handle) = Writer::spawn(store.clone(), 1, committed, indexing).unwrap();

@@ -103,7 +103,6 @@ async fn each_service_needs_a_token_of_its_role() {
     for (token, code) in [
         (None, Code::Unauthenticated),
         (Some("wrong"), Code::Unauthenticated),
-        (Some(AUDITOR), Code::PermissionDenied),
         (Some(PUBLISHER), Code::PermissionDenied),
     ] {
         let request = match token {
@@ -115,8 +114,18 @@ async fn each_service_needs_a_token_of_its_role() {
         let message = status.message();
         assert!(!message.contains("secret"), "token leaked: {message}");
     }
-    let denied = admin.list_collectors(authed(proto::ListCollectorsRequest {}, AUDITOR)).await.unwrap_err();
+    // An auditor may list and read the collectors (to find the locations it can query), but
+    // not create one.
+    let listed = admin.list_collectors(authed(proto::ListCollectorsRequest {}, AUDITOR)).await.unwrap();
+    assert_eq!(listed.into_inner().collectors.len(), 1);
+    let read = admin.get_collector(authed(proto::GetCollectorRequest { location: "us-east".into() }, AUDITOR)).await;
+    assert_eq!(read.unwrap().into_inner().location, "us-east");
+    let create = proto::CreateCollectorRequest { location: "eu-de".into() };
+    let denied = admin.create_collector(authed(create, AUDITOR)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     assert_eq!(denied.message(), "token `alice` has role `auditor`, this service needs role `admin`");
+    let denied = admin.list_collectors(authed(proto::ListCollectorsRequest {}, PUBLISHER)).await.unwrap_err();
+    assert_eq!(denied.message(), "token `runtime-us-east` has role `publisher`, this service needs role `admin`");
 
     let request = |token: Option<&str>| {
         let message = proto::QueryEventsRequest { location: "us-east".into(), ..Default::default() };

@@ -291,6 +291,42 @@ async fn tail_streams_history_then_live_without_gap_or_duplicate() {
     server.stop().await;
 }
 
+/// A tail that reads slowly falls out of a tiny buffer again and again and catches up from the
+/// store each time: it still sees every event once, in chain order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tail_falls_behind_the_buffer_and_still_sees_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = qtrail_collector::Config::for_test(dir.path(), common::tokens());
+    // Smaller than one batch: every tail that is not already waiting lags.
+    config.tail_buffer_bytes = 4 * 1024;
+    let server = TestServer::start_with(config).await;
+    server.create_collector("us-east").await;
+    let mut query = server.query().await;
+    let request = proto::TailEventsRequest { location: "us-east".into(), filter: None, from_seq: 0 };
+    let mut tail = query.tail_events(authed(request, AUDITOR)).await.unwrap().into_inner();
+
+    let (mut publisher, _) = server.open_publisher("p", "us-east", 1).await;
+    let mut seen = Vec::new();
+    for round in 0..20_u64 {
+        let ack = publisher.publish(round + 1, &events("us-east", round as usize * 50, 50), round * 50 + 1).await;
+        assert_eq!(ack.accepted, 50);
+        // Read a little after each batch, so that the tail is always behind.
+        for _ in 0..10 {
+            let message =
+                tokio::time::timeout(Duration::from_secs(30), tail.message()).await.unwrap().unwrap().unwrap();
+            seen.push(message.event.unwrap().location_seq);
+        }
+    }
+    publisher.close();
+    while seen.len() < 1000 {
+        let message = tokio::time::timeout(Duration::from_secs(30), tail.message()).await.unwrap().unwrap().unwrap();
+        seen.push(message.event.unwrap().location_seq);
+    }
+    assert_eq!(seen, (1..=1000).collect::<Vec<u64>>());
+    drop(tail);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn tail_refuses_bad_requests() {
     let (_dir, server) = seeded(1).await;

@@ -278,10 +278,35 @@ fn newest_numbers(data_dir: &Path) -> Vec<u64> {
         .to_vec()
 }
 
+/// Opens the checkpoints table of `location` in the stopped collector's file and lets `tamper`
+/// rewrite it.
+fn tamper_checkpoints(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut redb::Table<'_, u64, &[u8]>)) {
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).expect("open the store file");
+    let txn = db.begin_write().unwrap();
+    {
+        let name = format!("checkpoints/{location}");
+        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)).unwrap();
+        tamper(&mut table);
+    }
+    txn.commit().unwrap();
+}
+
+/// Returns the stored checkpoints of `location` in the stopped collector's file, newest first.
+fn stored_checkpoints(data_dir: &Path, location: &str) -> Vec<proto::Checkpoint> {
+    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
+    let entries = store.checkpoints(&location.parse().unwrap(), None, 1000).unwrap();
+    entries.into_iter().map(|entry| entry.checkpoint.expect("intact")).collect()
+}
+
+async fn list_checkpoints(server: &TestServer, location: &str) -> proto::ListCheckpointsResponse {
+    let request = proto::ListCheckpointsRequest { location: location.into(), page_size: 1000, before_number: 0 };
+    server.query().await.list_checkpoints(authed(request, AUDITOR)).await.expect("checkpoints").into_inner()
+}
+
 /// A validly signed checkpoint copied into another location's table (or renumbered) is not
-/// that location's: reading it fails as corrupt data, and VerifyChain with it.
+/// that location's: the listing marks it damaged, and VerifyChain fails with a verdict naming it.
 #[tokio::test]
-async fn a_checkpoint_moved_to_another_location_reads_as_corrupt() {
+async fn a_checkpoint_moved_to_another_location_is_damaged_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("checkpoint-key.pem");
     std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
@@ -293,29 +318,87 @@ async fn a_checkpoint_moved_to_another_location_reads_as_corrupt() {
         server.create_collector(location).await;
     }
     server.stop().await;
-    // Both got one checkpoint at shutdown; eu-de's takes the place of us-east's.
-    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let definition = |name: &'static str| TableDefinition::<u64, &[u8]>::new(name);
-        let foreign =
-            txn.open_table(definition("checkpoints/eu-de")).unwrap().get(1).unwrap().unwrap().value().to_vec();
-        txn.open_table(definition("checkpoints/us-east")).unwrap().insert(1, foreign.as_slice()).unwrap();
-    }
-    txn.commit().unwrap();
-    drop(db);
+    // Both got a checkpoint at shutdown, and maybe one at start; eu-de's first takes the place
+    // of us-east's.
+    let foreign = stored_checkpoints(&data_dir, "eu-de").last().expect("a checkpoint").encode_to_vec();
+    tamper_checkpoints(&data_dir, "us-east", |table| {
+        table.insert(1, foreign.as_slice()).unwrap();
+    });
 
     let server = TestServer::start(&data_dir).await;
-    let request = proto::ListCheckpointsRequest { location: "us-east".into(), page_size: 10, before_number: 0 };
-    let status = server.query().await.list_checkpoints(authed(request, AUDITOR)).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DataLoss);
+    let listed = list_checkpoints(&server, "us-east").await;
+    assert!(listed.checkpoints.iter().all(|checkpoint| checkpoint.number != 1), "{listed:?}");
     assert_eq!(
-        status.message(),
-        "corrupt store: checkpoint 1 of location `us-east` holds checkpoint 1 of location `eu-de`"
+        listed.damaged,
+        [proto::DamagedCheckpoint {
+            number: 1,
+            detail: "checkpoint 1 of location `us-east` holds checkpoint 1 of location `eu-de`".into(),
+        }]
     );
-    let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
-    let status = server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DataLoss);
+    let verdict = verify(&server, "us-east", None).await;
+    assert!(!verdict.ok);
+    let fault = verdict.fault.unwrap();
+    assert_eq!(fault.kind(), ChainFaultKind::CheckpointDamaged);
+    assert_eq!((fault.checkpoint_number, fault.location_seq), (1, 0));
+    assert_eq!(fault.detail, "checkpoint 1 of location `us-east` holds checkpoint 1 of location `eu-de`");
+    server.stop().await;
+}
+
+/// Two stored checkpoints swapped: the listing still answers, with the intact checkpoints and
+/// the two damaged entries marked; VerifyChain walks the chain against the intact ones and
+/// then fails with a CHECKPOINT_DAMAGED verdict naming the newest damaged entry.
+#[tokio::test]
+async fn swapped_checkpoints_are_a_failed_verification_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint-key.pem");
+    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = Config::for_test(&data_dir, common::tokens());
+    config.checkpoint_key = Some(key_file);
+    config.checkpoint_interval = Duration::from_millis(50);
+    let server = TestServer::start_with(config).await;
+    server.create_collector("us-east").await;
+    assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
+    let signed = common::wait_until(Duration::from_secs(20), || async {
+        checkpoints(&server, "us-east").await.first().is_some_and(|checkpoint| checkpoint.number >= 5)
+    })
+    .await;
+    assert!(signed, "five checkpoints are signed");
+    server.stop().await;
+    let newest = stored_checkpoints(&data_dir, "us-east")[0].number;
+    tamper_checkpoints(&data_dir, "us-east", |table| {
+        let fourth = table.get(4).unwrap().unwrap().value().to_vec();
+        let fifth = table.get(5).unwrap().unwrap().value().to_vec();
+        table.insert(4, fifth.as_slice()).unwrap();
+        table.insert(5, fourth.as_slice()).unwrap();
+    });
+
+    // Started without the key: a collector that signs would refuse to follow damaged entries.
+    let server = TestServer::start(&data_dir).await;
+    let listed = list_checkpoints(&server, "us-east").await;
+    let intact: Vec<u64> = listed.checkpoints.iter().map(|checkpoint| checkpoint.number).collect();
+    let expected: Vec<u64> = (1..=newest).rev().filter(|number| ![4, 5].contains(number)).collect();
+    assert_eq!(intact, expected);
+    let damaged: Vec<(u64, &str)> = listed.damaged.iter().map(|entry| (entry.number, entry.detail.as_str())).collect();
+    assert_eq!(
+        damaged,
+        [
+            (5, "checkpoint 5 of location `us-east` holds checkpoint 4 of location `us-east`"),
+            (4, "checkpoint 4 of location `us-east` holds checkpoint 5 of location `us-east`"),
+        ]
+    );
+
+    let verdict = verify(&server, "us-east", None).await;
+    assert!(!verdict.ok);
+    assert_eq!(verdict.checked, EVENTS as u64, "the chain was walked");
+    let fault = verdict.fault.unwrap();
+    assert_eq!(fault.kind(), ChainFaultKind::CheckpointDamaged);
+    assert_eq!(fault.checkpoint_number, 5);
+    assert_eq!(
+        fault.detail,
+        "checkpoint 5 of location `us-east` holds checkpoint 4 of location `us-east`, and 1 more checkpoint \
+         entry is damaged"
+    );
     server.stop().await;
 }
 

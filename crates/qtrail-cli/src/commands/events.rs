@@ -10,8 +10,9 @@ use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_cadf::{AuditEvent, at_json};
 use qtrail_proto::qtrail::audit::v1::{
     ChainFaultKind, Checkpoint, EventFilter, ExportEventsRequest, ExportFormat as WireExportFormat,
-    ListCheckpointsRequest, ListPublishersRequest, Order, Outcome, QueryEventsRequest, SeqRange, Severity, StoredEvent,
-    TailEventsRequest, VerifyChainRequest, event_query_client::EventQueryClient,
+    ListCheckpointsRequest, ListCollectorsRequest, ListPublishersRequest, Order, Outcome, QueryEventsRequest, SeqRange,
+    Severity, StoredEvent, TailEventsRequest, VerifyChainRequest, collector_admin_client::CollectorAdminClient,
+    event_query_client::EventQueryClient,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
@@ -29,8 +30,12 @@ use crate::timearg::{format_time, parse_time};
 /// Connection, argument and RPC errors; [`CliError::ChainBroken`] when verification fails.
 pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
     let token = settings.auditor_token()?;
-    let location = settings.location()?;
-    let mut client = EventQueryClient::new(settings.collector_channel().await?);
+    let channel = settings.collector_channel().await?;
+    let location = match settings.configured_location() {
+        Some(location) => location,
+        None => only_location(channel.clone(), &token).await?,
+    };
+    let mut client = EventQueryClient::new(channel);
     let output = settings.output;
     match command {
         EventsCommand::Query(args) => {
@@ -133,6 +138,7 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         "expectedHead": expected.as_ref().map(hex::encode),
                         "fault": result.fault.as_ref().map(|f| json!({
                             "locationSeq": f.location_seq, "kind": kind, "detail": f.detail,
+                            "checkpointNumber": Some(f.checkpoint_number).filter(|&number| number > 0),
                         })),
                         "checkpoints": key.as_ref().map(|key| json!({
                             "keyIds": key_ids(key),
@@ -161,6 +167,10 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                     key_ids(key).join(" or "),
                     result.checkpoints_checked
                 )?;
+            }
+            if !result.ok && fault.kind() == ChainFaultKind::CheckpointDamaged {
+                // The evidence, not the chain, is what failed: the detail names the entry.
+                return Err(CliError::Checkpoint { location, detail: fault.detail });
             }
             if !result.ok {
                 return Err(CliError::ChainBroken { seq: fault.location_seq, kind, detail: fault.detail });
@@ -216,7 +226,8 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
             let key = read_public_keys(&args.public_key)?;
             let request =
                 ListCheckpointsRequest { location: location.clone(), page_size: args.limit, before_number: 0 };
-            let checkpoints = client.list_checkpoints(authorized(request, &token)?).await?.into_inner().checkpoints;
+            let listed = client.list_checkpoints(authorized(request, &token)?).await?.into_inner();
+            let (checkpoints, damaged) = (listed.checkpoints, listed.damaged);
             let verdicts: Vec<Option<Result<(), String>>> = checkpoints
                 .iter()
                 .map(|checkpoint| key.as_ref().map(|key| verify_one(checkpoint, &location, key)))
@@ -233,26 +244,45 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
                         item
                     })
                     .collect();
-                write_json(out, &json!({ "location": location, "checkpoints": items }))?;
+                let damaged: Vec<Value> =
+                    damaged.iter().map(|entry| json!({ "number": entry.number, "detail": entry.detail })).collect();
+                write_json(out, &json!({ "location": location, "checkpoints": items, "damaged": damaged }))?;
             } else {
-                let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "KEY", "SIGNATURE"]);
+                let mut rows = Vec::new();
                 for (checkpoint, verdict) in checkpoints.iter().zip(&verdicts) {
-                    table.row(vec![
-                        checkpoint.number.to_string(),
-                        format_time(checkpoint.time.as_ref()),
-                        checkpoint.location_seq.to_string(),
-                        hex::encode(&checkpoint.head_chain_hash),
-                        checkpoint.key_id.clone(),
-                        match verdict {
-                            None => "unchecked".into(),
-                            Some(Ok(())) => "ok".into(),
-                            Some(Err(_)) => "BAD".into(),
-                        },
-                    ]);
+                    rows.push((
+                        checkpoint.number,
+                        vec![
+                            checkpoint.number.to_string(),
+                            format_time(checkpoint.time.as_ref()),
+                            checkpoint.location_seq.to_string(),
+                            hex::encode(&checkpoint.head_chain_hash),
+                            checkpoint.key_id.clone(),
+                            match verdict {
+                                None => "unchecked".into(),
+                                Some(Ok(())) => "ok".into(),
+                                Some(Err(_)) => "BAD".into(),
+                            },
+                        ],
+                    ));
+                }
+                // A damaged entry keeps its place in the list, so that what is wrong shows where.
+                for entry in &damaged {
+                    let blank = || "-".to_owned();
+                    rows.push((
+                        entry.number,
+                        vec![entry.number.to_string(), blank(), blank(), blank(), blank(), "DAMAGED".into()],
+                    ));
+                }
+                rows.sort_by_key(|(number, _)| std::cmp::Reverse(*number));
+                let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "KEY", "SIGNATURE"]);
+                for (_, row) in rows {
+                    table.row(row);
                 }
                 table.write(out)?;
             }
-            match verdicts.into_iter().flatten().find_map(Result::err) {
+            let damage = damaged.into_iter().next().map(|entry| entry.detail);
+            match damage.or_else(|| verdicts.into_iter().flatten().find_map(Result::err)) {
                 Some(detail) => Err(CliError::Checkpoint { location, detail }),
                 None => Ok(()),
             }
@@ -472,6 +502,27 @@ async fn export_total(
     Ok(Some(last.saturating_sub(first) + u64::from(last >= first)))
 }
 
+/// Returns the location of the only collector the collector process hosts, for `events`
+/// commands that name none (neither by flag nor through `up.json`).
+///
+/// # Errors
+/// [`CliError::Usage`] when it hosts none or several (listing them); RPC errors.
+async fn only_location(channel: Channel, token: &str) -> Result<String, CliError> {
+    let mut admin = CollectorAdminClient::new(channel);
+    let listed = admin.list_collectors(authorized(ListCollectorsRequest {}, token)?).await?.into_inner();
+    let mut locations: Vec<String> = listed.collectors.into_iter().map(|collector| collector.location).collect();
+    match locations.len() {
+        1 => Ok(locations.remove(0)),
+        0 => Err(CliError::Usage(
+            "no location: the collector hosts none yet; create one with `qtrail collectors create`".into(),
+        )),
+        _ => Err(CliError::Usage(format!(
+            "no location: the collector hosts {}; pass --location or set QTRAIL_LOCATION to choose one",
+            locations.join(", ")
+        ))),
+    }
+}
+
 /// Returns the position of the location's newest event (0 when it has none): one event read,
 /// rather than the chain verified.
 async fn chain_end(client: &mut EventQueryClient<Channel>, token: &str, location: &str) -> Result<u64, CliError> {
@@ -540,11 +591,14 @@ async fn verify_all_checkpoints(
     let mut before_number = 0;
     loop {
         let request = ListCheckpointsRequest { location: location.to_owned(), page_size: 1000, before_number };
-        let page = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
-        let Some(oldest) = page.last().map(|checkpoint| checkpoint.number) else {
+        let page = client.list_checkpoints(authorized(request, token)?).await?.into_inner();
+        if let Some(entry) = page.damaged.first() {
+            return Err(CliError::Checkpoint { location: location.to_owned(), detail: entry.detail.clone() });
+        }
+        let Some(oldest) = page.checkpoints.last().map(|checkpoint| checkpoint.number) else {
             break;
         };
-        checkpoints.extend(page);
+        checkpoints.extend(page.checkpoints);
         // Pages go down from the newest; numbers that did not go down would fetch the same page
         // for ever (check_checkpoints then reports them).
         if oldest <= 1 || (before_number != 0 && oldest >= before_number) {
@@ -600,7 +654,14 @@ async fn check_kept_checkpoint(
     verify_one(&kept, location, key).map_err(|detail| broken(format!("the kept one: {detail}")))?;
     let request =
         ListCheckpointsRequest { location: location.to_owned(), page_size: 1, before_number: kept.number + 1 };
-    let held = client.list_checkpoints(authorized(request, token)?).await?.into_inner().checkpoints;
+    let held = client.list_checkpoints(authorized(request, token)?).await?.into_inner();
+    if let Some(entry) = held.damaged.first().filter(|entry| entry.number == kept.number) {
+        return Err(broken(format!(
+            "checkpoint {} kept out of band is damaged in the collector: {}",
+            kept.number, entry.detail
+        )));
+    }
+    let held = held.checkpoints;
     // Compared as signed (times to the millisecond, as the JSON keeps them).
     let same = |held: &Checkpoint| held.signature == kept.signature && signed_bytes(held) == signed_bytes(&kept);
     if !held.first().is_some_and(same) {

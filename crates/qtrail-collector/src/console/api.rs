@@ -258,7 +258,7 @@ const MAX_CHECKPOINTS: u64 = 1000;
 const DEFAULT_CHECKPOINTS: u64 = 20;
 
 /// `GET /api/locations/{location}/checkpoints?limit=…&before_number=…`: signed checkpoints,
-/// newest first. Their signatures are for auditors to check with the public key; the page
+/// newest first, and the page's damaged entries (`damaged`: number and detail). Their signatures are for auditors to check with the public key; the page
 /// shows what the collector holds.
 pub(crate) async fn checkpoints(
     State(console): Shared,
@@ -279,7 +279,12 @@ pub(crate) async fn checkpoints(
     };
     let listed = console.query.list_checkpoints(request).await?;
     let checkpoints: Vec<_> = listed.checkpoints.into_iter().map(view::checkpoint).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "checkpoints": checkpoints })))
+    let damaged: Vec<_> = listed
+        .damaged
+        .into_iter()
+        .map(|entry| serde_json::json!({ "number": entry.number, "detail": entry.detail }))
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "checkpoints": checkpoints, "damaged": damaged })))
 }
 
 /// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.

@@ -162,10 +162,13 @@ pub(crate) struct Verdict {
 pub(crate) struct FaultView {
     /// The position at fault.
     pub(crate) location_seq: u64,
-    /// `modified`, `missing`, `inserted` or `reordered`.
+    /// `modified`, `missing`, `inserted`, `reordered` or `checkpoint damaged`.
     pub(crate) kind: &'static str,
     /// Details.
     pub(crate) detail: String,
+    /// The damaged checkpoint entry, for `checkpoint damaged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) checkpoint_number: Option<u64>,
 }
 
 /// Returns the view of a chain check.
@@ -180,6 +183,7 @@ pub(crate) fn verdict(response: proto::VerifyChainResponse) -> Verdict {
             location_seq: fault.location_seq,
             kind: fault_kind(fault.kind),
             detail: fault.detail,
+            checkpoint_number: Some(fault.checkpoint_number).filter(|&number| number > 0),
         }),
         checkpoints_checked: response.checkpoints_checked,
     }
@@ -191,6 +195,7 @@ fn fault_kind(kind: i32) -> &'static str {
         Ok(proto::ChainFaultKind::Missing) => "missing",
         Ok(proto::ChainFaultKind::Inserted) => "inserted",
         Ok(proto::ChainFaultKind::Reordered) => "reordered",
+        Ok(proto::ChainFaultKind::CheckpointDamaged) => "checkpoint damaged",
         Ok(proto::ChainFaultKind::Unspecified) | Err(_) => "unknown",
     }
 }

@@ -43,8 +43,8 @@ use redb::{
 use index::{Index, SeqBounds, Seqs, Tables};
 
 use super::{
-    AppendBatch, AppendOutcome, Appended, ChainRecord, EventStore, IndexStep, Result, StoreError, canonical_of,
-    publisher,
+    AppendBatch, AppendOutcome, Appended, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError,
+    canonical_of, publisher,
 };
 use crate::filter::{Filter, Order};
 
@@ -387,7 +387,7 @@ impl EventStore for RedbStore {
         Ok(())
     }
 
-    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<proto::Checkpoint>> {
+    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<CheckpointEntry>> {
         let txn = self.db.begin_read()?;
         let name = checkpoints_table_name(location.as_str());
         let Some(table) = missing_is_none(txn.open_table(CheckpointsDef::new(&name)))? else {
@@ -396,17 +396,18 @@ impl EventStore for RedbStore {
         let mut checkpoints = Vec::new();
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
             let (number, bytes) = entry?;
-            let what = format!("checkpoint {} of location `{location}`", number.value());
-            let checkpoint: proto::Checkpoint = decode(&what, bytes.value())?;
-            // A row copied from another location's table, or moved to another number, is not
-            // what it claims to be, however good its signature.
-            if checkpoint.location != location.as_str() || checkpoint.number != number.value() {
-                return Err(StoreError::Corrupt(format!(
-                    "{what} holds checkpoint {} of location `{}`",
-                    checkpoint.number, checkpoint.location
-                )));
-            }
-            checkpoints.push(checkpoint);
+            let number = number.value();
+            let what = format!("checkpoint {number} of location `{location}`");
+            let checkpoint = match <proto::Checkpoint as prost::Message>::decode(bytes.value()) {
+                // A row copied from another location's table, or moved to another number, is
+                // not what it claims to be, however good its signature.
+                Ok(checkpoint) if checkpoint.location != location.as_str() || checkpoint.number != number => {
+                    Err(format!("{what} holds checkpoint {} of location `{}`", checkpoint.number, checkpoint.location))
+                }
+                Ok(checkpoint) => Ok(checkpoint),
+                Err(err) => Err(format!("{what} does not decode: {err}")),
+            };
+            checkpoints.push(CheckpointEntry { number, checkpoint });
         }
         Ok(checkpoints)
     }

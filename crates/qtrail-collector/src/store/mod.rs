@@ -103,6 +103,23 @@ impl Appended {
     }
 }
 
+/// A stored checkpoint as read back, under the number it is stored at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointEntry {
+    /// The number it is stored at.
+    pub number: u64,
+    /// The checkpoint, or what is wrong with the entry: damaged evidence is reported, not
+    /// skipped, and does not hide the intact entries around it.
+    pub checkpoint: std::result::Result<proto::Checkpoint, String>,
+}
+
+impl CheckpointEntry {
+    /// Returns the checkpoint if the entry is intact.
+    pub fn intact(&self) -> Option<&proto::Checkpoint> {
+        self.checkpoint.as_ref().ok()
+    }
+}
+
 /// Events of one publisher batch for one location.
 #[derive(Debug, Clone)]
 pub struct AppendBatch {
@@ -240,12 +257,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<()>;
 
     /// Returns up to `limit` checkpoints of `location` numbered below `before` (from the newest
-    /// when `None`), newest first.
+    /// when `None`), newest first. A stored checkpoint that no longer decodes, or names another
+    /// location or number than the place it is stored at, is returned as damaged, in its place.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] when a stored checkpoint no longer decodes, or names another
-    /// location or number than the place it is stored at.
-    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<proto::Checkpoint>>;
+    /// [`StoreError::Backend`] on storage failure.
+    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<CheckpointEntry>>;
 
     /// Returns up to `limit` decoded events from `from_seq` on, ascending.
     ///

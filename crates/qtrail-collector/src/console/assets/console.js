@@ -535,9 +535,11 @@ async function verifyChain() {
           + (verdict.checkpoints_checked > 0 ? `, ${verdict.checkpoints_checked} signed checkpoints matched` : ''))
         + signed;
     } else {
-      const fault = verdict.fault || { location_seq: 0, kind: 'unknown', detail: '' };
+      const fault = verdict.fault || { location_seq: 0, kind: 'unknown', detail: '', checkpoint_number: 0 };
       result.classList.add('bad');
-      result.textContent = `Chain broken at location_seq ${fault.location_seq}: ${fault.kind}: ${fault.detail}`;
+      result.textContent = fault.kind === 'checkpoint damaged'
+        ? `Evidence damaged: signed checkpoint #${fault.checkpoint_number}: ${fault.detail}`
+        : `Chain broken at location_seq ${fault.location_seq}: ${fault.kind}: ${fault.detail}`;
     }
   } catch (failure) {
     result.classList.add('bad');

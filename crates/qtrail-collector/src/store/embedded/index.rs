@@ -14,11 +14,17 @@
 //! - `marks`: location → (`indexed_seq`, chain hash of the record at `indexed_seq`): every
 //!   position up to `indexed_seq` is indexed, no position after it is. The mark is written in
 //!   the transaction that writes the entries, so a crash keeps both or neither;
-//! - `time/L`: (event time in ms, `location_seq`) → ();
+//! - `time/L`: (bucket, event time in ms, `location_seq`) → ();
 //! - `index/L`: (field, bucket, value, `location_seq`) → () for the event's kind (action,
 //!   outcome and severity in one value, `<action>|<outcome>|<severity>` with the wire numbers),
 //!   initiator id, target id and correlation id (field codes in [`IndexField`]), where bucket is
 //!   `location_seq >> bucket_bits`.
+//!
+//! A time window or a target prefix selects positions that are not in chain order within the
+//! index (they are ordered by time, or by target). They are read one bucket at a time, sorted
+//! within the bucket and passed on before the next bucket is read, so a query holds at most
+//! one bucket's positions and a page stops reading once it is full, however much of the chain
+//! the window or prefix spans.
 //!
 //! Action, outcome and severity share one entry because each has few values: a filter on any of
 //! them reads the postings of every kind it allows (at most 8 × 3 × 3) merged in chain order,
@@ -68,8 +74,9 @@ const BUCKET_BITS_KEY: &str = "index_bucket_bits";
 /// Key in `meta` of the layout version.
 const FORMAT_KEY: &str = "index_format";
 
-/// Version of the layout: 2 merged the action, outcome and severity entries into one.
-const FORMAT: u64 = 2;
+/// Version of the layout: 2 merged the action, outcome and severity entries into one, 3 put
+/// time entries in buckets.
+const FORMAT: u64 = 3;
 
 /// Index commits that may skip their fsync in a row. Such a commit is lost in a crash (a clean
 /// close makes it durable), which costs only re-indexing from the last durable mark; a durable
@@ -80,10 +87,10 @@ const MAX_LAZY_COMMITS: u32 = 64;
 /// followed by an index step; making each durable would double the collector's fsyncs.
 const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(super) type TimeDef<'a> = TableDefinition<'a, (i64, u64), ()>;
+pub(super) type TimeDef<'a> = TableDefinition<'a, (u32, i64, u64), ()>;
 pub(super) type IndexDef<'a> = TableDefinition<'a, (u8, u32, &'static str, u64), ()>;
 type IndexTable = redb::ReadOnlyTable<(u8, u32, &'static str, u64), ()>;
-type TimeTable = redb::ReadOnlyTable<(i64, u64), ()>;
+type TimeTable = redb::ReadOnlyTable<(u32, i64, u64), ()>;
 type EventsTable = redb::ReadOnlyTable<u64, &'static [u8]>;
 
 /// One entry of a range over the `index/L` table.
@@ -451,7 +458,7 @@ fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
 /// Inserts the entries of `views` in key order: new entries of a value then land together, and
 /// random values (correlation ids) walk the tree once instead of once per event.
 fn insert_entries(
-    time: &mut redb::Table<'_, (i64, u64), ()>,
+    time: &mut redb::Table<'_, (u32, i64, u64), ()>,
     index: &mut redb::Table<'_, (u8, u32, &'static str, u64), ()>,
     views: &[(u64, EventView)],
     bucket_bits: u32,
@@ -463,7 +470,7 @@ fn insert_entries(
         let seq = *seq;
         let bucket = bucket_of(seq, bucket_bits);
         if let Some(event_time) = &event.event_time {
-            times.push((crate::filter::event_millis(event_time), seq));
+            times.push((bucket, crate::filter::event_millis(event_time), seq));
         }
         let initiator = event.initiator.as_ref().map_or("", |initiator| initiator.id.as_str());
         let target = event.target.as_ref().map_or("", |target| target.id.as_str());
@@ -569,23 +576,59 @@ impl<'a> Plan<'a> {
         merge(postings, self.descending)
     }
 
-    /// Returns the positions of targets starting with `prefix` (at a segment boundary), sorted.
-    fn target_prefix(&self, prefix: &str) -> Result<Seqs<'a>> {
+    /// Returns the positions of targets starting with `prefix` (at a segment boundary), in
+    /// result order, reading one bucket at a time.
+    fn target_prefix(&self, prefix: &str) -> Seqs<'a> {
+        let (index, bounds, descending) = (self.index, self.bounds, self.descending);
+        let prefix = prefix.to_owned();
         let field = IndexField::Target as u8;
-        let mut seqs = Vec::new();
-        for bucket in self.buckets() {
-            for entry in self.index.range((field, bucket, prefix, 0)..)? {
+        let bucket_seqs = move |bucket: u32| -> Result<Vec<u64>> {
+            let mut seqs = Vec::new();
+            for entry in index.range((field, bucket, prefix.as_str(), 0)..)? {
                 let (key, _) = entry?;
                 let (entry_field, entry_bucket, target, seq) = key.value();
-                if entry_field != field || entry_bucket != bucket || !target.starts_with(prefix) {
+                if entry_field != field || entry_bucket != bucket || !target.starts_with(prefix.as_str()) {
                     break;
                 }
-                if self.bounds.contains(seq) && crate::filter::prefix_matches(prefix, target) {
+                if bounds.contains(seq) && crate::filter::prefix_matches(&prefix, target) {
                     seqs.push(seq);
                 }
             }
-        }
-        Ok(sorted(seqs, self.descending))
+            Ok(seqs)
+        };
+        Box::new(self.buckets().flat_map(move |bucket| match bucket_seqs(bucket) {
+            Ok(seqs) => sorted(seqs, descending),
+            Err(err) => Box::new(std::iter::once(Err(err))),
+        }))
+    }
+
+    /// Returns the positions of events in the filter's time range, in result order, reading one
+    /// bucket at a time; with `kinds`, only those of the kinds.
+    fn time_window(&self, time: &'a TimeTable, filter: &Filter, kinds: Option<Vec<&'static str>>) -> Seqs<'a> {
+        let (index, bucket_bits, bounds, descending) = (self.index, self.bucket_bits, self.bounds, self.descending);
+        let start = filter.start_millis.unwrap_or(i64::MIN);
+        let end = filter.end_millis.unwrap_or(i64::MAX);
+        Box::new(self.buckets().flat_map(move |bucket| -> Seqs<'a> {
+            let window = match bucket_window(time, bucket, start, end, bounds) {
+                Ok(window) => window,
+                Err(err) => return Box::new(std::iter::once(Err(err))),
+            };
+            let (Some(&low), Some(&high)) = (window.first(), window.last()) else {
+                return Box::new(std::iter::empty());
+            };
+            let Some(kinds) = &kinds else {
+                return sorted(window, descending);
+            };
+            // An action is common and a time window can lie deep in the chain: walking the
+            // action's entries from the newest would load every newer record only to drop it
+            // (measured: 300 ms for a first page over 1M events). Instead, the positions in the
+            // window bound the walk, and only positions in the window are loaded.
+            let within = Plan { index, bucket_bits, bounds: SeqBounds { low, high }, descending };
+            Box::new(within.kinds(kinds).filter(move |seq| match seq {
+                Ok(seq) => window.binary_search(seq).is_ok(),
+                Err(_) => true,
+            }))
+        }))
     }
 }
 
@@ -629,7 +672,7 @@ impl Iterator for Posting<'_> {
 /// order. Exact-value indexes come first (their entries are in chain order, so a page stops
 /// early), most selective first by rule of thumb: correlation id, initiator, exact target, then
 /// the kinds an action filter allows (with a time range, only within the range's positions). A
-/// target prefix or a time range collects the positions in range and sorts them. Kinds that
+/// target prefix or a time range reads its positions a bucket at a time and sorts them. Kinds that
 /// only an outcome or a severity narrows select a large share of events and come last; with no
 /// filter, the chain itself is scanned.
 pub(super) fn candidates<'a>(
@@ -655,29 +698,13 @@ pub(super) fn candidates<'a>(
         if filter.start_millis.is_none() && filter.end_millis.is_none() {
             return Ok(plan.kinds(kinds));
         }
-        // An action is common and a time window can lie deep in the chain: walking the action's
-        // entries from the newest would load every newer record only to drop it (measured: 300
-        // ms for a first page over 1M events). Instead, the positions in the window bound the
-        // walk, and only positions in the window are loaded.
-        let window = time_window(&tables.time, bounds, filter)?;
-        let (Some(&low), Some(&high)) = (window.first(), window.last()) else {
-            return Ok(Box::new(std::iter::empty()));
-        };
-        let within = Plan { index: &tables.index, bucket_bits, bounds: SeqBounds { low, high }, descending };
-        return Ok(Box::new(within.kinds(kinds).filter(move |seq| match seq {
-            Ok(seq) => window.binary_search(seq).is_ok(),
-            Err(_) => true,
-        })));
+        return Ok(plan.time_window(&tables.time, filter, Some(kinds.clone())));
     }
     if let Some(TargetMatch::Prefix(prefix)) = &filter.target {
-        return plan.target_prefix(prefix);
+        return Ok(plan.target_prefix(prefix));
     }
     if filter.start_millis.is_some() || filter.end_millis.is_some() {
-        let mut seqs = time_window(&tables.time, bounds, filter)?;
-        if descending {
-            seqs.reverse();
-        }
-        return Ok(Box::new(seqs.into_iter().map(Ok)));
+        return Ok(plan.time_window(&tables.time, filter, None));
     }
     if let Some(kinds) = &kinds {
         return Ok(plan.kinds(kinds));
@@ -720,15 +747,13 @@ pub(super) fn unindexed<'a>(
     Ok(if descending { Box::new(range.rev().filter_map(keep)) } else { Box::new(range.filter_map(keep)) })
 }
 
-/// Returns the positions within `bounds` of the events whose time is in the filter's range,
-/// ascending. Costs a read of every index entry in the time range.
-fn time_window(time: &TimeTable, bounds: SeqBounds, filter: &Filter) -> Result<Vec<u64>> {
-    let start = filter.start_millis.unwrap_or(i64::MIN);
-    let end = filter.end_millis.unwrap_or(i64::MAX);
+/// Returns the positions of one bucket, within `bounds`, of the events whose time is in
+/// `start..end`, ascending. Holds at most a bucket's positions.
+fn bucket_window(time: &TimeTable, bucket: u32, start: i64, end: i64, bounds: SeqBounds) -> Result<Vec<u64>> {
     let mut seqs = Vec::new();
-    for entry in time.range((start, 0)..(end, 0))? {
+    for entry in time.range((bucket, start, 0)..(bucket, end, 0))? {
         let (key, _) = entry?;
-        let seq = key.value().1;
+        let seq = key.value().2;
         if bounds.contains(seq) {
             seqs.push(seq);
         }
