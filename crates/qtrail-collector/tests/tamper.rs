@@ -187,15 +187,13 @@ async fn checkpoints(server: &TestServer, location: &str) -> Vec<proto::Checkpoi
 #[tokio::test]
 async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("checkpoint-key.pem");
-    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = signing_config(dir.path(), &data_dir);
+    let key_file = config.checkpoint_key.clone().unwrap();
     let public = VerifyingKey::from_pem(
         SigningKey::from_pem(&std::fs::read(&key_file).unwrap()).unwrap().public_pem().as_bytes(),
     )
     .unwrap();
-    let data_dir = dir.path().join("data");
-    let mut config = Config::for_test(&data_dir, common::tokens());
-    config.checkpoint_key = Some(key_file);
     config.checkpoint_interval = Duration::from_millis(50);
 
     let server = TestServer::start_with(config.clone()).await;
@@ -303,16 +301,22 @@ async fn list_checkpoints(server: &TestServer, location: &str) -> proto::ListChe
     server.query().await.list_checkpoints(authed(request, AUDITOR)).await.expect("checkpoints").into_inner()
 }
 
+/// Returns a test config over `data_dir` that signs checkpoints with a new key kept in `dir`.
+fn signing_config(dir: &std::path::Path, data_dir: &std::path::Path) -> Config {
+    let key_file = dir.join("checkpoint-key.pem");
+    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
+    let mut config = Config::for_test(data_dir, common::tokens());
+    config.checkpoint_key = Some(key_file);
+    config
+}
+
 /// A validly signed checkpoint copied into another location's table (or renumbered) is not
 /// that location's: the listing marks it damaged, and VerifyChain fails with a verdict naming it.
 #[tokio::test]
 async fn a_checkpoint_moved_to_another_location_is_damaged_evidence() {
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("checkpoint-key.pem");
-    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
     let data_dir = dir.path().join("data");
-    let mut config = Config::for_test(&data_dir, common::tokens());
-    config.checkpoint_key = Some(key_file);
+    let mut config = signing_config(dir.path(), &data_dir);
     let server = TestServer::start_with(config).await;
     for location in ["us-east", "eu-de"] {
         server.create_collector(location).await;
@@ -350,11 +354,8 @@ async fn a_checkpoint_moved_to_another_location_is_damaged_evidence() {
 #[tokio::test]
 async fn swapped_checkpoints_are_a_failed_verification_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("checkpoint-key.pem");
-    std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
     let data_dir = dir.path().join("data");
-    let mut config = Config::for_test(&data_dir, common::tokens());
-    config.checkpoint_key = Some(key_file);
+    let mut config = signing_config(dir.path(), &data_dir);
     config.checkpoint_interval = Duration::from_millis(50);
     let server = TestServer::start_with(config).await;
     server.create_collector("us-east").await;

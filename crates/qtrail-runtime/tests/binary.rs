@@ -20,6 +20,31 @@ impl Drop for Guard {
     }
 }
 
+/// Returns the binary's command with one principal (api key `k`), its data in `dir`, its address
+/// to `addr_file`, and a collector address nothing listens on: events wait in the outbox.
+fn runtime_command(dir: &std::path::Path, addr_file: &std::path::Path) -> Command {
+    let principals = dir.join("principals.toml");
+    std::fs::write(
+        &principals,
+        "[[principal]]\napi_key = \"k\"\niam_id = \"IBMid-1\"\nname = \"n\"\naccount = \"acc\"\n",
+    )
+    .unwrap();
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--location", "us-east", "--instance", "inst-bin"])
+        .arg("--collector")
+        .arg(format!("http://{collector}"))
+        .arg("--principals")
+        .arg(&principals)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--addr-file")
+        .arg(addr_file)
+        .args(["--shutdown-flush-ms", "200"]);
+    command
+}
+
 /// Returns the whole HTTP/1.1 response (status line, headers, body) to a GET of `path`.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -34,29 +59,11 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let principals = dir.path().join("principals.toml");
-    std::fs::write(
-        &principals,
-        "[[principal]]\napi_key = \"k\"\niam_id = \"IBMid-1\"\nname = \"n\"\naccount = \"acc\"\n",
-    )
-    .unwrap();
     let addr_file = dir.path().join("addr");
     let http_addr_file = dir.path().join("http-addr");
-    // Nothing listens on the collector's port: events wait in the outbox.
-    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"))
-        .args(["--listen", "127.0.0.1:0", "--location", "us-east", "--instance", "inst-bin"])
-        .arg("--collector")
-        .arg(format!("http://{collector}"))
-        .arg("--principals")
-        .arg(&principals)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--addr-file")
-        .arg(&addr_file)
+    let child = runtime_command(dir.path(), &addr_file)
         .args(["--http", "127.0.0.1:0", "--http-addr-file"])
         .arg(&http_addr_file)
-        .args(["--shutdown-flush-ms", "200"])
         .env("QTRAIL_COLLECTOR_TOKEN", TOKEN)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
@@ -142,29 +149,8 @@ async fn sigint_with_bombs_and_a_wide_job_in_flight_drains_promptly() {
     use qtrail_proto::qtrail::runtime::v1 as pb;
 
     let dir = tempfile::tempdir().unwrap();
-    let principals = dir.path().join("principals.toml");
-    std::fs::write(
-        &principals,
-        "[[principal]]\napi_key = \"k\"\niam_id = \"IBMid-1\"\nname = \"n\"\naccount = \"acc\"\n",
-    )
-    .unwrap();
     let addr_file = dir.path().join("addr");
-    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_qtrail-runtime"))
-        .args(["--listen", "127.0.0.1:0", "--location", "us-east", "--instance", "inst-bin"])
-        .arg("--collector")
-        .arg(format!("http://{collector}"))
-        .arg("--principals")
-        .arg(&principals)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(["--shutdown-flush-ms", "200"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = runtime_command(dir.path(), &addr_file).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut child = Guard(child);
     let addr = poll::until(WAIT, || std::future::ready(qtrail_server::addr_file::read(&addr_file).unwrap()))
         .await

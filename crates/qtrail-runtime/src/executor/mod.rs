@@ -18,6 +18,7 @@
 pub mod circuit;
 #[cfg(test)]
 mod circuit_properties;
+mod expansion;
 pub mod simulator;
 
 use std::collections::HashMap;
