@@ -162,6 +162,14 @@ impl Tokens {
             if entry.name.trim().is_empty() {
                 return Err(format!("token entry {position} has an empty `name`"));
             }
+            // Reserved: a name and a client certificate make one credential, `NAME@cert:…`
+            // (see `store::publisher::cert_credential`), which must read back unambiguously.
+            if entry.name.contains("@cert:") {
+                return Err(format!(
+                    "token `{}` (entry {position}) has `@cert:` in its `name`, which is reserved for client certificates",
+                    entry.name
+                ));
+            }
             if entry.token.trim().is_empty() {
                 return Err(format!("token `{}` (entry {position}) has an empty `token`", entry.name));
             }
@@ -281,6 +289,7 @@ mod tests {
         assert!(repeated.unwrap_err().contains("token `b` (entry 2) repeats"));
         assert!(Tokens::from_entries([entry("", Role::Admin, "a")]).unwrap_err().contains("empty `token`"));
         assert!(Tokens::from_entries([entry("x", Role::Admin, " ")]).unwrap_err().contains("empty `name`"));
+        assert!(Tokens::from_entries([entry("x", Role::Publisher, "a@cert:b")]).unwrap_err().contains("reserved"));
     }
 
     #[test]
