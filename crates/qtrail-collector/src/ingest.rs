@@ -477,7 +477,8 @@ mod tests {
         let (responses, mut answers) = mpsc::channel(64);
         let caller =
             Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()] };
-        let session = tokio::spawn(ingest.publish(caller, ReceiverStream::new(inbound_queue), responses));
+        let session =
+            tokio::spawn(ingest.publish(caller, "test".into(), ReceiverStream::new(inbound_queue), responses));
         let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
         inbound.send(request(RequestKind::Hello(hello))).await.unwrap();
         let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);

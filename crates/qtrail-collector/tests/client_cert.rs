@@ -121,7 +121,7 @@ async fn without_the_flag_certificates_share_an_id_and_the_flag_later_binds_the_
     second.close();
     let other = credential_of(&pki.other_client_cert);
     let bindings: Vec<String> = server.publishers("us-east").await.into_iter().map(|state| state.credential).collect();
-    assert_eq!(bindings, [other.clone()], "re-bound to the name and the certificate");
+    assert_eq!(bindings, std::slice::from_ref(&other), "re-bound to the name and the certificate");
 
     server.client_tls = Some(pki.client(true));
     let mut first = PublishStream::open_with_token(&server, PUBLISHER).await.unwrap();
