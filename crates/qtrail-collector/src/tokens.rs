@@ -6,7 +6,8 @@
 //! one location's runtime cannot write into another's chain. Tokens are looked up by their
 //! SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name` ever
 //! reaches a log line or an error message; names are unique, since publisher bindings, stored
-//! records and logs know a token by its name alone.
+//! records and logs know a token by its name alone, and may not contain `@cert:`, which joins a
+//! name to a client certificate where publishers are bound to both.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
