@@ -1,6 +1,6 @@
 //! The access log: one structured line (tracing target `qtrail::access`) per read of the audit
 //! trail, through gRPC `EventQuery` or the console's API, and per call refused for its token
-//! (also a Publish stream refused for its location).
+//! (also a Publish stream refused for its location or its publisher id).
 //!
 //! Reading an audit trail is itself worth a record (NIST AU-9(4), G7 in the reliability
 //! anchors): who read (the token's name, never the token), what (the call, the location), when
@@ -26,7 +26,9 @@ pub(crate) fn refused(needed_role: &str, reason: &str) {
 }
 
 /// Records a Publish stream refused because the token named `token` may not publish to
-/// `location`: an attempt to write into another location's trail is worth an operator's look.
+/// `location`, or may not publish under a publisher id bound to another token or client
+/// certificate (or has no certificate where one binds): an attempt to write into another
+/// location's trail, or as another publisher, is worth an operator's look.
 pub(crate) fn publish_refused(token: &str, location: &str, reason: &str) {
     warn!(target: TARGET, token, call = "Publish", location, reason, "call refused");
 }

@@ -87,6 +87,11 @@ pub struct Args {
     /// (mutual TLS). Needs `--tls-cert`.
     #[arg(long, env = "QTRAIL_COLLECTOR_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Bind each publisher id to the token name and the client certificate of its first batch,
+    /// so that another certificate with the same token may not publish under it. Needs
+    /// `--tls-client-ca`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_BIND_PUBLISHERS_TO_CLIENT_CERT", requires = "tls_client_ca")]
+    pub bind_publishers_to_client_cert: bool,
     /// PEM Ed25519 private key (PKCS#8) that signs a checkpoint of every location's chain head
     /// at each interval and at shutdown; without it no checkpoints are made.
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_KEY")]
@@ -123,6 +128,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// TLS of the gRPC side; `None` serves plaintext.
     pub tls: Option<ServerTls>,
+    /// Whether publisher ids are bound to the client certificate as well as the token name;
+    /// needs mutual TLS (`tls` with a client CA), else [`crate::run`] refuses to start.
+    pub bind_publishers_to_client_cert: bool,
     /// File of the key that signs checkpoints; `None` makes none.
     pub checkpoint_key: Option<PathBuf>,
     /// Time between signed checkpoints.
@@ -153,6 +161,7 @@ impl Config {
             group_commit_batches: usize::from(args.group_commit_batches),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             tls,
+            bind_publishers_to_client_cert: args.bind_publishers_to_client_cert,
             checkpoint_key: args.checkpoint_key.clone(),
             checkpoint_interval: Duration::from_secs(args.checkpoint_interval_secs),
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
@@ -174,6 +183,7 @@ impl Config {
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             tls: None,
+            bind_publishers_to_client_cert: false,
             checkpoint_key: None,
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,

@@ -56,16 +56,21 @@ pub enum Error {
         /// The location of the Hello.
         location: String,
     },
-    /// A Publish stream claims a publisher id bound to another token.
+    /// A Publish stream claims a publisher id bound to another token, or to the same token with
+    /// another client certificate (`NAME@cert:sha256:…`).
     #[error("publisher `{publisher_id}` is bound to token `{bound}`, not `{caller}`")]
     PublisherBound {
         /// The publisher id claimed.
         publisher_id: String,
-        /// Name of the token the id is bound to.
+        /// The credential the id is bound to: a token name, or a name and certificate.
         bound: String,
-        /// Name of the stream's token.
+        /// The stream's credential.
         caller: String,
     },
+    /// A Publish stream without a client certificate, where publishers are bound to one
+    /// (mutual TLS requires one, so only a misconfigured server gets here).
+    #[error("publishing needs a client certificate: publishers are bound to client certificates")]
+    NoClientCertificate,
     /// The collector is shutting down; the caller should retry elsewhere or later.
     #[error("collector is shutting down")]
     ShuttingDown,
@@ -114,6 +119,7 @@ impl From<Error> for tonic::Status {
             Error::PermissionDenied { .. } => tonic::Status::permission_denied(message),
             Error::LocationDenied { .. } => tonic::Status::permission_denied(message),
             Error::PublisherBound { .. } => tonic::Status::permission_denied(message),
+            Error::NoClientCertificate => tonic::Status::unauthenticated(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Store(store) => match store {
                 StoreError::CollectorExists(_) => tonic::Status::already_exists(message),

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
+use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
 use crate::wire;
 
@@ -135,6 +136,24 @@ impl CollectorAdmin for AdminService {
 pub(crate) struct IngestService {
     pub(crate) ingest: Ingest,
     pub(crate) tasks: TaskTracker,
+    /// Whether publisher ids are bound to the token name and the client certificate (mutual
+    /// TLS), rather than to the token name alone.
+    pub(crate) bind_to_client_cert: bool,
+}
+
+/// Returns the credential that binds the publisher ids of a Publish stream by `caller`: its
+/// token name, or with `bind_to_client_cert` that name and the stream's client certificate.
+///
+/// # Errors
+/// [`Error::NoClientCertificate`] when certificates bind but the stream presented none.
+fn publish_credential<T>(request: &Request<T>, caller: &Caller, bind_to_client_cert: bool) -> Result<String> {
+    if !bind_to_client_cert {
+        return Ok(caller.name.clone());
+    }
+    // The leaf comes first; the rest of a chain says who signed it, not who is calling.
+    let certificates = request.peer_certs().ok_or(Error::NoClientCertificate)?;
+    let leaf = certificates.first().ok_or(Error::NoClientCertificate)?;
+    Ok(publisher::cert_credential(&caller.name, leaf.as_ref()))
 }
 
 impl wire::Publish for IngestService {
@@ -150,7 +169,16 @@ impl wire::Publish for IngestService {
             locations: Vec::new(),
         });
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        self.tasks.spawn(self.ingest.clone().publish(caller, request.into_inner(), sender));
+        match publish_credential(&request, &caller, self.bind_to_client_cert) {
+            Ok(credential) => {
+                self.tasks.spawn(self.ingest.clone().publish(caller, credential, request.into_inner(), sender));
+            }
+            Err(err) => {
+                access::publish_refused(&caller.name, "", &err.to_string());
+                // The channel is new and empty: the refusal fits, and ends the stream.
+                let _ = sender.try_send(Err(err));
+            }
+        }
         Response::new(channel_stream(receiver))
     }
 }

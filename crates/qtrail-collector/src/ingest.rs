@@ -67,11 +67,14 @@ impl Ingest {
     }
 
     /// Runs one Publish stream: reads `inbound` and sends responses (or the error that ends the
-    /// stream) to `responses`. `caller` is the stream's token: its name for logs and bindings,
-    /// its locations for the Hello.
+    /// stream) to `responses`. `caller` is the stream's token: its name for logs, its locations
+    /// for the Hello. `credential` is what binds publisher ids and names the stream in stored
+    /// records: the token's name, or that and its client certificate (see
+    /// [`publisher::cert_credential`]).
     pub(crate) async fn publish<S>(
         self,
         caller: Caller,
+        credential: String,
         inbound: S,
         responses: mpsc::Sender<Result<proto::PublishResponse>>,
     ) where
@@ -81,6 +84,7 @@ impl Ingest {
         let mut session = Session {
             ingest: self,
             caller: caller.name,
+            credential,
             locations: caller.locations,
             inbound,
             responses: responses.clone(),
@@ -104,6 +108,8 @@ struct Session<S> {
     ingest: Ingest,
     /// The name of the stream's token.
     caller: String,
+    /// What binds publisher ids: the token's name, or that and the client certificate.
+    credential: String,
     /// The locations the stream's token may publish to.
     locations: Vec<Location>,
     inbound: S,
@@ -141,7 +147,7 @@ where
         };
         let publisher = self.welcome(hello).await?;
         info!(publisher_id = %publisher.id, location = %publisher.location, epoch = publisher.epoch,
-              token = %self.caller, "publisher connected");
+              token = %self.caller, credential = %self.credential, "publisher connected");
         let result = self.batches(&publisher).await;
         // Whatever ended the stream, batches already handed to the writer are committed; their
         // Acks still go out so the publisher need not resend them.
@@ -203,12 +209,14 @@ where
             return Err(Error::FailedPrecondition(format!("no collector for location `{location}`")));
         }
         // Refused here for a clear answer; the writer checks again where racing streams meet.
-        if let Some(bound) = state.as_ref().and_then(|state| publisher::bound_elsewhere(state, &self.caller)) {
-            return Err(Error::PublisherBound {
+        if let Some(bound) = state.as_ref().and_then(|state| publisher::bound_elsewhere(state, &self.credential)) {
+            let err = Error::PublisherBound {
                 publisher_id: hello.publisher_id,
                 bound: bound.to_owned(),
-                caller: self.caller.clone(),
-            });
+                caller: self.credential.clone(),
+            };
+            access::publish_refused(&self.caller, location.as_str(), &err.to_string());
+            return Err(err);
         }
         let stored_seq = match state {
             Some(state) if state.epoch > hello.epoch => {
@@ -303,18 +311,20 @@ where
             location: publisher.location.clone(),
             publisher_id: publisher.id.clone(),
             epoch: publisher.epoch,
-            credential: self.caller.clone(),
+            credential: self.credential.clone(),
             events,
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         let location = publisher.location.clone();
-        let (publisher_id, caller) = (publisher.id.clone(), self.caller.clone());
+        let (publisher_id, token, caller) = (publisher.id.clone(), self.caller.clone(), self.credential.clone());
         self.pending.push_back(Box::pin(async move {
             let outcome = outcome.await.map_err(|_| Error::ShuttingDown)??;
             // Another stream bound the id between this one's Hello and this batch: the stream
             // fails without an Ack, so that the publisher keeps the events.
             if let Some(bound) = outcome.bound_to {
-                return Err(Error::PublisherBound { publisher_id, bound, caller });
+                let err = Error::PublisherBound { publisher_id, bound, caller };
+                access::publish_refused(&token, location.as_str(), &err.to_string());
+                return Err(err);
             }
             // Failed without an Ack too: the publisher keeps the events, which it may deliver
             // once it has resent the ones missing.
@@ -467,7 +477,8 @@ mod tests {
         let (responses, mut answers) = mpsc::channel(64);
         let caller =
             Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()] };
-        let session = tokio::spawn(ingest.publish(caller, ReceiverStream::new(inbound_queue), responses));
+        let session =
+            tokio::spawn(ingest.publish(caller, "test".into(), ReceiverStream::new(inbound_queue), responses));
         let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
         inbound.send(request(RequestKind::Hello(hello))).await.unwrap();
         let event = crate::store::conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "", 200, 0);

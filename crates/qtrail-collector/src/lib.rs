@@ -70,6 +70,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // Read before anything starts: a bad certificate must stop start-up, never fall back to
     // plaintext.
     let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("failed to set up tls")?;
+    // Without mutual TLS there is no certificate to bind to: refused rather than ignored.
+    if config.bind_publishers_to_client_cert && config.tls.as_ref().is_none_or(|tls| tls.client_ca.is_none()) {
+        anyhow::bail!("--bind-publishers-to-client-cert needs mutual tls: give --tls-client-ca too");
+    }
     let mut server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?.layer(incoming.activity_layer());
     let http_tls = tls.as_ref().map(LoadedServerTls::http);
     let metrics_token = config.metrics_token_file.as_deref().map(MetricsToken::load).transpose()?;
@@ -133,6 +137,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let ingest = IngestService {
         ingest: ingest::Ingest::new(store.clone(), writer_handle, lifecycle.clone()),
         tasks: tasks.clone(),
+        bind_to_client_cert: config.bind_publishers_to_client_cert,
     };
     let query = QueryService { query, tasks: tasks.clone() };
     // Auditors may list the collectors (as the console shows them), so that a client can find the
@@ -175,6 +180,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         addr = %local_addr,
         data_dir = %config.data_dir.display(),
         tls = tls::mode(tls.as_ref()),
+        bind_publishers_to_client_cert = config.bind_publishers_to_client_cert,
         "collector listening"
     );
     // Started once nothing can fail start-up any more, so that no early return leaves them running.

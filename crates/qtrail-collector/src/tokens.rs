@@ -6,7 +6,8 @@
 //! one location's runtime cannot write into another's chain. Tokens are looked up by their
 //! SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name` ever
 //! reaches a log line or an error message; names are unique, since publisher bindings, stored
-//! records and logs know a token by its name alone.
+//! records and logs know a token by its name alone, and may not contain `@cert:`, which joins a
+//! name to a client certificate where publishers are bound to both.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -162,6 +163,14 @@ impl Tokens {
             if entry.name.trim().is_empty() {
                 return Err(format!("token entry {position} has an empty `name`"));
             }
+            // Reserved: a name and a client certificate make one credential, `NAME@cert:…`
+            // (see `store::publisher::cert_credential`), which must read back unambiguously.
+            if entry.name.contains("@cert:") {
+                return Err(format!(
+                    "token `{}` (entry {position}) has `@cert:` in its `name`, which is reserved for client certificates",
+                    entry.name
+                ));
+            }
             if entry.token.trim().is_empty() {
                 return Err(format!("token `{}` (entry {position}) has an empty `token`", entry.name));
             }
@@ -281,6 +290,7 @@ mod tests {
         assert!(repeated.unwrap_err().contains("token `b` (entry 2) repeats"));
         assert!(Tokens::from_entries([entry("", Role::Admin, "a")]).unwrap_err().contains("empty `token`"));
         assert!(Tokens::from_entries([entry("x", Role::Admin, " ")]).unwrap_err().contains("empty `name`"));
+        assert!(Tokens::from_entries([entry("x", Role::Publisher, "a@cert:b")]).unwrap_err().contains("reserved"));
     }
 
     #[test]

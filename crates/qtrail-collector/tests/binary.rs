@@ -174,6 +174,95 @@ fn bad_tls_files_stop_start_up_naming_the_file_and_never_serve_plaintext() {
     // Half a configuration is refused by the flags themselves.
     let output = command(dir.path()).arg("--tls-client-ca").arg(&pki.ca).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    // Binding publishers to client certificates without mutual TLS, too.
+    let output = command(dir.path())
+        .args(["--tls-cert"])
+        .arg(&pki.server_cert)
+        .arg("--tls-key")
+        .arg(&pki.server_key)
+        .arg("--bind-publishers-to-client-cert")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--tls-client-ca"), "{stderr}");
+    assert!(!dir.path().join("addr").exists(), "nothing listened");
+}
+
+/// With `--bind-publishers-to-client-cert` (here from its environment variable), a stream with
+/// the right token but another client certificate than the one a publisher id is bound to is
+/// refused, and the refusal is in the access log naming both identities, never the token.
+#[tokio::test]
+async fn a_stream_of_another_client_certificate_is_refused_in_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tokens(&dir.path().join("tokens.toml"), "admin");
+    let pki = qtrail_server::tls::testing::TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
+    let mut command = command(dir.path());
+    command.arg("--log-json").arg("--tls-cert").arg(&pki.server_cert).arg("--tls-key").arg(&pki.server_key);
+    command.arg("--tls-client-ca").arg(&pki.ca).env("QTRAIL_COLLECTOR_BIND_PUBLISHERS_TO_CLIENT_CERT", "true");
+    let mut process = Process(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let addr_file = dir.path().join("addr");
+    let written =
+        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
+            .await;
+    assert!(written, "address file written");
+    let url = format!("https://localhost:{}", qtrail_server::addr_file::read(&addr_file).unwrap().unwrap().port());
+    let connect = |tls: qtrail_server::tls::ClientTls| {
+        let endpoint = tls.endpoint(&url).unwrap();
+        async move { endpoint.connect().await.unwrap() }
+    };
+    let first = connect(pki.client(true)).await;
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(first.clone());
+    admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
+
+    let request = |kind| proto::PublishRequest { kind: Some(kind) };
+    let hello = request(proto::publish_request::Kind::Hello(proto::Hello {
+        publisher_id: "pub-1".into(),
+        location: "us-east".into(),
+        epoch: 1,
+    }));
+    let batch = request(proto::publish_request::Kind::Batch(proto::Batch {
+        batch_seq: 1,
+        events: common::published(&common::events("us-east", 0, 1), 1),
+    }));
+    let mut ingest = proto::ingest_client::IngestClient::new(first);
+    let stream = tokio_stream::iter([hello.clone(), batch]);
+    let mut answers = ingest.publish(authed(stream, "p")).await.unwrap().into_inner();
+    answers.message().await.unwrap().expect("welcome");
+    let ack = answers.message().await.unwrap().expect("ack");
+    assert!(matches!(ack.kind, Some(proto::publish_response::Kind::Ack(proto::Ack { accepted: 1, .. }))), "{ack:?}");
+
+    let other = qtrail_server::tls::ClientTls {
+        ca: Some(pki.ca.clone()),
+        cert: Some(pki.other_client_cert.clone()),
+        key: Some(pki.other_client_key.clone()),
+    };
+    let mut ingest = proto::ingest_client::IngestClient::new(connect(other).await);
+    let mut answers = ingest.publish(authed(tokio_stream::iter([hello]), "p")).await.unwrap().into_inner();
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+    terminate(&mut process).await;
+    let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "qtrail::access" && line["fields"]["message"] == "call refused")
+        .map(|line| line["fields"].clone())
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    let fields: Vec<&str> =
+        ["token", "call", "location", "reason"].iter().map(|field| refused[0][field].as_str().unwrap()).collect();
+    assert_eq!(fields[..3], ["rt", "Publish", "us-east"]);
+    assert_eq!(fields[3], status.message());
+    assert!(
+        status.message().starts_with("publisher `pub-1` is bound to token `rt@cert:sha256:"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("`, not `rt@cert:sha256:"), "{}", status.message());
+    assert!(!text.contains(ADMIN), "no token in the log");
 }
 
 /// Reads of the audit trail, over gRPC or the console, and calls refused for their token (also a

@@ -366,6 +366,11 @@ pub mod testing {
         pub client_cert: PathBuf,
         /// Its key.
         pub client_key: PathBuf,
+        /// A second client certificate of the same CA (`CN=qtrail other client`), for tests
+        /// that tell two clients apart by their certificates.
+        pub other_client_cert: PathBuf,
+        /// Its key.
+        pub other_client_key: PathBuf,
     }
 
     impl TestPki {
@@ -392,6 +397,7 @@ pub mod testing {
             };
             let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost");
             let (client_cert, client_key) = leaf(Vec::new(), "qtrail test client");
+            let (other_client_cert, other_client_key) = leaf(Vec::new(), "qtrail other client");
 
             let write = |file: &str, pem: &str| {
                 let path = dir.join(file);
@@ -404,6 +410,8 @@ pub mod testing {
                 server_key: write("server.key", &server_key),
                 client_cert: write("client.pem", &client_cert),
                 client_key: write("client.key", &client_key),
+                other_client_cert: write("other-client.pem", &other_client_cert),
+                other_client_key: write("other-client.key", &other_client_key),
             }
         }
 

@@ -56,7 +56,7 @@ impl ApiError {
                 Error::CollectorExists(_) => StatusCode::CONFLICT,
                 Error::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
                 Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-                Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Error::Unauthenticated | Error::NoClientCertificate => StatusCode::UNAUTHORIZED,
                 Error::PermissionDenied { .. } | Error::LocationDenied { .. } | Error::PublisherBound { .. } => {
                     StatusCode::FORBIDDEN
                 }

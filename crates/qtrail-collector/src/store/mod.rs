@@ -129,7 +129,8 @@ pub struct AppendBatch {
     pub publisher_id: String,
     /// The publisher's epoch.
     pub epoch: u64,
-    /// Name of the token that delivered the batch; the publisher id is bound to the first.
+    /// Who delivered the batch: its token's name, or that and its client certificate
+    /// ([`publisher::cert_credential`]); the publisher id is bound to the first.
     pub credential: String,
     /// The events, in publisher order.
     pub events: Vec<NewEvent>,

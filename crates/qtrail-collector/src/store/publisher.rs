@@ -12,6 +12,12 @@
 //! publisher may hold at most [`MAX_GAPS_PER_PUBLISHER`]: a batch that would open more is
 //! refused whole ([`exceeds_gap_limit`]); batches that open none (and resent events, which
 //! close gaps) are still stored.
+//!
+//! A credential is the name of the stream's token or, when the collector binds publishers to
+//! client certificates, that name and the certificate's fingerprint ([`cert_credential`]). A
+//! binding to a bare name (made without certificates, or before) is taken over by the first
+//! stream of that token with a certificate, and a binding to a name and certificate is honoured
+//! by that name alone once the collector no longer checks certificates ([`bound_elsewhere`]).
 
 use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
@@ -41,19 +47,52 @@ pub fn new_state(publisher_id: &str, epoch: u64) -> proto::PublisherState {
     proto::PublisherState { publisher_id: publisher_id.to_owned(), epoch, ..Default::default() }
 }
 
-/// Returns the credential the publisher is bound to when it is not `credential`: a stream
-/// authenticated otherwise may not publish under this id. A state from before binding (none
-/// recorded) binds to the first credential that delivers a batch.
+/// Separates a token name from the client certificate's identity in a credential bound to both.
+/// Token names may not contain `@cert:` ([`crate::tokens`]), and the fingerprint after it has a
+/// fixed length, so a credential reads back into one name and one certificate only.
+pub const CERT_SEPARATOR: &str = "@cert:sha256:";
+
+/// Returns the credential of a stream whose token is named `token_name` and whose client
+/// certificate (the leaf, DER) is `certificate`: `runtime-us-east@cert:sha256:<64 hex digits>`.
+/// The SHA-256 fingerprint names one certificate without trusting anything written in it, and
+/// is no secret (it is sent in every handshake).
+pub fn cert_credential(token_name: &str, certificate: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("{token_name}{CERT_SEPARATOR}{}", hex::encode(sha2::Sha256::digest(certificate)))
+}
+
+/// Splits a credential into its token name and, when bound to a certificate, its fingerprint.
+fn split_credential(credential: &str) -> (&str, Option<&str>) {
+    match credential.rsplit_once(CERT_SEPARATOR) {
+        Some((name, fingerprint)) => (name, Some(fingerprint)),
+        None => (credential, None),
+    }
+}
+
+/// Returns the credential the publisher is bound to when a stream of `credential` may not
+/// publish under its id: another token name, or the same name with another client certificate.
+/// A state from before binding (none recorded) binds to the first credential that delivers a
+/// batch; one bound to a bare token name accepts that name with any certificate (the first
+/// batch then binds it to the certificate, see [`record_batch`]); one bound to a name and
+/// certificate accepts the bare name, which only a collector that does not bind publishers to
+/// certificates sends.
 pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -> Option<&'a str> {
     let bound = state.credential.as_str();
-    (!bound.is_empty() && bound != credential).then_some(bound)
+    if bound.is_empty() || bound == credential {
+        return None;
+    }
+    let ((bound_name, bound_cert), (name, cert)) = (split_credential(bound), split_credential(credential));
+    let same = bound_name == name && (bound_cert.is_none() || cert.is_none());
+    (!same).then_some(bound)
 }
 
 /// Records that the publisher delivered a batch in `epoch` at `now` with `credential`, which
-/// binds a publisher not bound yet. A newer epoch restarts the sequence; an older one (a stale
+/// binds a publisher not bound yet, and binds one bound to the bare token name of `credential`
+/// to its certificate as well. A newer epoch restarts the sequence; an older one (a stale
 /// process) leaves the state's epoch alone.
 pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp, credential: &str) {
-    if state.credential.is_empty() {
+    let bare = split_credential(&state.credential).1.is_none();
+    if state.credential.is_empty() || (bare && split_credential(credential).1.is_some()) {
         state.credential = credential.to_owned();
     }
     if epoch > state.epoch {
@@ -137,6 +176,33 @@ mod tests {
         assert!(!exceeds_gap_limit(&state, 1, [highest + 1, highest + 2]), "contiguous");
         assert!(!exceeds_gap_limit(&state, 1, [1, highest + 1]), "closing one");
         assert!(!exceeds_gap_limit(&state, 1, [1, highest + 2]), "closing one, opening one");
+    }
+
+    #[test]
+    fn a_certificate_binding_tells_certificates_apart_and_takes_over_a_bare_name() {
+        let first = cert_credential("runtime", b"first certificate");
+        let second = cert_credential("runtime", b"second certificate");
+        assert!(first.starts_with("runtime@cert:sha256:"));
+        assert_eq!(first.len(), "runtime@cert:sha256:".len() + 64);
+        assert_ne!(first, second);
+
+        // Bound to a bare name (before the flag): the first certificate of that name takes it.
+        let mut state = new_state("p", 1);
+        record_batch(&mut state, 1, Timestamp::default(), "runtime");
+        assert_eq!(bound_elsewhere(&state, &first), None);
+        assert_eq!(bound_elsewhere(&state, &cert_credential("other", b"first certificate")), Some("runtime"));
+        record_batch(&mut state, 1, Timestamp::default(), &first);
+        assert_eq!(state.credential, first);
+
+        // Bound to a name and certificate: another certificate or name is refused.
+        assert_eq!(bound_elsewhere(&state, &first), None);
+        assert_eq!(bound_elsewhere(&state, &second), Some(first.as_str()));
+        assert_eq!(bound_elsewhere(&state, &cert_credential("other", b"first certificate")), Some(first.as_str()));
+        assert_eq!(bound_elsewhere(&state, "other"), Some(first.as_str()));
+        // Without certificate binding, the name alone is honoured and the binding kept.
+        assert_eq!(bound_elsewhere(&state, "runtime"), None);
+        record_batch(&mut state, 1, Timestamp::default(), "runtime");
+        assert_eq!(state.credential, first);
     }
 
     #[test]

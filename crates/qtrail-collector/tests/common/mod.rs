@@ -54,6 +54,9 @@ pub struct TestServer {
     /// Address of the HTTP side, when started with one.
     pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    /// TLS of the clients [`TestServer::channel`] makes, for a collector serving TLS: they
+    /// then connect to `https://localhost` with these files. Plaintext when `None`.
+    pub client_tls: Option<qtrail_server::tls::ClientTls>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -73,7 +76,7 @@ impl TestServer {
         let handle = tokio::spawn(qtrail_collector::run(listener, config, async move {
             let _ = signal.await;
         }));
-        Self { addr, http_addr: None, data_dir, shutdown: Some(shutdown), handle: Some(handle) }
+        Self { addr, http_addr: None, data_dir, client_tls: None, shutdown: Some(shutdown), handle: Some(handle) }
     }
 
     /// Starts a collector over `data_dir` with its HTTP side (console, metrics) on a free port.
@@ -124,7 +127,10 @@ impl TestServer {
     pub async fn channel(&self) -> Channel {
         // The listener was bound before `run` started, so a connection waits in its backlog
         // rather than failing: one attempt, bounded, instead of a retry loop.
-        let endpoint = Channel::from_shared(format!("http://{}", self.addr)).expect("uri");
+        let endpoint = match &self.client_tls {
+            Some(tls) => tls.endpoint(&format!("https://localhost:{}", self.addr.port())).expect("tls endpoint"),
+            None => Channel::from_shared(format!("http://{}", self.addr)).expect("uri"),
+        };
         let connected = tokio::time::timeout(Duration::from_secs(10), endpoint.connect()).await;
         connected.expect("connects within 10 s").unwrap_or_else(|err| panic!("cannot connect: {err}"))
     }
