@@ -316,8 +316,7 @@ fn signing_config(dir: &std::path::Path, data_dir: &std::path::Path) -> Config {
 async fn a_checkpoint_moved_to_another_location_is_damaged_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut config = signing_config(dir.path(), &data_dir);
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_with(signing_config(dir.path(), &data_dir)).await;
     for location in ["us-east", "eu-de"] {
         server.create_collector(location).await;
     }
