@@ -96,7 +96,7 @@ async fn events_travel_over_mutual_tls_and_clients_without_trust_are_refused() {
     .await;
     assert!(found.stdout.contains("alice@example.com"), "{}", found.stdout);
 
-    // grpcurl, as the README shows it: reflection and a call over mutual TLS.
+    // grpcurl, as docs/tls.md shows it: reflection and a call over mutual TLS.
     let grpcurl = |cert: &[&str]| {
         let target = collector_url.trim_start_matches("https://");
         let data = r#"{"location": "us-east"}"#;

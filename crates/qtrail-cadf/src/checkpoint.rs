@@ -318,8 +318,8 @@ mod tests {
         assert_ne!(v2_key.id(), key.id());
     }
 
-    /// What the README promises: `openssl pkey` reads a key qtrail writes, and derives the same
-    /// public key from it.
+    /// What docs/collector.md promises: `openssl pkey` reads a key qtrail writes, and derives the
+    /// same public key from it.
     #[test]
     fn openssl_reads_written_keys() {
         let dir = tempfile::tempdir().unwrap();

@@ -352,7 +352,7 @@ const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
 
 /// Returns the checkpoint key file of `dir`, writing a new key (and its public half) first if
 /// there is none. A dev key beside the data it protects proves little against someone who can
-/// write that directory; a real collector keeps its key elsewhere (see the README).
+/// write that directory; a real collector keeps its key elsewhere (see docs/collector.md).
 fn checkpoint_key(dir: &Path) -> Result<PathBuf, CliError> {
     let private = dir.join(CHECKPOINT_KEY);
     let pem = if private.exists() {

@@ -1,6 +1,6 @@
 //! The runtime's Prometheus metrics: what the publisher sent and the collector acknowledged or
 //! refused, the outbox's depth, bytes and oldest age against its bound, and the calls refused
-//! because the outbox was full (DESIGN: "says so in metrics and logs").
+//! because the outbox was full (docs/operations.md, "Metrics and logs").
 //!
 //! The publisher and the service keep plain atomic counters; a small task copies them into the
 //! process-wide `metrics` registry every second, so that the hot path never touches the

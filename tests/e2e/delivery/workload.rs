@@ -62,7 +62,7 @@ impl Outcome {
             | Code::PermissionDenied
             | Code::FailedPrecondition
             | Code::Unauthenticated => Outcome::Refused(status.code()),
-            // The runtime's own words for "refused, and nothing recorded" (README, Runtime).
+            // The runtime's own words for "refused, and nothing recorded" (docs/runtime.md).
             Code::Unavailable if matches!(status.message(), "audit outbox full" | "audit log unavailable") => {
                 Outcome::Unaudited
             }
