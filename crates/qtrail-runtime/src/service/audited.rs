@@ -23,8 +23,8 @@ fn authenticated(ctx: &CallContext) -> Result<&Principal> {
 }
 
 impl RuntimeService {
-    /// Returns the call's result once its event is durable; the call fails UNAVAILABLE (or
-    /// RESOURCE_EXHAUSTED when the outbox was full) when the event could not be recorded.
+    /// Returns the call's result once its event is durable; the call fails UNAVAILABLE when the
+    /// event could not be recorded, the outbox being full included ([`Error::OutboxFull`]).
     ///
     /// # Errors
     /// The call's own error, or why its event could not be recorded.
