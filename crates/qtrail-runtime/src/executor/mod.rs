@@ -163,13 +163,12 @@ impl Executor {
                 let worker = dispatcher.clone();
                 let store = store.clone();
                 dispatcher.tracker.spawn_blocking(move || {
+                    // Given back however the job ends, a panic in the simulator included: else
+                    // the job would count against its account until the next start.
+                    let _done = Done { inner: &worker, job_id: &job_id };
                     if let Err(err) = execute(&store, &job_id, &cancel, &worker.shutdown) {
                         warn!(job_id = %job_id, error = %err, "job execution failed to record its state");
                     }
-                    worker.running_jobs().remove(&job_id);
-                    // Finished, cancelled, deleted, or interrupted by a shutdown: in each case
-                    // the job no longer counts against its account.
-                    worker.active_jobs().remove(&job_id);
                     drop(permit);
                 });
             }
@@ -240,6 +239,20 @@ impl Inner {
     fn active_jobs(&self) -> std::sync::MutexGuard<'_, Active> {
         // Each change to the counts is made whole under the lock, before anything can panic.
         self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Forgets a job that stopped executing: finished, cancelled, deleted, interrupted by a
+/// shutdown, or panicked. In each case it no longer counts against its account.
+struct Done<'a> {
+    inner: &'a Inner,
+    job_id: &'a str,
+}
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.inner.running_jobs().remove(self.job_id);
+        self.inner.active_jobs().remove(self.job_id);
     }
 }
 
