@@ -87,12 +87,22 @@ pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -
 }
 
 /// Records that the publisher delivered a batch in `epoch` at `now` with `credential`, which
-/// binds a publisher not bound yet, and binds one bound to the bare token name of `credential`
-/// to its certificate as well. A newer epoch restarts the sequence; an older one (a stale
+/// binds a publisher not bound yet, binds one bound to the bare token name of `credential` to
+/// its certificate as well, and takes one bound to a name and certificate back to the bare name
+/// when that name delivers without one. A newer epoch restarts the sequence; an older one (a stale
 /// process) leaves the state's epoch alone.
 pub fn record_batch(state: &mut proto::PublisherState, epoch: u64, now: Timestamp, credential: &str) {
-    let bare = split_credential(&state.credential).1.is_none();
-    if state.credential.is_empty() || (bare && split_credential(credential).1.is_some()) {
+    let (bound_name, bound_cert) = split_credential(&state.credential);
+    let (name, cert) = split_credential(credential);
+    // A bare binding takes the first certificate; a certificate binding delivered to by its
+    // bare name (a collector that no longer binds certificates) goes back to the bare name, so
+    // a renewed certificate can bind the id once the flag is on again.
+    let rebind = match (bound_cert, cert) {
+        (None, Some(_)) => true,
+        (Some(_), None) => bound_name == name,
+        _ => false,
+    };
+    if state.credential.is_empty() || rebind {
         state.credential = credential.to_owned();
     }
     if epoch > state.epoch {
@@ -199,10 +209,14 @@ mod tests {
         assert_eq!(bound_elsewhere(&state, &second), Some(first.as_str()));
         assert_eq!(bound_elsewhere(&state, &cert_credential("other", b"first certificate")), Some(first.as_str()));
         assert_eq!(bound_elsewhere(&state, "other"), Some(first.as_str()));
-        // Without certificate binding, the name alone is honoured and the binding kept.
+        // Without certificate binding, the name alone is honoured and the binding goes back to
+        // it, so a renewed certificate binds the id when the flag is on again.
         assert_eq!(bound_elsewhere(&state, "runtime"), None);
         record_batch(&mut state, 1, Timestamp::default(), "runtime");
-        assert_eq!(state.credential, first);
+        assert_eq!(state.credential, "runtime");
+        record_batch(&mut state, 1, Timestamp::default(), &second);
+        assert_eq!(state.credential, second);
+        assert_eq!(bound_elsewhere(&state, &first), Some(second.as_str()));
     }
 
     #[test]
