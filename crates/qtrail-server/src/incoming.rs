@@ -151,8 +151,14 @@ impl Idle {
 
 impl Drop for CappedStream {
     fn drop(&mut self) {
-        if let Some(peer) = self.peer {
-            self.registry.lock().unwrap_or_else(PoisonError::into_inner).remove(&peer);
+        let Some(peer) = self.peer else {
+            return;
+        };
+        // A new connection may already have the same address (the kernel frees a port as soon
+        // as a connection is reset): remove the entry only if it is still this connection's.
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if registry.get(&peer).is_some_and(|activity| Arc::ptr_eq(activity, &self.idle.activity)) {
+            registry.remove(&peer);
         }
     }
 }
