@@ -32,6 +32,9 @@ pub struct Grpc {
     tracker: TaskTracker,
 }
 
+/// The headers [`Grpc::context`] reads: all a call's event needs of its request's metadata.
+pub(crate) const CONTEXT_HEADERS: [&str; 4] = ["authorization", "x-forwarded-for", "user-agent", "x-correlation-id"];
+
 impl Grpc {
     /// Returns adapters over `service` that authenticate callers against `principals`, believe
     /// `x-forwarded-for` only from `trusted_proxies`, and run calls on `tracker`.
@@ -44,7 +47,8 @@ impl Grpc {
         Self { service, principals, trusted_proxies, tracker }
     }
 
-    /// Returns what the call knows about its caller; never keeps the API key.
+    /// Returns what the call knows about its caller, from the [`CONTEXT_HEADERS`] and the peer;
+    /// never keeps the API key.
     pub(crate) fn context<T>(&self, request: &Request<T>) -> CallContext {
         let metadata = request.metadata();
         let caller = match qtrail_server::auth::bearer_token(metadata) {

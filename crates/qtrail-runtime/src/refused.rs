@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 
 use crate::audit::AuditRecord;
 use crate::error::Error;
-use crate::grpc::Grpc;
+use crate::grpc::{CONTEXT_HEADERS, Grpc};
 
 /// Set on a request by [`Audited`]; marked once a handler takes the call up.
 #[derive(Debug, Clone, Default)]
@@ -98,12 +98,15 @@ where
         };
         let taken_up = TakenUp::default();
         request.extensions_mut().insert(taken_up.clone());
-        // What the event needs about the caller, kept in case the handler never sees the call.
-        let mut head = tonic::Request::from_parts(
-            MetadataMap::from_headers(request.headers().clone()),
-            tonic::Extensions::default(),
-            (),
-        );
+        // What the event needs about the caller, kept in case the handler never sees the call:
+        // only the headers it reads, since this runs for every call.
+        let mut headers = http::HeaderMap::new();
+        for name in CONTEXT_HEADERS {
+            for value in request.headers().get_all(name) {
+                headers.append(name, value.clone());
+            }
+        }
+        let mut head = tonic::Request::from_parts(MetadataMap::from_headers(headers), tonic::Extensions::default(), ());
         if let Some(info) = request.extensions().get::<TcpConnectInfo>() {
             head.extensions_mut().insert(info.clone());
         }
