@@ -8,10 +8,8 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use ariadne::Span as _;
 use openqasm::ast::{Decl, FileSpan, Program, Span, Stmt};
@@ -19,6 +17,7 @@ use openqasm::parser::{FilePolicy, FileResult, ParseError, Parser, SourceCache};
 use openqasm::translate::{GateWriter, Linearize, LinearizeError, ProgramVisitor, Value};
 use openqasm::typing::TypeError;
 
+use super::compiling::COMPILING;
 use super::expansion::check_expansion;
 #[cfg(test)]
 use super::expansion::expanded_size;
@@ -171,46 +170,6 @@ pub fn parse(source: &str) -> Result<Circuit, CircuitError> {
         .map_err(|_| CircuitError::Unparsable)?;
     // A panic inside the openqasm crate ends only its thread: the program is refused.
     parser.join().unwrap_or(Err(CircuitError::Unparsable))
-}
-
-/// Programs compiled at once, across every caller and the executor. Each holds a parser thread
-/// with a [`PARSE_STACK_BYTES`] stack and may build a circuit of up to [`MAX_OPERATIONS`]
-/// instructions, and compiling is CPU-bound: without a bound, hundreds of concurrent uploads of
-/// large (legal) programs would take gigabytes and every core from the other callers. Parsing
-/// runs outside any store transaction, so it no longer queues behind the store's one writer.
-static COMPILING: CompileGate = CompileGate { running: Mutex::new(0), freed: Condvar::new() };
-
-/// A counting gate of as many compiles as the machine has cores.
-struct CompileGate {
-    running: Mutex<usize>,
-    freed: Condvar,
-}
-
-/// A place in [`COMPILING`], given back when dropped.
-struct CompileSlot<'a> {
-    gate: &'a CompileGate,
-}
-
-impl CompileGate {
-    /// Waits for a place; callers run on blocking threads.
-    fn enter(&self) -> CompileSlot<'_> {
-        static LIMIT: OnceLock<usize> = OnceLock::new();
-        let limit = *LIMIT.get_or_init(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
-        // A count stays whole under the lock: a poisoned one is still right.
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        while *running >= limit {
-            running = self.freed.wait(running).unwrap_or_else(PoisonError::into_inner);
-        }
-        *running += 1;
-        CompileSlot { gate: self }
-    }
-}
-
-impl Drop for CompileSlot<'_> {
-    fn drop(&mut self) {
-        *self.gate.running.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-        self.gate.freed.notify_one();
-    }
 }
 
 /// Refuses statements with more than [`MAX_STATEMENT_OPERATORS`] operators and parentheses.
@@ -661,23 +620,6 @@ mod tests {
             let source = format!("OPENQASM 2.0;\n{body}\n");
             assert!(parse(&source).is_err(), "{body}");
         }
-    }
-
-    #[test]
-    fn no_more_programs_compile_at_once_than_the_machine_has_cores() {
-        let limit = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
-        let held: Vec<CompileSlot<'_>> = (0..limit).map(|_| COMPILING.enter()).collect();
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(parse("OPENQASM 2.0;\nqreg q[1];\nU(0,0,0) q[0];\n").is_ok());
-        });
-        // Every place is taken: the compile waits (other tests' compiles wait with it).
-        assert_eq!(
-            finished.recv_timeout(std::time::Duration::from_millis(300)),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-        );
-        drop(held);
-        assert_eq!(finished.recv_timeout(std::time::Duration::from_secs(30)), Ok(true));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod circuit;
 #[cfg(test)]
 mod circuit_properties;
+mod compiling;
 mod expansion;
 pub mod simulator;
 
