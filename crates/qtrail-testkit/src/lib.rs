@@ -3,14 +3,16 @@
 //! caller's, logs kept per server, and a kill on drop so that nothing is left behind, even when
 //! a test panics.
 //!
-//! One kit for every place that spawns the binaries: the end-to-end tests (`tests/e2e`), the
+//! One kit for every place that spawns processes: the end-to-end tests (`tests/e2e`), the
 //! tests of the `qtrail-runtime` and `qtrail-collector` binaries, and the benchmark harness,
 //! which runs its servers as processes in production runs too (so [`process`] returns errors
-//! where the test-only parts panic).
+//! where the test-only parts panic). It also runs a test that reads process-wide state in a
+//! process of its own ([`isolation`]).
 
 pub mod address;
 pub mod binary;
 pub mod http;
+pub mod isolation;
 pub mod process;
 pub mod server;
 pub mod wait;
@@ -18,6 +20,7 @@ pub mod wait;
 pub use address::ServerAddr;
 pub use binary::{artifacts_dir, binary, without_tls_env};
 pub use http::http_get;
-pub use process::Process;
+pub use isolation::in_own_process;
+pub use process::{Process, Signal};
 pub use server::ServerProcess;
 pub use wait::{START_TIMEOUT, wait_until};

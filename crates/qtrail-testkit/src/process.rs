@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+/// The signals a test or the benchmark harness sends (re-exported so that users need no `nix`).
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use qtrail_server::poll;
 
@@ -87,9 +89,8 @@ impl Process {
             std::future::ready(found)
         })
         .await;
-        written.unwrap_or_else(|| {
-            Err(Error::Timeout { name: self.name.clone(), what: "write its address file", timeout })
-        })
+        written
+            .unwrap_or_else(|| Err(Error::Timeout { name: self.name.clone(), what: "write its address file", timeout }))
     }
 
     /// Sends `signal`, e.g. SIGSTOP to freeze the process the way a stalled machine would.
@@ -98,8 +99,11 @@ impl Process {
     /// When the signal cannot be sent.
     pub fn signal(&self, signal: Signal) -> Result<(), Error> {
         let name = || self.name.clone();
-        let pid = i32::try_from(self.child.id())
-            .map_err(|_| Error::Signal { name: name(), signal, source: nix::Error::ESRCH })?;
+        let pid = i32::try_from(self.child.id()).map_err(|_| Error::Signal {
+            name: name(),
+            signal,
+            source: nix::Error::ESRCH,
+        })?;
         kill(Pid::from_raw(pid), signal).map_err(|source| Error::Signal { name: name(), signal, source })
     }
 

@@ -1,8 +1,8 @@
 //! The collector's HTTP side over real sockets: the console's JSON API (sign-in and sessions,
 //! status codes, escaping, the same answers as gRPC), the live stream, exports, the page's
-//! security headers, and stopping together with gRPC. Metrics have their own test binary.
+//! security headers, and stopping together with gRPC. Metrics have their own module.
 
-mod common;
+use crate::common;
 
 use common::http::HttpClient;
 use common::{ADMIN, AUDITOR, PUBLISHER, TestServer, authed, events};
