@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{ALICE, BELL, BOB, Expected, TestRuntime, WAIT, assert_event, call};
+use crate::harness::{ALICE, BELL, BOB, TestRuntime, WAIT, assert_audited, call};
 
 /// A program slow enough to keep a job running for minutes: many shots of a 16-qubit circuit
 /// with a mid-circuit measurement, so each shot is simulated anew.
@@ -58,16 +58,7 @@ async fn a_program_bomb_is_refused_while_other_principals_keep_their_latency() {
         status.message(),
         "invalid source: expanded size of the program exceeds the limit of 1000000 operations"
     );
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramCreate,
-            code: 400,
-            severity: Severity::Warning,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::ProgramCreate, 400, Severity::Warning, None, "acc-alice")]).await;
     // An update to a bomb is refused the same way and leaves the program as it was.
     let own = runtime.create_program("own", BELL, false).await;
     let (request, _) = call(
@@ -207,16 +198,7 @@ async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
         status.message(),
         "account has 4 jobs queued or running, the most it may have; wait for some to finish or cancel them"
     );
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobCreate,
-            code: 429,
-            severity: Severity::Warning,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::JobCreate, 429, Severity::Warning, None, "acc-alice")]).await;
 
     // Another account is not held back by Alice's jobs.
     let bobs = create_slow_job(&runtime, &slow.id, BOB).await.unwrap();
