@@ -107,7 +107,7 @@ async fn seeds_decide_the_counts(runtime: &TestRuntime, program: &pb::Program, r
     let mut client = runtime.jobs().await;
     // The same seed gives the same counts.
     let again = create_job(
-        &runtime,
+        runtime,
         pb::CreateJobRequest {
             program_id: program.id.clone(),
             params: params(json!({"shots": 2000, "seed": 42})),
@@ -116,15 +116,15 @@ async fn seeds_decide_the_counts(runtime: &TestRuntime, program: &pb::Program, r
         ALICE,
     )
     .await;
-    wait_for_status(&runtime, &again.id, pb::JobStatus::Completed).await;
+    wait_for_status(runtime, &again.id, pb::JobStatus::Completed).await;
     let (request, _) = call(pb::GetJobResultsRequest { id: again.id.clone(), ..Default::default() }, Some(ALICE));
     assert_eq!(client.get_job_results(request).await.unwrap().into_inner().counts, results.counts);
 
     // Without a seed one is picked and reported.
     let unseeded =
-        create_job(&runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE)
+        create_job(runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE)
             .await;
-    wait_for_status(&runtime, &unseeded.id, pb::JobStatus::Completed).await;
+    wait_for_status(runtime, &unseeded.id, pb::JobStatus::Completed).await;
     let (request, _) = call(pb::GetJobResultsRequest { id: unseeded.id.clone(), ..Default::default() }, Some(ALICE));
     let unseeded_results = client.get_job_results(request).await.unwrap().into_inner();
     assert_eq!(unseeded_results.shots, 1024);
