@@ -122,8 +122,7 @@ async fn seeds_decide_the_counts(runtime: &TestRuntime, program: &pb::Program, r
 
     // Without a seed one is picked and reported.
     let unseeded =
-        create_job(runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE)
-            .await;
+        create_job(runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE).await;
     wait_for_status(runtime, &unseeded.id, pb::JobStatus::Completed).await;
     let (request, _) = call(pb::GetJobResultsRequest { id: unseeded.id.clone(), ..Default::default() }, Some(ALICE));
     let unseeded_results = client.get_job_results(request).await.unwrap().into_inner();
