@@ -10,7 +10,7 @@ const OWN_PROCESS: &str = "QTRAIL_TESTKIT_OWN_PROCESS";
 /// for it alone. Otherwise runs the test binary again with `test` (the test's path in the
 /// binary, `module::name`) as the only test, and returns `false` once that has passed.
 ///
-/// ```ignore
+/// ```no_run
 /// if !qtrail_testkit::in_own_process("metrics::a_gauge_returns_to_zero") {
 ///     return;
 /// }
