@@ -309,6 +309,22 @@ impl Shared {
         self.changed.send_modify(|version| *version += 1);
     }
 
+    /// Judges the gRPC messages that `frame` completes, and tells whether it completes any; a
+    /// frame that completes none (headers, part of a message) is forwarded.
+    fn judge_frame(
+        &self,
+        connection: &Connection,
+        direction: Direction,
+        reassembly: &Reassembly,
+        frame: &[u8],
+    ) -> (Verdict, bool) {
+        let messages = reassembly.preview(frame);
+        if messages.is_empty() {
+            return (Verdict::Forward, false);
+        }
+        (self.judge(connection, direction, &messages), true)
+    }
+
     /// Decides the fate of a frame that completes `messages`, and records them accordingly.
     fn judge(&self, connection: &Connection, direction: Direction, messages: &[Vec<u8>]) -> Verdict {
         let mut state = self.state();
@@ -602,11 +618,12 @@ async fn to_collector_pump(
     connection: Arc<Connection>,
     shared: Arc<Shared>,
 ) {
+    // The connection preface goes through as it is, before any frame.
+    let mut preface_left = PREFACE.len();
+    let mut held: Option<Vec<u8>> = None;
     let mut buffer = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let mut reassembly = Reassembly::default();
-    let mut preface_left = PREFACE.len();
-    let mut held: Option<Vec<u8>> = None;
     let mut runtime_gone = false;
     'connection: loop {
         let read = tokio::select! {
@@ -651,12 +668,7 @@ async fn to_collector_pump(
             if connection.mode() != Mode::Normal {
                 continue 'connection;
             }
-            let messages = reassembly.preview(&frame);
-            let verdict = if messages.is_empty() {
-                Verdict::Forward
-            } else {
-                shared.judge(&connection, Direction::ToCollector, &messages)
-            };
+            let (verdict, _) = shared.judge_frame(&connection, Direction::ToCollector, &reassembly, &frame);
             match verdict {
                 Verdict::Forward => {
                     if to.write_all(&frame).await.is_err() {
@@ -694,10 +706,10 @@ async fn to_runtime_pump(
     connection: Arc<Connection>,
     shared: Arc<Shared>,
 ) {
+    let mut runtime_gone = false;
     let mut buffer = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let mut reassembly = Reassembly::default();
-    let mut runtime_gone = false;
     'connection: loop {
         let read = tokio::select! {
             () = connection.closed.cancelled() => break,
@@ -715,12 +727,8 @@ async fn to_runtime_pump(
             if connection.mode() == Mode::Blackholed {
                 continue 'connection;
             }
-            let messages = reassembly.preview(&frame);
-            let verdict = if messages.is_empty() {
-                Verdict::Forward
-            } else {
-                shared.judge(&connection, Direction::ToRuntime, &messages)
-            };
+            let (verdict, completes_messages) =
+                shared.judge_frame(&connection, Direction::ToRuntime, &reassembly, &frame);
             match verdict {
                 // Holding and truncating only ever strike batches, on the way to the collector.
                 Verdict::Forward | Verdict::Hold | Verdict::Truncate => {
@@ -731,7 +739,7 @@ async fn to_runtime_pump(
                         runtime_gone = true;
                     }
                     reassembly.take(&frame);
-                    if connection.mode() == Mode::Released && !messages.is_empty() {
+                    if connection.mode() == Mode::Released && completes_messages {
                         // The collector answered the late batch: the late path is done.
                         break 'connection;
                     }

@@ -1,7 +1,7 @@
 //! Ingest.Publish against a real server: the protocol, per-event rejects, deduplication, gaps,
 //! durability across restarts and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::{EU_DE_PUBLISHER, OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
 use qtrail_cadf::{ChainHash, chain_hash};
