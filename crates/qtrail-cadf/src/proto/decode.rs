@@ -126,6 +126,23 @@ impl ValidEvent {
     }
 }
 
+/// Returns the id of an encoded `qtrail.audit.v1.AuditEvent` alone, reading past every other
+/// field whatever it holds, as prost decodes a message of that one field: `None` when even that
+/// does not decode. For naming an event that [`ValidEvent::decode`] refused.
+pub fn encoded_event_id(bytes: &[u8]) -> Option<String> {
+    let mut id = String::new();
+    read_fields("id", bytes, |tag, wire_type, buf| {
+        if tag != 1 {
+            return Ok(false);
+        }
+        expect("id", wire_type, WireType::LengthDelimited)?;
+        id = take_string("id", buf)?;
+        Ok(true)
+    })
+    .ok()?;
+    Some(id)
+}
+
 /// Returns the encoded message of a message field read as the `occurrences` of a `bytes` field,
 /// `None` when it has none. Protobuf merges a message field given more than once, which is the
 /// message of their concatenation; one occurrence (the usual case) is borrowed, not copied.
@@ -501,5 +518,19 @@ mod tests {
         wire.request_data = Some(crate::proto::struct_from_json(json!({"deep": value}).as_object().unwrap()));
         let bytes = wire.encode_to_vec();
         assert!(matches!(ValidEvent::decode(&bytes), Err(EventError::Undecodable(_))));
+    }
+
+    /// The id of an event reads whatever the rest holds, and not from bytes that do not decode.
+    #[test]
+    fn an_encoded_event_id_reads_past_every_other_field() {
+        let event = event(json!({"k": 1}));
+        let (encoded, id) = (event.encode_proto(), event.id.to_string());
+        assert_eq!(encoded_event_id(&encoded), Some(id.clone()));
+        // Request data (field 10) whose one entry's key is the byte 0xff: not UTF-8.
+        let not_utf8 = [encoded.as_slice(), &[0x52, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]].concat();
+        assert!(ValidEvent::decode(&not_utf8).is_err());
+        assert_eq!(encoded_event_id(&not_utf8), Some(id));
+        assert_eq!(encoded_event_id(&encoded[..encoded.len() - 3]), None);
+        assert_eq!(encoded_event_id(&[]), Some(String::new()));
     }
 }

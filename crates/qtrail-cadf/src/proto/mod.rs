@@ -20,7 +20,7 @@ use crate::error::EventError;
 use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Outcome, Reason, Severity, Target};
 use crate::validation::ValidEvent;
 
-pub use decode::MAX_ENCODED_EVENT_BYTES;
+pub use decode::{MAX_ENCODED_EVENT_BYTES, encoded_event_id};
 
 /// Largest magnitude at which a double holds every integer exactly (2^53).
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
