@@ -36,10 +36,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
 use qtrail_proto::qtrail::audit::v1::ingest_server::IngestServer;
-use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_server::http::MetricsToken;
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;

@@ -402,13 +402,13 @@ impl Task {
         let dropped = blocking(move || outbox.remove_through(stored_seq)).await?;
         info!(epoch, stored_seq, dropped, "publish stream open");
         self.stats.set_connected(true);
-        Ok(Opening::Open(Session {
+        Ok(Opening::Open(Box::new(Session {
             requests,
             responses,
             in_flight: VecDeque::new(),
             next_batch_seq: 1,
             sent_through: 0,
-        }))
+        })))
     }
 
     /// Pumps an open stream: sends the outbox in batches within the window and reads the Acks,
@@ -526,8 +526,8 @@ impl Task {
 
 /// What opening a stream gave.
 enum Opening {
-    /// The collector welcomed the stream.
-    Open(Session),
+    /// The collector welcomed the stream. Boxed: a session is large, and opening moves it once.
+    Open(Box<Session>),
     /// The task stopped, or drained, before a stream was needed.
     Ended(StreamEnd),
 }

@@ -273,12 +273,7 @@ impl CollectorStub {
                 continue;
             }
             ack.accepted += 1;
-            state.stored.push(StoredEvent {
-                publisher_id: hello.publisher_id.clone(),
-                epoch: hello.epoch,
-                seq,
-                event,
-            });
+            state.stored.push(StoredEvent { publisher_id: hello.publisher_id.clone(), epoch: hello.epoch, seq, event });
         }
         let unacked = state.unacked.entry(stream).or_default();
         *unacked += 1;

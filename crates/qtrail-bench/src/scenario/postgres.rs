@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use prost::Message as _;
+use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::PublishRequest;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
-use qtrail_proto::qtrail::audit::v1 as proto;
 
 use crate::events::EventFactory;
 use crate::report::Measurement;
