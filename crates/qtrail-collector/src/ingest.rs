@@ -1,18 +1,17 @@
 //! `Ingest.Publish`: the per-stream protocol between a publisher and the collector.
 //!
 //! A stream opens with `Hello{publisher_id, location, epoch}` for a location the stream's token
-//! names, answered by `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
-//! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
-//! durable. Invalid events (one whose bytes do not decode too: `PublishedEvent.event` is the
-//! event's encoded bytes, decoded here once, straight into the model) and events of another
-//! location are rejected in the
-//! Ack and never stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
-//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch
-//! that would leave its publisher too many gaps (see [`publisher`]). A message that is not a
-//! request is a protocol error, not the end of the stream. A protocol error
-//! first sends the Acks of batches already handed to the writer, then fails the stream. At
-//! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
-//! publisher reconnects later.
+//! names, answered by `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated
+//! event by event, handed to the [writer](crate::writer), and answered, in order, by one `Ack`
+//! once it is durable. Each event arrives as its encoded bytes (`PublishedEvent.event`) and is
+//! decoded here once, straight into the model. Invalid events (one whose bytes do not decode
+//! too) and events of another location are rejected in the Ack and never stored; events already
+//! stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`] batches may await their
+//! Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch that would leave its
+//! publisher too many gaps (see [`publisher`]). A message that is not a request is a protocol
+//! error, not the end of the stream. A protocol error first sends the Acks of batches already
+//! handed to the writer, then fails the stream. At shutdown the stream stops reading,
+//! acknowledges what it has, and ends UNAVAILABLE so the publisher reconnects later.
 
 use std::future::Future;
 use std::pin::Pin;
