@@ -4,14 +4,15 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use qtrail_collector::wire::{self, IngestServer};
-use qtrail_proto::encoded::{Kind, PublishRequest};
+use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::ingest_server::{Ingest, IngestServer};
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Roles a child process can serve.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -73,7 +74,9 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
             let args = CeilingArgs::try_parse_from(std::iter::once("ceiling".into()).chain(args))?;
             let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
             let addr = listener.local_addr()?;
-            let server = IngestServer::new(Ceiling);
+            let server = IngestServer::new(Ceiling)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
             // The listener is bound: connections queue until the server accepts them.
             qtrail_server::addr_file::write(&args.addr_file, addr)?;
             tonic::transport::Server::builder()
@@ -91,13 +94,22 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
 
 /// The ingest ceiling: the `Ingest.Publish` protocol answered at once, every event "accepted"
 /// and nothing stored, so the cost is tonic, prost and loopback alone. It reads requests as the
-/// collector does ([`PublishRequest`], events left as bytes): a ceiling that decoded each
-/// event in full would do more work than the collector's own reading.
+/// collector does, on the same generated server: each event stays the bytes it came as, which
+/// the ceiling never decodes.
 #[derive(Debug, Clone, Copy)]
 pub struct Ceiling;
 
-impl wire::Publish for Ceiling {
-    fn publish(&self, request: Request<Streaming<PublishRequest>>) -> Response<wire::PublishResponses> {
+/// The responses of one ceiling stream.
+type CeilingResponses = ReceiverStream<Result<proto::PublishResponse, Status>>;
+
+#[tonic::async_trait]
+impl Ingest for Ceiling {
+    type PublishStream = CeilingResponses;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PublishRequest>>,
+    ) -> Result<Response<CeilingResponses>, Status> {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -117,6 +129,6 @@ impl wire::Publish for Ceiling {
                 }
             }
         });
-        Response::new(Box::pin(ReceiverStream::new(receiver)))
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

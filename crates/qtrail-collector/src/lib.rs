@@ -30,15 +30,16 @@ pub mod query;
 pub mod registry;
 pub mod store;
 pub mod tokens;
-pub mod wire;
 pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
+use qtrail_proto::qtrail::audit::v1::ingest_server::IngestServer;
 use qtrail_server::http::MetricsToken;
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
 use tokio::net::TcpListener;
@@ -56,7 +57,6 @@ use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, RedbStore};
 use crate::tokens::Role;
-use crate::wire::IngestServer;
 use crate::writer::Writer;
 
 /// Serves the collector on `listener` until `shutdown` completes, then shuts down gracefully.
@@ -144,7 +144,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     // one location a collector hosts; creating one stays the admin's.
     let admin_auth = Authorizer::new(tokens.clone(), Role::Admin).with_reader(Role::Auditor);
     let admin = InterceptedService::new(CollectorAdminServer::new(admin), admin_auth);
-    let ingest = InterceptedService::new(IngestServer::new(ingest), Authorizer::new(tokens.clone(), Role::Publisher));
+    let ingest = IngestServer::new(ingest)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = InterceptedService::new(ingest, Authorizer::new(tokens.clone(), Role::Publisher));
     let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -14,8 +14,9 @@
 //!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
-//! - [`wire`]: the Publish request with events as the outbox stores them, sent without
-//!   decoding them.
+//!
+//! Events travel as the outbox stores them, protobuf-encoded: `PublishedEvent.event` is `bytes`,
+//! so the generated client sends them without decoding them.
 //!
 //! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests.
 
@@ -28,7 +29,6 @@ mod record;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod wire;
 
 pub use commit::OutboxTransaction;
 pub use error::{OutboxError, PublisherError};

@@ -104,12 +104,13 @@ pub struct Session {
     pub fault: Option<Fault>,
 }
 
-/// Returns the `(seq, event id)` of each event of a batch, in order.
+/// Returns the `(seq, event id)` of each event of a batch, in order (an empty id for an event
+/// that does not decode).
 fn events_of(batch: &audit::Batch) -> impl Iterator<Item = (u64, String)> + '_ {
-    batch
-        .events
-        .iter()
-        .map(|published| (published.seq, published.event.as_ref().map_or(String::new(), |event| event.id.clone())))
+    batch.events.iter().map(|published| {
+        let id = audit::AuditEvent::decode(published.event.as_ref()).map(|event| event.id).unwrap_or_default();
+        (published.seq, id)
+    })
 }
 
 /// What the wire says about resends, over every session.
