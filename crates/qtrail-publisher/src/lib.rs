@@ -14,10 +14,12 @@
 //!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
+//! - [`AuditSink`]: where a service's events go; always the outbox outside tests and benchmarks.
 //! - [`wire`]: the Publish request with events as the outbox stores them, sent without
 //!   decoding them.
 //!
-//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests.
+//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests, and
+//! `AuditSink::discard` the sink of an unaudited baseline.
 
 mod backoff;
 pub mod commit;
@@ -25,6 +27,7 @@ pub mod error;
 pub mod outbox;
 pub mod publisher;
 mod record;
+mod sink;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -35,4 +38,5 @@ pub use error::{OutboxError, PublisherError};
 pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
 pub use publisher::{Publisher, PublisherConfig};
 pub use record::Recording;
+pub use sink::AuditSink;
 pub use stats::{PublisherStats, StatsSnapshot};
