@@ -209,7 +209,8 @@ impl Config {
     }
 }
 
-/// The command line of `qtrail-runtime`: the settings without a default, and [`Settings`];
+/// The command line of `qtrail-runtime`: the settings without a default, the collector token
+/// (which whoever configures a runtime in code gives it), and [`Settings`];
 /// each flag also settable from a `QTRAIL_*` environment variable. [`Flags::config`] turns them
 /// into the [`Config`].
 #[derive(Debug, Clone, clap::Parser)]
@@ -230,6 +231,9 @@ pub struct Flags {
     /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
     #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR")]
     pub collector: String,
+    /// Token with the `publisher` role at the collector (prefer the environment variable).
+    #[arg(long, env = "QTRAIL_COLLECTOR_TOKEN", hide_env_values = true)]
+    pub collector_token: Option<Secret>,
     /// TOML file of principals (api key → iam id, name, account).
     #[arg(long, env = "QTRAIL_RUNTIME_PRINCIPALS")]
     pub principals: PathBuf,
@@ -246,6 +250,7 @@ impl Flags {
     /// binary's own).
     pub fn config(self) -> Config {
         let mut config = Config::new(self.location, self.instance, self.collector, self.principals, self.data_dir);
+        config.collector_token = self.collector_token;
         self.settings.apply(&mut config);
         config
     }
@@ -256,9 +261,6 @@ impl Flags {
 /// layer of a runtime configured in code ([`Settings::from_env`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Token with the `publisher` role at the collector (prefer the environment variable).
-    #[arg(long, env = "QTRAIL_COLLECTOR_TOKEN", hide_env_values = true)]
-    pub collector_token: Option<Secret>,
     /// File that receives the bound address once the server is ready.
     #[arg(long, env = "QTRAIL_RUNTIME_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
@@ -352,7 +354,6 @@ impl Settings {
 
     /// Sets these settings on `config`.
     pub fn apply(self, config: &mut Config) {
-        config.collector_token = self.collector_token;
         config.addr_file = self.addr_file;
         config.http = self.http;
         config.http_addr_file = self.http_addr_file;
