@@ -14,11 +14,13 @@
 //!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
+//! - [`AuditSink`]: where a service's events go; always the outbox outside tests and benchmarks.
 //!
 //! Events travel as the outbox stores them, protobuf-encoded: `PublishedEvent.event` is `bytes`,
 //! so the generated client sends them without decoding them.
 //!
-//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests.
+//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests, and
+//! `AuditSink::discard` the sink of an unaudited baseline.
 
 mod backoff;
 pub mod commit;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod outbox;
 pub mod publisher;
 mod record;
+mod sink;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -35,4 +38,5 @@ pub use error::{OutboxError, PublisherError};
 pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
 pub use publisher::{Publisher, PublisherConfig};
 pub use record::Recording;
+pub use sink::AuditSink;
 pub use stats::{PublisherStats, StatsSnapshot};

@@ -5,6 +5,9 @@
 //! stores each event once by id, and acknowledges every batch. Tests steer it (hold acks, reject
 //! events, refuse streams, close a stream after some batches) and read back everything it
 //! received. It is served on a real socket by [`CollectorStub::serve`].
+//!
+//! [`AuditSink::discard`] is the sink of a service without auditing, the baseline of the
+//! audit-overhead benchmark; it lives here so that only builds with this feature can reach it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -22,6 +25,15 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::AuditSink;
+
+impl AuditSink {
+    /// Returns the sink that drops every event: the service as it would be without auditing.
+    pub const fn discard() -> Self {
+        Self { discard: true }
+    }
+}
 
 /// An event the stub stored.
 #[derive(Debug, Clone, PartialEq)]
