@@ -8,8 +8,7 @@ fn error(source: &str) -> String {
 
 #[test]
 fn linearizes_library_gates_to_u_and_cx() {
-    let circuit =
-        parse(&format!("{HEADER}qreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n")).unwrap();
+    let circuit = parse(&format!("{HEADER}qreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n")).unwrap();
     assert_eq!((circuit.num_qubits, circuit.num_clbits), (2, 2));
     assert!(matches!(circuit.instructions[0].operation, Operation::U { qubit: 0, .. }));
     assert_eq!(circuit.instructions[1].operation, Operation::Cx { control: 0, target: 1 });
@@ -41,10 +40,7 @@ fn enforces_the_limits_before_allocating() {
         error("OPENQASM 2.0;\nqreg q[4000000000];\n"),
         "circuit uses 4000000000 qubits, the simulator limit is 20"
     );
-    assert_eq!(
-        error("OPENQASM 2.0;\nqreg q[1];\ncreg c[65];\n"),
-        "circuit uses 65 classical bits, the limit is 64"
-    );
+    assert_eq!(error("OPENQASM 2.0;\nqreg q[1];\ncreg c[65];\n"), "circuit uses 65 classical bits, the limit is 64");
     assert!(error(&"x".repeat(MAX_SOURCE_BYTES + 1)).starts_with("program is 262145 bytes"));
     // Each level doubles the gate count: 2^25 operations.
     let mut source = String::from("OPENQASM 2.0;\nqreg q[1];\ngate g0 a { U(0,0,0) a; }\n");
