@@ -171,13 +171,8 @@ pub(crate) async fn collectors(State(console): Shared, _: Auditor) -> Result<Res
 }
 
 /// `GET /api/locations/{location}/events`: a page of events.
-pub(crate) async fn events(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let (location, filter, mut params) = filtered(location, query, &EVENTS_PARAMS)?;
+pub(crate) async fn events(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, mut params) = located.filtered(&EVENTS_PARAMS)?;
     let page_size = params.number("page_size")?.map_or(Ok(DEFAULT_PAGE_SIZE), |size| {
         u32::try_from(size).map_err(|_| Error::invalid(format!("page_size {size} is too large")))
     })?;
@@ -216,11 +211,9 @@ pub(crate) async fn event(
 pub(crate) async fn verify(
     State(console): Shared,
     Auditor(signed_in): Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
+    located: Located,
 ) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &["from_seq", "to_seq"])?;
+    let (location, mut params) = located.params(&["from_seq", "to_seq"])?;
     let range = proto::SeqRange {
         from_seq: params.number("from_seq")?.unwrap_or(0),
         to_seq: params.number("to_seq")?.unwrap_or(0),
@@ -239,14 +232,8 @@ const DEFAULT_CHECKPOINTS: u64 = 20;
 /// `GET /api/locations/{location}/checkpoints?limit=…&before_number=…`: signed checkpoints,
 /// newest first, and the page's damaged entries (`damaged`: number and detail). Their signatures are for auditors to check with the public key; the page
 /// shows what the collector holds.
-pub(crate) async fn checkpoints(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &["limit", "before_number"])?;
+pub(crate) async fn checkpoints(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, mut params) = located.params(&["limit", "before_number"])?;
     let limit = params.number("limit")?.unwrap_or(DEFAULT_CHECKPOINTS);
     if !(1..=MAX_CHECKPOINTS).contains(&limit) {
         return Err(invalid_value("limit", &limit.to_string(), "1 to 1000"));
@@ -267,13 +254,8 @@ pub(crate) async fn checkpoints(
 }
 
 /// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.
-pub(crate) async fn export(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let (location, filter, mut params) = filtered(location, query, &EXPORT_PARAMS)?;
+pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, mut params) = located.filtered(&EXPORT_PARAMS)?;
     let (format, name) = match params.take("format").as_deref() {
         Some("at-json") => (proto::ExportFormat::AtJson, "at-json"),
         Some("cadf-json") => (proto::ExportFormat::CadfJson, "cadf-json"),
@@ -316,18 +298,38 @@ pub(crate) fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, Ap
     extracted.map(|Path(value)| value).map_err(|_| Error::invalid("invalid path: not valid utf-8").into())
 }
 
-/// Returns the location of a route that filters events, its filter, and its other parameters,
-/// which are the filter's and `more`.
-pub(crate) fn filtered(
+/// The location a route under `/api/locations/{location}` names, and the route's query string,
+/// both checked by the handler so that a bad one is refused in the console's shape.
+pub(crate) struct Located {
     location: Result<Path<String>, PathRejection>,
     query: RawQuery,
-    more: &[&str],
-) -> Result<(String, proto::EventFilter, Params), ApiError> {
-    let location = path(location)?;
-    let allowed: Vec<&str> = FILTER_PARAMS.iter().chain(more).copied().collect();
-    let mut params = Params::new(query, &allowed)?;
-    let filter = params.filter()?;
-    Ok((location, filter, params))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Located {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let location = Path::from_request_parts(parts, state).await;
+        let query = Query::from_request_parts(parts, state).await;
+        Ok(Self { location, query })
+    }
+}
+
+impl Located {
+    /// Returns the location and the query's parameters, which must be among `allowed`.
+    pub(crate) fn params(self, allowed: &[&str]) -> Result<(String, Params), ApiError> {
+        let location = path(self.location)?;
+        Ok((location, Params::new(self.query, allowed)?))
+    }
+
+    /// Returns the location of a route that filters events, its filter, and its other
+    /// parameters, which are the filter's and `more`.
+    pub(crate) fn filtered(self, more: &[&str]) -> Result<(String, proto::EventFilter, Params), ApiError> {
+        let allowed: Vec<&str> = FILTER_PARAMS.iter().chain(more).copied().collect();
+        let (location, mut params) = self.params(&allowed)?;
+        let filter = params.filter()?;
+        Ok((location, filter, params))
+    }
 }
 
 /// Returns the error for parameter `name` whose `value` is not `expected`.

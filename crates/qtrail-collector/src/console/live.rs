@@ -13,8 +13,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Sse;
 use axum::response::sse::{Event, KeepAlive};
@@ -25,7 +24,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Console;
-use super::api::{Auditor, filtered};
+use super::api::{Auditor, Located};
 use super::error::{ApiError, ErrorBody, escape_markup};
 use super::view;
 use crate::error::Error;
@@ -41,11 +40,10 @@ const LIVE_PARAMS: [&str; 1] = ["from_seq"];
 pub(crate) async fn stream(
     State(console): State<Arc<Console>>,
     Auditor(signed_in): Auditor,
-    location: Result<Path<String>, PathRejection>,
+    located: Located,
     headers: HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (location, filter, mut params) = filtered(location, query, &LIVE_PARAMS)?;
+    let (location, filter, mut params) = located.filtered(&LIVE_PARAMS)?;
     let mut from_seq = params.number("from_seq")?.unwrap_or(0);
     if let Some(last) = last_event_id(&headers)? {
         from_seq = last + 1;
