@@ -275,16 +275,28 @@ fn write_object(out: &mut Vec<u8>, object: &JsonObject) {
     // even if another crate turns on serde_json's `preserve_order` feature.
     let mut keys: Vec<&String> = object.keys().collect();
     keys.sort();
-    out.push(b'{');
-    for (index, key) in keys.into_iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
+    write_list(out, [b'{', b'}'], keys, |out, key| {
         write_string(out, key);
         out.push(b':');
         write_value(out, &object[key.as_str()]);
+    });
+}
+
+/// Writes `items` with `write`, separated by commas, between the two `brackets`.
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    brackets: [u8; 2],
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(brackets[0]);
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(out, item);
     }
-    out.push(b'}');
+    out.push(brackets[1]);
 }
 
 fn write_value(out: &mut Vec<u8>, value: &Value) {
@@ -293,16 +305,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(number) => write_number(out, number),
         Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_list(out, [b'[', b']'], items, write_value),
         Value::Object(object) => write_object(out, object),
     }
 }

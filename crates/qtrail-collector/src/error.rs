@@ -80,7 +80,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Returns an [`Error::InvalidArgument`] with `message`, which must name the field.
+    /// Returns an [`Error::InvalidArgument`] with `message`, which must name the field: the one
+    /// way bad input is refused, on the gRPC side and in the console's API alike.
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidArgument(message.into())
     }

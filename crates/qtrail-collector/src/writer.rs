@@ -26,6 +26,24 @@ use crate::indexer::IndexerHandle;
 use crate::meters;
 use crate::store::{AppendBatch, AppendOutcome, Appended, EventStore, StoreError};
 
+/// What the writer needs of a store: appending a group of batches, and the store's size after.
+/// Every [`EventStore`] is one; a test can stand in for one by implementing just these.
+pub(crate) trait Appender: Send + Sync {
+    /// See [`EventStore::append`].
+    fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>, StoreError>;
+    /// See [`EventStore::file_bytes`].
+    fn file_bytes(&self) -> Option<u64>;
+}
+
+impl<S: EventStore + ?Sized> Appender for S {
+    fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>, StoreError> {
+        EventStore::append(self, batches, receive_time)
+    }
+    fn file_bytes(&self) -> Option<u64> {
+        EventStore::file_bytes(self)
+    }
+}
+
 /// Batches that may wait for the writer before senders have to wait too.
 const QUEUE_DEPTH: usize = 256;
 
@@ -113,8 +131,8 @@ impl Writer {
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub(crate) fn spawn(
-        store: Arc<dyn EventStore>,
+    pub(crate) fn spawn<S: Appender + ?Sized + 'static>(
+        store: Arc<S>,
         max_group: usize,
         committed: Fanout,
         indexer: IndexerHandle,
@@ -146,7 +164,12 @@ struct Announce {
     indexer: IndexerHandle,
 }
 
-fn write_loop(store: &dyn EventStore, mut queue: mpsc::Receiver<Message>, max_group: usize, announce: &Announce) {
+fn write_loop(
+    store: &(impl Appender + ?Sized),
+    mut queue: mpsc::Receiver<Message>,
+    max_group: usize,
+    announce: &Announce,
+) {
     let mut stopping = false;
     loop {
         // Once asked to stop, only what is already queued is committed.
@@ -179,7 +202,7 @@ fn write_loop(store: &dyn EventStore, mut queue: mpsc::Receiver<Message>, max_gr
 }
 
 /// Commits the batches of `jobs` in one transaction and answers each.
-fn commit_group(store: &dyn EventStore, jobs: Vec<Job>, announce: &Announce) {
+fn commit_group(store: &(impl Appender + ?Sized), jobs: Vec<Job>, announce: &Announce) {
     let (batches, replies): (Vec<AppendBatch>, Vec<_>) =
         jobs.into_iter().map(|job| (job.batch, (job.sequence, job.reply))).unzip();
     let group = batches.len();
@@ -238,91 +261,29 @@ pub(crate) fn now() -> Timestamp {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use qtrail_cadf::{Action, ChainHash, Location};
-    use qtrail_proto::qtrail::audit::v1 as proto;
+    use qtrail_cadf::{Action, Location};
 
     use super::*;
-    use crate::filter::{Filter, Order};
     use crate::indexer::Indexer;
-    use crate::store::{ChainRecord, CheckpointEntry, IndexStep, NewEvent, RedbStore};
+    use crate::store::{NewEvent, RedbStore};
 
     /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
     #[derive(Debug)]
     struct FailingOnce {
-        inner: RedbStore,
+        inner: Arc<RedbStore>,
         appends: AtomicUsize,
         fail_at: usize,
     }
 
-    impl EventStore for FailingOnce {
-        fn create_collector(
-            &self,
-            location: &Location,
-            create_time: Timestamp,
-        ) -> Result<proto::Collector, StoreError> {
-            self.inner.create_collector(location, create_time)
-        }
-        fn file_bytes(&self) -> Option<u64> {
-            self.inner.file_bytes()
-        }
-        fn collector(&self, location: &Location) -> Result<Option<proto::Collector>, StoreError> {
-            self.inner.collector(location)
-        }
-        fn collectors(&self) -> Result<Vec<proto::Collector>, StoreError> {
-            self.inner.collectors()
-        }
+    impl Appender for FailingOnce {
         fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>, StoreError> {
             if self.appends.fetch_add(1, Ordering::SeqCst) == self.fail_at {
                 return Err(StoreError::Backend("disk on fire".to_owned()));
             }
-            self.inner.append(batches, receive_time)
+            EventStore::append(self.inner.as_ref(), batches, receive_time)
         }
-        fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<(), StoreError> {
-            self.inner.add_checkpoint(checkpoint)
-        }
-        fn checkpoints(
-            &self,
-            location: &Location,
-            before: Option<u64>,
-            limit: usize,
-        ) -> Result<Vec<CheckpointEntry>, StoreError> {
-            self.inner.checkpoints(location, before, limit)
-        }
-        fn index_step(&self, limit: u64) -> Result<IndexStep, StoreError> {
-            self.inner.index_step(limit)
-        }
-        fn indexed_seq(&self, location: &Location) -> Result<u64, StoreError> {
-            self.inner.indexed_seq(location)
-        }
-        fn publisher(&self, location: &Location, id: &str) -> Result<Option<proto::PublisherState>, StoreError> {
-            self.inner.publisher(location, id)
-        }
-        fn publishers(
-            &self,
-            location: &Location,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<proto::PublisherState>, StoreError> {
-            self.inner.publishers(location, after, limit)
-        }
-        fn chain_records(&self, location: &Location, from: u64, limit: usize) -> Result<Vec<ChainRecord>, StoreError> {
-            self.inner.chain_records(location, from, limit)
-        }
-        fn last_seq(&self, location: &Location) -> Result<u64, StoreError> {
-            self.inner.last_seq(location)
-        }
-        fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>, StoreError> {
-            self.inner.seq_of_chain_hash(location, hash)
-        }
-        fn query(
-            &self,
-            location: &Location,
-            filter: &Filter,
-            order: Order,
-            after: Option<u64>,
-            limit: usize,
-        ) -> Result<Vec<proto::StoredEvent>, StoreError> {
-            self.inner.query(location, filter, order, after, limit)
+        fn file_bytes(&self) -> Option<u64> {
+            EventStore::file_bytes(self.inner.as_ref())
         }
     }
 
@@ -349,13 +310,13 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_commit_no_later_batch_of_that_stream_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let inner = RedbStore::open(dir.path(), 1024 * 1024).unwrap();
-        inner.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(FailingOnce { inner, appends: AtomicUsize::new(0), fail_at: 0 });
+        let store = Arc::new(RedbStore::open(dir.path(), 1024 * 1024).unwrap());
+        store.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
+        let failing_once = FailingOnce { inner: store.clone(), appends: AtomicUsize::new(0), fail_at: 0 };
         let committed = Fanout::new(1024 * 1024);
         let (indexer, indexing) = Indexer::spawn(store.clone()).unwrap();
         // One batch per commit, so the failure hits exactly the first batch.
-        let (writer, handle) = Writer::spawn(store.clone(), 1, committed, indexing).unwrap();
+        let (writer, handle) = Writer::spawn(Arc::new(failing_once), 1, committed, indexing).unwrap();
 
         let failing = Sequence::default();
         let healthy = Sequence::default();

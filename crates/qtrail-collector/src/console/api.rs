@@ -51,35 +51,16 @@ pub(crate) const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Messages an export buffers before it waits for the browser.
 const EXPORT_BUFFER: usize = 4;
 
-/// Parameters of the list: the filter, then paging.
-const EVENTS_PARAMS: [&str; 11] = [
-    "start_time",
-    "end_time",
-    "action",
-    "outcome",
-    "severity",
-    "initiator_id",
-    "target_id",
-    "correlation_id",
-    "page_size",
-    "page_token",
-    "order",
-];
+/// Parameters of every route that filters events (list, export, live view), in the order an
+/// error lists them.
+const FILTER_PARAMS: [&str; 8] =
+    ["start_time", "end_time", "action", "outcome", "severity", "initiator_id", "target_id", "correlation_id"];
 
-/// Parameters of an export: the filter, then format and range.
-const EXPORT_PARAMS: [&str; 11] = [
-    "start_time",
-    "end_time",
-    "action",
-    "outcome",
-    "severity",
-    "initiator_id",
-    "target_id",
-    "correlation_id",
-    "format",
-    "from_seq",
-    "to_seq",
-];
+/// Parameters of the list beyond the filter: paging.
+const EVENTS_PARAMS: [&str; 3] = ["page_size", "page_token", "order"];
+
+/// Parameters of an export beyond the filter: format and range.
+const EXPORT_PARAMS: [&str; 3] = ["format", "from_seq", "to_seq"];
 
 type Shared = State<Arc<Console>>;
 type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -130,14 +111,14 @@ pub(crate) async fn sign_in(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim() == "application/json"));
     if !is_json {
-        return Err(ApiError::BadRequest("invalid sign-in: content-type must be application/json".into()));
+        return Err(Error::invalid("invalid sign-in: content-type must be application/json").into());
     }
     // Parse errors would quote the body, which holds the token: answer without details.
     let sign_in: SignIn = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::BadRequest(r#"invalid sign-in body: expected {"token": "…"}"#.into()))?;
+        .map_err(|_| Error::invalid(r#"invalid sign-in body: expected {"token": "…"}"#))?;
     let token = sign_in.token.trim();
     if token.is_empty() {
-        return Err(ApiError::BadRequest("missing token".into()));
+        return Err(Error::invalid("missing token").into());
     }
     let caller = match console.tokens.authorize(Some(token), Role::Auditor) {
         Ok(caller) => caller,
@@ -190,22 +171,15 @@ pub(crate) async fn collectors(State(console): Shared, _: Auditor) -> Result<Res
 }
 
 /// `GET /api/locations/{location}/events`: a page of events.
-pub(crate) async fn events(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &EVENTS_PARAMS)?;
-    let filter = params.filter()?;
+pub(crate) async fn events(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, mut params) = located.filtered(&EVENTS_PARAMS)?;
     let page_size = params.number("page_size")?.map_or(Ok(DEFAULT_PAGE_SIZE), |size| {
-        u32::try_from(size).map_err(|_| ApiError::BadRequest(format!("page_size {size} is too large")))
+        u32::try_from(size).map_err(|_| Error::invalid(format!("page_size {size} is too large")))
     })?;
     let order = match params.take("order").as_deref() {
         None | Some("newest") => proto::Order::NewestFirst,
         Some("oldest") => proto::Order::OldestFirst,
-        Some(other) => return Err(invalid("order", other, "newest or oldest")),
+        Some(other) => return Err(invalid_value("order", other, "newest or oldest")),
     };
     let request = proto::QueryEventsRequest {
         location: location.clone(),
@@ -228,7 +202,7 @@ pub(crate) async fn event(
     segments: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (location, seq) = path(segments)?;
-    let seq = seq.parse::<u64>().map_err(|_| invalid("location_seq", &seq, "a position from 1"))?;
+    let seq = seq.parse::<u64>().map_err(|_| invalid_value("location_seq", &seq, "a position from 1"))?;
     let record = console.query.event(&location, seq).await?;
     Ok(json(StatusCode::OK, &view::detail(&record)?))
 }
@@ -237,11 +211,9 @@ pub(crate) async fn event(
 pub(crate) async fn verify(
     State(console): Shared,
     Auditor(signed_in): Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
+    located: Located,
 ) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &["from_seq", "to_seq"])?;
+    let (location, mut params) = located.params(&["from_seq", "to_seq"])?;
     let range = proto::SeqRange {
         from_seq: params.number("from_seq")?.unwrap_or(0),
         to_seq: params.number("to_seq")?.unwrap_or(0),
@@ -260,17 +232,11 @@ const DEFAULT_CHECKPOINTS: u64 = 20;
 /// `GET /api/locations/{location}/checkpoints?limit=…&before_number=…`: signed checkpoints,
 /// newest first, and the page's damaged entries (`damaged`: number and detail). Their signatures are for auditors to check with the public key; the page
 /// shows what the collector holds.
-pub(crate) async fn checkpoints(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &["limit", "before_number"])?;
+pub(crate) async fn checkpoints(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, mut params) = located.params(&["limit", "before_number"])?;
     let limit = params.number("limit")?.unwrap_or(DEFAULT_CHECKPOINTS);
     if !(1..=MAX_CHECKPOINTS).contains(&limit) {
-        return Err(invalid("limit", &limit.to_string(), "1 to 1000"));
+        return Err(invalid_value("limit", &limit.to_string(), "1 to 1000"));
     }
     let request = proto::ListCheckpointsRequest {
         location,
@@ -288,20 +254,13 @@ pub(crate) async fn checkpoints(
 }
 
 /// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.
-pub(crate) async fn export(
-    State(console): Shared,
-    _: Auditor,
-    location: Result<Path<String>, PathRejection>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &EXPORT_PARAMS)?;
-    let filter = params.filter()?;
+pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, mut params) = located.filtered(&EXPORT_PARAMS)?;
     let (format, name) = match params.take("format").as_deref() {
         Some("at-json") => (proto::ExportFormat::AtJson, "at-json"),
         Some("cadf-json") => (proto::ExportFormat::CadfJson, "cadf-json"),
-        None => return Err(ApiError::BadRequest("missing format: at-json or cadf-json".into())),
-        Some(other) => return Err(invalid("format", other, "at-json or cadf-json")),
+        None => return Err(Error::invalid("missing format: at-json or cadf-json").into()),
+        Some(other) => return Err(invalid_value("format", other, "at-json or cadf-json")),
     };
     let range = proto::SeqRange {
         from_seq: params.number("from_seq")?.unwrap_or(0),
@@ -336,12 +295,46 @@ pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
 
 /// Returns the value of a path extraction, or a message that names the path.
 pub(crate) fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    extracted.map(|Path(value)| value).map_err(|_| ApiError::BadRequest("invalid path: not valid utf-8".into()))
+    extracted.map(|Path(value)| value).map_err(|_| Error::invalid("invalid path: not valid utf-8").into())
+}
+
+/// The location a route under `/api/locations/{location}` names, and the route's query string,
+/// both checked by the handler so that a bad one is refused in the console's shape.
+pub(crate) struct Located {
+    location: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Located {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let location = Path::from_request_parts(parts, state).await;
+        let query = Query::from_request_parts(parts, state).await;
+        Ok(Self { location, query })
+    }
+}
+
+impl Located {
+    /// Returns the location and the query's parameters, which must be among `allowed`.
+    pub(crate) fn params(self, allowed: &[&str]) -> Result<(String, Params), ApiError> {
+        let location = path(self.location)?;
+        Ok((location, Params::new(self.query, allowed)?))
+    }
+
+    /// Returns the location of a route that filters events, its filter, and its other
+    /// parameters, which are the filter's and `more`.
+    pub(crate) fn filtered(self, more: &[&str]) -> Result<(String, proto::EventFilter, Params), ApiError> {
+        let allowed: Vec<&str> = FILTER_PARAMS.iter().chain(more).copied().collect();
+        let (location, mut params) = self.params(&allowed)?;
+        let filter = params.filter()?;
+        Ok((location, filter, params))
+    }
 }
 
 /// Returns the error for parameter `name` whose `value` is not `expected`.
-fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
-    ApiError::BadRequest(format!("invalid {name} `{}`: expected {expected}", qtrail_cadf::text::escape_control(value)))
+fn invalid_value(name: &str, value: &str, expected: &str) -> ApiError {
+    Error::invalid(format!("invalid {name} `{}`: expected {expected}", qtrail_cadf::text::escape_control(value))).into()
 }
 
 /// The query parameters of a request, checked against the names a route takes.
@@ -351,18 +344,19 @@ pub(crate) struct Params(HashMap<String, String>);
 impl Params {
     /// Returns the parameters, refusing unknown and repeated names; empty values count as absent.
     pub(crate) fn new(query: RawQuery, allowed: &[&str]) -> Result<Self, ApiError> {
-        let Query(pairs) = query.map_err(|_| ApiError::BadRequest("invalid query string".into()))?;
+        let Query(pairs) = query.map_err(|_| Error::invalid("invalid query string"))?;
         let mut params = HashMap::new();
         for (name, value) in pairs {
             if !allowed.contains(&name.as_str()) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::invalid(format!(
                     "unknown parameter `{}`: expected one of {}",
                     qtrail_cadf::text::escape_control(&name),
                     allowed.join(", ")
-                )));
+                ))
+                .into());
             }
             if params.contains_key(&name) {
-                return Err(ApiError::BadRequest(format!("parameter `{name}` given twice")));
+                return Err(Error::invalid(format!("parameter `{name}` given twice")).into());
             }
             if !value.is_empty() {
                 params.insert(name, value);
@@ -379,7 +373,7 @@ impl Params {
     /// Takes the value of `name` as a non-negative number.
     pub(crate) fn number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
         self.take(name)
-            .map(|value| value.parse::<u64>().map_err(|_| invalid(name, &value, "a non-negative whole number")))
+            .map(|value| value.parse::<u64>().map_err(|_| invalid_value(name, &value, "a non-negative whole number")))
             .transpose()
     }
 
@@ -390,14 +384,14 @@ impl Params {
             Some(value) => value
                 .parse::<qtrail_cadf::Outcome>()
                 .map(qtrail_cadf::proto::outcome_to_wire)
-                .map_err(|_| invalid("outcome", &value, "success, failure or pending"))?,
+                .map_err(|_| invalid_value("outcome", &value, "success, failure or pending"))?,
         };
         let severity = match self.take("severity") {
             None => proto::Severity::Unspecified,
             Some(value) => value
                 .parse::<qtrail_cadf::Severity>()
                 .map(qtrail_cadf::proto::severity_to_wire)
-                .map_err(|_| invalid("severity", &value, "normal, warning or critical"))?,
+                .map_err(|_| invalid_value("severity", &value, "normal, warning or critical"))?,
         };
         Ok(proto::EventFilter {
             start_time: self.time("start_time")?,
@@ -416,7 +410,7 @@ impl Params {
             return Ok(None);
         };
         let time = chrono::DateTime::parse_from_rfc3339(&value)
-            .map_err(|_| invalid(name, &value, "an rfc 3339 time such as 2024-05-01T12:00:00Z"))?;
+            .map_err(|_| invalid_value(name, &value, "an rfc 3339 time such as 2024-05-01T12:00:00Z"))?;
         let nanos = i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0);
         Ok(Some(prost_types::Timestamp { seconds: time.timestamp(), nanos }))
     }

@@ -24,9 +24,6 @@ pub(crate) enum ApiError {
     /// The sign-in token is not in the tokens file.
     #[error("unknown token")]
     UnknownToken,
-    /// A parameter, path segment or body is malformed; the message names it.
-    #[error("{0}")]
-    BadRequest(String),
     /// No API route at this path.
     #[error("no such api route")]
     NoRoute,
@@ -36,7 +33,8 @@ pub(crate) enum ApiError {
     /// The client's address failed to sign in too often; it may try again after the wait.
     #[error("too many failed sign-ins from this address: try again in {} seconds", whole_seconds(*.0))]
     TooManySignIns(Duration),
-    /// What the service code returned.
+    /// What the service code returned, and a malformed parameter, path segment or body: the
+    /// console refuses those with the gRPC side's [`Error::invalid`], so bad input has one shape.
     #[error(transparent)]
     Service(#[from] Error),
 }
@@ -46,7 +44,6 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::SignedOut | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,

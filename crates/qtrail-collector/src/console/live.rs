@@ -13,8 +13,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Sse;
 use axum::response::sse::{Event, KeepAlive};
@@ -25,38 +24,26 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Console;
-use super::api::{Auditor, Params, path};
+use super::api::{Auditor, Located};
 use super::error::{ApiError, ErrorBody, escape_markup};
 use super::view;
+use crate::error::Error;
 
 /// Events a live view buffers before the tail waits for the browser.
 const LIVE_BUFFER: usize = 64;
 
-/// Parameters of a live view: the filter and where to start.
-const LIVE_PARAMS: [&str; 9] = [
-    "start_time",
-    "end_time",
-    "action",
-    "outcome",
-    "severity",
-    "initiator_id",
-    "target_id",
-    "correlation_id",
-    "from_seq",
-];
+/// Parameters of a live view beyond the filter: where to start.
+const LIVE_PARAMS: [&str; 1] = ["from_seq"];
 
 /// `GET /api/locations/{location}/live`: matching events from `from_seq` on (0 or absent: only
 /// new ones), then as they are stored.
 pub(crate) async fn stream(
     State(console): State<Arc<Console>>,
     Auditor(signed_in): Auditor,
-    location: Result<Path<String>, PathRejection>,
+    located: Located,
     headers: HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let location = path(location)?;
-    let mut params = Params::new(query, &LIVE_PARAMS)?;
-    let filter = params.filter()?;
+    let (location, filter, mut params) = located.filtered(&LIVE_PARAMS)?;
     let mut from_seq = params.number("from_seq")?.unwrap_or(0);
     if let Some(last) = last_event_id(&headers)? {
         from_seq = last + 1;
@@ -95,9 +82,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse()
-        .map(Some)
-        .map_err(|_| ApiError::BadRequest("invalid last-event-id header: expected a location_seq".into()))
+    text.parse().map(Some).map_err(|_| Error::invalid("invalid last-event-id header: expected a location_seq").into())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

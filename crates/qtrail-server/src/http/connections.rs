@@ -1,0 +1,203 @@
+//! The HTTP side's open connections: the cap on their number, whom to evict at the cap, and
+//! which of them are serving a request and since when the others have not been (an activity
+//! the gRPC side's connections share).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{HttpLimits, read_body};
+
+/// The open connections: their number, and whom to evict at the cap.
+#[derive(Debug)]
+pub(super) struct Connections {
+    max: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next_id: u64,
+    by_id: HashMap<u64, Arc<Activity>>,
+}
+
+/// A connection's place among the open ones, given up on drop.
+#[derive(Debug)]
+pub(super) struct Slot {
+    connections: Arc<Connections>,
+    id: u64,
+    pub(super) activity: Arc<Activity>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.open.lock().unwrap_or_else(PoisonError::into_inner).by_id.remove(&self.id);
+    }
+}
+
+impl Connections {
+    pub(super) fn new(max: usize) -> Self {
+        Self { max, open: Mutex::new(Open::default()) }
+    }
+
+    /// Returns a place for a new connection: a free one, or that of the connection waiting on
+    /// its client the longest, which is told to close. `None` when every one is serving.
+    pub(super) fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.by_id.len() >= self.max {
+            let longest_idle = open
+                .by_id
+                .iter()
+                .filter_map(|(id, activity)| activity.idle_since().map(|since| (since, *id)))
+                .min()
+                .map(|(_, id)| id)?;
+            if let Some(evicted) = open.by_id.remove(&longest_idle) {
+                evicted.evicted.cancel();
+            }
+        }
+        let id = open.next_id;
+        open.next_id += 1;
+        let activity = Arc::new(Activity::new());
+        open.by_id.insert(id, activity.clone());
+        Some(Slot { connections: self.clone(), id, activity })
+    }
+}
+
+/// Whether a connection is serving requests, and since when it has not been; shared with
+/// the gRPC side's connections ([`crate::incoming`]).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    state: Mutex<ActivityState>,
+    /// Cancelled when the connection must close to make room for a new one.
+    pub(super) evicted: CancellationToken,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    /// Requests in progress, from their whole body received to their whole response sent.
+    busy: usize,
+    /// When `busy` last became 0 (or the connection opened).
+    idle_since: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now() }),
+            evicted: CancellationToken::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns when the connection last became idle; `None` while it serves a request.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        let state = self.lock();
+        (state.busy == 0).then_some(state.idle_since)
+    }
+
+    /// Marks a request in progress until the returned guard drops.
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        self.lock().busy += 1;
+        Busy(self.clone())
+    }
+
+    /// Completes once the connection has had no request in progress for `timeout`.
+    pub(super) async fn idle_over(&self, timeout: Duration) {
+        loop {
+            let wait = match self.idle_since() {
+                Some(since) if since.elapsed() >= timeout => return,
+                Some(since) => timeout - since.elapsed(),
+                None => timeout,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A request in progress on a connection.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.busy -= 1;
+        if state.busy == 0 {
+            state.idle_since = Instant::now();
+        }
+    }
+}
+
+/// The service of one connection: reads each request's body within the limits, tells the
+/// handlers who the client is, and keeps the connection marked busy from the whole request
+/// received to the whole response sent.
+#[derive(Debug, Clone)]
+pub(super) struct Tracked {
+    pub(super) inner: TowerToHyperService<Router>,
+    pub(super) activity: Arc<Activity>,
+    pub(super) peer: SocketAddr,
+    pub(super) limits: HttpLimits,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let body = match read_body(body, &parts.headers, this.limits).await {
+                Ok(body) => body,
+                Err(refused) => return Ok(refused),
+            };
+            parts.extensions.insert(ConnectInfo(this.peer));
+            let busy = this.activity.busy();
+            let response = this.inner.call(Request::from_parts(parts, Body::from(body))).await?;
+            Ok(response.map(|body| Body::new(Guarded { body, _busy: busy })))
+        })
+    }
+}
+
+/// A response body that keeps its connection marked busy until it is sent or dropped.
+#[derive(Debug)]
+pub(crate) struct Guarded<B> {
+    pub(crate) body: B,
+    pub(crate) _busy: Busy,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
