@@ -1,6 +1,6 @@
 //! Scenario 2, audit overhead: GetJob and CreateJob throughput of concurrent clients against a
 //! runtime with the real outbox, publisher and collector, and against the same runtime with
-//! the discarding audit sink (feature `bench` of qtrail-runtime), which is the runtime as it
+//! the discarding audit sink (`qtrail_publisher::AuditSink`, feature `testing`), which is the runtime as it
 //! would be without auditing. Target: audited reads >= 0.9 of unaudited reads.
 
 use std::sync::Arc;
