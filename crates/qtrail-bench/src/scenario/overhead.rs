@@ -1,7 +1,7 @@
 //! Scenario 2, audit overhead: GetJob and CreateJob throughput of concurrent clients against a
 //! runtime with the real outbox, publisher and collector, and against the same runtime with
-//! the discarding audit sink (`qtrail_publisher::AuditSink`, feature `testing`), which is the runtime as it
-//! would be without auditing. Target: audited reads >= 0.9 of unaudited reads.
+//! the discarding audit sink (`qtrail_publisher::AuditSink`, feature `testing`), which is the
+//! runtime as it would be without auditing. Target: audited reads >= 0.9 of unaudited reads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
