@@ -8,6 +8,7 @@ mod console;
 mod delivery;
 mod grpcurl;
 mod harness;
+mod publishers;
 mod servers;
 mod tls;
 mod up;
