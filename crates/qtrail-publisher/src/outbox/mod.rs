@@ -14,9 +14,9 @@
 //!
 //! How commits reach the disk is chosen once, at [`Outbox::open`] ([`CommitMode`]): a service
 //! that commits through [`Outbox::begin`] under [`CommitMode::Grouped`] shares each fsync with
-//! concurrent callers ([`group_commit`]), and the publisher then reads only up to the
-//! [`watermark`] of what a durable commit covers. Calls that change nothing hand their event to
-//! the [`event_writer`].
+//! concurrent callers (`group_commit`), and the publisher then reads only up to the
+//! `watermark` of what a durable commit covers. Calls that change nothing hand their event to
+//! the `event_writer`.
 
 mod event_writer;
 mod group_commit;
@@ -74,7 +74,7 @@ pub enum CommitMode {
     /// committed event.
     PerTransaction,
     /// [`OutboxTransaction::commit`] commits without an fsync and shares one durable commit with
-    /// concurrent callers (see [`group_commit`]). The publisher reads only events a durable
+    /// concurrent callers (see `group_commit`). The publisher reads only events a durable
     /// commit covers, so a transaction the caller commits without [`Outbox::begin`] must be
     /// durable and is published once the next durable commit moves the watermark past it.
     /// Removals of acknowledged events skip their fsync.
