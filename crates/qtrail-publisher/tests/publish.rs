@@ -289,6 +289,8 @@ async fn rejected_events_are_dropped_counted_and_never_resent() {
 
     assert!(stub.wait_for(WAIT, |stub| stub.stored().len() == 4).await);
     assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await, "the rejected event is dropped");
+    // The task counts a batch just after removing it from the outbox.
+    assert!(wait_until(|| publisher.stats().snapshot().acked == 4).await, "the batch counted");
     let stats = publisher.stats().snapshot();
     assert_eq!((stats.acked, stats.rejected), (4, 1));
 
