@@ -10,7 +10,7 @@
 //! script runs.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use qtrail_proto::qtrail::audit::v1 as audit;
@@ -18,10 +18,10 @@ use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClien
 use qtrail_proto::qtrail::runtime::v1 as runtime;
 use qtrail_proto::qtrail::runtime::v1::job_service_client::JobServiceClient;
 use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
+use qtrail_testkit::{START_TIMEOUT, ServerProcess, binary, wait_until};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::harness::{START_TIMEOUT, ServerProcess, binary, wait_until};
 use crate::webdriver::{Browser, Chromedriver};
 
 const LOCATION: &str = "us-east";
@@ -205,19 +205,9 @@ fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// Returns the directory of test artifacts, `target/e2e-artifacts`, created if missing.
-fn artifacts_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    // target/<profile>/deps/e2e-<hash> → target
-    let target = exe.ancestors().nth(3).expect("the test binary lives in target/<profile>/deps");
-    let dir = target.join("e2e-artifacts");
-    std::fs::create_dir_all(&dir).expect("create target/e2e-artifacts");
-    dir
-}
-
 /// Saves a screenshot of the browser window as `target/e2e-artifacts/<name>` and prints where.
 async fn save_screenshot(browser: &Browser, name: &str) {
-    let path = artifacts_dir().join(name);
+    let path = qtrail_testkit::artifacts_dir("e2e-artifacts").join(name);
     std::fs::write(&path, browser.screenshot().await).expect("write the screenshot");
     println!("console screenshot: {}", path.display());
 }
@@ -288,46 +278,70 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     let driver = Chromedriver::start(dir.path()).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
 
+    sign_in_refuses_other_tokens(&browser, &trail).await;
+    the_list_shows_the_events_newest_first(&browser, total).await;
+    let missing_cancel_seq = the_filter_shows_the_failed_cancels(&browser, &first_job).await;
+    the_detail_shows_one_event_and_its_correlation(&browser, &missing_cancel_seq).await;
+    live_shows_a_new_call_without_a_reload(&browser, &mut trail, total).await;
+    verifying_and_signing_out(&browser, total).await;
+    browser.close().await;
+
+    // The logs name the auditor's token, never a secret (they go to stderr under TEST_LOG).
+    let collector_log = std::fs::read_to_string(dir.path().join("collector.log")).unwrap_or_default();
+    let runtime_log = std::fs::read_to_string(dir.path().join("runtime.log")).unwrap_or_default();
+    if std::env::var_os("TEST_LOG").is_none() {
+        assert!(collector_log.contains("console sign-in") && collector_log.contains("alice"), "{collector_log}");
+    }
+    for secret in [AUDITOR_TOKEN, ADMIN_TOKEN, PUBLISHER_TOKEN, API_KEY] {
+        assert!(!collector_log.contains(secret) && !runtime_log.contains(secret), "{secret} in a log");
+    }
+}
+
+/// Signed out, the console shows the sign-in form and nothing else; tokens of another role,
+/// or unknown, are refused with a message saying why.
+async fn sign_in_refuses_other_tokens(browser: &Browser, trail: &Trail) {
     // Signed out, the console shows the sign-in form and nothing else.
     browser.goto(&trail.console_url()).await;
     browser.wait_for("#sign-in:not([hidden])").await;
     for section in ["console", "collectors", "detail"] {
-        assert!(!is_shown(&browser, section).await, "{section} is hidden before sign-in");
+        assert!(!is_shown(browser, section).await, "{section} is hidden before sign-in");
     }
     // A token of another role is refused with a message saying why.
-    submit_token(&browser, ADMIN_TOKEN).await;
+    submit_token(browser, ADMIN_TOKEN).await;
     let refusal = wait_for_script(
-        &browser,
+        browser,
         "the wrong-role message",
         "const t = document.getElementById('sign-in-error').textContent; return t || null;",
         json!([]),
     )
     .await;
     assert_eq!(refusal, "Sign-in refused: token `ops` has role `admin`, this service needs role `auditor`");
-    submit_token(&browser, "no-such-token").await;
+    submit_token(browser, "no-such-token").await;
     wait_for_script(
-        &browser,
+        browser,
         "the unknown-token message",
         "return document.getElementById('sign-in-error').textContent === 'Sign-in refused: unknown token';",
         json!([]),
     )
     .await;
+}
 
-    // Signing in with the auditor token leads from `/` to the only collector's page, which
-    // lists the runtime's events, newest first.
-    submit_token(&browser, AUDITOR_TOKEN).await;
+/// Signing in with the auditor token leads from `/` to the only collector's page, which
+/// lists the runtime's `total` events, newest first.
+async fn the_list_shows_the_events_newest_first(browser: &Browser, total: u64) {
+    submit_token(browser, AUDITOR_TOKEN).await;
     wait_until("the console of us-east", UI_TIMEOUT, || async {
-        (browser.url().await.ends_with("/console/us-east") && is_shown(&browser, "console").await).then_some(())
+        (browser.url().await.ends_with("/console/us-east") && is_shown(browser, "console").await).then_some(())
     })
     .await;
     wait_for_script(
-        &browser,
+        browser,
         "the runtime's events",
         "return document.querySelectorAll('#event-rows tr').length === arguments[0];",
         json!([total]),
     )
     .await;
-    let listed = rows(&browser).await;
+    let listed = rows(browser).await;
     let seqs: Vec<String> = listed.iter().map(|row| row[0].clone()).collect();
     assert_eq!(seqs, (1..=total).rev().map(|seq| seq.to_string()).collect::<Vec<_>>(), "newest first");
     let newest = &listed[0];
@@ -341,20 +355,22 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     let page = browser.execute("return document.documentElement.outerHTML + location.href;", json!([])).await;
     let page = page.as_str().unwrap();
     assert!(!page.contains(AUDITOR_TOKEN) && !page.contains(API_KEY), "no secret in the page or its URL");
+}
 
-    // Filter to failed job cancels.
+/// Filtering to failed job cancels; returns the position of the cancel of a missing job.
+async fn the_filter_shows_the_failed_cancels(browser: &Browser, first_job: &str) -> String {
     let action = browser.wait_for("input[name=action]").await;
     browser.type_text(&action, "quantum-computing.job.cancel").await;
     browser.click(&browser.wait_for("select[name=outcome] option[value=failure]").await).await;
     browser.click(&browser.wait_for("#apply").await).await;
     wait_for_script(
-        &browser,
+        browser,
         "the failed cancels",
         "return document.querySelectorAll('#event-rows tr').length === 2;",
         json!([]),
     )
     .await;
-    let cancels = rows(&browser).await;
+    let cancels = rows(browser).await;
     for row in &cancels {
         assert_eq!((row[2].as_str(), row[3].as_str()), ("quantum-computing.job.cancel", "failure"), "{row:?}");
     }
@@ -371,13 +387,16 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     let url = browser.url().await;
     assert!(url.contains("action=quantum-computing.job.cancel") && url.contains("outcome=failure"), "{url}");
 
-    // One event's detail: both JSON forms, its position and hashes, and its correlation.
-    let missing_cancel_seq = cancels[0][0].clone();
+    cancels[0][0].clone()
+}
+
+/// One event's detail: both JSON forms, its position and hashes, and its correlation.
+async fn the_detail_shows_one_event_and_its_correlation(browser: &Browser, missing_cancel_seq: &str) {
     browser
         .click(&browser.wait_for(&format!("#event-rows tr[data-seq='{missing_cancel_seq}'] button.seq")).await)
         .await;
     let detail = wait_for_script(
-        &browser,
+        browser,
         "the event detail",
         "const at = document.getElementById('detail-at').textContent; return at ? at : null;",
         json!([]),
@@ -398,7 +417,7 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         let script = "const dt = [...document.querySelectorAll('#detail-facts dt')].find(d => d.textContent === arguments[0]); return dt ? dt.nextElementSibling.textContent : null;";
         browser.execute(script, json!([name]))
     };
-    assert_eq!(fact("location_seq").await, Value::String(missing_cancel_seq.clone()));
+    assert_eq!(fact("location_seq").await, Value::String(missing_cancel_seq.to_owned()));
     assert_eq!(fact("Correlation id").await, "cancel-missing");
     let hashes = browser
         .execute(
@@ -408,22 +427,24 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
         .await;
     assert_eq!(hashes, 2, "chain hash and previous hash");
     assert!(fact("Publisher").await.as_str().unwrap().starts_with("runtime-inst-e2e-"));
-    save_screenshot(&browser, "console-detail.png").await;
+    save_screenshot(browser, "console-detail.png").await;
     browser.click(&browser.wait_for("#detail-correlation:not([hidden])").await).await;
     wait_for_script(
-        &browser,
+        browser,
         "the events of correlation cancel-missing",
         "return document.querySelectorAll('#event-rows tr').length === 2 && location.search === '?correlation_id=cancel-missing';",
         json!([]),
     )
     .await;
-    let correlated: Vec<String> = rows(&browser).await.into_iter().map(|row| row[2].clone()).collect();
+    let correlated: Vec<String> = rows(browser).await.into_iter().map(|row| row[2].clone()).collect();
     assert_eq!(correlated, ["quantum-computing.job.read", "quantum-computing.job.cancel"]);
+}
 
-    // Live: the event of a new call appears at the top without a reload.
+/// Live: the event of a new call appears at the top without a reload.
+async fn live_shows_a_new_call_without_a_reload(browser: &Browser, trail: &mut Trail, total: u64) {
     browser.click(&browser.wait_for("#clear").await).await;
     wait_for_script(
-        &browser,
+        browser,
         "the whole list",
         "return document.querySelectorAll('#event-rows tr').length === arguments[0];",
         json!([total]),
@@ -432,7 +453,7 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     browser.execute("window.__sameDocument = 'still here';", json!([])).await;
     browser.click(&browser.wait_for("#live").await).await;
     wait_for_script(
-        &browser,
+        browser,
         "the live view to connect",
         "return document.getElementById('live-status').textContent.startsWith('live:');",
         json!([]),
@@ -440,21 +461,24 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     .await;
     trail.list_programs().await;
     wait_for_script(
-        &browser,
+        browser,
         "the live event",
         "const r = document.querySelector('#event-rows tr'); return !!r && r.dataset.seq === String(arguments[0]);",
         json!([total + 1]),
     )
     .await;
-    let live = &rows(&browser).await[0];
+    let live = &rows(browser).await[0];
     assert_eq!((live[2].as_str(), live[3].as_str()), ("quantum-computing.program.read", "success"));
     let same_document = browser.execute("return window.__sameDocument;", json!([])).await;
     assert_eq!(same_document, "still here", "the page was not reloaded");
+}
 
+/// The chain verifies; signing out forgets what was shown and the API no longer answers.
+async fn verifying_and_signing_out(browser: &Browser, total: u64) {
     // Verify the chain.
     browser.click(&browser.wait_for("#verify").await).await;
     let verdict = wait_for_script(
-        &browser,
+        browser,
         "the chain verdict",
         "const v = document.getElementById('verify-result'); return v.classList.contains('ok') || v.classList.contains('bad') ? v.textContent : null;",
         json!([]),
@@ -464,25 +488,14 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     assert!(verdict.as_str().unwrap().starts_with(&expected), "{verdict}");
     // This collector has no checkpoint key; the verdict says so rather than stay silent.
     assert!(verdict.as_str().unwrap().ends_with(". No signed checkpoints"), "{verdict}");
-    save_screenshot(&browser, "console.png").await;
+    save_screenshot(browser, "console.png").await;
 
     // Signing out forgets what was shown and the API no longer answers this browser.
     browser.click(&browser.wait_for("#sign-out").await).await;
     browser.wait_for("#sign-in:not([hidden])").await;
-    assert!(rows(&browser).await.is_empty(), "the list is emptied on sign-out");
+    assert!(rows(browser).await.is_empty(), "the list is emptied on sign-out");
     let status = browser.execute("return fetch('/api/collectors').then(r => r.status);", json!([])).await;
     assert_eq!(status, 401);
-    browser.close().await;
-
-    // The logs name the auditor's token, never a secret (they go to stderr under TEST_LOG).
-    let collector_log = std::fs::read_to_string(dir.path().join("collector.log")).unwrap_or_default();
-    let runtime_log = std::fs::read_to_string(dir.path().join("runtime.log")).unwrap_or_default();
-    if std::env::var_os("TEST_LOG").is_none() {
-        assert!(collector_log.contains("console sign-in") && collector_log.contains("alice"), "{collector_log}");
-    }
-    for secret in [AUDITOR_TOKEN, ADMIN_TOKEN, PUBLISHER_TOKEN, API_KEY] {
-        assert!(!collector_log.contains(secret) && !runtime_log.contains(secret), "{secret} in a log");
-    }
 }
 
 #[tokio::test]

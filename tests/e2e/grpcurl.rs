@@ -8,9 +8,9 @@
 
 use std::process::Command;
 
+use qtrail_testkit::{START_TIMEOUT, wait_until};
 use serde_json::{Value, json};
 
-use crate::harness::{START_TIMEOUT, wait_until};
 use crate::up::{BELL, Up};
 
 /// The result of one grpcurl call.
@@ -77,43 +77,57 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     let up = Up::start().await;
     let runtime = up.field("runtime").trim_start_matches("http://").to_owned();
     let collector = up.field("collector").trim_start_matches("http://").to_owned();
+    services_are_discovered_through_reflection(&runtime, &collector);
+    the_eight_actions_are_called(&up).await;
+    each_call_left_one_event(&up).await;
+    the_trail_is_verified_tailed_exported_and_signed(&up).await;
 
-    // Discovery through reflection (v1alpha for this grpcurl) and health, without a token.
-    let listed = grpcurl(&[], None, &[&runtime, "list"]);
+    // A wrong role is refused with a clear code: an auditor may list collectors, not create one.
+    let listed = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/ListCollectors", json!({}), &[]);
+    assert!(listed.ok, "{listed:?}");
+    let denied = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/CreateCollector", json!({"location": "eu-de"}), &[]);
+    assert!(!denied.ok && denied.stderr.contains("PermissionDenied"), "{denied:?}");
+}
+
+/// Discovery through reflection (v1alpha for this grpcurl) and health, without a token.
+fn services_are_discovered_through_reflection(runtime: &str, collector: &str) {
+    let listed = grpcurl(&[], None, &[runtime, "list"]);
     assert!(listed.ok, "{}", listed.stderr);
     for service in ["qtrail.runtime.v1.ProgramService", "qtrail.runtime.v1.JobService", "grpc.health.v1.Health"] {
         assert!(listed.stdout.lines().any(|line| line == service), "{service} not listed: {}", listed.stdout);
     }
-    let listed = grpcurl(&[], None, &[&collector, "list"]);
+    let listed = grpcurl(&[], None, &[collector, "list"]);
     for service in ["qtrail.audit.v1.CollectorAdmin", "qtrail.audit.v1.Ingest", "qtrail.audit.v1.EventQuery"] {
         assert!(listed.stdout.lines().any(|line| line == service), "{service} not listed: {}", listed.stdout);
     }
-    let described = grpcurl(&[], None, &[&runtime, "describe", "qtrail.runtime.v1.CreateJobRequest"]);
+    let described = grpcurl(&[], None, &[runtime, "describe", "qtrail.runtime.v1.CreateJobRequest"]);
     assert!(described.ok && described.stdout.contains("google.protobuf.Struct params"), "{}", described.stdout);
-    for addr in [&runtime, &collector] {
-        let health = parse(&grpcurl(&[], None, &[addr.as_str(), "grpc.health.v1.Health/Check"]));
+    for addr in [runtime, collector] {
+        let health = parse(&grpcurl(&[], None, &[addr, "grpc.health.v1.Health/Check"]));
         assert_eq!(health["status"], "SERVING");
     }
+}
 
-    // The eight actions, each call tagged with its own correlation id.
+/// The eight actions, each call tagged with its own correlation id (`gc-1` to `gc-9`).
+async fn the_eight_actions_are_called(up: &Up) {
     let program = parse(&runtime_call(
-        &up,
+        up,
         "gc-1",
         "qtrail.runtime.v1.ProgramService/CreateProgram",
         json!({"name": "bell", "source": BELL}),
     ));
     let program_id = program["id"].as_str().unwrap().to_owned();
-    parse(&runtime_call(&up, "gc-2", "qtrail.runtime.v1.ProgramService/ListPrograms", json!({"limit": 10})));
-    parse(&runtime_call(&up, "gc-3", "qtrail.runtime.v1.ProgramService/GetProgram", json!({"id": program_id})));
+    parse(&runtime_call(up, "gc-2", "qtrail.runtime.v1.ProgramService/ListPrograms", json!({"limit": 10})));
+    parse(&runtime_call(up, "gc-3", "qtrail.runtime.v1.ProgramService/GetProgram", json!({"id": program_id})));
     let updated = parse(&runtime_call(
-        &up,
+        up,
         "gc-4",
         "qtrail.runtime.v1.ProgramService/UpdateProgram",
         json!({"id": program_id, "description": "a bell pair", "isPublic": true}),
     ));
     assert_eq!(updated["isPublic"], true);
     let job = parse(&runtime_call(
-        &up,
+        up,
         "gc-5",
         "qtrail.runtime.v1.JobService/CreateJob",
         json!({"programId": program_id, "params": {"shots": 100, "seed": 3}, "tags": ["grpcurl"]}),
@@ -123,7 +137,7 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     wait_until("the job to complete", START_TIMEOUT, || {
         polls += 1;
         let job = parse(&runtime_call(
-            &up,
+            up,
             &format!("gc-poll-{polls}"),
             "qtrail.runtime.v1.JobService/GetJob",
             json!({"id": job_id}),
@@ -131,15 +145,16 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
         std::future::ready((job["state"]["status"] == "JOB_STATUS_COMPLETED").then_some(()))
     })
     .await;
-    let results =
-        parse(&runtime_call(&up, "gc-6", "qtrail.runtime.v1.JobService/GetJobResults", json!({"id": job_id})));
+    let results = parse(&runtime_call(up, "gc-6", "qtrail.runtime.v1.JobService/GetJobResults", json!({"id": job_id})));
     assert_eq!(results["shots"], 100);
-    let refused = runtime_call(&up, "gc-7", "qtrail.runtime.v1.JobService/CancelJob", json!({"id": job_id}));
+    let refused = runtime_call(up, "gc-7", "qtrail.runtime.v1.JobService/CancelJob", json!({"id": job_id}));
     assert!(!refused.ok && refused.stderr.contains("FailedPrecondition"), "{refused:?}");
-    parse(&runtime_call(&up, "gc-8", "qtrail.runtime.v1.JobService/DeleteJob", json!({"id": job_id})));
-    parse(&runtime_call(&up, "gc-9", "qtrail.runtime.v1.ProgramService/DeleteProgram", json!({"id": program_id})));
+    parse(&runtime_call(up, "gc-8", "qtrail.runtime.v1.JobService/DeleteJob", json!({"id": job_id})));
+    parse(&runtime_call(up, "gc-9", "qtrail.runtime.v1.ProgramService/DeleteProgram", json!({"id": program_id})));
+}
 
-    // Each call left exactly one event, found by its correlation id.
+/// Each call left exactly one event, found by its correlation id.
+async fn each_call_left_one_event(up: &Up) {
     let expected = [
         ("gc-1", "quantum-computing.program.create", "OUTCOME_SUCCESS"),
         ("gc-2", "quantum-computing.program.read", "OUTCOME_SUCCESS"),
@@ -154,7 +169,7 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     for (correlation, action, outcome) in expected {
         let request = json!({"location": "us-east", "filter": {"correlationId": correlation}});
         let events = wait_until(&format!("the event of {correlation}"), START_TIMEOUT, || {
-            let page = parse(&auditor_call(&up, "qtrail.audit.v1.EventQuery/QueryEvents", request.clone(), &[]));
+            let page = parse(&auditor_call(up, "qtrail.audit.v1.EventQuery/QueryEvents", request.clone(), &[]));
             let events = page["events"].as_array().cloned().unwrap_or_default();
             std::future::ready((!events.is_empty()).then_some(events))
         })
@@ -163,13 +178,15 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
         assert_eq!(events[0]["event"]["action"], action, "{correlation}");
         assert_eq!(events[0]["event"]["outcome"], outcome, "{correlation}");
     }
+}
 
-    // Verify, tail (bounded by grpcurl's own deadline) and export.
+/// Verify, tail (bounded by grpcurl's own deadline), export, and a signed checkpoint.
+async fn the_trail_is_verified_tailed_exported_and_signed(up: &Up) {
     let verified =
-        parse(&auditor_call(&up, "qtrail.audit.v1.EventQuery/VerifyChain", json!({"location": "us-east"}), &[]));
+        parse(&auditor_call(up, "qtrail.audit.v1.EventQuery/VerifyChain", json!({"location": "us-east"}), &[]));
     assert_eq!(verified["ok"], true, "{verified}");
     let tail = auditor_call(
-        &up,
+        up,
         "qtrail.audit.v1.EventQuery/TailEvents",
         json!({"location": "us-east", "fromSeq": 1, "filter": {"action": "quantum-computing.program"}}),
         &["-max-time", "2"],
@@ -177,7 +194,7 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     let tailed = tail.stdout.matches("\"action\": \"quantum-computing.program.").count();
     assert!(tailed >= 5, "tail streamed {tailed} program events: {tail:?}");
     let export = parse(&auditor_call(
-        &up,
+        up,
         "qtrail.audit.v1.EventQuery/ExportEvents",
         json!({"location": "us-east", "format": "EXPORT_FORMAT_CADF_JSON", "range": {"toSeq": 3}}),
         &[],
@@ -190,7 +207,7 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     // The collector of `qtrail up` signs checkpoints (every second here): one covers events.
     let request = json!({"location": "us-east", "pageSize": 5});
     let checkpoint = wait_until("a signed checkpoint over the events", START_TIMEOUT, || {
-        let page = parse(&auditor_call(&up, "qtrail.audit.v1.EventQuery/ListCheckpoints", request.clone(), &[]));
+        let page = parse(&auditor_call(up, "qtrail.audit.v1.EventQuery/ListCheckpoints", request.clone(), &[]));
         let newest = page["checkpoints"].as_array().and_then(|all| all.first().cloned());
         // grpcurl prints 64-bit integers as strings.
         std::future::ready(newest.filter(|newest| newest["locationSeq"].as_str().is_some_and(|seq| seq != "0")))
@@ -198,10 +215,4 @@ async fn grpcurl_drives_every_action_through_reflection_alone() {
     .await;
     assert!(checkpoint["signature"].as_str().is_some_and(|signature| !signature.is_empty()), "{checkpoint}");
     assert_eq!(checkpoint["keyId"].as_str().map(str::len), Some(32), "{checkpoint}");
-
-    // A wrong role is refused with a clear code: an auditor may list collectors, not create one.
-    let listed = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/ListCollectors", json!({}), &[]);
-    assert!(listed.ok, "{listed:?}");
-    let denied = auditor_call(&up, "qtrail.audit.v1.CollectorAdmin/CreateCollector", json!({"location": "eu-de"}), &[]);
-    assert!(!denied.ok && denied.stderr.contains("PermissionDenied"), "{denied:?}");
 }

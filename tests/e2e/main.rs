@@ -1,13 +1,12 @@
 //! End-to-end tests of qtrail: the real `qtrail-collector`, `qtrail-runtime` and `qtrail`
 //! binaries as separate processes, talking over real sockets.
 
-// The modules form one test binary; `pub` marks the harness API the test modules share.
+// The modules form one test binary; `pub` marks the API the test modules share.
 #![allow(unreachable_pub)]
 
 mod console;
 mod delivery;
 mod grpcurl;
-mod harness;
 mod publishers;
 mod servers;
 mod tls;

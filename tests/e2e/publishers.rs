@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::harness::{binary, without_tls_env};
+use qtrail_testkit::{binary, without_tls_env};
+
 use crate::servers::{Collector, PUBLISHER_TOKEN};
 
 const LOCATION: &str = "us-east";

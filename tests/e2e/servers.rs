@@ -14,10 +14,9 @@ use qtrail_proto::qtrail::audit::v1 as audit;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use qtrail_server::tls::ClientTls;
+use qtrail_testkit::{ServerProcess, binary, http_get};
 use tonic::Request;
 use tonic::transport::Channel;
-
-use crate::harness::{ServerProcess, binary, http_get};
 
 /// Collector token with the `admin` role.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";

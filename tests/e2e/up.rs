@@ -3,18 +3,16 @@
 //! chain verified and exported, exit codes scripts rely on, and a clean Ctrl-C.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use qtrail_testkit::{Process, START_TIMEOUT, Signal, binary, http_get, wait_until, without_tls_env};
 use serde_json::Value;
 
-use crate::harness::{START_TIMEOUT, binary, http_get, wait_until, without_tls_env};
-
-/// A `qtrail up` child process with its own data directory, killed on drop.
+/// A `qtrail up` child process with its own data directory, killed on drop (by its
+/// [`Process`]).
 pub struct Up {
-    child: Option<Child>,
+    process: Option<Process>,
     dir: tempfile::TempDir,
     /// The parsed `up.json`.
     pub info: Value,
@@ -47,7 +45,7 @@ impl Up {
 
     /// Starts `qtrail up` again over the directory of one that has stopped.
     pub async fn restart(mut self) -> Self {
-        assert!(self.child.is_none(), "stopped first");
+        assert!(self.process.is_none(), "stopped first");
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
         let _ = std::fs::remove_file(dir.path().join("data/up.json"));
         Self::start_in(dir).await
@@ -57,7 +55,8 @@ impl Up {
     async fn start_in(dir: tempfile::TempDir) -> Self {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("up.log")).expect("log file");
-        let child = without_tls_env(&mut Command::new(binary("qtrail")))
+        let mut command = Command::new(binary("qtrail"));
+        without_tls_env(&mut command)
             .current_dir(dir.path())
             .args(["up", "--data-dir", "data"])
             .args(["--runtime-listen", "127.0.0.1:0", "--collector-listen", "127.0.0.1:0"])
@@ -67,16 +66,15 @@ impl Up {
             .env("QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start qtrail up");
+            .stderr(log);
+        let process = Process::spawn("qtrail up", &mut command).expect("start qtrail up");
         let up_json = dir.path().join("data/up.json");
         let info = wait_until("qtrail up to write up.json", START_TIMEOUT, || {
             let info = std::fs::read_to_string(&up_json).ok().and_then(|text| serde_json::from_str(&text).ok());
             std::future::ready(info)
         })
         .await;
-        Self { child: Some(child), dir, info }
+        Self { process: Some(process), dir, info }
     }
 
     /// Returns the data directory.
@@ -96,23 +94,9 @@ impl Up {
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit code.
     pub async fn interrupt(&mut self) -> i32 {
-        let mut child = self.child.take().expect("running");
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
-        kill(pid, Signal::SIGINT).expect("send sigint");
-        let status = wait_until("qtrail up to exit after ctrl-c", Duration::from_secs(30), || {
-            std::future::ready(child.try_wait().ok().flatten())
-        })
-        .await;
+        let mut process = self.process.take().expect("running");
+        let status = process.stop(Signal::SIGINT, Duration::from_secs(30)).await.expect("qtrail up exits after ctrl-c");
         status.code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -156,63 +140,100 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     let work = up.dir.path();
     std::fs::write(work.join("bell.qasm"), BELL).unwrap();
     std::fs::write(work.join("slow.qasm"), SLOW).unwrap();
+    let ids = the_eight_actions_through_the_cli(&up);
+    every_action_is_in_the_trail(&up, &ids).await;
+    the_chain_verifies_and_exports(&up);
+    the_auditors_and_admins_commands_work(&up);
 
+    // The console and both services' metrics are on the console address.
+    let console = up.field("console");
+    let (status, page) = http_get(&format!("{console}/console/us-east")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "{page}");
+    let (status, metrics) = http_get(&format!("{console}/metrics")).await;
+    assert_eq!(status, 200);
+    for series in ["qtrail_runtime_outbox_events", "qtrail_runtime_events_acked_total", "qtrail_collector_"] {
+        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
+    }
+
+    // Exit codes for refused credentials, and a clean Ctrl-C.
+    let unauthenticated = up.qtrail(&["--api-key", "wrong", "programs", "list"]);
+    assert_eq!(unauthenticated.code, 4, "{unauthenticated:?}");
+    assert_eq!(up.interrupt().await, 0);
+    assert!(!up.data_dir().join("up.json").exists(), "up.json is removed on a clean exit");
+}
+
+/// The ids of what [`the_eight_actions_through_the_cli`] created.
+struct Ids {
+    program_id: String,
+    job_id: String,
+    slow_job_id: String,
+}
+
+/// Calls every action through the CLI: program.create, program.read (list and get),
+/// program.update, job.create (waiting for the result), job.read (get, results, logs, interim,
+/// list), job.cancel (refused for the finished job, exit 6; accepted for a slow one),
+/// job.delete and program.delete.
+fn the_eight_actions_through_the_cli(up: &Up) -> Ids {
     // program.create, program.read (list and get), program.update
-    let program = ok_json(&up, &["programs", "create", "--name", "bell", "--source-file", "bell.qasm"]);
+    let program = ok_json(up, &["programs", "create", "--name", "bell", "--source-file", "bell.qasm"]);
     let program_id = program["id"].as_str().unwrap().to_owned();
     assert_eq!(program["numQubits"], 2);
-    let listed = ok_json(&up, &["programs", "list"]);
+    let listed = ok_json(up, &["programs", "list"]);
     assert_eq!(listed["count"], 1);
-    assert_eq!(ok_json(&up, &["programs", "get", &program_id])["name"], "bell");
-    let updated = ok_json(&up, &["programs", "update", &program_id, "--description", "a bell pair"]);
+    assert_eq!(ok_json(up, &["programs", "get", &program_id])["name"], "bell");
+    let updated = ok_json(up, &["programs", "update", &program_id, "--description", "a bell pair"]);
     assert_eq!(updated["description"], "a bell pair");
 
     // job.create (waiting for the result), job.read (get, results, logs, interim, list)
-    let job = ok_json(&up, &["jobs", "run", &program_id, "--shots", "200", "--seed", "7", "--tag", "e2e", "--wait"]);
+    let job = ok_json(up, &["jobs", "run", &program_id, "--shots", "200", "--seed", "7", "--tag", "e2e", "--wait"]);
     let job_id = job["id"].as_str().unwrap().to_owned();
     assert_eq!(job["state"]["status"], "COMPLETED");
-    let results = ok_json(&up, &["jobs", "results", &job_id]);
+    let results = ok_json(up, &["jobs", "results", &job_id]);
     let counts = results["counts"].as_object().unwrap();
     assert!(counts.keys().all(|outcome| outcome == "00" || outcome == "11"), "{results}");
     assert_eq!(counts.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), 200);
-    assert_eq!(ok_json(&up, &["jobs", "get", &job_id])["id"], job_id.as_str());
-    assert!(ok_json(&up, &["jobs", "logs", &job_id])["logs"].as_str().is_some());
-    ok_json(&up, &["jobs", "interim", &job_id]);
-    assert_eq!(ok_json(&up, &["jobs", "list", "--tag", "e2e", "--finished"])["count"], 1);
+    assert_eq!(ok_json(up, &["jobs", "get", &job_id])["id"], job_id.as_str());
+    assert!(ok_json(up, &["jobs", "logs", &job_id])["logs"].as_str().is_some());
+    ok_json(up, &["jobs", "interim", &job_id]);
+    assert_eq!(ok_json(up, &["jobs", "list", "--tag", "e2e", "--finished"])["count"], 1);
 
     // job.cancel: refused for the finished job (exit 6), accepted for a slow one.
     let refused = up.qtrail(&["jobs", "cancel", &job_id]);
     assert_eq!(refused.code, 6, "{refused:?}");
     assert!(refused.stderr.starts_with("error: failed precondition:"), "{}", refused.stderr);
     assert_eq!(refused.stderr.lines().count(), 1, "errors are one line: {}", refused.stderr);
-    let slow = ok_json(&up, &["programs", "create", "--name", "slow", "--source-file", "slow.qasm"]);
+    let slow = ok_json(up, &["programs", "create", "--name", "slow", "--source-file", "slow.qasm"]);
     let slow_id = slow["id"].as_str().unwrap().to_owned();
-    let slow_job = ok_json(&up, &["jobs", "run", &slow_id, "--shots", "100000"]);
+    let slow_job = ok_json(up, &["jobs", "run", &slow_id, "--shots", "100000"]);
     let slow_job_id = slow_job["id"].as_str().unwrap().to_owned();
-    let cancelled = ok_json(&up, &["jobs", "cancel", &slow_job_id]);
+    let cancelled = ok_json(up, &["jobs", "cancel", &slow_job_id]);
     assert_eq!(cancelled["state"]["status"], "CANCELLED");
 
     // job.delete, program.delete
-    ok_json(&up, &["jobs", "delete", &job_id]);
-    ok_json(&up, &["programs", "delete", &program_id]);
+    ok_json(up, &["jobs", "delete", &job_id]);
+    ok_json(up, &["programs", "delete", &program_id]);
     let missing = up.qtrail(&["programs", "get", &program_id]);
     assert_eq!(missing.code, 3, "not found exits 3: {missing:?}");
+    Ids { program_id, job_id, slow_job_id }
+}
 
-    // Every action is in the trail, found through the CLI.
+/// Every action is in the trail, found through the CLI.
+async fn every_action_is_in_the_trail(up: &Up, ids: &Ids) {
     let expectations = [
-        ("quantum-computing.program.create", "success", program_id.as_str()),
-        ("quantum-computing.program.read", "failure", program_id.as_str()),
-        ("quantum-computing.program.update", "success", program_id.as_str()),
-        ("quantum-computing.program.delete", "success", program_id.as_str()),
-        ("quantum-computing.job.create", "success", job_id.as_str()),
-        ("quantum-computing.job.read", "success", job_id.as_str()),
-        ("quantum-computing.job.cancel", "failure", job_id.as_str()),
-        ("quantum-computing.job.cancel", "success", slow_job_id.as_str()),
-        ("quantum-computing.job.delete", "success", job_id.as_str()),
+        ("quantum-computing.program.create", "success", ids.program_id.as_str()),
+        ("quantum-computing.program.read", "failure", ids.program_id.as_str()),
+        ("quantum-computing.program.update", "success", ids.program_id.as_str()),
+        ("quantum-computing.program.delete", "success", ids.program_id.as_str()),
+        ("quantum-computing.job.create", "success", ids.job_id.as_str()),
+        ("quantum-computing.job.read", "success", ids.job_id.as_str()),
+        ("quantum-computing.job.cancel", "failure", ids.job_id.as_str()),
+        ("quantum-computing.job.cancel", "success", ids.slow_job_id.as_str()),
+        ("quantum-computing.job.delete", "success", ids.job_id.as_str()),
     ];
     for (action, outcome, target) in expectations {
         let found = wait_until(&format!("a {outcome} {action} event for {target}"), START_TIMEOUT, || {
-            let page = ok_json(&up, &["events", "query", "--action", action, "--outcome", outcome, "--limit", "100"]);
+            let page = ok_json(up, &["events", "query", "--action", action, "--outcome", outcome, "--limit", "100"]);
             let hit = page["events"].as_array().unwrap().iter().any(|stored| {
                 let event = &stored["event"];
                 event["action"] == action
@@ -224,14 +245,17 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
         .await;
         let _: () = found;
     }
+}
 
-    // The chain holds and exports in both formats.
-    let verified = ok_json(&up, &["events", "verify"]);
+/// The chain holds and exports in both formats.
+fn the_chain_verifies_and_exports(up: &Up) {
+    let work = up.dir.path();
+    let verified = ok_json(up, &["events", "verify"]);
     assert_eq!(verified["ok"], true, "{verified}");
     // A head kept out of band checks the history up to its position: the chain still leads to
     // it; another head, or a position past the chain's end, exits 10; a malformed head is usage.
     let (head, to_seq) = (verified["headChainHash"].as_str().unwrap(), verified["toSeq"].to_string());
-    ok_json(&up, &["events", "verify", "--to-seq", &to_seq, "--expect-head", head]);
+    ok_json(up, &["events", "verify", "--to-seq", &to_seq, "--expect-head", head]);
     let other = "ab".repeat(32);
     let rewritten = up.qtrail(&["events", "verify", "--to-seq", &to_seq, "--expect-head", &other]);
     assert_eq!(rewritten.code, 10, "{rewritten:?}");
@@ -253,8 +277,10 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
         let event: Value = serde_json::from_str(line).unwrap();
         assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
     }
+}
 
-    // The rest of the auditor's and admin's commands.
+/// The rest of the auditor's and admin's commands.
+fn the_auditors_and_admins_commands_work(up: &Up) {
     let tail = up.qtrail(&["--output", "json", "events", "tail", "--from-seq", "1", "--count", "3"]);
     assert_eq!(tail.code, 0, "{tail:?}");
     let seqs: Vec<u64> = tail
@@ -263,13 +289,13 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["locationSeq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
-    let publishers = ok_json(&up, &["events", "publishers"]);
+    let publishers = ok_json(up, &["events", "publishers"]);
     assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
     assert_eq!(
         publishers["publishers"][0]["credential"], "runtime-local",
         "bound to the publisher token: {publishers}"
     );
-    let collectors = ok_json(&up, &["collectors", "list"]);
+    let collectors = ok_json(up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
     // Without --location and without up.json, `events` commands read the only location the
     // collector hosts, and name the choices once there are several.
@@ -282,33 +308,16 @@ async fn qtrail_up_drives_all_eight_actions_through_the_cli() {
     let twice = up.qtrail(&["collectors", "create", "us-east"]);
     assert_eq!(twice.code, 6, "a second collector for a location is refused: {twice:?}");
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
-    assert_eq!(ok_json(&up, &["collectors", "create", "eu-de"])["location"], "eu-de");
+    assert_eq!(ok_json(up, &["collectors", "create", "eu-de"])["location"], "eu-de");
     let several = run_qtrail(elsewhere.path(), &[&bare[..], &["events", "query"]].concat());
     assert_eq!(several.code, 2, "{several:?}");
     assert!(several.stderr.contains("no location: the collector hosts eu-de, us-east; pass --location"), "{several:?}");
     // up.json's location still comes first, and --location before it.
-    assert_eq!(ok_json(&up, &["events", "query", "--limit", "1"])["events"][0]["location"], "us-east");
-    let flagged = ok_json(&up, &["--location", "eu-de", "events", "query"]);
+    assert_eq!(ok_json(up, &["events", "query", "--limit", "1"])["events"][0]["location"], "us-east");
+    let flagged = ok_json(up, &["--location", "eu-de", "events", "query"]);
     assert_eq!(flagged["events"], serde_json::json!([]), "{flagged}");
     let bad = up.qtrail(&["collectors", "create", "EU DE"]);
     assert_eq!(bad.code, 6, "{bad:?}");
-
-    // The console and both services' metrics are on the console address.
-    let console = up.field("console");
-    let (status, page) = http_get(&format!("{console}/console/us-east")).await;
-    assert_eq!(status, 200);
-    assert!(page.contains("<html"), "{page}");
-    let (status, metrics) = http_get(&format!("{console}/metrics")).await;
-    assert_eq!(status, 200);
-    for series in ["qtrail_runtime_outbox_events", "qtrail_runtime_events_acked_total", "qtrail_collector_"] {
-        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
-    }
-
-    // Exit codes for refused credentials, and a clean Ctrl-C.
-    let unauthenticated = up.qtrail(&["--api-key", "wrong", "programs", "list"]);
-    assert_eq!(unauthenticated.code, 4, "{unauthenticated:?}");
-    assert_eq!(up.interrupt().await, 0);
-    assert!(!up.data_dir().join("up.json").exists(), "up.json is removed on a clean exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,20 +336,20 @@ async fn qtrail_up_reuses_its_credentials_and_keeps_its_events_across_restarts()
     // Start again in the same directory.
     let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
     let log = std::fs::File::create(dir.path().join("up2.log")).unwrap();
-    let child = Command::new(binary("qtrail"))
+    let mut command = Command::new(binary("qtrail"));
+    command
         .current_dir(dir.path())
         .args(["up", "--data-dir", "data", "--runtime-listen", "127.0.0.1:0"])
         .args(["--collector-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"])
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        .stderr(log);
+    let process = Process::spawn("qtrail up", &mut command).unwrap();
     let up_json = dir.path().join("data/up.json");
     let info: Value = wait_until("the second qtrail up", START_TIMEOUT, || {
         std::future::ready(std::fs::read_to_string(&up_json).ok().and_then(|t| serde_json::from_str(&t).ok()))
     })
     .await;
-    let mut second = Up { child: Some(child), dir, info };
+    let mut second = Up { process: Some(process), dir, info };
     assert_eq!(second.field("api_key"), key);
     assert_eq!(second.field("auditor_token"), token);
     let page = ok_json(&second, &["events", "query", "--action", "quantum-computing.program.create"]);

@@ -19,9 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use qtrail_testkit::{START_TIMEOUT, wait_until};
 use serde_json::{Value, json};
-
-use crate::harness::{START_TIMEOUT, wait_until};
 
 /// The key under which WebDriver identifies an element (W3C WebDriver, "web element identifier").
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";

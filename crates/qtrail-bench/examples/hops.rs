@@ -10,8 +10,9 @@ use prost::Message as _;
 use qtrail_bench::events::EventFactory;
 use qtrail_cadf::{Action, AuditEvent, Location, ValidEvent};
 use qtrail_collector::store::NewEvent;
-use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_proto::qtrail::audit::v1::{Batch, PublishRequest, PublishedEvent};
 use qtrail_runtime::audit::{AuditRecord, Auditor};
 use qtrail_runtime::auth::{CallContext, Caller, Principal};
 
@@ -49,7 +50,7 @@ fn main() {
         report("runtime: build", started);
     }
 
-    // The runtime: the event's wire form, encoded for the outbox.
+    // The runtime: the event's protobuf form, encoded for the outbox.
     let started = Instant::now();
     let outbox: Vec<Vec<u8>> = models.iter().map(AuditEvent::encode_proto).collect();
     if wanted("outbox") {
@@ -63,7 +64,7 @@ fn main() {
         let events = chunk
             .iter()
             .enumerate()
-            .map(|(i, bytes)| PublishedEvent::new((chunk_index * BATCH + i + 1) as u64, bytes.clone()))
+            .map(|(i, bytes)| PublishedEvent { seq: (chunk_index * BATCH + i + 1) as u64, event: bytes.clone().into() })
             .collect();
         let request = PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq: chunk_index as u64 + 1, events })) };
         requests.push(request.encode_to_vec());
@@ -72,7 +73,8 @@ fn main() {
         report("publisher: send", started);
     }
 
-    // The collector as the generated types would have it: decode, validate, make the stored form.
+    // The collector as the generated `AuditEvent` would have it: decode the request, then each
+    // event into the message, validate, make the stored form.
     let started = Instant::now();
     let mut decoded = Vec::new();
     for bytes in &requests {
@@ -84,11 +86,12 @@ fn main() {
     let started = Instant::now();
     let mut stored = 0;
     for request in decoded {
-        let Some(proto::publish_request::Kind::Batch(batch)) = request.kind else {
+        let Some(Kind::Batch(batch)) = request.kind else {
             continue;
         };
         for published in batch.events {
-            let valid = ValidEvent::try_from(published.event.expect("event")).expect("valid");
+            let event = proto::AuditEvent::decode(published.event).expect("event");
+            let valid = ValidEvent::try_from(event).expect("valid");
             let new = NewEvent::from_valid(published.seq, valid);
             stored += new.encoded.len();
         }

@@ -3,8 +3,9 @@
 
 use prost::Message as _;
 use qtrail_cadf::{Action, Crn, EventBuilder, Initiator, JsonObject, Location};
-use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_proto::qtrail::audit::v1::{Batch, PublishRequest, PublishedEvent};
 use serde_json::json;
 
 /// The location every benchmark uses.
@@ -84,8 +85,9 @@ impl EventFactory {
     /// Returns events `first..first + count` as a `Batch` request with publisher seqs from
     /// `first + 1`, each event encoded already, as a publisher sends what its outbox stores.
     pub fn batch(&self, batch_seq: u64, first: u64, count: u64) -> PublishRequest {
-        let events =
-            (first..first + count).map(|i| PublishedEvent::new(i + 1, self.event(i).encode_to_vec())).collect();
+        let events = (first..first + count)
+            .map(|i| PublishedEvent { seq: i + 1, event: self.event(i).encode_to_vec().into() })
+            .collect();
         PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq, events })) }
     }
 

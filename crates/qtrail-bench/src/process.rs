@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use qtrail_server::tls::ClientTls;
+use qtrail_testkit::{Process, ServerAddr, Signal};
 
 /// How long a server may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,7 +20,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A server running as a child process; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
-    child: std::process::Child,
+    process: Process,
     /// Its gRPC address.
     pub addr: SocketAddr,
     /// How long it took from spawning to its address file (written once it serves).
@@ -38,29 +39,18 @@ impl Server {
         let _ = std::fs::remove_file(addr_file);
         let exe = std::env::current_exe().context("cannot find the harness binary")?;
         let started = Instant::now();
-        let mut child = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        command
             .arg("serve")
             .arg(role)
             .args(args)
             // The servers' info logs would drown the measurements; warnings and errors still show.
             .env("RUST_LOG", std::env::var("QTRAIL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start the {role}"))?;
-        loop {
-            if let Some(addr) = qtrail_server::addr_file::read(addr_file).ok().flatten() {
-                return Ok(Self { child, addr, start_time: started.elapsed(), tls: None });
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("the {role} exited before serving: {status}");
-            }
-            if started.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                bail!("the {role} did not serve within {} s", START_TIMEOUT.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+            .stdout(Stdio::null());
+        let mut process = Process::spawn(&format!("the {role}"), &mut command)?;
+        let addr = process.wait_for_addr_file(addr_file, START_TIMEOUT).await?;
+        Ok(Self { process, addr, start_time: started.elapsed(), tls: None })
     }
 
     /// Marks it as serving TLS, reached with `tls`.
@@ -70,23 +60,24 @@ impl Server {
         self
     }
 
+    fn address(&self) -> ServerAddr {
+        ServerAddr { addr: self.addr, tls: self.tls.clone() }
+    }
+
     /// Returns its URL: `http://ADDR`, or `https://localhost:PORT` when it serves TLS (the
     /// name its test certificate carries).
     pub fn url(&self) -> String {
-        match self.tls {
-            Some(_) => format!("https://localhost:{}", self.addr.port()),
-            None => format!("http://{}", self.addr),
-        }
+        self.address().url()
     }
 
     /// Returns how clients reach it: TLS files, or none for plaintext.
     pub fn client_tls(&self) -> ClientTls {
-        self.tls.clone().unwrap_or_default()
+        self.address().client_tls()
     }
 
     /// Returns its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// Returns its peak resident set so far, in MiB.
@@ -99,30 +90,11 @@ impl Server {
     /// # Errors
     /// When it does not exit in time or exits with a failure.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("cannot signal the server")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("the server exited with {status}");
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the server did not stop within {} s", STOP_TIMEOUT.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let status = self.process.stop(Signal::SIGTERM, STOP_TIMEOUT).await?;
+        if !status.success() {
+            bail!("the server exited with {status}");
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Ok(())
     }
 }
 

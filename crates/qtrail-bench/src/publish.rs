@@ -1,17 +1,18 @@
 //! The ingest load generator: N publisher streams, each on a connection of its own as separate
 //! runtimes would be, sending prepared batches with up to the allowed number unacknowledged,
 //! and counting what the server acknowledges. Events go as the publisher sends them: encoded
-//! once, when made, and sent as bytes (`qtrail_publisher::wire`).
+//! once, when made, and sent as bytes (`PublishedEvent.event`) on the generated client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use qtrail_proto::encoded::{Kind, PublishRequest};
-use qtrail_proto::limits::MAX_UNACKED_BATCHES;
+use qtrail_proto::limits::{MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::PublishRequest;
+use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
-use qtrail_publisher::wire;
 use qtrail_server::tls::ClientTls;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -107,7 +108,10 @@ async fn stream(
     let (sender, receiver) = mpsc::channel(MAX_UNACKED_BATCHES as usize + 1);
     let hello = proto::Hello { publisher_id, location: LOCATION.into(), epoch: 1 };
     sender.send(PublishRequest { kind: Some(Kind::Hello(hello)) }).await?;
-    let mut responses = wire::publish(channel, authed(ReceiverStream::new(receiver), token)).await?.into_inner();
+    let mut client = IngestClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut responses = client.publish(authed(ReceiverStream::new(receiver), token)).await?.into_inner();
     match responses.message().await?.and_then(|response| response.kind) {
         Some(ResponseKind::Welcome(_)) => {}
         other => bail!("expected a welcome, got {other:?}"),

@@ -1,17 +1,20 @@
 //! What a child process of the harness serves (`qtrail-bench serve <role> …`): the collector or
-//! the runtime through their libraries' `run`, configured by their binaries' own flags, or the
-//! ack-only ingest server that is the ceiling of the ingest benchmark.
+//! the runtime through their libraries' `run`, configured by their binaries' own flags (which
+//! end in the typed `Config`, as in the binaries), or the ack-only ingest server that is the
+//! ceiling of the ingest benchmark.
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use qtrail_collector::wire::{self, IngestServer};
-use qtrail_proto::encoded::{Kind, PublishRequest};
+use qtrail_proto::limits::MAX_MESSAGE_BYTES;
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::ingest_server::{Ingest, IngestServer};
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
+use qtrail_publisher::AuditSink;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Roles a child process can serve.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -28,13 +31,11 @@ pub enum Role {
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-runtime")]
 struct RuntimeArgs {
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: std::net::SocketAddr,
     /// Discard audit events: the unaudited baseline.
     #[arg(long)]
     discard_audit: bool,
     #[command(flatten)]
-    config: qtrail_runtime::Config,
+    flags: qtrail_runtime::config::Flags,
 }
 
 /// Flags of the ceiling child.
@@ -55,25 +56,29 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
     qtrail_server::telemetry::init(false);
     match role {
         Role::Collector => {
-            let args =
-                qtrail_collector::config::Args::try_parse_from(std::iter::once("qtrail-collector".into()).chain(args))?;
-            let config = qtrail_collector::Config::from_args(&args)?;
-            let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
+            let flags = qtrail_collector::config::Flags::try_parse_from(
+                std::iter::once("qtrail-collector".into()).chain(args),
+            )?;
+            let config = flags.config()?;
+            let listener = tokio::net::TcpListener::bind(flags.listen).await.context("cannot listen")?;
             qtrail_collector::run(listener, config, qtrail_server::shutdown::signal()).await
         }
         Role::Runtime => {
-            let mut args = RuntimeArgs::try_parse_from(std::iter::once("qtrail-runtime".into()).chain(args))?;
+            let args = RuntimeArgs::try_parse_from(std::iter::once("qtrail-runtime".into()).chain(args))?;
+            let listener = tokio::net::TcpListener::bind(args.flags.listen).await.context("cannot listen")?;
+            let mut config = args.flags.config();
             if args.discard_audit {
-                args.config.audit_sink = qtrail_runtime::config::AuditSink::Discard;
+                config.audit_sink = AuditSink::discard();
             }
-            let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
-            qtrail_runtime::run(listener, args.config, qtrail_server::shutdown::signal()).await
+            qtrail_runtime::run(listener, config, qtrail_server::shutdown::signal()).await
         }
         Role::Ceiling => {
             let args = CeilingArgs::try_parse_from(std::iter::once("ceiling".into()).chain(args))?;
             let listener = tokio::net::TcpListener::bind(args.listen).await.context("cannot listen")?;
             let addr = listener.local_addr()?;
-            let server = IngestServer::new(Ceiling);
+            let server = IngestServer::new(Ceiling)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
             // The listener is bound: connections queue until the server accepts them.
             qtrail_server::addr_file::write(&args.addr_file, addr)?;
             tonic::transport::Server::builder()
@@ -91,13 +96,22 @@ pub async fn serve(role: Role, args: Vec<String>) -> anyhow::Result<()> {
 
 /// The ingest ceiling: the `Ingest.Publish` protocol answered at once, every event "accepted"
 /// and nothing stored, so the cost is tonic, prost and loopback alone. It reads requests as the
-/// collector does ([`PublishRequest`], events left as bytes): a ceiling that decoded each
-/// event in full would do more work than the collector's own reading.
+/// collector does, on the same generated server: each event stays the bytes it came as, which
+/// the ceiling never decodes.
 #[derive(Debug, Clone, Copy)]
 pub struct Ceiling;
 
-impl wire::Publish for Ceiling {
-    fn publish(&self, request: Request<Streaming<PublishRequest>>) -> Response<wire::PublishResponses> {
+/// The responses of one ceiling stream.
+type CeilingResponses = ReceiverStream<Result<proto::PublishResponse, Status>>;
+
+#[tonic::async_trait]
+impl Ingest for Ceiling {
+    type PublishStream = CeilingResponses;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PublishRequest>>,
+    ) -> Result<Response<CeilingResponses>, Status> {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -117,6 +131,6 @@ impl wire::Publish for Ceiling {
                 }
             }
         });
-        Response::new(Box::pin(ReceiverStream::new(receiver)))
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

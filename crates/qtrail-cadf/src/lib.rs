@@ -9,8 +9,8 @@
 //! - building events from what a service knows ([`EventBuilder`]) and validating events from
 //!   anywhere ([`AuditEvent::validate`]), with control characters escaped ([`text`]);
 //! - two JSON forms: Activity Tracker JSON ([`at_json`]) and strict CADF JSON ([`cadf_json`]);
-//! - the protobuf form ([`proto`]), also written straight from the model ([`encode`]) and read
-//!   with request and response data straight into JSON ([`decode`]);
+//! - the protobuf form ([`proto`]): the generated message, and the event's bytes written
+//!   straight from the model and read with request and response data straight into JSON;
 //! - canonical bytes and the SHA-256 hash chain ([`canonical`]).
 //!
 //! The crate does no I/O and knows nothing of tokio or tonic.
@@ -22,8 +22,6 @@ pub mod cadf_json;
 pub mod canonical;
 pub mod checkpoint;
 pub mod crn;
-pub mod decode;
-pub mod encode;
 pub mod error;
 pub mod event;
 pub mod proto;

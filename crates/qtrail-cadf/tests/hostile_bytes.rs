@@ -5,7 +5,7 @@
 mod common;
 
 use proptest::prelude::*;
-use qtrail_cadf::decode::MAX_ENCODED_EVENT_BYTES;
+use qtrail_cadf::proto::MAX_ENCODED_EVENT_BYTES;
 use qtrail_cadf::{EventError, MAX_EVENT_BYTES, ValidEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use serde_json::json;

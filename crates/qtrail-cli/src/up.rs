@@ -2,10 +2,10 @@
 //! collector service with the location's collector, a runtime in that location, and the HTTP
 //! side (console and metrics) — until Ctrl-C.
 //!
-//! Each service is configured by parsing the same flags its own binary takes, so `up` runs
-//! exactly what `qtrail-collector` and `qtrail-runtime` would (and honours their
-//! `QTRAIL_COLLECTOR_*` / `QTRAIL_RUNTIME_*` environment variables for settings it leaves
-//! alone).
+//! Each service gets a typed `Config` built here: the settings `up` chooses, over the
+//! services' own environment layer (`Settings::from_env`), so `up` runs exactly what
+//! `qtrail-collector` and `qtrail-runtime` would and honours their `QTRAIL_COLLECTOR_*` /
+//! `QTRAIL_RUNTIME_*` environment variables for settings it leaves alone.
 //!
 //! The data directory holds, besides the two stores, the dev credentials written on first run
 //! (random, mode 0600) and reused afterwards, the collector's checkpoint key (`checkpoint-key.pem`,
@@ -20,7 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use anyhow::Context as _;
 use qtrail_cadf::Location;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::audit::v1::CreateCollectorRequest;
@@ -51,13 +51,6 @@ struct DevCredentials {
     publisher_token: String,
     auditor_token: String,
     admin_token: String,
-}
-
-/// The flags of `qtrail-runtime`, parsed in-process.
-#[derive(Debug, Parser)]
-struct RuntimeFlags {
-    #[command(flatten)]
-    config: qtrail_runtime::Config,
 }
 
 /// Runs the services until Ctrl-C (SIGINT) or SIGTERM, then shuts them down in order: the
@@ -374,28 +367,21 @@ fn collector_config(
     console: SocketAddr,
     console_addr_file: &Path,
     checkpoint_key: &Path,
-) -> Result<qtrail_collector::config::Config, CliError> {
-    let data_dir = dir.join("collector");
-    let tokens = dir.join("tokens.toml");
-    let console = console.to_string();
-    let args = qtrail_collector::config::Args::try_parse_from([
-        "qtrail-collector".as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-        "--tokens".as_ref(),
-        tokens.as_os_str(),
-        "--http".as_ref(),
-        console.as_ref(),
-        "--http-addr-file".as_ref(),
-        console_addr_file.as_os_str(),
-        "--checkpoint-key".as_ref(),
-        checkpoint_key.as_os_str(),
-    ])
-    .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
-    qtrail_collector::config::Config::from_args(&args).map_err(|err| CliError::Usage(format!("{err:#}")))
+) -> Result<qtrail_collector::Config, CliError> {
+    let tokens = qtrail_collector::tokens::Tokens::load(&dir.join("tokens.toml"))
+        .context("failed to load the tokens file")
+        .map_err(|err| CliError::Usage(format!("{err:#}")))?;
+    let mut config = qtrail_collector::Config::new(dir.join("collector"), tokens);
+    let settings = qtrail_collector::config::Settings::from_env()
+        .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
+    settings.apply(&mut config).map_err(|err| CliError::Usage(format!("{err:#}")))?;
+    config.http = Some(console);
+    config.http_addr_file = Some(console_addr_file.to_owned());
+    config.checkpoint_key = Some(checkpoint_key.to_owned());
+    Ok(config)
 }
 
-/// The services' TLS settings that `up` would otherwise pick up from the environment.
+/// The services' TLS settings, which `up` (plaintext on loopback) refuses rather than ignores.
 const SERVICE_TLS_VARIABLES: [&str; 9] = [
     "QTRAIL_COLLECTOR_TLS_CERT",
     "QTRAIL_COLLECTOR_TLS_KEY",
@@ -414,25 +400,19 @@ fn runtime_config(
     collector_url: &str,
     credentials: &DevCredentials,
 ) -> Result<qtrail_runtime::Config, CliError> {
-    let data_dir = dir.join("runtime");
     let principals = dir.join("principals.toml");
-    let flags = RuntimeFlags::try_parse_from([
-        "qtrail-runtime".as_ref(),
-        "--location".as_ref(),
-        location.as_str().as_ref(),
-        "--instance".as_ref(),
-        INSTANCE.as_ref(),
-        "--collector".as_ref(),
-        collector_url.as_ref(),
-        "--collector-token".as_ref(),
-        credentials.publisher_token.as_ref(),
-        "--principals".as_ref(),
-        principals.as_os_str(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-    ])
-    .map_err(|err| CliError::Usage(format!("runtime settings: {err}")))?;
-    Ok(flags.config)
+    let mut config = qtrail_runtime::Config::new(
+        location.clone(),
+        INSTANCE.to_owned(),
+        collector_url.to_owned(),
+        principals,
+        dir.join("runtime"),
+    );
+    let settings = qtrail_runtime::config::Settings::from_env()
+        .map_err(|err| CliError::Usage(format!("runtime settings: {err}")))?;
+    settings.apply(&mut config);
+    config.collector_token = Some(qtrail_runtime::config::Secret::new(credentials.publisher_token.clone()));
+    Ok(config)
 }
 
 /// Waits until `url` reports SERVING, failing early if the service's task ends first.

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use prost::Message as _;
 use qtrail_cadf::{Action, Crn, EventBuilder, Initiator, Location};
 use qtrail_collector::Config;
 use qtrail_collector::tokens::{Role, TokenEntry, Tokens};
@@ -44,7 +45,7 @@ fn batches(stream: usize, events: usize, batch: usize) -> Vec<proto::PublishRequ
                 .target(&format!("job-{stream}-{i}"), "")
                 .build()
                 .expect("event");
-            proto::PublishedEvent { seq: i as u64 + 1, event: Some(proto::AuditEvent::from(&event)) }
+            proto::PublishedEvent { seq: i as u64 + 1, event: proto::AuditEvent::from(&event).encode_to_vec().into() }
         })
         .collect();
     published

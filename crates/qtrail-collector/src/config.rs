@@ -1,5 +1,8 @@
-//! Configuration of a collector process: command-line flags (each also settable through a
-//! `QTRAIL_*` environment variable) and the [`Config`] that [`crate::run`] takes.
+//! Configuration of a collector: [`Config`], the typed settings that [`crate::run`] takes, built
+//! in code with [`Config::new`] (the settings without a default) and defaults for everything
+//! else; and [`Flags`], the binary's command line (each flag also settable through a `QTRAIL_*`
+//! environment variable), which only converts flags into a `Config`. The flags with a default
+//! are [`Settings`], which a collector configured in code can read from the environment alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,10 +37,11 @@ pub const DEFAULT_TAIL_STALL: Duration = Duration::from_secs(30);
 /// Default lifetime of a console session: a working day, after which the auditor signs in again.
 pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
 
-/// Command-line flags of `qtrail-collector`.
+/// Command-line flags of `qtrail-collector`: the settings without a default, and [`Settings`];
+/// turned into a [`Config`] by [`Flags::config`].
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-collector", version, about = "Stores, chains and serves qtrail audit events")]
-pub struct Args {
+pub struct Flags {
     /// Address to listen on for gRPC, e.g. `127.0.0.1:0` for an ephemeral port.
     #[arg(long, env = "QTRAIL_COLLECTOR_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
@@ -47,6 +51,19 @@ pub struct Args {
     /// TOML file of `[[token]]` entries (`token`, `role`, `name`).
     #[arg(long, env = "QTRAIL_COLLECTOR_TOKENS")]
     pub tokens: PathBuf,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "QTRAIL_LOG_JSON")]
+    pub log_json: bool,
+    /// The settings with a default.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The collector's flags that have a default (or are optional), each also settable through a
+/// `QTRAIL_COLLECTOR_*` environment variable: part of [`Flags`], and on their own the
+/// environment layer of a collector configured in code ([`Settings::from_env`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
     /// File that receives the bound address once the server is ready.
     #[arg(long, env = "QTRAIL_COLLECTOR_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
@@ -63,9 +80,6 @@ pub struct Args {
     #[arg(long, env = "QTRAIL_COLLECTOR_CONSOLE_SESSION_MINUTES", default_value_t = DEFAULT_CONSOLE_SESSION_MINUTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub console_session_minutes: u64,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "QTRAIL_LOG_JSON")]
-    pub log_json: bool,
     /// Store page cache in MiB.
     #[arg(long, env = "QTRAIL_COLLECTOR_CACHE_MIB", default_value_t = DEFAULT_CACHE_MIB)]
     pub cache_mib: usize,
@@ -102,7 +116,17 @@ pub struct Args {
     pub checkpoint_interval_secs: u64,
 }
 
-/// What [`crate::run`] needs; built from [`Args`] by the binary, or by tests directly.
+/// [`Settings`] alone, to read them from the environment.
+#[derive(Debug, clap::Parser)]
+#[command(name = "qtrail-collector")]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// What [`crate::run`] needs: built by [`Config::new`] with every optional setting at its default
+/// (the `DEFAULT_*` constants, the same as the flags'), then set field by field; the binary builds
+/// it from [`Flags`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Directory of the store.
@@ -141,36 +165,58 @@ pub struct Config {
     pub tail_stall: Duration,
 }
 
-impl Config {
-    /// Returns the configuration the flags describe, loading the tokens file.
+impl Flags {
+    /// Returns the configuration the flags describe, loading the tokens file (the listener and
+    /// logging are the binary's own).
     ///
     /// # Errors
-    /// A bad tokens file, named with the line at fault.
-    pub fn from_args(args: &Args) -> anyhow::Result<Self> {
-        let tokens = Tokens::load(&args.tokens).context("failed to load the tokens file")?;
-        let tls = ServerTls::from_parts(args.tls_cert.clone(), args.tls_key.clone(), args.tls_client_ca.clone())?;
-        Ok(Self {
-            data_dir: args.data_dir.clone(),
-            tokens,
-            addr_file: args.addr_file.clone(),
-            http: args.http,
-            http_addr_file: args.http_addr_file.clone(),
-            metrics_token_file: args.metrics_token_file.clone(),
-            console_session_ttl: Duration::from_secs(args.console_session_minutes.saturating_mul(60)),
-            cache_bytes: args.cache_mib.saturating_mul(1024 * 1024),
-            group_commit_batches: usize::from(args.group_commit_batches),
-            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
-            tls,
-            bind_publishers_to_client_cert: args.bind_publishers_to_client_cert,
-            checkpoint_key: args.checkpoint_key.clone(),
-            checkpoint_interval: Duration::from_secs(args.checkpoint_interval_secs),
-            tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
-            tail_stall: DEFAULT_TAIL_STALL,
-        })
+    /// A bad tokens file, named with the line at fault; TLS files given in an unusable
+    /// combination.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let tokens = Tokens::load(&self.tokens).context("failed to load the tokens file")?;
+        let mut config = Config::new(self.data_dir.clone(), tokens);
+        self.settings.apply(&mut config)?;
+        Ok(config)
+    }
+}
+
+impl Settings {
+    /// Returns the settings the `QTRAIL_COLLECTOR_*` environment variables give, defaults for
+    /// the rest: for a collector configured in code (`qtrail up`) that still honours them.
+    ///
+    /// # Errors
+    /// A variable whose value its flag would refuse.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        use clap::Parser as _;
+        SettingsOnly::try_parse_from(["qtrail-collector"]).map(|only| only.settings)
     }
 
-    /// Returns a configuration for tests: the store in `data_dir`, a small cache.
-    pub fn for_test(data_dir: impl Into<PathBuf>, tokens: Tokens) -> Self {
+    /// Sets these settings on `config`.
+    ///
+    /// # Errors
+    /// TLS files given in an unusable combination.
+    pub fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        config.tls = ServerTls::from_parts(self.tls_cert.clone(), self.tls_key.clone(), self.tls_client_ca.clone())?;
+        config.addr_file = self.addr_file.clone();
+        config.http = self.http;
+        config.http_addr_file = self.http_addr_file.clone();
+        config.metrics_token_file = self.metrics_token_file.clone();
+        config.console_session_ttl = Duration::from_secs(self.console_session_minutes.saturating_mul(60));
+        config.cache_bytes = self.cache_mib.saturating_mul(1024 * 1024);
+        config.group_commit_batches = usize::from(self.group_commit_batches);
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        config.bind_publishers_to_client_cert = self.bind_publishers_to_client_cert;
+        config.checkpoint_key = self.checkpoint_key.clone();
+        config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Returns the configuration of a collector storing in `data_dir` and accepting `tokens`,
+    /// with every other setting at its default: no address files, no HTTP side, plaintext, no
+    /// checkpoints.
+    pub fn new(data_dir: impl Into<PathBuf>, tokens: Tokens) -> Self {
         Self {
             data_dir: data_dir.into(),
             tokens,
@@ -179,7 +225,7 @@ impl Config {
             http_addr_file: None,
             metrics_token_file: None,
             console_session_ttl: Duration::from_secs(DEFAULT_CONSOLE_SESSION_MINUTES * 60),
-            cache_bytes: 8 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_MIB * 1024 * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             tls: None,
@@ -189,5 +235,41 @@ impl Config {
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             tail_stall: DEFAULT_TAIL_STALL,
         }
+    }
+
+    /// Returns a configuration for tests: the store in `data_dir`, a small cache.
+    pub fn for_test(data_dir: impl Into<PathBuf>, tokens: Tokens) -> Self {
+        let mut config = Self::new(data_dir, tokens);
+        config.cache_bytes = 8 * 1024 * 1024;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The flags' defaults and `Config::new`'s are one set of constants: a collector configured
+    /// in code (`qtrail up`, tests) behaves as the binary does with no flags given.
+    #[test]
+    fn flags_left_out_give_the_typed_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(&tokens, "").unwrap();
+        let flags = Flags::try_parse_from([
+            "qtrail-collector".as_ref(),
+            "--data-dir".as_ref(),
+            dir.path().as_os_str(),
+            "--tokens".as_ref(),
+            tokens.as_os_str(),
+        ])
+        .unwrap();
+        let from_flags = flags.config().unwrap();
+        let typed = Config::new(dir.path(), Tokens::load(&tokens).unwrap());
+        assert_eq!(format!("{from_flags:?}"), format!("{typed:?}"));
+        assert_eq!(typed.cache_bytes, 64 * 1024 * 1024);
+        assert!(typed.tls.is_none() && typed.http.is_none() && typed.checkpoint_key.is_none());
     }
 }

@@ -9,6 +9,7 @@ use futures_util::Stream;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdmin;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQuery;
+use qtrail_proto::qtrail::audit::v1::ingest_server::Ingest as IngestRpc;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,7 +23,6 @@ use crate::query::Query;
 use crate::registry::Registry;
 use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
-use crate::wire;
 
 /// Messages a streaming response buffers before the producer waits for the client.
 const STREAM_BUFFER: usize = 16;
@@ -156,12 +156,15 @@ fn publish_credential<T>(request: &Request<T>, caller: &Caller, bind_to_client_c
     Ok(publisher::cert_credential(&caller.name, leaf.as_ref()))
 }
 
-impl wire::Publish for IngestService {
-    /// `Ingest.Publish`: a session per stream, reading events as [`wire`] leaves them.
-    fn publish(
+#[tonic::async_trait]
+impl IngestRpc for IngestService {
+    type PublishStream = ResponseStream<proto::PublishResponse>;
+
+    /// `Ingest.Publish`: a session per stream, which decodes each event from its bytes once.
+    async fn publish(
         &self,
-        request: Request<Streaming<qtrail_proto::encoded::PublishRequest>>,
-    ) -> Response<wire::PublishResponses> {
+        request: Request<Streaming<proto::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
         // Set by the interceptor, which refuses a request without a publisher token before this.
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(|| Caller {
             name: String::new(),
@@ -179,7 +182,7 @@ impl wire::Publish for IngestService {
                 let _ = sender.try_send(Err(err));
             }
         }
-        Response::new(channel_stream(receiver))
+        Ok(Response::new(channel_stream(receiver)))
     }
 }
 

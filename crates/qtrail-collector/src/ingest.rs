@@ -1,27 +1,27 @@
 //! `Ingest.Publish`: the per-stream protocol between a publisher and the collector.
 //!
 //! A stream opens with `Hello{publisher_id, location, epoch}` for a location the stream's token
-//! names, answered by `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated event by event,
-//! handed to the [writer](crate::writer), and answered, in order, by one `Ack` once it is
-//! durable. Invalid events (one whose bytes do not decode too: batches are read with their
-//! events left encoded, see [`crate::wire`]) and events of another location are rejected in the
-//! Ack and never stored; events already stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`]
-//! batches may await their Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch
-//! that would leave its publisher too many gaps (see [`publisher`]). A message that is not a
-//! request is a protocol error, not the end of the stream. A protocol error
-//! first sends the Acks of batches already handed to the writer, then fails the stream. At
-//! shutdown the stream stops reading, acknowledges what it has, and ends UNAVAILABLE so the
-//! publisher reconnects later.
+//! names, answered by `Welcome{stored_seq}`; then each `Batch` (batch_seq 1, 2, …) is validated
+//! event by event, handed to the [writer](crate::writer), and answered, in order, by one `Ack`
+//! once it is durable. Each event arrives as its encoded bytes (`PublishedEvent.event`) and is
+//! decoded here once, straight into the model. Invalid events (one whose bytes do not decode
+//! too) and events of another location are rejected in the Ack and never stored; events already
+//! stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`] batches may await their
+//! Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch that would leave its
+//! publisher too many gaps (see [`publisher`]). A message that is not a request is a protocol
+//! error, not the end of the stream. A protocol error first sends the Acks of batches already
+//! handed to the writer, then fails the stream. At shutdown the stream stops reading,
+//! acknowledges what it has, and ends UNAVAILABLE so the publisher reconnects later.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
-use prost::Message as _;
 use qtrail_cadf::{Location, ValidEvent};
 use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind as RequestKind;
 use qtrail_proto::qtrail::audit::v1::publish_response::Kind as ResponseKind;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
@@ -35,7 +35,9 @@ use crate::store::publisher::{self, MAX_GAPS_PER_PUBLISHER};
 use crate::store::{AppendBatch, EventStore, NewEvent};
 use crate::tokens::Caller;
 use crate::writer::{Sequence, WriterHandle};
-use qtrail_proto::encoded::{self as wire, Kind as RequestKind};
+
+/// How a `prost::DecodeError` starts, as tonic's codec passes it on in an INTERNAL status.
+const PROST_DECODE_ERROR: &str = "failed to decode Protobuf message";
 
 /// Longest publisher id accepted, in bytes.
 const MAX_PUBLISHER_ID_BYTES: usize = 256;
@@ -78,7 +80,7 @@ impl Ingest {
         inbound: S,
         responses: mpsc::Sender<Result<proto::PublishResponse>>,
     ) where
-        S: Stream<Item = std::result::Result<wire::PublishRequest, Status>> + Send + Unpin,
+        S: Stream<Item = std::result::Result<proto::PublishRequest, Status>> + Send + Unpin,
     {
         let _open = Open::new(Openable::PublishStream);
         let mut session = Session {
@@ -132,7 +134,7 @@ enum Next<T> {
 
 impl<S> Session<S>
 where
-    S: Stream<Item = std::result::Result<wire::PublishRequest, Status>> + Send + Unpin,
+    S: Stream<Item = std::result::Result<proto::PublishRequest, Status>> + Send + Unpin,
 {
     async fn run(&mut self) -> Result<()> {
         let hello = match self.next_request().await {
@@ -269,7 +271,7 @@ where
     }
 
     /// Checks a batch, rejects its bad events and hands the rest to the writer.
-    async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: wire::Batch) -> Result<()> {
+    async fn accept_batch(&mut self, publisher: &Publisher, expected: u64, batch: proto::Batch) -> Result<()> {
         if batch.batch_seq != expected {
             return Err(Error::invalid(format!(
                 "batch.batch_seq {} out of order, expected {expected}",
@@ -373,8 +375,11 @@ where
 /// ends it quietly: there is no one left to answer.
 fn read_failure(status: &Status) -> Option<Error> {
     match status.code() {
-        // From [`crate::wire::PublishCodec`]: bytes that are not a `PublishRequest`.
-        Code::InvalidArgument => Some(Error::invalid(status.message())),
+        // tonic's prost codec says INTERNAL for bytes that are not a `PublishRequest`, but they
+        // are the publisher's error, answered as one.
+        Code::Internal if status.message().starts_with(PROST_DECODE_ERROR) => {
+            Some(Error::invalid(format!("publish request does not decode: {}", status.message())))
+        }
         // tonic refuses a message over the size limit (or one that inflates past it) unread.
         Code::OutOfRange | Code::ResourceExhausted => {
             Some(Error::ResourceExhausted(format!("publish request over the limit of {MAX_MESSAGE_BYTES} bytes")))
@@ -394,17 +399,19 @@ fn read_failure(status: &Status) -> Option<Error> {
 /// once, straight into the model.
 fn validate_events(
     location: &Location,
-    events: Vec<wire::PublishedEvent>,
+    events: Vec<proto::PublishedEvent>,
 ) -> (Vec<NewEvent>, Vec<proto::RejectedEvent>) {
     let mut accepted = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for published in events {
         let seq = published.seq;
         let reject = |event_id: String, reason: String| proto::RejectedEvent { event_id, seq, reason };
-        let Some(bytes) = published.event_bytes() else {
+        // An absent `bytes` field reads as empty, and no event encodes as nothing: both are missing.
+        let bytes = published.event;
+        if bytes.is_empty() {
             rejected.push(reject(String::new(), "missing event".into()));
             continue;
-        };
+        }
         if seq == 0 {
             rejected.push(reject(rejected_id(&bytes), "invalid seq 0: publisher sequence numbers start at 1".into()));
             continue;
@@ -427,18 +434,12 @@ fn validate_events(
     (accepted, rejected)
 }
 
-/// An event's id alone: decoding it reads past every other field, whatever they hold.
-#[derive(Clone, PartialEq, prost::Message)]
-struct EventId {
-    /// `AuditEvent.id`.
-    #[prost(string, tag = "1")]
-    id: String,
-}
-
 /// Returns the id a rejected event carries, escaped, or empty when even that does not decode:
 /// only rejections pay for reading it again.
 fn rejected_id(bytes: &[u8]) -> String {
-    EventId::decode(bytes).map(|event| qtrail_cadf::text::escape_control(&event.id).into_owned()).unwrap_or_default()
+    qtrail_cadf::proto::encoded_event_id(bytes)
+        .map(|id| qtrail_cadf::text::escape_control(&id).into_owned())
+        .unwrap_or_default()
 }
 
 /// Runs blocking store work on the blocking pool.
@@ -452,13 +453,14 @@ where
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
     use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
     use crate::store::{AppendOutcome, RedbStore};
 
-    fn request(kind: RequestKind) -> std::result::Result<wire::PublishRequest, Status> {
-        Ok(wire::PublishRequest { kind: Some(kind) })
+    fn request(kind: RequestKind) -> std::result::Result<proto::PublishRequest, Status> {
+        Ok(proto::PublishRequest { kind: Some(kind) })
     }
 
     /// With the writer holding every batch, the batch after the last one allowed unacknowledged
@@ -485,14 +487,14 @@ mod tests {
         let limit = MAX_UNACKED_BATCHES;
         for batch_seq in 1..=limit + 1 {
             let encoded = proto::AuditEvent::from(&event).encode_to_vec();
-            let published = wire::PublishedEvent::new(batch_seq, encoded);
+            let published = proto::PublishedEvent { seq: batch_seq, event: encoded.into() };
             inbound
-                .send(request(RequestKind::Batch(wire::Batch { batch_seq, events: vec![published] })))
+                .send(request(RequestKind::Batch(proto::Batch { batch_seq, events: vec![published] })))
                 .await
                 .unwrap();
         }
         // Sent once the over-limit batch has been taken, and so judged.
-        inbound.send(request(RequestKind::Batch(wire::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
+        inbound.send(request(RequestKind::Batch(proto::Batch { batch_seq: 99, events: Vec::new() }))).await.unwrap();
 
         let mut held = Vec::new();
         while (held.len() as u64) < limit {
@@ -521,8 +523,9 @@ mod tests {
     }
 
     /// An event whose bytes do not decode is rejected alone (with its id when that much
-    /// decodes); the events around it are kept, decoded into the model the store writes, also
-    /// one whose event field comes in two parts (protobuf merges them).
+    /// decodes); the events around it are kept, decoded into the model the store writes. An
+    /// event field given twice is a `bytes` field's: the last one counts, not their merge, so
+    /// an event sent in two parts is read as its second part alone and rejected.
     #[test]
     fn an_event_that_does_not_decode_is_rejected_alone() {
         let location: Location = "us-east".parse().unwrap();
@@ -540,21 +543,30 @@ mod tests {
         let mut first_part = proto::AuditEvent::from(&split);
         first_part.message.clear();
         let second_part = proto::AuditEvent { message: split.message.clone(), ..Default::default() };
+        let published = |seq, event: Vec<u8>| proto::PublishedEvent { seq, event: event.into() };
+        // Field 2 twice: the whole PublishedEvent with the first part, then the second part alone.
+        let parted = [
+            published(4, first_part.encode_to_vec()).encode_to_vec(),
+            published(0, second_part.encode_to_vec()).encode_to_vec(),
+        ]
+        .concat();
         let events = vec![
-            wire::PublishedEvent::new(1, proto::AuditEvent::from(&good).encode_to_vec()),
-            wire::PublishedEvent::new(2, truncated),
-            wire::PublishedEvent::new(3, not_utf8),
-            wire::PublishedEvent { seq: 4, event: vec![first_part.encode_to_vec(), second_part.encode_to_vec()] },
+            published(1, proto::AuditEvent::from(&good).encode_to_vec()),
+            published(2, truncated),
+            published(3, not_utf8),
+            proto::PublishedEvent::decode(parted.as_slice()).unwrap(),
+            published(5, proto::AuditEvent::from(&split).encode_to_vec()),
         ];
         let (accepted, rejected) = validate_events(&location, events);
         let stored = |seq, event: &qtrail_cadf::AuditEvent| {
             NewEvent::from_valid(seq, ValidEvent::try_from(proto::AuditEvent::from(event)).unwrap()).encoded
         };
         let accepted: Vec<_> = accepted.into_iter().map(|new| new.encoded).collect();
-        assert_eq!(accepted, vec![stored(1, &good), stored(4, &split)]);
+        assert_eq!(accepted, vec![stored(1, &good), stored(5, &split)]);
         let rejects: Vec<(u64, &str)> = rejected.iter().map(|r| (r.seq, r.event_id.as_str())).collect();
         let broken_id = broken.id.to_string();
-        assert_eq!(rejects, vec![(2, ""), (3, broken_id.as_str())]);
-        assert!(rejected.iter().all(|r| r.reason.starts_with("event does not decode")), "{rejected:?}");
+        assert_eq!(rejects, vec![(2, ""), (3, broken_id.as_str()), (4, "")]);
+        assert!(rejected[..2].iter().all(|r| r.reason.starts_with("event does not decode")), "{rejected:?}");
+        assert_eq!(rejected[2].reason, "missing event id");
     }
 }

@@ -3,14 +3,15 @@
 //! The module tree mirrors the protobuf packages: `qtrail::audit::v1` (the audit event, collector
 //! admin, ingest and query services) and `qtrail::runtime::v1` (programs and jobs). With the
 //! default `grpc` feature off, only the messages are generated, which is what the pure event
-//! model uses. Hand-written beside them, and part of the same wire contract: [`limits`], and
-//! [`encoded`], the Publish request with its events left as bytes.
+//! model uses. Hand-written beside them, and part of the same contract: [`limits`].
+//!
+//! `Ingest.Publish` carries each event as its encoded bytes (`PublishedEvent.event` is `bytes`,
+//! as `prost::bytes::Bytes`): the publisher sends what its outbox stores without decoding it,
+//! and the collector decodes each event once, straight into its event model.
 
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/mod.rs"));
-
-pub mod encoded;
 
 /// Encoded `FileDescriptorSet` of every qtrail proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qtrail_descriptor.bin"));

@@ -15,21 +15,25 @@
 //!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
-//! - [`wire`]: the Publish request with events as the outbox stores them, sent without
-//!   decoding them.
+//! - [`AuditSink`]: where a service's events go; always the outbox outside tests and benchmarks.
 //!
-//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests.
+//! Events travel as the outbox stores them, protobuf-encoded: `PublishedEvent.event` is `bytes`,
+//! so the generated client sends them without decoding them.
+//!
+//! With the `testing` feature, `testing::CollectorStub` is an in-memory collector for tests, and
+//! `AuditSink::discard` the sink of an unaudited baseline.
 
 mod backoff;
 pub mod error;
 pub mod outbox;
 pub mod publisher;
+mod sink;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod wire;
 
 pub use error::{OutboxError, PublisherError};
 pub use outbox::{CommitMode, Outbox, OutboxDepth, OutboxLimits, OutboxTransaction, Recording};
 pub use publisher::{Publisher, PublisherConfig};
+pub use sink::AuditSink;
 pub use stats::{PublisherStats, StatsSnapshot};

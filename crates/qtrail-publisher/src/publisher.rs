@@ -24,12 +24,17 @@ use std::time::Duration;
 
 use qtrail_cadf::Location;
 use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATCHES};
-use qtrail_proto::qtrail::audit::v1::{Ack, Hello, publish_response};
+use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_proto::qtrail::audit::v1::{
+    Ack, Batch, Hello, PublishRequest, PublishResponse, PublishedEvent, publish_response,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{debug, error, info, warn};
@@ -38,8 +43,6 @@ use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
 use crate::outbox::{Outbox, QueuedBatch};
 use crate::stats::PublisherStats;
-use crate::wire;
-use qtrail_proto::encoded::{Batch, Kind, PublishRequest, PublishedEvent};
 
 /// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
 /// forget [`Outbox::wake_publisher`], and the pace at which a drain notices an empty outbox.
@@ -323,18 +326,27 @@ impl Task {
     /// Runs one stream until it fails, drains or is stopped. Sets `progressed` when the
     /// collector acknowledged something.
     async fn stream(&mut self, progressed: &mut bool) -> Result<StreamEnd, StreamError> {
+        match self.open().await? {
+            Opening::Open(mut session) => self.pump(&mut session, progressed).await,
+            Opening::Ended(end) => Ok(end),
+        }
+    }
+
+    /// Opens a stream: connects, says Hello, and on the collector's Welcome drops from the
+    /// outbox what the collector already stored.
+    async fn open(&mut self) -> Result<Opening, StreamError> {
         if self.stop.is_cancelled() {
-            return Ok(StreamEnd::Stopped);
+            return Ok(Opening::Ended(StreamEnd::Stopped));
         }
         let outbox = self.outbox.clone();
         let (epoch, last_seq) = blocking(move || outbox.position()).await?;
         if self.drain.is_cancelled() && self.outbox.depth()?.events == 0 {
-            return Ok(StreamEnd::Drained);
+            return Ok(Opening::Ended(StreamEnd::Drained));
         }
 
         let channel = tokio::select! {
             connected = self.endpoint.connect() => connected.map_err(StreamError::Connect)?,
-            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+            _ = self.stop.cancelled() => return Ok(Opening::Ended(StreamEnd::Stopped)),
         };
         // Hello, then up to the window of batches, fit in the buffer without waiting.
         let (requests, outgoing) = mpsc::channel::<PublishRequest>(MAX_UNACKED_BATCHES as usize + 1);
@@ -348,21 +360,24 @@ impl Task {
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        let mut client = IngestClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // A network that goes silent while the stream opens leaves both waits below hanging
         // (for as long as TCP keeps retrying, many minutes), so the collector gets as long to
         // welcome the stream as it gets to acknowledge a batch.
         let welcome_deadline = Instant::now() + self.config.ack_timeout;
         let mut responses = tokio::select! {
-            response = tokio::time::timeout_at(welcome_deadline, wire::publish(channel, request)) => {
+            response = tokio::time::timeout_at(welcome_deadline, client.publish(request)) => {
                 response.map_err(|_| StreamError::WelcomeTimeout)?.map_err(StreamError::Refused)?.into_inner()
             }
-            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+            _ = self.stop.cancelled() => return Ok(Opening::Ended(StreamEnd::Stopped)),
         };
         let welcome = tokio::select! {
             message = tokio::time::timeout_at(welcome_deadline, responses.message()) => {
                 message.map_err(|_| StreamError::WelcomeTimeout)?.map_err(StreamError::Refused)?
             }
-            _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
+            _ = self.stop.cancelled() => return Ok(Opening::Ended(StreamEnd::Stopped)),
         };
         let stored_seq = match welcome.and_then(|response| response.kind) {
             Some(publish_response::Kind::Welcome(welcome)) => welcome.stored_seq,
@@ -387,8 +402,18 @@ impl Task {
         let dropped = blocking(move || outbox.remove_through(stored_seq)).await?;
         info!(epoch, stored_seq, dropped, "publish stream open");
         self.stats.set_connected(true);
+        Ok(Opening::Open(Box::new(Session {
+            requests,
+            responses,
+            in_flight: VecDeque::new(),
+            next_batch_seq: 1,
+            sent_through: 0,
+        })))
+    }
 
-        let mut session = Session { requests, in_flight: VecDeque::new(), next_batch_seq: 1, sent_through: 0 };
+    /// Pumps an open stream: sends the outbox in batches within the window and reads the Acks,
+    /// until the stream fails, drains or is stopped. Sets `progressed` on every Ack.
+    async fn pump(&mut self, session: &mut Session, progressed: &mut bool) -> Result<StreamEnd, StreamError> {
         let mut linger_until: Option<Instant> = None;
         let mut draining = self.drain.is_cancelled();
         loop {
@@ -410,7 +435,7 @@ impl Task {
                     // waits for its Ack (or the linger) while more events join it.
                     let idle = session.in_flight.is_empty();
                     if batch.more || lingered || draining || idle {
-                        self.send(&mut session, batch).await?;
+                        self.send(session, batch).await?;
                         linger_until = None;
                         continue;
                     }
@@ -424,7 +449,7 @@ impl Task {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(StreamEnd::Stopped),
-                message = responses.message() => {
+                message = session.responses.message() => {
                     let ack = match message.map_err(StreamError::Refused)?.and_then(|response| response.kind) {
                         Some(publish_response::Kind::Ack(ack)) => ack,
                         Some(publish_response::Kind::Welcome(_)) => {
@@ -432,7 +457,7 @@ impl Task {
                         }
                         None => return Err(StreamError::Closed),
                     };
-                    self.acknowledge(&mut session, ack).await?;
+                    self.acknowledge(session, ack).await?;
                     *progressed = true;
                 }
                 _ = self.drain.cancelled(), if !draining => draining = true,
@@ -453,7 +478,12 @@ impl Task {
         let batch_seq = session.next_batch_seq;
         let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
         let count = seqs.len();
-        let events = batch.events.into_iter().map(|queued| PublishedEvent::new(queued.seq, queued.encoded)).collect();
+        // The outbox's bytes as they are, moved rather than copied: no event is decoded to be sent.
+        let events = batch
+            .events
+            .into_iter()
+            .map(|queued| PublishedEvent { seq: queued.seq, event: queued.encoded.into() })
+            .collect();
         let request = PublishRequest { kind: Some(Kind::Batch(Batch { batch_seq, events })) };
         session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
         session.next_batch_seq += 1;
@@ -494,9 +524,18 @@ impl Task {
     }
 }
 
+/// What opening a stream gave.
+enum Opening {
+    /// The collector welcomed the stream. Boxed: a session is large, and opening moves it once.
+    Open(Box<Session>),
+    /// The task stopped, or drained, before a stream was needed.
+    Ended(StreamEnd),
+}
+
 /// State of one open stream.
 struct Session {
     requests: mpsc::Sender<PublishRequest>,
+    responses: Streaming<PublishResponse>,
     in_flight: VecDeque<InFlight>,
     next_batch_seq: u64,
     /// Highest seq sent on this stream.

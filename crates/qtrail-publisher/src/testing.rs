@@ -5,12 +5,16 @@
 //! stores each event once by id, and acknowledges every batch. Tests steer it (hold acks, reject
 //! events, refuse streams, close a stream after some batches) and read back everything it
 //! received. It is served on a real socket by [`CollectorStub::serve`].
+//!
+//! [`AuditSink::discard`] is the sink of a service without auditing, the baseline of the
+//! audit-overhead benchmark; it lives here so that only builds with this feature can reach it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1::ingest_server::{Ingest, IngestServer};
 use qtrail_proto::qtrail::audit::v1::{
     Ack, AuditEvent, Hello, PublishRequest, PublishResponse, RejectedEvent, Welcome, publish_request, publish_response,
@@ -21,6 +25,15 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::AuditSink;
+
+impl AuditSink {
+    /// Returns the sink that drops every event: the service as it would be without auditing.
+    pub const fn discard() -> Self {
+        Self { discard: true }
+    }
+}
 
 /// An event the stub stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,16 +247,18 @@ impl CollectorStub {
         hello: &Hello,
         responses: &mpsc::Sender<Result<PublishResponse, Status>>,
     ) -> BatchOutcome {
+        // Events come encoded; one that does not decode is stored as the empty event.
+        let events: Vec<(u64, AuditEvent)> = batch
+            .events
+            .iter()
+            .map(|published| (published.seq, AuditEvent::decode(published.event.as_ref()).unwrap_or_default()))
+            .collect();
         let mut state = self.state();
         state.batches.push(ReceivedBatch {
             stream,
             batch_seq: batch.batch_seq,
-            seqs: batch.events.iter().map(|published| published.seq).collect(),
-            event_ids: batch
-                .events
-                .iter()
-                .map(|published| published.event.as_ref().map(|event| event.id.clone()).unwrap_or_default())
-                .collect(),
+            seqs: events.iter().map(|(seq, _)| *seq).collect(),
+            event_ids: events.iter().map(|(_, event)| event.id.clone()).collect(),
         });
         if let Some(remaining) = state.close_after.as_mut() {
             *remaining -= 1;
@@ -254,29 +269,23 @@ impl CollectorStub {
         }
         let mut ack = Ack { batch_seq: batch.batch_seq, ..Ack::default() };
         let key = (hello.publisher_id.clone(), hello.epoch);
-        for published in batch.events {
-            let event = published.event.unwrap_or_default();
+        for (seq, event) in events {
             if state.reject_ids.contains(&event.id) {
                 ack.rejected.push(RejectedEvent {
                     event_id: event.id.clone(),
-                    seq: published.seq,
+                    seq,
                     reason: "rejected by the test".to_owned(),
                 });
                 continue;
             }
             let stored_seq = state.stored_seqs.entry(key.clone()).or_default();
-            *stored_seq = (*stored_seq).max(published.seq);
+            *stored_seq = (*stored_seq).max(seq);
             if !state.stored_ids.insert(event.id.clone()) {
                 ack.duplicates += 1;
                 continue;
             }
             ack.accepted += 1;
-            state.stored.push(StoredEvent {
-                publisher_id: hello.publisher_id.clone(),
-                epoch: hello.epoch,
-                seq: published.seq,
-                event,
-            });
+            state.stored.push(StoredEvent { publisher_id: hello.publisher_id.clone(), epoch: hello.epoch, seq, event });
         }
         let unacked = state.unacked.entry(stream).or_default();
         *unacked += 1;

@@ -1,5 +1,8 @@
-//! The runtime's configuration: command-line flags, each also settable from a `QTRAIL_*`
-//! environment variable.
+//! The runtime's configuration: [`Config`], the typed settings that [`crate::run`] takes, built
+//! in code with [`Config::new`] (required settings) and defaults for everything else; and
+//! [`Flags`], the binary's command line (each flag also settable from a `QTRAIL_*` environment
+//! variable), which only converts flags into a `Config`. The flags with a default are
+//! [`Settings`], which a runtime configured in code can read from the environment alone.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -7,17 +10,46 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Args;
 use qtrail_cadf::Location;
+use qtrail_publisher::AuditSink;
 use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 
 use crate::forwarded::Cidr;
+
+/// Default operator account: the log source account of events whose caller is unknown.
+pub const DEFAULT_ACCOUNT: &str = "qtrail";
+
+/// Default of the most jobs executing at once.
+pub const DEFAULT_MAX_CONCURRENT_JOBS: u16 = 2;
+
+/// Default of the most audit events waiting in the outbox.
+pub const DEFAULT_OUTBOX_MAX_EVENTS: u64 = 100_000;
+
+/// Default of the most bytes of audit events waiting in the outbox.
+pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default time a part-filled batch waits for more events, in milliseconds.
+pub const DEFAULT_PUBLISH_LINGER_MS: u64 = 15;
+
+/// Default longest wait between reconnection attempts to the collector, in milliseconds.
+pub const DEFAULT_PUBLISH_BACKOFF_MAX_MS: u64 = 10_000;
+
+/// Default wait for the collector to acknowledge the oldest batch, in milliseconds.
+pub const DEFAULT_PUBLISH_ACK_TIMEOUT_MS: u64 = 30_000;
+
+/// Default time a shutdown waits for the publisher to empty the outbox, in milliseconds.
+pub const DEFAULT_SHUTDOWN_FLUSH_MS: u64 = 5_000;
 
 /// A secret string (the collector token): kept out of `Debug` output and therefore out of logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Returns `secret` wrapped, so that it stays out of logs from here on.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
     /// Returns the secret itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -38,9 +70,158 @@ impl FromStr for Secret {
     }
 }
 
-/// Everything `run` needs besides its listener.
-#[derive(Debug, Clone, Args)]
+/// Everything `run` needs besides its listener. [`Config::new`] takes the settings without a
+/// default; every other field starts at the default its flag documents and is set directly.
+#[derive(Debug, Clone)]
 pub struct Config {
+    /// Location (region) of this runtime; its collector gets the events.
+    pub location: Location,
+    /// Service instance id, used in every CRN.
+    pub instance: String,
+    /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
+    pub collector: String,
+    /// Token with the `publisher` role at the collector.
+    pub collector_token: Option<Secret>,
+    /// TOML file of principals (api key → iam id, name, account).
+    pub principals: PathBuf,
+    /// Directory of the runtime's database.
+    pub data_dir: PathBuf,
+    /// File that receives the bound address once the server is ready.
+    pub addr_file: Option<PathBuf>,
+    /// Address of the HTTP side (`/metrics`, `/healthz`); `None` serves no HTTP.
+    pub http: Option<SocketAddr>,
+    /// File that receives the HTTP side's bound address, before `addr_file` is written.
+    pub http_addr_file: Option<PathBuf>,
+    /// File of the bearer token `/metrics` requires; `/metrics` is open without one.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Operator account: the log source account of events whose caller is unknown.
+    pub account: String,
+    /// Most jobs executing at once.
+    pub max_concurrent_jobs: u16,
+    /// Most jobs one account may have queued or running.
+    pub max_jobs_per_account: u32,
+    /// Most jobs queued or running over all accounts.
+    pub max_queued_jobs: u32,
+    /// Most audit events waiting in the outbox; beyond it every call is refused.
+    pub outbox_max_events: u64,
+    /// Most bytes of audit events waiting in the outbox; beyond it every call is refused.
+    pub outbox_max_bytes: u64,
+    /// How long the publisher lets a part-filled batch wait for more events, in milliseconds.
+    pub publish_linger_ms: u64,
+    /// Longest wait between reconnection attempts to the collector, in milliseconds.
+    pub publish_backoff_max_ms: u64,
+    /// How long the publisher waits for the oldest batch's acknowledgement before it
+    /// reconnects, in milliseconds.
+    pub publish_ack_timeout_ms: u64,
+    /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
+    pub shutdown_flush_ms: u64,
+    /// PEM certificate chain of the gRPC side; with `tls_key`, gRPC is served over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that every gRPC client's certificate must be signed by (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA certificates that sign the collector's certificate; the built-in Mozilla roots
+    /// without it.
+    pub collector_ca: Option<PathBuf>,
+    /// PEM certificate presented to a collector that requires one (mutual TLS).
+    pub collector_cert: Option<PathBuf>,
+    /// PEM private key of `collector_cert`.
+    pub collector_key: Option<PathBuf>,
+    /// Networks of proxies whose `x-forwarded-for` is believed; none believes the header.
+    pub trusted_proxies: Vec<Cidr>,
+    /// What becomes of audit events: the outbox, unless a benchmark built with
+    /// `qtrail-publisher/testing` measures the unaudited baseline. No flag sets it.
+    pub audit_sink: AuditSink,
+}
+
+impl Config {
+    /// Returns the configuration of a runtime of `instance` in `location`, publishing to the
+    /// collector at `collector`, with its principals in the file `principals` and its database in
+    /// `data_dir`; every other setting at its default.
+    pub fn new(
+        location: Location,
+        instance: String,
+        collector: String,
+        principals: PathBuf,
+        data_dir: PathBuf,
+    ) -> Self {
+        Self {
+            location,
+            instance,
+            collector,
+            collector_token: None,
+            principals,
+            data_dir,
+            addr_file: None,
+            http: None,
+            http_addr_file: None,
+            metrics_token_file: None,
+            account: DEFAULT_ACCOUNT.to_owned(),
+            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            max_jobs_per_account: crate::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT as u32,
+            max_queued_jobs: crate::executor::MAX_ACTIVE_JOBS as u32,
+            outbox_max_events: DEFAULT_OUTBOX_MAX_EVENTS,
+            outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
+            publish_linger_ms: DEFAULT_PUBLISH_LINGER_MS,
+            publish_backoff_max_ms: DEFAULT_PUBLISH_BACKOFF_MAX_MS,
+            publish_ack_timeout_ms: DEFAULT_PUBLISH_ACK_TIMEOUT_MS,
+            shutdown_flush_ms: DEFAULT_SHUTDOWN_FLUSH_MS,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            collector_ca: None,
+            collector_cert: None,
+            collector_key: None,
+            trusted_proxies: Vec::new(),
+            audit_sink: AuditSink::outbox(),
+        }
+    }
+
+    /// Returns a configuration for tests: location `us-east`, instance `inst-test`, token
+    /// `publisher-token`, fast publisher retries and the default outbox bound.
+    pub fn for_test(data_dir: PathBuf, principals: PathBuf, collector: String) -> Self {
+        let location = "us-east".parse().expect("`us-east` is a valid location");
+        let mut config = Self::new(location, "inst-test".to_owned(), collector, principals, data_dir);
+        config.collector_token = Some(Secret::new("publisher-token"));
+        config.publish_linger_ms = 5;
+        config.publish_backoff_max_ms = 200;
+        config
+    }
+
+    /// Returns the TLS of the gRPC server; `None` serves plaintext.
+    ///
+    /// # Errors
+    /// A key or client CA without certificate (clap's `requires` already refuses these on the
+    /// command line; a `Config` built in code is checked here).
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
+        ServerTls::from_parts(self.tls_cert.clone(), self.tls_key.clone(), self.tls_client_ca.clone())
+    }
+
+    /// Returns the TLS files for reaching the collector.
+    pub fn collector_tls(&self) -> ClientTls {
+        ClientTls { ca: self.collector_ca.clone(), cert: self.collector_cert.clone(), key: self.collector_key.clone() }
+    }
+
+    /// Returns the shutdown flush timeout.
+    pub fn shutdown_flush(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_ms)
+    }
+}
+
+/// The command line of `qtrail-runtime`: the settings without a default, the collector token
+/// (which whoever configures a runtime in code gives it), and [`Settings`];
+/// each flag also settable from a `QTRAIL_*` environment variable. [`Flags::config`] turns them
+/// into the [`Config`].
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "qtrail-runtime", version, about = "The audited Qiskit Runtime-style service")]
+pub struct Flags {
+    /// Address to listen on; port 0 picks a free one (see --addr-file).
+    #[arg(long, env = "QTRAIL_RUNTIME_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "QTRAIL_LOG_JSON")]
+    pub log_json: bool,
     /// Location (region) of this runtime, e.g. `us-east`; its collector gets the events.
     #[arg(long, env = "QTRAIL_RUNTIME_LOCATION")]
     pub location: Location,
@@ -59,6 +240,27 @@ pub struct Config {
     /// Directory of the runtime's database.
     #[arg(long, env = "QTRAIL_RUNTIME_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// The settings with a default.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl Flags {
+    /// Returns the configuration these flags describe (the listener and logging are the
+    /// binary's own).
+    pub fn config(self) -> Config {
+        let mut config = Config::new(self.location, self.instance, self.collector, self.principals, self.data_dir);
+        config.collector_token = self.collector_token;
+        self.settings.apply(&mut config);
+        config
+    }
+}
+
+/// The runtime's flags that have a default (or are optional), each also settable from a
+/// `QTRAIL_RUNTIME_*` environment variable: part of [`Flags`], and on their own the environment
+/// layer of a runtime configured in code ([`Settings::from_env`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
     /// File that receives the bound address once the server is ready.
     #[arg(long, env = "QTRAIL_RUNTIME_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
@@ -72,10 +274,10 @@ pub struct Config {
     #[arg(long, env = "QTRAIL_RUNTIME_METRICS_TOKEN_FILE", requires = "http")]
     pub metrics_token_file: Option<PathBuf>,
     /// Operator account: the log source account of events whose caller is unknown.
-    #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = "qtrail")]
+    #[arg(long, env = "QTRAIL_RUNTIME_ACCOUNT", default_value = DEFAULT_ACCOUNT)]
     pub account: String,
     /// Most jobs executing at once.
-    #[arg(long, env = "QTRAIL_RUNTIME_MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_MAX_CONCURRENT_JOBS", default_value_t = DEFAULT_MAX_CONCURRENT_JOBS, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
     /// Most jobs one account may have queued or running; CreateJob beyond it is refused.
     #[arg(long, env = "QTRAIL_RUNTIME_MAX_JOBS_PER_ACCOUNT", default_value_t = crate::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT as u32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -84,25 +286,25 @@ pub struct Config {
     #[arg(long, env = "QTRAIL_RUNTIME_MAX_QUEUED_JOBS", default_value_t = crate::executor::MAX_ACTIVE_JOBS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queued_jobs: u32,
     /// Most audit events waiting in the outbox; beyond it every call is refused.
-    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_EVENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_EVENTS", default_value_t = DEFAULT_OUTBOX_MAX_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_max_events: u64,
     /// Most bytes of audit events waiting in the outbox (at least 64 KiB, four of the largest
     /// events); beyond it every call is refused.
-    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_OUTBOX_MAX_BYTES", default_value_t = DEFAULT_OUTBOX_MAX_BYTES, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub outbox_max_bytes: u64,
     /// How long the publisher lets a part-filled batch wait for more events, in milliseconds.
-    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_LINGER_MS", default_value_t = 15)]
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_LINGER_MS", default_value_t = DEFAULT_PUBLISH_LINGER_MS)]
     pub publish_linger_ms: u64,
     /// Longest wait between reconnection attempts to the collector, in milliseconds.
-    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_BACKOFF_MAX_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_BACKOFF_MAX_MS", default_value_t = DEFAULT_PUBLISH_BACKOFF_MAX_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub publish_backoff_max_ms: u64,
     /// How long the publisher waits for the collector to acknowledge its oldest batch before it
     /// gives the stream up and reconnects, in milliseconds. A network that silently stops
     /// delivering (no reset, no close) is noticed this way.
-    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_ACK_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "QTRAIL_RUNTIME_PUBLISH_ACK_TIMEOUT_MS", default_value_t = DEFAULT_PUBLISH_ACK_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub publish_ack_timeout_ms: u64,
     /// How long a shutdown waits for the publisher to empty the outbox, in milliseconds.
-    #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = 5_000)]
+    #[arg(long, env = "QTRAIL_RUNTIME_SHUTDOWN_FLUSH_MS", default_value_t = DEFAULT_SHUTDOWN_FLUSH_MS)]
     pub shutdown_flush_ms: u64,
     /// PEM certificate chain: gRPC is then served over TLS only. Needs `--tls-key`.
     #[arg(long, env = "QTRAIL_RUNTIME_TLS_CERT", requires = "tls_key")]
@@ -129,78 +331,50 @@ pub struct Config {
     /// more. Without any, events record the peer's address whatever the header says.
     #[arg(long = "trusted-proxy", value_name = "CIDR", env = "QTRAIL_RUNTIME_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
-    /// Benchmarks only: what becomes of audit events. No flag or variable sets it.
-    #[cfg(feature = "bench")]
-    #[arg(skip)]
-    pub audit_sink: AuditSink,
 }
 
-/// Benchmarks only (feature `bench`): where audit events go.
-#[cfg(feature = "bench")]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AuditSink {
-    /// Into the outbox and on to the collector, as in production.
-    #[default]
-    Outbox,
-    /// Nowhere: the runtime as it would be without auditing, the baseline that measures what
-    /// auditing costs. Never reachable from the `qtrail-runtime` binary.
-    Discard,
+/// [`Settings`] alone, to read them from the environment.
+#[derive(Debug, clap::Parser)]
+#[command(name = "qtrail-runtime")]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
 }
 
-impl Config {
-    /// Returns a configuration for tests: location `us-east`, instance `inst-test`, fast
-    /// publisher retries and the default outbox bound.
-    pub fn for_test(data_dir: PathBuf, principals: PathBuf, collector: String) -> Self {
-        Self {
-            location: "us-east".parse().expect("`us-east` is a valid location"),
-            instance: "inst-test".to_owned(),
-            collector,
-            collector_token: Some(Secret("publisher-token".to_owned())),
-            principals,
-            data_dir,
-            addr_file: None,
-            http: None,
-            http_addr_file: None,
-            metrics_token_file: None,
-            account: "qtrail".to_owned(),
-            max_concurrent_jobs: 2,
-            max_jobs_per_account: crate::executor::MAX_ACTIVE_JOBS_PER_ACCOUNT as u32,
-            max_queued_jobs: crate::executor::MAX_ACTIVE_JOBS as u32,
-            outbox_max_events: 100_000,
-            outbox_max_bytes: 256 * 1024 * 1024,
-            publish_linger_ms: 5,
-            publish_backoff_max_ms: 200,
-            publish_ack_timeout_ms: 30_000,
-            shutdown_flush_ms: 5_000,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            collector_ca: None,
-            collector_cert: None,
-            collector_key: None,
-            trusted_proxies: Vec::new(),
-            #[cfg(feature = "bench")]
-            audit_sink: AuditSink::Outbox,
-        }
-    }
-
-    /// Returns the TLS of the gRPC server; `None` serves plaintext.
+impl Settings {
+    /// Returns the settings the `QTRAIL_RUNTIME_*` environment variables give, defaults for the
+    /// rest: for a runtime configured in code (`qtrail up`) that still honours them.
     ///
     /// # Errors
-    /// A key or client CA without certificate (clap's `requires` already refuses these on the
-    /// command line; a `Config` built in code is checked here).
-    pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
-        ServerTls::from_parts(self.tls_cert.clone(), self.tls_key.clone(), self.tls_client_ca.clone())
+    /// A variable whose value its flag would refuse.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        use clap::Parser as _;
+        SettingsOnly::try_parse_from(["qtrail-runtime"]).map(|only| only.settings)
     }
 
-    /// Returns the TLS files for reaching the collector.
-    pub fn collector_tls(&self) -> ClientTls {
-        ClientTls { ca: self.collector_ca.clone(), cert: self.collector_cert.clone(), key: self.collector_key.clone() }
-    }
-
-    /// Returns the shutdown flush timeout.
-    pub fn shutdown_flush(&self) -> Duration {
-        Duration::from_millis(self.shutdown_flush_ms)
+    /// Sets these settings on `config`.
+    pub fn apply(self, config: &mut Config) {
+        config.addr_file = self.addr_file;
+        config.http = self.http;
+        config.http_addr_file = self.http_addr_file;
+        config.metrics_token_file = self.metrics_token_file;
+        config.account = self.account;
+        config.max_concurrent_jobs = self.max_concurrent_jobs;
+        config.max_jobs_per_account = self.max_jobs_per_account;
+        config.max_queued_jobs = self.max_queued_jobs;
+        config.outbox_max_events = self.outbox_max_events;
+        config.outbox_max_bytes = self.outbox_max_bytes;
+        config.publish_linger_ms = self.publish_linger_ms;
+        config.publish_backoff_max_ms = self.publish_backoff_max_ms;
+        config.publish_ack_timeout_ms = self.publish_ack_timeout_ms;
+        config.shutdown_flush_ms = self.shutdown_flush_ms;
+        config.tls_cert = self.tls_cert;
+        config.tls_key = self.tls_key;
+        config.tls_client_ca = self.tls_client_ca;
+        config.collector_ca = self.collector_ca;
+        config.collector_cert = self.collector_cert;
+        config.collector_key = self.collector_key;
+        config.trusted_proxies = self.trusted_proxies;
     }
 }
 
@@ -210,16 +384,10 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Parser)]
-    struct Flags {
-        #[command(flatten)]
-        config: Config,
-    }
-
     fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
         let required = ["qtrail-runtime", "--location", "us-east", "--instance", "i", "--collector", "http://c"];
         let more = ["--principals", "p.toml", "--data-dir", "d"];
-        Flags::try_parse_from(required.iter().chain(&more).chain(extra)).map(|flags| flags.config)
+        Flags::try_parse_from(required.iter().chain(&more).chain(extra)).map(Flags::config)
     }
 
     #[test]
@@ -230,5 +398,18 @@ mod tests {
         assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
         let err = parse(&["--trusted-proxy", "10.0.0.0/40"]).unwrap_err().to_string();
         assert!(err.contains("--trusted-proxy") && err.contains("prefix length `40` must be 0 to 32"), "{err}");
+    }
+
+    /// The flags' defaults and `Config::new`'s are one set of constants: a runtime configured in
+    /// code (`qtrail up`, tests) behaves as the binary does with no flags given.
+    #[test]
+    fn flags_left_out_give_the_typed_defaults() {
+        let from_flags = parse(&[]).unwrap();
+        let location: Location = "us-east".parse().unwrap();
+        let typed = Config::new(location, "i".into(), "http://c".into(), "p.toml".into(), "d".into());
+        assert_eq!(format!("{from_flags:?}"), format!("{typed:?}"));
+        assert_eq!(typed.audit_sink, AuditSink::outbox(), "no flag can switch auditing off");
+        assert!(!typed.audit_sink.discards());
+        assert_eq!(typed.shutdown_flush(), Duration::from_secs(5));
     }
 }

@@ -1,24 +1,14 @@
 //! The `qtrail-runtime` binary: flags and environment, the address files, health, metrics, and
 //! a clean exit on SIGTERM, with the collector token nowhere in its output.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use qtrail_server::poll;
+use qtrail_testkit::{Process, Signal, http_get};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "collector-secret-token";
-
-/// Kills the child if the test fails before it exits.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Returns the binary's command with one principal (api key `k`), its data in `dir`, its address
 /// to `addr_file`, and a collector address nothing listens on: events wait in the outbox.
@@ -45,36 +35,17 @@ fn runtime_command(dir: &std::path::Path, addr_file: &std::path::Path) -> Comman
     command
 }
 
-/// Returns the whole HTTP/1.1 response (status line, headers, body) to a GET of `path`.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let addr_file = dir.path().join("addr");
     let http_addr_file = dir.path().join("http-addr");
-    let child = runtime_command(dir.path(), &addr_file)
-        .args(["--http", "127.0.0.1:0", "--http-addr-file"])
-        .arg(&http_addr_file)
-        .env("QTRAIL_COLLECTOR_TOKEN", TOKEN)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Guard(child);
+    let mut command = runtime_command(dir.path(), &addr_file);
+    command.args(["--http", "127.0.0.1:0", "--http-addr-file"]).arg(&http_addr_file);
+    command.env("QTRAIL_COLLECTOR_TOKEN", TOKEN).env("RUST_LOG", "debug");
+    let mut runtime = Process::spawn("qtrail-runtime", command.stdout(Stdio::null()).stderr(Stdio::piped())).unwrap();
 
-    let addr = poll::until(WAIT, || std::future::ready(qtrail_server::addr_file::read(&addr_file).unwrap()))
-        .await
-        .expect("no address file");
+    let addr = runtime.wait_for_addr_file(&addr_file, WAIT).await.expect("no address file");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = health
@@ -86,22 +57,18 @@ async fn serves_until_sigterm_then_exits_zero_without_leaking_the_token() {
 
     // The HTTP address file is written before the gRPC one; the outbox's bound is in /metrics.
     let http = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("http address file written first");
-    let metrics = poll::until(WAIT, || async move {
-        let text = http_get(http, "/metrics").await;
-        text.contains("qtrail_runtime_outbox_capacity_events{publisher=").then_some(text)
+    let (status, metrics) = poll::until(WAIT, || async move {
+        let (status, text) = http_get(&format!("http://{http}/metrics")).await;
+        text.contains("qtrail_runtime_outbox_capacity_events{publisher=").then_some((status, text))
     })
     .await
     .expect("no outbox metrics");
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert_eq!(status, 200, "{metrics}");
     assert!(!metrics.contains(TOKEN));
 
-    let killed = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let status =
-        poll::until(WAIT, || std::future::ready(child.0.try_wait().unwrap())).await.expect("no exit after sigterm");
+    let status = runtime.stop(Signal::SIGTERM, WAIT).await.expect("no exit after sigterm");
     assert!(status.success(), "{status:?}");
-    let mut stderr = String::new();
-    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = runtime.read_stderr();
     assert!(stderr.contains("runtime serving"), "{stderr}");
     assert!(stderr.contains("shutdown signal received"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "the collector token never reaches a log");
@@ -150,11 +117,9 @@ async fn sigint_with_bombs_and_a_wide_job_in_flight_drains_promptly() {
 
     let dir = tempfile::tempdir().unwrap();
     let addr_file = dir.path().join("addr");
-    let child = runtime_command(dir.path(), &addr_file).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut child = Guard(child);
-    let addr = poll::until(WAIT, || std::future::ready(qtrail_server::addr_file::read(&addr_file).unwrap()))
-        .await
-        .expect("no address file");
+    let mut command = runtime_command(dir.path(), &addr_file);
+    let mut runtime = Process::spawn("qtrail-runtime", command.stdout(Stdio::null()).stderr(Stdio::piped())).unwrap();
+    let addr = runtime.wait_for_addr_file(&addr_file, WAIT).await.expect("no address file");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut programs = pb::program_service_client::ProgramServiceClient::new(channel.clone());
     let mut jobs = pb::job_service_client::JobServiceClient::new(channel.clone());
@@ -202,17 +167,13 @@ async fn sigint_with_bombs_and_a_wide_job_in_flight_drains_promptly() {
     }
 
     let interrupted = std::time::Instant::now();
-    let killed = Command::new("kill").args(["-INT", &child.0.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let status =
-        poll::until(WAIT, || std::future::ready(child.0.try_wait().unwrap())).await.expect("no exit after sigint");
+    let status = runtime.stop(Signal::SIGINT, WAIT).await.expect("no exit after sigint");
     assert!(status.success(), "{status:?}");
     // Generous for a debug build on a busy machine; a hung drain never ends.
     assert!(interrupted.elapsed() < Duration::from_secs(20), "drained in {:?}", interrupted.elapsed());
     for bomber in bombers {
         bomber.await.unwrap();
     }
-    let mut stderr = String::new();
-    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = runtime.read_stderr();
     assert!(stderr.contains("runtime stopped"), "{stderr}");
 }

@@ -60,6 +60,11 @@ pub fn incoming_with_idle_timeout(listener: TcpListener, max: usize, idle_timeou
 /// The open connections' activity, by the client's address (which tonic hands each request).
 type Registry = Arc<Mutex<HashMap<SocketAddr, Arc<Activity>>>>;
 
+/// The router of a gRPC server layered with [`CappedIncoming::activity_layer`], as both services
+/// build it: named so that a service can build its router in one step and serve it in another.
+pub type GrpcRouter =
+    tonic::transport::server::Router<tower::layer::util::Stack<ActivityLayer, tower::layer::util::Identity>>;
+
 /// Accepted connections under a cap; see [`incoming`].
 #[derive(Debug)]
 pub struct CappedIncoming {

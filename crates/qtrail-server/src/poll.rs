@@ -12,13 +12,23 @@ pub const INTERVAL: Duration = Duration::from_millis(10);
 
 /// Checks `check` until it returns `Some`, or until `timeout` has passed (then `None`). The
 /// check runs at least once, and once more at the deadline.
-pub async fn until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+pub async fn until<T, F, Fut>(timeout: Duration, check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    until_every(INTERVAL, timeout, check).await
+}
+
+/// Like [`until`], checking every `interval`: a shorter one where the moment the condition
+/// starts to hold is itself measured (a benchmarked server's start-up time).
+pub async fn until_every<T, F, Fut>(interval: Duration, timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut ticks = tokio::time::interval(INTERVAL);
+    let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

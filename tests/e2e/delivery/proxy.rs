@@ -104,12 +104,13 @@ pub struct Session {
     pub fault: Option<Fault>,
 }
 
-/// Returns the `(seq, event id)` of each event of a batch, in order.
+/// Returns the `(seq, event id)` of each event of a batch, in order (an empty id for an event
+/// that does not decode).
 fn events_of(batch: &audit::Batch) -> impl Iterator<Item = (u64, String)> + '_ {
-    batch
-        .events
-        .iter()
-        .map(|published| (published.seq, published.event.as_ref().map_or(String::new(), |event| event.id.clone())))
+    batch.events.iter().map(|published| {
+        let id = audit::AuditEvent::decode(published.event.as_ref()).map(|event| event.id).unwrap_or_default();
+        (published.seq, id)
+    })
 }
 
 /// What the wire says about resends, over every session.
@@ -307,6 +308,22 @@ impl Shared {
 
     fn bump(&self) {
         self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// Judges the gRPC messages that `frame` completes, and tells whether it completes any; a
+    /// frame that completes none (headers, part of a message) is forwarded.
+    fn judge_frame(
+        &self,
+        connection: &Connection,
+        direction: Direction,
+        reassembly: &Reassembly,
+        frame: &[u8],
+    ) -> (Verdict, bool) {
+        let messages = reassembly.preview(frame);
+        if messages.is_empty() {
+            return (Verdict::Forward, false);
+        }
+        (self.judge(connection, direction, &messages), true)
     }
 
     /// Decides the fate of a frame that completes `messages`, and records them accordingly.
@@ -602,11 +619,12 @@ async fn to_collector_pump(
     connection: Arc<Connection>,
     shared: Arc<Shared>,
 ) {
+    // The connection preface goes through as it is, before any frame.
+    let mut preface_left = PREFACE.len();
+    let mut held: Option<Vec<u8>> = None;
     let mut buffer = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let mut reassembly = Reassembly::default();
-    let mut preface_left = PREFACE.len();
-    let mut held: Option<Vec<u8>> = None;
     let mut runtime_gone = false;
     'connection: loop {
         let read = tokio::select! {
@@ -651,12 +669,7 @@ async fn to_collector_pump(
             if connection.mode() != Mode::Normal {
                 continue 'connection;
             }
-            let messages = reassembly.preview(&frame);
-            let verdict = if messages.is_empty() {
-                Verdict::Forward
-            } else {
-                shared.judge(&connection, Direction::ToCollector, &messages)
-            };
+            let (verdict, _) = shared.judge_frame(&connection, Direction::ToCollector, &reassembly, &frame);
             match verdict {
                 Verdict::Forward => {
                     if to.write_all(&frame).await.is_err() {
@@ -694,10 +707,10 @@ async fn to_runtime_pump(
     connection: Arc<Connection>,
     shared: Arc<Shared>,
 ) {
+    let mut runtime_gone = false;
     let mut buffer = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let mut reassembly = Reassembly::default();
-    let mut runtime_gone = false;
     'connection: loop {
         let read = tokio::select! {
             () = connection.closed.cancelled() => break,
@@ -715,12 +728,8 @@ async fn to_runtime_pump(
             if connection.mode() == Mode::Blackholed {
                 continue 'connection;
             }
-            let messages = reassembly.preview(&frame);
-            let verdict = if messages.is_empty() {
-                Verdict::Forward
-            } else {
-                shared.judge(&connection, Direction::ToRuntime, &messages)
-            };
+            let (verdict, completes_messages) =
+                shared.judge_frame(&connection, Direction::ToRuntime, &reassembly, &frame);
             match verdict {
                 // Holding and truncating only ever strike batches, on the way to the collector.
                 Verdict::Forward | Verdict::Hold | Verdict::Truncate => {
@@ -731,7 +740,7 @@ async fn to_runtime_pump(
                         runtime_gone = true;
                     }
                     reassembly.take(&frame);
-                    if connection.mode() == Mode::Released && !messages.is_empty() {
+                    if connection.mode() == Mode::Released && completes_messages {
                         // The collector answered the late batch: the late path is done.
                         break 'connection;
                     }

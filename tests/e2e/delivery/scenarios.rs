@@ -4,12 +4,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use qtrail_testkit::wait_until;
 use tempfile::TempDir;
 
 use crate::delivery::checker::{Tally, assert_publisher_order, settle};
 use crate::delivery::proxy::{Fault, Proxy, Session, WireReport};
 use crate::delivery::workload::{Client, Driver, History, Outcome, TURN};
-use crate::harness::wait_until;
 use crate::servers::{Collector, Runtime, RuntimeOptions};
 
 /// The runtime's location in every scenario.

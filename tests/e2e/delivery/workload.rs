@@ -16,12 +16,12 @@ use qtrail_cadf::proto::struct_from_json;
 use qtrail_proto::qtrail::runtime::v1 as pb;
 use qtrail_proto::qtrail::runtime::v1::job_service_client::JobServiceClient;
 use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
+use qtrail_testkit::wait_until;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::harness::wait_until;
 use crate::servers::{ALICE_KEY, BOB_KEY, lazy_channel};
 
 /// A two-qubit Bell circuit: small enough that jobs finish within a few calls.
@@ -172,6 +172,25 @@ impl Client {
         let program = Self::newest(&self.own_programs);
         let job = Self::newest(&self.own_jobs);
         match turn {
+            0..=3 | 12 | 14 | 15 => self.program_call(turn, program).await,
+            4 => {
+                let params = struct_from_json(json!({"shots": 16, "seed": self.sequence}).as_object().expect("object"));
+                let message = pb::CreateJobRequest { program_id: program, params: Some(params), ..Default::default() };
+                let (request, id) = self.request(message, Some(ALICE_KEY));
+                let result = self.jobs.create_job(request).await;
+                if let Ok(created) = &result {
+                    self.own_jobs.push_back(created.get_ref().id.clone());
+                }
+                self.record("CreateJob", id, &result)
+            }
+            5..=11 | 13 | 16 => self.job_call(turn, job).await,
+            _ => self.delete_an_older_program().await,
+        }
+    }
+
+    /// Makes the call of `turn` on the program service about `program` (the newest one).
+    async fn program_call(&mut self, turn: u64, program: String) -> Outcome {
+        match turn {
             0 => {
                 let name = format!("{}-program-{}", self.name, self.sequence);
                 let message = pb::CreateProgramRequest { name, source: BELL.to_owned(), ..Default::default() };
@@ -200,16 +219,33 @@ impl Client {
                 let result = self.programs.update_program(request).await;
                 self.record("UpdateProgram", id, &result)
             }
-            4 => {
-                let params = struct_from_json(json!({"shots": 16, "seed": self.sequence}).as_object().expect("object"));
-                let message = pb::CreateJobRequest { program_id: program, params: Some(params), ..Default::default() };
-                let (request, id) = self.request(message, Some(ALICE_KEY));
-                let result = self.jobs.create_job(request).await;
-                if let Ok(created) = &result {
-                    self.own_jobs.push_back(created.get_ref().id.clone());
-                }
-                self.record("CreateJob", id, &result)
+            12 => {
+                // Another account's private program: NOT_FOUND.
+                let (request, id) = self.request(pb::GetProgramRequest { id: program }, Some(BOB_KEY));
+                let result = self.programs.get_program(request).await;
+                self.record("GetProgram", id, &result)
             }
+            14 => {
+                let message = pb::CreateProgramRequest {
+                    name: format!("{}-broken-{}", self.name, self.sequence),
+                    source: "OPENQASM 2.0;\nqreg q[1];\nfrobnicate q[0];\n".to_owned(),
+                    ..Default::default()
+                };
+                let (request, id) = self.request(message, Some(ALICE_KEY));
+                let result = self.programs.create_program(request).await;
+                self.record("CreateProgram", id, &result)
+            }
+            _ => {
+                let (request, id) = self.request(pb::UpdateProgramRequest { id: program, ..Default::default() }, None);
+                let result = self.programs.update_program(request).await;
+                self.record("UpdateProgram", id, &result)
+            }
+        }
+    }
+
+    /// Makes the call of `turn` on the job service about `job` (the newest one).
+    async fn job_call(&mut self, turn: u64, job: String) -> Outcome {
+        match turn {
             5 => {
                 let (request, id) = self.request(pb::GetJobRequest { id: job }, Some(ALICE_KEY));
                 let result = self.jobs.get_job(request).await;
@@ -252,51 +288,31 @@ impl Client {
                 }
                 self.record("DeleteJob", id, &result)
             }
-            12 => {
-                // Another account's private program: NOT_FOUND.
-                let (request, id) = self.request(pb::GetProgramRequest { id: program }, Some(BOB_KEY));
-                let result = self.programs.get_program(request).await;
-                self.record("GetProgram", id, &result)
-            }
             13 => {
                 let (request, id) = self.request(pb::ListJobsRequest::default(), None);
                 let result = self.jobs.list_jobs(request).await;
                 self.record("ListJobs", id, &result)
             }
-            14 => {
-                let message = pb::CreateProgramRequest {
-                    name: format!("{}-broken-{}", self.name, self.sequence),
-                    source: "OPENQASM 2.0;\nqreg q[1];\nfrobnicate q[0];\n".to_owned(),
-                    ..Default::default()
-                };
-                let (request, id) = self.request(message, Some(ALICE_KEY));
-                let result = self.programs.create_program(request).await;
-                self.record("CreateProgram", id, &result)
-            }
-            15 => {
-                let (request, id) = self.request(pb::UpdateProgramRequest { id: program, ..Default::default() }, None);
-                let result = self.programs.update_program(request).await;
-                self.record("UpdateProgram", id, &result)
-            }
-            16 => {
+            _ => {
                 let (request, id) = self.request(pb::DeleteJobRequest { id: job }, Some(BOB_KEY));
                 let result = self.jobs.delete_job(request).await;
                 self.record("DeleteJob", id, &result)
             }
-            _ => {
-                // Keep one program to run jobs on; delete the older ones.
-                let oldest = match self.own_programs.len() {
-                    0 | 1 => "missing".to_owned(),
-                    _ => self.own_programs.front().cloned().unwrap_or_default(),
-                };
-                let (request, id) = self.request(pb::DeleteProgramRequest { id: oldest }, Some(ALICE_KEY));
-                let result = self.programs.delete_program(request).await;
-                if result.is_ok() {
-                    self.own_programs.pop_front();
-                }
-                self.record("DeleteProgram", id, &result)
-            }
         }
+    }
+
+    /// Keeps one program to run jobs on; deletes the older ones.
+    async fn delete_an_older_program(&mut self) -> Outcome {
+        let oldest = match self.own_programs.len() {
+            0 | 1 => "missing".to_owned(),
+            _ => self.own_programs.front().cloned().unwrap_or_default(),
+        };
+        let (request, id) = self.request(pb::DeleteProgramRequest { id: oldest }, Some(ALICE_KEY));
+        let result = self.programs.delete_program(request).await;
+        if result.is_ok() {
+            self.own_programs.pop_front();
+        }
+        self.record("DeleteProgram", id, &result)
     }
 
     /// Makes one `ListPrograms` call and returns what it got back: the cheapest call there is,

@@ -5,7 +5,7 @@
 //! costs: the same load into a collector that requires client certificates, against the
 //! plaintext collector in the same run.
 
-use qtrail_proto::encoded::PublishRequest;
+use qtrail_proto::qtrail::audit::v1::PublishRequest;
 use qtrail_server::tls::testing::TestPki;
 
 use crate::events::EventFactory;

@@ -12,6 +12,7 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use qtrail_proto::qtrail::runtime::v1 as pb;
 use qtrail_proto::qtrail::runtime::v1::job_service_client::JobServiceClient;
+use tokio::task::JoinHandle;
 
 use crate::events::LOCATION;
 use crate::process::Server;
@@ -46,6 +47,11 @@ pub async fn run(bench: &mut Bench, runtime: &Server, collector: &Server) -> any
     Ok(())
 }
 
+/// When each call's response and its event on the tail were seen, by correlation id.
+type SeenByCall = Arc<Mutex<HashMap<String, Seen>>>;
+
+/// Offers GetJob at `rate` calls/s for `duration` and records how long after each response its
+/// event shows on a tail, against the calls' own round trips.
 async fn measure(
     bench: &mut Bench,
     target: &Target,
@@ -53,29 +59,71 @@ async fn measure(
     rate: u64,
     duration: Duration,
 ) -> anyhow::Result<()> {
-    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+    let seen: SeenByCall = Arc::default();
     let prefix = format!("lat{rate}-");
-    // Subscribe first (from_seq 0: only what is stored from now on).
+    let tail_task = subscribe(collector, &seen, &prefix).await?;
+    let calls = rate * duration.as_secs();
+    let (mut round_trips, offered) = offer(target, &seen, &prefix, rate, calls).await?;
+    await_tail(&seen, rate, calls).await?;
+    tail_task.abort();
+    let (mut delays, early) = delays(&seen, calls)?;
+    let note = |extra: &str| {
+        format!(
+            "offered {offered:.0} calls/s for {} s, {calls} events, {early} seen before the response{extra}",
+            duration.as_secs()
+        )
+    };
+    let target_note = if rate == 5000 { "; target p99 <= 10 ms" } else { "" };
+    for (label, value, baseline) in [
+        ("p50", delays.percentile_ms(50.0), round_trips.percentile_ms(50.0)),
+        ("p99", delays.percentile_ms(99.0), round_trips.percentile_ms(99.0)),
+        ("max", delays.max_ms(), round_trips.max_ms()),
+    ] {
+        let extra = if label == "p99" { target_note } else { "" };
+        bench.report.record(
+            Measurement::new(
+                format!("latency.r{rate}.{label}"),
+                value,
+                "ms",
+                &format!("call round trip {label}"),
+                baseline,
+            )
+            .note(note(extra)),
+        );
+    }
+    Ok(())
+}
+
+/// Subscribes to the tail first (from_seq 0: only what is stored from now on) and notes when
+/// each event whose correlation id starts with `prefix` arrives.
+async fn subscribe(collector: &Server, seen: &SeenByCall, prefix: &str) -> anyhow::Result<JoinHandle<()>> {
     let mut query = EventQueryClient::new(connect(&collector.url()).await?);
     let request = proto::TailEventsRequest { location: LOCATION.into(), filter: None, from_seq: 0 };
     let mut tail = query.tail_events(authed(request, AUDITOR_TOKEN)).await?.into_inner();
-    let tail_task = {
-        let (seen, prefix) = (seen.clone(), prefix.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = tail.message().await {
-                let now = Instant::now();
-                let Some(event) = message.event.and_then(|stored| stored.event) else {
-                    continue;
-                };
-                if event.correlation_id.starts_with(&prefix) {
-                    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    seen.entry(event.correlation_id).or_default().tail.get_or_insert(now);
-                }
+    let (seen, prefix) = (seen.clone(), prefix.to_owned());
+    Ok(tokio::spawn(async move {
+        while let Ok(Some(message)) = tail.message().await {
+            let now = Instant::now();
+            let Some(event) = message.event.and_then(|stored| stored.event) else {
+                continue;
+            };
+            if event.correlation_id.starts_with(&prefix) {
+                let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                seen.entry(event.correlation_id).or_default().tail.get_or_insert(now);
             }
-        })
-    };
+        }
+    }))
+}
 
-    let calls = rate * duration.as_secs();
+/// Makes `calls` GetJob calls open loop at `rate` calls/s, noting when each response came;
+/// returns their round trips and the rate actually offered.
+async fn offer(
+    target: &Target,
+    seen: &SeenByCall,
+    prefix: &str,
+    rate: u64,
+    calls: u64,
+) -> anyhow::Result<(Samples, f64)> {
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut round_trips = Samples::new();
     let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<Duration>>();
@@ -110,8 +158,11 @@ async fn measure(
     while let Some(outcome) = done.recv().await {
         round_trips.push(outcome?);
     }
-    let offered = calls as f64 / started.elapsed().as_secs_f64();
-    // Wait (polling, bounded) for the tail to show every event.
+    Ok((round_trips, calls as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// Waits (polling, bounded) for the tail to show every call's event.
+async fn await_tail(seen: &SeenByCall, rate: u64, calls: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + DRAIN;
     loop {
         let complete = {
@@ -119,14 +170,18 @@ async fn measure(
             seen.values().filter(|seen| seen.tail.is_some()).count() as u64 >= calls
         };
         if complete {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("events of {rate}/s calls still missing on the tail after {} s", DRAIN.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tail_task.abort();
+}
+
+/// Returns each call's delay from its response to its event on the tail, and how many events
+/// came before their response.
+fn delays(seen: &SeenByCall, calls: u64) -> anyhow::Result<(Samples, usize)> {
     let mut delays = Samples::new();
     let mut early = 0;
     for seen in seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values() {
@@ -142,29 +197,5 @@ async fn measure(
     if delays.len() as u64 != calls {
         bail!("{} of {calls} calls matched to their events", delays.len());
     }
-    let note = |extra: &str| {
-        format!(
-            "offered {offered:.0} calls/s for {} s, {calls} events, {early} seen before the response{extra}",
-            duration.as_secs()
-        )
-    };
-    let target_note = if rate == 5000 { "; target p99 <= 10 ms" } else { "" };
-    for (label, value, baseline) in [
-        ("p50", delays.percentile_ms(50.0), round_trips.percentile_ms(50.0)),
-        ("p99", delays.percentile_ms(99.0), round_trips.percentile_ms(99.0)),
-        ("max", delays.max_ms(), round_trips.max_ms()),
-    ] {
-        let extra = if label == "p99" { target_note } else { "" };
-        bench.report.record(
-            Measurement::new(
-                format!("latency.r{rate}.{label}"),
-                value,
-                "ms",
-                &format!("call round trip {label}"),
-                baseline,
-            )
-            .note(note(extra)),
-        );
-    }
-    Ok(())
+    Ok((delays, early))
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use prost::Message as _;
-use qtrail_proto::encoded::{Kind, PublishRequest};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::PublishRequest;
+use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 
 use crate::events::EventFactory;
 use crate::report::Measurement;
@@ -186,7 +187,7 @@ fn columns(publisher: &str, request: PublishRequest) -> Columns {
         return columns;
     };
     for published in batch.events {
-        let Some(Ok(event)) = published.event_bytes().map(|bytes| proto::AuditEvent::decode(bytes.as_ref())) else {
+        let Ok(event) = proto::AuditEvent::decode(published.event.as_ref()) else {
             continue;
         };
         columns.id.push(event.id.parse().unwrap_or_default());

@@ -15,10 +15,11 @@ use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use tonic::transport::Channel;
 
 use crate::events::{EventFactory, LOCATION, USERS, encoded_bytes};
-use crate::publish::{Batches, authed, connect, publish};
+use crate::process::{Files, Server};
+use crate::publish::{Batches, LoadResult, authed, connect, publish};
 use crate::report::Measurement;
 use crate::scenario::{
-    AUDITOR_TOKEN, Bench, INDEX_LAG, PUBLISHER_TOKEN, gauge, indexes_caught_up, start_collector_process,
+    AUDITOR_TOKEN, Bench, INDEX_LAG, Metrics, PUBLISHER_TOKEN, gauge, indexes_caught_up, start_collector_process,
     start_collector_with_metrics,
 };
 use crate::stats::Samples;
@@ -68,62 +69,103 @@ fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 
+/// The run's size: events loaded, queries timed, and how reports name them.
+struct Plan {
+    queries: u64,
+    per_stream: u64,
+    size_note: String,
+    factory: EventFactory,
+}
+
+/// The load as published: its result and when it started and ended.
+struct Load {
+    loaded: LoadResult,
+    start: SystemTime,
+    end: SystemTime,
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
 /// When a server fails, a query fails or the chain does not verify.
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let total: u64 = bench.pick(100_000, 1_000_000);
-    let queries: u64 = bench.pick(50, 200);
     let size_note = if bench.quick {
         format!("{total} events (quick; the full run loads 1000000)")
     } else {
         format!("{total} events")
     };
+    let plan = Plan {
+        queries: bench.pick(50, 200),
+        per_stream: total / STREAMS as u64,
+        size_note,
+        factory: EventFactory::new(0),
+    };
     let files = bench.files("scale")?;
     let (collector, metrics) = start_collector_with_metrics(&files, None).await?;
     let empty_start = collector.start_time;
+    let load = load(bench, &plan, &collector).await?;
+    index_catch_up(bench, &metrics, &load).await?;
+    let mut query = EventQueryClient::new(connect(&collector.url()).await?);
+    let by_initiator_p50 = queries(bench, &plan, &load, &mut query).await?;
+    verify_chain(bench, &plan, &load, &mut query).await?;
+    store_size(bench, &plan, &load, &files)?;
+    collector.stop().await?;
+    restart(bench, &plan, &files, empty_start, by_initiator_p50).await
+}
 
-    // Load.
-    let per_stream = total / STREAMS as u64;
+/// Publishes the events over [`STREAMS`] streams, made as they are sent.
+async fn load(bench: &mut Bench, plan: &Plan, collector: &Server) -> anyhow::Result<Load> {
+    let per_stream = plan.per_stream;
     let streams: Vec<Batches> = (0..STREAMS).map(|stream| lazy_batches(stream, per_stream)).collect();
-    let load_start = SystemTime::now();
-    let loaded = publish(&collector, PUBLISHER_TOKEN, "scale", streams, per_stream * STREAMS as u64).await?;
-    let load_end = SystemTime::now();
+    let start = SystemTime::now();
+    let loaded = publish(collector, PUBLISHER_TOKEN, "scale", streams, per_stream * STREAMS as u64).await?;
+    let end = SystemTime::now();
     bench.report.record(
         Measurement::new("scale.load", loaded.rate(), "events/s", "target", 200_000.0)
-            .note(format!("{size_note}, {STREAMS} streams, batches of {BATCH}, events made while sending")),
+            .note(format!("{}, {STREAMS} streams, batches of {BATCH}, events made while sending", plan.size_note)),
     );
+    Ok(Load { loaded, start, end })
+}
 
-    // The indexes follow the chain: how far behind they are at the last Ack, and how long they
-    // take to cover everything (queries are right meanwhile, selective ones slower).
-    let lag_at_end = gauge(&metrics, INDEX_LAG).await?;
+/// The indexes follow the chain: measures how far behind they are at the last Ack, and how
+/// long they take to cover everything (queries are right meanwhile, selective ones slower).
+async fn index_catch_up(bench: &mut Bench, metrics: &Metrics, load: &Load) -> anyhow::Result<()> {
+    let lag_at_end = gauge(metrics, INDEX_LAG).await?;
     let caught_up = Instant::now();
-    indexes_caught_up(&metrics).await?;
+    indexes_caught_up(metrics).await?;
     bench.report.record(
         Measurement::new(
             "scale.index_catch_up",
             caught_up.elapsed().as_secs_f64() * 1000.0,
             "ms",
             "the load's duration",
-            loaded.elapsed.as_secs_f64() * 1000.0,
+            load.loaded.elapsed.as_secs_f64() * 1000.0,
         )
         .note(format!("from the last Ack until the indexes cover every event; {lag_at_end} unindexed at the last Ack")),
     );
+    Ok(())
+}
 
-    // Queries.
-    let mut query = EventQueryClient::new(connect(&collector.url()).await?);
-    let (mut unfiltered, _) = time_queries(&mut query, queries, |_| None).await?;
+/// Times first pages of queries by initiator, by action and time window, and by target against
+/// unfiltered ones; returns the by-initiator p50, the baseline of the query after restart.
+async fn queries(
+    bench: &mut Bench,
+    plan: &Plan,
+    load: &Load,
+    query: &mut EventQueryClient<Channel>,
+) -> anyhow::Result<f64> {
+    let queries = plan.queries;
+    let (mut unfiltered, _) = time_queries(query, queries, |_| None).await?;
     let (base50, base99) = (unfiltered.percentile_ms(50.0), unfiltered.percentile_ms(99.0));
-    let span = load_end.duration_since(load_start).unwrap_or_default();
-    let factory = EventFactory::new(0);
-    let (mut by_initiator, _) = time_queries(&mut query, queries, |n| {
+    let span = load.end.duration_since(load.start).unwrap_or_default();
+    let (mut by_initiator, _) = time_queries(query, queries, |n| {
         Some(proto::EventFilter { initiator_id: EventFactory::initiator_id(pick(n, USERS)), ..Default::default() })
     })
     .await?;
-    let window_start = load_start + span.mul_f64(0.4);
-    let window_end = load_start + span.mul_f64(0.6);
-    let (mut by_action_time, _) = time_queries(&mut query, queries, |_| {
+    let window_start = load.start + span.mul_f64(0.4);
+    let window_end = load.start + span.mul_f64(0.6);
+    let (mut by_action_time, _) = time_queries(query, queries, |_| {
         Some(proto::EventFilter {
             action: "quantum-computing.job.create".into(),
             start_time: Some(timestamp(window_start)),
@@ -135,11 +177,11 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let targets: Vec<String> = (0..queries)
         .map(|n| {
             // Events i with i % 10 == 9 target the instance; every other one its own job.
-            let i = pick(n, per_stream / 10) * 10 + 1;
-            factory.event(i).target.map(|target| target.id).unwrap_or_default()
+            let i = pick(n, plan.per_stream / 10) * 10 + 1;
+            plan.factory.event(i).target.map(|target| target.id).unwrap_or_default()
         })
         .collect();
-    let (mut by_target, found) = time_queries(&mut query, queries, |n| {
+    let (mut by_target, found) = time_queries(query, queries, |n| {
         Some(proto::EventFilter { target_id: targets[n as usize].clone(), ..Default::default() })
     })
     .await?;
@@ -160,51 +202,72 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
                     &format!("unfiltered first page {label}"),
                     baseline,
                 )
-                .note(format!("first page of 100, {queries} queries over {size_note}")),
+                .note(format!("first page of 100, {queries} queries over {}", plan.size_note)),
             );
         }
     }
+    Ok(by_initiator.percentile_ms(50.0))
+}
 
-    // VerifyChain over everything.
+/// Times VerifyChain over everything against the in-process hashing floor.
+async fn verify_chain(
+    bench: &mut Bench,
+    plan: &Plan,
+    load: &Load,
+    query: &mut EventQueryClient<Channel>,
+) -> anyhow::Result<()> {
+    let accepted = load.loaded.accepted;
     let started = Instant::now();
     let request = proto::VerifyChainRequest { location: LOCATION.into(), range: None };
     let verdict = query.verify_chain(authed(request, AUDITOR_TOKEN)).await?.into_inner();
     let verify_time = started.elapsed();
-    if !verdict.ok || verdict.checked != loaded.accepted {
-        bail!("verify chain: ok {} over {} of {} events", verdict.ok, verdict.checked, loaded.accepted);
+    if !verdict.ok || verdict.checked != accepted {
+        bail!("verify chain: ok {} over {} of {} events", verdict.ok, verdict.checked, accepted);
     }
-    let floor = hashing_floor(&factory, loaded.accepted);
+    let floor = hashing_floor(&plan.factory, accepted);
     bench.report.record(
         Measurement::new(
             "scale.verify_chain",
-            loaded.accepted as f64 / verify_time.as_secs_f64(),
+            accepted as f64 / verify_time.as_secs_f64(),
             "events/s",
             "in-process SHA-256 chain over the same canonical bytes",
-            loaded.accepted as f64 / floor.as_secs_f64(),
+            accepted as f64 / floor.as_secs_f64(),
         )
-        .note(format!("{size_note} in {:.2} s", verify_time.as_secs_f64())),
+        .note(format!("{} in {:.2} s", plan.size_note, verify_time.as_secs_f64())),
     );
+    Ok(())
+}
 
-    // Store size.
+/// Records the store's bytes per event against the events' protobuf size.
+fn store_size(bench: &mut Bench, plan: &Plan, load: &Load, files: &Files) -> anyhow::Result<()> {
     let mut store_bytes = 0;
     for name in [RedbStore::FILE_NAME, RedbStore::INDEX_FILE_NAME] {
         store_bytes += std::fs::metadata(files.path("data").join(name)).context("cannot read the store's size")?.len();
     }
-    let event_bytes: usize = (0..100).map(|i| encoded_bytes(&factory.event(i))).sum::<usize>() / 100;
+    let event_bytes: usize = (0..100).map(|i| encoded_bytes(&plan.factory.event(i))).sum::<usize>() / 100;
     bench.report.record(
         Measurement::new(
             "scale.store_bytes_per_event",
-            store_bytes as f64 / loaded.accepted as f64,
+            store_bytes as f64 / load.loaded.accepted as f64,
             "bytes",
             "protobuf event",
             event_bytes as f64,
         )
-        .note(format!("{store_bytes} bytes for {size_note}")),
+        .note(format!("{store_bytes} bytes for {}", plan.size_note)),
     );
+    Ok(())
+}
 
-    // Restart.
-    collector.stop().await?;
-    let restarted = start_collector_process(&files).await?;
+/// Restarts the collector on the loaded store: its start against an empty collector's, and a
+/// first query against the warm one.
+async fn restart(
+    bench: &mut Bench,
+    plan: &Plan,
+    files: &Files,
+    empty_start: Duration,
+    by_initiator_p50: f64,
+) -> anyhow::Result<()> {
+    let restarted = start_collector_process(files).await?;
     bench.report.record(
         Measurement::new(
             "scale.restart",
@@ -213,7 +276,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
             "start of an empty collector",
             empty_start.as_secs_f64() * 1000.0,
         )
-        .note(format!("process start to serving, {size_note}")),
+        .note(format!("process start to serving, {}", plan.size_note)),
     );
     let mut query = EventQueryClient::new(connect(&restarted.url()).await?);
     let (mut cold, _) = time_queries(&mut query, 1, |_| {
@@ -225,7 +288,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         cold.percentile_ms(100.0),
         "ms",
         "warm initiator p50",
-        by_initiator.percentile_ms(50.0),
+        by_initiator_p50,
     ));
     restarted.stop().await?;
     Ok(())

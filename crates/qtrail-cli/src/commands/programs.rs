@@ -9,12 +9,21 @@ use qtrail_proto::qtrail::runtime::v1::{
     UpdateProgramRequest, program_service_client::ProgramServiceClient,
 };
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
-use crate::cli::{OutputFormat, ProgramsCommand};
+use crate::cli::{OutputFormat, PageArgs, ProgramCreateArgs, ProgramUpdateArgs, ProgramsCommand};
 use crate::connect::{Settings, authorized};
 use crate::error::CliError;
 use crate::output::{Table, write_fields, write_json};
 use crate::timearg::format_time;
+
+/// What every `programs` subcommand works on: the runtime client, the API key and the output
+/// format.
+struct Session {
+    client: ProgramServiceClient<Channel>,
+    key: String,
+    output: OutputFormat,
+}
 
 /// Runs one `programs` subcommand.
 ///
@@ -22,71 +31,92 @@ use crate::timearg::format_time;
 /// Connection, file and RPC errors.
 pub async fn run(command: ProgramsCommand, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
     let key = settings.api_key()?;
-    let mut client = ProgramServiceClient::new(settings.runtime_channel().await?)
+    let client = ProgramServiceClient::new(settings.runtime_channel().await?)
         .max_decoding_message_size(super::jobs::MAX_ANSWER_BYTES);
+    let session = Session { client, key, output: settings.output };
     match command {
-        ProgramsCommand::Create(args) => {
-            let request = CreateProgramRequest {
-                name: args.name,
-                description: args.description,
-                source: read_source(&args.source_file)?,
-                max_execution_time: args.max_execution_time,
-                spec: None,
-                is_public: args.public,
-            };
-            let program = client.create_program(authorized(request, &key)?).await?.into_inner();
-            print_program(settings.output, &program, out)
-        }
-        ProgramsCommand::Get { id } => {
-            let program = client.get_program(authorized(GetProgramRequest { id }, &key)?).await?.into_inner();
-            print_program(settings.output, &program, out)
-        }
-        ProgramsCommand::Update(args) => {
-            let source = args.source_file.as_deref().map(read_source).transpose()?;
-            let request = UpdateProgramRequest {
-                id: args.id,
-                name: args.name,
-                description: args.description,
-                source,
-                max_execution_time: args.max_execution_time,
-                spec: None,
-                is_public: args.public,
-            };
-            let program = client.update_program(authorized(request, &key)?).await?.into_inner();
-            print_program(settings.output, &program, out)
-        }
-        ProgramsCommand::Delete { id } => {
-            client.delete_program(authorized(DeleteProgramRequest { id: id.clone() }, &key)?).await?;
-            match settings.output {
-                OutputFormat::Json => write_json(out, &json!({ "deleted": id }))?,
-                OutputFormat::Table => writeln!(out, "deleted program {id}")?,
-            }
-            Ok(())
-        }
-        ProgramsCommand::List(page) => {
-            let request = ListProgramsRequest { limit: page.limit, offset: page.offset, ..Default::default() };
-            let list = client.list_programs(authorized(request, &key)?).await?.into_inner();
-            if settings.output == OutputFormat::Json {
-                let items: Vec<Value> = list.programs.iter().map(program_json).collect();
-                write_json(out, &json!({ "programs": items, "count": list.count }))?;
-                return Ok(());
-            }
-            let mut table = Table::new(&["ID", "NAME", "QUBITS", "PUBLIC", "UPDATED", "DESCRIPTION"]);
-            for program in &list.programs {
-                table.row(vec![
-                    program.id.clone(),
-                    program.name.clone(),
-                    program.num_qubits.to_string(),
-                    program.is_public.to_string(),
-                    format_time(program.update_time.as_ref()),
-                    program.description.clone(),
-                ]);
-            }
-            table.write(out)?;
-            writeln!(out, "{} of {} programs", list.programs.len(), list.count)?;
-            Ok(())
-        }
+        ProgramsCommand::Create(args) => create(session, args, out).await,
+        ProgramsCommand::Get { id } => get(session, id, out).await,
+        ProgramsCommand::Update(args) => update(session, args, out).await,
+        ProgramsCommand::Delete { id } => delete(session, id, out).await,
+        ProgramsCommand::List(page) => list(session, page, out).await,
     }
+}
+
+/// Creates a program from `args.source_file`.
+async fn create(session: Session, args: ProgramCreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Session { mut client, key, output } = session;
+    let request = CreateProgramRequest {
+        name: args.name,
+        description: args.description,
+        source: read_source(&args.source_file)?,
+        max_execution_time: args.max_execution_time,
+        spec: None,
+        is_public: args.public,
+    };
+    let program = client.create_program(authorized(request, &key)?).await?.into_inner();
+    print_program(output, &program, out)
+}
+
+/// Prints one program.
+async fn get(session: Session, id: String, out: &mut dyn Write) -> Result<(), CliError> {
+    let Session { mut client, key, output } = session;
+    let program = client.get_program(authorized(GetProgramRequest { id }, &key)?).await?.into_inner();
+    print_program(output, &program, out)
+}
+
+/// Changes what `args` names of a program.
+async fn update(session: Session, args: ProgramUpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Session { mut client, key, output } = session;
+    let source = args.source_file.as_deref().map(read_source).transpose()?;
+    let request = UpdateProgramRequest {
+        id: args.id,
+        name: args.name,
+        description: args.description,
+        source,
+        max_execution_time: args.max_execution_time,
+        spec: None,
+        is_public: args.public,
+    };
+    let program = client.update_program(authorized(request, &key)?).await?.into_inner();
+    print_program(output, &program, out)
+}
+
+/// Deletes a program.
+async fn delete(session: Session, id: String, out: &mut dyn Write) -> Result<(), CliError> {
+    let Session { mut client, key, output } = session;
+    client.delete_program(authorized(DeleteProgramRequest { id: id.clone() }, &key)?).await?;
+    match output {
+        OutputFormat::Json => write_json(out, &json!({ "deleted": id }))?,
+        OutputFormat::Table => writeln!(out, "deleted program {id}")?,
+    }
+    Ok(())
+}
+
+/// Prints a page of programs.
+async fn list(session: Session, page: PageArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Session { mut client, key, output } = session;
+    let request = ListProgramsRequest { limit: page.limit, offset: page.offset, ..Default::default() };
+    let list = client.list_programs(authorized(request, &key)?).await?.into_inner();
+    if output == OutputFormat::Json {
+        let items: Vec<Value> = list.programs.iter().map(program_json).collect();
+        write_json(out, &json!({ "programs": items, "count": list.count }))?;
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "NAME", "QUBITS", "PUBLIC", "UPDATED", "DESCRIPTION"]);
+    for program in &list.programs {
+        table.row(vec![
+            program.id.clone(),
+            program.name.clone(),
+            program.num_qubits.to_string(),
+            program.is_public.to_string(),
+            format_time(program.update_time.as_ref()),
+            program.description.clone(),
+        ]);
+    }
+    table.write(out)?;
+    writeln!(out, "{} of {} programs", list.programs.len(), list.count)?;
+    Ok(())
 }
 
 /// Reads program source from a file, or standard input for `-`.

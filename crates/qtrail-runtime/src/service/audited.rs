@@ -138,8 +138,7 @@ impl RuntimeService {
         if matches!(result, Err(Error::OutboxFull | Error::AuditUnavailable)) {
             return Answer::ready(result);
         }
-        #[cfg(feature = "bench")]
-        if self.audit_sink == crate::config::AuditSink::Discard {
+        if self.audit_sink.discards() {
             return Answer::ready(result);
         }
         let event = match self.auditor.event(ctx, record, result.as_ref().map(|_| ())) {
@@ -177,8 +176,7 @@ impl RuntimeService {
         txn: OutboxTransaction,
         outcome: std::result::Result<(), &Error>,
     ) -> Result<()> {
-        #[cfg(feature = "bench")]
-        if self.audit_sink == crate::config::AuditSink::Discard {
+        if self.audit_sink.discards() {
             return discard_event(record, txn);
         }
         let event = match self.auditor.event(ctx, record, outcome) {
@@ -200,9 +198,8 @@ impl RuntimeService {
     }
 }
 
-/// Benchmarks only: commits a changing call as a runtime without auditing would: durably,
-/// sharing the fsync, without an event.
-#[cfg(feature = "bench")]
+/// The unaudited baseline only: commits a changing call as a runtime without auditing would:
+/// durably, sharing the fsync, without an event.
 fn discard_event(record: &AuditRecord, txn: OutboxTransaction) -> Result<()> {
     txn.commit().map_err(|err| {
         error!(error = %err, action = %record.action, "cannot commit the call");

@@ -31,7 +31,7 @@ mod visibility;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qtrail_cadf::Action;
-use qtrail_publisher::{Outbox, Recording};
+use qtrail_publisher::{AuditSink, Outbox, Recording};
 
 use crate::audit::Auditor;
 use crate::error::Result;
@@ -76,9 +76,8 @@ pub struct RuntimeService {
     auditor: Auditor,
     executor: Executor,
     refused_outbox_full: AtomicU64,
-    /// Benchmarks only: what becomes of events.
-    #[cfg(feature = "bench")]
-    audit_sink: crate::config::AuditSink,
+    /// What becomes of events: the outbox, except in the unaudited benchmark baseline.
+    audit_sink: AuditSink,
 }
 
 impl RuntimeService {
@@ -91,14 +90,13 @@ impl RuntimeService {
             auditor,
             executor,
             refused_outbox_full: AtomicU64::new(0),
-            #[cfg(feature = "bench")]
-            audit_sink: crate::config::AuditSink::Outbox,
+            audit_sink: AuditSink::outbox(),
         }
     }
 
-    /// Returns the service with events going to `sink` (benchmarks only).
-    #[cfg(feature = "bench")]
-    pub fn with_audit_sink(mut self, sink: crate::config::AuditSink) -> Self {
+    /// Returns the service with events going to `sink`; only a build with
+    /// `qtrail-publisher/testing` can make one that is not the outbox.
+    pub fn with_audit_sink(mut self, sink: AuditSink) -> Self {
         self.audit_sink = sink;
         self
     }

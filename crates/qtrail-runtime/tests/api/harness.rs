@@ -222,6 +222,25 @@ pub(crate) fn assert_event(event: &AuditEvent, expected: Expected<'_>) {
     assert_eq!(event.id.get_version_num(), 7, "event ids are uuidv7");
 }
 
+/// One row of a table of audit events: the correlation id of a call, then what its event
+/// says: action, reason code (which decides the outcome too), severity, the target's kind and
+/// id (`None`: the instance) and the account.
+pub(crate) type Audited<'a> = (&'a str, Action, u16, Severity, Option<(&'a str, &'a str)>, &'a str);
+
+/// Checks the event of every row.
+pub(crate) async fn assert_audited(runtime: &TestRuntime, rows: &[Audited<'_>]) {
+    for &(correlation, action, code, severity, target, account) in rows {
+        assert_event(&runtime.event(correlation).await, Expected { action, code, severity, target, account });
+    }
+}
+
+/// Checks only the reason code of every call's event.
+pub(crate) async fn assert_codes(runtime: &TestRuntime, rows: &[(&str, u16)]) {
+    for &(correlation, code) in rows {
+        assert_eq!(runtime.event(correlation).await.reason.code, code, "reason code of the call {correlation}");
+    }
+}
+
 /// Waits until `check` holds, polling.
 pub(crate) async fn wait_until<F, Fut>(check: F) -> bool
 where

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use qtrail_cadf::{Action, Severity};
 use qtrail_proto::qtrail::runtime::v1 as pb;
+use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
+use tokio::task::JoinHandle;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{ALICE, BELL, BOB, Expected, TestRuntime, WAIT, assert_event, call};
+use crate::harness::{ALICE, BELL, BOB, TestRuntime, WAIT, assert_audited, call};
 
 /// A program slow enough to keep a job running for minutes: many shots of a 16-qubit circuit
 /// with a mid-circuit measurement, so each shot is simulated anew.
@@ -58,16 +61,7 @@ async fn a_program_bomb_is_refused_while_other_principals_keep_their_latency() {
         status.message(),
         "invalid source: expanded size of the program exceeds the limit of 1000000 operations"
     );
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramCreate,
-            code: 400,
-            severity: Severity::Warning,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::ProgramCreate, 400, Severity::Warning, None, "acc-alice")]).await;
     // An update to a bomb is refused the same way and leaves the program as it was.
     let own = runtime.create_program("own", BELL, false).await;
     let (request, _) = call(
@@ -80,57 +74,8 @@ async fn a_program_bomb_is_refused_while_other_principals_keep_their_latency() {
     // Alice keeps bombing, creates and updates, from as many tasks as the box has cores and
     // more, while Bob's calls are measured.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut attackers = Vec::new();
-    for attacker in 0..4 {
-        let (stop, mut programs, own) = (stop.clone(), runtime.programs().await, own.id.clone());
-        attackers.push(tokio::spawn(async move {
-            let mut refused = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let status = if attacker % 2 == 0 {
-                    let request = pb::CreateProgramRequest {
-                        name: format!("bomb-{attacker}"),
-                        source: bomb(48 + attacker),
-                        ..Default::default()
-                    };
-                    programs.create_program(call(request, Some(ALICE)).0).await.unwrap_err()
-                } else {
-                    let request =
-                        pb::UpdateProgramRequest { id: own.clone(), source: Some(bomb(60)), ..Default::default() };
-                    programs.update_program(call(request, Some(ALICE)).0).await.unwrap_err()
-                };
-                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-                refused += 1;
-            }
-            refused
-        }));
-    }
-
-    let bobs = {
-        let (request, _) = call(
-            pb::CreateProgramRequest { name: "bobs".into(), source: BELL.into(), ..Default::default() },
-            Some(BOB),
-        );
-        programs.create_program(request).await.unwrap().into_inner()
-    };
-    let mut latencies = Vec::new();
-    for round in 0..30 {
-        let started = Instant::now();
-        if round % 3 == 0 {
-            let request = pb::UpdateProgramRequest {
-                id: bobs.id.clone(),
-                description: Some(format!("round {round}")),
-                ..Default::default()
-            };
-            let mut request = call(request, Some(BOB)).0;
-            request.set_timeout(CALL_DEADLINE);
-            programs.update_program(request).await.expect("bob's update is served");
-        } else {
-            let mut request = call(pb::GetProgramRequest { id: bobs.id.clone() }, Some(BOB)).0;
-            request.set_timeout(CALL_DEADLINE);
-            programs.get_program(request).await.expect("bob's read is served");
-        }
-        latencies.push(started.elapsed());
-    }
+    let attackers = spawn_attackers(&runtime, &own.id, &stop).await;
+    let mut latencies = bobs_call_latencies(&mut programs).await;
     stop.store(true, Ordering::Relaxed);
     let mut refused = 0;
     for attacker in attackers {
@@ -163,6 +108,69 @@ async fn a_program_bomb_is_refused_while_other_principals_keep_their_latency() {
     assert!(stopping.elapsed() < CALL_DEADLINE, "shutdown took {:?}", stopping.elapsed());
     stop.store(true, Ordering::Relaxed);
     flight.await.unwrap();
+}
+
+/// Starts four tasks of Alice's that keep bombing, creates and updates of `own`, until
+/// `stop`; each returns how many of its calls were refused.
+async fn spawn_attackers(runtime: &TestRuntime, own: &str, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<u32>> {
+    let mut attackers = Vec::new();
+    for attacker in 0..4 {
+        let (stop, mut programs, own) = (stop.clone(), runtime.programs().await, own.to_owned());
+        attackers.push(tokio::spawn(async move {
+            let mut refused = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let status = if attacker % 2 == 0 {
+                    let request = pb::CreateProgramRequest {
+                        name: format!("bomb-{attacker}"),
+                        source: bomb(48 + attacker),
+                        ..Default::default()
+                    };
+                    programs.create_program(call(request, Some(ALICE)).0).await.unwrap_err()
+                } else {
+                    let request =
+                        pb::UpdateProgramRequest { id: own.clone(), source: Some(bomb(60)), ..Default::default() };
+                    programs.update_program(call(request, Some(ALICE)).0).await.unwrap_err()
+                };
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                refused += 1;
+            }
+            refused
+        }));
+    }
+
+    attackers
+}
+
+/// Returns the latencies of 30 calls of Bob's, a third of them updates, each within
+/// [`CALL_DEADLINE`].
+async fn bobs_call_latencies(programs: &mut ProgramServiceClient<Channel>) -> Vec<Duration> {
+    let bobs = {
+        let (request, _) = call(
+            pb::CreateProgramRequest { name: "bobs".into(), source: BELL.into(), ..Default::default() },
+            Some(BOB),
+        );
+        programs.create_program(request).await.unwrap().into_inner()
+    };
+    let mut latencies = Vec::new();
+    for round in 0..30 {
+        let started = Instant::now();
+        if round % 3 == 0 {
+            let request = pb::UpdateProgramRequest {
+                id: bobs.id.clone(),
+                description: Some(format!("round {round}")),
+                ..Default::default()
+            };
+            let mut request = call(request, Some(BOB)).0;
+            request.set_timeout(CALL_DEADLINE);
+            programs.update_program(request).await.expect("bob's update is served");
+        } else {
+            let mut request = call(pb::GetProgramRequest { id: bobs.id.clone() }, Some(BOB)).0;
+            request.set_timeout(CALL_DEADLINE);
+            programs.get_program(request).await.expect("bob's read is served");
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies
 }
 
 async fn create_slow_job(runtime: &TestRuntime, program_id: &str, key: &str) -> Result<pb::Job, tonic::Status> {
@@ -207,16 +215,7 @@ async fn an_account_cannot_queue_more_than_its_quota_of_jobs() {
         status.message(),
         "account has 4 jobs queued or running, the most it may have; wait for some to finish or cancel them"
     );
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobCreate,
-            code: 429,
-            severity: Severity::Warning,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::JobCreate, 429, Severity::Warning, None, "acc-alice")]).await;
 
     // Another account is not held back by Alice's jobs.
     let bobs = create_slow_job(&runtime, &slow.id, BOB).await.unwrap();

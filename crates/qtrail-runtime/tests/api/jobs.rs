@@ -7,7 +7,7 @@ use qtrail_proto::qtrail::runtime::v1 as pb;
 use serde_json::json;
 use tonic::Code;
 
-use crate::harness::{ALICE, BELL, BOB, Expected, TestRuntime, assert_event, call, wait_until};
+use crate::harness::{ALICE, BELL, BOB, TestRuntime, assert_audited, assert_codes, call, wait_until};
 
 /// Mid-circuit measurement forces shot-by-shot simulation of 16 qubits: far longer than a
 /// second for 100 000 shots.
@@ -33,8 +33,9 @@ async fn wait_for_status(runtime: &TestRuntime, id: &str, status: pb::JobStatus)
     status_of(runtime, id).await
 }
 
-fn job_target(id: &str) -> Option<(&'static str, &str)> {
-    Some(("job", id))
+/// Returns the target of an event about `job`.
+fn target(job: &pb::Job) -> Option<(&'static str, &str)> {
+    Some(("job", job.id.as_str()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,44 +50,24 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
         tags: vec!["exp-1".into()],
         ..Default::default()
     };
-    let (request, correlation) = call(request, Some(ALICE));
+    let (request, created) = call(request, Some(ALICE));
     let job = client.create_job(request).await.unwrap().into_inner();
     assert_eq!(job.backend, "simulator_statevector");
     assert_eq!(job.session_id, job.id, "a job without a session is its own session");
-    let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::JobCreate,
-            code: 201,
-            severity: Severity::Normal,
-            target: job_target(&job.id),
-            account: "acc-alice",
-        },
-    );
+    let event = runtime.event(&created).await;
     assert_eq!(event.request_data.as_ref().unwrap()["params"], json!({"shots": 2000, "seed": 42}));
     assert_eq!(event.request_data.as_ref().unwrap()["programId"], json!(program.id));
 
     let done = wait_for_status(&runtime, &job.id, pb::JobStatus::Completed).await;
     assert!(done.start_time.is_some() && done.end_time.is_some());
-    let (request, correlation) = call(pb::GetJobRequest { id: job.id.clone() }, Some(ALICE));
+    let (request, read) = call(pb::GetJobRequest { id: job.id.clone() }, Some(ALICE));
     let fetched = client.get_job(request).await.unwrap().into_inner();
     assert_eq!((fetched.log_level.as_str(), fetched.tags.as_slice()), ("DEBUG", ["exp-1".to_owned()].as_slice()));
-    let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::JobRead,
-            code: 200,
-            severity: Severity::Normal,
-            target: job_target(&job.id),
-            account: "acc-alice",
-        },
-    );
+    let event = runtime.event(&read).await;
     assert_eq!(event.message, format!("Qiskit Runtime: read job {}", job.id));
     assert_eq!(event.response_data.as_ref().unwrap()["status"], json!("COMPLETED"));
 
-    let (request, correlation) =
+    let (request, results_read) =
         call(pb::GetJobResultsRequest { id: job.id.clone(), ..Default::default() }, Some(ALICE));
     let results = client.get_job_results(request).await.unwrap().into_inner();
     assert_eq!((results.shots, results.seed), (2000, 42));
@@ -94,33 +75,39 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
     keys.sort();
     assert_eq!(keys, ["00", "11"]);
     assert_eq!(results.counts.values().sum::<u32>(), 2000);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobRead,
-            code: 200,
-            severity: Severity::Normal,
-            target: job_target(&job.id),
-            account: "acc-alice",
-        },
-    );
 
-    let (request, correlation) = call(pb::GetJobInterimResultsRequest { id: job.id.clone() }, Some(ALICE));
+    let (request, interim_read) = call(pb::GetJobInterimResultsRequest { id: job.id.clone() }, Some(ALICE));
     let interim = client.get_job_interim_results(request).await.unwrap().into_inner();
     let done_shots: Vec<u32> = interim.results.iter().map(|result| result.shots_done).collect();
     assert_eq!(done_shots, [500, 1000, 1500, 2000]);
-    assert_eq!(runtime.event(&correlation).await.action, Action::JobRead);
+    assert_eq!(runtime.event(&interim_read).await.action, Action::JobRead);
 
-    let (request, correlation) = call(pb::GetJobLogsRequest { id: job.id.clone() }, Some(ALICE));
+    let (request, logs_read) = call(pb::GetJobLogsRequest { id: job.id.clone() }, Some(ALICE));
     let logs = client.get_job_logs(request).await.unwrap().into_inner().logs;
     assert!(logs.contains("INFO job queued"), "{logs}");
     assert!(logs.contains("DEBUG sampling seed 42"), "{logs}");
     assert!(logs.contains("INFO job completed"), "{logs}");
-    assert_eq!(runtime.event(&correlation).await.reason.code, 200);
+    assert_codes(&runtime, &[(&logs_read, 200)]).await;
 
+    let id = target(&job);
+    assert_audited(
+        &runtime,
+        &[
+            (&created, Action::JobCreate, 201, Severity::Normal, id, "acc-alice"),
+            (&read, Action::JobRead, 200, Severity::Normal, id, "acc-alice"),
+            (&results_read, Action::JobRead, 200, Severity::Normal, id, "acc-alice"),
+        ],
+    )
+    .await;
+    seeds_decide_the_counts(&runtime, &program, &results).await;
+}
+
+/// The same seed gives the same counts; without a seed one is picked and reported.
+async fn seeds_decide_the_counts(runtime: &TestRuntime, program: &pb::Program, results: &pb::JobResults) {
+    let mut client = runtime.jobs().await;
     // The same seed gives the same counts.
     let again = create_job(
-        &runtime,
+        runtime,
         pb::CreateJobRequest {
             program_id: program.id.clone(),
             params: params(json!({"shots": 2000, "seed": 42})),
@@ -129,15 +116,14 @@ async fn a_job_runs_to_completion_with_results_interim_results_and_logs() {
         ALICE,
     )
     .await;
-    wait_for_status(&runtime, &again.id, pb::JobStatus::Completed).await;
+    wait_for_status(runtime, &again.id, pb::JobStatus::Completed).await;
     let (request, _) = call(pb::GetJobResultsRequest { id: again.id.clone(), ..Default::default() }, Some(ALICE));
     assert_eq!(client.get_job_results(request).await.unwrap().into_inner().counts, results.counts);
 
     // Without a seed one is picked and reported.
     let unseeded =
-        create_job(&runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE)
-            .await;
-    wait_for_status(&runtime, &unseeded.id, pb::JobStatus::Completed).await;
+        create_job(runtime, pb::CreateJobRequest { program_id: program.id.clone(), ..Default::default() }, ALICE).await;
+    wait_for_status(runtime, &unseeded.id, pb::JobStatus::Completed).await;
     let (request, _) = call(pb::GetJobResultsRequest { id: unseeded.id.clone(), ..Default::default() }, Some(ALICE));
     let unseeded_results = client.get_job_results(request).await.unwrap().into_inner();
     assert_eq!(unseeded_results.shots, 1024);
@@ -192,21 +178,13 @@ async fn create_job_refusals_are_audited() {
         let status = client.create_job(request).await.unwrap_err();
         assert_eq!(status.code(), code, "{status:?}");
         assert!(status.message().starts_with(message), "{}", status.message());
-        assert_event(
-            &runtime.event(&correlation).await,
-            Expected {
-                action: Action::JobCreate,
-                code: http,
-                severity: Severity::Warning,
-                target: None,
-                account: "acc-alice",
-            },
-        );
+        assert_audited(&runtime, &[(&correlation, Action::JobCreate, http, Severity::Warning, None, "acc-alice")])
+            .await;
     }
     // Bob cannot run alice's private program, but can run a public one.
     let (request, correlation) = call(base(), Some(BOB));
     assert_eq!(client.create_job(request).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(runtime.event(&correlation).await.reason.code, 404);
+    assert_codes(&runtime, &[(&correlation, 404)]).await;
     let public = runtime.create_program("public", BELL, true).await;
     create_job(&runtime, pb::CreateJobRequest { program_id: public.id, ..Default::default() }, BOB).await;
 }
@@ -220,66 +198,35 @@ async fn another_accounts_job_is_not_found_for_every_call() {
     let id = job.id.clone();
     let message = format!("job `{id}` not found");
 
-    let (request, correlation) = call(pb::GetJobRequest { id: id.clone() }, Some(BOB));
+    let (request, read) = call(pb::GetJobRequest { id: id.clone() }, Some(BOB));
     let status = client.get_job(request).await.unwrap_err();
     assert_eq!((status.code(), status.message()), (Code::NotFound, message.as_str()));
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobRead,
-            code: 404,
-            severity: Severity::Warning,
-            target: job_target(&id),
-            account: "acc-bob",
-        },
-    );
-    let (request, correlation) = call(pb::GetJobResultsRequest { id: id.clone(), ..Default::default() }, Some(BOB));
+    let (request, results_read) = call(pb::GetJobResultsRequest { id: id.clone(), ..Default::default() }, Some(BOB));
     assert_eq!(client.get_job_results(request).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(runtime.event(&correlation).await.reason.code, 404);
-    let (request, correlation) = call(pb::GetJobInterimResultsRequest { id: id.clone() }, Some(BOB));
+    let (request, interim_read) = call(pb::GetJobInterimResultsRequest { id: id.clone() }, Some(BOB));
     assert_eq!(client.get_job_interim_results(request).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(runtime.event(&correlation).await.reason.code, 404);
-    let (request, correlation) = call(pb::GetJobLogsRequest { id: id.clone() }, Some(BOB));
+    let (request, logs_read) = call(pb::GetJobLogsRequest { id: id.clone() }, Some(BOB));
     assert_eq!(client.get_job_logs(request).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(runtime.event(&correlation).await.reason.code, 404);
-    let (request, correlation) = call(pb::CancelJobRequest { id: id.clone() }, Some(BOB));
+    let (request, cancelled) = call(pb::CancelJobRequest { id: id.clone() }, Some(BOB));
     assert_eq!(client.cancel_job(request).await.unwrap_err().code(), Code::NotFound);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobCancel,
-            code: 404,
-            severity: Severity::Warning,
-            target: job_target(&id),
-            account: "acc-bob",
-        },
-    );
-    let (request, correlation) = call(pb::DeleteJobRequest { id: id.clone() }, Some(BOB));
+    let (request, deleted) = call(pb::DeleteJobRequest { id: id.clone() }, Some(BOB));
     assert_eq!(client.delete_job(request).await.unwrap_err().code(), Code::NotFound);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobDelete,
-            code: 404,
-            severity: Severity::Critical,
-            target: job_target(&id),
-            account: "acc-bob",
-        },
-    );
+    assert_codes(&runtime, &[(&results_read, 404), (&interim_read, 404), (&logs_read, 404)]).await;
+    let job = Some(("job", id.as_str()));
+    assert_audited(
+        &runtime,
+        &[
+            (&read, Action::JobRead, 404, Severity::Warning, job, "acc-bob"),
+            (&cancelled, Action::JobCancel, 404, Severity::Warning, job, "acc-bob"),
+            (&deleted, Action::JobDelete, 404, Severity::Critical, job, "acc-bob"),
+        ],
+    )
+    .await;
     // A read refused for its key still names the job asked for: a read of it, not a list.
     let (request, correlation) = call(pb::GetJobRequest { id: id.clone() }, None);
     assert_eq!(client.get_job(request).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_audited(&runtime, &[(&correlation, Action::JobRead, 401, Severity::Critical, job, "qtrail")]).await;
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::JobRead,
-            code: 401,
-            severity: Severity::Critical,
-            target: job_target(&id),
-            account: "qtrail",
-        },
-    );
     assert_eq!(event.message, format!("Qiskit Runtime: read job {id} -failure"));
     let (request, correlation) =
         call(pb::GetJobResultsRequest { id: id.clone(), ..Default::default() }, Some("not-a-key"));
@@ -307,42 +254,24 @@ async fn cancel_and_delete_follow_the_job_state() {
     assert_eq!(status_of(&runtime, &queued.id).await.state.unwrap().status, pb::JobStatus::Queued as i32);
 
     // Results before completion: 409.
-    let (request, correlation) =
+    let (request, early_results) =
         call(pb::GetJobResultsRequest { id: running.id.clone(), ..Default::default() }, Some(ALICE));
     let status = client.get_job_results(request).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(runtime.event(&correlation).await.reason.code, 409);
+    assert_codes(&runtime, &[(&early_results, 409)]).await;
 
     // Delete of a running job: 409.
-    let (request, correlation) = call(pb::DeleteJobRequest { id: running.id.clone() }, Some(ALICE));
+    let (request, running_deleted) = call(pb::DeleteJobRequest { id: running.id.clone() }, Some(ALICE));
     let status = client.delete_job(request).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobDelete,
-            code: 409,
-            severity: Severity::Critical,
-            target: job_target(&running.id),
-            account: "acc-alice",
-        },
-    );
 
+    let mut cancels = Vec::new();
     for job in [&queued, &running] {
         let (request, correlation) = call(pb::CancelJobRequest { id: job.id.clone() }, Some(ALICE));
         let cancelled = client.cancel_job(request).await.unwrap().into_inner();
         let state = cancelled.state.unwrap();
         assert_eq!((state.status, state.reason.as_str()), (pb::JobStatus::Cancelled as i32, "cancelled by the user"));
-        assert_event(
-            &runtime.event(&correlation).await,
-            Expected {
-                action: Action::JobCancel,
-                code: 200,
-                severity: Severity::Warning,
-                target: job_target(&job.id),
-                account: "acc-alice",
-            },
-        );
+        cancels.push(correlation);
     }
 
     // The executor slot frees up: a new job completes.
@@ -356,36 +285,29 @@ async fn cancel_and_delete_follow_the_job_state() {
     );
 
     // Cancel of a finished job: 409.
-    let (request, correlation) = call(pb::CancelJobRequest { id: quick.id.clone() }, Some(ALICE));
+    let (request, finished_cancelled) = call(pb::CancelJobRequest { id: quick.id.clone() }, Some(ALICE));
     let status = client.cancel_job(request).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), format!("job `{}` is COMPLETED and can no longer be cancelled", quick.id));
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobCancel,
-            code: 409,
-            severity: Severity::Warning,
-            target: job_target(&quick.id),
-            account: "acc-alice",
-        },
-    );
 
     // Delete of a finished job, then it is gone.
-    let (request, correlation) = call(pb::DeleteJobRequest { id: quick.id.clone() }, Some(ALICE));
+    let (request, finished_deleted) = call(pb::DeleteJobRequest { id: quick.id.clone() }, Some(ALICE));
     client.delete_job(request).await.unwrap();
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::JobDelete,
-            code: 200,
-            severity: Severity::Critical,
-            target: job_target(&quick.id),
-            account: "acc-alice",
-        },
-    );
     let (request, _) = call(pb::GetJobRequest { id: quick.id.clone() }, Some(ALICE));
     assert_eq!(client.get_job(request).await.unwrap_err().code(), Code::NotFound);
+
+    let (running, queued, quick) = (target(&running), target(&queued), target(&quick));
+    assert_audited(
+        &runtime,
+        &[
+            (&running_deleted, Action::JobDelete, 409, Severity::Critical, running, "acc-alice"),
+            (&cancels[0], Action::JobCancel, 200, Severity::Warning, queued, "acc-alice"),
+            (&cancels[1], Action::JobCancel, 200, Severity::Warning, running, "acc-alice"),
+            (&finished_cancelled, Action::JobCancel, 409, Severity::Warning, quick, "acc-alice"),
+            (&finished_deleted, Action::JobDelete, 200, Severity::Critical, quick, "acc-alice"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,10 +381,7 @@ async fn list_jobs_filters_and_pages() {
         all.jobs.iter().map(|job| job.id.clone()).collect::<Vec<_>>(),
         ids.iter().rev().cloned().collect::<Vec<_>>()
     );
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected { action: Action::JobRead, code: 200, severity: Severity::Normal, target: None, account: "acc-alice" },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::JobRead, 200, Severity::Normal, None, "acc-alice")]).await;
 
     let ascending =
         list(pb::ListJobsRequest { ascending: true, limit: 2, offset: 1, ..Default::default() }).await.unwrap();
@@ -499,15 +418,6 @@ async fn list_jobs_filters_and_pages() {
         let status = client.list_jobs(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with(message), "{}", status.message());
-        assert_event(
-            &runtime.event(&correlation).await,
-            Expected {
-                action: Action::JobRead,
-                code: 400,
-                severity: Severity::Warning,
-                target: None,
-                account: "acc-alice",
-            },
-        );
+        assert_audited(&runtime, &[(&correlation, Action::JobRead, 400, Severity::Warning, None, "acc-alice")]).await;
     }
 }

@@ -5,7 +5,7 @@ use qtrail_proto::qtrail::runtime::v1 as pb;
 use serde_json::json;
 use tonic::Code;
 
-use crate::harness::{ALICE, BELL, BOB, Expected, TestRuntime, assert_event, call};
+use crate::harness::{ALICE, BELL, BOB, TestRuntime, assert_audited, call};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_program_succeeds_with_201_and_never_records_the_source() {
@@ -24,16 +24,11 @@ async fn create_program_succeeds_with_201_and_never_records_the_source() {
     assert_eq!((program.num_qubits, program.max_execution_time, program.source.as_str()), (2, 60, BELL));
 
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::ProgramCreate,
-            code: 201,
-            severity: Severity::Normal,
-            target: Some(("program", &program.id)),
-            account: "acc-alice",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramCreate, 201, Severity::Normal, Some(("program", &program.id)), "acc-alice")],
+    )
+    .await;
     assert_eq!(event.target.name, "Bell pair");
     assert_eq!(event.initiator.id, "IBMid-alice");
     assert_eq!(event.initiator.name, "alice@example.com");
@@ -92,16 +87,8 @@ async fn create_program_refusals_are_audited() {
         assert_eq!(status.code(), code, "{name}: {status:?}");
         assert!(status.message().starts_with(message), "{}", status.message());
         let event = runtime.event(&correlation).await;
-        assert_event(
-            &event,
-            Expected {
-                action: Action::ProgramCreate,
-                code: http,
-                severity: Severity::Warning,
-                target: None,
-                account: "acc-alice",
-            },
-        );
+        assert_audited(&runtime, &[(&correlation, Action::ProgramCreate, http, Severity::Warning, None, "acc-alice")])
+            .await;
         assert_eq!(event.reason.reason_for_failure, status.message());
     }
     let long_name = "n".repeat(129);
@@ -124,16 +111,7 @@ async fn calls_without_a_valid_key_are_refused_and_audited_as_anonymous() {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert!(!status.message().contains("not-a-key"));
         let event = runtime.event(&correlation).await;
-        assert_event(
-            &event,
-            Expected {
-                action: Action::ProgramRead,
-                code: 401,
-                severity: Severity::Critical,
-                target: None,
-                account: "qtrail",
-            },
-        );
+        assert_audited(&runtime, &[(&correlation, Action::ProgramRead, 401, Severity::Critical, None, "qtrail")]).await;
         assert_eq!(event.initiator.id, "anonymous");
         assert_eq!(event.initiator.name, "");
         assert_eq!(event.initiator.credential_type, credential);
@@ -157,16 +135,7 @@ async fn list_programs_pages_and_counts_what_the_caller_can_see() {
     assert_eq!(page.count, 4);
     assert_eq!(page.programs.len(), 2);
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::ProgramRead,
-            code: 200,
-            severity: Severity::Normal,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::ProgramRead, 200, Severity::Normal, None, "acc-alice")]).await;
     assert_eq!(event.message, "Qiskit Runtime: list programs");
     assert_eq!(event.response_data.as_ref().unwrap()["count"], json!(4));
 
@@ -182,17 +151,8 @@ async fn list_programs_pages_and_counts_what_the_caller_can_see() {
         let status = client.list_programs(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with(field), "{}", status.message());
-        let event = runtime.event(&correlation).await;
-        assert_event(
-            &event,
-            Expected {
-                action: Action::ProgramRead,
-                code: 400,
-                severity: Severity::Warning,
-                target: None,
-                account: "acc-alice",
-            },
-        );
+        assert_audited(&runtime, &[(&correlation, Action::ProgramRead, 400, Severity::Warning, None, "acc-alice")])
+            .await;
     }
 }
 
@@ -205,31 +165,21 @@ async fn get_program_hides_other_accounts_private_programs() {
 
     let (request, correlation) = call(pb::GetProgramRequest { id: private.id.clone() }, Some(ALICE));
     assert_eq!(client.get_program(request).await.unwrap().into_inner().source, BELL);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramRead,
-            code: 200,
-            severity: Severity::Normal,
-            target: Some(("program", &private.id)),
-            account: "acc-alice",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramRead, 200, Severity::Normal, Some(("program", &private.id)), "acc-alice")],
+    )
+    .await;
 
     let (request, correlation) = call(pb::GetProgramRequest { id: private.id.clone() }, Some(BOB));
     let status = client.get_program(request).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), format!("program `{}` not found", private.id));
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramRead,
-            code: 404,
-            severity: Severity::Warning,
-            target: Some(("program", &private.id)),
-            account: "acc-bob",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramRead, 404, Severity::Warning, Some(("program", &private.id)), "acc-bob")],
+    )
+    .await;
 
     let (request, _) = call(pb::GetProgramRequest { id: public.id.clone() }, Some(BOB));
     let seen = client.get_program(request).await.unwrap().into_inner();
@@ -267,16 +217,11 @@ async fn update_program_records_what_changed() {
     let updated = client.update_program(request).await.unwrap().into_inner();
     assert_eq!((updated.name.as_str(), updated.num_qubits, updated.is_public), ("renamed", 3, true));
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::ProgramUpdate,
-            code: 200,
-            severity: Severity::Warning,
-            target: Some(("program", &program.id)),
-            account: "acc-alice",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramUpdate, 200, Severity::Warning, Some(("program", &program.id)), "acc-alice")],
+    )
+    .await;
     let data = serde_json::Value::Object(event.request_data.clone().unwrap());
     assert_eq!(data["updateType"], "name,source,isPublic");
     assert_eq!(data["initialValue"]["name"], "first");
@@ -307,16 +252,11 @@ async fn update_program_records_what_changed() {
         Some(BOB),
     );
     assert_eq!(client.update_program(request).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramUpdate,
-            code: 403,
-            severity: Severity::Critical,
-            target: Some(("program", &program.id)),
-            account: "acc-bob",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramUpdate, 403, Severity::Critical, Some(("program", &program.id)), "acc-bob")],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,28 +275,18 @@ async fn delete_program_is_critical_and_owner_only() {
 
     let (request, correlation) = call(pb::DeleteProgramRequest { id: private.id.clone() }, Some(ALICE));
     client.delete_program(request).await.unwrap();
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramDelete,
-            code: 200,
-            severity: Severity::Critical,
-            target: Some(("program", &private.id)),
-            account: "acc-alice",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramDelete, 200, Severity::Critical, Some(("program", &private.id)), "acc-alice")],
+    )
+    .await;
     let (request, correlation) = call(pb::DeleteProgramRequest { id: private.id.clone() }, Some(ALICE));
     assert_eq!(client.delete_program(request).await.unwrap_err().code(), Code::NotFound);
-    assert_event(
-        &runtime.event(&correlation).await,
-        Expected {
-            action: Action::ProgramDelete,
-            code: 404,
-            severity: Severity::Critical,
-            target: Some(("program", &private.id)),
-            account: "acc-alice",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramDelete, 404, Severity::Critical, Some(("program", &private.id)), "acc-alice")],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,16 +339,7 @@ async fn a_huge_identifier_in_a_syntax_error_is_cut_and_the_refusal_audited() {
     assert!(status.message().len() <= qtrail_runtime::error::MAX_MESSAGE_BYTES, "{}", status.message().len());
     assert!(status.message().ends_with(qtrail_cadf::text::TRUNCATION_MARKER), "{}", status.message());
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::ProgramCreate,
-            code: 400,
-            severity: Severity::Warning,
-            target: None,
-            account: "acc-alice",
-        },
-    );
+    assert_audited(&runtime, &[(&correlation, Action::ProgramCreate, 400, Severity::Warning, None, "acc-alice")]).await;
     assert_eq!(event.reason.reason_for_failure, status.message());
 }
 
@@ -430,16 +351,11 @@ async fn a_read_refused_for_its_key_names_the_program_asked_for() {
     let (request, correlation) = call(pb::GetProgramRequest { id: program.id.clone() }, Some("not-a-key"));
     assert_eq!(client.get_program(request).await.unwrap_err().code(), Code::Unauthenticated);
     let event = runtime.event(&correlation).await;
-    assert_event(
-        &event,
-        Expected {
-            action: Action::ProgramRead,
-            code: 401,
-            severity: Severity::Critical,
-            target: Some(("program", &program.id)),
-            account: "qtrail",
-        },
-    );
+    assert_audited(
+        &runtime,
+        &[(&correlation, Action::ProgramRead, 401, Severity::Critical, Some(("program", &program.id)), "qtrail")],
+    )
+    .await;
     assert_eq!(event.message, format!("Qiskit Runtime: read program {} -failure", program.id));
 }
 

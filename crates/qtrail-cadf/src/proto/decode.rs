@@ -4,7 +4,7 @@
 //! prost decodes a `google.protobuf.Struct` into a map of boxed `Value`s that validation would
 //! only convert into a JSON object and drop: for every event a collector receives, that is most
 //! of the allocations of decoding it. [`ValidEvent::decode`] decodes the event's other fields
-//! with prost (`wire::AuditEvent`) and its two `Struct`s directly into [`JsonObject`]s, then escapes
+//! with prost (`shallow::AuditEvent`) and its two `Struct`s directly into [`JsonObject`]s, then escapes
 //! and validates as `AuditEvent::try_from(proto::AuditEvent)` does, to the same event.
 //!
 //! Fields that occur more than once, which no encoder writes but the protobuf rules allow, read
@@ -17,7 +17,6 @@
 use prost::Message as _;
 use prost::bytes::Buf as _;
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
-use qtrail_proto::encoded::merged;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use serde_json::Value;
 
@@ -39,13 +38,15 @@ const MAX_DEPTH: u32 = 100;
 
 /// The level of request or response data inside a `PublishRequest` (`Batch`, `PublishedEvent`,
 /// `AuditEvent`, then the `Struct`): the deepest message an event travels in. Counting from
-/// there accepts exactly what prost accepts on ingest, so every stored event also decodes in the
-/// shallower messages that carry it back out (`StoredEvent`, `QueryEventsResponse`, …).
+/// there accepts exactly what prost accepts in a `PublishRequest` read with its events decoded
+/// (as a peer that declares `PublishedEvent.event` an `AuditEvent` reads it), so every stored
+/// event also decodes in the shallower messages that carry it back out (`StoredEvent`,
+/// `QueryEventsResponse`, …).
 const DATA_DEPTH: u32 = 4;
 
 /// The event as decoded here, named as the generated type is so that decoding errors name the
 /// same message.
-mod wire {
+mod shallow {
     use qtrail_proto::qtrail::audit::v1 as proto;
 
     /// `qtrail.audit.v1.AuditEvent` with request and response data left encoded: the generated
@@ -100,28 +101,56 @@ impl ValidEvent {
         if bytes.len() > MAX_ENCODED_EVENT_BYTES {
             return Err(EventError::TooLarge { size: bytes.len(), limit: MAX_ENCODED_EVENT_BYTES });
         }
-        let wire = wire::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
-        let (request, response) = (wire.request_data, wire.response_data);
+        let shallow = shallow::AuditEvent::decode(bytes).map_err(|err| EventError::Undecodable(err.to_string()))?;
+        let (request, response) = (shallow.request_data, shallow.response_data);
         let mut event = unchecked(proto::AuditEvent {
-            id: wire.id,
-            action: wire.action,
-            outcome: wire.outcome,
-            severity: wire.severity,
-            event_time: wire.event_time,
-            data_event: wire.data_event,
-            initiator: wire.initiator,
-            target: wire.target,
-            reason: wire.reason,
+            id: shallow.id,
+            action: shallow.action,
+            outcome: shallow.outcome,
+            severity: shallow.severity,
+            event_time: shallow.event_time,
+            data_event: shallow.data_event,
+            initiator: shallow.initiator,
+            target: shallow.target,
+            reason: shallow.reason,
             request_data: None,
             response_data: None,
-            correlation_id: wire.correlation_id,
-            log_source_crn: wire.log_source_crn,
-            save_service_copy: wire.save_service_copy,
-            message: wire.message,
+            correlation_id: shallow.correlation_id,
+            log_source_crn: shallow.log_source_crn,
+            save_service_copy: shallow.save_service_copy,
+            message: shallow.message,
         })?;
         event.request_data = json_object("request data", &request)?;
         event.response_data = json_object("response data", &response)?;
         event.into_valid_event()
+    }
+}
+
+/// Returns the id of an encoded `qtrail.audit.v1.AuditEvent` alone, reading past every other
+/// field whatever it holds, as prost decodes a message of that one field: `None` when even that
+/// does not decode. For naming an event that [`ValidEvent::decode`] refused.
+pub fn encoded_event_id(bytes: &[u8]) -> Option<String> {
+    let mut id = String::new();
+    read_fields("id", bytes, |tag, wire_type, buf| {
+        if tag != 1 {
+            return Ok(false);
+        }
+        expect("id", wire_type, WireType::LengthDelimited)?;
+        id = take_string("id", buf)?;
+        Ok(true)
+    })
+    .ok()?;
+    Some(id)
+}
+
+/// Returns the encoded message of a message field read as the `occurrences` of a `bytes` field,
+/// `None` when it has none. Protobuf merges a message field given more than once, which is the
+/// message of their concatenation; one occurrence (the usual case) is borrowed, not copied.
+fn merged<T: AsRef<[u8]>>(occurrences: &[T]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    match occurrences {
+        [] => None,
+        [bytes] => Some(bytes.as_ref().into()),
+        parts => Some(parts.iter().flat_map(|part| part.as_ref().iter().copied()).collect::<Vec<u8>>().into()),
     }
 }
 
@@ -429,22 +458,45 @@ mod tests {
         wire
     }
 
-    /// The deepest nesting accepted is what prost accepts inside a `PublishRequest`, the deepest
-    /// message an event travels in, so every stored event decodes in every message that carries
-    /// it (`StoredEvent`, `QueryEventsResponse`, `TailEventsResponse`).
+    /// `qtrail.audit.v1.PublishRequest` as a peer that declares `PublishedEvent.event` an
+    /// `AuditEvent` reads it: every level down to the event's data decoded.
+    mod message_typed {
+        use qtrail_proto::qtrail::audit::v1 as proto;
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub(super) struct PublishRequest {
+            #[prost(message, optional, tag = "2")]
+            pub(super) batch: Option<Batch>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub(super) struct Batch {
+            #[prost(message, repeated, tag = "2")]
+            pub(super) events: Vec<PublishedEvent>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub(super) struct PublishedEvent {
+            #[prost(message, optional, tag = "2")]
+            pub(super) event: Option<proto::AuditEvent>,
+        }
+    }
+
+    /// The deepest nesting accepted is what prost accepts inside a `PublishRequest` read with its
+    /// events decoded, the deepest message an event travels in, so every stored event decodes in
+    /// every message that carries it (`StoredEvent`, `QueryEventsResponse`, `TailEventsResponse`).
     #[test]
     fn nesting_is_limited_as_prost_limits_it_inside_a_publish_request() {
-        use proto::publish_request::Kind;
         for in_lists in [true, false] {
             for levels in 20..60 {
                 let wire = nested_event(levels, in_lists);
-                let request = proto::PublishRequest {
-                    kind: Some(Kind::Batch(proto::Batch {
-                        batch_seq: 1,
-                        events: vec![proto::PublishedEvent { seq: 1, event: Some(wire.clone()) }],
-                    })),
+                let request = message_typed::PublishRequest {
+                    batch: Some(message_typed::Batch {
+                        events: vec![message_typed::PublishedEvent { event: Some(wire.clone()) }],
+                    }),
                 };
-                let prost_accepts = proto::PublishRequest::decode(request.encode_to_vec().as_slice()).is_ok();
+                let bytes = request.encode_to_vec();
+                let prost_accepts = message_typed::PublishRequest::decode(bytes.as_slice()).is_ok();
                 let accepted = ValidEvent::decode(&wire.encode_to_vec()).is_ok();
                 assert_eq!(
                     accepted,
@@ -466,5 +518,19 @@ mod tests {
         wire.request_data = Some(crate::proto::struct_from_json(json!({"deep": value}).as_object().unwrap()));
         let bytes = wire.encode_to_vec();
         assert!(matches!(ValidEvent::decode(&bytes), Err(EventError::Undecodable(_))));
+    }
+
+    /// The id of an event reads whatever the rest holds, and not from bytes that do not decode.
+    #[test]
+    fn an_encoded_event_id_reads_past_every_other_field() {
+        let event = event(json!({"k": 1}));
+        let (encoded, id) = (event.encode_proto(), event.id.to_string());
+        assert_eq!(encoded_event_id(&encoded), Some(id.clone()));
+        // Request data (field 10) whose one entry's key is the byte 0xff: not UTF-8.
+        let not_utf8 = [encoded.as_slice(), &[0x52, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]].concat();
+        assert!(ValidEvent::decode(&not_utf8).is_err());
+        assert_eq!(encoded_event_id(&not_utf8), Some(id));
+        assert_eq!(encoded_event_id(&encoded[..encoded.len() - 3]), None);
+        assert_eq!(encoded_event_id(&[]), Some(String::new()));
     }
 }

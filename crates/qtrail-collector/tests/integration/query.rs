@@ -1,7 +1,7 @@
 //! EventQuery against a real server: pages and page tokens, filters, tails, exports, chain
 //! verification of an intact chain, and every bad input.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and that signed checkpoints expose what the chain alone cannot (a rewrite with recomputed
 //! hashes, a chain cut short together with its collector row).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

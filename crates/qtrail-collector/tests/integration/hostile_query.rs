@@ -2,7 +2,7 @@
 //! and random or mutated page tokens get either a page within the limits, whose events all
 //! match the filter, or a clear INVALID_ARGUMENT; never a panic or another error.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

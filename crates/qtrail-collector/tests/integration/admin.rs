@@ -1,6 +1,6 @@
 //! CollectorAdmin and authorization, against a real server on port 0.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

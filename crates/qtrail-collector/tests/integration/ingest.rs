@@ -1,9 +1,10 @@
 //! Ingest.Publish against a real server: the protocol, per-event rejects, deduplication, gaps,
 //! durability across restarts and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use common::{EU_DE_PUBLISHER, OTHER_PUBLISHER, PublishStream, TestServer, event, events, published};
+use prost::Message as _;
 use qtrail_cadf::{ChainHash, chain_hash};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
@@ -74,15 +75,15 @@ async fn rejects_bad_events_one_by_one_and_stores_the_rest() {
     with_newline.message = "Qiskit Runtime: read job\r\nforged: line".into();
 
     let published = vec![
-        proto::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&good[0])) },
-        proto::PublishedEvent { seq: 2, event: Some(missing_id) },
-        proto::PublishedEvent { seq: 3, event: Some(bad_crn) },
-        proto::PublishedEvent { seq: 4, event: Some(unknown_action) },
-        proto::PublishedEvent { seq: 5, event: Some(oversized) },
-        proto::PublishedEvent { seq: 6, event: Some(foreign.clone()) },
-        proto::PublishedEvent { seq: 7, event: None },
-        proto::PublishedEvent { seq: 0, event: Some(proto::AuditEvent::from(&good[1])) },
-        proto::PublishedEvent { seq: 8, event: Some(with_newline) },
+        proto::PublishedEvent { seq: 1, event: proto::AuditEvent::from(&good[0]).encode_to_vec().into() },
+        proto::PublishedEvent { seq: 2, event: missing_id.encode_to_vec().into() },
+        proto::PublishedEvent { seq: 3, event: bad_crn.encode_to_vec().into() },
+        proto::PublishedEvent { seq: 4, event: unknown_action.encode_to_vec().into() },
+        proto::PublishedEvent { seq: 5, event: oversized.encode_to_vec().into() },
+        proto::PublishedEvent { seq: 6, event: foreign.encode_to_vec().into() },
+        proto::PublishedEvent { seq: 7, event: Default::default() },
+        proto::PublishedEvent { seq: 0, event: proto::AuditEvent::from(&good[1]).encode_to_vec().into() },
+        proto::PublishedEvent { seq: 8, event: with_newline.encode_to_vec().into() },
     ];
     let (mut stream, _) = server.open_publisher("runtime-1", "us-east", 1).await;
     stream.send_batch(1, published).await;
@@ -199,7 +200,7 @@ async fn protocol_violations_fail_the_stream() {
     );
 
     let (mut stream, _) = server.open_publisher("p", "us-east", 1).await;
-    let one = proto::PublishedEvent { seq: 1, event: Some(proto::AuditEvent::from(&some[0])) };
+    let one = proto::PublishedEvent { seq: 1, event: proto::AuditEvent::from(&some[0]).encode_to_vec().into() };
     stream.send_batch(1, vec![one; qtrail_proto::limits::MAX_BATCH_EVENTS + 1]).await;
     let status = stream.error().await;
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -249,8 +250,6 @@ async fn a_publisher_token_publishes_only_to_its_locations() {
 /// INVALID_ARGUMENT, never the quiet end of a stream that broke: first, or after the Hello.
 #[tokio::test]
 async fn a_message_that_is_not_protobuf_fails_the_stream_invalid_argument() {
-    use prost::Message as _;
-
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     server.create_collector("us-east").await;

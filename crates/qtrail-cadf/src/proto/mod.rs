@@ -1,8 +1,13 @@
-//! Conversions between the model and its protobuf form (`qtrail.audit.v1.AuditEvent`), and
-//! between JSON objects and `google.protobuf.Struct`.
+//! The protobuf form of the model (`qtrail.audit.v1.AuditEvent`): conversions between the
+//! model and the generated message, and between JSON objects and `google.protobuf.Struct`; the
+//! event's bytes written straight from the model (`encode.rs`) and read with request and response
+//! data straight into JSON (`decode.rs`).
 //!
-//! Decoding validates: a `proto::AuditEvent` becomes an [`AuditEvent`] only if it obeys every
+//! Reading validates: a `proto::AuditEvent` becomes an [`AuditEvent`] only if it obeys every
 //! rule of the model, with control characters escaped.
+
+mod decode;
+mod encode;
 
 use prost_types::value::Kind;
 use qtrail_proto::qtrail::audit::v1 as proto;
@@ -15,14 +20,16 @@ use crate::error::EventError;
 use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Outcome, Reason, Severity, Target};
 use crate::validation::ValidEvent;
 
+pub use decode::{MAX_ENCODED_EVENT_BYTES, encoded_event_id};
+
 /// Largest magnitude at which a double holds every integer exactly (2^53).
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 impl TryFrom<proto::AuditEvent> for AuditEvent {
     type Error = EventError;
 
-    fn try_from(wire: proto::AuditEvent) -> Result<Self, Self::Error> {
-        unchecked(wire)?.into_valid()
+    fn try_from(message: proto::AuditEvent) -> Result<Self, Self::Error> {
+        unchecked(message)?.into_valid()
     }
 }
 
@@ -30,29 +37,29 @@ impl TryFrom<proto::AuditEvent> for ValidEvent {
     type Error = EventError;
 
     /// Decodes and validates as `AuditEvent::try_from` does, keeping the canonical bytes.
-    fn try_from(wire: proto::AuditEvent) -> Result<Self, Self::Error> {
-        unchecked(wire)?.into_valid_event()
+    fn try_from(message: proto::AuditEvent) -> Result<Self, Self::Error> {
+        unchecked(message)?.into_valid_event()
     }
 }
 
-/// Returns the model of a wire event, before escaping and validation.
-pub(crate) fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventError> {
-    if wire.id.is_empty() {
+/// Returns the model of a generated `AuditEvent` message, before escaping and validation.
+pub(crate) fn unchecked(message: proto::AuditEvent) -> Result<AuditEvent, EventError> {
+    if message.id.is_empty() {
         return Err(EventError::MissingId);
     }
-    let id = Uuid::parse_str(&wire.id).map_err(|_| EventError::InvalidId(wire.id.clone()))?;
-    let action: Action = wire.action.parse()?;
-    let outcome = outcome_from_wire(wire.outcome)?;
-    let severity = severity_from_wire(wire.severity)?;
-    let time = wire.event_time.ok_or(EventError::Missing("event time"))?;
+    let id = Uuid::parse_str(&message.id).map_err(|_| EventError::InvalidId(message.id.clone()))?;
+    let action: Action = message.action.parse()?;
+    let outcome = outcome_from_wire(message.outcome)?;
+    let severity = severity_from_wire(message.severity)?;
+    let time = message.event_time.ok_or(EventError::Missing("event time"))?;
     let event_time = EventTime::from_unix_parts(time.seconds, time.nanos)?;
-    let initiator = wire.initiator.ok_or(EventError::MissingInitiatorId)?;
-    let target = wire.target.ok_or(EventError::Missing("target"))?;
-    let reason = wire.reason.ok_or(EventError::Missing("reason"))?;
-    if wire.log_source_crn.is_empty() {
+    let initiator = message.initiator.ok_or(EventError::MissingInitiatorId)?;
+    let target = message.target.ok_or(EventError::Missing("target"))?;
+    let reason = message.reason.ok_or(EventError::Missing("reason"))?;
+    if message.log_source_crn.is_empty() {
         return Err(EventError::Missing("log source crn"));
     }
-    let log_source_crn = parse_crn("log source", &wire.log_source_crn)?;
+    let log_source_crn = parse_crn("log source", &message.log_source_crn)?;
     let target =
         Target { crn: parse_crn("target", &target.id)?, name: target.name }.with_checked_type_uri(&target.type_uri)?;
     let code = u16::try_from(reason.reason_code).map_err(|_| EventError::InvalidReasonCode(reason.reason_code))?;
@@ -63,7 +70,7 @@ pub(crate) fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventErro
         outcome,
         severity,
         event_time,
-        data_event: wire.data_event,
+        data_event: message.data_event,
         initiator: Initiator {
             id: initiator.id,
             name: initiator.name,
@@ -74,12 +81,12 @@ pub(crate) fn unchecked(wire: proto::AuditEvent) -> Result<AuditEvent, EventErro
         },
         target,
         reason: Reason { code, reason_type: reason.reason_type, reason_for_failure: reason.reason_for_failure },
-        request_data: wire.request_data.map(|s| json_from_struct("request data", s)).transpose()?,
-        response_data: wire.response_data.map(|s| json_from_struct("response data", s)).transpose()?,
-        correlation_id: wire.correlation_id,
+        request_data: message.request_data.map(|s| json_from_struct("request data", s)).transpose()?,
+        response_data: message.response_data.map(|s| json_from_struct("response data", s)).transpose()?,
+        correlation_id: message.correlation_id,
         log_source_crn,
-        save_service_copy: wire.save_service_copy,
-        message: wire.message,
+        save_service_copy: message.save_service_copy,
+        message: message.message,
     })
 }
 
@@ -146,7 +153,7 @@ pub(crate) fn parse_crn(field: &'static str, text: &str) -> Result<Crn, EventErr
     text.parse().map_err(|source| EventError::BadCrn { field, source })
 }
 
-/// Returns the model outcome of a wire `Outcome` value.
+/// Returns the model outcome of a message `Outcome` value.
 ///
 /// # Errors
 /// [`EventError::Missing`] for `OUTCOME_UNSPECIFIED`, [`EventError::UnknownValue`] for a number
@@ -161,7 +168,7 @@ pub fn outcome_from_wire(value: i32) -> Result<Outcome, EventError> {
     }
 }
 
-/// Returns the wire form of an outcome.
+/// Returns the message form of an outcome.
 pub fn outcome_to_wire(outcome: Outcome) -> proto::Outcome {
     match outcome {
         Outcome::Success => proto::Outcome::Success,
@@ -170,7 +177,7 @@ pub fn outcome_to_wire(outcome: Outcome) -> proto::Outcome {
     }
 }
 
-/// Returns the model severity of a wire `Severity` value.
+/// Returns the model severity of a message `Severity` value.
 ///
 /// # Errors
 /// [`EventError::Missing`] for `SEVERITY_UNSPECIFIED`, [`EventError::UnknownValue`] for a
@@ -185,7 +192,7 @@ pub fn severity_from_wire(value: i32) -> Result<Severity, EventError> {
     }
 }
 
-/// Returns the wire form of a severity.
+/// Returns the message form of a severity.
 pub fn severity_to_wire(severity: Severity) -> proto::Severity {
     match severity {
         Severity::Normal => proto::Severity::Normal,
@@ -253,7 +260,7 @@ pub(crate) fn json_number(field: &'static str, n: f64) -> Result<Number, EventEr
 
 /// Rewrites every number in `value` to what it reads back as after a trip through `Struct`
 /// (a double, then [`json_from_struct`]'s integer rule). Events are normalised this way on
-/// construction, so their canonical bytes do not change when they cross the wire.
+/// construction, so their canonical bytes do not change when they cross the message.
 pub(crate) fn normalize_numbers(value: &mut Value) {
     match value {
         Value::Number(n) => {

@@ -1,8 +1,8 @@
 //! The collector's HTTP side over real sockets: the console's JSON API (sign-in and sessions,
 //! status codes, escaping, the same answers as gRPC), the live stream, exports, the page's
-//! security headers, and stopping together with gRPC. Metrics have their own test binary.
+//! security headers, and stopping together with gRPC. Metrics have their own module.
 
-mod common;
+use crate::common;
 
 use common::http::HttpClient;
 use common::{ADMIN, AUDITOR, PUBLISHER, TestServer, authed, events};
@@ -145,9 +145,6 @@ async fn lists_filter_and_page_like_query_events() {
     assert_eq!(first.status, 200, "{}", first.body);
     let first = first.json();
     assert_eq!(first["head_seq"], 27);
-    let seqs = |page: &serde_json::Value| -> Vec<u64> {
-        page["events"].as_array().unwrap().iter().map(|event| event["location_seq"].as_u64().unwrap()).collect()
-    };
     assert_eq!(seqs(&first), (18..=27).rev().collect::<Vec<_>>());
     let mut all = seqs(&first);
     let mut token = first["next_page_token"].as_str().unwrap().to_owned();
@@ -169,7 +166,21 @@ async fn lists_filter_and_page_like_query_events() {
     assert_eq!(newest["time"], "2023-11-14T22:15:01.000Z");
     assert!(newest["message"].as_str().unwrap().contains("-failure"), "{newest}");
 
-    // Every filter of QueryEvents, with the same answers as gRPC.
+    every_filter_answers_as_grpc(&server, &client, &base).await;
+    let cancels = client.get(&format!("{base}?action=quantum-computing.job.cancel&outcome=failure")).await.json();
+    assert_eq!(seqs(&cancels), vec![27, 26]);
+    let oldest = client.get(&format!("{base}?order=oldest&page_size=2")).await.json();
+    assert_eq!(seqs(&oldest), vec![1, 2]);
+    server.stop().await;
+}
+
+/// Returns the location sequence numbers of a page of the console's event list.
+fn seqs(page: &serde_json::Value) -> Vec<u64> {
+    page["events"].as_array().unwrap().iter().map(|event| event["location_seq"].as_u64().unwrap()).collect()
+}
+
+/// Every filter of QueryEvents, with the same answers as gRPC.
+async fn every_filter_answers_as_grpc(server: &TestServer, client: &HttpClient, base: &str) {
     let cases = [
         (
             "action=quantum-computing.job.cancel&outcome=failure",
@@ -224,11 +235,6 @@ async fn lists_filter_and_page_like_query_events() {
         assert!(!expected.is_empty(), "{params} selects something");
         assert_eq!(seqs(&page.json()), expected, "{params}");
     }
-    let cancels = client.get(&format!("{base}?action=quantum-computing.job.cancel&outcome=failure")).await.json();
-    assert_eq!(seqs(&cancels), vec![27, 26]);
-    let oldest = client.get(&format!("{base}?order=oldest&page_size=2")).await.json();
-    assert_eq!(seqs(&oldest), vec![1, 2]);
-    server.stop().await;
 }
 
 #[tokio::test]

@@ -1,29 +1,20 @@
 //! The real `qtrail-collector` binary: flags, address file, readiness, SIGTERM and a bad tokens
 //! file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{ADMIN, AUDITOR, PUBLISHER, authed, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_testkit::{Process, Signal};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_qtrail-collector");
-
-/// Kills the process if the test ends before it exits.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn write_tokens(path: &Path, role: &str) {
     let text = format!(
@@ -45,16 +36,12 @@ async fn connect(dir: &Path) -> tonic::transport::Channel {
 
 /// Sends SIGTERM and returns the exit status once the process has exited.
 async fn terminate(process: &mut Process) -> std::process::ExitStatus {
-    let pid = process.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut status = None;
-    let exited = wait_until(Duration::from_secs(30), || {
-        status = process.0.try_wait().unwrap();
-        std::future::ready(status.is_some())
-    })
-    .await;
-    assert!(exited, "exits after sigterm");
-    status.unwrap()
+    process.stop(Signal::SIGTERM, Duration::from_secs(30)).await.expect("exits after sigterm")
+}
+
+/// Starts the collector from `command`, killed when the test ends.
+fn spawn(command: &mut Command) -> Process {
+    Process::spawn("qtrail-collector", command).unwrap()
 }
 
 fn command(dir: &Path) -> Command {
@@ -76,7 +63,7 @@ fn command(dir: &Path) -> Command {
 async fn serves_until_sigterm_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     write_tokens(&dir.path().join("tokens.toml"), "admin");
-    let mut process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let mut process = spawn(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()));
     let channel = connect(dir.path()).await;
     let health = HealthClient::new(channel.clone())
         .check(HealthCheckRequest { service: "qtrail.audit.v1.Ingest".into() })
@@ -92,7 +79,7 @@ async fn serves_until_sigterm_then_exits_zero() {
 
     // The collector is still there after a restart from the same flags.
     let _ = std::fs::remove_file(dir.path().join("addr"));
-    let _process = Process(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _process = spawn(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()));
     let channel = connect(dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
     let again =
@@ -108,7 +95,7 @@ async fn the_http_flag_serves_the_console_and_metrics_next_to_grpc() {
     let mut command = command(dir.path());
     // The environment variable is what `qtrail up` and service managers use.
     command.env("QTRAIL_COLLECTOR_HTTP", "127.0.0.1:0").arg("--http-addr-file").arg(&http_addr_file);
-    let _process = Process(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _process = spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
     let channel = connect(dir.path()).await;
     // Written before the gRPC address file, so whoever waits for that one finds both.
     let http_addr = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("the http address");
@@ -201,7 +188,7 @@ async fn a_stream_of_another_client_certificate_is_refused_in_the_access_log() {
     let mut command = command(dir.path());
     command.arg("--log-json").arg("--tls-cert").arg(&pki.server_cert).arg("--tls-key").arg(&pki.server_key);
     command.arg("--tls-client-ca").arg(&pki.ca).env("QTRAIL_COLLECTOR_BIND_PUBLISHERS_TO_CLIENT_CERT", "true");
-    let mut process = Process(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let mut process = spawn(command.stdout(Stdio::null()).stderr(log));
     let addr_file = dir.path().join("addr");
     let written =
         wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
@@ -281,7 +268,7 @@ async fn reads_and_refusals_are_in_the_access_log() {
     let http_addr_file = dir.path().join("http.addr");
     let mut command = command(dir.path());
     command.args(["--log-json", "--http", "127.0.0.1:0"]).arg("--http-addr-file").arg(&http_addr_file);
-    let mut process = Process(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let mut process = spawn(command.stdout(Stdio::null()).stderr(log));
     let channel = connect(dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
     admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();

@@ -2,7 +2,7 @@
 //! collector serving mutual TLS: two clients of the same CA with the same publisher token are
 //! told apart by their certificates with the flag, and alike without it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
-//! The collector's Prometheus metrics at `/metrics`. A test binary of its own: the recorder is
-//! process-wide, so only here can gauges be expected to return to exactly zero.
+//! The collector's Prometheus metrics at `/metrics`. Each test in a process of its own: the
+//! recorder is process-wide, so only there can gauges be expected to return to exactly zero.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ fn value(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_show_ingest_streams_commits_store_and_tails() {
+    if !qtrail_testkit::in_own_process("metrics::metrics_show_ingest_streams_commits_store_and_tails") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with_http(dir.path()).await;
     server.create_collector(LOCATION).await;
@@ -86,6 +89,9 @@ async fn metrics_show_ingest_streams_commits_store_and_tails() {
 /// the newest, so that an alert can fire when signing stops.
 #[tokio::test]
 async fn metrics_show_signed_checkpoints() {
+    if !qtrail_testkit::in_own_process("metrics::metrics_show_signed_checkpoints") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("checkpoint-key.pem");
     std::fs::write(&key_file, qtrail_cadf::checkpoint::SigningKey::generate_pem().unwrap()).unwrap();
@@ -112,6 +118,9 @@ async fn metrics_show_signed_checkpoints() {
 /// With `--metrics-token-file`, `/metrics` answers only its bearer token; health stays open.
 #[tokio::test]
 async fn a_metrics_token_keeps_metrics_from_strangers() {
+    if !qtrail_testkit::in_own_process("metrics::a_metrics_token_keeps_metrics_from_strangers") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("metrics-token");
     std::fs::write(&token_file, "scrape-secret\n").unwrap();

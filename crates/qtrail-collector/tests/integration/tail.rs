@@ -1,7 +1,7 @@
-//! Tails whose clients read slowly or not at all: what they may pin, and how they end. A test
-//! binary of its own, with one server, because it reads process-wide gauges from `/metrics`.
+//! Tails whose clients read slowly or not at all: what they may pin, and how they end. In a
+//! process of its own, with one server, because it reads process-wide gauges from `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_that_never_reads_pins_at_most_the_buffer_and_is_ended() {
+    if !qtrail_testkit::in_own_process("tail::a_tail_that_never_reads_pins_at_most_the_buffer_and_is_ended") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut config = qtrail_collector::Config::for_test(dir.path(), common::tokens());
     config.tail_buffer_bytes = TAIL_BUFFER;

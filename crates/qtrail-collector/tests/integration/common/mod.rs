@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use prost::Message as _;
 use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, EventTime, Initiator, Location};
 use qtrail_collector::Config;
 use qtrail_collector::tokens::{Role, TokenEntry, Tokens};
@@ -309,7 +310,7 @@ pub async fn publish_raw(
 ) -> (Vec<proto::PublishResponse>, Result<(), tonic::Status>) {
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
     grpc.ready().await.expect("channel ready");
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(qtrail_proto::encoded::PUBLISH_PATH);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/qtrail.audit.v1.Ingest/Publish");
     let request = authed(tokio_stream::iter(messages), PUBLISHER);
     let mut responses = match grpc.streaming(request, path, RawCodec).await {
         Ok(response) => response.into_inner(),
@@ -366,7 +367,7 @@ pub fn published(events: &[AuditEvent], first_seq: u64) -> Vec<proto::PublishedE
         .enumerate()
         .map(|(i, event)| proto::PublishedEvent {
             seq: first_seq + i as u64,
-            event: Some(proto::AuditEvent::from(event)),
+            event: proto::AuditEvent::from(event).encode_to_vec().into(),
         })
         .collect()
 }
