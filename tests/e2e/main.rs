@@ -7,6 +7,7 @@
 mod console;
 mod delivery;
 mod grpcurl;
+mod publishers;
 mod servers;
 mod tls;
 mod up;

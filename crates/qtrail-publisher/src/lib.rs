@@ -9,8 +9,9 @@
 //!   [`qtrail_proto::limits::MAX_UNACKED_BATCHES`] unacknowledged, and deletes an event from the
 //!   outbox only once the collector has acknowledged it. Any failure ends the stream; the task
 //!   reconnects with exponential backoff and full jitter and resends what is still unacknowledged.
-//! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit shares one
-//!   fsync with concurrent callers (group commit) and returns only once it is durable; and
+//! - [`OutboxTransaction`]: a write transaction from [`Outbox::begin`] whose commit returns only
+//!   once it is durable, sharing one fsync with concurrent callers when the outbox was opened
+//!   with [`CommitMode::Grouped`] (group commit); and
 //!   [`Outbox::submit`], which appends an event alone, durably, in a batch with every other
 //!   event waiting (for calls that change nothing); the caller awaits its [`Recording`].
 //! - [`PublisherStats`]: counters and gauges for metrics.
@@ -23,20 +24,16 @@
 //! `AuditSink::discard` the sink of an unaudited baseline.
 
 mod backoff;
-pub mod commit;
 pub mod error;
 pub mod outbox;
 pub mod publisher;
-mod record;
 mod sink;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use commit::OutboxTransaction;
 pub use error::{OutboxError, PublisherError};
-pub use outbox::{Outbox, OutboxDepth, OutboxLimits};
+pub use outbox::{CommitMode, Outbox, OutboxDepth, OutboxLimits, OutboxTransaction, Recording};
 pub use publisher::{Publisher, PublisherConfig};
-pub use record::Recording;
 pub use sink::AuditSink;
 pub use stats::{PublisherStats, StatsSnapshot};

@@ -1,36 +1,16 @@
 //! Group commit (`Outbox::begin`): concurrent callers' transactions, each with its own fate,
 //! made durable together; the publisher reads only what a durable commit covers.
 
+mod support;
+
 use std::sync::{Arc, Barrier};
 
-use qtrail_cadf::event::INITIATOR_USER;
-use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, Initiator, Location};
-use qtrail_publisher::{Outbox, OutboxLimits};
+use qtrail_publisher::{CommitMode, Outbox, OutboxLimits};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use support::{event, open};
 
 /// A table of the caller's own state, changed in the same transaction as the event.
 const STATE: TableDefinition<'_, u64, u64> = TableDefinition::new("state");
-
-fn event(n: usize) -> AuditEvent {
-    let location: Location = "us-east".parse().unwrap();
-    let log_source = Crn::instance(&location, "acc-1", "inst-1").unwrap();
-    let initiator = Initiator {
-        id: "IBMid-0001".into(),
-        name: "alice@example.com".into(),
-        type_uri: INITIATOR_USER.into(),
-        credential_type: "apikey".into(),
-        host_address: "127.0.0.1".into(),
-        host_agent: "test".into(),
-    };
-    EventBuilder::new(Action::JobRead, log_source, initiator).target(&format!("job-{n}"), "").build().unwrap()
-}
-
-fn open(limits: OutboxLimits) -> (tempfile::TempDir, Arc<Database>, Outbox) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
-    let outbox = Outbox::open(db.clone(), "runtime-test", limits).unwrap();
-    (dir, db, outbox)
-}
 
 fn state(db: &Database, key: u64) -> Option<u64> {
     let txn = db.begin_read().unwrap();
@@ -42,7 +22,7 @@ fn state(db: &Database, key: u64) -> Option<u64> {
 /// is there, nothing of an aborted one is, and the sequence stays dense.
 #[test]
 fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_others() {
-    let (_dir, db, outbox) = open(OutboxLimits::default());
+    let (_dir, db, outbox) = open(OutboxLimits::default(), CommitMode::Grouped);
     let threads = 8;
     let per_thread = 25;
     let start = Arc::new(Barrier::new(threads));
@@ -85,7 +65,7 @@ fn concurrent_callers_commit_their_own_changes_and_aborts_take_nothing_from_othe
 /// one comes, even though other transactions already see it.
 #[test]
 fn the_publisher_reads_only_events_a_durable_commit_covers() {
-    let (_dir, db, outbox) = open(OutboxLimits::default());
+    let (_dir, db, outbox) = open(OutboxLimits::default(), CommitMode::Grouped);
     let first = outbox.begin().unwrap();
     outbox.enqueue(&first, &event(1)).unwrap();
     first.commit().unwrap();
@@ -112,7 +92,7 @@ fn the_publisher_reads_only_events_a_durable_commit_covers() {
 /// event is publishable, as before.
 #[test]
 fn plain_durable_commits_are_published_without_group_commit() {
-    let (_dir, db, outbox) = open(OutboxLimits::default());
+    let (_dir, db, outbox) = open(OutboxLimits::default(), CommitMode::PerTransaction);
     for n in 0..3 {
         let txn = db.begin_write().unwrap();
         outbox.enqueue(&txn, &event(n)).unwrap();
@@ -121,11 +101,31 @@ fn plain_durable_commits_are_published_without_group_commit() {
     assert_eq!(outbox.read_after(0, 100, usize::MAX).unwrap().events.len(), 3);
 }
 
+/// Without group commit, a transaction from `Outbox::begin` commits durably by itself: its change
+/// and event are there and publishable at once, and an aborted one leaves nothing.
+#[test]
+fn outbox_transactions_commit_alone_when_each_commit_is_durable() {
+    let (_dir, db, outbox) = open(OutboxLimits::default(), CommitMode::PerTransaction);
+    assert_eq!(outbox.commit_mode(), CommitMode::PerTransaction);
+    let aborted = outbox.begin().unwrap();
+    aborted.open_table(STATE).unwrap().insert(1, 10).unwrap();
+    outbox.enqueue(&aborted, &event(1)).unwrap();
+    aborted.abort();
+    let committed = outbox.begin().unwrap();
+    committed.open_table(STATE).unwrap().insert(2, 20).unwrap();
+    outbox.enqueue(&committed, &event(2)).unwrap();
+    committed.commit().unwrap();
+    assert_eq!((state(&db, 1), state(&db, 2)), (None, Some(20)));
+    let seqs: Vec<u64> =
+        outbox.read_after(0, 100, usize::MAX).unwrap().events.iter().map(|queued| queued.seq).collect();
+    assert_eq!(seqs, [1], "the aborted event used up no seq");
+}
+
 /// Events submitted to the event writer (`Outbox::submit`) complete each with its own seq once
 /// durable, the sequence stays dense, and an event past the bound fails its own recording only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_events_complete_when_durable_each_with_its_own_fate() {
-    let (_dir, _db, outbox) = open(OutboxLimits { max_events: 5, max_bytes: u64::MAX });
+    let (_dir, _db, outbox) = open(OutboxLimits { max_events: 5, max_bytes: u64::MAX }, CommitMode::Grouped);
     let recordings: Vec<_> = (0..5).map(|n| outbox.submit(&event(n)).unwrap()).collect();
     let mut seqs = Vec::new();
     for recording in recordings {

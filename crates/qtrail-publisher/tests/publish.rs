@@ -1,33 +1,17 @@
 //! The outbox and the publisher against an in-memory collector on a real socket, with a real
 //! redb database in a temporary directory.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use qtrail_cadf::event::INITIATOR_USER;
-use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, Initiator, Location};
 use qtrail_publisher::testing::CollectorStub;
-use qtrail_publisher::{Outbox, OutboxError, OutboxLimits, Publisher, PublisherConfig};
+use qtrail_publisher::{CommitMode, Outbox, OutboxError, OutboxLimits, Publisher, PublisherConfig};
 use redb::Database;
+use support::{event, location};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn location() -> Location {
-    "us-east".parse().unwrap()
-}
-
-fn event(n: usize) -> AuditEvent {
-    let log_source = Crn::instance(&location(), "acc-1", "inst-1").unwrap();
-    let initiator = Initiator {
-        id: "IBMid-0001".into(),
-        name: "alice@example.com".into(),
-        type_uri: INITIATOR_USER.into(),
-        credential_type: "apikey".into(),
-        host_address: "127.0.0.1".into(),
-        host_agent: "test".into(),
-    };
-    EventBuilder::new(Action::JobRead, log_source, initiator).target(&format!("job-{n}"), "").build().unwrap()
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -35,10 +19,9 @@ struct Fixture {
     outbox: Outbox,
 }
 
+/// An outbox whose events the tests commit in plain durable transactions of their own.
 fn fixture(limits: OutboxLimits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
-    let outbox = Outbox::open(db.clone(), "runtime-test", limits).unwrap();
+    let (dir, db, outbox) = support::open(limits, CommitMode::PerTransaction);
     Fixture { _dir: dir, db, outbox }
 }
 
@@ -106,7 +89,8 @@ fn identity_and_counters_survive_a_reopen() {
     let id = fixture.outbox.publisher_id().to_owned();
     assert!(id.starts_with("runtime-test-") && id.len() == "runtime-test-".len() + 8, "{id}");
     drop(fixture.outbox);
-    let reopened = Outbox::open(fixture.db.clone(), "runtime-test", OutboxLimits::default()).unwrap();
+    let reopened =
+        Outbox::open(fixture.db.clone(), "runtime-test", OutboxLimits::default(), CommitMode::PerTransaction).unwrap();
     assert_eq!(reopened.publisher_id(), id);
     assert_eq!(reopened.position().unwrap(), (1, 2));
     assert_eq!(reopened.depth().unwrap().events, 2);
@@ -152,6 +136,8 @@ async fn publishes_in_ordered_bounded_batches_and_deletes_what_is_acked() {
     assert_eq!(stub.authorizations()[0].as_deref(), Some("Bearer publisher-secret"));
 
     assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await, "acked events leave the outbox");
+    // The task counts a batch as acked just after removing it from the outbox.
+    assert!(wait_until(|| publisher.stats().snapshot().acked == 2500).await, "every batch counted as acked");
     let stats = publisher.stats().snapshot();
     assert_eq!((stats.published, stats.batches, stats.acked, stats.rejected), (2500, 3, 2500, 0));
     assert!(stats.connected);
@@ -303,6 +289,8 @@ async fn rejected_events_are_dropped_counted_and_never_resent() {
 
     assert!(stub.wait_for(WAIT, |stub| stub.stored().len() == 4).await);
     assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await, "the rejected event is dropped");
+    // The task counts a batch just after removing it from the outbox.
+    assert!(wait_until(|| publisher.stats().snapshot().acked == 4).await, "the batch counted");
     let stats = publisher.stats().snapshot();
     assert_eq!((stats.acked, stats.rejected), (4, 1));
 

@@ -39,7 +39,7 @@ use anyhow::Context as _;
 use qtrail_cadf::Crn;
 use qtrail_proto::qtrail::runtime::v1::job_service_server::JobServiceServer;
 use qtrail_proto::qtrail::runtime::v1::program_service_server::ProgramServiceServer;
-use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
+use qtrail_publisher::{CommitMode, Outbox, OutboxLimits, Publisher, PublisherConfig};
 use qtrail_server::http::MetricsToken;
 use qtrail_server::incoming::{CappedIncoming, GrpcRouter};
 use qtrail_server::tls::{self, LoadedServerTls, ServerTls};
@@ -113,8 +113,9 @@ impl Prepared {
         let store = Store::open(&config.data_dir)
             .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
         let limits = OutboxLimits { max_events: config.outbox_max_events, max_bytes: config.outbox_max_bytes };
-        let outbox = Outbox::open(store.database(), &format!("runtime-{}", config.instance), limits)
-            .context("cannot open the audit outbox")?;
+        let outbox =
+            Outbox::open(store.database(), &format!("runtime-{}", config.instance), limits, CommitMode::Grouped)
+                .context("cannot open the audit outbox")?;
         let requeued = executor::requeue_unfinished(&store).context("cannot re-queue unfinished jobs")?;
         let http_listener = match config.http {
             Some(addr) => Some(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{PUBLISHER, TestServer, event, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_publisher::{Outbox, OutboxLimits, Publisher, PublisherConfig};
+use qtrail_publisher::{CommitMode, Outbox, OutboxLimits, Publisher, PublisherConfig};
 use redb::{Database, TableDefinition};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -30,7 +30,7 @@ async fn a_damaged_outbox_event_is_rejected_alone_and_leaves_a_gap() {
     server.create_collector("us-east").await;
 
     let db = Arc::new(Database::create(dir.path().join("outbox.redb")).unwrap());
-    let outbox = Outbox::open(db.clone(), "runtime-test", OutboxLimits::default()).unwrap();
+    let outbox = Outbox::open(db.clone(), "runtime-test", OutboxLimits::default(), CommitMode::PerTransaction).unwrap();
     let txn = db.begin_write().unwrap();
     for n in 0..3 {
         outbox.enqueue(&txn, &event("us-east", n)).unwrap();

@@ -89,7 +89,13 @@ async fn events_stored_but_never_acknowledged_are_dropped_after_the_welcome_not_
 /// Returns the number of events in a stopped runtime's outbox.
 fn outbox_depth(runtime: &TestRuntime) -> u64 {
     let store = qtrail_runtime::store::Store::open(&runtime.data_dir()).unwrap();
-    let outbox = qtrail_publisher::Outbox::open(store.database(), "runtime-inst-test", Default::default()).unwrap();
+    let outbox = qtrail_publisher::Outbox::open(
+        store.database(),
+        "runtime-inst-test",
+        Default::default(),
+        qtrail_publisher::CommitMode::Grouped,
+    )
+    .unwrap();
     outbox.depth().unwrap().events
 }
 
@@ -263,7 +269,13 @@ async fn a_call_whose_event_cannot_be_recorded_fails_unavailable_and_changes_not
 
     let dir = tempfile::tempdir().unwrap();
     let store = qtrail_runtime::store::Store::open(dir.path()).unwrap();
-    let outbox = qtrail_publisher::Outbox::open(store.database(), "runtime-test", Default::default()).unwrap();
+    let outbox = qtrail_publisher::Outbox::open(
+        store.database(),
+        "runtime-test",
+        Default::default(),
+        qtrail_publisher::CommitMode::Grouped,
+    )
+    .unwrap();
     let executor = qtrail_runtime::executor::Executor::start(store.clone(), 1);
     let location: qtrail_cadf::Location = "us-east".parse().unwrap();
     // An instance id no CRN can hold: every event of this service fails to build.

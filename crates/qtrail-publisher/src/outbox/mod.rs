@@ -12,19 +12,29 @@
 //! answered without its event being durable. Depth counters live in the same tables, so the
 //! bound check costs two lookups, not a scan.
 //!
-//! A service that commits through [`Outbox::begin`] shares each fsync with concurrent callers
-//! (see [`crate::commit`]); the publisher then reads only the events a durable commit covers.
+//! How commits reach the disk is chosen once, at [`Outbox::open`] ([`CommitMode`]): a service
+//! that commits through [`Outbox::begin`] under [`CommitMode::Grouped`] shares each fsync with
+//! concurrent callers (`group_commit`), and the publisher then reads only up to the
+//! `watermark` of what a durable commit covers. Calls that change nothing hand their event to
+//! the `event_writer`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+mod event_writer;
+mod group_commit;
+mod watermark;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use qtrail_cadf::AuditEvent;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
-use crate::commit::GroupCommit;
 use crate::error::OutboxError;
+use group_commit::GroupCommit;
+use watermark::Watermark;
+
+pub use event_writer::Recording;
+pub use group_commit::OutboxTransaction;
 
 /// Queued events: seq → (enqueue time in Unix milliseconds, protobuf-encoded `AuditEvent`).
 const EVENTS: TableDefinition<'_, u64, (i64, &[u8])> = TableDefinition::new("qtrail_outbox_events");
@@ -54,6 +64,21 @@ impl Default for OutboxLimits {
     fn default() -> Self {
         Self { max_events: 100_000, max_bytes: 256 * 1024 * 1024 }
     }
+}
+
+/// How the commits that carry events reach the disk, fixed for the life of an [`Outbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Every commit is durable by itself (one fsync each): the caller's own transactions after
+    /// [`Outbox::enqueue`], and [`OutboxTransaction::commit`] alike. The publisher may read every
+    /// committed event.
+    PerTransaction,
+    /// [`OutboxTransaction::commit`] commits without an fsync and shares one durable commit with
+    /// concurrent callers (see `group_commit`). The publisher reads only events a durable
+    /// commit covers, so a transaction the caller commits without [`Outbox::begin`] must be
+    /// durable and is published once the next durable commit moves the watermark past it.
+    /// Removals of acknowledged events skip their fsync.
+    Grouped,
 }
 
 /// How full the outbox is.
@@ -86,46 +111,50 @@ pub struct QueuedBatch {
 }
 
 /// What [`Outbox::append_all`] did.
-pub(crate) struct Appended {
+struct Appended {
     /// The epoch the events were numbered in.
-    pub(crate) epoch: u64,
+    epoch: u64,
     /// Each event's seq, or why it was refused.
-    pub(crate) outcomes: Vec<Result<u64, OutboxError>>,
+    outcomes: Vec<Result<u64, OutboxError>>,
     /// The last seq assigned so far.
-    pub(crate) last_seq: u64,
+    last_seq: u64,
 }
 
 /// A handle to the outbox tables of one database. Clones share the database and the wake-up.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
+struct Inner {
     db: Arc<Database>,
     limits: OutboxLimits,
+    mode: CommitMode,
     publisher_id: String,
     /// Wakes the publisher when events were committed.
     committed: Notify,
     /// Group commits of transactions from [`Outbox::begin`].
     group: GroupCommit,
-    /// Whether group commits are in use, so that only durable events may be read.
-    gated: AtomicBool,
-    /// (epoch, seq): every event up to `seq` of `epoch` is durable.
-    durable: Mutex<(u64, u64)>,
+    /// How far a durable commit has covered the outbox.
+    durable: Watermark,
     /// The event writer of [`Outbox::submit`], started with the first event.
-    pub(crate) writer: OnceLock<Option<std::sync::mpsc::Sender<crate::record::Pending>>>,
+    writer: OnceLock<Option<std::sync::mpsc::Sender<event_writer::Pending>>>,
 }
 
 impl Outbox {
-    /// Opens the outbox tables of `db`, creating them on first use. A new outbox gets the
-    /// publisher id `<id_prefix>-<8 random hex digits>`, epoch 1 and seq 1; an existing one keeps
-    /// what it has.
+    /// Opens the outbox tables of `db`, creating them on first use, with commits made as `mode`
+    /// says. A new outbox gets the publisher id `<id_prefix>-<8 random hex digits>`, epoch 1 and
+    /// seq 1; an existing one keeps what it has.
     ///
     /// # Errors
     /// [`OutboxError::Storage`] when the database fails.
-    pub fn open(db: Arc<Database>, id_prefix: &str, limits: OutboxLimits) -> Result<Self, OutboxError> {
+    pub fn open(
+        db: Arc<Database>,
+        id_prefix: &str,
+        limits: OutboxLimits,
+        mode: CommitMode,
+    ) -> Result<Self, OutboxError> {
         let txn = db.begin_write()?;
         let publisher_id = {
             let mut identity = txn.open_table(IDENTITY)?;
@@ -153,61 +182,26 @@ impl Outbox {
             inner: Arc::new(Inner {
                 db,
                 limits,
+                mode,
                 publisher_id,
                 committed: Notify::new(),
                 group: GroupCommit::default(),
-                gated: AtomicBool::new(false),
-                durable: Mutex::new((0, 0)),
+                durable: Watermark::default(),
                 writer: OnceLock::new(),
             }),
         };
         // What the database holds at opening is durable.
         let (epoch, last_seq) = outbox.position()?;
-        outbox.set_durable(epoch, last_seq);
+        outbox.inner.durable.advance(epoch, last_seq);
         Ok(outbox)
     }
 
-    pub(crate) fn group(&self) -> &GroupCommit {
-        &self.inner.group
-    }
-
-    pub(crate) fn database(&self) -> &Database {
-        &self.inner.db
-    }
-
-    /// From now on the publisher reads only events a durable commit covers.
-    pub(crate) fn gate_on_durability(&self) {
-        self.inner.gated.store(true, Ordering::Relaxed);
-    }
-
-    /// Records that every event up to `seq` of `epoch` is durable. Positions only move forward
-    /// (a new epoch is ahead of every position of the old one).
-    pub(crate) fn set_durable(&self, epoch: u64, seq: u64) {
-        let mut durable = self.inner.durable.lock().unwrap_or_else(PoisonError::into_inner);
-        if (epoch, seq) > *durable {
-            *durable = (epoch, seq);
-        }
-    }
-
-    /// Returns the highest seq that may be published: every seq when commits are not grouped.
+    /// Returns the highest seq that may be published: every seq when each commit is durable.
     fn publishable_through(&self) -> u64 {
-        if !self.inner.gated.load(Ordering::Relaxed) {
-            return u64::MAX;
+        match self.inner.mode {
+            CommitMode::PerTransaction => u64::MAX,
+            CommitMode::Grouped => self.inner.durable.seq(),
         }
-        self.inner.durable.lock().unwrap_or_else(PoisonError::into_inner).1
-    }
-
-    /// Makes every commit so far durable with one empty durable commit (one fsync), and records
-    /// the outbox position it covers.
-    pub(crate) fn flush(&self) -> Result<(), OutboxError> {
-        let txn = self.inner.db.begin_write()?;
-        let (epoch, next_seq) = {
-            let counters = txn.open_table(COUNTERS)?;
-            (read_counter(&counters, EPOCH)?, read_counter(&counters, NEXT_SEQ)?)
-        };
-        txn.commit()?;
-        self.set_durable(epoch, next_seq - 1);
-        Ok(())
     }
 
     /// Returns the publisher id, stable for the life of the database.
@@ -218,6 +212,11 @@ impl Outbox {
     /// Returns the bound.
     pub fn limits(&self) -> OutboxLimits {
         self.inner.limits
+    }
+
+    /// Returns how commits reach the disk.
+    pub fn commit_mode(&self) -> CommitMode {
+        self.inner.mode
     }
 
     /// Appends `event` to the outbox inside the caller's write transaction and returns its seq.
@@ -233,7 +232,7 @@ impl Outbox {
     }
 
     /// Appends encoded events in `txn`, each that fits in the bound.
-    pub(crate) fn append_all<'a>(
+    fn append_all<'a>(
         &self,
         txn: &WriteTransaction,
         encoded: impl Iterator<Item = &'a [u8]>,
@@ -345,23 +344,15 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError::Storage`] when the database fails.
     pub fn remove(&self, seqs: &[u64]) -> Result<u64, OutboxError> {
-        let txn = self.begin_removal()?;
-        let removed = {
-            let mut table = txn.open_table(EVENTS)?;
-            let mut removed_events = 0;
-            let mut removed_bytes = 0;
+        self.removing(|table| {
+            let mut sizes = Vec::new();
             for &seq in seqs {
                 if let Some(value) = table.remove(seq)? {
-                    removed_events += 1;
-                    removed_bytes += value.value().1.len() as u64;
+                    sizes.push(value.value().1.len() as u64);
                 }
             }
-            let mut counters = txn.open_table(COUNTERS)?;
-            subtract(&mut counters, removed_events, removed_bytes)?;
-            removed_events
-        };
-        txn.commit()?;
-        Ok(removed)
+            Ok(sizes)
+        })
     }
 
     /// Deletes every event with a seq up to and including `seq` (the collector has them) and
@@ -373,19 +364,29 @@ impl Outbox {
         if seq == 0 {
             return Ok(0);
         }
-        let txn = self.begin_removal()?;
-        let removed = {
-            let mut table = txn.open_table(EVENTS)?;
-            let mut removed_events = 0;
-            let mut removed_bytes = 0;
+        self.removing(|table| {
+            let mut sizes = Vec::new();
             for entry in table.extract_from_if(..=seq, |_, _| true)? {
                 let (_, value) = entry?;
-                removed_events += 1;
-                removed_bytes += value.value().1.len() as u64;
+                sizes.push(value.value().1.len() as u64);
             }
+            Ok(sizes)
+        })
+    }
+
+    /// Runs `remove` on the event table in a removal transaction, subtracts what it removed
+    /// (the size of each removed event) from the depth counters, commits, and returns how many
+    /// events were removed.
+    fn removing(
+        &self,
+        remove: impl FnOnce(&mut redb::Table<'_, u64, (i64, &'static [u8])>) -> Result<Vec<u64>, OutboxError>,
+    ) -> Result<u64, OutboxError> {
+        let txn = self.begin_removal()?;
+        let removed = {
+            let sizes = remove(&mut txn.open_table(EVENTS)?)?;
             let mut counters = txn.open_table(COUNTERS)?;
-            subtract(&mut counters, removed_events, removed_bytes)?;
-            removed_events
+            subtract(&mut counters, sizes.len() as u64, sizes.iter().sum())?;
+            sizes.len() as u64
         };
         txn.commit()?;
         Ok(removed)
@@ -421,7 +422,7 @@ impl Outbox {
         txn.commit()?;
         let (epoch, renumbered) = epoch;
         // A durable commit: everything renumbered is durable.
-        self.set_durable(epoch, renumbered);
+        self.inner.durable.advance(epoch, renumbered);
         Ok(epoch)
     }
 
@@ -430,7 +431,7 @@ impl Outbox {
     /// durable commit of the database persists them.
     fn begin_removal(&self) -> Result<WriteTransaction, OutboxError> {
         let mut txn = self.inner.db.begin_write()?;
-        if self.inner.gated.load(Ordering::Relaxed) {
+        if self.inner.mode == CommitMode::Grouped {
             txn.set_durability(Durability::None).map_err(|err| OutboxError::Storage(Box::new(err.into())))?;
         }
         Ok(txn)

@@ -1,5 +1,5 @@
-//! Recording an event alone, durably, batched with whatever else is waiting: for calls that
-//! change nothing (reads, refusals) and so need no transaction of their own.
+//! The event writer: records an event alone, durably, batched with whatever else is waiting: for
+//! calls that change nothing (reads, refusals) and so need no transaction of their own.
 //!
 //! [`Outbox::submit`] hands the event to the outbox's event writer, a thread that takes every
 //! event waiting, appends them in one write transaction, commits it durably (one fsync for the
@@ -20,14 +20,14 @@ use qtrail_cadf::AuditEvent;
 use tokio::sync::oneshot;
 use tracing::error;
 
+use super::{Inner, Outbox};
 use crate::error::OutboxError;
-use crate::outbox::{Inner, Outbox};
 
 /// Most events the writer appends in one transaction.
 const MAX_BATCH: usize = 4096;
 
 /// An event waiting for the writer, and where its outcome goes.
-pub(crate) struct Pending {
+pub(super) struct Pending {
     encoded: Vec<u8>,
     reply: oneshot::Sender<Result<u64, OutboxError>>,
 }
@@ -119,11 +119,11 @@ fn run(outbox: &Weak<Inner>, queue: &Receiver<Pending>) {
 impl Outbox {
     /// Appends the events that fit in one durable transaction; returns each one's outcome.
     fn append_durably(&self, batch: &[Pending]) -> Result<Vec<Result<u64, OutboxError>>, OutboxError> {
-        let txn = self.database().begin_write()?;
+        let txn = self.inner.db.begin_write()?;
         let appended = self.append_all(&txn, batch.iter().map(|pending| pending.encoded.as_slice()))?;
         txn.commit()?;
         // That commit was durable, and so is everything committed before it.
-        self.set_durable(appended.epoch, appended.last_seq);
+        self.inner.durable.advance(appended.epoch, appended.last_seq);
         Ok(appended.outcomes)
     }
 }

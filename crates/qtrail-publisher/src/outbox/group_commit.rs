@@ -1,8 +1,9 @@
 //! Group commit: many concurrent callers' transactions made durable by one fsync.
 //!
 //! A durable redb commit costs an fsync, and redb has one writer at a time, so a service that
-//! commits every call with its own fsync serialises on the disk. [`Outbox::begin`] hands out a
-//! write transaction whose [`OutboxTransaction::commit`] instead commits *without* an fsync
+//! commits every call with its own fsync serialises on the disk. Under [`CommitMode::Grouped`],
+//! [`Outbox::begin`] hands out a write transaction whose [`OutboxTransaction::commit`] instead
+//! commits *without* an fsync
 //! (redb's `Durability::None`: visible to later transactions, on disk only once a durable
 //! commit follows) and then waits for a durable commit made after it. Whoever waits first
 //! becomes the leader: it lets the transactions already under way finish, then makes one empty
@@ -16,8 +17,10 @@
 //!   aborts (a bad request, an event that cannot be built, a full outbox) takes nothing of
 //!   anyone else's with it;
 //! - **nothing published early**: the publisher reads only events up to the outbox position that
-//!   the last durable commit covered ([`Outbox::read_after`]), never an event whose call could
+//!   the last durable commit covered (the [`super::watermark`]), never an event whose call could
 //!   still vanish in a crash.
+//!
+//! Under [`CommitMode::PerTransaction`] the same transaction simply commits durably by itself.
 //!
 //! If the durable commit fails, every caller it covered gets the error. redb then refuses further
 //! writes until the database is reopened, and what those callers committed may or may not have
@@ -30,12 +33,12 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use redb::{Durability, WriteTransaction};
 use tracing::error;
 
+use super::{COUNTERS, CommitMode, EPOCH, NEXT_SEQ, Outbox, read_counter};
 use crate::error::OutboxError;
-use crate::outbox::Outbox;
 
 /// The shared state of group commits on one database.
 #[derive(Debug, Default)]
-pub(crate) struct GroupCommit {
+pub(super) struct GroupCommit {
     state: Mutex<State>,
     /// Signalled when a transaction ends while a leader waits for it.
     ended: Condvar,
@@ -65,6 +68,8 @@ struct State {
 pub struct OutboxTransaction {
     txn: Option<WriteTransaction>,
     outbox: Outbox,
+    /// Whether the commit is a group commit, counted in the group's state from `begin` on.
+    grouped: bool,
 }
 
 impl std::fmt::Debug for OutboxTransaction {
@@ -106,28 +111,44 @@ impl GroupCommit {
 }
 
 impl Outbox {
-    /// Starts a write transaction of the outbox's database whose commit is shared with
-    /// concurrent callers (see [`OutboxTransaction::commit`]). From the first call on, the
-    /// publisher sends only events that a durable commit covers.
+    /// Starts a write transaction of the outbox's database whose commit returns once durable:
+    /// shared with concurrent callers under [`CommitMode::Grouped`] (see
+    /// [`OutboxTransaction::commit`]), its own fsync under [`CommitMode::PerTransaction`].
     ///
     /// # Errors
     /// [`OutboxError::Storage`] when the transaction cannot begin.
     pub fn begin(&self) -> Result<OutboxTransaction, OutboxError> {
-        self.gate_on_durability();
-        let group = self.group();
-        group.begin();
-        match self.database().begin_write() {
-            Ok(txn) => Ok(OutboxTransaction { txn: Some(txn), outbox: self.clone() }),
+        let grouped = self.inner.mode == CommitMode::Grouped;
+        if grouped {
+            self.inner.group.begin();
+        }
+        match self.inner.db.begin_write() {
+            Ok(txn) => Ok(OutboxTransaction { txn: Some(txn), outbox: self.clone(), grouped }),
             Err(err) => {
-                drop(group.end());
+                if grouped {
+                    drop(self.inner.group.end());
+                }
                 Err(err.into())
             }
         }
     }
 
+    /// Makes every commit so far durable with one empty durable commit (one fsync), and moves
+    /// the watermark to the outbox position it covers.
+    fn flush(&self) -> Result<(), OutboxError> {
+        let txn = self.inner.db.begin_write()?;
+        let (epoch, next_seq) = {
+            let counters = txn.open_table(COUNTERS)?;
+            (read_counter(&counters, EPOCH)?, read_counter(&counters, NEXT_SEQ)?)
+        };
+        txn.commit()?;
+        self.inner.durable.advance(epoch, next_seq - 1);
+        Ok(())
+    }
+
     /// Waits until `ticket` is durable, leading a durable commit when nobody else is.
     fn wait_durable(&self, ticket: u64) -> Result<(), OutboxError> {
-        let group = self.group();
+        let group = &self.inner.group;
         let mut state = group.lock();
         loop {
             if state.durable >= ticket {
@@ -170,7 +191,8 @@ impl Outbox {
 
 impl OutboxTransaction {
     /// Commits the transaction and returns once it is durable, having shared the fsync with
-    /// whoever committed at about the same time; then wakes the publisher.
+    /// whoever committed at about the same time under [`CommitMode::Grouped`]; then wakes the
+    /// publisher.
     ///
     /// # Errors
     /// [`OutboxError::Storage`] when the commit, or the durable commit that should cover it,
@@ -179,11 +201,16 @@ impl OutboxTransaction {
         let Some(mut txn) = self.txn.take() else {
             return Ok(());
         };
+        if !self.grouped {
+            txn.commit()?;
+            self.outbox.wake_publisher();
+            return Ok(());
+        }
         let committed = match txn.set_durability(Durability::None) {
             Ok(()) => txn.commit().map_err(OutboxError::from),
             Err(err) => Err(OutboxError::Storage(Box::new(redb::Error::from(err)))),
         };
-        let mut state = self.outbox.group().end();
+        let mut state = self.outbox.inner.group.end();
         committed?;
         state.issued += 1;
         let ticket = state.issued;
@@ -202,7 +229,9 @@ impl Drop for OutboxTransaction {
         if let Some(txn) = self.txn.take() {
             // Dropping a write transaction aborts it.
             drop(txn);
-            drop(self.outbox.group().end());
+            if self.grouped {
+                drop(self.outbox.inner.group.end());
+            }
         }
     }
 }
