@@ -516,9 +516,12 @@ impl Task {
                 "collector rejected an event for good, dropping it"
             );
         }
+        // Counted before the removal, so that whoever sees the outbox empty also sees the count:
+        // the collector has acknowledged the batch either way, and if the removal fails the
+        // stream ends and the resent events are acknowledged (as duplicates) again.
+        self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
         let outbox = self.outbox.clone();
         blocking(move || outbox.remove(&batch.seqs)).await?;
-        self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
         debug!(batch_seq = ack.batch_seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch acknowledged");
         Ok(())
     }
