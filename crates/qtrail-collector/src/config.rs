@@ -187,8 +187,19 @@ impl Settings {
     /// # Errors
     /// A variable whose value its flag would refuse.
     pub fn from_env() -> Result<Self, clap::Error> {
-        use clap::Parser as _;
-        SettingsOnly::try_parse_from(["qtrail-collector"]).map(|only| only.settings)
+        Self::parse_for_code(["qtrail-collector"])
+    }
+
+    /// Parses `args` and the environment as the settings of a collector configured in code.
+    /// Its caller configures the HTTP side itself (`up` always serves the console), so the
+    /// settings that need `--http` on a command line stand on their own here.
+    fn parse_for_code<const N: usize>(args: [&str; N]) -> Result<Self, clap::Error> {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = SettingsOnly::command()
+            .mut_arg("http_addr_file", |arg| arg.requires(clap::builder::Resettable::Reset))
+            .mut_arg("metrics_token_file", |arg| arg.requires(clap::builder::Resettable::Reset));
+        let matches = command.try_get_matches_from(args)?;
+        SettingsOnly::from_arg_matches(&matches).map(|only| only.settings)
     }
 
     /// Sets these settings on `config`.
@@ -271,5 +282,19 @@ mod tests {
         assert_eq!(format!("{from_flags:?}"), format!("{typed:?}"));
         assert_eq!(typed.cache_bytes, 64 * 1024 * 1024);
         assert!(typed.tls.is_none() && typed.http.is_none() && typed.checkpoint_key.is_none());
+    }
+
+    /// `qtrail up` serves the HTTP side itself, so a metrics token file (or an HTTP address
+    /// file) from its environment needs no `--http`, while the binary still insists on it.
+    #[test]
+    fn settings_for_code_take_http_files_without_http() {
+        let settings = Settings::parse_for_code(["qtrail-collector", "--metrics-token-file", "metrics.token"]).unwrap();
+        assert_eq!(settings.metrics_token_file, Some(PathBuf::from("metrics.token")));
+        let flags = Flags::try_parse_from(
+            ["qtrail-collector", "--data-dir", "d", "--tokens", "t"]
+                .into_iter()
+                .chain(["--metrics-token-file", "metrics.token"]),
+        );
+        assert!(flags.is_err(), "the binary needs --http for a metrics token file");
     }
 }
