@@ -406,7 +406,8 @@ fn validate_events(
     for published in events {
         let seq = published.seq;
         let reject = |event_id: String, reason: String| proto::RejectedEvent { event_id, seq, reason };
-        // An absent `bytes` field reads as empty, and no event encodes as nothing: both are missing.
+        // An absent `bytes` field reads as empty, and so does an empty `AuditEvent` (all fields
+        // default encode as nothing): neither has an id, so both are a missing event.
         let bytes = published.event;
         if bytes.is_empty() {
             rejected.push(reject(String::new(), "missing event".into()));
