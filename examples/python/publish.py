@@ -69,6 +69,13 @@ def audit_event(event_pb2, args, n):
     return event
 
 
+
+def expect(response, kind):
+    """Returns the `kind` message of a PublishResponse, or exits if the collector sent another."""
+    if not response.HasField(kind):
+        sys.exit(f"expected a {kind} from the collector, got: {response}")
+    return getattr(response, kind)
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collector", required=True, help="host:port of the collector (plaintext)")
@@ -92,7 +99,7 @@ def main():
         try:
             hello = collector_pb2.Hello(publisher_id=args.publisher_id, location=args.location, epoch=1)
             requests.put(collector_pb2.PublishRequest(hello=hello))
-            welcome = next(responses).welcome
+            welcome = expect(next(responses), "welcome")
             print(f"welcome stored_seq={welcome.stored_seq}")
             # A real publisher drops what the Welcome says is stored; this one resends it all to
             # show that the collector stores an event id once.
@@ -100,7 +107,7 @@ def main():
             for seq in range(1, args.count + 1):
                 batch.events.add(seq=seq, event=audit_event(event_pb2, args, seq).SerializeToString())
             requests.put(collector_pb2.PublishRequest(batch=batch))
-            ack = next(responses).ack
+            ack = expect(next(responses), "ack")
         except grpc.RpcError as err:
             sys.exit(f"publish failed: {err.code().name}: {err.details()}")
         finally:

@@ -8,7 +8,7 @@
 /// `testing` feature, nowhere.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditSink {
-    /// Private, so that only the `testing` module can set it.
+    /// Crate-private, so that outside this crate only `testing::AuditSink::discard` sets it.
     pub(crate) discard: bool,
 }
 

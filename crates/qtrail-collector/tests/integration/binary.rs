@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, AUDITOR, PUBLISHER, authed, wait_until};
+use common::{ADMIN, AUDITOR, PUBLISHER, authed};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_testkit::{Process, Signal};
 use tonic_health::pb::HealthCheckRequest;
@@ -23,14 +23,11 @@ fn write_tokens(path: &Path, role: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Waits until the collector started in `dir` has written its address file, and connects.
-async fn connect(dir: &Path) -> tonic::transport::Channel {
-    let addr_file = dir.join("addr");
-    let written =
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await;
-    assert!(written, "address file written");
-    let addr = qtrail_server::addr_file::read(&addr_file).unwrap().unwrap();
+/// Waits until `process`, started in `dir`, has written its address file (failing at once
+/// should it exit first), and connects.
+async fn connect(process: &mut Process, dir: &Path) -> tonic::transport::Channel {
+    let addr =
+        process.wait_for_addr_file(&dir.join("addr"), Duration::from_secs(30)).await.expect("address file written");
     tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
@@ -64,7 +61,7 @@ async fn serves_until_sigterm_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     write_tokens(&dir.path().join("tokens.toml"), "admin");
     let mut process = spawn(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()));
-    let channel = connect(dir.path()).await;
+    let channel = connect(&mut process, dir.path()).await;
     let health = HealthClient::new(channel.clone())
         .check(HealthCheckRequest { service: "qtrail.audit.v1.Ingest".into() })
         .await
@@ -79,8 +76,8 @@ async fn serves_until_sigterm_then_exits_zero() {
 
     // The collector is still there after a restart from the same flags.
     let _ = std::fs::remove_file(dir.path().join("addr"));
-    let _process = spawn(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()));
-    let channel = connect(dir.path()).await;
+    let mut restarted = spawn(command(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()));
+    let channel = connect(&mut restarted, dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel);
     let again =
         admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await;
@@ -95,8 +92,8 @@ async fn the_http_flag_serves_the_console_and_metrics_next_to_grpc() {
     let mut command = command(dir.path());
     // The environment variable is what `qtrail up` and service managers use.
     command.env("QTRAIL_COLLECTOR_HTTP", "127.0.0.1:0").arg("--http-addr-file").arg(&http_addr_file);
-    let _process = spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
-    let channel = connect(dir.path()).await;
+    let mut process = spawn(command.stdout(Stdio::null()).stderr(Stdio::null()));
+    let channel = connect(&mut process, dir.path()).await;
     // Written before the gRPC address file, so whoever waits for that one finds both.
     let http_addr = qtrail_server::addr_file::read(&http_addr_file).unwrap().expect("the http address");
     let client = common::http::HttpClient::new(http_addr);
@@ -189,12 +186,8 @@ async fn a_stream_of_another_client_certificate_is_refused_in_the_access_log() {
     command.arg("--log-json").arg("--tls-cert").arg(&pki.server_cert).arg("--tls-key").arg(&pki.server_key);
     command.arg("--tls-client-ca").arg(&pki.ca).env("QTRAIL_COLLECTOR_BIND_PUBLISHERS_TO_CLIENT_CERT", "true");
     let mut process = spawn(command.stdout(Stdio::null()).stderr(log));
-    let addr_file = dir.path().join("addr");
-    let written =
-        wait_until(Duration::from_secs(30), || async { qtrail_server::addr_file::read(&addr_file).unwrap().is_some() })
-            .await;
-    assert!(written, "address file written");
-    let url = format!("https://localhost:{}", qtrail_server::addr_file::read(&addr_file).unwrap().unwrap().port());
+    let addr = process.wait_for_addr_file(&dir.path().join("addr"), Duration::from_secs(30)).await;
+    let url = format!("https://localhost:{}", addr.expect("address file written").port());
     let connect = |tls: qtrail_server::tls::ClientTls| {
         let endpoint = tls.endpoint(&url).unwrap();
         async move { endpoint.connect().await.unwrap() }
@@ -269,7 +262,7 @@ async fn reads_and_refusals_are_in_the_access_log() {
     let mut command = command(dir.path());
     command.args(["--log-json", "--http", "127.0.0.1:0"]).arg("--http-addr-file").arg(&http_addr_file);
     let mut process = spawn(command.stdout(Stdio::null()).stderr(log));
-    let channel = connect(dir.path()).await;
+    let channel = connect(&mut process, dir.path()).await;
     let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
     admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
     let mut query = proto::event_query_client::EventQueryClient::new(channel);
@@ -285,7 +278,7 @@ async fn reads_and_refusals_are_in_the_access_log() {
     assert_eq!(console.get("/api/locations/us-east/events").await.status, 200);
     let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };
     let hello = proto::PublishRequest { kind: Some(proto::publish_request::Kind::Hello(hello)) };
-    let mut ingest = proto::ingest_client::IngestClient::new(connect(dir.path()).await);
+    let mut ingest = proto::ingest_client::IngestClient::new(connect(&mut process, dir.path()).await);
     let mut answers = ingest.publish(authed(tokio_stream::iter([hello]), PUBLISHER)).await.unwrap().into_inner();
     assert_eq!(answers.message().await.unwrap_err().code(), tonic::Code::PermissionDenied);
 

@@ -5,17 +5,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::http::HttpClient;
+use common::http::{HttpClient, sample};
 use common::{AUDITOR, TestServer, events, wait_until};
 
 const LOCATION: &str = "us-east";
-
-/// Returns the value of the sample `name` (with its labels) in a Prometheus text page, `None`
-/// when the page has no such sample (yet).
-fn sample(text: &str, name: &str) -> Option<f64> {
-    let line = text.lines().find(|line| line.split(' ').next() == Some(name))?;
-    Some(line.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("bad sample {line}")))
-}
 
 /// Returns the value of the sample `name`, which the page must have.
 fn value(text: &str, name: &str) -> f64 {

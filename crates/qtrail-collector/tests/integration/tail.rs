@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::http::HttpClient;
+use common::http::{HttpClient, sample};
 use common::{AUDITOR, TestServer, authed, events, wait_until};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use tonic::Code;
@@ -13,12 +13,6 @@ use tonic::Code;
 const LOCATION: &str = "us-east";
 /// The tail buffer of this test's collector: a few of its batches.
 const TAIL_BUFFER: usize = 128 * 1024;
-
-/// Returns the value of the sample `name` in a Prometheus text page.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    let line = text.lines().find(|line| line.split(' ').next() == Some(name))?;
-    line.rsplit(' ').next().and_then(|value| value.parse().ok())
-}
 
 /// A tail that never reads keeps no more committed records in memory than the tail buffer,
 /// however much is stored meanwhile; once its stream has had no room for the stall time it ends

@@ -1,3 +1,5 @@
+//! Tests of the HTTP side: serving, client limits, eviction and the metrics endpoint over real sockets.
+
 use super::*;
 
 #[tokio::test]

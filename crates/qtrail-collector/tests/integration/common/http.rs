@@ -153,3 +153,10 @@ impl EventStream {
         }
     }
 }
+
+/// Returns the value of the sample `name` (with its labels) in a Prometheus text page, `None`
+/// when the page has no such sample (yet).
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name))?;
+    Some(line.rsplit(' ').next().and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("bad sample {line}")))
+}

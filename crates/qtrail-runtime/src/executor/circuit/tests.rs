@@ -1,3 +1,5 @@
+//! Tests of the OpenQASM 2 front end: what parses, what is refused and how circuits linearize.
+
 use super::*;
 
 const HEADER: &str = "OPENQASM 2.0;\ninclude \"qelib1.inc\";\n";
