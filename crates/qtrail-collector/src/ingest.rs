@@ -303,18 +303,16 @@ where
         if !rejected.is_empty() {
             warn!(publisher_id = %publisher.id, batch_seq, rejected = rejected.len(), "events rejected");
         }
-        if events.is_empty() {
-            meters::batch_acknowledged(publisher.location.as_str(), 0, 0, rejected.len());
-            let ack = proto::Ack { batch_seq, accepted: 0, duplicates: 0, rejected };
-            self.pending.push_back(Box::pin(async move { Ok(ack) }));
-            return Ok(());
-        }
+        // Even a batch of rejected events only goes to the writer: its seqs arrived, and the
+        // publisher's state must record them as rejected, or the next stored seq would leave
+        // them as a gap.
         let append = AppendBatch {
             location: publisher.location.clone(),
             publisher_id: publisher.id.clone(),
             epoch: publisher.epoch,
             credential: self.credential.clone(),
             events,
+            rejected_seqs: rejected.iter().map(|event| event.seq).collect(),
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         let location = publisher.location.clone();

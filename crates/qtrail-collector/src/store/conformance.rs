@@ -98,6 +98,7 @@ fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEven
         epoch,
         credential: format!("token-{publisher}"),
         events: events.iter().map(|(seq, event)| NewEvent::new(*seq, event)).collect(),
+        rejected_seqs: Vec::new(),
     }
 }
 
