@@ -5,7 +5,8 @@
 //! event by event, handed to the [writer](crate::writer), and answered, in order, by one `Ack`
 //! once it is durable. Each event arrives as its encoded bytes (`PublishedEvent.event`) and is
 //! decoded here once, straight into the model. Invalid events (one whose bytes do not decode
-//! too) and events of another location are rejected in the Ack and never stored; events already
+//! too) and events of another location are rejected in the Ack and never stored (their seqs
+//! are recorded as rejected in the publisher's state, even for a batch of nothing else); events already
 //! stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`] batches may await their
 //! Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch that would leave its
 //! publisher too many gaps (see [`publisher`]). A message that is not a request is a protocol

@@ -494,6 +494,8 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => return Err(StoreError::NoCollector(loc.to_owned())),
     };
     let mut publishers = txn.open_table(PUBLISHERS)?;
+    // Protobuf, so a state stored before a field existed (the rejected count and ranges) reads
+    // with that field empty.
     let mut state = match publishers.get((loc, batch.publisher_id.as_str()))? {
         Some(bytes) => decode(&format!("publisher `{}`", batch.publisher_id), bytes.value())?,
         None => publisher::new_state(&batch.publisher_id, batch.epoch),

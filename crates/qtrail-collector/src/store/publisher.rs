@@ -37,7 +37,7 @@ pub const MAX_GAPS_PER_PUBLISHER: usize = 10_000;
 
 /// Most rejected seq ranges kept per publisher, over all its epochs: about 20 KiB of state. Past
 /// it the oldest range is dropped; the count of rejected events stays exact, and every
-/// rejection's reason is in the Ack and the collector's log.
+/// rejection's reason is in the Ack, which the publisher logs.
 pub const MAX_REJECTED_RANGES_PER_PUBLISHER: usize = 1_000;
 
 /// Returns whether the events arriving at `seqs` of `epoch` (stored or rejected: both close and
