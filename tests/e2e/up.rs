@@ -291,6 +291,8 @@ fn the_auditors_and_admins_commands_work(up: &Up) {
     assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
     let publishers = ok_json(up, &["events", "publishers"]);
     assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
+    assert_eq!(publishers["publishers"][0]["rejectedCount"], 0, "{publishers}");
+    assert_eq!(publishers["publishers"][0]["rejected"], serde_json::json!([]), "{publishers}");
     assert_eq!(
         publishers["publishers"][0]["credential"], "runtime-local",
         "bound to the publisher token: {publishers}"

@@ -329,7 +329,7 @@ pub enum EventsCommand {
     Verify(EventVerifyArgs),
     /// Write events as Activity Tracker JSON or CADF JSON lines.
     Export(EventExportArgs),
-    /// Show each publisher's sequence state and the gaps in it.
+    /// Show each publisher's sequence state, the gaps in it and its rejected events.
     Publishers,
     /// List the collector's signed checkpoints of the chain head, newest first; with
     /// --public-key, check their signatures (exit 10 if one does not hold).

@@ -5,7 +5,8 @@
 //! event by event, handed to the [writer](crate::writer), and answered, in order, by one `Ack`
 //! once it is durable. Each event arrives as its encoded bytes (`PublishedEvent.event`) and is
 //! decoded here once, straight into the model. Invalid events (one whose bytes do not decode
-//! too) and events of another location are rejected in the Ack and never stored; events already
+//! too) and events of another location are rejected in the Ack and never stored (their seqs
+//! are recorded as rejected in the publisher's state, even for a batch of nothing else); events already
 //! stored are counted as duplicates. At most [`MAX_UNACKED_BATCHES`] batches may await their
 //! Ack; one more fails the stream RESOURCE_EXHAUSTED, as does a batch that would leave its
 //! publisher too many gaps (see [`publisher`]). A message that is not a request is a protocol
@@ -303,18 +304,16 @@ where
         if !rejected.is_empty() {
             warn!(publisher_id = %publisher.id, batch_seq, rejected = rejected.len(), "events rejected");
         }
-        if events.is_empty() {
-            meters::batch_acknowledged(publisher.location.as_str(), 0, 0, rejected.len());
-            let ack = proto::Ack { batch_seq, accepted: 0, duplicates: 0, rejected };
-            self.pending.push_back(Box::pin(async move { Ok(ack) }));
-            return Ok(());
-        }
+        // Even a batch of rejected events only goes to the writer: its seqs arrived, and the
+        // publisher's state must record them as rejected, or the next stored seq would leave
+        // them as a gap.
         let append = AppendBatch {
             location: publisher.location.clone(),
             publisher_id: publisher.id.clone(),
             epoch: publisher.epoch,
             credential: self.credential.clone(),
             events,
+            rejected_seqs: rejected.iter().map(|event| event.seq).collect(),
         };
         let outcome = self.ingest.writer.submit(append, &self.sequence).await.ok_or(Error::ShuttingDown)?;
         let location = publisher.location.clone();

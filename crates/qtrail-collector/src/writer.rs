@@ -301,6 +301,7 @@ mod tests {
             epoch: 1,
             credential: "runtime".into(),
             events,
+            rejected_seqs: Vec::new(),
         }
     }
 

@@ -23,7 +23,9 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// rather than exceed a client's default 4 MiB message limit.
 pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 /// Most encoded bytes of publisher states per ListPublishers page. A publisher holds at most
-/// [`crate::store::publisher::MAX_GAPS_PER_PUBLISHER`] gaps (a few hundred KiB), so any one
+/// [`crate::store::publisher::MAX_GAPS_PER_PUBLISHER`] gaps and
+/// [`crate::store::publisher::MAX_REJECTED_RANGES_PER_PUBLISHER`] rejected ranges (a few
+/// hundred KiB), so any one
 /// fits, and a page stays well within a client's default 4 MiB message limit.
 pub const MAX_PUBLISHERS_PAGE_BYTES: usize = 1024 * 1024;
 

@@ -22,7 +22,7 @@ use appends::{
     reopen_after_close,
 };
 use checkpoints::checkpoints;
-use publishers::{gap_limit, gaps, publisher_binding};
+use publishers::{gap_limit, gaps, publisher_binding, rejected_seqs};
 use queries::{filters_and_paging, queries_while_the_index_lags, reopen_with_the_index_behind};
 
 /// Opens a store in a directory.
@@ -33,7 +33,7 @@ type Check = fn(Factory<'_>, &Path);
 
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, Check); 14] = [
+    let checks: [(&str, Check); 15] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -42,6 +42,7 @@ pub(crate) fn run_all(factory: Factory<'_>) {
         ("reopen_after_close", reopen_after_close),
         ("gaps", gaps),
         ("gap_limit", gap_limit),
+        ("rejected_seqs", rejected_seqs),
         ("filters_and_paging", filters_and_paging),
         ("queries_while_the_index_lags", queries_while_the_index_lags),
         ("reopen_with_the_index_behind", reopen_with_the_index_behind),
@@ -98,6 +99,7 @@ fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEven
         epoch,
         credential: format!("token-{publisher}"),
         events: events.iter().map(|(seq, event)| NewEvent::new(*seq, event)).collect(),
+        rejected_seqs: Vec::new(),
     }
 }
 

@@ -494,6 +494,8 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => return Err(StoreError::NoCollector(loc.to_owned())),
     };
     let mut publishers = txn.open_table(PUBLISHERS)?;
+    // Protobuf, so a state stored before a field existed (the rejected count and ranges) reads
+    // with that field empty.
     let mut state = match publishers.get((loc, batch.publisher_id.as_str()))? {
         Some(bytes) => decode(&format!("publisher `{}`", batch.publisher_id), bytes.value())?,
         None => publisher::new_state(&batch.publisher_id, batch.epoch),
@@ -504,10 +506,14 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         return Ok(AppendOutcome { bound_to: Some(bound.to_owned()), ..AppendOutcome::default() });
     }
     // Before anything is written: refused whole, like a batch of another credential.
-    if publisher::exceeds_gap_limit(&state, batch.epoch, batch.events.iter().map(|event| event.seq)) {
+    let arrived = batch.events.iter().map(|event| event.seq).chain(batch.rejected_seqs.iter().copied());
+    if publisher::exceeds_gap_limit(&state, batch.epoch, arrived) {
         return Ok(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
     }
     publisher::record_batch(&mut state, batch.epoch, receive_time, &batch.credential);
+    for &seq in &batch.rejected_seqs {
+        publisher::record_rejected(&mut state, batch.epoch, seq);
+    }
 
     let mut events = txn.open_table(EventsDef::new(&events_table_name(loc)))?;
     let mut ids = txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
@@ -526,6 +532,7 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
             if stored.as_ref().and_then(canonical_of).is_some_and(|canonical| canonical == new.canonical) {
                 outcome.duplicates += 1;
             } else {
+                publisher::record_rejected(&mut state, batch.epoch, new.seq);
                 outcome.rejected.push(proto::RejectedEvent {
                     event_id: new.id.to_string(),
                     seq: new.seq,
@@ -615,7 +622,14 @@ mod tests {
                 NewEvent::new(seq, &event)
             })
             .collect();
-        let batch = AppendBatch { location, publisher_id: "p".into(), epoch: 1, credential: "runtime".into(), events };
+        let batch = AppendBatch {
+            location,
+            publisher_id: "p".into(),
+            epoch: 1,
+            credential: "runtime".into(),
+            events,
+            rejected_seqs: vec![],
+        };
         store.append(vec![batch], Timestamp::default()).unwrap();
         while store.index_step(1000).unwrap().lag > 0 {}
     }

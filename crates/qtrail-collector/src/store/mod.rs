@@ -134,6 +134,10 @@ pub struct AppendBatch {
     pub credential: String,
     /// The events, in publisher order.
     pub events: Vec<NewEvent>,
+    /// Seqs of the batch's events rejected before the store (invalid, another location): they
+    /// arrived, so the publisher's state records them as rejected rather than as gaps. A batch
+    /// may hold only these.
+    pub rejected_seqs: Vec<u64>,
 }
 
 /// What [`EventStore::append`] did with one batch.
@@ -196,7 +200,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// accepted event is on disk; when it returns `Err`, nothing of any batch is. Events whose
     /// id is stored already are counted as duplicates (same canonical bytes) or rejected
     /// (different bytes), never stored twice. Each stored event gets the next `location_seq`
-    /// and its chain hash; publisher state (highest seq, count, gaps) follows. A batch whose
+    /// and its chain hash; publisher state (highest seq, counts, gaps, rejected seqs: those of
+    /// [`AppendBatch::rejected_seqs`] and of conflicting ids) follows. A batch whose
     /// publisher id is bound to another credential is refused whole ([`AppendOutcome::bound_to`]),
     /// nothing of it stored, the other batches of the group unaffected; so is a batch that would
     /// leave its publisher too many gaps ([`publisher::exceeds_gap_limit`],

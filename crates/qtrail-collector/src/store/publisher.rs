@@ -1,17 +1,25 @@
-//! Publisher bookkeeping shared by every backend: how storing an event moves a publisher's
-//! highest seq, count and gaps, and which credential the publisher id is bound to.
+//! Publisher bookkeeping shared by every backend: how storing or rejecting an event moves a
+//! publisher's highest seq, counts, gaps and rejected ranges, and which credential the publisher
+//! id is bound to.
 //!
-//! A publisher numbers its events densely from 1 within an epoch. When the collector stores seq
-//! `s` while the highest stored is `h < s - 1`, the seqs `h+1..=s-1` become a gap; a later
-//! arrival inside a gap shrinks or splits it. A new epoch starts afresh at 0; the gaps of older
-//! epochs stay, since they still describe events that never arrived. Rejected events are never
-//! stored, so they leave gaps: auditors must see what never arrived.
+//! A publisher numbers its events densely from 1 within an epoch. Its events *arrive*: stored,
+//! or rejected (invalid, another location, a conflicting id; the publisher drops those for
+//! good). When seq `s` arrives while the highest arrived is `h < s - 1`, the seqs `h+1..=s-1`
+//! become a gap; a later arrival inside a gap shrinks or splits it. A new epoch starts afresh at
+//! 0; the gaps of older epochs stay, since they still describe events that never arrived.
+//!
+//! Rejected seqs are kept apart from gaps, since they did arrive: a count, exact, and the most
+//! recent rejected ranges, at most [`MAX_REJECTED_RANGES_PER_PUBLISHER`], the oldest dropped
+//! first. The newest range is never dropped, so the highest rejected seq of the current epoch is
+//! always known ([`highest_arrived`]). Rejections thus never count against the gap limit, and a
+//! publisher whose events are rejected now and then is never wedged by them. A rejected seq
+//! stored later (the publisher fixed and resent the event) is stored like any other.
 //!
 //! Gaps are ranges, but a publisher that skips every other seq still opens one per event, and
 //! the whole state is rewritten with every batch and served whole by ListPublishers. So a
 //! publisher may hold at most [`MAX_GAPS_PER_PUBLISHER`]: a batch that would open more is
-//! refused whole ([`exceeds_gap_limit`]); batches that open none (and resent events, which
-//! close gaps) are still stored.
+//! refused whole ([`exceeds_gap_limit`]); batches that open none (contiguous events, stored or
+//! rejected, and resent events, which close gaps) are still stored.
 //!
 //! A credential is the name of the stream's token or, when the collector binds publishers to
 //! client certificates, that name and the certificate's fingerprint ([`cert_credential`]). A
@@ -23,18 +31,33 @@ use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 /// Most sequence gaps one publisher may have, over all its epochs: a few hundred KiB of state at
-/// most, far beyond what a publisher that loses or has rejected now and then ever reaches.
+/// most, far beyond what a publisher that loses events now and then ever reaches. Rejected
+/// events are not gaps and do not count.
 pub const MAX_GAPS_PER_PUBLISHER: usize = 10_000;
 
-/// Returns whether storing the events at `seqs` of `epoch` would leave the publisher with more
-/// than [`MAX_GAPS_PER_PUBLISHER`] gaps, and more than it has: a publisher at the limit may
-/// still deliver batches that open no gap, and resend events that close some.
+/// Most rejected seq ranges kept per publisher, over all its epochs: about 20 KiB of state. Past
+/// it the oldest range is dropped; the count of rejected events stays exact, and every
+/// rejection's reason is in the Ack, which the publisher logs.
+pub const MAX_REJECTED_RANGES_PER_PUBLISHER: usize = 1_000;
+
+/// Returns whether the events arriving at `seqs` of `epoch` (stored or rejected: both close and
+/// open gaps alike) would leave the publisher with more than [`MAX_GAPS_PER_PUBLISHER`] gaps,
+/// and more than it has: a publisher at the limit may still deliver batches that open no gap,
+/// and resend events that close some.
 pub fn exceeds_gap_limit(state: &proto::PublisherState, epoch: u64, seqs: impl IntoIterator<Item = u64>) -> bool {
-    let mut after = state.clone();
+    // Only what moves gaps: the newest rejected range holds the highest rejected seq.
+    let mut after = proto::PublisherState {
+        epoch: state.epoch,
+        stored_seq: state.stored_seq,
+        gaps: state.gaps.clone(),
+        rejected: state.rejected.last().copied().into_iter().collect(),
+        ..Default::default()
+    };
     if epoch > after.epoch {
         after.epoch = epoch;
         after.stored_seq = 0;
     }
+    // Storing and rejecting move gaps alike, so all are taken as stored here.
     for seq in seqs {
         record_stored(&mut after, epoch, seq);
     }
@@ -119,17 +142,41 @@ pub fn record_stored(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
         // An event of an older epoch: counted, but that sequence is no longer tracked.
         return;
     }
-    let highest = state.stored_seq;
+    record_arrived(state, epoch, seq);
+    state.stored_seq = state.stored_seq.max(seq);
+}
+
+/// Records that the event at `seq` of `epoch` was rejected: counted, its seq no gap and listed
+/// among the rejected ranges (seq 0, which no event has, only counted).
+pub fn record_rejected(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
+    state.rejected_count += 1;
+    if epoch != state.epoch || seq == 0 {
+        // As for stored events, an older epoch's sequence is no longer tracked.
+        return;
+    }
+    record_arrived(state, epoch, seq);
+    add_rejected(&mut state.rejected, epoch, seq);
+}
+
+/// Returns the highest seq of the current epoch that arrived, stored or rejected; 0 for none.
+pub fn highest_arrived(state: &proto::PublisherState) -> u64 {
+    let rejected = state.rejected.last().filter(|range| range.epoch == state.epoch).map_or(0, |range| range.to_seq);
+    state.stored_seq.max(rejected)
+}
+
+/// Moves the gaps of the current epoch `epoch` for an event arriving at `seq`: past the highest
+/// arrived, it opens a gap before it; below, it closes its place in a gap, if any.
+fn record_arrived(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
+    let highest = highest_arrived(state);
     if seq > highest {
         if seq > highest + 1 {
             state.gaps.push(proto::SequenceGap { epoch, from_seq: highest + 1, to_seq: seq - 1 });
         }
-        state.stored_seq = seq;
         return;
     }
     let Some(index) = state.gaps.iter().position(|gap| gap.epoch == epoch && gap.from_seq <= seq && seq <= gap.to_seq)
     else {
-        // Not in a gap: the same seq again under another event id. Nothing to close.
+        // Not in a gap: the same seq again (under another event id, or rejected then stored).
         return;
     };
     let gap = state.gaps[index];
@@ -143,6 +190,33 @@ pub fn record_stored(state: &mut proto::PublisherState, epoch: u64, seq: u64) {
             state.gaps[index].to_seq = seq - 1;
             state.gaps.insert(index + 1, proto::SequenceGap { epoch, from_seq: seq + 1, to_seq: gap.to_seq });
         }
+    }
+}
+
+/// Adds `seq` of `epoch` to `ranges`, ordered by (epoch, seq), merging it with the ranges it
+/// touches, then drops the oldest ranges past [`MAX_REJECTED_RANGES_PER_PUBLISHER`].
+fn add_rejected(ranges: &mut Vec<proto::RejectedRange>, epoch: u64, seq: u64) {
+    // The first range that ends at or after `seq - 1` in this epoch: the only one `seq` can
+    // touch or fall into from below.
+    let index = ranges.partition_point(|range| (range.epoch, range.to_seq.saturating_add(1)) < (epoch, seq));
+    match ranges.get_mut(index) {
+        Some(range) if range.epoch == epoch && range.from_seq <= seq.saturating_add(1) => {
+            range.from_seq = range.from_seq.min(seq);
+            range.to_seq = range.to_seq.max(seq);
+            // Filling the hole between two ranges joins them.
+            if let Some(next) = ranges.get(index + 1).copied()
+                && next.epoch == epoch
+                && next.from_seq <= ranges[index].to_seq.saturating_add(1)
+            {
+                ranges[index].to_seq = ranges[index].to_seq.max(next.to_seq);
+                ranges.remove(index + 1);
+            }
+        }
+        _ => ranges.insert(index, proto::RejectedRange { epoch, from_seq: seq, to_seq: seq }),
+    }
+    if ranges.len() > MAX_REJECTED_RANGES_PER_PUBLISHER {
+        let excess = ranges.len() - MAX_REJECTED_RANGES_PER_PUBLISHER;
+        ranges.drain(..excess);
     }
 }
 
@@ -186,6 +260,66 @@ mod tests {
         assert!(!exceeds_gap_limit(&state, 1, [highest + 1, highest + 2]), "contiguous");
         assert!(!exceeds_gap_limit(&state, 1, [1, highest + 1]), "closing one");
         assert!(!exceeds_gap_limit(&state, 1, [1, highest + 2]), "closing one, opening one");
+    }
+
+    fn rejected(state: &proto::PublisherState) -> Vec<(u64, u64, u64)> {
+        state.rejected.iter().map(|range| (range.epoch, range.from_seq, range.to_seq)).collect()
+    }
+
+    #[test]
+    fn rejected_seqs_arrive_merge_and_are_no_gaps() {
+        let mut state = new_state("p", 1);
+        record_stored(&mut state, 1, 1);
+        record_rejected(&mut state, 1, 2);
+        record_rejected(&mut state, 1, 4);
+        assert_eq!(gaps(&state), vec![(1, 3, 3)], "only 3 never arrived");
+        assert_eq!((state.stored_seq, highest_arrived(&state)), (1, 4));
+        // The seq between two ranges joins them; it closes the gap too.
+        record_rejected(&mut state, 1, 3);
+        assert_eq!(rejected(&state), vec![(1, 2, 4)]);
+        assert!(state.gaps.is_empty());
+        // The next stored seq follows the highest arrived, rejected or not: no gap.
+        record_stored(&mut state, 1, 5);
+        assert!(state.gaps.is_empty());
+        // A rejected seq stored later (fixed and resent): stored like any other, still listed.
+        record_stored(&mut state, 1, 3);
+        assert_eq!((state.event_count, state.rejected_count, state.stored_seq), (3, 3, 5));
+        assert!(state.gaps.is_empty());
+        assert_eq!(rejected(&state), vec![(1, 2, 4)]);
+        // Seq 0 (no event has it) and older epochs are counted only.
+        record_rejected(&mut state, 1, 0);
+        record_batch(&mut state, 2, Timestamp::default(), "runtime");
+        record_rejected(&mut state, 1, 9);
+        assert_eq!(state.rejected_count, 5);
+        assert_eq!(rejected(&state), vec![(1, 2, 4)]);
+        // A new epoch starts afresh: epoch 1's rejected 4 says nothing of epoch 2's seq.
+        assert_eq!(highest_arrived(&state), 0);
+        record_rejected(&mut state, 2, 2);
+        assert_eq!(gaps(&state), vec![(2, 1, 1)]);
+        assert_eq!(rejected(&state), vec![(1, 2, 4), (2, 2, 2)]);
+    }
+
+    #[test]
+    fn rejections_past_every_limit_keep_the_count_and_never_wedge() {
+        let mut state = new_state("p", 1);
+        // Each rejection between two stored events: each would have been a gap of its own.
+        let rejections = MAX_GAPS_PER_PUBLISHER as u64 + 500;
+        for n in 0..rejections {
+            record_stored(&mut state, 1, 2 * n + 1);
+            record_rejected(&mut state, 1, 2 * n + 2);
+        }
+        assert!(state.gaps.is_empty());
+        assert_eq!(state.rejected_count, rejections);
+        assert_eq!(state.rejected.len(), MAX_REJECTED_RANGES_PER_PUBLISHER);
+        // The oldest ranges went, the newest stayed.
+        assert_eq!(state.rejected.last().map(|range| range.to_seq), Some(2 * rejections));
+        assert_eq!(state.rejected[0].from_seq, 2 * (rejections - MAX_REJECTED_RANGES_PER_PUBLISHER as u64) + 2);
+        let next = highest_arrived(&state) + 1;
+        assert!(!exceeds_gap_limit(&state, 1, [next, next + 1]));
+        // Rejected seqs in a batch close gaps like stored ones, and open them past the highest.
+        let mut gapped = new_state("p", 1);
+        record_stored(&mut gapped, 1, 3);
+        assert!(!exceeds_gap_limit(&gapped, 1, [1, 2]));
     }
 
     #[test]

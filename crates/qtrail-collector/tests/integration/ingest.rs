@@ -109,13 +109,14 @@ async fn rejects_bad_events_one_by_one_and_stores_the_rest() {
     assert_eq!(stored[1].event.as_ref().unwrap().message, "Qiskit Runtime: read job\\r\\nforged: line");
     assert!(server.all_events("eu-de").await.is_empty());
 
-    // Rejected seqs leave gaps that auditors see.
+    // Rejected seqs are counted and listed for auditors; they arrived, so they are no gaps.
     let publishers = server.publishers("us-east").await;
     assert_eq!(publishers.len(), 1);
     let state = &publishers[0];
     assert_eq!((state.publisher_id.as_str(), state.epoch, state.stored_seq, state.event_count), ("runtime-1", 1, 8, 2));
-    let gaps: Vec<(u64, u64, u64)> = state.gaps.iter().map(|g| (g.epoch, g.from_seq, g.to_seq)).collect();
-    assert_eq!(gaps, vec![(1, 2, 7)]);
+    assert!(state.gaps.is_empty(), "{:?}", state.gaps);
+    assert_eq!(state.rejected_count, 7, "seq 0 counted too");
+    assert_eq!(state.rejected, [proto::RejectedRange { epoch: 1, from_seq: 2, to_seq: 7 }]);
     assert!(state.last_seen.is_some());
     server.stop().await;
 }
@@ -326,6 +327,54 @@ async fn a_publisher_at_the_gap_limit_has_batches_that_open_gaps_refused() {
     stream.close();
     let publishers = server.publishers("us-east").await;
     assert_eq!(publishers[0].gaps.len(), MAX_GAPS_PER_PUBLISHER);
+    server.stop().await;
+}
+
+/// A publisher whose events are rejected now and then (here every other one, more of them than
+/// the gap limit, each between two stored ones) is never wedged by them: rejected seqs arrived
+/// and are no gaps, their count stays exact, and the publisher keeps delivering, even batches
+/// that skip a seq.
+#[tokio::test]
+async fn rejected_events_past_the_gap_limit_never_wedge_a_publisher() {
+    use qtrail_collector::store::publisher::{MAX_GAPS_PER_PUBLISHER, MAX_REJECTED_RANGES_PER_PUBLISHER};
+    use qtrail_proto::limits::MAX_BATCH_EVENTS;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let rejections = MAX_GAPS_PER_PUBLISHER + 100;
+    // Odd seqs valid, even seqs of another location: rejected.
+    let wire = |i: usize, location: &str| proto::AuditEvent::from(&event(location, i)).encode_to_vec().into();
+    let all: Vec<proto::PublishedEvent> = (0..2 * rejections)
+        .map(|i| proto::PublishedEvent {
+            seq: i as u64 + 1,
+            event: wire(i, if i % 2 == 0 { "us-east" } else { "eu-de" }),
+        })
+        .collect();
+    let (mut stream, _) = server.open_publisher("flaky", "us-east", 1).await;
+    let mut batch_seq = 0;
+    for chunk in all.chunks(MAX_BATCH_EVENTS) {
+        batch_seq += 1;
+        stream.send_batch(batch_seq, chunk.to_vec()).await;
+        let ack = stream.next_ack().await;
+        assert_eq!((ack.accepted as usize, ack.rejected.len()), (chunk.len() / 2, chunk.len() / 2));
+    }
+    let state = server.publishers("us-east").await.remove(0);
+    assert!(state.gaps.is_empty(), "{} gaps", state.gaps.len());
+    assert_eq!((state.rejected_count, state.event_count), (rejections as u64, rejections as u64));
+    assert_eq!(state.rejected.len(), MAX_REJECTED_RANGES_PER_PUBLISHER, "the oldest ranges dropped");
+    let highest = 2 * rejections as u64;
+    assert_eq!(state.rejected.last(), Some(&proto::RejectedRange { epoch: 1, from_seq: highest, to_seq: highest }));
+
+    // A real gap still counts, and the publisher still makes progress.
+    let more = events("us-east", 2 * rejections, 2);
+    batch_seq += 1;
+    stream.send_batch(batch_seq, published(&more, highest + 2)).await;
+    assert_eq!(stream.next_ack().await.accepted, 2);
+    stream.close();
+    let state = server.publishers("us-east").await.remove(0);
+    let gaps: Vec<(u64, u64, u64)> = state.gaps.iter().map(|g| (g.epoch, g.from_seq, g.to_seq)).collect();
+    assert_eq!(gaps, vec![(1, highest + 1, highest + 1)]);
     server.stop().await;
 }
 

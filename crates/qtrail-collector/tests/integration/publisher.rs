@@ -17,12 +17,13 @@ const WAIT: Duration = Duration::from_secs(20);
 const OUTBOX_EVENTS: TableDefinition<'_, u64, (i64, &[u8])> = TableDefinition::new("qtrail_outbox_events");
 
 /// An outbox event damaged on disk is sent as it is: the collector rejects it alone (and counts
-/// it, for its operators), stores the others, and its seq stays a gap in the publisher's state,
-/// where auditors see it. The publisher then moves on instead of resending it forever.
+/// it, for its operators), stores the others, and its seq is counted and listed as rejected in
+/// the publisher's state, where auditors see it, not as a gap: it arrived. The publisher then
+/// moves on instead of resending it forever.
 #[tokio::test]
-async fn a_damaged_outbox_event_is_rejected_alone_and_leaves_a_gap() {
+async fn a_damaged_outbox_event_is_rejected_alone_and_counted() {
     // It counts the process-wide metric of rejected events.
-    if !qtrail_testkit::in_own_process("publisher::a_damaged_outbox_event_is_rejected_alone_and_leaves_a_gap") {
+    if !qtrail_testkit::in_own_process("publisher::a_damaged_outbox_event_is_rejected_alone_and_counted") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -54,7 +55,9 @@ async fn a_damaged_outbox_event_is_rejected_alone_and_leaves_a_gap() {
     let publishers = server.publishers("us-east").await;
     assert_eq!(publishers.len(), 1);
     assert_eq!(publishers[0].publisher_id, outbox.publisher_id());
-    assert_eq!(publishers[0].gaps, [proto::SequenceGap { epoch: 1, from_seq: 2, to_seq: 2 }]);
+    assert!(publishers[0].gaps.is_empty(), "{:?}", publishers[0].gaps);
+    assert_eq!(publishers[0].rejected_count, 1);
+    assert_eq!(publishers[0].rejected, [proto::RejectedRange { epoch: 1, from_seq: 2, to_seq: 2 }]);
     let metrics = server.http().get("/metrics").await.body;
     let rejected = r#"qtrail_collector_ingest_events_total{location="us-east",result="rejected"} 1"#;
     assert!(metrics.lines().any(|line| line == rejected), "{metrics}");

@@ -331,7 +331,7 @@ impl Outbox {
             }
             // Sent as stored, unchecked: each event travels as a bytes field of its own, so one
             // that no longer decodes (damaged on disk) cannot spoil its batch. The collector
-            // rejects it alone, with the reason, and its seq stays a gap that auditors see.
+            // rejects it alone, with the reason, and counts it as rejected where auditors see it.
             total += encoded.len();
             batch.events.push(QueuedEvent { seq: seq.value(), encoded: encoded.to_vec() });
         }

@@ -1,4 +1,5 @@
-//! `qtrail events publishers`: each publisher's sequence state and the gaps in it.
+//! `qtrail events publishers`: each publisher's sequence state, the gaps in it (seqs that never
+//! arrived) and how many of its events were rejected (which arrived, and are no gaps).
 
 use std::io::Write;
 
@@ -32,6 +33,11 @@ pub(super) async fn publishers(session: Session, out: &mut dyn Write) -> Result<
         .map(|p| {
             let gaps: Vec<Value> =
                 p.gaps.iter().map(|g| json!({ "epoch": g.epoch, "fromSeq": g.from_seq, "toSeq": g.to_seq })).collect();
+            let rejected: Vec<Value> = p
+                .rejected
+                .iter()
+                .map(|r| json!({ "epoch": r.epoch, "fromSeq": r.from_seq, "toSeq": r.to_seq }))
+                .collect();
             json!({
                 "publisherId": p.publisher_id,
                 "credential": p.credential,
@@ -39,6 +45,8 @@ pub(super) async fn publishers(session: Session, out: &mut dyn Write) -> Result<
                 "storedSeq": p.stored_seq,
                 "eventCount": p.event_count,
                 "gaps": gaps,
+                "rejectedCount": p.rejected_count,
+                "rejected": rejected,
                 "lastSeen": format_time(p.last_seen.as_ref()),
             })
         })
@@ -47,7 +55,8 @@ pub(super) async fn publishers(session: Session, out: &mut dyn Write) -> Result<
         write_json(out, &json!({ "publishers": items }))?;
         return Ok(());
     }
-    let mut table = Table::new(&["PUBLISHER", "TOKEN", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "LAST SEEN"]);
+    let mut table =
+        Table::new(&["PUBLISHER", "TOKEN", "EPOCH", "STORED SEQ", "EVENTS", "GAPS", "REJECTED", "LAST SEEN"]);
     for p in &publishers {
         let gaps: Vec<String> = p.gaps.iter().map(|g| format!("{}:{}-{}", g.epoch, g.from_seq, g.to_seq)).collect();
         table.row(vec![
@@ -57,6 +66,8 @@ pub(super) async fn publishers(session: Session, out: &mut dyn Write) -> Result<
             p.stored_seq.to_string(),
             p.event_count.to_string(),
             if gaps.is_empty() { "none".into() } else { gaps.join(" ") },
+            // The count only: the ranges (the most recent ones) are in the JSON output.
+            p.rejected_count.to_string(),
             format_time(p.last_seen.as_ref()),
         ]);
     }

@@ -77,6 +77,39 @@ pub(super) fn gap_limit(factory: Factory<'_>, dir: &Path) {
     assert_eq!(store.publisher(&location("us-east"), "p").unwrap().unwrap().gaps.len(), MAX_GAPS_PER_PUBLISHER - 1);
 }
 
+/// Rejected seqs (rejected before the store, or here for a conflicting id) arrived: they are
+/// counted and listed apart from gaps, and a later stored resend of one is stored normally.
+pub(super) fn rejected_seqs(factory: Factory<'_>, dir: &Path) {
+    let store = factory(dir);
+    store.create_collector(&location("us-east"), at(1)).unwrap();
+    let events = simple_events("us-east", 5);
+    let mut first = batch("us-east", "p", 1, &[(1, &events[0])]);
+    first.rejected_seqs = vec![2];
+    let mut only_rejected = batch("us-east", "p", 1, &[]);
+    only_rejected.rejected_seqs = vec![3];
+    // Seq 5 carries the id of seq 1 with other bytes: rejected by the store.
+    let mut conflicting = batch("us-east", "p", 1, &[(4, &events[1]), (5, &events[2])]);
+    conflicting.events[1].id = events[0].id;
+    let outcomes = store.append(vec![first, only_rejected, conflicting], at(2)).unwrap();
+    assert_eq!(outcomes.iter().map(|outcome| outcome.accepted).collect::<Vec<_>>(), [1, 0, 1]);
+    assert_eq!(outcomes[2].rejected.iter().map(|event| event.seq).collect::<Vec<_>>(), [5]);
+    store.append(vec![batch("us-east", "p", 1, &[(6, &events[3])])], at(3)).unwrap();
+
+    let state = store.publisher(&location("us-east"), "p").unwrap().unwrap();
+    assert!(state.gaps.is_empty(), "rejected seqs are no gaps: {:?}", state.gaps);
+    let rejected: Vec<(u64, u64, u64)> = state.rejected.iter().map(|r| (r.epoch, r.from_seq, r.to_seq)).collect();
+    assert_eq!(rejected, vec![(1, 2, 3), (1, 5, 5)]);
+    assert_eq!((state.stored_seq, state.event_count, state.rejected_count), (6, 3, 3));
+
+    // The publisher fixed seq 2 and resent it: stored like any other, no gap, still listed.
+    let outcome = store.append(vec![batch("us-east", "p", 1, &[(2, &events[4])])], at(4)).unwrap();
+    assert_eq!((outcome[0].accepted, outcome[0].rejected.len()), (1, 0));
+    let state = store.publisher(&location("us-east"), "p").unwrap().unwrap();
+    assert!(state.gaps.is_empty());
+    assert_eq!((state.stored_seq, state.event_count, state.rejected_count), (6, 4, 3));
+    assert_eq!(state.rejected.len(), 2);
+}
+
 /// A publisher id is bound to the credential of its first batch: a batch of another is refused
 /// whole and changes nothing, in the same group as accepted ones.
 pub(super) fn publisher_binding(factory: Factory<'_>, dir: &Path) {
