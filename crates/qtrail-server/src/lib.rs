@@ -15,5 +15,6 @@ pub mod incoming;
 pub mod poll;
 pub mod reflection;
 pub mod shutdown;
+pub mod stall;
 pub mod telemetry;
 pub mod tls;

@@ -1,6 +1,7 @@
-//! The HTTP side's open connections: the cap on their number, whom to evict at the cap, and
-//! which of them are serving a request and since when the others have not been (an activity
-//! the gRPC side's connections share).
+//! Open connections: the cap on their number, whom to evict at the cap, and which of them are
+//! serving a request and since when the others have not been. The HTTP side keeps its
+//! connections here, and the gRPC side ([`crate::incoming`]) too: one way of making room for
+//! both.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use super::limits::{HttpLimits, read_body};
 
 /// The open connections: their number, and whom to evict at the cap.
 #[derive(Debug)]
-pub(super) struct Connections {
+pub(crate) struct Connections {
     max: usize,
     open: Mutex<Open>,
 }
@@ -35,10 +36,10 @@ struct Open {
 
 /// A connection's place among the open ones, given up on drop.
 #[derive(Debug)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     connections: Arc<Connections>,
     id: u64,
-    pub(super) activity: Arc<Activity>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl Drop for Slot {
@@ -48,13 +49,13 @@ impl Drop for Slot {
 }
 
 impl Connections {
-    pub(super) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self { max, open: Mutex::new(Open::default()) }
     }
 
     /// Returns a place for a new connection: a free one, or that of the connection waiting on
     /// its client the longest, which is told to close. `None` when every one is serving.
-    pub(super) fn admit(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.by_id.len() >= self.max {
             let longest_idle = open
@@ -75,27 +76,31 @@ impl Connections {
     }
 }
 
-/// Whether a connection is serving requests, and since when it has not been; shared with
-/// the gRPC side's connections ([`crate::incoming`]).
+/// Whether a connection is serving requests, and since when it has not been.
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<ActivityState>,
     /// Cancelled when the connection must close to make room for a new one.
-    pub(super) evicted: CancellationToken,
+    pub(crate) evicted: CancellationToken,
 }
 
 #[derive(Debug)]
 struct ActivityState {
-    /// Requests in progress, from their whole body received to their whole response sent.
+    /// Requests in progress, from their whole body received (the HTTP side) or their headers
+    /// (the gRPC side, whose calls stream) to their whole response sent.
     busy: usize,
     /// When `busy` last became 0 (or the connection opened).
     idle_since: Instant,
+    /// Whether a request has arrived (its headers at least): until then the connection is
+    /// under the shorter first-request deadline, which a peer that connects and says nothing
+    /// (or only the HTTP/2 preface) meets.
+    started: bool,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Self {
-            state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now() }),
+            state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now(), started: false }),
             evicted: CancellationToken::new(),
         }
     }
@@ -110,21 +115,39 @@ impl Activity {
         (state.busy == 0).then_some(state.idle_since)
     }
 
+    /// Notes that a request has arrived, so the first-request deadline no longer applies.
+    pub(crate) fn started(&self) {
+        self.lock().started = true;
+    }
+
     /// Marks a request in progress until the returned guard drops.
     pub(crate) fn busy(self: &Arc<Self>) -> Busy {
-        self.lock().busy += 1;
+        let mut state = self.lock();
+        state.busy += 1;
+        state.started = true;
         Busy(self.clone())
     }
 
-    /// Completes once the connection has had no request in progress for `timeout`.
-    pub(super) async fn idle_over(&self, timeout: Duration) {
+    /// Returns when the connection is to close for want of requests: `first_request` after it
+    /// opened while none has arrived, then `idle` after it last became idle; `None` while it
+    /// serves a request.
+    pub(crate) fn quiet_deadline(&self, first_request: Duration, idle: Duration) -> Option<Instant> {
+        let state = self.lock();
+        (state.busy == 0).then(|| state.idle_since + if state.started { idle } else { first_request })
+    }
+
+    /// Completes once [`Activity::quiet_deadline`] has passed.
+    pub(super) async fn quiet_over(&self, first_request: Duration, idle: Duration) {
         loop {
-            let wait = match self.idle_since() {
-                Some(since) if since.elapsed() >= timeout => return,
-                Some(since) => timeout - since.elapsed(),
-                None => timeout,
+            let next_check = match self.quiet_deadline(first_request, idle) {
+                Some(deadline) if deadline <= Instant::now() => return,
+                // A request may start and end before the deadline, which then moves to the
+                // request's end plus `idle`: possibly sooner, when that is the shorter.
+                Some(deadline) => deadline.min(Instant::now() + idle),
+                // Serving: whatever ends the request wakes no one here, so look again later.
+                None => Instant::now() + idle,
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(next_check.into()).await;
         }
     }
 }
@@ -162,6 +185,7 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            this.activity.started();
             let (mut parts, body) = request.into_parts();
             let body = match read_body(body, &parts.headers, this.limits).await {
                 Ok(body) => body,
