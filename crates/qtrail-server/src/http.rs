@@ -143,6 +143,9 @@ pub async fn serve_with_limits(
                 () = activity.quiet_over(limits.first_request_timeout, limits.idle_timeout) => {
                     debug!(peer = %peer, "http connection without a request closed");
                 }
+                () = activity.stall_over(limits.write_stall_timeout) => {
+                    debug!(peer = %peer, "http connection whose peer reads nothing closed");
+                }
             }
             // Held for the connection's lifetime.
             drop(slot);

@@ -144,11 +144,8 @@ impl Stream for CappedIncoming {
                 this.registry.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, activity.clone());
             }
             let timeouts = this.timeouts;
-            let quiet = Quiet {
-                activity,
-                timeouts,
-                sleep: Box::pin(tokio::time::sleep(timeouts.first_request.min(timeouts.idle))),
-            };
+            let first_check = timeouts.first_request.min(timeouts.idle).min(timeouts.write_stall);
+            let quiet = Quiet { activity, timeouts, sleep: Box::pin(tokio::time::sleep(first_check)) };
             let evicted = Box::pin(slot.activity.evicted.clone().cancelled_owned());
             let stream = WriteDeadline::new(stream, timeouts.write_stall);
             let registry = this.registry.clone();
@@ -179,21 +176,28 @@ struct Quiet {
 }
 
 impl Quiet {
-    /// Returns whether the connection has gone too long without a call; otherwise arranges for
-    /// `cx` to be woken when it may have.
-    fn is_over(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Returns why the connection is to close, when it has gone too long without a call or a
+    /// response of its has waited too long for the peer to read; otherwise arranges for `cx`
+    /// to be woken when it may be.
+    fn is_over(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
         loop {
             if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
+                return None;
+            }
+            let stalled_since = self.activity.stalled_since();
+            if stalled_since.is_some_and(|since| since + self.timeouts.write_stall <= Instant::now()) {
+                return Some("grpc connection whose peer reads nothing closed");
             }
             let next_check = match self.activity.quiet_deadline(self.timeouts.first_request, self.timeouts.idle) {
-                Some(deadline) if deadline <= Instant::now() => return true,
+                Some(deadline) if deadline <= Instant::now() => return Some("grpc connection without a call closed"),
                 // A call may start and end before the deadline, which then moves to the
                 // call's end plus the idle timeout: possibly sooner, when that is the shorter.
                 Some(deadline) => deadline.min(Instant::now() + self.timeouts.idle),
                 // A call in progress: its end wakes no one here, so look again later.
                 None => Instant::now() + self.timeouts.idle,
             };
+            // A response may hand over a frame at any moment, with no one to wake here.
+            let next_check = next_check.min(stalled_since.unwrap_or_else(Instant::now) + self.timeouts.write_stall);
             self.sleep.as_mut().reset(next_check.into());
         }
     }
@@ -234,8 +238,8 @@ impl AsyncRead for CappedStream {
         if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
             return Poll::Ready(read);
         }
-        if this.quiet.is_over(cx) {
-            debug!(peer = ?this.peer, "grpc connection without a call closed");
+        if let Some(why) = this.quiet.is_over(cx) {
+            debug!(peer = ?this.peer, why);
             return Poll::Ready(Ok(()));
         }
         Poll::Pending
@@ -309,7 +313,7 @@ where
         Box::pin(async move {
             let response = response.await?;
             Ok(match busy {
-                Some(busy) => response.map(|body| tonic::body::Body::new(Guarded { body, _busy: busy })),
+                Some(busy) => response.map(|body| tonic::body::Body::new(Guarded { body, busy })),
                 None => response,
             })
         })

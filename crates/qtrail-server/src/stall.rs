@@ -1,15 +1,21 @@
 //! The write-stall deadline both sides put on their connections: a peer that stops reading
-//! (a TCP zero window) leaves the server's writes pending for good, and with them the calls
-//! whose responses they carry, the memory those responses hold, and the connection's place
-//! under the cap.
+//! leaves the server's responses unsent for good, and with them the calls they belong to, the
+//! memory they hold, and the connection's place under the cap (it never counts as idle).
 //!
-//! [`WriteDeadline`] wraps a connection's socket, under TLS where there is TLS, so the bytes it
-//! times are those on the wire. It sees only writes the server attempts: a peer that never
-//! opens its HTTP/2 flow-control window makes hyper stop writing to that stream (there is no
-//! pending write at all, its response waits inside h2 in a send buffer bounded per stream), and
-//! keeps the connection alive by answering pings; that case is left to the per-stream bounds
-//! the services set themselves (a tail whose client reads nothing ends after its own stall
-//! timeout) and, for the connection, to the cap's eviction not touching it since it is busy.
+//! A peer stops reading in one of two ways, and each is timed where it shows:
+//! - It stops reading its socket (a TCP zero window): the server's writes stay pending.
+//!   [`WriteDeadline`] wraps a connection's socket, under TLS where there is TLS, and fails a
+//!   write or flush that has made no progress for the timeout; the server then drops the
+//!   connection.
+//! - It reads its socket but never opens its HTTP/2 flow-control window: h2 buffers the
+//!   response (up to its per-stream send buffer) and hyper stops writing it, so no write is
+//!   ever pending while the peer answers pings and the connection looks alive. What shows is
+//!   that hyper does not come back for the response's next frame: hyper takes a frame only
+//!   once the last one is on its way. The response body wrapper (`Guarded`) notes when it
+//!   handed a frame over and when hyper came back; a connection with a frame waiting longer
+//!   than the timeout is closed ([`crate::incoming`] through its read side, the HTTP side by
+//!   its connection task). So each response message must reach the wire within the timeout:
+//!   for the largest (an export chunk of 1 MiB) about 35 KiB/s at the least.
 
 use std::future::Future;
 use std::io;
@@ -21,8 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// How long writing to a connection may make no progress (the peer's TCP window closed, the
-/// kernel's send buffer full) before the connection is closed and the calls on it end. Far
-/// beyond a slow but live reader's pause; a peer that reads nothing holds its place no longer.
+/// kernel's send buffer full), or a response frame may wait for the peer's HTTP/2 window,
+/// before the connection is closed and the calls on it end. Far beyond a slow but live
+/// reader's pause; a peer that reads nothing holds its place no longer.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection whose writes fail with [`io::ErrorKind::TimedOut`] once they have made no

@@ -1,6 +1,6 @@
 //! The write-stall deadline on the gRPC side: a peer that asks for an endless response and then
-//! reads nothing (its TCP window closes) loses its connection, and the call on it ends, while
-//! other clients go on being served.
+//! reads nothing (its TCP window closes, or it never opens its HTTP/2 window) loses its
+//! connection, and the call on it ends, while other clients go on being served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,13 +55,28 @@ impl hyper::body::Body for Zeros {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[0; 16 * 1024])))))
     }
 }
 
 #[tokio::test]
 async fn a_peer_that_reads_nothing_loses_its_connection_after_the_write_stall_deadline() {
+    peer_that_reads_nothing(true).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_opens_its_http2_window_loses_its_connection_after_the_write_stall_deadline() {
+    peer_that_reads_nothing(false).await;
+}
+
+/// Serves [`Endless`] and health with a short write-stall deadline, has a peer call
+/// [`Endless`] and read nothing (`open_windows`: see [`endless_call`]), and checks that its
+/// call and connection end while another client's watch goes on.
+async fn peer_that_reads_nothing(open_windows: bool) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let timeouts = GrpcTimeouts {
@@ -83,7 +98,7 @@ async fn a_peer_that_reads_nothing_loses_its_connection_after_the_write_stall_de
     let mut watch = HealthClient::new(channel.clone()).watch(HealthCheckRequest::default()).await.unwrap().into_inner();
     watch.message().await.expect("the first status").expect("a status");
 
-    let mut stalled = endless_call(addr).await;
+    let mut stalled = endless_call(addr, open_windows).await;
     let ended_in_time = tokio::time::timeout(DEADLINE, ended.cancelled()).await;
     assert!(ended_in_time.is_ok(), "the stalled call did not end");
     let drained = tokio::time::timeout(DEADLINE, stalled.read_to_end(&mut Vec::new())).await;
@@ -97,16 +112,21 @@ async fn a_peer_that_reads_nothing_loses_its_connection_after_the_write_stall_de
     stop.cancel();
 }
 
-/// Opens an HTTP/2 connection that calls [`Endless`] with every flow-control window opened
-/// wide, so that only TCP can hold the server back, and then reads nothing.
-async fn endless_call(addr: SocketAddr) -> tokio::net::TcpStream {
+/// Opens an HTTP/2 connection that calls [`Endless`] and then reads nothing: with every
+/// flow-control window opened wide (`open_windows`), so that only TCP can hold the server
+/// back; else with HTTP/2's default 64 KiB windows, never opened further.
+async fn endless_call(addr: SocketAddr, open_windows: bool) -> tokio::net::TcpStream {
     const MAX_WINDOW: u32 = 0x7fff_ffff;
     let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    // SETTINGS_INITIAL_WINDOW_SIZE for every stream, and the connection's window.
-    let mut settings = vec![0, 4];
-    settings.extend_from_slice(&MAX_WINDOW.to_be_bytes());
-    frame(&mut bytes, 4, 0, 0, &settings);
-    frame(&mut bytes, 8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes());
+    if open_windows {
+        // SETTINGS_INITIAL_WINDOW_SIZE for every stream, and the connection's window.
+        let mut settings = vec![0, 4];
+        settings.extend_from_slice(&MAX_WINDOW.to_be_bytes());
+        frame(&mut bytes, 4, 0, 0, &settings);
+        frame(&mut bytes, 8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes());
+    } else {
+        frame(&mut bytes, 4, 0, 0, &[]);
+    }
     let mut headers = Vec::new();
     for (name, value) in [
         (":method", "POST"),

@@ -95,12 +95,24 @@ struct ActivityState {
     /// under the shorter first-request deadline, which a peer that connects and says nothing
     /// (or only the HTTP/2 preface) meets.
     started: bool,
+    /// Responses that handed the server a frame it has not yet come back for, by request,
+    /// with when: hyper takes a response's next frame only once the last one is on its way, so
+    /// one waiting long is a peer that does not read (see [`crate::stall`]).
+    handed: HashMap<u64, Instant>,
+    /// The next request's key in `handed`.
+    next_request: u64,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Self {
-            state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now(), started: false }),
+            state: Mutex::new(ActivityState {
+                busy: 0,
+                idle_since: Instant::now(),
+                started: false,
+                handed: HashMap::new(),
+                next_request: 0,
+            }),
             evicted: CancellationToken::new(),
         }
     }
@@ -125,7 +137,27 @@ impl Activity {
         let mut state = self.lock();
         state.busy += 1;
         state.started = true;
-        Busy(self.clone())
+        state.next_request += 1;
+        Busy { activity: self.clone(), request: state.next_request }
+    }
+
+    /// Returns since when the oldest frame a response handed over has waited for the peer to
+    /// make room for it; `None` when none waits.
+    pub(crate) fn stalled_since(&self) -> Option<Instant> {
+        self.lock().handed.values().min().copied()
+    }
+
+    /// Completes once a response has waited [`Activity::stalled_since`] for `timeout`.
+    pub(super) async fn stall_over(&self, timeout: Duration) {
+        loop {
+            let next_check = match self.stalled_since() {
+                Some(since) if since + timeout <= Instant::now() => return,
+                Some(since) => since + timeout,
+                // A frame handed over now wakes no one here, so look again later.
+                None => Instant::now() + timeout,
+            };
+            tokio::time::sleep_until(next_check.into()).await;
+        }
     }
 
     /// Returns when the connection is to close for want of requests: `first_request` after it
@@ -154,11 +186,27 @@ impl Activity {
 
 /// A request in progress on a connection.
 #[derive(Debug)]
-pub(crate) struct Busy(Arc<Activity>);
+pub(crate) struct Busy {
+    activity: Arc<Activity>,
+    request: u64,
+}
+
+impl Busy {
+    /// Notes whether the response has a frame waiting for the server to come back for it.
+    fn handed(&self, waiting: bool) {
+        let mut state = self.activity.lock();
+        if waiting {
+            state.handed.insert(self.request, Instant::now());
+        } else {
+            state.handed.remove(&self.request);
+        }
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
+        let mut state = self.activity.lock();
+        state.handed.remove(&self.request);
         state.busy -= 1;
         if state.busy == 0 {
             state.idle_since = Instant::now();
@@ -194,16 +242,17 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
             parts.extensions.insert(ConnectInfo(this.peer));
             let busy = this.activity.busy();
             let response = this.inner.call(Request::from_parts(parts, Body::from(body))).await?;
-            Ok(response.map(|body| Body::new(Guarded { body, _busy: busy })))
+            Ok(response.map(|body| Body::new(Guarded { body, busy })))
         })
     }
 }
 
-/// A response body that keeps its connection marked busy until it is sent or dropped.
+/// A response body that keeps its connection marked busy until it is sent or dropped, and
+/// tells it how long the frame it handed over last has waited to be sent.
 #[derive(Debug)]
 pub(crate) struct Guarded<B> {
     pub(crate) body: B,
-    pub(crate) _busy: Busy,
+    pub(crate) busy: Busy,
 }
 
 impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
@@ -214,7 +263,11 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // Back for the next frame: the last is on its way. A frame now handed over waits until
+        // hyper comes back, which it does once the peer has made room for it.
+        self.busy.handed(matches!(polled, std::task::Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
