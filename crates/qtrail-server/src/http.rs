@@ -7,8 +7,11 @@ mod connections;
 mod limits;
 mod router;
 
-pub(crate) use connections::{Activity, Busy, Guarded};
-pub use limits::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, HttpLimits, IDLE_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS};
+pub(crate) use connections::{Activity, Busy, Connections, Guarded, Slot};
+pub use limits::{
+    BODY_READ_TIMEOUT, FIRST_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, HttpLimits, IDLE_TIMEOUT, MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+};
 pub use router::{MetricsToken, base_router, prometheus};
 
 use std::future::Future;
@@ -26,8 +29,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::stall::WriteDeadline;
 use crate::tls::HANDSHAKE_TIMEOUT;
-use connections::{Connections, Tracked};
+use connections::Tracked;
 use limits::H2_KEEP_ALIVE;
 
 /// Binds the HTTP side's listener at `addr` and installs the Prometheus recorder: before the
@@ -61,8 +65,9 @@ pub async fn serve(
 /// Each connection runs in a task of its own, at most `limits.max_connections` at once (see
 /// [`MAX_CONNECTIONS`] for who makes room at the cap), so clients that stall hold up nobody
 /// else; every one is under a timer from its first byte: the TLS handshake's
-/// [`HANDSHAKE_TIMEOUT`], then the request headers' and the body's, and the idle timeout
-/// between requests. Handlers see the whole body, read in advance within its limits, and the
+/// [`HANDSHAKE_TIMEOUT`], the first request's [`FIRST_REQUEST_TIMEOUT`], then the request
+/// headers' and the body's, the idle timeout between requests, and the write-stall deadline
+/// ([`crate::stall`]) while its responses wait on the client to read them. Handlers see the whole body, read in advance within its limits, and the
 /// client's address as `ConnectInfo<SocketAddr>`. Over TLS the protocol comes from ALPN
 /// (HTTP/2 or HTTP/1.1). At `shutdown` the listener closes, handshakes in progress are
 /// dropped, and open connections finish their requests. The connections belong to this
@@ -97,6 +102,7 @@ pub async fn serve_with_limits(
         // Without it, the tail of a response (or a short server-sent event to the console's
         // live view) can wait for the client's delayed ACK, as on the gRPC side.
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, limits.write_stall_timeout);
         let Some(slot) = connections.admit() else {
             debug!(peer = %peer, "too many busy http connections, closing the new one");
             continue;
@@ -134,7 +140,12 @@ pub async fn serve_with_limits(
             tokio::select! {
                 () = connection => {}
                 () = activity.evicted.cancelled() => debug!(peer = %peer, "http connection evicted to make room"),
-                () = activity.idle_over(limits.idle_timeout) => debug!(peer = %peer, "idle http connection closed"),
+                () = activity.quiet_over(limits.first_request_timeout, limits.idle_timeout) => {
+                    debug!(peer = %peer, "http connection without a request closed");
+                }
+                () = activity.stall_over(limits.write_stall_timeout) => {
+                    debug!(peer = %peer, "http connection whose peer reads nothing closed");
+                }
             }
             // Held for the connection's lifetime.
             drop(slot);

@@ -1,6 +1,7 @@
 //! TLS from PEM files: a real tonic server on a loopback port, with its health service behind
 //! TLS (and mutual TLS), against clients that do and do not trust it or present a certificate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use qtrail_server::health::{is_serving_over, wait_serving_over};
@@ -230,5 +231,51 @@ async fn a_connection_that_never_shakes_hands_is_closed_after_the_handshake_time
         // Not closed for some other reason long before: the timeout is what ended it.
         assert!(closed >= HANDSHAKE_TIMEOUT - Duration::from_secs(1), "{side} closed after {closed:?}");
     }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_sends_only_the_preface_is_closed_after_the_first_request_deadline() {
+    use rustls::pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki"), "qtrail test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    // HTTP/2 has no header timer, and the idle timeout is far off: only the first-request
+    // deadline can close the connection.
+    let limits = qtrail_server::http::HttpLimits {
+        first_request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(600),
+        ..qtrail_server::http::HttpLimits::default()
+    };
+    tokio::spawn(qtrail_server::http::serve_with_limits(
+        listener,
+        qtrail_server::http::base_router(None),
+        Some(pki.server(false).load().unwrap().http()),
+        limits,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    // The client preface and an empty SETTINGS frame: a valid HTTP/2 connection, with no request.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let read = tokio::time::timeout(READY, stream.read_to_end(&mut Vec::new())).await;
+    assert!(read.is_ok(), "the preface-only connection was not closed");
     stop.cancel();
 }

@@ -1,6 +1,7 @@
-//! The HTTP side's open connections: the cap on their number, whom to evict at the cap, and
-//! which of them are serving a request and since when the others have not been (an activity
-//! the gRPC side's connections share).
+//! Open connections: the cap on their number, whom to evict at the cap, and which of them are
+//! serving a request and since when the others have not been. The HTTP side keeps its
+//! connections here, and the gRPC side ([`crate::incoming`]) too: one way of making room for
+//! both.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use super::limits::{HttpLimits, read_body};
 
 /// The open connections: their number, and whom to evict at the cap.
 #[derive(Debug)]
-pub(super) struct Connections {
+pub(crate) struct Connections {
     max: usize,
     open: Mutex<Open>,
 }
@@ -35,10 +36,10 @@ struct Open {
 
 /// A connection's place among the open ones, given up on drop.
 #[derive(Debug)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     connections: Arc<Connections>,
     id: u64,
-    pub(super) activity: Arc<Activity>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl Drop for Slot {
@@ -48,13 +49,13 @@ impl Drop for Slot {
 }
 
 impl Connections {
-    pub(super) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self { max, open: Mutex::new(Open::default()) }
     }
 
     /// Returns a place for a new connection: a free one, or that of the connection waiting on
     /// its client the longest, which is told to close. `None` when every one is serving.
-    pub(super) fn admit(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.by_id.len() >= self.max {
             let longest_idle = open
@@ -75,27 +76,43 @@ impl Connections {
     }
 }
 
-/// Whether a connection is serving requests, and since when it has not been; shared with
-/// the gRPC side's connections ([`crate::incoming`]).
+/// Whether a connection is serving requests, and since when it has not been.
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<ActivityState>,
     /// Cancelled when the connection must close to make room for a new one.
-    pub(super) evicted: CancellationToken,
+    pub(crate) evicted: CancellationToken,
 }
 
 #[derive(Debug)]
 struct ActivityState {
-    /// Requests in progress, from their whole body received to their whole response sent.
+    /// Requests in progress, from their whole body received (the HTTP side) or their headers
+    /// (the gRPC side, whose calls stream) to their whole response sent.
     busy: usize,
     /// When `busy` last became 0 (or the connection opened).
     idle_since: Instant,
+    /// Whether a request has arrived (its headers at least): until then the connection is
+    /// under the shorter first-request deadline, which a peer that connects and says nothing
+    /// (or only the HTTP/2 preface) meets.
+    started: bool,
+    /// Responses that handed the server a frame it has not yet come back for, by request,
+    /// with when: hyper takes a response's next frame only once the last one is on its way, so
+    /// one waiting long is a peer that does not read (see [`crate::stall`]).
+    handed: HashMap<u64, Instant>,
+    /// The next request's key in `handed`.
+    next_request: u64,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Self {
-            state: Mutex::new(ActivityState { busy: 0, idle_since: Instant::now() }),
+            state: Mutex::new(ActivityState {
+                busy: 0,
+                idle_since: Instant::now(),
+                started: false,
+                handed: HashMap::new(),
+                next_request: 0,
+            }),
             evicted: CancellationToken::new(),
         }
     }
@@ -110,32 +127,86 @@ impl Activity {
         (state.busy == 0).then_some(state.idle_since)
     }
 
-    /// Marks a request in progress until the returned guard drops.
-    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
-        self.lock().busy += 1;
-        Busy(self.clone())
+    /// Notes that a request has arrived, so the first-request deadline no longer applies.
+    pub(crate) fn started(&self) {
+        self.lock().started = true;
     }
 
-    /// Completes once the connection has had no request in progress for `timeout`.
-    pub(super) async fn idle_over(&self, timeout: Duration) {
+    /// Marks a request in progress until the returned guard drops.
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        let mut state = self.lock();
+        state.busy += 1;
+        state.started = true;
+        state.next_request += 1;
+        Busy { activity: self.clone(), request: state.next_request }
+    }
+
+    /// Returns since when the oldest frame a response handed over has waited for the peer to
+    /// make room for it; `None` when none waits.
+    pub(crate) fn stalled_since(&self) -> Option<Instant> {
+        self.lock().handed.values().min().copied()
+    }
+
+    /// Completes once a response has waited [`Activity::stalled_since`] for `timeout`.
+    pub(super) async fn stall_over(&self, timeout: Duration) {
         loop {
-            let wait = match self.idle_since() {
-                Some(since) if since.elapsed() >= timeout => return,
-                Some(since) => timeout - since.elapsed(),
-                None => timeout,
+            let next_check = match self.stalled_since() {
+                Some(since) if since + timeout <= Instant::now() => return,
+                Some(since) => since + timeout,
+                // A frame handed over now wakes no one here, so look again later.
+                None => Instant::now() + timeout,
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(next_check.into()).await;
+        }
+    }
+
+    /// Returns when the connection is to close for want of requests: `first_request` after it
+    /// opened while none has arrived, then `idle` after it last became idle; `None` while it
+    /// serves a request.
+    pub(crate) fn quiet_deadline(&self, first_request: Duration, idle: Duration) -> Option<Instant> {
+        let state = self.lock();
+        (state.busy == 0).then(|| state.idle_since + if state.started { idle } else { first_request })
+    }
+
+    /// Completes once [`Activity::quiet_deadline`] has passed.
+    pub(super) async fn quiet_over(&self, first_request: Duration, idle: Duration) {
+        loop {
+            let next_check = match self.quiet_deadline(first_request, idle) {
+                Some(deadline) if deadline <= Instant::now() => return,
+                // A request may start and end before the deadline, which then moves to the
+                // request's end plus `idle`: possibly sooner, when that is the shorter.
+                Some(deadline) => deadline.min(Instant::now() + idle),
+                // Serving: whatever ends the request wakes no one here, so look again later.
+                None => Instant::now() + idle,
+            };
+            tokio::time::sleep_until(next_check.into()).await;
         }
     }
 }
 
 /// A request in progress on a connection.
 #[derive(Debug)]
-pub(crate) struct Busy(Arc<Activity>);
+pub(crate) struct Busy {
+    activity: Arc<Activity>,
+    request: u64,
+}
+
+impl Busy {
+    /// Notes whether the response has a frame waiting for the server to come back for it.
+    fn handed(&self, waiting: bool) {
+        let mut state = self.activity.lock();
+        if waiting {
+            state.handed.insert(self.request, Instant::now());
+        } else {
+            state.handed.remove(&self.request);
+        }
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
+        let mut state = self.activity.lock();
+        state.handed.remove(&self.request);
         state.busy -= 1;
         if state.busy == 0 {
             state.idle_since = Instant::now();
@@ -162,6 +233,7 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            this.activity.started();
             let (mut parts, body) = request.into_parts();
             let body = match read_body(body, &parts.headers, this.limits).await {
                 Ok(body) => body,
@@ -170,16 +242,17 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
             parts.extensions.insert(ConnectInfo(this.peer));
             let busy = this.activity.busy();
             let response = this.inner.call(Request::from_parts(parts, Body::from(body))).await?;
-            Ok(response.map(|body| Body::new(Guarded { body, _busy: busy })))
+            Ok(response.map(|body| Body::new(Guarded { body, busy })))
         })
     }
 }
 
-/// A response body that keeps its connection marked busy until it is sent or dropped.
+/// A response body that keeps its connection marked busy until it is sent or dropped, and
+/// tells it how long the frame it handed over last has waited to be sent.
 #[derive(Debug)]
 pub(crate) struct Guarded<B> {
     pub(crate) body: B,
-    pub(crate) _busy: Busy,
+    pub(crate) busy: Busy,
 }
 
 impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
@@ -190,7 +263,11 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // Back for the next frame: the last is on its way. A frame now handed over waits until
+        // hyper comes back, which it does once the peer has made room for it.
+        self.busy.handed(matches!(polled, std::task::Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,6 +1,7 @@
 //! The bounds a slow or greedy client meets on the HTTP side: how long it may take over its
-//! request's headers and body, how large a body may be, how long a connection may sit idle,
-//! and how many connections may be open at once.
+//! first request and each request's headers and body, how large a body may be, how long a
+//! connection may sit idle or leave its responses unread, and how many connections may be open
+//! at once.
 
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+
+use crate::stall::WRITE_STALL_TIMEOUT;
 
 /// Most connections open at once, TLS handshakes included. At the cap a new connection takes
 /// the place of the one that has waited on its client the longest (idle, in its handshake,
@@ -19,6 +22,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to send its request headers (HTTP/1) before its connection is
 /// dropped; the same timer bounds how long a kept-alive connection may sit between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a new connection may go before its first request's headers are in, TLS handshake
+/// included: HTTP/1's header timer starts with the connection, HTTP/2 has none, so without it a
+/// peer that sends only the HTTP/2 preface holds its connection until the idle timeout.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's body once its headers are in: a body that
 /// trickles in a byte at a time would otherwise hold the connection for as long as it likes.
@@ -50,6 +58,10 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// See [`IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// See [`FIRST_REQUEST_TIMEOUT`].
+    pub first_request_timeout: Duration,
+    /// See [`crate::stall::WRITE_STALL_TIMEOUT`].
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -60,6 +72,8 @@ impl Default for HttpLimits {
             body_read_timeout: BODY_READ_TIMEOUT,
             max_body_bytes: MAX_BODY_BYTES,
             idle_timeout: IDLE_TIMEOUT,
+            first_request_timeout: FIRST_REQUEST_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
         }
     }
 }

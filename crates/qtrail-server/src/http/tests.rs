@@ -178,3 +178,37 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_loses_its_connection_after_the_write_stall_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt as _;
+    // Ended when the endless response is dropped, which is when its connection closes.
+    let ended = tokio_util::sync::CancellationToken::new();
+    let token = ended.clone();
+    let endless = move || {
+        let guard = token.clone().drop_guard();
+        let zeros = tokio_stream::iter(std::iter::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&[0; 16 * 1024]))
+        }));
+        std::future::ready(axum::body::Body::from_stream(zeros.map(move |chunk| {
+            let _held = &guard;
+            chunk
+        })))
+    };
+    let router = base_router(None).route("/endless", axum::routing::get(endless));
+    let limits = HttpLimits { write_stall_timeout: Duration::from_millis(300), ..HttpLimits::default() };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_with_limits(listener, router, None, limits, async move {
+        let _ = stopped.await;
+    }));
+
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(tokio::time::timeout(ANSWER, ended.cancelled()).await.is_ok(), "the endless response was not dropped");
+    let drained = tokio::time::timeout(ANSWER, stalled.read_to_end(&mut Vec::new())).await;
+    assert!(drained.is_ok(), "the stalled connection was not closed");
+    assert!(http_get(addr, "/healthz").await.ends_with("ok\n"), "others are served");
+}
