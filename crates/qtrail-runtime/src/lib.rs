@@ -141,81 +141,73 @@ impl Prepared {
     /// Starts the publisher, the executor, metrics and the HTTP side, builds the gRPC server
     /// with every service SERVING, and writes the address files.
     async fn start(self) -> anyhow::Result<Runtime> {
-        let Self {
-            config,
-            incoming,
-            server,
-            server_tls,
-            metrics_token,
-            principals,
-            store,
-            outbox,
-            requeued,
-            publishing,
-            http_listener,
-        } = self;
-        let publisher = Publisher::spawn(outbox.clone(), publishing)?;
-        let limits =
-            JobLimits { per_account: config.max_jobs_per_account as usize, total: config.max_queued_jobs as usize };
-        let executor = Executor::start_with(store.clone(), usize::from(config.max_concurrent_jobs), limits);
-        for job in &requeued {
+        let publisher = Publisher::spawn(self.outbox.clone(), self.publishing)?;
+        let limits = JobLimits {
+            per_account: self.config.max_jobs_per_account as usize,
+            total: self.config.max_queued_jobs as usize,
+        };
+        let executor = Executor::start_with(self.store.clone(), usize::from(self.config.max_concurrent_jobs), limits);
+        for job in &self.requeued {
             executor.resume(&job.account, &job.job_id);
         }
-        let auditor = Auditor::new(config.location.clone(), config.instance.clone(), config.account.clone());
-        let service = RuntimeService::new(store, outbox.clone(), auditor, executor.clone());
-        let service = Arc::new(service.with_audit_sink(config.audit_sink));
+        let auditor =
+            Auditor::new(self.config.location.clone(), self.config.instance.clone(), self.config.account.clone());
+        let service = RuntimeService::new(self.store, self.outbox.clone(), auditor, executor.clone());
+        let service = Arc::new(service.with_audit_sink(self.config.audit_sink));
         let background = CancellationToken::new();
         let sources = telemetry::Sources {
             publisher: publisher.stats(),
-            outbox: outbox.clone(),
+            outbox: self.outbox.clone(),
             service: service.clone(),
-            data_dir: config.data_dir.clone(),
+            data_dir: self.config.data_dir.clone(),
         };
         let metrics_task = tokio::spawn(telemetry::refresh_until(sources, background.clone()));
-        let http_addr = http_listener.as_ref().map(TcpListener::local_addr).transpose();
+        let http_addr = self.http_listener.as_ref().map(TcpListener::local_addr).transpose();
         let http_addr = http_addr.context("http listener has no local address")?;
-        let http_tls = server_tls.as_ref().map(LoadedServerTls::http);
-        let http_task = http_listener.map(|listener| {
-            let router = qtrail_server::http::base_router(metrics_token);
+        let http_tls = self.server_tls.as_ref().map(LoadedServerTls::http);
+        let http_task = self.http_listener.map(|listener| {
+            let router = qtrail_server::http::base_router(self.metrics_token);
             tokio::spawn(qtrail_server::http::serve(listener, router, http_tls, background.clone().cancelled_owned()))
         });
         let calls = TaskTracker::new();
-        let grpc = Grpc::new(service, Arc::new(principals), config.trusted_proxies.clone().into(), calls.clone());
+        let grpc =
+            Grpc::new(service, Arc::new(self.principals), self.config.trusted_proxies.clone().into(), calls.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ProgramServiceServer<Grpc>>().await;
         health.set_serving::<JobServiceServer<Grpc>>().await;
         let health_stop = CancellationToken::new();
-        let health_task = tokio::spawn(health::watch(health.clone(), outbox.clone(), health_stop.clone()));
-        let router = server
-            .layer(incoming.activity_layer())
+        let health_task = tokio::spawn(health::watch(health.clone(), self.outbox.clone(), health_stop.clone()));
+        let router = self
+            .server
+            .layer(self.incoming.activity_layer())
             .add_service(health_service)
             .add_service(qtrail_server::reflection::v1()?)
             .add_service(qtrail_server::reflection::v1alpha()?)
             .add_service(Audited::new(ProgramServiceServer::new(grpc.clone()), grpc.clone()))
             .add_service(Audited::new(JobServiceServer::new(grpc.clone()), grpc));
 
-        let addr = incoming.local_addr().context("listener has no local address")?;
-        announce(&config, addr, http_addr)?;
+        let addr = self.incoming.local_addr().context("listener has no local address")?;
+        announce(&self.config, addr, http_addr)?;
         info!(
             addr = %addr,
-            location = %config.location,
-            instance = %config.instance,
-            publisher_id = %outbox.publisher_id(),
-            tls = tls::mode(server_tls.as_ref()),
+            location = %self.config.location,
+            instance = %self.config.instance,
+            publisher_id = %self.outbox.publisher_id(),
+            tls = tls::mode(self.server_tls.as_ref()),
             "runtime serving"
         );
         let drain = Drain {
             calls,
             executor,
             publisher,
-            shutdown_flush: config.shutdown_flush(),
+            shutdown_flush: self.config.shutdown_flush(),
             background,
             metrics_task,
             http_task,
-            outbox,
+            outbox: self.outbox,
         };
-        Ok(Runtime { router, incoming, health, health_stop, health_task, drain })
+        Ok(Runtime { router, incoming: self.incoming, health, health_stop, health_task, drain })
     }
 }
 
