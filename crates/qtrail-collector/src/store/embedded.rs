@@ -501,18 +501,8 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         None => publisher::new_state(&batch.publisher_id, batch.epoch),
     };
     // Checked here, in the writer's transaction, where two streams racing for a new id meet.
-    // Refused whole rather than rejected: a publisher drops rejected events for good.
-    if let Some(bound) = publisher::bound_elsewhere(&state, &batch.credential) {
-        return Ok(AppendOutcome { bound_to: Some(bound.to_owned()), ..AppendOutcome::default() });
-    }
-    // Before anything is written: refused whole, like a batch of another credential.
-    let arrived = batch.events.iter().map(|event| event.seq).chain(batch.rejected_seqs.iter().copied());
-    if publisher::exceeds_gap_limit(&state, batch.epoch, arrived) {
-        return Ok(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
-    }
-    publisher::record_batch(&mut state, batch.epoch, receive_time, &batch.credential);
-    for &seq in &batch.rejected_seqs {
-        publisher::record_rejected(&mut state, batch.epoch, seq);
+    if let Some(refused) = publisher::admit(&mut state, &batch, receive_time) {
+        return Ok(refused);
     }
 
     let mut events = txn.open_table(EventsDef::new(&events_table_name(loc)))?;

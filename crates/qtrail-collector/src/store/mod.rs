@@ -204,7 +204,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`AppendBatch::rejected_seqs`] and of conflicting ids) follows. A batch whose
     /// publisher id is bound to another credential is refused whole ([`AppendOutcome::bound_to`]),
     /// nothing of it stored, the other batches of the group unaffected; so is a batch that would
-    /// leave its publisher too many gaps ([`publisher::exceeds_gap_limit`],
+    /// leave its publisher too many gaps ([`publisher::admit`],
     /// [`AppendOutcome::too_many_gaps`]), and with it the later batches of that publisher in
     /// the group.
     ///

@@ -30,6 +30,8 @@
 use prost_types::Timestamp;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
+use super::{AppendBatch, AppendOutcome};
+
 /// Most sequence gaps one publisher may have, over all its epochs: a few hundred KiB of state at
 /// most, far beyond what a publisher that loses events now and then ever reaches. Rejected
 /// events are not gaps and do not count.
@@ -107,6 +109,26 @@ pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -
     let ((bound_name, bound_cert), (name, cert)) = (split_credential(bound), split_credential(credential));
     let same = bound_name == name && (bound_cert.is_none() || cert.is_none());
     (!same).then_some(bound)
+}
+
+/// What every backend does first with `batch`, in the transaction that stores it: refuses it
+/// whole (the outcome to answer) when its publisher id is bound to another credential or it
+/// would leave too many gaps, before anything is written; otherwise records the batch and the
+/// seqs the collector rejected before the batch reached the store.
+pub fn admit(state: &mut proto::PublisherState, batch: &AppendBatch, now: Timestamp) -> Option<AppendOutcome> {
+    // Refused whole rather than rejected: a publisher drops rejected events for good.
+    if let Some(bound) = bound_elsewhere(state, &batch.credential) {
+        return Some(AppendOutcome { bound_to: Some(bound.to_owned()), ..AppendOutcome::default() });
+    }
+    let arrived = batch.events.iter().map(|event| event.seq).chain(batch.rejected_seqs.iter().copied());
+    if exceeds_gap_limit(state, batch.epoch, arrived) {
+        return Some(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
+    }
+    record_batch(state, batch.epoch, now, &batch.credential);
+    for &seq in &batch.rejected_seqs {
+        record_rejected(state, batch.epoch, seq);
+    }
+    None
 }
 
 /// Records that the publisher delivered a batch in `epoch` at `now` with `credential`, which
