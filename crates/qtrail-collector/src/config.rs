@@ -116,14 +116,6 @@ pub struct Settings {
     pub checkpoint_interval_secs: u64,
 }
 
-/// [`Settings`] alone, to read them from the environment.
-#[derive(Debug, clap::Parser)]
-#[command(name = "qtrail-collector")]
-struct SettingsOnly {
-    #[command(flatten)]
-    settings: Settings,
-}
-
 /// What [`crate::run`] needs: built by [`Config::new`] with every optional setting at its default
 /// (the `DEFAULT_*` constants, the same as the flags'), then set field by field; the binary builds
 /// it from [`Flags`].
@@ -194,12 +186,12 @@ impl Settings {
     /// Its caller configures the HTTP side itself (`up` always serves the console), so the
     /// settings that need `--http` on a command line stand on their own here.
     fn parse_for_code<const N: usize>(args: [&str; N]) -> Result<Self, clap::Error> {
-        use clap::{CommandFactory as _, FromArgMatches as _};
-        let command = SettingsOnly::command()
+        use clap::{Args as _, FromArgMatches as _};
+        let command = Self::augment_args(clap::Command::new("qtrail-collector"))
             .mut_arg("http_addr_file", |arg| arg.requires(clap::builder::Resettable::Reset))
             .mut_arg("metrics_token_file", |arg| arg.requires(clap::builder::Resettable::Reset));
         let matches = command.try_get_matches_from(args)?;
-        SettingsOnly::from_arg_matches(&matches).map(|only| only.settings)
+        Self::from_arg_matches(&matches)
     }
 
     /// Sets these settings on `config`.

@@ -333,14 +333,6 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
 }
 
-/// [`Settings`] alone, to read them from the environment.
-#[derive(Debug, clap::Parser)]
-#[command(name = "qtrail-runtime")]
-struct SettingsOnly {
-    #[command(flatten)]
-    settings: Settings,
-}
-
 impl Settings {
     /// Returns the settings the `QTRAIL_RUNTIME_*` environment variables give, defaults for the
     /// rest: for a runtime configured in code (`qtrail up`) that still honours them.
@@ -348,8 +340,10 @@ impl Settings {
     /// # Errors
     /// A variable whose value its flag would refuse.
     pub fn from_env() -> Result<Self, clap::Error> {
-        use clap::Parser as _;
-        SettingsOnly::try_parse_from(["qtrail-runtime"]).map(|only| only.settings)
+        use clap::{Args as _, FromArgMatches as _};
+        let matches =
+            Self::augment_args(clap::Command::new("qtrail-runtime")).try_get_matches_from(["qtrail-runtime"])?;
+        Self::from_arg_matches(&matches)
     }
 
     /// Sets these settings on `config`.
