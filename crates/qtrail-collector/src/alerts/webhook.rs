@@ -88,6 +88,18 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", STANDARD.encode(tag.as_ref()))
 }
 
+/// Returns whether a `webhook-signature` header (space-separated `v1,<base64>` entries) holds a
+/// valid signature of `id.timestamp.body` under `key`; compared in constant time.
+pub fn verify(key: &[u8], id: &str, timestamp: i64, body: &str, header: &str) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let signed = format!("{id}.{timestamp}.{body}");
+    header
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|tag| STANDARD.decode(tag).ok())
+        .any(|tag| ring::hmac::verify(&key, signed.as_bytes(), &tag).is_ok())
+}
+
 /// The running channel workers, by rule key.
 #[derive(Debug, Clone)]
 pub(crate) struct Channels {
@@ -333,6 +345,9 @@ mod tests {
             signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+        let header = "v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert!(verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, header));
+        assert!(!verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, header));
     }
 
     #[test]
