@@ -91,10 +91,14 @@ fn backfill_chunk(db: &Database, location: &str) -> Result<Option<u64>> {
     let last_seq = events.last()?.map_or(0, |(key, _)| key.value());
     let count =
         txn.open_table(HashesDef::new(&hashes_table_name(location)))?.last()?.map_or(0, |(key, _)| key.value() + 1);
-    let done = leaves_of(count, last_seq).ok_or_else(|| {
-        StoreError::Corrupt(format!("the merkle tree of location `{location}` holds {count} hashes, no tree's count"))
-    })?;
-    if done == last_seq {
+    // A tree that is not shorter than the events (the usual case), or not a tree at all, is left
+    // as it is: a store cut short or damaged is for verification and the checkpointer to
+    // report, not a reason to refuse to start.
+    let Some(done) = leaves_of(count, count) else {
+        warn!(location = %location, hashes = count, "the stored merkle tree holds no tree's number of hashes");
+        return Ok(None);
+    };
+    if done >= last_seq {
         return Ok(None);
     }
     let end = last_seq.min(done + BACKFILL_CHUNK);
