@@ -23,6 +23,9 @@ pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
 /// Default time that shutdown waits for clients to finish before it stops waiting.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
+/// Default prefix of each location's transparency-log origin.
+pub const DEFAULT_LOG_ORIGIN_PREFIX: &str = "qtrail.local";
+
 /// Default interval between signed checkpoints of each location.
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
 
@@ -137,6 +140,23 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TIMEOUT_SECS", default_value_t = DEFAULT_ALERT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_timeout_secs: u64,
+    /// Prefix of each location's transparency-log origin, `<prefix>/<location>`: the first line
+    /// of its checkpoint notes and the name of their signing key.
+    #[arg(long, env = "QTRAIL_COLLECTOR_LOG_ORIGIN_PREFIX", default_value = DEFAULT_LOG_ORIGIN_PREFIX,
+          value_parser = parse_origin_prefix)]
+    pub log_origin_prefix: String,
+    /// Serve the transparency-log tiles (`/tlog/…`) without a token; otherwise they need an
+    /// auditor token as `authorization: Bearer`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_PUBLIC_TILES")]
+    pub public_tiles: bool,
+}
+
+/// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
+fn parse_origin_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '+') {
+        return Err("the log origin prefix must be non-empty, without spaces or '+'".to_owned());
+    }
+    Ok(prefix.to_owned())
 }
 
 /// What [`crate::run`] needs: built by [`Config::new`] with every optional setting at its default
@@ -174,6 +194,10 @@ pub struct Config {
     pub checkpoint_key: Option<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
+    /// Prefix of each location's log origin, `<prefix>/<location>`.
+    pub log_origin_prefix: String,
+    /// Whether the transparency-log tiles are served without a token.
+    pub public_tiles: bool,
     /// Most bytes of committed records held for tails; a tail further behind reads the store.
     pub tail_buffer_bytes: usize,
     /// How long a tail waits for its client to read before it ends RESOURCE_EXHAUSTED.
@@ -243,6 +267,8 @@ impl Settings {
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
         config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
+        config.log_origin_prefix = self.log_origin_prefix.clone();
+        config.public_tiles = self.public_tiles;
         Ok(())
     }
 }
@@ -267,6 +293,8 @@ impl Config {
             bind_publishers_to_client_cert: false,
             checkpoint_key: None,
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+            log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
+            public_tiles: false,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             tail_stall: DEFAULT_TAIL_STALL,
             alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),

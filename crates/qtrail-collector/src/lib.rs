@@ -33,6 +33,7 @@ mod meters;
 pub mod query;
 pub mod registry;
 pub mod store;
+mod tiles;
 pub mod tokens;
 pub mod writer;
 
@@ -200,7 +201,14 @@ impl Prepared {
             tasks: tasks.clone(),
             https: tls.is_some(),
         };
-        let http = HttpSide::build(http_listener, console, metrics_token, &tls)?;
+        let tiles = tiles::TileServer {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            public: config.public_tiles,
+            origin_prefix: config.log_origin_prefix.clone(),
+            public_key: checkpoint_key.as_ref().map(qtrail_cadf::checkpoint::SigningKey::public_key),
+        };
+        let http = HttpSide::build(http_listener, console, tiles, metrics_token, &tls)?;
 
         let admin = AdminService { registry };
         let ingest = IngestService {
@@ -230,7 +238,13 @@ impl Prepared {
         // Started once nothing can fail start-up any more, so that no early return leaves them
         // running.
         let checkpoints = checkpoint_key.map(|key| {
-            tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_background.clone()))
+            tokio::spawn(checkpointer::run(
+                store.clone(),
+                key,
+                config.log_origin_prefix.clone(),
+                config.checkpoint_interval,
+                stop_background.clone(),
+            ))
         });
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
         let evaluator = alerts::spawn(evaluator, &committed, stop_background.clone());
@@ -322,7 +336,8 @@ fn announce(config: &Config, addr: SocketAddr, http_addr: Option<SocketAddr>) ->
     Ok(())
 }
 
-/// The HTTP side, bound and routed: the console, `/metrics` and `/healthz`.
+/// The HTTP side, bound and routed: the console, the transparency log's tiles, `/metrics` and
+/// `/healthz`.
 struct HttpSide {
     listener: TcpListener,
     addr: SocketAddr,
@@ -335,6 +350,7 @@ impl HttpSide {
     fn build(
         listener: Option<TcpListener>,
         console: console::Console,
+        tiles: tiles::TileServer,
         metrics_token: Option<MetricsToken>,
         tls: &Option<LoadedServerTls>,
     ) -> anyhow::Result<Option<Self>> {
@@ -342,7 +358,8 @@ impl HttpSide {
             return Ok(None);
         };
         let addr = listener.local_addr().context("failed to read the bound http address")?;
-        let router = qtrail_server::http::base_router(metrics_token).merge(console::router(console));
+        let router =
+            qtrail_server::http::base_router(metrics_token).merge(tiles::router(tiles)).merge(console::router(console));
         Ok(Some(Self { listener, addr, router, tls: tls.clone() }))
     }
 

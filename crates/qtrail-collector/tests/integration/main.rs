@@ -22,3 +22,4 @@ mod publisher;
 mod query;
 mod tail;
 mod tamper;
+mod tlog;
