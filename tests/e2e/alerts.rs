@@ -261,3 +261,45 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
     assert!(ids.len() <= deliveries.len());
     drop(runtime);
 }
+
+/// Sends a POST with a made-up signature to `addr` and returns the answer's status line.
+async fn post_forged(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let request = format!(
+        "POST /hook HTTP/1.1\r\nhost: {addr}\r\nwebhook-id: msg_forged\r\nwebhook-timestamp: {now}\r\n\
+         webhook-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn qtrail_alerts_receive_refuses_forged_deliveries_and_prints_signed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
+    let (addr_file, out) = (dir.path().join("receive.addr"), dir.path().join("receive.out"));
+    let mut command = Command::new(binary("qtrail"));
+    command
+        .args(["alerts", "receive", "--listen", "127.0.0.1:0", "--secret", &secret(), "--count", "1", "--addr-file"])
+        .arg(&addr_file)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    let mut receive = Process::spawn("qtrail alerts receive", &mut command).unwrap();
+    let addr = receive.wait_for_addr_file(&addr_file, START_TIMEOUT).await.unwrap();
+    assert_eq!(post_forged(addr).await, "HTTP/1.1 401 Unauthorized");
+
+    let each = ["--action", "quantum-computing.program.read", "--each"];
+    create_rule(&collector, "reads", &format!("http://{addr}/"), &each);
+    list_programs(&runtime, ALICE_KEY, 1).await;
+    let status = receive.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let printed: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert!(printed["webhookId"].as_str().unwrap().starts_with("msg_"), "{printed}");
+    assert_eq!(printed["event"]["id"], printed["webhookId"]);
+    assert_eq!(printed["event"]["type"], "com.qtrail.alert.fired");
+    assert_eq!(printed["event"]["data"]["rule"], "reads");
+}

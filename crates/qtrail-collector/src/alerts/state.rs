@@ -423,3 +423,53 @@ fn pending_numbers(
     }
     Ok(numbers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> proto::AlertRule {
+        proto::AlertRule { location: "us-east".into(), name: "r".into(), ..Default::default() }
+    }
+
+    fn firings(count: usize) -> Vec<NewFiring> {
+        let firing =
+            proto::AlertFiring { location: "us-east".into(), rule: "r".into(), count: 1, ..Default::default() };
+        (0..count).map(|_| NewFiring { firing: firing.clone(), body: Some(|_| String::from("{}")) }).collect()
+    }
+
+    #[test]
+    fn a_full_channel_records_an_overflow_instead_of_queueing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let key = rule_key("us-east", "r");
+        let recorded = state.commit(vec![(key.clone(), RuleState::default(), firings(1001))], 0).unwrap();
+        let overflowed: Vec<u64> = recorded
+            .iter()
+            .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
+            .map(|firing| firing.number)
+            .collect();
+        assert_eq!(overflowed, [1001]);
+        assert_eq!(state.pending_count(&key).unwrap(), MAX_PENDING_PER_CHANNEL);
+        // The overflow is a firing like any other, visible to a watch.
+        let last = state.firings(Some("us-east"), 1000, 10).unwrap();
+        assert_eq!(last[0].delivery, proto::DeliveryState::Overflow as i32);
+    }
+
+    #[test]
+    fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let key = rule_key("us-east", "r");
+        state.update(rule(), 0).unwrap();
+        let stale = RuleState { cursor: 9, ..RuleState::default() };
+        assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
+        assert_eq!(state.rule("us-east", "r").unwrap().unwrap().1.generation, 1);
+        state.delete("us-east", "r").unwrap();
+        let current = RuleState { generation: 1, ..RuleState::default() };
+        assert!(state.commit(vec![(key, current, firings(1))], 0).unwrap().is_empty());
+        assert_eq!(state.last_firing().unwrap(), 0);
+    }
+}
