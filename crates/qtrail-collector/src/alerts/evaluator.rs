@@ -68,9 +68,10 @@ impl Evaluator {
                 _ = committed.recv() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(TICK) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
         }
+        self.channels.stop().await;
     }
 }
 

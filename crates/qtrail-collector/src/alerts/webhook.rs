@@ -18,8 +18,9 @@ use qtrail_cadf::crn::SERVICE_NAME;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use rand::Rng as _;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::meters;
@@ -107,6 +108,10 @@ pub(crate) struct Channels {
     policy: RetryPolicy,
     stop: CancellationToken,
     workers: Arc<Mutex<HashMap<String, Worker>>>,
+    /// The workers' tasks, so that shutdown waits for them to let go of the alert state.
+    tasks: TaskTracker,
+    /// Tells watches the number of each firing whose delivery changed state.
+    changes: broadcast::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -118,8 +123,20 @@ struct Worker {
 
 impl Channels {
     /// Returns no workers yet; all of them stop with `stop`.
-    pub(crate) fn new(state: Arc<AlertState>, policy: RetryPolicy, stop: CancellationToken) -> Self {
-        Self { state, policy, stop, workers: Arc::default() }
+    pub(crate) fn new(
+        state: Arc<AlertState>,
+        policy: RetryPolicy,
+        stop: CancellationToken,
+        changes: broadcast::Sender<u64>,
+    ) -> Self {
+        Self { state, policy, stop, workers: Arc::default(), tasks: TaskTracker::new(), changes }
+    }
+
+    /// Stops every worker and waits for them.
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Runs one worker per rule with a webhook: starts the missing ones, restarts those whose
@@ -147,8 +164,9 @@ impl Channels {
                 policy: self.policy,
                 wake: worker.wake.clone(),
                 stop: worker.stop.clone(),
+                changes: self.changes.clone(),
             };
-            tokio::spawn(task.run());
+            self.tasks.spawn(task.run());
             workers.insert(key, worker);
         }
     }
@@ -169,6 +187,7 @@ struct WorkerTask {
     policy: RetryPolicy,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    changes: broadcast::Sender<u64>,
 }
 
 impl WorkerTask {
@@ -206,9 +225,11 @@ impl WorkerTask {
                 attempted = self.attempt(delivery) => attempted,
                 () = self.stop.cancelled() => return,
             };
-            let state = self.state.clone();
-            if let Err(err) = blocking(move || state.record(&attempted)).await {
-                warn!(rule = %self.rule, error = %err, "failed to record a delivery attempt");
+            let (state, number) = (self.state.clone(), attempted.number);
+            match blocking(move || state.record(&attempted)).await {
+                // Without watches listening there is no one to tell.
+                Ok(()) => drop(self.changes.send(number)),
+                Err(err) => warn!(rule = %self.rule, error = %err, "failed to record a delivery attempt"),
             }
         }
     }

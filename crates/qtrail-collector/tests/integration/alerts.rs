@@ -150,15 +150,19 @@ async fn matching_events_fire_on_the_watch_stream_and_as_signed_cloudevents_also
     let (url, received) = receiver().await;
     let mut alerts = client(&server).await;
     create(&mut alerts, each_rule("job-calls", Some(&url))).await.unwrap();
-    let request = authed(proto::WatchAlertsRequest { location: "us-east".into(), ..Default::default() }, AUDITOR);
-    let mut watch = alerts.watch_alerts(request).await.unwrap().into_inner();
+    let watch = proto::WatchAlertsRequest { location: "us-east".into(), delivery_updates: true, ..Default::default() };
+    let mut watch = alerts.watch_alerts(authed(watch, AUDITOR)).await.unwrap().into_inner();
 
     // Events 0..8 cycle job create, job read, program create, job cancel: 6 are job calls.
     server.publish("us-east", &events("us-east", 0, 8), 1).await;
-    let mut fired = Vec::new();
-    while fired.len() < 6 {
+    let (mut fired, mut delivered) = (Vec::new(), std::collections::HashSet::new());
+    while fired.len() < 6 || delivered.len() < 6 {
         let firing = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
-        fired.push(firing);
+        if !firing.delivery_update {
+            fired.push(firing);
+        } else if firing.delivery == proto::DeliveryState::Delivered as i32 {
+            delivered.insert(firing.number);
+        }
     }
     assert!(fired.iter().all(|f| f.rule == "job-calls" && f.count == 1 && f.kind == proto::FiringKind::Fired as i32));
     assert!(fired.windows(2).all(|pair| pair[1].number == pair[0].number + 1));
@@ -200,7 +204,7 @@ async fn matching_events_fire_on_the_watch_stream_and_as_signed_cloudevents_also
     let after = fired[5].number;
     server.publish("us-east", &events("us-east", 8, 4), 9).await;
     let request = authed(
-        proto::WatchAlertsRequest { location: "us-east".into(), after: fired[2].number, from_start: false },
+        proto::WatchAlertsRequest { location: "us-east".into(), after: fired[2].number, ..Default::default() },
         AUDITOR,
     );
     let mut watch = alerts.watch_alerts(request).await.unwrap().into_inner();
