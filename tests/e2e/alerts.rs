@@ -165,6 +165,11 @@ async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independentl
         assert_eq!(delivery["id"], delivery["webhook_id"]);
     }
 
+    let firings = collector.metric("qtrail_collector_alert_firings_total", &[("rule", "us-east/quiet")]).await;
+    assert_eq!(firings, 2.0, "fired and resolved");
+    let delivered = collector.metric("qtrail_collector_alert_deliveries_total", &[("outcome", "delivered")]).await;
+    assert!(delivered >= 4.0, "{delivered}");
+
     // The watch stream has the same firings, resumable from the start.
     let watched = qtrail(&collector, AUDITOR_TOKEN, &["watch", "--from-start", "--count", "4"]);
     let rules: Vec<String> = watched

@@ -217,3 +217,43 @@ async fn matching_events_fire_on_the_watch_stream_and_as_signed_cloudevents_also
     assert!(wait_until(Duration::from_secs(10), || async { received.lock().unwrap().len() >= 9 }).await);
     server.stop().await;
 }
+
+/// Each rule change is a line of the access log with the token's name; no line shows the
+/// secret.
+#[tokio::test]
+async fn rule_changes_are_in_the_access_log_with_the_token_name_and_no_secret() {
+    use crate::binary::{command, connect, spawn, terminate};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = format!("[[token]]\ntoken = \"{ADMIN}\"\nrole = \"admin\"\nname = \"ops\"\n");
+    std::fs::write(dir.path().join("tokens.toml"), tokens).unwrap();
+    let log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
+    let mut command = command(dir.path());
+    command.arg("--log-json").env("RUST_LOG", "debug");
+    let mut process = spawn(command.stdout(std::process::Stdio::null()).stderr(log));
+    let channel = connect(&mut process, dir.path()).await;
+    let mut admin = proto::collector_admin_client::CollectorAdminClient::new(channel.clone());
+    admin.create_collector(authed(proto::CreateCollectorRequest { location: "us-east".into() }, ADMIN)).await.unwrap();
+    let mut alerts = AlertServiceClient::new(channel);
+    create(&mut alerts, each_rule("audited", Some("http://127.0.0.1:9/hook"))).await.unwrap();
+    let update = proto::UpdateAlertRuleRequest { rule: Some(each_rule("audited", Some("http://127.0.0.1:9/other"))) };
+    alerts.update_alert_rule(authed(update, ADMIN)).await.unwrap();
+    let delete = proto::DeleteAlertRuleRequest { location: "us-east".into(), name: "audited".into() };
+    alerts.delete_alert_rule(authed(delete, ADMIN)).await.unwrap();
+    terminate(&mut process).await;
+
+    let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let changes: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "qtrail::access" && line["fields"]["message"] == "alert rule changed")
+        .map(|line| {
+            let field = |name: &str| line["fields"][name].as_str().unwrap().to_owned();
+            (field("token"), field("call"), field("rule"))
+        })
+        .collect();
+    let expected = ["CreateAlertRule", "UpdateAlertRule", "DeleteAlertRule"]
+        .map(|call| ("ops".to_owned(), call.to_owned(), "audited".to_owned()));
+    assert_eq!(changes, expected, "{text}");
+    let encoded = secret().trim_start_matches("whsec_").to_owned();
+    assert!(!text.contains(&encoded) && !text.contains(ADMIN), "a secret reached the log");
+}
