@@ -257,3 +257,27 @@ async fn rule_changes_are_in_the_access_log_with_the_token_name_and_no_secret() 
     let encoded = secret().trim_start_matches("whsec_").to_owned();
     assert!(!text.contains(&encoded) && !text.contains(ADMIN), "a secret reached the log");
 }
+
+/// A cool-down folds a storm into one notification with its count, sent by the clock once the
+/// cool-down is over even if no further event arrives.
+#[tokio::test]
+async fn a_cooldown_folds_a_storm_into_one_notification_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server.create_collector("us-east").await;
+    let mut alerts = client(&server).await;
+    let rule =
+        proto::AlertRule { cooldown: Some(prost_types::Duration { seconds: 1, nanos: 0 }), ..each_rule("calm", None) };
+    create(&mut alerts, rule).await.unwrap();
+    let request = authed(proto::WatchAlertsRequest { location: "us-east".into(), ..Default::default() }, AUDITOR);
+    let mut watch = alerts.watch_alerts(request).await.unwrap().into_inner();
+    // Six job calls in one batch: the first notifies, the other five wait for the cool-down.
+    server.publish("us-east", &events("us-east", 0, 8), 1).await;
+    let mut counts = Vec::new();
+    while counts.len() < 2 {
+        let firing = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+        counts.push((firing.count, firing.events.len()));
+    }
+    assert_eq!(counts, [(1, 1), (5, 5)]);
+    server.stop().await;
+}
