@@ -161,7 +161,7 @@ async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independentl
     assert_eq!(refused[0]["data"]["events"][0]["outcome"], "failure");
     for delivery in &deliveries {
         assert_eq!(delivery["specversion"], "1.0");
-        assert_eq!(delivery["source"], "crn:v1:bluemix:public:quantum-computing:us-east:::");
+        assert_eq!(delivery["source"], "crn:v1:bluemix:public:quantum-computing:us-east::::");
         assert_eq!(delivery["id"], delivery["webhook_id"]);
     }
 

@@ -44,7 +44,7 @@ pub(crate) struct RetryPolicy {
 
 /// Returns the log source CRN of a location: the `source` of its notifications.
 pub(crate) fn source(location: &str) -> String {
-    format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}:::")
+    format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}::::")
 }
 
 /// Returns the CloudEvents 1.0 structured JSON body of a firing, its events in AT-JSON.
@@ -369,6 +369,12 @@ mod tests {
         let header = "v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         assert!(verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, header));
         assert!(!verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, header));
+    }
+
+    #[test]
+    fn the_source_is_a_crn_of_the_location() {
+        let crn: qtrail_cadf::Crn = source("us-east").parse().unwrap();
+        assert_eq!((crn.service_name(), crn.location(), crn.scope()), ("quantum-computing", "us-east", ""));
     }
 
     #[test]

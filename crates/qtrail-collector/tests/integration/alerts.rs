@@ -177,7 +177,7 @@ async fn matching_events_fire_on_the_watch_stream_and_as_signed_cloudevents_also
             assert_eq!(body["specversion"], "1.0");
             assert_eq!(body["id"], id.as_str());
             assert_eq!(body["type"], "com.qtrail.alert.fired");
-            assert_eq!(body["source"], "crn:v1:bluemix:public:quantum-computing:us-east:::");
+            assert_eq!(body["source"], "crn:v1:bluemix:public:quantum-computing:us-east::::");
             assert_eq!(body["data"]["rule"], "job-calls");
             assert_eq!(body["data"]["count"], 1);
             assert!(body["data"]["events"][0]["action"].as_str().unwrap().starts_with("quantum-computing.job."));
