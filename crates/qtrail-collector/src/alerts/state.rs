@@ -274,17 +274,19 @@ impl AlertState {
                     continue;
                 }
                 states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
+                // Counted once per rule, then kept up to date, rather than scanned per firing.
+                let mut queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
                 for NewFiring { mut firing, body } in new {
                     firing.number = next;
                     next += 1;
                     if let Some(body) = body {
                         firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-                        let queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
                         firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
                             super::meters::overflow(&key);
                             proto::DeliveryState::Overflow as i32
                         } else {
                             pending.insert((key.as_str(), firing.number), ()).map_err(backend)?;
+                            queued += 1;
                             proto::DeliveryState::Pending as i32
                         };
                         let delivery = Delivery {

@@ -281,3 +281,32 @@ async fn a_cooldown_folds_a_storm_into_one_notification_with_a_count() {
     assert_eq!(counts, [(1, 1), (5, 5)]);
     server.stop().await;
 }
+
+/// A delivery that cannot be made is retried until the retry horizon, then `failed`, which a
+/// watch with delivery updates sees.
+#[tokio::test]
+async fn a_delivery_past_its_retry_horizon_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = qtrail_collector::Config::for_test(dir.path(), common::tokens());
+    config.alert_retry_cap = Duration::from_secs(1);
+    config.alert_retry_horizon = Duration::from_secs(2);
+    let server = TestServer::start_with(config).await;
+    server.create_collector("us-east").await;
+    // A port nothing listens on: every attempt is refused at once.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let mut alerts = client(&server).await;
+    create(&mut alerts, each_rule("doomed", Some(&url))).await.unwrap();
+    let watch = proto::WatchAlertsRequest { location: "us-east".into(), delivery_updates: true, ..Default::default() };
+    let mut watch = alerts.watch_alerts(authed(watch, AUDITOR)).await.unwrap().into_inner();
+    server.publish("us-east", &events("us-east", 0, 1), 1).await;
+    let failed = loop {
+        let firing = tokio::time::timeout(Duration::from_secs(20), watch.message()).await.unwrap().unwrap().unwrap();
+        if firing.delivery == proto::DeliveryState::Failed as i32 {
+            break firing;
+        }
+    };
+    assert!(failed.delivery_update && failed.rule == "doomed");
+    server.stop().await;
+}
