@@ -31,8 +31,8 @@ use crate::ingest::blocking;
 /// First wait between attempts; it doubles per attempt up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// How deliveries are retried.
-#[derive(Debug, Clone, Copy)]
+/// How deliveries are made and retried.
+#[derive(Clone)]
 pub(crate) struct RetryPolicy {
     /// Longest wait between attempts.
     pub(crate) cap: Duration,
@@ -40,6 +40,18 @@ pub(crate) struct RetryPolicy {
     pub(crate) horizon: Duration,
     /// How long one attempt may take.
     pub(crate) timeout: Duration,
+    /// The TLS client of https webhooks.
+    pub(crate) tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("cap", &self.cap)
+            .field("horizon", &self.horizon)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Returns the log source CRN of a location: the `source` of its notifications.
@@ -161,7 +173,7 @@ impl Channels {
                 rule: key.clone(),
                 channel: channel.clone(),
                 state: self.state.clone(),
-                policy: self.policy,
+                policy: self.policy.clone(),
                 wake: worker.wake.clone(),
                 stop: worker.stop.clone(),
                 changes: self.changes.clone(),
@@ -238,7 +250,8 @@ impl WorkerTask {
     async fn attempt(&self, mut delivery: Delivery) -> Delivery {
         let now = now_millis();
         delivery.attempts += 1;
-        let result = tokio::time::timeout(self.policy.timeout, post(&self.channel, &delivery)).await;
+        let posted = post(&self.channel, &delivery, &self.policy.tls);
+        let result = tokio::time::timeout(self.policy.timeout, posted).await;
         let failure = match result {
             Ok(Ok(status)) if (200..300).contains(&status) => None,
             Ok(Ok(status)) => Some(format!("the endpoint answered {status}")),
@@ -287,7 +300,7 @@ fn millis_until(at: i64) -> Duration {
 }
 
 /// Posts a delivery; returns the HTTP status, or why there is none (never quoting the secret).
-async fn post(channel: &Channel, delivery: &Delivery) -> Result<u16, String> {
+async fn post(channel: &Channel, delivery: &Delivery, tls: &tokio_rustls::TlsConnector) -> Result<u16, String> {
     let uri: axum::http::Uri = channel.url.parse().map_err(|_| "invalid url".to_owned())?;
     let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
     let https = uri.scheme_str() == Some("https");
@@ -306,7 +319,7 @@ async fn post(channel: &Channel, delivery: &Delivery) -> Result<u16, String> {
         .map_err(|err| format!("bad request: {err}"))?;
     if https {
         let name = rustls_pki_types::ServerName::try_from(host).map_err(|_| "invalid tls server name".to_owned())?;
-        let tls = tls_connector().connect(name, tcp).await.map_err(|err| format!("tls failed: {err}"))?;
+        let tls = tls.connect(name, tcp).await.map_err(|err| format!("tls failed: {err}"))?;
         send(TokioIo::new(tls), request).await
     } else {
         send(TokioIo::new(tcp), request).await
@@ -334,23 +347,31 @@ where
     status
 }
 
-/// Returns the TLS client for https webhooks, trusting the Mozilla roots.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(config.clone())
+/// Returns the TLS client of https webhooks: the Mozilla roots, and the CA certificates in
+/// `extra_ca` (PEM) if given.
+///
+/// # Errors
+/// When `extra_ca` cannot be read or holds no certificate.
+pub(crate) fn tls_connector(extra_ca: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use anyhow::Context as _;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("failed to read the alert tls CA file {}", path.display()))?;
+        anyhow::ensure!(!certificates.is_empty(), "the alert tls CA file {} holds no certificate", path.display());
+        for certificate in certificates {
+            roots.add(certificate).with_context(|| format!("unusable certificate in {}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 #[cfg(test)]

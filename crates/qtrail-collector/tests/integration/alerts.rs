@@ -310,3 +310,50 @@ async fn a_delivery_past_its_retry_horizon_is_failed() {
     assert!(failed.delivery_update && failed.rule == "doomed");
     server.stop().await;
 }
+
+/// Webhooks reach https endpoints, checked against the Mozilla roots and `--alert-tls-ca`.
+#[tokio::test]
+async fn https_webhooks_are_delivered_to_an_endpoint_of_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = qtrail_server::tls::testing::TestPki::create(&dir.path().join("pki"), "webhooks");
+    let tls = tokio_rustls::TlsAcceptor::from(pki.server(false).load().unwrap().http());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/hook", listener.local_addr().unwrap().port());
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tls, seen) = (tls.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(stream).await else { return };
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let id = request.headers()["webhook-id"].to_str().unwrap().to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        seen.lock().unwrap().push((
+                            id,
+                            String::new(),
+                            String::new(),
+                            String::from_utf8_lossy(&body).into(),
+                        ));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new()))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    let mut config = qtrail_collector::Config::for_test(dir.path().join("data"), common::tokens());
+    config.alert_tls_ca = Some(pki.ca.clone());
+    let server = TestServer::start_with(config).await;
+    server.create_collector("us-east").await;
+    let mut alerts = client(&server).await;
+    create(&mut alerts, each_rule("over-tls", Some(&url))).await.unwrap();
+    server.publish("us-east", &events("us-east", 0, 1), 1).await;
+    assert!(wait_until(Duration::from_secs(20), || async { !received.lock().unwrap().is_empty() }).await);
+    let body: serde_json::Value = serde_json::from_str(&received.lock().unwrap()[0].3).unwrap();
+    assert_eq!(body["data"]["rule"], "over-tls");
+    server.stop().await;
+}
