@@ -221,6 +221,9 @@ async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_get
     drop(hanging);
 }
 
+/// Calls of the kill -9 test's burst, one event and one firing each.
+const BURST: usize = 300;
+
 #[tokio::test]
 async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_their_webhook_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,13 +235,14 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
     let burst = tokio::spawn(async move {
         let mut client = ProgramServiceClient::new(lazy_channel(&url));
         let mut made = 0;
-        while made < 60 {
+        while made < BURST {
             if client.list_programs(authed(runtime::ListProgramsRequest::default(), ALICE_KEY)).await.is_ok() {
                 made += 1;
             }
         }
     });
     receiver.wait_for("the first deliveries of the burst", 5).await;
+    assert!(!burst.is_finished(), "the kill lands during the burst");
     collector.process().kill();
     collector.process().restart().await;
     burst.await.unwrap();
@@ -256,11 +260,11 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
     };
     let deliveries = wait_until("every event delivered", Duration::from_secs(60), || async {
         let deliveries = receiver.deliveries();
-        (notified(&deliveries).len() >= 60).then_some(deliveries)
+        (notified(&deliveries).len() >= BURST).then_some(deliveries)
     })
     .await;
     let by_event = notified(&deliveries);
-    assert_eq!(by_event.len(), 60);
+    assert_eq!(by_event.len(), BURST);
     assert!(by_event.values().all(|ids| ids.len() == 1), "an event was notified under two webhook-ids");
     let ids: HashSet<&str> = deliveries.iter().map(|d| d["webhook_id"].as_str().unwrap()).collect();
     assert!(ids.len() <= deliveries.len());
