@@ -161,9 +161,14 @@ async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independentl
     assert_eq!(refused[0]["data"]["events"][0]["outcome"], "failure");
     for delivery in &deliveries {
         assert_eq!(delivery["specversion"], "1.0");
-        assert_eq!(delivery["source"], "crn:v1:bluemix:public:quantum-computing:us-east:::");
+        assert_eq!(delivery["source"], "crn:v1:bluemix:public:quantum-computing:us-east::::");
         assert_eq!(delivery["id"], delivery["webhook_id"]);
     }
+
+    let firings = collector.metric("qtrail_collector_alert_firings_total", &[("rule", "us-east/quiet")]).await;
+    assert_eq!(firings, 2.0, "fired and resolved");
+    let delivered = collector.metric("qtrail_collector_alert_deliveries_total", &[("outcome", "delivered")]).await;
+    assert!(delivered >= 4.0, "{delivered}");
 
     // The watch stream has the same firings, resumable from the start.
     let watched = qtrail(&collector, AUDITOR_TOKEN, &["watch", "--from-start", "--count", "4"]);
@@ -216,6 +221,9 @@ async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_get
     drop(hanging);
 }
 
+/// Calls of the kill -9 test's burst, one event and one firing each.
+const BURST: usize = 300;
+
 #[tokio::test]
 async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_their_webhook_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,13 +235,14 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
     let burst = tokio::spawn(async move {
         let mut client = ProgramServiceClient::new(lazy_channel(&url));
         let mut made = 0;
-        while made < 60 {
+        while made < BURST {
             if client.list_programs(authed(runtime::ListProgramsRequest::default(), ALICE_KEY)).await.is_ok() {
                 made += 1;
             }
         }
     });
     receiver.wait_for("the first deliveries of the burst", 5).await;
+    assert!(!burst.is_finished(), "the kill lands during the burst");
     collector.process().kill();
     collector.process().restart().await;
     burst.await.unwrap();
@@ -251,13 +260,55 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
     };
     let deliveries = wait_until("every event delivered", Duration::from_secs(60), || async {
         let deliveries = receiver.deliveries();
-        (notified(&deliveries).len() >= 60).then_some(deliveries)
+        (notified(&deliveries).len() >= BURST).then_some(deliveries)
     })
     .await;
     let by_event = notified(&deliveries);
-    assert_eq!(by_event.len(), 60);
+    assert_eq!(by_event.len(), BURST);
     assert!(by_event.values().all(|ids| ids.len() == 1), "an event was notified under two webhook-ids");
     let ids: HashSet<&str> = deliveries.iter().map(|d| d["webhook_id"].as_str().unwrap()).collect();
     assert!(ids.len() <= deliveries.len());
     drop(runtime);
+}
+
+/// Sends a POST with a made-up signature to `addr` and returns the answer's status line.
+async fn post_forged(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let request = format!(
+        "POST /hook HTTP/1.1\r\nhost: {addr}\r\nwebhook-id: msg_forged\r\nwebhook-timestamp: {now}\r\n\
+         webhook-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn qtrail_alerts_receive_refuses_forged_deliveries_and_prints_signed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
+    let (addr_file, out) = (dir.path().join("receive.addr"), dir.path().join("receive.out"));
+    let mut command = Command::new(binary("qtrail"));
+    command
+        .args(["alerts", "receive", "--listen", "127.0.0.1:0", "--secret", &secret(), "--count", "1", "--addr-file"])
+        .arg(&addr_file)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    let mut receive = Process::spawn("qtrail alerts receive", &mut command).unwrap();
+    let addr = receive.wait_for_addr_file(&addr_file, START_TIMEOUT).await.unwrap();
+    assert_eq!(post_forged(addr).await, "HTTP/1.1 401 Unauthorized");
+
+    let each = ["--action", "quantum-computing.program.read", "--each"];
+    create_rule(&collector, "reads", &format!("http://{addr}/"), &each);
+    list_programs(&runtime, ALICE_KEY, 1).await;
+    let status = receive.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let printed: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert!(printed["webhookId"].as_str().unwrap().starts_with("msg_"), "{printed}");
+    assert_eq!(printed["event"]["id"], printed["webhookId"]);
+    assert_eq!(printed["event"]["type"], "com.qtrail.alert.fired");
+    assert_eq!(printed["event"]["data"]["rule"], "reads");
 }

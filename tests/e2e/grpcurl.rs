@@ -97,7 +97,12 @@ fn services_are_discovered_through_reflection(runtime: &str, collector: &str) {
         assert!(listed.stdout.lines().any(|line| line == service), "{service} not listed: {}", listed.stdout);
     }
     let listed = grpcurl(&[], None, &[collector, "list"]);
-    for service in ["qtrail.audit.v1.CollectorAdmin", "qtrail.audit.v1.Ingest", "qtrail.audit.v1.EventQuery"] {
+    for service in [
+        "qtrail.audit.v1.CollectorAdmin",
+        "qtrail.audit.v1.Ingest",
+        "qtrail.audit.v1.EventQuery",
+        "qtrail.audit.v1.AlertService",
+    ] {
         assert!(listed.stdout.lines().any(|line| line == service), "{service} not listed: {}", listed.stdout);
     }
     let described = grpcurl(&[], None, &[runtime, "describe", "qtrail.runtime.v1.CreateJobRequest"]);

@@ -299,6 +299,10 @@ fn the_auditors_and_admins_commands_work(up: &Up) {
     );
     let collectors = ok_json(up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
+    // `up` made its example alert rule: every critical event (deletes, refused keys).
+    let rules = ok_json(up, &["alerts", "list"]);
+    assert_eq!(rules["rules"][0]["name"], "critical-calls", "{rules}");
+    assert_eq!(rules["rules"][0]["filter"]["severity"], "critical", "{rules}");
     // Without --location and without up.json, `events` commands read the only location the
     // collector hosts, and name the choices once there are several.
     let elsewhere = tempfile::tempdir().unwrap();

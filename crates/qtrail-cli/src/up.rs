@@ -514,7 +514,7 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "  qtrail events query --action quantum-computing.job")?;
     writeln!(out, "  qtrail events verify --public-key {dir}/{CHECKPOINT_PUBLIC_KEY}")?;
     writeln!(out, "  qtrail events export --format cadf-json -o events.jsonl")?;
-    writeln!(out, "  qtrail alerts watch    (rule `{EXAMPLE_RULE}`: every delete and every refused key)")?;
+    writeln!(out, "  qtrail alerts watch   # rule {EXAMPLE_RULE}: every delete and every refused key")?;
     writeln!(out, "or with grpcurl:")?;
     writeln!(out, "  grpcurl -plaintext {runtime_addr} list")?;
     writeln!(

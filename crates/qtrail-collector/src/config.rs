@@ -140,6 +140,10 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TIMEOUT_SECS", default_value_t = DEFAULT_ALERT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_timeout_secs: u64,
+    /// PEM CA certificates that https alert webhooks may also be signed by (beside the Mozilla
+    /// roots), for endpoints behind a private CA.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TLS_CA", value_name = "FILE")]
+    pub alert_tls_ca: Option<PathBuf>,
     /// Prefix of each location's transparency-log origin, `<prefix>/<location>`: the first line
     /// of its checkpoint notes and the name of their signing key.
     #[arg(long, env = "QTRAIL_COLLECTOR_LOG_ORIGIN_PREFIX", default_value = DEFAULT_LOG_ORIGIN_PREFIX,
@@ -208,6 +212,8 @@ pub struct Config {
     pub alert_retry_horizon: Duration,
     /// How long one webhook attempt may take.
     pub alert_timeout: Duration,
+    /// File of further CA certificates https webhooks are checked against.
+    pub alert_tls_ca: Option<PathBuf>,
 }
 
 impl Flags {
@@ -267,6 +273,7 @@ impl Settings {
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
         config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
+        config.alert_tls_ca = self.alert_tls_ca.clone();
         config.log_origin_prefix = self.log_origin_prefix.clone();
         config.public_tiles = self.public_tiles;
         Ok(())
@@ -300,6 +307,7 @@ impl Config {
             alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),
             alert_retry_horizon: Duration::from_secs(DEFAULT_ALERT_RETRY_HORIZON_SECS),
             alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
+            alert_tls_ca: None,
         }
     }
 

@@ -99,6 +99,7 @@ struct Prepared {
     http_listener: Option<TcpListener>,
     store: Arc<dyn EventStore>,
     alert_state: Arc<AlertState>,
+    alert_tls: tokio_rustls::TlsConnector,
 }
 
 impl Prepared {
@@ -133,6 +134,7 @@ impl Prepared {
             RedbStore::open(&config.data_dir, config.cache_bytes)
                 .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
         );
+        let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;
         let alert_state = Arc::new(
             AlertState::open(&config.data_dir)
                 .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()))?,
@@ -148,6 +150,7 @@ impl Prepared {
             http_listener,
             store,
             alert_state,
+            alert_tls,
         })
     }
 
@@ -166,6 +169,7 @@ impl Prepared {
             http_listener,
             store,
             alert_state,
+            alert_tls,
         } = self;
         let committed = Fanout::new(config.tail_buffer_bytes);
         let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
@@ -186,6 +190,7 @@ impl Prepared {
             cap: config.alert_retry_cap,
             horizon: config.alert_retry_horizon,
             timeout: config.alert_timeout,
+            tls: alert_tls,
         };
         let (alerts, evaluator) =
             Alerts::start(store.clone(), alert_state, policy, lifecycle.clone(), stop_background.child_token())

@@ -95,6 +95,10 @@ pub struct AlertWatchArgs {
     /// Stop after this many firings.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Also print a firing again each time its webhook delivery changes state (`delivered`,
+    /// `failed`); these lines do not count toward --count.
+    #[arg(long)]
+    pub deliveries: bool,
 }
 
 /// Flags of `qtrail alerts receive`.

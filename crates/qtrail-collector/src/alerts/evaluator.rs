@@ -68,9 +68,10 @@ impl Evaluator {
                 _ = committed.recv() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(TICK) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
         }
+        self.channels.stop().await;
     }
 }
 
@@ -78,6 +79,9 @@ impl Evaluator {
 struct Loaded {
     rule: Rule,
     state: RuleState,
+    /// The state as last committed: an unchanged rule without notices commits nothing, so an
+    /// idle clock tick costs no write.
+    committed: RuleState,
     notices: Vec<Notice>,
 }
 
@@ -93,6 +97,7 @@ pub(crate) fn evaluate(
         match rule::check(&stored) {
             Ok(rule) => by_location.entry(stored.location.clone()).or_default().push(Loaded {
                 rule,
+                committed: rule_state.clone(),
                 state: rule_state,
                 notices: Vec::new(),
             }),
@@ -156,7 +161,8 @@ fn commit(
 ) -> Result<Vec<proto::AlertFiring>> {
     let by_seq: HashMap<u64, &proto::StoredEvent> = read.iter().map(|event| (event.location_seq, event)).collect();
     let mut evaluated = Vec::with_capacity(loaded.len());
-    for rule in loaded.iter_mut() {
+    for rule in loaded.iter_mut().filter(|rule| rule.state != rule.committed || !rule.notices.is_empty()) {
+        rule.committed = rule.state.clone();
         let mut firings = Vec::with_capacity(rule.notices.len());
         for notice in std::mem::take(&mut rule.notices) {
             let mut events = Vec::with_capacity(notice.samples.len());
@@ -185,6 +191,9 @@ fn commit(
             firings.push(NewFiring { firing, body });
         }
         evaluated.push((rule.rule.key(), rule.state.clone(), firings));
+    }
+    if evaluated.is_empty() {
+        return Ok(Vec::new());
     }
     state.commit(evaluated, now)
 }

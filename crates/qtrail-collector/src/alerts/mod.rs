@@ -16,7 +16,7 @@ pub mod webhook;
 use std::sync::Arc;
 
 use qtrail_proto::qtrail::audit::v1 as proto;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use evaluator::Evaluator;
@@ -41,6 +41,9 @@ pub const MAX_TEST_EVENTS: u32 = 10_000;
 pub const DEFAULT_TEST_EVENTS: u32 = 1000;
 /// Firings a watch reads from the state per step.
 const WATCH_CHUNK: usize = 100;
+/// Delivery changes held for watches; a watch further behind skips the oldest (the firings'
+/// stored states stay right, and the next read shows them).
+const CHANGES_BUFFER: usize = 1024;
 
 /// The alert service over the event store and the alert state.
 #[derive(Debug, Clone)]
@@ -49,6 +52,7 @@ pub(crate) struct Alerts {
     state: Arc<AlertState>,
     wake: Arc<Notify>,
     firings: watch::Receiver<u64>,
+    changes: broadcast::Sender<u64>,
     lifecycle: Lifecycle,
 }
 
@@ -64,10 +68,11 @@ impl Alerts {
         let wake = Arc::new(Notify::new());
         let last = state.last_firing()?;
         let (sender, firings) = watch::channel(last);
-        let channels = Channels::new(state.clone(), policy, stop);
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+        let channels = Channels::new(state.clone(), policy, stop, changes.clone());
         let evaluator =
             Evaluator { store: store.clone(), state: state.clone(), channels, firings: sender, wake: wake.clone() };
-        Ok((Self { store, state, wake, firings, lifecycle }, evaluator))
+        Ok((Self { store, state, wake, firings, changes, lifecycle }, evaluator))
     }
 
     /// Creates a rule; it sees the events stored from now on.
@@ -228,7 +233,7 @@ impl Alerts {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location or a cursor past the newest firing.
-    pub(crate) fn open_watch(&self, request: &proto::WatchAlertsRequest) -> Result<(Option<String>, u64)> {
+    pub(crate) fn open_watch(&self, request: &proto::WatchAlertsRequest) -> Result<Watch> {
         let location = match request.location.as_str() {
             "" => None,
             location => Some(parse_location(location)?.to_string()),
@@ -243,17 +248,15 @@ impl Alerts {
             }
             (false, after) => after,
         };
-        Ok((location, after))
+        // Subscribed here, before the call returns, so that no change after it is missed.
+        let changes = request.delivery_updates.then(|| self.changes.subscribe());
+        Ok(Watch { location, after, changes })
     }
 
-    /// Streams firings after `after`, then new ones as they are recorded, until the client goes
-    /// or the collector stops.
-    pub(crate) async fn watch(
-        self,
-        location: Option<String>,
-        mut after: u64,
-        out: mpsc::Sender<Result<proto::AlertFiring>>,
-    ) {
+    /// Streams firings after the watch's cursor, then new ones as they are recorded (and
+    /// delivery changes, if asked for), until the client goes or the collector stops.
+    pub(crate) async fn watch(self, watch: Watch, out: mpsc::Sender<Result<proto::AlertFiring>>) {
+        let Watch { location, mut after, mut changes } = watch;
         let mut newest = self.firings.clone();
         loop {
             // Read before the firings, so that one recorded meanwhile still marks a change.
@@ -280,9 +283,61 @@ impl Alerts {
             after = after.max(seen);
             tokio::select! {
                 changed = newest.changed() => if changed.is_err() { return },
+                Some(number) = next_change(&mut changes) => {
+                    if !self.send_update(location.as_deref(), number, &out).await {
+                        return;
+                    }
+                }
                 () = self.lifecycle.stopping() => return,
                 () = out.closed() => return,
             }
+        }
+    }
+
+    /// Sends firing `number` again, marked as a delivery update, if it is of the watched
+    /// location; returns false when the stream is done.
+    async fn send_update(
+        &self,
+        location: Option<&str>,
+        number: u64,
+        out: &mpsc::Sender<Result<proto::AlertFiring>>,
+    ) -> bool {
+        let (state, wanted) = (self.state.clone(), location.map(str::to_owned));
+        let read = blocking(move || state.firings(wanted.as_deref(), number - 1, 1)).await;
+        match read {
+            Ok(firings) => match firings.into_iter().next().filter(|firing| firing.number == number) {
+                Some(firing) => {
+                    self.lifecycle.send(out, Ok(proto::AlertFiring { delivery_update: true, ..firing })).await
+                }
+                None => true,
+            },
+            Err(err) => {
+                self.lifecycle.send(out, Err(err)).await;
+                false
+            }
+        }
+    }
+}
+
+/// A checked watch: its location (all without), the firing number it sends after, and its
+/// subscription to delivery changes if it asked for them.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    location: Option<String>,
+    after: u64,
+    changes: Option<broadcast::Receiver<u64>>,
+}
+
+/// Returns the next changed firing's number; never, without a subscription.
+async fn next_change(changes: &mut Option<broadcast::Receiver<u64>>) -> Option<u64> {
+    let Some(changes) = changes else {
+        return std::future::pending().await;
+    };
+    loop {
+        match changes.recv().await {
+            Ok(number) => return Some(number),
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }

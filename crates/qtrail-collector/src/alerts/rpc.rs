@@ -79,9 +79,9 @@ impl AlertService for AlertRpc {
         request: Request<proto::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         log_read(&request, "WatchAlerts", &request.get_ref().location);
-        let (location, after) = self.alerts.open_watch(request.get_ref())?;
+        let watch = self.alerts.open_watch(request.get_ref())?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        self.tasks.spawn(self.alerts.clone().watch(location, after, sender));
+        self.tasks.spawn(self.alerts.clone().watch(watch, sender));
         Ok(Response::new(channel_stream(receiver)))
     }
 }

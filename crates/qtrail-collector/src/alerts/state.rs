@@ -274,17 +274,19 @@ impl AlertState {
                     continue;
                 }
                 states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
+                // Counted once per rule, then kept up to date, rather than scanned per firing.
+                let mut queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
                 for NewFiring { mut firing, body } in new {
                     firing.number = next;
                     next += 1;
                     if let Some(body) = body {
                         firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-                        let queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
                         firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
                             super::meters::overflow(&key);
                             proto::DeliveryState::Overflow as i32
                         } else {
                             pending.insert((key.as_str(), firing.number), ()).map_err(backend)?;
+                            queued += 1;
                             proto::DeliveryState::Pending as i32
                         };
                         let delivery = Delivery {
@@ -422,4 +424,54 @@ fn pending_numbers(
         numbers.push(entry.map_err(backend)?.0.value().1);
     }
     Ok(numbers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> proto::AlertRule {
+        proto::AlertRule { location: "us-east".into(), name: "r".into(), ..Default::default() }
+    }
+
+    fn firings(count: usize) -> Vec<NewFiring> {
+        let firing =
+            proto::AlertFiring { location: "us-east".into(), rule: "r".into(), count: 1, ..Default::default() };
+        (0..count).map(|_| NewFiring { firing: firing.clone(), body: Some(|_| String::from("{}")) }).collect()
+    }
+
+    #[test]
+    fn a_full_channel_records_an_overflow_instead_of_queueing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let key = rule_key("us-east", "r");
+        let recorded = state.commit(vec![(key.clone(), RuleState::default(), firings(1001))], 0).unwrap();
+        let overflowed: Vec<u64> = recorded
+            .iter()
+            .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
+            .map(|firing| firing.number)
+            .collect();
+        assert_eq!(overflowed, [1001]);
+        assert_eq!(state.pending_count(&key).unwrap(), MAX_PENDING_PER_CHANNEL);
+        // The overflow is a firing like any other, visible to a watch.
+        let last = state.firings(Some("us-east"), 1000, 10).unwrap();
+        assert_eq!(last[0].delivery, proto::DeliveryState::Overflow as i32);
+    }
+
+    #[test]
+    fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let key = rule_key("us-east", "r");
+        state.update(rule(), 0).unwrap();
+        let stale = RuleState { cursor: 9, ..RuleState::default() };
+        assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
+        assert_eq!(state.rule("us-east", "r").unwrap().unwrap().1.generation, 1);
+        state.delete("us-east", "r").unwrap();
+        let current = RuleState { generation: 1, ..RuleState::default() };
+        assert!(state.commit(vec![(key, current, firings(1))], 0).unwrap().is_empty());
+        assert_eq!(state.last_firing().unwrap(), 0);
+    }
 }

@@ -18,8 +18,9 @@ use qtrail_cadf::crn::SERVICE_NAME;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use rand::Rng as _;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::meters;
@@ -30,8 +31,8 @@ use crate::ingest::blocking;
 /// First wait between attempts; it doubles per attempt up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// How deliveries are retried.
-#[derive(Debug, Clone, Copy)]
+/// How deliveries are made and retried.
+#[derive(Clone)]
 pub(crate) struct RetryPolicy {
     /// Longest wait between attempts.
     pub(crate) cap: Duration,
@@ -39,11 +40,23 @@ pub(crate) struct RetryPolicy {
     pub(crate) horizon: Duration,
     /// How long one attempt may take.
     pub(crate) timeout: Duration,
+    /// The TLS client of https webhooks.
+    pub(crate) tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("cap", &self.cap)
+            .field("horizon", &self.horizon)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Returns the log source CRN of a location: the `source` of its notifications.
 pub(crate) fn source(location: &str) -> String {
-    format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}:::")
+    format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}::::")
 }
 
 /// Returns the CloudEvents 1.0 structured JSON body of a firing, its events in AT-JSON.
@@ -107,6 +120,10 @@ pub(crate) struct Channels {
     policy: RetryPolicy,
     stop: CancellationToken,
     workers: Arc<Mutex<HashMap<String, Worker>>>,
+    /// The workers' tasks, so that shutdown waits for them to let go of the alert state.
+    tasks: TaskTracker,
+    /// Tells watches the number of each firing whose delivery changed state.
+    changes: broadcast::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -118,8 +135,20 @@ struct Worker {
 
 impl Channels {
     /// Returns no workers yet; all of them stop with `stop`.
-    pub(crate) fn new(state: Arc<AlertState>, policy: RetryPolicy, stop: CancellationToken) -> Self {
-        Self { state, policy, stop, workers: Arc::default() }
+    pub(crate) fn new(
+        state: Arc<AlertState>,
+        policy: RetryPolicy,
+        stop: CancellationToken,
+        changes: broadcast::Sender<u64>,
+    ) -> Self {
+        Self { state, policy, stop, workers: Arc::default(), tasks: TaskTracker::new(), changes }
+    }
+
+    /// Stops every worker and waits for them.
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Runs one worker per rule with a webhook: starts the missing ones, restarts those whose
@@ -144,11 +173,12 @@ impl Channels {
                 rule: key.clone(),
                 channel: channel.clone(),
                 state: self.state.clone(),
-                policy: self.policy,
+                policy: self.policy.clone(),
                 wake: worker.wake.clone(),
                 stop: worker.stop.clone(),
+                changes: self.changes.clone(),
             };
-            tokio::spawn(task.run());
+            self.tasks.spawn(task.run());
             workers.insert(key, worker);
         }
     }
@@ -169,6 +199,7 @@ struct WorkerTask {
     policy: RetryPolicy,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    changes: broadcast::Sender<u64>,
 }
 
 impl WorkerTask {
@@ -206,9 +237,11 @@ impl WorkerTask {
                 attempted = self.attempt(delivery) => attempted,
                 () = self.stop.cancelled() => return,
             };
-            let state = self.state.clone();
-            if let Err(err) = blocking(move || state.record(&attempted)).await {
-                warn!(rule = %self.rule, error = %err, "failed to record a delivery attempt");
+            let (state, number) = (self.state.clone(), attempted.number);
+            match blocking(move || state.record(&attempted)).await {
+                // Without watches listening there is no one to tell.
+                Ok(()) => drop(self.changes.send(number)),
+                Err(err) => warn!(rule = %self.rule, error = %err, "failed to record a delivery attempt"),
             }
         }
     }
@@ -217,7 +250,8 @@ impl WorkerTask {
     async fn attempt(&self, mut delivery: Delivery) -> Delivery {
         let now = now_millis();
         delivery.attempts += 1;
-        let result = tokio::time::timeout(self.policy.timeout, post(&self.channel, &delivery)).await;
+        let posted = post(&self.channel, &delivery, &self.policy.tls);
+        let result = tokio::time::timeout(self.policy.timeout, posted).await;
         let failure = match result {
             Ok(Ok(status)) if (200..300).contains(&status) => None,
             Ok(Ok(status)) => Some(format!("the endpoint answered {status}")),
@@ -266,7 +300,7 @@ fn millis_until(at: i64) -> Duration {
 }
 
 /// Posts a delivery; returns the HTTP status, or why there is none (never quoting the secret).
-async fn post(channel: &Channel, delivery: &Delivery) -> Result<u16, String> {
+async fn post(channel: &Channel, delivery: &Delivery, tls: &tokio_rustls::TlsConnector) -> Result<u16, String> {
     let uri: axum::http::Uri = channel.url.parse().map_err(|_| "invalid url".to_owned())?;
     let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
     let https = uri.scheme_str() == Some("https");
@@ -285,7 +319,7 @@ async fn post(channel: &Channel, delivery: &Delivery) -> Result<u16, String> {
         .map_err(|err| format!("bad request: {err}"))?;
     if https {
         let name = rustls_pki_types::ServerName::try_from(host).map_err(|_| "invalid tls server name".to_owned())?;
-        let tls = tls_connector().connect(name, tcp).await.map_err(|err| format!("tls failed: {err}"))?;
+        let tls = tls.connect(name, tcp).await.map_err(|err| format!("tls failed: {err}"))?;
         send(TokioIo::new(tls), request).await
     } else {
         send(TokioIo::new(tcp), request).await
@@ -313,23 +347,31 @@ where
     status
 }
 
-/// Returns the TLS client for https webhooks, trusting the Mozilla roots.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(config.clone())
+/// Returns the TLS client of https webhooks: the Mozilla roots, and the CA certificates in
+/// `extra_ca` (PEM) if given.
+///
+/// # Errors
+/// When `extra_ca` cannot be read or holds no certificate.
+pub(crate) fn tls_connector(extra_ca: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use anyhow::Context as _;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("failed to read the alert tls CA file {}", path.display()))?;
+        anyhow::ensure!(!certificates.is_empty(), "the alert tls CA file {} holds no certificate", path.display());
+        for certificate in certificates {
+            roots.add(certificate).with_context(|| format!("unusable certificate in {}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 #[cfg(test)]
@@ -348,6 +390,12 @@ mod tests {
         let header = "v1,bm90IGl0 v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         assert!(verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, header));
         assert!(!verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, header));
+    }
+
+    #[test]
+    fn the_source_is_a_crn_of_the_location() {
+        let crn: qtrail_cadf::Crn = source("us-east").parse().unwrap();
+        assert_eq!((crn.service_name(), crn.location(), crn.scope()), ("quantum-computing", "us-east", ""));
     }
 
     #[test]

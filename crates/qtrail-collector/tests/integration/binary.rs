@@ -25,23 +25,23 @@ fn write_tokens(path: &Path, role: &str) {
 
 /// Waits until `process`, started in `dir`, has written its address file (failing at once
 /// should it exit first), and connects.
-async fn connect(process: &mut Process, dir: &Path) -> tonic::transport::Channel {
+pub async fn connect(process: &mut Process, dir: &Path) -> tonic::transport::Channel {
     let addr =
         process.wait_for_addr_file(&dir.join("addr"), Duration::from_secs(30)).await.expect("address file written");
     tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
 /// Sends SIGTERM and returns the exit status once the process has exited.
-async fn terminate(process: &mut Process) -> std::process::ExitStatus {
+pub async fn terminate(process: &mut Process) -> std::process::ExitStatus {
     process.stop(Signal::SIGTERM, Duration::from_secs(30)).await.expect("exits after sigterm")
 }
 
 /// Starts the collector from `command`, killed when the test ends.
-fn spawn(command: &mut Command) -> Process {
+pub fn spawn(command: &mut Command) -> Process {
     Process::spawn("qtrail-collector", command).unwrap()
 }
 
-fn command(dir: &Path) -> Command {
+pub fn command(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .arg("--listen")

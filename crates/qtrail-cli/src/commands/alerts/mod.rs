@@ -123,7 +123,9 @@ fn rule(location: &str, args: &AlertRuleArgs) -> Result<AlertRule, CliError> {
         }),
         (false, None, Some(duration)) => Kind::Absence(AbsenceTrigger { duration: Some(wire_duration(duration)) }),
         _ => {
-            return Err(CliError::Usage("give one trigger: --each, --threshold N --window DUR or --absence DUR".into()));
+            return Err(CliError::Usage(
+                "give one trigger: --each, --threshold N --window DUR or --absence DUR".into(),
+            ));
         }
     };
     Ok(AlertRule {
@@ -243,6 +245,7 @@ pub fn firing_json(firing: &AlertFiring) -> Value {
         "cursor": firing.cursor,
         "webhookId": firing.webhook_id,
         "delivery": enum_word(firing.delivery, "DELIVERY_STATE_", |v| DeliveryState::try_from(v).map(|s| s.as_str_name())),
+        "deliveryUpdate": firing.delivery_update,
         "events": firing.events.iter().map(stored_event_json).collect::<Vec<_>>(),
     })
 }
@@ -259,6 +262,7 @@ async fn watch(
         location: location.to_owned(),
         after: args.after.unwrap_or(0),
         from_start: args.from_start,
+        delivery_updates: args.deliveries,
     };
     let mut stream = client.watch_alerts(authorized(request, token)?).await?.into_inner();
     let mut seen = 0;
@@ -266,14 +270,17 @@ async fn watch(
         let Some(firing) = stream.message().await? else {
             break;
         };
-        seen += 1;
+        if !firing.delivery_update {
+            seen += 1;
+        }
         let json = firing_json(&firing);
         match output {
             OutputFormat::Json => write_json_line(out, &json)?,
             OutputFormat::Table => writeln!(
                 out,
-                "#{} {} {} {} count={} delivery={}",
+                "#{} {}{} {} {} count={} delivery={}",
                 firing.number,
+                if firing.delivery_update { "update " } else { "" },
                 json["time"].as_str().unwrap_or_default(),
                 firing.rule,
                 json["kind"].as_str().unwrap_or_default(),
