@@ -5,22 +5,31 @@ use std::time::Duration;
 
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
+use qtrail_collector::store::{EventStore as _, RedbStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_tlog::{Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, unpack_entries};
+use qtrail_tlog::{
+    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index, unpack_entries,
+};
+use redb::TableDefinition;
 
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
 
 const EVENTS: usize = 300;
 
-/// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
-async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
+/// A collector config that signs every 50 ms with a new key.
+fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
     let key_file = dir.join("checkpoint-key.pem");
     std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
     let mut config = Config::for_test(dir.join("data"), common::tokens());
     config.checkpoint_key = Some(key_file);
     config.checkpoint_interval = Duration::from_millis(50);
     config.public_tiles = public_tiles;
-    let server = TestServer::start_with_http_config(config).await;
+    config
+}
+
+/// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
+async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
+    let server = TestServer::start_with_http_config(signing_config(dir, public_tiles)).await;
     server.create_collector("us-east").await;
     assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
     let signed = common::wait_until(Duration::from_secs(20), || async {
@@ -141,4 +150,35 @@ async fn public_tiles_need_no_token() {
     let (status, _, body) = server.http().get_bytes("/tlog/us-east/tile/0/000", &[]).await;
     assert_eq!((status, body.len()), (200, 256 * 32));
     server.stop().await;
+}
+
+/// Returns the number of the newest checkpoint of us-east, read from the stopped collector.
+fn newest_number(data_dir: &std::path::Path) -> u64 {
+    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
+    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].number
+}
+
+/// A tree whose stored hashes were rewritten (here the hash over the first 256 leaves) no longer
+/// extends the signed head: the collector
+/// signs nothing over it, at start, at its ticks or at its stop.
+#[tokio::test]
+async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let signed_before = newest_number(&data_dir);
+    {
+        let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east"))
+            .unwrap()
+            .insert(stored_hash_index(8, 0), [7; 32])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let server = TestServer::start_with(signing_config(dir.path(), false)).await;
+    assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
+    server.stop().await;
+    assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
 }
