@@ -28,6 +28,7 @@ mod grpc;
 mod indexer;
 pub mod ingest;
 mod lifecycle;
+mod merkle;
 mod meters;
 pub mod query;
 pub mod registry;

@@ -91,7 +91,11 @@ impl Query {
             // is higher, so that removing the newest records is noticed.
             let newest = collector.event_count.max(store.last_seq(&location)?);
             let range = resolve_range(request.range.as_ref(), newest)?;
-            Ok(chain::verify(store.as_ref(), &location, range, newest)?)
+            let verdict = chain::verify(store.as_ref(), &location, range, newest)?;
+            if !verdict.ok {
+                return Ok(verdict);
+            }
+            Ok(crate::merkle::verify(store.as_ref(), &location, range, verdict)?)
         })
         .await
     }

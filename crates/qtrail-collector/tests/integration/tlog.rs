@@ -182,3 +182,75 @@ async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
     server.stop().await;
     assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
 }
+
+async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
+    let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
+    server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap().into_inner()
+}
+
+/// Rewrites `tamper` into the stopped collector's store of us-east.
+fn tamper(data_dir: &std::path::Path, tamper: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    tamper(&txn);
+    txn.commit().unwrap();
+}
+
+fn set_hash(txn: &redb::WriteTransaction, index: u64, hash: Hash) {
+    txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east")).unwrap().insert(index, hash).unwrap();
+}
+
+/// Verification rebuilds the tree from the events: a rewritten leaf hash, a rewritten interior
+/// hash and a checkpoint whose root is not the tree's each fail it, where they show.
+#[tokio::test]
+async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    let verdict = verify(&server).await;
+    assert!(verdict.ok, "{verdict:?}");
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let detail = |verdict: &proto::VerifyChainResponse| {
+        let fault = verdict.fault.as_ref().expect("a fault");
+        (fault.location_seq, fault.checkpoint_number, fault.detail.clone())
+    };
+
+    tamper(&data_dir, |txn| set_hash(txn, stored_hash_index(0, 4), [7; 32]));
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, 5);
+    assert!(text.contains("leaf hash"), "{text}");
+    server.stop().await;
+
+    let leaf = |seq: u64| {
+        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        let record = store.events(&"us-east".parse().unwrap(), seq, 1).unwrap().remove(0);
+        leaf_hash(&qtrail_collector::store::canonical_of(&record).unwrap())
+    };
+    let fifth = leaf(5);
+    tamper(&data_dir, |txn| {
+        set_hash(txn, stored_hash_index(0, 4), fifth);
+        set_hash(txn, stored_hash_index(8, 0), [7; 32]);
+    });
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, EVENTS as u64);
+    assert!(text.contains("the stored merkle tree differs"), "{text}");
+    server.stop().await;
+
+    let newest = {
+        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
+    };
+    tamper(&data_dir, |txn| {
+        let mut rewritten = newest.clone();
+        rewritten.root = vec![9; 32];
+        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
+        table.insert(newest.number, prost::Message::encode_to_vec(&rewritten).as_slice()).unwrap();
+    });
+    let server = TestServer::start(&data_dir).await;
+    let (seq, number, text) = detail(&verify(&server).await);
+    assert_eq!((seq, number), (newest.tree_size, newest.number));
+    assert!(text.contains("differs from the one signed in checkpoint"), "{text}");
+    server.stop().await;
+}
