@@ -78,3 +78,31 @@ async fn go_tlog_checks_the_served_log() {
     assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
     assert!(new_size > old_size);
 }
+
+/// `qtrail events verify --checkpoint NOTE` checks a kept tree head by consistency proof alone,
+/// and exits 10 for a note that is not the collector's or a head the log no longer extends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_tree_head_is_checked_by_consistency_proof() {
+    let up = Up::start().await;
+    make_events(&up, 2);
+    let old = checkpoint_covering(&up, 2).await;
+    let kept = up.data_dir().join("kept.note");
+    let note = old["note"].as_str().unwrap().to_owned();
+    std::fs::write(&kept, &note).unwrap();
+    make_events(&up, 2);
+    let new_size = checkpoint_covering(&up, old["treeSize"].as_u64().unwrap() + 2).await["treeSize"].as_u64().unwrap();
+    let key = "data/checkpoint-key.pub.pem";
+    let kept_arg = kept.to_str().unwrap();
+    let checked = up.qtrail(&["--output", "json", "events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    let verdict = checked.json();
+    assert_eq!(verdict["keptSize"], old["treeSize"]);
+    assert!(verdict["newestSize"].as_u64() >= Some(new_size), "{verdict}");
+
+    // A note whose size was altered no longer carries the collector's signature.
+    let size_line = format!("\n{}\n", old["treeSize"]);
+    std::fs::write(&kept, note.replacen(&size_line, "\n1\n", 1)).unwrap();
+    let forged = up.qtrail(&["events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(forged.code, 10, "{forged:?}");
+    assert!(forged.stderr.contains("invalid signature"), "{forged:?}");
+}

@@ -8,7 +8,8 @@ use qtrail_collector::Config;
 use qtrail_collector::store::{EventStore as _, RedbStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_tlog::{
-    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index, unpack_entries,
+    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
+    unpack_entries, verify_consistency,
 };
 use redb::TableDefinition;
 
@@ -252,5 +253,59 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     let (seq, number, text) = detail(&verify(&server).await);
     assert_eq!((seq, number), (newest.tree_size, newest.number));
     assert!(text.contains("differs from the one signed in checkpoint"), "{text}");
+    server.stop().await;
+}
+
+async fn consistency(
+    server: &TestServer,
+    location: &str,
+    old_size: u64,
+) -> Result<proto::GetConsistencyProofResponse, tonic::Status> {
+    let request = proto::GetConsistencyProofRequest { location: location.into(), old_size };
+    server.query().await.get_consistency_proof(authed(request, AUDITOR)).await.map(tonic::Response::into_inner)
+}
+
+/// GetConsistencyProof answers the newest signed head and a proof from any older size, which
+/// verifies against the tree's roots; bad asks are refused.
+#[tokio::test]
+async fn consistency_proofs_lead_to_the_newest_signed_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    let leaves: Vec<Hash> = server
+        .all_events("us-east")
+        .await
+        .iter()
+        .map(|record| leaf_hash(&qtrail_collector::store::canonical_of(record).unwrap()))
+        .collect();
+    for old in [1, 100, 256, EVENTS as u64] {
+        let answer = consistency(&server, "us-east", old).await.unwrap();
+        assert_eq!(answer.tree_size, EVENTS as u64);
+        let proof: Vec<Hash> = answer.proof.iter().map(|hash| hash.as_slice().try_into().unwrap()).collect();
+        let old_root = root(&leaves[..old as usize]);
+        assert_eq!(verify_consistency(old, EVENTS as u64, &old_root, &root(&leaves), &proof), Ok(()), "from {old}");
+        assert!(answer.note.starts_with(&format!("qtrail.local/us-east\n{EVENTS}\n")));
+    }
+    assert!(consistency(&server, "us-east", EVENTS as u64 + 1).await.unwrap().proof.is_empty());
+    assert_eq!(consistency(&server, "us-east", 0).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(consistency(&server, "eu-de", 1).await.unwrap_err().code(), tonic::Code::NotFound);
+    server.stop().await;
+}
+
+/// A collector that signs nothing has no tree head to prove consistency to, nor tiles to serve.
+#[tokio::test]
+async fn without_a_checkpoint_key_there_is_no_tree_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_http(dir.path()).await;
+    server.create_collector("us-east").await;
+    let refused = consistency(&server, "us-east", 1).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.message(), "location `us-east` has no signed tree head yet");
+    let (status, _, body) = fetch(&server, "/tlog/us-east/checkpoint").await;
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap().trim_end()),
+        (404, "location `us-east` has no signed tree head yet")
+    );
+    let (status, _, body) = fetch(&server, "/tlog/us-east/key").await;
+    assert_eq!((status, String::from_utf8(body).unwrap().trim_end()), (404, "the collector signs no checkpoints"));
     server.stop().await;
 }
