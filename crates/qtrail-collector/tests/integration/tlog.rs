@@ -128,6 +128,8 @@ async fn tiles_refuse_what_they_cannot_serve() {
         ("/tlog/us-east/tile/entries/x000/000", 400, "invalid tile path"),
         ("/tlog/US%20EAST/checkpoint", 400, "invalid location"),
         ("/tlog/eu-de/checkpoint", 404, "no collector for location `eu-de`"),
+        ("/tlog/eu-de/key", 404, "no collector for location `eu-de`"),
+        ("/tlog/eu-de/tile/0/000", 404, "no collector for location `eu-de`"),
         ("/tlog/us-east/tile/0/001", 404, "beyond the newest signed tree head (300 leaves)"),
         ("/tlog/us-east/tile/entries/002.p/1", 404, "beyond the newest signed tree head"),
         ("/tlog/us-east/tile/2/000.p/1", 404, "beyond the newest signed tree head"),
