@@ -10,6 +10,7 @@ mod delivery;
 mod grpcurl;
 mod publishers;
 mod servers;
+mod tlog_interop;
 mod tls;
 mod up;
 mod webdriver;

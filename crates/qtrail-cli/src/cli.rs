@@ -439,6 +439,12 @@ pub struct EventVerifyArgs {
     /// whose newest checkpoints were deleted with it
     #[arg(long, value_name = "FILE", requires = "public_key")]
     pub expect_checkpoint: Option<PathBuf>,
+    /// A tree head note kept out of band (a checkpoint's `note`): it must be signed by
+    /// --public-key, and the collector's newest tree head must extend it, shown by a consistency
+    /// proof instead of a re-read of the log (exit 10 if not)
+    #[arg(long, value_name = "FILE", requires = "public_key",
+          conflicts_with_all = ["expect_head", "expect_checkpoint", "from_seq", "to_seq"])]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Flags of `qtrail events checkpoints`.

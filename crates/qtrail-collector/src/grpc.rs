@@ -251,4 +251,12 @@ impl EventQuery for QueryService {
         log_read(&request, "ListCheckpoints", &request.get_ref().location);
         Ok(Response::new(self.query.list_checkpoints(request.into_inner()).await?))
     }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<proto::GetConsistencyProofRequest>,
+    ) -> Result<Response<proto::GetConsistencyProofResponse>, Status> {
+        log_read(&request, "GetConsistencyProof", &request.get_ref().location);
+        Ok(Response::new(self.query.consistency_proof(request.into_inner()).await?))
+    }
 }

@@ -29,6 +29,7 @@ mod grpc;
 mod indexer;
 pub mod ingest;
 mod lifecycle;
+mod merkle;
 mod meters;
 pub mod query;
 pub mod registry;

@@ -23,7 +23,7 @@ use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
-use crate::store::EventStore;
+use crate::store::{EventStore, TreeReader};
 use page::{decode_page_token, decode_publishers_token, encode_page_token, fingerprint, fitting_prefix, page_size};
 
 /// The read side over a store and the stream of committed records.
@@ -91,7 +91,11 @@ impl Query {
             // is higher, so that removing the newest records is noticed.
             let newest = collector.event_count.max(store.last_seq(&location)?);
             let range = resolve_range(request.range.as_ref(), newest)?;
-            Ok(chain::verify(store.as_ref(), &location, range, newest)?)
+            let verdict = chain::verify(store.as_ref(), &location, range, newest)?;
+            if !verdict.ok {
+                return Ok(verdict);
+            }
+            Ok(crate::merkle::verify(store.as_ref(), &location, range, verdict)?)
         })
         .await
     }
@@ -169,6 +173,44 @@ impl Query {
             }
         }
         Ok(listed)
+    }
+
+    /// Returns the newest signed tree head of a location and the consistency proof from
+    /// `old_size` to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad location or an `old_size` of 0,
+    /// [`Error::CollectorNotFound`], [`Error::FailedPrecondition`] when no tree head is signed yet.
+    pub(crate) async fn consistency_proof(
+        &self,
+        request: proto::GetConsistencyProofRequest,
+    ) -> Result<proto::GetConsistencyProofResponse> {
+        let location = parse_location(&request.location)?;
+        if request.old_size == 0 {
+            return Err(Error::invalid("old_size must be at least 1"));
+        }
+        require_collector(&self.store, location.clone()).await?;
+        let store = self.store.clone();
+        blocking(move || {
+            let newest = store.checkpoints(&location, None, 1)?.into_iter().next();
+            let Some(head) = newest.as_ref().and_then(|entry| entry.intact()).filter(|head| !head.note.is_empty())
+            else {
+                return Err(Error::FailedPrecondition(format!("location `{location}` has no signed tree head yet")));
+            };
+            let proof = if request.old_size <= head.tree_size {
+                let reader = TreeReader { store: store.as_ref(), location: &location };
+                qtrail_tlog::consistency_proof(request.old_size, head.tree_size, &reader)
+                    .map_err(|err| crate::store::tree_error(location.as_str(), &err))?
+            } else {
+                Vec::new()
+            };
+            Ok(proto::GetConsistencyProofResponse {
+                note: head.note.clone(),
+                tree_size: head.tree_size,
+                proof: proof.into_iter().map(|hash| hash.to_vec()).collect(),
+            })
+        })
+        .await
     }
 }
 

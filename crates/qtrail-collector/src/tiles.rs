@@ -100,7 +100,9 @@ impl TileServer {
             let token = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "))
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
                 .ok_or(TileError::Unauthenticated)?;
             match self.tokens.authorize(Some(token), Role::Auditor) {
                 Ok(_) => {}
@@ -151,13 +153,17 @@ async fn checkpoint(State(tiles): Shared, Path(location): Path<String>, headers:
 }
 
 async fn key(State(tiles): Shared, Path(location): Path<String>, headers: HeaderMap) -> Response {
-    let served = (|| {
+    let served = blocking(move || {
         let location = tiles.admit(&headers, &location)?;
+        if tiles.store.collector(&location)?.is_none() {
+            return Err(StoreError::NoCollector(location.to_string()).into());
+        }
         let public =
             tiles.public_key.ok_or_else(|| TileError::NotFound("the collector signs no checkpoints".into()))?;
         NoteVerifier::new(&log_origin(&tiles.origin_prefix, location.as_str()), public)
             .map_err(|err| TileError::BadRequest(err.to_string()))
-    })();
+    })
+    .await;
     match served {
         Ok(verifier) => text(format!("{verifier}\n"), "no-cache"),
         Err(err) => err.into_response(),

@@ -249,6 +249,12 @@ pub(crate) struct CheckpointView {
     pub(crate) key_id: String,
     /// The Ed25519 signature, hex.
     pub(crate) signature: String,
+    /// Leaves of the Merkle tree its note signs (0 and no root before the tree).
+    pub(crate) tree_size: u64,
+    /// The tree's root, hex; empty for a checkpoint signed before the tree.
+    pub(crate) root: String,
+    /// The C2SP signed note of the tree head; empty before the tree.
+    pub(crate) note: String,
 }
 
 /// Returns the view of a checkpoint.
@@ -260,6 +266,9 @@ pub(crate) fn checkpoint(checkpoint: proto::Checkpoint) -> CheckpointView {
         head_chain_hash: hex::encode(&checkpoint.head_chain_hash),
         key_id: checkpoint.key_id,
         signature: hex::encode(&checkpoint.signature),
+        tree_size: checkpoint.tree_size,
+        root: hex::encode(&checkpoint.root),
+        note: checkpoint.note,
     }
 }
 

@@ -527,6 +527,9 @@ async fn checkpoints_are_listed_newest_first() {
     let key_id = qtrail_cadf::checkpoint::VerifyingKey::from_pem(public_key.as_bytes()).unwrap().id().to_owned();
     assert_eq!(checkpoints[0]["key_id"], key_id.as_str());
     assert_eq!(checkpoints[0]["signature"].as_str().map(str::len), Some(128), "64 bytes in hex");
+    assert_eq!(checkpoints[0]["tree_size"], checkpoints[0]["location_seq"], "the tree head is the chain head");
+    assert_eq!(checkpoints[0]["root"].as_str().map(str::len), Some(64), "32 bytes in hex");
+    assert!(checkpoints[0]["note"].as_str().unwrap().starts_with("qtrail.local/"), "{}", checkpoints[0]);
     let older = client.get(&format!("{base}?limit=1&before_number={newest}")).await.json();
     assert_eq!(older["checkpoints"][0]["number"].as_u64(), Some(newest - 1));
     for (query, error) in [

@@ -5,22 +5,32 @@ use std::time::Duration;
 
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
+use qtrail_collector::store::{EventStore as _, RedbStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_tlog::{Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, unpack_entries};
+use qtrail_tlog::{
+    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
+    unpack_entries, verify_consistency,
+};
+use redb::TableDefinition;
 
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
 
 const EVENTS: usize = 300;
 
-/// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
-async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
+/// A collector config that signs every 50 ms with a new key.
+fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
     let key_file = dir.join("checkpoint-key.pem");
     std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
     let mut config = Config::for_test(dir.join("data"), common::tokens());
     config.checkpoint_key = Some(key_file);
     config.checkpoint_interval = Duration::from_millis(50);
     config.public_tiles = public_tiles;
-    let server = TestServer::start_with_http_config(config).await;
+    config
+}
+
+/// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
+async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
+    let server = TestServer::start_with_http_config(signing_config(dir, public_tiles)).await;
     server.create_collector("us-east").await;
     assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
     let signed = common::wait_until(Duration::from_secs(20), || async {
@@ -118,6 +128,8 @@ async fn tiles_refuse_what_they_cannot_serve() {
         ("/tlog/us-east/tile/entries/x000/000", 400, "invalid tile path"),
         ("/tlog/US%20EAST/checkpoint", 400, "invalid location"),
         ("/tlog/eu-de/checkpoint", 404, "no collector for location `eu-de`"),
+        ("/tlog/eu-de/key", 404, "no collector for location `eu-de`"),
+        ("/tlog/eu-de/tile/0/000", 404, "no collector for location `eu-de`"),
         ("/tlog/us-east/tile/0/001", 404, "beyond the newest signed tree head (300 leaves)"),
         ("/tlog/us-east/tile/entries/002.p/1", 404, "beyond the newest signed tree head"),
         ("/tlog/us-east/tile/2/000.p/1", 404, "beyond the newest signed tree head"),
@@ -140,5 +152,162 @@ async fn public_tiles_need_no_token() {
     let server = signed_server(dir.path(), true).await;
     let (status, _, body) = server.http().get_bytes("/tlog/us-east/tile/0/000", &[]).await;
     assert_eq!((status, body.len()), (200, 256 * 32));
+    server.stop().await;
+}
+
+/// Returns the number of the newest checkpoint of us-east, read from the stopped collector.
+fn newest_number(data_dir: &std::path::Path) -> u64 {
+    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
+    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].number
+}
+
+/// A tree whose stored hashes were rewritten (here the hash over the first 256 leaves) no longer
+/// extends the signed head: the collector
+/// signs nothing over it, at start, at its ticks or at its stop.
+#[tokio::test]
+async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let signed_before = newest_number(&data_dir);
+    {
+        let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east"))
+            .unwrap()
+            .insert(stored_hash_index(8, 0), [7; 32])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let server = TestServer::start_with(signing_config(dir.path(), false)).await;
+    assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
+    server.stop().await;
+    assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
+}
+
+async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
+    let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
+    server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap().into_inner()
+}
+
+/// Rewrites `tamper` into the stopped collector's store of us-east.
+fn tamper(data_dir: &std::path::Path, tamper: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    tamper(&txn);
+    txn.commit().unwrap();
+}
+
+fn set_hash(txn: &redb::WriteTransaction, index: u64, hash: Hash) {
+    txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east")).unwrap().insert(index, hash).unwrap();
+}
+
+/// Verification rebuilds the tree from the events: a rewritten leaf hash, a rewritten interior
+/// hash and a checkpoint whose root is not the tree's each fail it, where they show.
+#[tokio::test]
+async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    let verdict = verify(&server).await;
+    assert!(verdict.ok, "{verdict:?}");
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let detail = |verdict: &proto::VerifyChainResponse| {
+        let fault = verdict.fault.as_ref().expect("a fault");
+        (fault.location_seq, fault.checkpoint_number, fault.detail.clone())
+    };
+
+    tamper(&data_dir, |txn| set_hash(txn, stored_hash_index(0, 4), [7; 32]));
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, 5);
+    assert!(text.contains("leaf hash"), "{text}");
+    server.stop().await;
+
+    let leaf = |seq: u64| {
+        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        let record = store.events(&"us-east".parse().unwrap(), seq, 1).unwrap().remove(0);
+        leaf_hash(&qtrail_collector::store::canonical_of(&record).unwrap())
+    };
+    let fifth = leaf(5);
+    tamper(&data_dir, |txn| {
+        set_hash(txn, stored_hash_index(0, 4), fifth);
+        set_hash(txn, stored_hash_index(8, 0), [7; 32]);
+    });
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, EVENTS as u64);
+    assert!(text.contains("the stored merkle tree differs"), "{text}");
+    server.stop().await;
+
+    let newest = {
+        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
+    };
+    tamper(&data_dir, |txn| {
+        let mut rewritten = newest.clone();
+        rewritten.root = vec![9; 32];
+        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
+        table.insert(newest.number, prost::Message::encode_to_vec(&rewritten).as_slice()).unwrap();
+    });
+    let server = TestServer::start(&data_dir).await;
+    let (seq, number, text) = detail(&verify(&server).await);
+    assert_eq!((seq, number), (newest.tree_size, newest.number));
+    assert!(text.contains("differs from the one signed in checkpoint"), "{text}");
+    server.stop().await;
+}
+
+async fn consistency(
+    server: &TestServer,
+    location: &str,
+    old_size: u64,
+) -> Result<proto::GetConsistencyProofResponse, tonic::Status> {
+    let request = proto::GetConsistencyProofRequest { location: location.into(), old_size };
+    server.query().await.get_consistency_proof(authed(request, AUDITOR)).await.map(tonic::Response::into_inner)
+}
+
+/// GetConsistencyProof answers the newest signed head and a proof from any older size, which
+/// verifies against the tree's roots; bad asks are refused.
+#[tokio::test]
+async fn consistency_proofs_lead_to_the_newest_signed_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(dir.path(), false).await;
+    let leaves: Vec<Hash> = server
+        .all_events("us-east")
+        .await
+        .iter()
+        .map(|record| leaf_hash(&qtrail_collector::store::canonical_of(record).unwrap()))
+        .collect();
+    for old in [1, 100, 256, EVENTS as u64] {
+        let answer = consistency(&server, "us-east", old).await.unwrap();
+        assert_eq!(answer.tree_size, EVENTS as u64);
+        let proof: Vec<Hash> = answer.proof.iter().map(|hash| hash.as_slice().try_into().unwrap()).collect();
+        let old_root = root(&leaves[..old as usize]);
+        assert_eq!(verify_consistency(old, EVENTS as u64, &old_root, &root(&leaves), &proof), Ok(()), "from {old}");
+        assert!(answer.note.starts_with(&format!("qtrail.local/us-east\n{EVENTS}\n")));
+    }
+    assert!(consistency(&server, "us-east", EVENTS as u64 + 1).await.unwrap().proof.is_empty());
+    assert_eq!(consistency(&server, "us-east", 0).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(consistency(&server, "eu-de", 1).await.unwrap_err().code(), tonic::Code::NotFound);
+    server.stop().await;
+}
+
+/// A collector that signs nothing has no tree head to prove consistency to, nor tiles to serve.
+#[tokio::test]
+async fn without_a_checkpoint_key_there_is_no_tree_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_http(dir.path()).await;
+    server.create_collector("us-east").await;
+    let refused = consistency(&server, "us-east", 1).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.message(), "location `us-east` has no signed tree head yet");
+    let (status, _, body) = fetch(&server, "/tlog/us-east/checkpoint").await;
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap().trim_end()),
+        (404, "location `us-east` has no signed tree head yet")
+    );
+    let (status, _, body) = fetch(&server, "/tlog/us-east/key").await;
+    assert_eq!((status, String::from_utf8(body).unwrap().trim_end()), (404, "the collector signs no checkpoints"));
     server.stop().await;
 }

@@ -354,6 +354,33 @@ mod tests {
         assert_eq!(kept_checkpoint(&no_seq).unwrap_err(), "no `locationSeq` in its checkpoint");
     }
 
+    /// A checkpoint's tree head note must be signed by the key, of the location, and state the
+    /// size and root the checkpoint repeats.
+    #[test]
+    fn tree_head_notes_are_checked() {
+        let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
+        let public = [VerifyingKey::from_pem(key.public_pem().as_bytes()).unwrap()];
+        let with_note = |origin: &str, size: u64| {
+            let mut checkpoint = signed(&key, &[7]).remove(0);
+            let text = TreeHead { origin: origin.into(), size, root: [3; 32], extensions: vec![] }.to_text();
+            let signer = qtrail_tlog::NoteSigner::new(origin, key.key_pair()).unwrap();
+            checkpoint.note = qtrail_tlog::sign_note(&text, &signer).unwrap();
+            (checkpoint.tree_size, checkpoint.root) = (7, vec![3; 32]);
+            checkpoint
+        };
+        assert_eq!(verify_one(&with_note("qtrail.local/us-east", 7), "us-east", &public), Ok(()));
+        let listing = json!({ "location": "us-east", "checkpoints": [checkpoint_json(&with_note("o/us-east", 7))] });
+        assert_eq!(verify_one(&kept_checkpoint(&listing.to_string()).unwrap(), "us-east", &public), Ok(()));
+        let wrong_size = verify_one(&with_note("o/us-east", 8), "us-east", &public).unwrap_err();
+        assert!(wrong_size.contains("another size or root"), "{wrong_size}");
+        let other_location = verify_one(&with_note("o/eu-de", 7), "us-east", &public).unwrap_err();
+        assert!(other_location.contains("is not of location"), "{other_location}");
+        let mut tampered = with_note("o/us-east", 7);
+        tampered.note = tampered.note.replacen("\n7\n", "\n6\n", 1);
+        let bad = verify_one(&tampered, "us-east", &public).unwrap_err();
+        assert!(bad.contains("invalid signature"), "{bad}");
+    }
+
     #[test]
     fn checkpoints_must_exist_be_signed_and_run_down_to_one() {
         let key = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();

@@ -3,6 +3,7 @@
 //! end) is here.
 
 mod checkpoints;
+mod consistency;
 mod export;
 mod publishers;
 mod query;

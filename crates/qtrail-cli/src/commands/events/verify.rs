@@ -7,6 +7,7 @@ use qtrail_proto::qtrail::audit::v1::{ChainFaultKind, VerifyChainRequest};
 use serde_json::json;
 
 use super::checkpoints::{check_kept_checkpoint, key_ids, read_public_keys, verify_all_checkpoints};
+use super::consistency::check_kept_note;
 use super::{Session, chain_end, fault_kind, seq_range};
 use crate::cli::{EventVerifyArgs, OutputFormat};
 use crate::connect::authorized;
@@ -22,6 +23,9 @@ pub(super) async fn verify(session: Session, args: EventVerifyArgs, out: &mut dy
     let Session { mut client, token, location, output } = session;
     let expected = expected_head(&args)?;
     let key = read_public_keys(&args.public_key)?;
+    if let (Some(path), Some(key)) = (&args.checkpoint, &key) {
+        return check_kept_note(&mut client, &token, &location, key, path, output, out).await;
+    }
     // Checked before the chain, which the server compares with these same checkpoints.
     let signed = match &key {
         Some(key) => Some(verify_all_checkpoints(&mut client, &token, &location, key).await?),

@@ -525,7 +525,8 @@ async function verifyChain() {
     const verdict = await call(`${locationBase()}/verify`);
     const newest = (await call(`${locationBase()}/checkpoints?limit=1`)).checkpoints[0];
     const signed = newest
-      ? `. Newest signed checkpoint: #${newest.number} at ${newest.time}, location_seq ${newest.location_seq}, key ${newest.key_id}`
+      ? `. Newest signed checkpoint: #${newest.number} at ${newest.time}, location_seq ${newest.location_seq}`
+        + (newest.root ? `, tree size ${newest.tree_size}, root ${newest.root}` : '') + `, key ${newest.key_id}`
       : '. No signed checkpoints';
     if (verdict.ok) {
       result.classList.add('ok');

@@ -1,0 +1,97 @@
+//! `qtrail events verify --checkpoint FILE`: a tree head note kept out of band, checked against
+//! the collector's newest one with an RFC 6962 consistency proof, so that the log need not be
+//! re-read: O(log n) hashes instead of every event.
+
+use std::io::Write;
+use std::path::Path;
+
+use qtrail_cadf::checkpoint::VerifyingKey;
+use qtrail_proto::qtrail::audit::v1::GetConsistencyProofRequest;
+use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_tlog::{Checkpoint as TreeHead, Hash, NoteVerifier, open_note, verify_consistency};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::cli::OutputFormat;
+use crate::connect::authorized;
+use crate::error::CliError;
+use crate::output::write_json;
+
+/// Opens a tree head note of `location` signed by one of `keys`; returns its verifier and head.
+fn open_head(note: &str, location: &str, keys: &[VerifyingKey]) -> Result<(NoteVerifier, TreeHead), String> {
+    let origin = note.lines().next().unwrap_or_default();
+    if !origin.ends_with(&format!("/{location}")) {
+        return Err(format!("its origin `{origin}` is not of location `{location}`"));
+    }
+    let mut last_error = "no --public-key given".to_owned();
+    for key in keys {
+        let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| err.to_string())?;
+        match open_note(note, std::slice::from_ref(&verifier)) {
+            Ok(text) => return Ok((verifier, TreeHead::parse(text).map_err(|err| err.to_string())?)),
+            Err(err) => last_error = err.to_string(),
+        }
+    }
+    Err(last_error)
+}
+
+/// Checks the kept note in `path` against the newest tree head of `location`.
+///
+/// # Errors
+/// [`CliError::Checkpoint`] when the kept note is not signed by a key given, or the newest head
+/// does not extend it; file, usage and RPC errors.
+pub(super) async fn check_kept_note(
+    client: &mut EventQueryClient<Channel>,
+    token: &str,
+    location: &str,
+    keys: &[VerifyingKey],
+    path: &Path,
+    output: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let note =
+        std::fs::read_to_string(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
+    let broken = |detail: String| CliError::Checkpoint { location: location.to_owned(), detail };
+    let (verifier, kept) = open_head(&note, location, keys)
+        .map_err(|why| broken(format!("the kept tree head {}: {why}", path.display())))?;
+    if kept.size == 0 {
+        return Err(CliError::Usage(format!("--checkpoint {}: the kept tree head is empty", path.display())));
+    }
+    let request = GetConsistencyProofRequest { location: location.to_owned(), old_size: kept.size };
+    let answer = client.get_consistency_proof(authorized(request, token)?).await?.into_inner();
+    let newest = open_note(&answer.note, std::slice::from_ref(&verifier))
+        .and_then(TreeHead::parse)
+        .map_err(|err| broken(format!("the newest tree head: {err}")))?;
+    if newest.size < kept.size {
+        return Err(broken(format!(
+            "the log no longer reaches the kept tree head: the newest has {} leaves, the kept one {}",
+            newest.size, kept.size
+        )));
+    }
+    let proof: Vec<Hash> = answer.proof.iter().filter_map(|hash| Hash::try_from(hash.as_slice()).ok()).collect();
+    if proof.len() != answer.proof.len() || answer.tree_size != newest.size {
+        return Err(broken("the collector answered a malformed proof".to_owned()));
+    }
+    verify_consistency(kept.size, newest.size, &kept.root, &newest.root, &proof).map_err(|_| {
+        broken(format!(
+            "the newest tree head ({} leaves) does not extend the kept one ({} leaves): the log was rewritten",
+            newest.size, kept.size
+        ))
+    })?;
+    match output {
+        OutputFormat::Json => write_json(
+            out,
+            &json!({
+                "location": location, "ok": true, "keptSize": kept.size,
+                "newestSize": newest.size, "newestRoot": hex::encode(newest.root), "proofHashes": proof.len(),
+            }),
+        )?,
+        OutputFormat::Table => writeln!(
+            out,
+            "tree ok: the newest tree head of {location} ({} leaves, root {}) extends the kept one ({} leaves)",
+            newest.size,
+            hex::encode(newest.root),
+            kept.size
+        )?,
+    }
+    Ok(())
+}

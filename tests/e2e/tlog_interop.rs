@@ -1,0 +1,108 @@
+//! Go's reference implementations, `golang.org/x/mod/sumdb/note` and `sumdb/tlog`, check the
+//! transparency log a real `qtrail up` serves: the checkpoint note's signature with the served
+//! verifier key, every tile through `tlog.TileHashReader` (which checks each against the signed
+//! tree), inclusion proofs of served entries, and a consistency proof from an older checkpoint.
+//! The Go side is `tests/interop/tlog/main.go`, which shares no code with ours.
+//!
+//! Needs `go` and the Debian package `golang-golang-x-mod-dev` (GOPATH mode, no network);
+//! `scripts/test` installs them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use qtrail_testkit::wait_until;
+use serde_json::Value;
+
+use crate::up::Up;
+
+/// Where `golang-golang-x-mod-dev` puts golang.org/x/mod, as a GOPATH.
+const GOPATH: &str = "/usr/share/gocode";
+
+/// Returns the newest checkpoint once it covers at least `size` leaves.
+async fn checkpoint_covering(up: &Up, size: u64) -> Value {
+    wait_until(&format!("a checkpoint of {size} leaves"), Duration::from_secs(60), || {
+        let listed = up.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1"]);
+        let newest = (listed.code == 0).then(|| listed.json()["checkpoints"][0].clone());
+        std::future::ready(newest.filter(|checkpoint| checkpoint["treeSize"].as_u64() >= Some(size)))
+    })
+    .await
+}
+
+/// Makes `count` runtime calls, each one audit event.
+fn make_events(up: &Up, count: usize) {
+    for _ in 0..count {
+        let listed = up.qtrail(&["programs", "list"]);
+        assert_eq!(listed.code, 0, "{listed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_tlog_checks_the_served_log() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/tlog");
+    assert!(
+        Path::new(GOPATH).join("src/golang.org/x/mod/sumdb/tlog").is_dir(),
+        "golang.org/x/mod is missing: apt-get install golang-go golang-golang-x-mod-dev (scripts/test does)"
+    );
+    let up = Up::start().await;
+    make_events(&up, 3);
+    let old = checkpoint_covering(&up, 3).await;
+    let old_size = old["treeSize"].as_u64().unwrap();
+    let old_note = up.data_dir().join("old-checkpoint.note");
+    std::fs::write(&old_note, old["note"].as_str().unwrap()).unwrap();
+    make_events(&up, 4);
+    let new_size = checkpoint_covering(&up, old_size + 4).await["treeSize"].as_u64().unwrap();
+
+    let location = up.field("location");
+    let cache = tempfile::tempdir().unwrap();
+    let output = Command::new("go")
+        .current_dir(&source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", cache.path())
+        .args(["run", "."])
+        .args(["-url", &format!("{}/tlog/{location}", up.field("console"))])
+        .args(["-origin", &format!("qtrail.local/{location}")])
+        .args(["-token", &up.field("auditor_token")])
+        .arg("-old-checkpoint")
+        .arg(&old_note)
+        .output()
+        .expect("run go (apt-get install golang-go golang-golang-x-mod-dev; scripts/test does)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "go tlog refused the log: {stdout}{stderr}");
+    assert!(stdout.contains(&format!("checkpoint ok: qtrail.local/{location} size ")), "{stdout}");
+    assert!(stdout.contains("inclusion ok: "), "{stdout}");
+    assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
+    assert!(new_size > old_size);
+}
+
+/// `qtrail events verify --checkpoint NOTE` checks a kept tree head by consistency proof alone,
+/// and exits 10 for a note that is not the collector's or a head the log no longer extends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_tree_head_is_checked_by_consistency_proof() {
+    let up = Up::start().await;
+    make_events(&up, 2);
+    let old = checkpoint_covering(&up, 2).await;
+    let kept = up.data_dir().join("kept.note");
+    let note = old["note"].as_str().unwrap().to_owned();
+    std::fs::write(&kept, &note).unwrap();
+    make_events(&up, 2);
+    let new_size = checkpoint_covering(&up, old["treeSize"].as_u64().unwrap() + 2).await["treeSize"].as_u64().unwrap();
+    let key = "data/checkpoint-key.pub.pem";
+    let kept_arg = kept.to_str().unwrap();
+    let checked = up.qtrail(&["--output", "json", "events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    let verdict = checked.json();
+    assert_eq!(verdict["keptSize"], old["treeSize"]);
+    assert!(verdict["newestSize"].as_u64() >= Some(new_size), "{verdict}");
+
+    // A note whose size was altered no longer carries the collector's signature.
+    let size_line = format!("\n{}\n", old["treeSize"]);
+    std::fs::write(&kept, note.replacen(&size_line, "\n1\n", 1)).unwrap();
+    let forged = up.qtrail(&["events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(forged.code, 10, "{forged:?}");
+    assert!(forged.stderr.contains("invalid signature"), "{forged:?}");
+}

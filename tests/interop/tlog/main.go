@@ -1,0 +1,239 @@
+// Command tlog-interop checks a qtrail collector's transparency log with Go's reference
+// implementations, golang.org/x/mod/sumdb/note and golang.org/x/mod/sumdb/tlog, and nothing of
+// ours: it fetches /tlog/<location>/key and /checkpoint, opens the note, reads the C2SP tiles
+// through tlog.TileHashReader (which checks every tile against the signed tree), and checks an
+// inclusion proof of every leaf of the first entry bundle and the last one, plus a consistency
+// proof from an older checkpoint note kept by the caller.
+//
+// Built in GOPATH mode (GO111MODULE=off, GOPATH=/usr/share/gocode from the Debian packages
+// golang-go and golang-golang-x-mod-dev): no network. Exits non-zero, saying why, on any failure.
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+type server struct {
+	base  string
+	token string
+}
+
+func (s server) get(path string) ([]byte, error) {
+	req, err := http.NewRequest("GET", s.base+"/"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	return body, nil
+}
+
+// c2spIndex writes a tile index as C2SP tlog-tiles does: x001/x234/067.
+func c2spIndex(n int64) string {
+	s := fmt.Sprintf("%03d", n%1000)
+	for n /= 1000; n > 0; n /= 1000 {
+		s = fmt.Sprintf("x%03d/", n%1000) + s
+	}
+	return s
+}
+
+// c2spPath is the C2SP path of a Go tile (Go's own paths carry the height; C2SP's do not).
+func c2spPath(t tlog.Tile) string {
+	level := strconv.Itoa(t.L)
+	if t.L == -1 {
+		level = "entries"
+	}
+	p := "tile/" + level + "/" + c2spIndex(t.N)
+	if t.W != 1<<t.H {
+		p += fmt.Sprintf(".p/%d", t.W)
+	}
+	return p
+}
+
+// tiles reads C2SP tiles for tlog.TileHashReader.
+type tiles struct{ s server }
+
+func (t tiles) Height() int { return 8 }
+
+func (t tiles) ReadTiles(ts []tlog.Tile) ([][]byte, error) {
+	data := make([][]byte, len(ts))
+	for i, tile := range ts {
+		b, err := t.s.get(c2spPath(tile))
+		if err != nil {
+			return nil, err
+		}
+		data[i] = b
+	}
+	return data, nil
+}
+
+func (t tiles) SaveTiles([]tlog.Tile, [][]byte) {}
+
+// openCheckpoint verifies a signed checkpoint note and returns its tree.
+func openCheckpoint(msg []byte, verifier note.Verifier, origin string) (tlog.Tree, error) {
+	n, err := note.Open(msg, note.VerifierList(verifier))
+	if err != nil {
+		return tlog.Tree{}, fmt.Errorf("note.Open: %v", err)
+	}
+	lines := strings.SplitN(n.Text, "\n", 4)
+	if len(lines) < 4 || lines[0] != origin {
+		return tlog.Tree{}, fmt.Errorf("not a checkpoint of %s: %q", origin, n.Text)
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil {
+		return tlog.Tree{}, fmt.Errorf("bad size: %v", err)
+	}
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != tlog.HashSize {
+		return tlog.Tree{}, fmt.Errorf("bad root %q", lines[2])
+	}
+	var hash tlog.Hash
+	copy(hash[:], root)
+	return tlog.Tree{N: size, Hash: hash}, nil
+}
+
+// entries fetches entry bundle n of a tree of size leaves and splits it.
+func entries(s server, n, size int64) ([][]byte, error) {
+	width := size - n*256
+	if width > 256 {
+		width = 256
+	}
+	bundle, err := s.get(c2spPath(tlog.Tile{H: 8, L: -1, N: n, W: int(width)}))
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for len(bundle) > 0 {
+		if len(bundle) < 2 {
+			return nil, fmt.Errorf("truncated bundle")
+		}
+		l := int(binary.BigEndian.Uint16(bundle))
+		if len(bundle) < 2+l {
+			return nil, fmt.Errorf("truncated entry")
+		}
+		out = append(out, bundle[2:2+l])
+		bundle = bundle[2+l:]
+	}
+	if int64(len(out)) != width {
+		return nil, fmt.Errorf("bundle %d holds %d entries, not %d", n, len(out), width)
+	}
+	return out, nil
+}
+
+// proveBundle checks an inclusion proof of every entry of bundle n.
+func proveBundle(s server, tree tlog.Tree, hr tlog.HashReader, n int64) (int, error) {
+	leaves, err := entries(s, n, tree.N)
+	if err != nil {
+		return 0, err
+	}
+	for i, leaf := range leaves {
+		index := n*256 + int64(i)
+		proof, err := tlog.ProveRecord(tree.N, index, hr)
+		if err != nil {
+			return 0, fmt.Errorf("ProveRecord(%d, %d): %v", tree.N, index, err)
+		}
+		if err := tlog.CheckRecord(proof, tree.N, tree.Hash, index, tlog.RecordHash(leaf)); err != nil {
+			return 0, fmt.Errorf("CheckRecord(%d): %v", index, err)
+		}
+	}
+	return len(leaves), nil
+}
+
+func run() error {
+	base := flag.String("url", "", "base URL of the log, e.g. http://127.0.0.1:7480/tlog/us-east")
+	origin := flag.String("origin", "", "the log's origin, e.g. qtrail.local/us-east")
+	token := flag.String("token", "", "auditor token, when tiles are not public")
+	oldNote := flag.String("old-checkpoint", "", "file holding an older signed checkpoint note")
+	flag.Parse()
+	s := server{base: strings.TrimRight(*base, "/"), token: *token}
+
+	vkey, err := s.get("key")
+	if err != nil {
+		return err
+	}
+	verifier, err := note.NewVerifier(string(bytes.TrimSpace(vkey)))
+	if err != nil {
+		return fmt.Errorf("note.NewVerifier: %v", err)
+	}
+	if verifier.Name() != *origin {
+		return fmt.Errorf("key names %q, not %q", verifier.Name(), *origin)
+	}
+	msg, err := s.get("checkpoint")
+	if err != nil {
+		return err
+	}
+	tree, err := openCheckpoint(msg, verifier, *origin)
+	if err != nil {
+		return err
+	}
+	if tree.N == 0 {
+		return fmt.Errorf("the checkpoint covers no leaves")
+	}
+	hr := tlog.TileHashReader(tree, tiles{s})
+	root, err := tlog.TreeHash(tree.N, hr)
+	if err != nil || root != tree.Hash {
+		return fmt.Errorf("TreeHash from tiles: %v (%v, want %v)", err, root, tree.Hash)
+	}
+	first, err := proveBundle(s, tree, hr, 0)
+	if err != nil {
+		return err
+	}
+	last, err := proveBundle(s, tree, hr, (tree.N-1)/256)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("checkpoint ok: %s size %d root %s\n", *origin, tree.N, tree.Hash)
+	fmt.Printf("inclusion ok: %d + %d leaves proved\n", first, last)
+
+	if *oldNote != "" {
+		oldMsg, err := os.ReadFile(*oldNote)
+		if err != nil {
+			return err
+		}
+		old, err := openCheckpoint(oldMsg, verifier, *origin)
+		if err != nil {
+			return fmt.Errorf("old checkpoint: %v", err)
+		}
+		proof, err := tlog.ProveTree(tree.N, old.N, hr)
+		if err != nil {
+			return fmt.Errorf("ProveTree(%d, %d): %v", tree.N, old.N, err)
+		}
+		if err := tlog.CheckTree(proof, tree.N, tree.Hash, old.N, old.Hash); err != nil {
+			return fmt.Errorf("CheckTree(%d, %d): %v", tree.N, old.N, err)
+		}
+		fmt.Printf("consistency ok: %d -> %d\n", old.N, tree.N)
+	}
+	return nil
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tlog-interop:", err)
+		os.Exit(1)
+	}
+}
