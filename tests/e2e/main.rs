@@ -9,6 +9,7 @@ mod delivery;
 mod grpcurl;
 mod publishers;
 mod servers;
+mod timeline;
 mod tls;
 mod up;
 mod webdriver;

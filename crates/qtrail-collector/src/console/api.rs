@@ -12,6 +12,7 @@
 //! | `GET /api/locations/{location}/events/{seq}` | one event with its AT-JSON and CADF-JSON |
 //! | `GET /api/locations/{location}/verify?from_seq&to_seq` | a chain check (VerifyChain) |
 //! | `GET /api/locations/{location}/export?format=at-json\|cadf-json&…` | JSON lines (ExportEvents) |
+//! | `GET /api/locations/{location}/timeline?…` | events per bucket by outcome over the filter's time range |
 //! | `GET /api/locations/{location}/live?…&from_seq` | server-sent events (TailEvents), see [`super::live`] |
 //!
 //! Filters are query parameters named like `EventFilter`'s fields: `start_time` and `end_time`
@@ -283,6 +284,15 @@ pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located)
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// `GET /api/locations/{location}/timeline?…`: the matching events counted per bucket by
+/// outcome, over the filter's time range (by default the last hour).
+pub(crate) async fn timeline(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, _) = located.filtered(&[])?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let timeline = console.query.timeline(&location, Some(&filter), now).await?;
+    Ok(json(StatusCode::OK, &view::timeline(timeline)))
 }
 
 /// Any other path: JSON 404 under `/api`, plain 404 elsewhere.

@@ -21,3 +21,4 @@ mod publisher;
 mod query;
 mod tail;
 mod tamper;
+mod timeline;
