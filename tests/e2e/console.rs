@@ -173,7 +173,7 @@ impl Trail {
     }
 
     /// Lists alice's programs.
-    async fn list_programs(&mut self) {
+    pub async fn list_programs(&mut self) {
         let request = self.call(runtime::ListProgramsRequest::default(), "list");
         self.programs.list_programs(request).await.expect("programs listed");
     }

@@ -1,6 +1,7 @@
 //! The console's timeline in a real browser (headless Chromium through WebDriver, the real
 //! collector and runtime binaries): it draws the events of the filter as bars whose counts match
-//! the list, and dragging across it sets the time filter, which narrows the list.
+//! the list, dragging across it sets the time filter, which narrows the list, and a live event
+//! is counted without a reload.
 
 use serde_json::{Value, json};
 
@@ -40,7 +41,7 @@ fn with_millis(time: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_timeline_draws_the_events_and_a_drag_sets_the_time_filter() {
+async fn the_timeline_draws_the_events_a_drag_sets_the_time_filter_and_live_events_count() {
     let dir = tempfile::tempdir().unwrap();
     let mut trail = Trail::start(dir.path()).await;
     let program = trail.create_program("bell").await;
@@ -106,5 +107,14 @@ async fn the_timeline_draws_the_events_and_a_drag_sets_the_time_filter() {
     wait_for_script(&browser, "the list of the newest bar", check, json!([kept.len()])).await;
     let seqs: Vec<String> = rows(&browser).await.into_iter().map(|row| row[0].clone()).collect();
     assert_eq!(seqs, kept.iter().map(|row| row[0].clone()).collect::<Vec<_>>());
+
+    // Live, a new event is counted without a reload.
+    browser.click(&browser.wait_for("#clear").await).await;
+    wait_for_script(&browser, "the bars again", sums, json!([total])).await;
+    browser.click(&browser.wait_for("#live").await).await;
+    let connected = "return document.getElementById('live-status').textContent.startsWith('live:');";
+    wait_for_script(&browser, "the live view", connected, json!([])).await;
+    trail.list_programs().await;
+    wait_for_script(&browser, "the new event in the chart", sums, json!([total + 1])).await;
     browser.close().await;
 }
