@@ -76,11 +76,17 @@ impl Window {
         if start >= end {
             return Err(Error::invalid("empty time window: start_time must be before end_time"));
         }
+        // In i128, so that no pair of times can overflow, however far apart or near the ends.
         for secs in BUCKET_WIDTHS_SECS {
-            let width = secs * 1000;
-            let origin = start.div_euclid(width) * width;
-            let count = (end - origin + width - 1).div_euclid(width);
-            if count <= MAX_BUCKETS {
+            let width = i128::from(secs * 1000);
+            let origin = i128::from(start).div_euclid(width) * width;
+            let count = (i128::from(end) - origin + width - 1).div_euclid(width);
+            if count > i128::from(MAX_BUCKETS) {
+                continue;
+            }
+            if let (Ok(origin), Ok(width), Ok(count)) =
+                (i64::try_from(origin), i64::try_from(width), i64::try_from(count))
+            {
                 return Ok(Self { start, end, origin, width, count });
             }
         }
@@ -202,6 +208,10 @@ mod tests {
         }
         let decade = Window::new(0, 10 * 365 * 24 * 60 * MINUTE).unwrap_err().to_string();
         assert!(decade.starts_with("time window too long for a timeline"), "{decade}");
+        // Times at the ends of the range are refused or counted, never overflow.
+        assert!(Window::new(i64::MIN, i64::MAX).is_err());
+        assert_eq!(Window::new(i64::MAX - 1, i64::MAX).unwrap().count, 1);
+        assert!(Window::new(i64::MIN, i64::MIN + 1).is_err(), "its bucket would start before the first millisecond");
         // Times before 1970 are buckets like any other.
         let before = Window::new(-MINUTE - 1, 0).unwrap();
         assert_eq!((before.origin, before.count), (-2 * MINUTE, 2));
