@@ -37,6 +37,16 @@ pub const DEFAULT_TAIL_STALL: Duration = Duration::from_secs(30);
 /// Default lifetime of a console session: a working day, after which the auditor signs in again.
 pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
 
+/// Default longest wait between two attempts of one webhook delivery.
+pub const DEFAULT_ALERT_RETRY_CAP_SECS: u64 = 3600;
+
+/// Default time a webhook delivery is retried before it is `failed`: a day, so that an endpoint
+/// down overnight still receives everything.
+pub const DEFAULT_ALERT_RETRY_HORIZON_SECS: u64 = 24 * 3600;
+
+/// Default time one webhook attempt may take (connect, send, answer).
+pub const DEFAULT_ALERT_TIMEOUT_SECS: u64 = 10;
+
 /// Command-line flags of `qtrail-collector`: the settings without a default, and [`Settings`];
 /// turned into a [`Config`] by [`Flags::config`].
 #[derive(Debug, clap::Parser)]
@@ -114,6 +124,19 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval_secs: u64,
+    /// Longest wait in seconds between two attempts of a webhook delivery (the backoff doubles
+    /// up to it).
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_CAP_SECS", default_value_t = DEFAULT_ALERT_RETRY_CAP_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_retry_cap_secs: u64,
+    /// Seconds a webhook delivery is retried before it is `failed`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_HORIZON_SECS", default_value_t = DEFAULT_ALERT_RETRY_HORIZON_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_retry_horizon_secs: u64,
+    /// Seconds one webhook attempt may take.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TIMEOUT_SECS", default_value_t = DEFAULT_ALERT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_timeout_secs: u64,
 }
 
 /// What [`crate::run`] needs: built by [`Config::new`] with every optional setting at its default
@@ -155,6 +178,12 @@ pub struct Config {
     pub tail_buffer_bytes: usize,
     /// How long a tail waits for its client to read before it ends RESOURCE_EXHAUSTED.
     pub tail_stall: Duration,
+    /// Longest wait between two attempts of a webhook delivery.
+    pub alert_retry_cap: Duration,
+    /// How long a webhook delivery is retried before it is `failed`.
+    pub alert_retry_horizon: Duration,
+    /// How long one webhook attempt may take.
+    pub alert_timeout: Duration,
 }
 
 impl Flags {
@@ -211,6 +240,9 @@ impl Settings {
         config.bind_publishers_to_client_cert = self.bind_publishers_to_client_cert;
         config.checkpoint_key = self.checkpoint_key.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
+        config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
+        config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
+        config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
         Ok(())
     }
 }
@@ -237,6 +269,9 @@ impl Config {
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             tail_stall: DEFAULT_TAIL_STALL,
+            alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),
+            alert_retry_horizon: Duration::from_secs(DEFAULT_ALERT_RETRY_HORIZON_SECS),
+            alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
         }
     }
 
