@@ -27,7 +27,7 @@ use crate::webdriver::{Browser, Chromedriver};
 const LOCATION: &str = "us-east";
 const PUBLISHER_TOKEN: &str = "e2e-publisher-token";
 const AUDITOR_TOKEN: &str = "e2e-auditor-token";
-const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 const API_KEY: &str = "e2e-alice-api-key";
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 const BELL: &str =
@@ -42,7 +42,7 @@ const UI_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Trail {
     collector: ServerProcess,
     _runtime: ServerProcess,
-    collector_channel: Channel,
+    pub collector_channel: Channel,
     programs: ProgramServiceClient<Channel>,
     jobs: JobServiceClient<Channel>,
     pub calls: u64,
@@ -199,7 +199,7 @@ async fn connect(url: &str) -> Channel {
     Channel::from_shared(url.to_owned()).expect("a url").connect().await.expect("connect")
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     request

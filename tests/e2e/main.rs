@@ -6,6 +6,7 @@
 
 mod alerts;
 mod console;
+mod console_alerts;
 mod delivery;
 mod grpcurl;
 mod publishers;

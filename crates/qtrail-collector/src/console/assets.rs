@@ -14,10 +14,11 @@ const STYLE: &str = "text/css; charset=utf-8";
 
 /// Every file under `/assets/`: its name, content type and content. The page loads the scripts
 /// in this order (each one's concern in its own file; `console.js` starts the page, last).
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     ("console.css", STYLE, include_str!("assets/console.css")),
     ("timeline.js", SCRIPT, include_str!("assets/timeline.js")),
     ("chain.js", SCRIPT, include_str!("assets/chain.js")),
+    ("alerts.js", SCRIPT, include_str!("assets/alerts.js")),
     ("console.js", SCRIPT, include_str!("assets/console.js")),
 ];
 

@@ -6,6 +6,7 @@ use qtrail_cadf::EventTime;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use serde::Serialize;
 
+use super::alerts::FiringView;
 use crate::error::Result;
 use crate::query::{self, Timeline};
 
@@ -278,6 +279,8 @@ pub(crate) struct TimelineView {
     pub(crate) counted: u64,
     /// False when counting stopped at its cap, so that older buckets may miss events.
     pub(crate) complete: bool,
+    /// The alert firings of the location recorded in the window, newest first.
+    pub(crate) firings: Vec<FiringView>,
 }
 
 /// One bucket of the timeline.
@@ -293,8 +296,8 @@ pub(crate) struct BucketView {
     pub(crate) pending: u64,
 }
 
-/// Returns the view of a timeline.
-pub(crate) fn timeline(timeline: Timeline) -> TimelineView {
+/// Returns the view of a timeline, with the firings to mark on it.
+pub(crate) fn timeline(timeline: Timeline, firings: Vec<FiringView>) -> TimelineView {
     let width = timeline.bucket_millis;
     let buckets = (0_i64..)
         .zip(timeline.buckets)
@@ -312,6 +315,7 @@ pub(crate) fn timeline(timeline: Timeline) -> TimelineView {
         buckets,
         counted: timeline.counted,
         complete: timeline.complete,
+        firings,
     }
 }
 
@@ -328,7 +332,7 @@ fn event_time(time: &Timestamp) -> String {
 }
 
 /// Returns any timestamp in RFC 3339, with as many fraction digits as it needs.
-fn timestamp(time: &Timestamp) -> String {
+pub(crate) fn timestamp(time: &Timestamp) -> String {
     let nanos = u32::try_from(time.nanos).unwrap_or(0);
     chrono::DateTime::from_timestamp(time.seconds, nanos)
         .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

@@ -486,7 +486,7 @@ async fn the_page_carries_no_data_and_a_strict_policy() {
 }
 
 /// The page's scripts, in the order it loads them.
-const SCRIPTS: [&str; 3] = ["timeline.js", "chain.js", "console.js"];
+const SCRIPTS: [&str; 4] = ["timeline.js", "chain.js", "alerts.js", "console.js"];
 
 #[tokio::test]
 async fn without_http_nothing_listens_and_with_it_both_stop_together() {

@@ -15,6 +15,7 @@ mod binary;
 mod client_cert;
 mod common;
 mod console;
+mod console_alerts;
 mod hostile_query;
 mod ingest;
 mod metrics;

@@ -104,6 +104,7 @@ function showSignIn(message = '') {
   $('detail-cadf').textContent = '';
   $('verify-result').hidden = true;
   clearTimeline();
+  clearAlerts();
   $('who').hidden = true;
   $('sign-out').hidden = true;
   $('sign-in-error').textContent = message;
@@ -209,6 +210,7 @@ async function openConsole(location) {
   }
   fillFilterForm();
   showSection('console');
+  loadAlerts();
   await reload();
 }
 
@@ -548,6 +550,7 @@ async function boot() {
   $('verify').addEventListener('click', verifyChain);
   $('detail-close').addEventListener('click', closeDetail);
   startTimeline();
+  startAlerts();
   document.addEventListener('keydown', (key) => {
     if (key.key === 'Escape' && !$('detail').hidden) {
       closeDetail();

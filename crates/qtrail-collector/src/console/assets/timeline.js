@@ -1,7 +1,7 @@
 // The console's timeline: the matching events per bucket (a minute, or wider for long windows)
 // by outcome, as an inline SVG drawn here: no library, nothing fetched but the API's counts.
-// Dragging across the chart, or clicking a bar, narrows the time filter to the buckets it
-// covers. Loaded before console.js, whose helpers ($, call, report, state, applyFilters) it uses
+// Alert firings in the window are marked on it. Dragging across the chart, or clicking a bar,
+// narrows the time filter to the buckets it covers. Loaded before console.js, whose helpers ($, call, report, state, applyFilters) it uses
 // once the page runs.
 'use strict';
 
@@ -115,6 +115,22 @@ function bucketBars(bucket, index, step, max) {
   return bars;
 }
 
+/** Returns the mark of an alert firing: a dashed line at its time with a dot on top. */
+function firingMark(firing, data) {
+  const origin = Date.parse(data.buckets[0].start);
+  const span = data.buckets.length * data.bucket_seconds * 1000;
+  const x = ((Date.parse(firing.time) - origin) / span) * CHART_WIDTH;
+  const kind = `tl-${firing.kind}`;
+  const line = svgElement('line', { x1: x, y1: 8, x2: x, y2: CHART_HEIGHT, class: `tl-firing ${kind}` });
+  const head = svgElement('circle', { cx: x, cy: 5, r: 4, class: `tl-firing-head ${kind}` });
+  head.dataset.rule = firing.rule;
+  head.dataset.number = String(firing.number);
+  const title = svgElement('title', {});
+  title.textContent = `${firing.time.replace('T', ' ').replace(/(\.\d+)?Z$/, '')} UTC: rule ${firing.rule} ${firing.kind}, ${firing.count} events`;
+  head.append(title);
+  return [line, head];
+}
+
 /** Draws `data` (null: an empty chart). */
 function drawTimeline(data) {
   timeline.data = data;
@@ -124,6 +140,9 @@ function drawTimeline(data) {
     const step = CHART_WIDTH / data.buckets.length;
     const max = Math.max(1, ...data.buckets.map(bucketTotal));
     data.buckets.forEach((bucket, index) => shapes.push(...bucketBars(bucket, index, step, max)));
+    for (const firing of data.firings) {
+      shapes.push(...firingMark(firing, data));
+    }
   }
   const selection = svgElement('rect', { id: 'timeline-selection', x: 0, y: 0, width: 0, height: CHART_HEIGHT });
   selection.classList.add('tl-selection');
@@ -134,6 +153,7 @@ function drawTimeline(data) {
   $('timeline-end').textContent = data ? utc(data.end) : '';
   $('timeline-summary').textContent = data
     ? `${data.counted} events, ${widthLabel(data.bucket_seconds)} per bar`
+      + (data.firings.length > 0 ? `, ${data.firings.length} alert firings marked` : '')
       + (data.complete ? '' : ' (counted the newest only: narrow the filter for all)')
     : '';
 }
