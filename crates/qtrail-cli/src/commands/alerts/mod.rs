@@ -123,7 +123,9 @@ fn rule(location: &str, args: &AlertRuleArgs) -> Result<AlertRule, CliError> {
         }),
         (false, None, Some(duration)) => Kind::Absence(AbsenceTrigger { duration: Some(wire_duration(duration)) }),
         _ => {
-            return Err(CliError::Usage("give one trigger: --each, --threshold N --window DUR or --absence DUR".into()));
+            return Err(CliError::Usage(
+                "give one trigger: --each, --threshold N --window DUR or --absence DUR".into(),
+            ));
         }
     };
     Ok(AlertRule {
