@@ -47,8 +47,11 @@ pub(crate) fn newest_firings(
     let floor = newest.saturating_sub(MAX_SCANNED_FIRINGS);
     let mut found = Vec::new();
     let mut high = newest;
+    // A location that has all the newest firings needs only `limit` of them read.
+    let mut step = u64::try_from(limit).unwrap_or(STEP).clamp(1, STEP);
     while high > floor {
-        let low = high.saturating_sub(STEP).max(floor);
+        let low = high.saturating_sub(step).max(floor);
+        step = STEP;
         // Every location's, as numbers are dense: a read of exactly this step's numbers.
         let step = state.firings(None, low, usize::try_from(high - low).unwrap_or(usize::MAX))?;
         for firing in step.into_iter().rev() {

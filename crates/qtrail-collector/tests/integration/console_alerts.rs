@@ -105,8 +105,26 @@ async fn the_alerts_view_lists_rules_and_firings_with_their_deliveries() {
     let past = client.get(&format!("/api/locations/{LOCATION}/timeline?end_time=2024-01-01T00:00:00Z")).await.json();
     assert_eq!(past["firings"], serde_json::json!([]), "no firing before 2024");
 
+    // Another location's firings, numbered among these, are its own.
+    server.create_collector("eu-de").await;
+    let eu_rule = proto::AlertRule { location: "eu-de".into(), ..job_rule("eu-jobs", None) };
+    alerts.create_alert_rule(authed(proto::CreateAlertRuleRequest { rule: Some(eu_rule) }, ADMIN)).await.unwrap();
+    assert_eq!(server.publish("eu-de", &events("eu-de", 0, 4), 1).await.accepted, 4);
+    let eu = "/api/locations/eu-de/alerts";
+    let eu_done =
+        wait_until(Duration::from_secs(30), || async { deliveries(&client.get(eu).await.json()).len() == 3 }).await;
+    assert!(eu_done, "{}", client.get(eu).await.body);
+    let eu_numbers: Vec<u64> = client.get(eu).await.json()["firings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(eu_numbers, [12, 11, 10]);
+    assert_eq!(deliveries(&client.get(&base).await.json()).len(), 9, "us-east lists only its own");
+
     assert_eq!(server.http().get(&base).await.status, 401, "signed out");
-    assert_eq!(client.get("/api/locations/eu-de/alerts").await.status, 404);
+    assert_eq!(client.get("/api/locations/ap-south/alerts").await.status, 404);
     let unknown = client.get(&format!("{base}?limit=5")).await;
     assert_eq!((unknown.status, unknown.error().starts_with("unknown parameter `limit`")), (400, true));
     server.stop().await;
