@@ -27,7 +27,7 @@ use crate::webdriver::{Browser, Chromedriver};
 const LOCATION: &str = "us-east";
 const PUBLISHER_TOKEN: &str = "e2e-publisher-token";
 const AUDITOR_TOKEN: &str = "e2e-auditor-token";
-const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 const API_KEY: &str = "e2e-alice-api-key";
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 const BELL: &str =
@@ -39,17 +39,17 @@ const UI_TIMEOUT: Duration = Duration::from_secs(30);
 /// A collector service with its HTTP side and the collector of [`LOCATION`], and a runtime of
 /// that location publishing to it. Every runtime call produces exactly one event, so counting
 /// calls tells how many events the chain will hold.
-struct Trail {
+pub struct Trail {
     collector: ServerProcess,
     _runtime: ServerProcess,
-    collector_channel: Channel,
+    pub collector_channel: Channel,
     programs: ProgramServiceClient<Channel>,
     jobs: JobServiceClient<Channel>,
-    calls: u64,
+    pub calls: u64,
 }
 
 impl Trail {
-    async fn start(dir: &Path) -> Self {
+    pub async fn start(dir: &Path) -> Self {
         let tokens = dir.join("tokens.toml");
         let entries = [
             (PUBLISHER_TOKEN, "publisher", "runtime-us-east", "locations = [\"us-east\"]\n"),
@@ -119,7 +119,7 @@ impl Trail {
     }
 
     /// Creates a program running a Bell pair; returns its id.
-    async fn create_program(&mut self, name: &str) -> String {
+    pub async fn create_program(&mut self, name: &str) -> String {
         let create = runtime::CreateProgramRequest {
             name: name.into(),
             source: BELL.into(),
@@ -131,7 +131,7 @@ impl Trail {
     }
 
     /// Runs a job of `program_id` to its end (each look at it is a call too); returns its id.
-    async fn run_job(&mut self, program_id: &str) -> String {
+    pub async fn run_job(&mut self, program_id: &str) -> String {
         let params = json!({ "shots": 64, "seed": 7 });
         let create = runtime::CreateJobRequest {
             program_id: program_id.into(),
@@ -154,7 +154,7 @@ impl Trail {
     }
 
     /// Cancels job `id`; returns the code of the refusal, or OK.
-    async fn cancel(&mut self, id: &str, correlation: &str) -> tonic::Code {
+    pub async fn cancel(&mut self, id: &str, correlation: &str) -> tonic::Code {
         let request = self.call(runtime::CancelJobRequest { id: id.into() }, correlation);
         self.jobs.cancel_job(request).await.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
     }
@@ -166,20 +166,20 @@ impl Trail {
     }
 
     /// Lists programs with a key the runtime does not know: refused, and audited all the same.
-    async fn list_programs_without_a_valid_key(&mut self) -> tonic::Code {
+    pub async fn list_programs_without_a_valid_key(&mut self) -> tonic::Code {
         self.calls += 1;
         let request = authed(runtime::ListProgramsRequest::default(), "not-a-key");
         self.programs.list_programs(request).await.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
     }
 
     /// Lists alice's programs.
-    async fn list_programs(&mut self) {
+    pub async fn list_programs(&mut self) {
         let request = self.call(runtime::ListProgramsRequest::default(), "list");
         self.programs.list_programs(request).await.expect("programs listed");
     }
 
     /// Waits until the collector holds the event of every call made so far.
-    async fn wait_stored(&self) {
+    pub async fn wait_stored(&self) {
         let expected = self.calls;
         let channel = self.collector_channel.clone();
         wait_until(&format!("{expected} events at the collector"), START_TIMEOUT, || {
@@ -199,21 +199,21 @@ async fn connect(url: &str) -> Channel {
     Channel::from_shared(url.to_owned()).expect("a url").connect().await.expect("connect")
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     request
 }
 
 /// Saves a screenshot of the browser window as `target/e2e-artifacts/<name>` and prints where.
-async fn save_screenshot(browser: &Browser, name: &str) {
+pub async fn save_screenshot(browser: &Browser, name: &str) {
     let path = qtrail_testkit::artifacts_dir("e2e-artifacts").join(name);
     std::fs::write(&path, browser.screenshot().await).expect("write the screenshot");
     println!("console screenshot: {}", path.display());
 }
 
 /// Runs `script` until it returns something other than null or false, then returns that.
-async fn wait_for_script(browser: &Browser, what: &str, script: &str, args: Value) -> Value {
+pub async fn wait_for_script(browser: &Browser, what: &str, script: &str, args: Value) -> Value {
     wait_until(what, UI_TIMEOUT, || {
         let args = args.clone();
         async move {
@@ -225,7 +225,7 @@ async fn wait_for_script(browser: &Browser, what: &str, script: &str, args: Valu
 }
 
 /// Returns the rows of the event list as arrays of cell texts.
-async fn rows(browser: &Browser) -> Vec<Vec<String>> {
+pub async fn rows(browser: &Browser) -> Vec<Vec<String>> {
     let value = browser
         .execute(
             "return [...document.querySelectorAll('#event-rows tr')].map(r => [...r.cells].map(c => c.textContent));",
@@ -249,7 +249,7 @@ async fn submit_token(browser: &Browser, token: &str) {
     browser.click(&browser.wait_for("#sign-in-submit").await).await;
 }
 
-async fn sign_in(browser: &Browser, trail: &Trail) {
+pub async fn sign_in(browser: &Browser, trail: &Trail) {
     browser.goto(&trail.console_url()).await;
     submit_token(browser, AUDITOR_TOKEN).await;
     wait_until("the console of us-east", UI_TIMEOUT, || async {

@@ -6,11 +6,13 @@
 
 mod alerts;
 mod console;
+mod console_alerts;
 mod delivery;
 mod grpcurl;
 mod publishers;
 mod servers;
 mod tlog_interop;
+mod timeline;
 mod tls;
 mod up;
 mod webdriver;

@@ -221,6 +221,26 @@ impl Browser {
         self.must(Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
     }
 
+    /// Drags the mouse with its left button held from `from` to `to` (viewport coordinates in
+    /// CSS pixels), through the point between them, as a person's drag sends pointer events.
+    pub async fn drag(&self, from: (i64, i64), to: (i64, i64)) {
+        let point = |(x, y): (i64, i64), duration: u64| json!({ "type": "pointerMove", "origin": "viewport", "x": x, "y": y, "duration": duration });
+        let middle = ((from.0 + to.0) / 2, (from.1 + to.1) / 2);
+        let mouse = json!({
+            "type": "pointer",
+            "id": "mouse",
+            "parameters": { "pointerType": "mouse" },
+            "actions": [
+                point(from, 0),
+                { "type": "pointerDown", "button": 0 },
+                point(middle, 50),
+                point(to, 50),
+                { "type": "pointerUp", "button": 0 },
+            ],
+        });
+        self.must(Method::POST, "/actions", Some(json!({ "actions": [mouse] }))).await;
+    }
+
     /// Returns the text of the open dialog (alert, confirm, prompt), if one is open.
     pub async fn dialog_text(&self) -> Option<String> {
         let value = self.command(Method::GET, "/alert/text", None).await.ok()?;

@@ -15,7 +15,8 @@ use qtrail_bench::serve::{self, Role};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Benchmarks qtrail: ingest, audit overhead, end-to-end latency, scale, PostgreSQL baseline.
+/// Benchmarks qtrail: ingest, audit overhead, end-to-end latency, scale, PostgreSQL baseline,
+/// alerts.
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-bench", version)]
 struct Cli {
@@ -42,6 +43,7 @@ enum Scenario {
     Latency,
     Scale,
     Postgres,
+    Alerts,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -100,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Scenario::Postgres) {
         println!("# 5. postgresql baseline");
         scenario::postgres::run(&mut bench, rates).await.context("postgres scenario")?;
+    }
+    if wanted(Scenario::Alerts) {
+        println!("# 6. alerts");
+        scenario::alerts::run(&mut bench).await.context("alerts scenario")?;
     }
     bench.report.seconds = started.elapsed().as_secs_f64();
     bench.report.write(&cli.report)?;

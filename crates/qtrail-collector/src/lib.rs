@@ -194,13 +194,15 @@ impl Prepared {
             tls: alert_tls,
         };
         let (alerts, evaluator) =
-            Alerts::start(store.clone(), alert_state, policy, lifecycle.clone(), stop_background.child_token())
+            Alerts::start(store.clone(), alert_state.clone(), policy, lifecycle.clone(), stop_background.child_token())
                 .context("failed to read the alert state")?;
 
         // The HTTP side: metrics, health and the console, over the same service code as gRPC.
         let console = console::Console {
             query: query.clone(),
             registry: registry.clone(),
+            alerts: alerts.clone(),
+            alert_state,
             tokens: tokens.clone(),
             sessions: console::Sessions::new(config.console_session_ttl, console::MAX_SESSIONS),
             sign_ins: console::SignInLimiter::default(),

@@ -1,13 +1,16 @@
 //! The auditor's read side (`EventQuery`): pages of events ([`page`]), tails ([`tail`]), chain
-//! checks, exports ([`export`]), single events, publisher state and checkpoints.
+//! checks, exports ([`export`]), single events, publisher state and checkpoints, and the
+//! console's counts over time ([`timeline`]).
 
 mod export;
 mod page;
 mod tail;
+mod timeline;
 
 pub(crate) use export::decode;
 pub use export::{EXPORT_CHUNK_BYTES, EXPORT_CHUNK_LINES};
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES, MAX_PAGE_SIZE, MAX_PUBLISHERS_PAGE_BYTES};
+pub(crate) use timeline::Timeline;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! The five scenarios and what they share: a scratch directory, the report, and starting the
+//! The six scenarios and what they share: a scratch directory, the report, and starting the
 //! servers (as child processes, see [`crate::process`]) with known tokens and principals.
 
+pub mod alerts;
 pub mod ingest;
 pub mod latency;
 pub mod overhead;

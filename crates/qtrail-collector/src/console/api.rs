@@ -12,6 +12,8 @@
 //! | `GET /api/locations/{location}/events/{seq}` | one event with its AT-JSON and CADF-JSON |
 //! | `GET /api/locations/{location}/verify?from_seq&to_seq` | a chain check (VerifyChain) |
 //! | `GET /api/locations/{location}/export?format=at-json\|cadf-json&…` | JSON lines (ExportEvents) |
+//! | `GET /api/locations/{location}/timeline?…` | events per bucket by outcome over the filter's time range, and the alert firings in it |
+//! | `GET /api/locations/{location}/alerts` | the rules and the newest firings with their deliveries, see [`super::alerts`] |
 //! | `GET /api/locations/{location}/live?…&from_seq` | server-sent events (TailEvents), see [`super::live`] |
 //!
 //! Filters are query parameters named like `EventFilter`'s fields: `start_time` and `end_time`
@@ -40,7 +42,7 @@ use tracing::info;
 
 use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
-use super::{Console, view};
+use super::{Console, alerts, view};
 use crate::access;
 use crate::error::Error;
 use crate::tokens::Role;
@@ -62,7 +64,7 @@ const EVENTS_PARAMS: [&str; 3] = ["page_size", "page_token", "order"];
 /// Parameters of an export beyond the filter: format and range.
 const EXPORT_PARAMS: [&str; 3] = ["format", "from_seq", "to_seq"];
 
-type Shared = State<Arc<Console>>;
+pub(crate) type Shared = State<Arc<Console>>;
 type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// A request from a signed-in auditor; extracting it is the session check, and records the
@@ -285,6 +287,18 @@ pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located)
         .into_response())
 }
 
+/// `GET /api/locations/{location}/timeline?…`: the matching events counted per bucket by
+/// outcome, over the filter's time range (by default the last hour), and the alert firings
+/// recorded in it.
+pub(crate) async fn timeline(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+    let (location, filter, _) = located.filtered(&[])?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let timeline = console.query.timeline(&location, Some(&filter), now).await?;
+    let (start, end) = (timeline.start_millis, timeline.end_millis);
+    let firings = alerts::marks(console.alert_state.clone(), location, start, end).await?;
+    Ok(json(StatusCode::OK, &view::timeline(timeline, firings)))
+}
+
 /// Any other path: JSON 404 under `/api`, plain 404 elsewhere.
 pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/api/") {
@@ -348,12 +362,13 @@ impl Params {
         let mut params = HashMap::new();
         for (name, value) in pairs {
             if !allowed.contains(&name.as_str()) {
-                return Err(Error::invalid(format!(
-                    "unknown parameter `{}`: expected one of {}",
-                    qtrail_cadf::text::escape_control(&name),
-                    allowed.join(", ")
-                ))
-                .into());
+                let expected = if allowed.is_empty() {
+                    "this route takes none".to_owned()
+                } else {
+                    format!("expected one of {}", allowed.join(", "))
+                };
+                let name = qtrail_cadf::text::escape_control(&name);
+                return Err(Error::invalid(format!("unknown parameter `{name}`: {expected}")).into());
             }
             if params.contains_key(&name) {
                 return Err(Error::invalid(format!("parameter `{name}` given twice")).into());

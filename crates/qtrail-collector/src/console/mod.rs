@@ -3,9 +3,9 @@
 //!
 //! The page (HTML, CSS and JavaScript in [`assets`], embedded in the binary) is a shell without
 //! data: everything it shows comes from `/api/…`, which answers only a signed-in auditor. The
-//! API handlers ([`api`], [`live`]) are thin adapters over the same [`Query`] and [`Registry`]
-//! that serve gRPC, so the console cannot disagree with `EventQuery`; they map errors to HTTP
-//! statuses in one place ([`error`]).
+//! API handlers ([`api`], [`live`], [`alerts`]) are thin adapters over the same [`Query`],
+//! [`Registry`] and [`Alerts`] that serve gRPC, so the console cannot disagree with `EventQuery`
+//! or `AlertService`; they map errors to HTTP statuses in one place ([`error`]).
 //!
 //! Sign-in takes an auditor token once and answers with a random session id in an `HttpOnly`,
 //! `SameSite=Strict` cookie ([`session`]), `Secure` over HTTPS; the token never reaches a URL, a
@@ -14,6 +14,7 @@
 //! response carries a `Content-Security-Policy` without inline script, so that even a mistake
 //! there could not run a script.
 
+mod alerts;
 mod api;
 mod assets;
 mod error;
@@ -29,6 +30,7 @@ use axum::response::Response;
 use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::{AlertState, Alerts};
 use crate::query::Query;
 use crate::registry::Registry;
 use crate::tokens::Tokens;
@@ -44,6 +46,10 @@ pub(crate) struct Console {
     pub(crate) registry: Registry,
     /// The tokens file, for sign-in.
     pub(crate) tokens: Arc<Tokens>,
+    /// The alert service, shared with gRPC `AlertService`.
+    pub(crate) alerts: Alerts,
+    /// The alerts' store, for the firings the console lists and marks.
+    pub(crate) alert_state: Arc<AlertState>,
     /// Signed-in sessions.
     pub(crate) sessions: Sessions,
     /// Failed sign-ins per client address.
@@ -64,8 +70,7 @@ pub(crate) fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(assets::page))
         .route("/console/{location}", get(assets::page))
-        .route("/assets/console.js", get(assets::script))
-        .route("/assets/console.css", get(assets::style))
+        .route("/assets/{name}", get(assets::named))
         .route("/api/session", get(api::session).post(api::sign_in).delete(api::sign_out))
         .route("/api/collectors", get(api::collectors))
         .route("/api/locations/{location}/events", get(api::events))
@@ -73,6 +78,8 @@ pub(crate) fn router(console: Console) -> Router {
         .route("/api/locations/{location}/verify", get(api::verify))
         .route("/api/locations/{location}/checkpoints", get(api::checkpoints))
         .route("/api/locations/{location}/export", get(api::export))
+        .route("/api/locations/{location}/timeline", get(api::timeline))
+        .route("/api/locations/{location}/alerts", get(alerts::alerts))
         .route("/api/locations/{location}/live", get(live::stream))
         .fallback(api::not_found)
         .with_state(Arc::new(console))

@@ -6,8 +6,9 @@ use qtrail_cadf::EventTime;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use serde::Serialize;
 
+use super::alerts::FiringView;
 use crate::error::Result;
-use crate::query;
+use crate::query::{self, Timeline};
 
 /// One event in the list.
 #[derive(Debug, Serialize)]
@@ -272,13 +273,75 @@ pub(crate) fn checkpoint(checkpoint: proto::Checkpoint) -> CheckpointView {
     }
 }
 
+/// Counts of events over a time window, for the timeline.
+#[derive(Debug, Serialize)]
+pub(crate) struct TimelineView {
+    /// Start of the window, RFC 3339 (inclusive).
+    pub(crate) start: String,
+    /// End of the window, RFC 3339 (exclusive).
+    pub(crate) end: String,
+    /// Width of every bucket in seconds.
+    pub(crate) bucket_seconds: i64,
+    /// The buckets, oldest first.
+    pub(crate) buckets: Vec<BucketView>,
+    /// Events counted.
+    pub(crate) counted: u64,
+    /// False when counting stopped at its cap, so that older buckets may miss events.
+    pub(crate) complete: bool,
+    /// The alert firings of the location recorded in the window, newest first.
+    pub(crate) firings: Vec<FiringView>,
+}
+
+/// One bucket of the timeline.
+#[derive(Debug, Serialize)]
+pub(crate) struct BucketView {
+    /// Where the bucket starts, RFC 3339; it ends where the next starts.
+    pub(crate) start: String,
+    /// Events that succeeded.
+    pub(crate) success: u64,
+    /// Events that failed or were refused.
+    pub(crate) failure: u64,
+    /// Events accepted and not finished.
+    pub(crate) pending: u64,
+}
+
+/// Returns the view of a timeline, with the firings to mark on it.
+pub(crate) fn timeline(timeline: Timeline, firings: Vec<FiringView>) -> TimelineView {
+    let width = timeline.bucket_millis;
+    let buckets = (0_i64..)
+        .zip(timeline.buckets)
+        .map(|(index, bucket)| BucketView {
+            start: millis(timeline.origin_millis.saturating_add(index.saturating_mul(width))),
+            success: bucket.success,
+            failure: bucket.failure,
+            pending: bucket.pending,
+        })
+        .collect();
+    TimelineView {
+        start: millis(timeline.start_millis),
+        end: millis(timeline.end_millis),
+        bucket_seconds: width / 1000,
+        buckets,
+        counted: timeline.counted,
+        complete: timeline.complete,
+        firings,
+    }
+}
+
+/// Returns milliseconds since the epoch in RFC 3339.
+fn millis(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
 /// Returns an event time (whole milliseconds) in RFC 3339.
 fn event_time(time: &Timestamp) -> String {
     EventTime::from_unix_parts(time.seconds, time.nanos).map(EventTime::to_rfc3339).unwrap_or_else(|_| timestamp(time))
 }
 
 /// Returns any timestamp in RFC 3339, with as many fraction digits as it needs.
-fn timestamp(time: &Timestamp) -> String {
+pub(crate) fn timestamp(time: &Timestamp) -> String {
     let nanos = u32::try_from(time.nanos).unwrap_or(0);
     chrono::DateTime::from_timestamp(time.seconds, nanos)
         .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

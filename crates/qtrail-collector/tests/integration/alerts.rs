@@ -106,10 +106,10 @@ async fn admins_write_rules_auditors_read_them_and_secrets_never_come_back() {
 }
 
 /// What the test receiver got: headers and body of each POST.
-type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+pub type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
 /// Starts an HTTP receiver on port 0 that answers 204 and records each delivery.
-async fn receiver() -> (String, Received) {
+pub async fn receiver() -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let received: Received = Arc::default();

@@ -11,17 +11,17 @@ use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_cadf::{Action, AuditEvent, Crn, EventBuilder, EventTime, Initiator, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
-const LOCATION: &str = "us-east";
+pub const LOCATION: &str = "us-east";
 
 /// Starts a collector with an HTTP side and a collector for [`LOCATION`].
-async fn start(dir: &tempfile::TempDir) -> TestServer {
+pub async fn start(dir: &tempfile::TempDir) -> TestServer {
     let server = TestServer::start_with_http(dir.path()).await;
     server.create_collector(LOCATION).await;
     server
 }
 
 /// Returns a client signed in as the auditor.
-async fn signed_in(server: &TestServer) -> HttpClient {
+pub async fn signed_in(server: &TestServer) -> HttpClient {
     let mut client = server.http();
     let answer = client.sign_in(AUDITOR).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -29,7 +29,7 @@ async fn signed_in(server: &TestServer) -> HttpClient {
 }
 
 /// Returns a failed cancel of job `job`, correlated by `correlation`.
-fn failed_cancel(job: &str, correlation: &str, millis: i64) -> AuditEvent {
+pub fn failed_cancel(job: &str, correlation: &str, millis: i64) -> AuditEvent {
     let location: Location = LOCATION.parse().unwrap();
     let source = Crn::instance(&location, "acc-1", "inst-1").unwrap();
     let initiator = Initiator {
@@ -461,24 +461,32 @@ async fn the_page_carries_no_data_and_a_strict_policy() {
         assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"), "{policy}");
         assert_eq!(page.header("x-content-type-options"), "nosniff");
         assert_eq!(page.header("x-frame-options"), "DENY");
-        // Scripts only from our own file, no inline handlers, nothing from another host.
-        assert_eq!(page.body.matches("<script").count(), 1);
-        assert!(page.body.contains(r#"<script src="/assets/console.js" defer></script>"#));
+        // Scripts only from our own files, no inline handlers, nothing from another host.
+        assert_eq!(page.body.matches("<script").count(), SCRIPTS.len());
+        for name in SCRIPTS {
+            assert!(page.body.contains(&format!(r#"<script src="/assets/{name}" defer></script>"#)), "{name}");
+        }
         assert!(!page.body.contains(" onclick=") && !page.body.contains(" onload="));
         assert!(!page.body.contains("http://") && !page.body.contains("https://"), "no CDN");
         assert!(!page.body.contains("script>alert"), "the path is never written into the page");
     }
-    let script = client.get("/assets/console.js").await;
-    assert_eq!((script.status, script.header("content-type").as_str()), (200, "text/javascript; charset=utf-8"));
-    // The script builds its DOM with textContent; nothing may parse data as HTML.
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
-        assert!(!script.body.contains(sink), "console.js uses {sink}");
+    for name in SCRIPTS {
+        let script = client.get(&format!("/assets/{name}")).await;
+        assert_eq!((script.status, script.header("content-type").as_str()), (200, "text/javascript; charset=utf-8"));
+        // The scripts build their DOM with textContent; nothing may parse data as HTML.
+        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            assert!(!script.body.contains(sink), "{name} uses {sink}");
+        }
     }
     let style = client.get("/assets/console.css").await;
     assert_eq!((style.status, style.header("content-type").as_str()), (200, "text/css; charset=utf-8"));
     assert_eq!(client.get("/nothing").await.status, 404);
+    assert_eq!(client.get("/assets/nothing.js").await.status, 404);
     server.stop().await;
 }
+
+/// The page's scripts, in the order it loads them.
+const SCRIPTS: [&str; 4] = ["timeline.js", "chain.js", "alerts.js", "console.js"];
 
 #[tokio::test]
 async fn without_http_nothing_listens_and_with_it_both_stop_together() {

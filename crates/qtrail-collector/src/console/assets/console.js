@@ -103,6 +103,8 @@ function showSignIn(message = '') {
   $('detail-at').textContent = '';
   $('detail-cadf').textContent = '';
   $('verify-result').hidden = true;
+  clearTimeline();
+  clearAlerts();
   $('who').hidden = true;
   $('sign-out').hidden = true;
   $('sign-in-error').textContent = message;
@@ -208,6 +210,7 @@ async function openConsole(location) {
   }
   fillFilterForm();
   showSection('console');
+  loadAlerts();
   await reload();
 }
 
@@ -258,6 +261,7 @@ async function reload() {
   state.pageTokens = [''];
   state.pageIndex = 0;
   stopLive();
+  loadTimeline();
   await loadPage();
   if ($('live').checked && state.pageLoaded) {
     startLive();
@@ -433,6 +437,7 @@ function prependEvent(event) {
   }
   state.shown.add(event.location_seq);
   state.headSeq = Math.max(state.headSeq, event.location_seq);
+  timelineSawEvent();
   const row = eventRow(event);
   row.classList.add('new');
   const rows = $('event-rows');
@@ -513,43 +518,6 @@ function closeDetail() {
   }
 }
 
-// ---- chain ----
-
-async function verifyChain() {
-  const result = $('verify-result');
-  result.hidden = false;
-  result.className = 'verdict';
-  result.textContent = 'Verifying the chain…';
-  $('verify').disabled = true;
-  try {
-    const verdict = await call(`${locationBase()}/verify`);
-    const newest = (await call(`${locationBase()}/checkpoints?limit=1`)).checkpoints[0];
-    const signed = newest
-      ? `. Newest signed checkpoint: #${newest.number} at ${newest.time}, location_seq ${newest.location_seq}`
-        + (newest.root ? `, tree size ${newest.tree_size}, root ${newest.root}` : '') + `, key ${newest.key_id}`
-      : '. No signed checkpoints';
-    if (verdict.ok) {
-      result.classList.add('ok');
-      result.textContent = (verdict.checked === 0
-        ? 'Chain ok: no events yet'
-        : `Chain ok: ${verdict.checked} events checked (${verdict.from_seq}–${verdict.to_seq}), head ${verdict.head_chain_hash}`
-          + (verdict.checkpoints_checked > 0 ? `, ${verdict.checkpoints_checked} signed checkpoints matched` : ''))
-        + signed;
-    } else {
-      const fault = verdict.fault || { location_seq: 0, kind: 'unknown', detail: '', checkpoint_number: 0 };
-      result.classList.add('bad');
-      result.textContent = fault.kind === 'checkpoint damaged'
-        ? `Evidence damaged: signed checkpoint #${fault.checkpoint_number}: ${fault.detail}`
-        : `Chain broken at location_seq ${fault.location_seq}: ${fault.kind}: ${fault.detail}`;
-    }
-  } catch (failure) {
-    result.classList.add('bad');
-    report(failure, result);
-  } finally {
-    $('verify').disabled = false;
-  }
-}
-
 // ---- start ----
 
 async function boot() {
@@ -581,6 +549,8 @@ async function boot() {
   });
   $('verify').addEventListener('click', verifyChain);
   $('detail-close').addEventListener('click', closeDetail);
+  startTimeline();
+  startAlerts();
   document.addEventListener('keydown', (key) => {
     if (key.key === 'Escape' && !$('detail').hidden) {
       closeDetail();
