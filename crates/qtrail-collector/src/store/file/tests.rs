@@ -1,0 +1,142 @@
+//! Tests of the file store: the conformance suite, and what only an append-only log has to get
+//! right (torn tails, damage, a second process, the index against the log).
+
+use std::path::Path;
+
+use super::*;
+use crate::store::NewEvent;
+use crate::store::conformance;
+
+fn open(dir: &Path) -> FileStore {
+    FileStore::open(dir, 4 * 1024 * 1024).unwrap()
+}
+
+#[test]
+fn conformance_suite() {
+    conformance::run_all(&|dir: &Path| -> Box<dyn EventStore> { Box::new(open(dir)) });
+}
+
+/// Buckets of 4 positions, so that queries cross many buckets.
+#[test]
+fn conformance_suite_with_tiny_index_buckets() {
+    conformance::run_all(&|dir: &Path| -> Box<dyn EventStore> {
+        Box::new(FileStore::open_with_bucket_bits(dir, 4 * 1024 * 1024, 2).unwrap())
+    });
+}
+
+fn location() -> Location {
+    "us-east".parse().unwrap()
+}
+
+/// Appends one batch of `count` events of publisher `p` from seq `from`.
+fn append(store: &FileStore, from: u64, count: u64) {
+    let events = (from..from + count)
+        .map(|seq| {
+            let event = conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, seq as i64);
+            NewEvent::new(seq, &event)
+        })
+        .collect();
+    let batch = AppendBatch {
+        location: location(),
+        publisher_id: "p".into(),
+        epoch: 1,
+        credential: "runtime".into(),
+        events,
+        rejected_seqs: vec![],
+    };
+    store.append(vec![batch], Timestamp::default()).unwrap();
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join(FileStore::FILE_NAME)
+}
+
+/// Makes a store with a collector and three group commits; returns the log's length after each.
+fn three_commits(dir: &Path) -> Vec<u64> {
+    let store = open(dir);
+    store.create_collector(&location(), Timestamp::default()).unwrap();
+    let mut ends = vec![std::fs::metadata(log_path(dir)).unwrap().len()];
+    for (from, count) in [(1, 3), (4, 2), (6, 1)] {
+        append(&store, from, count);
+        ends.push(std::fs::metadata(log_path(dir)).unwrap().len());
+    }
+    ends
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_any_byte_and_acknowledged_frames_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    let whole = std::fs::read(log_path(dir.path())).unwrap();
+    let (before_last, last) = (ends[2], ends[3]);
+    for cut in before_last..last {
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(copy.path()), &whole[..cut as usize]).unwrap();
+        let store = open(copy.path());
+        assert_eq!(store.last_seq(&location()).unwrap(), 5, "cut at {cut}");
+        assert_eq!(store.events(&location(), 1, 10).unwrap().len(), 5);
+        assert_eq!(store.publisher(&location(), "p").unwrap().unwrap().stored_seq, 5);
+        // The tail is gone from the file, and appends continue the chain.
+        assert_eq!(std::fs::metadata(log_path(copy.path())).unwrap().len(), before_last);
+        if cut % 64 == 0 {
+            append(&store, 6, 1);
+            drop(store);
+            assert_eq!(open(copy.path()).last_seq(&location()).unwrap(), 6);
+        }
+    }
+}
+
+#[test]
+fn zeros_after_the_last_frame_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+    bytes.extend_from_slice(&[0; 4096]);
+    std::fs::write(log_path(dir.path()), &bytes).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.last_seq(&location()).unwrap(), 6);
+    assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), ends[3]);
+}
+
+#[test]
+fn damage_before_the_last_frame_refuses_to_open_and_names_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+    // A byte inside the second group commit's body.
+    let at = ends[1] + FRAME_HEADER_FOR_TESTS + 20;
+    bytes[at as usize] ^= 0x40;
+    std::fs::write(log_path(dir.path()), &bytes).unwrap();
+    let err = FileStore::open(dir.path(), 1024 * 1024).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains(&format!("at offset {}", ends[1])), "{err}");
+    // Nothing was cut: the acknowledged frames after the damage are all still there.
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), bytes);
+}
+
+const FRAME_HEADER_FOR_TESTS: u64 = log::FRAME_HEADER;
+
+#[test]
+fn a_second_open_is_refused_while_the_first_holds_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let second = FileStore::open(dir.path(), 1024 * 1024).unwrap_err().to_string();
+    assert!(second.starts_with("storage failure: cannot lock"), "{second}");
+    assert!(!second.ends_with('.'), "{second}");
+}
+
+#[test]
+fn positions_survive_a_reopen_with_the_index_from_before() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 30);
+        while store.index_step(7).unwrap().lag > 0 {}
+    }
+    let store = open(dir.path());
+    assert_eq!(store.indexed_seq(&location()).unwrap(), 30);
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    let found = store.query(&location(), &filter, Order::OldestFirst, None, 100).unwrap();
+    assert_eq!(found.iter().map(|record| record.location_seq).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+}
