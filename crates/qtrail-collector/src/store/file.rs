@@ -26,6 +26,7 @@
 
 mod group;
 mod log;
+pub mod offline;
 mod state;
 
 use std::fs::{File, OpenOptions};
@@ -39,7 +40,8 @@ use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 use group::Group;
-use log::{FrameBuilder, Item, MAGIC, Writer, io_text, put_location};
+pub(crate) use log::{FrameBuilder, Item, io_text, put_location};
+use log::{MAGIC, Writer};
 use state::{FileChains, State, read_record};
 
 use super::embedded::DEFAULT_BUCKET_BITS;
@@ -104,6 +106,32 @@ impl FileStore {
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
         Ok(Self { file, writer: Mutex::new(Writer { end }), state, index, dir: data_dir.to_owned() })
+    }
+
+    /// Appends one frame of items that `build` writes, as they are (no admission, no chain
+    /// hashes computed), and replays it into the state as an open would: how [`super::migrate`]
+    /// copies another store's records, publisher states and checkpoints into a new store.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the items do not follow the state (a position out of
+    /// order): the frame is cut again, but the state may hold part of it, so the store must be
+    /// dropped, as the migration does. [`StoreError::Backend`] on storage failure.
+    pub(crate) fn import(&self, build: impl FnOnce(&mut FrameBuilder) -> Result<()>) -> Result<()> {
+        let mut writer = self.lock_writer();
+        let mut frame = FrameBuilder::default();
+        build(&mut frame)?;
+        let frame = frame.finish()?;
+        let at = writer.append(&self.file, &frame)?;
+        let body =
+            log::Frame { body_offset: at + log::FRAME_HEADER, body: frame[log::FRAME_HEADER as usize..].to_vec() };
+        let mut state = self.write_state();
+        let replayed = body.items().and_then(|items| items.iter().try_for_each(|item| state.replay(item)));
+        if let Err(err) = replayed {
+            writer.end = at;
+            self.file.set_len(at).map_err(|err| backend("cannot truncate the commit log", &err))?;
+            return Err(err);
+        }
+        Ok(())
     }
 
     fn chains(&self) -> FileChains<'_> {
@@ -238,13 +266,7 @@ impl EventStore for FileStore {
         let mut state = self.write_state();
         for pending in &built.pending {
             let position = pending.position(at);
-            state.add_event(
-                &pending.location,
-                pending.location_seq,
-                Some(pending.id),
-                &pending.chain_hash,
-                position,
-            )?;
+            state.add_event(&pending.location, Some(pending.id), &pending.chain_hash, position)?;
         }
         state.publishers.extend(built.publishers);
         Ok(outcomes)

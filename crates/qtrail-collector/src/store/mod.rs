@@ -17,6 +17,7 @@
 pub mod embedded;
 pub mod file;
 pub(crate) mod index;
+pub mod migrate;
 pub mod publisher;
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ struct Head {
 /// An event the group stores, to add to the state once the frame is durable.
 pub(super) struct Pending {
     pub(super) location: String,
-    pub(super) location_seq: u64,
     pub(super) id: u128,
     pub(super) chain_hash: Vec<u8>,
     /// Offset of the record in the frame body, and its length.
@@ -144,7 +143,6 @@ impl<'s> Group<'s> {
             self.frame.finish_item(start)?;
             self.pending.push(Pending {
                 location: key.0.clone(),
-                location_seq: head.next_seq,
                 id,
                 chain_hash: record.chain_hash.clone(),
                 body_offset: start,

@@ -39,7 +39,7 @@ const MAX_FRAME: u32 = 1 << 30;
 /// Tags of the items of a frame body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub(super) enum Item {
+pub(crate) enum Item {
     /// A new collector: protobuf `Collector`.
     Collector = 1,
     /// A stored event: protobuf `StoredEvent` with `location` and `location_seq` set.
@@ -65,7 +65,7 @@ impl Item {
 
 /// A frame body under construction.
 #[derive(Debug, Default)]
-pub(super) struct FrameBuilder {
+pub(crate) struct FrameBuilder {
     body: Vec<u8>,
 }
 
@@ -92,7 +92,7 @@ impl FrameBuilder {
     }
 
     /// Appends a whole item.
-    pub(super) fn item(&mut self, item: Item, payload: &[u8]) -> Result<usize> {
+    pub(crate) fn item(&mut self, item: Item, payload: &[u8]) -> Result<usize> {
         let start = self.start_item(item);
         self.body.extend_from_slice(payload);
         self.finish_item(start)?;
@@ -114,7 +114,7 @@ impl FrameBuilder {
 }
 
 /// Writes `location` as `len: u8` then its bytes: locations are short names.
-pub(super) fn put_location(buffer: &mut Vec<u8>, location: &str) -> Result<()> {
+pub(crate) fn put_location(buffer: &mut Vec<u8>, location: &str) -> Result<()> {
     let len = u8::try_from(location.len())
         .map_err(|_| StoreError::Backend(format!("location `{location}` is longer than 255 bytes")))?;
     buffer.push(len);
@@ -154,7 +154,7 @@ impl Writer {
 }
 
 /// Returns an I/O error's text in our style (lowercase, no trailing period).
-pub(super) fn io_text(err: &std::io::Error) -> String {
+pub(crate) fn io_text(err: &std::io::Error) -> String {
     let text = err.to_string();
     let mut chars = text.trim_end_matches('.').chars();
     match chars.next() {

@@ -49,8 +49,6 @@ struct RecordHead {
     event: Option<EventId>,
     #[prost(string, tag = "2")]
     location: String,
-    #[prost(uint64, tag = "3")]
-    location_seq: u64,
     #[prost(bytes = "vec", tag = "4")]
     chain_hash: Vec<u8>,
 }
@@ -79,12 +77,14 @@ impl State {
         self.locations.insert(collector.location, location);
     }
 
-    /// Adds the record of `location` at `location_seq`, stored at `position`, whose event has
-    /// `id` (none when it does not parse) and whose chain hash is `chain_hash`.
+    /// Adds the next record of `location`, stored at `position`, whose event has `id` (none
+    /// when it does not parse) and whose chain hash is `chain_hash`. Its position in the chain
+    /// is its place in the log, whatever the record says: a record removed, added or moved in
+    /// the file shows as a fault of the chain, which verification names, not as a store that no
+    /// longer opens.
     pub(super) fn add_event(
         &mut self,
         location: &str,
-        location_seq: u64,
         id: Option<u128>,
         chain_hash: &[u8],
         position: Position,
@@ -92,15 +92,8 @@ impl State {
         let state = self.locations.get_mut(location).ok_or_else(|| {
             StoreError::Corrupt(format!("the commit log holds an event of location `{location}` before its collector"))
         })?;
-        let expected = state.positions.len() as u64 + 1;
-        if location_seq != expected {
-            return Err(StoreError::Corrupt(format!(
-                "the commit log holds location_seq {location_seq} of location `{location}` at offset {} where \
-                 {expected} belongs",
-                position.offset
-            )));
-        }
         state.positions.push(position);
+        let location_seq = state.positions.len() as u64;
         if let Some(id) = id {
             state.ids.insert(id, location_seq);
         }
@@ -123,7 +116,7 @@ impl State {
                 let id = head.event.and_then(|event| uuid::Uuid::parse_str(&event.id).ok()).map(|id| id.as_u128());
                 let len = u32::try_from(item.payload.len()).map_err(|_| bad("event"))?;
                 let position = Position { offset: item.offset, len };
-                self.add_event(&head.location, head.location_seq, id, &head.chain_hash, position)?;
+                self.add_event(&head.location, id, &head.chain_hash, position)?;
             }
             Item::Publisher => {
                 let (location, bytes) = take_location(item.payload).ok_or_else(|| bad("publisher state"))?;
