@@ -50,6 +50,7 @@
 //! rebuilt the same way.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,7 @@ use tracing::warn;
 use crate::filter::Filter;
 use crate::store::{IndexStep, Result, StoreError};
 
+mod digest;
 mod plan;
 
 /// A location's chain as the indexes read it: stored records (protobuf `StoredEvent`) at their
@@ -95,7 +97,7 @@ pub(crate) trait Chains {
 pub(crate) const FILE_NAME: &str = "index.redb";
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("marks");
+pub(super) const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("marks");
 
 /// Key in `meta` of the index bucket width, in bits of `location_seq`.
 const BUCKET_BITS_KEY: &str = "index_bucket_bits";
@@ -258,6 +260,9 @@ pub(crate) struct Index {
     pub(crate) bucket_bits: u32,
     /// When the last durable commit was made, and how many commits skipped their fsync since.
     durable: Mutex<(Instant, u32)>,
+    /// Whether the indexes were checked against their digests since opening; until then queries
+    /// do not use them (see [`Index::check`]).
+    checked: AtomicBool,
 }
 
 impl Index {
@@ -288,7 +293,31 @@ impl Index {
         }
         drop_stale_marks(&txn, chains)?;
         txn.commit()?;
-        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)) })
+        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)), checked: AtomicBool::new(false) })
+    }
+
+    /// Checks every location's indexes against their digests ([`digest`]), once after opening,
+    /// and drops those that do not match, to be rebuilt. It reads the whole index, so it is not
+    /// done in [`Index::open`], which must stay quick: the first [`Index::step`] does it, and
+    /// until then queries read the chain instead of trusting the indexes.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        for location in digest::mismatched(&txn)? {
+            warn!(location = %location, "the index does not match its digest, rebuilding it");
+            drop_index(&txn, &location)?;
+        }
+        txn.commit()?;
+        self.checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Returns whether the indexes may be used: checked since opening.
+    pub(crate) fn trusted(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
     }
 
     /// Starts a read of the indexes. Begin it before the chain's read, so that every position
@@ -300,6 +329,7 @@ impl Index {
     /// Indexes up to `limit` positions after the marks of `locations`, whose records `chain`
     /// reads, in one transaction; returns what it did and what is left.
     pub(crate) fn step(&self, chains: &dyn Chains, locations: &[String], limit: u64) -> Result<IndexStep> {
+        self.check()?;
         let mut txn = self.db.begin_write()?;
         let mut step = IndexStep::default();
         for location in locations {
@@ -416,6 +446,7 @@ fn drop_index(txn: &WriteTransaction, location: &str) -> Result<()> {
     txn.delete_table(TimeDef::new(&time_table_name(location)))?;
     txn.delete_table(IndexDef::new(&index_table_name(location)))?;
     txn.open_table(MARKS)?.remove(location)?;
+    txn.open_table(digest::DIGESTS)?.remove(location)?;
     Ok(())
 }
 
@@ -467,7 +498,8 @@ fn index_range(
     }
     let mut time = txn.open_table(TimeDef::new(&time_table_name(location)))?;
     let mut index = txn.open_table(IndexDef::new(&index_table_name(location)))?;
-    insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    let digest = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    digest::add(txn, location, digest)?;
     txn.open_table(MARKS)?.insert(location, (through, last_hash.as_slice()))?;
     Ok(())
 }
@@ -485,7 +517,7 @@ fn insert_entries(
     index: &mut redb::Table<'_, (u8, u32, &'static str, u64), ()>,
     views: &[(u64, EventView)],
     bucket_bits: u32,
-) -> Result<()> {
+) -> Result<u64> {
     let mut times = Vec::with_capacity(views.len());
     let mut owned: Vec<(u8, u32, String, u64)> = Vec::new();
     let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(views.len() * 4);
@@ -520,14 +552,17 @@ fn insert_entries(
     }
     entries.extend(owned.iter().map(|(field, bucket, value, seq)| (*field, *bucket, value.as_str(), *seq)));
     entries.sort_unstable();
+    let mut digest = 0_u64;
     for key in entries {
+        digest = digest.wrapping_add(digest::of_entry(key));
         index.insert(key, ())?;
     }
     times.sort_unstable();
     for key in times {
+        digest = digest.wrapping_add(digest::of_time(key));
         time.insert(key, ())?;
     }
-    Ok(())
+    Ok(digest)
 }
 
 /// Returns `Ok(None)` for a table that does not exist (a location without collector).

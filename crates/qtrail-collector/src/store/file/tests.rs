@@ -235,3 +235,37 @@ fn a_full_disk_refuses_the_batch_loses_nothing_and_resumes() {
     assert!(verdict.ok, "{verdict:?}");
     drop(store);
 }
+
+/// Index entries removed behind the store's back: filtered queries stay complete (the
+/// unchecked index is not used), the check finds the index off its digest and it is rebuilt.
+#[test]
+fn a_tampered_index_is_not_trusted_and_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 30);
+        while store.index_step(1000).unwrap().lag > 0 {}
+    }
+    {
+        let db = redb::Database::open(dir.path().join(FileStore::INDEX_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut index =
+                txn.open_table(redb::TableDefinition::<(u8, u32, &str, u64), ()>::new("index/us-east")).unwrap();
+            // Every initiator entry but the first: an initiator filter would find one event.
+            index.retain(|(field, _, _, seq), ()| field != 4 || seq == 1).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    let count = |store: &FileStore| store.query(&location(), &filter, Order::NewestFirst, None, 100).unwrap().len();
+    assert_eq!(count(&store), 30, "before the check");
+    assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 }, "rebuilt");
+    assert_eq!(count(&store), 30, "after the rebuild");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 0, lag: 0 }, "the rebuilt index is kept");
+    assert_eq!(count(&store), 30);
+}

@@ -49,7 +49,8 @@ impl Index {
         }
         let (location, filter) = (query.location, query.filter);
         let descending = query.order == Order::NewestFirst;
-        let tables = Tables::open(index_txn, location)?;
+        // Unchecked indexes are not trusted (see `Index::check`): the chain is read instead.
+        let tables = if self.trusted() { Tables::open(index_txn, location)? } else { None };
         let indexed = match &tables {
             Some(_) => Index::indexed_seq(index_txn, location.as_str())?,
             None => 0,
