@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "qtrail/audit/v1/event.proto",
     "qtrail/audit/v1/collector.proto",
+    "qtrail/audit/v1/alerts.proto",
     "qtrail/runtime/v1/programs.proto",
     "qtrail/runtime/v1/jobs.proto",
 ];

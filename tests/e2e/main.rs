@@ -4,6 +4,7 @@
 // The modules form one test binary; `pub` marks the API the test modules share.
 #![allow(unreachable_pub)]
 
+mod alerts;
 mod console;
 mod delivery;
 mod grpcurl;

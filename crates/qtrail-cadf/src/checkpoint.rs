@@ -145,6 +145,16 @@ impl SigningKey {
         &self.id
     }
 
+    /// Returns the key pair, for signatures in other formats (C2SP notes, `qtrail-tlog`).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
+    /// Returns the raw 32-byte public key, for verifier keys of other formats (C2SP notes).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.pair.public_key().as_ref().try_into().unwrap_or([0; 32])
+    }
+
     /// Returns the public key as SPKI PEM, for auditors.
     pub fn public_pem(&self) -> String {
         let mut spki = SPKI_PREFIX.to_vec();
@@ -185,6 +195,11 @@ impl VerifyingKey {
     /// Returns the key id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Returns the raw 32-byte public key, for verifiers of other formats (C2SP notes).
+    pub fn raw(&self) -> [u8; 32] {
+        self.raw
     }
 
     /// Checks that this key signed `checkpoint` as it reads now.

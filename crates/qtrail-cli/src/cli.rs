@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod alerts;
+
+pub use alerts::{AlertReceiveArgs, AlertRuleArgs, AlertTestArgs, AlertWatchArgs, AlertsCommand};
+
 /// Audit trail for a Qiskit Runtime–style quantum service.
 ///
 /// Runs the services locally (`qtrail up`), drives the runtime (programs, jobs) and lets
@@ -116,6 +120,10 @@ pub enum Command {
     /// Query, tail, verify and export audit events (needs an auditor token).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Create and inspect alert rules, watch their firings, receive their webhooks (admin token
+    /// to write, auditor token to read).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
 }
 
 /// Flags of `qtrail up`.

@@ -2,7 +2,7 @@
 //!
 //! `qtrail up` runs a collector service, a runtime and the web console locally; the other
 //! commands are gRPC clients of those services: `collectors` (admin), `programs` and `jobs`
-//! (runtime users) and `events` (auditors). Results print as tables or, with `--output json`,
+//! (runtime users), `events` (auditors) and `alerts` (rules, firings, a webhook receiver). Results print as tables or, with `--output json`,
 //! as JSON; failures print one line on stderr and exit with a code from [`error`].
 
 pub mod cli;
@@ -31,5 +31,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Programs(command) => commands::programs::run(command, &Settings::resolve(&global)?, out).await,
         Command::Jobs(command) => commands::jobs::run(command, &Settings::resolve(&global)?, out).await,
         Command::Events(command) => commands::events::run(command, &Settings::resolve(&global)?, out).await,
+        Command::Alerts(command) => commands::alerts::run(command, &Settings::resolve(&global)?, out).await,
     }
 }

@@ -112,6 +112,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
         _ => return Err(CliError::Usage("the collector did not report its console address".into())),
     };
     create_collector(&collector_url, &credentials.admin_token, location.as_str()).await?;
+    create_example_rule(&collector_url, &credentials.admin_token, location.as_str()).await?;
 
     let mut runtime =
         tokio::spawn(qtrail_runtime::run(runtime_listener, runtime_config, stop_runtime.clone().cancelled_owned()));
@@ -453,6 +454,34 @@ async fn create_collector(url: &str, admin_token: &str, location: &str) -> Resul
     }
 }
 
+/// Name of the alert rule `up` creates.
+pub const EXAMPLE_RULE: &str = "critical-calls";
+
+/// Creates the example alert rule: every critical event, which is every delete and every call
+/// refused for its key (401, 403), folded per 30 s; one that exists already is kept as it is.
+async fn create_example_rule(url: &str, admin_token: &str, location: &str) -> Result<(), CliError> {
+    use qtrail_proto::qtrail::audit::v1::{self as proto, alert_service_client::AlertServiceClient};
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|err| CliError::Usage(err.to_string()))?
+        .connect()
+        .await
+        .map_err(|err| CliError::Connect { service: "collector", url: url.to_owned(), detail: err.to_string() })?;
+    let rule = proto::AlertRule {
+        location: location.to_owned(),
+        name: EXAMPLE_RULE.to_owned(),
+        filter: Some(proto::EventFilter { severity: proto::Severity::Critical as i32, ..Default::default() }),
+        trigger: Some(proto::AlertTrigger { kind: Some(proto::alert_trigger::Kind::Each(proto::EachTrigger {})) }),
+        cooldown: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+        ..Default::default()
+    };
+    let request = authorized(proto::CreateAlertRuleRequest { rule: Some(rule) }, admin_token)?;
+    match AlertServiceClient::new(channel).create_alert_rule(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => Err(CliError::Rpc(status)),
+    }
+}
+
 fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials, dir: &Path) -> std::io::Result<()> {
     let runtime_addr = info.runtime.trim_start_matches("http://");
     let collector_addr = info.collector.trim_start_matches("http://");
@@ -461,7 +490,11 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "qtrail is up in {location} (data in {dir}/, Ctrl-C stops everything)")?;
     writeln!(out)?;
     writeln!(out, "  runtime    {}   gRPC: qtrail.runtime.v1.ProgramService, JobService", info.runtime)?;
-    writeln!(out, "  collector  {}   gRPC: qtrail.audit.v1.CollectorAdmin, Ingest, EventQuery", info.collector)?;
+    writeln!(
+        out,
+        "  collector  {}   gRPC: qtrail.audit.v1.CollectorAdmin, Ingest, EventQuery, AlertService",
+        info.collector
+    )?;
     writeln!(out, "  console    {}/console/{location}   sign in with the auditor token", info.console)?;
     writeln!(out, "  metrics    {}/metrics", info.console)?;
     writeln!(out)?;
@@ -481,6 +514,7 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "  qtrail events query --action quantum-computing.job")?;
     writeln!(out, "  qtrail events verify --public-key {dir}/{CHECKPOINT_PUBLIC_KEY}")?;
     writeln!(out, "  qtrail events export --format cadf-json -o events.jsonl")?;
+    writeln!(out, "  qtrail alerts watch    (rule `{EXAMPLE_RULE}`: every delete and every refused key)")?;
     writeln!(out, "or with grpcurl:")?;
     writeln!(out, "  grpcurl -plaintext {runtime_addr} list")?;
     writeln!(

@@ -1,6 +1,7 @@
 //! The access log: one structured line (tracing target `qtrail::access`) per read of the audit
 //! trail, through gRPC `EventQuery` or the console's API, and per call refused for its token
-//! (also a Publish stream refused for its location or its publisher id).
+//! (also a Publish stream refused for its location or its publisher id), and per change of an
+//! alert rule.
 //!
 //! Reading an audit trail is itself worth a record (NIST AU-9(4), G7 in the reliability
 //! anchors): who read (the token's name, never the token), what (the call, the location), when
@@ -31,4 +32,11 @@ pub(crate) fn refused(needed_role: &str, reason: &str) {
 /// location's trail, or as another publisher, is worth an operator's look.
 pub(crate) fn publish_refused(token: &str, location: &str, reason: &str) {
     warn!(target: TARGET, token, call = "Publish", location, reason, "call refused");
+}
+
+/// Records that the token named `token` changed the alert rule `name` of `location` through
+/// `call` (create, update, delete): rules decide who is told about what, so their changes are
+/// part of the record. The rule's content (and its secret) stays out.
+pub(crate) fn rule_changed(token: &str, call: &str, location: &str, name: &str) {
+    info!(target: TARGET, token, call, location, rule = name, "alert rule changed");
 }

@@ -6,7 +6,13 @@
 //! when the collector was not running. The head comes from the collector row, which the writer
 //! updates in the transaction that stores the records, so it names a stored position and hash.
 //!
-//! Before signing, the chain must still fit the location's newest checkpoint: the record at its
+//! Each checkpoint also signs the same head as the location's Merkle tree: a C2SP
+//! tlog-checkpoint note (origin `<prefix>/<location>`, tree size, root) signed with the same
+//! key under the origin's name, which any note verifier can check and the tiles served under
+//! `/tlog/<location>/` extend.
+//!
+//! Before signing, the tree must be consistent with the newest checkpoint's note (a consistency
+//! proof from the stored hashes verifies against its root), and the chain must still fit the location's newest checkpoint: the record at its
 //! position must have the hash it states. A chain rewritten or cut while the collector was
 //! stopped would otherwise get a fresh signature over the forged head at the next start. When
 //! it does not fit, nothing is signed for that location (an error in the log, and
@@ -20,11 +26,12 @@ use anyhow::Context as _;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::{NoteSigner, consistency_proof, sign_note, tree_hash, verify_consistency};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::meters;
-use crate::store::{EventStore, Result, StoreError};
+use crate::store::{EventStore, Result, StoreError, TreeReader};
 use crate::writer::now;
 
 /// Reads the signing key in `path`.
@@ -41,9 +48,9 @@ pub(crate) fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
 ///
 /// # Errors
 /// When the collectors cannot be listed.
-fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result<()> {
+fn checkpoint_all(store: &dyn EventStore, key: &SigningKey, origin_prefix: &str) -> Result<()> {
     for collector in store.collectors()? {
-        match checkpoint(store, key, &collector) {
+        match checkpoint(store, key, origin_prefix, &collector) {
             Ok(checkpoint) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
@@ -58,7 +65,18 @@ fn checkpoint_all(store: &dyn EventStore, key: &SigningKey) -> Result<()> {
     Ok(())
 }
 
-fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Collector) -> Result<proto::Checkpoint> {
+/// Returns the transparency-log origin of `location`: its checkpoint notes' first line and the
+/// name of their key.
+pub(crate) fn log_origin(prefix: &str, location: &str) -> String {
+    format!("{prefix}/{location}")
+}
+
+fn checkpoint(
+    store: &dyn EventStore,
+    key: &SigningKey,
+    origin_prefix: &str,
+    collector: &proto::Collector,
+) -> Result<proto::Checkpoint> {
     let location: Location = collector
         .location
         .parse()
@@ -82,20 +100,65 @@ fn checkpoint(store: &dyn EventStore, key: &SigningKey, collector: &proto::Colle
         .next()
         .map(|entry| entry.checkpoint.map_err(StoreError::Corrupt))
         .transpose()?;
+    let size = collector.event_count;
+    let root = tree_hash(size, &TreeReader { store, location: &location })
+        .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
     if let Some(newest) = &newest {
+        fits_tree(store, &location, newest, size, &root)?;
         fits_chain(store, &location, newest)?;
     }
+    let origin = log_origin(origin_prefix, location.as_str());
+    let text = qtrail_tlog::Checkpoint { origin: origin.clone(), size, root, extensions: Vec::new() }.to_text();
+    let note = NoteSigner::new(&origin, key.key_pair())
+        .and_then(|signer| sign_note(&text, &signer))
+        .map_err(|err| StoreError::Corrupt(format!("cannot sign the tree head of `{location}`: {err}")))?;
     let mut checkpoint = proto::Checkpoint {
         location: location.to_string(),
         number: newest.map_or(0, |newest| newest.number) + 1,
-        location_seq: collector.event_count,
+        location_seq: size,
         head_chain_hash: head.as_bytes().to_vec(),
         time: Some(now()),
+        note,
+        tree_size: size,
+        root: root.to_vec(),
         ..Default::default()
     };
     key.sign(&mut checkpoint);
     store.add_checkpoint(&checkpoint)?;
     Ok(checkpoint)
+}
+
+/// Checks that the tree of `location` at `size` with hash `root` extends the tree head
+/// `checkpoint` signed (same size ⇒ same root). A checkpoint signed before the tree (no note)
+/// has no tree head to check.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the checkpoint when it does not.
+fn fits_tree(
+    store: &dyn EventStore,
+    location: &Location,
+    checkpoint: &proto::Checkpoint,
+    size: u64,
+    root: &qtrail_tlog::Hash,
+) -> Result<()> {
+    if checkpoint.note.is_empty() {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        StoreError::Corrupt(format!(
+            "the tree of `{location}` is not consistent with checkpoint {}: {why}: not signing over it",
+            checkpoint.number
+        ))
+    };
+    let old_root: qtrail_tlog::Hash =
+        checkpoint.root.as_slice().try_into().map_err(|_| refuse("its root is not 32 bytes".to_owned()))?;
+    let old = checkpoint.tree_size;
+    if old > size {
+        return Err(refuse(format!("it signed {old} leaves, the tree has {size}")));
+    }
+    let proof = consistency_proof(old, size, &TreeReader { store, location })
+        .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
+    verify_consistency(old, size, &old_root, root, &proof).map_err(|err| refuse(err.to_string()))
 }
 
 /// Checks that the chain of `location` still has, at the position `checkpoint` covers, the hash
@@ -125,9 +188,15 @@ fn fits_chain(store: &dyn EventStore, location: &Location, checkpoint: &proto::C
 
 /// Signs checkpoints every `interval` until `stop` is cancelled, then a last one. The caller
 /// cancels once the writer has stopped, so that the last one covers everything stored.
-pub(crate) async fn run(store: Arc<dyn EventStore>, key: SigningKey, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(
+    store: Arc<dyn EventStore>,
+    key: SigningKey,
+    origin_prefix: String,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     info!(key_id = key.id(), interval_secs = interval.as_secs_f64(), "signing checkpoints");
-    let key = Arc::new(key);
+    let (key, origin_prefix) = (Arc::new(key), Arc::new(origin_prefix));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a checkpoint at start shows where the chain stood then.
@@ -136,8 +205,8 @@ pub(crate) async fn run(store: Arc<dyn EventStore>, key: SigningKey, interval: D
             _ = ticks.tick() => false,
             () = stop.cancelled() => true,
         };
-        let (store, key) = (store.clone(), key.clone());
-        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &key)).await {
+        let (store, key, prefix) = (store.clone(), key.clone(), origin_prefix.clone());
+        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &key, &prefix)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
             Err(err) => warn!(error = %err, "checkpoint task failed"),

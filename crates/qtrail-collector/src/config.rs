@@ -23,6 +23,9 @@ pub const DEFAULT_GROUP_COMMIT_BATCHES: u16 = 32;
 /// Default time that shutdown waits for clients to finish before it stops waiting.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
+/// Default prefix of each location's transparency-log origin.
+pub const DEFAULT_LOG_ORIGIN_PREFIX: &str = "qtrail.local";
+
 /// Default interval between signed checkpoints of each location.
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
 
@@ -36,6 +39,16 @@ pub const DEFAULT_TAIL_STALL: Duration = Duration::from_secs(30);
 
 /// Default lifetime of a console session: a working day, after which the auditor signs in again.
 pub const DEFAULT_CONSOLE_SESSION_MINUTES: u64 = 8 * 60;
+
+/// Default longest wait between two attempts of one webhook delivery.
+pub const DEFAULT_ALERT_RETRY_CAP_SECS: u64 = 3600;
+
+/// Default time a webhook delivery is retried before it is `failed`: a day, so that an endpoint
+/// down overnight still receives everything.
+pub const DEFAULT_ALERT_RETRY_HORIZON_SECS: u64 = 24 * 3600;
+
+/// Default time one webhook attempt may take (connect, send, answer).
+pub const DEFAULT_ALERT_TIMEOUT_SECS: u64 = 10;
 
 /// Command-line flags of `qtrail-collector`: the settings without a default, and [`Settings`];
 /// turned into a [`Config`] by [`Flags::config`].
@@ -114,6 +127,36 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval_secs: u64,
+    /// Longest wait in seconds between two attempts of a webhook delivery (the backoff doubles
+    /// up to it).
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_CAP_SECS", default_value_t = DEFAULT_ALERT_RETRY_CAP_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_retry_cap_secs: u64,
+    /// Seconds a webhook delivery is retried before it is `failed`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_HORIZON_SECS", default_value_t = DEFAULT_ALERT_RETRY_HORIZON_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_retry_horizon_secs: u64,
+    /// Seconds one webhook attempt may take.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TIMEOUT_SECS", default_value_t = DEFAULT_ALERT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_timeout_secs: u64,
+    /// Prefix of each location's transparency-log origin, `<prefix>/<location>`: the first line
+    /// of its checkpoint notes and the name of their signing key.
+    #[arg(long, env = "QTRAIL_COLLECTOR_LOG_ORIGIN_PREFIX", default_value = DEFAULT_LOG_ORIGIN_PREFIX,
+          value_parser = parse_origin_prefix)]
+    pub log_origin_prefix: String,
+    /// Serve the transparency-log tiles (`/tlog/…`) without a token; otherwise they need an
+    /// auditor token as `authorization: Bearer`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_PUBLIC_TILES")]
+    pub public_tiles: bool,
+}
+
+/// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
+fn parse_origin_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '+') {
+        return Err("the log origin prefix must be non-empty, without spaces or '+'".to_owned());
+    }
+    Ok(prefix.to_owned())
 }
 
 /// What [`crate::run`] needs: built by [`Config::new`] with every optional setting at its default
@@ -151,10 +194,20 @@ pub struct Config {
     pub checkpoint_key: Option<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
+    /// Prefix of each location's log origin, `<prefix>/<location>`.
+    pub log_origin_prefix: String,
+    /// Whether the transparency-log tiles are served without a token.
+    pub public_tiles: bool,
     /// Most bytes of committed records held for tails; a tail further behind reads the store.
     pub tail_buffer_bytes: usize,
     /// How long a tail waits for its client to read before it ends RESOURCE_EXHAUSTED.
     pub tail_stall: Duration,
+    /// Longest wait between two attempts of a webhook delivery.
+    pub alert_retry_cap: Duration,
+    /// How long a webhook delivery is retried before it is `failed`.
+    pub alert_retry_horizon: Duration,
+    /// How long one webhook attempt may take.
+    pub alert_timeout: Duration,
 }
 
 impl Flags {
@@ -211,6 +264,11 @@ impl Settings {
         config.bind_publishers_to_client_cert = self.bind_publishers_to_client_cert;
         config.checkpoint_key = self.checkpoint_key.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
+        config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
+        config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
+        config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
+        config.log_origin_prefix = self.log_origin_prefix.clone();
+        config.public_tiles = self.public_tiles;
         Ok(())
     }
 }
@@ -235,8 +293,13 @@ impl Config {
             bind_publishers_to_client_cert: false,
             checkpoint_key: None,
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+            log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
+            public_tiles: false,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             tail_stall: DEFAULT_TAIL_STALL,
+            alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),
+            alert_retry_horizon: Duration::from_secs(DEFAULT_ALERT_RETRY_HORIZON_SECS),
+            alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
         }
     }
 

@@ -71,6 +71,22 @@ pub enum Error {
     /// (mutual TLS requires one, so only a misconfigured server gets here).
     #[error("publishing needs a client certificate: publishers are bound to client certificates")]
     NoClientCertificate,
+    /// No alert rule of that name in the location.
+    #[error("no alert rule `{name}` in location `{location}`")]
+    AlertRuleNotFound {
+        /// The location.
+        location: String,
+        /// The rule's name.
+        name: String,
+    },
+    /// The location has an alert rule of that name already.
+    #[error("alert rule `{name}` already exists in location `{location}`")]
+    AlertRuleExists {
+        /// The location.
+        location: String,
+        /// The rule's name.
+        name: String,
+    },
     /// The collector is shutting down; the caller should retry elsewhere or later.
     #[error("collector is shutting down")]
     ShuttingDown,
@@ -121,6 +137,8 @@ impl From<Error> for tonic::Status {
             Error::LocationDenied { .. } => tonic::Status::permission_denied(message),
             Error::PublisherBound { .. } => tonic::Status::permission_denied(message),
             Error::NoClientCertificate => tonic::Status::unauthenticated(message),
+            Error::AlertRuleNotFound { .. } => tonic::Status::not_found(message),
+            Error::AlertRuleExists { .. } => tonic::Status::already_exists(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Store(store) => match store {
                 StoreError::CollectorExists(_) => tonic::Status::already_exists(message),

@@ -25,13 +25,13 @@ use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
 
 /// Messages a streaming response buffers before the producer waits for the client.
-const STREAM_BUFFER: usize = 16;
+pub(crate) const STREAM_BUFFER: usize = 16;
 
 /// A server-streaming response body.
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Returns the token name of an authorized request (set by [`Authorizer`]).
-fn caller_name<T>(request: &Request<T>) -> String {
+pub(crate) fn caller_name<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
 }
 
@@ -39,7 +39,7 @@ fn caller_name<T>(request: &Request<T>) -> String {
 ///
 /// # Errors
 /// [`Error::PermissionDenied`].
-fn require_role<T>(request: &Request<T>, needed: Role) -> Result<()> {
+pub(crate) fn require_role<T>(request: &Request<T>, needed: Role) -> Result<()> {
     match request.extensions().get::<Caller>() {
         Some(caller) if caller.role == needed => Ok(()),
         caller => Err(Error::PermissionDenied {
@@ -51,12 +51,12 @@ fn require_role<T>(request: &Request<T>, needed: Role) -> Result<()> {
 }
 
 /// Records an auditor's read in the access log.
-fn log_read<T>(request: &Request<T>, call: &str, location: &str) {
+pub(crate) fn log_read<T>(request: &Request<T>, call: &str, location: &str) {
     access::read(&caller_name(request), call, location);
 }
 
 /// Returns a response stream fed by a channel, mapping errors to statuses.
-fn channel_stream<T: Send + 'static>(receiver: mpsc::Receiver<Result<T>>) -> ResponseStream<T> {
+pub(crate) fn channel_stream<T: Send + 'static>(receiver: mpsc::Receiver<Result<T>>) -> ResponseStream<T> {
     Box::pin(ReceiverStream::new(receiver).map(|item| item.map_err(Status::from)))
 }
 

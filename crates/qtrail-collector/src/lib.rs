@@ -4,8 +4,8 @@
 //! over a streaming RPC and stores each batch durably before acknowledging it ([`ingest`],
 //! [`writer`]), keeps every location's events in a SHA-256 hash chain in an embedded store
 //! ([`store`]) whose query indexes follow the chain (`indexer`), and serves auditors: queries,
-//! tails, chain verification ([`chain`]) and exports ([`query`]). Tokens with roles guard each
-//! service ([`tokens`]).
+//! tails, chain verification ([`chain`]) and exports ([`query`]), and runs alert rules over the
+//! stored events ([`alerts`]). Tokens with roles guard each service ([`tokens`]).
 //!
 //! [`run`] serves gRPC on one listener and, when configured, an HTTP side with the web console
 //! ([`console`]), Prometheus metrics ([`meters`]) and `/healthz` on another, until its shutdown
@@ -17,6 +17,7 @@
 //! and `Drain::finish` stops the parts in order.
 
 mod access;
+pub mod alerts;
 pub mod chain;
 mod checkpointer;
 pub mod config;
@@ -32,6 +33,7 @@ mod meters;
 pub mod query;
 pub mod registry;
 pub mod store;
+mod tiles;
 pub mod tokens;
 pub mod writer;
 
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use qtrail_proto::limits::MAX_MESSAGE_BYTES;
+use qtrail_proto::qtrail::audit::v1::alert_service_server::AlertServiceServer;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdminServer;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQueryServer;
 use qtrail_proto::qtrail::audit::v1::ingest_server::IngestServer;
@@ -59,6 +62,7 @@ use tracing::{error, info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
+use crate::alerts::{AlertRpc, AlertState, Alerts, RetryPolicy};
 use crate::fanout::Fanout;
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
 use crate::indexer::Indexer;
@@ -94,6 +98,7 @@ struct Prepared {
     checkpoint_key: Option<qtrail_cadf::checkpoint::SigningKey>,
     http_listener: Option<TcpListener>,
     store: Arc<dyn EventStore>,
+    alert_state: Arc<AlertState>,
 }
 
 impl Prepared {
@@ -131,15 +136,40 @@ impl Prepared {
             FileStore::open(&config.data_dir, config.cache_bytes)
                 .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
         );
-        Ok(Self { config, local_addr, incoming, server, tls, metrics_token, checkpoint_key, http_listener, store })
+        let alert_state = Arc::new(
+            AlertState::open(&config.data_dir)
+                .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()))?,
+        );
+        Ok(Self {
+            config,
+            local_addr,
+            incoming,
+            server,
+            tls,
+            metrics_token,
+            checkpoint_key,
+            http_listener,
+            store,
+            alert_state,
+        })
     }
 
     /// Starts the indexer and the writer, builds the HTTP side and the gRPC server with every
     /// service SERVING, writes the address files and, once nothing can fail start-up any more,
     /// starts the checkpointer and the disk gauge.
     async fn start(self) -> anyhow::Result<Collector> {
-        let Self { config, local_addr, incoming, server, tls, metrics_token, checkpoint_key, http_listener, store } =
-            self;
+        let Self {
+            config,
+            local_addr,
+            incoming,
+            server,
+            tls,
+            metrics_token,
+            checkpoint_key,
+            http_listener,
+            store,
+            alert_state,
+        } = self;
         let committed = Fanout::new(config.tail_buffer_bytes);
         let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
         let (writer, writer_handle) =
@@ -153,7 +183,16 @@ impl Prepared {
         let tokens = Arc::new(config.tokens.clone());
         let registry = registry::Registry::new(store.clone());
         count_stored(&registry).await;
-        let query = query::Query::new(store.clone(), committed, lifecycle.clone(), config.tail_stall);
+        let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall);
+        let stop_background = CancellationToken::new();
+        let policy = RetryPolicy {
+            cap: config.alert_retry_cap,
+            horizon: config.alert_retry_horizon,
+            timeout: config.alert_timeout,
+        };
+        let (alerts, evaluator) =
+            Alerts::start(store.clone(), alert_state, policy, lifecycle.clone(), stop_background.child_token())
+                .context("failed to read the alert state")?;
 
         // The HTTP side: metrics, health and the console, over the same service code as gRPC.
         let console = console::Console {
@@ -165,7 +204,14 @@ impl Prepared {
             tasks: tasks.clone(),
             https: tls.is_some(),
         };
-        let http = HttpSide::build(http_listener, console, metrics_token, &tls)?;
+        let tiles = tiles::TileServer {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            public: config.public_tiles,
+            origin_prefix: config.log_origin_prefix.clone(),
+            public_key: checkpoint_key.as_ref().map(qtrail_cadf::checkpoint::SigningKey::public_key),
+        };
+        let http = HttpSide::build(http_listener, console, tiles, metrics_token, &tls)?;
 
         let admin = AdminService { registry };
         let ingest = IngestService {
@@ -174,7 +220,9 @@ impl Prepared {
             bind_to_client_cert: config.bind_publishers_to_client_cert,
         };
         let query = QueryService { query, tasks: tasks.clone() };
-        let (router, health) = grpc_router(server, incoming.activity_layer(), tokens, admin, ingest, query).await?;
+        let alerts = AlertRpc { alerts, tasks: tasks.clone() };
+        let services = Services { admin, ingest, query, alerts };
+        let (router, health) = grpc_router(server, incoming.activity_layer(), tokens, services).await?;
 
         // The listeners are bound and every service is SERVING: connections made from now on
         // queue until the server accepts them, so this is the moment to tell whoever waits.
@@ -192,13 +240,28 @@ impl Prepared {
         );
         // Started once nothing can fail start-up any more, so that no early return leaves them
         // running.
-        let stop_background = CancellationToken::new();
         let checkpoints = checkpoint_key.map(|key| {
-            tokio::spawn(checkpointer::run(store.clone(), key, config.checkpoint_interval, stop_background.clone()))
+            tokio::spawn(checkpointer::run(
+                store.clone(),
+                key,
+                config.log_origin_prefix.clone(),
+                config.checkpoint_interval,
+                stop_background.clone(),
+            ))
         });
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
-        let drain =
-            Drain { lifecycle: lifecycle.clone(), tasks, writer, indexer, stop_background, disk, checkpoints, store };
+        let evaluator = alerts::spawn(evaluator, &committed, stop_background.clone());
+        let drain = Drain {
+            lifecycle: lifecycle.clone(),
+            tasks,
+            writer,
+            indexer,
+            stop_background,
+            disk,
+            checkpoints,
+            evaluator,
+            store,
+        };
         Ok(Collector { router, incoming, health, http, lifecycle, grace: config.shutdown_grace, drain })
     }
 }
@@ -215,16 +278,23 @@ async fn count_stored(registry: &registry::Registry) {
     }
 }
 
-/// Returns the gRPC router of the three services behind their token checks, with health and
+/// The gRPC services, before their token checks.
+struct Services {
+    admin: AdminService,
+    ingest: IngestService,
+    query: QueryService,
+    alerts: AlertRpc,
+}
+
+/// Returns the gRPC router of the four services behind their token checks, with health and
 /// reflection, and the health reporter that says every service is SERVING.
 async fn grpc_router(
     server: tonic::transport::Server,
     activity: ActivityLayer,
     tokens: Arc<tokens::Tokens>,
-    admin: AdminService,
-    ingest: IngestService,
-    query: QueryService,
+    services: Services,
 ) -> anyhow::Result<(GrpcRouter, HealthReporter)> {
+    let Services { admin, ingest, query, alerts } = services;
     // Auditors may list the collectors (as the console shows them), so that a client can find the
     // one location a collector hosts; creating one stays the admin's.
     let admin_auth = Authorizer::new(tokens.clone(), Role::Admin).with_reader(Role::Auditor);
@@ -233,12 +303,16 @@ async fn grpc_router(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let ingest = InterceptedService::new(ingest, Authorizer::new(tokens.clone(), Role::Publisher));
-    let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens, Role::Auditor));
+    let query = InterceptedService::new(EventQueryServer::new(query), Authorizer::new(tokens.clone(), Role::Auditor));
+    // Admins write rules; auditors read them and watch the firings.
+    let alerts_auth = Authorizer::new(tokens, Role::Admin).with_reader(Role::Auditor);
+    let alerts = InterceptedService::new(AlertServiceServer::new(alerts), alerts_auth);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CollectorAdminServer<AdminService>>().await;
     health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<EventQueryServer<QueryService>>().await;
+    health.set_serving::<AlertServiceServer<AlertRpc>>().await;
     let router = server
         .layer(activity)
         .add_service(health_service)
@@ -246,7 +320,8 @@ async fn grpc_router(
         .add_service(qtrail_server::reflection::v1alpha().context("failed to build reflection v1alpha")?)
         .add_service(admin)
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(alerts);
     Ok((router, health))
 }
 
@@ -264,7 +339,8 @@ fn announce(config: &Config, addr: SocketAddr, http_addr: Option<SocketAddr>) ->
     Ok(())
 }
 
-/// The HTTP side, bound and routed: the console, `/metrics` and `/healthz`.
+/// The HTTP side, bound and routed: the console, the transparency log's tiles, `/metrics` and
+/// `/healthz`.
 struct HttpSide {
     listener: TcpListener,
     addr: SocketAddr,
@@ -277,6 +353,7 @@ impl HttpSide {
     fn build(
         listener: Option<TcpListener>,
         console: console::Console,
+        tiles: tiles::TileServer,
         metrics_token: Option<MetricsToken>,
         tls: &Option<LoadedServerTls>,
     ) -> anyhow::Result<Option<Self>> {
@@ -284,7 +361,8 @@ impl HttpSide {
             return Ok(None);
         };
         let addr = listener.local_addr().context("failed to read the bound http address")?;
-        let router = qtrail_server::http::base_router(metrics_token).merge(console::router(console));
+        let router =
+            qtrail_server::http::base_router(metrics_token).merge(tiles::router(tiles)).merge(console::router(console));
         Ok(Some(Self { listener, addr, router, tls: tls.clone() }))
     }
 
@@ -378,6 +456,7 @@ struct Drain {
     stop_background: CancellationToken,
     disk: JoinHandle<()>,
     checkpoints: Option<JoinHandle<()>>,
+    evaluator: JoinHandle<()>,
     store: Arc<dyn EventStore>,
 }
 
@@ -395,6 +474,7 @@ impl Drain {
         // The writer has stopped: the checkpointer's last checkpoint covers everything stored.
         self.stop_background.cancel();
         let _ = self.disk.await;
+        let _ = self.evaluator.await;
         if let Some(task) = self.checkpoints
             && let Err(err) = task.await
         {

@@ -1,5 +1,6 @@
 //! One module per command group; each turns parsed arguments into RPCs and prints the answers.
 
+pub mod alerts;
 pub mod collectors;
 pub mod events;
 pub mod jobs;

@@ -3,13 +3,14 @@
 //! dropping the first store is a reopen, which is how durability is checked.
 
 //!
-//! The checks are grouped by what they cover: [`appends`], [`publishers`], [`queries`] and
-//! [`checkpoints`]; the builders they share are here.
+//! The checks are grouped by what they cover: [`appends`], [`publishers`], [`queries`],
+//! [`checkpoints`] and [`tree`]; the builders they share are here.
 
 mod appends;
 mod checkpoints;
 mod publishers;
 mod queries;
+mod tree;
 
 use std::path::Path;
 
@@ -24,6 +25,7 @@ use appends::{
 use checkpoints::checkpoints;
 use publishers::{gap_limit, gaps, publisher_binding, rejected_seqs};
 use queries::{filters_and_paging, queries_while_the_index_lags, reopen_with_the_index_behind};
+use tree::{tree_follows_the_events, tree_is_atomic_with_the_append};
 
 /// Opens a store in a directory.
 pub(crate) type Factory<'a> = &'a dyn Fn(&Path) -> Box<dyn EventStore>;
@@ -33,7 +35,7 @@ type Check = fn(Factory<'_>, &Path);
 
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, Check); 15] = [
+    let checks: [(&str, Check); 17] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -49,6 +51,8 @@ pub(crate) fn run_all(factory: Factory<'_>) {
         ("chain_lookups", chain_lookups),
         ("checkpoints", checkpoints),
         ("publisher_binding", publisher_binding),
+        ("tree_follows_the_events", tree_follows_the_events),
+        ("tree_is_atomic_with_the_append", tree_is_atomic_with_the_append),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -13,10 +13,13 @@
 //! - `events/L`: `location_seq` (u64) → protobuf `StoredEvent` without `location` and
 //!   `location_seq`, which the key and table name give;
 //! - `ids/L`: event id (u128) → `location_seq`, for deduplication;
+//! - `hashes/L`: stored index (u64) → SHA-256, the location's Merkle tree as Go-tlog stored
+//!   hashes (see [`hashes`]), appended with the events;
 //! - `checkpoints/L`: checkpoint number → protobuf `Checkpoint`, the signed checkpoints (created
 //!   with the first).
 //!
-//! That is all an append writes, per event: the record and its id entry. Stores made before the
+//! That is all an append writes, per event: the record, its id entry and its stored hashes (two
+//! on average). Stores made before the
 //! index file existed kept `time/L`, `index/L` and `meta` here; opening drops them.
 //!
 //! # Queries
@@ -28,6 +31,7 @@
 //! event committed before it began, however far behind the indexer is.
 
 mod chain;
+mod hashes;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +39,7 @@ use prost::Message as _;
 use prost_types::Timestamp;
 use qtrail_cadf::{ChainHash, Location, chain_hash_of_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::{Hash, leaf_hash};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle as _,
     WriteTransaction,
@@ -154,6 +159,7 @@ impl RedbStore {
             txn.delete_table(table)?;
         }
         txn.commit()?;
+        hashes::backfill(&db, &Self::locations(&db.begin_read()?)?)?;
         let index = Index::open(data_dir, cache_bytes - cache_bytes / 2, bucket_bits, &RedbChains(&db.begin_read()?))?;
         Ok(Self { db, index, dir: data_dir.to_owned() })
     }
@@ -222,6 +228,7 @@ impl EventStore for RedbStore {
             let loc = location.as_str();
             txn.open_table(EventsDef::new(&events_table_name(loc)))?;
             txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
+            txn.open_table(hashes::HashesDef::new(&hashes::hashes_table_name(loc)))?;
             collector
         };
         txn.commit()?;
@@ -341,6 +348,10 @@ impl EventStore for RedbStore {
         Ok(table.last()?.map_or(0, |(key, _)| key.value()))
     }
 
+    fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<Hash>> {
+        hashes::read(&self.db.begin_read()?, location.as_str(), indexes)
+    }
+
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>> {
         let txn = self.db.begin_read()?;
         let Some(table) = missing_is_none(txn.open_table(EventsDef::new(&events_table_name(location.as_str()))))?
@@ -450,7 +461,9 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
     let mut ids = txn.open_table(IdsDef::new(&ids_table_name(loc)))?;
 
     let mut prev = ChainHash::from_slice(&collector.head_chain_hash).unwrap_or(ChainHash::GENESIS);
-    let mut next_seq = collector.event_count + 1;
+    let tree_size = collector.event_count;
+    let mut next_seq = tree_size + 1;
+    let mut leaves = Vec::with_capacity(batch.events.len());
     let mut outcome = AppendOutcome::default();
     let mut bytes = Vec::new();
     for new in batch.events {
@@ -497,6 +510,7 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         prost::encoding::bytes::encode(1, &new.encoded, &mut bytes);
         record.encode(&mut bytes).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
         events.insert(location_seq, bytes.as_slice())?;
+        leaves.push(leaf_hash(&new.canonical));
         publisher::record_stored(&mut state, batch.epoch, new.seq);
         record.location = loc.to_owned();
         record.location_seq = location_seq;
@@ -505,6 +519,7 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         prev = hash;
         next_seq += 1;
     }
+    hashes::append_leaves(txn, loc, tree_size, &leaves)?;
     collector.event_count = next_seq - 1;
     if collector.event_count > 0 {
         collector.head_chain_hash = prev.as_bytes().to_vec();

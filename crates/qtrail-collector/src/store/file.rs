@@ -28,7 +28,9 @@ mod group;
 mod log;
 pub mod offline;
 mod state;
+mod tree;
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -43,6 +45,7 @@ use group::Group;
 pub(crate) use log::{FrameBuilder, Item, io_text, put_location};
 use log::{MAGIC, Writer};
 use state::{FileChains, State, read_record};
+use tree::Trees;
 
 use super::embedded::DEFAULT_BUCKET_BITS;
 use super::index::{self, Index};
@@ -57,6 +60,8 @@ pub struct FileStore {
     /// The single writer: where the next frame goes.
     writer: Mutex<Writer>,
     state: RwLock<State>,
+    /// Each location's Merkle tree, derived from the log.
+    trees: Trees,
     index: Index,
     dir: PathBuf,
 }
@@ -103,9 +108,13 @@ impl FileStore {
             StoreError::Backend(format!("cannot lock {}: {errno} (is another collector using it?)", path.display()))
         })?;
         let (state, end) = replay(&file)?;
+        let trees = Trees::new(data_dir)?;
+        for (location, chain) in &state.locations {
+            trees.repair(location, &file, &chain.positions)?;
+        }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
-        Ok(Self { file, writer: Mutex::new(Writer { end }), state, index, dir: data_dir.to_owned() })
+        Ok(Self { file, writer: Mutex::new(Writer { end }), state, trees, index, dir: data_dir.to_owned() })
     }
 
     /// Appends one frame of items that `build` writes, as they are (no admission, no chain
@@ -264,11 +273,21 @@ impl EventStore for FileStore {
         };
         let at = writer.append(&self.file, &built.frame)?;
         let mut state = self.write_state();
+        let mut leaves: BTreeMap<&str, (u64, Vec<qtrail_tlog::Hash>)> = BTreeMap::new();
         for pending in &built.pending {
-            let position = pending.position(at);
-            state.add_event(&pending.location, Some(pending.id), &pending.chain_hash, position)?;
+            let size = state.location(&pending.location).map_or(0, |chain| chain.positions.len() as u64);
+            leaves.entry(&pending.location).or_insert_with(|| (size, Vec::new())).1.push(pending.leaf);
+            state.add_event(&pending.location, Some(pending.id), &pending.chain_hash, pending.position(at))?;
         }
         state.publishers.extend(built.publishers);
+        // The frame is durable: the batches are stored whatever happens to the tree file, which
+        // the next append or open completes from the log.
+        for (location, (old_size, leaves)) in leaves {
+            let positions = state.location(location).map_or(&[][..], |chain| &chain.positions);
+            if let Err(err) = self.trees.extend(location, &self.file, positions, old_size, &leaves) {
+                tracing::warn!(location = %location, error = %err, "the merkle tree is behind the log until the next append");
+            }
+        }
         Ok(outcomes)
     }
 
@@ -310,6 +329,14 @@ impl EventStore for FileStore {
             }
         }
         Ok(records)
+    }
+
+    fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<qtrail_tlog::Hash>> {
+        let size = match self.read_state().location(location.as_str()) {
+            Some(chain) => chain.positions.len() as u64,
+            None => return Err(StoreError::NoCollector(location.to_string())),
+        };
+        self.trees.read(location.as_str(), size, indexes)
     }
 
     fn last_seq(&self, location: &Location) -> Result<u64> {

@@ -26,6 +26,7 @@ pub(crate) mod conformance;
 use prost_types::Timestamp;
 use qtrail_cadf::{AuditEvent, ChainHash, Location, ValidEvent, canonical_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::{Hash, HashReader};
 use uuid::Uuid;
 
 use crate::filter::{Filter, Order};
@@ -257,6 +258,21 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the highest `location_seq` stored, 0 when none.
     fn last_seq(&self, location: &Location) -> Result<u64>;
 
+    /// Returns the number of leaves of the location's Merkle tree: every stored position is a
+    /// leaf (leaf index = `location_seq` − 1), so it equals [`EventStore::last_seq`].
+    fn tree_size(&self, location: &Location) -> Result<u64> {
+        self.last_seq(location)
+    }
+
+    /// Returns the location's stored tree hashes at `indexes` (Go tlog's layout, see
+    /// [`qtrail_tlog::stored_hash_index`]), in order. [`EventStore::append`] appends them with
+    /// the events, in the same transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NoCollector`] when the location has none; [`StoreError::Corrupt`] when a
+    /// hash is missing (an index beyond the tree, or damage).
+    fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<Hash>>;
+
     /// Returns the position of the record whose stored chain hash is `hash`, if any. Used only
     /// to explain a broken chain, so it may scan.
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>>;
@@ -306,6 +322,26 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
             })
             .collect()
     }
+}
+
+/// Reads a location's tree from a store, for the tree functions of [`qtrail_tlog`].
+#[derive(Debug, Clone, Copy)]
+pub struct TreeReader<'a> {
+    /// The store.
+    pub store: &'a dyn EventStore,
+    /// The location whose tree it reads.
+    pub location: &'a Location,
+}
+
+impl HashReader for TreeReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, qtrail_tlog::Error> {
+        self.store.read_hashes(self.location, indexes).map_err(|err| qtrail_tlog::Error::Storage(err.to_string()))
+    }
+}
+
+/// Returns a tree error of `location` as a store error: the stored hashes do not make a tree.
+pub(crate) fn tree_error(location: &str, err: &qtrail_tlog::Error) -> StoreError {
+    StoreError::Corrupt(format!("merkle tree of location `{location}`: {err}"))
 }
 
 /// Returns the canonical bytes of a stored record's event, or `None` when the event is missing

@@ -10,6 +10,7 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod alerts;
 mod binary;
 mod client_cert;
 mod common;
@@ -21,3 +22,4 @@ mod publisher;
 mod query;
 mod tail;
 mod tamper;
+mod tlog;

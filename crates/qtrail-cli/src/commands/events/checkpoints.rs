@@ -8,6 +8,7 @@ use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_proto::qtrail::audit::v1::{
     Checkpoint, ListCheckpointsRequest, SeqRange, VerifyChainRequest, event_query_client::EventQueryClient,
 };
+use qtrail_tlog::{Checkpoint as TreeHead, NoteVerifier, open_note};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -59,6 +60,7 @@ pub(super) async fn checkpoints(
                     format_time(checkpoint.time.as_ref()),
                     checkpoint.location_seq.to_string(),
                     hex::encode(&checkpoint.head_chain_hash),
+                    if checkpoint.note.is_empty() { "-".to_owned() } else { hex::encode(&checkpoint.root) },
                     checkpoint.key_id.clone(),
                     match verdict {
                         None => "unchecked".into(),
@@ -73,11 +75,11 @@ pub(super) async fn checkpoints(
             let blank = || "-".to_owned();
             rows.push((
                 entry.number,
-                vec![entry.number.to_string(), blank(), blank(), blank(), blank(), "DAMAGED".into()],
+                vec![entry.number.to_string(), blank(), blank(), blank(), blank(), blank(), "DAMAGED".into()],
             ));
         }
         rows.sort_by_key(|(number, _)| std::cmp::Reverse(*number));
-        let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "KEY", "SIGNATURE"]);
+        let mut table = Table::new(&["NUMBER", "TIME", "SEQ", "HEAD", "ROOT", "KEY", "SIGNATURE"]);
         for (_, row) in rows {
             table.row(row);
         }
@@ -250,6 +252,10 @@ fn kept_checkpoint(text: &str) -> Result<Checkpoint, String> {
         time: Some(time),
         key_id: text("keyId")?,
         signature: hex("signature")?,
+        // Absent from listings of checkpoints signed before the tree.
+        note: item.get("note").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        tree_size: item.get("treeSize").and_then(Value::as_u64).unwrap_or_default(),
+        root: item.get("root").and_then(Value::as_str).and_then(|root| hex::decode(root).ok()).unwrap_or_default(),
     })
 }
 
@@ -267,7 +273,29 @@ fn verify_one(checkpoint: &Checkpoint, location: &str, keys: &[VerifyingKey]) ->
             key_ids(keys).join(", ")
         ));
     };
-    key.verify(checkpoint).map_err(|err| err.to_string())
+    key.verify(checkpoint).map_err(|err| err.to_string())?;
+    verify_note(checkpoint, location, key)
+}
+
+/// Checks a checkpoint's tree head note, when it has one: signed by `key` under the origin of
+/// `location`, and stating the size and root the checkpoint's fields repeat.
+fn verify_note(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> Result<(), String> {
+    if checkpoint.note.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: String| format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
+    let origin = checkpoint.note.lines().next().unwrap_or_default();
+    if !origin.ends_with(&format!("/{location}")) {
+        return Err(bad(format!("its origin `{origin}` is not of location `{location}`")));
+    }
+    let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| bad(err.to_string()))?;
+    let text = open_note(&checkpoint.note, &[verifier]).map_err(|err| bad(err.to_string()))?;
+    let head = TreeHead::parse(text).map_err(|err| bad(err.to_string()))?;
+    if head.size != checkpoint.tree_size || head.size != checkpoint.location_seq || head.root[..] != checkpoint.root[..]
+    {
+        return Err(bad("it states another size or root than the checkpoint".to_owned()));
+    }
+    Ok(())
 }
 
 fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
@@ -278,6 +306,9 @@ fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
         "headChainHash": hex::encode(&checkpoint.head_chain_hash),
         "keyId": checkpoint.key_id,
         "signature": hex::encode(&checkpoint.signature),
+        "treeSize": checkpoint.tree_size,
+        "root": hex::encode(&checkpoint.root),
+        "note": checkpoint.note,
     })
 }
 

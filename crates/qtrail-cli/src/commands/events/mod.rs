@@ -114,7 +114,7 @@ pub fn stored_event_json(stored: &StoredEvent) -> Value {
     })
 }
 
-pub(super) fn build_filter(args: &EventFilterArgs) -> Result<EventFilter, CliError> {
+pub(crate) fn build_filter(args: &EventFilterArgs) -> Result<EventFilter, CliError> {
     let now = chrono::Utc::now();
     let outcome = match args.outcome.as_deref() {
         Some("success") => Outcome::Success,

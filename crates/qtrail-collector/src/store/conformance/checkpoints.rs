@@ -17,6 +17,9 @@ pub(super) fn checkpoints(factory: Factory<'_>, dir: &Path) {
         time: Some(at(i64::try_from(number).unwrap_or(0))),
         key_id: "k".into(),
         signature: vec![1, 2, 3],
+        note: format!("o/{location}\n{}\nroot\n\n— o/{location} sig\n", number * 10),
+        tree_size: number * 10,
+        root: vec![9; 32],
     };
     let store = factory(dir);
     let err = store.add_checkpoint(&checkpoint("us-east", 1)).unwrap_err();

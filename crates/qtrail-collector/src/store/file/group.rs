@@ -27,6 +27,8 @@ pub(super) struct Pending {
     pub(super) location: String,
     pub(super) id: u128,
     pub(super) chain_hash: Vec<u8>,
+    /// The event's leaf hash in the location's Merkle tree.
+    pub(super) leaf: qtrail_tlog::Hash,
     /// Offset of the record in the frame body, and its length.
     body_offset: usize,
     len: u32,
@@ -145,6 +147,7 @@ impl<'s> Group<'s> {
                 location: key.0.clone(),
                 id,
                 chain_hash: record.chain_hash.clone(),
+                leaf: qtrail_tlog::leaf_hash(&new.canonical),
                 body_offset: start,
                 len,
             });

@@ -269,3 +269,29 @@ fn a_tampered_index_is_not_trusted_and_is_rebuilt() {
     assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 0, lag: 0 }, "the rebuilt index is kept");
     assert_eq!(count(&store), 30);
 }
+
+/// The tree file is derived: lost, cut short or left longer than the log, it is made whole
+/// again from the log at open, with the same hashes.
+#[test]
+fn the_merkle_tree_is_repaired_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree").join("us-east.hashes");
+    let hashes = |store: &FileStore| {
+        let count = qtrail_tlog::stored_hash_count(store.tree_size(&location()).unwrap());
+        store.read_hashes(&location(), &(0..count).collect::<Vec<_>>()).unwrap()
+    };
+    let expected = {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 20);
+        append(&store, 21, 13);
+        hashes(&store)
+    };
+    let whole = std::fs::read(&tree).unwrap();
+    for damage in [Vec::new(), whole[..whole.len() - 40].to_vec(), [whole.clone(), vec![7; 96]].concat()] {
+        std::fs::write(&tree, &damage).unwrap();
+        let store = open(dir.path());
+        assert_eq!(hashes(&store), expected);
+        assert_eq!(std::fs::read(&tree).unwrap(), whole);
+    }
+}

@@ -78,6 +78,18 @@ impl HttpClient {
         Answer { status, headers, body: String::from_utf8(body.to_vec()).expect("utf-8 body") }
     }
 
+    /// Sends a GET and reads the answer's bytes, for binary answers (tiles).
+    pub async fn get_bytes(&self, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Vec<u8>) {
+        let request = self.request(Method::GET, path, headers, "");
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("answer in time")
+            .expect("request sent");
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, body.to_vec())
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, &[], "").await
     }

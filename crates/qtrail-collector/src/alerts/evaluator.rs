@@ -1,0 +1,200 @@
+//! The evaluator: one task that runs every rule over its location's stored events, in location
+//! order, from the rule's durable cursor on, and on a clock tick (absence, folded cool-downs).
+//!
+//! It reads the store, never the ingest path: woken by the fan-out of committed batches, it reads
+//! what is durable, so a rule never sees an event that could still be lost, and ingest never
+//! waits for a rule. The rules of one location share each read of the events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qtrail_cadf::Location;
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::meters;
+use super::rule::{self, Rule};
+use super::state::{AlertState, NewFiring, RuleState};
+use super::trigger::{self, Notice, NoticeKind};
+use super::webhook::{self, Channels};
+use crate::error::Result;
+use crate::fanout::Subscriber;
+use crate::ingest::blocking;
+use crate::store::EventStore;
+
+/// Events read per step of a location.
+const CHUNK_EVENTS: usize = 1000;
+/// How often the clock triggers run without new events.
+const TICK: Duration = Duration::from_millis(250);
+
+/// The evaluator's parts.
+#[derive(Debug)]
+pub(crate) struct Evaluator {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) state: Arc<AlertState>,
+    pub(crate) channels: Channels,
+    /// Carries the newest firing number to WatchAlerts streams.
+    pub(crate) firings: watch::Sender<u64>,
+    /// Rule changes wake the evaluator at once.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl Evaluator {
+    /// Evaluates until `stop`, woken by committed batches, rule changes and the clock.
+    pub(crate) async fn run(self, mut committed: Subscriber, stop: CancellationToken) {
+        loop {
+            let (store, state) = (self.store.clone(), self.state.clone());
+            match blocking(move || evaluate(store.as_ref(), &state, now_millis())).await {
+                Ok((rules, recorded)) => {
+                    self.channels.sync(&rules);
+                    for firing in &recorded {
+                        let kind = if firing.kind == proto::FiringKind::Resolved as i32 { "resolved" } else { "fired" };
+                        let key = rule::rule_key(&firing.location, &firing.rule);
+                        meters::firing(&key, kind);
+                        if !firing.webhook_id.is_empty() {
+                            self.channels.wake(&key);
+                        }
+                    }
+                    if let Some(last) = recorded.last() {
+                        self.firings.send_replace(last.number);
+                    }
+                }
+                Err(err) => warn!(error = %err, "alert evaluation failed, retrying"),
+            }
+            tokio::select! {
+                _ = committed.recv() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A rule loaded for evaluation, with its state and what it has to notify.
+struct Loaded {
+    rule: Rule,
+    state: RuleState,
+    notices: Vec<Notice>,
+}
+
+/// Runs every rule over the events its cursor has not reached, then the clock; commits per
+/// chunk. Returns the checked rules and the firings recorded.
+pub(crate) fn evaluate(
+    store: &dyn EventStore,
+    state: &AlertState,
+    now: i64,
+) -> Result<(Vec<Rule>, Vec<proto::AlertFiring>)> {
+    let mut by_location: BTreeMap<String, Vec<Loaded>> = BTreeMap::new();
+    for (stored, rule_state) in state.rules(None)? {
+        match rule::check(&stored) {
+            Ok(rule) => by_location.entry(stored.location.clone()).or_default().push(Loaded {
+                rule,
+                state: rule_state,
+                notices: Vec::new(),
+            }),
+            Err(err) => {
+                warn!(rule = %rule::rule_key(&stored.location, &stored.name), error = %err, "stored alert rule no longer checks, skipped")
+            }
+        }
+    }
+    let mut recorded = Vec::new();
+    let mut rules = Vec::new();
+    for (_, mut loaded) in by_location {
+        let location = loaded[0].rule.location.clone();
+        recorded.extend(evaluate_location(store, state, &location, &mut loaded, now)?);
+        rules.extend(loaded.into_iter().map(|loaded| loaded.rule));
+    }
+    Ok((rules, recorded))
+}
+
+fn evaluate_location(
+    store: &dyn EventStore,
+    state: &AlertState,
+    location: &Location,
+    loaded: &mut [Loaded],
+    now: i64,
+) -> Result<Vec<proto::AlertFiring>> {
+    let last = store.last_seq(location)?;
+    let mut recorded = Vec::new();
+    let mut cursor = loaded.iter().map(|loaded| loaded.state.cursor).min().unwrap_or(last);
+    while cursor < last {
+        let events = store.events(location, cursor + 1, CHUNK_EVENTS)?;
+        let Some(newest) = events.last().map(|event| event.location_seq) else {
+            break;
+        };
+        for rule in loaded.iter_mut() {
+            let unread = rule.state.cursor;
+            for event in events.iter().filter(|event| event.location_seq > unread) {
+                trigger::on_event(&rule.rule, &mut rule.state.trigger, event, &mut rule.notices);
+                rule.state.cursor = event.location_seq;
+            }
+        }
+        recorded.extend(commit(store, state, location, loaded, &events, now)?);
+        cursor = newest;
+    }
+    // The clock only runs for rules that have read everything stored, so that an absence is
+    // never declared while matching events wait unread.
+    for rule in loaded.iter_mut().filter(|rule| rule.state.cursor >= last) {
+        trigger::on_tick(&rule.rule, &mut rule.state.trigger, now, &mut rule.notices);
+    }
+    recorded.extend(commit(store, state, location, loaded, &[], now)?);
+    Ok(recorded)
+}
+
+/// Commits every rule's state with its notices as firings, in one transaction.
+fn commit(
+    store: &dyn EventStore,
+    state: &AlertState,
+    location: &Location,
+    loaded: &mut [Loaded],
+    read: &[proto::StoredEvent],
+    now: i64,
+) -> Result<Vec<proto::AlertFiring>> {
+    let by_seq: HashMap<u64, &proto::StoredEvent> = read.iter().map(|event| (event.location_seq, event)).collect();
+    let mut evaluated = Vec::with_capacity(loaded.len());
+    for rule in loaded.iter_mut() {
+        let mut firings = Vec::with_capacity(rule.notices.len());
+        for notice in std::mem::take(&mut rule.notices) {
+            let mut events = Vec::with_capacity(notice.samples.len());
+            for seq in notice.samples {
+                match by_seq.get(&seq) {
+                    Some(event) => events.push((*event).clone()),
+                    None => {
+                        events.extend(store.events(location, seq, 1)?.into_iter().filter(|e| e.location_seq == seq))
+                    }
+                }
+            }
+            let firing = proto::AlertFiring {
+                location: location.to_string(),
+                rule: rule.rule.name.clone(),
+                kind: match notice.kind {
+                    NoticeKind::Fired => proto::FiringKind::Fired,
+                    NoticeKind::Resolved => proto::FiringKind::Resolved,
+                } as i32,
+                time: Some(timestamp(notice.time)),
+                count: notice.count,
+                events,
+                cursor: rule.state.cursor,
+                ..Default::default()
+            };
+            let body = rule.rule.channel.as_ref().map(|_| webhook::body as fn(&proto::AlertFiring) -> String);
+            firings.push(NewFiring { firing, body });
+        }
+        evaluated.push((rule.rule.key(), rule.state.clone(), firings));
+    }
+    state.commit(evaluated, now)
+}
+
+/// Returns the wall clock in ms since the epoch.
+pub(crate) fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Returns a timestamp of ms since the epoch.
+pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 }
+}

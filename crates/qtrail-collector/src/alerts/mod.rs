@@ -1,0 +1,293 @@
+//! Alerts: rules over each location's stored events ([`rule`]), evaluated in location order from
+//! durable cursors ([`evaluator`], [`trigger`]), kept in their own file ([`state`]), notified as
+//! signed CloudEvents webhooks ([`webhook`]) and as a resumable stream of firings.
+//!
+//! [`Alerts`] is the service code behind the gRPC `AlertService`: plain requests in, plain
+//! results and [`Error`]s out.
+
+mod evaluator;
+mod meters;
+mod rpc;
+pub mod rule;
+mod state;
+mod trigger;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use qtrail_proto::qtrail::audit::v1 as proto;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use evaluator::Evaluator;
+pub(crate) use rpc::AlertRpc;
+pub(crate) use state::AlertState;
+pub(crate) use webhook::{Channels, RetryPolicy};
+
+use crate::access;
+use crate::error::{Error, Result};
+use crate::fanout::Fanout;
+use crate::ingest::blocking;
+use crate::lifecycle::Lifecycle;
+use crate::registry::{parse_location, require_collector};
+use crate::store::EventStore;
+use evaluator::{now_millis, timestamp};
+use state::RuleState;
+use trigger::TriggerState;
+
+/// Most events a dry run reads.
+pub const MAX_TEST_EVENTS: u32 = 10_000;
+/// Events a dry run reads when the request says 0.
+pub const DEFAULT_TEST_EVENTS: u32 = 1000;
+/// Firings a watch reads from the state per step.
+const WATCH_CHUNK: usize = 100;
+
+/// The alert service over the event store and the alert state.
+#[derive(Debug, Clone)]
+pub(crate) struct Alerts {
+    store: Arc<dyn EventStore>,
+    state: Arc<AlertState>,
+    wake: Arc<Notify>,
+    firings: watch::Receiver<u64>,
+    lifecycle: Lifecycle,
+}
+
+impl Alerts {
+    /// Returns the service and its evaluator, whose webhook workers stop with `stop`.
+    pub(crate) fn start(
+        store: Arc<dyn EventStore>,
+        state: Arc<AlertState>,
+        policy: RetryPolicy,
+        lifecycle: Lifecycle,
+        stop: CancellationToken,
+    ) -> Result<(Alerts, Evaluator)> {
+        let wake = Arc::new(Notify::new());
+        let last = state.last_firing()?;
+        let (sender, firings) = watch::channel(last);
+        let channels = Channels::new(state.clone(), policy, stop);
+        let evaluator =
+            Evaluator { store: store.clone(), state: state.clone(), channels, firings: sender, wake: wake.clone() };
+        Ok((Self { store, state, wake, firings, lifecycle }, evaluator))
+    }
+
+    /// Creates a rule; it sees the events stored from now on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::CollectorNotFound`], [`Error::AlertRuleExists`],
+    /// [`Error::ResourceExhausted`] past the rules cap.
+    pub(crate) async fn create(
+        &self,
+        caller: &str,
+        request: proto::CreateAlertRuleRequest,
+    ) -> Result<proto::AlertRule> {
+        let mut wire = request.rule.ok_or_else(|| Error::invalid("missing rule"))?;
+        let checked = rule::check(&wire)?;
+        require_collector(&self.store, checked.location.clone()).await?;
+        let now = now_millis();
+        wire.create_time = Some(timestamp(now));
+        wire.update_time = wire.create_time;
+        if let Some(webhook) = &mut wire.webhook {
+            webhook.has_secret = false;
+        }
+        let (store, state) = (self.store.clone(), self.state.clone());
+        let stored = blocking(move || {
+            let cursor = store.last_seq(&checked.location)?;
+            wire.cursor = cursor;
+            state.create(&wire, &RuleState { cursor, generation: 0, trigger: TriggerState::new(now) })?;
+            Ok(wire)
+        })
+        .await?;
+        access::rule_changed(caller, "CreateAlertRule", &stored.location, &stored.name);
+        self.wake.notify_one();
+        Ok(rule::public(stored))
+    }
+
+    /// Returns a rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::AlertRuleNotFound`].
+    pub(crate) async fn get(&self, request: proto::GetAlertRuleRequest) -> Result<proto::AlertRule> {
+        parse_location(&request.location)?;
+        rule::check_name(&request.name)?;
+        let state = self.state.clone();
+        let (location, name) = (request.location.clone(), request.name.clone());
+        let found = blocking(move || state.rule(&location, &name)).await?;
+        found
+            .map(|(stored, _)| rule::public(stored))
+            .ok_or(Error::AlertRuleNotFound { location: request.location, name: request.name })
+    }
+
+    /// Returns a location's rules.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad location.
+    pub(crate) async fn list(&self, request: proto::ListAlertRulesRequest) -> Result<proto::ListAlertRulesResponse> {
+        let location = parse_location(&request.location)?;
+        let state = self.state.clone();
+        let rules = blocking(move || state.rules(Some(location.as_str()))).await?;
+        Ok(proto::ListAlertRulesResponse { rules: rules.into_iter().map(|(stored, _)| rule::public(stored)).collect() })
+    }
+
+    /// Replaces a rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::AlertRuleNotFound`].
+    pub(crate) async fn update(
+        &self,
+        caller: &str,
+        request: proto::UpdateAlertRuleRequest,
+    ) -> Result<proto::AlertRule> {
+        let mut wire = request.rule.ok_or_else(|| Error::invalid("missing rule"))?;
+        // A webhook without a secret keeps the stored one: checked below once it is filled in.
+        let keeps_secret = wire.webhook.as_ref().is_some_and(|webhook| webhook.secret.is_empty());
+        if !keeps_secret {
+            rule::check(&wire)?;
+        } else {
+            parse_location(&wire.location)?;
+            rule::check_name(&wire.name)?;
+        }
+        let now = now_millis();
+        wire.update_time = Some(timestamp(now));
+        let state = self.state.clone();
+        let stored = blocking(move || {
+            if keeps_secret {
+                let old = state.rule(&wire.location, &wire.name)?;
+                let secret = old.and_then(|(old, _)| old.webhook).map(|webhook| webhook.secret).unwrap_or_default();
+                let mut filled = wire.clone();
+                if let Some(webhook) = &mut filled.webhook {
+                    webhook.secret = secret;
+                }
+                rule::check(&filled)?;
+            }
+            state.update(wire, now)
+        })
+        .await?;
+        access::rule_changed(caller, "UpdateAlertRule", &stored.location, &stored.name);
+        self.wake.notify_one();
+        Ok(rule::public(stored))
+    }
+
+    /// Deletes a rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::AlertRuleNotFound`].
+    pub(crate) async fn delete(&self, caller: &str, request: proto::DeleteAlertRuleRequest) -> Result<()> {
+        parse_location(&request.location)?;
+        rule::check_name(&request.name)?;
+        let state = self.state.clone();
+        let (location, name) = (request.location.clone(), request.name.clone());
+        blocking(move || state.delete(&location, &name)).await?;
+        access::rule_changed(caller, "DeleteAlertRule", &request.location, &request.name);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs a rule over the newest stored events without storing or notifying anything.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::CollectorNotFound`].
+    pub(crate) async fn test(&self, request: proto::TestAlertRuleRequest) -> Result<proto::TestAlertRuleResponse> {
+        let wire = request.rule.ok_or_else(|| Error::invalid("missing rule"))?;
+        let checked = rule::check(&wire)?;
+        let wanted = match request.events {
+            0 => DEFAULT_TEST_EVENTS,
+            n if n > MAX_TEST_EVENTS => {
+                return Err(Error::invalid(format!("events {n} is over the limit of {MAX_TEST_EVENTS}")));
+            }
+            n => n,
+        };
+        require_collector(&self.store, checked.location.clone()).await?;
+        let store = self.store.clone();
+        blocking(move || {
+            let last = store.last_seq(&checked.location)?;
+            let from = last.saturating_sub(u64::from(wanted)) + 1;
+            let events = store.events(&checked.location, from, wanted as usize)?;
+            let mut state = TriggerState::new(events.first().map_or(0, trigger::receive_millis));
+            let mut notices = Vec::new();
+            let mut response = proto::TestAlertRuleResponse { scanned: events.len() as u64, ..Default::default() };
+            for event in &events {
+                if checked.filter.matches(event) {
+                    response.matched += 1;
+                    if response.samples.len() < trigger::MAX_SAMPLES {
+                        response.samples.push(event.clone());
+                    }
+                }
+                trigger::on_event(&checked, &mut state, event, &mut notices);
+            }
+            if let Some(newest) = events.last() {
+                trigger::on_tick(&checked, &mut state, trigger::receive_millis(newest), &mut notices);
+            }
+            response.firings = notices.len() as u64;
+            Ok(response)
+        })
+        .await
+    }
+
+    /// Checks a watch request and returns where the stream starts: the firing number after
+    /// which it sends.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad location or a cursor past the newest firing.
+    pub(crate) fn open_watch(&self, request: &proto::WatchAlertsRequest) -> Result<(Option<String>, u64)> {
+        let location = match request.location.as_str() {
+            "" => None,
+            location => Some(parse_location(location)?.to_string()),
+        };
+        let newest = *self.firings.borrow();
+        let after = match (request.from_start, request.after) {
+            (true, 0) => 0,
+            (true, _) => return Err(Error::invalid("give either from_start or after, not both")),
+            (false, 0) => newest,
+            (false, after) if after > newest => {
+                return Err(Error::invalid(format!("after {after} is past the newest firing {newest}")));
+            }
+            (false, after) => after,
+        };
+        Ok((location, after))
+    }
+
+    /// Streams firings after `after`, then new ones as they are recorded, until the client goes
+    /// or the collector stops.
+    pub(crate) async fn watch(
+        self,
+        location: Option<String>,
+        mut after: u64,
+        out: mpsc::Sender<Result<proto::AlertFiring>>,
+    ) {
+        let mut newest = self.firings.clone();
+        loop {
+            // Read before the firings, so that one recorded meanwhile still marks a change.
+            let seen = *newest.borrow_and_update();
+            let (state, wanted) = (self.state.clone(), location.clone());
+            let firings = match blocking(move || state.firings(wanted.as_deref(), after, WATCH_CHUNK)).await {
+                Ok(firings) => firings,
+                Err(err) => {
+                    self.lifecycle.send(&out, Err(err)).await;
+                    return;
+                }
+            };
+            let read_all = firings.len() < WATCH_CHUNK;
+            for firing in firings {
+                after = firing.number;
+                if !self.lifecycle.send(&out, Ok(firing)).await {
+                    return;
+                }
+            }
+            if !read_all {
+                continue;
+            }
+            // Everything up to `seen` was read, whether of this location or not.
+            after = after.max(seen);
+            tokio::select! {
+                changed = newest.changed() => if changed.is_err() { return },
+                () = self.lifecycle.stopping() => return,
+                () = out.closed() => return,
+            }
+        }
+    }
+}
+
+/// Spawns the evaluator over the committed-batch fan-out until `stop`.
+pub(crate) fn spawn(evaluator: Evaluator, committed: &Fanout, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(evaluator.run(committed.subscribe(), stop))
+}

@@ -1,0 +1,87 @@
+//! The thin gRPC adapter of `AlertService` over [`Alerts`]: admins write, auditors read.
+
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::alert_service_server::AlertService;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use super::Alerts;
+use crate::grpc::{ResponseStream, STREAM_BUFFER, caller_name, channel_stream, log_read, require_role};
+use crate::tokens::Role;
+
+/// `AlertService` over [`Alerts`].
+#[derive(Debug, Clone)]
+pub(crate) struct AlertRpc {
+    pub(crate) alerts: Alerts,
+    pub(crate) tasks: TaskTracker,
+}
+
+#[tonic::async_trait]
+impl AlertService for AlertRpc {
+    type WatchAlertsStream = ResponseStream<proto::AlertFiring>;
+
+    async fn create_alert_rule(
+        &self,
+        request: Request<proto::CreateAlertRuleRequest>,
+    ) -> Result<Response<proto::AlertRule>, Status> {
+        require_role(&request, Role::Admin)?;
+        let caller = caller_name(&request);
+        Ok(Response::new(self.alerts.create(&caller, request.into_inner()).await?))
+    }
+
+    async fn get_alert_rule(
+        &self,
+        request: Request<proto::GetAlertRuleRequest>,
+    ) -> Result<Response<proto::AlertRule>, Status> {
+        log_read(&request, "GetAlertRule", &request.get_ref().location);
+        Ok(Response::new(self.alerts.get(request.into_inner()).await?))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        request: Request<proto::ListAlertRulesRequest>,
+    ) -> Result<Response<proto::ListAlertRulesResponse>, Status> {
+        log_read(&request, "ListAlertRules", &request.get_ref().location);
+        Ok(Response::new(self.alerts.list(request.into_inner()).await?))
+    }
+
+    async fn update_alert_rule(
+        &self,
+        request: Request<proto::UpdateAlertRuleRequest>,
+    ) -> Result<Response<proto::AlertRule>, Status> {
+        require_role(&request, Role::Admin)?;
+        let caller = caller_name(&request);
+        Ok(Response::new(self.alerts.update(&caller, request.into_inner()).await?))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<proto::DeleteAlertRuleRequest>,
+    ) -> Result<Response<proto::DeleteAlertRuleResponse>, Status> {
+        require_role(&request, Role::Admin)?;
+        let caller = caller_name(&request);
+        self.alerts.delete(&caller, request.into_inner()).await?;
+        Ok(Response::new(proto::DeleteAlertRuleResponse {}))
+    }
+
+    async fn test_alert_rule(
+        &self,
+        request: Request<proto::TestAlertRuleRequest>,
+    ) -> Result<Response<proto::TestAlertRuleResponse>, Status> {
+        let location = request.get_ref().rule.as_ref().map(|rule| rule.location.clone()).unwrap_or_default();
+        log_read(&request, "TestAlertRule", &location);
+        Ok(Response::new(self.alerts.test(request.into_inner()).await?))
+    }
+
+    async fn watch_alerts(
+        &self,
+        request: Request<proto::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        log_read(&request, "WatchAlerts", &request.get_ref().location);
+        let (location, after) = self.alerts.open_watch(request.get_ref())?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        self.tasks.spawn(self.alerts.clone().watch(location, after, sender));
+        Ok(Response::new(channel_stream(receiver)))
+    }
+}

@@ -1,0 +1,216 @@
+//! The transparency log over HTTP: each location's Merkle tree served read-only as C2SP
+//! tlog-tiles under `/tlog/<location>/`, so that any tlog client (Go's `sumdb/tlog`, a mirror, a
+//! plain HTTP cache) can check our checkpoints and prove inclusion and consistency on its own:
+//!
+//! - `checkpoint`: the newest signed tree head note (C2SP tlog-checkpoint);
+//! - `key`: the note verifier key of its signature, `<origin>+<hex key id>+<base64 key>`;
+//! - `tile/<L>/<N>[.p/<W>]`: hash tiles; `tile/entries/<N>[.p/<W>]`: the leaves, each event's
+//!   canonical bytes with a big-endian u16 length prefix.
+//!
+//! Only what the newest checkpoint covers is served: a client never sees a tile it cannot check
+//! against a signed head. A full tile never changes, so it is cacheable for a year; partial tiles
+//! and the checkpoint are not cached. Callers present an auditor token as `authorization:
+//! Bearer`, unless the collector runs with `--public-tiles`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use qtrail_cadf::Location;
+use qtrail_tlog::{NoteVerifier, Tile, pack_entries, read_tile_data};
+use tracing::warn;
+
+use crate::checkpointer::log_origin;
+use crate::store::{EventStore, StoreError, TreeReader, canonical_of};
+use crate::tokens::{Role, Tokens};
+
+/// Longest tile path accepted; the longest valid one is far shorter.
+const MAX_TILE_PATH: usize = 128;
+
+/// What the tile handlers share.
+#[derive(Debug)]
+pub(crate) struct TileServer {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) tokens: Arc<Tokens>,
+    /// Serve without a token.
+    pub(crate) public: bool,
+    /// Prefix of the log origins.
+    pub(crate) origin_prefix: String,
+    /// The raw public key of the checkpoint key; `None` when the collector signs nothing.
+    pub(crate) public_key: Option<[u8; 32]>,
+}
+
+/// Why a tile request failed; each maps to its own status.
+#[derive(Debug, thiserror::Error)]
+enum TileError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("an auditor token is required as authorization: bearer")]
+    Unauthenticated,
+    #[error("token `{0}` is not an auditor token")]
+    Forbidden(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for TileError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            TileError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            TileError::NotFound(_) => StatusCode::NOT_FOUND,
+            TileError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            TileError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TileError::Store(err) => match err {
+                StoreError::NoCollector(_) => StatusCode::NOT_FOUND,
+                StoreError::CollectorExists(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                StoreError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+        };
+        if status.is_server_error() {
+            warn!(error = %self, "cannot serve the transparency log");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Returns the routes under `/tlog/`.
+pub(crate) fn router(tiles: TileServer) -> Router {
+    Router::new()
+        .route("/tlog/{location}/checkpoint", get(checkpoint))
+        .route("/tlog/{location}/key", get(key))
+        .route("/tlog/{location}/tile/{*path}", get(tile))
+        .with_state(Arc::new(tiles))
+}
+
+type Shared = State<Arc<TileServer>>;
+
+impl TileServer {
+    /// Checks the caller's token (unless tiles are public) and the location.
+    fn admit(&self, headers: &HeaderMap, location: &str) -> Result<Location, TileError> {
+        if !self.public {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or(TileError::Unauthenticated)?;
+            match self.tokens.authorize(Some(token), Role::Auditor) {
+                Ok(_) => {}
+                Err(crate::error::Error::PermissionDenied { name, .. }) => return Err(TileError::Forbidden(name)),
+                Err(_) => return Err(TileError::Unauthenticated),
+            }
+        }
+        location.parse().map_err(|err| TileError::BadRequest(format!("invalid location: {err}")))
+    }
+
+    /// Returns the newest signed tree head of `location`: its note and size.
+    fn newest_head(&self, location: &Location) -> Result<(String, u64), TileError> {
+        if self.store.collector(location)?.is_none() {
+            return Err(StoreError::NoCollector(location.to_string()).into());
+        }
+        let newest = self.store.checkpoints(location, None, 1)?.into_iter().next();
+        match newest.as_ref().and_then(|entry| entry.intact()).filter(|checkpoint| !checkpoint.note.is_empty()) {
+            Some(checkpoint) => Ok((checkpoint.note.clone(), checkpoint.tree_size)),
+            None => Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet"))),
+        }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TileError> + Send + 'static,
+) -> Result<T, TileError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| Err(StoreError::Backend(format!("tile task failed: {err}")).into()))
+}
+
+fn text(body: String, cache: &'static str) -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, cache)];
+    (headers, body).into_response()
+}
+
+async fn checkpoint(State(tiles): Shared, Path(location): Path<String>, headers: HeaderMap) -> Response {
+    let served = blocking(move || {
+        let location = tiles.admit(&headers, &location)?;
+        tiles.newest_head(&location).map(|(note, _)| note)
+    })
+    .await;
+    match served {
+        Ok(note) => text(note, "no-cache"),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn key(State(tiles): Shared, Path(location): Path<String>, headers: HeaderMap) -> Response {
+    let served = (|| {
+        let location = tiles.admit(&headers, &location)?;
+        let public =
+            tiles.public_key.ok_or_else(|| TileError::NotFound("the collector signs no checkpoints".into()))?;
+        NoteVerifier::new(&log_origin(&tiles.origin_prefix, location.as_str()), public)
+            .map_err(|err| TileError::BadRequest(err.to_string()))
+    })();
+    match served {
+        Ok(verifier) => text(format!("{verifier}\n"), "no-cache"),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn tile(State(tiles): Shared, Path((location, path)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let served = blocking(move || {
+        let location = tiles.admit(&headers, &location)?;
+        if path.len() > MAX_TILE_PATH {
+            return Err(TileError::BadRequest("tile path too long".into()));
+        }
+        let tile = Tile::parse(&format!("tile/{path}")).map_err(|err| TileError::BadRequest(err.to_string()))?;
+        let (_, size) = tiles.newest_head(&location)?;
+        if tile.leaves_needed().is_none_or(|needed| needed > size) {
+            return Err(TileError::NotFound(format!(
+                "{} is beyond the newest signed tree head ({size} leaves)",
+                tile.path()
+            )));
+        }
+        let data = match tile.level {
+            Some(_) => read_tile_data(tile, &TreeReader { store: tiles.store.as_ref(), location: &location })
+                .map_err(|err| crate::store::tree_error(location.as_str(), &err))?,
+            None => entries(tiles.store.as_ref(), &location, tile)?,
+        };
+        Ok((tile.is_full(), data))
+    })
+    .await;
+    match served {
+        Ok((full, data)) => {
+            let cache = if full { "public, max-age=31536000, immutable" } else { "no-cache" };
+            ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, cache)], data).into_response()
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Returns the entry bundle of `tile`: the canonical bytes of its events.
+fn entries(store: &dyn EventStore, location: &Location, tile: Tile) -> Result<Vec<u8>, TileError> {
+    let first = tile.index * u64::from(qtrail_tlog::TILE_WIDTH) + 1;
+    let records = store.events(location, first, tile.width as usize)?;
+    let mut leaves = Vec::with_capacity(records.len());
+    for (seq, record) in (first..).zip(&records) {
+        if record.location_seq != seq {
+            return Err(StoreError::Corrupt(format!("location_seq {seq} of `{location}` is missing")).into());
+        }
+        let canonical = canonical_of(record).ok_or_else(|| {
+            StoreError::Corrupt(format!("the event at location_seq {seq} of `{location}` is invalid"))
+        })?;
+        leaves.push(canonical);
+    }
+    if leaves.len() != tile.width as usize {
+        return Err(StoreError::Corrupt(format!("the events of {} of `{location}` are missing", tile.path())).into());
+    }
+    pack_entries(&leaves).map_err(|err| StoreError::Corrupt(err.to_string()).into())
+}

@@ -1,0 +1,263 @@
+//! Alerts end to end: the real collector, runtime and `qtrail` binaries, rules made with
+//! `qtrail alerts create`, and a real webhook receiver on port 0 built on independent
+//! implementations (PyPI `standardwebhooks` checks each signature, PyPI `cloudevents` parses each
+//! body: `alerts_receiver.py`; the README's test command installs both).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use qtrail_proto::qtrail::runtime::v1 as runtime;
+use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
+use qtrail_testkit::{Process, START_TIMEOUT, binary, wait_until};
+use serde_json::Value;
+
+use crate::servers::{ADMIN_TOKEN, ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions, authed, lazy_channel};
+
+fn secret() -> String {
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
+}
+
+/// A running `alerts_receiver.py`, killed on drop.
+struct Receiver {
+    process: Process,
+    url: String,
+    out: PathBuf,
+}
+
+impl Receiver {
+    async fn start(dir: &Path, name: &str, port: u16, hang: bool) -> Self {
+        let python = std::env::var("QTRAIL_PYTHON").unwrap_or_else(|_| "python3".into());
+        let probe = Command::new(&python).args(["-c", "import standardwebhooks, cloudevents"]).output();
+        assert!(
+            probe.is_ok_and(|out| out.status.success()),
+            "{python} cannot import standardwebhooks and cloudevents: run `pip install standardwebhooks cloudevents` \
+             (scripts/test does)"
+        );
+        let addr_file = dir.join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
+        let out = dir.join(format!("{name}.jsonl"));
+        let mut command = Command::new(&python);
+        command
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/alerts_receiver.py"))
+            .args(["--secret", &secret(), "--port", &port.to_string()])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null());
+        if hang {
+            command.arg("--hang");
+        }
+        let mut process = Process::spawn(name, &mut command).expect("spawn the receiver");
+        let addr = process.wait_for_addr_file(&addr_file, START_TIMEOUT).await.expect("receiver ready");
+        Self { process, url: format!("http://{addr}/hook"), out }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit_once(':').and_then(|(_, rest)| rest.trim_end_matches("/hook").parse().ok()).expect("port")
+    }
+
+    fn deliveries(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // A line still being written has no newline yet: only whole lines count.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().map(|line| serde_json::from_str(line).expect("json line")).collect()
+    }
+
+    async fn wait_for(&self, what: &str, count: usize) -> Vec<Value> {
+        wait_until(what, Duration::from_secs(60), || async {
+            let deliveries = self.deliveries();
+            (deliveries.len() >= count).then_some(deliveries)
+        })
+        .await
+    }
+}
+
+/// Runs `qtrail --output json … alerts <args>` against `collector` and returns its stdout.
+fn qtrail(collector: &Collector, token: &str, args: &[&str]) -> String {
+    let output = Command::new(binary("qtrail"))
+        .args(["--collector", &collector.url(), "--token", token, "--location", "us-east", "--output", "json"])
+        .arg("alerts")
+        .args(args)
+        .env_remove("QTRAIL_DATA_DIR")
+        .output()
+        .expect("run qtrail");
+    assert!(output.status.success(), "qtrail alerts {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn create_rule(collector: &Collector, name: &str, url: &str, rule: &[&str]) {
+    let secret = secret();
+    let mut args = vec!["create", "--name", name, "--webhook", url, "--secret", &secret];
+    args.extend_from_slice(rule);
+    qtrail(collector, ADMIN_TOKEN, &args);
+}
+
+async fn start(dir: &Path, collector_args: &[&str]) -> (Collector, Runtime) {
+    let args: Vec<OsString> = collector_args.iter().map(OsString::from).collect();
+    let collector = Collector::start_with("collector", dir, args, None).await;
+    collector.create_collector("us-east").await;
+    let runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir).await;
+    (collector, runtime)
+}
+
+/// Makes `count` ListPrograms calls with `key` (one event each), ignoring refusals.
+async fn list_programs(runtime: &Runtime, key: &str, count: usize) {
+    let mut client = ProgramServiceClient::new(lazy_channel(&runtime.url()));
+    for _ in 0..count {
+        let _ = client.list_programs(authed(runtime::ListProgramsRequest::default(), key)).await;
+    }
+}
+
+fn of_rule<'a>(deliveries: &'a [Value], rule: &str) -> Vec<&'a Value> {
+    deliveries.iter().filter(|d| d["data"]["rule"] == rule).collect()
+}
+
+#[tokio::test]
+async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
+    let receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    create_rule(&collector, "quiet", &receiver.url, &["--action", "quantum-computing.program", "--absence", "2s"]);
+    create_rule(&collector, "refused", &receiver.url, &["--outcome", "failure", "--severity", "critical", "--each"]);
+    create_rule(
+        &collector,
+        "burst",
+        &receiver.url,
+        &[
+            "--action",
+            "quantum-computing.program.read",
+            "--threshold",
+            "3",
+            "--window",
+            "1m",
+            "--group-by",
+            "initiator",
+        ],
+    );
+    // No program call for two seconds: the absence fires on the clock.
+    let fired = receiver.wait_for("the absence to fire", 1).await;
+    assert_eq!(
+        (fired[0]["data"]["rule"].as_str(), fired[0]["type"].as_str()),
+        (Some("quiet"), Some("com.qtrail.alert.fired"))
+    );
+
+    list_programs(&runtime, ALICE_KEY, 3).await;
+    list_programs(&runtime, "not-a-key", 1).await;
+    let deliveries = receiver.wait_for("burst, resolve and refusal", 4).await;
+    let resolved = of_rule(&deliveries, "quiet");
+    assert_eq!(resolved.len(), 2, "{deliveries:?}");
+    assert_eq!(resolved[1]["type"], "com.qtrail.alert.resolved");
+    let burst = of_rule(&deliveries, "burst");
+    assert_eq!(burst.len(), 1, "{deliveries:?}");
+    assert_eq!(burst[0]["data"]["count"], 3);
+    assert_eq!(burst[0]["data"]["events"].as_array().unwrap().len(), 3);
+    let refused = of_rule(&deliveries, "refused");
+    assert_eq!(refused.len(), 1, "{deliveries:?}");
+    assert_eq!(refused[0]["data"]["events"][0]["outcome"], "failure");
+    for delivery in &deliveries {
+        assert_eq!(delivery["specversion"], "1.0");
+        assert_eq!(delivery["source"], "crn:v1:bluemix:public:quantum-computing:us-east:::");
+        assert_eq!(delivery["id"], delivery["webhook_id"]);
+    }
+
+    // The watch stream has the same firings, resumable from the start.
+    let watched = qtrail(&collector, AUDITOR_TOKEN, &["watch", "--from-start", "--count", "4"]);
+    let rules: Vec<String> = watched
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["rule"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rules.len(), 4);
+    assert!(["quiet", "burst", "refused"].iter().all(|rule| rules.iter().any(|r| r == rule)), "{rules:?}");
+    let listed: Value = serde_json::from_str(&qtrail(&collector, AUDITOR_TOKEN, &["list"])).unwrap();
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 3);
+    assert!(!qtrail(&collector, AUDITOR_TOKEN, &["get", "burst"]).contains("whsec_"));
+    drop(receiver);
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_gets_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "2", "--alert-timeout-secs", "120"]).await;
+    let hanging = Receiver::start(dir.path(), "hanging", 0, true).await;
+    let mut receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    let each = ["--action", "quantum-computing.program.read", "--each"];
+    create_rule(&collector, "to-hanging", &hanging.url, &each);
+    create_rule(&collector, "to-receiver", &receiver.url, &each);
+
+    // The hanging endpoint holds its own worker for up to 120 s; the other rule's delivery
+    // arrives well within the wait below.
+    let started = std::time::Instant::now();
+    list_programs(&runtime, ALICE_KEY, 1).await;
+    receiver.wait_for("the delivery beside a hanging endpoint", 1).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+
+    // The receiver goes down; firings meanwhile are retried until it is back on its port.
+    let port = receiver.port();
+    receiver.process.kill();
+    list_programs(&runtime, ALICE_KEY, 3).await;
+    wait_until("failed attempts while the receiver is down", Duration::from_secs(60), || async {
+        let retries = collector
+            .metric("qtrail_collector_alert_deliveries_total", &[("rule", "us-east/to-receiver"), ("outcome", "retry")])
+            .await;
+        (retries >= 12.0).then_some(())
+    })
+    .await;
+    let out = receiver.out.clone();
+    receiver = Receiver::start(dir.path(), "receiver", port, false).await;
+    assert_eq!(receiver.out, out);
+    let deliveries = receiver.wait_for("every delivery after the receiver is back", 4).await;
+    let ids: HashSet<&str> = deliveries.iter().map(|d| d["webhook_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "{deliveries:?}");
+    drop(hanging);
+}
+
+#[tokio::test]
+async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_their_webhook_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
+    let receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    create_rule(&collector, "lists", &receiver.url, &["--action", "quantum-computing.program.read", "--each"]);
+
+    let url = runtime.url();
+    let burst = tokio::spawn(async move {
+        let mut client = ProgramServiceClient::new(lazy_channel(&url));
+        let mut made = 0;
+        while made < 60 {
+            if client.list_programs(authed(runtime::ListProgramsRequest::default(), ALICE_KEY)).await.is_ok() {
+                made += 1;
+            }
+        }
+    });
+    receiver.wait_for("the first deliveries of the burst", 5).await;
+    collector.process().kill();
+    collector.process().restart().await;
+    burst.await.unwrap();
+
+    // Each event's webhook-ids, over every delivery received.
+    let notified = |deliveries: &[Value]| {
+        let mut by_event: HashMap<String, HashSet<String>> = HashMap::new();
+        for delivery in deliveries {
+            for event in delivery["data"]["events"].as_array().unwrap() {
+                let id = event["id"].as_str().unwrap().to_owned();
+                by_event.entry(id).or_default().insert(delivery["webhook_id"].as_str().unwrap().to_owned());
+            }
+        }
+        by_event
+    };
+    let deliveries = wait_until("every event delivered", Duration::from_secs(60), || async {
+        let deliveries = receiver.deliveries();
+        (notified(&deliveries).len() >= 60).then_some(deliveries)
+    })
+    .await;
+    let by_event = notified(&deliveries);
+    assert_eq!(by_event.len(), 60);
+    assert!(by_event.values().all(|ids| ids.len() == 1), "an event was notified under two webhook-ids");
+    let ids: HashSet<&str> = deliveries.iter().map(|d| d["webhook_id"].as_str().unwrap()).collect();
+    assert!(ids.len() <= deliveries.len());
+    drop(runtime);
+}
