@@ -167,6 +167,50 @@ impl FileChain<'_> {
     }
 }
 
+/// Positions read together by [`Chain::records`].
+const RUN: u64 = 256;
+
+/// Largest gap between two records of a run read with one `pread`: the bytes of other items
+/// between them are read and dropped, which costs less than a system call up to about this.
+const MAX_GAP: u64 = 16 * 1024;
+
+impl FileChain<'_> {
+    /// Reads the records `first..=last`, ascending, one `pread` per stretch of the log in which
+    /// they lie close together.
+    fn run(&self, first: u64, last: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let positions: Vec<Position> = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(chain) = state.location(&self.location) else {
+                return Ok(Vec::new());
+            };
+            let to = usize::try_from(last).unwrap_or(usize::MAX).min(chain.positions.len());
+            let from = usize::try_from(first - 1).unwrap_or(usize::MAX).min(to);
+            chain.positions[from..to].to_vec()
+        };
+        let mut records = Vec::with_capacity(positions.len());
+        let mut seq = first;
+        for stretch in
+            positions.chunk_by(|a, b| b.offset >= a.offset && b.offset - a.offset <= u64::from(a.len) + MAX_GAP)
+        {
+            let (Some(head), Some(tail)) = (stretch.first(), stretch.last()) else {
+                continue;
+            };
+            let len = u32::try_from(tail.offset + u64::from(tail.len) - head.offset)
+                .map_err(|_| StoreError::Corrupt("a stretch of the commit log is larger than 4 GiB".into()))?;
+            let span = read_record(self.file, Position { offset: head.offset, len })?;
+            for position in stretch {
+                let at = usize::try_from(position.offset - head.offset).unwrap_or(usize::MAX);
+                let bytes = span.get(at..at + position.len as usize).ok_or_else(|| {
+                    StoreError::Corrupt(format!("record at location_seq {seq} lies outside its stretch of the log"))
+                })?;
+                records.push((seq, bytes.to_vec()));
+                seq += 1;
+            }
+        }
+        Ok(records)
+    }
+}
+
 impl Chain for FileChain<'_> {
     fn newest(&self) -> Result<u64> {
         Ok(self.newest)
@@ -181,10 +225,38 @@ impl Chain for FileChain<'_> {
     }
 
     fn records(&self, bounds: SeqBounds, descending: bool) -> Result<Records<'_>> {
-        Ok(Box::new(
-            self.dense(bounds, descending)
-                .filter_map(move |seq| self.record(seq).transpose().map(|record| record.map(|bytes| (seq, bytes)))),
-        ))
+        let (low, high) = (bounds.low.max(1), bounds.high.min(self.newest));
+        let mut next = if descending { high } else { low };
+        let mut chunk = Vec::new().into_iter();
+        Ok(Box::new(std::iter::from_fn(move || {
+            loop {
+                if let Some(record) = chunk.next() {
+                    return Some(Ok(record));
+                }
+                if low > high || !(low..=high).contains(&next) {
+                    return None;
+                }
+                let (first, last) = if descending {
+                    (next.saturating_sub(RUN - 1).max(low), next)
+                } else {
+                    (next, next.saturating_add(RUN - 1).min(high))
+                };
+                // Past the bounds either way, so that an error ends the iteration.
+                next = if descending { first - 1 } else { last.saturating_add(1) };
+                match self.run(first, last) {
+                    Ok(mut records) => {
+                        if descending {
+                            records.reverse();
+                        }
+                        chunk = records.into_iter();
+                    }
+                    Err(err) => {
+                        next = 0;
+                        return Some(Err(err));
+                    }
+                }
+            }
+        })))
     }
 }
 

@@ -295,3 +295,39 @@ fn the_merkle_tree_is_repaired_from_the_log() {
         assert_eq!(std::fs::read(&tree).unwrap(), whole);
     }
 }
+
+/// Records read in runs (one pread per stretch of the log) are the records read one by one, in
+/// either order, with other locations' records between them.
+#[test]
+fn runs_of_records_read_as_single_records_do() {
+    use crate::store::index::{Chain as _, SeqBounds};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_collector(&location(), Timestamp::default()).unwrap();
+    store.create_collector(&"eu-de".parse().unwrap(), Timestamp::default()).unwrap();
+    for round in 0..6 {
+        append(&store, round * 100 + 1, 100);
+        let other = conformance::event("eu-de", qtrail_cadf::Action::JobRead, "IBMid-2", "j", 200, round as i64);
+        let batch = AppendBatch {
+            location: "eu-de".parse().unwrap(),
+            publisher_id: "q".into(),
+            epoch: 1,
+            credential: "runtime".into(),
+            events: vec![NewEvent::new(round + 1, &other)],
+            rejected_seqs: vec![],
+        };
+        store.append(vec![batch], Timestamp::default()).unwrap();
+    }
+    let chains = store.chains();
+    let chain = chains.of("us-east").unwrap();
+    let single: Vec<(u64, Vec<u8>)> = (1..=600).map(|seq| (seq, chain.record(seq).unwrap().unwrap())).collect();
+    for (low, high) in [(1, 600), (3, 517), (250, 260), (600, 900), (0, 1)] {
+        let bounds = SeqBounds { low, high };
+        let expected: Vec<_> = single.iter().filter(|(seq, _)| (low..=high).contains(seq)).cloned().collect();
+        let ascending: Vec<_> = chain.records(bounds, false).unwrap().map(Result::unwrap).collect();
+        assert_eq!(ascending, expected, "{low}..={high}");
+        let mut descending: Vec<_> = chain.records(bounds, true).unwrap().map(Result::unwrap).collect();
+        descending.reverse();
+        assert_eq!(descending, expected, "{low}..={high} descending");
+    }
+}
