@@ -415,19 +415,19 @@ async fn swapped_checkpoints_fail_verification_with_exit_10() {
     std::fs::write(up.dir.path().join("kept.json"), &kept.stdout).unwrap();
     assert_eq!(up.interrupt().await, 0);
 
-    use redb::ReadableTable as _;
-    let store = up.data_dir().join("collector/collector.redb");
-    let db = redb::Database::open(&store).expect("the collector's store");
-    let txn = db.begin_write().unwrap();
-    {
-        let mut table = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
-        let first = table.get(1).unwrap().unwrap().value().to_vec();
-        let second = table.get(2).unwrap().unwrap().value().to_vec();
-        table.insert(1, second.as_slice()).unwrap();
-        table.insert(2, first.as_slice()).unwrap();
+    // Swapped in the collector's log, the frames' CRCs recomputed.
+    use qtrail_collector::store::file::offline::{self, Entry};
+    let store = up.data_dir().join("collector");
+    let mut entries = offline::read(&store).expect("the collector's log");
+    for entry in &mut entries {
+        if let Entry::Checkpoint { location, number, .. } = entry
+            && location == "us-east"
+            && *number <= 2
+        {
+            *number = 3 - *number;
+        }
     }
-    txn.commit().unwrap();
-    drop(db);
+    offline::write(&store, &entries).unwrap();
 
     let up = up.restart().await;
     let public_key = "data/checkpoint-key.pub.pem";

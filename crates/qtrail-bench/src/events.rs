@@ -41,6 +41,11 @@ impl EventFactory {
         format!("cbench{stream:02}x{i:012}")
     }
 
+    /// Returns the mean protobuf size of this factory's events, over the first 100.
+    pub fn event_bytes(&self) -> f64 {
+        (0..100).map(|i| encoded_bytes(&self.event(i))).sum::<usize>() as f64 / 100.0
+    }
+
     /// Returns event `i`: seven in ten are job reads, two job creates, one a program list.
     ///
     /// # Panics

@@ -457,7 +457,7 @@ mod tests {
     use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
-    use crate::store::{AppendOutcome, RedbStore};
+    use crate::store::{AppendOutcome, FileStore};
 
     fn request(kind: RequestKind) -> std::result::Result<proto::PublishRequest, Status> {
         Ok(proto::PublishRequest { kind: Some(kind) })
@@ -468,7 +468,7 @@ mod tests {
     #[tokio::test]
     async fn too_many_unacknowledged_batches_exhaust_the_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(RedbStore::open(dir.path(), 1024 * 1024).unwrap());
+        let store: Arc<dyn EventStore> = Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap());
         let location: Location = "us-east".parse().unwrap();
         store.create_collector(&location, prost_types::Timestamp::default()).unwrap();
         let (writer, mut jobs) = WriterHandle::detached(64);

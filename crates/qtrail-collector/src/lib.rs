@@ -68,7 +68,7 @@ use crate::fanout::Fanout;
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
 use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
-use crate::store::{EventStore, RedbStore};
+use crate::store::{EventStore, FileStore};
 use crate::tokens::Role;
 use crate::writer::Writer;
 
@@ -131,8 +131,11 @@ impl Prepared {
             ),
             None => None,
         };
+        // A data dir of the redb store is converted in place first (see `store::migrate`).
+        store::migrate::from_redb(&config.data_dir, config.cache_bytes)
+            .with_context(|| format!("failed to migrate the redb store in {}", config.data_dir.display()))?;
         let store: Arc<dyn EventStore> = Arc::new(
-            RedbStore::open(&config.data_dir, config.cache_bytes)
+            FileStore::open(&config.data_dir, config.cache_bytes)
                 .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
         );
         let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;

@@ -265,12 +265,12 @@ mod tests {
 
     use super::*;
     use crate::indexer::Indexer;
-    use crate::store::{NewEvent, RedbStore};
+    use crate::store::{FileStore, NewEvent};
 
-    /// A redb store whose `append` fails once, on the call numbered `fail_at` (from 0).
+    /// A file store whose `append` fails once, on the call numbered `fail_at` (from 0).
     #[derive(Debug)]
     struct FailingOnce {
-        inner: Arc<RedbStore>,
+        inner: Arc<FileStore>,
         appends: AtomicUsize,
         fail_at: usize,
     }
@@ -311,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_commit_no_later_batch_of_that_stream_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(dir.path(), 1024 * 1024).unwrap());
+        let store = Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap());
         store.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
         let failing_once = FailingOnce { inner: store.clone(), appends: AtomicUsize::new(0), fail_at: 0 };
         let committed = Fanout::new(1024 * 1024);

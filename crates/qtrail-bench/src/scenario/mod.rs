@@ -208,6 +208,23 @@ pub async fn start_ceiling(files: &Files) -> anyhow::Result<Server> {
     Server::start("ceiling", &args, &files.path("addr")).await
 }
 
+/// Starts the durable-append ceiling: the ack-only server appending each batch's events to
+/// one file with one fdatasync per batch.
+///
+/// # Errors
+/// When it does not start.
+pub async fn start_durable_ceiling(files: &Files) -> anyhow::Result<Server> {
+    let args = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--addr-file".into(),
+        files.arg("addr"),
+        "--append-to".into(),
+        files.arg("events.bin"),
+    ];
+    Server::start("ceiling", &args, &files.path("addr")).await
+}
+
 /// Starts a runtime publishing to `collector_url`; with `discard_audit`, it audits nothing.
 ///
 /// # Errors

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use qtrail_cadf::{AuditEvent, ChainHash, canonical_bytes, chain_hash_of_bytes};
-use qtrail_collector::store::RedbStore;
+use qtrail_collector::store::FileStore;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use tonic::transport::Channel;
@@ -241,7 +241,7 @@ async fn verify_chain(
 /// Records the store's bytes per event against the events' protobuf size.
 fn store_size(bench: &mut Bench, plan: &Plan, load: &Load, files: &Files) -> anyhow::Result<()> {
     let mut store_bytes = 0;
-    for name in [RedbStore::FILE_NAME, RedbStore::INDEX_FILE_NAME] {
+    for name in [FileStore::FILE_NAME, FileStore::INDEX_FILE_NAME] {
         store_bytes += std::fs::metadata(files.path("data").join(name)).context("cannot read the store's size")?.len();
     }
     let event_bytes: usize = (0..100).map(|i| encoded_bytes(&plan.factory.event(i))).sum::<usize>() / 100;

@@ -1,6 +1,6 @@
 //! The embedded backend: two redb files. The chain file (`collector.redb`) is written with
 //! immediate durability (fsync), so that an acknowledged batch survives a crash; the index file
-//! (`index.redb`, see [`index`]) holds the query indexes, which follow the chain through
+//! (`index.redb`, see [`super::index`]) holds the query indexes, which follow the chain through
 //! [`EventStore::index_step`].
 //!
 //! # Layout of the chain file
@@ -30,8 +30,8 @@
 //! read one by one and filtered with the same rule ([`Filter::matches`]). So a query sees every
 //! event committed before it began, however far behind the indexer is.
 
+mod chain;
 mod hashes;
-mod index;
 
 use std::path::{Path, PathBuf};
 
@@ -41,11 +41,13 @@ use qtrail_cadf::{ChainHash, Location, chain_hash_of_bytes};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_tlog::{Hash, leaf_hash};
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
-    TableHandle as _, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle as _,
+    WriteTransaction,
 };
 
-use index::{Index, SeqBounds, Seqs, Tables};
+use chain::{RedbChain, RedbChains};
+
+use super::index::{self, Index, missing_is_none};
 
 use super::{
     AppendBatch, AppendOutcome, Appended, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError,
@@ -158,7 +160,7 @@ impl RedbStore {
         }
         txn.commit()?;
         hashes::backfill(&db, &Self::locations(&db.begin_read()?)?)?;
-        let index = Index::open(data_dir, cache_bytes - cache_bytes / 2, bucket_bits, &db.begin_read()?)?;
+        let index = Index::open(data_dir, cache_bytes - cache_bytes / 2, bucket_bits, &RedbChains(&db.begin_read()?))?;
         Ok(Self { db, index, dir: data_dir.to_owned() })
     }
 
@@ -190,15 +192,6 @@ fn read_collector(txn: &ReadTransaction, location: &str) -> Result<Option<proto:
         return Ok(None);
     };
     decode(&format!("collector `{location}`"), bytes.value()).map(Some)
-}
-
-/// Returns `Ok(None)` for a table that does not exist (a location without collector).
-fn missing_is_none<T>(result: std::result::Result<T, TableError>) -> Result<Option<T>> {
-    match result {
-        Ok(table) => Ok(Some(table)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(err) => Err(err.into()),
-    }
 }
 
 /// Returns the decoded record at `seq` with its position filled in.
@@ -288,7 +281,7 @@ impl EventStore for RedbStore {
     fn index_step(&self, limit: u64) -> Result<IndexStep> {
         let chain = self.db.begin_read()?;
         let locations = Self::locations(&chain)?;
-        self.index.step(&chain, &locations, limit)
+        self.index.step(&RedbChains(&chain), &locations, limit)
     }
 
     fn indexed_seq(&self, location: &Location) -> Result<u64> {
@@ -407,18 +400,7 @@ impl EventStore for RedbStore {
         let mut checkpoints = Vec::new();
         for entry in table.range(..before.unwrap_or(u64::MAX))?.rev().take(limit) {
             let (number, bytes) = entry?;
-            let number = number.value();
-            let what = format!("checkpoint {number} of location `{location}`");
-            let checkpoint = match <proto::Checkpoint as prost::Message>::decode(bytes.value()) {
-                // A row copied from another location's table, or moved to another number, is
-                // not what it claims to be, however good its signature.
-                Ok(checkpoint) if checkpoint.location != location.as_str() || checkpoint.number != number => {
-                    Err(format!("{what} holds checkpoint {} of location `{}`", checkpoint.number, checkpoint.location))
-                }
-                Ok(checkpoint) => Ok(checkpoint),
-                Err(err) => Err(format!("{what} does not decode: {err}")),
-            };
-            checkpoints.push(CheckpointEntry { number, checkpoint });
+            checkpoints.push(CheckpointEntry::read(location, number.value(), bytes.value()));
         }
         Ok(checkpoints)
     }
@@ -438,59 +420,18 @@ impl EventStore for RedbStore {
         else {
             return Ok(Vec::new());
         };
-        let bounds = match (order, after) {
-            (_, None) => SeqBounds { low: 1, high: u64::MAX },
-            (Order::NewestFirst, Some(after)) => SeqBounds { low: 1, high: after.saturating_sub(1) },
-            (Order::OldestFirst, Some(after)) => SeqBounds { low: after.saturating_add(1), high: u64::MAX },
-        };
-        if bounds.low > bounds.high || limit == 0 {
-            return Ok(Vec::new());
-        }
-        // Clamp to the newest position, so that posting lists visit only buckets that exist.
-        let newest = events.last()?.map_or(0, |(key, _)| key.value());
-        let bounds = SeqBounds { low: bounds.low, high: bounds.high.min(newest) };
-        if bounds.low > bounds.high {
-            return Ok(Vec::new());
-        }
-        let descending = order == Order::NewestFirst;
-        let tables = Tables::open(&index_txn, location)?;
-        let indexed = match &tables {
-            Some(_) => Index::indexed_seq(&index_txn, location.as_str())?,
-            None => 0,
-        };
-        let through_index = match &tables {
-            Some(tables) if bounds.low <= indexed => index::candidates(
-                &events,
-                tables,
-                self.index.bucket_bits,
-                SeqBounds { low: bounds.low, high: bounds.high.min(indexed) },
-                descending,
-                filter,
-            )?,
-            _ => Box::new(std::iter::empty()),
-        };
-        let tail = SeqBounds { low: bounds.low.max(indexed.saturating_add(1)), high: bounds.high };
-        let beyond_index: Seqs<'_> = if tail.low > tail.high {
-            Box::new(std::iter::empty())
-        } else if filter.is_empty() {
-            index::chain_range(&events, tail, descending)?
-        } else {
-            index::unindexed(&events, tail, descending, filter)?
-        };
-        // The positions beyond the index are the newest.
-        let candidates = if descending { beyond_index.chain(through_index) } else { through_index.chain(beyond_index) };
+        let chain = RedbChain(events);
         let mut page = Vec::with_capacity(limit.min(1024));
-        for seq in candidates {
-            let Some(record) = load(&events, location, seq?)? else {
-                continue;
+        let query = index::Query { location, filter, order, after, limit };
+        self.index.for_each_candidate(&index_txn, &chain, &query, |seq| {
+            let Some(record) = load(&chain.0, location, seq)? else {
+                return Ok(true);
             };
             if filter.matches(&record) {
                 page.push(record);
-                if page.len() == limit {
-                    break;
-                }
             }
-        }
+            Ok(page.len() < limit)
+        })?;
         Ok(page)
     }
 }

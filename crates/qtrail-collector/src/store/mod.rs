@@ -15,6 +15,9 @@
 //! [`proto::PublisherState`]) because those are exactly what the collector serves.
 
 pub mod embedded;
+pub mod file;
+pub(crate) mod index;
+pub mod migrate;
 pub mod publisher;
 
 #[cfg(test)]
@@ -29,6 +32,7 @@ use uuid::Uuid;
 use crate::filter::{Filter, Order};
 
 pub use embedded::RedbStore;
+pub use file::FileStore;
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -115,6 +119,21 @@ pub struct CheckpointEntry {
 }
 
 impl CheckpointEntry {
+    /// Reads the checkpoint stored as `bytes` at `number` of `location`.
+    pub fn read(location: &Location, number: u64, bytes: &[u8]) -> Self {
+        let what = format!("checkpoint {number} of location `{location}`");
+        let checkpoint = match <proto::Checkpoint as prost::Message>::decode(bytes) {
+            // An entry copied from another location, or moved to another number, is not what it
+            // claims to be, however good its signature.
+            Ok(checkpoint) if checkpoint.location != location.as_str() || checkpoint.number != number => {
+                Err(format!("{what} holds checkpoint {} of location `{}`", checkpoint.number, checkpoint.location))
+            }
+            Ok(checkpoint) => Ok(checkpoint),
+            Err(err) => Err(format!("{what} does not decode: {err}")),
+        };
+        Self { number, checkpoint }
+    }
+
     /// Returns the checkpoint if the entry is intact.
     pub fn intact(&self) -> Option<&proto::Checkpoint> {
         self.checkpoint.as_ref().ok()

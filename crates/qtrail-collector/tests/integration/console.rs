@@ -363,20 +363,19 @@ async fn verify_reports_ok_then_the_first_fault() {
     server.stop().await;
 }
 
-/// Rewrites the message of the record at `seq` in the stopped collector's store.
+/// Rewrites the message of the record at `seq` in the stopped collector's log.
 fn tamper_message(data_dir: &std::path::Path, seq: u64) {
-    use prost::Message as _;
-    use redb::ReadableTable as _;
-    let db = redb::Database::open(data_dir.join(qtrail_collector::store::RedbStore::FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let name = qtrail_collector::store::embedded::events_table_name(LOCATION);
-        let mut table = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new(&name)).unwrap();
-        let mut record = proto::StoredEvent::decode(table.get(seq).unwrap().unwrap().value()).unwrap();
-        record.event.as_mut().unwrap().message = "nothing to see here".into();
-        table.insert(seq, record.encode_to_vec().as_slice()).unwrap();
+    use qtrail_collector::store::file::offline::{self, Entry};
+    let mut entries = offline::read(data_dir).unwrap();
+    for entry in &mut entries {
+        if let Entry::Event(record) = entry
+            && record.location == LOCATION
+            && record.location_seq == seq
+        {
+            record.event.as_mut().unwrap().message = "nothing to see here".into();
+        }
     }
-    txn.commit().unwrap();
+    offline::write(data_dir, &entries).unwrap();
 }
 
 #[tokio::test]

@@ -23,5 +23,5 @@ mod publisher;
 mod query;
 mod tail;
 mod tamper;
-mod tlog;
 mod timeline;
+mod tlog;

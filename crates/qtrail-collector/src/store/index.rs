@@ -1,5 +1,6 @@
-//! The query indexes of the embedded backend, kept behind the chain in a redb file of their own
-//! (`index.redb`).
+//! The query indexes of both backends, kept behind the chain in a redb file of their own
+//! (`index.redb`). They read the chain through [`Chain`], so the same indexes serve the redb
+//! chain file and the file store's commit log.
 //!
 //! Acknowledging a batch needs only what the delivery guarantees need: the records at their
 //! positions with their chain hashes, the id entries that remove duplicates and the publisher
@@ -49,24 +50,54 @@
 //! rebuilt the same way.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use qtrail_cadf::{Action, Location};
+use qtrail_cadf::Action;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+pub(crate) use plan::{Query, SeqBounds, Seqs};
 use tracing::warn;
 
-use super::{EventsDef, events_table_name, missing_is_none};
-use crate::filter::{Filter, TargetMatch};
+use crate::filter::Filter;
 use crate::store::{IndexStep, Result, StoreError};
 
+mod digest;
+mod plan;
+
+/// A location's chain as the indexes read it: stored records (protobuf `StoredEvent`) at their
+/// positions. Read from one snapshot: positions added after it was taken are not seen.
+pub(crate) trait Chain {
+    /// Returns the highest position stored, 0 when none.
+    fn newest(&self) -> Result<u64>;
+
+    /// Returns the record stored at `seq`, if any.
+    fn record(&self, seq: u64) -> Result<Option<Vec<u8>>>;
+
+    /// Returns the positions stored within `bounds`, in result order.
+    fn positions(&self, bounds: SeqBounds, descending: bool) -> Result<Seqs<'_>>;
+
+    /// Returns the records stored within `bounds` with their positions, in result order.
+    fn records(&self, bounds: SeqBounds, descending: bool) -> Result<Records<'_>>;
+}
+
+/// Records with their positions, as [`Chain::records`] reads them.
+pub(crate) type Records<'a> = Box<dyn Iterator<Item = Result<(u64, Vec<u8>)>> + 'a>;
+
+/// The chains of every location, from one snapshot.
+pub(crate) trait Chains {
+    /// Returns the chain of `location`, `None` when it has no collector.
+    fn chain(&self, location: &str) -> Result<Option<Box<dyn Chain + '_>>>;
+}
+
 /// File name of the index store inside the data directory.
-pub(super) const FILE_NAME: &str = "index.redb";
+pub(crate) const FILE_NAME: &str = "index.redb";
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("marks");
+pub(super) const MARKS: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("marks");
 
 /// Key in `meta` of the index bucket width, in bits of `location_seq`.
 const BUCKET_BITS_KEY: &str = "index_bucket_bits";
@@ -89,24 +120,20 @@ const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) type TimeDef<'a> = TableDefinition<'a, (u32, i64, u64), ()>;
 pub(super) type IndexDef<'a> = TableDefinition<'a, (u8, u32, &'static str, u64), ()>;
-type IndexTable = redb::ReadOnlyTable<(u8, u32, &'static str, u64), ()>;
-type TimeTable = redb::ReadOnlyTable<(u32, i64, u64), ()>;
-type EventsTable = redb::ReadOnlyTable<u64, &'static [u8]>;
+pub(super) type IndexTable = redb::ReadOnlyTable<(u8, u32, &'static str, u64), ()>;
+pub(super) type TimeTable = redb::ReadOnlyTable<(u32, i64, u64), ()>;
 
 /// One entry of a range over the `index/L` table.
-type IndexEntry<'a> = std::result::Result<
+pub(super) type IndexEntry<'a> = std::result::Result<
     (redb::AccessGuard<'a, (u8, u32, &'static str, u64)>, redb::AccessGuard<'a, ()>),
     redb::StorageError,
 >;
 
-/// A boxed iterator of chain positions.
-pub(super) type Seqs<'a> = Box<dyn Iterator<Item = Result<u64>> + 'a>;
-
-fn time_table_name(location: &str) -> String {
+pub(super) fn time_table_name(location: &str) -> String {
     format!("time/{location}")
 }
 
-fn index_table_name(location: &str) -> String {
+pub(super) fn index_table_name(location: &str) -> String {
     format!("index/{location}")
 }
 
@@ -130,7 +157,7 @@ const LEVELS: [i32; 3] = [1, 2, 3];
 
 /// Returns the `Kind` value of an event, `<action>|<outcome>|<severity>`; one of 72 strings made
 /// once, so that indexing allocates nothing.
-fn kind_value(action: &str, outcome: i32, severity: i32) -> Option<&'static str> {
+pub(super) fn kind_value(action: &str, outcome: i32, severity: i32) -> Option<&'static str> {
     static VALUES: OnceLock<Vec<String>> = OnceLock::new();
     let values = VALUES.get_or_init(|| {
         let mut values = Vec::with_capacity(Action::ALL.len() * LEVELS.len() * LEVELS.len());
@@ -151,7 +178,7 @@ fn kind_value(action: &str, outcome: i32, severity: i32) -> Option<&'static str>
 
 /// Returns the `Kind` values a filter's action, outcome and severity allow, or `None` when it
 /// sets none of them.
-fn kind_values(filter: &Filter) -> Option<Vec<&'static str>> {
+pub(super) fn kind_values(filter: &Filter) -> Option<Vec<&'static str>> {
     if filter.actions.is_none() && filter.outcome.is_none() && filter.severity.is_none() {
         return None;
     }
@@ -172,18 +199,18 @@ fn kind_values(filter: &Filter) -> Option<Vec<&'static str>> {
 /// The parts of a stored record that indexing reads. Decoding only these skips the rest of the
 /// record (request and response data above all) without building it.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RecordView {
+pub(super) struct RecordView {
     /// `StoredEvent.event`.
     #[prost(message, optional, tag = "1")]
-    event: Option<EventView>,
+    pub(super) event: Option<EventView>,
     /// `StoredEvent.chain_hash`.
     #[prost(bytes = "vec", tag = "4")]
-    chain_hash: Vec<u8>,
+    pub(super) chain_hash: Vec<u8>,
 }
 
 /// The indexed fields of `AuditEvent`, at their tags.
 #[derive(Clone, PartialEq, prost::Message)]
-struct EventView {
+pub(super) struct EventView {
     #[prost(string, tag = "2")]
     action: String,
     #[prost(int32, tag = "3")]
@@ -203,7 +230,7 @@ struct EventView {
 impl EventView {
     /// Returns whether `filter` matches the event these fields come from: the filters test
     /// nothing else, so the one match rule applies to the fields alone.
-    fn matches(self, filter: &Filter) -> bool {
+    pub(super) fn matches(self, filter: &Filter) -> bool {
         let event = proto::AuditEvent {
             action: self.action,
             outcome: self.outcome,
@@ -227,18 +254,21 @@ struct IdView {
 
 /// The index file.
 #[derive(Debug)]
-pub(super) struct Index {
+pub(crate) struct Index {
     db: Database,
     /// Index bucket width (see the module docs), fixed when the file is created.
-    pub(super) bucket_bits: u32,
+    pub(crate) bucket_bits: u32,
     /// When the last durable commit was made, and how many commits skipped their fsync since.
     durable: Mutex<(Instant, u32)>,
+    /// Whether the indexes were checked against their digests since opening; until then queries
+    /// do not use them (see [`Index::check`]).
+    checked: AtomicBool,
 }
 
 impl Index {
     /// Opens (or creates) the index file in `dir` and drops the index of every location whose
-    /// mark no longer fits the chain read by `chain`.
-    pub(super) fn open(dir: &Path, cache_bytes: usize, bucket_bits: u32, chain: &ReadTransaction) -> Result<Self> {
+    /// mark no longer fits the chain read by `chains`.
+    pub(crate) fn open(dir: &Path, cache_bytes: usize, bucket_bits: u32, chains: &dyn Chains) -> Result<Self> {
         let db = open_or_set_aside(&dir.join(FILE_NAME), cache_bytes)?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -261,31 +291,56 @@ impl Index {
             drop_every_index(&txn, format)?;
             txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
         }
-        drop_stale_marks(&txn, chain)?;
+        drop_stale_marks(&txn, chains)?;
         txn.commit()?;
-        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)) })
+        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)), checked: AtomicBool::new(false) })
+    }
+
+    /// Checks every location's indexes against their digests ([`digest`]), once after opening,
+    /// and drops those that do not match, to be rebuilt. It reads the whole index, so it is not
+    /// done in [`Index::open`], which must stay quick: the first [`Index::step`] does it, and
+    /// until then queries read the chain instead of trusting the indexes.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        for location in digest::mismatched(&txn)? {
+            warn!(location = %location, "the index does not match its digest, rebuilding it");
+            drop_index(&txn, &location)?;
+        }
+        txn.commit()?;
+        self.checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Returns whether the indexes may be used: checked since opening.
+    pub(crate) fn trusted(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
     }
 
     /// Starts a read of the indexes. Begin it before the chain's read, so that every position
     /// it counts as indexed is in the chain's snapshot too.
-    pub(super) fn begin_read(&self) -> Result<ReadTransaction> {
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
         Ok(self.db.begin_read()?)
     }
 
     /// Indexes up to `limit` positions after the marks of `locations`, whose records `chain`
     /// reads, in one transaction; returns what it did and what is left.
-    pub(super) fn step(&self, chain: &ReadTransaction, locations: &[String], limit: u64) -> Result<IndexStep> {
+    pub(crate) fn step(&self, chains: &dyn Chains, locations: &[String], limit: u64) -> Result<IndexStep> {
+        self.check()?;
         let mut txn = self.db.begin_write()?;
         let mut step = IndexStep::default();
         for location in locations {
-            let Some(events) = missing_is_none(chain.open_table(EventsDef::new(&events_table_name(location))))? else {
+            let Some(events) = chains.chain(location)? else {
                 continue;
             };
-            let newest = events.last()?.map_or(0, |(key, _)| key.value());
+            let newest = events.newest()?;
             let mark = read_mark(&txn, location)?;
             let take = newest.saturating_sub(mark).min(limit - step.indexed);
             if take > 0 {
-                index_range(&txn, &events, location, mark, mark + take, self.bucket_bits)?;
+                index_range(&txn, events.as_ref(), location, mark, mark + take, self.bucket_bits)?;
                 step.indexed += take;
             }
             step.lag += newest.saturating_sub(mark + take);
@@ -309,7 +364,7 @@ impl Index {
     }
 
     /// Returns the mark of `location` in the read `txn`: positions up to it are indexed.
-    pub(super) fn indexed_seq(txn: &ReadTransaction, location: &str) -> Result<u64> {
+    pub(crate) fn indexed_seq(txn: &ReadTransaction, location: &str) -> Result<u64> {
         let Some(marks) = missing_is_none(txn.open_table(MARKS))? else {
             return Ok(0);
         };
@@ -356,16 +411,15 @@ fn read_mark(txn: &WriteTransaction, location: &str) -> Result<u64> {
 
 /// Drops the index and mark of every location whose mark names a record the chain does not
 /// hold with that hash.
-fn drop_stale_marks(txn: &WriteTransaction, chain: &ReadTransaction) -> Result<()> {
+fn drop_stale_marks(txn: &WriteTransaction, chains: &dyn Chains) -> Result<()> {
     let mut stale = Vec::new();
     {
         let marks = txn.open_table(MARKS)?;
         for entry in marks.iter()? {
             let (location, mark) = entry?;
             let (location, (seq, hash)) = (location.value(), mark.value());
-            let events = missing_is_none(chain.open_table(EventsDef::new(&events_table_name(location))))?;
-            let stored = match &events {
-                Some(events) => events.get(seq)?.map(|bytes| RecordView::decode(bytes.value()).ok()),
+            let stored = match chains.chain(location)? {
+                Some(events) => events.record(seq)?.map(|bytes| RecordView::decode(bytes.as_slice()).ok()),
                 None => None,
             };
             // A mark on a record that does not decode holds no hash (see `index_range`); it
@@ -392,6 +446,7 @@ fn drop_index(txn: &WriteTransaction, location: &str) -> Result<()> {
     txn.delete_table(TimeDef::new(&time_table_name(location)))?;
     txn.delete_table(IndexDef::new(&index_table_name(location)))?;
     txn.open_table(MARKS)?.remove(location)?;
+    txn.open_table(digest::DIGESTS)?.remove(location)?;
     Ok(())
 }
 
@@ -418,7 +473,7 @@ fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
 /// Indexes the records of positions `after + 1 ..= through` and moves the mark to `through`.
 fn index_range(
     txn: &WriteTransaction,
-    events: &EventsTable,
+    events: &dyn Chain,
     location: &str,
     after: u64,
     through: u64,
@@ -426,10 +481,9 @@ fn index_range(
 ) -> Result<()> {
     let mut views = Vec::with_capacity(usize::try_from(through - after).unwrap_or(0));
     let mut last_hash = Vec::new();
-    for entry in events.range(after + 1..=through)? {
-        let (key, value) = entry?;
-        let seq = key.value();
-        match RecordView::decode(value.value()) {
+    for entry in events.records(SeqBounds { low: after + 1, high: through }, false)? {
+        let (seq, value) = entry?;
+        match RecordView::decode(value.as_slice()) {
             Ok(view) => {
                 if seq == through {
                     last_hash.clone_from(&view.chain_hash);
@@ -444,13 +498,14 @@ fn index_range(
     }
     let mut time = txn.open_table(TimeDef::new(&time_table_name(location)))?;
     let mut index = txn.open_table(IndexDef::new(&index_table_name(location)))?;
-    insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    let digest = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    digest::add(txn, location, digest)?;
     txn.open_table(MARKS)?.insert(location, (through, last_hash.as_slice()))?;
     Ok(())
 }
 
 /// Returns the index bucket of a position.
-fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
+pub(super) fn bucket_of(seq: u64, bucket_bits: u32) -> u32 {
     // Saturating: a bucket past u32::MAX would need more than 2^48 events at the default width.
     u32::try_from(seq >> bucket_bits).unwrap_or(u32::MAX)
 }
@@ -462,7 +517,7 @@ fn insert_entries(
     index: &mut redb::Table<'_, (u8, u32, &'static str, u64), ()>,
     views: &[(u64, EventView)],
     bucket_bits: u32,
-) -> Result<()> {
+) -> Result<u64> {
     let mut times = Vec::with_capacity(views.len());
     let mut owned: Vec<(u8, u32, String, u64)> = Vec::new();
     let mut entries: Vec<(u8, u32, &str, u64)> = Vec::with_capacity(views.len() * 4);
@@ -497,312 +552,31 @@ fn insert_entries(
     }
     entries.extend(owned.iter().map(|(field, bucket, value, seq)| (*field, *bucket, value.as_str(), *seq)));
     entries.sort_unstable();
+    let mut digest = 0_u64;
     for key in entries {
+        digest = digest.wrapping_add(digest::of_entry(key));
         index.insert(key, ())?;
     }
     times.sort_unstable();
     for key in times {
+        digest = digest.wrapping_add(digest::of_time(key));
         time.insert(key, ())?;
     }
-    Ok(())
+    Ok(digest)
 }
 
-/// Inclusive bounds on `location_seq`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SeqBounds {
-    pub(super) low: u64,
-    pub(super) high: u64,
-}
-
-impl SeqBounds {
-    fn contains(self, seq: u64) -> bool {
-        (self.low..=self.high).contains(&seq)
+/// Returns `Ok(None)` for a table that does not exist (a location without collector).
+pub(crate) fn missing_is_none<T>(result: std::result::Result<T, redb::TableError>) -> Result<Option<T>> {
+    match result {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(err) => Err(err.into()),
     }
-}
-
-/// The index tables of one location in a read transaction.
-pub(super) struct Tables {
-    index: IndexTable,
-    time: TimeTable,
-}
-
-impl Tables {
-    /// Opens the index tables of `location`; `None` when nothing of it is indexed yet.
-    pub(super) fn open(txn: &ReadTransaction, location: &Location) -> Result<Option<Self>> {
-        let loc = location.as_str();
-        let Some(index) = missing_is_none(txn.open_table(IndexDef::new(&index_table_name(loc))))? else {
-            return Ok(None);
-        };
-        let Some(time) = missing_is_none(txn.open_table(TimeDef::new(&time_table_name(loc))))? else {
-            return Ok(None);
-        };
-        Ok(Some(Self { index, time }))
-    }
-}
-
-/// What a query's candidate positions are read from and within.
-struct Plan<'a> {
-    index: &'a IndexTable,
-    bucket_bits: u32,
-    bounds: SeqBounds,
-    descending: bool,
-}
-
-impl<'a> Plan<'a> {
-    /// Returns the buckets that `bounds` spans, in result order.
-    fn buckets(&self) -> Box<dyn Iterator<Item = u32>> {
-        let first = bucket_of(self.bounds.low, self.bucket_bits);
-        let last = bucket_of(self.bounds.high, self.bucket_bits);
-        if self.descending { Box::new((first..=last).rev()) } else { Box::new(first..=last) }
-    }
-
-    /// Returns the positions indexed under `field` = `value` within the bounds, in result order,
-    /// reading one bucket at a time.
-    fn posting(&self, field: IndexField, value: &str) -> Seqs<'a> {
-        Box::new(Posting {
-            index: self.index,
-            field: field as u8,
-            value: value.to_owned(),
-            bounds: self.bounds,
-            descending: self.descending,
-            buckets: self.buckets(),
-            current: None,
-        })
-    }
-
-    /// Returns the positions indexed under any of the `Kind` values `kinds`, in result order.
-    fn kinds(&self, kinds: &[&str]) -> Seqs<'a> {
-        let postings = kinds.iter().map(|kind| self.posting(IndexField::Kind, kind)).collect();
-        merge(postings, self.descending)
-    }
-
-    /// Returns the positions of targets starting with `prefix` (at a segment boundary), in
-    /// result order, reading one bucket at a time.
-    fn target_prefix(&self, prefix: &str) -> Seqs<'a> {
-        let (index, bounds, descending) = (self.index, self.bounds, self.descending);
-        let prefix = prefix.to_owned();
-        let field = IndexField::Target as u8;
-        let bucket_seqs = move |bucket: u32| -> Result<Vec<u64>> {
-            let mut seqs = Vec::new();
-            for entry in index.range((field, bucket, prefix.as_str(), 0)..)? {
-                let (key, _) = entry?;
-                let (entry_field, entry_bucket, target, seq) = key.value();
-                if entry_field != field || entry_bucket != bucket || !target.starts_with(prefix.as_str()) {
-                    break;
-                }
-                if bounds.contains(seq) && crate::filter::prefix_matches(&prefix, target) {
-                    seqs.push(seq);
-                }
-            }
-            Ok(seqs)
-        };
-        Box::new(self.buckets().flat_map(move |bucket| match bucket_seqs(bucket) {
-            Ok(seqs) => sorted(seqs, descending),
-            Err(err) => Box::new(std::iter::once(Err(err))),
-        }))
-    }
-
-    /// Returns the positions of events in the filter's time range, in result order, reading one
-    /// bucket at a time; with `kinds`, only those of the kinds.
-    fn time_window(&self, time: &'a TimeTable, filter: &Filter, kinds: Option<Vec<&'static str>>) -> Seqs<'a> {
-        let (index, bucket_bits, bounds, descending) = (self.index, self.bucket_bits, self.bounds, self.descending);
-        let start = filter.start_millis.unwrap_or(i64::MIN);
-        let end = filter.end_millis.unwrap_or(i64::MAX);
-        Box::new(self.buckets().flat_map(move |bucket| -> Seqs<'a> {
-            let window = match bucket_window(time, bucket, start, end, bounds) {
-                Ok(window) => window,
-                Err(err) => return Box::new(std::iter::once(Err(err))),
-            };
-            let (Some(&low), Some(&high)) = (window.first(), window.last()) else {
-                return Box::new(std::iter::empty());
-            };
-            let Some(kinds) = &kinds else {
-                return sorted(window, descending);
-            };
-            // An action is common and a time window can lie deep in the chain: walking the
-            // action's entries from the newest would load every newer record only to drop it
-            // (measured: 300 ms for a first page over 1M events). Instead, the positions in the
-            // window bound the walk, and only positions in the window are loaded.
-            let within = Plan { index, bucket_bits, bounds: SeqBounds { low, high }, descending };
-            Box::new(within.kinds(kinds).filter(move |seq| match seq {
-                Ok(seq) => window.binary_search(seq).is_ok(),
-                Err(_) => true,
-            }))
-        }))
-    }
-}
-
-/// Reads a posting list bucket by bucket; buckets are consecutive ranges of the chain, so the
-/// concatenation is in chain order.
-struct Posting<'a> {
-    index: &'a IndexTable,
-    field: u8,
-    value: String,
-    bounds: SeqBounds,
-    descending: bool,
-    buckets: Box<dyn Iterator<Item = u32>>,
-    current: Option<Seqs<'a>>,
-}
-
-impl Iterator for Posting<'_> {
-    type Item = Result<u64>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(seq) = self.current.as_mut().and_then(Iterator::next) {
-                return Some(seq);
-            }
-            let bucket = self.buckets.next()?;
-            let (low, high) = (self.bounds.low, self.bounds.high);
-            let range = match self
-                .index
-                .range((self.field, bucket, self.value.as_str(), low)..=(self.field, bucket, self.value.as_str(), high))
-            {
-                Ok(range) => range,
-                Err(err) => return Some(Err(err.into())),
-            };
-            let seqs = |entry: IndexEntry<'_>| entry.map(|(key, _)| key.value().3).map_err(StoreError::from);
-            self.current =
-                Some(if self.descending { Box::new(range.rev().map(seqs)) } else { Box::new(range.map(seqs)) });
-        }
-    }
-}
-
-/// Returns the candidate positions for `filter` within `bounds`, all of them indexed, in result
-/// order. Exact-value indexes come first (their entries are in chain order, so a page stops
-/// early), most selective first by rule of thumb: correlation id, initiator, exact target, then
-/// the kinds an action filter allows (with a time range, only within the range's positions). A
-/// target prefix or a time range reads its positions a bucket at a time and sorts them. Kinds that
-/// only an outcome or a severity narrows select a large share of events and come last; with no
-/// filter, the chain itself is scanned.
-pub(super) fn candidates<'a>(
-    events: &'a EventsTable,
-    tables: &'a Tables,
-    bucket_bits: u32,
-    bounds: SeqBounds,
-    descending: bool,
-    filter: &Filter,
-) -> Result<Seqs<'a>> {
-    let plan = Plan { index: &tables.index, bucket_bits, bounds, descending };
-    if let Some(value) = &filter.correlation_id {
-        return Ok(plan.posting(IndexField::Correlation, value));
-    }
-    if let Some(value) = &filter.initiator_id {
-        return Ok(plan.posting(IndexField::Initiator, value));
-    }
-    if let Some(TargetMatch::Exact(value)) = &filter.target {
-        return Ok(plan.posting(IndexField::Target, value));
-    }
-    let kinds = kind_values(filter);
-    if let (Some(kinds), Some(_)) = (&kinds, &filter.actions) {
-        if filter.start_millis.is_none() && filter.end_millis.is_none() {
-            return Ok(plan.kinds(kinds));
-        }
-        return Ok(plan.time_window(&tables.time, filter, Some(kinds.clone())));
-    }
-    if let Some(TargetMatch::Prefix(prefix)) = &filter.target {
-        return Ok(plan.target_prefix(prefix));
-    }
-    if filter.start_millis.is_some() || filter.end_millis.is_some() {
-        return Ok(plan.time_window(&tables.time, filter, None));
-    }
-    if let Some(kinds) = &kinds {
-        return Ok(plan.kinds(kinds));
-    }
-    chain_range(events, bounds, descending)
-}
-
-/// Returns every position stored within `bounds`, in result order.
-pub(super) fn chain_range(events: &EventsTable, bounds: SeqBounds, descending: bool) -> Result<Seqs<'_>> {
-    let range = events.range(bounds.low..=bounds.high)?;
-    let keys = |entry: std::result::Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), _>| {
-        entry.map(|(key, _)| key.value()).map_err(StoreError::from)
-    };
-    Ok(if descending { Box::new(range.rev().map(keys)) } else { Box::new(range.map(keys)) })
-}
-
-/// Returns the positions within `bounds` whose records match `filter`, in result order, reading
-/// the records one by one: how positions the indexes do not cover yet are searched. Only the
-/// fields that filters test are decoded. A record that does not decode is passed on, for the
-/// caller's full read to report.
-pub(super) fn unindexed<'a>(
-    events: &'a EventsTable,
-    bounds: SeqBounds,
-    descending: bool,
-    filter: &'a Filter,
-) -> Result<Seqs<'a>> {
-    let range = events.range(bounds.low..=bounds.high)?;
-    let keep = move |entry: std::result::Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>), _>| {
-        let (key, value) = match entry {
-            Ok(entry) => entry,
-            Err(err) => return Some(Err(StoreError::from(err))),
-        };
-        match RecordView::decode(value.value()) {
-            Ok(RecordView { event: Some(event), .. }) => event.matches(filter).then_some(Ok(key.value())),
-            // As when indexing: a record that does not decode can be found by no filter, at any
-            // lag; VerifyChain reports it.
-            Ok(RecordView { event: None, .. }) | Err(_) => None,
-        }
-    };
-    Ok(if descending { Box::new(range.rev().filter_map(keep)) } else { Box::new(range.filter_map(keep)) })
-}
-
-/// Returns the positions of one bucket, within `bounds`, of the events whose time is in
-/// `start..end`, ascending. Holds at most a bucket's positions.
-fn bucket_window(time: &TimeTable, bucket: u32, start: i64, end: i64, bounds: SeqBounds) -> Result<Vec<u64>> {
-    let mut seqs = Vec::new();
-    for entry in time.range((bucket, start, 0)..(bucket, end, 0))? {
-        let (key, _) = entry?;
-        let seq = key.value().2;
-        if bounds.contains(seq) {
-            seqs.push(seq);
-        }
-    }
-    seqs.sort_unstable();
-    seqs.dedup();
-    Ok(seqs)
-}
-
-fn sorted<'a>(mut seqs: Vec<u64>, descending: bool) -> Seqs<'a> {
-    seqs.sort_unstable();
-    seqs.dedup();
-    if descending {
-        seqs.reverse();
-    }
-    Box::new(seqs.into_iter().map(Ok))
-}
-
-/// Merges position streams that are each in result order into one stream in result order.
-fn merge(mut streams: Vec<Seqs<'_>>, descending: bool) -> Seqs<'_> {
-    let mut heads: Vec<Option<u64>> = Vec::new();
-    let mut started = false;
-    Box::new(std::iter::from_fn(move || {
-        if !started {
-            started = true;
-            for stream in &mut streams {
-                match stream.next() {
-                    Some(Ok(seq)) => heads.push(Some(seq)),
-                    Some(Err(err)) => return Some(Err(err)),
-                    None => heads.push(None),
-                }
-            }
-        }
-        let (slot, seq) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, head)| head.map(|seq| (slot, seq)))
-            .reduce(|best, next| if (next.1 > best.1) == descending { next } else { best })?;
-        heads[slot] = match streams[slot].next() {
-            Some(Ok(next)) => Some(next),
-            Some(Err(err)) => return Some(Err(err)),
-            None => None,
-        };
-        Some(Ok(seq))
-    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::plan::merge;
     use super::*;
 
     #[test]

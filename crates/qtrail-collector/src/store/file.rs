@@ -1,0 +1,428 @@
+//! The file store, the collector's default backend: an append-only commit log
+//! (`commit.log`, see [`log`]) and the query indexes in a redb file of their own (`index.redb`,
+//! see [`super::index`]), which follow the log through [`EventStore::index_step`].
+//!
+//! # Why this shape
+//!
+//! An acknowledged batch costs one sequential write and one `fdatasync`, as in Tessera's POSIX
+//! driver: every durable change (a group commit with all its batches, a new collector, a
+//! checkpoint) is one frame appended to the log, with a CRC32C. Nothing is updated in place and
+//! no B-tree is written on the acknowledgement path; redb's B-tree inserts and its commit were
+//! half of the collector's CPU per event.
+//!
+//! Records are protobuf `StoredEvent`s with their location and position, in the log as written;
+//! memory holds where each is (16 bytes per event), the event ids (deduplication must be exact
+//! when a batch is admitted), the collectors, publisher states and checkpoints ([`state`]).
+//! Opening replays the log into that state, cutting a torn tail (see [`log`]).
+//!
+//! # Queries
+//!
+//! As with the redb backend: a query reads the index file's snapshot first, then the log's
+//! newest position; positions the indexes cover are found through them, the positions after
+//! them are read from the log and filtered one by one, so a query sees every event committed
+//! before it began, however far behind the indexer is. The index file's marks hold the chain
+//! hash of the last position indexed; at open a mark that does not fit the log (the index is
+//! from another log, or the log was replaced) drops that location's index, which is rebuilt.
+
+mod group;
+mod log;
+pub mod offline;
+mod state;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use nix::fcntl::{Flock, FlockArg};
+use prost::Message as _;
+use prost_types::Timestamp;
+use qtrail_cadf::{ChainHash, Location};
+use qtrail_proto::qtrail::audit::v1 as proto;
+
+use group::Group;
+pub(crate) use log::{FrameBuilder, Item, io_text, put_location};
+use log::{MAGIC, Writer};
+use state::{FileChains, State, read_record};
+use tree::Trees;
+
+use super::embedded::DEFAULT_BUCKET_BITS;
+use super::index::{self, Index};
+use super::{AppendBatch, AppendOutcome, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError};
+use crate::filter::{Filter, Order};
+
+/// The append-only [`EventStore`].
+#[derive(Debug)]
+pub struct FileStore {
+    /// The log, locked against a second process for as long as the store is open.
+    file: Flock<File>,
+    /// The single writer: where the next frame goes.
+    writer: Mutex<Writer>,
+    state: RwLock<State>,
+    /// Each location's Merkle tree, derived from the log.
+    trees: Trees,
+    index: Index,
+    dir: PathBuf,
+}
+
+fn backend(what: &str, err: &std::io::Error) -> StoreError {
+    StoreError::Backend(format!("{what}: {}", io_text(err)))
+}
+
+impl FileStore {
+    /// File name of the commit log inside the data directory.
+    pub const FILE_NAME: &'static str = "commit.log";
+
+    /// File name of the index file inside the data directory.
+    pub const INDEX_FILE_NAME: &'static str = index::FILE_NAME;
+
+    /// Opens (or creates) the store in `data_dir`, with a page cache of `cache_bytes` for the
+    /// index file.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the directory or a file cannot be created, opened or read,
+    /// for instance because another process holds it; [`StoreError::Corrupt`] when the log is
+    /// damaged before its last frame.
+    pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self> {
+        Self::open_with_bucket_bits(data_dir, cache_bytes, DEFAULT_BUCKET_BITS)
+    }
+
+    /// Opens (or creates) the store; a new index file gets buckets of `2^bucket_bits`
+    /// positions (see [`super::RedbStore::open_with_bucket_bits`]).
+    ///
+    /// # Errors
+    /// As [`FileStore::open`].
+    pub fn open_with_bucket_bits(data_dir: &Path, cache_bytes: usize, bucket_bits: u32) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|err| backend(&format!("cannot create data dir {}", data_dir.display()), &err))?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|err| backend(&format!("cannot open {}", path.display()), &err))?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            StoreError::Backend(format!("cannot lock {}: {errno} (is another collector using it?)", path.display()))
+        })?;
+        let (state, end) = replay(&file)?;
+        let trees = Trees::new(data_dir)?;
+        for (location, chain) in &state.locations {
+            trees.repair(location, &file, &chain.positions)?;
+        }
+        let state = RwLock::new(state);
+        let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
+        Ok(Self { file, writer: Mutex::new(Writer { end }), state, trees, index, dir: data_dir.to_owned() })
+    }
+
+    /// Appends one frame of items that `build` writes, as they are (no admission, no chain
+    /// hashes computed), and replays it into the state as an open would: how [`super::migrate`]
+    /// copies another store's records, publisher states and checkpoints into a new store.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the items do not follow the state (a position out of
+    /// order): the frame is cut again, but the state may hold part of it, so the store must be
+    /// dropped, as the migration does. [`StoreError::Backend`] on storage failure.
+    pub(crate) fn import(&self, build: impl FnOnce(&mut FrameBuilder) -> Result<()>) -> Result<()> {
+        let mut writer = self.lock_writer();
+        let mut frame = FrameBuilder::default();
+        build(&mut frame)?;
+        let frame = frame.finish()?;
+        let at = writer.append(&self.file, &frame)?;
+        let body =
+            log::Frame { body_offset: at + log::FRAME_HEADER, body: frame[log::FRAME_HEADER as usize..].to_vec() };
+        let mut state = self.write_state();
+        let replayed = body.items().and_then(|items| items.iter().try_for_each(|item| state.replay(item)));
+        if let Err(err) = replayed {
+            writer.end = at;
+            self.file.set_len(at).map_err(|err| backend("cannot truncate the commit log", &err))?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn chains(&self) -> FileChains<'_> {
+        FileChains { state: &self.state, file: &self.file }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the record at `seq` of `location` with its position filled in, `None` when the
+    /// position is empty; `Some(None)` when it no longer decodes.
+    fn load(&self, location: &Location, seq: u64) -> Result<Option<Option<proto::StoredEvent>>> {
+        let position = {
+            let state = self.read_state();
+            let Some(index) = seq.checked_sub(1).and_then(|index| usize::try_from(index).ok()) else {
+                return Ok(None);
+            };
+            match state.location(location.as_str()).and_then(|state| state.positions.get(index)) {
+                Some(position) => *position,
+                None => return Ok(None),
+            }
+        };
+        let bytes = read_record(&self.file, position)?;
+        Ok(Some(proto::StoredEvent::decode(bytes.as_slice()).ok().map(|mut record| {
+            // The position is where the record is, whatever it says.
+            record.location = location.to_string();
+            record.location_seq = seq;
+            record
+        })))
+    }
+}
+
+/// Reads the log: writes the magic into a new one, replays every good frame into the state and
+/// cuts a torn tail. Returns the state and where the next frame goes.
+fn replay(file: &File) -> Result<(State, u64)> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata().map_err(|err| backend("cannot read the commit log", &err))?.len();
+    if len < MAGIC.len() as u64 {
+        // New, or cut before its first frame: nothing in it was acknowledged.
+        file.set_len(0).map_err(|err| backend("cannot truncate the commit log", &err))?;
+        file.write_all_at(MAGIC, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|err| backend("cannot write the commit log", &err))?;
+        return Ok((State::default(), MAGIC.len() as u64));
+    }
+    let mut magic = [0; 8];
+    file.read_exact_at(&mut magic, 0).map_err(|err| backend("cannot read the commit log", &err))?;
+    if &magic != MAGIC {
+        return Err(StoreError::Corrupt("the commit log does not start with its magic bytes".into()));
+    }
+    let mut state = State::default();
+    let end = log::read_frames(file, MAGIC.len() as u64, |frame| {
+        for item in frame.items()? {
+            state.replay(&item)?;
+        }
+        Ok(())
+    })?;
+    if end < len {
+        tracing::warn!(offset = end, cut = len - end, "the commit log ends with a torn frame, cutting it");
+        file.set_len(end)
+            .and_then(|()| file.sync_all())
+            .map_err(|err| backend("cannot truncate the torn tail of the commit log", &err))?;
+    }
+    Ok((state, end))
+}
+
+impl EventStore for FileStore {
+    fn create_collector(&self, location: &Location, create_time: Timestamp) -> Result<proto::Collector> {
+        let mut writer = self.lock_writer();
+        if self.read_state().location(location.as_str()).is_some() {
+            return Err(StoreError::CollectorExists(location.to_string()));
+        }
+        let collector = proto::Collector {
+            location: location.to_string(),
+            create_time: Some(create_time),
+            event_count: 0,
+            head_chain_hash: Vec::new(),
+        };
+        let mut frame = FrameBuilder::default();
+        frame.item(Item::Collector, &collector.encode_to_vec())?;
+        writer.append(&self.file, &frame.finish()?)?;
+        self.write_state().add_collector(collector.clone());
+        Ok(collector)
+    }
+
+    fn file_bytes(&self) -> Option<u64> {
+        let size = |name: &str| std::fs::metadata(self.dir.join(name)).ok().map(|metadata| metadata.len());
+        Some(size(Self::FILE_NAME)? + size(Self::INDEX_FILE_NAME)?)
+    }
+
+    fn collector(&self, location: &Location) -> Result<Option<proto::Collector>> {
+        Ok(self.read_state().location(location.as_str()).map(|state| state.collector.clone()))
+    }
+
+    fn collectors(&self) -> Result<Vec<proto::Collector>> {
+        Ok(self.read_state().locations.values().map(|state| state.collector.clone()).collect())
+    }
+
+    fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>> {
+        let mut writer = self.lock_writer();
+        let (outcomes, built) = {
+            let state = self.read_state();
+            let mut group = Group::new(&state, &self.file);
+            let mut outcomes = Vec::with_capacity(batches.len());
+            // As in the redb backend: a publisher refused for its gaps has its later batches of
+            // the group refused too.
+            let mut refused: Vec<(Location, String)> = Vec::new();
+            for batch in batches {
+                if refused.iter().any(|(location, id)| *location == batch.location && *id == batch.publisher_id) {
+                    outcomes.push(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
+                    continue;
+                }
+                let key = (batch.location.clone(), batch.publisher_id.clone());
+                let outcome = group.add(batch, receive_time)?;
+                if outcome.too_many_gaps {
+                    refused.push(key);
+                }
+                outcomes.push(outcome);
+            }
+            (outcomes, group.build()?)
+        };
+        let at = writer.append(&self.file, &built.frame)?;
+        let mut state = self.write_state();
+        let mut leaves: BTreeMap<&str, (u64, Vec<qtrail_tlog::Hash>)> = BTreeMap::new();
+        for pending in &built.pending {
+            let size = state.location(&pending.location).map_or(0, |chain| chain.positions.len() as u64);
+            leaves.entry(&pending.location).or_insert_with(|| (size, Vec::new())).1.push(pending.leaf);
+            state.add_event(&pending.location, Some(pending.id), &pending.chain_hash, pending.position(at))?;
+        }
+        state.publishers.extend(built.publishers);
+        // The frame is durable: the batches are stored whatever happens to the tree file, which
+        // the next append or open completes from the log.
+        for (location, (old_size, leaves)) in leaves {
+            let positions = state.location(location).map_or(&[][..], |chain| &chain.positions);
+            if let Err(err) = self.trees.extend(location, &self.file, positions, old_size, &leaves) {
+                tracing::warn!(location = %location, error = %err, "the merkle tree is behind the log until the next append");
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn index_step(&self, limit: u64) -> Result<IndexStep> {
+        let locations: Vec<String> = self.read_state().locations.keys().cloned().collect();
+        self.index.step(&self.chains(), &locations, limit)
+    }
+
+    fn indexed_seq(&self, location: &Location) -> Result<u64> {
+        Index::indexed_seq(&self.index.begin_read()?, location.as_str())
+    }
+
+    fn publisher(&self, location: &Location, publisher_id: &str) -> Result<Option<proto::PublisherState>> {
+        Ok(self.read_state().publishers.get(&(location.to_string(), publisher_id.to_owned())).cloned())
+    }
+
+    fn publishers(&self, location: &Location, after: Option<&str>, limit: usize) -> Result<Vec<proto::PublisherState>> {
+        let state = self.read_state();
+        let from = (location.to_string(), after.unwrap_or("").to_owned());
+        Ok(state
+            .publishers
+            .range(from..)
+            .take_while(|((loc, _), _)| loc == location.as_str())
+            .filter(|((_, id), _)| Some(id.as_str()) != after)
+            .take(limit)
+            .map(|(_, state)| state.clone())
+            .collect())
+    }
+
+    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>> {
+        let last = self.last_seq(location)?;
+        let mut records = Vec::new();
+        for location_seq in from_seq.max(1)..=last {
+            if records.len() >= limit {
+                break;
+            }
+            if let Some(record) = self.load(location, location_seq)? {
+                records.push(ChainRecord { location_seq, record });
+            }
+        }
+        Ok(records)
+    }
+
+    fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<qtrail_tlog::Hash>> {
+        let size = match self.read_state().location(location.as_str()) {
+            Some(chain) => chain.positions.len() as u64,
+            None => return Err(StoreError::NoCollector(location.to_string())),
+        };
+        self.trees.read(location.as_str(), size, indexes)
+    }
+
+    fn last_seq(&self, location: &Location) -> Result<u64> {
+        Ok(self.read_state().location(location.as_str()).map_or(0, |state| state.positions.len() as u64))
+    }
+
+    fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>> {
+        for seq in 1..=self.last_seq(location)? {
+            if let Some(Some(record)) = self.load(location, seq)?
+                && record.chain_hash == hash.as_bytes()
+            {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    fn add_checkpoint(&self, checkpoint: &proto::Checkpoint) -> Result<()> {
+        let loc = checkpoint.location.as_str();
+        let mut writer = self.lock_writer();
+        let newest = match self.read_state().location(loc) {
+            Some(state) => state.checkpoints.last_key_value().map_or(0, |(number, _)| *number),
+            None => return Err(StoreError::NoCollector(loc.to_owned())),
+        };
+        if checkpoint.number != newest + 1 {
+            return Err(StoreError::Backend(format!(
+                "checkpoint {} of location `{loc}` does not follow checkpoint {newest}",
+                checkpoint.number
+            )));
+        }
+        let bytes = checkpoint.encode_to_vec();
+        let mut payload = Vec::with_capacity(bytes.len() + loc.len() + 9);
+        put_location(&mut payload, loc)?;
+        payload.extend_from_slice(&checkpoint.number.to_le_bytes());
+        payload.extend_from_slice(&bytes);
+        let mut frame = FrameBuilder::default();
+        frame.item(Item::Checkpoint, &payload)?;
+        writer.append(&self.file, &frame.finish()?)?;
+        if let Some(state) = self.write_state().locations.get_mut(loc) {
+            state.checkpoints.insert(checkpoint.number, bytes);
+        }
+        Ok(())
+    }
+
+    fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<CheckpointEntry>> {
+        let state = self.read_state();
+        let Some(state) = state.location(location.as_str()) else {
+            return Ok(Vec::new());
+        };
+        Ok(state
+            .checkpoints
+            .range(..before.unwrap_or(u64::MAX))
+            .rev()
+            .take(limit)
+            .map(|(number, bytes)| CheckpointEntry::read(location, *number, bytes))
+            .collect())
+    }
+
+    fn query(
+        &self,
+        location: &Location,
+        filter: &Filter,
+        order: Order,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<proto::StoredEvent>> {
+        // The index's snapshot first (see the module docs).
+        let index_txn = self.index.begin_read()?;
+        let chains = self.chains();
+        let Some(chain) = chains.of(location.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let query = index::Query { location, filter, order, after, limit };
+        self.index.for_each_candidate(&index_txn, &chain, &query, |seq| {
+            let Some(Some(record)) = self.load(location, seq)? else {
+                return Ok(true);
+            };
+            if filter.matches(&record) {
+                page.push(record);
+            }
+            Ok(page.len() < limit)
+        })?;
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The commit log: one file of frames, one frame per durable write (a group commit, a new
+//! collector, a checkpoint), each written whole with `write_all` and made durable with one
+//! `fdatasync` before its write is acknowledged.
+//!
+//! # Format
+//!
+//! The file starts with the 8-byte magic [`MAGIC`]. A frame is `len: u32 LE`, `crc: u32 LE`
+//! (CRC32C of the body), then `len` bytes of body. The body is a sequence of items, each
+//! `tag: u8`, `len: u32 LE`, then `len` bytes (see [`Item`]).
+//!
+//! # Repair
+//!
+//! Only the last frame can be unacknowledged: frames are written one after the other, each
+//! durable before the next starts. So at open a frame that is cut short, or fails its CRC and
+//! reaches the end of the file (or is followed by zeros only, which is how a file system may
+//! leave a crashed append), is a torn tail: it was never acknowledged and is truncated. A bad
+//! frame followed by anything else is damage in the middle of acknowledged data: the log
+//! refuses to open and names the offset, rather than drop what follows.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
+
+use crate::store::{Result, StoreError};
+
+/// The first bytes of a commit log, with the format's version.
+pub(super) const MAGIC: &[u8; 8] = b"QTRLOG01";
+
+/// Bytes of a frame header: length and CRC.
+pub(super) const FRAME_HEADER: u64 = 8;
+
+/// Bytes of an item header: tag and length.
+pub(super) const ITEM_HEADER: usize = 5;
+
+/// Largest frame body accepted when reading: far above any group commit (the writer caps a
+/// group's batches), small enough that a damaged length cannot ask for an absurd allocation.
+const MAX_FRAME: u32 = 1 << 30;
+
+/// Tags of the items of a frame body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Item {
+    /// A new collector: protobuf `Collector`.
+    Collector = 1,
+    /// A stored event: protobuf `StoredEvent` with `location` and `location_seq` set.
+    Event = 2,
+    /// A publisher's state after the frame: `location_len: u8`, location, protobuf
+    /// `PublisherState`.
+    Publisher = 3,
+    /// A checkpoint: `location_len: u8`, location, `number: u64 LE`, protobuf `Checkpoint`.
+    Checkpoint = 4,
+}
+
+impl Item {
+    fn from_tag(tag: u8) -> Option<Self> {
+        Some(match tag {
+            1 => Self::Collector,
+            2 => Self::Event,
+            3 => Self::Publisher,
+            4 => Self::Checkpoint,
+            _ => return None,
+        })
+    }
+}
+
+/// A frame body under construction.
+#[derive(Debug, Default)]
+pub(crate) struct FrameBuilder {
+    body: Vec<u8>,
+}
+
+impl FrameBuilder {
+    /// Starts an item and returns the body offset of its payload; the caller appends the
+    /// payload to [`FrameBuilder::buffer`] and calls [`FrameBuilder::finish_item`].
+    pub(super) fn start_item(&mut self, item: Item) -> usize {
+        self.body.push(item as u8);
+        self.body.extend_from_slice(&[0; 4]);
+        self.body.len()
+    }
+
+    /// The body, to append an item's payload to.
+    pub(super) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    /// Writes the length of the item whose payload started at `start`.
+    pub(super) fn finish_item(&mut self, start: usize) -> Result<()> {
+        let len = u32::try_from(self.body.len() - start)
+            .map_err(|_| StoreError::Backend("an item of the commit log is larger than 4 GiB".into()))?;
+        self.body[start - 4..start].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    /// Appends a whole item.
+    pub(crate) fn item(&mut self, item: Item, payload: &[u8]) -> Result<usize> {
+        let start = self.start_item(item);
+        self.body.extend_from_slice(payload);
+        self.finish_item(start)?;
+        Ok(start)
+    }
+
+    /// Returns the frame: header, then body.
+    pub(super) fn finish(self) -> Result<Vec<u8>> {
+        let len = u32::try_from(self.body.len())
+            .ok()
+            .filter(|len| *len <= MAX_FRAME)
+            .ok_or_else(|| StoreError::Backend("a commit is larger than 1 GiB".into()))?;
+        let mut frame = Vec::with_capacity(self.body.len() + FRAME_HEADER as usize);
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32c::crc32c(&self.body).to_le_bytes());
+        frame.extend_from_slice(&self.body);
+        Ok(frame)
+    }
+}
+
+/// Writes `location` as `len: u8` then its bytes: locations are short names.
+pub(crate) fn put_location(buffer: &mut Vec<u8>, location: &str) -> Result<()> {
+    let len = u8::try_from(location.len())
+        .map_err(|_| StoreError::Backend(format!("location `{location}` is longer than 255 bytes")))?;
+    buffer.push(len);
+    buffer.extend_from_slice(location.as_bytes());
+    Ok(())
+}
+
+/// Splits a payload that starts with a location written by [`put_location`].
+pub(super) fn take_location(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = payload.split_first()?;
+    let (location, rest) = rest.split_at_checked(usize::from(len))?;
+    Some((std::str::from_utf8(location).ok()?, rest))
+}
+
+/// The log file, positioned for appends.
+#[derive(Debug)]
+pub(super) struct Writer {
+    /// Where the next frame goes: the end of the last good frame.
+    pub(super) end: u64,
+}
+
+impl Writer {
+    /// Appends `frame` at the end and makes it durable with one `fdatasync`. On failure (a full
+    /// disk above all) the file is cut back to the end of the last good frame, so that nothing
+    /// partial stays behind an acknowledged frame and the next append starts clean.
+    pub(super) fn append(&mut self, file: &File, frame: &[u8]) -> Result<u64> {
+        let at = self.end;
+        let written = file.write_all_at(frame, at).and_then(|()| file.sync_data());
+        if let Err(err) = written {
+            // Best effort: if even this fails, the next open finds the torn tail and cuts it.
+            let _ = file.set_len(at);
+            return Err(StoreError::Backend(format!("cannot write the commit log: {}", io_text(&err))));
+        }
+        self.end = at + frame.len() as u64;
+        Ok(at)
+    }
+}
+
+/// Returns an I/O error's text in our style (lowercase, no trailing period).
+pub(crate) fn io_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let mut chars = text.trim_end_matches('.').chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// One frame read back: where its body starts in the file, and the body.
+pub(super) struct Frame {
+    pub(super) body_offset: u64,
+    pub(super) body: Vec<u8>,
+}
+
+/// One item of a frame body: its tag, and where its payload starts in the file.
+pub(super) struct FrameItem<'a> {
+    pub(super) item: Item,
+    pub(super) offset: u64,
+    pub(super) payload: &'a [u8],
+}
+
+impl Frame {
+    /// Returns the items of the body.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the body does not split into known items (its CRC was
+    /// right, so it was written that way: the file is not one this version wrote).
+    pub(super) fn items(&self) -> Result<Vec<FrameItem<'_>>> {
+        let mut items = Vec::new();
+        let mut at = 0;
+        while at < self.body.len() {
+            let bad =
+                || StoreError::Corrupt(format!("the commit log frame at offset {} is malformed", self.body_offset));
+            let header = self.body.get(at..at + ITEM_HEADER).ok_or_else(bad)?;
+            let item = Item::from_tag(header[0]).ok_or_else(bad)?;
+            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let start = at + ITEM_HEADER;
+            let payload = self.body.get(start..start + len).ok_or_else(bad)?;
+            items.push(FrameItem { item, offset: self.body_offset + start as u64, payload });
+            at = start + len;
+        }
+        Ok(items)
+    }
+}
+
+/// Reads the frames of a log from `from` (just past the magic for a whole log), calling `each`
+/// on every good one, and returns the end of the last good frame. A torn tail is reported
+/// through the returned end being before the file's length; damage in the middle is an error.
+pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) -> Result<()>) -> Result<u64> {
+    let len = file.metadata().map_err(|err| backend("cannot read the commit log", &err))?.len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(from))
+        .map_err(|err| backend("cannot read the commit log", &err))?;
+    let mut at = from;
+    while at < len {
+        let mut header = [0; FRAME_HEADER as usize];
+        if len - at < FRAME_HEADER {
+            return tail_or_damage(file, at, len);
+        }
+        reader.read_exact(&mut header).map_err(|err| backend("cannot read the commit log", &err))?;
+        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        // No frame is empty: zeros where a header belongs are a torn tail, not a frame.
+        if body_len == 0 || body_len > MAX_FRAME || u64::from(body_len) > len - at - FRAME_HEADER {
+            return tail_or_damage(file, at, len);
+        }
+        let mut body = vec![0; body_len as usize];
+        reader.read_exact(&mut body).map_err(|err| backend("cannot read the commit log", &err))?;
+        if crc32c::crc32c(&body) != crc {
+            return tail_or_damage(file, at, len);
+        }
+        each(Frame { body_offset: at + FRAME_HEADER, body })?;
+        at += FRAME_HEADER + u64::from(body_len);
+    }
+    Ok(at)
+}
+
+/// Decides what a bad frame at `at` is: a torn tail when it claims to reach the end of the file
+/// or only zeros follow it (returns `at`, where the good frames end), damage otherwise. A bit
+/// flip inside the last frame reads as a torn tail too: nothing tells the two apart.
+fn tail_or_damage(file: &File, at: u64, len: u64) -> Result<u64> {
+    if is_last_frame(file, at, len)? || only_zeros(file, at, len)? {
+        return Ok(at);
+    }
+    Err(StoreError::Corrupt(format!(
+        "the commit log is damaged at offset {at}: the frame there fails its check and acknowledged frames \
+         follow it; restore the data dir from a backup"
+    )))
+}
+
+/// Returns whether the file holds only zeros from `at` to `len`.
+fn only_zeros(file: &File, at: u64, len: u64) -> Result<bool> {
+    let mut chunk = vec![0; 1 << 16];
+    let mut offset = at;
+    while offset < len {
+        let n = chunk.len().min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut chunk[..n], offset).map_err(|err| backend("cannot read the commit log", &err))?;
+        if chunk[..n].iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}
+
+/// Returns whether the frame at `at` claims to end exactly at or past the end of the file, as
+/// the last frame of a crashed append does.
+fn is_last_frame(file: &File, at: u64, len: u64) -> Result<bool> {
+    let mut header = [0; 4];
+    if len - at < 4 {
+        return Ok(true);
+    }
+    file.read_exact_at(&mut header, at).map_err(|err| backend("cannot read the commit log", &err))?;
+    Ok(at + FRAME_HEADER + u64::from(u32::from_le_bytes(header)) >= len)
+}
+
+fn backend(what: &str, err: &std::io::Error) -> StoreError {
+    StoreError::Backend(format!("{what}: {}", io_text(err)))
+}
