@@ -30,7 +30,7 @@ struct Receiver {
 /// # Errors
 /// [`CliError::Usage`] for a bad secret or an address that cannot be bound.
 pub(super) async fn receive(args: AlertReceiveArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let key = qtrail_collector::alerts::rule::secret_key(&args.secret)
+    let key = qtrail_collector::alerts::rule::secret_key(args.secret.expose())
         .map_err(|_| CliError::Usage("invalid --secret: `whsec_` and the base64 of 24 to 64 bytes".into()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
