@@ -29,6 +29,12 @@ const DELIVERIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("delive
 /// Deliveries still to make, by rule key and firing number: what a channel's worker reads.
 const PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
 
+/// Counters, by name: [`GENERATION`].
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// The last generation handed out, to any rule: a rule deleted and created again under the same
+/// name gets a generation its predecessor never had.
+const GENERATION: &str = "generation";
+
 /// Most deliveries a channel holds undelivered; a firing beyond it is recorded as an overflow.
 pub(crate) const MAX_PENDING_PER_CHANNEL: u64 = 1000;
 
@@ -37,8 +43,9 @@ pub(crate) const MAX_PENDING_PER_CHANNEL: u64 = 1000;
 pub(crate) struct RuleState {
     /// The last `location_seq` evaluated.
     pub(crate) cursor: u64,
-    /// Bumped by every update of the rule, so that an evaluation of the old rule is not committed
-    /// over the new one.
+    /// New at every create and update of the rule, from one counter for all rules, so that an
+    /// evaluation of the old rule (or of a deleted one of the same name) is not committed over
+    /// the new one.
     pub(crate) generation: u64,
     /// The trigger's memory.
     pub(crate) trigger: TriggerState,
@@ -111,11 +118,12 @@ impl AlertState {
         txn.open_table(FIRINGS).map_err(backend)?;
         txn.open_table(DELIVERIES).map_err(backend)?;
         txn.open_table(PENDING).map_err(backend)?;
+        txn.open_table(META).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(Self { db })
     }
 
-    /// Stores a new checked rule whose cursor starts at `cursor`.
+    /// Stores a new checked rule with `state`, whose generation is replaced by a new one.
     ///
     /// # Errors
     /// [`Error::AlertRuleExists`], [`Error::ResourceExhausted`] past
@@ -140,9 +148,10 @@ impl AlertState {
                 )));
             }
             rules.insert(key.as_str(), stored.encode_to_vec().as_slice()).map_err(backend)?;
+            let state = RuleState { generation: next_generation(&txn)?, ..state.clone() };
             txn.open_table(STATES)
                 .map_err(backend)?
-                .insert(key.as_str(), to_json(state).as_slice())
+                .insert(key.as_str(), to_json(&state).as_slice())
                 .map_err(backend)?;
         }
         txn.commit().map_err(backend)
@@ -173,7 +182,7 @@ impl AlertState {
             let old_state = read_state(&states, &key)?;
             let state = RuleState {
                 cursor: old_state.cursor,
-                generation: old_state.generation + 1,
+                generation: next_generation(&txn)?,
                 trigger: TriggerState::new(now),
             };
             states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
@@ -407,6 +416,13 @@ impl AlertState {
     }
 }
 
+fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {
+    let mut meta = txn.open_table(META).map_err(backend)?;
+    let last = meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value());
+    meta.insert(GENERATION, last + 1).map_err(backend)?;
+    Ok(last + 1)
+}
+
 fn read_state(states: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<RuleState> {
     match states.get(key).map_err(backend)? {
         Some(value) => serde_json::from_slice(value.value()).map_err(|err| corrupt("rule state", err)),
@@ -446,7 +462,8 @@ mod tests {
         let state = AlertState::open(dir.path()).unwrap();
         state.create(&rule(), &RuleState::default()).unwrap();
         let key = rule_key("us-east", "r");
-        let recorded = state.commit(vec![(key.clone(), RuleState::default(), firings(1001))], 0).unwrap();
+        let current = state.rule("us-east", "r").unwrap().unwrap().1;
+        let recorded = state.commit(vec![(key.clone(), current, firings(1001))], 0).unwrap();
         let overflowed: Vec<u64> = recorded
             .iter()
             .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
@@ -465,13 +482,18 @@ mod tests {
         let state = AlertState::open(dir.path()).unwrap();
         state.create(&rule(), &RuleState::default()).unwrap();
         let key = rule_key("us-east", "r");
+        let created = state.rule("us-east", "r").unwrap().unwrap().1;
         state.update(rule(), 0).unwrap();
-        let stale = RuleState { cursor: 9, ..RuleState::default() };
+        let stale = RuleState { cursor: 9, ..created.clone() };
         assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
-        assert_eq!(state.rule("us-east", "r").unwrap().unwrap().1.generation, 1);
+        let updated = state.rule("us-east", "r").unwrap().unwrap().1;
+        assert_ne!(updated.generation, created.generation);
         state.delete("us-east", "r").unwrap();
-        let current = RuleState { generation: 1, ..RuleState::default() };
-        assert!(state.commit(vec![(key, current, firings(1))], 0).unwrap().is_empty());
+        assert!(state.commit(vec![(key.clone(), updated.clone(), firings(1))], 0).unwrap().is_empty());
+        // Created again under the same name: the evaluation of the deleted rule stays out.
+        state.create(&rule(), &RuleState::default()).unwrap();
+        assert!(state.commit(vec![(key.clone(), updated, firings(1))], 0).unwrap().is_empty());
+        assert!(state.commit(vec![(key, created, firings(1))], 0).unwrap().is_empty());
         assert_eq!(state.last_firing().unwrap(), 0);
     }
 }
