@@ -167,6 +167,8 @@ impl Alerts {
             state.update(wire, now)
         })
         .await?;
+        let (stored, failed) = stored;
+        self.tell_changed(failed);
         access::rule_changed(caller, "UpdateAlertRule", &stored.location, &stored.name);
         self.wake.notify_one();
         Ok(rule::public(stored))
@@ -181,10 +183,19 @@ impl Alerts {
         rule::check_name(&request.name)?;
         let state = self.state.clone();
         let (location, name) = (request.location.clone(), request.name.clone());
-        blocking(move || state.delete(&location, &name)).await?;
+        let failed = blocking(move || state.delete(&location, &name)).await?;
+        self.tell_changed(failed);
         access::rule_changed(caller, "DeleteAlertRule", &request.location, &request.name);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Tells watches of the firings whose delivery changed.
+    fn tell_changed(&self, numbers: Vec<u64>) {
+        for number in numbers {
+            // Without watches listening there is no one to tell.
+            drop(self.changes.send(number));
+        }
     }
 
     /// Runs a rule over the newest stored events without storing or notifying anything.

@@ -158,13 +158,15 @@ impl AlertState {
     }
 
     /// Replaces a rule, keeping its cursor and (when the new webhook has none) its secret; the
-    /// trigger state starts over at `now`.
+    /// trigger state starts over at `now`. Without a webhook any longer, the rule's pending
+    /// deliveries fail: returns the numbers of their firings.
     ///
     /// # Errors
     /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn update(&self, mut stored: proto::AlertRule, now: i64) -> Result<proto::AlertRule> {
+    pub(crate) fn update(&self, mut stored: proto::AlertRule, now: i64) -> Result<(proto::AlertRule, Vec<u64>)> {
         let key = rule_key(&stored.location, &stored.name);
         let txn = self.db.begin_write().map_err(backend)?;
+        let mut failed = Vec::new();
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
             let old = match rules.get(key.as_str()).map_err(backend)? {
@@ -178,6 +180,9 @@ impl AlertState {
             }
             stored.create_time = old.create_time;
             rules.insert(key.as_str(), stored.encode_to_vec().as_slice()).map_err(backend)?;
+            if stored.webhook.is_none() {
+                failed = fail_pending(&txn, &key, "webhook removed")?;
+            }
             let mut states = txn.open_table(STATES).map_err(backend)?;
             let old_state = read_state(&states, &key)?;
             let state = RuleState {
@@ -189,29 +194,28 @@ impl AlertState {
             stored.cursor = state.cursor;
         }
         txn.commit().map_err(backend)?;
-        Ok(stored)
+        Ok((stored, failed))
     }
 
-    /// Deletes a rule, its state and the deliveries it had not made yet (their firings stay).
+    /// Deletes a rule and its state; the deliveries it had not made yet fail (their firings
+    /// stay): returns the numbers of those firings.
     ///
     /// # Errors
     /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn delete(&self, location: &str, name: &str) -> Result<()> {
+    pub(crate) fn delete(&self, location: &str, name: &str) -> Result<Vec<u64>> {
         let key = rule_key(location, name);
         let txn = self.db.begin_write().map_err(backend)?;
+        let failed;
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
             if rules.remove(key.as_str()).map_err(backend)?.is_none() {
                 return Err(Error::AlertRuleNotFound { location: location.into(), name: name.into() });
             }
             txn.open_table(STATES).map_err(backend)?.remove(key.as_str()).map_err(backend)?;
-            let mut pending = txn.open_table(PENDING).map_err(backend)?;
-            let numbers = pending_numbers(&pending, &key, usize::MAX)?;
-            for number in numbers {
-                pending.remove((key.as_str(), number)).map_err(backend)?;
-            }
+            failed = fail_pending(&txn, &key, "rule deleted")?;
         }
-        txn.commit().map_err(backend)
+        txn.commit().map_err(backend)?;
+        Ok(failed)
     }
 
     /// Returns a rule with its cursor (secret included: callers strip it with [`rule::public`]).
@@ -416,6 +420,33 @@ impl AlertState {
     }
 }
 
+/// Ends every pending delivery of rule `key` as failed for `reason`, in the delivery and in its
+/// firing, so that no one waits for it and no later channel sends it; returns the firings'
+/// numbers.
+fn fail_pending(txn: &redb::WriteTransaction, key: &str, reason: &str) -> Result<Vec<u64>> {
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
+    let numbers = pending_numbers(&pending, key, usize::MAX)?;
+    for &number in &numbers {
+        pending.remove((key, number)).map_err(backend)?;
+        let delivery = deliveries.get(number).map_err(backend)?.map(|value| value.value().to_vec());
+        if let Some(delivery) = delivery {
+            let mut delivery: Delivery = serde_json::from_slice(&delivery).map_err(|err| corrupt("delivery", err))?;
+            delivery.state = proto::DeliveryState::Failed as i32;
+            delivery.last_error = reason.to_owned();
+            deliveries.insert(number, to_json(&delivery).as_slice()).map_err(backend)?;
+        }
+        let firing = firings.get(number).map_err(backend)?.map(|value| value.value().to_vec());
+        if let Some(firing) = firing {
+            let mut firing = proto::AlertFiring::decode(firing.as_slice()).map_err(|err| corrupt("firing", err))?;
+            firing.delivery = proto::DeliveryState::Failed as i32;
+            firings.insert(number, firing.encode_to_vec().as_slice()).map_err(backend)?;
+        }
+    }
+    Ok(numbers)
+}
+
 fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {
     let mut meta = txn.open_table(META).map_err(backend)?;
     let last = meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value());
@@ -495,5 +526,29 @@ mod tests {
         assert!(state.commit(vec![(key.clone(), updated, firings(1))], 0).unwrap().is_empty());
         assert!(state.commit(vec![(key, created, firings(1))], 0).unwrap().is_empty());
         assert_eq!(state.last_firing().unwrap(), 0);
+    }
+
+    #[test]
+    fn deleting_a_rule_or_its_webhook_fails_its_pending_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        let key = rule_key("us-east", "r");
+        let failed = |state: &AlertState| -> Vec<u64> {
+            let firings = state.firings(Some("us-east"), 0, 10).unwrap();
+            let failed = firings.iter().filter(|firing| firing.delivery == proto::DeliveryState::Failed as i32);
+            failed.map(|firing| firing.number).collect()
+        };
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let current = state.rule("us-east", "r").unwrap().unwrap().1;
+        state.commit(vec![(key.clone(), current, firings(2))], 0).unwrap();
+        let (_, ended) = state.update(rule(), 0).unwrap();
+        assert_eq!(ended, [1, 2]);
+        assert_eq!(failed(&state), [1, 2]);
+        assert_eq!(state.pending_count(&key).unwrap(), 0);
+        let current = state.rule("us-east", "r").unwrap().unwrap().1;
+        state.commit(vec![(key.clone(), current, firings(1))], 0).unwrap();
+        assert_eq!(state.delete("us-east", "r").unwrap(), [3]);
+        assert_eq!(failed(&state), [1, 2, 3]);
+        assert_eq!(state.pending_count(&key).unwrap(), 0);
     }
 }

@@ -204,6 +204,13 @@ struct WorkerTask {
 
 impl WorkerTask {
     async fn run(self) {
+        self.serve().await;
+        // A stopped channel holds nothing: its rule or webhook is gone (its deliveries failed
+        // with it), or the collector stops.
+        meters::queue_depth(&self.rule, 0);
+    }
+
+    async fn serve(&self) {
         loop {
             let (state, rule) = (self.state.clone(), self.rule.clone());
             let next = blocking(move || {
