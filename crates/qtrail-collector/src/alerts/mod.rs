@@ -313,10 +313,11 @@ impl Alerts {
         number: u64,
         out: &mpsc::Sender<Result<proto::AlertFiring>>,
     ) -> bool {
-        let (state, wanted) = (self.state.clone(), location.map(str::to_owned));
-        let read = blocking(move || state.firings(wanted.as_deref(), number - 1, 1)).await;
+        let state = self.state.clone();
+        // Looked up by number: a watch of a quiet location must not walk every firing after it.
+        let read = blocking(move || state.firing(number)).await;
         match read {
-            Ok(firings) => match firings.into_iter().next().filter(|firing| firing.number == number) {
+            Ok(firing) => match firing.filter(|firing| location.is_none_or(|location| firing.location == location)) {
                 Some(firing) => {
                     self.lifecycle.send(out, Ok(proto::AlertFiring { delivery_update: true, ..firing })).await
                 }

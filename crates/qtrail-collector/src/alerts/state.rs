@@ -346,6 +346,19 @@ impl AlertState {
         Ok(found)
     }
 
+    /// Returns firing `number`, if recorded.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) fn firing(&self, number: u64) -> Result<Option<proto::AlertFiring>> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let firings = txn.open_table(FIRINGS).map_err(backend)?;
+        let Some(value) = firings.get(number).map_err(backend)? else {
+            return Ok(None);
+        };
+        proto::AlertFiring::decode(value.value()).map(Some).map_err(|err| corrupt("firing", err))
+    }
+
     /// Returns the newest firing number (0 before the first).
     ///
     /// # Errors
@@ -550,5 +563,7 @@ mod tests {
         assert_eq!(state.delete("us-east", "r").unwrap(), [3]);
         assert_eq!(failed(&state), [1, 2, 3]);
         assert_eq!(state.pending_count(&key).unwrap(), 0);
+        assert_eq!(state.firing(3).unwrap().unwrap().delivery, proto::DeliveryState::Failed as i32);
+        assert!(state.firing(4).unwrap().is_none());
     }
 }
