@@ -127,6 +127,9 @@ pub(crate) fn on_tick(rule: &Rule, state: &mut TriggerState, now: i64, out: &mut
             state.groups.retain(|_, seen| seen.back().is_some_and(|(time, _)| *time > oldest));
         }
         Trigger::Absence { duration } => {
+            // A clock stepped back counts the absence from now, not from a last match that
+            // seems to lie in the future.
+            state.last_match = state.last_match.min(now);
             if !state.absent && now.saturating_sub(state.last_match) >= millis(duration) {
                 state.absent = true;
                 out.push(Notice { kind: NoticeKind::Fired, count: 0, samples: Vec::new(), time: now });
@@ -151,8 +154,11 @@ fn flush(rule: &Rule, state: &mut TriggerState, now: i64, out: &mut Vec<Notice>)
     if state.pending == 0 {
         return;
     }
+    // A clock stepped back (`now < last`) ends the cool-down rather than stretching it by the
+    // step; without a cool-down nothing is ever held.
     if let Some(last) = state.last_fired
-        && now < last.saturating_add(millis(rule.cooldown))
+        && !rule.cooldown.is_zero()
+        && (last..last.saturating_add(millis(rule.cooldown))).contains(&now)
     {
         return;
     }
@@ -269,5 +275,27 @@ mod tests {
         assert_eq!(out.len(), 2);
         on_tick(&absence, &mut state, 41_000, &mut out);
         assert_eq!((out.len(), out[2].kind), (3, NoticeKind::Fired));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_holds_nothing_and_delays_no_absence() {
+        let each = rule(Trigger::Each, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&each, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_event(&each, &mut state, &event(2, 50_000, "a"), &mut out);
+        assert_eq!(out.len(), 2, "no cool-down, nothing held");
+
+        let calm = rule(Trigger::Each, Duration::from_secs(10));
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&calm, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_event(&calm, &mut state, &event(2, 50_000, "a"), &mut out);
+        assert_eq!(out.len(), 2, "a step back ends the cool-down");
+
+        let absence = rule(Trigger::Absence { duration: Duration::from_secs(10) }, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&absence, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_tick(&absence, &mut state, 50_000, &mut out);
+        on_tick(&absence, &mut state, 60_000, &mut out);
+        assert_eq!(out.len(), 1, "the absence counts from the step, not from the future match");
     }
 }
