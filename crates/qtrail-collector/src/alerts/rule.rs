@@ -29,6 +29,9 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_ABSENCE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest webhook URL.
 pub const MAX_URL_BYTES: usize = 2048;
+/// Most bytes of a rule's `initiator_id` or `target_id` filter: rules are stored and read on
+/// every evaluation, so their size is bounded like the rest of them.
+pub const MAX_FILTER_ID_BYTES: usize = 256;
 /// Fewest and most secret bytes (after `whsec_` and base64).
 pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
@@ -128,6 +131,13 @@ pub fn check(wire: &proto::AlertRule) -> Result<Rule> {
         return Err(Error::invalid(
             "rule.filter may not set start_time, end_time or correlation_id: a rule watches every new event",
         ));
+    }
+    if let Some(filter) = &wire.filter {
+        for (field, value) in [("initiator_id", &filter.initiator_id), ("target_id", &filter.target_id)] {
+            if value.len() > MAX_FILTER_ID_BYTES {
+                return Err(Error::invalid(format!("rule.filter.{field} is longer than {MAX_FILTER_ID_BYTES} bytes")));
+            }
+        }
     }
     let filter = Filter::from_wire(wire.filter.as_ref())?;
     let trigger = check_trigger(wire.trigger.as_ref())?;
@@ -310,6 +320,23 @@ mod tests {
         assert!(check(&threshold(0, 60)).unwrap_err().to_string().contains("count 0"));
         assert!(check(&threshold(5, 0)).unwrap_err().to_string().contains("window 0s is outside"));
         assert!(check(&threshold(5, -1)).unwrap_err().to_string().contains("negative"));
+    }
+
+    #[test]
+    fn filter_ids_are_capped() {
+        let with = |initiator: usize, target: usize| proto::AlertRule {
+            filter: Some(proto::EventFilter {
+                initiator_id: "i".repeat(initiator),
+                target_id: "t".repeat(target),
+                ..Default::default()
+            }),
+            ..rule()
+        };
+        assert!(check(&with(MAX_FILTER_ID_BYTES, MAX_FILTER_ID_BYTES)).is_ok());
+        let err = check(&with(MAX_FILTER_ID_BYTES + 1, 0)).unwrap_err().to_string();
+        assert!(err.ends_with("rule.filter.initiator_id is longer than 256 bytes"), "{err}");
+        let err = check(&with(0, 4 << 20)).unwrap_err().to_string();
+        assert!(err.ends_with("rule.filter.target_id is longer than 256 bytes"), "{err}");
     }
 
     #[test]
