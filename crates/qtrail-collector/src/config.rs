@@ -132,7 +132,8 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_CAP_SECS", default_value_t = DEFAULT_ALERT_RETRY_CAP_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_retry_cap_secs: u64,
-    /// Seconds a webhook delivery is retried before it is `failed`.
+    /// Seconds a webhook delivery is retried before it is `failed`; under a day (86400) is for
+    /// tests only, and warned about at start-up.
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_HORIZON_SECS", default_value_t = DEFAULT_ALERT_RETRY_HORIZON_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_retry_horizon_secs: u64,
