@@ -35,34 +35,58 @@ const TICK: Duration = Duration::from_millis(250);
 pub(crate) struct Evaluator {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) state: Arc<AlertState>,
+    pub(crate) notifier: Arc<Notifier>,
+    /// Rule changes wake the evaluator at once.
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// What an evaluation tells as it goes, rather than at its end: a backlog read after a restart
+/// must not hold back the deliveries of its first chunks, nor keep all its firings in memory.
+pub(crate) trait Progress {
+    /// The rules about to be evaluated.
+    fn rules(&self, rules: &[Rule]);
+    /// The firings one commit recorded.
+    fn recorded(&self, firings: &[proto::AlertFiring]);
+}
+
+/// Tells the webhook workers and the watches.
+#[derive(Debug)]
+pub(crate) struct Notifier {
     pub(crate) channels: Channels,
     /// Carries the newest firing number to WatchAlerts streams.
     pub(crate) firings: watch::Sender<u64>,
-    /// Rule changes wake the evaluator at once.
-    pub(crate) wake: Arc<Notify>,
+}
+
+impl Progress for Notifier {
+    fn rules(&self, rules: &[Rule]) {
+        self.channels.sync(rules);
+    }
+
+    fn recorded(&self, firings: &[proto::AlertFiring]) {
+        for firing in firings {
+            let kind = if firing.kind == proto::FiringKind::Resolved as i32 { "resolved" } else { "fired" };
+            let key = rule::rule_key(&firing.location, &firing.rule);
+            meters::firing(&key, kind);
+            if !firing.webhook_id.is_empty() {
+                self.channels.wake(&key);
+            }
+        }
+        if let Some(last) = firings.last() {
+            self.firings.send_replace(last.number);
+        }
+    }
 }
 
 impl Evaluator {
     /// Evaluates until `stop`, woken by committed batches, rule changes and the clock.
     pub(crate) async fn run(self, mut committed: Subscriber, stop: CancellationToken) {
         loop {
-            let (store, state) = (self.store.clone(), self.state.clone());
-            match blocking(move || evaluate(store.as_ref(), &state, now_millis())).await {
-                Ok((rules, recorded)) => {
-                    self.channels.sync(&rules);
-                    for firing in &recorded {
-                        let kind = if firing.kind == proto::FiringKind::Resolved as i32 { "resolved" } else { "fired" };
-                        let key = rule::rule_key(&firing.location, &firing.rule);
-                        meters::firing(&key, kind);
-                        if !firing.webhook_id.is_empty() {
-                            self.channels.wake(&key);
-                        }
-                    }
-                    if let Some(last) = recorded.last() {
-                        self.firings.send_replace(last.number);
-                    }
-                }
-                Err(err) => warn!(error = %err, "alert evaluation failed, retrying"),
+            // Everything committed so far is read by this evaluation: one wake-up for a burst.
+            committed.skip_to_newest();
+            let (store, state, notifier) = (self.store.clone(), self.state.clone(), self.notifier.clone());
+            let evaluated = blocking(move || evaluate(store.as_ref(), &state, now_millis(), notifier.as_ref())).await;
+            if let Err(err) = evaluated {
+                warn!(error = %err, "alert evaluation failed, retrying");
             }
             tokio::select! {
                 _ = committed.recv() => {}
@@ -71,7 +95,7 @@ impl Evaluator {
                 () = stop.cancelled() => break,
             }
         }
-        self.channels.stop().await;
+        self.notifier.channels.stop().await;
     }
 }
 
@@ -86,12 +110,8 @@ struct Loaded {
 }
 
 /// Runs every rule over the events its cursor has not reached, then the clock; commits per
-/// chunk. Returns the checked rules and the firings recorded.
-pub(crate) fn evaluate(
-    store: &dyn EventStore,
-    state: &AlertState,
-    now: i64,
-) -> Result<(Vec<Rule>, Vec<proto::AlertFiring>)> {
+/// chunk and tells `progress` of each commit's firings.
+pub(crate) fn evaluate(store: &dyn EventStore, state: &AlertState, now: i64, progress: &dyn Progress) -> Result<()> {
     let mut by_location: BTreeMap<String, Vec<Loaded>> = BTreeMap::new();
     for (stored, rule_state) in state.rules(None)? {
         match rule::check(&stored) {
@@ -106,14 +126,13 @@ pub(crate) fn evaluate(
             }
         }
     }
-    let mut recorded = Vec::new();
-    let mut rules = Vec::new();
+    let rules: Vec<Rule> = by_location.values().flatten().map(|loaded| loaded.rule.clone()).collect();
+    progress.rules(&rules);
     for (_, mut loaded) in by_location {
         let location = loaded[0].rule.location.clone();
-        recorded.extend(evaluate_location(store, state, &location, &mut loaded, now)?);
-        rules.extend(loaded.into_iter().map(|loaded| loaded.rule));
+        evaluate_location(store, state, &location, &mut loaded, now, progress)?;
     }
-    Ok((rules, recorded))
+    Ok(())
 }
 
 fn evaluate_location(
@@ -122,9 +141,9 @@ fn evaluate_location(
     location: &Location,
     loaded: &mut [Loaded],
     now: i64,
-) -> Result<Vec<proto::AlertFiring>> {
+    progress: &dyn Progress,
+) -> Result<()> {
     let last = store.last_seq(location)?;
-    let mut recorded = Vec::new();
     let mut cursor = loaded.iter().map(|loaded| loaded.state.cursor).min().unwrap_or(last);
     while cursor < last {
         let events = store.events(location, cursor + 1, CHUNK_EVENTS)?;
@@ -138,7 +157,7 @@ fn evaluate_location(
                 rule.state.cursor = event.location_seq;
             }
         }
-        recorded.extend(commit(store, state, location, loaded, &events, now)?);
+        progress.recorded(&commit(store, state, location, loaded, &events, now)?);
         cursor = newest;
     }
     // The clock only runs for rules that have read everything stored, so that an absence is
@@ -146,8 +165,8 @@ fn evaluate_location(
     for rule in loaded.iter_mut().filter(|rule| rule.state.cursor >= last) {
         trigger::on_tick(&rule.rule, &mut rule.state.trigger, now, &mut rule.notices);
     }
-    recorded.extend(commit(store, state, location, loaded, &[], now)?);
-    Ok(recorded)
+    progress.recorded(&commit(store, state, location, loaded, &[], now)?);
+    Ok(())
 }
 
 /// Commits every rule's state with its notices as firings, in one transaction.
@@ -206,4 +225,46 @@ pub(crate) fn now_millis() -> i64 {
 /// Returns a timestamp of ms since the epoch.
 pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::store::RedbStore;
+    use crate::store::conformance::{append_all, at, location, simple_events};
+
+    /// Records the firings of each commit as the evaluation tells them.
+    #[derive(Default)]
+    struct Told(RefCell<Vec<usize>>);
+
+    impl Progress for Told {
+        fn rules(&self, _: &[Rule]) {}
+
+        fn recorded(&self, firings: &[proto::AlertFiring]) {
+            if !firings.is_empty() {
+                self.0.borrow_mut().push(firings.len());
+            }
+        }
+    }
+
+    #[test]
+    fn each_commit_is_told_as_it_happens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
+        store.create_collector(&location("us-east"), at(1)).unwrap();
+        let state = AlertState::open(dir.path()).unwrap();
+        let each = proto::AlertRule {
+            location: "us-east".into(),
+            name: "each".into(),
+            trigger: Some(proto::AlertTrigger { kind: Some(proto::alert_trigger::Kind::Each(proto::EachTrigger {})) }),
+            ..Default::default()
+        };
+        state.create(&each, &RuleState::default()).unwrap();
+        append_all(&store, "us-east", &simple_events("us-east", 2 * CHUNK_EVENTS + 500));
+        let told = Told::default();
+        evaluate(&store, &state, now_millis(), &told).unwrap();
+        assert_eq!(*told.0.borrow(), [CHUNK_EVENTS, CHUNK_EVENTS, 500]);
+    }
 }

@@ -70,8 +70,8 @@ impl Alerts {
         let (sender, firings) = watch::channel(last);
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let channels = Channels::new(state.clone(), policy, stop, changes.clone());
-        let evaluator =
-            Evaluator { store: store.clone(), state: state.clone(), channels, firings: sender, wake: wake.clone() };
+        let notifier = Arc::new(evaluator::Notifier { channels, firings: sender });
+        let evaluator = Evaluator { store: store.clone(), state: state.clone(), notifier, wake: wake.clone() };
         Ok((Self { store, state, wake, firings, changes, lifecycle }, evaluator))
     }
 
