@@ -6,7 +6,7 @@
 //! waits for a rule. The rules of one location share each read of the events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use qtrail_cadf::Location;
@@ -29,6 +29,8 @@ use crate::store::EventStore;
 const CHUNK_EVENTS: usize = 1000;
 /// How often the clock triggers run without new events.
 const TICK: Duration = Duration::from_millis(250);
+/// Least time between two warnings of the same failing rule or location, in ms.
+const WARN_EVERY_MS: i64 = 60_000;
 
 /// The evaluator's parts.
 #[derive(Debug)]
@@ -36,6 +38,7 @@ pub(crate) struct Evaluator {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) state: Arc<AlertState>,
     pub(crate) notifier: Arc<Notifier>,
+    pub(crate) warnings: Arc<Warnings>,
     /// Rule changes wake the evaluator at once.
     pub(crate) wake: Arc<Notify>,
 }
@@ -83,8 +86,10 @@ impl Evaluator {
         loop {
             // Everything committed so far is read by this evaluation: one wake-up for a burst.
             committed.skip_to_newest();
-            let (store, state, notifier) = (self.store.clone(), self.state.clone(), self.notifier.clone());
-            let evaluated = blocking(move || evaluate(store.as_ref(), &state, now_millis(), notifier.as_ref())).await;
+            let (store, state) = (self.store.clone(), self.state.clone());
+            let (notifier, warnings) = (self.notifier.clone(), self.warnings.clone());
+            let evaluated =
+                blocking(move || evaluate(store.as_ref(), &state, now_millis(), notifier.as_ref(), &warnings)).await;
             if let Err(err) = evaluated {
                 warn!(error = %err, "alert evaluation failed, retrying");
             }
@@ -111,7 +116,13 @@ struct Loaded {
 
 /// Runs every rule over the events its cursor has not reached, then the clock; commits per
 /// chunk and tells `progress` of each commit's firings.
-pub(crate) fn evaluate(store: &dyn EventStore, state: &AlertState, now: i64, progress: &dyn Progress) -> Result<()> {
+pub(crate) fn evaluate(
+    store: &dyn EventStore,
+    state: &AlertState,
+    now: i64,
+    progress: &dyn Progress,
+    warnings: &Warnings,
+) -> Result<()> {
     let mut by_location: BTreeMap<String, Vec<Loaded>> = BTreeMap::new();
     for (stored, rule_state) in state.rules(None)? {
         match rule::check(&stored) {
@@ -122,17 +133,43 @@ pub(crate) fn evaluate(store: &dyn EventStore, state: &AlertState, now: i64, pro
                 notices: Vec::new(),
             }),
             Err(err) => {
-                warn!(rule = %rule::rule_key(&stored.location, &stored.name), error = %err, "stored alert rule no longer checks, skipped")
+                let key = rule::rule_key(&stored.location, &stored.name);
+                if warnings.due(&key, now) {
+                    warn!(rule = %key, error = %err, "stored alert rule no longer checks, skipped");
+                }
             }
         }
     }
     let rules: Vec<Rule> = by_location.values().flatten().map(|loaded| loaded.rule.clone()).collect();
     progress.rules(&rules);
+    // Each location on its own: one that fails (and is retried on the next tick) does not stop
+    // alerting in the others.
     for (_, mut loaded) in by_location {
         let location = loaded[0].rule.location.clone();
-        evaluate_location(store, state, &location, &mut loaded, now, progress)?;
+        if let Err(err) = evaluate_location(store, state, &location, &mut loaded, now, progress) {
+            meters::evaluation_error(location.as_str());
+            if warnings.due(location.as_str(), now) {
+                warn!(location = %location, error = %err, "alert evaluation of a location failed, retrying");
+            }
+        }
     }
     Ok(())
+}
+
+/// Rate-limits the warnings of a condition that holds on every tick: once a minute per subject.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings(Mutex<HashMap<String, i64>>);
+
+impl Warnings {
+    /// Returns whether a warning about `subject` is due at `now`, and if so counts it as given.
+    pub(crate) fn due(&self, subject: &str, now: i64) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = last.get(subject).is_none_or(|last| now.saturating_sub(*last) >= WARN_EVERY_MS || now < *last);
+        if due {
+            last.insert(subject.to_owned(), now);
+        }
+        due
+    }
 }
 
 fn evaluate_location(
@@ -264,7 +301,17 @@ mod tests {
         state.create(&each, &RuleState::default()).unwrap();
         append_all(&store, "us-east", &simple_events("us-east", 2 * CHUNK_EVENTS + 500));
         let told = Told::default();
-        evaluate(&store, &state, now_millis(), &told).unwrap();
+        evaluate(&store, &state, now_millis(), &told, &Warnings::default()).unwrap();
         assert_eq!(*told.0.borrow(), [CHUNK_EVENTS, CHUNK_EVENTS, 500]);
+    }
+
+    #[test]
+    fn a_warning_repeats_at_most_once_a_minute() {
+        let warnings = Warnings::default();
+        assert!(warnings.due("us-east", 1_000));
+        assert!(!warnings.due("us-east", 1_250));
+        assert!(warnings.due("eu-de", 1_250));
+        assert!(!warnings.due("us-east", 60_999));
+        assert!(warnings.due("us-east", 61_000));
     }
 }

@@ -71,7 +71,9 @@ impl Alerts {
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let channels = Channels::new(state.clone(), policy, stop, changes.clone());
         let notifier = Arc::new(evaluator::Notifier { channels, firings: sender });
-        let evaluator = Evaluator { store: store.clone(), state: state.clone(), notifier, wake: wake.clone() };
+        let warnings = Arc::default();
+        let evaluator =
+            Evaluator { store: store.clone(), state: state.clone(), notifier, warnings, wake: wake.clone() };
         Ok((Self { store, state, wake, firings, changes, lifecycle }, evaluator))
     }
 
