@@ -194,7 +194,7 @@ fn evaluate_location(
                 rule.state.cursor = event.location_seq;
             }
         }
-        progress.recorded(&commit(store, state, location, loaded, &events, now)?);
+        progress.recorded(&commit(store, state, loaded, &events, now)?);
         cursor = newest;
     }
     // The clock only runs for rules that have read everything stored, so that an absence is
@@ -202,7 +202,7 @@ fn evaluate_location(
     for rule in loaded.iter_mut().filter(|rule| rule.state.cursor >= last) {
         trigger::on_tick(&rule.rule, &mut rule.state.trigger, now, &mut rule.notices);
     }
-    progress.recorded(&commit(store, state, location, loaded, &[], now)?);
+    progress.recorded(&commit(store, state, loaded, &[], now)?);
     Ok(())
 }
 
@@ -210,7 +210,6 @@ fn evaluate_location(
 fn commit(
     store: &dyn EventStore,
     state: &AlertState,
-    location: &Location,
     loaded: &mut [Loaded],
     read: &[proto::StoredEvent],
     now: i64,
@@ -221,30 +220,7 @@ fn commit(
         rule.committed = rule.state.clone();
         let mut firings = Vec::with_capacity(rule.notices.len());
         for notice in std::mem::take(&mut rule.notices) {
-            let mut events = Vec::with_capacity(notice.samples.len());
-            for seq in notice.samples {
-                match by_seq.get(&seq) {
-                    Some(event) => events.push((*event).clone()),
-                    None => {
-                        events.extend(store.events(location, seq, 1)?.into_iter().filter(|e| e.location_seq == seq))
-                    }
-                }
-            }
-            let firing = proto::AlertFiring {
-                location: location.to_string(),
-                rule: rule.rule.name.clone(),
-                kind: match notice.kind {
-                    NoticeKind::Fired => proto::FiringKind::Fired,
-                    NoticeKind::Resolved => proto::FiringKind::Resolved,
-                } as i32,
-                time: Some(timestamp(notice.time)),
-                count: notice.count,
-                events,
-                cursor: rule.state.cursor,
-                ..Default::default()
-            };
-            let body = rule.rule.channel.as_ref().map(|_| webhook::body as fn(&proto::AlertFiring) -> String);
-            firings.push(NewFiring { firing, body });
+            firings.push(new_firing(store, &rule.rule, rule.state.cursor, notice, &by_seq)?);
         }
         evaluated.push((rule.rule.key(), rule.state.clone(), firings));
     }
@@ -252,6 +228,59 @@ fn commit(
         return Ok(Vec::new());
     }
     state.commit(evaluated, now)
+}
+
+/// Returns a notice of `rule` as a firing to record, with its sample events (from `read`, else
+/// from the store).
+fn new_firing(
+    store: &dyn EventStore,
+    rule: &Rule,
+    cursor: u64,
+    notice: Notice,
+    read: &HashMap<u64, &proto::StoredEvent>,
+) -> Result<NewFiring> {
+    let mut events = Vec::with_capacity(notice.samples.len());
+    for seq in notice.samples {
+        match read.get(&seq) {
+            Some(event) => events.push((*event).clone()),
+            None => events.extend(store.events(&rule.location, seq, 1)?.into_iter().filter(|e| e.location_seq == seq)),
+        }
+    }
+    let firing = proto::AlertFiring {
+        location: rule.location.to_string(),
+        rule: rule.name.clone(),
+        kind: match notice.kind {
+            NoticeKind::Fired => proto::FiringKind::Fired,
+            NoticeKind::Resolved => proto::FiringKind::Resolved,
+        } as i32,
+        time: Some(timestamp(notice.time)),
+        count: notice.count,
+        events,
+        cursor,
+        ..Default::default()
+    };
+    let body = rule.channel.as_ref().map(|_| webhook::body as fn(&proto::AlertFiring) -> String);
+    Ok(NewFiring { firing, body })
+}
+
+/// Returns the firings that close a stored rule's trigger state at `now` (see
+/// [`trigger::on_close`]); none for a rule that no longer checks.
+///
+/// # Errors
+/// [`StoreError`](crate::store::StoreError) reading sample events.
+pub(crate) fn closing(
+    store: &dyn EventStore,
+    stored: &proto::AlertRule,
+    state: &RuleState,
+    now: i64,
+) -> Result<Vec<NewFiring>> {
+    let Ok(rule) = rule::check(stored) else {
+        return Ok(Vec::new());
+    };
+    let (mut trigger, mut notices) = (state.trigger.clone(), Vec::new());
+    trigger::on_close(&mut trigger, now, &mut notices);
+    let none = HashMap::new();
+    notices.into_iter().map(|notice| new_firing(store, &rule, state.cursor, notice, &none)).collect()
 }
 
 /// Returns the wall clock in ms since the epoch.

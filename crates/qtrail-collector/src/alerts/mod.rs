@@ -31,7 +31,7 @@ use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
 use crate::store::EventStore;
-use evaluator::{now_millis, timestamp};
+use evaluator::{Progress as _, now_millis, timestamp};
 use state::RuleState;
 use trigger::TriggerState;
 
@@ -53,6 +53,8 @@ pub(crate) struct Alerts {
     wake: Arc<Notify>,
     firings: watch::Receiver<u64>,
     changes: broadcast::Sender<u64>,
+    /// Tells of the firings an update or delete records.
+    notifier: Arc<evaluator::Notifier>,
     lifecycle: Lifecycle,
 }
 
@@ -72,9 +74,14 @@ impl Alerts {
         let channels = Channels::new(state.clone(), policy, stop, changes.clone());
         let notifier = Arc::new(evaluator::Notifier { channels, firings: sender });
         let warnings = Arc::default();
-        let evaluator =
-            Evaluator { store: store.clone(), state: state.clone(), notifier, warnings, wake: wake.clone() };
-        Ok((Self { store, state, wake, firings, changes, lifecycle }, evaluator))
+        let evaluator = Evaluator {
+            store: store.clone(),
+            state: state.clone(),
+            notifier: notifier.clone(),
+            warnings,
+            wake: wake.clone(),
+        };
+        Ok((Self { store, state, wake, firings, changes, notifier, lifecycle }, evaluator))
     }
 
     /// Creates a rule; it sees the events stored from now on.
@@ -155,7 +162,7 @@ impl Alerts {
         }
         let now = now_millis();
         wire.update_time = Some(timestamp(now));
-        let state = self.state.clone();
+        let (store, state) = (self.store.clone(), self.state.clone());
         let stored = blocking(move || {
             if keeps_secret {
                 let old = state.rule(&wire.location, &wire.name)?;
@@ -166,11 +173,11 @@ impl Alerts {
                 }
                 rule::check(&filled)?;
             }
-            state.update(wire, now)
+            state.update(wire, now, &|old, old_state| evaluator::closing(store.as_ref(), old, old_state, now))
         })
         .await?;
-        let (stored, failed) = stored;
-        self.tell_changed(failed);
+        let (stored, closed) = stored;
+        self.tell_closed(closed);
         access::rule_changed(caller, "UpdateAlertRule", &stored.location, &stored.name);
         self.wake.notify_one();
         Ok(rule::public(stored))
@@ -183,18 +190,23 @@ impl Alerts {
     pub(crate) async fn delete(&self, caller: &str, request: proto::DeleteAlertRuleRequest) -> Result<()> {
         parse_location(&request.location)?;
         rule::check_name(&request.name)?;
-        let state = self.state.clone();
+        let (store, state) = (self.store.clone(), self.state.clone());
         let (location, name) = (request.location.clone(), request.name.clone());
-        let failed = blocking(move || state.delete(&location, &name)).await?;
-        self.tell_changed(failed);
+        let now = now_millis();
+        let close = move |old: &proto::AlertRule, old_state: &RuleState| {
+            evaluator::closing(store.as_ref(), old, old_state, now)
+        };
+        let closed = blocking(move || state.delete(&location, &name, now, &close)).await?;
+        self.tell_closed(closed);
         access::rule_changed(caller, "DeleteAlertRule", &request.location, &request.name);
         self.wake.notify_one();
         Ok(())
     }
 
-    /// Tells watches of the firings whose delivery changed.
-    fn tell_changed(&self, numbers: Vec<u64>) {
-        for number in numbers {
+    /// Tells workers and watches of what an update or delete recorded and failed.
+    fn tell_closed(&self, closed: state::Closed) {
+        self.notifier.recorded(&closed.recorded);
+        for number in closed.failed {
             // Without watches listening there is no one to tell.
             drop(self.changes.send(number));
         }

@@ -83,6 +83,19 @@ pub(crate) struct NewFiring {
     pub(crate) body: Option<fn(&proto::AlertFiring) -> String>,
 }
 
+/// Makes the firings that close a rule's old trigger state (held matches, an open absence).
+pub(crate) type Close<'a> = &'a dyn Fn(&proto::AlertRule, &RuleState) -> Result<Vec<NewFiring>>;
+
+/// What an update or delete did besides the rule: the firings it recorded to close the old
+/// trigger state, and the firings whose pending delivery it failed.
+#[derive(Debug, Default)]
+pub(crate) struct Closed {
+    /// Firings recorded, numbered.
+    pub(crate) recorded: Vec<proto::AlertFiring>,
+    /// Numbers of the firings whose delivery failed.
+    pub(crate) failed: Vec<u64>,
+}
+
 /// The alerts' store.
 #[derive(Debug)]
 pub(crate) struct AlertState {
@@ -158,15 +171,20 @@ impl AlertState {
     }
 
     /// Replaces a rule, keeping its cursor and (when the new webhook has none) its secret; the
-    /// trigger state starts over at `now`. Without a webhook any longer, the rule's pending
-    /// deliveries fail: returns the numbers of their firings.
+    /// trigger state starts over at `now`. What the old trigger still held is recorded first,
+    /// as `close` makes it; without a webhook any longer, the rule's pending deliveries fail.
     ///
     /// # Errors
-    /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn update(&self, mut stored: proto::AlertRule, now: i64) -> Result<(proto::AlertRule, Vec<u64>)> {
+    /// [`Error::AlertRuleNotFound`], [`StoreError`], or what `close` returns.
+    pub(crate) fn update(
+        &self,
+        mut stored: proto::AlertRule,
+        now: i64,
+        close: Close<'_>,
+    ) -> Result<(proto::AlertRule, Closed)> {
         let key = rule_key(&stored.location, &stored.name);
         let txn = self.db.begin_write().map_err(backend)?;
-        let mut failed = Vec::new();
+        let mut closed = Closed::default();
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
             let old = match rules.get(key.as_str()).map_err(backend)? {
@@ -180,42 +198,48 @@ impl AlertState {
             }
             stored.create_time = old.create_time;
             rules.insert(key.as_str(), stored.encode_to_vec().as_slice()).map_err(backend)?;
+            let old_state = read_state(&txn.open_table(STATES).map_err(backend)?, &key)?;
+            closed.recorded = insert_firings(&txn, &key, close(&old, &old_state)?, now)?;
             if stored.webhook.is_none() {
-                failed = fail_pending(&txn, &key, "webhook removed")?;
+                closed.failed = fail_pending(&txn, &key, "webhook removed")?;
             }
-            let mut states = txn.open_table(STATES).map_err(backend)?;
-            let old_state = read_state(&states, &key)?;
             let state = RuleState {
                 cursor: old_state.cursor,
                 generation: next_generation(&txn)?,
                 trigger: TriggerState::new(now),
             };
-            states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
+            txn.open_table(STATES)
+                .map_err(backend)?
+                .insert(key.as_str(), to_json(&state).as_slice())
+                .map_err(backend)?;
             stored.cursor = state.cursor;
         }
         txn.commit().map_err(backend)?;
-        Ok((stored, failed))
+        Ok((stored, closed))
     }
 
-    /// Deletes a rule and its state; the deliveries it had not made yet fail (their firings
-    /// stay): returns the numbers of those firings.
+    /// Deletes a rule and its state, recording first what its trigger still held, as `close`
+    /// makes it; the deliveries it had not made yet fail (their firings stay).
     ///
     /// # Errors
-    /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn delete(&self, location: &str, name: &str) -> Result<Vec<u64>> {
+    /// [`Error::AlertRuleNotFound`], [`StoreError`], or what `close` returns.
+    pub(crate) fn delete(&self, location: &str, name: &str, now: i64, close: Close<'_>) -> Result<Closed> {
         let key = rule_key(location, name);
         let txn = self.db.begin_write().map_err(backend)?;
-        let failed;
+        let mut closed = Closed::default();
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
-            if rules.remove(key.as_str()).map_err(backend)?.is_none() {
-                return Err(Error::AlertRuleNotFound { location: location.into(), name: name.into() });
-            }
+            let old = match rules.remove(key.as_str()).map_err(backend)? {
+                Some(old) => proto::AlertRule::decode(old.value()).map_err(|err| corrupt("rule", err))?,
+                None => return Err(Error::AlertRuleNotFound { location: location.into(), name: name.into() }),
+            };
+            let old_state = read_state(&txn.open_table(STATES).map_err(backend)?, &key)?;
+            closed.recorded = insert_firings(&txn, &key, close(&old, &old_state)?, now)?;
             txn.open_table(STATES).map_err(backend)?.remove(key.as_str()).map_err(backend)?;
-            failed = fail_pending(&txn, &key, "rule deleted")?;
+            closed.failed = fail_pending(&txn, &key, "rule deleted")?;
         }
         txn.commit().map_err(backend)?;
-        Ok(failed)
+        Ok(closed)
     }
 
     /// Returns a rule with its cursor (secret included: callers strip it with [`rule::public`]).
@@ -274,10 +298,6 @@ impl AlertState {
         {
             let rules = txn.open_table(RULES).map_err(backend)?;
             let mut states = txn.open_table(STATES).map_err(backend)?;
-            let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
-            let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-            let mut pending = txn.open_table(PENDING).map_err(backend)?;
-            let mut next = firings.last().map_err(backend)?.map_or(0, |(number, _)| number.value()) + 1;
             for (key, state, new) in evaluated {
                 let current = match rules.get(key.as_str()).map_err(backend)? {
                     Some(_) => read_state(&states, &key)?,
@@ -287,37 +307,7 @@ impl AlertState {
                     continue;
                 }
                 states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
-                // Counted once per rule, then kept up to date, rather than scanned per firing.
-                let mut queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
-                for NewFiring { mut firing, body } in new {
-                    firing.number = next;
-                    next += 1;
-                    if let Some(body) = body {
-                        firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-                        firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
-                            super::meters::overflow(&key);
-                            proto::DeliveryState::Overflow as i32
-                        } else {
-                            pending.insert((key.as_str(), firing.number), ()).map_err(backend)?;
-                            queued += 1;
-                            proto::DeliveryState::Pending as i32
-                        };
-                        let delivery = Delivery {
-                            number: firing.number,
-                            rule: key.clone(),
-                            webhook_id: firing.webhook_id.clone(),
-                            body: body(&firing),
-                            attempts: 0,
-                            created: now,
-                            next_attempt: now,
-                            state: firing.delivery,
-                            last_error: String::new(),
-                        };
-                        deliveries.insert(firing.number, to_json(&delivery).as_slice()).map_err(backend)?;
-                    }
-                    firings.insert(firing.number, firing.encode_to_vec().as_slice()).map_err(backend)?;
-                    recorded.push(firing);
-                }
+                recorded.extend(insert_firings(&txn, &key, new, now)?);
             }
         }
         txn.commit().map_err(backend)?;
@@ -433,6 +423,52 @@ impl AlertState {
     }
 }
 
+/// Records the firings of rule `key`, numbered on, each with its delivery if it has a body
+/// (an overflow past [`MAX_PENDING_PER_CHANNEL`]); returns them numbered.
+fn insert_firings(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    new: Vec<NewFiring>,
+    now: i64,
+) -> Result<Vec<proto::AlertFiring>> {
+    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    let first = firings.last().map_err(backend)?.map_or(0, |(number, _)| number.value()) + 1;
+    // Counted once, then kept up to date, rather than scanned per firing.
+    let mut queued = pending_numbers(&pending, key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
+    let mut recorded = Vec::with_capacity(new.len());
+    for (number, NewFiring { mut firing, body }) in (first..).zip(new) {
+        firing.number = number;
+        if let Some(body) = body {
+            firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+            firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
+                super::meters::overflow(key);
+                proto::DeliveryState::Overflow as i32
+            } else {
+                pending.insert((key, firing.number), ()).map_err(backend)?;
+                queued += 1;
+                proto::DeliveryState::Pending as i32
+            };
+            let delivery = Delivery {
+                number: firing.number,
+                rule: key.to_owned(),
+                webhook_id: firing.webhook_id.clone(),
+                body: body(&firing),
+                attempts: 0,
+                created: now,
+                next_attempt: now,
+                state: firing.delivery,
+                last_error: String::new(),
+            };
+            deliveries.insert(firing.number, to_json(&delivery).as_slice()).map_err(backend)?;
+        }
+        firings.insert(firing.number, firing.encode_to_vec().as_slice()).map_err(backend)?;
+        recorded.push(firing);
+    }
+    Ok(recorded)
+}
+
 /// Ends every pending delivery of rule `key` as failed for `reason`, in the delivery and in its
 /// firing, so that no one waits for it and no later channel sends it; returns the firings'
 /// numbers.
@@ -487,83 +523,4 @@ fn pending_numbers(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule() -> proto::AlertRule {
-        proto::AlertRule { location: "us-east".into(), name: "r".into(), ..Default::default() }
-    }
-
-    fn firings(count: usize) -> Vec<NewFiring> {
-        let firing =
-            proto::AlertFiring { location: "us-east".into(), rule: "r".into(), count: 1, ..Default::default() };
-        (0..count).map(|_| NewFiring { firing: firing.clone(), body: Some(|_| String::from("{}")) }).collect()
-    }
-
-    #[test]
-    fn a_full_channel_records_an_overflow_instead_of_queueing() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
-        state.create(&rule(), &RuleState::default()).unwrap();
-        let key = rule_key("us-east", "r");
-        let current = state.rule("us-east", "r").unwrap().unwrap().1;
-        let recorded = state.commit(vec![(key.clone(), current, firings(1001))], 0).unwrap();
-        let overflowed: Vec<u64> = recorded
-            .iter()
-            .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
-            .map(|firing| firing.number)
-            .collect();
-        assert_eq!(overflowed, [1001]);
-        assert_eq!(state.pending_count(&key).unwrap(), MAX_PENDING_PER_CHANNEL);
-        // The overflow is a firing like any other, visible to a watch.
-        let last = state.firings(Some("us-east"), 1000, 10).unwrap();
-        assert_eq!(last[0].delivery, proto::DeliveryState::Overflow as i32);
-    }
-
-    #[test]
-    fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
-        state.create(&rule(), &RuleState::default()).unwrap();
-        let key = rule_key("us-east", "r");
-        let created = state.rule("us-east", "r").unwrap().unwrap().1;
-        state.update(rule(), 0).unwrap();
-        let stale = RuleState { cursor: 9, ..created.clone() };
-        assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
-        let updated = state.rule("us-east", "r").unwrap().unwrap().1;
-        assert_ne!(updated.generation, created.generation);
-        state.delete("us-east", "r").unwrap();
-        assert!(state.commit(vec![(key.clone(), updated.clone(), firings(1))], 0).unwrap().is_empty());
-        // Created again under the same name: the evaluation of the deleted rule stays out.
-        state.create(&rule(), &RuleState::default()).unwrap();
-        assert!(state.commit(vec![(key.clone(), updated, firings(1))], 0).unwrap().is_empty());
-        assert!(state.commit(vec![(key, created, firings(1))], 0).unwrap().is_empty());
-        assert_eq!(state.last_firing().unwrap(), 0);
-    }
-
-    #[test]
-    fn deleting_a_rule_or_its_webhook_fails_its_pending_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
-        let key = rule_key("us-east", "r");
-        let failed = |state: &AlertState| -> Vec<u64> {
-            let firings = state.firings(Some("us-east"), 0, 10).unwrap();
-            let failed = firings.iter().filter(|firing| firing.delivery == proto::DeliveryState::Failed as i32);
-            failed.map(|firing| firing.number).collect()
-        };
-        state.create(&rule(), &RuleState::default()).unwrap();
-        let current = state.rule("us-east", "r").unwrap().unwrap().1;
-        state.commit(vec![(key.clone(), current, firings(2))], 0).unwrap();
-        let (_, ended) = state.update(rule(), 0).unwrap();
-        assert_eq!(ended, [1, 2]);
-        assert_eq!(failed(&state), [1, 2]);
-        assert_eq!(state.pending_count(&key).unwrap(), 0);
-        let current = state.rule("us-east", "r").unwrap().unwrap().1;
-        state.commit(vec![(key.clone(), current, firings(1))], 0).unwrap();
-        assert_eq!(state.delete("us-east", "r").unwrap(), [3]);
-        assert_eq!(failed(&state), [1, 2, 3]);
-        assert_eq!(state.pending_count(&key).unwrap(), 0);
-        assert_eq!(state.firing(3).unwrap().unwrap().delivery, proto::DeliveryState::Failed as i32);
-        assert!(state.firing(4).unwrap().is_none());
-    }
-}
+mod tests;

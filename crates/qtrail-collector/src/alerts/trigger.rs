@@ -138,6 +138,22 @@ pub(crate) fn on_tick(rule: &Rule, state: &mut TriggerState, now: i64, out: &mut
     }
 }
 
+/// Ends a rule's trigger (the rule is updated or deleted): the matches the cool-down held fire
+/// now, and an open absence resolves, so that nothing the old rule saw is lost or left open.
+pub(crate) fn on_close(state: &mut TriggerState, now: i64, out: &mut Vec<Notice>) {
+    if state.pending > 0 {
+        out.push(Notice {
+            kind: NoticeKind::Fired,
+            count: std::mem::take(&mut state.pending),
+            samples: std::mem::take(&mut state.pending_samples),
+            time: now,
+        });
+    }
+    if std::mem::take(&mut state.absent) {
+        out.push(Notice { kind: NoticeKind::Resolved, count: 0, samples: Vec::new(), time: now });
+    }
+}
+
 /// Counts matches toward the next `fired` notice and sends it unless the cool-down holds it.
 fn hit(rule: &Rule, state: &mut TriggerState, count: u64, samples: &[u64], now: i64, out: &mut Vec<Notice>) {
     state.pending += count;
@@ -297,5 +313,24 @@ mod tests {
         on_tick(&absence, &mut state, 50_000, &mut out);
         on_tick(&absence, &mut state, 60_000, &mut out);
         assert_eq!(out.len(), 1, "the absence counts from the step, not from the future match");
+    }
+
+    #[test]
+    fn closing_fires_the_held_matches_and_resolves_an_open_absence() {
+        let calm = rule(Trigger::Each, Duration::from_secs(10));
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        for seq in 1..=3 {
+            on_event(&calm, &mut state, &event(seq, 1000 + seq as i64, "a"), &mut out);
+        }
+        on_close(&mut state, 2_000, &mut out);
+        assert_eq!(out[1], Notice { kind: NoticeKind::Fired, count: 2, samples: vec![2, 3], time: 2_000 });
+
+        let absence = rule(Trigger::Absence { duration: Duration::from_secs(10) }, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_tick(&absence, &mut state, 10_000, &mut out);
+        on_close(&mut state, 11_000, &mut out);
+        assert_eq!(out.iter().map(|notice| notice.kind).collect::<Vec<_>>(), [NoticeKind::Fired, NoticeKind::Resolved]);
+        on_close(&mut state, 12_000, &mut out);
+        assert_eq!(out.len(), 2, "closed once");
     }
 }

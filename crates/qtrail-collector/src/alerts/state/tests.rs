@@ -1,0 +1,82 @@
+//! The alert state's commit rules: overflow, stale evaluations, closing deliveries.
+
+use super::*;
+
+fn rule() -> proto::AlertRule {
+    proto::AlertRule { location: "us-east".into(), name: "r".into(), ..Default::default() }
+}
+
+fn firings(count: usize) -> Vec<NewFiring> {
+    let firing = proto::AlertFiring { location: "us-east".into(), rule: "r".into(), count: 1, ..Default::default() };
+    (0..count).map(|_| NewFiring { firing: firing.clone(), body: Some(|_| String::from("{}")) }).collect()
+}
+
+#[test]
+fn a_full_channel_records_an_overflow_instead_of_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AlertState::open(dir.path()).unwrap();
+    state.create(&rule(), &RuleState::default()).unwrap();
+    let key = rule_key("us-east", "r");
+    let current = state.rule("us-east", "r").unwrap().unwrap().1;
+    let recorded = state.commit(vec![(key.clone(), current, firings(1001))], 0).unwrap();
+    let overflowed: Vec<u64> = recorded
+        .iter()
+        .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
+        .map(|firing| firing.number)
+        .collect();
+    assert_eq!(overflowed, [1001]);
+    assert_eq!(state.pending_count(&key).unwrap(), MAX_PENDING_PER_CHANNEL);
+    // The overflow is a firing like any other, visible to a watch.
+    let last = state.firings(Some("us-east"), 1000, 10).unwrap();
+    assert_eq!(last[0].delivery, proto::DeliveryState::Overflow as i32);
+}
+
+#[test]
+fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AlertState::open(dir.path()).unwrap();
+    state.create(&rule(), &RuleState::default()).unwrap();
+    let key = rule_key("us-east", "r");
+    let created = state.rule("us-east", "r").unwrap().unwrap().1;
+    state.update(rule(), 0, &|_, _| Ok(Vec::new())).unwrap();
+    let stale = RuleState { cursor: 9, ..created.clone() };
+    assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
+    let updated = state.rule("us-east", "r").unwrap().unwrap().1;
+    assert_ne!(updated.generation, created.generation);
+    state.delete("us-east", "r", 0, &|_, _| Ok(Vec::new())).unwrap();
+    assert!(state.commit(vec![(key.clone(), updated.clone(), firings(1))], 0).unwrap().is_empty());
+    // Created again under the same name: the evaluation of the deleted rule stays out.
+    state.create(&rule(), &RuleState::default()).unwrap();
+    assert!(state.commit(vec![(key.clone(), updated, firings(1))], 0).unwrap().is_empty());
+    assert!(state.commit(vec![(key, created, firings(1))], 0).unwrap().is_empty());
+    assert_eq!(state.last_firing().unwrap(), 0);
+}
+
+#[test]
+fn deleting_a_rule_or_its_webhook_fails_its_pending_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AlertState::open(dir.path()).unwrap();
+    let key = rule_key("us-east", "r");
+    let failed = |state: &AlertState| -> Vec<u64> {
+        let firings = state.firings(Some("us-east"), 0, 10).unwrap();
+        let failed = firings.iter().filter(|firing| firing.delivery == proto::DeliveryState::Failed as i32);
+        failed.map(|firing| firing.number).collect()
+    };
+    state.create(&rule(), &RuleState::default()).unwrap();
+    let current = state.rule("us-east", "r").unwrap().unwrap().1;
+    state.commit(vec![(key.clone(), current, firings(2))], 0).unwrap();
+    let (_, closed) = state.update(rule(), 0, &|_, _| Ok(Vec::new())).unwrap();
+    assert_eq!(closed.failed, [1, 2]);
+    assert_eq!(failed(&state), [1, 2]);
+    assert_eq!(state.pending_count(&key).unwrap(), 0);
+    let current = state.rule("us-east", "r").unwrap().unwrap().1;
+    state.commit(vec![(key.clone(), current, firings(1))], 0).unwrap();
+    // What the trigger held is recorded (number 4) before the pending deliveries fail.
+    let closed = state.delete("us-east", "r", 0, &|_, _| Ok(firings(1))).unwrap();
+    assert_eq!(closed.recorded.iter().map(|firing| firing.number).collect::<Vec<_>>(), [4]);
+    assert_eq!(closed.failed, [3, 4]);
+    assert_eq!(failed(&state), [1, 2, 3, 4]);
+    assert_eq!(state.pending_count(&key).unwrap(), 0);
+    assert_eq!(state.firing(3).unwrap().unwrap().delivery, proto::DeliveryState::Failed as i32);
+    assert!(state.firing(5).unwrap().is_none());
+}
