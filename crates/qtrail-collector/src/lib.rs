@@ -137,7 +137,7 @@ impl Prepared {
         );
         let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;
         let alert_state = Arc::new(
-            AlertState::open(&config.data_dir)
+            AlertState::open(&config.data_dir, config.alert_max_firings)
                 .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()))?,
         );
         Ok(Self {

@@ -320,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         store.create_collector(&location("us-east"), at(1)).unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
+        let state = AlertState::open(dir.path(), 100_000).unwrap();
         let each = proto::AlertRule {
             location: "us-east".into(),
             name: "each".into(),

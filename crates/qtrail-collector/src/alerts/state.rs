@@ -100,6 +100,8 @@ pub(crate) struct Closed {
 #[derive(Debug)]
 pub(crate) struct AlertState {
     db: Database,
+    /// Firings kept: each commit deletes the oldest beyond it.
+    max_firings: u64,
 }
 
 fn backend(err: impl std::fmt::Display) -> Error {
@@ -119,11 +121,11 @@ impl AlertState {
     /// File name inside the data directory.
     pub(crate) const FILE_NAME: &'static str = "alerts.redb";
 
-    /// Opens (or creates) the alert state in `data_dir`.
+    /// Opens (or creates) the alert state in `data_dir`, keeping `max_firings` firings.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the file cannot be created or opened.
-    pub(crate) fn open(data_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(data_dir: &Path, max_firings: u64) -> Result<Self> {
         let db = Database::create(data_dir.join(Self::FILE_NAME)).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(RULES).map_err(backend)?;
@@ -133,7 +135,7 @@ impl AlertState {
         txn.open_table(PENDING).map_err(backend)?;
         txn.open_table(META).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        Ok(Self { db })
+        Ok(Self { db, max_firings: max_firings.max(1) })
     }
 
     /// Stores a new checked rule with `state`, whose generation is replaced by a new one.
@@ -309,6 +311,9 @@ impl AlertState {
                 states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
                 recorded.extend(insert_firings(&txn, &key, new, now)?);
             }
+            if !recorded.is_empty() {
+                forget_oldest(&txn, self.max_firings)?;
+            }
         }
         txn.commit().map_err(backend)?;
         Ok(recorded)
@@ -404,12 +409,15 @@ impl AlertState {
             if pending.get(key).map_err(backend)?.is_none() {
                 return Ok(());
             }
+            let mut kept = delivery.clone();
             if delivery.state != proto::DeliveryState::Pending as i32 {
                 pending.remove(key).map_err(backend)?;
+                // Never sent again: the body is not kept.
+                kept.body.clear();
             }
             txn.open_table(DELIVERIES)
                 .map_err(backend)?
-                .insert(delivery.number, to_json(delivery).as_slice())
+                .insert(delivery.number, to_json(&kept).as_slice())
                 .map_err(backend)?;
             let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
             let firing = firings.get(delivery.number).map_err(backend)?.map(|value| value.value().to_vec());
@@ -450,11 +458,13 @@ fn insert_firings(
                 queued += 1;
                 proto::DeliveryState::Pending as i32
             };
+            // An overflow is never sent: no body to keep.
+            let overflow = firing.delivery == proto::DeliveryState::Overflow as i32;
             let delivery = Delivery {
                 number: firing.number,
                 rule: key.to_owned(),
                 webhook_id: firing.webhook_id.clone(),
-                body: body(&firing),
+                body: if overflow { String::new() } else { body(&firing) },
                 attempts: 0,
                 created: now,
                 next_attempt: now,
@@ -484,6 +494,7 @@ fn fail_pending(txn: &redb::WriteTransaction, key: &str, reason: &str) -> Result
             let mut delivery: Delivery = serde_json::from_slice(&delivery).map_err(|err| corrupt("delivery", err))?;
             delivery.state = proto::DeliveryState::Failed as i32;
             delivery.last_error = reason.to_owned();
+            delivery.body.clear();
             deliveries.insert(number, to_json(&delivery).as_slice()).map_err(backend)?;
         }
         let firing = firings.get(number).map_err(backend)?.map(|value| value.value().to_vec());
@@ -494,6 +505,33 @@ fn fail_pending(txn: &redb::WriteTransaction, key: &str, reason: &str) -> Result
         }
     }
     Ok(numbers)
+}
+
+/// Deletes the oldest firings beyond `max`, with their deliveries (and a pending one, which
+/// only a channel down for the whole of `max` firings still holds).
+fn forget_oldest(txn: &redb::WriteTransaction, max: u64) -> Result<()> {
+    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
+    let first = firings.first().map_err(backend)?.map(|(number, _)| number.value());
+    let last = firings.last().map_err(backend)?.map(|(number, _)| number.value());
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok(());
+    };
+    // Numbers are dense and only the oldest are deleted: the count is the span.
+    let excess = (last - first + 1).saturating_sub(max);
+    if excess == 0 {
+        return Ok(());
+    }
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    for number in first..first + excess {
+        firings.remove(number).map_err(backend)?;
+        let delivery = deliveries.remove(number).map_err(backend)?.map(|value| value.value().to_vec());
+        if let Some(delivery) = delivery {
+            let delivery: Delivery = serde_json::from_slice(&delivery).map_err(|err| corrupt("delivery", err))?;
+            pending.remove((delivery.rule.as_str(), number)).map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {

@@ -14,7 +14,7 @@ fn firings(count: usize) -> Vec<NewFiring> {
 #[test]
 fn a_full_channel_records_an_overflow_instead_of_queueing() {
     let dir = tempfile::tempdir().unwrap();
-    let state = AlertState::open(dir.path()).unwrap();
+    let state = AlertState::open(dir.path(), 100_000).unwrap();
     state.create(&rule(), &RuleState::default()).unwrap();
     let key = rule_key("us-east", "r");
     let current = state.rule("us-east", "r").unwrap().unwrap().1;
@@ -34,7 +34,7 @@ fn a_full_channel_records_an_overflow_instead_of_queueing() {
 #[test]
 fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let state = AlertState::open(dir.path()).unwrap();
+    let state = AlertState::open(dir.path(), 100_000).unwrap();
     state.create(&rule(), &RuleState::default()).unwrap();
     let key = rule_key("us-east", "r");
     let created = state.rule("us-east", "r").unwrap().unwrap().1;
@@ -55,7 +55,7 @@ fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
 #[test]
 fn deleting_a_rule_or_its_webhook_fails_its_pending_deliveries() {
     let dir = tempfile::tempdir().unwrap();
-    let state = AlertState::open(dir.path()).unwrap();
+    let state = AlertState::open(dir.path(), 100_000).unwrap();
     let key = rule_key("us-east", "r");
     let failed = |state: &AlertState| -> Vec<u64> {
         let firings = state.firings(Some("us-east"), 0, 10).unwrap();
@@ -79,4 +79,46 @@ fn deleting_a_rule_or_its_webhook_fails_its_pending_deliveries() {
     assert_eq!(state.pending_count(&key).unwrap(), 0);
     assert_eq!(state.firing(3).unwrap().unwrap().delivery, proto::DeliveryState::Failed as i32);
     assert!(state.firing(5).unwrap().is_none());
+}
+
+fn stored_delivery(state: &AlertState, number: u64) -> Option<Delivery> {
+    let txn = state.db.begin_read().unwrap();
+    let deliveries = txn.open_table(DELIVERIES).unwrap();
+    deliveries.get(number).unwrap().map(|value| serde_json::from_slice(value.value()).unwrap())
+}
+
+#[test]
+fn the_oldest_firings_beyond_the_cap_go_with_their_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AlertState::open(dir.path(), 5).unwrap();
+    state.create(&rule(), &RuleState::default()).unwrap();
+    let key = rule_key("us-east", "r");
+    for count in [3, 4] {
+        let current = state.rule("us-east", "r").unwrap().unwrap().1;
+        state.commit(vec![(key.clone(), current, firings(count))], 0).unwrap();
+    }
+    let kept: Vec<u64> = state.firings(None, 0, 100).unwrap().iter().map(|firing| firing.number).collect();
+    assert_eq!(kept, [3, 4, 5, 6, 7]);
+    assert!(stored_delivery(&state, 2).is_none());
+    assert_eq!(state.pending_count(&key).unwrap(), 5);
+    assert_eq!(state.next_delivery(&key).unwrap().unwrap().number, 3);
+}
+
+#[test]
+fn a_delivery_done_or_never_sent_keeps_no_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AlertState::open(dir.path(), 100_000).unwrap();
+    state.create(&rule(), &RuleState::default()).unwrap();
+    let key = rule_key("us-east", "r");
+    let current = state.rule("us-east", "r").unwrap().unwrap().1;
+    state.commit(vec![(key.clone(), current, firings(1001))], 0).unwrap();
+    assert_eq!(stored_delivery(&state, 1).unwrap().body, "{}");
+    assert!(stored_delivery(&state, 1001).unwrap().body.is_empty(), "an overflow is never sent");
+    let mut delivered = state.next_delivery(&key).unwrap().unwrap();
+    delivered.state = proto::DeliveryState::Delivered as i32;
+    state.record(&delivered).unwrap();
+    let kept = stored_delivery(&state, delivered.number).unwrap();
+    assert_eq!((kept.state, kept.body.as_str()), (proto::DeliveryState::Delivered as i32, ""));
+    state.delete("us-east", "r", 0, &|_, _| Ok(Vec::new())).unwrap();
+    assert!(stored_delivery(&state, 2).unwrap().body.is_empty(), "a failed delivery is never sent again");
 }
