@@ -26,8 +26,11 @@ const STATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rule_stat
 const FIRINGS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("firings");
 /// Deliveries as JSON, by firing number.
 const DELIVERIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("deliveries");
-/// Deliveries still to make, by rule key and firing number: what a channel's worker reads.
-const PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
+/// Deliveries still to make, by rule key and firing number, with when each is due next (ms):
+/// what a channel's worker reads, without decoding a delivery until it is the one due.
+const PENDING: TableDefinition<'_, (&str, u64), i64> = TableDefinition::new("pending_due");
+/// The pending list before it kept when each is due: moved into [`PENDING`] on open.
+const OLD_PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
 
 /// Counters, by name: [`GENERATION`].
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -132,8 +135,8 @@ impl AlertState {
         txn.open_table(STATES).map_err(backend)?;
         txn.open_table(FIRINGS).map_err(backend)?;
         txn.open_table(DELIVERIES).map_err(backend)?;
-        txn.open_table(PENDING).map_err(backend)?;
         txn.open_table(META).map_err(backend)?;
+        move_old_pending(&txn)?;
         txn.commit().map_err(backend)?;
         Ok(Self { db, max_firings: max_firings.max(1) })
     }
@@ -372,17 +375,21 @@ impl AlertState {
         let txn = self.db.begin_read().map_err(backend)?;
         let pending = txn.open_table(PENDING).map_err(backend)?;
         let deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-        let mut first: Option<Delivery> = None;
-        for number in pending_numbers(&pending, rule, MAX_PENDING_PER_CHANNEL as usize)? {
-            let Some(value) = deliveries.get(number).map_err(backend)? else {
-                continue;
-            };
-            let delivery: Delivery = serde_json::from_slice(value.value()).map_err(|err| corrupt("delivery", err))?;
-            if first.as_ref().is_none_or(|first| delivery.next_attempt < first.next_attempt) {
-                first = Some(delivery);
+        let mut first: Option<(i64, u64)> = None;
+        for entry in pending.range((rule, 0)..=(rule, u64::MAX)).map_err(backend)? {
+            let (key, due) = entry.map_err(backend)?;
+            let due = (due.value(), key.value().1);
+            if first.is_none_or(|first| due < first) {
+                first = Some(due);
             }
         }
-        Ok(first)
+        let Some((_, number)) = first else {
+            return Ok(None);
+        };
+        let Some(value) = deliveries.get(number).map_err(backend)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value()).map(Some).map_err(|err| corrupt("delivery", err))
     }
 
     /// Returns how many deliveries a channel has pending.
@@ -410,7 +417,9 @@ impl AlertState {
                 return Ok(());
             }
             let mut kept = delivery.clone();
-            if delivery.state != proto::DeliveryState::Pending as i32 {
+            if delivery.state == proto::DeliveryState::Pending as i32 {
+                pending.insert(key, delivery.next_attempt).map_err(backend)?;
+            } else {
                 pending.remove(key).map_err(backend)?;
                 // Never sent again: the body is not kept.
                 kept.body.clear();
@@ -454,7 +463,7 @@ fn insert_firings(
                 super::meters::overflow(key);
                 proto::DeliveryState::Overflow as i32
             } else {
-                pending.insert((key, firing.number), ()).map_err(backend)?;
+                pending.insert((key, firing.number), now).map_err(backend)?;
                 queued += 1;
                 proto::DeliveryState::Pending as i32
             };
@@ -534,6 +543,31 @@ fn forget_oldest(txn: &redb::WriteTransaction, max: u64) -> Result<()> {
     Ok(())
 }
 
+/// Moves the pending list of an alert state written before [`PENDING`] kept when each delivery
+/// is due, then drops it.
+fn move_old_pending(txn: &redb::WriteTransaction) -> Result<()> {
+    let old: Vec<(String, u64)> = {
+        let table = txn.open_table(OLD_PENDING).map_err(backend)?;
+        let mut old = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            let (key, _) = entry.map_err(backend)?;
+            let (rule, number) = key.value();
+            old.push((rule.to_owned(), number));
+        }
+        old
+    };
+    let deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    for (rule, number) in old {
+        if let Some(value) = deliveries.get(number).map_err(backend)? {
+            let delivery: Delivery = serde_json::from_slice(value.value()).map_err(|err| corrupt("delivery", err))?;
+            pending.insert((rule.as_str(), number), delivery.next_attempt).map_err(backend)?;
+        }
+    }
+    txn.delete_table(OLD_PENDING).map_err(backend)?;
+    Ok(())
+}
+
 fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {
     let mut meta = txn.open_table(META).map_err(backend)?;
     let last = meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value());
@@ -549,7 +583,7 @@ fn read_state(states: &impl ReadableTable<&'static str, &'static [u8]>, key: &st
 }
 
 fn pending_numbers(
-    pending: &impl ReadableTable<(&'static str, u64), ()>,
+    pending: &impl ReadableTable<(&'static str, u64), i64>,
     rule: &str,
     limit: usize,
 ) -> Result<Vec<u64>> {

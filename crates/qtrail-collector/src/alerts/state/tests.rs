@@ -122,3 +122,28 @@ fn a_delivery_done_or_never_sent_keeps_no_body() {
     state.delete("us-east", "r", 0, &|_, _| Ok(Vec::new())).unwrap();
     assert!(stored_delivery(&state, 2).unwrap().body.is_empty(), "a failed delivery is never sent again");
 }
+
+#[test]
+fn the_delivery_due_first_is_next_and_an_old_pending_list_is_moved_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rule_key("us-east", "r");
+    {
+        let state = AlertState::open(dir.path(), 100_000).unwrap();
+        state.create(&rule(), &RuleState::default()).unwrap();
+        let current = state.rule("us-east", "r").unwrap().unwrap().1;
+        state.commit(vec![(key.clone(), current, firings(2))], 1_000).unwrap();
+        let mut retried = state.next_delivery(&key).unwrap().unwrap();
+        assert_eq!(retried.number, 1);
+        retried.next_attempt = 5_000;
+        state.record(&retried).unwrap();
+        assert_eq!(state.next_delivery(&key).unwrap().unwrap().number, 2);
+        // As an alert state written before the due times were kept: firing 2 only in the old list.
+        let txn = state.db.begin_write().unwrap();
+        txn.open_table(PENDING).unwrap().remove((key.as_str(), 2)).unwrap();
+        txn.open_table(OLD_PENDING).unwrap().insert((key.as_str(), 2), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    let state = AlertState::open(dir.path(), 100_000).unwrap();
+    assert_eq!(state.pending_count(&key).unwrap(), 2);
+    assert_eq!(state.next_delivery(&key).unwrap().unwrap().number, 2);
+}
