@@ -20,6 +20,14 @@ pub(crate) const MAX_SAMPLES: usize = 10;
 /// Most threshold groups a rule tracks at once; beyond it the group seen longest ago is dropped
 /// (its matches stop counting), so a caller inventing initiators cannot grow the state.
 pub(crate) const MAX_GROUPS: usize = 10_000;
+/// Most matches a threshold rule remembers over all its groups: groups × count stays under it
+/// (fewer groups for a large count), since the state is re-read and rewritten as it changes.
+pub(crate) const MAX_TRACKED_MATCHES: usize = 100_000;
+
+/// Returns how many groups a threshold of `count` may track.
+pub(crate) fn max_groups(count: u32) -> usize {
+    (MAX_TRACKED_MATCHES / (count as usize).max(1)).clamp(1, MAX_GROUPS)
+}
 
 /// What a trigger remembers between evaluations; stored with the rule's cursor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +91,7 @@ pub(crate) fn on_event(rule: &Rule, state: &mut TriggerState, event: &proto::Sto
         Trigger::Each => hit(rule, state, 1, &[seq], now, out),
         Trigger::Threshold { count, window, group_by } => {
             let key = group_key(group_by, event);
-            if !state.groups.contains_key(&key) && state.groups.len() >= MAX_GROUPS {
+            if !state.groups.contains_key(&key) && state.groups.len() >= max_groups(count) {
                 let stalest = state
                     .groups
                     .iter()
@@ -332,5 +340,21 @@ mod tests {
         assert_eq!(out.iter().map(|notice| notice.kind).collect::<Vec<_>>(), [NoticeKind::Fired, NoticeKind::Resolved]);
         on_close(&mut state, 12_000, &mut out);
         assert_eq!(out.len(), 2, "closed once");
+    }
+
+    #[test]
+    fn groups_times_count_stays_bounded() {
+        assert_eq!(max_groups(1), MAX_GROUPS);
+        assert_eq!(max_groups(10_000), 10);
+        let big = rule(
+            Trigger::Threshold { count: 10_000, window: Duration::from_secs(60), group_by: GroupBy::Initiator },
+            Duration::ZERO,
+        );
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        for seq in 1..=50 {
+            on_event(&big, &mut state, &event(seq, 1000 + seq as i64, &format!("i{seq}")), &mut out);
+        }
+        assert_eq!(state.groups.len(), 10);
+        assert!(state.groups.contains_key("i50") && !state.groups.contains_key("i40"));
     }
 }
