@@ -39,6 +39,7 @@ pub(crate) struct Evaluator {
     pub(crate) state: Arc<AlertState>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) warnings: Arc<Warnings>,
+    pub(crate) memory: Arc<Mutex<Memory>>,
     /// Rule changes wake the evaluator at once.
     pub(crate) wake: Arc<Notify>,
 }
@@ -87,9 +88,12 @@ impl Evaluator {
             // Everything committed so far is read by this evaluation: one wake-up for a burst.
             committed.skip_to_newest();
             let (store, state) = (self.store.clone(), self.state.clone());
-            let (notifier, warnings) = (self.notifier.clone(), self.warnings.clone());
-            let evaluated =
-                blocking(move || evaluate(store.as_ref(), &state, now_millis(), notifier.as_ref(), &warnings)).await;
+            let (notifier, warnings, memory) = (self.notifier.clone(), self.warnings.clone(), self.memory.clone());
+            let evaluated = blocking(move || {
+                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                evaluate(store.as_ref(), &state, now_millis(), notifier.as_ref(), &warnings, &mut memory)
+            })
+            .await;
             if let Err(err) = evaluated {
                 warn!(error = %err, "alert evaluation failed, retrying");
             }
@@ -105,6 +109,7 @@ impl Evaluator {
 }
 
 /// A rule loaded for evaluation, with its state and what it has to notify.
+#[derive(Debug)]
 struct Loaded {
     rule: Rule,
     state: RuleState,
@@ -122,7 +127,33 @@ pub(crate) fn evaluate(
     now: i64,
     progress: &dyn Progress,
     warnings: &Warnings,
+    memory: &mut Memory,
 ) -> Result<()> {
+    let generation = state.generation()?;
+    if memory.generation != Some(generation) {
+        memory.by_location = load(state, now, warnings)?;
+        memory.generation = Some(generation);
+        let rules: Vec<Rule> = memory.by_location.values().flatten().map(|loaded| loaded.rule.clone()).collect();
+        progress.rules(&rules);
+    }
+    // Each location on its own: one that fails (and is retried on the next tick) does not stop
+    // alerting in the others.
+    for loaded in memory.by_location.values_mut() {
+        let location = loaded[0].rule.location.clone();
+        if let Err(err) = evaluate_location(store, state, &location, loaded, now, progress) {
+            // What is in memory may be ahead of what was committed: read it again.
+            memory.generation = None;
+            meters::evaluation_error(location.as_str());
+            if warnings.due(location.as_str(), now) {
+                warn!(location = %location, error = %err, "alert evaluation of a location failed, retrying");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every stored rule that still checks, with its state, by location.
+fn load(state: &AlertState, now: i64, warnings: &Warnings) -> Result<BTreeMap<String, Vec<Loaded>>> {
     let mut by_location: BTreeMap<String, Vec<Loaded>> = BTreeMap::new();
     for (stored, rule_state) in state.rules(None)? {
         match rule::check(&stored) {
@@ -140,20 +171,16 @@ pub(crate) fn evaluate(
             }
         }
     }
-    let rules: Vec<Rule> = by_location.values().flatten().map(|loaded| loaded.rule.clone()).collect();
-    progress.rules(&rules);
-    // Each location on its own: one that fails (and is retried on the next tick) does not stop
-    // alerting in the others.
-    for (_, mut loaded) in by_location {
-        let location = loaded[0].rule.location.clone();
-        if let Err(err) = evaluate_location(store, state, &location, &mut loaded, now, progress) {
-            meters::evaluation_error(location.as_str());
-            if warnings.due(location.as_str(), now) {
-                warn!(location = %location, error = %err, "alert evaluation of a location failed, retrying");
-            }
-        }
-    }
-    Ok(())
+    Ok(by_location)
+}
+
+/// The rules and their states as last committed, kept between evaluations so that a clock tick
+/// re-reads nothing; read again only when a rule changed (the generation counter moved) or an
+/// evaluation failed.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    generation: Option<u64>,
+    by_location: BTreeMap<String, Vec<Loaded>>,
 }
 
 /// Rate-limits the warnings of a condition that holds on every tick: once a minute per subject.
@@ -299,7 +326,15 @@ mod tests {
 
     use super::*;
     use crate::store::RedbStore;
-    use crate::store::conformance::{append_all, at, location, simple_events};
+    use crate::store::conformance::{append_all, at, batch, location, simple_events};
+
+    /// Appends `count` more events, published from `seq` on.
+    fn append_all_from(store: &RedbStore, seq: u64, count: usize) {
+        let events = simple_events("us-east", seq as usize + count);
+        let items: Vec<(u64, &qtrail_cadf::AuditEvent)> =
+            (0..count).map(|i| (seq + i as u64, &events[seq as usize - 1 + i])).collect();
+        store.append(vec![batch("us-east", "pub-1", 1, &items)], at(1)).unwrap();
+    }
 
     /// Records the firings of each commit as the evaluation tells them.
     #[derive(Default)]
@@ -330,8 +365,17 @@ mod tests {
         state.create(&each, &RuleState::default()).unwrap();
         append_all(&store, "us-east", &simple_events("us-east", 2 * CHUNK_EVENTS + 500));
         let told = Told::default();
-        evaluate(&store, &state, now_millis(), &told, &Warnings::default()).unwrap();
+        let (warnings, mut memory) = (Warnings::default(), Memory::default());
+        evaluate(&store, &state, now_millis(), &told, &warnings, &mut memory).unwrap();
         assert_eq!(*told.0.borrow(), [CHUNK_EVENTS, CHUNK_EVENTS, 500]);
+        // Kept in memory until a rule changes: a rule deleted is seen by the next evaluation.
+        append_all_from(&store, 2 * CHUNK_EVENTS as u64 + 501, 1);
+        evaluate(&store, &state, now_millis(), &told, &warnings, &mut memory).unwrap();
+        assert_eq!(told.0.borrow().last(), Some(&1));
+        state.delete("us-east", "each", 0, &|_, _| Ok(Vec::new())).unwrap();
+        append_all_from(&store, 2 * CHUNK_EVENTS as u64 + 502, 1);
+        evaluate(&store, &state, now_millis(), &told, &warnings, &mut memory).unwrap();
+        assert_eq!(told.0.borrow().len(), 4, "nothing fired for the deleted rule");
     }
 
     #[test]

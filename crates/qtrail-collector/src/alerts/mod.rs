@@ -79,6 +79,7 @@ impl Alerts {
             state: state.clone(),
             notifier: notifier.clone(),
             warnings,
+            memory: Arc::default(),
             wake: wake.clone(),
         };
         Ok((Self { store, state, wake, firings, changes, notifier, lifecycle }, evaluator))

@@ -17,6 +17,7 @@ use super::rule::{MAX_RULES_PER_LOCATION, rule_key};
 use super::trigger::TriggerState;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use upkeep::{forget_oldest, move_old_pending};
 
 /// Stored rules (the wire message, secret included), by `location/name`.
 const RULES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rules");
@@ -242,6 +243,8 @@ impl AlertState {
             closed.recorded = insert_firings(&txn, &key, close(&old, &old_state)?, now)?;
             txn.open_table(STATES).map_err(backend)?.remove(key.as_str()).map_err(backend)?;
             closed.failed = fail_pending(&txn, &key, "rule deleted")?;
+            // Moved so that an evaluator holding the rules in memory reads them again.
+            next_generation(&txn)?;
         }
         txn.commit().map_err(backend)?;
         Ok(closed)
@@ -342,6 +345,16 @@ impl AlertState {
             }
         }
         Ok(found)
+    }
+
+    /// Returns the last generation handed out: it moves with every create, update and delete.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) fn generation(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        Ok(meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value()))
     }
 
     /// Returns firing `number`, if recorded.
@@ -516,58 +529,6 @@ fn fail_pending(txn: &redb::WriteTransaction, key: &str, reason: &str) -> Result
     Ok(numbers)
 }
 
-/// Deletes the oldest firings beyond `max`, with their deliveries (and a pending one, which
-/// only a channel down for the whole of `max` firings still holds).
-fn forget_oldest(txn: &redb::WriteTransaction, max: u64) -> Result<()> {
-    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
-    let first = firings.first().map_err(backend)?.map(|(number, _)| number.value());
-    let last = firings.last().map_err(backend)?.map(|(number, _)| number.value());
-    let (Some(first), Some(last)) = (first, last) else {
-        return Ok(());
-    };
-    // Numbers are dense and only the oldest are deleted: the count is the span.
-    let excess = (last - first + 1).saturating_sub(max);
-    if excess == 0 {
-        return Ok(());
-    }
-    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-    let mut pending = txn.open_table(PENDING).map_err(backend)?;
-    for number in first..first + excess {
-        firings.remove(number).map_err(backend)?;
-        let delivery = deliveries.remove(number).map_err(backend)?.map(|value| value.value().to_vec());
-        if let Some(delivery) = delivery {
-            let delivery: Delivery = serde_json::from_slice(&delivery).map_err(|err| corrupt("delivery", err))?;
-            pending.remove((delivery.rule.as_str(), number)).map_err(backend)?;
-        }
-    }
-    Ok(())
-}
-
-/// Moves the pending list of an alert state written before [`PENDING`] kept when each delivery
-/// is due, then drops it.
-fn move_old_pending(txn: &redb::WriteTransaction) -> Result<()> {
-    let old: Vec<(String, u64)> = {
-        let table = txn.open_table(OLD_PENDING).map_err(backend)?;
-        let mut old = Vec::new();
-        for entry in table.iter().map_err(backend)? {
-            let (key, _) = entry.map_err(backend)?;
-            let (rule, number) = key.value();
-            old.push((rule.to_owned(), number));
-        }
-        old
-    };
-    let deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-    let mut pending = txn.open_table(PENDING).map_err(backend)?;
-    for (rule, number) in old {
-        if let Some(value) = deliveries.get(number).map_err(backend)? {
-            let delivery: Delivery = serde_json::from_slice(value.value()).map_err(|err| corrupt("delivery", err))?;
-            pending.insert((rule.as_str(), number), delivery.next_attempt).map_err(backend)?;
-        }
-    }
-    txn.delete_table(OLD_PENDING).map_err(backend)?;
-    Ok(())
-}
-
 fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {
     let mut meta = txn.open_table(META).map_err(backend)?;
     let last = meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value());
@@ -596,3 +557,4 @@ fn pending_numbers(
 
 #[cfg(test)]
 mod tests;
+mod upkeep;

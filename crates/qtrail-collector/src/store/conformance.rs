@@ -96,7 +96,7 @@ pub(crate) fn event(
 }
 
 /// A batch delivered with the token named `token-<publisher>`.
-fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEvent)]) -> AppendBatch {
+pub(crate) fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEvent)]) -> AppendBatch {
     AppendBatch {
         location: self::location(location),
         publisher_id: publisher.into(),
