@@ -210,6 +210,18 @@ async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_get
     receiver.wait_for("the delivery beside a hanging endpoint", 1).await;
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
 
+    // Recorded as delivered before the receiver goes, so that its answer is not cut off.
+    wait_until("the first delivery recorded", Duration::from_secs(30), || async {
+        let delivered = collector
+            .metric(
+                "qtrail_collector_alert_deliveries_total",
+                &[("rule", "us-east/to-receiver"), ("outcome", "delivered")],
+            )
+            .await;
+        (delivered >= 1.0).then_some(())
+    })
+    .await;
+
     // The receiver goes down for a minute; firings meanwhile are retried until it is back on
     // its port.
     let port = receiver.port();
