@@ -47,6 +47,10 @@ pub const DEFAULT_ALERT_RETRY_CAP_SECS: u64 = 3600;
 /// down overnight still receives everything.
 pub const DEFAULT_ALERT_RETRY_HORIZON_SECS: u64 = 24 * 3600;
 
+/// Default number of alert firings kept: the oldest beyond it are deleted with their deliveries,
+/// so that a noisy rule cannot grow the alert state without bound.
+pub const DEFAULT_ALERT_MAX_FIRINGS: u64 = 100_000;
+
 /// Default time one webhook attempt may take (connect, send, answer).
 pub const DEFAULT_ALERT_TIMEOUT_SECS: u64 = 10;
 
@@ -132,7 +136,8 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_CAP_SECS", default_value_t = DEFAULT_ALERT_RETRY_CAP_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_retry_cap_secs: u64,
-    /// Seconds a webhook delivery is retried before it is `failed`.
+    /// Seconds a webhook delivery is retried before it is `failed`; under a day (86400) is for
+    /// tests only, and warned about at start-up.
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_RETRY_HORIZON_SECS", default_value_t = DEFAULT_ALERT_RETRY_HORIZON_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_retry_horizon_secs: u64,
@@ -140,6 +145,10 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TIMEOUT_SECS", default_value_t = DEFAULT_ALERT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub alert_timeout_secs: u64,
+    /// Alert firings kept (with their deliveries); the oldest beyond it are deleted.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_MAX_FIRINGS", default_value_t = DEFAULT_ALERT_MAX_FIRINGS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub alert_max_firings: u64,
     /// PEM CA certificates that https alert webhooks may also be signed by (beside the Mozilla
     /// roots), for endpoints behind a private CA.
     #[arg(long, env = "QTRAIL_COLLECTOR_ALERT_TLS_CA", value_name = "FILE")]
@@ -212,6 +221,8 @@ pub struct Config {
     pub alert_retry_horizon: Duration,
     /// How long one webhook attempt may take.
     pub alert_timeout: Duration,
+    /// Alert firings kept; the oldest beyond it are deleted.
+    pub alert_max_firings: u64,
     /// File of further CA certificates https webhooks are checked against.
     pub alert_tls_ca: Option<PathBuf>,
 }
@@ -273,6 +284,7 @@ impl Settings {
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
         config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
+        config.alert_max_firings = self.alert_max_firings;
         config.alert_tls_ca = self.alert_tls_ca.clone();
         config.log_origin_prefix = self.log_origin_prefix.clone();
         config.public_tiles = self.public_tiles;
@@ -307,6 +319,7 @@ impl Config {
             alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),
             alert_retry_horizon: Duration::from_secs(DEFAULT_ALERT_RETRY_HORIZON_SECS),
             alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
+            alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
         }
     }

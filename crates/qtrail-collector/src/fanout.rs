@@ -123,6 +123,14 @@ impl Shared {
 }
 
 impl Subscriber {
+    /// Skips every batch published so far: for a subscriber that only needs to know that
+    /// something was committed, so that a burst wakes it once rather than once per batch.
+    pub(crate) fn skip_to_newest(&mut self) {
+        let ring = self.shared.lock();
+        self.next = ring.first + ring.batches.len() as u64;
+        self.newest.mark_unchanged();
+    }
+
     /// Returns the next batch, waiting for one; [`Lagged`] when batches were evicted before
     /// this subscriber read them (it then stands at the oldest batch held).
     pub(crate) async fn recv(&mut self) -> Result<Arc<Committed>, Lagged> {
@@ -174,6 +182,20 @@ mod tests {
         // 200 batches of 100 KiB were published; only the newest fit.
         assert!(fanout.buffered_bytes() > 900 * 1024);
         drop(idle);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_skipping_to_the_newest_wakes_on_the_next_batch_only() {
+        let fanout = Fanout::new(10 * 1024);
+        let mut woken = fanout.subscribe();
+        for seq in 1..=3 {
+            fanout.publish(batch(seq, 1, 100));
+        }
+        woken.skip_to_newest();
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), woken.recv()).await;
+        assert!(waited.is_err(), "nothing new was published");
+        fanout.publish(batch(4, 1, 100));
+        assert_eq!(woken.recv().await.unwrap().records[0].record.location_seq, 4);
     }
 
     #[tokio::test]

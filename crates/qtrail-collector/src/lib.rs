@@ -140,7 +140,7 @@ impl Prepared {
         );
         let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;
         let alert_state = Arc::new(
-            AlertState::open(&config.data_dir)
+            AlertState::open(&config.data_dir, config.alert_max_firings)
                 .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()))?,
         );
         Ok(Self {
@@ -190,15 +190,8 @@ impl Prepared {
         count_stored(&registry).await;
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall);
         let stop_background = CancellationToken::new();
-        let policy = RetryPolicy {
-            cap: config.alert_retry_cap,
-            horizon: config.alert_retry_horizon,
-            timeout: config.alert_timeout,
-            tls: alert_tls,
-        };
         let (alerts, evaluator) =
-            Alerts::start(store.clone(), alert_state.clone(), policy, lifecycle.clone(), stop_background.child_token())
-                .context("failed to read the alert state")?;
+            start_alerts(&config, store.clone(), alert_state.clone(), alert_tls, &lifecycle, &stop_background)?;
 
         // The HTTP side: metrics, health and the console, over the same service code as gRPC.
         let console = console::Console {
@@ -212,13 +205,7 @@ impl Prepared {
             tasks: tasks.clone(),
             https: tls.is_some(),
         };
-        let tiles = tiles::TileServer {
-            store: store.clone(),
-            tokens: tokens.clone(),
-            public: config.public_tiles,
-            origin_prefix: config.log_origin_prefix.clone(),
-            public_key: checkpoint_key.as_ref().map(qtrail_cadf::checkpoint::SigningKey::public_key),
-        };
+        let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_key.as_ref());
         let http = HttpSide::build(http_listener, console, tiles, metrics_token, &tls)?;
 
         let admin = AdminService { registry };
@@ -272,6 +259,47 @@ impl Prepared {
         };
         Ok(Collector { router, incoming, health, http, lifecycle, grace: config.shutdown_grace, drain })
     }
+}
+
+/// Returns the tile server of the HTTP side; it serves the public key of `checkpoint_key`.
+fn tile_server(
+    config: &Config,
+    store: Arc<dyn EventStore>,
+    tokens: Arc<tokens::Tokens>,
+    checkpoint_key: Option<&qtrail_cadf::checkpoint::SigningKey>,
+) -> tiles::TileServer {
+    tiles::TileServer {
+        store,
+        tokens,
+        public: config.public_tiles,
+        origin_prefix: config.log_origin_prefix.clone(),
+        public_key: checkpoint_key.map(qtrail_cadf::checkpoint::SigningKey::public_key),
+    }
+}
+
+/// Starts the alert service over `state` with the webhook retry policy of `config`; its
+/// webhook workers stop with `stop`.
+fn start_alerts(
+    config: &Config,
+    store: Arc<dyn EventStore>,
+    state: Arc<AlertState>,
+    tls: tokio_rustls::TlsConnector,
+    lifecycle: &Lifecycle,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Alerts, alerts::Evaluator)> {
+    if config.alert_retry_horizon < alerts::webhook::MIN_RETRY_HORIZON {
+        warn!(
+            horizon_secs = config.alert_retry_horizon.as_secs(),
+            "the webhook retry horizon is under a day, meant for tests only: a receiver down overnight loses deliveries"
+        );
+    }
+    let policy = RetryPolicy {
+        cap: config.alert_retry_cap,
+        horizon: config.alert_retry_horizon,
+        timeout: config.alert_timeout,
+        tls,
+    };
+    Alerts::start(store, state, policy, lifecycle.clone(), stop.child_token()).context("failed to read the alert state")
 }
 
 /// Sets the stored-events gauge of every location hosted here, from the registry's counts.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Subcommand};
+use qtrail_runtime::config::Secret;
 
 use super::EventFilterArgs;
 
@@ -69,7 +70,7 @@ pub struct AlertRuleArgs {
     pub webhook: Option<String>,
     /// The webhook's signing secret, `whsec_` and base64 (Standard Webhooks).
     #[arg(long, value_name = "SECRET", env = "QTRAIL_WEBHOOK_SECRET", hide_env_values = true, requires = "webhook")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 /// Flags of `qtrail alerts test`.
@@ -109,7 +110,7 @@ pub struct AlertReceiveArgs {
     pub listen: std::net::SocketAddr,
     /// The secret the deliveries are signed with.
     #[arg(long, value_name = "SECRET", env = "QTRAIL_WEBHOOK_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Secret,
     /// File that receives the bound address once listening.
     #[arg(long, value_name = "FILE")]
     pub addr_file: Option<PathBuf>,
@@ -120,4 +121,28 @@ pub struct AlertReceiveArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("invalid duration `{text}`: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_webhook_secret_never_shows_in_debug() {
+        let cli = Cli::try_parse_from([
+            "qtrail",
+            "alerts",
+            "receive",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "whsec_hunter2",
+        ])
+        .unwrap();
+        let Command::Alerts(command) = &cli.command else { panic!("not an alerts command") };
+        let shown = format!("{command:?}");
+        assert!(shown.contains("<redacted>") && !shown.contains("hunter2"), "{shown}");
+    }
 }

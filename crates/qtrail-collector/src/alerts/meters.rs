@@ -9,6 +9,7 @@
 //! | `qtrail_collector_alert_delivery_seconds{rule}` | histogram | from firing recorded to webhook answered 2xx |
 //! | `qtrail_collector_alert_queue_depth{rule}` | gauge | deliveries a channel has pending |
 //! | `qtrail_collector_alert_overflows_total{rule}` | counter | firings not delivered because the channel's queue was full |
+//! | `qtrail_collector_alert_evaluation_errors_total{location}` | counter | evaluations of a location's rules that failed (retried on the next tick) |
 
 use metrics::{counter, gauge, histogram};
 
@@ -35,4 +36,9 @@ pub(crate) fn queue_depth(rule: &str, depth: u64) {
 /// Counts a firing dropped from delivery by a full queue.
 pub(crate) fn overflow(rule: &str) {
     counter!("qtrail_collector_alert_overflows_total", "rule" => rule.to_owned()).increment(1);
+}
+
+/// Counts a failed evaluation of a location's rules.
+pub(crate) fn evaluation_error(location: &str) {
+    counter!("qtrail_collector_alert_evaluation_errors_total", "location" => location.to_owned()).increment(1);
 }

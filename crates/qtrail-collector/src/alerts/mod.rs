@@ -31,7 +31,7 @@ use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
 use crate::store::EventStore;
-use evaluator::{now_millis, timestamp};
+use evaluator::{Progress as _, now_millis, timestamp};
 use state::RuleState;
 use trigger::TriggerState;
 
@@ -53,6 +53,8 @@ pub(crate) struct Alerts {
     wake: Arc<Notify>,
     firings: watch::Receiver<u64>,
     changes: broadcast::Sender<u64>,
+    /// Tells of the firings an update or delete records.
+    notifier: Arc<evaluator::Notifier>,
     lifecycle: Lifecycle,
 }
 
@@ -70,9 +72,17 @@ impl Alerts {
         let (sender, firings) = watch::channel(last);
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let channels = Channels::new(state.clone(), policy, stop, changes.clone());
-        let evaluator =
-            Evaluator { store: store.clone(), state: state.clone(), channels, firings: sender, wake: wake.clone() };
-        Ok((Self { store, state, wake, firings, changes, lifecycle }, evaluator))
+        let notifier = Arc::new(evaluator::Notifier { channels, firings: sender });
+        let warnings = Arc::default();
+        let evaluator = Evaluator {
+            store: store.clone(),
+            state: state.clone(),
+            notifier: notifier.clone(),
+            warnings,
+            memory: Arc::default(),
+            wake: wake.clone(),
+        };
+        Ok((Self { store, state, wake, firings, changes, notifier, lifecycle }, evaluator))
     }
 
     /// Creates a rule; it sees the events stored from now on.
@@ -153,7 +163,7 @@ impl Alerts {
         }
         let now = now_millis();
         wire.update_time = Some(timestamp(now));
-        let state = self.state.clone();
+        let (store, state) = (self.store.clone(), self.state.clone());
         let stored = blocking(move || {
             if keeps_secret {
                 let old = state.rule(&wire.location, &wire.name)?;
@@ -164,9 +174,11 @@ impl Alerts {
                 }
                 rule::check(&filled)?;
             }
-            state.update(wire, now)
+            state.update(wire, now, &|old, old_state| evaluator::closing(store.as_ref(), old, old_state, now))
         })
         .await?;
+        let (stored, closed) = stored;
+        self.tell_closed(closed);
         access::rule_changed(caller, "UpdateAlertRule", &stored.location, &stored.name);
         self.wake.notify_one();
         Ok(rule::public(stored))
@@ -179,12 +191,26 @@ impl Alerts {
     pub(crate) async fn delete(&self, caller: &str, request: proto::DeleteAlertRuleRequest) -> Result<()> {
         parse_location(&request.location)?;
         rule::check_name(&request.name)?;
-        let state = self.state.clone();
+        let (store, state) = (self.store.clone(), self.state.clone());
         let (location, name) = (request.location.clone(), request.name.clone());
-        blocking(move || state.delete(&location, &name)).await?;
+        let now = now_millis();
+        let close = move |old: &proto::AlertRule, old_state: &RuleState| {
+            evaluator::closing(store.as_ref(), old, old_state, now)
+        };
+        let closed = blocking(move || state.delete(&location, &name, now, &close)).await?;
+        self.tell_closed(closed);
         access::rule_changed(caller, "DeleteAlertRule", &request.location, &request.name);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Tells workers and watches of what an update or delete recorded and failed.
+    fn tell_closed(&self, closed: state::Closed) {
+        self.notifier.recorded(&closed.recorded);
+        for number in closed.failed {
+            // Without watches listening there is no one to tell.
+            drop(self.changes.send(number));
+        }
     }
 
     /// Runs a rule over the newest stored events without storing or notifying anything.
@@ -302,10 +328,11 @@ impl Alerts {
         number: u64,
         out: &mpsc::Sender<Result<proto::AlertFiring>>,
     ) -> bool {
-        let (state, wanted) = (self.state.clone(), location.map(str::to_owned));
-        let read = blocking(move || state.firings(wanted.as_deref(), number - 1, 1)).await;
+        let state = self.state.clone();
+        // Looked up by number: a watch of a quiet location must not walk every firing after it.
+        let read = blocking(move || state.firing(number)).await;
         match read {
-            Ok(firings) => match firings.into_iter().next().filter(|firing| firing.number == number) {
+            Ok(firing) => match firing.filter(|firing| location.is_none_or(|location| firing.location == location)) {
                 Some(firing) => {
                     self.lifecycle.send(out, Ok(proto::AlertFiring { delivery_update: true, ..firing })).await
                 }

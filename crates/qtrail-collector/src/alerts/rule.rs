@@ -29,6 +29,9 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_ABSENCE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest webhook URL.
 pub const MAX_URL_BYTES: usize = 2048;
+/// Most bytes of a rule's `initiator_id` or `target_id` filter: rules are stored and read on
+/// every evaluation, so their size is bounded like the rest of them.
+pub const MAX_FILTER_ID_BYTES: usize = 256;
 /// Fewest and most secret bytes (after `whsec_` and base64).
 pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
@@ -76,8 +79,14 @@ pub struct Channel {
 impl std::fmt::Debug for Channel {
     // Hand-written so that the key never reaches a log line through `{:?}`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Channel").field("url", &without_query(&self.url)).finish_non_exhaustive()
     }
+}
+
+/// Returns `url` without its query and fragment: a webhook URL's query often carries a token
+/// (`?code=…`), so only this form may reach a log line.
+pub fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or_default()
 }
 
 /// A checked rule.
@@ -122,6 +131,13 @@ pub fn check(wire: &proto::AlertRule) -> Result<Rule> {
         return Err(Error::invalid(
             "rule.filter may not set start_time, end_time or correlation_id: a rule watches every new event",
         ));
+    }
+    if let Some(filter) = &wire.filter {
+        for (field, value) in [("initiator_id", &filter.initiator_id), ("target_id", &filter.target_id)] {
+            if value.len() > MAX_FILTER_ID_BYTES {
+                return Err(Error::invalid(format!("rule.filter.{field} is longer than {MAX_FILTER_ID_BYTES} bytes")));
+            }
+        }
     }
     let filter = Filter::from_wire(wire.filter.as_ref())?;
     let trigger = check_trigger(wire.trigger.as_ref())?;
@@ -215,16 +231,18 @@ fn check_webhook(webhook: &proto::Webhook) -> Result<Channel> {
     if url.len() > MAX_URL_BYTES {
         return Err(Error::invalid(format!("rule.webhook.url is longer than {MAX_URL_BYTES} bytes")));
     }
-    let uri: axum::http::Uri = url.parse().map_err(|_| {
-        Error::invalid(format!("invalid rule.webhook.url `{}`", qtrail_cadf::text::escape_control(url)))
-    })?;
+    // The URL is never quoted back: its query or userinfo may hold a credential.
+    let uri: axum::http::Uri =
+        url.parse().map_err(|_| Error::invalid("invalid rule.webhook.url: an http or https url with a host"))?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let host_ok = uri.host().is_some_and(|host| !host.is_empty());
     if !scheme_ok || !host_ok || url.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "invalid rule.webhook.url `{}`: an http or https url with a host",
-            qtrail_cadf::text::escape_control(url)
-        )));
+        return Err(Error::invalid("invalid rule.webhook.url: an http or https url with a host"));
+    }
+    // A password in the URL would be shown to every auditor and sent in the host header; the
+    // webhook secret is the credential.
+    if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+        return Err(Error::invalid("invalid rule.webhook.url: no user or password in the url, the secret signs"));
     }
     let key = secret_key(&webhook.secret)?;
     Ok(Channel { url: url.clone(), key })
@@ -305,6 +323,23 @@ mod tests {
     }
 
     #[test]
+    fn filter_ids_are_capped() {
+        let with = |initiator: usize, target: usize| proto::AlertRule {
+            filter: Some(proto::EventFilter {
+                initiator_id: "i".repeat(initiator),
+                target_id: "t".repeat(target),
+                ..Default::default()
+            }),
+            ..rule()
+        };
+        assert!(check(&with(MAX_FILTER_ID_BYTES, MAX_FILTER_ID_BYTES)).is_ok());
+        let err = check(&with(MAX_FILTER_ID_BYTES + 1, 0)).unwrap_err().to_string();
+        assert!(err.ends_with("rule.filter.initiator_id is longer than 256 bytes"), "{err}");
+        let err = check(&with(0, 4 << 20)).unwrap_err().to_string();
+        assert!(err.ends_with("rule.filter.target_id is longer than 256 bytes"), "{err}");
+    }
+
+    #[test]
     fn webhook_urls_and_secrets_are_checked_and_the_secret_never_quoted() {
         let secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
         let checked =
@@ -314,6 +349,13 @@ mod tests {
             let err = check(&proto::AlertRule { webhook: webhook(url, &secret), ..rule() }).unwrap_err();
             assert!(err.to_string().starts_with("invalid rule.webhook.url"), "{err}");
         }
+        for url in ["https://user:hunter2@hooks.example/x", "http://hunter2@h/", "ftp://h/?code=hunter2"] {
+            let err = check(&proto::AlertRule { webhook: webhook(url, &secret), ..rule() }).unwrap_err();
+            assert!(err.to_string().starts_with("invalid rule.webhook.url"), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let with_token = Channel { url: "https://h/x?code=hunter2#f".into(), key: vec![1; 32] };
+        assert_eq!(format!("{with_token:?}"), r#"Channel { url: "https://h/x", .. }"#);
         let short = format!("whsec_{}", STANDARD.encode([7u8; 8]));
         for bad in [short.as_str(), "hunter2-secret", "whsec_!!!"] {
             let err = check(&proto::AlertRule { webhook: webhook("http://h/", bad), ..rule() }).unwrap_err();

@@ -17,6 +17,7 @@ use super::rule::{MAX_RULES_PER_LOCATION, rule_key};
 use super::trigger::TriggerState;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use upkeep::{forget_oldest, move_old_pending};
 
 /// Stored rules (the wire message, secret included), by `location/name`.
 const RULES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rules");
@@ -26,8 +27,17 @@ const STATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rule_stat
 const FIRINGS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("firings");
 /// Deliveries as JSON, by firing number.
 const DELIVERIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("deliveries");
-/// Deliveries still to make, by rule key and firing number: what a channel's worker reads.
-const PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
+/// Deliveries still to make, by rule key and firing number, with when each is due next (ms):
+/// what a channel's worker reads, without decoding a delivery until it is the one due.
+const PENDING: TableDefinition<'_, (&str, u64), i64> = TableDefinition::new("pending_due");
+/// The pending list before it kept when each is due: moved into [`PENDING`] on open.
+const OLD_PENDING: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("pending");
+
+/// Counters, by name: [`GENERATION`].
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// The last generation handed out, to any rule: a rule deleted and created again under the same
+/// name gets a generation its predecessor never had.
+const GENERATION: &str = "generation";
 
 /// Most deliveries a channel holds undelivered; a firing beyond it is recorded as an overflow.
 pub(crate) const MAX_PENDING_PER_CHANNEL: u64 = 1000;
@@ -37,8 +47,9 @@ pub(crate) const MAX_PENDING_PER_CHANNEL: u64 = 1000;
 pub(crate) struct RuleState {
     /// The last `location_seq` evaluated.
     pub(crate) cursor: u64,
-    /// Bumped by every update of the rule, so that an evaluation of the old rule is not committed
-    /// over the new one.
+    /// New at every create and update of the rule, from one counter for all rules, so that an
+    /// evaluation of the old rule (or of a deleted one of the same name) is not committed over
+    /// the new one.
     pub(crate) generation: u64,
     /// The trigger's memory.
     pub(crate) trigger: TriggerState,
@@ -76,10 +87,25 @@ pub(crate) struct NewFiring {
     pub(crate) body: Option<fn(&proto::AlertFiring) -> String>,
 }
 
+/// Makes the firings that close a rule's old trigger state (held matches, an open absence).
+pub(crate) type Close<'a> = &'a dyn Fn(&proto::AlertRule, &RuleState) -> Result<Vec<NewFiring>>;
+
+/// What an update or delete did besides the rule: the firings it recorded to close the old
+/// trigger state, and the firings whose pending delivery it failed.
+#[derive(Debug, Default)]
+pub(crate) struct Closed {
+    /// Firings recorded, numbered.
+    pub(crate) recorded: Vec<proto::AlertFiring>,
+    /// Numbers of the firings whose delivery failed.
+    pub(crate) failed: Vec<u64>,
+}
+
 /// The alerts' store.
 #[derive(Debug)]
 pub(crate) struct AlertState {
     db: Database,
+    /// Firings kept: each commit deletes the oldest beyond it.
+    max_firings: u64,
 }
 
 fn backend(err: impl std::fmt::Display) -> Error {
@@ -99,23 +125,24 @@ impl AlertState {
     /// File name inside the data directory.
     pub(crate) const FILE_NAME: &'static str = "alerts.redb";
 
-    /// Opens (or creates) the alert state in `data_dir`.
+    /// Opens (or creates) the alert state in `data_dir`, keeping `max_firings` firings.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the file cannot be created or opened.
-    pub(crate) fn open(data_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(data_dir: &Path, max_firings: u64) -> Result<Self> {
         let db = Database::create(data_dir.join(Self::FILE_NAME)).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(RULES).map_err(backend)?;
         txn.open_table(STATES).map_err(backend)?;
         txn.open_table(FIRINGS).map_err(backend)?;
         txn.open_table(DELIVERIES).map_err(backend)?;
-        txn.open_table(PENDING).map_err(backend)?;
+        txn.open_table(META).map_err(backend)?;
+        move_old_pending(&txn)?;
         txn.commit().map_err(backend)?;
-        Ok(Self { db })
+        Ok(Self { db, max_firings: max_firings.max(1) })
     }
 
-    /// Stores a new checked rule whose cursor starts at `cursor`.
+    /// Stores a new checked rule with `state`, whose generation is replaced by a new one.
     ///
     /// # Errors
     /// [`Error::AlertRuleExists`], [`Error::ResourceExhausted`] past
@@ -140,22 +167,30 @@ impl AlertState {
                 )));
             }
             rules.insert(key.as_str(), stored.encode_to_vec().as_slice()).map_err(backend)?;
+            let state = RuleState { generation: next_generation(&txn)?, ..state.clone() };
             txn.open_table(STATES)
                 .map_err(backend)?
-                .insert(key.as_str(), to_json(state).as_slice())
+                .insert(key.as_str(), to_json(&state).as_slice())
                 .map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }
 
     /// Replaces a rule, keeping its cursor and (when the new webhook has none) its secret; the
-    /// trigger state starts over at `now`.
+    /// trigger state starts over at `now`. What the old trigger still held is recorded first,
+    /// as `close` makes it; without a webhook any longer, the rule's pending deliveries fail.
     ///
     /// # Errors
-    /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn update(&self, mut stored: proto::AlertRule, now: i64) -> Result<proto::AlertRule> {
+    /// [`Error::AlertRuleNotFound`], [`StoreError`], or what `close` returns.
+    pub(crate) fn update(
+        &self,
+        mut stored: proto::AlertRule,
+        now: i64,
+        close: Close<'_>,
+    ) -> Result<(proto::AlertRule, Closed)> {
         let key = rule_key(&stored.location, &stored.name);
         let txn = self.db.begin_write().map_err(backend)?;
+        let mut closed = Closed::default();
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
             let old = match rules.get(key.as_str()).map_err(backend)? {
@@ -169,40 +204,50 @@ impl AlertState {
             }
             stored.create_time = old.create_time;
             rules.insert(key.as_str(), stored.encode_to_vec().as_slice()).map_err(backend)?;
-            let mut states = txn.open_table(STATES).map_err(backend)?;
-            let old_state = read_state(&states, &key)?;
+            let old_state = read_state(&txn.open_table(STATES).map_err(backend)?, &key)?;
+            closed.recorded = insert_firings(&txn, &key, close(&old, &old_state)?, now)?;
+            if stored.webhook.is_none() {
+                closed.failed = fail_pending(&txn, &key, "webhook removed")?;
+            }
             let state = RuleState {
                 cursor: old_state.cursor,
-                generation: old_state.generation + 1,
+                generation: next_generation(&txn)?,
                 trigger: TriggerState::new(now),
             };
-            states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
+            txn.open_table(STATES)
+                .map_err(backend)?
+                .insert(key.as_str(), to_json(&state).as_slice())
+                .map_err(backend)?;
             stored.cursor = state.cursor;
         }
         txn.commit().map_err(backend)?;
-        Ok(stored)
+        Ok((stored, closed))
     }
 
-    /// Deletes a rule, its state and the deliveries it had not made yet (their firings stay).
+    /// Deletes a rule and its state, recording first what its trigger still held, as `close`
+    /// makes it; the deliveries it had not made yet fail (their firings stay).
     ///
     /// # Errors
-    /// [`Error::AlertRuleNotFound`], [`StoreError`].
-    pub(crate) fn delete(&self, location: &str, name: &str) -> Result<()> {
+    /// [`Error::AlertRuleNotFound`], [`StoreError`], or what `close` returns.
+    pub(crate) fn delete(&self, location: &str, name: &str, now: i64, close: Close<'_>) -> Result<Closed> {
         let key = rule_key(location, name);
         let txn = self.db.begin_write().map_err(backend)?;
+        let mut closed = Closed::default();
         {
             let mut rules = txn.open_table(RULES).map_err(backend)?;
-            if rules.remove(key.as_str()).map_err(backend)?.is_none() {
-                return Err(Error::AlertRuleNotFound { location: location.into(), name: name.into() });
-            }
+            let old = match rules.remove(key.as_str()).map_err(backend)? {
+                Some(old) => proto::AlertRule::decode(old.value()).map_err(|err| corrupt("rule", err))?,
+                None => return Err(Error::AlertRuleNotFound { location: location.into(), name: name.into() }),
+            };
+            let old_state = read_state(&txn.open_table(STATES).map_err(backend)?, &key)?;
+            closed.recorded = insert_firings(&txn, &key, close(&old, &old_state)?, now)?;
             txn.open_table(STATES).map_err(backend)?.remove(key.as_str()).map_err(backend)?;
-            let mut pending = txn.open_table(PENDING).map_err(backend)?;
-            let numbers = pending_numbers(&pending, &key, usize::MAX)?;
-            for number in numbers {
-                pending.remove((key.as_str(), number)).map_err(backend)?;
-            }
+            closed.failed = fail_pending(&txn, &key, "rule deleted")?;
+            // Moved so that an evaluator holding the rules in memory reads them again.
+            next_generation(&txn)?;
         }
-        txn.commit().map_err(backend)
+        txn.commit().map_err(backend)?;
+        Ok(closed)
     }
 
     /// Returns a rule with its cursor (secret included: callers strip it with [`rule::public`]).
@@ -261,10 +306,6 @@ impl AlertState {
         {
             let rules = txn.open_table(RULES).map_err(backend)?;
             let mut states = txn.open_table(STATES).map_err(backend)?;
-            let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
-            let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-            let mut pending = txn.open_table(PENDING).map_err(backend)?;
-            let mut next = firings.last().map_err(backend)?.map_or(0, |(number, _)| number.value()) + 1;
             for (key, state, new) in evaluated {
                 let current = match rules.get(key.as_str()).map_err(backend)? {
                     Some(_) => read_state(&states, &key)?,
@@ -274,37 +315,10 @@ impl AlertState {
                     continue;
                 }
                 states.insert(key.as_str(), to_json(&state).as_slice()).map_err(backend)?;
-                // Counted once per rule, then kept up to date, rather than scanned per firing.
-                let mut queued = pending_numbers(&pending, &key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
-                for NewFiring { mut firing, body } in new {
-                    firing.number = next;
-                    next += 1;
-                    if let Some(body) = body {
-                        firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-                        firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
-                            super::meters::overflow(&key);
-                            proto::DeliveryState::Overflow as i32
-                        } else {
-                            pending.insert((key.as_str(), firing.number), ()).map_err(backend)?;
-                            queued += 1;
-                            proto::DeliveryState::Pending as i32
-                        };
-                        let delivery = Delivery {
-                            number: firing.number,
-                            rule: key.clone(),
-                            webhook_id: firing.webhook_id.clone(),
-                            body: body(&firing),
-                            attempts: 0,
-                            created: now,
-                            next_attempt: now,
-                            state: firing.delivery,
-                            last_error: String::new(),
-                        };
-                        deliveries.insert(firing.number, to_json(&delivery).as_slice()).map_err(backend)?;
-                    }
-                    firings.insert(firing.number, firing.encode_to_vec().as_slice()).map_err(backend)?;
-                    recorded.push(firing);
-                }
+                recorded.extend(insert_firings(&txn, &key, new, now)?);
+            }
+            if !recorded.is_empty() {
+                forget_oldest(&txn, self.max_firings)?;
             }
         }
         txn.commit().map_err(backend)?;
@@ -333,6 +347,29 @@ impl AlertState {
         Ok(found)
     }
 
+    /// Returns the last generation handed out: it moves with every create, update and delete.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) fn generation(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        Ok(meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value()))
+    }
+
+    /// Returns firing `number`, if recorded.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) fn firing(&self, number: u64) -> Result<Option<proto::AlertFiring>> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let firings = txn.open_table(FIRINGS).map_err(backend)?;
+        let Some(value) = firings.get(number).map_err(backend)? else {
+            return Ok(None);
+        };
+        proto::AlertFiring::decode(value.value()).map(Some).map_err(|err| corrupt("firing", err))
+    }
+
     /// Returns the newest firing number (0 before the first).
     ///
     /// # Errors
@@ -351,17 +388,21 @@ impl AlertState {
         let txn = self.db.begin_read().map_err(backend)?;
         let pending = txn.open_table(PENDING).map_err(backend)?;
         let deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
-        let mut first: Option<Delivery> = None;
-        for number in pending_numbers(&pending, rule, MAX_PENDING_PER_CHANNEL as usize)? {
-            let Some(value) = deliveries.get(number).map_err(backend)? else {
-                continue;
-            };
-            let delivery: Delivery = serde_json::from_slice(value.value()).map_err(|err| corrupt("delivery", err))?;
-            if first.as_ref().is_none_or(|first| delivery.next_attempt < first.next_attempt) {
-                first = Some(delivery);
+        let mut first: Option<(i64, u64)> = None;
+        for entry in pending.range((rule, 0)..=(rule, u64::MAX)).map_err(backend)? {
+            let (key, due) = entry.map_err(backend)?;
+            let due = (due.value(), key.value().1);
+            if first.is_none_or(|first| due < first) {
+                first = Some(due);
             }
         }
-        Ok(first)
+        let Some((_, number)) = first else {
+            return Ok(None);
+        };
+        let Some(value) = deliveries.get(number).map_err(backend)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value()).map(Some).map_err(|err| corrupt("delivery", err))
     }
 
     /// Returns how many deliveries a channel has pending.
@@ -388,12 +429,17 @@ impl AlertState {
             if pending.get(key).map_err(backend)?.is_none() {
                 return Ok(());
             }
-            if delivery.state != proto::DeliveryState::Pending as i32 {
+            let mut kept = delivery.clone();
+            if delivery.state == proto::DeliveryState::Pending as i32 {
+                pending.insert(key, delivery.next_attempt).map_err(backend)?;
+            } else {
                 pending.remove(key).map_err(backend)?;
+                // Never sent again: the body is not kept.
+                kept.body.clear();
             }
             txn.open_table(DELIVERIES)
                 .map_err(backend)?
-                .insert(delivery.number, to_json(delivery).as_slice())
+                .insert(delivery.number, to_json(&kept).as_slice())
                 .map_err(backend)?;
             let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
             let firing = firings.get(delivery.number).map_err(backend)?.map(|value| value.value().to_vec());
@@ -407,6 +453,89 @@ impl AlertState {
     }
 }
 
+/// Records the firings of rule `key`, numbered on, each with its delivery if it has a body
+/// (an overflow past [`MAX_PENDING_PER_CHANNEL`]); returns them numbered.
+fn insert_firings(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    new: Vec<NewFiring>,
+    now: i64,
+) -> Result<Vec<proto::AlertFiring>> {
+    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    let first = firings.last().map_err(backend)?.map_or(0, |(number, _)| number.value()) + 1;
+    // Counted once, then kept up to date, rather than scanned per firing.
+    let mut queued = pending_numbers(&pending, key, MAX_PENDING_PER_CHANNEL as usize)?.len() as u64;
+    let mut recorded = Vec::with_capacity(new.len());
+    for (number, NewFiring { mut firing, body }) in (first..).zip(new) {
+        firing.number = number;
+        if let Some(body) = body {
+            firing.webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+            firing.delivery = if queued >= MAX_PENDING_PER_CHANNEL {
+                super::meters::overflow(key);
+                proto::DeliveryState::Overflow as i32
+            } else {
+                pending.insert((key, firing.number), now).map_err(backend)?;
+                queued += 1;
+                proto::DeliveryState::Pending as i32
+            };
+            // An overflow is never sent: no body to keep.
+            let overflow = firing.delivery == proto::DeliveryState::Overflow as i32;
+            let delivery = Delivery {
+                number: firing.number,
+                rule: key.to_owned(),
+                webhook_id: firing.webhook_id.clone(),
+                body: if overflow { String::new() } else { body(&firing) },
+                attempts: 0,
+                created: now,
+                next_attempt: now,
+                state: firing.delivery,
+                last_error: String::new(),
+            };
+            deliveries.insert(firing.number, to_json(&delivery).as_slice()).map_err(backend)?;
+        }
+        firings.insert(firing.number, firing.encode_to_vec().as_slice()).map_err(backend)?;
+        recorded.push(firing);
+    }
+    Ok(recorded)
+}
+
+/// Ends every pending delivery of rule `key` as failed for `reason`, in the delivery and in its
+/// firing, so that no one waits for it and no later channel sends it; returns the firings'
+/// numbers.
+fn fail_pending(txn: &redb::WriteTransaction, key: &str, reason: &str) -> Result<Vec<u64>> {
+    let mut pending = txn.open_table(PENDING).map_err(backend)?;
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(backend)?;
+    let mut firings = txn.open_table(FIRINGS).map_err(backend)?;
+    let numbers = pending_numbers(&pending, key, usize::MAX)?;
+    for &number in &numbers {
+        pending.remove((key, number)).map_err(backend)?;
+        let delivery = deliveries.get(number).map_err(backend)?.map(|value| value.value().to_vec());
+        if let Some(delivery) = delivery {
+            let mut delivery: Delivery = serde_json::from_slice(&delivery).map_err(|err| corrupt("delivery", err))?;
+            delivery.state = proto::DeliveryState::Failed as i32;
+            delivery.last_error = reason.to_owned();
+            delivery.body.clear();
+            deliveries.insert(number, to_json(&delivery).as_slice()).map_err(backend)?;
+        }
+        let firing = firings.get(number).map_err(backend)?.map(|value| value.value().to_vec());
+        if let Some(firing) = firing {
+            let mut firing = proto::AlertFiring::decode(firing.as_slice()).map_err(|err| corrupt("firing", err))?;
+            firing.delivery = proto::DeliveryState::Failed as i32;
+            firings.insert(number, firing.encode_to_vec().as_slice()).map_err(backend)?;
+        }
+    }
+    Ok(numbers)
+}
+
+fn next_generation(txn: &redb::WriteTransaction) -> Result<u64> {
+    let mut meta = txn.open_table(META).map_err(backend)?;
+    let last = meta.get(GENERATION).map_err(backend)?.map_or(0, |value| value.value());
+    meta.insert(GENERATION, last + 1).map_err(backend)?;
+    Ok(last + 1)
+}
+
 fn read_state(states: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<RuleState> {
     match states.get(key).map_err(backend)? {
         Some(value) => serde_json::from_slice(value.value()).map_err(|err| corrupt("rule state", err)),
@@ -415,7 +544,7 @@ fn read_state(states: &impl ReadableTable<&'static str, &'static [u8]>, key: &st
 }
 
 fn pending_numbers(
-    pending: &impl ReadableTable<(&'static str, u64), ()>,
+    pending: &impl ReadableTable<(&'static str, u64), i64>,
     rule: &str,
     limit: usize,
 ) -> Result<Vec<u64>> {
@@ -427,51 +556,5 @@ fn pending_numbers(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule() -> proto::AlertRule {
-        proto::AlertRule { location: "us-east".into(), name: "r".into(), ..Default::default() }
-    }
-
-    fn firings(count: usize) -> Vec<NewFiring> {
-        let firing =
-            proto::AlertFiring { location: "us-east".into(), rule: "r".into(), count: 1, ..Default::default() };
-        (0..count).map(|_| NewFiring { firing: firing.clone(), body: Some(|_| String::from("{}")) }).collect()
-    }
-
-    #[test]
-    fn a_full_channel_records_an_overflow_instead_of_queueing() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
-        state.create(&rule(), &RuleState::default()).unwrap();
-        let key = rule_key("us-east", "r");
-        let recorded = state.commit(vec![(key.clone(), RuleState::default(), firings(1001))], 0).unwrap();
-        let overflowed: Vec<u64> = recorded
-            .iter()
-            .filter(|firing| firing.delivery == proto::DeliveryState::Overflow as i32)
-            .map(|firing| firing.number)
-            .collect();
-        assert_eq!(overflowed, [1001]);
-        assert_eq!(state.pending_count(&key).unwrap(), MAX_PENDING_PER_CHANNEL);
-        // The overflow is a firing like any other, visible to a watch.
-        let last = state.firings(Some("us-east"), 1000, 10).unwrap();
-        assert_eq!(last[0].delivery, proto::DeliveryState::Overflow as i32);
-    }
-
-    #[test]
-    fn an_evaluation_of_a_rule_updated_or_deleted_meanwhile_is_not_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = AlertState::open(dir.path()).unwrap();
-        state.create(&rule(), &RuleState::default()).unwrap();
-        let key = rule_key("us-east", "r");
-        state.update(rule(), 0).unwrap();
-        let stale = RuleState { cursor: 9, ..RuleState::default() };
-        assert!(state.commit(vec![(key.clone(), stale, firings(1))], 0).unwrap().is_empty());
-        assert_eq!(state.rule("us-east", "r").unwrap().unwrap().1.generation, 1);
-        state.delete("us-east", "r").unwrap();
-        let current = RuleState { generation: 1, ..RuleState::default() };
-        assert!(state.commit(vec![(key, current, firings(1))], 0).unwrap().is_empty());
-        assert_eq!(state.last_firing().unwrap(), 0);
-    }
-}
+mod tests;
+mod upkeep;

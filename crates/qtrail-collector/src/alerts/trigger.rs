@@ -20,6 +20,14 @@ pub(crate) const MAX_SAMPLES: usize = 10;
 /// Most threshold groups a rule tracks at once; beyond it the group seen longest ago is dropped
 /// (its matches stop counting), so a caller inventing initiators cannot grow the state.
 pub(crate) const MAX_GROUPS: usize = 10_000;
+/// Most matches a threshold rule remembers over all its groups: groups × count stays under it
+/// (fewer groups for a large count), since the state is re-read and rewritten as it changes.
+pub(crate) const MAX_TRACKED_MATCHES: usize = 100_000;
+
+/// Returns how many groups a threshold of `count` may track.
+pub(crate) fn max_groups(count: u32) -> usize {
+    (MAX_TRACKED_MATCHES / (count as usize).max(1)).clamp(1, MAX_GROUPS)
+}
 
 /// What a trigger remembers between evaluations; stored with the rule's cursor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +91,7 @@ pub(crate) fn on_event(rule: &Rule, state: &mut TriggerState, event: &proto::Sto
         Trigger::Each => hit(rule, state, 1, &[seq], now, out),
         Trigger::Threshold { count, window, group_by } => {
             let key = group_key(group_by, event);
-            if !state.groups.contains_key(&key) && state.groups.len() >= MAX_GROUPS {
+            if !state.groups.contains_key(&key) && state.groups.len() >= max_groups(count) {
                 let stalest = state
                     .groups
                     .iter()
@@ -127,11 +135,30 @@ pub(crate) fn on_tick(rule: &Rule, state: &mut TriggerState, now: i64, out: &mut
             state.groups.retain(|_, seen| seen.back().is_some_and(|(time, _)| *time > oldest));
         }
         Trigger::Absence { duration } => {
+            // A clock stepped back counts the absence from now, not from a last match that
+            // seems to lie in the future.
+            state.last_match = state.last_match.min(now);
             if !state.absent && now.saturating_sub(state.last_match) >= millis(duration) {
                 state.absent = true;
                 out.push(Notice { kind: NoticeKind::Fired, count: 0, samples: Vec::new(), time: now });
             }
         }
+    }
+}
+
+/// Ends a rule's trigger (the rule is updated or deleted): the matches the cool-down held fire
+/// now, and an open absence resolves, so that nothing the old rule saw is lost or left open.
+pub(crate) fn on_close(state: &mut TriggerState, now: i64, out: &mut Vec<Notice>) {
+    if state.pending > 0 {
+        out.push(Notice {
+            kind: NoticeKind::Fired,
+            count: std::mem::take(&mut state.pending),
+            samples: std::mem::take(&mut state.pending_samples),
+            time: now,
+        });
+    }
+    if std::mem::take(&mut state.absent) {
+        out.push(Notice { kind: NoticeKind::Resolved, count: 0, samples: Vec::new(), time: now });
     }
 }
 
@@ -151,8 +178,11 @@ fn flush(rule: &Rule, state: &mut TriggerState, now: i64, out: &mut Vec<Notice>)
     if state.pending == 0 {
         return;
     }
+    // A clock stepped back (`now < last`) ends the cool-down rather than stretching it by the
+    // step; without a cool-down nothing is ever held.
     if let Some(last) = state.last_fired
-        && now < last.saturating_add(millis(rule.cooldown))
+        && !rule.cooldown.is_zero()
+        && (last..last.saturating_add(millis(rule.cooldown))).contains(&now)
     {
         return;
     }
@@ -269,5 +299,62 @@ mod tests {
         assert_eq!(out.len(), 2);
         on_tick(&absence, &mut state, 41_000, &mut out);
         assert_eq!((out.len(), out[2].kind), (3, NoticeKind::Fired));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_holds_nothing_and_delays_no_absence() {
+        let each = rule(Trigger::Each, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&each, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_event(&each, &mut state, &event(2, 50_000, "a"), &mut out);
+        assert_eq!(out.len(), 2, "no cool-down, nothing held");
+
+        let calm = rule(Trigger::Each, Duration::from_secs(10));
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&calm, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_event(&calm, &mut state, &event(2, 50_000, "a"), &mut out);
+        assert_eq!(out.len(), 2, "a step back ends the cool-down");
+
+        let absence = rule(Trigger::Absence { duration: Duration::from_secs(10) }, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_event(&absence, &mut state, &event(1, 100_000, "a"), &mut out);
+        on_tick(&absence, &mut state, 50_000, &mut out);
+        on_tick(&absence, &mut state, 60_000, &mut out);
+        assert_eq!(out.len(), 1, "the absence counts from the step, not from the future match");
+    }
+
+    #[test]
+    fn closing_fires_the_held_matches_and_resolves_an_open_absence() {
+        let calm = rule(Trigger::Each, Duration::from_secs(10));
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        for seq in 1..=3 {
+            on_event(&calm, &mut state, &event(seq, 1000 + seq as i64, "a"), &mut out);
+        }
+        on_close(&mut state, 2_000, &mut out);
+        assert_eq!(out[1], Notice { kind: NoticeKind::Fired, count: 2, samples: vec![2, 3], time: 2_000 });
+
+        let absence = rule(Trigger::Absence { duration: Duration::from_secs(10) }, Duration::ZERO);
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        on_tick(&absence, &mut state, 10_000, &mut out);
+        on_close(&mut state, 11_000, &mut out);
+        assert_eq!(out.iter().map(|notice| notice.kind).collect::<Vec<_>>(), [NoticeKind::Fired, NoticeKind::Resolved]);
+        on_close(&mut state, 12_000, &mut out);
+        assert_eq!(out.len(), 2, "closed once");
+    }
+
+    #[test]
+    fn groups_times_count_stays_bounded() {
+        assert_eq!(max_groups(1), MAX_GROUPS);
+        assert_eq!(max_groups(10_000), 10);
+        let big = rule(
+            Trigger::Threshold { count: 10_000, window: Duration::from_secs(60), group_by: GroupBy::Initiator },
+            Duration::ZERO,
+        );
+        let (mut state, mut out) = (TriggerState::new(0), Vec::new());
+        for seq in 1..=50 {
+            on_event(&big, &mut state, &event(seq, 1000 + seq as i64, &format!("i{seq}")), &mut out);
+        }
+        assert_eq!(state.groups.len(), 10);
+        assert!(state.groups.contains_key("i50") && !state.groups.contains_key("i40"));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use prost::bytes::Bytes;
 use qtrail_cadf::crn::SERVICE_NAME;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::evaluator::now_millis;
 use super::meters;
 use super::rule::{Channel, Rule};
 use super::state::{AlertState, Delivery};
@@ -30,6 +31,10 @@ use crate::ingest::blocking;
 
 /// First wait between attempts; it doubles per attempt up to the configured cap.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Shortest retry horizon meant for production: below it the collector warns at start-up.
+pub const MIN_RETRY_HORIZON: Duration = Duration::from_secs(24 * 3600);
+/// Most bytes of an endpoint's answer read: only its status counts.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How deliveries are made and retried.
 #[derive(Clone)]
@@ -204,6 +209,13 @@ struct WorkerTask {
 
 impl WorkerTask {
     async fn run(self) {
+        self.serve().await;
+        // A stopped channel holds nothing: its rule or webhook is gone (its deliveries failed
+        // with it), or the collector stops.
+        meters::queue_depth(&self.rule, 0);
+    }
+
+    async fn serve(&self) {
         loop {
             let (state, rule) = (self.state.clone(), self.rule.clone());
             let next = blocking(move || {
@@ -248,10 +260,11 @@ impl WorkerTask {
 
     /// Makes one attempt and returns the delivery as it stands after it.
     async fn attempt(&self, mut delivery: Delivery) -> Delivery {
-        let now = now_millis();
         delivery.attempts += 1;
         let posted = post(&self.channel, &delivery, &self.policy.tls);
         let result = tokio::time::timeout(self.policy.timeout, posted).await;
+        // Taken once the answer is in: the latency and the next attempt count from here.
+        let now = now_millis();
         let failure = match result {
             Ok(Ok(status)) if (200..300).contains(&status) => None,
             Ok(Ok(status)) => Some(format!("the endpoint answered {status}")),
@@ -289,10 +302,6 @@ impl WorkerTask {
 fn backoff(attempts: u32, cap: Duration) -> Duration {
     let full = FIRST_BACKOFF.saturating_mul(1 << attempts.saturating_sub(1).min(30)).min(cap);
     full.mul_f64(1.0 - rand::rng().random_range(0.0..0.5))
-}
-
-fn now_millis() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn millis_until(at: i64) -> Duration {
@@ -337,8 +346,9 @@ where
     let status = match response {
         Ok(response) => {
             let status = response.status().as_u16();
-            // The body is read (and dropped) so the connection ends cleanly.
-            let _ = response.into_body().collect().await;
+            // Up to 64 KiB of the body is read (and dropped) so that a short answer ends the
+            // connection cleanly; an endpoint sending more cannot make the collector read it.
+            let _ = Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await;
             Ok(status)
         }
         Err(err) => Err(err),
@@ -406,5 +416,25 @@ mod tests {
             let full = FIRST_BACKOFF.saturating_mul(1 << (attempts - 1).min(30)).min(cap);
             assert!(wait <= full && wait >= full / 2, "{attempts}: {wait:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_not_read_to_its_end() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+            let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+            while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let request = axum::http::Request::post("/").header("host", "h").body(Full::new(Bytes::new())).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(10), send(TokioIo::new(tcp), request)).await;
+        assert_eq!(sent.expect("the answer's body kept the attempt"), Ok(200));
     }
 }

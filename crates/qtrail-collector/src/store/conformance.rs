@@ -61,11 +61,11 @@ pub(crate) fn run_all(factory: Factory<'_>) {
     }
 }
 
-fn location(name: &str) -> Location {
+pub(crate) fn location(name: &str) -> Location {
     name.parse().expect("valid location")
 }
 
-fn at(seconds: i64) -> Timestamp {
+pub(crate) fn at(seconds: i64) -> Timestamp {
     Timestamp { seconds, nanos: 0 }
 }
 
@@ -96,7 +96,7 @@ pub(crate) fn event(
 }
 
 /// A batch delivered with the token named `token-<publisher>`.
-fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEvent)]) -> AppendBatch {
+pub(crate) fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEvent)]) -> AppendBatch {
     AppendBatch {
         location: self::location(location),
         publisher_id: publisher.into(),
@@ -107,11 +107,11 @@ fn batch(location: &str, publisher: &str, epoch: u64, events: &[(u64, &AuditEven
     }
 }
 
-fn simple_events(location: &str, count: usize) -> Vec<AuditEvent> {
+pub(crate) fn simple_events(location: &str, count: usize) -> Vec<AuditEvent> {
     (0..count).map(|i| event(location, Action::JobRead, "IBMid-1", "", 200, 1_700_000_000_000 + i as i64)).collect()
 }
 
-fn append_all(store: &dyn EventStore, location: &str, events: &[AuditEvent]) {
+pub(crate) fn append_all(store: &dyn EventStore, location: &str, events: &[AuditEvent]) {
     let items: Vec<(u64, &AuditEvent)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
     store.append(vec![batch(location, "pub-1", 1, &items)], at(1)).expect("append");
 }

@@ -136,7 +136,7 @@ fn rule(location: &str, args: &AlertRuleArgs) -> Result<AlertRule, CliError> {
         cooldown: args.cooldown.map(wire_duration),
         webhook: args.webhook.as_ref().map(|url| Webhook {
             url: url.clone(),
-            secret: args.secret.clone().unwrap_or_default(),
+            secret: args.secret.as_ref().map(|secret| secret.expose().to_owned()).unwrap_or_default(),
             has_secret: false,
         }),
         ..Default::default()

@@ -17,7 +17,7 @@ use crate::error::CliError;
 use crate::output::write_json_line;
 
 /// How far a delivery's timestamp may be from now (the Standard Webhooks default).
-const TOLERANCE_SECS: i64 = 5 * 60;
+const TOLERANCE_SECS: u64 = 5 * 60;
 
 #[derive(Clone)]
 struct Receiver {
@@ -30,7 +30,7 @@ struct Receiver {
 /// # Errors
 /// [`CliError::Usage`] for a bad secret or an address that cannot be bound.
 pub(super) async fn receive(args: AlertReceiveArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let key = qtrail_collector::alerts::rule::secret_key(&args.secret)
+    let key = qtrail_collector::alerts::rule::secret_key(args.secret.expose())
         .map_err(|_| CliError::Usage("invalid --secret: `whsec_` and the base64 of 24 to 64 bytes".into()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -69,7 +69,7 @@ async fn delivery(State(receiver): State<Receiver>, method: Method, headers: Hea
     let Ok(timestamp) = timestamp.parse::<i64>() else {
         return StatusCode::UNAUTHORIZED;
     };
-    if (chrono::Utc::now().timestamp() - timestamp).abs() > TOLERANCE_SECS {
+    if chrono::Utc::now().timestamp().abs_diff(timestamp) > TOLERANCE_SECS {
         return StatusCode::UNAUTHORIZED;
     }
     let Ok(body) = std::str::from_utf8(&body) else {
@@ -85,5 +85,24 @@ async fn delivery(State(receiver): State<Receiver>, method: Method, headers: Hea
     match receiver.deliveries.send(line).await {
         Ok(()) => StatusCode::NO_CONTENT,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timestamp_far_off_is_refused_without_overflow() {
+        let (deliveries, _lines) = mpsc::channel(1);
+        let receiver = Receiver { key: Arc::new(vec![7; 32]), deliveries };
+        for timestamp in [i64::MIN, i64::MAX, 0] {
+            let mut headers = HeaderMap::new();
+            headers.insert("webhook-id", "msg_1".parse().unwrap());
+            headers.insert("webhook-timestamp", timestamp.to_string().parse().unwrap());
+            headers.insert("webhook-signature", "v1,AAAA".parse().unwrap());
+            let status = delivery(State(receiver.clone()), Method::POST, headers, Bytes::from_static(b"{}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{timestamp}");
+        }
     }
 }
