@@ -148,19 +148,31 @@ pub(super) async fn verify_all_checkpoints(
 }
 
 /// Checks checkpoints of `location` listed newest first: at least one, each of that location
-/// and signed by `key`, numbered densely down to 1. Returns how many there are, or what is
-/// wrong.
+/// and signed by `key`, numbered densely down to 1, none without a tree head note after one
+/// with (the v1 signature does not cover the note, so a blanked one would skip its check).
+/// Returns how many there are, or what is wrong.
 fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &[VerifyingKey]) -> Result<u64, String> {
     let Some(newest) = checkpoints.first() else {
         // Nothing signed proves nothing: a key given means checkpoints are expected.
         return Err("there are none: the collector signs none, or they were deleted".to_owned());
     };
     let mut expected = newest.number;
+    let mut newer_without_note = None;
     for checkpoint in checkpoints {
         if checkpoint.number != expected {
             return Err(format!("checkpoint {expected} is missing (the next one is {})", checkpoint.number));
         }
         verify_one(checkpoint, location, key)?;
+        match newer_without_note {
+            Some(newer) if !checkpoint.note.is_empty() => {
+                return Err(format!(
+                    "checkpoint {newer} has no tree head note, but the older checkpoint {} has one",
+                    checkpoint.number
+                ));
+            }
+            None if checkpoint.note.is_empty() => newer_without_note = Some(checkpoint.number),
+            _ => {}
+        }
         expected = expected.saturating_sub(1);
     }
     match expected {
@@ -379,6 +391,21 @@ mod tests {
         tampered.note = tampered.note.replacen("\n7\n", "\n6\n", 1);
         let bad = verify_one(&tampered, "us-east", &public).unwrap_err();
         assert!(bad.contains("invalid signature"), "{bad}");
+        // Checkpoints signed before the tree have no note; one without after one with is a fault.
+        let mut listed = signed(&key, &[3, 2, 1]);
+        assert_eq!(check_checkpoints(&listed, "us-east", &public), Ok(3));
+        let mut noted = with_note("o/us-east", 7);
+        noted.number = 2;
+        key.sign(&mut noted);
+        listed[1] = noted.clone();
+        assert_eq!(
+            check_checkpoints(&listed, "us-east", &public),
+            Err("checkpoint 3 has no tree head note, but the older checkpoint 2 has one".to_owned())
+        );
+        noted.number = 3;
+        key.sign(&mut noted);
+        listed[0] = noted;
+        assert_eq!(check_checkpoints(&listed, "us-east", &public), Ok(3));
     }
 
     #[test]
