@@ -239,7 +239,7 @@ fn newest_numbers(data_dir: &Path) -> Vec<u64> {
 
 /// Lets `tamper` rewrite the stored checkpoints of `location` (number → stored bytes) in the
 /// stopped collector's log.
-fn tamper_checkpoints(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>)) {
+pub(crate) fn tamper_checkpoints(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>)) {
     let entries = offline::read(data_dir).expect("read the log");
     let mut stored = BTreeMap::new();
     let mut rewritten = Vec::new();
@@ -389,7 +389,7 @@ async fn a_bad_checkpoint_key_stops_start_up() {
 
 /// Overwrites the stored hash at `index` of `location`'s tree file in the stopped collector's
 /// data dir (the tree is derived, so its length still fits the log and nothing repairs it).
-fn tamper_tree(data_dir: &Path, location: &str, index: u64, hash: [u8; 32]) {
+pub(crate) fn tamper_tree(data_dir: &Path, location: &str, index: u64, hash: [u8; 32]) {
     use std::os::unix::fs::FileExt as _;
     let file = std::fs::OpenOptions::new().write(true).open(data_dir.join("tree").join(format!("{location}.hashes")));
     file.unwrap().write_all_at(&hash, index * 32).unwrap();

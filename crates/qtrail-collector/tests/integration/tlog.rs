@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
-use qtrail_collector::store::{EventStore as _, RedbStore};
+use qtrail_collector::store::{EventStore as _, FileStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_tlog::{
     Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
     unpack_entries, verify_consistency,
 };
-use redb::TableDefinition;
 
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
+use crate::tamper::{tamper_checkpoints, tamper_tree};
 
 const EVENTS: usize = 300;
 
@@ -157,30 +157,35 @@ async fn public_tiles_need_no_token() {
 
 /// Returns the number of the newest checkpoint of us-east, read from the stopped collector.
 fn newest_number(data_dir: &std::path::Path) -> u64 {
-    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
-    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].number
+    newest_stored(data_dir).number
+}
+
+/// Returns the newest checkpoint of us-east, read from the stopped collector.
+fn newest_stored(data_dir: &std::path::Path) -> proto::Checkpoint {
+    let store = FileStore::open(data_dir, 1024 * 1024).unwrap();
+    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
 }
 
 /// A tree whose stored hashes were rewritten (here the hash over the first 256 leaves) no longer
-/// extends the signed head: the collector
-/// signs nothing over it, at start, at its ticks or at its stop.
+/// extends the signed head: the collector, restarted with the same key, signs nothing over it,
+/// at start, at its ticks or at its stop.
 #[tokio::test]
 async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let config = signing_config(dir.path(), false);
+    let server = TestServer::start_with(config.clone()).await;
+    server.create_collector("us-east").await;
+    assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
+    let signed = common::wait_until(Duration::from_secs(20), || async {
+        newest_checkpoint(&server).await.is_some_and(|checkpoint| checkpoint.tree_size == EVENTS as u64)
+    })
+    .await;
+    assert!(signed, "a checkpoint covers the events");
     server.stop().await;
     let data_dir = dir.path().join("data");
     let signed_before = newest_number(&data_dir);
-    {
-        let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east"))
-            .unwrap()
-            .insert(stored_hash_index(8, 0), [7; 32])
-            .unwrap();
-        txn.commit().unwrap();
-    }
-    let server = TestServer::start_with(signing_config(dir.path(), false)).await;
+    tamper_tree(&data_dir, "us-east", stored_hash_index(8, 0), [7; 32]);
+    let server = TestServer::start_with(config).await;
     assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
     server.stop().await;
     assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
@@ -189,18 +194,6 @@ async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
 async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
     let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
     server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap().into_inner()
-}
-
-/// Rewrites `tamper` into the stopped collector's store of us-east.
-fn tamper(data_dir: &std::path::Path, tamper: impl FnOnce(&redb::WriteTransaction)) {
-    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    tamper(&txn);
-    txn.commit().unwrap();
-}
-
-fn set_hash(txn: &redb::WriteTransaction, index: u64, hash: Hash) {
-    txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east")).unwrap().insert(index, hash).unwrap();
 }
 
 /// Verification rebuilds the tree from the events: a rewritten leaf hash, a rewritten interior
@@ -218,7 +211,7 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
         (fault.location_seq, fault.checkpoint_number, fault.detail.clone())
     };
 
-    tamper(&data_dir, |txn| set_hash(txn, stored_hash_index(0, 4), [7; 32]));
+    tamper_tree(&data_dir, "us-east", stored_hash_index(0, 4), [7; 32]);
     let server = TestServer::start(&data_dir).await;
     let (seq, _, text) = detail(&verify(&server).await);
     assert_eq!(seq, 5);
@@ -226,30 +219,24 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     server.stop().await;
 
     let leaf = |seq: u64| {
-        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        let store = FileStore::open(&data_dir, 1024 * 1024).unwrap();
         let record = store.events(&"us-east".parse().unwrap(), seq, 1).unwrap().remove(0);
         leaf_hash(&qtrail_collector::store::canonical_of(&record).unwrap())
     };
     let fifth = leaf(5);
-    tamper(&data_dir, |txn| {
-        set_hash(txn, stored_hash_index(0, 4), fifth);
-        set_hash(txn, stored_hash_index(8, 0), [7; 32]);
-    });
+    tamper_tree(&data_dir, "us-east", stored_hash_index(0, 4), fifth);
+    tamper_tree(&data_dir, "us-east", stored_hash_index(8, 0), [7; 32]);
     let server = TestServer::start(&data_dir).await;
     let (seq, _, text) = detail(&verify(&server).await);
     assert_eq!(seq, EVENTS as u64);
     assert!(text.contains("the stored merkle tree differs"), "{text}");
     server.stop().await;
 
-    let newest = {
-        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
-        store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
-    };
-    tamper(&data_dir, |txn| {
+    let newest = newest_stored(&data_dir);
+    tamper_checkpoints(&data_dir, "us-east", |stored| {
         let mut rewritten = newest.clone();
         rewritten.root = vec![9; 32];
-        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
-        table.insert(newest.number, prost::Message::encode_to_vec(&rewritten).as_slice()).unwrap();
+        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
     });
     let server = TestServer::start(&data_dir).await;
     let (seq, number, text) = detail(&verify(&server).await);
