@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use qtrail_cadf::Location;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
-use qtrail_tlog::{EMPTY_TREE_HASH, Hash, leaf_hash, node_hash, stored_hash_index, tree_hash};
+use qtrail_tlog::{
+    Checkpoint as TreeHead, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
+    tree_hash,
+};
 
 use crate::chain::CheckRange;
 use crate::store::{EventStore, Result, TreeReader, canonical_of};
@@ -49,11 +52,9 @@ pub(crate) fn verify(
     store: &dyn EventStore,
     location: &Location,
     range: CheckRange,
+    verifier: Option<&NoteVerifier>,
     verdict: proto::VerifyChainResponse,
 ) -> Result<proto::VerifyChainResponse> {
-    let heads = signed_roots(store, location, range.to_seq)?;
-    let whole = range.from_seq <= 1;
-    let mut frontier = Frontier::default();
     let fault = |location_seq, checkpoint_number, detail: String| proto::VerifyChainResponse {
         ok: false,
         head_chain_hash: Vec::new(),
@@ -65,6 +66,12 @@ pub(crate) fn verify(
         }),
         ..verdict.clone()
     };
+    let heads = match signed_roots(store, location, range.to_seq, verifier)? {
+        Ok(heads) => heads,
+        Err(BadNote { number, location_seq, detail }) => return Ok(fault(location_seq, number, detail)),
+    };
+    let whole = range.from_seq <= 1;
+    let mut frontier = Frontier::default();
     let mut next = range.from_seq.max(1);
     while next <= range.to_seq {
         let limit = usize::try_from((range.to_seq - next + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
@@ -106,26 +113,72 @@ pub(crate) fn verify(
 }
 
 /// Roots signed by checkpoint notes, by tree size: (checkpoint number, root).
-type SignedRoots = BTreeMap<u64, Vec<(u64, Vec<u8>)>>;
+type SignedRoots = BTreeMap<u64, Vec<(u64, Hash)>>;
 
-/// Returns the roots that checkpoint notes signed, by tree size, up to `to_seq`.
-fn signed_roots(store: &dyn EventStore, location: &Location, to_seq: u64) -> Result<SignedRoots> {
+/// A checkpoint whose note does not state a tree head of this log.
+struct BadNote {
+    number: u64,
+    location_seq: u64,
+    detail: String,
+}
+
+/// Returns the roots that checkpoint notes signed, by tree size, up to `to_seq`, read from the
+/// notes (the v1 signature does not cover the `tree_size` and `root` fields); with `verifier`
+/// (the collector signs checkpoints) each note's signature must hold too.
+///
+/// # Errors
+/// When the checkpoints cannot be read; the first bad note as the inner error.
+fn signed_roots(
+    store: &dyn EventStore,
+    location: &Location,
+    to_seq: u64,
+    verifier: Option<&NoteVerifier>,
+) -> Result<std::result::Result<SignedRoots, BadNote>> {
     let mut heads = SignedRoots::new();
     let mut before = None;
     loop {
         let page = store.checkpoints(location, before, CHUNK)?;
         let Some(oldest) = page.last().map(|entry| entry.number) else { break };
         for checkpoint in page.iter().filter_map(|entry| entry.intact()) {
-            if checkpoint.note.is_empty() || checkpoint.tree_size > to_seq {
+            if checkpoint.note.is_empty() {
                 continue;
             }
-            let signed = heads.entry(checkpoint.tree_size).or_default();
+            let head = match note_head(&checkpoint.note, location, verifier) {
+                Ok(head) => head,
+                Err(why) => {
+                    let detail = format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
+                    let location_seq = checkpoint.location_seq.min(to_seq);
+                    return Ok(Err(BadNote { number: checkpoint.number, location_seq, detail }));
+                }
+            };
+            if head.size > to_seq {
+                continue;
+            }
+            let signed = heads.entry(head.size).or_default();
             // An idle tree gets the same head signed again and again: compared once.
-            if !signed.iter().any(|(_, root)| *root == checkpoint.root) {
-                signed.push((checkpoint.number, checkpoint.root.clone()));
+            if !signed.iter().any(|(_, root)| *root == head.root) {
+                signed.push((checkpoint.number, head.root));
             }
         }
         before = Some(oldest);
     }
-    Ok(heads)
+    Ok(Ok(heads))
+}
+
+/// Returns the tree head a note states, checked with `verifier` when there is one, and of the
+/// log of `location`.
+fn note_head(
+    note: &str,
+    location: &Location,
+    verifier: Option<&NoteVerifier>,
+) -> std::result::Result<TreeHead, String> {
+    let text = match verifier {
+        Some(verifier) => open_note(note, std::slice::from_ref(verifier)).map_err(|err| err.to_string())?,
+        None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or("no signature block")?,
+    };
+    let head = TreeHead::parse(text).map_err(|err| err.to_string())?;
+    if !head.origin.ends_with(&format!("/{location}")) {
+        return Err(format!("its origin `{}` is not of location `{location}`", head.origin));
+    }
+    Ok(head)
 }

@@ -176,7 +176,8 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
     })
     .await;
     assert!(signed, "a checkpoint covers the events");
-    assert!(verify(&server, "us-east", None).await.checkpoints_checked >= 1);
+    let verdict = verify(&server, "us-east", None).await;
+    assert!(verdict.checkpoints_checked >= 1, "{verdict:?}");
     server.stop().await;
     let signed_before = newest_numbers(&data_dir);
 

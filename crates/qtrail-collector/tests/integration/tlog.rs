@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
 use qtrail_collector::store::{EventStore as _, FileStore};
@@ -29,8 +31,8 @@ fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
 }
 
 /// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
-async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
-    let server = TestServer::start_with_http_config(signing_config(dir, public_tiles)).await;
+async fn signed_server(config: Config) -> TestServer {
+    let server = TestServer::start_with_http_config(config).await;
     server.create_collector("us-east").await;
     assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
     let signed = common::wait_until(Duration::from_secs(20), || async {
@@ -74,7 +76,7 @@ fn hashes(tile: &[u8]) -> Vec<Hash> {
 #[tokio::test]
 async fn tiles_rebuild_the_signed_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let (status, _, key) = fetch(&server, "/tlog/us-east/key").await;
     assert_eq!(status, 200);
     let verifier = NoteVerifier::parse(String::from_utf8(key).unwrap().trim_end()).unwrap();
@@ -114,7 +116,7 @@ async fn tiles_rebuild_the_signed_tree() {
 #[tokio::test]
 async fn tiles_refuse_what_they_cannot_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let http = server.http();
     let (status, headers, _) = http.get_bytes("/tlog/us-east/checkpoint", &[]).await;
     assert_eq!((status, headers["www-authenticate"].to_str().unwrap()), (401, "Bearer"));
@@ -149,7 +151,7 @@ async fn tiles_refuse_what_they_cannot_serve() {
 #[tokio::test]
 async fn public_tiles_need_no_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), true).await;
+    let server = signed_server(signing_config(dir.path(), true)).await;
     let (status, _, body) = server.http().get_bytes("/tlog/us-east/tile/0/000", &[]).await;
     assert_eq!((status, body.len()), (200, 256 * 32));
     server.stop().await;
@@ -201,7 +203,8 @@ async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
 #[tokio::test]
 async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
     let verdict = verify(&server).await;
     assert!(verdict.ok, "{verdict:?}");
     server.stop().await;
@@ -232,16 +235,39 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     assert!(text.contains("the stored merkle tree differs"), "{text}");
     server.stop().await;
 
+    // The tree file is derived: removed, it is rebuilt from the log at the next start.
+    std::fs::remove_file(data_dir.join("tree").join("us-east.hashes")).unwrap();
     let newest = newest_stored(&data_dir);
-    tamper_checkpoints(&data_dir, "us-east", |stored| {
-        let mut rewritten = newest.clone();
-        rewritten.root = vec![9; 32];
-        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
-    });
+    let rewrite_newest = |rewrite: &dyn Fn(&mut proto::Checkpoint)| {
+        tamper_checkpoints(&data_dir, "us-east", |stored| {
+            let mut rewritten = newest.clone();
+            rewrite(&mut rewritten);
+            stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+        });
+    };
+    // The root field is not signed, so it proves nothing and is not what verification compares.
+    rewrite_newest(&|checkpoint| checkpoint.root = vec![9; 32]);
+    let server = TestServer::start(&data_dir).await;
+    let verdict = verify(&server).await;
+    assert!(verdict.ok, "{verdict:?}");
+    server.stop().await;
+
+    // The note's root line rewritten: without the key it states another root than the tree's,
+    // with the key its signature fails.
+    let forged_root = BASE64.encode([9; 32]);
+    let mut lines: Vec<&str> = newest.note.split('\n').collect();
+    lines[2] = &forged_root;
+    let forged_note = lines.join("\n");
+    rewrite_newest(&|checkpoint| checkpoint.note.clone_from(&forged_note));
     let server = TestServer::start(&data_dir).await;
     let (seq, number, text) = detail(&verify(&server).await);
     assert_eq!((seq, number), (newest.tree_size, newest.number));
     assert!(text.contains("differs from the one signed in checkpoint"), "{text}");
+    server.stop().await;
+    let server = TestServer::start_with(config).await;
+    let (seq, number, text) = detail(&verify(&server).await);
+    assert_eq!((seq, number), (newest.tree_size, newest.number));
+    assert!(text.contains("has a bad tree head note") && text.contains("signature"), "{text}");
     server.stop().await;
 }
 
@@ -259,7 +285,7 @@ async fn consistency(
 #[tokio::test]
 async fn consistency_proofs_lead_to_the_newest_signed_head() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let leaves: Vec<Hash> = server
         .all_events("us-east")
         .await
