@@ -228,11 +228,19 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     };
     let fifth = leaf(5);
     tamper_tree(&data_dir, "us-east", stored_hash_index(0, 4), fifth);
+    // An interior hash no tree head reads, but tiles serve and proofs use.
+    tamper_tree(&data_dir, "us-east", stored_hash_index(1, 0), [7; 32]);
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, 2);
+    assert!(text.contains("hash of level 1 completed here differs"), "{text}");
+    server.stop().await;
+    tamper_tree(&data_dir, "us-east", stored_hash_index(1, 0), node_hash(&leaf(1), &leaf(2)));
     tamper_tree(&data_dir, "us-east", stored_hash_index(8, 0), [7; 32]);
     let server = TestServer::start(&data_dir).await;
     let (seq, _, text) = detail(&verify(&server).await);
-    assert_eq!(seq, EVENTS as u64);
-    assert!(text.contains("the stored merkle tree differs"), "{text}");
+    assert_eq!(seq, 256, "where the rewritten interior hash is completed");
+    assert!(text.contains("hash of level 8 completed here differs"), "{text}");
     server.stop().await;
 
     // The tree file is derived: removed, it is rebuilt from the log at the next start.
