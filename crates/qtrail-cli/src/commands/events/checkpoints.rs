@@ -8,10 +8,10 @@ use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_proto::qtrail::audit::v1::{
     Checkpoint, ListCheckpointsRequest, SeqRange, VerifyChainRequest, event_query_client::EventQueryClient,
 };
-use qtrail_tlog::{Checkpoint as TreeHead, NoteVerifier, open_note};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+use super::consistency::open_head;
 use super::{Session, chain_end, fault_kind};
 use crate::cli::{EventCheckpointsArgs, OutputFormat};
 use crate::connect::authorized;
@@ -296,13 +296,7 @@ fn verify_note(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> R
         return Ok(());
     }
     let bad = |why: String| format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
-    let origin = checkpoint.note.lines().next().unwrap_or_default();
-    if !origin.ends_with(&format!("/{location}")) {
-        return Err(bad(format!("its origin `{origin}` is not of location `{location}`")));
-    }
-    let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| bad(err.to_string()))?;
-    let text = open_note(&checkpoint.note, &[verifier]).map_err(|err| bad(err.to_string()))?;
-    let head = TreeHead::parse(text).map_err(|err| bad(err.to_string()))?;
+    let (_, head) = open_head(&checkpoint.note, location, std::slice::from_ref(key)).map_err(bad)?;
     if head.size != checkpoint.tree_size || head.size != checkpoint.location_seq || head.root[..] != checkpoint.root[..]
     {
         return Err(bad("it states another size or root than the checkpoint".to_owned()));
@@ -328,6 +322,7 @@ fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
 mod tests {
     use prost_types::Timestamp;
     use qtrail_cadf::checkpoint::SigningKey;
+    use qtrail_tlog::Checkpoint as TreeHead;
 
     use super::*;
 
@@ -386,7 +381,11 @@ mod tests {
         let wrong_size = verify_one(&with_note("o/us-east", 8), "us-east", &public).unwrap_err();
         assert!(wrong_size.contains("another size or root"), "{wrong_size}");
         let other_location = verify_one(&with_note("o/eu-de", 7), "us-east", &public).unwrap_err();
-        assert!(other_location.contains("is not of location"), "{other_location}");
+        assert!(other_location.contains("is not `<prefix>/us-east`"), "{other_location}");
+        for origin in ["us-east", "/us-east", "o/xus-east"] {
+            let bad = verify_one(&with_note(origin, 7), "us-east", &public).unwrap_err();
+            assert!(bad.contains("is not `<prefix>/us-east`"), "{origin}: {bad}");
+        }
         let mut tampered = with_note("o/us-east", 7);
         tampered.note = tampered.note.replacen("\n7\n", "\n6\n", 1);
         let bad = verify_one(&tampered, "us-east", &public).unwrap_err();
