@@ -121,10 +121,7 @@ fn signatures_are_bounded_and_each_known_one_must_hold() {
     let peter = NoteVerifier::parse(PETER_VKEY).unwrap();
     let with_unknown = |count: usize| format!("{TEXT}\n{}{PETER_SIG}", witness_line.repeat(count));
     assert_eq!(open_note(&with_unknown(99), std::slice::from_ref(&peter)), Ok(TEXT));
-    assert_eq!(
-        open_note(&with_unknown(100), std::slice::from_ref(&peter)),
-        Err(Error::BadNote("too many signatures"))
-    );
+    assert_eq!(open_note(&with_unknown(100), std::slice::from_ref(&peter)), Err(Error::BadNote("too many signatures")));
 
     let both = [peter.clone(), witness.verifier()];
     let twice = format!("{TEXT}\n{witness_line}{PETER_SIG}{PETER_SIG}");
