@@ -232,4 +232,23 @@ proptest! {
             prop_assert!(verify_consistency(old, new, &old_root, &new_root, &bad_proof).is_err());
         }
     }
+
+    /// Proofs for a tree head older than the stored tree (a checkpoint signed before the latest
+    /// appends) read only hashes of that older tree and verify against its root.
+    #[test]
+    fn proofs_for_a_tree_below_the_stored_size_verify(stored in 2u64..600, mid in any::<u64>(), at in any::<u64>()) {
+        let log = MemoryLog::with_leaves(stored);
+        let mid = mid % (stored - 1) + 1;
+        let mid_root = reference_root(&log.leaves[..mid as usize]);
+        prop_assert_eq!(tree_hash(mid, &log).unwrap(), mid_root);
+        let index = at % mid;
+        let proof = inclusion_proof(index, mid, &log).unwrap();
+        prop_assert_eq!(verify_inclusion(index, mid, &log.leaves[index as usize], &proof, &mid_root), Ok(()));
+        let old = at % mid + 1;
+        let old_root = reference_root(&log.leaves[..old as usize]);
+        let proof = consistency_proof(old, mid, &log).unwrap();
+        prop_assert_eq!(verify_consistency(old, mid, &old_root, &mid_root, &proof), Ok(()));
+        let stored_root = reference_root(&log.leaves);
+        prop_assert!(verify_consistency(old, mid, &old_root, &stored_root, &proof).is_err());
+    }
 }
