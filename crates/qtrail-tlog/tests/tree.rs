@@ -2,8 +2,9 @@
 //! an independent recursive tree hash, and proofs that verify (and fail when tampered with).
 
 use proptest::prelude::*;
+use qtrail_tlog::testing::reference_root;
 use qtrail_tlog::{
-    EMPTY_TREE_HASH, Error, Hash, HashReader, append_hashes, consistency_proof, inclusion_proof, leaf_hash, node_hash,
+    EMPTY_TREE_HASH, Error, Hash, HashReader, append_hashes, consistency_proof, inclusion_proof, leaf_hash,
     stored_hash_count, stored_hash_index, tree_hash, verify_consistency, verify_inclusion,
 };
 
@@ -42,19 +43,6 @@ impl MemoryLog {
 
 fn leaves(n: u64) -> Vec<Hash> {
     (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
-}
-
-/// RFC 6962 §2.1 MTH, straight from the definition.
-fn reference_root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_TREE_HASH,
-        1 => leaves[0],
-        n => {
-            // The largest power of two smaller than n.
-            let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
-        }
-    }
 }
 
 /// The leaves of the Certificate Transparency test tree.

@@ -9,9 +9,10 @@ use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
 use qtrail_collector::store::{EventStore as _, FileStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::testing::reference_root as root;
 use qtrail_tlog::{
-    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
-    unpack_entries, verify_consistency,
+    Checkpoint, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index, unpack_entries,
+    verify_consistency,
 };
 
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
@@ -55,18 +56,6 @@ async fn fetch(server: &TestServer, path: &str) -> (u16, String, Vec<u8>) {
     let (status, headers, body) = server.http().get_bytes(path, &[BEARER]).await;
     let cache = headers.get("cache-control").map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, cache, body)
-}
-
-/// RFC 6962 MTH, from the definition.
-fn root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_TREE_HASH,
-        1 => leaves[0],
-        n => {
-            let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
-        }
-    }
 }
 
 fn hashes(tile: &[u8]) -> Vec<Hash> {
