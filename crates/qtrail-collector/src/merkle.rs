@@ -225,8 +225,18 @@ fn note_head(
         None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or("no signature block")?,
     };
     let head = TreeHead::parse(text).map_err(|err| err.to_string())?;
-    if !head.origin.ends_with(&format!("/{location}")) {
-        return Err(format!("its origin `{}` is not of location `{location}`", head.origin));
+    // With the key, the origin is exactly the configured one the note was signed under;
+    // without, it must at least be `<prefix>/<location>`.
+    let fits = match verifier {
+        Some(verifier) => head.origin == verifier.name(),
+        None => head
+            .origin
+            .strip_suffix(location.as_str())
+            .and_then(|prefix| prefix.strip_suffix('/'))
+            .is_some_and(|prefix| !prefix.is_empty() && !prefix.chars().any(|c| c.is_whitespace() || c == '+')),
+    };
+    if !fits {
+        return Err(format!("its origin `{}` is not this collector's log of `{location}`", head.origin));
     }
     Ok(head)
 }

@@ -268,6 +268,32 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     server.stop().await;
 }
 
+/// A note the collector's key signed under its origin, but whose text names another log, is
+/// not a tree head of this log: verification with the key names the checkpoint.
+#[tokio::test]
+async fn verify_requires_the_configured_origin_in_the_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let newest = newest_stored(&data_dir);
+    let key = SigningKey::from_pem(&std::fs::read(config.checkpoint_key.as_ref().unwrap()).unwrap()).unwrap();
+    let head = Checkpoint::parse(&newest.note[..=newest.note.rfind("\n\n").unwrap()]).unwrap();
+    let text = Checkpoint { origin: "elsewhere/us-east".into(), ..head }.to_text();
+    let signer = qtrail_tlog::NoteSigner::new("qtrail.local/us-east", key.key_pair()).unwrap();
+    let forged = qtrail_tlog::sign_note(&text, &signer).unwrap();
+    tamper_checkpoints(&data_dir, "us-east", |stored| {
+        let rewritten = proto::Checkpoint { note: forged.clone(), ..newest.clone() };
+        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+    });
+    let server = TestServer::start_with(config).await;
+    let fault = verify(&server).await.fault.expect("a fault");
+    assert_eq!(fault.checkpoint_number, newest.number);
+    assert!(fault.detail.contains("`elsewhere/us-east` is not this collector's log"), "{}", fault.detail);
+    server.stop().await;
+}
+
 async fn consistency(
     server: &TestServer,
     location: &str,
