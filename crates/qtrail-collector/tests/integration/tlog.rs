@@ -294,6 +294,24 @@ async fn verify_requires_the_configured_origin_in_the_note() {
     server.stop().await;
 }
 
+/// The checkpointer signs on only from a note under its configured origin: restarted with
+/// another origin prefix (same key), it signs nothing, rather than start a second log
+/// over the same events.
+#[tokio::test]
+async fn a_changed_origin_prefix_stops_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let signed_before = newest_number(&data_dir);
+    config.log_origin_prefix = "other.example".into();
+    let server = TestServer::start_with(config).await;
+    assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
+    server.stop().await;
+    assert_eq!(newest_number(&data_dir), signed_before, "nothing signed under the other origin");
+}
+
 async fn consistency(
     server: &TestServer,
     location: &str,
