@@ -170,9 +170,14 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
         server.create_collector(location).await;
         assert_eq!(server.publish(location, &events(location, 0, EVENTS), 1).await.accepted as usize, EVENTS);
     }
+    // Both locations: a tick signs them one after the other, eu-de first.
     let signed = common::wait_until(Duration::from_secs(20), || async {
-        let newest = checkpoints(&server, "eu-de").await;
-        newest.first().is_some_and(|checkpoint| checkpoint.location_seq == EVENTS as u64)
+        let mut covered = true;
+        for location in ["us-east", "eu-de"] {
+            let newest = checkpoints(&server, location).await;
+            covered &= newest.first().is_some_and(|checkpoint| checkpoint.location_seq == EVENTS as u64);
+        }
+        covered
     })
     .await;
     assert!(signed, "a checkpoint covers the events");
