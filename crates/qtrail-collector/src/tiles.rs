@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use qtrail_cadf::Location;
-use qtrail_tlog::{NoteVerifier, Tile, pack_entries, read_tile_data};
+use qtrail_tlog::{Checkpoint as TreeHead, NoteVerifier, Tile, open_note, pack_entries, read_tile_data};
 use tracing::warn;
 
 use crate::checkpointer::log_origin;
@@ -142,10 +142,27 @@ impl TileServer {
             return Err(StoreError::NoCollector(location.to_string()).into());
         }
         let newest = self.store.checkpoints(location, None, 1)?.into_iter().next();
-        match newest.as_ref().and_then(|entry| entry.intact()).filter(|checkpoint| !checkpoint.note.is_empty()) {
-            Some(checkpoint) => Ok((checkpoint.note.clone(), checkpoint.tree_size)),
-            None => Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet"))),
-        }
+        let Some(checkpoint) =
+            newest.as_ref().and_then(|entry| entry.intact()).filter(|checkpoint| !checkpoint.note.is_empty())
+        else {
+            return Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet")));
+        };
+        // What is served is bounded by the size the note states (its signature checked when
+        // the collector holds the key), not by the `tree_size` field no signature covers.
+        let note = &checkpoint.note;
+        let text = match self.public_key {
+            Some(public) => NoteVerifier::new(&log_origin(&self.origin_prefix, location.as_str()), public)
+                .and_then(|verifier| open_note(note, &[verifier]))
+                .map_err(|err| err.to_string()),
+            None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
+        };
+        let head = text.and_then(|text| TreeHead::parse(text).map_err(|err| err.to_string())).map_err(|why| {
+            StoreError::Corrupt(format!(
+                "checkpoint {} of `{location}` has a bad tree head note: {why}",
+                checkpoint.number
+            ))
+        })?;
+        Ok((note.clone(), head.size))
     }
 }
 

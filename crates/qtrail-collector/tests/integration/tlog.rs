@@ -312,6 +312,28 @@ async fn a_changed_origin_prefix_stops_signing() {
     assert_eq!(newest_number(&data_dir), signed_before, "nothing signed under the other origin");
 }
 
+/// Tiles are served up to the size the newest note states: a `tree_size` field rewritten
+/// beyond it (no signature covers the field) serves nothing more.
+#[tokio::test]
+async fn tiles_stop_at_the_size_the_note_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(signing_config(dir.path(), false)).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let newest = newest_stored(&data_dir);
+    tamper_checkpoints(&data_dir, "us-east", |stored| {
+        let rewritten = proto::Checkpoint { tree_size: 1024, ..newest.clone() };
+        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+    });
+    // Without the key, so that no new checkpoint replaces the rewritten one.
+    let server = TestServer::start_with_http(&data_dir).await;
+    let (status, _, body) = fetch(&server, "/tlog/us-east/tile/entries/001").await;
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains(&format!("beyond the newest signed tree head ({EVENTS} leaves)")), "{body}");
+    server.stop().await;
+}
+
 async fn consistency(
     server: &TestServer,
     location: &str,
