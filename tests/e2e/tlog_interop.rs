@@ -1,6 +1,7 @@
 //! Go's reference implementations, `golang.org/x/mod/sumdb/note` and `sumdb/tlog`, check the
-//! transparency log a real `qtrail up` serves: the checkpoint note's signature with the served
-//! verifier key, every tile through `tlog.TileHashReader` (which checks each against the signed
+//! transparency log a real `qtrail up` serves, over 600 leaves (full tiles at level 0, a tile at
+//! level 1): the checkpoint note's signature with a verifier key computed from the PEM public
+//! key (the served one must equal it), every tile through `tlog.TileHashReader` (which checks each against the signed
 //! tree), inclusion proofs of served entries, and a consistency proof from an older checkpoint.
 //! The Go side is `tests/interop/tlog/main.go`, which shares no code with ours.
 //!
@@ -11,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use qtrail_cadf::checkpoint::VerifyingKey;
 use qtrail_testkit::wait_until;
+use qtrail_tlog::NoteVerifier;
 use serde_json::Value;
 
 use crate::up::Up;
@@ -29,12 +32,25 @@ async fn checkpoint_covering(up: &Up, size: u64) -> Value {
     .await
 }
 
-/// Makes `count` runtime calls, each one audit event.
+/// Makes `count` runtime calls, each one audit event, four at a time.
 fn make_events(up: &Up, count: usize) {
-    for _ in 0..count {
-        let listed = up.qtrail(&["programs", "list"]);
-        assert_eq!(listed.code, 0, "{listed:?}");
-    }
+    std::thread::scope(|scope| {
+        for share in [count / 4 + count % 4, count / 4, count / 4, count / 4] {
+            scope.spawn(move || {
+                for _ in 0..share {
+                    let listed = up.qtrail(&["programs", "list"]);
+                    assert_eq!(listed.code, 0, "{listed:?}");
+                }
+            });
+        }
+    });
+}
+
+/// Returns the C2SP verifier key of `origin` computed from the PEM public key in `pem`: what an
+/// auditor holds, not what the collector serves.
+fn verifier_key(pem: &Path, origin: &str) -> String {
+    let public = VerifyingKey::from_pem(&std::fs::read(pem).unwrap()).unwrap();
+    NoteVerifier::new(origin, public.raw()).unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,15 +61,20 @@ async fn go_tlog_checks_the_served_log() {
         "golang.org/x/mod is missing: apt-get install golang-go golang-golang-x-mod-dev (scripts/test does)"
     );
     let up = Up::start().await;
-    make_events(&up, 3);
-    let old = checkpoint_covering(&up, 3).await;
+    // Enough leaves for full level-0 tiles and a level-1 tile, from an old size that is not a
+    // multiple of 256 (its tree ends inside a tile).
+    make_events(&up, 300);
+    let old = checkpoint_covering(&up, 300).await;
     let old_size = old["treeSize"].as_u64().unwrap();
+    assert_ne!(old_size % 256, 0, "the old tree ends inside a tile");
     let old_note = up.data_dir().join("old-checkpoint.note");
     std::fs::write(&old_note, old["note"].as_str().unwrap()).unwrap();
-    make_events(&up, 4);
-    let new_size = checkpoint_covering(&up, old_size + 4).await["treeSize"].as_u64().unwrap();
+    make_events(&up, 320);
+    let new_size = checkpoint_covering(&up, old_size + 320).await["treeSize"].as_u64().unwrap();
+    assert!(new_size >= 620);
 
     let location = up.field("location");
+    let vkey = verifier_key(&up.data_dir().join("checkpoint-key.pub.pem"), &format!("qtrail.local/{location}"));
     let cache = tempfile::tempdir().unwrap();
     let output = Command::new("go")
         .current_dir(&source)
@@ -66,6 +87,7 @@ async fn go_tlog_checks_the_served_log() {
         .args(["-url", &format!("{}/tlog/{location}", up.field("console"))])
         .args(["-origin", &format!("qtrail.local/{location}")])
         .args(["-token", &up.field("auditor_token")])
+        .args(["-vkey", &vkey])
         .arg("-old-checkpoint")
         .arg(&old_note)
         .output()
@@ -74,7 +96,9 @@ async fn go_tlog_checks_the_served_log() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "go tlog refused the log: {stdout}{stderr}");
     assert!(stdout.contains(&format!("checkpoint ok: qtrail.local/{location} size ")), "{stdout}");
-    assert!(stdout.contains("inclusion ok: "), "{stdout}");
+    let bundles = new_size.div_ceil(256);
+    assert!(stdout.contains(&format!("inclusion ok: {bundles} bundles, ")), "{stdout}");
+    assert!(stdout.contains("tiles read: ") && stdout.contains("tile/1/000"), "a level-1 tile was read: {stdout}");
     assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
     assert!(new_size > old_size);
 }

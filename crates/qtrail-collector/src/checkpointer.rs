@@ -11,11 +11,15 @@
 //! key under the origin's name, which any note verifier can check and the tiles served under
 //! `/tlog/<location>/` extend.
 //!
-//! Before signing, the tree must be consistent with the newest checkpoint's note (a consistency
-//! proof from the stored hashes verifies against its root), and the chain must still fit the location's newest checkpoint: the record at its
-//! position must have the hash it states. A chain rewritten or cut while the collector was
-//! stopped would otherwise get a fresh signature over the forged head at the next start. When
-//! it does not fit, nothing is signed for that location (an error in the log, and
+//! Before signing, the newest checkpoint must be one this collector signed: its v1 signature
+//! holds under the key, and its note opens under the key and origin (the v1 signature does not
+//! cover the note, so the signed tree head is read from the note, never from the `tree_size`
+//! and `root` fields; a newest checkpoint without a note counts only when no older one has
+//! one). The tree must be consistent with that head (a consistency proof from the stored hashes
+//! verifies against its root), and the chain must still fit: the record at its position must
+//! have the hash it states. A chain or tree rewritten or cut while the collector was stopped
+//! would otherwise get a fresh signature over the forged head at the next start. When it does
+//! not fit, nothing is signed for that location (an error in the log, and
 //! `qtrail_collector_checkpoint_failures_total`) until someone looks.
 
 use std::path::Path;
@@ -23,10 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use qtrail_cadf::checkpoint::SigningKey;
+use qtrail_cadf::checkpoint::{SigningKey, VerifyingKey};
 use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_tlog::{NoteSigner, consistency_proof, sign_note, tree_hash, verify_consistency};
+use qtrail_tlog::{
+    Checkpoint as TreeHead, NoteSigner, NoteVerifier, consistency_proof, open_note, sign_note, tree_hash,
+    verify_consistency,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -103,11 +110,13 @@ fn checkpoint(
     let size = collector.event_count;
     let root = tree_hash(size, &TreeReader { store, location: &location })
         .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
+    let origin = log_origin(origin_prefix, location.as_str());
     if let Some(newest) = &newest {
-        fits_tree(store, &location, newest, size, &root)?;
+        if let Some((old, old_root)) = signed_head(store, &location, key, &origin, newest)? {
+            fits_tree(store, &location, newest.number, (old, &old_root), size, &root)?;
+        }
         fits_chain(store, &location, newest)?;
     }
-    let origin = log_origin(origin_prefix, location.as_str());
     let text = qtrail_tlog::Checkpoint { origin: origin.clone(), size, root, extensions: Vec::new() }.to_text();
     let note = NoteSigner::new(&origin, key.key_pair())
         .and_then(|signer| sign_note(&text, &signer))
@@ -128,37 +137,94 @@ fn checkpoint(
     Ok(checkpoint)
 }
 
+/// Returns the tree head (size, root) that `newest` signed, read from its note under this
+/// collector's key and origin: the v1 signature does not cover the note or the `tree_size` and
+/// `root` fields, so only the note's own signature makes them evidence. `None` for a
+/// checkpoint signed before the tree, which is only one when no older checkpoint has a note
+/// (otherwise a blanked note would skip the check).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when `newest` is not signed by `key` (also after a key change: this
+/// collector cannot tell another key's checkpoint from a forged one), its note does not open
+/// under `origin` (also after a prefix change), or its note was removed.
+fn signed_head(
+    store: &dyn EventStore,
+    location: &Location,
+    key: &SigningKey,
+    origin: &str,
+    newest: &proto::Checkpoint,
+) -> Result<Option<(u64, qtrail_tlog::Hash)>> {
+    let refuse = |why: String| {
+        StoreError::Corrupt(format!(
+            "checkpoint {} of `{location}` is not evidence this collector can build on: {why}: not signing",
+            newest.number
+        ))
+    };
+    VerifyingKey::from_pem(key.public_pem().as_bytes())
+        .and_then(|public| public.verify(newest))
+        .map_err(|err| refuse(err.to_string()))?;
+    if newest.note.is_empty() {
+        return match older_note(store, location, newest.number)? {
+            Some(number) => Err(refuse(format!("it has no tree note, but checkpoint {number} has one"))),
+            None => Ok(None),
+        };
+    }
+    let verifier = NoteVerifier::new(origin, key.public_key()).map_err(|err| refuse(err.to_string()))?;
+    let head = open_note(&newest.note, &[verifier])
+        .and_then(TreeHead::parse)
+        .map_err(|err| refuse(format!("its note does not open as a checkpoint of `{origin}` by this key: {err}")))?;
+    if head.origin != origin {
+        return Err(refuse(format!("its note names the log `{}`, not `{origin}`", head.origin)));
+    }
+    Ok(Some((head.size, head.root)))
+}
+
+/// Returns the number of the newest checkpoint of `location` below `below` that has a tree
+/// note. Only reached when the newest has none, which is once after an upgrade.
+///
+/// # Errors
+/// When the store cannot list the checkpoints.
+fn older_note(store: &dyn EventStore, location: &Location, below: u64) -> Result<Option<u64>> {
+    const PAGE: usize = 256;
+    let mut before = below;
+    loop {
+        let page = store.checkpoints(location, Some(before), PAGE)?;
+        let noted =
+            page.iter().find(|entry| entry.checkpoint.as_ref().is_ok_and(|checkpoint| !checkpoint.note.is_empty()));
+        if let Some(entry) = noted {
+            return Ok(Some(entry.number));
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE && last.number < before => before = last.number,
+            _ => return Ok(None),
+        }
+    }
+}
+
 /// Checks that the tree of `location` at `size` with hash `root` extends the tree head
-/// `checkpoint` signed (same size ⇒ same root). A checkpoint signed before the tree (no note)
-/// has no tree head to check.
+/// `(old, old_root)` that checkpoint `number` signed (same size ⇒ same root).
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] naming the checkpoint when it does not.
 fn fits_tree(
     store: &dyn EventStore,
     location: &Location,
-    checkpoint: &proto::Checkpoint,
+    number: u64,
+    (old, old_root): (u64, &qtrail_tlog::Hash),
     size: u64,
     root: &qtrail_tlog::Hash,
 ) -> Result<()> {
-    if checkpoint.note.is_empty() {
-        return Ok(());
-    }
     let refuse = |why: String| {
         StoreError::Corrupt(format!(
-            "the tree of `{location}` is not consistent with checkpoint {}: {why}: not signing over it",
-            checkpoint.number
+            "the tree of `{location}` is not consistent with checkpoint {number}: {why}: not signing over it"
         ))
     };
-    let old_root: qtrail_tlog::Hash =
-        checkpoint.root.as_slice().try_into().map_err(|_| refuse("its root is not 32 bytes".to_owned()))?;
-    let old = checkpoint.tree_size;
     if old > size {
         return Err(refuse(format!("it signed {old} leaves, the tree has {size}")));
     }
     let proof = consistency_proof(old, size, &TreeReader { store, location })
         .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
-    verify_consistency(old, size, &old_root, root, &proof).map_err(|err| refuse(err.to_string()))
+    verify_consistency(old, size, old_root, root, &proof).map_err(|err| refuse(err.to_string()))
 }
 
 /// Checks that the chain of `location` still has, at the position `checkpoint` covers, the hash

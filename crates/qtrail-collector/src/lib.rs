@@ -188,7 +188,8 @@ impl Prepared {
         let tokens = Arc::new(config.tokens.clone());
         let registry = registry::Registry::new(store.clone());
         count_stored(&registry).await;
-        let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall);
+        let note_key = checkpoint_key.as_ref().map(|key| (config.log_origin_prefix.clone(), key.public_key()));
+        let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
         let stop_background = CancellationToken::new();
         let (alerts, evaluator) =
             start_alerts(&config, store.clone(), alert_state.clone(), alert_tls, &lifecycle, &stop_background)?;

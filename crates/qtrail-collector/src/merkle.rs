@@ -2,18 +2,22 @@
 //! the chain walk (`chain`) found the records themselves intact.
 //!
 //! Every leaf hash is recomputed from the event's canonical bytes and compared with the stored
-//! one; when the range starts at the first event, the tree is rebuilt from those leaves (a
-//! frontier of complete subtrees, O(log n) memory), every checkpoint note's root is compared
-//! with the rebuilt root at its size, and the stored tree at the range's end with the rebuilt
-//! one. A mismatch is a MODIFIED fault at the position where it shows, naming the checkpoint
-//! when one is involved.
+//! one. When the range starts at the first event, every stored hash is rebuilt from those
+//! leaves, chunk by chunk (`append_hashes` over the hashes compared before), and compared: the
+//! interior ones too, which tiles serve as immutable and every proof uses. Then every
+//! checkpoint note's root (read from the note, its signature checked when the collector holds
+//! the key) is compared with the tree's at its size. A mismatch is a MODIFIED fault at the
+//! position where it shows, naming the checkpoint when one is involved.
 
 use std::collections::BTreeMap;
 
 use qtrail_cadf::Location;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
-use qtrail_tlog::{EMPTY_TREE_HASH, Hash, leaf_hash, node_hash, stored_hash_index, tree_hash};
+use qtrail_tlog::{
+    Checkpoint as TreeHead, Hash, NoteVerifier, append_hashes, leaf_hash, open_note, stored_hash_count,
+    stored_hash_index, tree_hash,
+};
 
 use crate::chain::CheckRange;
 use crate::store::{EventStore, Result, TreeReader, canonical_of};
@@ -21,39 +25,15 @@ use crate::store::{EventStore, Result, TreeReader, canonical_of};
 /// Records read from the store per step.
 const CHUNK: usize = 1000;
 
-/// The complete subtrees of the leaves seen so far, largest first: (leaves, hash).
-#[derive(Debug, Default)]
-struct Frontier(Vec<(u64, Hash)>);
-
-impl Frontier {
-    fn push(&mut self, leaf: Hash) {
-        let (mut size, mut hash) = (1, leaf);
-        while let Some(&(top_size, top)) = self.0.last().filter(|(top_size, _)| *top_size == size) {
-            self.0.pop();
-            (size, hash) = (top_size * 2, node_hash(&top, &hash));
-        }
-        self.0.push((size, hash));
-    }
-
-    /// Returns the RFC 6962 root of the leaves seen: the subtrees folded from the right.
-    fn root(&self) -> Hash {
-        let mut subtrees = self.0.iter().rev();
-        let Some(&(_, last)) = subtrees.next() else { return EMPTY_TREE_HASH };
-        subtrees.fold(last, |right, (_, left)| node_hash(left, &right))
-    }
-}
-
 /// Checks the tree of `location` over `range` and returns `verdict` (the chain walk's, which
 /// found no fault), turned into a fault when the tree does not hold.
 pub(crate) fn verify(
     store: &dyn EventStore,
     location: &Location,
     range: CheckRange,
+    verifier: Option<&NoteVerifier>,
     verdict: proto::VerifyChainResponse,
 ) -> Result<proto::VerifyChainResponse> {
-    let heads = signed_roots(store, location, range.to_seq)?;
-    let whole = range.from_seq <= 1;
-    let mut frontier = Frontier::default();
     let fault = |location_seq, checkpoint_number, detail: String| proto::VerifyChainResponse {
         ok: false,
         head_chain_hash: Vec::new(),
@@ -65,27 +45,36 @@ pub(crate) fn verify(
         }),
         ..verdict.clone()
     };
+    let heads = match signed_roots(store, location, range.to_seq, verifier)? {
+        Ok(heads) => heads,
+        Err(BadNote { number, location_seq, detail }) => return Ok(fault(location_seq, number, detail)),
+    };
+    let whole = range.from_seq <= 1;
+    let reader = TreeReader { store, location };
     let mut next = range.from_seq.max(1);
     while next <= range.to_seq {
         let limit = usize::try_from((range.to_seq - next + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
         let records = store.chain_records(location, next, limit)?;
         let Some(last) = records.last().map(|entry| entry.location_seq) else { break };
-        let indexes: Vec<u64> = records.iter().map(|entry| stored_hash_index(0, entry.location_seq - 1)).collect();
-        let Ok(stored) = store.read_hashes(location, &indexes) else {
-            return Ok(fault(next, 0, "the merkle tree lacks leaf hashes of this range".to_owned()));
+        let leaves: Vec<Option<Hash>> = records
+            .iter()
+            .map(|entry| entry.record.as_ref().and_then(canonical_of).map(|canonical| leaf_hash(&canonical)))
+            .collect();
+        let dense = records.iter().zip(next..).all(|(entry, seq)| entry.location_seq == seq);
+        let rebuilt = if whole && dense { leaves.iter().copied().collect::<Option<Vec<Hash>>>() } else { None };
+        let checked = match rebuilt {
+            // From the first event, the chunk's stored hashes (interior ones too: tiles serve
+            // them as immutable and every proof uses them) are rebuilt and compared; the
+            // hashes before the chunk were compared in the chunks before.
+            Some(leaves) => check_stored(store, location, next, &leaves, &reader)?,
+            None => check_leaves(store, location, &records, &leaves)?,
         };
-        for (entry, stored) in records.iter().zip(stored) {
-            let seq = entry.location_seq;
-            let leaf = entry.record.as_ref().and_then(canonical_of).map(|canonical| leaf_hash(&canonical));
-            if leaf != Some(stored) {
-                return Ok(fault(seq, 0, "its leaf hash in the merkle tree differs from its content".to_owned()));
-            }
-            if !whole {
-                continue;
-            }
-            frontier.push(stored);
-            for (number, root) in heads.get(&seq).into_iter().flatten() {
-                if *root != frontier.root() {
+        if let Err((seq, detail)) = checked {
+            return Ok(fault(seq, 0, detail));
+        }
+        for (&seq, signed) in heads.range(next..=last).filter(|_| whole) {
+            for (number, root) in signed {
+                if tree_hash(seq, &reader).ok().as_ref() != Some(root) {
                     let detail = format!(
                         "the merkle tree root at size {seq} differs from the one signed in checkpoint {number}"
                     );
@@ -95,37 +84,159 @@ pub(crate) fn verify(
         }
         next = last + 1;
     }
-    if whole && range.to_seq > 0 {
-        let stored = tree_hash(range.to_seq, &TreeReader { store, location }).ok();
-        if stored != Some(frontier.root()) {
-            let detail = "the stored merkle tree differs from the tree of the events".to_owned();
-            return Ok(fault(range.to_seq, 0, detail));
-        }
-    }
     Ok(verdict)
 }
 
-/// Roots signed by checkpoint notes, by tree size: (checkpoint number, root).
-type SignedRoots = BTreeMap<u64, Vec<(u64, Vec<u8>)>>;
+/// Where the tree first differs from the events: (position, what).
+type Mismatch = (u64, String);
 
-/// Returns the roots that checkpoint notes signed, by tree size, up to `to_seq`.
-fn signed_roots(store: &dyn EventStore, location: &Location, to_seq: u64) -> Result<SignedRoots> {
+/// Compares the stored leaf hashes of `records` with `leaves` (their content's, `None` when it
+/// no longer decodes).
+///
+/// # Errors
+/// When the store cannot be read.
+fn check_leaves(
+    store: &dyn EventStore,
+    location: &Location,
+    records: &[crate::store::ChainRecord],
+    leaves: &[Option<Hash>],
+) -> Result<std::result::Result<(), Mismatch>> {
+    let indexes: Vec<u64> = records.iter().map(|entry| stored_hash_index(0, entry.location_seq - 1)).collect();
+    let Some(first) = records.first().map(|entry| entry.location_seq) else { return Ok(Ok(())) };
+    let Ok(stored) = store.read_hashes(location, &indexes) else {
+        return Ok(Err((first, "the merkle tree lacks leaf hashes of this range".to_owned())));
+    };
+    for ((entry, leaf), stored) in records.iter().zip(leaves).zip(stored) {
+        if *leaf != Some(stored) {
+            return Ok(Err((entry.location_seq, LEAF_DIFFERS.to_owned())));
+        }
+    }
+    Ok(Ok(()))
+}
+
+const LEAF_DIFFERS: &str = "its leaf hash in the merkle tree differs from its content";
+
+/// Rebuilds the stored hashes that `leaves`, the leaves from position `first` on, append to
+/// the tree before them, and compares them with the stored ones.
+///
+/// # Errors
+/// When the store cannot be read.
+fn check_stored(
+    store: &dyn EventStore,
+    location: &Location,
+    first: u64,
+    leaves: &[Hash],
+    reader: &TreeReader<'_>,
+) -> Result<std::result::Result<(), Mismatch>> {
+    let old_size = first - 1;
+    let Ok(rebuilt) = append_hashes(old_size, leaves, reader) else {
+        return Ok(Err((first, "the merkle tree lacks hashes before this range".to_owned())));
+    };
+    let base = stored_hash_count(old_size);
+    let indexes: Vec<u64> = (base..).take(rebuilt.len()).collect();
+    let Ok(stored) = store.read_hashes(location, &indexes) else {
+        return Ok(Err((first, "the merkle tree lacks hashes of this range".to_owned())));
+    };
+    let Some(at) = rebuilt.iter().zip(&stored).position(|(rebuilt, stored)| rebuilt != stored) else {
+        return Ok(Ok(()));
+    };
+    // Leaf n appends its own hash, then one per subtree it completes (its trailing one bits).
+    let mut offset = 0;
+    for n in old_size.. {
+        let count = 1 + usize::try_from((n + 1).trailing_zeros()).unwrap_or(0);
+        if at < offset + count {
+            let level = at - offset;
+            let detail = if level == 0 {
+                LEAF_DIFFERS.to_owned()
+            } else {
+                format!(
+                    "the stored merkle tree hash of level {level} completed here differs from the tree of the events"
+                )
+            };
+            return Ok(Err((n + 1, detail)));
+        }
+        offset += count;
+    }
+    Ok(Ok(()))
+}
+
+/// Roots signed by checkpoint notes, by tree size: (checkpoint number, root).
+type SignedRoots = BTreeMap<u64, Vec<(u64, Hash)>>;
+
+/// A checkpoint whose note does not state a tree head of this log.
+struct BadNote {
+    number: u64,
+    location_seq: u64,
+    detail: String,
+}
+
+/// Returns the roots that checkpoint notes signed, by tree size, up to `to_seq`, read from the
+/// notes (the v1 signature does not cover the `tree_size` and `root` fields); with `verifier`
+/// (the collector signs checkpoints) each note's signature must hold too.
+///
+/// # Errors
+/// When the checkpoints cannot be read; the first bad note as the inner error.
+fn signed_roots(
+    store: &dyn EventStore,
+    location: &Location,
+    to_seq: u64,
+    verifier: Option<&NoteVerifier>,
+) -> Result<std::result::Result<SignedRoots, BadNote>> {
     let mut heads = SignedRoots::new();
     let mut before = None;
     loop {
         let page = store.checkpoints(location, before, CHUNK)?;
         let Some(oldest) = page.last().map(|entry| entry.number) else { break };
         for checkpoint in page.iter().filter_map(|entry| entry.intact()) {
-            if checkpoint.note.is_empty() || checkpoint.tree_size > to_seq {
+            if checkpoint.note.is_empty() {
                 continue;
             }
-            let signed = heads.entry(checkpoint.tree_size).or_default();
+            let head = match note_head(&checkpoint.note, location, verifier) {
+                Ok(head) => head,
+                Err(why) => {
+                    let detail = format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
+                    let location_seq = checkpoint.location_seq.min(to_seq);
+                    return Ok(Err(BadNote { number: checkpoint.number, location_seq, detail }));
+                }
+            };
+            if head.size > to_seq {
+                continue;
+            }
+            let signed = heads.entry(head.size).or_default();
             // An idle tree gets the same head signed again and again: compared once.
-            if !signed.iter().any(|(_, root)| *root == checkpoint.root) {
-                signed.push((checkpoint.number, checkpoint.root.clone()));
+            if !signed.iter().any(|(_, root)| *root == head.root) {
+                signed.push((checkpoint.number, head.root));
             }
         }
         before = Some(oldest);
     }
-    Ok(heads)
+    Ok(Ok(heads))
+}
+
+/// Returns the tree head a note states, checked with `verifier` when there is one, and of the
+/// log of `location`.
+fn note_head(
+    note: &str,
+    location: &Location,
+    verifier: Option<&NoteVerifier>,
+) -> std::result::Result<TreeHead, String> {
+    let text = match verifier {
+        Some(verifier) => open_note(note, std::slice::from_ref(verifier)).map_err(|err| err.to_string())?,
+        None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or("no signature block")?,
+    };
+    let head = TreeHead::parse(text).map_err(|err| err.to_string())?;
+    // With the key, the origin is exactly the configured one the note was signed under;
+    // without, it must at least be `<prefix>/<location>`.
+    let fits = match verifier {
+        Some(verifier) => head.origin == verifier.name(),
+        None => head
+            .origin
+            .strip_suffix(location.as_str())
+            .and_then(|prefix| prefix.strip_suffix('/'))
+            .is_some_and(|prefix| !prefix.is_empty() && !prefix.chars().any(|c| c.is_whitespace() || c == '+')),
+    };
+    if !fits {
+        return Err(format!("its origin `{}` is not this collector's log of `{location}`", head.origin));
+    }
+    Ok(head)
 }

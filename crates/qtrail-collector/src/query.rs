@@ -37,6 +37,9 @@ pub(crate) struct Query {
     lifecycle: Lifecycle,
     /// How long a tail waits for room in its stream before it ends RESOURCE_EXHAUSTED.
     tail_stall: Duration,
+    /// The origin prefix and public key of the checkpoint notes, when this collector signs them:
+    /// verification then checks each note's signature before it trusts its tree head.
+    note_key: Option<(String, [u8; 32])>,
 }
 
 impl Query {
@@ -48,8 +51,9 @@ impl Query {
         committed: Fanout,
         lifecycle: Lifecycle,
         tail_stall: Duration,
+        note_key: Option<(String, [u8; 32])>,
     ) -> Self {
-        Self { store, committed, lifecycle, tail_stall }
+        Self { store, committed, lifecycle, tail_stall, note_key }
     }
 
     /// Returns one page of events.
@@ -89,6 +93,13 @@ impl Query {
         let location = parse_location(&request.location)?;
         let collector = require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
+        let verifier = match &self.note_key {
+            Some((prefix, public)) => Some(
+                qtrail_tlog::NoteVerifier::new(&crate::checkpointer::log_origin(prefix, location.as_str()), *public)
+                    .map_err(|err| Error::InvalidArgument(format!("location `{location}` cannot name a log: {err}")))?,
+            ),
+            None => None,
+        };
         blocking(move || {
             // The newest position is the collector row's count or the last stored key, whichever
             // is higher, so that removing the newest records is noticed.
@@ -98,7 +109,7 @@ impl Query {
             if !verdict.ok {
                 return Ok(verdict);
             }
-            Ok(crate::merkle::verify(store.as_ref(), &location, range, verdict)?)
+            Ok(crate::merkle::verify(store.as_ref(), &location, range, verifier.as_ref(), verdict)?)
         })
         .await
     }

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use qtrail_cadf::Location;
-use qtrail_tlog::{NoteVerifier, Tile, pack_entries, read_tile_data};
+use qtrail_tlog::{Checkpoint as TreeHead, NoteVerifier, Tile, open_note, pack_entries, read_tile_data};
 use tracing::warn;
 
 use crate::checkpointer::log_origin;
@@ -56,6 +56,9 @@ enum TileError {
     Forbidden(String),
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// What the token check answered that is not about the caller (a fault of ours).
+    #[error("cannot check the token: {0}")]
+    Internal(String),
 }
 
 impl IntoResponse for TileError {
@@ -65,6 +68,7 @@ impl IntoResponse for TileError {
             TileError::NotFound(_) => StatusCode::NOT_FOUND,
             TileError::Unauthenticated => StatusCode::UNAUTHORIZED,
             TileError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TileError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TileError::Store(err) => match err {
                 StoreError::NoCollector(_) => StatusCode::NOT_FOUND,
                 StoreError::CollectorExists(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +83,29 @@ impl IntoResponse for TileError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// Maps a refused token check to its answer: only an unknown token is 401, a fault of ours
+/// is not the caller's.
+fn token_error(err: crate::error::Error) -> TileError {
+    use crate::error::Error;
+    match err {
+        Error::Unauthenticated => TileError::Unauthenticated,
+        Error::PermissionDenied { name, .. } => TileError::Forbidden(name),
+        Error::Store(err) => TileError::Store(err),
+        err @ (Error::InvalidArgument(_)
+        | Error::CollectorNotFound(_)
+        | Error::EventNotFound { .. }
+        | Error::CollectorExists(_)
+        | Error::FailedPrecondition(_)
+        | Error::ResourceExhausted(_)
+        | Error::LocationDenied { .. }
+        | Error::PublisherBound { .. }
+        | Error::NoClientCertificate
+        | Error::AlertRuleNotFound { .. }
+        | Error::AlertRuleExists { .. }
+        | Error::ShuttingDown) => TileError::Internal(err.to_string()),
     }
 }
 
@@ -104,11 +131,7 @@ impl TileServer {
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token)
                 .ok_or(TileError::Unauthenticated)?;
-            match self.tokens.authorize(Some(token), Role::Auditor) {
-                Ok(_) => {}
-                Err(crate::error::Error::PermissionDenied { name, .. }) => return Err(TileError::Forbidden(name)),
-                Err(_) => return Err(TileError::Unauthenticated),
-            }
+            self.tokens.authorize(Some(token), Role::Auditor).map_err(token_error)?;
         }
         location.parse().map_err(|err| TileError::BadRequest(format!("invalid location: {err}")))
     }
@@ -119,10 +142,27 @@ impl TileServer {
             return Err(StoreError::NoCollector(location.to_string()).into());
         }
         let newest = self.store.checkpoints(location, None, 1)?.into_iter().next();
-        match newest.as_ref().and_then(|entry| entry.intact()).filter(|checkpoint| !checkpoint.note.is_empty()) {
-            Some(checkpoint) => Ok((checkpoint.note.clone(), checkpoint.tree_size)),
-            None => Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet"))),
-        }
+        let Some(checkpoint) =
+            newest.as_ref().and_then(|entry| entry.intact()).filter(|checkpoint| !checkpoint.note.is_empty())
+        else {
+            return Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet")));
+        };
+        // What is served is bounded by the size the note states (its signature checked when
+        // the collector holds the key), not by the `tree_size` field no signature covers.
+        let note = &checkpoint.note;
+        let text = match self.public_key {
+            Some(public) => NoteVerifier::new(&log_origin(&self.origin_prefix, location.as_str()), public)
+                .and_then(|verifier| open_note(note, &[verifier]))
+                .map_err(|err| err.to_string()),
+            None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
+        };
+        let head = text.and_then(|text| TreeHead::parse(text).map_err(|err| err.to_string())).map_err(|why| {
+            StoreError::Corrupt(format!(
+                "checkpoint {} of `{location}` has a bad tree head note: {why}",
+                checkpoint.number
+            ))
+        })?;
+        Ok((note.clone(), head.size))
     }
 }
 
@@ -189,12 +229,14 @@ async fn tile(State(tiles): Shared, Path((location, path)): Path<(String, String
                 .map_err(|err| crate::store::tree_error(location.as_str(), &err))?,
             None => entries(tiles.store.as_ref(), &location, tile)?,
         };
-        Ok((tile.is_full(), data))
+        Ok(data)
     })
     .await;
     match served {
-        Ok((full, data)) => {
-            let cache = if full { "public, max-age=31536000, immutable" } else { "no-cache" };
+        Ok(data) => {
+            // A partial tile of width W never changes either (C2SP tlog-tiles): a bigger tree
+            // is served as another path.
+            let cache = "public, max-age=31536000, immutable";
             ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, cache)], data).into_response()
         }
         Err(err) => err.into_response(),

@@ -13,6 +13,7 @@ mod error;
 mod hash;
 mod note;
 mod proof;
+pub mod testing;
 mod tile;
 mod tree;
 

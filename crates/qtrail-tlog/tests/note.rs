@@ -110,3 +110,28 @@ fn malformed_checkpoints_are_rejected() {
     }
     assert_eq!(Checkpoint::parse(&format!("o\n0\n{root}\n")).unwrap().size, 0);
 }
+
+/// C2SP bounds a note's signatures: 100 lines open, 101 do not, whoever signed them; several
+/// signatures by known keys (the same one twice, or two keys) must each hold.
+#[test]
+fn signatures_are_bounded_and_each_known_one_must_hold() {
+    let key = peter_key();
+    let witness = NoteSigner::new("witness.example/w1", &key).unwrap();
+    let witness_line = sign_note(TEXT, &witness).unwrap().rsplit_once("\n\n").unwrap().1.to_owned();
+    let peter = NoteVerifier::parse(PETER_VKEY).unwrap();
+    let with_unknown = |count: usize| format!("{TEXT}\n{}{PETER_SIG}", witness_line.repeat(count));
+    assert_eq!(open_note(&with_unknown(99), std::slice::from_ref(&peter)), Ok(TEXT));
+    assert_eq!(open_note(&with_unknown(100), std::slice::from_ref(&peter)), Err(Error::BadNote("too many signatures")));
+
+    let both = [peter.clone(), witness.verifier()];
+    let twice = format!("{TEXT}\n{witness_line}{PETER_SIG}{PETER_SIG}");
+    assert_eq!(open_note(&twice, &both), Ok(TEXT));
+    // A second signature line by a known key that does not hold fails the note, even after a
+    // good one.
+    let forged = PETER_SIG.replacen("tpRZb6", "tpRZb7", 1);
+    let bad = format!("{TEXT}\n{PETER_SIG}{forged}");
+    assert_eq!(
+        open_note(&bad, &both),
+        Err(Error::BadSignature { name: "PeterNeumann".to_owned(), key_id: 0xc74f20a3 })
+    );
+}

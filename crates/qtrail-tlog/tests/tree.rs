@@ -2,8 +2,9 @@
 //! an independent recursive tree hash, and proofs that verify (and fail when tampered with).
 
 use proptest::prelude::*;
+use qtrail_tlog::testing::reference_root;
 use qtrail_tlog::{
-    EMPTY_TREE_HASH, Error, Hash, HashReader, append_hashes, consistency_proof, inclusion_proof, leaf_hash, node_hash,
+    EMPTY_TREE_HASH, Error, Hash, HashReader, append_hashes, consistency_proof, inclusion_proof, leaf_hash,
     stored_hash_count, stored_hash_index, tree_hash, verify_consistency, verify_inclusion,
 };
 
@@ -42,19 +43,6 @@ impl MemoryLog {
 
 fn leaves(n: u64) -> Vec<Hash> {
     (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
-}
-
-/// RFC 6962 §2.1 MTH, straight from the definition.
-fn reference_root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_TREE_HASH,
-        1 => leaves[0],
-        n => {
-            // The largest power of two smaller than n.
-            let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
-        }
-    }
 }
 
 /// The leaves of the Certificate Transparency test tree.
@@ -231,5 +219,24 @@ proptest! {
             flip(&mut bad_proof[at], bit);
             prop_assert!(verify_consistency(old, new, &old_root, &new_root, &bad_proof).is_err());
         }
+    }
+
+    /// Proofs for a tree head older than the stored tree (a checkpoint signed before the latest
+    /// appends) read only hashes of that older tree and verify against its root.
+    #[test]
+    fn proofs_for_a_tree_below_the_stored_size_verify(stored in 2u64..600, mid in any::<u64>(), at in any::<u64>()) {
+        let log = MemoryLog::with_leaves(stored);
+        let mid = mid % (stored - 1) + 1;
+        let mid_root = reference_root(&log.leaves[..mid as usize]);
+        prop_assert_eq!(tree_hash(mid, &log).unwrap(), mid_root);
+        let index = at % mid;
+        let proof = inclusion_proof(index, mid, &log).unwrap();
+        prop_assert_eq!(verify_inclusion(index, mid, &log.leaves[index as usize], &proof, &mid_root), Ok(()));
+        let old = at % mid + 1;
+        let old_root = reference_root(&log.leaves[..old as usize]);
+        let proof = consistency_proof(old, mid, &log).unwrap();
+        prop_assert_eq!(verify_consistency(old, mid, &old_root, &mid_root, &proof), Ok(()));
+        let stored_root = reference_root(&log.leaves);
+        prop_assert!(verify_consistency(old, mid, &old_root, &stored_root, &proof).is_err());
     }
 }

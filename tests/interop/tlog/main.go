@@ -2,8 +2,9 @@
 // implementations, golang.org/x/mod/sumdb/note and golang.org/x/mod/sumdb/tlog, and nothing of
 // ours: it fetches /tlog/<location>/key and /checkpoint, opens the note, reads the C2SP tiles
 // through tlog.TileHashReader (which checks every tile against the signed tree), and checks an
-// inclusion proof of every leaf of the first entry bundle and the last one, plus a consistency
-// proof from an older checkpoint note kept by the caller.
+// inclusion proof of every leaf of every entry bundle, plus a consistency proof from an older
+// checkpoint note kept by the caller. The note is verified with the key the caller passes
+// (-vkey, computed from the public key), which the served /key must equal.
 //
 // Built in GOPATH mode (GO111MODULE=off, GOPATH=/usr/share/gocode from the Debian packages
 // golang-go and golang-golang-x-mod-dev): no network. Exits non-zero, saying why, on any failure.
@@ -75,8 +76,11 @@ func c2spPath(t tlog.Tile) string {
 	return p
 }
 
-// tiles reads C2SP tiles for tlog.TileHashReader.
-type tiles struct{ s server }
+// tiles reads C2SP tiles for tlog.TileHashReader and records their paths.
+type tiles struct {
+	s    server
+	read *[]string
+}
 
 func (t tiles) Height() int { return 8 }
 
@@ -87,6 +91,7 @@ func (t tiles) ReadTiles(ts []tlog.Tile) ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		*t.read = append(*t.read, c2spPath(tile))
 		data[i] = b
 	}
 	return data, nil
@@ -169,16 +174,20 @@ func run() error {
 	origin := flag.String("origin", "", "the log's origin, e.g. qtrail.local/us-east")
 	token := flag.String("token", "", "auditor token, when tiles are not public")
 	oldNote := flag.String("old-checkpoint", "", "file holding an older signed checkpoint note")
+	vkey := flag.String("vkey", "", "the verifier key the caller trusts (computed from the public key)")
 	flag.Parse()
 	s := server{base: strings.TrimRight(*base, "/"), token: *token}
 
-	vkey, err := s.get("key")
+	verifier, err := note.NewVerifier(*vkey)
+	if err != nil {
+		return fmt.Errorf("note.NewVerifier(-vkey): %v", err)
+	}
+	served, err := s.get("key")
 	if err != nil {
 		return err
 	}
-	verifier, err := note.NewVerifier(string(bytes.TrimSpace(vkey)))
-	if err != nil {
-		return fmt.Errorf("note.NewVerifier: %v", err)
+	if got := string(bytes.TrimSpace(served)); got != *vkey {
+		return fmt.Errorf("the served key %q is not the trusted one %q", got, *vkey)
 	}
 	if verifier.Name() != *origin {
 		return fmt.Errorf("key names %q, not %q", verifier.Name(), *origin)
@@ -194,21 +203,22 @@ func run() error {
 	if tree.N == 0 {
 		return fmt.Errorf("the checkpoint covers no leaves")
 	}
-	hr := tlog.TileHashReader(tree, tiles{s})
+	var read []string
+	hr := tlog.TileHashReader(tree, tiles{s, &read})
 	root, err := tlog.TreeHash(tree.N, hr)
 	if err != nil || root != tree.Hash {
 		return fmt.Errorf("TreeHash from tiles: %v (%v, want %v)", err, root, tree.Hash)
 	}
-	first, err := proveBundle(s, tree, hr, 0)
-	if err != nil {
-		return err
-	}
-	last, err := proveBundle(s, tree, hr, (tree.N-1)/256)
-	if err != nil {
-		return err
+	bundles, proved := int64(0), 0
+	for n := int64(0); n*256 < tree.N; n++ {
+		count, err := proveBundle(s, tree, hr, n)
+		if err != nil {
+			return err
+		}
+		bundles, proved = bundles+1, proved+count
 	}
 	fmt.Printf("checkpoint ok: %s size %d root %s\n", *origin, tree.N, tree.Hash)
-	fmt.Printf("inclusion ok: %d + %d leaves proved\n", first, last)
+	fmt.Printf("inclusion ok: %d bundles, %d leaves proved\n", bundles, proved)
 
 	if *oldNote != "" {
 		oldMsg, err := os.ReadFile(*oldNote)
@@ -228,6 +238,7 @@ func run() error {
 		}
 		fmt.Printf("consistency ok: %d -> %d\n", old.N, tree.N)
 	}
+	fmt.Printf("tiles read: %s\n", strings.Join(read, " "))
 	return nil
 }
 

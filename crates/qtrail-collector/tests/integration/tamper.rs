@@ -170,13 +170,19 @@ async fn signed_checkpoints_expose_a_rewritten_or_shortened_chain() {
         server.create_collector(location).await;
         assert_eq!(server.publish(location, &events(location, 0, EVENTS), 1).await.accepted as usize, EVENTS);
     }
+    // Both locations: a tick signs them one after the other, eu-de first.
     let signed = common::wait_until(Duration::from_secs(20), || async {
-        let newest = checkpoints(&server, "eu-de").await;
-        newest.first().is_some_and(|checkpoint| checkpoint.location_seq == EVENTS as u64)
+        let mut covered = true;
+        for location in ["us-east", "eu-de"] {
+            let newest = checkpoints(&server, location).await;
+            covered &= newest.first().is_some_and(|checkpoint| checkpoint.location_seq == EVENTS as u64);
+        }
+        covered
     })
     .await;
     assert!(signed, "a checkpoint covers the events");
-    assert!(verify(&server, "us-east", None).await.checkpoints_checked >= 1);
+    let verdict = verify(&server, "us-east", None).await;
+    assert!(verdict.checkpoints_checked >= 1, "{verdict:?}");
     server.stop().await;
     let signed_before = newest_numbers(&data_dir);
 
@@ -239,7 +245,7 @@ fn newest_numbers(data_dir: &Path) -> Vec<u64> {
 
 /// Lets `tamper` rewrite the stored checkpoints of `location` (number → stored bytes) in the
 /// stopped collector's log.
-fn tamper_checkpoints(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>)) {
+pub(crate) fn tamper_checkpoints(data_dir: &Path, location: &str, tamper: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>)) {
     let entries = offline::read(data_dir).expect("read the log");
     let mut stored = BTreeMap::new();
     let mut rewritten = Vec::new();
@@ -385,4 +391,53 @@ async fn a_bad_checkpoint_key_stops_start_up() {
     let text = format!("{err:#}");
     assert!(text.starts_with("the checkpoint key ") && text.contains("not-a-key.pem"), "{text}");
     assert!(text.contains("not an ed25519 private key in PEM"), "{text}");
+}
+
+/// Overwrites the stored hash at `index` of `location`'s tree file in the stopped collector's
+/// data dir (the tree is derived, so its length still fits the log and nothing repairs it).
+pub(crate) fn tamper_tree(data_dir: &Path, location: &str, index: u64, hash: [u8; 32]) {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new().write(true).open(data_dir.join("tree").join(format!("{location}.hashes")));
+    file.unwrap().write_all_at(&hash, index * 32).unwrap();
+}
+
+/// The v1 signature covers neither a checkpoint's note nor its `tree_size` and `root` fields:
+/// a writer of the store who rewrites the tree and then blanks the newest note, or overwrites
+/// its root with the forged tree's, gets no signature over the forged tree, because the
+/// collector reads the signed head from the note under its own key.
+#[tokio::test]
+async fn a_forged_tree_head_in_the_newest_checkpoint_is_not_signed_over() {
+    type Forgery = fn(&mut proto::Checkpoint);
+    let forgeries: [(&str, Forgery); 2] =
+        [("note blanked", |newest| newest.note.clear()), ("root overwritten", |newest| newest.root = vec![7; 32])];
+    for (forgery, forge) in forgeries {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut config = signing_config(dir.path(), &data_dir);
+        config.checkpoint_interval = Duration::from_millis(50);
+        let server = TestServer::start_with(config.clone()).await;
+        server.create_collector("us-east").await;
+        // 8 leaves: the root is the one stored hash at level 3.
+        assert_eq!(server.publish("us-east", &events("us-east", 0, 8), 1).await.accepted, 8);
+        let signed = common::wait_until(Duration::from_secs(20), || async {
+            let listed = checkpoints(&server, "us-east").await;
+            listed.iter().filter(|checkpoint| checkpoint.tree_size == 8).count() >= 2
+        })
+        .await;
+        assert!(signed, "two checkpoints cover the events");
+        server.stop().await;
+        tamper_tree(&data_dir, "us-east", qtrail_tlog::stored_hash_index(3, 0), [7; 32]);
+        tamper_checkpoints(&data_dir, "us-east", |stored| {
+            let (_, bytes) = stored.iter_mut().next_back().unwrap();
+            let mut newest = proto::Checkpoint::decode(bytes.as_slice()).unwrap();
+            forge(&mut newest);
+            *bytes = newest.encode_to_vec();
+        });
+        let signed_before = stored_checkpoints(&data_dir, "us-east")[0].number;
+
+        let server = TestServer::start_with(config).await;
+        assert_eq!(server.publish("us-east", &events("us-east", 8, 1), 9).await.accepted, 1);
+        server.stop().await;
+        assert_eq!(stored_checkpoints(&data_dir, "us-east")[0].number, signed_before, "{forgery}: nothing signed");
+    }
 }

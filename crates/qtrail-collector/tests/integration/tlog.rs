@@ -3,17 +3,20 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::Config;
-use qtrail_collector::store::{EventStore as _, RedbStore};
+use qtrail_collector::store::{EventStore as _, FileStore};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::testing::reference_root as root;
 use qtrail_tlog::{
-    Checkpoint, EMPTY_TREE_HASH, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index,
-    unpack_entries, verify_consistency,
+    Checkpoint, Hash, NoteVerifier, leaf_hash, node_hash, open_note, stored_hash_index, unpack_entries,
+    verify_consistency,
 };
-use redb::TableDefinition;
 
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
+use crate::tamper::{tamper_checkpoints, tamper_tree};
 
 const EVENTS: usize = 300;
 
@@ -29,8 +32,8 @@ fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
 }
 
 /// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
-async fn signed_server(dir: &std::path::Path, public_tiles: bool) -> TestServer {
-    let server = TestServer::start_with_http_config(signing_config(dir, public_tiles)).await;
+async fn signed_server(config: Config) -> TestServer {
+    let server = TestServer::start_with_http_config(config).await;
     server.create_collector("us-east").await;
     assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
     let signed = common::wait_until(Duration::from_secs(20), || async {
@@ -55,18 +58,6 @@ async fn fetch(server: &TestServer, path: &str) -> (u16, String, Vec<u8>) {
     (status, cache, body)
 }
 
-/// RFC 6962 MTH, from the definition.
-fn root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_TREE_HASH,
-        1 => leaves[0],
-        n => {
-            let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
-        }
-    }
-}
-
 fn hashes(tile: &[u8]) -> Vec<Hash> {
     tile.chunks(32).map(|hash| hash.try_into().unwrap()).collect()
 }
@@ -74,7 +65,7 @@ fn hashes(tile: &[u8]) -> Vec<Hash> {
 #[tokio::test]
 async fn tiles_rebuild_the_signed_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let (status, _, key) = fetch(&server, "/tlog/us-east/key").await;
     assert_eq!(status, 200);
     let verifier = NoteVerifier::parse(String::from_utf8(key).unwrap().trim_end()).unwrap();
@@ -90,7 +81,7 @@ async fn tiles_rebuild_the_signed_tree() {
     let (status, cache, full) = fetch(&server, "/tlog/us-east/tile/entries/000").await;
     assert_eq!((status, cache.as_str()), (200, "public, max-age=31536000, immutable"));
     let (status, cache, partial) = fetch(&server, "/tlog/us-east/tile/entries/001.p/44").await;
-    assert_eq!((status, cache.as_str()), (200, "no-cache"));
+    assert_eq!((status, cache.as_str()), (200, "public, max-age=31536000, immutable"), "partial tiles never change");
     let mut entries: Vec<Vec<u8>> = unpack_entries(&full).unwrap().into_iter().map(<[u8]>::to_vec).collect();
     entries.extend(unpack_entries(&partial).unwrap().into_iter().map(<[u8]>::to_vec));
     let stored: Vec<Vec<u8>> = server
@@ -114,7 +105,7 @@ async fn tiles_rebuild_the_signed_tree() {
 #[tokio::test]
 async fn tiles_refuse_what_they_cannot_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let http = server.http();
     let (status, headers, _) = http.get_bytes("/tlog/us-east/checkpoint", &[]).await;
     assert_eq!((status, headers["www-authenticate"].to_str().unwrap()), (401, "Bearer"));
@@ -149,7 +140,7 @@ async fn tiles_refuse_what_they_cannot_serve() {
 #[tokio::test]
 async fn public_tiles_need_no_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), true).await;
+    let server = signed_server(signing_config(dir.path(), true)).await;
     let (status, _, body) = server.http().get_bytes("/tlog/us-east/tile/0/000", &[]).await;
     assert_eq!((status, body.len()), (200, 256 * 32));
     server.stop().await;
@@ -157,30 +148,35 @@ async fn public_tiles_need_no_token() {
 
 /// Returns the number of the newest checkpoint of us-east, read from the stopped collector.
 fn newest_number(data_dir: &std::path::Path) -> u64 {
-    let store = RedbStore::open(data_dir, 1024 * 1024).unwrap();
-    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].number
+    newest_stored(data_dir).number
+}
+
+/// Returns the newest checkpoint of us-east, read from the stopped collector.
+fn newest_stored(data_dir: &std::path::Path) -> proto::Checkpoint {
+    let store = FileStore::open(data_dir, 1024 * 1024).unwrap();
+    store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
 }
 
 /// A tree whose stored hashes were rewritten (here the hash over the first 256 leaves) no longer
-/// extends the signed head: the collector
-/// signs nothing over it, at start, at its ticks or at its stop.
+/// extends the signed head: the collector, restarted with the same key, signs nothing over it,
+/// at start, at its ticks or at its stop.
 #[tokio::test]
 async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let config = signing_config(dir.path(), false);
+    let server = TestServer::start_with(config.clone()).await;
+    server.create_collector("us-east").await;
+    assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
+    let signed = common::wait_until(Duration::from_secs(20), || async {
+        newest_checkpoint(&server).await.is_some_and(|checkpoint| checkpoint.tree_size == EVENTS as u64)
+    })
+    .await;
+    assert!(signed, "a checkpoint covers the events");
     server.stop().await;
     let data_dir = dir.path().join("data");
     let signed_before = newest_number(&data_dir);
-    {
-        let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east"))
-            .unwrap()
-            .insert(stored_hash_index(8, 0), [7; 32])
-            .unwrap();
-        txn.commit().unwrap();
-    }
-    let server = TestServer::start_with(signing_config(dir.path(), false)).await;
+    tamper_tree(&data_dir, "us-east", stored_hash_index(8, 0), [7; 32]);
+    let server = TestServer::start_with(config).await;
     assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
     server.stop().await;
     assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
@@ -191,24 +187,13 @@ async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
     server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap().into_inner()
 }
 
-/// Rewrites `tamper` into the stopped collector's store of us-east.
-fn tamper(data_dir: &std::path::Path, tamper: impl FnOnce(&redb::WriteTransaction)) {
-    let db = redb::Database::open(data_dir.join(RedbStore::FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    tamper(&txn);
-    txn.commit().unwrap();
-}
-
-fn set_hash(txn: &redb::WriteTransaction, index: u64, hash: Hash) {
-    txn.open_table(TableDefinition::<u64, [u8; 32]>::new("hashes/us-east")).unwrap().insert(index, hash).unwrap();
-}
-
 /// Verification rebuilds the tree from the events: a rewritten leaf hash, a rewritten interior
 /// hash and a checkpoint whose root is not the tree's each fail it, where they show.
 #[tokio::test]
 async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
     let verdict = verify(&server).await;
     assert!(verdict.ok, "{verdict:?}");
     server.stop().await;
@@ -218,7 +203,7 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
         (fault.location_seq, fault.checkpoint_number, fault.detail.clone())
     };
 
-    tamper(&data_dir, |txn| set_hash(txn, stored_hash_index(0, 4), [7; 32]));
+    tamper_tree(&data_dir, "us-east", stored_hash_index(0, 4), [7; 32]);
     let server = TestServer::start(&data_dir).await;
     let (seq, _, text) = detail(&verify(&server).await);
     assert_eq!(seq, 5);
@@ -226,35 +211,126 @@ async fn verify_checks_the_tree_against_the_events_and_checkpoints() {
     server.stop().await;
 
     let leaf = |seq: u64| {
-        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
+        let store = FileStore::open(&data_dir, 1024 * 1024).unwrap();
         let record = store.events(&"us-east".parse().unwrap(), seq, 1).unwrap().remove(0);
         leaf_hash(&qtrail_collector::store::canonical_of(&record).unwrap())
     };
     let fifth = leaf(5);
-    tamper(&data_dir, |txn| {
-        set_hash(txn, stored_hash_index(0, 4), fifth);
-        set_hash(txn, stored_hash_index(8, 0), [7; 32]);
-    });
+    tamper_tree(&data_dir, "us-east", stored_hash_index(0, 4), fifth);
+    // An interior hash no tree head reads, but tiles serve and proofs use.
+    tamper_tree(&data_dir, "us-east", stored_hash_index(1, 0), [7; 32]);
     let server = TestServer::start(&data_dir).await;
     let (seq, _, text) = detail(&verify(&server).await);
-    assert_eq!(seq, EVENTS as u64);
-    assert!(text.contains("the stored merkle tree differs"), "{text}");
+    assert_eq!(seq, 2);
+    assert!(text.contains("hash of level 1 completed here differs"), "{text}");
+    server.stop().await;
+    tamper_tree(&data_dir, "us-east", stored_hash_index(1, 0), node_hash(&leaf(1), &leaf(2)));
+    tamper_tree(&data_dir, "us-east", stored_hash_index(8, 0), [7; 32]);
+    let server = TestServer::start(&data_dir).await;
+    let (seq, _, text) = detail(&verify(&server).await);
+    assert_eq!(seq, 256, "where the rewritten interior hash is completed");
+    assert!(text.contains("hash of level 8 completed here differs"), "{text}");
     server.stop().await;
 
-    let newest = {
-        let store = RedbStore::open(&data_dir, 1024 * 1024).unwrap();
-        store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
+    // The tree file is derived: removed, it is rebuilt from the log at the next start.
+    std::fs::remove_file(data_dir.join("tree").join("us-east.hashes")).unwrap();
+    let newest = newest_stored(&data_dir);
+    let rewrite_newest = |rewrite: &dyn Fn(&mut proto::Checkpoint)| {
+        tamper_checkpoints(&data_dir, "us-east", |stored| {
+            let mut rewritten = newest.clone();
+            rewrite(&mut rewritten);
+            stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+        });
     };
-    tamper(&data_dir, |txn| {
-        let mut rewritten = newest.clone();
-        rewritten.root = vec![9; 32];
-        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new("checkpoints/us-east")).unwrap();
-        table.insert(newest.number, prost::Message::encode_to_vec(&rewritten).as_slice()).unwrap();
-    });
+    // The root field is not signed, so it proves nothing and is not what verification compares.
+    rewrite_newest(&|checkpoint| checkpoint.root = vec![9; 32]);
+    let server = TestServer::start(&data_dir).await;
+    let verdict = verify(&server).await;
+    assert!(verdict.ok, "{verdict:?}");
+    server.stop().await;
+
+    // The note's root line rewritten: without the key it states another root than the tree's,
+    // with the key its signature fails.
+    let forged_root = BASE64.encode([9; 32]);
+    let mut lines: Vec<&str> = newest.note.split('\n').collect();
+    lines[2] = &forged_root;
+    let forged_note = lines.join("\n");
+    rewrite_newest(&|checkpoint| checkpoint.note.clone_from(&forged_note));
     let server = TestServer::start(&data_dir).await;
     let (seq, number, text) = detail(&verify(&server).await);
     assert_eq!((seq, number), (newest.tree_size, newest.number));
     assert!(text.contains("differs from the one signed in checkpoint"), "{text}");
+    server.stop().await;
+    let server = TestServer::start_with(config).await;
+    let (seq, number, text) = detail(&verify(&server).await);
+    assert_eq!((seq, number), (newest.tree_size, newest.number));
+    assert!(text.contains("has a bad tree head note") && text.contains("signature"), "{text}");
+    server.stop().await;
+}
+
+/// A note the collector's key signed under its origin, but whose text names another log, is
+/// not a tree head of this log: verification with the key names the checkpoint.
+#[tokio::test]
+async fn verify_requires_the_configured_origin_in_the_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let newest = newest_stored(&data_dir);
+    let key = SigningKey::from_pem(&std::fs::read(config.checkpoint_key.as_ref().unwrap()).unwrap()).unwrap();
+    let head = Checkpoint::parse(&newest.note[..=newest.note.rfind("\n\n").unwrap()]).unwrap();
+    let text = Checkpoint { origin: "elsewhere/us-east".into(), ..head }.to_text();
+    let signer = qtrail_tlog::NoteSigner::new("qtrail.local/us-east", key.key_pair()).unwrap();
+    let forged = qtrail_tlog::sign_note(&text, &signer).unwrap();
+    tamper_checkpoints(&data_dir, "us-east", |stored| {
+        let rewritten = proto::Checkpoint { note: forged.clone(), ..newest.clone() };
+        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+    });
+    let server = TestServer::start_with(config).await;
+    let fault = verify(&server).await.fault.expect("a fault");
+    assert_eq!(fault.checkpoint_number, newest.number);
+    assert!(fault.detail.contains("`elsewhere/us-east` is not this collector's log"), "{}", fault.detail);
+    server.stop().await;
+}
+
+/// The checkpointer signs on only from a note under its configured origin: restarted with
+/// another origin prefix (same key), it signs nothing, rather than start a second log
+/// over the same events.
+#[tokio::test]
+async fn a_changed_origin_prefix_stops_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = signing_config(dir.path(), false);
+    let server = signed_server(config.clone()).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let signed_before = newest_number(&data_dir);
+    config.log_origin_prefix = "other.example".into();
+    let server = TestServer::start_with(config).await;
+    assert_eq!(server.publish("us-east", &events("us-east", EVENTS, 1), EVENTS as u64 + 1).await.accepted, 1);
+    server.stop().await;
+    assert_eq!(newest_number(&data_dir), signed_before, "nothing signed under the other origin");
+}
+
+/// Tiles are served up to the size the newest note states: a `tree_size` field rewritten
+/// beyond it (no signature covers the field) serves nothing more.
+#[tokio::test]
+async fn tiles_stop_at_the_size_the_note_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(signing_config(dir.path(), false)).await;
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let newest = newest_stored(&data_dir);
+    tamper_checkpoints(&data_dir, "us-east", |stored| {
+        let rewritten = proto::Checkpoint { tree_size: 1024, ..newest.clone() };
+        stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+    });
+    // Without the key, so that no new checkpoint replaces the rewritten one.
+    let server = TestServer::start_with_http(&data_dir).await;
+    let (status, _, body) = fetch(&server, "/tlog/us-east/tile/entries/001").await;
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains(&format!("beyond the newest signed tree head ({EVENTS} leaves)")), "{body}");
     server.stop().await;
 }
 
@@ -272,7 +348,7 @@ async fn consistency(
 #[tokio::test]
 async fn consistency_proofs_lead_to_the_newest_signed_head() {
     let dir = tempfile::tempdir().unwrap();
-    let server = signed_server(dir.path(), false).await;
+    let server = signed_server(signing_config(dir.path(), false)).await;
     let leaves: Vec<Hash> = server
         .all_events("us-east")
         .await

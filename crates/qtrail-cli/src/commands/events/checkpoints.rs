@@ -8,10 +8,10 @@ use qtrail_cadf::checkpoint::{VerifyingKey, signed_bytes};
 use qtrail_proto::qtrail::audit::v1::{
     Checkpoint, ListCheckpointsRequest, SeqRange, VerifyChainRequest, event_query_client::EventQueryClient,
 };
-use qtrail_tlog::{Checkpoint as TreeHead, NoteVerifier, open_note};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+use super::consistency::open_head;
 use super::{Session, chain_end, fault_kind};
 use crate::cli::{EventCheckpointsArgs, OutputFormat};
 use crate::connect::authorized;
@@ -148,19 +148,31 @@ pub(super) async fn verify_all_checkpoints(
 }
 
 /// Checks checkpoints of `location` listed newest first: at least one, each of that location
-/// and signed by `key`, numbered densely down to 1. Returns how many there are, or what is
-/// wrong.
+/// and signed by `key`, numbered densely down to 1, none without a tree head note after one
+/// with (the v1 signature does not cover the note, so a blanked one would skip its check).
+/// Returns how many there are, or what is wrong.
 fn check_checkpoints(checkpoints: &[Checkpoint], location: &str, key: &[VerifyingKey]) -> Result<u64, String> {
     let Some(newest) = checkpoints.first() else {
         // Nothing signed proves nothing: a key given means checkpoints are expected.
         return Err("there are none: the collector signs none, or they were deleted".to_owned());
     };
     let mut expected = newest.number;
+    let mut newer_without_note = None;
     for checkpoint in checkpoints {
         if checkpoint.number != expected {
             return Err(format!("checkpoint {expected} is missing (the next one is {})", checkpoint.number));
         }
         verify_one(checkpoint, location, key)?;
+        match newer_without_note {
+            Some(newer) if !checkpoint.note.is_empty() => {
+                return Err(format!(
+                    "checkpoint {newer} has no tree head note, but the older checkpoint {} has one",
+                    checkpoint.number
+                ));
+            }
+            None if checkpoint.note.is_empty() => newer_without_note = Some(checkpoint.number),
+            _ => {}
+        }
         expected = expected.saturating_sub(1);
     }
     match expected {
@@ -284,13 +296,7 @@ fn verify_note(checkpoint: &Checkpoint, location: &str, key: &VerifyingKey) -> R
         return Ok(());
     }
     let bad = |why: String| format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
-    let origin = checkpoint.note.lines().next().unwrap_or_default();
-    if !origin.ends_with(&format!("/{location}")) {
-        return Err(bad(format!("its origin `{origin}` is not of location `{location}`")));
-    }
-    let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| bad(err.to_string()))?;
-    let text = open_note(&checkpoint.note, &[verifier]).map_err(|err| bad(err.to_string()))?;
-    let head = TreeHead::parse(text).map_err(|err| bad(err.to_string()))?;
+    let (_, head) = open_head(&checkpoint.note, location, std::slice::from_ref(key)).map_err(bad)?;
     if head.size != checkpoint.tree_size || head.size != checkpoint.location_seq || head.root[..] != checkpoint.root[..]
     {
         return Err(bad("it states another size or root than the checkpoint".to_owned()));
@@ -316,6 +322,7 @@ fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
 mod tests {
     use prost_types::Timestamp;
     use qtrail_cadf::checkpoint::SigningKey;
+    use qtrail_tlog::Checkpoint as TreeHead;
 
     use super::*;
 
@@ -374,11 +381,30 @@ mod tests {
         let wrong_size = verify_one(&with_note("o/us-east", 8), "us-east", &public).unwrap_err();
         assert!(wrong_size.contains("another size or root"), "{wrong_size}");
         let other_location = verify_one(&with_note("o/eu-de", 7), "us-east", &public).unwrap_err();
-        assert!(other_location.contains("is not of location"), "{other_location}");
+        assert!(other_location.contains("is not `<prefix>/us-east`"), "{other_location}");
+        for origin in ["us-east", "/us-east", "o/xus-east"] {
+            let bad = verify_one(&with_note(origin, 7), "us-east", &public).unwrap_err();
+            assert!(bad.contains("is not `<prefix>/us-east`"), "{origin}: {bad}");
+        }
         let mut tampered = with_note("o/us-east", 7);
         tampered.note = tampered.note.replacen("\n7\n", "\n6\n", 1);
         let bad = verify_one(&tampered, "us-east", &public).unwrap_err();
         assert!(bad.contains("invalid signature"), "{bad}");
+        // Checkpoints signed before the tree have no note; one without after one with is a fault.
+        let mut listed = signed(&key, &[3, 2, 1]);
+        assert_eq!(check_checkpoints(&listed, "us-east", &public), Ok(3));
+        let mut noted = with_note("o/us-east", 7);
+        noted.number = 2;
+        key.sign(&mut noted);
+        listed[1] = noted.clone();
+        assert_eq!(
+            check_checkpoints(&listed, "us-east", &public),
+            Err("checkpoint 3 has no tree head note, but the older checkpoint 2 has one".to_owned())
+        );
+        noted.number = 3;
+        key.sign(&mut noted);
+        listed[0] = noted;
+        assert_eq!(check_checkpoints(&listed, "us-east", &public), Ok(3));
     }
 
     #[test]

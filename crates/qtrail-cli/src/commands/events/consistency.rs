@@ -18,16 +18,22 @@ use crate::error::CliError;
 use crate::output::write_json;
 
 /// Opens a tree head note of `location` signed by one of `keys`; returns its verifier and head.
-fn open_head(note: &str, location: &str, keys: &[VerifyingKey]) -> Result<(NoteVerifier, TreeHead), String> {
+/// Its origin must be exactly `<prefix>/<location>` with a prefix the collector accepts
+/// (non-empty, no space or `+`), and the same in its text and its signature's key name.
+pub(super) fn open_head(note: &str, location: &str, keys: &[VerifyingKey]) -> Result<(NoteVerifier, TreeHead), String> {
     let origin = note.lines().next().unwrap_or_default();
-    if !origin.ends_with(&format!("/{location}")) {
-        return Err(format!("its origin `{origin}` is not of location `{location}`"));
+    let prefix = origin.strip_suffix(location).and_then(|prefix| prefix.strip_suffix('/'));
+    if prefix.is_none_or(|prefix| prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '+')) {
+        return Err(format!("its origin `{origin}` is not `<prefix>/{location}`"));
     }
     let mut last_error = "no --public-key given".to_owned();
     for key in keys {
         let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| err.to_string())?;
         match open_note(note, std::slice::from_ref(&verifier)) {
-            Ok(text) => return Ok((verifier, TreeHead::parse(text).map_err(|err| err.to_string())?)),
+            Ok(text) => {
+                let head = TreeHead::parse(text).map_err(|err| err.to_string())?;
+                return Ok((verifier, head));
+            }
             Err(err) => last_error = err.to_string(),
         }
     }
@@ -61,6 +67,12 @@ pub(super) async fn check_kept_note(
     let newest = open_note(&answer.note, std::slice::from_ref(&verifier))
         .and_then(TreeHead::parse)
         .map_err(|err| broken(format!("the newest tree head: {err}")))?;
+    if newest.origin != kept.origin {
+        return Err(broken(format!(
+            "the newest tree head is of the log `{}`, the kept one of `{}`",
+            newest.origin, kept.origin
+        )));
+    }
     if newest.size < kept.size {
         return Err(broken(format!(
             "the log no longer reaches the kept tree head: the newest has {} leaves, the kept one {}",

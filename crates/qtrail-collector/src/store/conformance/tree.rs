@@ -4,22 +4,11 @@
 use std::path::Path;
 
 use qtrail_cadf::AuditEvent;
-use qtrail_tlog::{EMPTY_TREE_HASH, Hash, leaf_hash, node_hash, stored_hash_count, tree_hash};
+use qtrail_tlog::testing::reference_root;
+use qtrail_tlog::{Hash, leaf_hash, stored_hash_count, tree_hash};
 
 use super::{Factory, at, batch, location, simple_events};
 use crate::store::{EventStore, StoreError, TreeReader, canonical_of};
-
-/// RFC 6962 MTH of the leaves, straight from the definition, without stored hashes.
-fn reference_root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => EMPTY_TREE_HASH,
-        1 => leaves[0],
-        n => {
-            let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
-        }
-    }
-}
 
 /// Checks the stored tree of `name` against the canonical bytes of its stored events, at every
 /// size up to the newest.

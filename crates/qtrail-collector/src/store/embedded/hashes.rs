@@ -42,11 +42,31 @@ pub(super) fn append_leaves(txn: &WriteTransaction, location: &str, old_size: u6
         return Ok(());
     }
     let mut table = txn.open_table(HashesDef::new(&hashes_table_name(location)))?;
+    // Appending after a tree longer than the events, or not a tree at all, would overwrite
+    // stored hashes or leave holes in the tree; it is damage for someone to look at.
+    let have = hash_count(&table)?;
+    let expected = stored_hash_count(old_size);
+    if have != Some(expected) {
+        return Err(StoreError::Corrupt(format!(
+            "merkle tree of location `{location}` holds {} stored hashes, a tree of {old_size} leaves has {expected}: \
+             not appending to it",
+            have.map_or_else(|| "more than 2^64".to_owned(), |have| have.to_string())
+        )));
+    }
     let hashes = append_hashes(old_size, leaves, &TableReader(&table)).map_err(|err| tree_error(location, &err))?;
     for (index, hash) in (stored_hash_count(old_size)..).zip(hashes) {
         table.insert(index, hash)?;
     }
     Ok(())
+}
+
+/// Returns how many stored hashes `table` holds, by its last index (`None` when that is the
+/// largest index there is, which only damage writes).
+///
+/// # Errors
+/// When the table cannot be read.
+fn hash_count(table: &impl ReadableTable<u64, [u8; 32]>) -> Result<Option<u64>> {
+    Ok(table.last()?.map_or(Some(0), |(key, _)| key.value().checked_add(1)))
 }
 
 /// Reads stored hashes of `location` from the snapshot `txn`.
@@ -59,7 +79,9 @@ pub(super) fn read(txn: &ReadTransaction, location: &str, indexes: &[u64]) -> Re
 
 /// Returns how many leaves a tree of `count` stored hashes has, when `count` is a tree's count.
 fn leaves_of(count: u64, max: u64) -> Option<u64> {
-    let (mut lo, mut hi) = (0, max);
+    // A tree of n leaves has at least n stored hashes, and no tree has 2^62 leaves: the bound
+    // keeps `stored_hash_count` from overflowing on a damaged count.
+    let (mut lo, mut hi) = (0, max.min(count).min(1 << 62));
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
         if stored_hash_count(mid) <= count { lo = mid } else { hi = mid - 1 }
@@ -89,13 +111,12 @@ fn backfill_chunk(db: &Database, location: &str) -> Result<Option<u64>> {
     txn.set_durability(Durability::Immediate)?;
     let events = txn.open_table(EventsDef::new(&events_table_name(location)))?;
     let last_seq = events.last()?.map_or(0, |(key, _)| key.value());
-    let count =
-        txn.open_table(HashesDef::new(&hashes_table_name(location)))?.last()?.map_or(0, |(key, _)| key.value() + 1);
+    let count = hash_count(&txn.open_table(HashesDef::new(&hashes_table_name(location)))?)?;
     // A tree that is not shorter than the events (the usual case), or not a tree at all, is left
     // as it is: a store cut short or damaged is for verification and the checkpointer to
-    // report, not a reason to refuse to start.
-    let Some(done) = leaves_of(count, count) else {
-        warn!(location = %location, hashes = count, "the stored merkle tree holds no tree's number of hashes");
+    // report (appends refuse it), not a reason to refuse to start.
+    let Some(done) = count.and_then(|count| leaves_of(count, count)) else {
+        warn!(location = %location, hashes = ?count, "the stored merkle tree holds no tree's number of hashes");
         return Ok(None);
     };
     if done >= last_seq {
@@ -217,5 +238,46 @@ mod tests {
         }
         assert_eq!(leaves_of(2, 1000), None);
         assert_eq!(leaves_of(stored_hash_count(20), 10), None);
+        // A damaged count near the top of u64 neither overflows nor searches without bound.
+        assert_eq!(leaves_of(u64::MAX, u64::MAX), None);
+        assert_eq!(leaves_of(u64::MAX - 1, u64::MAX), None);
+    }
+
+    /// Writes `hash` at stored index `index` of `location`'s tree.
+    fn set_hash(dir: &std::path::Path, location: &str, index: u64, hash: Hash) {
+        let db = Database::open(dir.join(RedbStore::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(HashesDef::new(&hashes_table_name(location))).unwrap().insert(index, hash).unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// A tree longer than the events, or with its last index at the top of u64, is refused as
+    /// corrupt rather than overwritten or extended with a hole; the store still opens.
+    #[test]
+    fn appends_refuse_a_tree_that_does_not_fit_the_events() {
+        for index in [stored_hash_count(10) + 3, u64::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let location: Location = "us-east".parse().unwrap();
+            let store = open(dir.path());
+            store.create_collector(&location, Timestamp::default()).unwrap();
+            append(&store, &location, 1..=10);
+            drop(store);
+            set_hash(dir.path(), "us-east", index, [7; 32]);
+            let store = open(dir.path());
+            let batch = AppendBatch {
+                location: location.clone(),
+                publisher_id: "p".into(),
+                epoch: 1,
+                credential: "runtime".into(),
+                events: vec![NewEvent::new(
+                    11,
+                    &conformance::event("us-east", Action::JobRead, "IBMid-1", "j", 200, 11),
+                )],
+                rejected_seqs: vec![],
+            };
+            let err = store.append(vec![batch], Timestamp::default()).unwrap_err();
+            assert!(matches!(&err, StoreError::Corrupt(detail) if detail.contains("not appending")), "{err}");
+            assert_eq!(store.read_hashes(&location, &[index]).unwrap(), [[7; 32]], "nothing overwritten");
+        }
     }
 }

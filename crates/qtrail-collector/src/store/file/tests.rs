@@ -296,6 +296,43 @@ fn the_merkle_tree_is_repaired_from_the_log() {
     }
 }
 
+/// A tree file grown past the log while the store is open (or cut short) is not appended to
+/// at the wrong place: the next append rebuilds it from the log first.
+#[test]
+fn an_append_never_writes_over_or_past_a_tree_file_that_does_not_fit() {
+    let hashes = |store: &FileStore| {
+        let count = qtrail_tlog::stored_hash_count(store.tree_size(&location()).unwrap());
+        store.read_hashes(&location(), &(0..count).collect::<Vec<_>>()).unwrap()
+    };
+    // The stored hashes of the store's own events, rebuilt from nothing.
+    let rebuilt = |store: &FileStore| {
+        let leaves: Vec<qtrail_tlog::Hash> = store
+            .events(&location(), 1, 100)
+            .unwrap()
+            .iter()
+            .map(|record| qtrail_tlog::leaf_hash(&crate::store::canonical_of(record).unwrap()))
+            .collect();
+        let reader = crate::store::TreeReader { store, location: &location() };
+        qtrail_tlog::append_hashes(0, &leaves, &reader).unwrap()
+    };
+    for damage in [vec![7; 96], Vec::new()] {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree").join("us-east.hashes");
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 20);
+        let mut bytes = std::fs::read(&tree).unwrap();
+        if damage.is_empty() {
+            bytes.truncate(bytes.len() - 64);
+        }
+        bytes.extend_from_slice(&damage);
+        std::fs::write(&tree, &bytes).unwrap();
+        append(&store, 21, 5);
+        assert_eq!(store.tree_size(&location()).unwrap(), 25);
+        assert_eq!(hashes(&store), rebuilt(&store));
+    }
+}
+
 /// Records read in runs (one pread per stretch of the log) are the records read one by one, in
 /// either order, with other locations' records between them.
 #[test]

@@ -106,8 +106,14 @@ impl Trees {
     ) -> Result<()> {
         let file = self.file(location)?;
         let have = file.metadata().map_err(|err| backend("cannot read the merkle tree", &err))?.len();
-        if have == stored_hash_count(old_size) * 32 {
+        let fits = stored_hash_count(old_size) * 32;
+        if have == fits {
             return self.append(location, old_size, leaves);
+        }
+        // Hashes past the tree of the stored events would pass for the new leaves' in the
+        // repair: cut them off first, then complete the tree from the log.
+        if have > fits {
+            file.set_len(fits).map_err(|err| backend("cannot cut the merkle tree", &err))?;
         }
         self.repair(location, log, positions)
     }
