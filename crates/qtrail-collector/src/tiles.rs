@@ -41,6 +41,9 @@ pub(crate) struct TileServer {
     pub(crate) origin_prefix: String,
     /// The raw public key of the checkpoint key; `None` when the collector signs nothing.
     pub(crate) public_key: Option<[u8; 32]>,
+    /// The raw public keys a newest note may be signed by: the checkpoint key's and those it
+    /// replaced (until it signs its first); empty when the collector signs nothing.
+    pub(crate) note_keys: Vec<[u8; 32]>,
 }
 
 /// Why a tile request failed; each maps to its own status.
@@ -148,13 +151,17 @@ impl TileServer {
             return Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet")));
         };
         // What is served is bounded by the size the note states (its signature checked when
-        // the collector holds the key), not by the `tree_size` field no signature covers.
+        // the collector holds the key or a previous one), not by the `tree_size` field no signature covers.
         let note = &checkpoint.note;
-        let text = match self.public_key {
-            Some(public) => NoteVerifier::new(&log_origin(&self.origin_prefix, location.as_str()), public)
-                .and_then(|verifier| open_note(note, &[verifier]))
+        let origin = log_origin(&self.origin_prefix, location.as_str());
+        let text = match self.note_keys.as_slice() {
+            [] => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
+            keys => keys
+                .iter()
+                .map(|public| NoteVerifier::new(&origin, *public))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|verifiers| open_note(note, &verifiers))
                 .map_err(|err| err.to_string()),
-            None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
         };
         let head = text.and_then(|text| TreeHead::parse(text).map_err(|err| err.to_string())).map_err(|why| {
             StoreError::Corrupt(format!(
