@@ -374,6 +374,19 @@ mod tests {
         assert!(typed.tls.is_none() && typed.http.is_none() && typed.checkpoint_key.is_none());
     }
 
+    /// The previous checkpoint public key flag repeats: each rotation adds one.
+    #[test]
+    fn previous_checkpoint_public_keys_repeat() {
+        let flags = Flags::try_parse_from(
+            ["qtrail-collector", "--data-dir", "d", "--tokens", "t", "--checkpoint-key", "new.pem"].into_iter().chain(
+                ["--previous-checkpoint-public-key", "a.pub.pem", "--previous-checkpoint-public-key", "b.pub.pem"],
+            ),
+        )
+        .unwrap();
+        let keys = &flags.settings.previous_checkpoint_public_keys;
+        assert_eq!(keys, &[PathBuf::from("a.pub.pem"), PathBuf::from("b.pub.pem")]);
+    }
+
     /// `qtrail up` serves the HTTP side itself, so a metrics token file (or an HTTP address
     /// file) from its environment needs no `--http`, while the binary still insists on it.
     #[test]

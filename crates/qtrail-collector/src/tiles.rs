@@ -269,3 +269,46 @@ fn entries(store: &dyn EventStore, location: &Location, tile: Tile) -> Result<Ve
     }
     pack_entries(&leaves).map_err(|err| StoreError::Corrupt(err.to_string()).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use qtrail_cadf::checkpoint::SigningKey;
+    use qtrail_proto::qtrail::audit::v1 as proto;
+    use qtrail_tlog::{NoteSigner, sign_note};
+
+    use super::*;
+    use crate::store::FileStore;
+
+    fn key() -> SigningKey {
+        SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap()
+    }
+
+    /// After a rotation, until the new key signs its first, the newest note is the previous
+    /// key's: served when that key is among the note keys, refused when it is not.
+    #[test]
+    fn a_note_by_a_previous_key_bounds_the_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap());
+        let location: Location = "us-east".parse().unwrap();
+        store.create_collector(&location, crate::writer::now()).unwrap();
+        let (old, new) = (key(), key());
+        let text = TreeHead { origin: "qtrail.local/us-east".into(), size: 0, root: [0; 32], extensions: Vec::new() };
+        let signer = NoteSigner::new("qtrail.local/us-east", old.key_pair()).unwrap();
+        let note = sign_note(&text.to_text(), &signer).unwrap();
+        let mut checkpoint = proto::Checkpoint { location: "us-east".into(), number: 1, note, ..Default::default() };
+        old.sign(&mut checkpoint);
+        store.add_checkpoint(&checkpoint).unwrap();
+        let tiles = |note_keys| TileServer {
+            store: store.clone(),
+            tokens: Arc::new(Tokens::default()),
+            public: false,
+            origin_prefix: "qtrail.local".into(),
+            public_key: Some(new.public_key()),
+            note_keys,
+        };
+        let served = tiles(vec![new.public_key(), old.public_key()]).newest_head(&location).unwrap();
+        assert_eq!(served, (checkpoint.note.clone(), 0));
+        let refused = tiles(vec![new.public_key()]).newest_head(&location).unwrap_err();
+        assert!(refused.to_string().contains("bad tree head note"), "{refused}");
+    }
+}
