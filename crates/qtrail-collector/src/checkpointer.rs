@@ -174,10 +174,10 @@ fn checkpoint(
 }
 
 /// Returns the tree head (size, root) that `newest` signed, read from its note under the key
-/// among `keys` that signed it and this collector's origin: the v1 signature does not cover the note or the `tree_size` and
-/// `root` fields, so only the note's own signature makes them evidence. `None` for a
-/// checkpoint signed before the tree, which is only one when no older checkpoint has a note
-/// (otherwise a blanked note would skip the check).
+/// among `keys` that signed it and this collector's origin: the v1 signature does not cover
+/// the note or the `tree_size` and `root` fields, so only the note's own signature makes them
+/// evidence. `None` for a checkpoint signed before the tree, which is only one when no older
+/// checkpoint has a note (otherwise a blanked note would skip the check).
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] when `newest` is not signed by one of `keys` (also after a key change

@@ -6,8 +6,9 @@
 //! leaves, chunk by chunk (`append_hashes` over the hashes compared before), and compared: the
 //! interior ones too, which tiles serve as immutable and every proof uses. Then every
 //! checkpoint note's root (read from the note, its signature checked when the collector holds
-//! the key, or a previous key it was given after a rotation) is compared with the tree's at its size. A mismatch is a MODIFIED fault at the
-//! position where it shows, naming the checkpoint when one is involved.
+//! the key, by that key or a previous one it was given after a rotation) is compared with the
+//! tree's at its size. A mismatch is a MODIFIED fault at the position where it shows, naming
+//! the checkpoint when one is involved.
 
 use std::collections::BTreeMap;
 
