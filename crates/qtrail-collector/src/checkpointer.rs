@@ -12,7 +12,8 @@
 //! `/tlog/<location>/` extend.
 //!
 //! Before signing, the newest checkpoint must be one this collector signed: its v1 signature
-//! holds under the key, and its note opens under the key and origin (the v1 signature does not
+//! holds under the key, or under one of the previous keys it was given (a rotated key, matched
+//! by key id), and its note opens under that same key and the origin (the v1 signature does not
 //! cover the note, so the signed tree head is read from the note, never from the `tree_size`
 //! and `root` fields; a newest checkpoint without a note counts only when no older one has
 //! one). The tree must be consistent with that head (a consistency proof from the stored hashes
@@ -50,14 +51,48 @@ pub(crate) fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
     SigningKey::from_pem(&pem).with_context(|| format!("the checkpoint key {} is unusable", path.display()))
 }
 
+/// Reads a previous checkpoint key's public key in `path`.
+///
+/// # Errors
+/// When the file cannot be read or holds no Ed25519 public key.
+pub(crate) fn load_previous_key(path: &Path) -> anyhow::Result<VerifyingKey> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("failed to read the previous checkpoint public key {}", path.display()))?;
+    VerifyingKey::from_pem(&pem)
+        .with_context(|| format!("the previous checkpoint public key {} is unusable", path.display()))
+}
+
+/// The key that signs checkpoints, and the public keys of the ones it replaced: the newest
+/// checkpoint may be signed by any of them, so that a rotated key signs on.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    pub(crate) current: SigningKey,
+    pub(crate) previous: Vec<VerifyingKey>,
+}
+
+impl Keys {
+    /// Returns the raw public keys, the current one first, for note verifiers.
+    pub(crate) fn public_keys(&self) -> Vec<[u8; 32]> {
+        std::iter::once(self.current.public_key()).chain(self.previous.iter().map(VerifyingKey::raw)).collect()
+    }
+
+    /// Returns the key among these whose id is `key_id`.
+    fn verifying(&self, key_id: &str) -> Option<VerifyingKey> {
+        if key_id == self.current.id() {
+            return VerifyingKey::from_pem(self.current.public_pem().as_bytes()).ok();
+        }
+        self.previous.iter().find(|key| key.id() == key_id).cloned()
+    }
+}
+
 /// Signs and stores one checkpoint of every location. A location that fails is logged and
 /// counted, and the others still get theirs.
 ///
 /// # Errors
 /// When the collectors cannot be listed.
-fn checkpoint_all(store: &dyn EventStore, key: &SigningKey, origin_prefix: &str) -> Result<()> {
+fn checkpoint_all(store: &dyn EventStore, keys: &Keys, origin_prefix: &str) -> Result<()> {
     for collector in store.collectors()? {
-        match checkpoint(store, key, origin_prefix, &collector) {
+        match checkpoint(store, keys, origin_prefix, &collector) {
             Ok(checkpoint) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
@@ -80,7 +115,7 @@ pub(crate) fn log_origin(prefix: &str, location: &str) -> String {
 
 fn checkpoint(
     store: &dyn EventStore,
-    key: &SigningKey,
+    keys: &Keys,
     origin_prefix: &str,
     collector: &proto::Collector,
 ) -> Result<proto::Checkpoint> {
@@ -112,11 +147,12 @@ fn checkpoint(
         .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
     let origin = log_origin(origin_prefix, location.as_str());
     if let Some(newest) = &newest {
-        if let Some((old, old_root)) = signed_head(store, &location, key, &origin, newest)? {
+        if let Some((old, old_root)) = signed_head(store, &location, keys, &origin, newest)? {
             fits_tree(store, &location, newest.number, (old, &old_root), size, &root)?;
         }
         fits_chain(store, &location, newest)?;
     }
+    let key = &keys.current;
     let text = qtrail_tlog::Checkpoint { origin: origin.clone(), size, root, extensions: Vec::new() }.to_text();
     let note = NoteSigner::new(&origin, key.key_pair())
         .and_then(|signer| sign_note(&text, &signer))
@@ -137,20 +173,21 @@ fn checkpoint(
     Ok(checkpoint)
 }
 
-/// Returns the tree head (size, root) that `newest` signed, read from its note under this
-/// collector's key and origin: the v1 signature does not cover the note or the `tree_size` and
-/// `root` fields, so only the note's own signature makes them evidence. `None` for a
-/// checkpoint signed before the tree, which is only one when no older checkpoint has a note
-/// (otherwise a blanked note would skip the check).
+/// Returns the tree head (size, root) that `newest` signed, read from its note under the key
+/// among `keys` that signed it and this collector's origin: the v1 signature does not cover
+/// the note or the `tree_size` and `root` fields, so only the note's own signature makes them
+/// evidence. `None` for a checkpoint signed before the tree, which is only one when no older
+/// checkpoint has a note (otherwise a blanked note would skip the check).
 ///
 /// # Errors
-/// [`StoreError::Corrupt`] when `newest` is not signed by `key` (also after a key change: this
-/// collector cannot tell another key's checkpoint from a forged one), its note does not open
-/// under `origin` (also after a prefix change), or its note was removed.
+/// [`StoreError::Corrupt`] when `newest` is not signed by one of `keys` (also after a key change
+/// without the old key among the previous ones: this collector cannot tell another key's
+/// checkpoint from a forged one), its note does not open under that key and `origin` (also
+/// after a prefix change), or its note was removed.
 fn signed_head(
     store: &dyn EventStore,
     location: &Location,
-    key: &SigningKey,
+    keys: &Keys,
     origin: &str,
     newest: &proto::Checkpoint,
 ) -> Result<Option<(u64, qtrail_tlog::Hash)>> {
@@ -160,19 +197,24 @@ fn signed_head(
             newest.number
         ))
     };
-    VerifyingKey::from_pem(key.public_pem().as_bytes())
-        .and_then(|public| public.verify(newest))
-        .map_err(|err| refuse(err.to_string()))?;
+    let Some(key) = keys.verifying(&newest.key_id) else {
+        return Err(refuse(format!(
+            "it is signed by key {}, neither this collector's nor a previous one",
+            newest.key_id
+        )));
+    };
+    key.verify(newest).map_err(|err| refuse(err.to_string()))?;
     if newest.note.is_empty() {
         return match older_note(store, location, newest.number)? {
             Some(number) => Err(refuse(format!("it has no tree note, but checkpoint {number} has one"))),
             None => Ok(None),
         };
     }
-    let verifier = NoteVerifier::new(origin, key.public_key()).map_err(|err| refuse(err.to_string()))?;
-    let head = open_note(&newest.note, &[verifier])
-        .and_then(TreeHead::parse)
-        .map_err(|err| refuse(format!("its note does not open as a checkpoint of `{origin}` by this key: {err}")))?;
+    // Only the key that made the v1 signature may open the note: one checkpoint, one signer.
+    let verifier = NoteVerifier::new(origin, key.raw()).map_err(|err| refuse(err.to_string()))?;
+    let head = open_note(&newest.note, &[verifier]).and_then(TreeHead::parse).map_err(|err| {
+        refuse(format!("its note does not open as a checkpoint of `{origin}` by key {}: {err}", key.id()))
+    })?;
     if head.origin != origin {
         return Err(refuse(format!("its note names the log `{}`, not `{origin}`", head.origin)));
     }
@@ -256,13 +298,15 @@ fn fits_chain(store: &dyn EventStore, location: &Location, checkpoint: &proto::C
 /// cancels once the writer has stopped, so that the last one covers everything stored.
 pub(crate) async fn run(
     store: Arc<dyn EventStore>,
-    key: SigningKey,
+    keys: Keys,
     origin_prefix: String,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    info!(key_id = key.id(), interval_secs = interval.as_secs_f64(), "signing checkpoints");
-    let (key, origin_prefix) = (Arc::new(key), Arc::new(origin_prefix));
+    let previous: Vec<&str> = keys.previous.iter().map(VerifyingKey::id).collect();
+    info!(key_id = keys.current.id(), previous_key_ids = ?previous, interval_secs = interval.as_secs_f64(),
+          "signing checkpoints");
+    let (keys, origin_prefix) = (Arc::new(keys), Arc::new(origin_prefix));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a checkpoint at start shows where the chain stood then.
@@ -271,8 +315,8 @@ pub(crate) async fn run(
             _ = ticks.tick() => false,
             () = stop.cancelled() => true,
         };
-        let (store, key, prefix) = (store.clone(), key.clone(), origin_prefix.clone());
-        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &key, &prefix)).await {
+        let (store, keys, prefix) = (store.clone(), keys.clone(), origin_prefix.clone());
+        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &keys, &prefix)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
             Err(err) => warn!(error = %err, "checkpoint task failed"),

@@ -127,6 +127,15 @@ pub struct Settings {
     /// at each interval and at shutdown; without it no checkpoints are made.
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_KEY")]
     pub checkpoint_key: Option<PathBuf>,
+    /// PEM Ed25519 public key (SPKI) of a checkpoint key this one replaced: the collector signs
+    /// on after checkpoints that key signed, so the key can be rotated. Repeatable; needs
+    /// `--checkpoint-key`.
+    #[arg(
+        long = "previous-checkpoint-public-key",
+        env = "QTRAIL_COLLECTOR_PREVIOUS_CHECKPOINT_PUBLIC_KEY",
+        value_name = "FILE"
+    )]
+    pub previous_checkpoint_public_keys: Vec<PathBuf>,
     /// Seconds between signed checkpoints.
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -205,6 +214,9 @@ pub struct Config {
     pub bind_publishers_to_client_cert: bool,
     /// File of the key that signs checkpoints; `None` makes none.
     pub checkpoint_key: Option<PathBuf>,
+    /// Files of the public keys of checkpoint keys `checkpoint_key` replaced: the newest
+    /// checkpoint may be signed by one of them.
+    pub previous_checkpoint_public_keys: Vec<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
     /// Prefix of each location's log origin, `<prefix>/<location>`.
@@ -280,6 +292,7 @@ impl Settings {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         config.bind_publishers_to_client_cert = self.bind_publishers_to_client_cert;
         config.checkpoint_key = self.checkpoint_key.clone();
+        config.previous_checkpoint_public_keys = self.previous_checkpoint_public_keys.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
@@ -311,6 +324,7 @@ impl Config {
             tls: None,
             bind_publishers_to_client_cert: false,
             checkpoint_key: None,
+            previous_checkpoint_public_keys: Vec::new(),
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
             log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
             public_tiles: false,
@@ -358,6 +372,19 @@ mod tests {
         assert_eq!(format!("{from_flags:?}"), format!("{typed:?}"));
         assert_eq!(typed.cache_bytes, 64 * 1024 * 1024);
         assert!(typed.tls.is_none() && typed.http.is_none() && typed.checkpoint_key.is_none());
+    }
+
+    /// The previous checkpoint public key flag repeats: each rotation adds one.
+    #[test]
+    fn previous_checkpoint_public_keys_repeat() {
+        let flags = Flags::try_parse_from(
+            ["qtrail-collector", "--data-dir", "d", "--tokens", "t", "--checkpoint-key", "new.pem"].into_iter().chain(
+                ["--previous-checkpoint-public-key", "a.pub.pem", "--previous-checkpoint-public-key", "b.pub.pem"],
+            ),
+        )
+        .unwrap();
+        let keys = &flags.settings.previous_checkpoint_public_keys;
+        assert_eq!(keys, &[PathBuf::from("a.pub.pem"), PathBuf::from("b.pub.pem")]);
     }
 
     /// `qtrail up` serves the HTTP side itself, so a metrics token file (or an HTTP address

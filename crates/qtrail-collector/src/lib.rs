@@ -96,7 +96,7 @@ struct Prepared {
     server: tonic::transport::Server,
     tls: Option<LoadedServerTls>,
     metrics_token: Option<MetricsToken>,
-    checkpoint_key: Option<qtrail_cadf::checkpoint::SigningKey>,
+    checkpoint_keys: Option<checkpointer::Keys>,
     http_listener: Option<TcpListener>,
     store: Arc<dyn EventStore>,
     alert_state: Arc<AlertState>,
@@ -118,8 +118,14 @@ impl Prepared {
         }
         let server = tls::grpc_server(tls.as_ref()).context("failed to set up tls")?;
         let metrics_token = config.metrics_token_file.as_deref().map(MetricsToken::load).transpose()?;
-        let checkpoint_key = config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()?;
-        if checkpoint_key.is_some() && config.checkpoint_interval.is_zero() {
+        let previous = config.previous_checkpoint_public_keys.iter().map(|path| checkpointer::load_previous_key(path));
+        let previous = previous.collect::<anyhow::Result<Vec<_>>>()?;
+        let checkpoint_keys = match config.checkpoint_key.as_deref().map(checkpointer::load_key).transpose()? {
+            Some(current) => Some(checkpointer::Keys { current, previous }),
+            None if previous.is_empty() => None,
+            None => anyhow::bail!("a previous checkpoint public key needs a checkpoint key to sign with"),
+        };
+        if checkpoint_keys.is_some() && config.checkpoint_interval.is_zero() {
             anyhow::bail!("the checkpoint interval must be longer than zero");
         }
         // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
@@ -150,7 +156,7 @@ impl Prepared {
             server,
             tls,
             metrics_token,
-            checkpoint_key,
+            checkpoint_keys,
             http_listener,
             store,
             alert_state,
@@ -169,7 +175,7 @@ impl Prepared {
             server,
             tls,
             metrics_token,
-            checkpoint_key,
+            checkpoint_keys,
             http_listener,
             store,
             alert_state,
@@ -188,7 +194,7 @@ impl Prepared {
         let tokens = Arc::new(config.tokens.clone());
         let registry = registry::Registry::new(store.clone());
         count_stored(&registry).await;
-        let note_key = checkpoint_key.as_ref().map(|key| (config.log_origin_prefix.clone(), key.public_key()));
+        let note_key = checkpoint_keys.as_ref().map(|keys| (config.log_origin_prefix.clone(), keys.public_keys()));
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
         let stop_background = CancellationToken::new();
         let (alerts, evaluator) =
@@ -206,7 +212,7 @@ impl Prepared {
             tasks: tasks.clone(),
             https: tls.is_some(),
         };
-        let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_key.as_ref());
+        let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_keys.as_ref());
         let http = HttpSide::build(http_listener, console, tiles, metrics_token, &tls)?;
 
         let admin = AdminService { registry };
@@ -236,10 +242,10 @@ impl Prepared {
         );
         // Started once nothing can fail start-up any more, so that no early return leaves them
         // running.
-        let checkpoints = checkpoint_key.map(|key| {
+        let checkpoints = checkpoint_keys.map(|keys| {
             tokio::spawn(checkpointer::run(
                 store.clone(),
-                key,
+                keys,
                 config.log_origin_prefix.clone(),
                 config.checkpoint_interval,
                 stop_background.clone(),
@@ -262,19 +268,21 @@ impl Prepared {
     }
 }
 
-/// Returns the tile server of the HTTP side; it serves the public key of `checkpoint_key`.
+/// Returns the tile server of the HTTP side; it serves the public key of the current checkpoint
+/// key and accepts a newest note by a previous one until the current key signs.
 fn tile_server(
     config: &Config,
     store: Arc<dyn EventStore>,
     tokens: Arc<tokens::Tokens>,
-    checkpoint_key: Option<&qtrail_cadf::checkpoint::SigningKey>,
+    checkpoint_keys: Option<&checkpointer::Keys>,
 ) -> tiles::TileServer {
     tiles::TileServer {
         store,
         tokens,
         public: config.public_tiles,
         origin_prefix: config.log_origin_prefix.clone(),
-        public_key: checkpoint_key.map(qtrail_cadf::checkpoint::SigningKey::public_key),
+        public_key: checkpoint_keys.map(|keys| keys.current.public_key()),
+        note_keys: checkpoint_keys.map(checkpointer::Keys::public_keys).unwrap_or_default(),
     }
 }
 

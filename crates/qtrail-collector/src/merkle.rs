@@ -6,8 +6,9 @@
 //! leaves, chunk by chunk (`append_hashes` over the hashes compared before), and compared: the
 //! interior ones too, which tiles serve as immutable and every proof uses. Then every
 //! checkpoint note's root (read from the note, its signature checked when the collector holds
-//! the key) is compared with the tree's at its size. A mismatch is a MODIFIED fault at the
-//! position where it shows, naming the checkpoint when one is involved.
+//! the key, by that key or a previous one it was given after a rotation) is compared with the
+//! tree's at its size. A mismatch is a MODIFIED fault at the position where it shows, naming
+//! the checkpoint when one is involved.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +32,7 @@ pub(crate) fn verify(
     store: &dyn EventStore,
     location: &Location,
     range: CheckRange,
-    verifier: Option<&NoteVerifier>,
+    verifiers: Option<&[NoteVerifier]>,
     verdict: proto::VerifyChainResponse,
 ) -> Result<proto::VerifyChainResponse> {
     let fault = |location_seq, checkpoint_number, detail: String| proto::VerifyChainResponse {
@@ -45,7 +46,7 @@ pub(crate) fn verify(
         }),
         ..verdict.clone()
     };
-    let heads = match signed_roots(store, location, range.to_seq, verifier)? {
+    let heads = match signed_roots(store, location, range.to_seq, verifiers)? {
         Ok(heads) => heads,
         Err(BadNote { number, location_seq, detail }) => return Ok(fault(location_seq, number, detail)),
     };
@@ -171,8 +172,8 @@ struct BadNote {
 }
 
 /// Returns the roots that checkpoint notes signed, by tree size, up to `to_seq`, read from the
-/// notes (the v1 signature does not cover the `tree_size` and `root` fields); with `verifier`
-/// (the collector signs checkpoints) each note's signature must hold too.
+/// notes (the v1 signature does not cover the `tree_size` and `root` fields); with `verifiers`
+/// (the collector signs checkpoints) each note's signature by one of them must hold too.
 ///
 /// # Errors
 /// When the checkpoints cannot be read; the first bad note as the inner error.
@@ -180,7 +181,7 @@ fn signed_roots(
     store: &dyn EventStore,
     location: &Location,
     to_seq: u64,
-    verifier: Option<&NoteVerifier>,
+    verifiers: Option<&[NoteVerifier]>,
 ) -> Result<std::result::Result<SignedRoots, BadNote>> {
     let mut heads = SignedRoots::new();
     let mut before = None;
@@ -191,7 +192,7 @@ fn signed_roots(
             if checkpoint.note.is_empty() {
                 continue;
             }
-            let head = match note_head(&checkpoint.note, location, verifier) {
+            let head = match note_head(&checkpoint.note, location, verifiers) {
                 Ok(head) => head,
                 Err(why) => {
                     let detail = format!("checkpoint {} has a bad tree head note: {why}", checkpoint.number);
@@ -213,22 +214,22 @@ fn signed_roots(
     Ok(Ok(heads))
 }
 
-/// Returns the tree head a note states, checked with `verifier` when there is one, and of the
-/// log of `location`.
+/// Returns the tree head a note states, checked with `verifiers` (all under the log's origin)
+/// when there are some, and of the log of `location`.
 fn note_head(
     note: &str,
     location: &Location,
-    verifier: Option<&NoteVerifier>,
+    verifiers: Option<&[NoteVerifier]>,
 ) -> std::result::Result<TreeHead, String> {
-    let text = match verifier {
-        Some(verifier) => open_note(note, std::slice::from_ref(verifier)).map_err(|err| err.to_string())?,
+    let text = match verifiers {
+        Some(verifiers) => open_note(note, verifiers).map_err(|err| err.to_string())?,
         None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or("no signature block")?,
     };
     let head = TreeHead::parse(text).map_err(|err| err.to_string())?;
     // With the key, the origin is exactly the configured one the note was signed under;
     // without, it must at least be `<prefix>/<location>`.
-    let fits = match verifier {
-        Some(verifier) => head.origin == verifier.name(),
+    let fits = match verifiers {
+        Some(verifiers) => verifiers.iter().any(|verifier| head.origin == verifier.name()),
         None => head
             .origin
             .strip_suffix(location.as_str())

@@ -37,9 +37,10 @@ pub(crate) struct Query {
     lifecycle: Lifecycle,
     /// How long a tail waits for room in its stream before it ends RESOURCE_EXHAUSTED.
     tail_stall: Duration,
-    /// The origin prefix and public key of the checkpoint notes, when this collector signs them:
-    /// verification then checks each note's signature before it trusts its tree head.
-    note_key: Option<(String, [u8; 32])>,
+    /// The origin prefix and public keys (current and previous) of the checkpoint notes, when
+    /// this collector signs them: verification then checks each note's signature before it
+    /// trusts its tree head.
+    note_key: Option<(String, Vec<[u8; 32]>)>,
 }
 
 impl Query {
@@ -51,7 +52,7 @@ impl Query {
         committed: Fanout,
         lifecycle: Lifecycle,
         tail_stall: Duration,
-        note_key: Option<(String, [u8; 32])>,
+        note_key: Option<(String, Vec<[u8; 32]>)>,
     ) -> Self {
         Self { store, committed, lifecycle, tail_stall, note_key }
     }
@@ -93,13 +94,17 @@ impl Query {
         let location = parse_location(&request.location)?;
         let collector = require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
-        let verifier = match &self.note_key {
-            Some((prefix, public)) => Some(
-                qtrail_tlog::NoteVerifier::new(&crate::checkpointer::log_origin(prefix, location.as_str()), *public)
-                    .map_err(|err| Error::InvalidArgument(format!("location `{location}` cannot name a log: {err}")))?,
-            ),
-            None => None,
-        };
+        let verifiers =
+            match &self.note_key {
+                Some((prefix, keys)) => {
+                    let origin = crate::checkpointer::log_origin(prefix, location.as_str());
+                    let verifiers = keys.iter().map(|public| qtrail_tlog::NoteVerifier::new(&origin, *public));
+                    Some(verifiers.collect::<std::result::Result<Vec<_>, _>>().map_err(|err| {
+                        Error::InvalidArgument(format!("location `{location}` cannot name a log: {err}"))
+                    })?)
+                }
+                None => None,
+            };
         blocking(move || {
             // The newest position is the collector row's count or the last stored key, whichever
             // is higher, so that removing the newest records is noticed.
@@ -109,7 +114,7 @@ impl Query {
             if !verdict.ok {
                 return Ok(verdict);
             }
-            Ok(crate::merkle::verify(store.as_ref(), &location, range, verifier.as_ref(), verdict)?)
+            Ok(crate::merkle::verify(store.as_ref(), &location, range, verifiers.as_deref(), verdict)?)
         })
         .await
     }

@@ -41,6 +41,9 @@ pub(crate) struct TileServer {
     pub(crate) origin_prefix: String,
     /// The raw public key of the checkpoint key; `None` when the collector signs nothing.
     pub(crate) public_key: Option<[u8; 32]>,
+    /// The raw public keys a newest note may be signed by: the checkpoint key's and those it
+    /// replaced (until it signs its first); empty when the collector signs nothing.
+    pub(crate) note_keys: Vec<[u8; 32]>,
 }
 
 /// Why a tile request failed; each maps to its own status.
@@ -148,13 +151,17 @@ impl TileServer {
             return Err(TileError::NotFound(format!("location `{location}` has no signed tree head yet")));
         };
         // What is served is bounded by the size the note states (its signature checked when
-        // the collector holds the key), not by the `tree_size` field no signature covers.
+        // the collector holds the key or a previous one), not by the `tree_size` field no signature covers.
         let note = &checkpoint.note;
-        let text = match self.public_key {
-            Some(public) => NoteVerifier::new(&log_origin(&self.origin_prefix, location.as_str()), public)
-                .and_then(|verifier| open_note(note, &[verifier]))
+        let origin = log_origin(&self.origin_prefix, location.as_str());
+        let text = match self.note_keys.as_slice() {
+            [] => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
+            keys => keys
+                .iter()
+                .map(|public| NoteVerifier::new(&origin, *public))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|verifiers| open_note(note, &verifiers))
                 .map_err(|err| err.to_string()),
-            None => note.rfind("\n\n").map(|split| &note[..=split]).ok_or_else(|| "no signature block".to_owned()),
         };
         let head = text.and_then(|text| TreeHead::parse(text).map_err(|err| err.to_string())).map_err(|why| {
             StoreError::Corrupt(format!(
@@ -261,4 +268,47 @@ fn entries(store: &dyn EventStore, location: &Location, tile: Tile) -> Result<Ve
         return Err(StoreError::Corrupt(format!("the events of {} of `{location}` are missing", tile.path())).into());
     }
     pack_entries(&leaves).map_err(|err| StoreError::Corrupt(err.to_string()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use qtrail_cadf::checkpoint::SigningKey;
+    use qtrail_proto::qtrail::audit::v1 as proto;
+    use qtrail_tlog::{NoteSigner, sign_note};
+
+    use super::*;
+    use crate::store::FileStore;
+
+    fn key() -> SigningKey {
+        SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap()
+    }
+
+    /// After a rotation, until the new key signs its first, the newest note is the previous
+    /// key's: served when that key is among the note keys, refused when it is not.
+    #[test]
+    fn a_note_by_a_previous_key_bounds_the_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap());
+        let location: Location = "us-east".parse().unwrap();
+        store.create_collector(&location, crate::writer::now()).unwrap();
+        let (old, new) = (key(), key());
+        let text = TreeHead { origin: "qtrail.local/us-east".into(), size: 0, root: [0; 32], extensions: Vec::new() };
+        let signer = NoteSigner::new("qtrail.local/us-east", old.key_pair()).unwrap();
+        let note = sign_note(&text.to_text(), &signer).unwrap();
+        let mut checkpoint = proto::Checkpoint { location: "us-east".into(), number: 1, note, ..Default::default() };
+        old.sign(&mut checkpoint);
+        store.add_checkpoint(&checkpoint).unwrap();
+        let tiles = |note_keys| TileServer {
+            store: store.clone(),
+            tokens: Arc::new(Tokens::default()),
+            public: false,
+            origin_prefix: "qtrail.local".into(),
+            public_key: Some(new.public_key()),
+            note_keys,
+        };
+        let served = tiles(vec![new.public_key(), old.public_key()]).newest_head(&location).unwrap();
+        assert_eq!(served, (checkpoint.note.clone(), 0));
+        let refused = tiles(vec![new.public_key()]).newest_head(&location).unwrap_err();
+        assert!(refused.to_string().contains("bad tree head note"), "{refused}");
+    }
 }

@@ -21,6 +21,7 @@ mod ingest;
 mod metrics;
 mod publisher;
 mod query;
+mod rotation;
 mod tail;
 mod tamper;
 mod timeline;

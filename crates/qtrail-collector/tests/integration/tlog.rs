@@ -18,10 +18,10 @@ use qtrail_tlog::{
 use crate::common::{self, AUDITOR, PUBLISHER, TestServer, authed, events};
 use crate::tamper::{tamper_checkpoints, tamper_tree};
 
-const EVENTS: usize = 300;
+pub(crate) const EVENTS: usize = 300;
 
 /// A collector config that signs every 50 ms with a new key.
-fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
+pub(crate) fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
     let key_file = dir.join("checkpoint-key.pem");
     std::fs::write(&key_file, SigningKey::generate_pem().unwrap()).unwrap();
     let mut config = Config::for_test(dir.join("data"), common::tokens());
@@ -32,7 +32,7 @@ fn signing_config(dir: &std::path::Path, public_tiles: bool) -> Config {
 }
 
 /// A collector that signs every 50 ms, with `EVENTS` events in us-east and a checkpoint over them.
-async fn signed_server(config: Config) -> TestServer {
+pub(crate) async fn signed_server(config: Config) -> TestServer {
     let server = TestServer::start_with_http_config(config).await;
     server.create_collector("us-east").await;
     assert_eq!(server.publish("us-east", &events("us-east", 0, EVENTS), 1).await.accepted as usize, EVENTS);
@@ -44,7 +44,7 @@ async fn signed_server(config: Config) -> TestServer {
     server
 }
 
-async fn newest_checkpoint(server: &TestServer) -> Option<proto::Checkpoint> {
+pub(crate) async fn newest_checkpoint(server: &TestServer) -> Option<proto::Checkpoint> {
     let request = proto::ListCheckpointsRequest { location: "us-east".into(), page_size: 1, before_number: 0 };
     let listed = server.query().await.list_checkpoints(authed(request, AUDITOR)).await.unwrap().into_inner();
     listed.checkpoints.into_iter().next()
@@ -147,12 +147,12 @@ async fn public_tiles_need_no_token() {
 }
 
 /// Returns the number of the newest checkpoint of us-east, read from the stopped collector.
-fn newest_number(data_dir: &std::path::Path) -> u64 {
+pub(crate) fn newest_number(data_dir: &std::path::Path) -> u64 {
     newest_stored(data_dir).number
 }
 
 /// Returns the newest checkpoint of us-east, read from the stopped collector.
-fn newest_stored(data_dir: &std::path::Path) -> proto::Checkpoint {
+pub(crate) fn newest_stored(data_dir: &std::path::Path) -> proto::Checkpoint {
     let store = FileStore::open(data_dir, 1024 * 1024).unwrap();
     store.checkpoints(&"us-east".parse().unwrap(), None, 1).unwrap()[0].intact().unwrap().clone()
 }
@@ -182,7 +182,7 @@ async fn a_tree_inconsistent_with_its_checkpoint_is_not_signed() {
     assert_eq!(newest_number(&data_dir), signed_before, "nothing signed over the rewritten tree");
 }
 
-async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
+pub(crate) async fn verify(server: &TestServer) -> proto::VerifyChainResponse {
     let request = proto::VerifyChainRequest { location: "us-east".into(), range: None };
     server.query().await.verify_chain(authed(request, AUDITOR)).await.unwrap().into_inner()
 }
