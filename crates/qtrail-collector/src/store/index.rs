@@ -106,8 +106,8 @@ const BUCKET_BITS_KEY: &str = "index_bucket_bits";
 const FORMAT_KEY: &str = "index_format";
 
 /// Version of the layout: 2 merged the action, outcome and severity entries into one, 3 put
-/// time entries in buckets.
-const FORMAT: u64 = 3;
+/// time entries in buckets, 4 put the mark in the digest.
+const FORMAT: u64 = 4;
 
 /// Index commits that may skip their fsync in a row. Such a commit is lost in a crash (a clean
 /// close makes it durable), which costs only re-indexing from the last durable mark; a durable
@@ -498,9 +498,15 @@ fn index_range(
     }
     let mut time = txn.open_table(TimeDef::new(&time_table_name(location)))?;
     let mut index = txn.open_table(IndexDef::new(&index_table_name(location)))?;
-    let digest = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
-    digest::add(txn, location, digest)?;
-    txn.open_table(MARKS)?.insert(location, (through, last_hash.as_slice()))?;
+    let entries = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    let mut marks = txn.open_table(MARKS)?;
+    let old_mark = marks.get(location)?.map_or(0, |mark| {
+        let (seq, hash) = mark.value();
+        digest::of_mark(location, seq, hash)
+    });
+    let new_mark = digest::of_mark(location, through, &last_hash);
+    digest::add(txn, location, entries.wrapping_add(new_mark).wrapping_sub(old_mark))?;
+    marks.insert(location, (through, last_hash.as_slice()))?;
     Ok(())
 }
 

@@ -321,6 +321,31 @@ fn a_tampered_index_is_not_trusted_and_is_rebuilt() {
     assert_eq!(count(&store), 30);
 }
 
+/// A mark raised alone, to a record whose chain hash it then carries, passes the check
+/// against the chain; the digest holds the mark, so the index is still rebuilt and filtered
+/// queries find the positions the mark skipped.
+#[test]
+fn a_raised_mark_is_not_trusted_and_the_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 30);
+        assert_eq!(store.index_step(20).unwrap(), IndexStep { indexed: 20, lag: 10 });
+        store.events(&location(), 30, 1).unwrap()[0].chain_hash.clone()
+    };
+    {
+        let db = redb::Database::open(dir.path().join(FileStore::INDEX_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(super::index::MARKS).unwrap().insert("us-east", (30, hash.as_slice())).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 }, "rebuilt");
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    assert_eq!(store.query(&location(), &filter, Order::NewestFirst, None, 100).unwrap().len(), 30);
+}
+
 /// The tree file is derived: lost, cut short or left longer than the log, it is made whole
 /// again from the log at open, with the same hashes.
 #[test]
