@@ -124,7 +124,7 @@ impl FileStore {
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
-        Ok(Self { file, writer: Mutex::new(Writer { end }), state, trees, index, dir: data_dir.to_owned() })
+        Ok(Self { file, writer: Mutex::new(Writer::new(end)), state, trees, index, dir: data_dir.to_owned() })
     }
 
     /// Appends one frame of items that `build` writes, as they are (no admission, no chain
@@ -146,8 +146,7 @@ impl FileStore {
         let mut state = self.write_state();
         let replayed = body.items().and_then(|items| items.iter().try_for_each(|item| state.replay(item)));
         if let Err(err) = replayed {
-            writer.end = at;
-            self.file.set_len(at).map_err(|err| backend("cannot truncate the commit log", &err))?;
+            writer.cut(&self.file, at)?;
             return Err(err);
         }
         Ok(())

@@ -145,22 +145,61 @@ pub(super) fn take_location(payload: &[u8]) -> Option<(&str, &[u8])> {
 pub(super) struct Writer {
     /// Where the next frame goes: the end of the last good frame.
     pub(super) end: u64,
+    /// Set when a failed append could not be cut back durably: the file may hold stale bytes
+    /// after `end` that a shorter next frame would leave behind, and after a failed fsync the
+    /// kernel's view of the file is not to be trusted (fsyncgate). Only a reopen, which reads
+    /// the log from the disk, clears it.
+    failed: bool,
 }
 
 impl Writer {
-    /// Appends `frame` at the end and makes it durable with one `fdatasync`. On failure (a full
-    /// disk above all) the file is cut back to the end of the last good frame, so that nothing
-    /// partial stays behind an acknowledged frame and the next append starts clean.
+    pub(super) fn new(end: u64) -> Self {
+        Self { end, failed: false }
+    }
+
+    /// Appends `frame` at the end and makes it durable with one `fdatasync`; returns where it
+    /// starts. On failure (a full disk above all) the file is cut back to the end of the last
+    /// good frame, so that nothing partial stays behind an acknowledged frame and the next
+    /// append starts clean.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the write fails, and for every later append when the cut
+    /// failed too.
     pub(super) fn append(&mut self, file: &File, frame: &[u8]) -> Result<u64> {
+        if self.failed {
+            return Err(StoreError::Backend(
+                "the commit log refuses writes since a failed write could not be undone; restart the collector to \
+                 repair it"
+                    .into(),
+            ));
+        }
         let at = self.end;
         let written = file.write_all_at(frame, at).and_then(|()| file.sync_data());
         if let Err(err) = written {
-            // Best effort: if even this fails, the next open finds the torn tail and cuts it.
-            let _ = file.set_len(at);
-            return Err(StoreError::Backend(format!("cannot write the commit log: {}", io_text(&err))));
+            let text = format!("cannot write the commit log: {}", io_text(&err));
+            return Err(match self.cut(file, at) {
+                Ok(()) => StoreError::Backend(text),
+                Err(StoreError::Backend(cut)) => StoreError::Backend(format!("{text}; {cut}")),
+                Err(other) => other,
+            });
         }
         self.end = at + frame.len() as u64;
         Ok(at)
+    }
+
+    /// Cuts the file back to `at` (the start of a frame that must not stay) and makes the cut
+    /// durable; when either fails, refuses every later append.
+    pub(super) fn cut(&mut self, file: &File, at: u64) -> Result<()> {
+        self.end = at;
+        if let Err(err) = file.set_len(at).and_then(|()| file.sync_all()) {
+            self.failed = true;
+            tracing::error!(offset = at, error = %err, "cannot cut the commit log back, refusing writes until restart");
+            return Err(StoreError::Backend(format!(
+                "cannot cut the commit log back, refusing writes until restart: {}",
+                io_text(&err)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -285,4 +324,33 @@ fn only_zeros(file: &File, at: u64, len: u64) -> Result<bool> {
 
 fn backend(what: &str, err: &std::io::Error) -> StoreError {
     StoreError::Backend(format!("{what}: {}", io_text(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails on a file that cannot be cut either (opened read-only here, as a
+    /// stand-in for a failing disk) leaves the writer refusing every later append, even on a
+    /// file that would take it.
+    #[test]
+    fn a_failed_cut_refuses_every_later_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, MAGIC).unwrap();
+        let mut frame = FrameBuilder::default();
+        frame.item(Item::Collector, b"x").unwrap();
+        let frame = frame.finish().unwrap();
+        let mut writer = Writer::new(MAGIC.len() as u64);
+        let read_only = File::open(&path).unwrap();
+        let err = writer.append(&read_only, &frame).unwrap_err().to_string();
+        assert!(err.contains("cannot write the commit log") && err.contains("cannot cut"), "{err}");
+        let writable = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let err = writer.append(&writable, &frame).unwrap_err().to_string();
+        assert!(err.contains("restart the collector"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), MAGIC);
+        // A writer whose cut worked goes on.
+        let mut writer = Writer::new(MAGIC.len() as u64);
+        assert_eq!(writer.append(&writable, &frame).unwrap(), MAGIC.len() as u64);
+    }
 }
