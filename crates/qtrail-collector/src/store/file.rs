@@ -13,7 +13,8 @@
 //! Records are protobuf `StoredEvent`s with their location and position, in the log as written;
 //! memory holds where each is (16 bytes per event), the event ids (deduplication must be exact
 //! when a batch is admitted), the collectors, publisher states and checkpoints ([`state`]).
-//! Opening replays the log into that state, cutting a torn tail (see [`log`]).
+//! Opening replays the log into that state, cutting a torn tail after keeping a copy of it
+//! (see [`log`]).
 //!
 //! # Queries
 //!
