@@ -13,7 +13,8 @@
 //! Records are protobuf `StoredEvent`s with their location and position, in the log as written;
 //! memory holds where each is (16 bytes per event), the event ids (deduplication must be exact
 //! when a batch is admitted), the collectors, publisher states and checkpoints ([`state`]).
-//! Opening replays the log into that state, cutting a torn tail (see [`log`]).
+//! Opening replays the log into that state, cutting a torn tail after keeping a copy of it
+//! (see [`log`]).
 //!
 //! # Queries
 //!
@@ -94,9 +95,11 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::open`].
     pub fn open_with_bucket_bits(data_dir: &Path, cache_bytes: usize, bucket_bits: u32) -> Result<Self> {
+        let new_dir = !data_dir.exists();
         std::fs::create_dir_all(data_dir)
             .map_err(|err| backend(&format!("cannot create data dir {}", data_dir.display()), &err))?;
         let path = data_dir.join(Self::FILE_NAME);
+        let new_log = !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -107,14 +110,22 @@ impl FileStore {
         let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             StoreError::Backend(format!("cannot lock {}: {errno} (is another collector using it?)", path.display()))
         })?;
-        let (state, end) = replay(&file)?;
+        // A new entry is durable only once its directory is: without this a crash could lose
+        // the log (or the data dir) after frames in it were acknowledged.
+        if new_log {
+            sync_dir(data_dir)?;
+        }
+        if new_dir && let Some(parent) = data_dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        let (state, end) = replay(&file, &path)?;
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
             trees.repair(location, &file, &chain.positions)?;
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
-        Ok(Self { file, writer: Mutex::new(Writer { end }), state, trees, index, dir: data_dir.to_owned() })
+        Ok(Self { file, writer: Mutex::new(Writer::new(end)), state, trees, index, dir: data_dir.to_owned() })
     }
 
     /// Appends one frame of items that `build` writes, as they are (no admission, no chain
@@ -136,8 +147,7 @@ impl FileStore {
         let mut state = self.write_state();
         let replayed = body.items().and_then(|items| items.iter().try_for_each(|item| state.replay(item)));
         if let Err(err) = replayed {
-            writer.end = at;
-            self.file.set_len(at).map_err(|err| backend("cannot truncate the commit log", &err))?;
+            writer.cut(&self.file, at)?;
             return Err(err);
         }
         Ok(())
@@ -183,8 +193,9 @@ impl FileStore {
 }
 
 /// Reads the log: writes the magic into a new one, replays every good frame into the state and
-/// cuts a torn tail. Returns the state and where the next frame goes.
-fn replay(file: &File) -> Result<(State, u64)> {
+/// cuts a torn tail, after copying it next to the log (`commit.log.torn-<offset>`) so that a
+/// cut never destroys anything. Returns the state and where the next frame goes.
+fn replay(file: &File, path: &Path) -> Result<(State, u64)> {
     use std::os::unix::fs::FileExt as _;
     let len = file.metadata().map_err(|err| backend("cannot read the commit log", &err))?.len();
     if len < MAGIC.len() as u64 {
@@ -197,6 +208,11 @@ fn replay(file: &File) -> Result<(State, u64)> {
     }
     let mut magic = [0; 8];
     file.read_exact_at(&mut magic, 0).map_err(|err| backend("cannot read the commit log", &err))?;
+    if &magic == log::MAGIC_V1 {
+        return Err(StoreError::Corrupt(
+            "the commit log has the unreleased format QTRLOG01, which this version does not read".into(),
+        ));
+    }
     if &magic != MAGIC {
         return Err(StoreError::Corrupt("the commit log does not start with its magic bytes".into()));
     }
@@ -208,12 +224,38 @@ fn replay(file: &File) -> Result<(State, u64)> {
         Ok(())
     })?;
     if end < len {
-        tracing::warn!(offset = end, cut = len - end, "the commit log ends with a torn frame, cutting it");
+        let kept = keep_torn_tail(file, path, end, len)?;
+        tracing::warn!(offset = end, cut = len - end, kept = %kept.display(), "the commit log ends with a torn frame, cutting it");
         file.set_len(end)
             .and_then(|()| file.sync_all())
             .map_err(|err| backend("cannot truncate the torn tail of the commit log", &err))?;
     }
     Ok((state, end))
+}
+
+/// Copies the bytes of the log from `end` to `len` into `commit.log.torn-<end>` and makes the
+/// copy durable, so that what the cut removes can still be examined.
+fn keep_torn_tail(file: &File, path: &Path, end: u64, len: u64) -> Result<PathBuf> {
+    use std::os::unix::fs::FileExt as _;
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".torn-{end}"));
+    let kept = PathBuf::from(name);
+    let mut bytes = vec![0; usize::try_from(len - end).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut bytes, end).map_err(|err| backend("cannot read the commit log", &err))?;
+    let written = File::create(&kept).and_then(|mut copy| {
+        std::io::Write::write_all(&mut copy, &bytes)?;
+        copy.sync_all()
+    });
+    written.map_err(|err| backend(&format!("cannot keep the torn tail in {}", kept.display()), &err))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(kept)
+}
+
+/// Makes the entries of `dir` (a file created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| backend(&format!("cannot sync the directory {}", dir.display()), &err))
 }
 
 impl EventStore for FileStore {

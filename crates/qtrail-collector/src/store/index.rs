@@ -59,6 +59,7 @@ use qtrail_cadf::Action;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use marks::{drop_every_index, drop_index, drop_stale_marks, open_or_set_aside, read_mark};
 pub(crate) use plan::{Query, SeqBounds, Seqs};
 use tracing::warn;
 
@@ -66,6 +67,7 @@ use crate::filter::Filter;
 use crate::store::{IndexStep, Result, StoreError};
 
 mod digest;
+mod marks;
 mod plan;
 
 /// A location's chain as the indexes read it: stored records (protobuf `StoredEvent`) at their
@@ -106,8 +108,8 @@ const BUCKET_BITS_KEY: &str = "index_bucket_bits";
 const FORMAT_KEY: &str = "index_format";
 
 /// Version of the layout: 2 merged the action, outcome and severity entries into one, 3 put
-/// time entries in buckets.
-const FORMAT: u64 = 3;
+/// time entries in buckets, 4 put the mark in the digest.
+const FORMAT: u64 = 4;
 
 /// Index commits that may skip their fsync in a row. Such a commit is lost in a crash (a clean
 /// close makes it durable), which costs only re-indexing from the last durable mark; a durable
@@ -372,104 +374,6 @@ impl Index {
     }
 }
 
-/// Opens (or creates) the index file at `path`. A file redb finds corrupt or of a format it no
-/// longer reads is moved aside (kept for inspection, under a name of its own) and a new one is
-/// created: it holds nothing the chain does not, and this process holds the chain file's lock,
-/// so no other collector uses it. Any other error (I/O, permissions, disk full) is returned:
-/// the file may be fine, and rebuilding a large index takes minutes.
-fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<Database> {
-    let err = match Database::builder().set_cache_size(cache_bytes).create(path) {
-        Ok(db) => return Ok(db),
-        Err(err) => err,
-    };
-    let unreadable = match &err {
-        redb::DatabaseError::UpgradeRequired(_) | redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
-            true
-        }
-        // What redb reports for a file that is not a redb database (InvalidData) or is cut short.
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
-        }
-        _ => false,
-    };
-    if !unreadable {
-        return Err(err.into());
-    }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    let aside = path.with_file_name(format!("{FILE_NAME}.unreadable-{stamp}"));
-    warn!(error = %err, aside = %aside.display(), "the index file cannot be read, setting it aside and rebuilding it");
-    std::fs::rename(path, &aside)
-        .map_err(|err| StoreError::Backend(format!("cannot move {} aside: {err}", path.display())))?;
-    Ok(Database::builder().set_cache_size(cache_bytes).create(path)?)
-}
-
-/// Returns the mark of `location` as the write `txn` sees it.
-fn read_mark(txn: &WriteTransaction, location: &str) -> Result<u64> {
-    let marks = txn.open_table(MARKS)?;
-    Ok(marks.get(location)?.map_or(0, |mark| mark.value().0))
-}
-
-/// Drops the index and mark of every location whose mark names a record the chain does not
-/// hold with that hash.
-fn drop_stale_marks(txn: &WriteTransaction, chains: &dyn Chains) -> Result<()> {
-    let mut stale = Vec::new();
-    {
-        let marks = txn.open_table(MARKS)?;
-        for entry in marks.iter()? {
-            let (location, mark) = entry?;
-            let (location, (seq, hash)) = (location.value(), mark.value());
-            let stored = match chains.chain(location)? {
-                Some(events) => events.record(seq)?.map(|bytes| RecordView::decode(bytes.as_slice()).ok()),
-                None => None,
-            };
-            // A mark on a record that does not decode holds no hash (see `index_range`); it
-            // fits as long as that record is still there undecodable.
-            let fits = match stored {
-                Some(Some(record)) => record.chain_hash == hash,
-                Some(None) => hash.is_empty(),
-                None => false,
-            };
-            if !fits {
-                stale.push((location.to_owned(), seq));
-            }
-        }
-    }
-    for (location, seq) in stale {
-        warn!(location = %location, indexed_seq = seq, "the index does not match the chain, rebuilding it");
-        drop_index(txn, &location)?;
-    }
-    Ok(())
-}
-
-/// Drops the index tables and the mark of `location`, so that it is indexed again from 1.
-fn drop_index(txn: &WriteTransaction, location: &str) -> Result<()> {
-    txn.delete_table(TimeDef::new(&time_table_name(location)))?;
-    txn.delete_table(IndexDef::new(&index_table_name(location)))?;
-    txn.open_table(MARKS)?.remove(location)?;
-    txn.open_table(digest::DIGESTS)?.remove(location)?;
-    Ok(())
-}
-
-/// Drops every location's index and mark: the file was written in layout `format` (none for a
-/// new file), not this one.
-fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
-    let marks: Vec<String> = {
-        let marks = txn.open_table(MARKS)?;
-        let mut locations = Vec::new();
-        for entry in marks.iter()? {
-            locations.push(entry?.0.value().to_owned());
-        }
-        locations
-    };
-    if let Some(format) = format.filter(|_| !marks.is_empty()) {
-        warn!(format, current = FORMAT, "the index file has an older layout, rebuilding it");
-    }
-    for location in marks {
-        drop_index(txn, &location)?;
-    }
-    Ok(())
-}
-
 /// Indexes the records of positions `after + 1 ..= through` and moves the mark to `through`.
 fn index_range(
     txn: &WriteTransaction,
@@ -498,9 +402,15 @@ fn index_range(
     }
     let mut time = txn.open_table(TimeDef::new(&time_table_name(location)))?;
     let mut index = txn.open_table(IndexDef::new(&index_table_name(location)))?;
-    let digest = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
-    digest::add(txn, location, digest)?;
-    txn.open_table(MARKS)?.insert(location, (through, last_hash.as_slice()))?;
+    let entries = insert_entries(&mut time, &mut index, &views, bucket_bits)?;
+    let mut marks = txn.open_table(MARKS)?;
+    let old_mark = marks.get(location)?.map_or(0, |mark| {
+        let (seq, hash) = mark.value();
+        digest::of_mark(location, seq, hash)
+    });
+    let new_mark = digest::of_mark(location, through, &last_hash);
+    digest::add(txn, location, entries.wrapping_add(new_mark).wrapping_sub(old_mark))?;
+    marks.insert(location, (through, last_hash.as_slice()))?;
     Ok(())
 }
 

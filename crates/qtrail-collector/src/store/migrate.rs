@@ -10,9 +10,14 @@
 //! log in place (the next start only sets the old file aside). The index file is kept: its
 //! marks name positions and chain hashes, which the copy keeps, so the file store checks and
 //! reuses it.
+//!
+//! A migration holds `migration.lock` in the data dir, so that two collectors started on the
+//! same dir do not work in `migration/` at once; a `migration/` left by a crash is removed.
+//! A record missing from the old store refuses the migration and changes nothing.
 
 use std::path::Path;
 
+use nix::fcntl::{Flock, FlockArg};
 use prost::Message as _;
 use qtrail_cadf::Location;
 use tracing::info;
@@ -22,6 +27,9 @@ use super::{EventStore, FileStore, RedbStore, Result, StoreError};
 
 /// Records copied per frame of the new log.
 const CHUNK: usize = 1000;
+
+/// The file a migration holds locked.
+const LOCK_FILE: &str = "migration.lock";
 
 /// Name of the old store's file once migrated.
 pub const MIGRATED_SUFFIX: &str = ".migrated";
@@ -39,12 +47,17 @@ pub fn from_redb(data_dir: &Path, cache_bytes: usize) -> Result<Option<u64>> {
     if !old.exists() {
         return Ok(None);
     }
+    // Held to the end: a second collector started on the same dir must not remove or write
+    // the migration dir under this one.
+    let _lock = lock(data_dir)?;
     let mut copied = 0;
+    let work = data_dir.join("migration");
+    if work.exists() {
+        // Debris of a migration that stopped before its rename (nothing of it was used) or
+        // after it (the log in place holds everything).
+        std::fs::remove_dir_all(&work).map_err(|err| io("cannot remove an unfinished migration", &err))?;
+    }
     if !new.exists() {
-        let work = data_dir.join("migration");
-        if work.exists() {
-            std::fs::remove_dir_all(&work).map_err(|err| io("cannot remove an unfinished migration", &err))?;
-        }
         copied = {
             let source = RedbStore::open(data_dir, cache_bytes)?;
             let target = FileStore::open(&work, cache_bytes)?;
@@ -78,6 +91,8 @@ fn copy(source: &RedbStore, target: &FileStore) -> Result<u64> {
     Ok(copied)
 }
 
+/// Copies the records of `location` in order. A missing position refuses the migration: the
+/// file store numbers records by their place, so copying on would renumber every later one.
 fn copy_records(source: &RedbStore, target: &FileStore, location: &Location) -> Result<u64> {
     let mut next = 1;
     loop {
@@ -85,6 +100,15 @@ fn copy_records(source: &RedbStore, target: &FileStore, location: &Location) -> 
         let Some(last) = chunk.last().map(|record| record.location_seq) else {
             return Ok(next - 1);
         };
+        for (expected, record) in (next..).zip(&chunk) {
+            if record.location_seq != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "the old store has no record {expected} of `{location}` (the next is {}); nothing was \
+                     migrated",
+                    record.location_seq
+                )));
+            }
+        }
         target.import(|frame| {
             for record in &chunk {
                 frame.item(Item::Event, &record.encode_to_vec())?;
@@ -123,6 +147,21 @@ fn copy_checkpoints(source: &RedbStore, target: &FileStore, location: &Location)
         target.add_checkpoint(&checkpoint)?;
     }
     Ok(())
+}
+
+/// Takes the migration lock of `data_dir` (a lock file of its own: the old store's file is
+/// locked by redb when opened).
+fn lock(data_dir: &Path) -> Result<Flock<std::fs::File>> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|err| io("cannot open the migration lock", &err))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        StoreError::Backend(format!("cannot lock {}: {errno} (is another collector migrating it?)", path.display()))
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -234,6 +273,48 @@ mod tests {
         let outcome = store.append(vec![batch], Timestamp::default()).unwrap();
         assert_eq!(outcome[0].stored[0].record.location_seq, 2501);
         assert!(verify(&store, &us, CheckRange { from_seq: 1, to_seq: 2501 }, 2501).unwrap().ok);
+    }
+
+    #[test]
+    fn a_missing_record_refuses_the_migration_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        old_store(dir.path());
+        {
+            let db = redb::Database::open(dir.path().join(RedbStore::FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            let name = crate::store::embedded::events_table_name("us-east");
+            let def: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new(&name);
+            txn.open_table(def).unwrap().remove(1700).unwrap().unwrap();
+            txn.commit().unwrap();
+        }
+        let err = from_redb(dir.path(), 1024 * 1024).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert!(err.to_string().contains("no record 1700 of `us-east`"), "{err}");
+        assert!(dir.path().join(RedbStore::FILE_NAME).exists());
+        assert!(!dir.path().join(FileStore::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_second_migration_of_the_same_dir_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        old_store(dir.path());
+        let _first = lock(dir.path()).unwrap();
+        let err = from_redb(dir.path(), 1024 * 1024).unwrap_err().to_string();
+        assert!(err.contains("cannot lock") && err.contains("migration.lock"), "{err}");
+        assert!(!dir.path().join(FileStore::FILE_NAME).exists());
+    }
+
+    /// A crash after the rename, before the migration dir was removed: the next start removes it.
+    #[test]
+    fn debris_of_a_finished_migration_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        old_store(dir.path());
+        assert_eq!(from_redb(dir.path(), 1024 * 1024).unwrap(), Some(2500));
+        let aside = dir.path().join(format!("{}{MIGRATED_SUFFIX}", RedbStore::FILE_NAME));
+        std::fs::rename(&aside, dir.path().join(RedbStore::FILE_NAME)).unwrap();
+        std::fs::create_dir(dir.path().join("migration")).unwrap();
+        assert_eq!(from_redb(dir.path(), 1024 * 1024).unwrap(), Some(0));
+        assert!(!dir.path().join("migration").exists());
     }
 
     /// A crash after the new log was moved into place, before the old file was set aside: the

@@ -5,17 +5,22 @@
 //! # Format
 //!
 //! The file starts with the 8-byte magic [`MAGIC`]. A frame is `len: u32 LE`, `crc: u32 LE`
-//! (CRC32C of the body), then `len` bytes of body. The body is a sequence of items, each
-//! `tag: u8`, `len: u32 LE`, then `len` bytes (see [`Item`]).
+//! (CRC32C of the body), `header_crc: u32 LE` (CRC32C of the 8 bytes before it), then `len`
+//! bytes of body. The body is a sequence of items, each `tag: u8`, `len: u32 LE`, then `len`
+//! bytes (see [`Item`]). The header has its own check so that a damaged `len` is told apart
+//! from a frame cut short: without it, a bit flip that makes `len` run past the end of the file
+//! would read as a torn tail and every acknowledged frame after it would be cut.
 //!
 //! # Repair
 //!
 //! Only the last frame can be unacknowledged: frames are written one after the other, each
-//! durable before the next starts. So at open a frame that is cut short, or fails its CRC and
-//! reaches the end of the file (or is followed by zeros only, which is how a file system may
-//! leave a crashed append), is a torn tail: it was never acknowledged and is truncated. A bad
-//! frame followed by anything else is damage in the middle of acknowledged data: the log
-//! refuses to open and names the offset, rather than drop what follows.
+//! durable before the next starts. So at open these are a torn tail, never acknowledged, and
+//! are cut (the caller keeps a copy of the cut bytes): fewer bytes than a header left; zeros
+//! only from the frame on (how a file system may leave a crashed append); a header that passes
+//! its check and whose body runs past the end of the file; a body that fails its CRC and is the
+//! last thing in the file but zeros. Anything else that fails a check is damage in the middle of
+//! acknowledged data: the log refuses to open and names the offset, rather than drop what
+//! follows.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -24,10 +29,14 @@ use std::os::unix::fs::FileExt as _;
 use crate::store::{Result, StoreError};
 
 /// The first bytes of a commit log, with the format's version.
-pub(super) const MAGIC: &[u8; 8] = b"QTRLOG01";
+pub(super) const MAGIC: &[u8; 8] = b"QTRLOG02";
 
-/// Bytes of a frame header: length and CRC.
-pub(super) const FRAME_HEADER: u64 = 8;
+/// The magic of the first format, whose frame header had no check of its own; never released,
+/// so it is named in the refusal rather than read.
+pub(super) const MAGIC_V1: &[u8; 8] = b"QTRLOG01";
+
+/// Bytes of a frame header: length, body CRC and header CRC.
+pub(super) const FRAME_HEADER: u64 = 12;
 
 /// Bytes of an item header: tag and length.
 pub(super) const ITEM_HEADER: usize = 5;
@@ -108,6 +117,8 @@ impl FrameBuilder {
         let mut frame = Vec::with_capacity(self.body.len() + FRAME_HEADER as usize);
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32c::crc32c(&self.body).to_le_bytes());
+        let header_crc = crc32c::crc32c(&frame);
+        frame.extend_from_slice(&header_crc.to_le_bytes());
         frame.extend_from_slice(&self.body);
         Ok(frame)
     }
@@ -134,22 +145,61 @@ pub(super) fn take_location(payload: &[u8]) -> Option<(&str, &[u8])> {
 pub(super) struct Writer {
     /// Where the next frame goes: the end of the last good frame.
     pub(super) end: u64,
+    /// Set when a failed append could not be cut back durably: the file may hold stale bytes
+    /// after `end` that a shorter next frame would leave behind, and after a failed fsync the
+    /// kernel's view of the file is not to be trusted (fsyncgate). Only a reopen, which reads
+    /// the log from the disk, clears it.
+    failed: bool,
 }
 
 impl Writer {
-    /// Appends `frame` at the end and makes it durable with one `fdatasync`. On failure (a full
-    /// disk above all) the file is cut back to the end of the last good frame, so that nothing
-    /// partial stays behind an acknowledged frame and the next append starts clean.
+    pub(super) fn new(end: u64) -> Self {
+        Self { end, failed: false }
+    }
+
+    /// Appends `frame` at the end and makes it durable with one `fdatasync`; returns where it
+    /// starts. On failure (a full disk above all) the file is cut back to the end of the last
+    /// good frame, so that nothing partial stays behind an acknowledged frame and the next
+    /// append starts clean.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the write fails, and for every later append when the cut
+    /// failed too.
     pub(super) fn append(&mut self, file: &File, frame: &[u8]) -> Result<u64> {
+        if self.failed {
+            return Err(StoreError::Backend(
+                "the commit log refuses writes since a failed write could not be undone; restart the collector to \
+                 repair it"
+                    .into(),
+            ));
+        }
         let at = self.end;
         let written = file.write_all_at(frame, at).and_then(|()| file.sync_data());
         if let Err(err) = written {
-            // Best effort: if even this fails, the next open finds the torn tail and cuts it.
-            let _ = file.set_len(at);
-            return Err(StoreError::Backend(format!("cannot write the commit log: {}", io_text(&err))));
+            let text = format!("cannot write the commit log: {}", io_text(&err));
+            return Err(match self.cut(file, at) {
+                Ok(()) => StoreError::Backend(text),
+                Err(StoreError::Backend(cut)) => StoreError::Backend(format!("{text}; {cut}")),
+                Err(other) => other,
+            });
         }
         self.end = at + frame.len() as u64;
         Ok(at)
+    }
+
+    /// Cuts the file back to `at` (the start of a frame that must not stay) and makes the cut
+    /// durable; when either fails, refuses every later append.
+    pub(super) fn cut(&mut self, file: &File, at: u64) -> Result<()> {
+        self.end = at;
+        if let Err(err) = file.set_len(at).and_then(|()| file.sync_all()) {
+            self.failed = true;
+            tracing::error!(offset = at, error = %err, "cannot cut the commit log back, refusing writes until restart");
+            return Err(StoreError::Backend(format!(
+                "cannot cut the commit log back, refusing writes until restart: {}",
+                io_text(&err)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -210,39 +260,51 @@ pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) ->
         .map_err(|err| backend("cannot read the commit log", &err))?;
     let mut at = from;
     while at < len {
-        let mut header = [0; FRAME_HEADER as usize];
         if len - at < FRAME_HEADER {
-            return tail_or_damage(file, at, len);
+            return Ok(at);
         }
+        let mut header = [0; FRAME_HEADER as usize];
         reader.read_exact(&mut header).map_err(|err| backend("cannot read the commit log", &err))?;
-        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        // No frame is empty: zeros where a header belongs are a torn tail, not a frame.
-        if body_len == 0 || body_len > MAX_FRAME || u64::from(body_len) > len - at - FRAME_HEADER {
-            return tail_or_damage(file, at, len);
+        let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let (body_len, crc) = (word(0), word(4));
+        if crc32c::crc32c(&header[..8]) != word(8) {
+            return torn_if_zeros(file, at, at, len, "the frame header there fails its check");
+        }
+        // The header is as written; a length no writer writes means the file is not ours.
+        if body_len == 0 || body_len > MAX_FRAME {
+            return Err(damaged(at, "the frame header there states an impossible length"));
+        }
+        let end = at + FRAME_HEADER + u64::from(body_len);
+        if end > len {
+            return Ok(at);
         }
         let mut body = vec![0; body_len as usize];
         reader.read_exact(&mut body).map_err(|err| backend("cannot read the commit log", &err))?;
         if crc32c::crc32c(&body) != crc {
-            return tail_or_damage(file, at, len);
+            return torn_if_zeros(file, at, end, len, "the frame body there fails its check");
         }
         each(Frame { body_offset: at + FRAME_HEADER, body })?;
-        at += FRAME_HEADER + u64::from(body_len);
+        at = end;
     }
     Ok(at)
 }
 
-/// Decides what a bad frame at `at` is: a torn tail when it claims to reach the end of the file
-/// or only zeros follow it (returns `at`, where the good frames end), damage otherwise. A bit
-/// flip inside the last frame reads as a torn tail too: nothing tells the two apart.
-fn tail_or_damage(file: &File, at: u64, len: u64) -> Result<u64> {
-    if is_last_frame(file, at, len)? || only_zeros(file, at, len)? {
+/// Decides what a frame at `at` that fails a check is: a torn tail (returns `at`, where the good
+/// frames end) when only zeros follow from `zeros_from` on, damage otherwise. A bit flip inside
+/// the last frame's body reads as a torn tail too: nothing tells the two apart, which is why the
+/// cut bytes are kept.
+fn torn_if_zeros(file: &File, at: u64, zeros_from: u64, len: u64, what: &str) -> Result<u64> {
+    if only_zeros(file, zeros_from, len)? {
         return Ok(at);
     }
-    Err(StoreError::Corrupt(format!(
-        "the commit log is damaged at offset {at}: the frame there fails its check and acknowledged frames \
-         follow it; restore the data dir from a backup"
-    )))
+    Err(damaged(at, what))
+}
+
+fn damaged(at: u64, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the commit log is damaged at offset {at}: {what} and data follows it; restore the data dir from a \
+         backup"
+    ))
 }
 
 /// Returns whether the file holds only zeros from `at` to `len`.
@@ -260,17 +322,35 @@ fn only_zeros(file: &File, at: u64, len: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// Returns whether the frame at `at` claims to end exactly at or past the end of the file, as
-/// the last frame of a crashed append does.
-fn is_last_frame(file: &File, at: u64, len: u64) -> Result<bool> {
-    let mut header = [0; 4];
-    if len - at < 4 {
-        return Ok(true);
-    }
-    file.read_exact_at(&mut header, at).map_err(|err| backend("cannot read the commit log", &err))?;
-    Ok(at + FRAME_HEADER + u64::from(u32::from_le_bytes(header)) >= len)
-}
-
 fn backend(what: &str, err: &std::io::Error) -> StoreError {
     StoreError::Backend(format!("{what}: {}", io_text(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails on a file that cannot be cut either (opened read-only here, as a
+    /// stand-in for a failing disk) leaves the writer refusing every later append, even on a
+    /// file that would take it.
+    #[test]
+    fn a_failed_cut_refuses_every_later_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, MAGIC).unwrap();
+        let mut frame = FrameBuilder::default();
+        frame.item(Item::Collector, b"x").unwrap();
+        let frame = frame.finish().unwrap();
+        let mut writer = Writer::new(MAGIC.len() as u64);
+        let read_only = File::open(&path).unwrap();
+        let err = writer.append(&read_only, &frame).unwrap_err().to_string();
+        assert!(err.contains("cannot write the commit log") && err.contains("cannot cut"), "{err}");
+        let writable = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let err = writer.append(&writable, &frame).unwrap_err().to_string();
+        assert!(err.contains("restart the collector"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), MAGIC);
+        // A writer whose cut worked goes on.
+        let mut writer = Writer::new(MAGIC.len() as u64);
+        assert_eq!(writer.append(&writable, &frame).unwrap(), MAGIC.len() as u64);
+    }
 }

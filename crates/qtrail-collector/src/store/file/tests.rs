@@ -116,6 +116,57 @@ fn damage_before_the_last_frame_refuses_to_open_and_names_the_offset() {
 
 const FRAME_HEADER_FOR_TESTS: u64 = log::FRAME_HEADER;
 
+/// Flips a bit of the length field of the frame at `at` and returns the open's error.
+fn open_with_len_flipped(dir: &Path, at: u64, bit: u8) -> StoreError {
+    let mut bytes = std::fs::read(log_path(dir)).unwrap();
+    bytes[at as usize + 3] ^= bit;
+    std::fs::write(log_path(dir), &bytes).unwrap();
+    let err = FileStore::open(dir, 1024 * 1024).unwrap_err();
+    // Nothing was cut, and no tail was kept: nothing was taken for torn.
+    assert_eq!(std::fs::read(log_path(dir)).unwrap(), bytes);
+    assert!(!dir.join(format!("commit.log.torn-{at}")).exists());
+    err
+}
+
+#[test]
+fn a_damaged_length_in_the_middle_refuses_to_open_instead_of_cutting_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    // The high bit makes the frame claim to run far past the end of the file.
+    let err = open_with_len_flipped(dir.path(), ends[1], 0x10);
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains(&format!("at offset {}", ends[1])), "{err}");
+    assert!(err.to_string().contains("frame header"), "{err}");
+}
+
+#[test]
+fn a_damaged_length_in_the_last_frame_refuses_to_open_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    let err = open_with_len_flipped(dir.path(), ends[2], 0x01);
+    assert!(err.to_string().contains(&format!("at offset {}", ends[2])), "{err}");
+}
+
+#[test]
+fn a_cut_torn_tail_is_kept_next_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_commits(dir.path());
+    let whole = std::fs::read(log_path(dir.path())).unwrap();
+    let cut = ends[3] - 3;
+    std::fs::write(log_path(dir.path()), &whole[..cut as usize]).unwrap();
+    assert_eq!(open(dir.path()).last_seq(&location()).unwrap(), 5);
+    let kept = std::fs::read(dir.path().join(format!("commit.log.torn-{}", ends[2]))).unwrap();
+    assert_eq!(kept, whole[ends[2] as usize..cut as usize]);
+}
+
+#[test]
+fn a_log_of_the_first_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(log_path(dir.path()), log::MAGIC_V1).unwrap();
+    let err = FileStore::open(dir.path(), 1024 * 1024).unwrap_err();
+    assert!(err.to_string().contains("QTRLOG01"), "{err}");
+}
+
 #[test]
 fn a_second_open_is_refused_while_the_first_holds_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,6 +319,31 @@ fn a_tampered_index_is_not_trusted_and_is_rebuilt() {
     let store = open(dir.path());
     assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 0, lag: 0 }, "the rebuilt index is kept");
     assert_eq!(count(&store), 30);
+}
+
+/// A mark raised alone, to a record whose chain hash it then carries, passes the check
+/// against the chain; the digest holds the mark, so the index is still rebuilt and filtered
+/// queries find the positions the mark skipped.
+#[test]
+fn a_raised_mark_is_not_trusted_and_the_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 30);
+        assert_eq!(store.index_step(20).unwrap(), IndexStep { indexed: 20, lag: 10 });
+        store.events(&location(), 30, 1).unwrap()[0].chain_hash.clone()
+    };
+    {
+        let db = redb::Database::open(dir.path().join(FileStore::INDEX_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(super::index::MARKS).unwrap().insert("us-east", (30, hash.as_slice())).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.index_step(1000).unwrap(), IndexStep { indexed: 30, lag: 0 }, "rebuilt");
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    assert_eq!(store.query(&location(), &filter, Order::NewestFirst, None, 100).unwrap().len(), 30);
 }
 
 /// The tree file is derived: lost, cut short or left longer than the log, it is made whole

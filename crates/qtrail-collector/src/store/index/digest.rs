@@ -1,6 +1,9 @@
-//! The digest of each location's index: a sum of a 64-bit checksum of every entry, kept with the
-//! mark and moved forward by every step, so that checking an index against it needs one read of
-//! the index and nothing of the chain. A sum does not depend on the order entries are read in.
+//! The digest of each location's index: a sum of a 64-bit checksum of every entry and of the
+//! mark (location, `indexed_seq`, chain hash), moved forward by every step, so that checking an
+//! index against it needs one read of the index and nothing of the chain. A sum does not depend
+//! on the order entries are read in. The mark is in the sum because it says which positions the
+//! entries cover: a mark raised alone (with the chain hash of the record it then names, which
+//! passes the check against the chain) would hide the positions it skips from filtered queries.
 //!
 //! It finds damage and tampering by someone who does not know the scheme (an entry removed,
 //! added or altered); who knows it can rewrite the digest too. That is enough for the indexes:
@@ -40,6 +43,11 @@ pub(super) fn of_time(key: (u32, i64, u64)) -> u64 {
     checksum(&[&[0xff], &bucket.to_le_bytes(), &millis.to_le_bytes(), &seq.to_le_bytes()])
 }
 
+/// Returns the checksum of the mark of `location`.
+pub(super) fn of_mark(location: &str, seq: u64, hash: &[u8]) -> u64 {
+    checksum(&[&[0xfe], &seq.to_le_bytes(), &(hash.len() as u64).to_le_bytes(), hash, location.as_bytes()])
+}
+
 /// Adds `digest` to the stored digest of `location`.
 pub(super) fn add(txn: &WriteTransaction, location: &str, digest: u64) -> Result<()> {
     let mut digests = txn.open_table(DIGESTS)?;
@@ -48,18 +56,20 @@ pub(super) fn add(txn: &WriteTransaction, location: &str, digest: u64) -> Result
     Ok(())
 }
 
-/// Returns the locations with a mark whose index entries no longer sum to their digest (or
-/// have none: an index from before digests).
+/// Returns the locations with a mark whose index entries and mark no longer sum to their
+/// digest (or have none: an index from before digests).
 pub(super) fn mismatched(txn: &WriteTransaction) -> Result<Vec<String>> {
-    let mut locations = Vec::new();
+    let mut marks = Vec::new();
     for entry in txn.open_table(MARKS)?.iter()? {
-        locations.push(entry?.0.value().to_owned());
+        let (location, mark) = entry?;
+        let (seq, hash) = mark.value();
+        marks.push((location.value().to_owned(), of_mark(location.value(), seq, hash)));
     }
     let digests = txn.open_table(DIGESTS)?;
     let mut mismatched = Vec::new();
-    for location in locations {
+    for (location, mark) in marks {
         let stored = digests.get(location.as_str())?.map(|value| value.value());
-        let mut sum = 0_u64;
+        let mut sum = mark;
         if let Some(index) = missing_is_none(txn.open_table(IndexDef::new(&index_table_name(&location))))? {
             for entry in index.iter()? {
                 sum = sum.wrapping_add(of_entry(entry?.0.value()));
