@@ -51,7 +51,7 @@ use super::index::{self, Index, missing_is_none};
 
 use super::{
     AppendBatch, AppendOutcome, Appended, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError,
-    canonical_of, publisher,
+    canonical_of, error_text, publisher,
 };
 use crate::filter::{Filter, Order};
 
@@ -100,17 +100,6 @@ macro_rules! backend_errors {
             }
         }
     )*};
-}
-
-/// Returns redb's message in our style: lowercase start, no trailing period.
-fn error_text(err: &dyn std::fmt::Display) -> String {
-    let text = err.to_string();
-    let text = text.trim_end_matches('.');
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 backend_errors!(

@@ -43,7 +43,7 @@ use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 use group::Group;
-pub(crate) use log::{FrameBuilder, Item, io_text, put_location};
+pub(crate) use log::{FrameBuilder, Item, put_location};
 use log::{MAGIC, Writer};
 use state::{FileChains, State, read_record};
 use tree::Trees;
@@ -65,10 +65,6 @@ pub struct FileStore {
     trees: Trees,
     index: Index,
     dir: PathBuf,
-}
-
-fn backend(what: &str, err: &std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", io_text(err)))
 }
 
 impl FileStore {
@@ -97,7 +93,7 @@ impl FileStore {
     pub fn open_with_bucket_bits(data_dir: &Path, cache_bytes: usize, bucket_bits: u32) -> Result<Self> {
         let new_dir = !data_dir.exists();
         std::fs::create_dir_all(data_dir)
-            .map_err(|err| backend(&format!("cannot create data dir {}", data_dir.display()), &err))?;
+            .map_err(|err| StoreError::io(&format!("cannot create data dir {}", data_dir.display()), &err))?;
         let path = data_dir.join(Self::FILE_NAME);
         let new_log = !path.exists();
         let file = OpenOptions::new()
@@ -106,7 +102,7 @@ impl FileStore {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|err| backend(&format!("cannot open {}", path.display()), &err))?;
+            .map_err(|err| StoreError::io(&format!("cannot open {}", path.display()), &err))?;
         let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             StoreError::Backend(format!("cannot lock {}: {errno} (is another collector using it?)", path.display()))
         })?;
@@ -197,17 +193,17 @@ impl FileStore {
 /// cut never destroys anything. Returns the state and where the next frame goes.
 fn replay(file: &File, path: &Path) -> Result<(State, u64)> {
     use std::os::unix::fs::FileExt as _;
-    let len = file.metadata().map_err(|err| backend("cannot read the commit log", &err))?.len();
+    let len = file.metadata().map_err(|err| StoreError::io("cannot read the commit log", &err))?.len();
     if len < MAGIC.len() as u64 {
         // New, or cut before its first frame: nothing in it was acknowledged.
-        file.set_len(0).map_err(|err| backend("cannot truncate the commit log", &err))?;
+        file.set_len(0).map_err(|err| StoreError::io("cannot truncate the commit log", &err))?;
         file.write_all_at(MAGIC, 0)
             .and_then(|()| file.sync_all())
-            .map_err(|err| backend("cannot write the commit log", &err))?;
+            .map_err(|err| StoreError::io("cannot write the commit log", &err))?;
         return Ok((State::default(), MAGIC.len() as u64));
     }
     let mut magic = [0; 8];
-    file.read_exact_at(&mut magic, 0).map_err(|err| backend("cannot read the commit log", &err))?;
+    file.read_exact_at(&mut magic, 0).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
     if &magic == log::MAGIC_V1 {
         return Err(StoreError::Corrupt(
             "the commit log has the unreleased format QTRLOG01, which this version does not read".into(),
@@ -228,7 +224,7 @@ fn replay(file: &File, path: &Path) -> Result<(State, u64)> {
         tracing::warn!(offset = end, cut = len - end, kept = %kept.display(), "the commit log ends with a torn frame, cutting it");
         file.set_len(end)
             .and_then(|()| file.sync_all())
-            .map_err(|err| backend("cannot truncate the torn tail of the commit log", &err))?;
+            .map_err(|err| StoreError::io("cannot truncate the torn tail of the commit log", &err))?;
     }
     Ok((state, end))
 }
@@ -241,12 +237,12 @@ fn keep_torn_tail(file: &File, path: &Path, end: u64, len: u64) -> Result<PathBu
     name.push(format!(".torn-{end}"));
     let kept = PathBuf::from(name);
     let mut bytes = vec![0; usize::try_from(len - end).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut bytes, end).map_err(|err| backend("cannot read the commit log", &err))?;
+    file.read_exact_at(&mut bytes, end).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
     let written = File::create(&kept).and_then(|mut copy| {
         std::io::Write::write_all(&mut copy, &bytes)?;
         copy.sync_all()
     });
-    written.map_err(|err| backend(&format!("cannot keep the torn tail in {}", kept.display()), &err))?;
+    written.map_err(|err| StoreError::io(&format!("cannot keep the torn tail in {}", kept.display()), &err))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok(kept)
 }
@@ -255,7 +251,7 @@ fn keep_torn_tail(file: &File, path: &Path, end: u64, len: u64) -> Result<PathBu
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(|err| backend(&format!("cannot sync the directory {}", dir.display()), &err))
+        .map_err(|err| StoreError::io(&format!("cannot sync the directory {}", dir.display()), &err))
 }
 
 impl EventStore for FileStore {

@@ -22,7 +22,7 @@ use prost::Message as _;
 use qtrail_cadf::Location;
 use tracing::info;
 
-use super::file::{Item, io_text, put_location};
+use super::file::{Item, put_location};
 use super::{EventStore, FileStore, RedbStore, Result, StoreError};
 
 /// Records copied per frame of the new log.
@@ -55,7 +55,7 @@ pub fn from_redb(data_dir: &Path, cache_bytes: usize) -> Result<Option<u64>> {
     if work.exists() {
         // Debris of a migration that stopped before its rename (nothing of it was used) or
         // after it (the log in place holds everything).
-        std::fs::remove_dir_all(&work).map_err(|err| io("cannot remove an unfinished migration", &err))?;
+        std::fs::remove_dir_all(&work).map_err(|err| StoreError::io("cannot remove an unfinished migration", &err))?;
     }
     if !new.exists() {
         copied = {
@@ -63,13 +63,14 @@ pub fn from_redb(data_dir: &Path, cache_bytes: usize) -> Result<Option<u64>> {
             let target = FileStore::open(&work, cache_bytes)?;
             copy(&source, &target)?
         };
-        std::fs::rename(work.join(FileStore::FILE_NAME), &new).map_err(|err| io("cannot move the new log", &err))?;
+        std::fs::rename(work.join(FileStore::FILE_NAME), &new)
+            .map_err(|err| StoreError::io("cannot move the new log", &err))?;
         sync_dir(data_dir)?;
-        std::fs::remove_dir_all(&work).map_err(|err| io("cannot remove the migration dir", &err))?;
+        std::fs::remove_dir_all(&work).map_err(|err| StoreError::io("cannot remove the migration dir", &err))?;
         info!(events = copied, data_dir = %data_dir.display(), "migrated the redb store to the file store");
     }
     let aside = data_dir.join(format!("{}{MIGRATED_SUFFIX}", RedbStore::FILE_NAME));
-    std::fs::rename(&old, &aside).map_err(|err| io("cannot set the old store aside", &err))?;
+    std::fs::rename(&old, &aside).map_err(|err| StoreError::io("cannot set the old store aside", &err))?;
     sync_dir(data_dir)?;
     Ok(Some(copied))
 }
@@ -158,18 +159,16 @@ fn lock(data_dir: &Path) -> Result<Flock<std::fs::File>> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|err| io("cannot open the migration lock", &err))?;
+        .map_err(|err| StoreError::io("cannot open the migration lock", &err))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         StoreError::Backend(format!("cannot lock {}: {errno} (is another collector migrating it?)", path.display()))
     })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|err| io("cannot sync the data dir", &err))
-}
-
-fn io(what: &str, err: &std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", io_text(err)))
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| StoreError::io("cannot sync the data dir", &err))
 }
 
 #[cfg(test)]

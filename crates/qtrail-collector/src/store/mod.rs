@@ -54,6 +54,26 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl StoreError {
+    /// A failed file operation: `what` was being done (lowercase, e.g. "cannot read the commit
+    /// log"), `err` is why.
+    pub(crate) fn io(what: &str, err: &std::io::Error) -> Self {
+        Self::Backend(format!("{what}: {}", error_text(err)))
+    }
+}
+
+/// Returns an error's message in our style: lowercase start, no trailing period (redb and the
+/// operating system write them capitalised, some with a period).
+pub(crate) fn error_text(err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string();
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// A validated event ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 
-use crate::store::{Result, StoreError};
+use crate::store::{Result, StoreError, error_text};
 
 /// The first bytes of a commit log, with the format's version.
 pub(super) const MAGIC: &[u8; 8] = b"QTRLOG02";
@@ -176,7 +176,7 @@ impl Writer {
         let at = self.end;
         let written = file.write_all_at(frame, at).and_then(|()| file.sync_data());
         if let Err(err) = written {
-            let text = format!("cannot write the commit log: {}", io_text(&err));
+            let text = format!("cannot write the commit log: {}", error_text(&err));
             return Err(match self.cut(file, at) {
                 Ok(()) => StoreError::Backend(text),
                 Err(StoreError::Backend(cut)) => StoreError::Backend(format!("{text}; {cut}")),
@@ -196,20 +196,10 @@ impl Writer {
             tracing::error!(offset = at, error = %err, "cannot cut the commit log back, refusing writes until restart");
             return Err(StoreError::Backend(format!(
                 "cannot cut the commit log back, refusing writes until restart: {}",
-                io_text(&err)
+                error_text(&err)
             )));
         }
         Ok(())
-    }
-}
-
-/// Returns an I/O error's text in our style (lowercase, no trailing period).
-pub(crate) fn io_text(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    let mut chars = text.trim_end_matches('.').chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 
@@ -254,17 +244,17 @@ impl Frame {
 /// on every good one, and returns the end of the last good frame. A torn tail is reported
 /// through the returned end being before the file's length; damage in the middle is an error.
 pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) -> Result<()>) -> Result<u64> {
-    let len = file.metadata().map_err(|err| backend("cannot read the commit log", &err))?.len();
+    let len = file.metadata().map_err(|err| StoreError::io("cannot read the commit log", &err))?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(from))
-        .map_err(|err| backend("cannot read the commit log", &err))?;
+        .map_err(|err| StoreError::io("cannot read the commit log", &err))?;
     let mut at = from;
     while at < len {
         if len - at < FRAME_HEADER {
             return Ok(at);
         }
         let mut header = [0; FRAME_HEADER as usize];
-        reader.read_exact(&mut header).map_err(|err| backend("cannot read the commit log", &err))?;
+        reader.read_exact(&mut header).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (body_len, crc) = (word(0), word(4));
         if crc32c::crc32c(&header[..8]) != word(8) {
@@ -279,7 +269,7 @@ pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) ->
             return Ok(at);
         }
         let mut body = vec![0; body_len as usize];
-        reader.read_exact(&mut body).map_err(|err| backend("cannot read the commit log", &err))?;
+        reader.read_exact(&mut body).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
         if crc32c::crc32c(&body) != crc {
             return torn_if_zeros(file, at, end, len, "the frame body there fails its check");
         }
@@ -313,17 +303,14 @@ fn only_zeros(file: &File, at: u64, len: u64) -> Result<bool> {
     let mut offset = at;
     while offset < len {
         let n = chunk.len().min(usize::try_from(len - offset).unwrap_or(usize::MAX));
-        file.read_exact_at(&mut chunk[..n], offset).map_err(|err| backend("cannot read the commit log", &err))?;
+        file.read_exact_at(&mut chunk[..n], offset)
+            .map_err(|err| StoreError::io("cannot read the commit log", &err))?;
         if chunk[..n].iter().any(|byte| *byte != 0) {
             return Ok(false);
         }
         offset += n as u64;
     }
     Ok(true)
-}
-
-fn backend(what: &str, err: &std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", io_text(err)))
 }
 
 #[cfg(test)]

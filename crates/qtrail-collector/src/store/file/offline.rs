@@ -9,7 +9,7 @@ use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 use super::FileStore;
-use super::log::{self, FrameBuilder, Item, MAGIC, io_text, put_location, take_location};
+use super::log::{self, FrameBuilder, Item, MAGIC, put_location, take_location};
 use crate::store::{Result, StoreError};
 
 /// One item of the log.
@@ -31,7 +31,7 @@ pub enum Entry {
 /// As [`FileStore::open`] for a damaged log; [`StoreError::Backend`] when it cannot be read.
 pub fn read(data_dir: &Path) -> Result<Vec<Entry>> {
     let file = std::fs::File::open(data_dir.join(FileStore::FILE_NAME))
-        .map_err(|err| StoreError::Backend(format!("cannot open the commit log: {}", io_text(&err))))?;
+        .map_err(|err| StoreError::io("cannot open the commit log", &err))?;
     let mut entries = Vec::new();
     log::read_frames(&file, MAGIC.len() as u64, |frame| {
         for item in frame.items()? {
@@ -98,7 +98,7 @@ pub fn write(data_dir: &Path, entries: &[Entry]) -> Result<()> {
         bytes.extend_from_slice(&frame.finish()?);
     }
     std::fs::write(data_dir.join(FileStore::FILE_NAME), bytes)
-        .map_err(|err| StoreError::Backend(format!("cannot write the commit log: {}", io_text(&err))))
+        .map_err(|err| StoreError::io("cannot write the commit log", &err))
 }
 
 fn encode(err: prost::EncodeError) -> StoreError {

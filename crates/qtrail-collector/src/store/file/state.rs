@@ -11,7 +11,7 @@ use std::sync::{PoisonError, RwLock};
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
-use super::log::{FrameItem, Item, io_text, take_location};
+use super::log::{FrameItem, Item, take_location};
 use crate::store::index::{Chain, Chains, Records, SeqBounds, Seqs};
 use crate::store::{Result, StoreError};
 
@@ -138,7 +138,7 @@ impl State {
 pub(super) fn read_record(file: &File, position: Position) -> Result<Vec<u8>> {
     let mut bytes = vec![0; position.len as usize];
     file.read_exact_at(&mut bytes, position.offset)
-        .map_err(|err| StoreError::Backend(format!("cannot read the commit log: {}", io_text(&err))))?;
+        .map_err(|err| StoreError::io("cannot read the commit log", &err))?;
     Ok(bytes)
 }
 

@@ -18,9 +18,8 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_tlog::{Hash, HashReader, append_hashes, leaf_hash, stored_hash_count};
 use tracing::info;
 
-use super::log::io_text;
 use super::state::{Position, read_record};
-use crate::store::{Result, StoreError, canonical_of, tree_error};
+use crate::store::{Result, StoreError, canonical_of, error_text, tree_error};
 
 /// Leaves hashed per step of a repair, which bounds its memory.
 const REPAIR_CHUNK: usize = 16 * 1024;
@@ -44,20 +43,17 @@ impl HashReader for FileReader<'_> {
                 self.0
                     .read_exact_at(&mut hash, index * 32)
                     .map(|()| hash)
-                    .map_err(|err| qtrail_tlog::Error::Storage(format!("stored hash {index}: {}", io_text(&err))))
+                    .map_err(|err| qtrail_tlog::Error::Storage(format!("stored hash {index}: {}", error_text(&err))))
             })
             .collect()
     }
 }
 
-fn backend(what: &str, err: &std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", io_text(err)))
-}
-
 impl Trees {
     pub(super) fn new(data_dir: &std::path::Path) -> Result<Self> {
         let dir = data_dir.join("tree");
-        std::fs::create_dir_all(&dir).map_err(|err| backend(&format!("cannot create {}", dir.display()), &err))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| StoreError::io(&format!("cannot create {}", dir.display()), &err))?;
         Ok(Self { dir, files: Mutex::new(HashMap::new()) })
     }
 
@@ -74,7 +70,7 @@ impl Trees {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|err| backend(&format!("cannot open {}", path.display()), &err))?;
+            .map_err(|err| StoreError::io(&format!("cannot open {}", path.display()), &err))?;
         let file = Arc::new(file);
         files.insert(location.to_owned(), file.clone());
         Ok(file)
@@ -90,7 +86,7 @@ impl Trees {
         let hashes = append_hashes(old_size, leaves, &FileReader(&file)).map_err(|err| tree_error(location, &err))?;
         let bytes: Vec<u8> = hashes.iter().flatten().copied().collect();
         file.write_all_at(&bytes, stored_hash_count(old_size) * 32)
-            .map_err(|err| backend("cannot write the merkle tree", &err))
+            .map_err(|err| StoreError::io("cannot write the merkle tree", &err))
     }
 
     /// Adds the stored hashes of `leaves`, the newest of the `positions` of `location`, whose
@@ -105,7 +101,7 @@ impl Trees {
         leaves: &[Hash],
     ) -> Result<()> {
         let file = self.file(location)?;
-        let have = file.metadata().map_err(|err| backend("cannot read the merkle tree", &err))?.len();
+        let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len();
         let fits = stored_hash_count(old_size) * 32;
         if have == fits {
             return self.append(location, old_size, leaves);
@@ -113,7 +109,7 @@ impl Trees {
         // Hashes past the tree of the stored events would pass for the new leaves' in the
         // repair: cut them off first, then complete the tree from the log.
         if have > fits {
-            file.set_len(fits).map_err(|err| backend("cannot cut the merkle tree", &err))?;
+            file.set_len(fits).map_err(|err| StoreError::io("cannot cut the merkle tree", &err))?;
         }
         self.repair(location, log, positions)
     }
@@ -134,13 +130,13 @@ impl Trees {
     /// recomputing what is missing from the records in `log`.
     pub(super) fn repair(&self, location: &str, log: &File, positions: &[Position]) -> Result<()> {
         let file = self.file(location)?;
-        let have = file.metadata().map_err(|err| backend("cannot read the merkle tree", &err))?.len() / 32;
+        let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len() / 32;
         let mut size = positions.len() as u64;
         // The largest tree the file holds whole.
         while stored_hash_count(size) > have {
             size -= 1;
         }
-        file.set_len(stored_hash_count(size) * 32).map_err(|err| backend("cannot cut the merkle tree", &err))?;
+        file.set_len(stored_hash_count(size) * 32).map_err(|err| StoreError::io("cannot cut the merkle tree", &err))?;
         if size < positions.len() as u64 {
             info!(location = %location, from_leaf = size, to_leaf = positions.len(), "completing the merkle tree from the log");
         }
