@@ -49,9 +49,10 @@ use chain::{RedbChain, RedbChains};
 
 use super::index::{self, Index, missing_is_none};
 
+use super::record::RecordOrigin;
 use super::{
     AppendBatch, AppendOutcome, Appended, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError,
-    canonical_of, error_text, publisher,
+    canonical_of, error_text, publisher, record,
 };
 use crate::filter::{Filter, Order};
 
@@ -453,6 +454,12 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
     let tree_size = collector.event_count;
     let mut next_seq = tree_size + 1;
     let mut leaves = Vec::with_capacity(batch.events.len());
+    let origin = RecordOrigin {
+        publisher_id: &batch.publisher_id,
+        epoch: batch.epoch,
+        credential: &batch.credential,
+        receive_time,
+    };
     let mut outcome = AppendOutcome::default();
     let mut bytes = Vec::new();
     for new in batch.events {
@@ -462,42 +469,16 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         if let Some(existing) = existing {
             ids.insert(id, existing)?;
             let stored = load(&events, &batch.location, existing)?;
-            if stored.as_ref().and_then(canonical_of).is_some_and(|canonical| canonical == new.canonical) {
-                outcome.duplicates += 1;
-            } else {
-                publisher::record_rejected(&mut state, batch.epoch, new.seq);
-                outcome.rejected.push(proto::RejectedEvent {
-                    event_id: new.id.to_string(),
-                    seq: new.seq,
-                    reason: format!(
-                        "conflicting event id: location_seq {existing} holds a different event with this id"
-                    ),
-                });
-            }
+            let same = stored.as_ref().and_then(canonical_of).is_some_and(|canonical| canonical == new.canonical);
+            record::settle_known_id(&mut outcome, &mut state, batch.epoch, &new, existing, same);
             continue;
         }
         let hash = chain_hash_of_bytes(&prev, &new.canonical);
         let location_seq = next_seq;
-        let mut record = proto::StoredEvent {
-            event: None,
-            location: String::new(),
-            location_seq: 0,
-            chain_hash: hash.as_bytes().to_vec(),
-            prev_chain_hash: prev.as_bytes().to_vec(),
-            publisher: Some(proto::PublisherRef {
-                id: batch.publisher_id.clone(),
-                epoch: batch.epoch,
-                seq: new.seq,
-                credential: batch.credential.clone(),
-            }),
-            receive_time: Some(receive_time),
-        };
-        // The record is `StoredEvent` in protobuf: the event's bytes, encoded before the writer,
-        // as field 1 (an embedded message and a bytes field are the same on the wire), then the
-        // other fields. Fields may come in any order.
+        // Stored without its location and position, which the table's name and key hold.
+        let mut record = origin.record(new.seq, &prev, &hash);
         bytes.clear();
-        prost::encoding::bytes::encode(1, &new.encoded, &mut bytes);
-        record.encode(&mut bytes).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
+        record::encode_stored(&new.encoded, &record, &mut bytes)?;
         events.insert(location_seq, bytes.as_slice())?;
         leaves.push(leaf_hash(&new.canonical));
         publisher::record_stored(&mut state, batch.epoch, new.seq);

@@ -19,6 +19,7 @@ pub mod file;
 pub(crate) mod index;
 pub mod migrate;
 pub mod publisher;
+pub(crate) mod record;
 
 #[cfg(test)]
 pub(crate) mod conformance;

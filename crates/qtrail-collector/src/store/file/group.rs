@@ -12,6 +12,7 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 
 use super::log::{FRAME_HEADER, FrameBuilder, Item, put_location};
 use super::state::{Position, State, read_record};
+use crate::store::record::{self, RecordOrigin};
 use crate::store::{AppendBatch, AppendOutcome, Appended, Result, StoreError, canonical_of, publisher};
 
 /// A location's chain as the group leaves it.
@@ -92,6 +93,12 @@ impl<'s> Group<'s> {
             prev: ChainHash::from_slice(&location.collector.head_chain_hash).unwrap_or(ChainHash::GENESIS),
             new_ids: HashMap::new(),
         });
+        let origin = RecordOrigin {
+            publisher_id: &batch.publisher_id,
+            epoch: batch.epoch,
+            credential: &batch.credential,
+            receive_time,
+        };
         let mut outcome = AppendOutcome::default();
         for new in batch.events {
             let id = new.id.as_u128();
@@ -105,42 +112,16 @@ impl<'s> Group<'s> {
                 },
             };
             if let Some((existing, same)) = existing {
-                if same {
-                    outcome.duplicates += 1;
-                } else {
-                    publisher::record_rejected(&mut state, batch.epoch, new.seq);
-                    outcome.rejected.push(proto::RejectedEvent {
-                        event_id: new.id.to_string(),
-                        seq: new.seq,
-                        reason: format!(
-                            "conflicting event id: location_seq {existing} holds a different event with this id"
-                        ),
-                    });
-                }
+                record::settle_known_id(&mut outcome, &mut state, batch.epoch, &new, existing, same);
                 continue;
             }
             let hash = chain_hash_of_bytes(&head.prev, &new.canonical);
-            let record = proto::StoredEvent {
-                event: None,
-                location: loc.to_owned(),
-                location_seq: head.next_seq,
-                chain_hash: hash.as_bytes().to_vec(),
-                prev_chain_hash: head.prev.as_bytes().to_vec(),
-                publisher: Some(proto::PublisherRef {
-                    id: batch.publisher_id.clone(),
-                    epoch: batch.epoch,
-                    seq: new.seq,
-                    credential: batch.credential.clone(),
-                }),
-                receive_time: Some(receive_time),
-            };
-            // As in the redb chain: the event's bytes, encoded before the writer, as field 1 (an
-            // embedded message and a bytes field are the same on the wire), then the rest.
+            let mut record = origin.record(new.seq, &head.prev, &hash);
+            record.location = loc.to_owned();
+            record.location_seq = head.next_seq;
             let start = self.frame.start_item(Item::Event);
-            let body = self.frame.buffer();
-            prost::encoding::bytes::encode(1, &new.encoded, body);
-            record.encode(body).map_err(|err| StoreError::Backend(format!("cannot encode a record: {err}")))?;
-            let len = u32::try_from(body.len() - start)
+            record::encode_stored(&new.encoded, &record, self.frame.buffer())?;
+            let len = u32::try_from(self.frame.buffer().len() - start)
                 .map_err(|_| StoreError::Backend("a record is larger than 4 GiB".into()))?;
             self.frame.finish_item(start)?;
             self.pending.push(Pending {
