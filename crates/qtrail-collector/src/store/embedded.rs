@@ -248,22 +248,7 @@ impl EventStore for RedbStore {
 
     fn append(&self, batches: Vec<AppendBatch>, receive_time: Timestamp) -> Result<Vec<AppendOutcome>> {
         let txn = self.begin_durable_write()?;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        // Publishers with a batch refused for its gaps: their later batches of the group are
-        // refused too, so that none is stored past the hole the refused one leaves.
-        let mut refused: Vec<(Location, String)> = Vec::new();
-        for batch in batches {
-            if refused.iter().any(|(location, id)| *location == batch.location && *id == batch.publisher_id) {
-                outcomes.push(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
-                continue;
-            }
-            let key = (batch.location.clone(), batch.publisher_id.clone());
-            let outcome = append_batch(&txn, batch, receive_time)?;
-            if outcome.too_many_gaps {
-                refused.push(key);
-            }
-            outcomes.push(outcome);
-        }
+        let outcomes = publisher::add_in_order(batches, |batch| append_batch(&txn, batch, receive_time))?;
         txn.commit()?;
         Ok(outcomes)
     }

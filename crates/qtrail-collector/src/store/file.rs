@@ -11,8 +11,8 @@
 //! half of the collector's CPU per event.
 //!
 //! Records are protobuf `StoredEvent`s with their location and position, in the log as written;
-//! memory holds where each is (16 bytes per event), the event ids (deduplication must be exact
-//! when a batch is admitted), the collectors, publisher states and checkpoints ([`state`]).
+//! memory holds where each is (16 bytes per event) and the event ids (a map entry each,
+//! deduplication must be exact when a batch is admitted: about 40 more bytes per event), the collectors, publisher states and checkpoints ([`state`]).
 //! Opening replays the log into that state, cutting a torn tail after keeping a copy of it
 //! (see [`log`]).
 //!
@@ -291,22 +291,7 @@ impl EventStore for FileStore {
         let (outcomes, built) = {
             let state = self.read_state();
             let mut group = Group::new(&state, &self.file);
-            let mut outcomes = Vec::with_capacity(batches.len());
-            // As in the redb backend: a publisher refused for its gaps has its later batches of
-            // the group refused too.
-            let mut refused: Vec<(Location, String)> = Vec::new();
-            for batch in batches {
-                if refused.iter().any(|(location, id)| *location == batch.location && *id == batch.publisher_id) {
-                    outcomes.push(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
-                    continue;
-                }
-                let key = (batch.location.clone(), batch.publisher_id.clone());
-                let outcome = group.add(batch, receive_time)?;
-                if outcome.too_many_gaps {
-                    refused.push(key);
-                }
-                outcomes.push(outcome);
-            }
+            let outcomes = super::publisher::add_in_order(batches, |batch| group.add(batch, receive_time))?;
             (outcomes, group.build()?)
         };
         let at = writer.append(&self.file, &built.frame)?;

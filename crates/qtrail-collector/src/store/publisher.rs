@@ -111,6 +111,34 @@ pub fn bound_elsewhere<'a>(state: &'a proto::PublisherState, credential: &str) -
     (!same).then_some(bound)
 }
 
+/// Adds the batches of one group commit in order with `add`, except that once a publisher's
+/// batch is refused for its gaps ([`AppendOutcome::too_many_gaps`]), its later batches of the
+/// group are refused too without being added: none may be stored past the hole the refused one
+/// leaves. Every backend's `append` goes through this.
+///
+/// # Errors
+/// The first error of `add`, which fails the whole group.
+pub(crate) fn add_in_order<E>(
+    batches: Vec<AppendBatch>,
+    mut add: impl FnMut(AppendBatch) -> Result<AppendOutcome, E>,
+) -> Result<Vec<AppendOutcome>, E> {
+    let mut outcomes = Vec::with_capacity(batches.len());
+    let mut refused: Vec<(qtrail_cadf::Location, String)> = Vec::new();
+    for batch in batches {
+        if refused.iter().any(|(location, id)| *location == batch.location && *id == batch.publisher_id) {
+            outcomes.push(AppendOutcome { too_many_gaps: true, ..AppendOutcome::default() });
+            continue;
+        }
+        let key = (batch.location.clone(), batch.publisher_id.clone());
+        let outcome = add(batch)?;
+        if outcome.too_many_gaps {
+            refused.push(key);
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
 /// What every backend does first with `batch`, in the transaction that stores it: refuses it
 /// whole (the outcome to answer) when its publisher id is bound to another credential or it
 /// would leave too many gaps, before anything is written; otherwise records the batch and the
