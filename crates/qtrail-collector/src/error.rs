@@ -147,6 +147,8 @@ impl From<Error> for tonic::Status {
                 StoreError::Corrupt(_) => tonic::Status::data_loss(message),
                 // Storage failures are worth retrying: nothing was acknowledged.
                 StoreError::Backend(_) => tonic::Status::unavailable(message),
+                // Nothing was acknowledged either, and retrying helps only once room is made.
+                StoreError::Full(_) => tonic::Status::resource_exhausted(message),
             },
         }
     }

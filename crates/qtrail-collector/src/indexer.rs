@@ -32,8 +32,19 @@ pub(crate) const STEP: u64 = 10_000;
 /// event that a selective query reads beyond the index, this bounds that cost to ~0.1 s.
 pub(crate) const MAX_LAG: u64 = 100_000;
 
-/// How long a failed step waits before it is tried again.
+/// How long a failed step waits before it is tried again; doubled after each failure in a row
+/// up to [`MAX_RETRY_DELAY`]. A failed step closes the index file and the next one reopens it
+/// (which on a full disk fails again and costs a check of the file), so a disk that stays full
+/// is not hammered, and a freed one is used again within the longest delay.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest wait between failed steps.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(16);
+
+/// Returns the wait after `failures` failed steps in a row (1 for the first).
+fn retry_delay(failures: u32) -> Duration {
+    RETRY_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(8)).min(MAX_RETRY_DELAY)
+}
 
 /// How long the indexer gathers commits before a step, unless [`GATHER_EVENTS`] arrive first.
 /// Under a light load each commit holds a few events, and a step per commit would cost a
@@ -71,6 +82,8 @@ struct State {
     start_backlog: Option<u64>,
     /// The last step failed: the writer must not wait for an indexer that may not progress.
     failing: bool,
+    /// Steps failed in a row, which sets the wait before the next one.
+    failures: u32,
     /// The thread has ended, normally or by a panic: nobody will lower the lag any more.
     exited: bool,
 }
@@ -229,6 +242,7 @@ fn catch_up(store: &dyn EventStore, shared: &Shared) -> bool {
                     info!("indexing works again");
                 }
                 state.failing = false;
+                state.failures = 0;
                 shared.progressed.notify_all();
                 meters::index_lag(step.lag);
                 if step.indexed > 0 {
@@ -246,11 +260,13 @@ fn catch_up(store: &dyn EventStore, shared: &Shared) -> bool {
                     error!(error = %err, "indexing failed, queries read unindexed events one by one until it works");
                 }
                 state.failing = true;
+                state.failures = state.failures.saturating_add(1);
                 shared.progressed.notify_all();
                 // Wait before retrying, unless told to stop.
+                let delay = retry_delay(state.failures);
                 let (state, _) = shared
                     .wake
-                    .wait_timeout_while(state, RETRY_DELAY, |state| !state.stopping)
+                    .wait_timeout_while(state, delay, |state| !state.stopping)
                     .unwrap_or_else(PoisonError::into_inner);
                 if state.stopping {
                     return false;
@@ -311,6 +327,13 @@ mod tests {
         let mut small = State { starting: true, ..State::default() };
         small.stepped(IndexStep { indexed: 10, lag: MAX_LAG });
         assert!(!small.starting, "a lag within the limit ends it at once");
+    }
+
+    #[test]
+    fn failed_steps_back_off_up_to_a_limit() {
+        let delays: Vec<u64> = (1..=7).map(|failures| retry_delay(failures).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 16, 16]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
     }
 
     /// An indexer thread that panics must not leave the writer waiting for it forever.

@@ -70,7 +70,7 @@ use crate::indexer::Indexer;
 use crate::lifecycle::Lifecycle;
 use crate::store::{EventStore, FileStore};
 use crate::tokens::Role;
-use crate::writer::Writer;
+use crate::writer::{GroupLimit, Writer};
 
 /// Serves the collector on `listener` until `shutdown` completes, then shuts down gracefully.
 ///
@@ -183,9 +183,13 @@ impl Prepared {
         } = self;
         let committed = Fanout::new(config.tail_buffer_bytes);
         let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
-        let (writer, writer_handle) =
-            Writer::spawn(store.clone(), config.group_commit_batches, committed.clone(), indexer_handle)
-                .context("failed to start the writer")?;
+        let (writer, writer_handle) = Writer::spawn(
+            store.clone(),
+            GroupLimit { batches: config.group_commit_batches, bytes: writer::MAX_GROUP_BYTES },
+            committed.clone(),
+            indexer_handle,
+        )
+        .context("failed to start the writer")?;
         let lifecycle = Lifecycle::new();
         let tasks = TaskTracker::new();
         if config.tokens.is_empty() {

@@ -76,6 +76,7 @@ impl IntoResponse for TileError {
                 StoreError::NoCollector(_) => StatusCode::NOT_FOUND,
                 StoreError::CollectorExists(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 StoreError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             },
         };
         if status.is_server_error() {

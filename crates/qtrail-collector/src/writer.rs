@@ -47,6 +47,26 @@ impl<S: EventStore + ?Sized> Appender for S {
 /// Batches that may wait for the writer before senders have to wait too.
 const QUEUE_DEPTH: usize = 256;
 
+/// Most bytes of events in one group commit. The file store writes a group as one frame of
+/// the log, which must stay well under the frame limit (1 GiB) however many batches of the
+/// largest size are waiting (a batch can reach a Publish message's 32 MiB); a batch larger
+/// than this still goes, alone.
+pub(crate) const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many batches, and how many bytes of events, one group commit takes at most.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimit {
+    /// Batches.
+    pub(crate) batches: usize,
+    /// Bytes of the batches' encoded events.
+    pub(crate) bytes: usize,
+}
+
+/// Returns the bytes of a batch's encoded events, what a group commit writes.
+fn batch_bytes(batch: &AppendBatch) -> usize {
+    batch.events.iter().map(|event| event.encoded.len()).sum()
+}
+
 /// Records committed to one location's chain by one batch, in chain order.
 #[derive(Debug)]
 pub(crate) struct Committed {
@@ -126,14 +146,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer over `store`, committing up to `max_group` batches per transaction,
-    /// announcing committed records on `committed` and to `indexer`.
+    /// Starts the writer over `store`, committing up to `limit` per transaction, announcing
+    /// committed records on `committed` and to `indexer`.
     ///
     /// # Errors
     /// When the thread cannot be started.
     pub(crate) fn spawn<S: Appender + ?Sized + 'static>(
         store: Arc<S>,
-        max_group: usize,
+        limit: GroupLimit,
         committed: Fanout,
         indexer: IndexerHandle,
     ) -> std::io::Result<(Self, WriterHandle)> {
@@ -141,7 +161,7 @@ impl Writer {
         let announce = Announce { tails: committed, indexer };
         let thread = std::thread::Builder::new()
             .name("qtrail-writer".into())
-            .spawn(move || write_loop(store.as_ref(), queue, max_group.max(1), &announce))?;
+            .spawn(move || write_loop(store.as_ref(), queue, limit, &announce))?;
         Ok((Self { thread, queue: jobs.clone() }, WriterHandle { jobs }))
     }
 
@@ -167,17 +187,24 @@ struct Announce {
 fn write_loop(
     store: &(impl Appender + ?Sized),
     mut queue: mpsc::Receiver<Message>,
-    max_group: usize,
+    limit: GroupLimit,
     announce: &Announce,
 ) {
     let mut stopping = false;
+    // A batch taken from the queue that did not fit in the last group: the next one starts
+    // with it.
+    let mut carried: Option<Job> = None;
     loop {
         // Once asked to stop, only what is already queued is committed.
-        let first = if stopping { queue.try_recv().ok() } else { queue.blocking_recv() };
+        let first = match carried.take() {
+            Some(job) => Some(Message::Job(job)),
+            None if stopping => queue.try_recv().ok(),
+            None => queue.blocking_recv(),
+        };
         let Some(first) = first else {
             break;
         };
-        let mut jobs = Vec::new();
+        let (mut jobs, mut bytes) = (Vec::new(), 0);
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -186,10 +213,18 @@ fn write_loop(
                         "not stored: an earlier batch of this stream failed to commit".to_owned(),
                     )));
                 }
-                Message::Job(job) => jobs.push(job),
+                Message::Job(job) => {
+                    let size = batch_bytes(&job.batch);
+                    if !jobs.is_empty() && bytes + size > limit.bytes {
+                        carried = Some(job);
+                        break;
+                    }
+                    bytes += size;
+                    jobs.push(job);
+                }
                 Message::Stop => stopping = true,
             }
-            if jobs.len() < max_group {
+            if jobs.len() < limit.batches.max(1) && bytes < limit.bytes {
                 next = queue.try_recv().ok();
             }
         }
@@ -317,7 +352,8 @@ mod tests {
         let committed = Fanout::new(1024 * 1024);
         let (indexer, indexing) = Indexer::spawn(store.clone()).unwrap();
         // One batch per commit, so the failure hits exactly the first batch.
-        let (writer, handle) = Writer::spawn(Arc::new(failing_once), 1, committed, indexing).unwrap();
+        let limit = GroupLimit { batches: 1, bytes: MAX_GROUP_BYTES };
+        let (writer, handle) = Writer::spawn(Arc::new(failing_once), limit, committed, indexing).unwrap();
 
         let failing = Sequence::default();
         let healthy = Sequence::default();
@@ -335,6 +371,61 @@ mod tests {
         let location: Location = "us-east".parse().unwrap();
         assert!(store.publisher(&location, "p").unwrap().is_none(), "nothing of the broken stream was stored");
         assert_eq!(store.last_seq(&location).unwrap(), 2);
+        writer.stop().await;
+        indexer.stop().await;
+    }
+
+    /// Records the batches and bytes of each group it is given, storing nothing; its first
+    /// append waits until `gate` says go, so that the batches submitted meanwhile queue up.
+    #[derive(Debug)]
+    struct Recording {
+        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        groups: std::sync::Mutex<Vec<(usize, usize)>>,
+    }
+
+    impl Appender for Recording {
+        fn append(&self, batches: Vec<AppendBatch>, _: Timestamp) -> Result<Vec<AppendOutcome>, StoreError> {
+            let mut groups = self.groups.lock().unwrap();
+            if groups.is_empty() {
+                self.gate.lock().unwrap().recv().unwrap();
+            }
+            groups.push((batches.len(), batches.iter().map(batch_bytes).sum()));
+            Ok(batches.iter().map(|_| AppendOutcome::default()).collect())
+        }
+        fn file_bytes(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// A group stops taking batches at its byte limit, and the batch that did not fit starts
+    /// the next one; a batch over the limit on its own is committed alone.
+    #[tokio::test]
+    async fn a_group_commit_is_capped_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (indexer, indexing) = Indexer::spawn(Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap())).unwrap();
+        let (go, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(Recording { gate: std::sync::Mutex::new(gate), groups: std::sync::Mutex::default() });
+        let one = batch_bytes(&batch("p", 1..=10));
+        let limit = GroupLimit { batches: 100, bytes: 2 * one + 1 };
+        let (writer, handle) = Writer::spawn(store.clone(), limit, Fanout::new(1024 * 1024), indexing).unwrap();
+        let sequence = Sequence::default();
+        // Over the limit, so that it goes alone whatever was queued behind it when it was taken.
+        let mut replies = vec![handle.submit(batch("gate", 1..=30), &sequence).await.unwrap()];
+        for (publisher, seqs) in [("a", 1..=10), ("b", 1..=10), ("c", 1..=10), ("d", 1..=10), ("e", 1..=10)] {
+            replies.push(handle.submit(batch(publisher, seqs), &sequence).await.unwrap());
+        }
+        replies.push(handle.submit(batch("f", 1..=10), &sequence).await.unwrap());
+        replies.push(handle.submit(batch("big", 1..=30), &sequence).await.unwrap());
+        replies.push(handle.submit(batch("g", 1..=10), &sequence).await.unwrap());
+        go.send(()).unwrap();
+        for reply in replies {
+            reply.await.unwrap().unwrap();
+        }
+        let groups = store.groups.lock().unwrap().clone();
+        let batches: Vec<usize> = groups.iter().map(|(batches, _)| *batches).collect();
+        assert_eq!(batches, [1, 2, 2, 2, 1, 1], "{groups:?}");
+        assert!(groups.iter().all(|(batches, bytes)| *batches == 1 || *bytes <= limit.bytes), "{groups:?}");
+        assert!(groups[4].1 > limit.bytes, "the big batch went alone");
         writer.stop().await;
         indexer.stop().await;
     }

@@ -67,6 +67,7 @@ impl ApiError {
                     StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     // Worth retrying, as on the gRPC side.
                     StoreError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
                 },
             },
         }

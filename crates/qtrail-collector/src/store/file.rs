@@ -117,7 +117,7 @@ impl FileStore {
         let (state, end) = replay(&file, &path)?;
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
-            trees.repair(location, &file, &chain.positions)?;
+            trees.repair(location, &file, &chain.positions, chain.newest_tree_head())?;
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
@@ -397,6 +397,9 @@ impl EventStore for FileStore {
         payload.extend_from_slice(&bytes);
         let mut frame = FrameBuilder::default();
         frame.item(Item::Checkpoint, &payload)?;
+        // The tree the checkpoint signs must be on the disk before the checkpoint is: an open
+        // trusts the stored hashes of the newest checkpoint's tree once they give its root.
+        self.trees.sync(loc)?;
         writer.append(&self.file, &frame.finish()?)?;
         if let Some(state) = self.write_state().locations.get_mut(loc) {
             state.checkpoints.insert(checkpoint.number, bytes);
@@ -447,5 +450,7 @@ impl EventStore for FileStore {
     }
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

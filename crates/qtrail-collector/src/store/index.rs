@@ -47,19 +47,21 @@
 //! opening, each mark is checked against the chain: when the record at `indexed_seq` is absent
 //! or has another chain hash (the chain file was replaced, restored from a backup or tampered
 //! with), that location's index is dropped and rebuilt from position 1. A missing index file is
-//! rebuilt the same way.
+//! rebuilt the same way. A step that fails closes the file and the next one opens it again with
+//! the same checks ([`file`]): redb refuses a database whose write failed until it is reopened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use qtrail_cadf::Action;
 use qtrail_proto::qtrail::audit::v1 as proto;
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 
-use marks::{drop_every_index, drop_index, drop_stale_marks, open_or_set_aside, read_mark};
+pub(crate) use file::IndexRead;
+use marks::{drop_index, open_file, read_mark};
 pub(crate) use plan::{Query, SeqBounds, Seqs};
 use tracing::warn;
 
@@ -67,6 +69,7 @@ use crate::filter::Filter;
 use crate::store::{IndexStep, Result, StoreError};
 
 mod digest;
+mod file;
 mod marks;
 mod plan;
 
@@ -257,7 +260,10 @@ struct IdView {
 /// The index file.
 #[derive(Debug)]
 pub(crate) struct Index {
-    db: Database,
+    /// The open file; `None` from a failed step until the next step opens it again.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
+    cache_bytes: usize,
     /// Index bucket width (see the module docs), fixed when the file is created.
     pub(crate) bucket_bits: u32,
     /// When the last durable commit was made, and how many commits skipped their fsync since.
@@ -271,42 +277,27 @@ impl Index {
     /// Opens (or creates) the index file in `dir` and drops the index of every location whose
     /// mark no longer fits the chain read by `chains`.
     pub(crate) fn open(dir: &Path, cache_bytes: usize, bucket_bits: u32, chains: &dyn Chains) -> Result<Self> {
-        let db = open_or_set_aside(&dir.join(FILE_NAME), cache_bytes)?;
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let bucket_bits = {
-            let mut meta = txn.open_table(META)?;
-            let stored = meta.get(BUCKET_BITS_KEY)?.map(|bits| bits.value());
-            match stored {
-                Some(bits) => u32::try_from(bits)
-                    .ok()
-                    .filter(|bits| *bits < 64)
-                    .ok_or_else(|| StoreError::Corrupt(format!("invalid {BUCKET_BITS_KEY} {bits}")))?,
-                None => {
-                    meta.insert(BUCKET_BITS_KEY, u64::from(bucket_bits))?;
-                    bucket_bits
-                }
-            }
-        };
-        let format = txn.open_table(META)?.get(FORMAT_KEY)?.map(|format| format.value());
-        if format != Some(FORMAT) {
-            drop_every_index(&txn, format)?;
-            txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
-        }
-        drop_stale_marks(&txn, chains)?;
-        txn.commit()?;
-        Ok(Self { db, bucket_bits, durable: Mutex::new((Instant::now(), 0)), checked: AtomicBool::new(false) })
+        let path = dir.join(FILE_NAME);
+        let (db, bucket_bits) = open_file(&path, cache_bytes, bucket_bits, chains)?;
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            path,
+            cache_bytes,
+            bucket_bits,
+            durable: Mutex::new((Instant::now(), 0)),
+            checked: AtomicBool::new(false),
+        })
     }
 
-    /// Checks every location's indexes against their digests ([`digest`]), once after opening,
-    /// and drops those that do not match, to be rebuilt. It reads the whole index, so it is not
+    /// Checks every location's indexes against their digests ([`digest`]), once after opening
+    /// (or reopening), and drops those that do not match, to be rebuilt. It reads the whole index, so it is not
     /// done in [`Index::open`], which must stay quick: the first [`Index::step`] does it, and
     /// until then queries read the chain instead of trusting the indexes.
-    pub(crate) fn check(&self) -> Result<()> {
+    fn check(&self, db: &Database) -> Result<()> {
         if self.checked.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         for location in digest::mismatched(&txn)? {
             warn!(location = %location, "the index does not match its digest, rebuilding it");
@@ -322,17 +313,25 @@ impl Index {
         self.checked.load(Ordering::Acquire)
     }
 
-    /// Starts a read of the indexes. Begin it before the chain's read, so that every position
-    /// it counts as indexed is in the chain's snapshot too.
-    pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
-    }
-
     /// Indexes up to `limit` positions after the marks of `locations`, whose records `chain`
     /// reads, in one transaction; returns what it did and what is left.
+    ///
+    /// A step that fails closes the index file, and the next one opens it again (see
+    /// [`Index::close_after`]): so indexing resumes by itself once the disk has room again.
     pub(crate) fn step(&self, chains: &dyn Chains, locations: &[String], limit: u64) -> Result<IndexStep> {
-        self.check()?;
-        let mut txn = self.db.begin_write()?;
+        self.reopen(chains)?;
+        let result = match self.read_db().as_ref() {
+            Some(db) => self.check(db).and_then(|()| self.step_in(db, chains, locations, limit)),
+            None => Err(StoreError::Backend("the index file is closed".into())),
+        };
+        if let Err(err) = &result {
+            self.close_after(err);
+        }
+        result
+    }
+
+    fn step_in(&self, db: &Database, chains: &dyn Chains, locations: &[String], limit: u64) -> Result<IndexStep> {
+        let mut txn = db.begin_write()?;
         let mut step = IndexStep::default();
         for location in locations {
             let Some(events) = chains.chain(location)? else {
@@ -366,7 +365,11 @@ impl Index {
     }
 
     /// Returns the mark of `location` in the read `txn`: positions up to it are indexed.
-    pub(crate) fn indexed_seq(txn: &ReadTransaction, location: &str) -> Result<u64> {
+    /// 0 while the file is closed after a failed step.
+    pub(crate) fn indexed_seq(read: &IndexRead<'_>, location: &str) -> Result<u64> {
+        let Some(txn) = read.txn() else {
+            return Ok(0);
+        };
         let Some(marks) = missing_is_none(txn.open_table(MARKS))? else {
             return Ok(0);
         };

@@ -53,14 +53,24 @@ pub enum StoreError {
     /// The backend failed (I/O, transaction, commit); the operation had no effect.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The file system is full (or the quota used up); the operation had no effect, and the
+    /// same operation succeeds once there is room again.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
     /// A failed file operation: `what` was being done (lowercase, e.g. "cannot read the commit
     /// log"), `err` is why.
     pub(crate) fn io(what: &str, err: &std::io::Error) -> Self {
-        Self::Backend(format!("{what}: {}", error_text(err)))
+        let text = format!("{what}: {}", error_text(err));
+        if is_full(err) { Self::Full(text) } else { Self::Backend(text) }
     }
+}
+
+/// Returns whether `err` says the file system (or the user's quota) has no room left.
+pub(crate) fn is_full(err: &std::io::Error) -> bool {
+    matches!(err.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 /// Returns an error's message in our style: lowercase start, no trailing period (redb and the

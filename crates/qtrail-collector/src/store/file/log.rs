@@ -14,13 +14,19 @@
 //! # Repair
 //!
 //! Only the last frame can be unacknowledged: frames are written one after the other, each
-//! durable before the next starts. So at open these are a torn tail, never acknowledged, and
-//! are cut (the caller keeps a copy of the cut bytes): fewer bytes than a header left; zeros
-//! only from the frame on (how a file system may leave a crashed append); a header that passes
-//! its check and whose body runs past the end of the file; a body that fails its CRC and is the
-//! last thing in the file but zeros. Anything else that fails a check is damage in the middle of
-//! acknowledged data: the log refuses to open and names the offset, rather than drop what
-//! follows.
+//! durable before the next starts. So a frame that fails a check is a torn tail, never
+//! acknowledged, and is cut (the caller keeps a copy of the cut bytes), if and only if no
+//! valid frame (header and body passing their checks) follows it: a crash may persist a later
+//! page of the last frame and not the one with its header, or leave zeros or stale bytes after
+//! it. A header that passes its check but whose body runs past the end of the file is torn
+//! too. When a valid frame follows, the damage is in acknowledged data: the log refuses to
+//! open and names the offset, rather than drop what follows; and so it does for a last frame
+//! whose header alone is damaged, its body written whole (its CRC matches the rest of the
+//! file).
+//!
+//! After a header that passes its check the next frame can only start where its body ends,
+//! so the search starts there; after a damaged header it starts at the next byte, since the
+//! length is not known.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -176,10 +182,13 @@ impl Writer {
         let at = self.end;
         let written = file.write_all_at(frame, at).and_then(|()| file.sync_data());
         if let Err(err) = written {
-            let text = format!("cannot write the commit log: {}", error_text(&err));
+            let failed = StoreError::io("cannot write the commit log", &err);
+            let text = error_text(&err);
             return Err(match self.cut(file, at) {
-                Ok(()) => StoreError::Backend(text),
-                Err(StoreError::Backend(cut)) => StoreError::Backend(format!("{text}; {cut}")),
+                Ok(()) => failed,
+                Err(StoreError::Backend(cut)) => {
+                    StoreError::Backend(format!("cannot write the commit log: {text}; {cut}"))
+                }
                 Err(other) => other,
             });
         }
@@ -258,7 +267,7 @@ pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) ->
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (body_len, crc) = (word(0), word(4));
         if crc32c::crc32c(&header[..8]) != word(8) {
-            return torn_if_zeros(file, at, at, len, "the frame header there fails its check");
+            return torn_header(file, at, &header, len);
         }
         // The header is as written; a length no writer writes means the file is not ours.
         if body_len == 0 || body_len > MAX_FRAME {
@@ -271,7 +280,7 @@ pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) ->
         let mut body = vec![0; body_len as usize];
         reader.read_exact(&mut body).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
         if crc32c::crc32c(&body) != crc {
-            return torn_if_zeros(file, at, end, len, "the frame body there fails its check");
+            return torn_unless_followed(file, at, end, len, "the frame body there fails its check");
         }
         each(Frame { body_offset: at + FRAME_HEADER, body })?;
         at = end;
@@ -279,38 +288,78 @@ pub(super) fn read_frames(file: &File, from: u64, mut each: impl FnMut(Frame) ->
     Ok(at)
 }
 
-/// Decides what a frame at `at` that fails a check is: a torn tail (returns `at`, where the good
-/// frames end) when only zeros follow from `zeros_from` on, damage otherwise. A bit flip inside
-/// the last frame's body reads as a torn tail too: nothing tells the two apart, which is why the
-/// cut bytes are kept.
-fn torn_if_zeros(file: &File, at: u64, zeros_from: u64, len: u64, what: &str) -> Result<u64> {
-    if only_zeros(file, zeros_from, len)? {
-        return Ok(at);
+/// Decides what a frame at `at` whose header fails its check is (see the module docs).
+fn torn_header(file: &File, at: u64, header: &[u8; FRAME_HEADER as usize], len: u64) -> Result<u64> {
+    let what = "the frame header there fails its check";
+    let torn = torn_unless_followed(file, at, at + 1, len, what)?;
+    // Zeros are what a crash leaves most often, and their CRC field would match an empty body.
+    let rest = len - at - FRAME_HEADER;
+    if rest > 0 && header.iter().any(|byte| *byte != 0) {
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if body_passes(file, at + FRAME_HEADER, rest, crc)? {
+            return Err(damaged(at, "the frame header there fails its check but its body was written whole"));
+        }
     }
-    Err(damaged(at, what))
+    Ok(torn)
+}
+
+/// Returns `at`, where the good frames end, when no valid frame starts at or after `from`: the
+/// frame at `at` is a torn tail. Otherwise the frame at `at` was acknowledged and is damaged.
+/// A bit flip inside the last frame reads as a torn tail: nothing tells the two apart, which
+/// is why the cut bytes are kept.
+fn torn_unless_followed(file: &File, at: u64, from: u64, len: u64, what: &str) -> Result<u64> {
+    match next_valid_frame(file, from, len)? {
+        None => Ok(at),
+        Some(next) => Err(damaged(at, &format!("{what} and a valid frame follows it at offset {next}"))),
+    }
 }
 
 fn damaged(at: u64, what: &str) -> StoreError {
-    StoreError::Corrupt(format!(
-        "the commit log is damaged at offset {at}: {what} and data follows it; restore the data dir from a \
-         backup"
-    ))
+    StoreError::Corrupt(format!("the commit log is damaged at offset {at}: {what}; restore the data dir from a backup"))
 }
 
-/// Returns whether the file holds only zeros from `at` to `len`.
-fn only_zeros(file: &File, at: u64, len: u64) -> Result<bool> {
-    let mut chunk = vec![0; 1 << 16];
-    let mut offset = at;
-    while offset < len {
-        let n = chunk.len().min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+/// Bytes of the log read at a time while searching for a frame.
+const SCAN_CHUNK: u64 = 1 << 20;
+
+/// Returns the offset of the first valid frame (header and body pass their checks, the body
+/// within the file) at or after `from`, reading the file only up to it.
+fn next_valid_frame(file: &File, from: u64, len: u64) -> Result<Option<u64>> {
+    let mut chunk = Vec::new();
+    let mut start = from;
+    while start.saturating_add(FRAME_HEADER) <= len {
+        // Consecutive chunks overlap by a header less one byte, so every offset is tried once.
+        let n = (SCAN_CHUNK + FRAME_HEADER - 1).min(len - start);
+        chunk.resize(usize::try_from(n).unwrap_or(usize::MAX), 0);
+        file.read_exact_at(&mut chunk, start).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
+        for (i, header) in chunk.windows(FRAME_HEADER as usize).enumerate() {
+            let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+            let (body_len, crc) = (word(0), word(4));
+            if crc32c::crc32c(&header[..8]) != word(8) || body_len == 0 || body_len > MAX_FRAME {
+                continue;
+            }
+            let at = start + i as u64;
+            let body_at = at + FRAME_HEADER;
+            if body_at + u64::from(body_len) <= len && body_passes(file, body_at, u64::from(body_len), crc)? {
+                return Ok(Some(at));
+            }
+        }
+        start += n - FRAME_HEADER + 1;
+    }
+    Ok(None)
+}
+
+/// Returns whether the `len` bytes of the file at `at` have the CRC32C `crc`.
+fn body_passes(file: &File, at: u64, len: u64, crc: u32) -> Result<bool> {
+    let mut chunk = vec![0; usize::try_from(len.min(SCAN_CHUNK)).unwrap_or(usize::MAX)];
+    let (mut offset, mut sum) = (at, 0);
+    while offset < at + len {
+        let n = chunk.len().min(usize::try_from(at + len - offset).unwrap_or(usize::MAX));
         file.read_exact_at(&mut chunk[..n], offset)
             .map_err(|err| StoreError::io("cannot read the commit log", &err))?;
-        if chunk[..n].iter().any(|byte| *byte != 0) {
-            return Ok(false);
-        }
+        sum = crc32c::crc32c_append(sum, &chunk[..n]);
         offset += n as u64;
     }
-    Ok(true)
+    Ok(sum == crc)
 }
 
 #[cfg(test)]

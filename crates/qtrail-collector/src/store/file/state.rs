@@ -60,6 +60,15 @@ struct EventId {
     id: String,
 }
 
+impl LocationState {
+    /// Returns the tree size and root of the newest checkpoint that signs a tree, if any.
+    pub(super) fn newest_tree_head(&self) -> Option<(u64, qtrail_tlog::Hash)> {
+        let checkpoint = proto::Checkpoint::decode(self.checkpoints.last_key_value()?.1.as_slice()).ok()?;
+        let root = qtrail_tlog::Hash::try_from(checkpoint.root.as_slice()).ok()?;
+        (checkpoint.tree_size > 0).then_some((checkpoint.tree_size, root))
+    }
+}
+
 impl State {
     /// Returns the location's state.
     pub(super) fn location(&self, location: &str) -> Option<&LocationState> {

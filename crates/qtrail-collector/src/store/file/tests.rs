@@ -7,7 +7,7 @@ use super::*;
 use crate::store::NewEvent;
 use crate::store::conformance;
 
-fn open(dir: &Path) -> FileStore {
+pub(super) fn open(dir: &Path) -> FileStore {
     FileStore::open(dir, 4 * 1024 * 1024).unwrap()
 }
 
@@ -24,12 +24,12 @@ fn conformance_suite_with_tiny_index_buckets() {
     });
 }
 
-fn location() -> Location {
+pub(super) fn location() -> Location {
     "us-east".parse().unwrap()
 }
 
 /// Appends one batch of `count` events of publisher `p` from seq `from`.
-fn append(store: &FileStore, from: u64, count: u64) {
+pub(super) fn append(store: &FileStore, from: u64, count: u64) {
     let events = (from..from + count)
         .map(|seq| {
             let event = conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, seq as i64);
@@ -47,12 +47,12 @@ fn append(store: &FileStore, from: u64, count: u64) {
     store.append(vec![batch], Timestamp::default()).unwrap();
 }
 
-fn log_path(dir: &Path) -> PathBuf {
+pub(super) fn log_path(dir: &Path) -> PathBuf {
     dir.join(FileStore::FILE_NAME)
 }
 
 /// Makes a store with a collector and three group commits; returns the log's length after each.
-fn three_commits(dir: &Path) -> Vec<u64> {
+pub(super) fn three_commits(dir: &Path) -> Vec<u64> {
     let store = open(dir);
     store.create_collector(&location(), Timestamp::default()).unwrap();
     let mut ends = vec![std::fs::metadata(log_path(dir)).unwrap().len()];
@@ -114,7 +114,7 @@ fn damage_before_the_last_frame_refuses_to_open_and_names_the_offset() {
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), bytes);
 }
 
-const FRAME_HEADER_FOR_TESTS: u64 = log::FRAME_HEADER;
+pub(super) const FRAME_HEADER_FOR_TESTS: u64 = log::FRAME_HEADER;
 
 /// Flips a bit of the length field of the frame at `at` and returns the open's error.
 fn open_with_len_flipped(dir: &Path, at: u64, bit: u8) -> StoreError {
@@ -190,101 +190,6 @@ fn positions_survive_a_reopen_with_the_index_from_before() {
     let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
     let found = store.query(&location(), &filter, Order::OldestFirst, None, 100).unwrap();
     assert_eq!(found.iter().map(|record| record.location_seq).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
-}
-
-/// A size-limited tmpfs mounted for one test, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` (e.g. `8m`); `None`, with the reason printed, when this process
-    /// may not mount, unless `QTRAIL_REQUIRE_TMPFS` is set (as `scripts/test` does), which makes
-    /// that a failure instead.
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        let why = match mounted {
-            Ok(output) if output.status.success() => return Some(Self { dir }),
-            Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            Err(err) => err.to_string(),
-        };
-        assert!(std::env::var_os("QTRAIL_REQUIRE_TMPFS").is_none(), "cannot mount a tmpfs: {why}");
-        eprintln!("skipped: this process cannot mount a tmpfs for the full-disk test ({why})");
-        None
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// On a full disk an append is refused with a clear error and nothing acknowledged is lost,
-/// the partial frame is cut, and appends resume once there is space again.
-#[test]
-fn a_full_disk_refuses_the_batch_loses_nothing_and_resumes() {
-    let Some(disk) = SmallDisk::mount("8m") else {
-        return;
-    };
-    let dir = disk.dir.path().join("data");
-    let store = open(&dir);
-    store.create_collector(&location(), Timestamp::default()).unwrap();
-    // Most of the space taken by something else.
-    let filler = disk.dir.path().join("filler");
-    std::fs::write(&filler, vec![1_u8; 5 << 20]).unwrap();
-    let mut acknowledged = 0;
-    let err = loop {
-        let events = (acknowledged + 1..=acknowledged + 100)
-            .map(|seq| {
-                let event =
-                    conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, seq as i64);
-                NewEvent::new(seq, &event)
-            })
-            .collect();
-        let batch = AppendBatch {
-            location: location(),
-            publisher_id: "p".into(),
-            epoch: 1,
-            credential: "runtime".into(),
-            events,
-            rejected_seqs: vec![],
-        };
-        match store.append(vec![batch], Timestamp::default()) {
-            Ok(_) => acknowledged += 100,
-            Err(err) => break err,
-        }
-        assert!(acknowledged < 100_000, "the disk never filled");
-    };
-    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-    assert!(err.to_string().contains("no space left on device"), "{err}");
-    assert!(acknowledged > 0);
-    assert_eq!(store.last_seq(&location()).unwrap(), acknowledged);
-    // Nothing partial stays behind the last acknowledged frame.
-    let end = store.lock_writer().end;
-    assert_eq!(std::fs::metadata(log_path(&dir)).unwrap().len(), end);
-
-    std::fs::remove_file(&filler).unwrap();
-    append(&store, acknowledged + 1, 10);
-    drop(store);
-    let store = open(&dir);
-    assert_eq!(store.last_seq(&location()).unwrap(), acknowledged + 10);
-    let records = store.events(&location(), 1, usize::MAX).unwrap();
-    assert_eq!(records.len() as u64, acknowledged + 10);
-    let us = location();
-    let verdict = crate::chain::verify(
-        &store,
-        &us,
-        crate::chain::CheckRange { from_seq: 1, to_seq: acknowledged + 10 },
-        acknowledged + 10,
-    )
-    .unwrap();
-    assert!(verdict.ok, "{verdict:?}");
-    drop(store);
 }
 
 /// Index entries removed behind the store's back: filtered queries stay complete (the

@@ -2,10 +2,15 @@
 //! `tree/<location>.hashes`: 32 bytes per stored hash, at stored index × 32, appended after
 //! each group commit's frame is durable.
 //!
-//! The file is derived from the log, so it needs no fsync of its own: at open
-//! ([`Trees::repair`]) a file shorter than its location's chain (a crash before the hashes of the
-//! last frames reached the disk, or a lost file) is completed from the log's records, and a
-//! longer one (a torn frame cut from the log) is cut back.
+//! The file is derived from the log, so appends do not sync it; it is made durable only
+//! before a checkpoint is written to the log ([`Trees::sync`]), so the tree of every stored
+//! checkpoint is on the disk whole. A crash can leave anything in the hashes written since:
+//! missing, cut, or the right length with zeros or stale bytes inside. So at open
+//! ([`Trees::repair`]) the tree of the newest checkpoint is checked against the root it
+//! signed (reading the hashes of its root's path only), and every hash after it is computed
+//! again from the log's records, compared and rewritten where it differs; a tree that does not
+//! give the checkpoint's root is rebuilt from the log whole. The cost of an open is then the
+//! records since the last checkpoint, not the whole log.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
-use qtrail_tlog::{Hash, HashReader, append_hashes, leaf_hash, stored_hash_count};
-use tracing::info;
+use qtrail_tlog::{Hash, HashReader, append_hashes, leaf_hash, stored_hash_count, tree_hash};
+use tracing::{info, warn};
 
 use super::state::{Position, read_record};
 use crate::store::{Result, StoreError, canonical_of, error_text, tree_error};
@@ -102,16 +107,18 @@ impl Trees {
     ) -> Result<()> {
         let file = self.file(location)?;
         let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len();
-        let fits = stored_hash_count(old_size) * 32;
-        if have == fits {
+        if have == stored_hash_count(old_size) * 32 {
             return self.append(location, old_size, leaves);
         }
-        // Hashes past the tree of the stored events would pass for the new leaves' in the
-        // repair: cut them off first, then complete the tree from the log.
-        if have > fits {
-            file.set_len(fits).map_err(|err| StoreError::io("cannot cut the merkle tree", &err))?;
-        }
-        self.repair(location, log, positions)
+        // Hashes past the tree of the stored events would pass for the new leaves': the ones
+        // the file holds whole are kept and the rest computed again.
+        let from = whole_tree(have / 32, old_size);
+        self.rehash(location, log, positions, from).map(drop)
+    }
+
+    /// Makes the tree file of `location` durable: done before a checkpoint of it is written.
+    pub(super) fn sync(&self, location: &str) -> Result<()> {
+        self.file(location)?.sync_data().map_err(|err| StoreError::io("cannot sync the merkle tree", &err))
     }
 
     /// Reads stored hashes of `location`, whose tree has `size` leaves.
@@ -127,32 +134,88 @@ impl Trees {
     }
 
     /// Makes the tree file of `location` hold exactly the stored hashes of its `positions`,
-    /// recomputing what is missing from the records in `log`.
-    pub(super) fn repair(&self, location: &str, log: &File, positions: &[Position]) -> Result<()> {
+    /// at open: `checkpoint` is the size and root of its newest checkpoint, whose tree was made
+    /// durable before it was written (see the module docs).
+    pub(super) fn repair(
+        &self,
+        location: &str,
+        log: &File,
+        positions: &[Position],
+        checkpoint: Option<(u64, Hash)>,
+    ) -> Result<()> {
         let file = self.file(location)?;
         let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len() / 32;
-        let mut size = positions.len() as u64;
-        // The largest tree the file holds whole.
-        while stored_hash_count(size) > have {
-            size -= 1;
-        }
-        file.set_len(stored_hash_count(size) * 32).map_err(|err| StoreError::io("cannot cut the merkle tree", &err))?;
-        if size < positions.len() as u64 {
-            info!(location = %location, from_leaf = size, to_leaf = positions.len(), "completing the merkle tree from the log");
-        }
-        let from = usize::try_from(size).unwrap_or(usize::MAX);
-        for (chunk, start) in positions[from..].chunks(REPAIR_CHUNK).zip((size..).step_by(REPAIR_CHUNK)) {
-            let leaves = chunk
-                .iter()
-                .map(|position| {
-                    let record = proto::StoredEvent::decode(read_record(log, *position)?.as_slice()).ok();
-                    // A record that no longer decodes is hashed as its bytes could not be: as
-                    // nothing, so the tree shows the damage instead of failing the open.
-                    Ok(leaf_hash(&record.as_ref().and_then(canonical_of).unwrap_or_default()))
-                })
-                .collect::<Result<Vec<Hash>>>()?;
-            self.append(location, start, &leaves)?;
+        let from = match checkpoint {
+            Some((size, root)) if stored_hash_count(size) <= have && size <= positions.len() as u64 => {
+                if tree_hash(size, &FileReader(&file)).ok() == Some(root) {
+                    size
+                } else {
+                    warn!(location = %location, tree_size = size, "the merkle tree does not give its checkpoint's root, rebuilding it from the log");
+                    0
+                }
+            }
+            _ => 0,
+        };
+        let rewritten = self.rehash(location, log, positions, from)?;
+        if rewritten > 0 {
+            warn!(location = %location, from_leaf = from, rewritten, "repaired stored hashes of the merkle tree from the log");
+            // What was rewritten below a checkpoint's size must be as durable as it was.
+            self.sync(location)?;
         }
         Ok(())
     }
+
+    /// Computes the stored hashes of the leaves of `positions` from index `from` on, again
+    /// from the log's records, trusting the file's hashes of the tree of `from` leaves; writes
+    /// those the file does not hold alike and cuts whatever follows the tree. Returns how many
+    /// hashes were written.
+    fn rehash(&self, location: &str, log: &File, positions: &[Position], from: u64) -> Result<u64> {
+        let file = self.file(location)?;
+        let size = positions.len() as u64;
+        let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len();
+        if from < size {
+            info!(location = %location, from_leaf = from, to_leaf = size, "checking the merkle tree against the log");
+        }
+        let mut rewritten = 0;
+        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        for (chunk, start) in positions[start..].chunks(REPAIR_CHUNK).zip((from..).step_by(REPAIR_CHUNK)) {
+            let leaves = chunk.iter().map(|position| leaf_of(log, *position)).collect::<Result<Vec<Hash>>>()?;
+            let hashes = append_hashes(start, &leaves, &FileReader(&file)).map_err(|err| tree_error(location, &err))?;
+            let at = stored_hash_count(start) * 32;
+            let expected: Vec<u8> = hashes.iter().flatten().copied().collect();
+            let mut stored = vec![0; expected.len()];
+            let held = usize::try_from(have.saturating_sub(at)).unwrap_or(usize::MAX).min(stored.len());
+            file.read_exact_at(&mut stored[..held], at)
+                .map_err(|err| StoreError::io("cannot read the merkle tree", &err))?;
+            if held == expected.len() && stored == expected {
+                continue;
+            }
+            rewritten += expected.chunks(32).zip(stored.chunks(32)).filter(|(new, old)| new != old).count() as u64;
+            rewritten += ((expected.len() - held) / 32) as u64;
+            file.write_all_at(&expected, at).map_err(|err| StoreError::io("cannot write the merkle tree", &err))?;
+        }
+        if have != stored_hash_count(size) * 32 {
+            file.set_len(stored_hash_count(size) * 32)
+                .map_err(|err| StoreError::io("cannot cut the merkle tree", &err))?;
+        }
+        Ok(rewritten)
+    }
+}
+
+/// Returns the leaf count of the largest tree, of at most `leaves` leaves, whose stored hashes
+/// fit in `stored` hashes.
+fn whole_tree(stored: u64, leaves: u64) -> u64 {
+    let mut size = leaves;
+    while stored_hash_count(size) > stored {
+        size -= 1;
+    }
+    size
+}
+
+/// Returns the leaf hash of the record at `position` of the log.
+fn leaf_of(log: &File, position: Position) -> Result<Hash> {
+    let record = proto::StoredEvent::decode(read_record(log, position)?.as_slice()).ok();
+    // A record that no longer decodes is hashed as its bytes could not be: as nothing, so the
+    // tree shows the damage instead of failing the open.
+    Ok(leaf_hash(&record.as_ref().and_then(canonical_of).unwrap_or_default()))
 }

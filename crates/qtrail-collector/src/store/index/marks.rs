@@ -1,24 +1,62 @@
 //! The marks of the index file and what is dropped when they no longer fit: opening the file
-//! (setting an unreadable one aside), reading a location's mark, and dropping the indexes of
-//! stale marks, of one location or of every location.
+//! (setting an unreadable one aside, checking its layout and its marks against the chain),
+//! reading a location's mark, and dropping the indexes of stale marks, of one location or of
+//! every location.
 
 use std::path::Path;
 
 use prost::Message as _;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tracing::warn;
 
 use super::{
-    Chains, FILE_NAME, FORMAT, IndexDef, MARKS, RecordView, TimeDef, digest, index_table_name, time_table_name,
+    BUCKET_BITS_KEY, Chains, FILE_NAME, FORMAT, FORMAT_KEY, IndexDef, MARKS, META, RecordView, TimeDef, digest,
+    index_table_name, time_table_name,
 };
 use crate::store::{Result, StoreError};
+
+/// Opens (or creates) the index file at `path`, whose new buckets are `2^bucket_bits` wide,
+/// and drops the index of every location whose mark no longer fits the chain read by
+/// `chains`; returns it with the bucket width it has.
+pub(super) fn open_file(
+    path: &Path,
+    cache_bytes: usize,
+    bucket_bits: u32,
+    chains: &dyn Chains,
+) -> Result<(Database, u32)> {
+    let db = open_or_set_aside(path, cache_bytes)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let bucket_bits = {
+        let mut meta = txn.open_table(META)?;
+        let stored = meta.get(BUCKET_BITS_KEY)?.map(|bits| bits.value());
+        match stored {
+            Some(bits) => u32::try_from(bits)
+                .ok()
+                .filter(|bits| *bits < 64)
+                .ok_or_else(|| StoreError::Corrupt(format!("invalid {BUCKET_BITS_KEY} {bits}")))?,
+            None => {
+                meta.insert(BUCKET_BITS_KEY, u64::from(bucket_bits))?;
+                bucket_bits
+            }
+        }
+    };
+    let format = txn.open_table(META)?.get(FORMAT_KEY)?.map(|format| format.value());
+    if format != Some(FORMAT) {
+        drop_every_index(&txn, format)?;
+        txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
+    }
+    drop_stale_marks(&txn, chains)?;
+    txn.commit()?;
+    Ok((db, bucket_bits))
+}
 
 /// Opens (or creates) the index file at `path`. A file redb finds corrupt or of a format it no
 /// longer reads is moved aside (kept for inspection, under a name of its own) and a new one is
 /// created: it holds nothing the chain does not, and this process holds the chain file's lock,
 /// so no other collector uses it. Any other error (I/O, permissions, disk full) is returned:
 /// the file may be fine, and rebuilding a large index takes minutes.
-pub(super) fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<Database> {
+fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<Database> {
     let err = match Database::builder().set_cache_size(cache_bytes).create(path) {
         Ok(db) => return Ok(db),
         Err(err) => err,
@@ -52,7 +90,7 @@ pub(super) fn read_mark(txn: &WriteTransaction, location: &str) -> Result<u64> {
 
 /// Drops the index and mark of every location whose mark names a record the chain does not
 /// hold with that hash.
-pub(super) fn drop_stale_marks(txn: &WriteTransaction, chains: &dyn Chains) -> Result<()> {
+fn drop_stale_marks(txn: &WriteTransaction, chains: &dyn Chains) -> Result<()> {
     let mut stale = Vec::new();
     {
         let marks = txn.open_table(MARKS)?;
@@ -93,7 +131,7 @@ pub(super) fn drop_index(txn: &WriteTransaction, location: &str) -> Result<()> {
 
 /// Drops every location's index and mark: the file was written in layout `format` (none for a
 /// new file), not this one.
-pub(super) fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
+fn drop_every_index(txn: &WriteTransaction, format: Option<u64>) -> Result<()> {
     let marks: Vec<String> = {
         let marks = txn.open_table(MARKS)?;
         let mut locations = Vec::new();

@@ -5,7 +5,7 @@ use qtrail_cadf::Location;
 use redb::ReadTransaction;
 
 use super::{
-    Chain, Index, IndexDef, IndexEntry, IndexField, IndexTable, RecordView, TimeDef, TimeTable, bucket_of,
+    Chain, Index, IndexDef, IndexEntry, IndexField, IndexRead, IndexTable, RecordView, TimeDef, TimeTable, bucket_of,
     index_table_name, kind_values, missing_is_none, time_table_name,
 };
 use crate::filter::{Filter, Order, TargetMatch};
@@ -27,12 +27,12 @@ pub(crate) struct Query<'a> {
 
 impl Index {
     /// Calls `each` on the candidate positions of `query` in result order, until it returns
-    /// `false`: those the index read by `index_txn` covers through the indexes, the positions
-    /// of `chain` after them by reading the records. Begin `index_txn` before taking `chain`,
+    /// `false`: those the index read by `index_read` covers through the indexes, the positions
+    /// of `chain` after them by reading the records. Begin `index_read` before taking `chain`,
     /// so that every position the index counts as indexed is in the chain's snapshot.
     pub(crate) fn for_each_candidate(
         &self,
-        index_txn: &ReadTransaction,
+        index_read: &IndexRead<'_>,
         chain: &dyn Chain,
         query: &Query<'_>,
         mut each: impl FnMut(u64) -> Result<bool>,
@@ -49,10 +49,14 @@ impl Index {
         }
         let (location, filter) = (query.location, query.filter);
         let descending = query.order == Order::NewestFirst;
-        // Unchecked indexes are not trusted (see `Index::check`): the chain is read instead.
-        let tables = if self.trusted() { Tables::open(index_txn, location)? } else { None };
+        // Unchecked indexes are not trusted (see `Index::check`), and a file closed after a
+        // failed step cannot be read: the chain is read instead.
+        let tables = match index_read.txn() {
+            Some(index_txn) if self.trusted() => Tables::open(index_txn, location)?,
+            _ => None,
+        };
         let indexed = match &tables {
-            Some(_) => Index::indexed_seq(index_txn, location.as_str())?,
+            Some(_) => Index::indexed_seq(index_read, location.as_str())?,
             None => 0,
         };
         let through_index = match &tables {
