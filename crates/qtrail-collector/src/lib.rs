@@ -182,7 +182,8 @@ impl Prepared {
             alert_tls,
         } = self;
         let committed = Fanout::new(config.tail_buffer_bytes);
-        let (indexer, indexer_handle) = Indexer::spawn(store.clone(), config.snapshot_every).context("failed to start the indexer")?;
+        let (indexer, indexer_handle) =
+            Indexer::spawn(store.clone(), config.snapshot_every).context("failed to start the indexer")?;
         let (writer, writer_handle) =
             Writer::spawn(store.clone(), config.group_commit_batches, committed.clone(), indexer_handle)
                 .context("failed to start the writer")?;

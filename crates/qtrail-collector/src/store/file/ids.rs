@@ -9,11 +9,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Event ids with their `location_seq`, sorted by id, shared without a copy.
+pub(super) type Sorted = Arc<[(u128, u64)]>;
+
+/// What a snapshot takes of [`Ids`]: the sorted array and the recent ids.
+pub(super) type Parts = (Sorted, Vec<(u128, u64)>);
+
 /// Event id → `location_seq`.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Ids {
     /// Sorted by id, one entry per id; shared with a snapshot being written.
-    base: Arc<[(u128, u64)]>,
+    base: Sorted,
     /// Ids added after `base` was made; on an id in both, this one holds.
     recent: HashMap<u128, u64>,
 }
@@ -39,7 +45,7 @@ impl Ids {
 
     /// Returns what a snapshot needs of them: the shared array, and a copy of the recent ids,
     /// which is what takes time under the state's lock and why `recent` is kept small.
-    pub(super) fn parts(&self) -> (Arc<[(u128, u64)]>, Vec<(u128, u64)>) {
+    pub(super) fn parts(&self) -> Parts {
         (self.base.clone(), self.recent.iter().map(|(id, seq)| (*id, *seq)).collect())
     }
 
@@ -65,7 +71,7 @@ impl Ids {
 
     /// Makes `merged` (the ids as of `location_seq` `upto`, from [`Ids::merge`]) the array, and
     /// keeps in the map only the ids added after it.
-    pub(super) fn fold(&mut self, merged: Arc<[(u128, u64)]>, upto: u64) {
+    pub(super) fn fold(&mut self, merged: Sorted, upto: u64) {
         self.base = merged;
         self.recent.retain(|_, seq| *seq > upto);
     }
@@ -89,7 +95,7 @@ mod tests {
         ids.insert(5, 5);
         assert_eq!([1, 5, 7, 9, 2].map(|id| ids.get(id)), [Some(1), Some(5), Some(4), Some(3), None]);
         assert_eq!(ids.sorted(), [(1, 1), (5, 5), (7, 4), (9, 3)]);
-        let merged: Arc<[(u128, u64)]> = ids.sorted().into();
+        let merged: Sorted = ids.sorted().into();
         ids.insert(3, 6);
         ids.fold(merged, 5);
         assert_eq!(ids.recent.len(), 1, "only the id added after the fold stays in the map");

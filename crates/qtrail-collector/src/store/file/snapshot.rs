@@ -31,12 +31,11 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::sync::Arc;
 
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
-use super::ids::Ids;
+use super::ids::{Ids, Parts, Sorted};
 use super::log::{FRAME_HEADER, MAGIC as LOG_MAGIC, put_location};
 use super::state::{LocationState, Position, State, read_record, record_head};
 use crate::store::{Result, StoreError};
@@ -67,7 +66,7 @@ struct LocationCopy {
     name: String,
     collector: proto::Collector,
     positions: Vec<Position>,
-    ids: (Arc<[(u128, u64)]>, Vec<(u128, u64)>),
+    ids: Parts,
     checkpoints: Vec<(u64, Vec<u8>)>,
 }
 
@@ -92,7 +91,8 @@ impl StateCopy {
                 checkpoints: location.checkpoints.iter().map(|(number, bytes)| (*number, bytes.clone())).collect(),
             })
             .collect();
-        let publishers = state.publishers.iter().map(|((location, _), state)| (location.clone(), state.clone())).collect();
+        let publishers =
+            state.publishers.iter().map(|((location, _), state)| (location.clone(), state.clone())).collect();
         Self { end: state.end, locations, publishers }
     }
 
@@ -105,7 +105,7 @@ impl StateCopy {
 /// A snapshot written: its size, and each location's ids merged, to fold into the state.
 pub(super) struct Written {
     pub(super) bytes: u64,
-    pub(super) ids: Vec<(String, Arc<[(u128, u64)]>, u64)>,
+    pub(super) ids: Vec<(String, Sorted, u64)>,
 }
 
 /// Encodes `copy` and makes it the snapshot in `dir`, durably.
@@ -124,7 +124,7 @@ pub(super) fn write(dir: &Path, log: &File, copy: StateCopy) -> Result<Written> 
             out.extend_from_slice(&position.len.to_le_bytes());
         }
         let (base, recent) = location.ids;
-        let merged: Arc<[(u128, u64)]> = Ids::merge(&base, recent).into();
+        let merged: Sorted = Ids::merge(&base, recent).into();
         out.extend_from_slice(&(merged.len() as u64).to_le_bytes());
         for (id, seq) in merged.iter() {
             out.extend_from_slice(&id.to_le_bytes());

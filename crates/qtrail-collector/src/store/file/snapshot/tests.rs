@@ -61,7 +61,8 @@ fn store_with_snapshot_then_more(dir: &Path) -> Vec<NewEvent> {
     store.create_collector(&location(), Timestamp::default()).unwrap();
     let first = events(1, 10);
     append(&store, first.clone());
-    let checkpoint = proto::Checkpoint { location: "us-east".into(), number: 1, location_seq: 10, ..Default::default() };
+    let checkpoint =
+        proto::Checkpoint { location: "us-east".into(), number: 1, location_seq: 10, ..Default::default() };
     store.add_checkpoint(&checkpoint).unwrap();
     append(&store, events(11, 10));
     assert!(store.snapshot(0).unwrap(), "something was stored since the open");
@@ -102,11 +103,15 @@ fn a_snapshot_and_the_frames_after_it_reopen_as_a_full_replay_does() {
     assert_eq!(summary(&snapshotted), summary(&full));
     assert_eq!(snapshotted.events(&location(), 1, 100).unwrap(), full.events(&location(), 1, 100).unwrap());
     let by_initiator = crate::filter::Filter { initiator_id: Some("IBMid-1".into()), ..Default::default() };
-    let query = |store: &FileStore| store.query(&location(), &by_initiator, crate::filter::Order::OldestFirst, None, 100);
+    let query =
+        |store: &FileStore| store.query(&location(), &by_initiator, crate::filter::Order::OldestFirst, None, 100);
     assert_eq!(query(&snapshotted).unwrap().len(), 30);
     assert_eq!(query(&snapshotted).unwrap(), query(&full).unwrap());
     assert_eq!(snapshotted.checkpoints(&location(), None, 10).unwrap().len(), 1);
-    assert_eq!(snapshotted.read_hashes(&location(), &[0, 1, 2]).unwrap(), full.read_hashes(&location(), &[0, 1, 2]).unwrap());
+    assert_eq!(
+        snapshotted.read_hashes(&location(), &[0, 1, 2]).unwrap(),
+        full.read_hashes(&location(), &[0, 1, 2]).unwrap()
+    );
     // The ids from the snapshot deduplicate as the replayed ones do.
     let next = events(31, 1);
     for store in [&snapshotted, &full] {
