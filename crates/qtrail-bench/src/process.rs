@@ -98,6 +98,18 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Kills it with SIGKILL, as a crash would, and waits for it to be gone.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or it does not exit in time.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.process.signal(Signal::SIGKILL)?;
+        self.process.wait_exit(STOP_TIMEOUT).await?;
+        Ok(())
+    }
+}
+
 /// The files of one server: data directory, tokens or principals, address file.
 #[derive(Debug)]
 pub struct Files {

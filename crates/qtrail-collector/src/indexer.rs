@@ -8,6 +8,10 @@
 //! catches up with whatever the store left unindexed: a crash between a commit and its indexing,
 //! or an index rebuilt from scratch.
 //!
+//! Once caught up, the indexer also has the store write a snapshot of its state when the log
+//! has grown enough ([`EventStore::snapshot`]): it is off the acknowledgement path here too,
+//! and while it writes, the lag it lets build up is bounded as any other.
+//!
 //! Queries are right at any lag (the store reads the positions beyond the index one by one),
 //! but the more there is, the slower a selective query gets. So while the lag is above
 //! [`MAX_LAG`], the writer waits before its next commit: sustained ingest then runs at the
@@ -20,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::meters;
 use crate::store::{EventStore, IndexStep};
@@ -157,7 +161,7 @@ impl Indexer {
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub(crate) fn spawn(store: Arc<dyn EventStore>) -> std::io::Result<(Self, IndexerHandle)> {
+    pub(crate) fn spawn(store: Arc<dyn EventStore>, snapshot_every: u64) -> std::io::Result<(Self, IndexerHandle)> {
         // Pending from the start: the store may hold events the index has not reached.
         let shared = Arc::new(Shared {
             state: Mutex::new(State { pending: true, starting: true, ..State::default() }),
@@ -167,7 +171,7 @@ impl Indexer {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("qtrail-indexer".into())
-                .spawn(move || index_loop(store.as_ref(), &shared))?
+                .spawn(move || index_loop(store.as_ref(), &shared, snapshot_every))?
         };
         Ok((Self { thread, shared: shared.clone() }, IndexerHandle { shared }))
     }
@@ -200,7 +204,7 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-fn index_loop(store: &dyn EventStore, shared: &Shared) {
+fn index_loop(store: &dyn EventStore, shared: &Shared, snapshot_every: u64) {
     let _exit = ExitGuard(shared);
     loop {
         {
@@ -223,6 +227,9 @@ fn index_loop(store: &dyn EventStore, shared: &Shared) {
         }
         if !catch_up(store, shared) {
             break;
+        }
+        if let Err(err) = store.snapshot(snapshot_every) {
+            warn!(error = %err, "cannot write the state snapshot, a restart replays more of the log");
         }
     }
     debug!("indexer stopped");

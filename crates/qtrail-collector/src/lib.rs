@@ -182,7 +182,8 @@ impl Prepared {
             alert_tls,
         } = self;
         let committed = Fanout::new(config.tail_buffer_bytes);
-        let (indexer, indexer_handle) = Indexer::spawn(store.clone()).context("failed to start the indexer")?;
+        let (indexer, indexer_handle) =
+            Indexer::spawn(store.clone(), config.snapshot_every).context("failed to start the indexer")?;
         let (writer, writer_handle) = Writer::spawn(
             store.clone(),
             GroupLimit { batches: config.group_commit_batches, bytes: writer::MAX_GROUP_BYTES },
@@ -528,6 +529,13 @@ impl Drain {
             && let Err(err) = task.await
         {
             error!(error = %err, "the checkpoint task failed");
+        }
+        // Last, so that the next start replays nothing: the checkpoint above is in it too.
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.snapshot(0)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "cannot write the state snapshot, the next start replays the log"),
+            Err(err) => error!(error = %err, "the state snapshot task failed"),
         }
         drop(self.store);
     }

@@ -350,7 +350,7 @@ mod tests {
         store.create_collector(&"us-east".parse().unwrap(), Timestamp::default()).unwrap();
         let failing_once = FailingOnce { inner: store.clone(), appends: AtomicUsize::new(0), fail_at: 0 };
         let committed = Fanout::new(1024 * 1024);
-        let (indexer, indexing) = Indexer::spawn(store.clone()).unwrap();
+        let (indexer, indexing) = Indexer::spawn(store.clone(), u64::MAX).unwrap();
         // One batch per commit, so the failure hits exactly the first batch.
         let limit = GroupLimit { batches: 1, bytes: MAX_GROUP_BYTES };
         let (writer, handle) = Writer::spawn(Arc::new(failing_once), limit, committed, indexing).unwrap();

@@ -105,6 +105,48 @@ async fn collector_killed_repeatedly_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(actions.len(), 8, "events of all eight actions: {actions:?}");
 }
 
+/// Scenario 1 with state snapshots: the collector writes a snapshot of its store's state
+/// every few KiB of log (`--snapshot-every-kib 1`), so each SIGKILL lands while snapshots are
+/// being written, and each restart loads one and replays only the log after it. Nothing is
+/// lost or stored twice, and no snapshot is ever found unusable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_while_writing_state_snapshots_loses_nothing_and_stores_nothing_twice() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = temp_dir();
+    let args = vec!["--snapshot-every-kib".into(), "1".into()];
+    let mut collector = Collector::start_with("collector", dir.path(), args, None).await;
+    collector.create_collector(LOCATION).await;
+    let runtime = Runtime::start(RuntimeOptions::new(collector.url()), dir.path()).await;
+    let history = History::default();
+    let driver = Driver::start("kill-snapshotting-collector", &runtime.url(), CLIENTS, &history);
+    let snapshot = dir.path().join("collector-data").join("state.snapshot");
+    // The snapshot's inode: each snapshot is a new file renamed over the last.
+    let written = || std::fs::metadata(&snapshot).map(|metadata| metadata.ino()).ok();
+
+    for _ in 0..ROUNDS / 2 {
+        let (stored, before) = (collector.event_count(LOCATION).await, written());
+        let watched = &collector;
+        wait_until("a new snapshot and more events after it", WAIT, || async move {
+            let newer = written().is_some_and(|now| Some(now) != before);
+            (newer && watched.event_count(LOCATION).await > stored).then_some(())
+        })
+        .await;
+        collector.process().kill();
+        more_calls(&history, 10).await;
+        collector.process().restart().await;
+    }
+    driver.stop().await;
+
+    finish("scenario 1b (collector SIGKILL x5, snapshots)", &collector, &runtime, &history).await;
+    // Logs go to the test's stderr instead of the file with TEST_LOG set.
+    if std::env::var_os("TEST_LOG").is_none() {
+        let log = std::fs::read_to_string(dir.path().join("collector.log")).expect("read the collector's log");
+        assert!(log.contains("state loaded from the snapshot"), "restarts load the snapshot");
+        assert!(!log.contains("snapshot is not used"), "no snapshot was found unusable");
+        assert!(!log.contains("does not replay"), "the log after each snapshot replays");
+    }
+}
+
 /// Scenario 2: the runtime is SIGKILLed again and again while it publishes (with a batch stored
 /// but unacknowledged, with a batch on the wire, with a batch cut mid-way, with calls in flight)
 /// and restarts on the same data directory. Every answered call's event arrives once; calls cut

@@ -11,11 +11,14 @@
 //! half of the collector's CPU per event.
 //!
 //! Records are protobuf `StoredEvent`s with their location and position, in the log as written;
-//! memory holds where each is (16 bytes per event) and the event ids (a map entry each,
-//! deduplication must be exact when a batch is admitted: about 40 more bytes per event), the collectors, publisher states and checkpoints ([`state`]).
-//! Opening replays the log into that state, cutting a torn tail after keeping a copy of it
-//! (see [`log`]).
-//!
+//! memory holds where each is (16 bytes per event) and the event ids (deduplication must be
+//! exact when a batch is admitted: 24 bytes per event in a sorted array, a hash map entry for
+//! those added since the last snapshot, see [`ids`]), the collectors, publisher states and
+//! checkpoints ([`state`]). Opening loads that state from its snapshot (`state.snapshot`, see
+//! [`snapshot`]) when it fits the log and replays only the frames after it, else replays the
+//! whole log; either way it cuts a torn tail after keeping a copy of it (see [`log`]).
+//! Snapshots are written in the background ([`EventStore::snapshot`]).
+
 //! # Queries
 //!
 //! As with the redb backend: a query reads the index file's snapshot first, then the log's
@@ -26,8 +29,10 @@
 //! from another log, or the log was replaced) drops that location's index, which is rebuilt.
 
 mod group;
+mod ids;
 mod log;
 pub mod offline;
+mod snapshot;
 mod state;
 mod tree;
 
@@ -35,6 +40,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 use prost::Message as _;
@@ -65,6 +71,15 @@ pub struct FileStore {
     trees: Trees,
     index: Index,
     dir: PathBuf,
+    /// The last snapshot of the state (see [`snapshot`]), held while one is written.
+    snapshots: Mutex<SnapshotMark>,
+}
+
+/// Where the last snapshot ends in the log, and its size.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotMark {
+    end: u64,
+    bytes: u64,
 }
 
 impl FileStore {
@@ -114,14 +129,22 @@ impl FileStore {
         if new_dir && let Some(parent) = data_dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
-        let (state, end) = replay(&file, &path)?;
+        let (state, end, mark) = replay(&file, &path)?;
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
             trees.repair(location, &file, &chain.positions, chain.newest_tree_head())?;
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
-        Ok(Self { file, writer: Mutex::new(Writer::new(end)), state, trees, index, dir: data_dir.to_owned() })
+        Ok(Self {
+            file,
+            writer: Mutex::new(Writer::new(end)),
+            state,
+            trees,
+            index,
+            dir: data_dir.to_owned(),
+            snapshots: Mutex::new(mark),
+        })
     }
 
     /// Appends one frame of items that `build` writes, as they are (no admission, no chain
@@ -146,6 +169,7 @@ impl FileStore {
             writer.cut(&self.file, at)?;
             return Err(err);
         }
+        state.end = writer.end;
         Ok(())
     }
 
@@ -188,19 +212,22 @@ impl FileStore {
     }
 }
 
-/// Reads the log: writes the magic into a new one, replays every good frame into the state and
-/// cuts a torn tail, after copying it next to the log (`commit.log.torn-<offset>`) so that a
-/// cut never destroys anything. Returns the state and where the next frame goes.
-fn replay(file: &File, path: &Path) -> Result<(State, u64)> {
+/// Reads the log: writes the magic into a new one, loads the state snapshot when it fits the
+/// log and replays the frames after it (all of them without a usable snapshot), and cuts a torn
+/// tail, after copying it next to the log (`commit.log.torn-<offset>`) so that a cut never
+/// destroys anything. Returns the state, where the next frame goes, and the snapshot used.
+fn replay(file: &File, path: &Path) -> Result<(State, u64, SnapshotMark)> {
     use std::os::unix::fs::FileExt as _;
+    let start = MAGIC.len() as u64;
     let len = file.metadata().map_err(|err| StoreError::io("cannot read the commit log", &err))?.len();
-    if len < MAGIC.len() as u64 {
+    let no_snapshot = SnapshotMark { end: start, bytes: 0 };
+    if len < start {
         // New, or cut before its first frame: nothing in it was acknowledged.
         file.set_len(0).map_err(|err| StoreError::io("cannot truncate the commit log", &err))?;
         file.write_all_at(MAGIC, 0)
             .and_then(|()| file.sync_all())
             .map_err(|err| StoreError::io("cannot write the commit log", &err))?;
-        return Ok((State::default(), MAGIC.len() as u64));
+        return Ok((State { end: start, ..State::default() }, start, no_snapshot));
     }
     let mut magic = [0; 8];
     file.read_exact_at(&mut magic, 0).map_err(|err| StoreError::io("cannot read the commit log", &err))?;
@@ -212,11 +239,40 @@ fn replay(file: &File, path: &Path) -> Result<(State, u64)> {
     if &magic != MAGIC {
         return Err(StoreError::Corrupt("the commit log does not start with its magic bytes".into()));
     }
-    let mut state = State::default();
-    let end = log::read_frames(file, MAGIC.len() as u64, |frame| {
+    let started = Instant::now();
+    match snapshot::load(path.parent().unwrap_or(Path::new(".")), file, len) {
+        Ok(Some((state, bytes))) => {
+            let mark = SnapshotMark { end: state.end, bytes };
+            match replay_from(file, path, state, len) {
+                Ok((state, end)) => {
+                    tracing::info!(
+                        snapshot_end = mark.end,
+                        replayed = end - mark.end,
+                        millis = started.elapsed().as_millis(),
+                        "state loaded from the snapshot, the log replayed after it"
+                    );
+                    return Ok((state, end, mark));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "the commit log after the snapshot does not replay, replaying it whole");
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(why) => tracing::warn!(reason = %why, "the state snapshot is not used, replaying the whole commit log"),
+    }
+    let (state, end) = replay_from(file, path, State { end: start, ..State::default() }, len)?;
+    tracing::info!(replayed = end - start, millis = started.elapsed().as_millis(), "the commit log replayed whole");
+    Ok((state, end, no_snapshot))
+}
+
+/// Replays the frames from `state.end` on into `state` and cuts a torn tail.
+fn replay_from(file: &File, path: &Path, mut state: State, len: u64) -> Result<(State, u64)> {
+    let end = log::read_frames(file, state.end, |frame| {
         for item in frame.items()? {
             state.replay(&item)?;
         }
+        state.end = frame.body_offset + frame.body.len() as u64;
         Ok(())
     })?;
     if end < len {
@@ -269,7 +325,9 @@ impl EventStore for FileStore {
         let mut frame = FrameBuilder::default();
         frame.item(Item::Collector, &collector.encode_to_vec())?;
         writer.append(&self.file, &frame.finish()?)?;
-        self.write_state().add_collector(collector.clone());
+        let mut state = self.write_state();
+        state.add_collector(collector.clone());
+        state.end = writer.end;
         Ok(collector)
     }
 
@@ -303,6 +361,7 @@ impl EventStore for FileStore {
             state.add_event(&pending.location, Some(pending.id), &pending.chain_hash, pending.position(at))?;
         }
         state.publishers.extend(built.publishers);
+        state.end = writer.end;
         // The frame is durable: the batches are stored whatever happens to the tree file, which
         // the next append or open completes from the log.
         for (location, (old_size, leaves)) in leaves {
@@ -317,6 +376,42 @@ impl EventStore for FileStore {
     fn index_step(&self, limit: u64) -> Result<IndexStep> {
         let locations: Vec<String> = self.read_state().locations.keys().cloned().collect();
         self.index.step(&self.chains(), &locations, limit)
+    }
+
+    fn snapshot(&self, min_growth: u64) -> Result<bool> {
+        let mut mark = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let copy = {
+            let state = self.read_state();
+            let growth = state.end.saturating_sub(mark.end);
+            // A snapshot costs its size; growing the gap with it keeps what they write a fixed
+            // share of what the log does, at the price of a replay after a crash that grows too.
+            let due = if min_growth == 0 { growth > 0 } else { growth >= min_growth.max(mark.bytes.saturating_mul(4)) };
+            if !due {
+                return Ok(false);
+            }
+            snapshot::StateCopy::take(&state)
+        };
+        let copied = started.elapsed();
+        let end = copy.end();
+        let written = snapshot::write(&self.dir, &self.file, copy)?;
+        {
+            let mut state = self.write_state();
+            for (location, ids, upto) in written.ids {
+                if let Some(location) = state.locations.get_mut(&location) {
+                    location.ids.fold(ids, upto);
+                }
+            }
+        }
+        *mark = SnapshotMark { end, bytes: written.bytes };
+        tracing::info!(
+            log_end = end,
+            bytes = written.bytes,
+            copy_micros = copied.as_micros(),
+            millis = started.elapsed().as_millis(),
+            "state snapshot written"
+        );
+        Ok(true)
     }
 
     fn indexed_seq(&self, location: &Location) -> Result<u64> {
@@ -401,9 +496,11 @@ impl EventStore for FileStore {
         // trusts the stored hashes of the newest checkpoint's tree once they give its root.
         self.trees.sync(loc)?;
         writer.append(&self.file, &frame.finish()?)?;
-        if let Some(state) = self.write_state().locations.get_mut(loc) {
-            state.checkpoints.insert(checkpoint.number, bytes);
+        let mut state = self.write_state();
+        if let Some(location) = state.locations.get_mut(loc) {
+            location.checkpoints.insert(checkpoint.number, bytes);
         }
+        state.end = writer.end;
         Ok(())
     }
 

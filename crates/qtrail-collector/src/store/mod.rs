@@ -272,6 +272,18 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Backend`] on storage failure (nothing indexed).
     fn index_step(&self, limit: u64) -> Result<IndexStep>;
 
+    /// Saves what an open would otherwise rebuild by reading the stored data, when at least
+    /// `min_growth` bytes were stored since the last save (`0`: whenever anything was); returns
+    /// whether it saved. Like indexing it is never needed for correctness, only for the speed of
+    /// the next open, so it runs in the background; a backend with nothing to save does nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on storage failure (the previous save stays).
+    fn snapshot(&self, min_growth: u64) -> Result<bool> {
+        let _ = min_growth;
+        Ok(false)
+    }
+
     /// Returns the position up to which the query indexes of `location` are complete.
     fn indexed_seq(&self, location: &Location) -> Result<u64>;
 

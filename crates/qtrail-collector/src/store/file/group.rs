@@ -104,8 +104,8 @@ impl<'s> Group<'s> {
             let id = new.id.as_u128();
             let existing = match head.new_ids.get(&id) {
                 Some((seq, canonical)) => Some((*seq, *canonical == new.canonical)),
-                None => match location.ids.get(&id) {
-                    Some(&seq) => {
+                None => match location.ids.get(id) {
+                    Some(seq) => {
                         Some((seq, stored_canonical(self.file, location, seq)? == Some(new.canonical.clone())))
                     }
                     None => None,

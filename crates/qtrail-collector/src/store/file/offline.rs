@@ -64,7 +64,9 @@ fn entry(item: Item, payload: &[u8]) -> Result<Entry> {
     })
 }
 
-/// Replaces the log in `data_dir` with `entries`, one frame each.
+/// Replaces the log in `data_dir` with `entries`, one frame each, and removes the state
+/// snapshot, which describes the log replaced (an open would find it does not fit, mostly; a
+/// rewrite that keeps every offset could pass its spot checks).
 ///
 /// # Errors
 /// [`StoreError::Backend`] when it cannot be written.
@@ -96,6 +98,12 @@ pub fn write(data_dir: &Path, entries: &[Entry]) -> Result<()> {
         };
         frame.item(item, &payload)?;
         bytes.extend_from_slice(&frame.finish()?);
+    }
+    match std::fs::remove_file(data_dir.join(super::snapshot::FILE_NAME)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(StoreError::io("cannot remove the state snapshot", &err));
+        }
+        _ => {}
     }
     std::fs::write(data_dir.join(FileStore::FILE_NAME), bytes)
         .map_err(|err| StoreError::io("cannot write the commit log", &err))

@@ -3,7 +3,7 @@
 //! deduplication, publisher states and checkpoints. Records themselves stay in the log and are
 //! read with `pread` ([`FileChain`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::sync::{PoisonError, RwLock};
@@ -11,12 +11,13 @@ use std::sync::{PoisonError, RwLock};
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 
+use super::ids::Ids;
 use super::log::{FrameItem, Item, take_location};
 use crate::store::index::{Chain, Chains, Records, SeqBounds, Seqs};
 use crate::store::{Result, StoreError};
 
 /// Where a record is in the log.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Position {
     pub(super) offset: u64,
     pub(super) len: u32,
@@ -30,7 +31,7 @@ pub(super) struct LocationState {
     /// Where the record at `location_seq` s is: `positions[s - 1]`.
     pub(super) positions: Vec<Position>,
     /// Event id → `location_seq`.
-    pub(super) ids: HashMap<u128, u64>,
+    pub(super) ids: Ids,
     /// Checkpoint number → protobuf `Checkpoint`, as stored.
     pub(super) checkpoints: BTreeMap<u64, Vec<u8>>,
 }
@@ -40,6 +41,9 @@ pub(super) struct LocationState {
 pub(super) struct State {
     pub(super) locations: BTreeMap<String, LocationState>,
     pub(super) publishers: BTreeMap<(String, String), proto::PublisherState>,
+    /// Where in the log the frames this state holds end: a snapshot of it covers the log up
+    /// to there. Zero until the log is read.
+    pub(super) end: u64,
 }
 
 /// The head of a stored record: what replaying it needs, without decoding the event.
@@ -80,7 +84,7 @@ impl State {
         let location = LocationState {
             collector: collector.clone(),
             positions: Vec::new(),
-            ids: HashMap::new(),
+            ids: Ids::default(),
             checkpoints: BTreeMap::new(),
         };
         self.locations.insert(collector.location, location);
@@ -141,6 +145,11 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Returns the location and chain hash a stored record names, `None` when it does not decode.
+pub(super) fn record_head(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
+    RecordHead::decode(bytes).ok().map(|head| (head.location, head.chain_hash))
 }
 
 /// Reads the record at `position` from the log.
