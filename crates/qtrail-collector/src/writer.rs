@@ -402,7 +402,8 @@ mod tests {
     #[tokio::test]
     async fn a_group_commit_is_capped_by_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let (indexer, indexing) = Indexer::spawn(Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap())).unwrap();
+        let (indexer, indexing) =
+            Indexer::spawn(Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap()), u64::MAX).unwrap();
         let (go, gate) = std::sync::mpsc::channel();
         let store = Arc::new(Recording { gate: std::sync::Mutex::new(gate), groups: std::sync::Mutex::default() });
         let one = batch_bytes(&batch("p", 1..=10));
