@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use qtrail_cadf::checkpoint::VerifyingKey;
+use qtrail_cadf::checkpoint::{SigningKey, VerifyingKey};
 use qtrail_testkit::wait_until;
-use qtrail_tlog::NoteVerifier;
+use qtrail_tlog::{Checkpoint as TreeHead, NoteSigner, NoteVerifier, sign_note};
 use serde_json::Value;
 
 use crate::up::Up;
@@ -104,7 +104,8 @@ async fn go_tlog_checks_the_served_log() {
 }
 
 /// `qtrail events verify --checkpoint NOTE` checks a kept tree head by consistency proof alone,
-/// and exits 10 for a note that is not the collector's or a head the log no longer extends.
+/// and exits 10 for a note that is not the collector's, a head the log does not extend, or one
+/// past the log's newest signed head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_tree_head_is_checked_by_consistency_proof() {
     let up = Up::start().await;
@@ -129,4 +130,21 @@ async fn a_kept_tree_head_is_checked_by_consistency_proof() {
     let forged = up.qtrail(&["events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
     assert_eq!(forged.code, 10, "{forged:?}");
     assert!(forged.stderr.contains("invalid signature"), "{forged:?}");
+
+    // Heads signed with the collector's own key that its log does not extend: one with another
+    // root (a rewritten log), one past its end (a log cut short since).
+    let signing = SigningKey::from_pem(&std::fs::read(up.data_dir().join("checkpoint-key.pem")).unwrap()).unwrap();
+    let signed_head = |size: u64| {
+        let origin = "qtrail.local/us-east";
+        let head = TreeHead { origin: origin.into(), size, root: [7; 32], extensions: Vec::new() };
+        sign_note(&head.to_text(), &NoteSigner::new(origin, signing.key_pair()).unwrap()).unwrap()
+    };
+    std::fs::write(&kept, signed_head(old["treeSize"].as_u64().unwrap())).unwrap();
+    let rewritten = up.qtrail(&["events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(rewritten.code, 10, "{rewritten:?}");
+    assert!(rewritten.stderr.contains("does not extend the kept one"), "{rewritten:?}");
+    std::fs::write(&kept, signed_head(1_000_000)).unwrap();
+    let cut = up.qtrail(&["events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    assert_eq!(cut.code, 10, "{cut:?}");
+    assert!(cut.stderr.contains("the log no longer reaches the kept tree head"), "{cut:?}");
 }

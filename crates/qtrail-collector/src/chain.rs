@@ -18,6 +18,12 @@
 //! A broken link is explained by looking the linked hash up among all stored records, which
 //! scans the location once; verification stops at the first fault, so this happens at most once.
 //!
+//! The walk reads each chunk of records once, in bulk, and hashes every record on all cores
+//! from its bytes (`digest`): the chain hash and the Merkle leaf hash come from one reading of
+//! the canonical bytes, and the tree is checked chunk by chunk in the same pass
+//! ([`verify_with_tree`], [`crate::merkle`]). Only a record that reading does not confirm is
+//! read again, fully, to say what is wrong with it.
+//!
 //! Signed checkpoints of the location are checked too: every checkpoint whose position lies in
 //! the range must state the hash the walk derived there (else MODIFIED at that position: the
 //! chain was rewritten at or before it), and when the range reaches the chain's end, no
@@ -47,9 +53,15 @@ use qtrail_cadf::{AuditEvent, ChainHash, Location, canonical_bytes, chain_hash_o
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
 
-use crate::store::{ChainRecord, EventStore, Result};
+use qtrail_tlog::{Hash, NoteVerifier, leaf_hash};
 
-/// Records (and checkpoints) read from the store per step.
+use crate::merkle::TreeCheck;
+use crate::store::{ChainRecord, EventStore, Result, StoredBytes};
+
+mod digest;
+
+/// Records (and checkpoints) read from the store per step; the tree is checked chunk by chunk
+/// of this size too.
 const CHUNK: usize = 1000;
 
 /// An inclusive range of positions to check, already resolved against the chain's length.
@@ -62,13 +74,45 @@ pub(crate) struct CheckRange {
 }
 
 /// Verifies `range` of the chain of `location`, whose newest position is `chain_end`, and
-/// returns the verdict.
+/// returns the verdict, without looking at the Merkle tree.
+#[cfg(test)]
 pub(crate) fn verify(
     store: &dyn EventStore,
     location: &Location,
     range: CheckRange,
     chain_end: u64,
 ) -> Result<proto::VerifyChainResponse> {
+    verifier(store, location, range, chain_end, None)?.run()
+}
+
+/// Verifies `range` of the chain of `location`, whose newest position is `chain_end`, and its
+/// Merkle tree (see [`crate::merkle`]; with `verifiers`, the checkpoint notes' signatures too),
+/// in one pass over the records, and returns the verdict: the chain's fault if there is one,
+/// else the tree's.
+pub(crate) fn verify_with_tree(
+    store: &dyn EventStore,
+    location: &Location,
+    range: CheckRange,
+    chain_end: u64,
+    verifiers: Option<&[NoteVerifier]>,
+) -> Result<proto::VerifyChainResponse> {
+    let tree = TreeCheck::new(store, location, range, verifiers)?;
+    let mut verifier = verifier(store, location, range, chain_end, Some(tree))?;
+    let verdict = verifier.run()?;
+    match verifier.tree {
+        Some(tree) if verdict.ok => Ok(tree.verdict(verdict)),
+        _ => Ok(verdict),
+    }
+}
+
+/// Returns the verifier of `range`, with the heads the checkpoints signed read.
+fn verifier<'a>(
+    store: &'a dyn EventStore,
+    location: &'a Location,
+    range: CheckRange,
+    chain_end: u64,
+    tree: Option<TreeCheck<'a>>,
+) -> Result<Verifier<'a>> {
     let mut heads: BTreeMap<u64, Vec<SignedHead>> = BTreeMap::new();
     let mut damaged = Vec::new();
     // Read a page at a time: a collector signs every location at every tick, so there can be
@@ -97,9 +141,7 @@ pub(crate) fn verify(
         }
         before = Some(oldest);
     }
-    let mut verifier =
-        Verifier { store, location, range, chain_end, heads, damaged, checked: 0, checkpoints_checked: 0 };
-    verifier.run()
+    Ok(Verifier { store, location, range, chain_end, heads, damaged, checked: 0, checkpoints_checked: 0, tree })
 }
 
 struct Verifier<'a> {
@@ -114,6 +156,8 @@ struct Verifier<'a> {
     damaged: Vec<(u64, String)>,
     checked: u64,
     checkpoints_checked: u64,
+    /// The tree's check, fed each chunk's leaf hashes once the chunk's records are intact.
+    tree: Option<TreeCheck<'a>>,
 }
 
 /// A chain hash signed at one position by one or more checkpoints.
@@ -152,23 +196,29 @@ impl Verifier<'_> {
         let mut next_seq = from_seq;
         while next_seq <= to_seq {
             let limit = usize::try_from((to_seq - next_seq + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
-            let chunk = self.store.chain_records(self.location, next_seq, limit)?;
+            let chunk = self.store.stored_bytes(self.location, next_seq, limit)?;
             if chunk.is_empty() {
                 break;
             }
-            for (index, entry) in chunk.iter().enumerate() {
-                if entry.location_seq > to_seq {
+            let first = next_seq;
+            let digests = digest::digest_all(&chunk);
+            let mut leaves = Vec::with_capacity(chunk.len());
+            for (index, (stored, digest)) in chunk.iter().zip(&digests).enumerate() {
+                if stored.location_seq > to_seq {
                     break;
                 }
-                if entry.location_seq != next_seq {
+                if stored.location_seq != next_seq {
                     return Ok(self.fault(missing(next_seq, format!("location_seq {next_seq} is absent"))));
                 }
-                let following = match chunk.get(index + 1) {
-                    Some(next) => Some(next.clone()),
-                    None => self.store.chain_records(self.location, next_seq + 1, 1)?.into_iter().next(),
+                let checked = match digest {
+                    Some(digest) if digest.fits(&expected_prev) => Ok((digest.hash, digest.leaf)),
+                    _ => self.check_fully(&chunk, index, &expected_prev)?,
                 };
-                match self.check(entry, &expected_prev, following.as_ref())? {
-                    Ok(hash) => expected_prev = hash,
+                match checked {
+                    Ok((hash, leaf)) => {
+                        expected_prev = hash;
+                        leaves.push(leaf);
+                    }
                     Err(fault) => return Ok(self.fault(fault)),
                 }
                 if let Err(fault) = self.check_checkpoints(next_seq, &expected_prev) {
@@ -176,6 +226,9 @@ impl Verifier<'_> {
                 }
                 self.checked += 1;
                 next_seq += 1;
+            }
+            if let Some(tree) = self.tree.as_mut() {
+                tree.chunk(first, &leaves)?;
             }
         }
         if next_seq <= to_seq {
@@ -261,13 +314,30 @@ impl Verifier<'_> {
         }))
     }
 
-    /// Checks one record against the hash it must link to; returns its hash or the fault.
+    /// Checks the record at `index` of `chunk`, which the fast reading could not confirm, by
+    /// reading it fully; returns its hash and leaf hash, or the fault.
+    fn check_fully(
+        &self,
+        chunk: &[StoredBytes],
+        index: usize,
+        expected_prev: &ChainHash,
+    ) -> Result<Result<(ChainHash, Hash), proto::ChainFault>> {
+        let entry = chunk[index].decode(self.location);
+        let following = match chunk.get(index + 1) {
+            Some(next) => Some(next.decode(self.location)),
+            None => self.store.chain_records(self.location, entry.location_seq + 1, 1)?.into_iter().next(),
+        };
+        self.check(&entry, expected_prev, following.as_ref())
+    }
+
+    /// Checks one record against the hash it must link to; returns its hash and leaf hash, or
+    /// the fault.
     fn check(
         &self,
         entry: &ChainRecord,
         expected_prev: &ChainHash,
         following: Option<&ChainRecord>,
-    ) -> Result<Result<ChainHash, proto::ChainFault>> {
+    ) -> Result<Result<(ChainHash, Hash), proto::ChainFault>> {
         let seq = entry.location_seq;
         let Some(record) = &entry.record else {
             return Ok(Err(fault(seq, ChainFaultKind::Modified, "the record no longer decodes".into())));
@@ -282,14 +352,14 @@ impl Verifier<'_> {
         if prev != *expected_prev {
             return Ok(Err(self.explain_broken_link(seq, &prev, expected_prev, following_prev)?));
         }
-        let recomputed = match record.event.clone().map(AuditEvent::try_from) {
-            Some(Ok(event)) => chain_hash_of_bytes(&prev, &canonical_bytes(&event)),
+        let canonical = match record.event.clone().map(AuditEvent::try_from) {
+            Some(Ok(event)) => canonical_bytes(&event),
             Some(Err(err)) => {
                 return Ok(Err(fault(seq, ChainFaultKind::Modified, format!("the event no longer validates: {err}"))));
             }
             None => return Ok(Err(fault(seq, ChainFaultKind::Modified, "the record holds no event".into()))),
         };
-        if recomputed != stored_hash {
+        if chain_hash_of_bytes(&prev, &canonical) != stored_hash {
             // The next record linking to this record's predecessor means it skips this one.
             if following_prev == Some(prev) {
                 return Ok(Err(fault(
@@ -304,7 +374,7 @@ impl Verifier<'_> {
                 "its content no longer matches its chain hash".into(),
             )));
         }
-        Ok(Ok(stored_hash))
+        Ok(Ok((stored_hash, leaf_hash(&canonical))))
     }
 
     /// Classifies a record whose `prev` is not the hash of the record before it.

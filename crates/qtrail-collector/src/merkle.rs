@@ -1,8 +1,9 @@
-//! Verification of a location's Merkle tree against its events and its signed tree heads, after
-//! the chain walk (`chain`) found the records themselves intact.
+//! Verification of a location's Merkle tree against its events and its signed tree heads, in
+//! the same pass as the chain walk (`chain`), which hands over each chunk's leaf hashes once it
+//! found the chunk's records intact; a fault of the chain is the one reported, whatever the tree.
 //!
-//! Every leaf hash is recomputed from the event's canonical bytes and compared with the stored
-//! one. When the range starts at the first event, every stored hash is rebuilt from those
+//! Every leaf hash is recomputed from the event's canonical bytes (by the walk, from the bytes
+//! it hashed for the chain) and compared with the stored one. When the range starts at the first event, every stored hash is rebuilt from those
 //! leaves, chunk by chunk (`append_hashes` over the hashes compared before), and compared: the
 //! interior ones too, which tiles serve as immutable and every proof uses. Then every
 //! checkpoint note's root (read from the note, its signature checked when the collector holds
@@ -16,100 +17,130 @@ use qtrail_cadf::Location;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::ChainFaultKind;
 use qtrail_tlog::{
-    Checkpoint as TreeHead, Hash, NoteVerifier, append_hashes, leaf_hash, open_note, stored_hash_count,
-    stored_hash_index, tree_hash,
+    Checkpoint as TreeHead, Hash, NoteVerifier, append_hashes, open_note, stored_hash_count, stored_hash_index,
+    tree_hash,
 };
 
 use crate::chain::CheckRange;
-use crate::store::{EventStore, Result, TreeReader, canonical_of};
+use crate::store::{EventStore, Result, TreeReader};
 
-/// Records read from the store per step.
+/// Checkpoints read from the store per step.
 const CHUNK: usize = 1000;
 
-/// Checks the tree of `location` over `range` and returns `verdict` (the chain walk's, which
-/// found no fault), turned into a fault when the tree does not hold.
-pub(crate) fn verify(
-    store: &dyn EventStore,
-    location: &Location,
-    range: CheckRange,
-    verifiers: Option<&[NoteVerifier]>,
-    verdict: proto::VerifyChainResponse,
-) -> Result<proto::VerifyChainResponse> {
-    let fault = |location_seq, checkpoint_number, detail: String| proto::VerifyChainResponse {
-        ok: false,
-        head_chain_hash: Vec::new(),
-        fault: Some(proto::ChainFault {
-            location_seq,
-            kind: ChainFaultKind::Modified as i32,
-            detail,
-            checkpoint_number,
-        }),
-        ..verdict.clone()
-    };
-    let heads = match signed_roots(store, location, range.to_seq, verifiers)? {
-        Ok(heads) => heads,
-        Err(BadNote { number, location_seq, detail }) => return Ok(fault(location_seq, number, detail)),
-    };
-    let whole = range.from_seq <= 1;
-    let reader = TreeReader { store, location };
-    let mut next = range.from_seq.max(1);
-    while next <= range.to_seq {
-        let limit = usize::try_from((range.to_seq - next + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let records = store.chain_records(location, next, limit)?;
-        let Some(last) = records.last().map(|entry| entry.location_seq) else { break };
-        let leaves: Vec<Option<Hash>> = records
-            .iter()
-            .map(|entry| entry.record.as_ref().and_then(canonical_of).map(|canonical| leaf_hash(&canonical)))
-            .collect();
-        let dense = records.iter().zip(next..).all(|(entry, seq)| entry.location_seq == seq);
-        let rebuilt = if whole && dense { leaves.iter().copied().collect::<Option<Vec<Hash>>>() } else { None };
-        let checked = match rebuilt {
-            // From the first event, the chunk's stored hashes (interior ones too: tiles serve
-            // them as immutable and every proof uses them) are rebuilt and compared; the
-            // hashes before the chunk were compared in the chunks before.
-            Some(leaves) => check_stored(store, location, next, &leaves, &reader)?,
-            None => check_leaves(store, location, &records, &leaves)?,
+/// The check of a location's tree, fed the leaf hashes of the chain walk chunk by chunk.
+pub(crate) struct TreeCheck<'a> {
+    store: &'a dyn EventStore,
+    location: &'a Location,
+    /// Whether the range starts at the first event, so that every stored hash is rebuilt.
+    whole: bool,
+    /// The roots the checkpoint notes signed, by tree size.
+    heads: SignedRoots,
+    /// The first checkpoint whose note does not state a tree head of this log.
+    bad_note: Option<BadNote>,
+    /// The first difference found: (position, checkpoint number or 0, what).
+    mismatch: Option<(u64, u64, String)>,
+}
+
+impl<'a> TreeCheck<'a> {
+    /// Starts the check of the tree of `location` over `range`, reading the signed roots (with
+    /// `verifiers`, each note's signature must hold too).
+    ///
+    /// # Errors
+    /// When the checkpoints cannot be read.
+    pub(crate) fn new(
+        store: &'a dyn EventStore,
+        location: &'a Location,
+        range: CheckRange,
+        verifiers: Option<&[NoteVerifier]>,
+    ) -> Result<Self> {
+        let (heads, bad_note) = match signed_roots(store, location, range.to_seq, verifiers)? {
+            Ok(heads) => (heads, None),
+            Err(bad) => (SignedRoots::new(), Some(bad)),
+        };
+        Ok(Self { store, location, whole: range.from_seq <= 1, heads, bad_note, mismatch: None })
+    }
+
+    /// Checks the leaves from position `first` on, whose content hashes to `leaves`: the
+    /// chunks come in order, each after the chain walk found its records intact. After the
+    /// first difference the rest is not looked at: it is the one reported.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) fn chunk(&mut self, first: u64, leaves: &[Hash]) -> Result<()> {
+        if self.bad_note.is_some() || self.mismatch.is_some() || leaves.is_empty() {
+            return Ok(());
+        }
+        let reader = TreeReader { store: self.store, location: self.location };
+        // From the first event, the chunk's stored hashes (interior ones too: tiles serve them
+        // as immutable and every proof uses them) are rebuilt and compared; the hashes before
+        // the chunk were compared in the chunks before.
+        let checked = if self.whole {
+            check_stored(self.store, self.location, first, leaves, &reader)?
+        } else {
+            check_leaves(self.store, self.location, first, leaves)?
         };
         if let Err((seq, detail)) = checked {
-            return Ok(fault(seq, 0, detail));
+            self.mismatch = Some((seq, 0, detail));
+            return Ok(());
         }
-        for (&seq, signed) in heads.range(next..=last).filter(|_| whole) {
+        let last = first + leaves.len() as u64 - 1;
+        for (&seq, signed) in self.heads.range(first..=last).filter(|_| self.whole) {
             for (number, root) in signed {
                 if tree_hash(seq, &reader).ok().as_ref() != Some(root) {
                     let detail = format!(
                         "the merkle tree root at size {seq} differs from the one signed in checkpoint {number}"
                     );
-                    return Ok(fault(seq, *number, detail));
+                    self.mismatch = Some((seq, *number, detail));
+                    return Ok(());
                 }
             }
         }
-        next = last + 1;
+        Ok(())
     }
-    Ok(verdict)
+
+    /// Returns `verdict` (the chain walk's, which found no fault), turned into a MODIFIED fault
+    /// when a note is bad or the tree differs from the events.
+    pub(crate) fn verdict(self, verdict: proto::VerifyChainResponse) -> proto::VerifyChainResponse {
+        let (location_seq, checkpoint_number, detail) = match (self.bad_note, self.mismatch) {
+            (Some(BadNote { number, location_seq, detail }), _) => (location_seq, number, detail),
+            (None, Some(mismatch)) => mismatch,
+            (None, None) => return verdict,
+        };
+        proto::VerifyChainResponse {
+            ok: false,
+            head_chain_hash: Vec::new(),
+            fault: Some(proto::ChainFault {
+                location_seq,
+                kind: ChainFaultKind::Modified as i32,
+                detail,
+                checkpoint_number,
+            }),
+            ..verdict
+        }
+    }
 }
 
 /// Where the tree first differs from the events: (position, what).
 type Mismatch = (u64, String);
 
-/// Compares the stored leaf hashes of `records` with `leaves` (their content's, `None` when it
-/// no longer decodes).
+/// Compares the stored leaf hashes of the positions from `first` on with `leaves`, their
+/// content's.
 ///
 /// # Errors
 /// When the store cannot be read.
 fn check_leaves(
     store: &dyn EventStore,
     location: &Location,
-    records: &[crate::store::ChainRecord],
-    leaves: &[Option<Hash>],
+    first: u64,
+    leaves: &[Hash],
 ) -> Result<std::result::Result<(), Mismatch>> {
-    let indexes: Vec<u64> = records.iter().map(|entry| stored_hash_index(0, entry.location_seq - 1)).collect();
-    let Some(first) = records.first().map(|entry| entry.location_seq) else { return Ok(Ok(())) };
+    let indexes: Vec<u64> = (first..).take(leaves.len()).map(|seq| stored_hash_index(0, seq - 1)).collect();
     let Ok(stored) = store.read_hashes(location, &indexes) else {
         return Ok(Err((first, "the merkle tree lacks leaf hashes of this range".to_owned())));
     };
-    for ((entry, leaf), stored) in records.iter().zip(leaves).zip(stored) {
-        if *leaf != Some(stored) {
-            return Ok(Err((entry.location_seq, LEAF_DIFFERS.to_owned())));
+    for ((seq, leaf), stored) in (first..).zip(leaves).zip(stored) {
+        if *leaf != stored {
+            return Ok(Err((seq, LEAF_DIFFERS.to_owned())));
         }
     }
     Ok(Ok(()))
@@ -216,7 +247,7 @@ fn signed_roots(
 
 /// Returns the tree head a note states, checked with `verifiers` (all under the log's origin)
 /// when there are some, and of the log of `location`.
-fn note_head(
+pub(crate) fn note_head(
     note: &str,
     location: &Location,
     verifiers: Option<&[NoteVerifier]>,

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use qtrail_cadf::Location;
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::NoteVerifier;
 
 use crate::chain::{self, CheckRange};
 use crate::error::{Error, Result};
@@ -26,7 +28,7 @@ use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
-use crate::store::{EventStore, TreeReader};
+use crate::store::{EventStore, StoreError, TreeReader};
 use page::{decode_page_token, decode_publishers_token, encode_page_token, fingerprint, fitting_prefix, page_size};
 
 /// The read side over a store and the stream of committed records.
@@ -94,29 +96,33 @@ impl Query {
         let location = parse_location(&request.location)?;
         let collector = require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
-        let verifiers =
-            match &self.note_key {
-                Some((prefix, keys)) => {
-                    let origin = crate::checkpointer::log_origin(prefix, location.as_str());
-                    let verifiers = keys.iter().map(|public| qtrail_tlog::NoteVerifier::new(&origin, *public));
-                    Some(verifiers.collect::<std::result::Result<Vec<_>, _>>().map_err(|err| {
-                        Error::InvalidArgument(format!("location `{location}` cannot name a log: {err}"))
-                    })?)
-                }
-                None => None,
-            };
+        let verifiers = self.note_verifiers(&location)?;
         blocking(move || {
             // The newest position is the collector row's count or the last stored key, whichever
             // is higher, so that removing the newest records is noticed.
             let newest = collector.event_count.max(store.last_seq(&location)?);
             let range = resolve_range(request.range.as_ref(), newest)?;
-            let verdict = chain::verify(store.as_ref(), &location, range, newest)?;
-            if !verdict.ok {
-                return Ok(verdict);
-            }
-            Ok(crate::merkle::verify(store.as_ref(), &location, range, verifiers.as_deref(), verdict)?)
+            Ok(chain::verify_with_tree(store.as_ref(), &location, range, newest, verifiers.as_deref())?)
         })
         .await
+    }
+
+    /// Returns the verifiers of the checkpoint notes of `location` (its log's origin under
+    /// each key the collector signs or signed with), `None` when the collector signs nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the location cannot name a log.
+    fn note_verifiers(&self, location: &Location) -> Result<Option<Vec<NoteVerifier>>> {
+        let Some((prefix, keys)) = &self.note_key else {
+            return Ok(None);
+        };
+        let origin = crate::checkpointer::log_origin(prefix, location.as_str());
+        let verifiers = keys.iter().map(|public| NoteVerifier::new(&origin, *public));
+        let verifiers = verifiers.collect::<std::result::Result<Vec<_>, _>>();
+        Ok(Some(
+            verifiers
+                .map_err(|err| Error::InvalidArgument(format!("location `{location}` cannot name a log: {err}")))?,
+        ))
     }
 
     /// Returns the event at position `location_seq` of a location.
@@ -197,9 +203,15 @@ impl Query {
     /// Returns the newest signed tree head of a location and the consistency proof from
     /// `old_size` to it.
     ///
+    /// The proof leads to the tree size the returned note states, which its signature covers,
+    /// never to the checkpoint's `tree_size` field, which nothing covers: a client that checks
+    /// the note checks the proof against exactly the head it was made for.
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad location or an `old_size` of 0,
-    /// [`Error::CollectorNotFound`], [`Error::FailedPrecondition`] when no tree head is signed yet.
+    /// [`Error::InvalidArgument`] for a bad location, an `old_size` of 0 or one past the newest
+    /// signed tree head's size, [`Error::CollectorNotFound`], [`Error::FailedPrecondition`] when
+    /// no tree head is signed yet; a corrupt store when the newest note states no tree head of
+    /// this log.
     pub(crate) async fn consistency_proof(
         &self,
         request: proto::GetConsistencyProofRequest,
@@ -210,22 +222,33 @@ impl Query {
         }
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
+        let verifiers = self.note_verifiers(&location)?;
         blocking(move || {
             let newest = store.checkpoints(&location, None, 1)?.into_iter().next();
             let Some(head) = newest.as_ref().and_then(|entry| entry.intact()).filter(|head| !head.note.is_empty())
             else {
                 return Err(Error::FailedPrecondition(format!("location `{location}` has no signed tree head yet")));
             };
-            let proof = if request.old_size <= head.tree_size {
-                let reader = TreeReader { store: store.as_ref(), location: &location };
-                qtrail_tlog::consistency_proof(request.old_size, head.tree_size, &reader)
-                    .map_err(|err| crate::store::tree_error(location.as_str(), &err))?
-            } else {
-                Vec::new()
-            };
+            let size = crate::merkle::note_head(&head.note, &location, verifiers.as_deref())
+                .map_err(|why| {
+                    StoreError::Corrupt(format!(
+                        "checkpoint {} of `{location}` has a bad tree head note: {why}",
+                        head.number
+                    ))
+                })?
+                .size;
+            if request.old_size > size {
+                return Err(Error::invalid(format!(
+                    "old_size {} is past the newest signed tree head, of size {size}",
+                    request.old_size
+                )));
+            }
+            let reader = TreeReader { store: store.as_ref(), location: &location };
+            let proof = qtrail_tlog::consistency_proof(request.old_size, size, &reader)
+                .map_err(|err| crate::store::tree_error(location.as_str(), &err))?;
             Ok(proto::GetConsistencyProofResponse {
                 note: head.note.clone(),
-                tree_size: head.tree_size,
+                tree_size: size,
                 proof: proof.into_iter().map(|hash| hash.to_vec()).collect(),
             })
         })

@@ -109,7 +109,7 @@ async fn collector_run(
     expected: u64,
 ) -> anyhow::Result<CollectorRun> {
     let files = bench.files(name)?;
-    let (collector, metrics) = start_collector_with_metrics(&files, pki).await?;
+    let (collector, metrics) = start_collector_with_metrics(&files, pki, &[]).await?;
     let idle = crate::machine::rss_mib(collector.pid());
     let cpu_before = crate::machine::cpu_seconds(collector.pid());
     let result: LoadResult = publish(&collector, PUBLISHER_TOKEN, name, boxed(prepared), expected).await?;

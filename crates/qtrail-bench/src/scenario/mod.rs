@@ -112,12 +112,17 @@ pub struct Metrics {
 
 /// Starts a collector service on a new store with its HTTP side (metrics) too, creates the
 /// benchmark location's collector, and returns where its metrics are as well. With `pki`, it
-/// serves mutual TLS with that test CA's certificates.
+/// serves mutual TLS with that test CA's certificates; `extra` are more flags.
 ///
 /// # Errors
 /// When it does not start or the collector cannot be created.
-pub async fn start_collector_with_metrics(files: &Files, pki: Option<&TestPki>) -> anyhow::Result<(Server, Metrics)> {
+pub async fn start_collector_with_metrics(
+    files: &Files,
+    pki: Option<&TestPki>,
+    extra: &[String],
+) -> anyhow::Result<(Server, Metrics)> {
     let mut args = collector_args(files)?;
+    args.extend_from_slice(extra);
     args.extend(["--http".into(), "127.0.0.1:0".into(), "--http-addr-file".into(), files.arg("http-addr")]);
     if let Some(pki) = pki {
         for (flag, path) in

@@ -1,17 +1,22 @@
 //! Scenario 4, scale: one location loaded with 1M events (100k with `--quick`); how long the
 //! query indexes, which follow the chain, take to cover them after the last Ack; then the first
 //! page of filtered queries (by initiator, by action and time, by target) against the first
-//! page of an unfiltered query; VerifyChain over everything against hashing the same amount of
-//! canonical bytes in-process; recovery after SIGKILL and restart after a clean stop against the
-//! start of an empty collector; store bytes per event against the events' protobuf size.
+//! page of an unfiltered query; full verification (VerifyChain: the chain and the Merkle tree,
+//! every leaf and stored hash recomputed) over everything against hashing the same amount of
+//! canonical bytes in-process; checking a kept checkpoint at N events by consistency proof (the
+//! client side of `qtrail events verify --checkpoint NOTE`) against a trivial RPC; recovery after
+//! SIGKILL and restart after a clean stop against the start of an empty collector; store bytes
+//! per event against the events' protobuf size.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
+use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_cadf::{AuditEvent, ChainHash, canonical_bytes, chain_hash_of_bytes};
 use qtrail_collector::store::FileStore;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_tlog::{Checkpoint as TreeHead, Hash, NoteVerifier, open_note, verify_consistency};
 use tonic::transport::Channel;
 
 use crate::events::{EventFactory, LOCATION, USERS, encoded_bytes};
@@ -102,7 +107,16 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         factory: EventFactory::new(0),
     };
     let files = bench.files("scale")?;
-    let (collector, metrics) = start_collector_with_metrics(&files, None).await?;
+    let key = SigningKey::generate_pem().context("cannot make a checkpoint key")?;
+    std::fs::write(files.path("checkpoint-key.pem"), &key)?;
+    let signing = SigningKey::from_pem(key.as_bytes()).context("cannot read the checkpoint key")?;
+    let signed = [
+        "--checkpoint-key".to_owned(),
+        files.arg("checkpoint-key.pem"),
+        "--checkpoint-interval-secs".to_owned(),
+        "1".to_owned(),
+    ];
+    let (collector, metrics) = start_collector_with_metrics(&files, None, &signed).await?;
     let empty_start = collector.start_time;
     let load = load(bench, &plan, &collector).await?;
     index_catch_up(bench, &metrics, &load).await?;
@@ -110,6 +124,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let by_initiator_p50 = queries(bench, &plan, &load, &mut query).await?;
     verify_chain(bench, &plan, &load, &mut query).await?;
     store_size(bench, &plan, &load, &files)?;
+    check_kept_checkpoint(bench, &load, &collector, &signing, &mut query).await?;
     // Killed as it is after the load (snapshots written in the background, the last one some
     // way behind the log); the collector recovered then stops cleanly for the restart.
     collector.kill().await?;
@@ -213,7 +228,8 @@ async fn queries(
     Ok(by_initiator.percentile_ms(50.0))
 }
 
-/// Times VerifyChain over everything against the in-process hashing floor.
+/// Times VerifyChain (chain and Merkle tree) over everything against the in-process hashing
+/// floor.
 async fn verify_chain(
     bench: &mut Bench,
     plan: &Plan,
@@ -231,15 +247,102 @@ async fn verify_chain(
     let floor = hashing_floor(&plan.factory, accepted);
     bench.report.record(
         Measurement::new(
-            "scale.verify_chain",
+            "scale.verify_full",
             accepted as f64 / verify_time.as_secs_f64(),
             "events/s",
             "in-process SHA-256 chain over the same canonical bytes",
             accepted as f64 / floor.as_secs_f64(),
         )
-        .note(format!("{} in {:.2} s", plan.size_note, verify_time.as_secs_f64())),
+        .note(format!(
+            "full verification (chain + merkle): every record decoded, every leaf and stored tree hash recomputed, \
+             {} in {:.2} s",
+            plan.size_note,
+            verify_time.as_secs_f64()
+        )),
     );
     Ok(())
+}
+
+/// Times checking a kept checkpoint by consistency proof, as `qtrail events verify
+/// --checkpoint NOTE` does: the checkpoint signed at the load's N events is kept, more events
+/// are stored and signed, then GetConsistencyProof from N to the newest head and the check of
+/// its note and proof with `qtrail-tlog`, p50 of repeated runs, against the p50 of a trivial
+/// RPC (ListCheckpoints of one).
+async fn check_kept_checkpoint(
+    bench: &mut Bench,
+    load: &Load,
+    collector: &Server,
+    signing: &SigningKey,
+    query: &mut EventQueryClient<Channel>,
+) -> anyhow::Result<()> {
+    let size = load.loaded.accepted;
+    let kept = signed_checkpoint(query, size).await?;
+    let more = publish(collector, PUBLISHER_TOKEN, "scale-more", vec![lazy_batches(STREAMS, BATCH)], BATCH).await?;
+    signed_checkpoint(query, size + more.accepted).await?;
+    let origin = format!("qtrail.local/{LOCATION}");
+    let verifiers = [NoteVerifier::new(&origin, signing.public_key())?];
+    let runs = bench.pick(50, 200);
+    let (mut checks, mut trivial) = (Samples::new(), Samples::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        check_consistency(query, &kept.note, &verifiers).await?;
+        checks.push(started.elapsed());
+        let started = Instant::now();
+        newest_checkpoint(query).await?;
+        trivial.push(started.elapsed());
+    }
+    bench.report.record(
+        Measurement::new(
+            "scale.verify_checkpoint.p50",
+            checks.percentile_ms(50.0),
+            "ms",
+            "ListCheckpoints of one p50",
+            trivial.percentile_ms(50.0),
+        )
+        .note(format!(
+            "check a kept checkpoint by consistency proof at {size} events (to {} after {BATCH} more): \
+             GetConsistencyProof + note signatures + proof checked, {runs} runs",
+            size + more.accepted
+        )),
+    );
+    Ok(())
+}
+
+/// The client side of `qtrail events verify --checkpoint NOTE`: opens the kept note, asks the
+/// proof from its size, opens the newest note answered and checks the proof between them.
+async fn check_consistency(
+    query: &mut EventQueryClient<Channel>,
+    kept: &str,
+    verifiers: &[NoteVerifier],
+) -> anyhow::Result<()> {
+    let kept = TreeHead::parse(open_note(kept, verifiers)?)?;
+    let request = proto::GetConsistencyProofRequest { location: LOCATION.into(), old_size: kept.size };
+    let answer = query.get_consistency_proof(authed(request, AUDITOR_TOKEN)).await?.into_inner();
+    let newest = TreeHead::parse(open_note(&answer.note, verifiers)?)?;
+    let proof = answer.proof.iter().map(|hash| Hash::try_from(hash.as_slice())).collect::<Result<Vec<_>, _>>()?;
+    if answer.tree_size != newest.size {
+        bail!("the proof is to {} leaves, the note states {}", answer.tree_size, newest.size);
+    }
+    verify_consistency(kept.size, newest.size, &kept.root, &newest.root, &proof)?;
+    Ok(())
+}
+
+/// Returns the newest checkpoint.
+async fn newest_checkpoint(query: &mut EventQueryClient<Channel>) -> anyhow::Result<Option<proto::Checkpoint>> {
+    let request = proto::ListCheckpointsRequest { location: LOCATION.into(), page_size: 1, before_number: 0 };
+    let listed = query.list_checkpoints(authed(request, AUDITOR_TOKEN)).await?.into_inner();
+    Ok(listed.checkpoints.into_iter().next())
+}
+
+/// Waits for the checkpoint signed over exactly `size` events (the collector signs every
+/// second) and returns it.
+async fn signed_checkpoint(query: &EventQueryClient<Channel>, size: u64) -> anyhow::Result<proto::Checkpoint> {
+    let signed = qtrail_server::poll::until(Duration::from_secs(30), || {
+        let mut query = query.clone();
+        async move { newest_checkpoint(&mut query).await.ok().flatten().filter(|newest| newest.tree_size == size) }
+    })
+    .await;
+    signed.with_context(|| format!("no checkpoint of {size} events was signed within 30 s"))
 }
 
 /// Records the store's bytes per event against the events' protobuf size.

@@ -51,7 +51,7 @@ use super::index::{self, Index, missing_is_none};
 
 use super::record::RecordOrigin;
 use super::{
-    AppendBatch, AppendOutcome, Appended, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError,
+    AppendBatch, AppendOutcome, Appended, CheckpointEntry, EventStore, IndexStep, Result, StoreError, StoredBytes,
     canonical_of, error_text, publisher, record,
 };
 use crate::filter::{Filter, Order};
@@ -294,7 +294,7 @@ impl EventStore for RedbStore {
         Ok(publishers)
     }
 
-    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>> {
+    fn stored_bytes(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<StoredBytes>> {
         let txn = self.db.begin_read()?;
         let Some(table) = missing_is_none(txn.open_table(EventsDef::new(&events_table_name(location.as_str()))))?
         else {
@@ -303,13 +303,7 @@ impl EventStore for RedbStore {
         let mut records = Vec::new();
         for entry in table.range(from_seq..)?.take(limit) {
             let (key, value) = entry?;
-            let location_seq = key.value();
-            let record = proto::StoredEvent::decode(value.value()).ok().map(|mut record| {
-                record.location = location.to_string();
-                record.location_seq = location_seq;
-                record
-            });
-            records.push(ChainRecord { location_seq, record });
+            records.push(StoredBytes { location_seq: key.value(), bytes: value.value().to_vec() });
         }
         Ok(records)
     }

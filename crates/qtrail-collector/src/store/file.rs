@@ -56,7 +56,7 @@ use tree::Trees;
 
 use super::embedded::DEFAULT_BUCKET_BITS;
 use super::index::{self, Index};
-use super::{AppendBatch, AppendOutcome, ChainRecord, CheckpointEntry, EventStore, IndexStep, Result, StoreError};
+use super::{AppendBatch, AppendOutcome, CheckpointEntry, EventStore, IndexStep, Result, StoreError, StoredBytes};
 use crate::filter::{Filter, Order};
 
 /// The append-only [`EventStore`].
@@ -435,18 +435,19 @@ impl EventStore for FileStore {
             .collect())
     }
 
-    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>> {
-        let last = self.last_seq(location)?;
-        let mut records = Vec::new();
-        for location_seq in from_seq.max(1)..=last {
-            if records.len() >= limit {
-                break;
-            }
-            if let Some(record) = self.load(location, location_seq)? {
-                records.push(ChainRecord { location_seq, record });
-            }
+    fn stored_bytes(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<StoredBytes>> {
+        let chains = self.chains();
+        let Some(chain) = chains.of(location.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let first = from_seq.max(1);
+        let last = first.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX)).saturating_sub(1).min(chain.newest);
+        if limit == 0 || first > last {
+            return Ok(Vec::new());
         }
-        Ok(records)
+        // Records of a location lie mostly side by side in the log: one `pread` per stretch.
+        let records = chain.run(first, last)?;
+        Ok(records.into_iter().map(|(location_seq, bytes)| StoredBytes { location_seq, bytes }).collect())
     }
 
     fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<qtrail_tlog::Hash>> {

@@ -229,6 +229,28 @@ pub struct ChainRecord {
     pub record: Option<proto::StoredEvent>,
 }
 
+/// One position of a chain as stored, not decoded.
+#[derive(Debug, Clone)]
+pub struct StoredBytes {
+    /// The position.
+    pub location_seq: u64,
+    /// The protobuf `StoredEvent` as stored (its location and position may be unset).
+    pub bytes: Vec<u8>,
+}
+
+impl StoredBytes {
+    /// Returns the record of `location` these bytes hold, with its location and position set
+    /// from where it is stored, whatever it says.
+    pub fn decode(&self, location: &Location) -> ChainRecord {
+        let record = <proto::StoredEvent as prost::Message>::decode(self.bytes.as_slice()).ok().map(|mut record| {
+            record.location = location.to_string();
+            record.location_seq = self.location_seq;
+            record
+        });
+        ChainRecord { location_seq: self.location_seq, record }
+    }
+}
+
 /// Durable storage of the collector. Methods block; async callers use a blocking thread.
 pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the collector of `location`, with no events.
@@ -296,7 +318,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Returns up to `limit` chain positions from `from_seq` on, ascending, as stored; absent
     /// positions are skipped (the caller sees the jump in `location_seq`).
-    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>>;
+    fn chain_records(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<ChainRecord>> {
+        Ok(self.stored_bytes(location, from_seq, limit)?.into_iter().map(|stored| stored.decode(location)).collect())
+    }
+
+    /// Returns what [`EventStore::chain_records`] does, with each record's bytes as stored (a
+    /// protobuf `StoredEvent`) instead of decoded: verification reads only some of their fields,
+    /// and reads them in bulk.
+    fn stored_bytes(&self, location: &Location, from_seq: u64, limit: usize) -> Result<Vec<StoredBytes>>;
 
     /// Returns the highest `location_seq` stored, 0 when none.
     fn last_seq(&self, location: &Location) -> Result<u64>;

@@ -363,10 +363,51 @@ async fn consistency_proofs_lead_to_the_newest_signed_head() {
         assert_eq!(verify_consistency(old, EVENTS as u64, &old_root, &root(&leaves), &proof), Ok(()), "from {old}");
         assert!(answer.note.starts_with(&format!("qtrail.local/us-east\n{EVENTS}\n")));
     }
-    assert!(consistency(&server, "us-east", EVENTS as u64 + 1).await.unwrap().proof.is_empty());
+    let past = consistency(&server, "us-east", EVENTS as u64 + 1).await.unwrap_err();
+    assert_eq!(past.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        past.message(),
+        format!("old_size {} is past the newest signed tree head, of size {EVENTS}", EVENTS + 1)
+    );
     assert_eq!(consistency(&server, "us-east", 0).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     assert_eq!(consistency(&server, "eu-de", 1).await.unwrap_err().code(), tonic::Code::NotFound);
     server.stop().await;
+}
+
+/// A consistency proof leads to the size the note it answers states, not to the checkpoint's
+/// `tree_size` field, which no signature covers: rewritten larger or smaller, it changes neither
+/// the size answered nor the proof, and the sizes that may be asked stay those below the note's.
+#[tokio::test]
+async fn consistency_proofs_are_anchored_to_the_signed_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = signed_server(signing_config(dir.path(), false)).await;
+    let leaves: Vec<Hash> = server
+        .all_events("us-east")
+        .await
+        .iter()
+        .map(|record| leaf_hash(&qtrail_collector::store::canonical_of(record).unwrap()))
+        .collect();
+    server.stop().await;
+    let data_dir = dir.path().join("data");
+    let newest = newest_stored(&data_dir);
+    for forged_size in [1024, 100] {
+        tamper_checkpoints(&data_dir, "us-east", |stored| {
+            let rewritten = proto::Checkpoint { tree_size: forged_size, ..newest.clone() };
+            stored.insert(newest.number, prost::Message::encode_to_vec(&rewritten));
+        });
+        // Without the key, so that no new checkpoint replaces the rewritten one.
+        let server = TestServer::start_with_http(&data_dir).await;
+        for old in [50, 200, EVENTS as u64] {
+            let answer = consistency(&server, "us-east", old).await.unwrap();
+            assert_eq!((answer.tree_size, &answer.note), (EVENTS as u64, &newest.note), "forged {forged_size}");
+            let proof: Vec<Hash> = answer.proof.iter().map(|hash| hash.as_slice().try_into().unwrap()).collect();
+            let old_root = root(&leaves[..old as usize]);
+            assert_eq!(verify_consistency(old, EVENTS as u64, &old_root, &root(&leaves), &proof), Ok(()));
+        }
+        let past = consistency(&server, "us-east", EVENTS as u64 + 1).await.unwrap_err();
+        assert_eq!(past.code(), tonic::Code::InvalidArgument, "forged {forged_size}");
+        server.stop().await;
+    }
 }
 
 /// A collector that signs nothing has no tree head to prove consistency to, nor tiles to serve.

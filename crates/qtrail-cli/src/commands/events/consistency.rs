@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use qtrail_cadf::checkpoint::VerifyingKey;
-use qtrail_proto::qtrail::audit::v1::GetConsistencyProofRequest;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_proto::qtrail::audit::v1::{GetConsistencyProofRequest, ListCheckpointsRequest};
 use qtrail_tlog::{Checkpoint as TreeHead, Hash, NoteVerifier, open_note, verify_consistency};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -40,6 +40,23 @@ pub(super) fn open_head(note: &str, location: &str, keys: &[VerifyingKey]) -> Re
     Err(last_error)
 }
 
+/// Returns the note of the newest checkpoint of `location`, empty when there is none.
+async fn newest_note(client: &mut EventQueryClient<Channel>, token: &str, location: &str) -> Result<String, CliError> {
+    let request = ListCheckpointsRequest { location: location.to_owned(), page_size: 1, before_number: 0 };
+    let listed = client.list_checkpoints(authorized(request, token)?).await?.into_inner();
+    Ok(listed.checkpoints.into_iter().next().map(|checkpoint| checkpoint.note).unwrap_or_default())
+}
+
+/// The verdict on a log whose newest signed head is smaller than the kept one.
+fn cut_short(location: &str, newest: u64, kept: u64) -> CliError {
+    CliError::Checkpoint {
+        location: location.to_owned(),
+        detail: format!(
+            "the log no longer reaches the kept tree head: the newest has {newest} leaves, the kept one {kept}"
+        ),
+    }
+}
+
 /// Checks the kept note in `path` against the newest tree head of `location`.
 ///
 /// # Errors
@@ -57,14 +74,36 @@ pub(super) async fn check_kept_note(
     let note =
         std::fs::read_to_string(path).map_err(|source| CliError::File { path: path.display().to_string(), source })?;
     let broken = |detail: String| CliError::Checkpoint { location: location.to_owned(), detail };
-    let (verifier, kept) = open_head(&note, location, keys)
+    let (_, kept) = open_head(&note, location, keys)
         .map_err(|why| broken(format!("the kept tree head {}: {why}", path.display())))?;
     if kept.size == 0 {
         return Err(CliError::Usage(format!("--checkpoint {}: the kept tree head is empty", path.display())));
     }
+    // The newest head must be of the same log, signed by any key given: the collector's key
+    // may have been rotated since the kept head was signed.
+    let verifiers = keys
+        .iter()
+        .map(|key| NoteVerifier::new(&kept.origin, key.raw()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| broken(format!("the kept tree head {}: {err}", path.display())))?;
     let request = GetConsistencyProofRequest { location: location.to_owned(), old_size: kept.size };
-    let answer = client.get_consistency_proof(authorized(request, token)?).await?.into_inner();
-    let newest = open_note(&answer.note, std::slice::from_ref(&verifier))
+    let answer = match client.get_consistency_proof(authorized(request, token)?).await {
+        Ok(answer) => answer.into_inner(),
+        // Refused for a kept size past the newest head: whether the log was cut is for the
+        // newest signed note to say, not for the refusal's words.
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            let newest = newest_note(client, token, location).await?;
+            let newest = open_note(&newest, &verifiers)
+                .and_then(TreeHead::parse)
+                .map_err(|err| broken(format!("the newest tree head: {err}")))?;
+            if newest.size < kept.size {
+                return Err(cut_short(location, newest.size, kept.size));
+            }
+            return Err(status.into());
+        }
+        Err(status) => return Err(status.into()),
+    };
+    let newest = open_note(&answer.note, &verifiers)
         .and_then(TreeHead::parse)
         .map_err(|err| broken(format!("the newest tree head: {err}")))?;
     if newest.origin != kept.origin {
@@ -74,10 +113,7 @@ pub(super) async fn check_kept_note(
         )));
     }
     if newest.size < kept.size {
-        return Err(broken(format!(
-            "the log no longer reaches the kept tree head: the newest has {} leaves, the kept one {}",
-            newest.size, kept.size
-        )));
+        return Err(cut_short(location, newest.size, kept.size));
     }
     let proof: Vec<Hash> = answer.proof.iter().filter_map(|hash| Hash::try_from(hash.as_slice()).ok()).collect();
     if proof.len() != answer.proof.len() || answer.tree_size != newest.size {

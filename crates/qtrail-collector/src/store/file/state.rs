@@ -195,7 +195,7 @@ const MAX_GAP: u64 = 16 * 1024;
 impl FileChain<'_> {
     /// Reads the records `first..=last`, ascending, one `pread` per stretch of the log in which
     /// they lie close together.
-    fn run(&self, first: u64, last: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+    pub(super) fn run(&self, first: u64, last: u64) -> Result<Vec<(u64, Vec<u8>)>> {
         let positions: Vec<Position> = {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
             let Some(chain) = state.location(&self.location) else {
