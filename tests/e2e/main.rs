@@ -9,6 +9,7 @@ mod console;
 mod console_alerts;
 mod delivery;
 mod grpcurl;
+mod monitor;
 mod proofs;
 mod publishers;
 mod servers;

@@ -32,8 +32,11 @@ fn prove(up: &Up, selector: &[&str], file: &str) -> Value {
 /// Writes the proof file `from` as `to`, its line `number` (0: the header) given to `change`.
 fn alter(up: &Up, from: &str, to: &str, number: usize, change: impl Fn(&str) -> String) {
     let text = std::fs::read_to_string(up.data_dir().join(from)).unwrap();
-    let lines: Vec<String> =
-        text.split('\n').enumerate().map(|(at, line)| if at == number { change(line) } else { line.to_owned() }).collect();
+    let lines: Vec<String> = text
+        .split('\n')
+        .enumerate()
+        .map(|(at, line)| if at == number { change(line) } else { line.to_owned() })
+        .collect();
     std::fs::write(up.data_dir().join(to), lines.join("\n")).unwrap();
 }
 
@@ -100,8 +103,7 @@ async fn a_proof_file_proves_its_event_offline() {
     let stranger = SigningKey::from_pem(SigningKey::generate_pem().unwrap().as_bytes()).unwrap();
     assert!(VerifyingKey::from_pem(stranger.public_pem().as_bytes()).is_ok());
     std::fs::write(up.data_dir().join("stranger.pub.pem"), stranger.public_pem()).unwrap();
-    let other_key =
-        up.qtrail(&["proof", "verify", "data/seq.tlog-proof", "--public-key", "data/stranger.pub.pem"]);
+    let other_key = up.qtrail(&["proof", "verify", "data/seq.tlog-proof", "--public-key", "data/stranger.pub.pem"]);
     assert_refused(&other_key, "no signature by a known key");
     std::fs::write(up.data_dir().join("junk.tlog-proof"), "not a proof\n").unwrap();
     assert_refused(&verify(&up, "data/junk.tlog-proof", &[]), "malformed tlog-proof");

@@ -41,11 +41,8 @@ fn verify(args: &ProofVerifyArgs, global: &GlobalArgs, out: &mut dyn Write) -> R
     {
         return Err(CliError::Proof(format!("the proof is of the log `{origin}`, not of location {location}")));
     }
-    let verifiers = keys
-        .iter()
-        .map(|key| NoteVerifier::new(origin, key.raw()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(broken)?;
+    let verifiers =
+        keys.iter().map(|key| NoteVerifier::new(origin, key.raw())).collect::<Result<Vec<_>, _>>().map_err(broken)?;
     let head = proof.verify(&verifiers).map_err(broken)?;
     let leaf = proof.extra.unwrap_or_default();
     let matched = match &args.event {
@@ -121,7 +118,9 @@ fn check_event(path: &Path, leaf: &[u8]) -> Result<(), CliError> {
 fn read_bounded(path: &Path) -> Result<Vec<u8>, CliError> {
     let file_error = |source| CliError::File { path: path.display().to_string(), source };
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(file_error)?;
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(file_error)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(CliError::Usage(format!("{}: larger than {MAX_FILE_BYTES} bytes", path.display())));
     }

@@ -19,8 +19,8 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::Session;
-use super::read_public_keys;
 use super::consistency::open_head;
+use super::read_public_keys;
 use crate::cli::{EventMonitorArgs, OutputFormat};
 use crate::connect::authorized;
 use crate::error::CliError;
@@ -194,7 +194,11 @@ fn report(verdict: &Verdict, location: &str, output: OutputFormat, out: &mut dyn
                     newest.size,
                     hex::encode(newest.root)
                 ),
-                None => format!("{location}: tree head ok: {} leaves, root {} (first seen)", newest.size, hex::encode(newest.root)),
+                None => format!(
+                    "{location}: tree head ok: {} leaves, root {} (first seen)",
+                    newest.size,
+                    hex::encode(newest.root)
+                ),
             },
             json!({"location": location, "ok": true, "treeSize": newest.size, "root": hex::encode(newest.root), "seenSize": seen}),
         ),

@@ -30,8 +30,11 @@ pub(super) async fn prove(session: Session, args: EventProveArgs, out: &mut dyn 
         (None, None, Some(seq)) => Leaf::LeafIndex(seq - 1),
         _ => return Err(CliError::Usage("give one of --correlation-id, --event-id or --seq".into())),
     };
-    let request =
-        GetInclusionProofRequest { location: location.clone(), leaf: Some(leaf), tree_size: args.tree_size.unwrap_or(0) };
+    let request = GetInclusionProofRequest {
+        location: location.clone(),
+        leaf: Some(leaf),
+        tree_size: args.tree_size.unwrap_or(0),
+    };
     let answer = client.get_inclusion_proof(authorized(request, &token)?).await?.into_inner();
     let proof = answer
         .proof
