@@ -214,3 +214,34 @@ fn report(verdict: &Verdict, location: &str, output: OutputFormat, out: &mut dyn
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use qtrail_tlog::{leaf_hash, node_hash};
+
+    use super::*;
+
+    fn head(size: u64, root: Hash) -> TreeHead {
+        TreeHead { origin: "qtrail.local/us-east".into(), size, root, extensions: Vec::new() }
+    }
+
+    #[test]
+    fn heads_are_judged_against_the_one_seen() {
+        let (a, b, c) = (leaf_hash(b"a"), leaf_hash(b"b"), leaf_hash(b"c"));
+        let one = head(1, a);
+        let two = head(2, node_hash(&a, &b));
+        let other_two = head(2, node_hash(&a, &c));
+        // First sight, the same head again, and a head that extends it with its proof.
+        assert_eq!(judge(None, &two, &[]), None);
+        assert_eq!(judge(Some(&two), &two, &[]), None);
+        assert_eq!(judge(Some(&one), &two, &[b.to_vec()]), None);
+        // Smaller: a rollback; same size, other root, or a proof that does not connect: a fork.
+        assert_eq!(judge(Some(&two), &one, &[]).map(|(kind, _)| kind), Some("rollback"));
+        let same_size = judge(Some(&two), &other_two, &[]).unwrap();
+        assert_eq!(same_size.0, "fork");
+        assert!(same_size.1.contains("different roots"), "{}", same_size.1);
+        let unconnected = judge(Some(&one), &other_two, &[b.to_vec()]).unwrap();
+        assert!(unconnected.0 == "fork" && unconnected.1.contains("does not extend"), "{}", unconnected.1);
+        assert_eq!(judge(Some(&one), &two, &[vec![0; 31]]).map(|(kind, _)| kind), Some("fork"));
+    }
+}
