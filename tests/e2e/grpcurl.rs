@@ -1,8 +1,8 @@
 //! grpcurl against both servers with no .proto files: reflection (grpcurl 1.8.6, the version
 //! PyPI's wrapper ships, speaks only `grpc.reflection.v1alpha`), health, and every one of the
-//! eight actions plus query, tail, verify and export in their JSON forms — the sessions the
-//! README documents. This is the "plain gRPC client using only reflection-discovered names":
-//! grpcurl has no generated code for our services.
+//! eight actions plus query, tail, verify, export, checkpoints and an inclusion proof in their
+//! JSON forms — the sessions the README documents. This is the "plain gRPC client using only
+//! reflection-discovered names": grpcurl has no generated code for our services.
 //!
 //! Needs `grpcurl` on `PATH` (the README test command installs it) or `QTRAIL_GRPCURL`.
 
@@ -220,4 +220,11 @@ async fn the_trail_is_verified_tailed_exported_and_signed(up: &Up) {
     .await;
     assert!(checkpoint["signature"].as_str().is_some_and(|signature| !signature.is_empty()), "{checkpoint}");
     assert_eq!(checkpoint["keyId"].as_str().map(str::len), Some(32), "{checkpoint}");
+
+    // The first event's inclusion proof in the newest signed head, with its note and leaf.
+    let request = json!({"location": "us-east", "leafIndex": 0});
+    let proof = parse(&auditor_call(up, "qtrail.audit.v1.EventQuery/GetInclusionProof", request, &[]));
+    assert!(proof["treeSize"].as_str().is_some_and(|size| size != "0"), "{proof}");
+    assert!(proof["note"].as_str().is_some_and(|note| note.starts_with("qtrail.local/us-east\n")), "{proof}");
+    assert!(proof["leaf"].as_str().is_some_and(|leaf| !leaf.is_empty()), "{proof}");
 }

@@ -9,6 +9,8 @@ mod console;
 mod console_alerts;
 mod delivery;
 mod grpcurl;
+mod monitor;
+mod proofs;
 mod publishers;
 mod servers;
 mod timeline;

@@ -2,7 +2,8 @@
 //! transparency log a real `qtrail up` serves, over 600 leaves (full tiles at level 0, a tile at
 //! level 1): the checkpoint note's signature with a verifier key computed from the PEM public
 //! key (the served one must equal it), every tile through `tlog.TileHashReader` (which checks each against the signed
-//! tree), inclusion proofs of served entries, and a consistency proof from an older checkpoint.
+//! tree), inclusion proofs of served entries, a consistency proof from an older checkpoint, and
+//! a C2SP tlog-proof file written by `qtrail events prove` (and refused once its event changes).
 //! The Go side is `tests/interop/tlog/main.go`, which shares no code with ours.
 //!
 //! Needs `go` and the Debian package `golang-golang-x-mod-dev` (GOPATH mode, no network);
@@ -12,6 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use qtrail_cadf::checkpoint::{SigningKey, VerifyingKey};
 use qtrail_testkit::wait_until;
 use qtrail_tlog::{Checkpoint as TreeHead, NoteSigner, NoteVerifier, sign_note};
@@ -23,7 +26,7 @@ use crate::up::Up;
 const GOPATH: &str = "/usr/share/gocode";
 
 /// Returns the newest checkpoint once it covers at least `size` leaves.
-async fn checkpoint_covering(up: &Up, size: u64) -> Value {
+pub async fn checkpoint_covering(up: &Up, size: u64) -> Value {
     wait_until(&format!("a checkpoint of {size} leaves"), Duration::from_secs(60), || {
         let listed = up.qtrail(&["--output", "json", "events", "checkpoints", "--limit", "1"]);
         let newest = (listed.code == 0).then(|| listed.json()["checkpoints"][0].clone());
@@ -33,7 +36,7 @@ async fn checkpoint_covering(up: &Up, size: u64) -> Value {
 }
 
 /// Makes `count` runtime calls, each one audit event, four at a time.
-fn make_events(up: &Up, count: usize) {
+pub fn make_events(up: &Up, count: usize) {
     std::thread::scope(|scope| {
         for share in [count / 4 + count % 4, count / 4, count / 4, count / 4] {
             scope.spawn(move || {
@@ -74,33 +77,57 @@ async fn go_tlog_checks_the_served_log() {
     assert!(new_size >= 620);
 
     let location = up.field("location");
-    let vkey = verifier_key(&up.data_dir().join("checkpoint-key.pub.pem"), &format!("qtrail.local/{location}"));
+    let origin = format!("qtrail.local/{location}");
+    let vkey = verifier_key(&up.data_dir().join("checkpoint-key.pub.pem"), &origin);
+    // A proof file of one event, as `qtrail events prove` writes it, checked by Go too.
+    let proof_file = up.data_dir().join("event-300.tlog-proof");
+    let proved = up.qtrail(&["events", "prove", "--seq", "300", "-o", proof_file.to_str().unwrap()]);
+    assert_eq!(proved.code, 0, "{proved:?}");
     let cache = tempfile::tempdir().unwrap();
-    let output = Command::new("go")
-        .current_dir(&source)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", cache.path())
-        .args(["run", "."])
-        .args(["-url", &format!("{}/tlog/{location}", up.field("console"))])
-        .args(["-origin", &format!("qtrail.local/{location}")])
-        .args(["-token", &up.field("auditor_token")])
-        .args(["-vkey", &vkey])
-        .arg("-old-checkpoint")
-        .arg(&old_note)
-        .output()
-        .expect("run go (apt-get install golang-go golang-golang-x-mod-dev; scripts/test does)");
+    let go = |args: &[&str]| {
+        Command::new("go")
+            .current_dir(&source)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "")
+            .env("GOCACHE", cache.path())
+            .args(["run", "."])
+            .args(["-origin", &origin, "-vkey", &vkey])
+            .args(args)
+            .output()
+            .expect("run go (apt-get install golang-go golang-golang-x-mod-dev; scripts/test does)")
+    };
+    let output = go(&[
+        "-url",
+        &format!("{}/tlog/{location}", up.field("console")),
+        "-token",
+        &up.field("auditor_token"),
+        "-old-checkpoint",
+        old_note.to_str().unwrap(),
+        "-proof",
+        proof_file.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "go tlog refused the log: {stdout}{stderr}");
+    assert!(stdout.contains("proof ok: index 299 in size "), "{stdout}");
     assert!(stdout.contains(&format!("checkpoint ok: qtrail.local/{location} size ")), "{stdout}");
     let bundles = new_size.div_ceil(256);
     assert!(stdout.contains(&format!("inclusion ok: {bundles} bundles, ")), "{stdout}");
     assert!(stdout.contains("tiles read: ") && stdout.contains("tile/1/000"), "a level-1 tile was read: {stdout}");
     assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
     assert!(new_size > old_size);
+
+    // Go refuses the same file with one bit of the event changed.
+    let text = std::fs::read_to_string(&proof_file).unwrap();
+    let extra = text.lines().find_map(|line| line.strip_prefix("extra ")).unwrap();
+    let mut event = BASE64.decode(extra).unwrap();
+    event[10] ^= 1;
+    std::fs::write(&proof_file, text.replacen(extra, &BASE64.encode(event), 1)).unwrap();
+    let forged = go(&["-proof", proof_file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&forged.stderr);
+    assert!(!forged.status.success() && stderr.contains("CheckRecord(299 in "), "go accepted a forged proof: {stderr}");
 }
 
 /// `qtrail events verify --checkpoint NOTE` checks a kept tree head by consistency proof alone,

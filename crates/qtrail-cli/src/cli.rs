@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
+mod proof;
 
 pub use alerts::{AlertReceiveArgs, AlertRuleArgs, AlertTestArgs, AlertWatchArgs, AlertsCommand};
+pub use proof::{EventMonitorArgs, EventProveArgs, ProofCommand, ProofVerifyArgs};
 
 /// Audit trail for a Qiskit Runtime–style quantum service.
 ///
@@ -124,6 +126,9 @@ pub enum Command {
     /// to write, auditor token to read).
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Check inclusion proofs offline, with no server (the files `events prove` writes).
+    #[command(subcommand)]
+    Proof(ProofCommand),
 }
 
 /// Flags of `qtrail up`.
@@ -342,6 +347,12 @@ pub enum EventsCommand {
     /// List the collector's signed checkpoints of the chain head, newest first; with
     /// --public-key, check their signatures (exit 10 if one does not hold).
     Checkpoints(EventCheckpointsArgs),
+    /// Write an offline proof (C2SP tlog-proof) that one event is in the signed log: its
+    /// inclusion proof, the signed checkpoint, and the event's canonical bytes.
+    Prove(EventProveArgs),
+    /// Watch the location's signed tree heads: each must be signed by --public-key and extend
+    /// the last one seen (kept in --state); exits 10 on a fork or a rollback.
+    Monitor(EventMonitorArgs),
 }
 
 /// Event filters shared by query, tail and export.

@@ -9,7 +9,7 @@
 //! | 4 | not authenticated or not permitted |
 //! | 5 | service unavailable or unreachable |
 //! | 6 | request refused: invalid argument, already exists, failed precondition, overload |
-//! | 10 | `events verify`: the hash chain does not hold, or does not lead to `--expect-head`, or a signed checkpoint does not hold (also `events checkpoints --public-key`) |
+//! | 10 | `events verify`: the hash chain does not hold, or does not lead to `--expect-head`, or a signed checkpoint does not hold (also `events checkpoints --public-key`); `proof verify`: the proof, its signature or `--event` does not hold |
 
 use tonic::Code;
 
@@ -70,6 +70,9 @@ pub enum CliError {
         /// What is wrong.
         detail: String,
     },
+    /// `proof verify`: the proof file does not prove its event, or not the `--event` given.
+    #[error("proof does not hold: {0}")]
+    Proof(String),
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     File {
@@ -122,7 +125,8 @@ impl CliError {
             CliError::ChainBroken { .. }
             | CliError::HeadMismatch { .. }
             | CliError::ChainShort { .. }
-            | CliError::Checkpoint { .. } => 10,
+            | CliError::Checkpoint { .. }
+            | CliError::Proof(_) => 10,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
                 Code::NotFound => 3,
@@ -186,6 +190,7 @@ mod tests {
         assert_eq!(err.to_string(), "not found: job `j-1` not found");
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
         assert_eq!(CliError::ChainBroken { seq: 3, kind: "modified".into(), detail: String::new() }.exit_code(), 10);
+        assert_eq!(CliError::Proof("invalid inclusion proof".into()).exit_code(), 10);
     }
 
     #[test]

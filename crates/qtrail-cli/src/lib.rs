@@ -2,7 +2,8 @@
 //!
 //! `qtrail up` runs a collector service, a runtime and the web console locally; the other
 //! commands are gRPC clients of those services: `collectors` (admin), `programs` and `jobs`
-//! (runtime users), `events` (auditors) and `alerts` (rules, firings, a webhook receiver). Results print as tables or, with `--output json`,
+//! (runtime users), `events` (auditors) and `alerts` (rules, firings, a webhook receiver);
+//! `proof verify` checks an inclusion proof offline. Results print as tables or, with `--output json`,
 //! as JSON; failures print one line on stderr and exit with a code from [`error`].
 
 pub mod cli;
@@ -32,5 +33,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Jobs(command) => commands::jobs::run(command, &Settings::resolve(&global)?, out).await,
         Command::Events(command) => commands::events::run(command, &Settings::resolve(&global)?, out).await,
         Command::Alerts(command) => commands::alerts::run(command, &Settings::resolve(&global)?, out).await,
+        // Offline: no server, so no connection settings.
+        Command::Proof(command) => commands::proof::run(command, &global, out),
     }
 }

@@ -304,7 +304,7 @@ fn create_private_dir(dir: &Path) -> Result<(), CliError> {
 /// that a crash leaves the old file or the new one, never a torn or world-readable one: into a
 /// temporary file beside it, synced, renamed over it, and the directory synced so that the
 /// rename itself is durable.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let file_error = |source| CliError::File { path: path.display().to_string(), source };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");

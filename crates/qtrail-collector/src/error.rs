@@ -26,6 +26,9 @@ pub enum Error {
         /// The position asked for.
         location_seq: u64,
     },
+    /// What a proof was asked for does not exist: no such event, or no checkpoint of that size.
+    #[error("{0}")]
+    LeafNotFound(String),
     /// A collector already exists for the location.
     #[error("a collector for location `{0}` already exists")]
     CollectorExists(String),
@@ -129,6 +132,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::CollectorNotFound(_) => tonic::Status::not_found(message),
             Error::EventNotFound { .. } => tonic::Status::not_found(message),
+            Error::LeafNotFound(_) => tonic::Status::not_found(message),
             Error::CollectorExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),

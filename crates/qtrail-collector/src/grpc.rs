@@ -259,4 +259,12 @@ impl EventQuery for QueryService {
         log_read(&request, "GetConsistencyProof", &request.get_ref().location);
         Ok(Response::new(self.query.consistency_proof(request.into_inner()).await?))
     }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<proto::GetInclusionProofRequest>,
+    ) -> Result<Response<proto::GetInclusionProofResponse>, Status> {
+        log_read(&request, "GetInclusionProof", &request.get_ref().location);
+        Ok(Response::new(self.query.inclusion_proof(request.into_inner()).await?))
+    }
 }

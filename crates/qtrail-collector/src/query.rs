@@ -3,6 +3,7 @@
 //! console's counts over time ([`timeline`]).
 
 mod export;
+mod inclusion;
 mod page;
 mod tail;
 mod timeline;

@@ -101,6 +101,7 @@ fn token_error(err: crate::error::Error) -> TileError {
         err @ (Error::InvalidArgument(_)
         | Error::CollectorNotFound(_)
         | Error::EventNotFound { .. }
+        | Error::LeafNotFound(_)
         | Error::CollectorExists(_)
         | Error::FailedPrecondition(_)
         | Error::ResourceExhausted(_)

@@ -42,4 +42,7 @@ pub enum Error {
     /// A note text that is not a C2SP tlog-checkpoint.
     #[error("malformed checkpoint: {0}")]
     BadCheckpoint(&'static str),
+    /// A text that is not a C2SP tlog-proof.
+    #[error("malformed tlog-proof: {0}")]
+    BadProofFile(&'static str),
 }

@@ -1,6 +1,6 @@
 //! The transparency log of a location: an RFC 6962 Merkle tree kept as Go-tlog-style stored
-//! hashes, its inclusion and consistency proofs, C2SP tlog-tiles, and C2SP signed notes and
-//! tlog-checkpoints.
+//! hashes, its inclusion and consistency proofs, C2SP tlog-tiles, C2SP signed notes and
+//! tlog-checkpoints, and C2SP tlog-proof files.
 //!
 //! A faithful port of the design of Go's `golang.org/x/mod/sumdb/tlog`: every hash of every
 //! complete subtree is stored once, at an index that depends only on its level and position,
@@ -13,6 +13,7 @@ mod error;
 mod hash;
 mod note;
 mod proof;
+mod proof_file;
 pub mod testing;
 mod tile;
 mod tree;
@@ -23,5 +24,6 @@ pub use error::Error;
 pub use hash::{EMPTY_TREE_HASH, Hash, leaf_hash, node_hash};
 pub use note::{NoteSigner, NoteVerifier, open_note, sign_note};
 pub use proof::{consistency_proof, inclusion_proof, verify_consistency, verify_inclusion};
+pub use proof_file::{PROOF_HEADER, ProofFile};
 pub use tile::{TILE_HEIGHT, TILE_WIDTH, Tile, read_tile_data, tiles_for_size};
 pub use tree::{HashReader, append_hashes, stored_hash_count, stored_hash_index, tree_hash};

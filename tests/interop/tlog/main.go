@@ -6,6 +6,10 @@
 // checkpoint note kept by the caller. The note is verified with the key the caller passes
 // (-vkey, computed from the public key), which the served /key must equal.
 //
+// With -proof FILE it also checks a C2SP tlog-proof file (as `qtrail events prove` writes it),
+// parsed here from the spec: the checkpoint note's signature, then tlog.CheckRecord of
+// tlog.RecordHash(extra) at the index. Without -url it checks only that file, offline.
+//
 // Built in GOPATH mode (GO111MODULE=off, GOPATH=/usr/share/gocode from the Debian packages
 // golang-go and golang-golang-x-mod-dev): no network. Exits non-zero, saying why, on any failure.
 package main
@@ -169,18 +173,81 @@ func proveBundle(s server, tree tlog.Tree, hr tlog.HashReader, n int64) (int, er
 	return len(leaves), nil
 }
 
+// checkProofFile checks a C2SP tlog-proof (https://c2sp.org/tlog-proof) whose extra data is the
+// entry itself: the note signed by verifier for origin, and the entry included at the index.
+func checkProofFile(path string, verifier note.Verifier, origin string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	head, checkpoint, ok := strings.Cut(string(data), "\n\n")
+	if !ok {
+		return fmt.Errorf("proof: no blank line before the checkpoint")
+	}
+	lines := strings.Split(head, "\n")
+	if lines[0] != "c2sp.org/tlog-proof@v1" {
+		return fmt.Errorf("proof: bad header %q", lines[0])
+	}
+	lines = lines[1:]
+	var extra []byte
+	if len(lines) > 0 && strings.HasPrefix(lines[0], "extra ") {
+		if extra, err = base64.StdEncoding.DecodeString(strings.TrimPrefix(lines[0], "extra ")); err != nil {
+			return fmt.Errorf("proof: bad extra: %v", err)
+		}
+		lines = lines[1:]
+	}
+	if extra == nil {
+		return fmt.Errorf("proof: no extra line: the entry is not in the proof")
+	}
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "index ") {
+		return fmt.Errorf("proof: no index line")
+	}
+	index, err := strconv.ParseInt(strings.TrimPrefix(lines[0], "index "), 10, 64)
+	if err != nil {
+		return fmt.Errorf("proof: bad index: %v", err)
+	}
+	var proof tlog.RecordProof
+	for _, line := range lines[1:] {
+		b, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || len(b) != tlog.HashSize {
+			return fmt.Errorf("proof: bad hash line %q", line)
+		}
+		var h tlog.Hash
+		copy(h[:], b)
+		proof = append(proof, h)
+	}
+	tree, err := openCheckpoint([]byte(checkpoint), verifier, origin)
+	if err != nil {
+		return fmt.Errorf("proof: %v", err)
+	}
+	if err := tlog.CheckRecord(proof, tree.N, tree.Hash, index, tlog.RecordHash(extra)); err != nil {
+		return fmt.Errorf("proof: CheckRecord(%d in %d): %v", index, tree.N, err)
+	}
+	fmt.Printf("proof ok: index %d in size %d, %d hashes\n", index, tree.N, len(proof))
+	return nil
+}
+
 func run() error {
 	base := flag.String("url", "", "base URL of the log, e.g. http://127.0.0.1:7480/tlog/us-east")
 	origin := flag.String("origin", "", "the log's origin, e.g. qtrail.local/us-east")
 	token := flag.String("token", "", "auditor token, when tiles are not public")
 	oldNote := flag.String("old-checkpoint", "", "file holding an older signed checkpoint note")
 	vkey := flag.String("vkey", "", "the verifier key the caller trusts (computed from the public key)")
+	proofFile := flag.String("proof", "", "a C2SP tlog-proof file whose extra data is the entry")
 	flag.Parse()
 	s := server{base: strings.TrimRight(*base, "/"), token: *token}
 
 	verifier, err := note.NewVerifier(*vkey)
 	if err != nil {
 		return fmt.Errorf("note.NewVerifier(-vkey): %v", err)
+	}
+	if *proofFile != "" {
+		if err := checkProofFile(*proofFile, verifier, *origin); err != nil {
+			return err
+		}
+	}
+	if *base == "" {
+		return nil
 	}
 	served, err := s.get("key")
 	if err != nil {

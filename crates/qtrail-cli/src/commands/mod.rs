@@ -5,3 +5,4 @@ pub mod collectors;
 pub mod events;
 pub mod jobs;
 pub mod programs;
+pub mod proof;

@@ -60,7 +60,7 @@ impl std::fmt::Debug for RetryPolicy {
 }
 
 /// Returns the log source CRN of a location: the `source` of its notifications.
-pub(crate) fn source(location: &str) -> String {
+pub fn source(location: &str) -> String {
     format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}::::")
 }
 

@@ -49,9 +49,10 @@ impl ApiError {
             ApiError::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(err) => match err {
                 Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-                Error::CollectorNotFound(_) | Error::EventNotFound { .. } | Error::AlertRuleNotFound { .. } => {
-                    StatusCode::NOT_FOUND
-                }
+                Error::CollectorNotFound(_)
+                | Error::EventNotFound { .. }
+                | Error::LeafNotFound(_)
+                | Error::AlertRuleNotFound { .. } => StatusCode::NOT_FOUND,
                 Error::CollectorExists(_) | Error::AlertRuleExists { .. } => StatusCode::CONFLICT,
                 Error::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
                 Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

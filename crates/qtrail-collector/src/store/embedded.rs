@@ -44,6 +44,7 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle as _,
     WriteTransaction,
 };
+use uuid::Uuid;
 
 use chain::{RedbChain, RedbChains};
 
@@ -319,6 +320,14 @@ impl EventStore for RedbStore {
 
     fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<Hash>> {
         hashes::read(&self.db.begin_read()?, location.as_str(), indexes)
+    }
+
+    fn seq_of_event_id(&self, location: &Location, id: Uuid) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        let Some(ids) = missing_is_none(txn.open_table(IdsDef::new(&ids_table_name(location.as_str()))))? else {
+            return Ok(None);
+        };
+        Ok(ids.get(id.as_u128())?.map(|seq| seq.value()))
     }
 
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>> {

@@ -47,6 +47,7 @@ use prost::Message as _;
 use prost_types::Timestamp;
 use qtrail_cadf::{ChainHash, Location};
 use qtrail_proto::qtrail::audit::v1 as proto;
+use uuid::Uuid;
 
 use group::Group;
 pub(crate) use log::{FrameBuilder, Item, put_location};
@@ -460,6 +461,10 @@ impl EventStore for FileStore {
 
     fn last_seq(&self, location: &Location) -> Result<u64> {
         Ok(self.read_state().location(location.as_str()).map_or(0, |state| state.positions.len() as u64))
+    }
+
+    fn seq_of_event_id(&self, location: &Location, id: Uuid) -> Result<Option<u64>> {
+        Ok(self.read_state().location(location.as_str()).and_then(|state| state.ids.get(id.as_u128())))
     }
 
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>> {

@@ -345,6 +345,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// hash is missing (an index beyond the tree, or damage).
     fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<Hash>>;
 
+    /// Returns the position of the event with id `id` in `location`'s chain, if it is stored
+    /// there: the deduplication index, so one lookup.
+    fn seq_of_event_id(&self, location: &Location, id: Uuid) -> Result<Option<u64>>;
+
     /// Returns the position of the record whose stored chain hash is `hash`, if any. Used only
     /// to explain a broken chain, so it may scan.
     fn seq_of_chain_hash(&self, location: &Location, hash: &ChainHash) -> Result<Option<u64>>;

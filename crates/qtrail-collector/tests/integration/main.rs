@@ -17,6 +17,7 @@ mod common;
 mod console;
 mod console_alerts;
 mod hostile_query;
+mod inclusion;
 mod ingest;
 mod metrics;
 mod publisher;

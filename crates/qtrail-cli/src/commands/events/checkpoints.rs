@@ -97,7 +97,7 @@ pub(super) async fn checkpoints(
 /// # Errors
 /// [`CliError::File`] when one cannot be read; [`CliError::Usage`] when one holds no Ed25519
 /// public key.
-pub(super) fn read_public_keys(paths: &[std::path::PathBuf]) -> Result<Option<Vec<VerifyingKey>>, CliError> {
+pub(crate) fn read_public_keys(paths: &[std::path::PathBuf]) -> Result<Option<Vec<VerifyingKey>>, CliError> {
     if paths.is_empty() {
         return Ok(None);
     }

@@ -1,16 +1,20 @@
-//! `qtrail events query | tail | verify | export | publishers | checkpoints`: the auditor's
-//! commands, one module each; what several share (the session, filters, event rows, the chain's
-//! end) is here.
+//! `qtrail events query | tail | verify | export | publishers | checkpoints | prove | monitor`: the
+//! auditor's commands, one module each; what several share (the session, filters, event rows, the
+//! chain's end) is here.
 
 mod checkpoints;
 mod consistency;
 mod export;
+mod monitor;
+mod prove;
 mod publishers;
 mod query;
 mod tail;
 mod verify;
 
 use std::io::Write;
+
+pub(crate) use checkpoints::read_public_keys;
 
 use qtrail_cadf::{AuditEvent, at_json};
 use qtrail_proto::qtrail::audit::v1::{
@@ -53,6 +57,8 @@ pub async fn run(command: EventsCommand, settings: &Settings, out: &mut dyn Writ
         EventsCommand::Export(args) => export::export(session, args, out).await,
         EventsCommand::Checkpoints(args) => checkpoints::checkpoints(session, args, out).await,
         EventsCommand::Publishers => publishers::publishers(session, out).await,
+        EventsCommand::Prove(args) => prove::prove(session, args, out).await,
+        EventsCommand::Monitor(args) => monitor::monitor(session, args, out).await,
     }
 }
 

@@ -164,4 +164,12 @@ pub(super) fn chain_lookups(factory: Factory<'_>, dir: &Path) {
     assert_eq!(store.seq_of_chain_hash(&location("us-east"), &ChainHash([7; 32])).unwrap(), None);
     assert!(store.chain_records(&location("us-east"), 6, 10).unwrap().is_empty());
     assert_eq!(store.last_seq(&location("eu-de")).unwrap(), 0);
+    // Event ids find their position, in their own location only; they survive a reopen.
+    let id: uuid::Uuid = third.event.unwrap().id.parse().unwrap();
+    assert_eq!(store.seq_of_event_id(&location("us-east"), id).unwrap(), Some(3));
+    assert_eq!(store.seq_of_event_id(&location("eu-de"), id).unwrap(), None);
+    assert_eq!(store.seq_of_event_id(&location("us-east"), uuid::Uuid::nil()).unwrap(), None);
+    drop(store);
+    let store = factory(dir);
+    assert_eq!(store.seq_of_event_id(&location("us-east"), id).unwrap(), Some(3));
 }
