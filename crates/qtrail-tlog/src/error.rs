@@ -42,4 +42,7 @@ pub enum Error {
     /// A note text that is not a C2SP tlog-checkpoint.
     #[error("malformed checkpoint: {0}")]
     BadCheckpoint(&'static str),
+    /// A C2SP tlog-witness request or answer that is not well formed.
+    #[error("malformed witness message: {0}")]
+    BadRequest(&'static str),
 }
