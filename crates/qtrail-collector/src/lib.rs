@@ -36,6 +36,7 @@ pub mod registry;
 pub mod store;
 mod tiles;
 pub mod tokens;
+pub mod witness;
 pub mod writer;
 
 use std::future::Future;
