@@ -16,3 +16,4 @@ mod tlog_interop;
 mod tls;
 mod up;
 mod webdriver;
+mod witness;

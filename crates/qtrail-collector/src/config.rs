@@ -182,14 +182,17 @@ pub struct Settings {
     pub witness_name: Option<String>,
     /// A log the witness watches, as its note verifier key `<origin>+<hex key id>+<base64 key>`
     /// (what `/tlog/<location>/key` serves). Repeatable.
-    #[arg(long = "witness-log", env = "QTRAIL_COLLECTOR_WITNESS_LOG", value_name = "VKEY",
-          requires = "witness_key_file")]
+    #[arg(
+        long = "witness-log",
+        env = "QTRAIL_COLLECTOR_WITNESS_LOG",
+        value_name = "VKEY",
+        requires = "witness_key_file"
+    )]
     pub witness_logs: Vec<String>,
     /// Submission prefix of a witness to submit every signed checkpoint to, e.g.
     /// `http://witness:7480/witness`; its cosignatures are stored with the checkpoint. Repeatable,
     /// each with its `--witness-verifier-key` in the same order; needs `--checkpoint-key`.
-    #[arg(long = "witness-url", env = "QTRAIL_COLLECTOR_WITNESS_URL", value_name = "URL",
-          requires = "checkpoint_key")]
+    #[arg(long = "witness-url", env = "QTRAIL_COLLECTOR_WITNESS_URL", value_name = "URL", requires = "checkpoint_key")]
     pub witness_urls: Vec<String>,
     /// Cosignature verifier key of the witness at the same position of `--witness-url`:
     /// `<name>+<hex key id>+<base64(0x04 || public key)>`.
@@ -341,11 +344,9 @@ impl Settings {
         config.log_origin_prefix = self.log_origin_prefix.clone();
         config.public_tiles = self.public_tiles;
         config.witness = match (&self.witness_key_file, &self.witness_name) {
-            (Some(key_file), Some(name)) => Some(WitnessConfig {
-                key_file: key_file.clone(),
-                name: name.clone(),
-                logs: self.witness_logs.clone(),
-            }),
+            (Some(key_file), Some(name)) => {
+                Some(WitnessConfig { key_file: key_file.clone(), name: name.clone(), logs: self.witness_logs.clone() })
+            }
             _ => None,
         };
         if self.witness_urls.len() != self.witness_verifier_keys.len() {

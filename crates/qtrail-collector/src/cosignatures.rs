@@ -152,10 +152,8 @@ impl Witness {
 
     /// Returns the lines of `answer` that are valid cosignatures of `text` by this witness.
     fn valid_lines(&self, text: &str, answer: &str) -> Result<String, String> {
-        let lines: String = answer
-            .split_inclusive('\n')
-            .filter(|line| self.verifier.verify_lines(text, line).is_ok())
-            .collect();
+        let lines: String =
+            answer.split_inclusive('\n').filter(|line| self.verifier.verify_lines(text, line).is_ok()).collect();
         if lines.is_empty() {
             return Err("the witness answered no valid cosignature by its key".into());
         }

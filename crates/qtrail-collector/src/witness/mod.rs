@@ -133,11 +133,14 @@ impl Witness {
         let request = AddCheckpoint::parse(body).map_err(|err| Refusal::Malformed(err.to_string()))?;
         let origin = request.note.split('\n').next().unwrap_or_default();
         let log = self.logs.get(origin).ok_or_else(|| Refusal::UnknownLog(origin.chars().take(256).collect()))?;
-        let text = open_note(&request.note, std::slice::from_ref(log))
-            .map_err(|_| Refusal::Forbidden(origin.to_owned()))?;
+        let text =
+            open_note(&request.note, std::slice::from_ref(log)).map_err(|_| Refusal::Forbidden(origin.to_owned()))?;
         let head = TreeHead::parse(text).map_err(|err| Refusal::Malformed(err.to_string()))?;
         if request.old > head.size {
-            return Err(Refusal::Malformed(format!("old size {} exceeds the checkpoint size {}", request.old, head.size)));
+            return Err(Refusal::Malformed(format!(
+                "old size {} exceeds the checkpoint size {}",
+                request.old, head.size
+            )));
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let held = state.get(origin);
@@ -146,7 +149,13 @@ impl Witness {
             None => (0, EMPTY_TREE_HASH),
         };
         if request.old != held_size {
-            warn!(origin, old = request.old, size = head.size, held = held_size, "refused a checkpoint: old size mismatch");
+            warn!(
+                origin,
+                old = request.old,
+                size = head.size,
+                held = held_size,
+                "refused a checkpoint: old size mismatch"
+            );
             return Err(Refusal::OldSize { old: request.old, size: held_size });
         }
         if head.size == held_size && head.root != held_root && held.is_some() {
@@ -155,9 +164,15 @@ impl Witness {
             return Err(Refusal::Fork { size: head.size });
         }
         let empty_root_differs = head.size == 0 && head.root != EMPTY_TREE_HASH;
-        if empty_root_differs || verify_consistency(held_size, head.size, &held_root, &head.root, &request.proof).is_err() {
-            warn!(origin, old = held_size, size = head.size,
-                  "refused a checkpoint: its consistency proof does not verify: the log forked or was rewritten");
+        if empty_root_differs
+            || verify_consistency(held_size, head.size, &held_root, &head.root, &request.proof).is_err()
+        {
+            warn!(
+                origin,
+                old = held_size,
+                size = head.size,
+                "refused a checkpoint: its consistency proof does not verify: the log forked or was rewritten"
+            );
             return Err(Refusal::BadProof { old: held_size, size: head.size });
         }
         let time = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
