@@ -2,7 +2,9 @@
 //! transparency log a real `qtrail up` serves, over 600 leaves (full tiles at level 0, a tile at
 //! level 1): the checkpoint note's signature with a verifier key computed from the PEM public
 //! key (the served one must equal it), every tile through `tlog.TileHashReader` (which checks each against the signed
-//! tree), inclusion proofs of served entries, and a consistency proof from an older checkpoint.
+//! tree), inclusion proofs of served entries, a consistency proof from an older checkpoint, and
+//! the cosignature of the witness `qtrail up` runs (C2SP tlog-cosignature, checked with
+//! `crypto/ed25519` from the spec).
 //! The Go side is `tests/interop/tlog/main.go`, which shares no code with ours.
 //!
 //! Needs `go` and the Debian package `golang-golang-x-mod-dev` (GOPATH mode, no network);
@@ -88,6 +90,7 @@ async fn go_tlog_checks_the_served_log() {
         .args(["-origin", &format!("qtrail.local/{location}")])
         .args(["-token", &up.field("auditor_token")])
         .args(["-vkey", &vkey])
+        .args(["-witness-vkey", &up.field("witness_key")])
         .arg("-old-checkpoint")
         .arg(&old_note)
         .output()
@@ -100,6 +103,7 @@ async fn go_tlog_checks_the_served_log() {
     assert!(stdout.contains(&format!("inclusion ok: {bundles} bundles, ")), "{stdout}");
     assert!(stdout.contains("tiles read: ") && stdout.contains("tile/1/000"), "a level-1 tile was read: {stdout}");
     assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
+    assert!(stdout.contains("cosignature ok: qtrail.local/up-witness time "), "{stdout}");
     assert!(new_size > old_size);
 }
 
@@ -117,7 +121,19 @@ async fn a_kept_tree_head_is_checked_by_consistency_proof() {
     let new_size = checkpoint_covering(&up, old["treeSize"].as_u64().unwrap() + 2).await["treeSize"].as_u64().unwrap();
     let key = "data/checkpoint-key.pub.pem";
     let kept_arg = kept.to_str().unwrap();
-    let checked = up.qtrail(&["--output", "json", "events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    let witness = up.field("witness_key");
+    let checked = up.qtrail(&[
+        "--output",
+        "json",
+        "events",
+        "verify",
+        "--public-key",
+        key,
+        "--checkpoint",
+        kept_arg,
+        "--witness-key",
+        &witness,
+    ]);
     assert_eq!(checked.code, 0, "{checked:?}");
     let verdict = checked.json();
     assert_eq!(verdict["keptSize"], old["treeSize"]);
