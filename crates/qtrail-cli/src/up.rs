@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use qtrail_cadf::Location;
-use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::audit::v1::CreateCollectorRequest;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
 use rand::RngCore;
@@ -31,11 +30,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::keys::{CHECKPOINT_PUBLIC_KEY, checkpoint_key};
 use self::witness::UpWitness;
 use crate::cli::{GlobalArgs, UpArgs};
 use crate::connect::{UP_FILE, UpInfo, authorized};
 use crate::error::CliError;
 
+mod keys;
 mod witness;
 
 /// Location `up` runs when `--location` is not given.
@@ -347,31 +348,6 @@ async fn bind(flag: &str, addr: &str) -> Result<TcpListener, CliError> {
 fn url_of(listener: &TcpListener) -> Result<String, CliError> {
     let addr = listener.local_addr().map_err(CliError::Output)?;
     Ok(format!("http://{addr}"))
-}
-
-/// File of the collector's checkpoint key in the data directory; the public key is beside it.
-const CHECKPOINT_KEY: &str = "checkpoint-key.pem";
-
-/// File of the checkpoint key's public half, for `qtrail events verify --public-key`.
-const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
-
-/// Returns the checkpoint key file of `dir`, writing a new key (and its public half) first if
-/// there is none. A dev key beside the data it protects proves little against someone who can
-/// write that directory; a real collector keeps its key elsewhere (see docs/collector.md).
-fn checkpoint_key(dir: &Path) -> Result<(PathBuf, [u8; 32]), CliError> {
-    let private = dir.join(CHECKPOINT_KEY);
-    let pem = if private.exists() {
-        std::fs::read(&private).map_err(|source| CliError::File { path: private.display().to_string(), source })?
-    } else {
-        let pem = SigningKey::generate_pem().map_err(|err| CliError::Usage(err.to_string()))?;
-        write_private(&private, pem.as_bytes())?;
-        pem.into_bytes()
-    };
-    let key = SigningKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("{}: {err}", private.display())))?;
-    let public = dir.join(CHECKPOINT_PUBLIC_KEY);
-    std::fs::write(&public, key.public_pem())
-        .map_err(|source| CliError::File { path: public.display().to_string(), source })?;
-    Ok((private, key.public_key()))
 }
 
 fn collector_config(

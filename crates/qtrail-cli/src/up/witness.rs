@@ -6,18 +6,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_collector::witness::Witness;
 use qtrail_tlog::NoteVerifier;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::write_private;
+use super::keys::witness_key;
 use crate::error::CliError;
-
-/// File of the witness key in the data directory.
-const WITNESS_KEY: &str = "witness-key.pem";
 
 /// The name of the witness's cosignatures.
 const WITNESS_NAME: &str = "qtrail.local/up-witness";
@@ -62,17 +58,4 @@ impl UpWitness {
         self.stop.cancel();
         let _ = self.task.await;
     }
-}
-
-/// Returns the witness key of `dir`, writing a new one first if there is none.
-fn witness_key(dir: &Path) -> Result<SigningKey, CliError> {
-    let path = dir.join(WITNESS_KEY);
-    let pem = if path.exists() {
-        std::fs::read(&path).map_err(|source| CliError::File { path: path.display().to_string(), source })?
-    } else {
-        let pem = SigningKey::generate_pem().map_err(|err| CliError::Usage(err.to_string()))?;
-        write_private(&path, pem.as_bytes())?;
-        pem.into_bytes()
-    };
-    SigningKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("{}: {err}", path.display())))
 }
