@@ -18,3 +18,4 @@ mod tlog_interop;
 mod tls;
 mod up;
 mod webdriver;
+mod witness;

@@ -3,7 +3,9 @@
 //! level 1): the checkpoint note's signature with a verifier key computed from the PEM public
 //! key (the served one must equal it), every tile through `tlog.TileHashReader` (which checks each against the signed
 //! tree), inclusion proofs of served entries, a consistency proof from an older checkpoint, and
-//! a C2SP tlog-proof file written by `qtrail events prove` (and refused once its event changes).
+//! a C2SP tlog-proof file written by `qtrail events prove` (and refused once its event changes),
+//! and the cosignature of the witness `qtrail up` runs (C2SP tlog-cosignature, checked with
+//! `crypto/ed25519` from the spec).
 //! The Go side is `tests/interop/tlog/main.go`, which shares no code with ours.
 //!
 //! Needs `go` and the Debian package `golang-golang-x-mod-dev` (GOPATH mode, no network);
@@ -107,6 +109,8 @@ async fn go_tlog_checks_the_served_log() {
         old_note.to_str().unwrap(),
         "-proof",
         proof_file.to_str().unwrap(),
+        "-witness-vkey",
+        &up.field("witness_key"),
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -117,6 +121,7 @@ async fn go_tlog_checks_the_served_log() {
     assert!(stdout.contains(&format!("inclusion ok: {bundles} bundles, ")), "{stdout}");
     assert!(stdout.contains("tiles read: ") && stdout.contains("tile/1/000"), "a level-1 tile was read: {stdout}");
     assert!(stdout.contains(&format!("consistency ok: {old_size} -> ")), "{stdout}");
+    assert!(stdout.contains("cosignature ok: qtrail.local/up-witness time "), "{stdout}");
     assert!(new_size > old_size);
 
     // Go refuses the same file with one bit of the event changed.
@@ -145,7 +150,19 @@ async fn a_kept_tree_head_is_checked_by_consistency_proof() {
     let new_size = checkpoint_covering(&up, old["treeSize"].as_u64().unwrap() + 2).await["treeSize"].as_u64().unwrap();
     let key = "data/checkpoint-key.pub.pem";
     let kept_arg = kept.to_str().unwrap();
-    let checked = up.qtrail(&["--output", "json", "events", "verify", "--public-key", key, "--checkpoint", kept_arg]);
+    let witness = up.field("witness_key");
+    let checked = up.qtrail(&[
+        "--output",
+        "json",
+        "events",
+        "verify",
+        "--public-key",
+        key,
+        "--checkpoint",
+        kept_arg,
+        "--witness-key",
+        &witness,
+    ]);
     assert_eq!(checked.code, 0, "{checked:?}");
     let verdict = checked.json();
     assert_eq!(verdict["keptSize"], old["treeSize"]);

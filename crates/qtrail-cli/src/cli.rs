@@ -456,6 +456,16 @@ pub struct EventVerifyArgs {
     #[arg(long, value_name = "FILE", requires = "public_key",
           conflicts_with_all = ["expect_head", "expect_checkpoint", "from_seq", "to_seq"])]
     pub checkpoint: Option<PathBuf>,
+    /// Cosignature verifier key of a witness the auditor trusts (`<name>+<hex key id>+<base64
+    /// key>`, or a file holding one): the newest checkpoint must carry valid C2SP cosignatures of
+    /// at least --witness-quorum of the keys given, so a log showing another view (a fork) or
+    /// an older one (a rollback) fails (exit 10). Repeatable
+    #[arg(long = "witness-key", value_name = "VKEY", requires = "public_key")]
+    pub witness_keys: Vec<String>,
+    /// How many of the --witness-key witnesses must have cosigned the newest checkpoint
+    /// (default: all of them)
+    #[arg(long, value_name = "N", requires = "witness_keys", value_parser = clap::value_parser!(u32).range(1..))]
+    pub witness_quorum: Option<u32>,
 }
 
 /// Flags of `qtrail events checkpoints`.

@@ -32,6 +32,12 @@ pub struct UpInfo {
     pub auditor_token: String,
     /// Collector token with the admin role.
     pub admin_token: String,
+    /// Submission prefix of the witness `up` runs (C2SP tlog-witness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<String>,
+    /// Cosignature verifier key of that witness, for `qtrail events verify --witness-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_key: Option<String>,
 }
 
 /// Name of the handshake file in the data directory.

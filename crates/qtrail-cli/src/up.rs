@@ -9,7 +9,8 @@
 //!
 //! The data directory holds, besides the two stores, the dev credentials written on first run
 //! (random, mode 0600) and reused afterwards, the collector's checkpoint key (`checkpoint-key.pem`,
-//! mode 0600, with its public half in `checkpoint-key.pub.pem`), and `up.json`, written once
+//! mode 0600, with its public half in `checkpoint-key.pub.pem`), the witness's key and state
+//! (`witness-key.pem`, `witness/`, see [`witness`]), and `up.json`, written once
 //! every server is ready and removed on a clean exit: the handshake for scripts, tests and the
 //! other `qtrail` commands.
 
@@ -22,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use qtrail_cadf::Location;
-use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::audit::v1::CreateCollectorRequest;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
 use rand::RngCore;
@@ -30,9 +30,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::keys::{CHECKPOINT_PUBLIC_KEY, checkpoint_key};
+use self::witness::UpWitness;
 use crate::cli::{GlobalArgs, UpArgs};
 use crate::connect::{UP_FILE, UpInfo, authorized};
 use crate::error::CliError;
+
+mod keys;
+mod witness;
 
 /// Location `up` runs when `--location` is not given.
 pub const DEFAULT_LOCATION: &str = "us-east";
@@ -81,7 +86,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let dir = global.data_dir.clone();
     create_private_dir(&dir)?;
     let credentials = DevCredentials::load_or_create(&dir, &location)?;
-    let checkpoint_key = checkpoint_key(&dir)?;
+    let (checkpoint_key, log_key) = checkpoint_key(&dir)?;
 
     let collector_listener = bind("--collector-listen", &args.collector_listen).await?;
     let runtime_listener = bind("--runtime-listen", &args.runtime_listen).await?;
@@ -99,8 +104,11 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let console_addr_file = dir.join("console.addr");
     let _ = std::fs::remove_file(&console_addr_file);
     // Both services' settings are checked before either starts.
-    let collector_config = collector_config(&dir, console_addr, &console_addr_file, &checkpoint_key)?;
+    let mut collector_config = collector_config(&dir, console_addr, &console_addr_file, &checkpoint_key)?;
     let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
+    let origin = format!("{}/{location}", collector_config.log_origin_prefix);
+    let witness = UpWitness::start(&dir, log_key, &origin).await?;
+    collector_config.witness_urls.push((witness.url.clone(), witness.key.clone()));
     let mut collector = tokio::spawn(qtrail_collector::run(
         collector_listener,
         collector_config,
@@ -126,6 +134,8 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
         api_key: credentials.api_key.clone(),
         auditor_token: credentials.auditor_token.clone(),
         admin_token: credentials.admin_token.clone(),
+        witness: Some(witness.url.clone()),
+        witness_key: Some(witness.key.clone()),
     };
     write_private(&dir.join(UP_FILE), &serde_json::to_vec_pretty(&info).unwrap_or_default())?;
     print_banner(out, &info, &credentials, &dir)?;
@@ -145,6 +155,8 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let runtime_result = if runtime.is_finished() && failure.is_some() { Ok(()) } else { flatten(runtime.await) };
     stop_collector.cancel();
     let collector_result = if collector.is_finished() && failure.is_some() { Ok(()) } else { flatten(collector.await) };
+    // After the collector, whose last checkpoint it cosigns.
+    witness.stop().await;
 
     if let Some((service, Err(err))) = failure {
         return Err(CliError::Usage(format!("the {service} stopped: {err:#}")));
@@ -338,31 +350,6 @@ fn url_of(listener: &TcpListener) -> Result<String, CliError> {
     Ok(format!("http://{addr}"))
 }
 
-/// File of the collector's checkpoint key in the data directory; the public key is beside it.
-const CHECKPOINT_KEY: &str = "checkpoint-key.pem";
-
-/// File of the checkpoint key's public half, for `qtrail events verify --public-key`.
-const CHECKPOINT_PUBLIC_KEY: &str = "checkpoint-key.pub.pem";
-
-/// Returns the checkpoint key file of `dir`, writing a new key (and its public half) first if
-/// there is none. A dev key beside the data it protects proves little against someone who can
-/// write that directory; a real collector keeps its key elsewhere (see docs/collector.md).
-fn checkpoint_key(dir: &Path) -> Result<PathBuf, CliError> {
-    let private = dir.join(CHECKPOINT_KEY);
-    let pem = if private.exists() {
-        std::fs::read(&private).map_err(|source| CliError::File { path: private.display().to_string(), source })?
-    } else {
-        let pem = SigningKey::generate_pem().map_err(|err| CliError::Usage(err.to_string()))?;
-        write_private(&private, pem.as_bytes())?;
-        pem.into_bytes()
-    };
-    let key = SigningKey::from_pem(&pem).map_err(|err| CliError::Usage(format!("{}: {err}", private.display())))?;
-    let public = dir.join(CHECKPOINT_PUBLIC_KEY);
-    std::fs::write(&public, key.public_pem())
-        .map_err(|source| CliError::File { path: public.display().to_string(), source })?;
-    Ok(private)
-}
-
 fn collector_config(
     dir: &Path,
     console: SocketAddr,
@@ -497,6 +484,9 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     )?;
     writeln!(out, "  console    {}/console/{location}   sign in with the auditor token", info.console)?;
     writeln!(out, "  metrics    {}/metrics", info.console)?;
+    if let (Some(url), Some(key)) = (&info.witness, &info.witness_key) {
+        writeln!(out, "  witness    {url}   C2SP tlog-witness, key {key}")?;
+    }
     writeln!(out)?;
     writeln!(out, "  api key (alice@example.com)  {}", credentials.api_key)?;
     writeln!(out, "  api key (bob@example.com)    {}", credentials.second_api_key)?;
@@ -513,6 +503,9 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "  qtrail jobs run <program id> --shots 1000 --wait")?;
     writeln!(out, "  qtrail events query --action quantum-computing.job")?;
     writeln!(out, "  qtrail events verify --public-key {dir}/{CHECKPOINT_PUBLIC_KEY}")?;
+    if let Some(key) = &info.witness_key {
+        writeln!(out, "  qtrail events verify --public-key {dir}/{CHECKPOINT_PUBLIC_KEY} --witness-key {key}")?;
+    }
     writeln!(out, "  qtrail events export --format cadf-json -o events.jsonl")?;
     writeln!(out, "  qtrail alerts watch   # rule {EXAMPLE_RULE}: every delete and every refused key")?;
     writeln!(out, "or with grpcurl:")?;

@@ -11,6 +11,10 @@
 //! key under the origin's name, which any note verifier can check and the tiles served under
 //! `/tlog/<location>/` extend.
 //!
+//! With witnesses (`--witness-url`), the signed note is submitted to each before the checkpoint
+//! is stored, and the cosignatures they answer are stored as lines of the note
+//! ([`crate::cosignatures`]); a witness that does not cosign leaves the checkpoint without its line.
+//!
 //! Before signing, the newest checkpoint must be one this collector signed: its v1 signature
 //! holds under the key, or under one of the previous keys it was given (a rotated key, matched
 //! by key id), and its note opens under that same key and the origin (the v1 signature does not
@@ -38,6 +42,7 @@ use qtrail_tlog::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::cosignatures::Witnesses;
 use crate::meters;
 use crate::store::{EventStore, Result, StoreError, TreeReader};
 use crate::writer::now;
@@ -90,9 +95,14 @@ impl Keys {
 ///
 /// # Errors
 /// When the collectors cannot be listed.
-fn checkpoint_all(store: &dyn EventStore, keys: &Keys, origin_prefix: &str) -> Result<()> {
+fn checkpoint_all(
+    store: &dyn EventStore,
+    keys: &Keys,
+    origin_prefix: &str,
+    witnesses: Option<&Witnesses>,
+) -> Result<()> {
     for collector in store.collectors()? {
-        match checkpoint(store, keys, origin_prefix, &collector) {
+        match checkpoint(store, keys, origin_prefix, witnesses, &collector) {
             Ok(checkpoint) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
@@ -117,6 +127,7 @@ fn checkpoint(
     store: &dyn EventStore,
     keys: &Keys,
     origin_prefix: &str,
+    witnesses: Option<&Witnesses>,
     collector: &proto::Collector,
 ) -> Result<proto::Checkpoint> {
     let location: Location = collector
@@ -157,6 +168,14 @@ fn checkpoint(
     let note = NoteSigner::new(&origin, key.key_pair())
         .and_then(|signer| sign_note(&text, &signer))
         .map_err(|err| StoreError::Corrupt(format!("cannot sign the tree head of `{location}`: {err}")))?;
+    let note = match witnesses {
+        Some(witnesses) => {
+            let reader = TreeReader { store, location: &location };
+            let prove = |old| consistency_proof(old, size, &reader).map_err(|err| err.to_string());
+            witnesses.cosign_blocking(&origin, note, size, &prove)
+        }
+        None => note,
+    };
     let mut checkpoint = proto::Checkpoint {
         location: location.to_string(),
         number: newest.map_or(0, |newest| newest.number) + 1,
@@ -300,13 +319,15 @@ pub(crate) async fn run(
     store: Arc<dyn EventStore>,
     keys: Keys,
     origin_prefix: String,
+    witnesses: Option<Witnesses>,
     interval: Duration,
     stop: CancellationToken,
 ) {
     let previous: Vec<&str> = keys.previous.iter().map(VerifyingKey::id).collect();
+    let witness_names = witnesses.as_ref().map(Witnesses::names).unwrap_or_default();
     info!(key_id = keys.current.id(), previous_key_ids = ?previous, interval_secs = interval.as_secs_f64(),
-          "signing checkpoints");
-    let (keys, origin_prefix) = (Arc::new(keys), Arc::new(origin_prefix));
+          witnesses = ?witness_names, "signing checkpoints");
+    let (keys, origin_prefix, witnesses) = (Arc::new(keys), Arc::new(origin_prefix), Arc::new(witnesses));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate: a checkpoint at start shows where the chain stood then.
@@ -315,8 +336,9 @@ pub(crate) async fn run(
             _ = ticks.tick() => false,
             () = stop.cancelled() => true,
         };
-        let (store, keys, prefix) = (store.clone(), keys.clone(), origin_prefix.clone());
-        match tokio::task::spawn_blocking(move || checkpoint_all(store.as_ref(), &keys, &prefix)).await {
+        let (store, keys, prefix, witnesses) = (store.clone(), keys.clone(), origin_prefix.clone(), witnesses.clone());
+        let signing = move || checkpoint_all(store.as_ref(), &keys, &prefix, witnesses.as_ref().as_ref());
+        match tokio::task::spawn_blocking(signing).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
             Err(err) => warn!(error = %err, "checkpoint task failed"),

@@ -179,6 +179,33 @@ pub struct Settings {
     /// auditor token as `authorization: Bearer`.
     #[arg(long, env = "QTRAIL_COLLECTOR_PUBLIC_TILES")]
     pub public_tiles: bool,
+    /// Act as a C2SP tlog-witness on the HTTP side (`POST /witness/add-checkpoint`), cosigning
+    /// with this PEM Ed25519 private key (PKCS#8); needs `--http`, `--witness-name` and at least
+    /// one `--witness-log`. Its state is kept in `<data-dir>/witness/`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_WITNESS_KEY_FILE", value_name = "FILE",
+          requires_all = ["witness_name", "witness_logs"])]
+    pub witness_key_file: Option<PathBuf>,
+    /// The witness's name: the key name of its cosignatures, e.g. `witness.example/w1`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_WITNESS_NAME", value_name = "NAME", requires = "witness_key_file")]
+    pub witness_name: Option<String>,
+    /// A log the witness watches, as its note verifier key `<origin>+<hex key id>+<base64 key>`
+    /// (what `/tlog/<location>/key` serves). Repeatable.
+    #[arg(
+        long = "witness-log",
+        env = "QTRAIL_COLLECTOR_WITNESS_LOG",
+        value_name = "VKEY",
+        requires = "witness_key_file"
+    )]
+    pub witness_logs: Vec<String>,
+    /// Submission prefix of a witness to submit every signed checkpoint to, e.g.
+    /// `http://witness:7480/witness`; its cosignatures are stored with the checkpoint. Repeatable,
+    /// each with its `--witness-verifier-key` in the same order; needs `--checkpoint-key`.
+    #[arg(long = "witness-url", env = "QTRAIL_COLLECTOR_WITNESS_URL", value_name = "URL", requires = "checkpoint_key")]
+    pub witness_urls: Vec<String>,
+    /// Cosignature verifier key of the witness at the same position of `--witness-url`:
+    /// `<name>+<hex key id>+<base64(0x04 || public key)>`.
+    #[arg(long = "witness-verifier-key", env = "QTRAIL_COLLECTOR_WITNESS_VERIFIER_KEY", value_name = "VKEY")]
+    pub witness_verifier_keys: Vec<String>,
 }
 
 /// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
@@ -233,6 +260,10 @@ pub struct Config {
     pub log_origin_prefix: String,
     /// Whether the transparency-log tiles are served without a token.
     pub public_tiles: bool,
+    /// The witness's key file, name and watched logs (note verifier keys); `None` is no witness.
+    pub witness: Option<WitnessConfig>,
+    /// The witnesses every checkpoint is submitted to: (submission prefix, cosignature verifier key).
+    pub witness_urls: Vec<(String, String)>,
     /// Most bytes of committed records held for tails; a tail further behind reads the store.
     pub tail_buffer_bytes: usize,
     /// How long a tail waits for its client to read before it ends RESOURCE_EXHAUSTED.
@@ -247,6 +278,17 @@ pub struct Config {
     pub alert_max_firings: u64,
     /// File of further CA certificates https webhooks are checked against.
     pub alert_tls_ca: Option<PathBuf>,
+}
+
+/// A witness run by the collector.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// File of its PEM Ed25519 private key.
+    pub key_file: PathBuf,
+    /// Its name, the key name of its cosignatures.
+    pub name: String,
+    /// The note verifier keys of the logs it watches.
+    pub logs: Vec<String>,
 }
 
 impl Flags {
@@ -312,6 +354,21 @@ impl Settings {
         config.alert_tls_ca = self.alert_tls_ca.clone();
         config.log_origin_prefix = self.log_origin_prefix.clone();
         config.public_tiles = self.public_tiles;
+        config.witness = match (&self.witness_key_file, &self.witness_name) {
+            (Some(key_file), Some(name)) => {
+                Some(WitnessConfig { key_file: key_file.clone(), name: name.clone(), logs: self.witness_logs.clone() })
+            }
+            _ => None,
+        };
+        if self.witness_urls.len() != self.witness_verifier_keys.len() {
+            anyhow::bail!(
+                "give one --witness-verifier-key per --witness-url ({} urls, {} keys)",
+                self.witness_urls.len(),
+                self.witness_verifier_keys.len()
+            );
+        }
+        config.witness_urls =
+            self.witness_urls.iter().cloned().zip(self.witness_verifier_keys.iter().cloned()).collect();
         Ok(())
     }
 }
@@ -340,6 +397,8 @@ impl Config {
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
             log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
             public_tiles: false,
+            witness: None,
+            witness_urls: Vec::new(),
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             tail_stall: DEFAULT_TAIL_STALL,
             alert_retry_cap: Duration::from_secs(DEFAULT_ALERT_RETRY_CAP_SECS),

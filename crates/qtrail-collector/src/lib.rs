@@ -22,6 +22,7 @@ pub mod chain;
 mod checkpointer;
 pub mod config;
 mod console;
+mod cosignatures;
 pub mod error;
 mod fanout;
 pub mod filter;
@@ -36,6 +37,7 @@ pub mod registry;
 pub mod store;
 mod tiles;
 pub mod tokens;
+pub mod witness;
 pub mod writer;
 
 use std::future::Future;
@@ -97,6 +99,8 @@ struct Prepared {
     tls: Option<LoadedServerTls>,
     metrics_token: Option<MetricsToken>,
     checkpoint_keys: Option<checkpointer::Keys>,
+    witness: Option<Arc<witness::Witness>>,
+    witnesses: Option<cosignatures::Witnesses>,
     http_listener: Option<TcpListener>,
     store: Arc<dyn EventStore>,
     alert_state: Arc<AlertState>,
@@ -128,6 +132,11 @@ impl Prepared {
         if checkpoint_keys.is_some() && config.checkpoint_interval.is_zero() {
             anyhow::bail!("the checkpoint interval must be longer than zero");
         }
+        let witness = open_witness(&config)?;
+        let witnesses = cosignatures::Witnesses::new(&config.witness_urls)?;
+        if witnesses.is_some() && checkpoint_keys.is_none() {
+            anyhow::bail!("--witness-url needs a checkpoint key: there is nothing to cosign without one");
+        }
         // Bound before anything starts, so that a taken port fails start-up with nothing to undo.
         let http_listener = match config.http {
             Some(addr) => Some(
@@ -157,6 +166,8 @@ impl Prepared {
             tls,
             metrics_token,
             checkpoint_keys,
+            witness,
+            witnesses,
             http_listener,
             store,
             alert_state,
@@ -176,6 +187,8 @@ impl Prepared {
             tls,
             metrics_token,
             checkpoint_keys,
+            witness,
+            witnesses,
             http_listener,
             store,
             alert_state,
@@ -218,7 +231,7 @@ impl Prepared {
             https: tls.is_some(),
         };
         let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_keys.as_ref());
-        let http = HttpSide::build(http_listener, console, tiles, metrics_token, &tls)?;
+        let http = HttpSide::build(http_listener, console, tiles, witness, metrics_token, &tls)?;
 
         let admin = AdminService { registry };
         let ingest = IngestService {
@@ -252,6 +265,7 @@ impl Prepared {
                 store.clone(),
                 keys,
                 config.log_origin_prefix.clone(),
+                witnesses,
                 config.checkpoint_interval,
                 stop_background.clone(),
             ))
@@ -271,6 +285,30 @@ impl Prepared {
         };
         Ok(Collector { router, incoming, health, http, lifecycle, grace: config.shutdown_grace, drain })
     }
+}
+
+/// Opens the witness `config` asks for, with its state in `<data-dir>/witness/`.
+///
+/// # Errors
+/// Without an HTTP side to serve it on; an unusable key file, name or log key.
+fn open_witness(config: &Config) -> anyhow::Result<Option<Arc<witness::Witness>>> {
+    let Some(witness) = &config.witness else {
+        return Ok(None);
+    };
+    if config.http.is_none() {
+        anyhow::bail!("--witness-key-file needs --http: the witness is served on the http side");
+    }
+    let path = &witness.key_file;
+    let pem = std::fs::read(path).with_context(|| format!("failed to read the witness key {}", path.display()))?;
+    let key = qtrail_cadf::checkpoint::SigningKey::from_pem(&pem)
+        .with_context(|| format!("the witness key {} is unusable", path.display()))?;
+    let logs = witness.logs.iter().map(|vkey| {
+        qtrail_tlog::NoteVerifier::parse(vkey).map_err(|err| anyhow::anyhow!("--witness-log `{vkey}`: {err}"))
+    });
+    let logs = logs.collect::<anyhow::Result<Vec<_>>>()?;
+    let opened = witness::Witness::open(&config.data_dir.join("witness"), key, &witness.name, logs)?;
+    info!(verifier_key = %opened.verifier(), logs = ?opened.origins(), "witnessing");
+    Ok(Some(Arc::new(opened)))
 }
 
 /// Returns the tile server of the HTTP side; it serves the public key of the current checkpoint
@@ -404,6 +442,7 @@ impl HttpSide {
         listener: Option<TcpListener>,
         console: console::Console,
         tiles: tiles::TileServer,
+        witness: Option<Arc<witness::Witness>>,
         metrics_token: Option<MetricsToken>,
         tls: &Option<LoadedServerTls>,
     ) -> anyhow::Result<Option<Self>> {
@@ -411,8 +450,11 @@ impl HttpSide {
             return Ok(None);
         };
         let addr = listener.local_addr().context("failed to read the bound http address")?;
-        let router =
+        let mut router =
             qtrail_server::http::base_router(metrics_token).merge(tiles::router(tiles)).merge(console::router(console));
+        if let Some(witness) = witness {
+            router = router.merge(witness::http::router(witness));
+        }
         Ok(Some(Self { listener, addr, router, tls: tls.clone() }))
     }
 

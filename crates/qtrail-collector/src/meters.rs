@@ -22,6 +22,8 @@
 //! | `qtrail_collector_checkpoints_total{location}` | counter | signed checkpoints stored |
 //! | `qtrail_collector_checkpoint_failures_total` | counter | checkpoints that could not be signed or stored |
 //! | `qtrail_collector_checkpoint_time_seconds{location}` | gauge | Unix time of the newest checkpoint: alert when it stops moving |
+//! | `qtrail_collector_witness_requests_total{result}` | counter | add-checkpoint requests this collector answered as a witness: `cosigned`, `conflict`, `fork`, `bad_proof`, `forbidden`, `unknown_log`, `malformed`, `internal` |
+//! | `qtrail_collector_cosignatures_total{witness, result}` | counter | checkpoints submitted to a witness: `ok` (cosignature stored with it) or `failed` |
 //! | `qtrail_collector_disk_free_bytes`, `qtrail_collector_disk_size_bytes` | gauge | the data directory's file system (alert at 80 % used) |
 
 use std::path::PathBuf;
@@ -79,6 +81,17 @@ pub(crate) fn tail_buffer_bytes(bytes: usize) {
 pub(crate) fn checkpoint_signed(location: &str, seconds: i64) {
     counter!("qtrail_collector_checkpoints_total", "location" => location.to_owned()).increment(1);
     gauge!("qtrail_collector_checkpoint_time_seconds", "location" => location.to_owned()).set(seconds as f64);
+}
+
+/// Counts an add-checkpoint request answered as a witness, by `result`.
+pub(crate) fn witness_answered(result: &'static str) {
+    counter!("qtrail_collector_witness_requests_total", "result" => result).increment(1);
+}
+
+/// Counts a checkpoint submitted to `witness`: cosigned or not.
+pub(crate) fn cosignature(witness: &str, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!("qtrail_collector_cosignatures_total", "witness" => witness.to_owned(), "result" => result).increment(1);
 }
 
 /// Counts a checkpoint that could not be signed or stored.

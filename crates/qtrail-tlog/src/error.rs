@@ -45,4 +45,7 @@ pub enum Error {
     /// A text that is not a C2SP tlog-proof.
     #[error("malformed tlog-proof: {0}")]
     BadProofFile(&'static str),
+    /// A C2SP tlog-witness request or answer that is not well formed.
+    #[error("malformed witness message: {0}")]
+    BadRequest(&'static str),
 }

@@ -12,23 +12,30 @@ use crate::Error;
 /// The signature type byte of Ed25519 keys.
 const ALG_ED25519: u8 = 0x01;
 /// Starts every signature line.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 /// Bounds the work of opening a note with many signatures, as Go's note.Open does.
 const MAX_SIGNATURES: usize = 100;
 
-/// Computes the C2SP key id: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key).
+/// Computes the C2SP key id of a note signer: the first 4 bytes of
+/// SHA-256(name || 0x0A || 0x01 || public key).
 fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    typed_key_id(name, ALG_ED25519, public)
+}
+
+/// Computes a C2SP key id for the signature type `alg`: the first 4 bytes of
+/// SHA-256(name || 0x0A || alg || public key).
+pub(crate) fn typed_key_id(name: &str, alg: u8, public: &[u8; 32]) -> u32 {
     let mut hasher = Sha256::new();
     hasher.update(name.as_bytes());
     hasher.update(b"\n");
-    hasher.update([ALG_ED25519]);
+    hasher.update([alg]);
     hasher.update(public);
     let digest = hasher.finalize();
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// Checks a key name: non-empty, with no whitespace and no `+`.
-fn check_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
         return Err(Error::BadKey("name must be non-empty without spaces or '+'"));
     }
@@ -36,7 +43,7 @@ fn check_name(name: &str) -> Result<(), Error> {
 }
 
 /// Checks note text: valid UTF-8 (given) without control characters other than newline.
-fn check_text(text: &str) -> Result<(), Error> {
+pub(crate) fn check_text(text: &str) -> Result<(), Error> {
     if text.chars().any(|c| c < ' ' && c != '\n') {
         return Err(Error::BadNote("control character"));
     }
@@ -91,12 +98,7 @@ pub fn sign_note(text: &str, signer: &NoteSigner<'_>) -> Result<String, Error> {
 /// [`Error::BadNote`] when it is not a signed note; [`Error::BadSignature`] when a known key's
 /// signature does not hold; [`Error::UnverifiedNote`] when no known key signed it.
 pub fn open_note<'n>(note: &'n str, verifiers: &[NoteVerifier]) -> Result<&'n str, Error> {
-    check_text(note)?;
-    let split = note.rfind("\n\n").ok_or(Error::BadNote("no signature block"))?;
-    let (text, signatures) = (&note[..=split], &note[split + 2..]);
-    let Some(signatures) = signatures.strip_suffix('\n') else {
-        return Err(Error::BadNote("signature block must end in a newline"));
-    };
+    let (text, signatures) = split_note(note)?;
     let mut verified = false;
     for (count, line) in signatures.split('\n').enumerate() {
         if count >= MAX_SIGNATURES {
@@ -115,8 +117,21 @@ pub fn open_note<'n>(note: &'n str, verifiers: &[NoteVerifier]) -> Result<&'n st
     Ok(text)
 }
 
+/// Splits a signed note into its text (with its final newline) and its signature lines (without
+/// the last newline), after checking it has no control characters.
+///
+/// # Errors
+/// [`Error::BadNote`] when it is not a signed note.
+pub(crate) fn split_note(note: &str) -> Result<(&str, &str), Error> {
+    check_text(note)?;
+    let split = note.rfind("\n\n").ok_or(Error::BadNote("no signature block"))?;
+    let (text, signatures) = (&note[..=split], &note[split + 2..]);
+    let signatures = signatures.strip_suffix('\n').ok_or(Error::BadNote("signature block must end in a newline"))?;
+    Ok((text, signatures))
+}
+
 /// Splits `— <name> <base64>` into the name, the key id and the signature bytes.
-fn parse_signature_line(line: &str) -> Result<(&str, u32, Vec<u8>), Error> {
+pub(crate) fn parse_signature_line(line: &str) -> Result<(&str, u32, Vec<u8>), Error> {
     let bad = Error::BadNote("malformed signature line");
     let rest = line.strip_prefix(SIG_PREFIX).ok_or(bad.clone())?;
     let (name, encoded) = rest.split_once(' ').ok_or(bad.clone())?;

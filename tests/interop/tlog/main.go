@@ -4,7 +4,9 @@
 // through tlog.TileHashReader (which checks every tile against the signed tree), and checks an
 // inclusion proof of every leaf of every entry bundle, plus a consistency proof from an older
 // checkpoint note kept by the caller. The note is verified with the key the caller passes
-// (-vkey, computed from the public key), which the served /key must equal.
+// (-vkey, computed from the public key), which the served /key must equal. With -witness-vkey,
+// the served checkpoint must also carry a valid C2SP tlog-cosignature (cosignature/v1, Ed25519)
+// by that witness, checked here with crypto/ed25519 from the spec alone.
 //
 // With -proof FILE it also checks a C2SP tlog-proof file (as `qtrail events prove` writes it),
 // parsed here from the spec: the checkpoint note's signature, then tlog.CheckRecord of
@@ -16,8 +18,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -124,6 +129,51 @@ func openCheckpoint(msg []byte, verifier note.Verifier, origin string) (tlog.Tre
 	var hash tlog.Hash
 	copy(hash[:], root)
 	return tlog.Tree{N: size, Hash: hash}, nil
+}
+
+// checkCosignature finds the cosignature of the witness whose verifier key is vkey
+// (<name>+<hex key id>+<base64(0x04 || Ed25519 public key)>) on the signed note msg and checks it
+// per C2SP tlog-cosignature: key id SHA-256(name || "\n" || 0x04 || key)[:4], signature bytes
+// key id || big-endian u64 timestamp || Ed25519 signature of
+// "cosignature/v1\ntime <timestamp>\n" + the note text. Returns the timestamp.
+func checkCosignature(msg []byte, vkey string) (string, uint64, error) {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return "", 0, fmt.Errorf("witness vkey %q is not name+id+key", vkey)
+	}
+	name := parts[0]
+	key, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(key) != 1+ed25519.PublicKeySize || key[0] != 0x04 {
+		return "", 0, fmt.Errorf("witness vkey %q is not a cosignature/v1 ed25519 key", vkey)
+	}
+	digest := sha256.Sum256(append([]byte(name+"\n"), key...))
+	id := digest[:4]
+	if hex.EncodeToString(id) != parts[1] {
+		return "", 0, fmt.Errorf("witness vkey %q: key id does not match", vkey)
+	}
+	split := bytes.LastIndex(msg, []byte("\n\n"))
+	if split < 0 {
+		return "", 0, fmt.Errorf("the checkpoint is not a signed note")
+	}
+	text := msg[:split+1]
+	for _, line := range strings.Split(strings.TrimSuffix(string(msg[split+2:]), "\n"), "\n") {
+		prefix := "\u2014 " + name + " "
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		encoded := strings.TrimPrefix(line, prefix)
+		sig, err := base64.StdEncoding.DecodeString(encoded)
+		if err != nil || len(sig) != 4+8+ed25519.SignatureSize || !bytes.Equal(sig[:4], id) {
+			continue
+		}
+		timestamp := binary.BigEndian.Uint64(sig[4:12])
+		signed := append([]byte(fmt.Sprintf("cosignature/v1\ntime %d\n", timestamp)), text...)
+		if !ed25519.Verify(ed25519.PublicKey(key[1:]), signed, sig[12:]) {
+			return "", 0, fmt.Errorf("the cosignature of %s does not verify", name)
+		}
+		return name, timestamp, nil
+	}
+	return "", 0, fmt.Errorf("the checkpoint carries no cosignature of %s", name)
 }
 
 // entries fetches entry bundle n of a tree of size leaves and splits it.
@@ -234,6 +284,7 @@ func run() error {
 	oldNote := flag.String("old-checkpoint", "", "file holding an older signed checkpoint note")
 	vkey := flag.String("vkey", "", "the verifier key the caller trusts (computed from the public key)")
 	proofFile := flag.String("proof", "", "a C2SP tlog-proof file whose extra data is the entry")
+	witnessVkey := flag.String("witness-vkey", "", "a witness's cosignature verifier key the checkpoint must carry a cosignature of")
 	flag.Parse()
 	s := server{base: strings.TrimRight(*base, "/"), token: *token}
 
@@ -285,6 +336,13 @@ func run() error {
 		bundles, proved = bundles+1, proved+count
 	}
 	fmt.Printf("checkpoint ok: %s size %d root %s\n", *origin, tree.N, tree.Hash)
+	if *witnessVkey != "" {
+		name, timestamp, err := checkCosignature(msg, *witnessVkey)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("cosignature ok: %s time %d\n", name, timestamp)
+	}
 	fmt.Printf("inclusion ok: %d bundles, %d leaves proved\n", bundles, proved)
 
 	if *oldNote != "" {

@@ -11,6 +11,7 @@ mod publishers;
 mod query;
 mod tail;
 mod verify;
+mod witnesses;
 
 use std::io::Write;
 

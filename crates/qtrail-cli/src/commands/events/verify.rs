@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::checkpoints::{check_kept_checkpoint, key_ids, read_public_keys, verify_all_checkpoints};
 use super::consistency::check_kept_note;
+use super::witnesses::Quorum;
 use super::{Session, chain_end, fault_kind, seq_range};
 use crate::cli::{EventVerifyArgs, OutputFormat};
 use crate::connect::authorized;
@@ -23,7 +24,15 @@ pub(super) async fn verify(session: Session, args: EventVerifyArgs, out: &mut dy
     let Session { mut client, token, location, output } = session;
     let expected = expected_head(&args)?;
     let key = read_public_keys(&args.public_key)?;
+    let quorum = Quorum::read(&args.witness_keys, args.witness_quorum)?;
+    let cosigned = match (&quorum, &key) {
+        (Some(quorum), Some(key)) => Some(quorum.check(&mut client, &token, &location, key).await?),
+        _ => None,
+    };
     if let (Some(path), Some(key)) = (&args.checkpoint, &key) {
+        if let (OutputFormat::Table, Some(cosigned)) = (output, &cosigned) {
+            writeln!(out, "{}", cosigned.line())?;
+        }
         return check_kept_note(&mut client, &token, &location, key, path, output, out).await;
     }
     // Checked before the chain, which the server compares with these same checkpoints.
@@ -70,6 +79,7 @@ pub(super) async fn verify(session: Session, args: EventVerifyArgs, out: &mut dy
                     "verified": signed,
                     "matchedChain": result.checkpoints_checked,
                 })),
+                "witnesses": cosigned.as_ref().map(|cosigned| cosigned.json()),
             }),
         )?,
         OutputFormat::Table if result.ok && result.checked == 0 => {
@@ -92,6 +102,9 @@ pub(super) async fn verify(session: Session, args: EventVerifyArgs, out: &mut dy
             key_ids(key).join(" or "),
             result.checkpoints_checked
         )?;
+    }
+    if let (OutputFormat::Table, true, Some(cosigned)) = (output, result.ok, &cosigned) {
+        writeln!(out, "{}", cosigned.line())?;
     }
     if !result.ok && fault.kind() == ChainFaultKind::CheckpointDamaged {
         // The evidence, not the chain, is what failed: the detail names the entry.
