@@ -52,9 +52,7 @@ impl ApiError {
                 Error::CollectorNotFound(_)
                 | Error::EventNotFound { .. }
                 | Error::LeafNotFound(_)
-                | Error::AlertRuleNotFound { .. } => {
-                    StatusCode::NOT_FOUND
-                }
+                | Error::AlertRuleNotFound { .. } => StatusCode::NOT_FOUND,
                 Error::CollectorExists(_) | Error::AlertRuleExists { .. } => StatusCode::CONFLICT,
                 Error::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
                 Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

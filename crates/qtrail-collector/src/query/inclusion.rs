@@ -44,9 +44,9 @@ impl Selector {
             }
             Some(Leaf::LeafIndex(index)) => Ok(Selector::Index(index)),
             // The value is not quoted back: it may be anything, control characters included.
-            Some(Leaf::EventId(id)) => Uuid::parse_str(&id)
-                .map(Selector::EventId)
-                .map_err(|_| Error::invalid("event_id is not a uuid")),
+            Some(Leaf::EventId(id)) => {
+                Uuid::parse_str(&id).map(Selector::EventId).map_err(|_| Error::invalid("event_id is not a uuid"))
+            }
             Some(Leaf::CorrelationId(id)) if id.is_empty() => Err(Error::invalid("correlation_id is empty")),
             Some(Leaf::CorrelationId(id)) if id.len() > MAX_ID_BYTES => {
                 Err(Error::invalid(format!("correlation_id is longer than {MAX_ID_BYTES} bytes")))
@@ -101,7 +101,8 @@ fn prove(
     let proof = inclusion_proof(index, head.tree_size, &reader).map_err(|err| tree_error(location.as_str(), &err))?;
     // Checked before it leaves: a stored tree that no longer fits its signed root is lost data,
     // which an auditor must hear about as such, not as a proof that fails on their side.
-    let root = Hash::try_from(head.root.as_slice()).map_err(|_| corrupt(format!("checkpoint {} has no root", head.number)))?;
+    let root =
+        Hash::try_from(head.root.as_slice()).map_err(|_| corrupt(format!("checkpoint {} has no root", head.number)))?;
     verify_inclusion(index, head.tree_size, &leaf_hash(&leaf), &proof, &root).map_err(|_| {
         corrupt(format!("the stored tree does not prove leaf_index {index} in checkpoint {}", head.number))
     })?;
@@ -119,7 +120,9 @@ fn position(store: &dyn EventStore, location: &Location, selector: &Selector) ->
     let not_found = |what: String| Error::LeafNotFound(format!("no event with {what} in location `{location}`"));
     match selector {
         Selector::Index(index) => Ok(index + 1),
-        Selector::EventId(id) => store.seq_of_event_id(location, *id)?.ok_or_else(|| not_found(format!("event_id {id}"))),
+        Selector::EventId(id) => {
+            store.seq_of_event_id(location, *id)?.ok_or_else(|| not_found(format!("event_id {id}")))
+        }
         Selector::Correlation(id) => {
             let filter = Filter { correlation_id: Some(id.clone()), ..Filter::default() };
             let oldest = store.query(location, &filter, Order::OldestFirst, None, 1)?;

@@ -86,11 +86,8 @@ async fn each_selector_proves_its_event_in_a_signed_head() {
     let later = prove(&server, Some(Leaf::LeafIndex(0)), size + 1).await.unwrap_err();
     assert_eq!(later.code(), Code::FailedPrecondition);
     assert!(later.message().contains("retry after the next checkpoint"), "{later:?}");
-    let elsewhere = proto::GetInclusionProofRequest {
-        location: "eu-de".into(),
-        leaf: Some(Leaf::LeafIndex(0)),
-        tree_size: 0,
-    };
+    let elsewhere =
+        proto::GetInclusionProofRequest { location: "eu-de".into(), leaf: Some(Leaf::LeafIndex(0)), tree_size: 0 };
     let missing = server.query().await.get_inclusion_proof(authed(elsewhere.clone(), AUDITOR)).await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     let publisher = server.query().await.get_inclusion_proof(authed(elsewhere, PUBLISHER)).await;
