@@ -10,6 +10,7 @@ mod console_alerts;
 mod delivery;
 mod grpcurl;
 mod publishers;
+mod receipts;
 mod servers;
 mod timeline;
 mod tlog_interop;

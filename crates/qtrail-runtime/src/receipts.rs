@@ -40,7 +40,8 @@ pub fn receipt_config(config: &Config) -> anyhow::Result<Option<ReceiptConfig>> 
     }
     let mut keys = Vec::new();
     for path in &config.collector_public_keys {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read collector public key {}", path.display()))?;
+        let pem =
+            std::fs::read(path).with_context(|| format!("cannot read collector public key {}", path.display()))?;
         let key = VerifyingKey::from_pem(&pem)
             .with_context(|| format!("collector public key {} is unusable", path.display()))?;
         keys.push(key.raw());

@@ -87,8 +87,11 @@ fn record_receipts(publisher: &str, receipts: &ReceiptStats) {
         metrics::counter!("qtrail_receipt_failures_total", "publisher" => publisher.to_owned(), "kind" => kind)
             .absolute(count);
     }
-    metrics::gauge!("qtrail_receipt_alarm", "publisher" => publisher.to_owned())
-        .set(if receipts.alarmed() { 1.0 } else { 0.0 });
+    metrics::gauge!("qtrail_receipt_alarm", "publisher" => publisher.to_owned()).set(if receipts.alarmed() {
+        1.0
+    } else {
+        0.0
+    });
     metrics::counter!("qtrail_receipts_verified_total", "publisher" => publisher.to_owned()).absolute(stats.verified);
     metrics::counter!("qtrail_receipts_dropped_total", "publisher" => publisher.to_owned()).absolute(stats.dropped);
     metrics::gauge!("qtrail_receipts_pending", "publisher" => publisher.to_owned()).set(stats.pending as f64);

@@ -7,7 +7,9 @@
 //! consistency proof that holds), asks for the inclusion proof of each waiting event the
 //! checkpoint covers, checks it against that checkpoint, and keeps it as a C2SP tlog-proof in
 //! a bounded [`ReceiptStore`]. Any file it keeps proves offline, with the collector's public
-//! key, that the event was logged at its index under that checkpoint.
+//! key, that the event was logged at its index under that checkpoint. Once it has a head it
+//! checks the newest checkpoint every round (one `GetConsistencyProof` a second by default),
+//! waiting events or not, so that a rolled-back or forked log is seen on its own.
 //!
 //! A failed signature, a failed proof or a fork (two checkpoints of one size with different
 //! roots, a shrunk log, or a pair that is not consistent) is an alarm: a counter by kind, an

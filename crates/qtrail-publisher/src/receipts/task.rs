@@ -113,7 +113,9 @@ impl ReceiptTask {
     }
 
     async fn round(&self, state: &mut State) -> Result<(), RoundError> {
-        if state.pending.is_empty() {
+        // With nothing waiting the head is still followed (one small call a round), so that a
+        // fork or a rolled-back log is seen even while the publisher has nothing new in it.
+        if state.pending.is_empty() && state.head.is_none() {
             return Ok(());
         }
         let mut client = match state.client.take() {
