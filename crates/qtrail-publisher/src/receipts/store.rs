@@ -87,7 +87,7 @@ impl ReceiptStore {
     ///
     /// # Errors
     /// [`StoreError`] when the read fails.
-    pub fn len(&self) -> Result<u64, StoreError> {
+    pub fn count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(fail)?;
         txn.open_table(RECEIPTS).map_err(fail)?.len().map_err(fail)
     }
@@ -126,7 +126,7 @@ mod tests {
         store.put("b", "proof b").unwrap();
         store.put("c", "proof c").unwrap();
         assert_eq!((store.get("a").unwrap(), store.get("c").unwrap().as_deref()), (None, Some("proof c")));
-        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(store.count().unwrap(), 2);
         store.set_head("note").unwrap();
         drop(store);
         let store = ReceiptStore::open(&path, 2).unwrap();
