@@ -27,7 +27,7 @@ use qtrail_proto::limits::{MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, MAX_UNACKED_BATC
 use qtrail_proto::qtrail::audit::v1::ingest_client::IngestClient;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::{
-    self as proto, Ack, AckedEvent, Batch, Hello, PublishRequest, PublishResponse, PublishedEvent, publish_response,
+    Ack, Batch, Hello, PublishRequest, PublishResponse, PublishedEvent, publish_response,
 };
 use qtrail_tlog::Hash;
 use tokio::sync::mpsc;
@@ -43,7 +43,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
 use crate::outbox::{Outbox, QueuedBatch};
-use crate::receipts::{Acked, ReceiptConfig, Receipts};
+use crate::receipts::{ReceiptConfig, Receipts, acked_events, event_leaf};
 use crate::stats::PublisherStats;
 
 /// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
@@ -559,7 +559,7 @@ impl Task {
         // stream ends and the resent events are acknowledged (as duplicates) again.
         self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
         if let Some(receipts) = &self.receipts {
-            receipts.acked(acked_events(&batch.leaves, &ack.stored)).await;
+            receipts.acked(acked_events(&batch.leaves, &ack.stored));
         }
         let outbox = self.outbox.clone();
         blocking(move || outbox.remove(&batch.seqs)).await?;
@@ -584,32 +584,6 @@ struct Session {
     next_batch_seq: u64,
     /// Highest seq sent on this stream.
     sent_through: u64,
-}
-
-/// Returns the RFC 6962 leaf hash of an outbox event: of its canonical bytes, as the
-/// collector computes them. `None` for bytes that are not a valid event (the collector rejects
-/// those).
-fn event_leaf(encoded: &[u8]) -> Option<Hash> {
-    let event = <proto::AuditEvent as prost::Message>::decode(encoded).ok()?;
-    let event = qtrail_cadf::AuditEvent::try_from(event).ok()?;
-    Some(qtrail_tlog::leaf_hash(&qtrail_cadf::canonical::canonical_bytes(&event)))
-}
-
-/// Pairs the Ack's positions with the leaf hashes the publisher computed, by publisher seq;
-/// a position for a seq the publisher did not send is ignored.
-fn acked_events(leaves: &[(u64, Hash)], stored: &[AckedEvent]) -> Vec<Acked> {
-    stored
-        .iter()
-        .filter_map(|position| {
-            let index = leaves.binary_search_by_key(&position.seq, |(seq, _)| *seq).ok()?;
-            Some(Acked {
-                event_id: position.event_id.clone(),
-                location_seq: position.location_seq,
-                leaf: leaves[index].1,
-            })
-        })
-        .filter(|acked| acked.location_seq > 0)
-        .collect()
 }
 
 /// Runs outbox I/O (which may wait for an fsync) off the async worker threads.

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use qtrail_proto::qtrail::audit::v1::{self as proto, AckedEvent};
+use qtrail_tlog::Hash;
 pub use store::{ReceiptStore, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 use tracing::error;
 pub use verify::{Acked, Head, Keys, ReceiptFailure};
+
+/// Acknowledged events in flight to the task: a few full batches.
+const ACKED_CHANNEL: usize = 16 * 1024;
 
 /// How receipts are fetched and kept.
 #[derive(Debug, Clone)]
@@ -158,8 +163,8 @@ impl Receipts {
         let store = Arc::new(ReceiptStore::open(&config.path, config.capacity)?);
         let stats = Arc::new(ReceiptStats::default());
         let stop = CancellationToken::new();
-        // A small channel: the task drains it at once into its own bounded list.
-        let (sender, incoming) = mpsc::channel(1024);
+        // The task drains it into its own bounded list between rounds; during a round it fills.
+        let (sender, incoming) = mpsc::channel(ACKED_CHANNEL);
         let task = task::ReceiptTask {
             keys: Keys::new(config.keys.clone(), location.clone()),
             location,
@@ -176,11 +181,12 @@ impl Receipts {
         Ok(Self { sender, stats, store, stop })
     }
 
-    /// Hands acknowledged events to the task, waiting while its channel is full.
-    pub(crate) async fn acked(&self, events: Vec<Acked>) {
+    /// Hands acknowledged events to the task without waiting: publishing never waits on
+    /// receipts, so while the channel is full (a long round) events are dropped, counted.
+    pub(crate) fn acked(&self, events: Vec<Acked>) {
         for acked in events {
-            if self.sender.send(acked).await.is_err() {
-                return;
+            if self.sender.try_send(acked).is_err() {
+                self.stats.dropped();
             }
         }
     }
@@ -201,9 +207,57 @@ impl Receipts {
     }
 }
 
+/// Returns the RFC 6962 leaf hash of an outbox event: of its canonical bytes, as the
+/// collector computes them. `None` for bytes that are not a valid event (the collector rejects
+/// those).
+pub(crate) fn event_leaf(encoded: &[u8]) -> Option<Hash> {
+    let event = <proto::AuditEvent as prost::Message>::decode(encoded).ok()?;
+    let event = qtrail_cadf::AuditEvent::try_from(event).ok()?;
+    Some(qtrail_tlog::leaf_hash(&qtrail_cadf::canonical::canonical_bytes(&event)))
+}
+
+/// Pairs the Ack's positions with the leaf hashes the publisher computed, by publisher seq;
+/// a position for a seq the publisher did not send is ignored.
+pub(crate) fn acked_events(leaves: &[(u64, Hash)], stored: &[AckedEvent]) -> Vec<Acked> {
+    stored
+        .iter()
+        .filter_map(|position| {
+            let index = leaves.binary_search_by_key(&position.seq, |(seq, _)| *seq).ok()?;
+            Some(Acked {
+                event_id: position.event_id.clone(),
+                location_seq: position.location_seq,
+                leaf: leaves[index].1,
+            })
+        })
+        .filter(|acked| acked.location_seq > 0)
+        .collect()
+}
+
 /// Runs receipt store I/O off the async worker threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work).await.map_err(|err| StoreError::task(&err))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_positions_pair_with_the_publishers_own_leaves_by_seq() {
+        let leaves = [(4, [4; 32]), (5, [5; 32]), (7, [7; 32])];
+        let position = |seq, location_seq| AckedEvent { event_id: format!("e{seq}"), seq, location_seq };
+        // Seq 6 was never sent with a leaf (it did not decode): no receipt for it; a position of
+        // 0 is not a leaf.
+        let stored = [position(5, 11), position(6, 12), position(7, 13), position(4, 0)];
+        let acked = acked_events(&leaves, &stored);
+        let got: Vec<_> = acked.iter().map(|a| (a.event_id.as_str(), a.location_seq, a.leaf[0])).collect();
+        assert_eq!(got, [("e5", 11, 5), ("e7", 13, 7)]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_event_have_no_leaf() {
+        assert_eq!(event_leaf(b"not an event"), None);
+    }
 }
