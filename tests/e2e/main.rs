@@ -12,6 +12,7 @@ mod grpcurl;
 mod monitor;
 mod proofs;
 mod publishers;
+mod receipts;
 mod servers;
 mod timeline;
 mod tlog_interop;

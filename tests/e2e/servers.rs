@@ -190,18 +190,7 @@ impl Collector {
     /// Returns the value of the metric series `name` whose labels include `labels`, from the
     /// collector's `/metrics` (0 when there is no such series yet).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let (status, text) = http_get(&format!("{}/metrics", self.process.http_url())).await;
-        assert_eq!(status, 200, "GET /metrics");
-        let wanted: Vec<String> = labels.iter().map(|(key, value)| format!("{key}=\"{value}\"")).collect();
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| line.rsplit_once(' '))
-            .filter(|(series, _)| {
-                let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-                series_name == name && wanted.iter().all(|label| series_labels.contains(label.as_str()))
-            })
-            .filter_map(|(_, value)| value.parse::<f64>().ok())
-            .sum()
+        metric_at(&self.process.http_url(), name, labels).await
     }
 
     /// Asserts that the chain of every location verifies and covers all its events.
@@ -229,6 +218,8 @@ pub struct RuntimeOptions {
     pub extra_args: Vec<String>,
     /// How clients reach a runtime whose flags make it serve TLS.
     pub tls: Option<ClientTls>,
+    /// Serve the HTTP side (`/metrics`, `/receipts`) on a free port.
+    pub http: bool,
 }
 
 impl RuntimeOptions {
@@ -242,6 +233,7 @@ impl RuntimeOptions {
             collector_url: collector_url.into(),
             extra_args: vec!["--publish-backoff-max-ms".to_owned(), "250".to_owned()],
             tls: None,
+            http: false,
         }
     }
 
@@ -289,9 +281,15 @@ impl Runtime {
         let binary = binary("qtrail-runtime");
         let process = match options.tls {
             Some(tls) => ServerProcess::start_tls(name, binary, args, dir, tls, false).await,
+            None if options.http => ServerProcess::start_with_http(name, binary, args, dir).await,
             None => ServerProcess::start(name, binary, args, dir).await,
         };
         Self { process }
+    }
+
+    /// Returns the base URL of the HTTP side (started with [`RuntimeOptions::http`]).
+    pub fn http_url(&self) -> String {
+        self.process.http_url()
     }
 
     /// Returns the process, to kill, terminate or restart it.
@@ -303,4 +301,21 @@ impl Runtime {
     pub fn url(&self) -> String {
         self.process.url()
     }
+}
+
+/// Returns the value of the metric series `name` whose labels include `labels`, from the
+/// `/metrics` of the HTTP side at `http_url` (0 when there is no such series yet).
+pub async fn metric_at(http_url: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (status, text) = http_get(&format!("{http_url}/metrics")).await;
+    assert_eq!(status, 200, "GET /metrics");
+    let wanted: Vec<String> = labels.iter().map(|(key, value)| format!("{key}=\"{value}\"")).collect();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name && wanted.iter().all(|label| series_labels.contains(label.as_str()))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }

@@ -158,6 +158,7 @@ impl Ingest for Ceiling {
                             accepted: u32::try_from(batch.events.len()).unwrap_or(u32::MAX),
                             duplicates: 0,
                             rejected: Vec::new(),
+                            stored: Vec::new(),
                         })
                     }
                     None => break,

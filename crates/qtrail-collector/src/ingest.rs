@@ -344,6 +344,7 @@ where
                 accepted: outcome.accepted,
                 duplicates: outcome.duplicates,
                 rejected: all_rejected,
+                stored: outcome.positions,
             })
         }));
         Ok(())

@@ -72,4 +72,7 @@ pub enum PublisherError {
     /// The batch limits exceed what the wire contract allows.
     #[error("invalid batch limits: {0}")]
     InvalidLimits(String),
+    /// The receipt store cannot be opened.
+    #[error("cannot start receipts: {0}")]
+    Receipts(String),
 }

@@ -27,6 +27,7 @@ mod backoff;
 pub mod error;
 pub mod outbox;
 pub mod publisher;
+pub mod receipts;
 mod sink;
 pub mod stats;
 #[cfg(feature = "testing")]

@@ -29,6 +29,7 @@ use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
 use qtrail_proto::qtrail::audit::v1::{
     Ack, Batch, Hello, PublishRequest, PublishResponse, PublishedEvent, publish_response,
 };
+use qtrail_tlog::Hash;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,6 +43,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
 use crate::outbox::{Outbox, QueuedBatch};
+use crate::receipts::{ReceiptConfig, Receipts, acked_events, event_leaf};
 use crate::stats::PublisherStats;
 
 /// How often the task looks at the outbox when nobody wakes it: a safety net for writers that
@@ -78,6 +80,8 @@ pub struct PublisherConfig {
     /// `None` checks the collector against the Mozilla roots built into the binary. Must be
     /// `None` with an `http://` URL.
     pub tls: Option<ClientTlsConfig>,
+    /// Receipts for the events the collector stores; `None` (the default) fetches none.
+    pub receipts: Option<ReceiptConfig>,
 }
 
 impl PublisherConfig {
@@ -96,6 +100,7 @@ impl PublisherConfig {
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(30),
             tls: None,
+            receipts: None,
         }
     }
 }
@@ -114,6 +119,7 @@ impl fmt::Debug for PublisherConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("ack_timeout", &self.ack_timeout)
             .field("tls", &self.tls.is_some())
+            .field("receipts", &self.receipts.as_ref().map(|receipts| &receipts.path))
             .finish()
     }
 }
@@ -125,6 +131,7 @@ pub struct Publisher {
     drain: CancellationToken,
     stop: CancellationToken,
     stats: Arc<PublisherStats>,
+    receipts: Option<Arc<Receipts>>,
 }
 
 impl Publisher {
@@ -166,6 +173,20 @@ impl Publisher {
                 config.max_batch_bytes
             )));
         }
+        let receipts = match &config.receipts {
+            Some(receipts) => {
+                let authorization = match &receipts.token {
+                    Some(token) => Some(
+                        MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)?,
+                    ),
+                    None => None,
+                };
+                let spawned = Receipts::spawn(receipts, config.location.to_string(), endpoint.clone(), authorization)
+                    .map_err(|err| PublisherError::Receipts(err.to_string()))?;
+                Some(Arc::new(spawned))
+            }
+            None => None,
+        };
         let stats = Arc::new(PublisherStats::default());
         let drain = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -178,13 +199,19 @@ impl Publisher {
             stats: stats.clone(),
             drain: drain.clone(),
             stop: stop.clone(),
+            receipts: receipts.clone(),
         };
-        Ok(Self { task: tokio::spawn(task.run()), drain, stop, stats })
+        Ok(Self { task: tokio::spawn(task.run()), drain, stop, stats, receipts })
     }
 
     /// Returns the publisher's counters.
     pub fn stats(&self) -> Arc<PublisherStats> {
         self.stats.clone()
+    }
+
+    /// Returns the receipt task, when receipts are on.
+    pub fn receipts(&self) -> Option<Arc<Receipts>> {
+        self.receipts.clone()
     }
 
     /// Publishes what is in the outbox for at most `timeout`, then stops. Returns true when the
@@ -202,6 +229,9 @@ impl Publisher {
             }
         };
         self.stats.set_connected(false);
+        if let Some(receipts) = &self.receipts {
+            receipts.stop();
+        }
         drained
     }
 }
@@ -241,6 +271,8 @@ enum StreamEnd {
 struct InFlight {
     batch_seq: u64,
     seqs: Vec<u64>,
+    /// With receipts on, each event's leaf hash by seq, computed from the outbox's copy.
+    leaves: Vec<(u64, Hash)>,
     sent_at: Instant,
 }
 
@@ -253,6 +285,7 @@ struct Task {
     stats: Arc<PublisherStats>,
     drain: CancellationToken,
     stop: CancellationToken,
+    receipts: Option<Arc<Receipts>>,
 }
 
 impl Task {
@@ -478,6 +511,11 @@ impl Task {
         let batch_seq = session.next_batch_seq;
         let seqs: Vec<u64> = batch.events.iter().map(|queued| queued.seq).collect();
         let count = seqs.len();
+        let leaves = if self.receipts.is_some() {
+            batch.events.iter().filter_map(|queued| Some((queued.seq, event_leaf(&queued.encoded)?))).collect()
+        } else {
+            Vec::new()
+        };
         // The outbox's bytes as they are, moved rather than copied: no event is decoded to be sent.
         let events = batch
             .events
@@ -488,7 +526,7 @@ impl Task {
         session.requests.send(request).await.map_err(|_| StreamError::Closed)?;
         session.next_batch_seq += 1;
         session.sent_through = seqs.last().copied().unwrap_or(session.sent_through);
-        session.in_flight.push_back(InFlight { batch_seq, seqs, sent_at: Instant::now() });
+        session.in_flight.push_back(InFlight { batch_seq, seqs, leaves, sent_at: Instant::now() });
         self.stats.batch_sent(count);
         debug!(batch_seq, events = count, "batch sent");
         Ok(())
@@ -520,6 +558,9 @@ impl Task {
         // the collector has acknowledged the batch either way, and if the removal fails the
         // stream ends and the resent events are acknowledged (as duplicates) again.
         self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
+        if let Some(receipts) = &self.receipts {
+            receipts.acked(acked_events(&batch.leaves, &ack.stored));
+        }
         let outbox = self.outbox.clone();
         blocking(move || outbox.remove(&batch.seqs)).await?;
         debug!(batch_seq = ack.batch_seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch acknowledged");

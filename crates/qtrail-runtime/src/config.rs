@@ -15,6 +15,7 @@ use qtrail_publisher::AuditSink;
 use qtrail_server::tls::{ClientTls, ServerTls, TlsError};
 
 use crate::forwarded::Cidr;
+use crate::receipts::ReceiptPolicy;
 
 /// Default operator account: the log source account of events whose caller is unknown.
 pub const DEFAULT_ACCOUNT: &str = "qtrail";
@@ -36,6 +37,9 @@ pub const DEFAULT_PUBLISH_BACKOFF_MAX_MS: u64 = 10_000;
 
 /// Default wait for the collector to acknowledge the oldest batch, in milliseconds.
 pub const DEFAULT_PUBLISH_ACK_TIMEOUT_MS: u64 = 30_000;
+
+/// Default of the most receipts kept; the oldest are dropped past it.
+pub const DEFAULT_RECEIPT_CAPACITY: u64 = 100_000;
 
 /// Default time a shutdown waits for the publisher to empty the outbox, in milliseconds.
 pub const DEFAULT_SHUTDOWN_FLUSH_MS: u64 = 5_000;
@@ -130,6 +134,15 @@ pub struct Config {
     pub collector_key: Option<PathBuf>,
     /// Networks of proxies whose `x-forwarded-for` is believed; none believes the header.
     pub trusted_proxies: Vec<Cidr>,
+    /// SPKI PEM files of the collector's checkpoint key (several while it is rotated); with
+    /// none, no receipts are fetched.
+    pub collector_public_keys: Vec<PathBuf>,
+    /// Token with the `auditor` role at the collector, to fetch proofs with.
+    pub receipts_token: Option<Secret>,
+    /// Most receipts kept; the oldest are dropped past it.
+    pub receipt_capacity: u64,
+    /// What a failed receipt does besides its metric and log line.
+    pub on_receipt_failure: ReceiptPolicy,
     /// What becomes of audit events: the outbox, unless a benchmark built with
     /// `qtrail-publisher/testing` measures the unaudited baseline. No flag sets it.
     pub audit_sink: AuditSink,
@@ -174,6 +187,10 @@ impl Config {
             collector_cert: None,
             collector_key: None,
             trusted_proxies: Vec::new(),
+            collector_public_keys: Vec::new(),
+            receipts_token: None,
+            receipt_capacity: DEFAULT_RECEIPT_CAPACITY,
+            on_receipt_failure: ReceiptPolicy::Warn,
             audit_sink: AuditSink::outbox(),
         }
     }
@@ -331,6 +348,26 @@ pub struct Settings {
     /// more. Without any, events record the peer's address whatever the header says.
     #[arg(long = "trusted-proxy", value_name = "CIDR", env = "QTRAIL_RUNTIME_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
+    /// SPKI PEM file of the collector's checkpoint public key; repeat for a key being rotated.
+    /// With one, the runtime fetches and verifies a receipt (inclusion proof under a signed
+    /// checkpoint) for every event it publishes; without any, receipts are off.
+    #[arg(
+        long = "collector-public-key",
+        value_name = "PEM",
+        env = "QTRAIL_RUNTIME_COLLECTOR_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub collector_public_keys: Vec<PathBuf>,
+    /// Token with the `auditor` role at the collector, used to fetch receipts' proofs.
+    #[arg(long, env = "QTRAIL_RUNTIME_RECEIPTS_TOKEN", hide_env_values = true)]
+    pub receipts_token: Option<Secret>,
+    /// Most receipts kept in the data directory; the oldest are dropped past it.
+    #[arg(long, env = "QTRAIL_RUNTIME_RECEIPT_CAPACITY", default_value_t = DEFAULT_RECEIPT_CAPACITY)]
+    pub receipt_capacity: u64,
+    /// What a failed receipt (bad signature, bad proof, fork) does besides its metric and log
+    /// line: `warn` nothing more, `refuse` answers every call UNAVAILABLE until restart.
+    #[arg(long, env = "QTRAIL_RUNTIME_ON_RECEIPT_FAILURE", value_enum, default_value_t = ReceiptPolicy::Warn)]
+    pub on_receipt_failure: ReceiptPolicy,
 }
 
 impl Settings {
@@ -369,6 +406,10 @@ impl Settings {
         config.collector_cert = self.collector_cert;
         config.collector_key = self.collector_key;
         config.trusted_proxies = self.trusted_proxies;
+        config.collector_public_keys = self.collector_public_keys;
+        config.receipts_token = self.receipts_token;
+        config.receipt_capacity = self.receipt_capacity;
+        config.on_receipt_failure = self.on_receipt_failure;
     }
 }
 

@@ -51,6 +51,10 @@ pub enum Error {
     /// The call's audit event could not be made durable, so the call did nothing.
     #[error("audit log unavailable")]
     AuditUnavailable,
+    /// A receipt from the collector failed verification and `--on-receipt-failure refuse` is
+    /// set: no call is answered until the runtime restarts.
+    #[error("audit log failed verification: calls refused until the runtime restarts")]
+    ReceiptFailed,
     /// The store failed; the call did nothing.
     #[error("storage failed")]
     Store(#[source] StoreError),
@@ -92,7 +96,7 @@ impl Error {
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
-            Error::OutboxFull | Error::AuditUnavailable => tonic::Code::Unavailable,
+            Error::OutboxFull | Error::AuditUnavailable | Error::ReceiptFailed => tonic::Code::Unavailable,
             Error::Store(StoreError::Database(_)) => tonic::Code::Unavailable,
             Error::Store(StoreError::Corrupt { .. }) => tonic::Code::Internal,
         }
@@ -143,6 +147,11 @@ mod tests {
             ),
             (Error::OutboxFull, tonic::Code::Unavailable, "audit outbox full"),
             (Error::AuditUnavailable, tonic::Code::Unavailable, "audit log unavailable"),
+            (
+                Error::ReceiptFailed,
+                tonic::Code::Unavailable,
+                "audit log failed verification: calls refused until the runtime restarts",
+            ),
         ];
         for (err, code, message) in cases {
             let status = tonic::Status::from(err);

@@ -25,6 +25,7 @@ pub mod executor;
 pub mod forwarded;
 pub mod grpc;
 pub mod health;
+pub mod receipts;
 pub mod refused;
 pub mod service;
 pub mod store;
@@ -56,6 +57,7 @@ use crate::audit::Auditor;
 use crate::auth::Principals;
 use crate::executor::{Executor, JobLimits, Unfinished};
 use crate::grpc::Grpc;
+use crate::receipts::ReceiptPolicy;
 use crate::refused::Audited;
 use crate::service::RuntimeService;
 use crate::store::Store;
@@ -153,10 +155,15 @@ impl Prepared {
         let auditor =
             Auditor::new(self.config.location.clone(), self.config.instance.clone(), self.config.account.clone());
         let service = RuntimeService::new(self.store, self.outbox.clone(), auditor, executor.clone());
-        let service = Arc::new(service.with_audit_sink(self.config.audit_sink));
+        let mut service = service.with_audit_sink(self.config.audit_sink);
+        if let (Some(receipts), ReceiptPolicy::Refuse) = (publisher.receipts(), self.config.on_receipt_failure) {
+            service = service.refusing_on_receipt_failure(receipts.stats());
+        }
+        let service = Arc::new(service);
         let background = CancellationToken::new();
         let sources = telemetry::Sources {
             publisher: publisher.stats(),
+            receipts: publisher.receipts().map(|receipts| receipts.stats()),
             outbox: self.outbox.clone(),
             service: service.clone(),
             data_dir: self.config.data_dir.clone(),
@@ -166,7 +173,10 @@ impl Prepared {
         let http_addr = http_addr.context("http listener has no local address")?;
         let http_tls = self.server_tls.as_ref().map(LoadedServerTls::http);
         let http_task = self.http_listener.map(|listener| {
-            let router = qtrail_server::http::base_router(self.metrics_token);
+            let mut router = qtrail_server::http::base_router(self.metrics_token.clone());
+            if let Some(receipts) = publisher.receipts() {
+                router = router.merge(receipts::router(receipts.store(), self.metrics_token));
+            }
             tokio::spawn(qtrail_server::http::serve(listener, router, http_tls, background.clone().cancelled_owned()))
         });
         let calls = TaskTracker::new();
@@ -221,6 +231,7 @@ fn publishing(config: &Config) -> anyhow::Result<PublisherConfig> {
     };
     let mut publishing = PublisherConfig::new(config.collector.clone(), config.location.clone());
     publishing.token = config.collector_token.as_ref().map(|token| token.expose().to_owned());
+    publishing.receipts = receipts::receipt_config(config)?;
     publishing.linger = Duration::from_millis(config.publish_linger_ms);
     publishing.backoff_max = Duration::from_millis(config.publish_backoff_max_ms);
     publishing.backoff_initial = publishing.backoff_initial.min(publishing.backoff_max);

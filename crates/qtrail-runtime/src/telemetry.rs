@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use qtrail_publisher::receipts::ReceiptStats;
 use qtrail_publisher::{Outbox, PublisherStats};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -23,6 +24,8 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Sources {
     /// The publisher's counters.
     pub publisher: Arc<PublisherStats>,
+    /// The receipt task's counters, when receipts are on.
+    pub receipts: Option<Arc<ReceiptStats>>,
     /// The outbox, for depth and age.
     pub outbox: Outbox,
     /// The service, for refused calls.
@@ -55,6 +58,9 @@ pub fn refresh(sources: &Sources) {
     metrics::counter!("qtrail_runtime_calls_refused_total", "publisher" => publisher.clone(), "reason" => "outbox_full")
         .absolute(sources.service.refused_outbox_full());
 
+    if let Some(receipts) = &sources.receipts {
+        record_receipts(&publisher, receipts);
+    }
     qtrail_server::disk::record("qtrail_runtime", &sources.data_dir, &[("publisher", publisher.clone())]);
     let limits = sources.outbox.limits();
     metrics::gauge!("qtrail_runtime_outbox_capacity_events", "publisher" => publisher.clone())
@@ -70,6 +76,25 @@ pub fn refresh(sources: &Sources) {
         }
         Err(err) => warn!(error = %err, "cannot read the outbox depth for metrics"),
     }
+}
+
+/// Records the receipt counters: failures by kind, the alarm, verified, waiting and dropped.
+fn record_receipts(publisher: &str, receipts: &ReceiptStats) {
+    let stats = receipts.snapshot();
+    for (kind, count) in
+        [("signature", stats.signature_failures), ("proof", stats.proof_failures), ("fork", stats.forks)]
+    {
+        metrics::counter!("qtrail_receipt_failures_total", "publisher" => publisher.to_owned(), "kind" => kind)
+            .absolute(count);
+    }
+    metrics::gauge!("qtrail_receipt_alarm", "publisher" => publisher.to_owned()).set(if receipts.alarmed() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::counter!("qtrail_receipts_verified_total", "publisher" => publisher.to_owned()).absolute(stats.verified);
+    metrics::counter!("qtrail_receipts_dropped_total", "publisher" => publisher.to_owned()).absolute(stats.dropped);
+    metrics::gauge!("qtrail_receipts_pending", "publisher" => publisher.to_owned()).set(stats.pending as f64);
 }
 
 /// Refreshes the metrics every second until `stop` is cancelled.

@@ -472,6 +472,7 @@ fn append_batch(txn: &WriteTransaction, batch: AppendBatch, receive_time: Timest
         publisher::record_stored(&mut state, batch.epoch, new.seq);
         record.location = loc.to_owned();
         record.location_seq = location_seq;
+        outcome.positions.push(record::acked(&new, location_seq));
         outcome.stored.push(Appended { record, event: new.encoded });
         outcome.accepted += 1;
         prev = hash;

@@ -202,6 +202,9 @@ pub struct AppendOutcome {
     pub rejected: Vec<proto::RejectedEvent>,
     /// The records stored, in chain order.
     pub stored: Vec<Appended>,
+    /// Where each stored or duplicate event is, in batch order: what the Ack tells the
+    /// publisher (kept apart from `stored`, which the writer hands to tails).
+    pub positions: Vec<proto::AckedEvent>,
     /// Set when the batch was refused whole, nothing of it stored: its publisher id is bound to
     /// the token named here, not to the batch's.
     pub bound_to: Option<String>,

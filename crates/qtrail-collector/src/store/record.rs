@@ -66,6 +66,7 @@ pub(crate) fn settle_known_id(
 ) {
     if same {
         outcome.duplicates += 1;
+        outcome.positions.push(acked(new, existing));
         return;
     }
     publisher::record_rejected(state, epoch, new.seq);
@@ -74,4 +75,9 @@ pub(crate) fn settle_known_id(
         seq: new.seq,
         reason: format!("conflicting event id: location_seq {existing} holds a different event with this id"),
     });
+}
+
+/// Returns where `new` is stored, for its Ack.
+pub(crate) fn acked(new: &NewEvent, location_seq: u64) -> proto::AckedEvent {
+    proto::AckedEvent { event_id: new.id.to_string(), seq: new.seq, location_seq }
 }

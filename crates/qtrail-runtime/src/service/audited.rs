@@ -120,6 +120,9 @@ impl RuntimeService {
 
     /// Starts a call's transaction, whose commit shares its fsync with concurrent calls.
     fn begin(&self) -> Result<OutboxTransaction> {
+        if self.receipt_alarmed() {
+            return Err(Error::ReceiptFailed);
+        }
         self.outbox.begin().map_err(|err| {
             error!(error = %err, "cannot begin a transaction");
             Error::AuditUnavailable
@@ -135,8 +138,12 @@ impl RuntimeService {
     /// durable in a batch with concurrent calls' events, and returns the call's result held back
     /// until then. A call refused for want of a durable outbox has no event to wait for.
     fn with_event<T>(&self, ctx: &CallContext, record: &AuditRecord, result: Result<T>) -> Answer<T> {
-        if matches!(result, Err(Error::OutboxFull | Error::AuditUnavailable)) {
+        if matches!(result, Err(Error::OutboxFull | Error::AuditUnavailable | Error::ReceiptFailed)) {
             return Answer::ready(result);
+        }
+        // Read calls too: a log that cannot be trusted may not record what they saw.
+        if self.receipt_alarmed() {
+            return Answer::ready(Err(Error::ReceiptFailed));
         }
         if self.audit_sink.discards() {
             return Answer::ready(result);

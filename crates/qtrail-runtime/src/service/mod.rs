@@ -28,9 +28,11 @@ mod programs;
 mod validation;
 mod visibility;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qtrail_cadf::Action;
+use qtrail_publisher::receipts::ReceiptStats;
 use qtrail_publisher::{AuditSink, Outbox, Recording};
 
 use crate::audit::Auditor;
@@ -78,6 +80,8 @@ pub struct RuntimeService {
     refused_outbox_full: AtomicU64,
     /// What becomes of events: the outbox, except in the unaudited benchmark baseline.
     audit_sink: AuditSink,
+    /// With `--on-receipt-failure refuse`: the receipts' alarm, which refuses every call once raised.
+    receipt_alarm: Option<Arc<ReceiptStats>>,
 }
 
 impl RuntimeService {
@@ -91,6 +95,7 @@ impl RuntimeService {
             executor,
             refused_outbox_full: AtomicU64::new(0),
             audit_sink: AuditSink::outbox(),
+            receipt_alarm: None,
         }
     }
 
@@ -99,6 +104,17 @@ impl RuntimeService {
     pub fn with_audit_sink(mut self, sink: AuditSink) -> Self {
         self.audit_sink = sink;
         self
+    }
+
+    /// Returns the service refusing every call once `alarm` is raised (a receipt failed).
+    pub fn refusing_on_receipt_failure(mut self, alarm: Arc<ReceiptStats>) -> Self {
+        self.receipt_alarm = Some(alarm);
+        self
+    }
+
+    /// Returns whether calls are refused because a receipt failed.
+    fn receipt_alarmed(&self) -> bool {
+        self.receipt_alarm.as_ref().is_some_and(|alarm| alarm.alarmed())
     }
 
     /// Returns how many calls were refused because the outbox was full.

@@ -64,7 +64,7 @@ impl MetricsToken {
     }
 
     /// Returns whether `headers` carry `authorization: Bearer <this token>`.
-    fn admits(&self, headers: &HeaderMap) -> bool {
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
         let presented = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer);
         // Digests compared, so that the time taken says nothing about the token.
         presented.is_some_and(|token| <[u8; 32]>::from(Sha256::digest(token.as_bytes())) == self.0)

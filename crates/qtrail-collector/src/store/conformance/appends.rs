@@ -98,10 +98,17 @@ pub(super) fn dedup(factory: Factory<'_>, dir: &Path) {
         .append(vec![batch("us-east", "p", 1, &[(1, &events[0]), (2, &events[0]), (3, &events[1])])], at(1))
         .unwrap();
     assert_eq!((outcomes[0].accepted, outcomes[0].duplicates), (2, 1));
+    // Every stored or duplicate event says where it is, a duplicate where its first copy is.
+    let positions = |outcome: &crate::store::AppendOutcome| {
+        outcome.positions.iter().map(|p| (p.event_id.clone(), p.seq, p.location_seq)).collect::<Vec<_>>()
+    };
+    let (first, second) = (events[0].id.to_string(), events[1].id.to_string());
+    assert_eq!(positions(&outcomes[0]), [(first.clone(), 1, 1), (first.clone(), 2, 1), (second.clone(), 3, 2)]);
     let outcomes = store
         .append(vec![batch("us-east", "p", 1, &[(1, &events[0]), (2, &conflicting), (4, &events[1])])], at(2))
         .unwrap();
     assert_eq!((outcomes[0].accepted, outcomes[0].duplicates), (0, 2));
+    assert_eq!(positions(&outcomes[0]), [(first, 1, 1), (second, 4, 2)]);
     assert_eq!(outcomes[0].rejected.len(), 1);
     let rejected = &outcomes[0].rejected[0];
     assert_eq!((rejected.event_id.as_str(), rejected.seq), (events[0].id.to_string().as_str(), 2));

@@ -132,6 +132,7 @@ impl<'s> Group<'s> {
                 body_offset: start,
                 len,
             });
+            outcome.positions.push(record::acked(&new, head.next_seq));
             head.new_ids.insert(id, (head.next_seq, new.canonical));
             publisher::record_stored(&mut state, batch.epoch, new.seq);
             outcome.stored.push(Appended { record, event: new.encoded });

@@ -1,0 +1,229 @@
+//! The receipt task: for the acknowledged events waiting for a receipt, follows the
+//! collector's newest checkpoint (each one checked to extend the last accepted), asks for the
+//! inclusion proof of every waiting event it covers, verifies it and stores the receipt.
+//! Failures of the collector to answer are retried with backoff; failures of a proof are alarms.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
+use qtrail_tlog::Hash;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, warn};
+
+use super::store::ReceiptStore;
+use super::verify::{Acked, Head, Keys};
+use super::{ReceiptStats, blocking};
+use crate::backoff::Backoff;
+
+/// Most inclusion proofs asked for in one round, so that a large backlog does not hold one
+/// round (and the head it uses) for long.
+const MAX_PROOFS_PER_ROUND: usize = 256;
+
+/// Why a round stopped early without an alarm.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("collector: {0}")]
+    Collector(String),
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+}
+
+pub(super) struct ReceiptTask {
+    pub(super) keys: Keys,
+    pub(super) location: String,
+    pub(super) endpoint: Endpoint,
+    pub(super) authorization: Option<MetadataValue<Ascii>>,
+    pub(super) store: Arc<ReceiptStore>,
+    pub(super) stats: Arc<ReceiptStats>,
+    pub(super) incoming: mpsc::Receiver<Acked>,
+    pub(super) interval: Duration,
+    pub(super) max_pending: usize,
+    pub(super) stop: CancellationToken,
+}
+
+/// What the task holds between rounds.
+struct State {
+    pending: VecDeque<Acked>,
+    head: Option<Head>,
+    client: Option<EventQueryClient<Channel>>,
+    /// The note of the last fork reported, so that one fork raises one alarm.
+    fork_reported: Option<String>,
+}
+
+impl ReceiptTask {
+    pub(super) async fn run(mut self) {
+        let head = match self.store.head() {
+            Ok(Some(note)) => match self.keys.open(&note) {
+                Ok(head) => Some(head),
+                Err(err) => {
+                    warn!(error = %err, "kept checkpoint does not open with the configured keys, starting afresh");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(err) => {
+                warn!(error = %err, "cannot read the kept checkpoint, starting afresh");
+                None
+            }
+        };
+        let mut state = State { pending: VecDeque::new(), head, client: None, fork_reported: None };
+        let mut backoff = Backoff::new(self.interval, self.interval * 60);
+        let mut wait = self.interval;
+        loop {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    acked = self.incoming.recv() => match acked {
+                        Some(acked) => self.enqueue(&mut state, acked),
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.stats.set_pending(state.pending.len());
+            wait = match self.round(&mut state).await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.interval
+                }
+                Err(err) => {
+                    state.client = None;
+                    let delay = backoff.next_delay().max(self.interval);
+                    debug!(error = %err, retry_in_ms = delay.as_millis() as u64, "receipts round failed");
+                    delay
+                }
+            };
+            self.stats.set_pending(state.pending.len());
+        }
+    }
+
+    fn enqueue(&self, state: &mut State, acked: Acked) {
+        if state.pending.len() >= self.max_pending {
+            state.pending.pop_front();
+            self.stats.dropped();
+        }
+        state.pending.push_back(acked);
+    }
+
+    async fn round(&self, state: &mut State) -> Result<(), RoundError> {
+        // With nothing waiting the head is still followed (one small call a round), so that a
+        // fork or a rolled-back log is seen even while the publisher has nothing new in it.
+        if state.pending.is_empty() && state.head.is_none() {
+            return Ok(());
+        }
+        let mut client = match state.client.take() {
+            Some(client) => client,
+            None => EventQueryClient::new(
+                self.endpoint.connect().await.map_err(|err| RoundError::Collector(err.to_string()))?,
+            ),
+        };
+        let result = self.round_with(state, &mut client).await;
+        state.client = Some(client);
+        result
+    }
+
+    async fn round_with(&self, state: &mut State, client: &mut EventQueryClient<Channel>) -> Result<(), RoundError> {
+        let Some(head) = self.advance(state, client).await? else { return Ok(()) };
+        let mut asked = 0;
+        while let Some(acked) = state.pending.front().cloned() {
+            if acked.location_seq > head.checkpoint.size || asked == MAX_PROOFS_PER_ROUND {
+                break;
+            }
+            asked += 1;
+            let request = proto::GetInclusionProofRequest {
+                location: self.location.clone(),
+                leaf: Some(proto::get_inclusion_proof_request::Leaf::LeafIndex(acked.location_seq.saturating_sub(1))),
+                tree_size: head.checkpoint.size,
+            };
+            let answer = client.get_inclusion_proof(self.request(request)).await.map_err(status)?.into_inner();
+            state.pending.pop_front();
+            match self.keys.include(&head, &acked, &answer) {
+                Ok(proof) => {
+                    let store = self.store.clone();
+                    let text = proof.encode();
+                    let event_id = acked.event_id.clone();
+                    blocking(move || store.put(&event_id, &text)).await?;
+                    self.stats.verified();
+                    debug!(event_id = %acked.event_id, location_seq = acked.location_seq, "receipt verified");
+                }
+                Err(failure) => self.stats.alarm(&failure, &self.location, Some(&acked)),
+            }
+        }
+        // Events behind the head that were not covered stay, in order, for the next round.
+        Ok(())
+    }
+
+    /// Moves the accepted head to the collector's newest checkpoint when that extends it.
+    /// Returns the head to prove against, `None` after a fork.
+    async fn advance(
+        &self,
+        state: &mut State,
+        client: &mut EventQueryClient<Channel>,
+    ) -> Result<Option<Head>, RoundError> {
+        let (next, proof) = match &state.head {
+            Some(head) => {
+                let request = proto::GetConsistencyProofRequest {
+                    location: self.location.clone(),
+                    old_size: head.checkpoint.size,
+                };
+                let answer = client.get_consistency_proof(self.request(request)).await.map_err(status)?.into_inner();
+                (answer.note, answer.proof)
+            }
+            // The first head is trusted once its signature holds, like any first sight of a
+            // log; every later one must extend it.
+            None => {
+                let first = state.pending.front().map_or(0, |acked| acked.location_seq.saturating_sub(1));
+                let request = proto::GetInclusionProofRequest {
+                    location: self.location.clone(),
+                    leaf: Some(proto::get_inclusion_proof_request::Leaf::LeafIndex(first)),
+                    tree_size: 0,
+                };
+                let answer = client.get_inclusion_proof(self.request(request)).await.map_err(status)?.into_inner();
+                (answer.note, Vec::new())
+            }
+        };
+        let checked = self.keys.open(&next).and_then(|next| match &state.head {
+            Some(head) => {
+                let proof: Vec<Hash> = proof.iter().filter_map(|hash| Hash::try_from(hash.as_slice()).ok()).collect();
+                self.keys.extend(head, next, &proof)
+            }
+            None => Ok(next),
+        });
+        match checked {
+            Ok(next) => {
+                if state.head.as_ref() != Some(&next) {
+                    let (store, note) = (self.store.clone(), next.note.clone());
+                    blocking(move || store.set_head(&note)).await?;
+                    state.head = Some(next.clone());
+                }
+                Ok(Some(next))
+            }
+            Err(failure) => {
+                if state.fork_reported.as_deref() != Some(next.as_str()) {
+                    self.stats.alarm(&failure, &self.location, None);
+                    state.fork_reported = Some(next);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        request
+    }
+}
+
+fn status(status: tonic::Status) -> RoundError {
+    RoundError::Collector(status.message().to_owned())
+}

@@ -1,0 +1,144 @@
+//! Receipts end to end, with a spawned collector that signs checkpoints and a spawned runtime
+//! given its public key: every call's event gets a receipt the runtime verified and serves at
+//! `/receipts/<event id>`, which proves the event offline with the public key alone; and when
+//! the collector's data directory is rolled back to an older copy and it restarts, the
+//! runtime's receipt task sees the fork (metric, log line) and, with `--on-receipt-failure
+//! refuse`, answers calls UNAVAILABLE.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use qtrail_cadf::checkpoint::SigningKey;
+use qtrail_proto::qtrail::runtime::v1 as runtime;
+use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
+use qtrail_testkit::{http_get, wait_until};
+use qtrail_tlog::{NoteVerifier, ProofFile};
+use tonic::Code;
+
+use crate::servers::{ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions, authed, lazy_channel, metric_at};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Writes a new checkpoint key and its public half into `dir`; returns their paths.
+fn checkpoint_keys(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pem = SigningKey::generate_pem().unwrap();
+    let public = SigningKey::from_pem(pem.as_bytes()).unwrap().public_pem();
+    let (key, public_path) = (dir.join("checkpoint-key.pem"), dir.join("checkpoint-key.pub.pem"));
+    std::fs::write(&key, pem).unwrap();
+    std::fs::write(&public_path, public).unwrap();
+    (key, public_path)
+}
+
+/// Makes `count` ListPrograms calls (one event each); returns the codes of the refused ones.
+async fn calls(runtime: &Runtime, count: usize) -> Vec<(Code, String)> {
+    let mut client = ProgramServiceClient::new(lazy_channel(&runtime.url()));
+    let mut refused = Vec::new();
+    for _ in 0..count {
+        if let Err(status) = client.list_programs(authed(runtime::ListProgramsRequest::default(), ALICE_KEY)).await {
+            refused.push((status.code(), status.message().to_owned()));
+        }
+    }
+    refused
+}
+
+async fn receipts_verified(runtime: &Runtime, at_least: u64) {
+    wait_until(&format!("{at_least} receipts verified"), WAIT, || async {
+        let verified = metric_at(&runtime.http_url(), "qtrail_receipts_verified_total", &[]).await;
+        (verified >= at_least as f64).then_some(())
+    })
+    .await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+async fn start(dir: &Path) -> (Collector, Runtime, std::path::PathBuf) {
+    let (key, public) = checkpoint_keys(dir);
+    let args: Vec<OsString> =
+        vec!["--checkpoint-key".into(), key.into(), "--checkpoint-interval-secs".into(), "1".into()];
+    let collector = Collector::start_with("collector", dir, args, None).await;
+    collector.create_collector("us-east").await;
+    let mut options = RuntimeOptions::new(collector.url()).args(&[
+        "--collector-public-key",
+        public.to_str().unwrap(),
+        "--receipts-token",
+        AUDITOR_TOKEN,
+        "--on-receipt-failure",
+        "refuse",
+    ]);
+    options.http = true;
+    let runtime = Runtime::start(options, dir).await;
+    (collector, runtime, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_gets_a_receipt_that_proves_it_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, runtime, public) = start(dir.path()).await;
+    assert!(calls(&runtime, 5).await.is_empty());
+    receipts_verified(&runtime, 5).await;
+
+    let key = qtrail_cadf::checkpoint::VerifyingKey::from_pem(&std::fs::read(public).unwrap()).unwrap();
+    let verifier = NoteVerifier::new("qtrail.local/us-east", key.raw()).unwrap();
+    let events = collector.events("us-east").await;
+    assert_eq!(events.len(), 5);
+    for stored in &events {
+        let id = &stored.event.as_ref().unwrap().id;
+        let (status, text) = http_get(&format!("{}/receipts/{id}", runtime.http_url())).await;
+        assert_eq!(status, 200, "receipt of {id}: {text}");
+        let proof = ProofFile::parse(&text).unwrap();
+        assert_eq!(proof.index, stored.location_seq - 1);
+        let head = proof.verify(std::slice::from_ref(&verifier)).unwrap();
+        assert!(head.size >= stored.location_seq);
+        // The entry is the event itself: its canonical bytes name its id.
+        assert!(String::from_utf8_lossy(proof.extra.as_deref().unwrap()).contains(id.as_str()));
+    }
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    assert_eq!(http_get(&format!("{}/receipts/{unknown}", runtime.http_url())).await.0, 404);
+    assert_eq!(http_get(&format!("{}/receipts/not-a-uuid", runtime.http_url())).await.0, 400);
+    assert_eq!(metric_at(&runtime.http_url(), "qtrail_receipt_alarm", &[]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_collector_is_a_fork_and_refuse_stops_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut collector, runtime, _) = start(dir.path()).await;
+    assert!(calls(&runtime, 3).await.is_empty());
+    receipts_verified(&runtime, 3).await;
+    // The copy an attacker (or a bad restore) later puts back.
+    let data = dir.path().join("collector-data");
+    let copy = dir.path().join("collector-data.copy");
+    collector.process().terminate().await;
+    copy_dir(&data, &copy);
+    collector.process().restart().await;
+    assert!(calls(&runtime, 4).await.is_empty());
+    receipts_verified(&runtime, 7).await;
+
+    collector.process().terminate().await;
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_dir(&copy, &data);
+    collector.process().restart().await;
+    wait_until("the fork is seen", WAIT, || async {
+        let forks = metric_at(&runtime.http_url(), "qtrail_receipt_failures_total", &[("kind", "fork")]).await;
+        (forks >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric_at(&runtime.http_url(), "qtrail_receipt_alarm", &[]).await, 1.0);
+    let refused = calls(&runtime, 1).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, Code::Unavailable);
+    assert!(refused[0].1.contains("audit log failed verification"), "{}", refused[0].1);
+    let log = std::fs::read_to_string(dir.path().join("runtime.log")).unwrap();
+    assert!(log.contains("receipt verification failed") && log.contains("fork"), "no alarm log line");
+}
