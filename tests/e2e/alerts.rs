@@ -29,7 +29,8 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start(dir: &Path, name: &str, port: u16, hang: bool) -> Self {
+    /// Starts the receiver with extra `options` of `alerts_receiver.py` (`--hang`, `--delay-ms N`).
+    async fn start(dir: &Path, name: &str, port: u16, options: &[&str]) -> Self {
         let python = std::env::var("QTRAIL_PYTHON").unwrap_or_else(|_| "python3".into());
         let probe = Command::new(&python).args(["-c", "import standardwebhooks, cloudevents"]).output();
         assert!(
@@ -48,10 +49,8 @@ impl Receiver {
             .arg(&addr_file)
             .arg("--out")
             .arg(&out)
+            .args(options)
             .stdin(Stdio::null());
-        if hang {
-            command.arg("--hang");
-        }
         let mut process = Process::spawn(name, &mut command).expect("spawn the receiver");
         let addr = process.wait_for_addr_file(&addr_file, START_TIMEOUT).await.expect("receiver ready");
         Self { process, url: format!("http://{addr}/hook"), out }
@@ -121,7 +120,7 @@ fn of_rule<'a>(deliveries: &'a [Value], rule: &str) -> Vec<&'a Value> {
 async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independently() {
     let dir = tempfile::tempdir().unwrap();
     let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
-    let receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    let receiver = Receiver::start(dir.path(), "receiver", 0, &[]).await;
     create_rule(&collector, "quiet", &receiver.url, &["--action", "quantum-computing.program", "--absence", "2s"]);
     create_rule(&collector, "refused", &receiver.url, &["--outcome", "failure", "--severity", "critical", "--each"]);
     create_rule(
@@ -197,8 +196,8 @@ async fn every_trigger_fires_absence_resolves_and_deliveries_verify_independentl
 async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_gets_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "2", "--alert-timeout-secs", "120"]).await;
-    let hanging = Receiver::start(dir.path(), "hanging", 0, true).await;
-    let mut receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    let hanging = Receiver::start(dir.path(), "hanging", 0, &["--hang"]).await;
+    let mut receiver = Receiver::start(dir.path(), "receiver", 0, &[]).await;
     let each = ["--action", "quantum-computing.program.read", "--each"];
     create_rule(&collector, "to-hanging", &hanging.url, &each);
     create_rule(&collector, "to-receiver", &receiver.url, &each);
@@ -238,7 +237,7 @@ async fn a_hanging_receiver_delays_no_other_rule_and_a_receiver_down_then_up_get
     .await;
     let queued = collector.metric("qtrail_collector_alert_queue_depth", &to_receiver).await;
     assert_eq!(queued, 3.0, "the three firings wait for the receiver");
-    receiver = Receiver::start(dir.path(), "receiver", port, false).await;
+    receiver = Receiver::start(dir.path(), "receiver", port, &[]).await;
     let deliveries = receiver.wait_for("every delivery after the receiver is back", 4).await;
     let ids: HashSet<&str> = deliveries.iter().map(|d| d["webhook_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 4, "{deliveries:?}");
@@ -252,7 +251,9 @@ const BURST: usize = 300;
 async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_their_webhook_id() {
     let dir = tempfile::tempdir().unwrap();
     let (mut collector, runtime) = start(dir.path(), &["--alert-retry-cap-secs", "1"]).await;
-    let receiver = Receiver::start(dir.path(), "receiver", 0, false).await;
+    // A slow receiver (one delivery at a time per channel) lets firings outrun deliveries, so
+    // the kill always lands with firings committed and not yet delivered.
+    let receiver = Receiver::start(dir.path(), "receiver", 0, &["--delay-ms", "20"]).await;
     create_rule(&collector, "lists", &receiver.url, &["--action", "quantum-computing.program.read", "--each"]);
 
     let url = runtime.url();
@@ -266,9 +267,15 @@ async fn a_collector_killed_during_a_burst_loses_no_firing_and_repeats_keep_thei
         }
     });
     receiver.wait_for("the first deliveries of the burst", 5).await;
+    // Firings 1..=recorded were committed before the kill (one rule, numbered densely), at least
+    // ten of them not delivered yet.
+    let recorded = wait_until("firings ahead of deliveries", Duration::from_secs(60), || async {
+        let delivered = receiver.deliveries().len() as u64;
+        let fired = collector.metric("qtrail_collector_alert_firings_total", &[("rule", "us-east/lists")]).await as u64;
+        (fired >= delivered + 10).then_some(fired)
+    })
+    .await;
     assert!(!burst.is_finished(), "the kill lands during the burst");
-    // Firings 1..=recorded were committed before the kill (one rule, numbered densely).
-    let recorded = collector.metric("qtrail_collector_alert_firings_total", &[("rule", "us-east/lists")]).await as u64;
     collector.process().kill();
     let delivered_before: HashSet<String> =
         receiver.deliveries().iter().map(|d| d["webhook_id"].as_str().unwrap().to_owned()).collect();

@@ -29,6 +29,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--hang", action="store_true")
+    # Answers each delivery only after this long, so that firings can outrun deliveries.
+    parser.add_argument("--delay-ms", type=int, default=0)
     args = parser.parse_args()
     webhook = Webhook(args.secret)
     lock = threading.Lock()
@@ -38,6 +40,7 @@ def main():
             if args.hang:
                 time.sleep(3600)
                 return
+            time.sleep(args.delay_ms / 1000)
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             headers = {name.lower(): value for name, value in self.headers.items()}
             try:

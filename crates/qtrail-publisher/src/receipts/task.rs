@@ -173,8 +173,19 @@ impl ReceiptTask {
                     location: self.location.clone(),
                     old_size: head.checkpoint.size,
                 };
-                let answer = client.get_consistency_proof(self.request(request)).await.map_err(status)?.into_inner();
-                (answer.note, answer.proof)
+                match client.get_consistency_proof(self.request(request)).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        (answer.note, answer.proof)
+                    }
+                    // The newest signed head is smaller than the accepted one (a rolled-back
+                    // log): the collector has no proof to give, so its newest note is judged
+                    // alone, which `extend` refuses as a fork.
+                    Err(refused) if refused.code() == tonic::Code::InvalidArgument => {
+                        (self.newest_note(client).await?, Vec::new())
+                    }
+                    Err(refused) => return Err(status(refused)),
+                }
             }
             // The first head is trusted once its signature holds, like any first sight of a
             // log; every later one must extend it.
@@ -213,6 +224,14 @@ impl ReceiptTask {
                 Ok(None)
             }
         }
+    }
+
+    /// Returns the note of the collector's newest checkpoint of the location.
+    async fn newest_note(&self, client: &mut EventQueryClient<Channel>) -> Result<String, RoundError> {
+        let request = proto::ListCheckpointsRequest { location: self.location.clone(), page_size: 1, before_number: 0 };
+        let listed = client.list_checkpoints(self.request(request)).await.map_err(status)?.into_inner();
+        let newest = listed.checkpoints.into_iter().next();
+        newest.map(|checkpoint| checkpoint.note).ok_or_else(|| RoundError::Collector("no signed checkpoint".to_owned()))
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
