@@ -133,7 +133,7 @@ impl FileStore {
         let (state, end, mark) = replay(&file, &path)?;
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
-            trees.repair(location, &file, &chain.positions, chain.newest_tree_head())?;
+            trees.repair(location, &file, &chain.positions, &chain.durable_tree_heads())?;
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
@@ -382,7 +382,7 @@ impl EventStore for FileStore {
     fn snapshot(&self, min_growth: u64) -> Result<bool> {
         let mut mark = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
-        let copy = {
+        let mut copy = {
             let state = self.read_state();
             let growth = state.end.saturating_sub(mark.end);
             // A snapshot costs its size; growing the gap with it keeps what they write a fixed
@@ -394,6 +394,15 @@ impl EventStore for FileStore {
             snapshot::StateCopy::take(&state)
         };
         let copied = started.elapsed();
+        // The trees up to the copy's sizes are durable before the snapshot that records their
+        // roots is, as a checkpoint's tree is before the checkpoint (see `tree`).
+        copy.record_trees(|location, size| match self.trees.durable_root(location, size) {
+            Ok(root) => root,
+            Err(err) => {
+                tracing::warn!(location = %location, error = %err, "the snapshot records no merkle tree head");
+                None
+            }
+        });
         let end = copy.end();
         let written = snapshot::write(&self.dir, &self.file, copy)?;
         {

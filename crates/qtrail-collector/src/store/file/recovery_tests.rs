@@ -142,6 +142,51 @@ fn a_tree_file_damaged_inside_is_repaired_from_the_log() {
     }
 }
 
+/// Checks the chain and the tree of the first `count` events of the store.
+fn assert_verified(store: &FileStore, count: u64) {
+    let range = crate::chain::CheckRange { from_seq: 1, to_seq: count };
+    let verdict = crate::chain::verify(store, &location(), range, count).unwrap();
+    assert!(verdict.ok, "{verdict:?}");
+}
+
+/// Without any checkpoint, the state snapshot records each tree's head, so an open checks the
+/// tree file against it and hashes again only the leaves after it (10 of 50 here), repairing
+/// damage there; damage below the head fails its root, and the tree is rebuilt whole.
+#[test]
+fn without_checkpoints_an_open_rehashes_only_the_leaves_after_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree").join("us-east.hashes");
+    let expected = {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 25);
+        append(&store, 26, 15);
+        assert!(store.snapshot(0).unwrap());
+        append(&store, 41, 10);
+        hashes(&store)
+    };
+    let whole = std::fs::read(&tree).unwrap();
+    let after = qtrail_tlog::stored_hash_count(40) as usize * 32;
+    // The hash of leaves 0..32, on the path of the root of 40 leaves.
+    let below = qtrail_tlog::stored_hash_index(5, 0) as usize * 32;
+    // Intact, damaged after the snapshot's tree (inside, and the last hash), then below it.
+    for (at, len, rehashed) in [(0, 0, 10), (after + 40, 50, 10), (whole.len() - 32, 32, 10), (below, 32, 50)] {
+        let mut damaged = whole.clone();
+        damaged[at..at + len].fill(0);
+        std::fs::write(&tree, &damaged).unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.trees.rehashed(), rehashed, "damage at {at}");
+        assert_eq!(std::fs::read(&tree).unwrap(), whole, "damage at {at}");
+        assert_eq!(hashes(&store), expected);
+        assert_verified(&store, 50);
+    }
+    // Without the snapshot the whole log is hashed again, as before it recorded trees.
+    std::fs::remove_file(dir.path().join(snapshot::FILE_NAME)).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.trees.rehashed(), 50);
+    assert_eq!(std::fs::read(&tree).unwrap(), whole);
+}
+
 /// A size-limited tmpfs mounted for one test, unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
