@@ -547,18 +547,10 @@ impl EventStore for FileStore {
         let Some(chain) = chains.of(location.as_str()) else {
             return Ok(Vec::new());
         };
-        let mut page = Vec::with_capacity(limit.min(1024));
         let query = index::Query { location, filter, order, after, limit };
-        self.index.for_each_candidate(&index_txn, &chain, &query, |seq| {
-            let Some(Some(record)) = self.load(location, seq)? else {
-                return Ok(true);
-            };
-            if filter.matches(&record) {
-                page.push(record);
-            }
-            Ok(page.len() < limit)
-        })?;
-        Ok(page)
+        self.index.matching(&index_txn, &chain, &query, |seq| {
+            Ok(self.load(location, seq)?.flatten().filter(|record| filter.matches(record)))
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Tests of how the file store comes back from what a crash or a full disk leaves: torn tails
 //! told apart from damage by the frames that follow, a tree file damaged inside, an index
-//! file whose write failed.
+//! file whose write failed, an index read that fails under a query.
 
 use std::path::Path;
 
@@ -305,4 +305,44 @@ fn a_full_disk_refuses_the_batch_loses_nothing_and_resumes() {
     let range = crate::chain::CheckRange { from_seq: 1, to_seq: total };
     let verdict = crate::chain::verify(&store, &us, range, total).unwrap();
     assert!(verdict.ok, "{verdict:?}");
+}
+
+/// Returns the positions a query finds.
+fn seqs(store: &FileStore, order: Order, after: Option<u64>, limit: usize) -> Vec<u64> {
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    let page = store.query(&location(), &filter, order, after, limit).unwrap();
+    page.iter().map(|record| record.location_seq).collect()
+}
+
+/// An index read that fails while a query reads it (redb's "previous I/O error" after a step
+/// failed, until the indexer closes the file) does not fail the query: it is answered from
+/// the log alone, with the same events in the same order, none twice.
+#[test]
+fn a_query_whose_index_read_fails_is_answered_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_collector(&location(), Timestamp::default()).unwrap();
+    store.append(vec![hundred(1)], Timestamp::default()).unwrap();
+    while store.index_step(10_000).unwrap().lag > 0 {}
+    // Positions the index has not reached yet.
+    append(&store, 101, 10);
+    let asked = [
+        (Order::NewestFirst, None, 1000),
+        (Order::OldestFirst, None, 1000),
+        (Order::NewestFirst, Some(90), 25),
+        (Order::OldestFirst, Some(20), 25),
+    ];
+    let expected: Vec<_> = asked.iter().map(|&(order, after, limit)| seqs(&store, order, after, limit)).collect();
+    assert_eq!(expected[0], (1..=110).rev().collect::<Vec<_>>());
+    assert_eq!(expected[3], (21..=45).collect::<Vec<_>>());
+    for fail_after in [0, 30] {
+        store.index.faults.fail_index_reads_after(Some(fail_after));
+        for (&(order, after, limit), expected) in asked.iter().zip(&expected) {
+            assert_eq!(
+                &seqs(&store, order, after, limit),
+                expected,
+                "{order:?} after {after:?}, failing after {fail_after}"
+            );
+        }
+    }
 }

@@ -80,7 +80,7 @@ impl LocationState {
     /// newest checkpoint's and the snapshot's, the larger first.
     pub(super) fn durable_tree_heads(&self) -> Vec<(u64, qtrail_tlog::Hash)> {
         let mut heads: Vec<_> = self.newest_tree_head().into_iter().chain(self.snapshot_tree).collect();
-        heads.sort_by(|a, b| b.0.cmp(&a.0));
+        heads.sort_by_key(|head| std::cmp::Reverse(head.0));
         heads
     }
 }
