@@ -399,18 +399,10 @@ impl EventStore for RedbStore {
             return Ok(Vec::new());
         };
         let chain = RedbChain(events);
-        let mut page = Vec::with_capacity(limit.min(1024));
         let query = index::Query { location, filter, order, after, limit };
-        self.index.for_each_candidate(&index_txn, &chain, &query, |seq| {
-            let Some(record) = load(&chain.0, location, seq)? else {
-                return Ok(true);
-            };
-            if filter.matches(&record) {
-                page.push(record);
-            }
-            Ok(page.len() < limit)
-        })?;
-        Ok(page)
+        self.index.matching(&index_txn, &chain, &query, |seq| {
+            Ok(load(&chain.0, location, seq)?.filter(|record| filter.matches(record)))
+        })
     }
 }
 

@@ -133,7 +133,7 @@ impl FileStore {
         let (state, end, mark) = replay(&file, &path)?;
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
-            trees.repair(location, &file, &chain.positions, chain.newest_tree_head())?;
+            trees.repair(location, &file, &chain.positions, &chain.durable_tree_heads())?;
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
@@ -382,7 +382,7 @@ impl EventStore for FileStore {
     fn snapshot(&self, min_growth: u64) -> Result<bool> {
         let mut mark = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
-        let copy = {
+        let mut copy = {
             let state = self.read_state();
             let growth = state.end.saturating_sub(mark.end);
             // A snapshot costs its size; growing the gap with it keeps what they write a fixed
@@ -394,6 +394,15 @@ impl EventStore for FileStore {
             snapshot::StateCopy::take(&state)
         };
         let copied = started.elapsed();
+        // The trees up to the copy's sizes are durable before the snapshot that records their
+        // roots is, as a checkpoint's tree is before the checkpoint (see `tree`).
+        copy.record_trees(|location, size| match self.trees.durable_root(location, size) {
+            Ok(root) => root,
+            Err(err) => {
+                tracing::warn!(location = %location, error = %err, "the snapshot records no merkle tree head");
+                None
+            }
+        });
         let end = copy.end();
         let written = snapshot::write(&self.dir, &self.file, copy)?;
         {
@@ -538,18 +547,10 @@ impl EventStore for FileStore {
         let Some(chain) = chains.of(location.as_str()) else {
             return Ok(Vec::new());
         };
-        let mut page = Vec::with_capacity(limit.min(1024));
         let query = index::Query { location, filter, order, after, limit };
-        self.index.for_each_candidate(&index_txn, &chain, &query, |seq| {
-            let Some(Some(record)) = self.load(location, seq)? else {
-                return Ok(true);
-            };
-            if filter.matches(&record) {
-                page.push(record);
-            }
-            Ok(page.len() < limit)
-        })?;
-        Ok(page)
+        self.index.matching(&index_txn, &chain, &query, |seq| {
+            Ok(self.load(location, seq)?.flatten().filter(|record| filter.matches(record)))
+        })
     }
 }
 

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use qtrail_cadf::Action;
 use qtrail_proto::qtrail::audit::v1 as proto;
-use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 pub(crate) use file::IndexRead;
 use marks::{drop_index, open_file, read_mark};
@@ -271,6 +271,9 @@ pub(crate) struct Index {
     /// Whether the indexes were checked against their digests since opening; until then queries
     /// do not use them (see [`Index::check`]).
     checked: AtomicBool,
+    /// Index reads made to fail, in tests.
+    #[cfg(test)]
+    pub(crate) faults: plan::Faults,
 }
 
 impl Index {
@@ -286,6 +289,8 @@ impl Index {
             bucket_bits,
             durable: Mutex::new((Instant::now(), 0)),
             checked: AtomicBool::new(false),
+            #[cfg(test)]
+            faults: plan::Faults::default(),
         })
     }
 
@@ -367,9 +372,11 @@ impl Index {
     /// Returns the mark of `location` in the read `txn`: positions up to it are indexed.
     /// 0 while the file is closed after a failed step.
     pub(crate) fn indexed_seq(read: &IndexRead<'_>, location: &str) -> Result<u64> {
-        let Some(txn) = read.txn() else {
-            return Ok(0);
-        };
+        read.txn().map_or(Ok(0), |txn| Self::mark_in(txn, location))
+    }
+
+    /// Returns the mark of `location` in the index's read `txn`.
+    fn mark_in(txn: &ReadTransaction, location: &str) -> Result<u64> {
         let Some(marks) = missing_is_none(txn.open_table(MARKS))? else {
             return Ok(0);
         };

@@ -1,6 +1,6 @@
 //! Tests of how the file store comes back from what a crash or a full disk leaves: torn tails
 //! told apart from damage by the frames that follow, a tree file damaged inside, an index
-//! file whose write failed.
+//! file whose write failed, an index read that fails under a query.
 
 use std::path::Path;
 
@@ -142,6 +142,51 @@ fn a_tree_file_damaged_inside_is_repaired_from_the_log() {
     }
 }
 
+/// Checks the chain and the tree of the first `count` events of the store.
+fn assert_verified(store: &FileStore, count: u64) {
+    let range = crate::chain::CheckRange { from_seq: 1, to_seq: count };
+    let verdict = crate::chain::verify(store, &location(), range, count).unwrap();
+    assert!(verdict.ok, "{verdict:?}");
+}
+
+/// Without any checkpoint, the state snapshot records each tree's head, so an open checks the
+/// tree file against it and hashes again only the leaves after it (10 of 50 here), repairing
+/// damage there; damage below the head fails its root, and the tree is rebuilt whole.
+#[test]
+fn without_checkpoints_an_open_rehashes_only_the_leaves_after_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree").join("us-east.hashes");
+    let expected = {
+        let store = open(dir.path());
+        store.create_collector(&location(), Timestamp::default()).unwrap();
+        append(&store, 1, 25);
+        append(&store, 26, 15);
+        assert!(store.snapshot(0).unwrap());
+        append(&store, 41, 10);
+        hashes(&store)
+    };
+    let whole = std::fs::read(&tree).unwrap();
+    let after = qtrail_tlog::stored_hash_count(40) as usize * 32;
+    // The hash of leaves 0..32, on the path of the root of 40 leaves.
+    let below = qtrail_tlog::stored_hash_index(5, 0) as usize * 32;
+    // Intact, damaged after the snapshot's tree (inside, and the last hash), then below it.
+    for (at, len, rehashed) in [(0, 0, 10), (after + 40, 50, 10), (whole.len() - 32, 32, 10), (below, 32, 50)] {
+        let mut damaged = whole.clone();
+        damaged[at..at + len].fill(0);
+        std::fs::write(&tree, &damaged).unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.trees.rehashed(), rehashed, "damage at {at}");
+        assert_eq!(std::fs::read(&tree).unwrap(), whole, "damage at {at}");
+        assert_eq!(hashes(&store), expected);
+        assert_verified(&store, 50);
+    }
+    // Without the snapshot the whole log is hashed again, as before it recorded trees.
+    std::fs::remove_file(dir.path().join(snapshot::FILE_NAME)).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.trees.rehashed(), 50);
+    assert_eq!(std::fs::read(&tree).unwrap(), whole);
+}
+
 /// A size-limited tmpfs mounted for one test, unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
@@ -260,4 +305,44 @@ fn a_full_disk_refuses_the_batch_loses_nothing_and_resumes() {
     let range = crate::chain::CheckRange { from_seq: 1, to_seq: total };
     let verdict = crate::chain::verify(&store, &us, range, total).unwrap();
     assert!(verdict.ok, "{verdict:?}");
+}
+
+/// Returns the positions a query finds.
+fn seqs(store: &FileStore, order: Order, after: Option<u64>, limit: usize) -> Vec<u64> {
+    let filter = Filter { initiator_id: Some("IBMid-1".into()), ..Filter::default() };
+    let page = store.query(&location(), &filter, order, after, limit).unwrap();
+    page.iter().map(|record| record.location_seq).collect()
+}
+
+/// An index read that fails while a query reads it (redb's "previous I/O error" after a step
+/// failed, until the indexer closes the file) does not fail the query: it is answered from
+/// the log alone, with the same events in the same order, none twice.
+#[test]
+fn a_query_whose_index_read_fails_is_answered_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_collector(&location(), Timestamp::default()).unwrap();
+    store.append(vec![hundred(1)], Timestamp::default()).unwrap();
+    while store.index_step(10_000).unwrap().lag > 0 {}
+    // Positions the index has not reached yet.
+    append(&store, 101, 10);
+    let asked = [
+        (Order::NewestFirst, None, 1000),
+        (Order::OldestFirst, None, 1000),
+        (Order::NewestFirst, Some(90), 25),
+        (Order::OldestFirst, Some(20), 25),
+    ];
+    let expected: Vec<_> = asked.iter().map(|&(order, after, limit)| seqs(&store, order, after, limit)).collect();
+    assert_eq!(expected[0], (1..=110).rev().collect::<Vec<_>>());
+    assert_eq!(expected[3], (21..=45).collect::<Vec<_>>());
+    for fail_after in [0, 30] {
+        store.index.faults.fail_index_reads_after(Some(fail_after));
+        for (&(order, after, limit), expected) in asked.iter().zip(&expected) {
+            assert_eq!(
+                &seqs(&store, order, after, limit),
+                expected,
+                "{order:?} after {after:?}, failing after {fail_after}"
+            );
+        }
+    }
 }

@@ -9,7 +9,9 @@
 //! `log_end`), `locations: u32`, then per location `collector_len: u32` and the protobuf
 //! `Collector`, `positions: u64` and each `offset: u64, len: u32`, `ids: u64` and each
 //! `id: u128, location_seq: u64` sorted by id, `checkpoints: u32` and each `number: u64,
-//! len: u32` and the protobuf bytes; then `publishers: u32` and each `location_len: u8`,
+//! len: u32` and the protobuf bytes, `tree_size: u64` and `tree_root: [u8; 32]` (the Merkle
+//! tree of the location's events as its tree file held it, made durable before the snapshot
+//! was written; size 0 when none is recorded); then `publishers: u32` and each `location_len: u8`,
 //! location, `len: u32` and the protobuf `PublisherState`; last a CRC32C of all before it.
 //!
 //! # What is trusted
@@ -18,10 +20,11 @@
 //! log, the log's bytes before the boundary hash to `tail_crc`, a frame header that passes its
 //! check (or the end of the file) follows the boundary, every position lies before it, and each
 //! location's last record reads back from the log with the location and chain hash the snapshot
-//! holds for it. Anything else means a full replay, with a warning: a snapshot only saves time,
+//! holds for it. Anything else means a full replay (a snapshot of an older version too), with a warning: a snapshot only saves time,
 //! it never decides what is stored. Damage to the log before the boundary that a full replay
 //! would refuse is not looked for (that would be the full scan this avoids); verification
-//! reads every record and still finds it.
+//! reads every record and still finds it. The tree head is checked by the open's tree repair
+//! as a checkpoint's is: a tree file that does not give its root is rebuilt from the log.
 //!
 //! It is written in the background (see [`super::FileStore::snapshot`]) to a temporary file,
 //! synced, renamed over the old one and the directory synced, so a crash leaves the old
@@ -34,6 +37,7 @@ use std::path::Path;
 
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
+use qtrail_tlog::Hash;
 
 use super::ids::{Ids, Parts, Sorted};
 use super::log::{FRAME_HEADER, MAGIC as LOG_MAGIC, put_location};
@@ -44,7 +48,7 @@ use crate::store::{Result, StoreError};
 pub(super) const FILE_NAME: &str = "state.snapshot";
 
 /// The first bytes of a snapshot, with the format's version.
-const MAGIC: &[u8; 8] = b"QTRSNP01";
+const MAGIC: &[u8; 8] = b"QTRSNP02";
 
 /// Bytes of the log before the boundary whose CRC the snapshot holds: enough to tell this log
 /// from another one or from itself rewritten, cheap to read.
@@ -68,6 +72,8 @@ struct LocationCopy {
     positions: Vec<Position>,
     ids: Parts,
     checkpoints: Vec<(u64, Vec<u8>)>,
+    /// The tree's size and root, once [`StateCopy::record_trees`] has read them.
+    tree: Option<(u64, Hash)>,
 }
 
 /// What a snapshot is made of, copied from the state while its read lock is held; encoding
@@ -89,11 +95,22 @@ impl StateCopy {
                 positions: location.positions.clone(),
                 ids: location.ids.parts(),
                 checkpoints: location.checkpoints.iter().map(|(number, bytes)| (*number, bytes.clone())).collect(),
+                tree: None,
             })
             .collect();
         let publishers =
             state.publishers.iter().map(|((location, _), state)| (location.clone(), state.clone())).collect();
         Self { end: state.end, locations, publishers }
+    }
+
+    /// Records each location's tree head at the copy's size, which `root` returns (made
+    /// durable first), so that an open starts its tree repair there; done after the state's
+    /// lock is released, since it syncs files.
+    pub(super) fn record_trees(&mut self, mut root: impl FnMut(&str, u64) -> Option<Hash>) {
+        for location in &mut self.locations {
+            let size = location.positions.len() as u64;
+            location.tree = root(&location.name, size).map(|root| (size, root));
+        }
     }
 
     /// Returns the log boundary it covers.
@@ -135,6 +152,9 @@ pub(super) fn write(dir: &Path, log: &File, copy: StateCopy) -> Result<Written> 
             out.extend_from_slice(&number.to_le_bytes());
             put_bytes(&mut out, bytes)?;
         }
+        let (tree_size, tree_root) = location.tree.unwrap_or_default();
+        out.extend_from_slice(&tree_size.to_le_bytes());
+        out.extend_from_slice(&tree_root);
         merged_ids.push((location.name, merged, location.positions.len() as u64));
     }
     out.extend_from_slice(&len32(copy.publishers.len())?.to_le_bytes());
@@ -205,7 +225,13 @@ fn decode(body: &[u8]) -> std::result::Result<(State, u32), Unusable> {
             let number = input.u64()?;
             checkpoints.insert(number, input.bytes()?.to_vec());
         }
-        let location = LocationState { collector, positions, ids: Ids::from_sorted(ids), checkpoints };
+        let tree_size = input.u64()?;
+        let tree_root: Hash = input.array()?;
+        if tree_size != 0 && tree_size != positions.len() as u64 {
+            return Err(Unusable::Damaged("a tree size"));
+        }
+        let snapshot_tree = (tree_size > 0).then_some((tree_size, tree_root));
+        let location = LocationState { collector, positions, ids: Ids::from_sorted(ids), checkpoints, snapshot_tree };
         state.locations.insert(location.collector.location.clone(), location);
     }
     for _ in 0..input.u32()? {

@@ -34,6 +34,10 @@ pub(super) struct LocationState {
     pub(super) ids: Ids,
     /// Checkpoint number → protobuf `Checkpoint`, as stored.
     pub(super) checkpoints: BTreeMap<u64, Vec<u8>>,
+    /// The tree size and root the snapshot this state was loaded from holds (see
+    /// [`super::snapshot`]): where the tree repair of an open may start, like a checkpoint's.
+    /// `None` when the state was replayed whole.
+    pub(super) snapshot_tree: Option<(u64, qtrail_tlog::Hash)>,
 }
 
 /// Everything in memory.
@@ -71,6 +75,14 @@ impl LocationState {
         let root = qtrail_tlog::Hash::try_from(checkpoint.root.as_slice()).ok()?;
         (checkpoint.tree_size > 0).then_some((checkpoint.tree_size, root))
     }
+
+    /// Returns the tree heads whose trees were made durable before they were recorded: the
+    /// newest checkpoint's and the snapshot's, the larger first.
+    pub(super) fn durable_tree_heads(&self) -> Vec<(u64, qtrail_tlog::Hash)> {
+        let mut heads: Vec<_> = self.newest_tree_head().into_iter().chain(self.snapshot_tree).collect();
+        heads.sort_by_key(|head| std::cmp::Reverse(head.0));
+        heads
+    }
 }
 
 impl State {
@@ -86,6 +98,7 @@ impl State {
             positions: Vec::new(),
             ids: Ids::default(),
             checkpoints: BTreeMap::new(),
+            snapshot_tree: None,
         };
         self.locations.insert(collector.location, location);
     }

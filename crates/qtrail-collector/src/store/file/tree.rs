@@ -4,18 +4,21 @@
 //!
 //! The file is derived from the log, so appends do not sync it; it is made durable only
 //! before a checkpoint is written to the log ([`Trees::sync`]), so the tree of every stored
-//! checkpoint is on the disk whole. A crash can leave anything in the hashes written since:
-//! missing, cut, or the right length with zeros or stale bytes inside. So at open
-//! ([`Trees::repair`]) the tree of the newest checkpoint is checked against the root it
-//! signed (reading the hashes of its root's path only), and every hash after it is computed
-//! again from the log's records, compared and rewritten where it differs; a tree that does not
-//! give the checkpoint's root is rebuilt from the log whole. The cost of an open is then the
-//! records since the last checkpoint, not the whole log.
+//! checkpoint is on the disk whole, and before a state snapshot is written, which records
+//! each location's tree size and root (see [`super::snapshot`]). A crash can leave anything in
+//! the hashes written since: missing, cut, or the right length with zeros or stale bytes
+//! inside. So at open ([`Trees::repair`]) the tree of the newest durable head (the newest
+//! checkpoint's or the snapshot's, the larger) is checked against its root (reading the hashes
+//! of its root's path only), and every hash after it is computed again from the log's records,
+//! compared and rewritten where it differs; a tree that gives no durable head's root is
+//! rebuilt from the log whole. The cost of an open is then the records since the last
+//! checkpoint or snapshot, not the whole log, with or without a checkpoint key.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message as _;
@@ -34,6 +37,9 @@ const REPAIR_CHUNK: usize = 16 * 1024;
 pub(super) struct Trees {
     dir: PathBuf,
     files: Mutex<HashMap<String, Arc<File>>>,
+    /// Leaves hashed again from the log's records since the store was opened: what repairs
+    /// cost, which tests read to show what an open did not re-read.
+    rehashed: AtomicU64,
 }
 
 /// One tree file as a [`HashReader`].
@@ -59,7 +65,7 @@ impl Trees {
         let dir = data_dir.join("tree");
         std::fs::create_dir_all(&dir)
             .map_err(|err| StoreError::io(&format!("cannot create {}", dir.display()), &err))?;
-        Ok(Self { dir, files: Mutex::new(HashMap::new()) })
+        Ok(Self { dir, files: Mutex::new(HashMap::new()), rehashed: AtomicU64::new(0) })
     }
 
     /// Returns the tree file of `location`, opened (or created) on first use.
@@ -133,33 +139,60 @@ impl Trees {
         FileReader(&file).read_hashes(indexes).map_err(|err| tree_error(location, &err))
     }
 
+    /// Returns the root of the tree of `location` of `size` leaves as its file holds it, after
+    /// making the file durable: the head a state snapshot records, which an open may then start
+    /// its repair from as from a checkpoint's. `None` when the file does not hold that tree
+    /// (behind after a failed write, say).
+    pub(super) fn durable_root(&self, location: &str, size: u64) -> Result<Option<Hash>> {
+        if size == 0 {
+            return Ok(None);
+        }
+        self.sync(location)?;
+        let file = self.file(location)?;
+        let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len() / 32;
+        if stored_hash_count(size) > have {
+            return Ok(None);
+        }
+        tree_hash(size, &FileReader(&file)).map(Some).map_err(|err| tree_error(location, &err))
+    }
+
+    /// Returns how many leaves were hashed again from the log since the store was opened.
+    #[cfg(test)]
+    pub(super) fn rehashed(&self) -> u64 {
+        self.rehashed.load(Ordering::Relaxed)
+    }
+
     /// Makes the tree file of `location` hold exactly the stored hashes of its `positions`,
-    /// at open: `checkpoint` is the size and root of its newest checkpoint, whose tree was made
-    /// durable before it was written (see the module docs).
+    /// at open: `heads` are sizes and roots of trees made durable before they were recorded
+    /// (the newest checkpoint's, the snapshot's; see the module docs), the largest first. The
+    /// first whose root the file gives is trusted and the leaves after it are hashed again;
+    /// when none is, the tree is rebuilt from the log whole.
     pub(super) fn repair(
         &self,
         location: &str,
         log: &File,
         positions: &[Position],
-        checkpoint: Option<(u64, Hash)>,
+        heads: &[(u64, Hash)],
     ) -> Result<()> {
         let file = self.file(location)?;
         let have = file.metadata().map_err(|err| StoreError::io("cannot read the merkle tree", &err))?.len() / 32;
-        let from = match checkpoint {
-            Some((size, root)) if stored_hash_count(size) <= have && size <= positions.len() as u64 => {
-                if tree_hash(size, &FileReader(&file)).ok() == Some(root) {
-                    size
-                } else {
-                    warn!(location = %location, tree_size = size, "the merkle tree does not give its checkpoint's root, rebuilding it from the log");
-                    0
-                }
+        let usable =
+            heads.iter().filter(|(size, _)| stored_hash_count(*size) <= have && *size <= positions.len() as u64);
+        let mut from = 0;
+        for &(size, root) in usable {
+            if tree_hash(size, &FileReader(&file)).ok() == Some(root) {
+                from = size;
+                break;
             }
-            _ => 0,
-        };
+            warn!(location = %location, tree_size = size, "the merkle tree does not give the root recorded for it");
+        }
+        if from == 0 && !heads.is_empty() {
+            warn!(location = %location, "no durable tree head fits the merkle tree, rebuilding it from the log");
+        }
         let rewritten = self.rehash(location, log, positions, from)?;
         if rewritten > 0 {
             warn!(location = %location, from_leaf = from, rewritten, "repaired stored hashes of the merkle tree from the log");
-            // What was rewritten below a checkpoint's size must be as durable as it was.
+            // What was rewritten below a durable head's size must be as durable as it was.
             self.sync(location)?;
         }
         Ok(())
@@ -180,6 +213,7 @@ impl Trees {
         let start = usize::try_from(from).unwrap_or(usize::MAX);
         for (chunk, start) in positions[start..].chunks(REPAIR_CHUNK).zip((from..).step_by(REPAIR_CHUNK)) {
             let leaves = chunk.iter().map(|position| leaf_of(log, *position)).collect::<Result<Vec<Hash>>>()?;
+            self.rehashed.fetch_add(leaves.len() as u64, Ordering::Relaxed);
             let hashes = append_hashes(start, &leaves, &FileReader(&file)).map_err(|err| tree_error(location, &err))?;
             let at = stored_hash_count(start) * 32;
             let expected: Vec<u8> = hashes.iter().flatten().copied().collect();

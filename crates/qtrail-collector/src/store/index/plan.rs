@@ -11,6 +11,7 @@ use super::{
 use crate::filter::{Filter, Order, TargetMatch};
 use crate::store::{Result, StoreError};
 use prost::Message as _;
+use tracing::warn;
 
 /// A boxed iterator of chain positions.
 pub(crate) type Seqs<'a> = Box<dyn Iterator<Item = Result<u64>> + 'a>;
@@ -25,14 +26,82 @@ pub(crate) struct Query<'a> {
     pub(crate) limit: usize,
 }
 
+/// Why collecting a query's page failed.
+enum PageError {
+    /// Loading a record (from the chain) failed.
+    Load(StoreError),
+    /// Reading the candidates failed: the index, or the chain.
+    Read(StoreError),
+}
+
 impl Index {
-    /// Calls `each` on the candidate positions of `query` in result order, until it returns
-    /// `false`: those the index read by `index_read` covers through the indexes, the positions
-    /// of `chain` after them by reading the records. Begin `index_read` before taking `chain`,
-    /// so that every position the index counts as indexed is in the chain's snapshot.
-    pub(crate) fn for_each_candidate(
+    /// Returns up to `query.limit` records that `load` returns for the candidate positions
+    /// of `query` (see [`Index::for_each_candidate`]), in result order; `load` returns `None`
+    /// for a position that is empty or does not match. Begin `index_read` before taking
+    /// `chain`, so that every position the index counts as indexed is in the chain's snapshot.
+    ///
+    /// A query never fails because of the index: when reading it fails (an index step failed
+    /// while this read was open: redb then refuses reads with "previous I/O error" until the
+    /// indexer closes the file) the page is collected again from the chain alone, as for the
+    /// positions the index has not reached.
+    pub(crate) fn matching<T>(
         &self,
         index_read: &IndexRead<'_>,
+        chain: &dyn Chain,
+        query: &Query<'_>,
+        mut load: impl FnMut(u64) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
+        let mut page = Vec::with_capacity(query.limit.min(1024));
+        let err = match self.fill(index_read.txn(), chain, query, &mut load, &mut page) {
+            Ok(()) => return Ok(page),
+            Err(PageError::Load(err)) => return Err(err),
+            Err(PageError::Read(err)) if index_read.txn().is_none() => return Err(err),
+            Err(PageError::Read(err)) => err,
+        };
+        warn!(location = %query.location, error = %err, "reading the index failed, answering the query from the chain alone");
+        page.clear();
+        match self.fill(None, chain, query, &mut load, &mut page) {
+            Ok(()) => Ok(page),
+            Err(PageError::Load(err) | PageError::Read(err)) => Err(err),
+        }
+    }
+
+    /// Adds to `page` what `load` returns for the candidates of `query`, through the indexes
+    /// of `index_txn` if any, until `page` is full.
+    fn fill<T>(
+        &self,
+        index_txn: Option<&ReadTransaction>,
+        chain: &dyn Chain,
+        query: &Query<'_>,
+        load: &mut impl FnMut(u64) -> Result<Option<T>>,
+        page: &mut Vec<T>,
+    ) -> std::result::Result<(), PageError> {
+        let mut load_failed = false;
+        let read = self.for_each_candidate(index_txn, chain, query, |seq| match load(seq) {
+            Ok(Some(record)) => {
+                page.push(record);
+                Ok(page.len() < query.limit)
+            }
+            Ok(None) => Ok(true),
+            Err(err) => {
+                load_failed = true;
+                Err(err)
+            }
+        });
+        match read {
+            Ok(()) => Ok(()),
+            Err(err) if load_failed => Err(PageError::Load(err)),
+            Err(err) => Err(PageError::Read(err)),
+        }
+    }
+
+    /// Calls `each` on the candidate positions of `query` in result order, until it returns
+    /// `false`: those the index's read `index_txn` (if any) covers through the indexes, the positions
+    /// of `chain` after them by reading the records. Begin the index's read before taking `chain`,
+    /// so that every position the index counts as indexed is in the chain's snapshot.
+    fn for_each_candidate(
+        &self,
+        index_txn: Option<&ReadTransaction>,
         chain: &dyn Chain,
         query: &Query<'_>,
         mut each: impl FnMut(u64) -> Result<bool>,
@@ -51,13 +120,12 @@ impl Index {
         let descending = query.order == Order::NewestFirst;
         // Unchecked indexes are not trusted (see `Index::check`), and a file closed after a
         // failed step cannot be read: the chain is read instead.
-        let tables = match index_read.txn() {
-            Some(index_txn) if self.trusted() => Tables::open(index_txn, location)?,
-            _ => None,
-        };
-        let indexed = match &tables {
-            Some(_) => Index::indexed_seq(index_read, location.as_str())?,
-            None => 0,
+        let (tables, indexed) = match index_txn {
+            Some(index_txn) if self.trusted() => match Tables::open(index_txn, location)? {
+                Some(tables) => (Some(tables), Index::mark_in(index_txn, location.as_str())?),
+                None => (None, 0),
+            },
+            _ => (None, 0),
         };
         let through_index = match &tables {
             Some(tables) if bounds.low <= indexed => candidates(
@@ -70,6 +138,8 @@ impl Index {
             )?,
             _ => Box::new(std::iter::empty()),
         };
+        #[cfg(test)]
+        let through_index = if tables.is_some() { self.faults.wrap(through_index) } else { through_index };
         let tail = SeqBounds { low: bounds.low.max(indexed.saturating_add(1)), high: bounds.high };
         let beyond_index: Seqs<'_> = if tail.low > tail.high {
             Box::new(std::iter::empty())
@@ -86,6 +156,33 @@ impl Index {
             }
         }
         Ok(())
+    }
+}
+
+/// Index reads made to fail in tests, as a step failing while a query reads leaves them.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// After how many candidates read through the indexes a read fails.
+    fail_after: std::sync::Mutex<Option<usize>>,
+}
+
+#[cfg(test)]
+impl Faults {
+    /// Makes every later read through the indexes fail after `candidates` candidates (`None`:
+    /// never).
+    pub(crate) fn fail_index_reads_after(&self, candidates: Option<usize>) {
+        *self.fail_after.lock().unwrap() = candidates;
+    }
+
+    fn wrap<'a>(&self, seqs: Seqs<'a>) -> Seqs<'a> {
+        match *self.fail_after.lock().unwrap() {
+            None => seqs,
+            Some(count) => {
+                let failed = StoreError::Backend("previous i/o error (injected)".into());
+                Box::new(seqs.take(count).chain(std::iter::once(Err(failed))))
+            }
+        }
     }
 }
 

@@ -98,6 +98,11 @@ fn a_snapshot_and_the_frames_after_it_reopen_as_a_full_replay_does() {
         let log = std::fs::File::open(dir.path().join(FileStore::FILE_NAME)).unwrap();
         let (state, _) = load(dir.path(), &log, log.metadata().unwrap().len()).unwrap().expect("a snapshot");
         assert_eq!(state.location("us-east").unwrap().positions.len(), 20, "the snapshot is before the last batch");
+        let tree = state.location("us-east").unwrap().snapshot_tree.expect("the tree head is recorded");
+        let store = open(dir.path());
+        let us = location();
+        let root = qtrail_tlog::tree_hash(20, &crate::store::TreeReader { store: &store, location: &us }).unwrap();
+        assert_eq!(tree, (20, root));
     }
     let (snapshotted, full) = (open(dir.path()), open(&full_dir));
     assert_eq!(summary(&snapshotted), summary(&full));
@@ -142,6 +147,12 @@ fn a_damaged_or_cut_snapshot_is_refused_and_the_whole_log_replayed() {
         ("flipped", (|bytes: &mut Vec<u8>| bytes[40] ^= 1) as fn(&mut Vec<u8>)),
         ("cut", |bytes: &mut Vec<u8>| bytes.truncate(bytes.len() - 10)),
         ("empty", |bytes: &mut Vec<u8>| bytes.clear()),
+        ("of the first version, without tree heads", |bytes: &mut Vec<u8>| {
+            bytes[..8].copy_from_slice(b"QTRSNP01");
+            let body = bytes.len() - 4;
+            let crc = crc32c::crc32c(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        }),
     ] {
         let dir = tempfile::tempdir().unwrap();
         store_with_snapshot_then_more(dir.path());
