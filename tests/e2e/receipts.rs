@@ -12,7 +12,7 @@ use std::time::Duration;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::runtime::v1 as runtime;
 use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
-use qtrail_testkit::{http_get, wait_until};
+use qtrail_testkit::{binary, http_get, wait_until};
 use qtrail_tlog::{NoteVerifier, ProofFile};
 use tonic::Code;
 
@@ -40,6 +40,18 @@ async fn calls(runtime: &Runtime, count: usize) -> Vec<(Code, String)> {
         }
     }
     refused
+}
+
+/// Runs `qtrail proof verify FILE --public-key PEM`; returns its exit code.
+fn proof_verify(file: &Path, public: &Path) -> Option<i32> {
+    let output = std::process::Command::new(binary("qtrail"))
+        .args(["proof", "verify"])
+        .arg(file)
+        .arg("--public-key")
+        .arg(public)
+        .output()
+        .unwrap();
+    output.status.code()
 }
 
 async fn receipts_verified(runtime: &Runtime, at_least: u64) {
@@ -104,7 +116,7 @@ async fn every_event_gets_a_receipt_that_proves_it_offline() {
     assert!(calls(&runtime, 5).await.is_empty());
     receipts_verified(&runtime, 5).await;
 
-    let key = qtrail_cadf::checkpoint::VerifyingKey::from_pem(&std::fs::read(public).unwrap()).unwrap();
+    let key = qtrail_cadf::checkpoint::VerifyingKey::from_pem(&std::fs::read(&public).unwrap()).unwrap();
     let verifier = NoteVerifier::new("qtrail.local/us-east", key.raw()).unwrap();
     let events = collector.events("us-east").await;
     assert_eq!(events.len(), 5);
@@ -119,6 +131,17 @@ async fn every_event_gets_a_receipt_that_proves_it_offline() {
         // The entry is the event itself: its canonical bytes name its id.
         assert!(String::from_utf8_lossy(proof.extra.as_deref().unwrap()).contains(id.as_str()));
     }
+    // The CLI proves a fetched receipt with the public key alone, and refuses a tampered copy.
+    let id = &events[0].event.as_ref().unwrap().id;
+    let (_, text) = http_get(&format!("{}/receipts/{id}", runtime.http_url())).await;
+    let (file, forged) = (dir.path().join("receipt.tlog-proof"), dir.path().join("forged.tlog-proof"));
+    std::fs::write(&file, &text).unwrap();
+    let mut proof = ProofFile::parse(&text).unwrap();
+    let extra = String::from_utf8(proof.extra.take().unwrap()).unwrap();
+    proof.extra = Some(extra.replace(id.as_str(), "00000000-0000-4000-8000-000000000001").into_bytes());
+    std::fs::write(&forged, proof.encode()).unwrap();
+    assert_eq!(proof_verify(&file, &public), Some(0));
+    assert_eq!(proof_verify(&forged, &public), Some(10));
     let unknown = "00000000-0000-4000-8000-000000000000";
     assert_eq!(http_get(&format!("{}/receipts/{unknown}", runtime.http_url())).await.0, 404);
     assert_eq!(http_get(&format!("{}/receipts/not-a-uuid", runtime.http_url())).await.0, 400);
