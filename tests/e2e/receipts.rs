@@ -12,7 +12,7 @@ use std::time::Duration;
 use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_proto::qtrail::runtime::v1 as runtime;
 use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
-use qtrail_testkit::{http_get, wait_until};
+use qtrail_testkit::{binary, http_get, wait_until};
 use qtrail_tlog::{NoteVerifier, ProofFile};
 use tonic::Code;
 
@@ -42,6 +42,18 @@ async fn calls(runtime: &Runtime, count: usize) -> Vec<(Code, String)> {
     refused
 }
 
+/// Runs `qtrail proof verify FILE --public-key PEM`; returns its exit code.
+fn proof_verify(file: &Path, public: &Path) -> Option<i32> {
+    let output = std::process::Command::new(binary("qtrail"))
+        .args(["proof", "verify"])
+        .arg(file)
+        .arg("--public-key")
+        .arg(public)
+        .output()
+        .unwrap();
+    output.status.code()
+}
+
 async fn receipts_verified(runtime: &Runtime, at_least: u64) {
     wait_until(&format!("{at_least} receipts verified"), WAIT, || async {
         let verified = metric_at(&runtime.http_url(), "qtrail_receipts_verified_total", &[]).await;
@@ -65,10 +77,26 @@ fn copy_dir(from: &Path, to: &Path) {
 
 async fn start(dir: &Path) -> (Collector, Runtime, std::path::PathBuf) {
     let (key, public) = checkpoint_keys(dir);
-    let args: Vec<OsString> =
-        vec!["--checkpoint-key".into(), key.into(), "--checkpoint-interval-secs".into(), "1".into()];
-    let collector = Collector::start_with("collector", dir, args, None).await;
+    let collector = start_collector(dir, &key, 1).await;
     collector.create_collector("us-east").await;
+    let runtime = start_runtime(dir, &collector, &public).await;
+    (collector, runtime, public)
+}
+
+/// Starts (or starts again, on the same data) the collector signing with `key` every
+/// `interval_secs`.
+async fn start_collector(dir: &Path, key: &Path, interval_secs: u64) -> Collector {
+    let args: Vec<OsString> = vec![
+        "--checkpoint-key".into(),
+        key.into(),
+        "--checkpoint-interval-secs".into(),
+        interval_secs.to_string().into(),
+    ];
+    Collector::start_with("collector", dir, args, None).await
+}
+
+/// Starts (or starts again, on the same data) the runtime with receipts on.
+async fn start_runtime(dir: &Path, collector: &Collector, public: &Path) -> Runtime {
     let mut options = RuntimeOptions::new(collector.url()).args(&[
         "--collector-public-key",
         public.to_str().unwrap(),
@@ -78,8 +106,7 @@ async fn start(dir: &Path) -> (Collector, Runtime, std::path::PathBuf) {
         "refuse",
     ]);
     options.http = true;
-    let runtime = Runtime::start(options, dir).await;
-    (collector, runtime, public)
+    Runtime::start(options, dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +116,7 @@ async fn every_event_gets_a_receipt_that_proves_it_offline() {
     assert!(calls(&runtime, 5).await.is_empty());
     receipts_verified(&runtime, 5).await;
 
-    let key = qtrail_cadf::checkpoint::VerifyingKey::from_pem(&std::fs::read(public).unwrap()).unwrap();
+    let key = qtrail_cadf::checkpoint::VerifyingKey::from_pem(&std::fs::read(&public).unwrap()).unwrap();
     let verifier = NoteVerifier::new("qtrail.local/us-east", key.raw()).unwrap();
     let events = collector.events("us-east").await;
     assert_eq!(events.len(), 5);
@@ -104,10 +131,49 @@ async fn every_event_gets_a_receipt_that_proves_it_offline() {
         // The entry is the event itself: its canonical bytes name its id.
         assert!(String::from_utf8_lossy(proof.extra.as_deref().unwrap()).contains(id.as_str()));
     }
+    // The CLI proves a fetched receipt with the public key alone, and refuses a tampered copy.
+    let id = &events[0].event.as_ref().unwrap().id;
+    let (_, text) = http_get(&format!("{}/receipts/{id}", runtime.http_url())).await;
+    let (file, forged) = (dir.path().join("receipt.tlog-proof"), dir.path().join("forged.tlog-proof"));
+    std::fs::write(&file, &text).unwrap();
+    let mut proof = ProofFile::parse(&text).unwrap();
+    let extra = String::from_utf8(proof.extra.take().unwrap()).unwrap();
+    proof.extra = Some(extra.replace(id.as_str(), "00000000-0000-4000-8000-000000000001").into_bytes());
+    std::fs::write(&forged, proof.encode()).unwrap();
+    assert_eq!(proof_verify(&file, &public), Some(0));
+    assert_eq!(proof_verify(&forged, &public), Some(10));
     let unknown = "00000000-0000-4000-8000-000000000000";
     assert_eq!(http_get(&format!("{}/receipts/{unknown}", runtime.http_url())).await.0, 404);
     assert_eq!(http_get(&format!("{}/receipts/not-a-uuid", runtime.http_url())).await.0, 400);
     assert_eq!(metric_at(&runtime.http_url(), "qtrail_receipt_alarm", &[]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_acknowledged_before_a_restart_still_get_their_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = checkpoint_keys(dir.path());
+    // A checkpoint an hour away: the events are acknowledged long before one covers them.
+    let mut collector = start_collector(dir.path(), &key, 3600).await;
+    collector.create_collector("us-east").await;
+    let mut runtime = start_runtime(dir.path(), &collector, &public).await;
+    assert!(calls(&runtime, 5).await.is_empty());
+    wait_until("5 events acknowledged", WAIT, || async {
+        let acked = metric_at(&runtime.http_url(), "qtrail_runtime_events_acked_total", &[]).await;
+        (acked >= 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric_at(&runtime.http_url(), "qtrail_receipts_verified_total", &[]).await, 0.0);
+    // The runtime stops first, so it never sees the checkpoint the collector signs as it stops.
+    runtime.process().terminate().await;
+    collector.process().terminate().await;
+
+    let collector = start_collector(dir.path(), &key, 1).await;
+    let runtime = start_runtime(dir.path(), &collector, &public).await;
+    receipts_verified(&runtime, 5).await;
+    for stored in collector.events("us-east").await {
+        let id = &stored.event.as_ref().unwrap().id;
+        assert_eq!(http_get(&format!("{}/receipts/{id}", runtime.http_url())).await.0, 200, "receipt of {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -558,8 +558,10 @@ impl Task {
         // the collector has acknowledged the batch either way, and if the removal fails the
         // stream ends and the resent events are acknowledged (as duplicates) again.
         self.stats.batch_acked(u64::from(ack.accepted), u64::from(ack.duplicates), ack.rejected.len() as u64);
+        // Recorded before the removal commits: a crash in between leaves at worst a waiting row
+        // for an event that is resent and acknowledged again at the same position.
         if let Some(receipts) = &self.receipts {
-            receipts.acked(acked_events(&batch.leaves, &ack.stored));
+            receipts.acked(acked_events(&batch.leaves, &ack.stored)).await;
         }
         let outbox = self.outbox.clone();
         blocking(move || outbox.remove(&batch.seqs)).await?;

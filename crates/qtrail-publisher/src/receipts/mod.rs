@@ -14,8 +14,9 @@
 //! A failed signature, a failed proof or a fork (two checkpoints of one size with different
 //! roots, a shrunk log, or a pair that is not consistent) is an alarm: a counter by kind, an
 //! error log line, and [`ReceiptStats::alarmed`] for a caller's policy (the runtime can refuse
-//! calls). Waiting events are bounded: past [`ReceiptConfig::max_pending`] the oldest are
-//! dropped without a receipt, counted.
+//! calls). Waiting events are kept in the store, written before the outbox forgets them, so
+//! they outlive a restart; they are bounded: past [`ReceiptConfig::max_pending`] the oldest
+//! are dropped without a receipt, counted.
 
 mod store;
 mod task;
@@ -29,15 +30,11 @@ use std::time::Duration;
 use qtrail_proto::qtrail::audit::v1::{self as proto, AckedEvent};
 use qtrail_tlog::Hash;
 pub use store::{ReceiptStore, StoreError};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
-use tracing::error;
+use tracing::{error, warn};
 pub use verify::{Acked, Head, Keys, ReceiptFailure};
-
-/// Acknowledged events in flight to the task: a few full batches.
-const ACKED_CHANNEL: usize = 16 * 1024;
 
 /// How receipts are fetched and kept.
 #[derive(Debug, Clone)]
@@ -115,10 +112,6 @@ impl ReceiptStats {
         self.verified.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn dropped(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
     fn set_pending(&self, pending: usize) {
         self.pending.store(pending as u64, Ordering::Relaxed);
     }
@@ -146,7 +139,7 @@ impl ReceiptStats {
 /// A running receipt task.
 #[derive(Debug)]
 pub struct Receipts {
-    sender: mpsc::Sender<Acked>,
+    max_pending: usize,
     stats: Arc<ReceiptStats>,
     store: Arc<ReceiptStore>,
     stop: CancellationToken,
@@ -163,8 +156,6 @@ impl Receipts {
         let store = Arc::new(ReceiptStore::open(&config.path, config.capacity)?);
         let stats = Arc::new(ReceiptStats::default());
         let stop = CancellationToken::new();
-        // The task drains it into its own bounded list between rounds; during a round it fills.
-        let (sender, incoming) = mpsc::channel(ACKED_CHANNEL);
         let task = task::ReceiptTask {
             keys: Keys::new(config.keys.clone(), location.clone()),
             location,
@@ -172,23 +163,28 @@ impl Receipts {
             authorization,
             store: store.clone(),
             stats: stats.clone(),
-            incoming,
             interval: config.interval,
-            max_pending: config.max_pending.max(1),
             stop: stop.clone(),
         };
         tokio::spawn(task.run());
-        Ok(Self { sender, stats, store, stop })
+        Ok(Self { max_pending: config.max_pending.max(1), stats, store, stop })
     }
 
-    /// Hands acknowledged events to the task without waiting: publishing never waits on
-    /// receipts, so while the channel is full (a long round) events are dropped, counted.
-    pub(crate) fn acked(&self, events: Vec<Acked>) {
-        for acked in events {
-            if self.sender.try_send(acked).is_err() {
-                self.stats.dropped();
-            }
+    /// Records acknowledged events as waiting for their receipt, durably: the caller removes
+    /// them from the outbox only after this returns. A store that cannot be written does not
+    /// stop publishing: the events are counted as dropped and logged.
+    pub(crate) async fn acked(&self, events: Vec<Acked>) {
+        if events.is_empty() {
+            return;
         }
+        let (store, max, count) = (self.store.clone(), self.max_pending, events.len() as u64);
+        match blocking(move || store.add_pending(&events, max)).await {
+            Ok(dropped) => self.stats.dropped.fetch_add(dropped, Ordering::Relaxed),
+            Err(err) => {
+                warn!(error = %err, events = count, "cannot record events waiting for a receipt, dropping them");
+                self.stats.dropped.fetch_add(count, Ordering::Relaxed)
+            }
+        };
     }
 
     /// Returns the counters.

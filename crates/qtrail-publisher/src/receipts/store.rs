@@ -1,10 +1,20 @@
 //! The receipt store: verified receipts in a redb file of their own, keyed by event id, and
 //! the last checkpoint accepted (which every later one must extend, across restarts). Bounded
 //! by count: past the cap the oldest receipts are dropped.
+//!
+//! It also keeps the acknowledged events still waiting for their receipt (id, position, the
+//! publisher's own leaf hash), written before the outbox forgets them, so that a restart
+//! between an Ack and the checkpoint that covers it loses no receipt. A crash between the two
+//! writes leaves at worst a row for an event the outbox resends: the collector acknowledges it
+//! again at the same position, which finds the same row.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use qtrail_tlog::Hash;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+
+use super::verify::Acked;
 
 /// Receipts by event id: (insertion number, tlog-proof text).
 const RECEIPTS: TableDefinition<'_, &str, (u64, &str)> = TableDefinition::new("qtrail_receipts");
@@ -12,6 +22,9 @@ const RECEIPTS: TableDefinition<'_, &str, (u64, &str)> = TableDefinition::new("q
 const ORDER: TableDefinition<'_, u64, &str> = TableDefinition::new("qtrail_receipts_order");
 /// The last accepted checkpoint note (key `head`) and the next insertion number.
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new("qtrail_receipts_meta");
+
+/// Events waiting for a receipt by position in the log: (event id, leaf hash).
+const PENDING: TableDefinition<'_, u64, (&str, &[u8])> = TableDefinition::new("qtrail_receipts_pending");
 
 /// A failure of the receipt store's file.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +59,7 @@ impl ReceiptStore {
         txn.open_table(RECEIPTS).map_err(fail)?;
         txn.open_table(ORDER).map_err(fail)?;
         txn.open_table(META).map_err(fail)?;
+        txn.open_table(PENDING).map_err(fail)?;
         txn.commit().map_err(fail)?;
         Ok(Self { db, capacity: capacity.max(1) })
     }
@@ -56,6 +70,73 @@ impl ReceiptStore {
     /// [`StoreError`] when the write fails.
     pub fn put(&self, event_id: &str, proof: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(fail)?;
+        self.put_in(&txn, event_id, proof)?;
+        txn.commit().map_err(fail)
+    }
+
+    /// Stores the receipt of the waiting event at `location_seq` and forgets it as waiting, in
+    /// one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    pub fn prove(&self, location_seq: u64, event_id: &str, proof: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        self.put_in(&txn, event_id, proof)?;
+        txn.open_table(PENDING).map_err(fail)?.remove(location_seq).map_err(fail)?;
+        txn.commit().map_err(fail)
+    }
+
+    /// Records `events` as waiting for their receipt, keeping at most `max` waiting (the
+    /// lowest positions, the oldest, are dropped first). Returns how many were dropped.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    pub fn add_pending(&self, events: &[Acked], max: usize) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        let mut dropped = 0;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(fail)?;
+            for acked in events {
+                pending.insert(acked.location_seq, (acked.event_id.as_str(), acked.leaf.as_slice())).map_err(fail)?;
+            }
+            while pending.len().map_err(fail)? > max as u64 {
+                pending.pop_first().map_err(fail)?;
+                dropped += 1;
+            }
+        }
+        txn.commit().map_err(fail)?;
+        Ok(dropped)
+    }
+
+    /// Returns up to `limit` waiting events with a position above `after`, lowest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the read fails.
+    pub fn pending(&self, after: u64, limit: usize) -> Result<Vec<Acked>, StoreError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let pending = txn.open_table(PENDING).map_err(fail)?;
+        let mut events = Vec::new();
+        for row in pending.range(after.saturating_add(1)..).map_err(fail)?.take(limit) {
+            let (location_seq, value) = row.map_err(fail)?;
+            let (event_id, leaf) = value.value();
+            // A row that is not a hash was not written by this store: skip it, it proves nothing.
+            let Ok(leaf) = Hash::try_from(leaf) else { continue };
+            events.push(Acked { event_id: event_id.to_owned(), location_seq: location_seq.value(), leaf });
+        }
+        Ok(events)
+    }
+
+    /// Forgets the waiting event at `location_seq` (dropped without a receipt).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    pub fn forget_pending(&self, location_seq: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        txn.open_table(PENDING).map_err(fail)?.remove(location_seq).map_err(fail)?;
+        txn.commit().map_err(fail)
+    }
+
+    fn put_in(&self, txn: &WriteTransaction, event_id: &str, proof: &str) -> Result<(), StoreError> {
         {
             let mut receipts = txn.open_table(RECEIPTS).map_err(fail)?;
             let mut order = txn.open_table(ORDER).map_err(fail)?;
@@ -70,7 +151,7 @@ impl ReceiptStore {
                 receipts.remove(oldest.value()).map_err(fail)?;
             }
         }
-        txn.commit().map_err(fail)
+        Ok(())
     }
 
     /// Returns the receipt of `event_id`, if kept.
@@ -132,5 +213,24 @@ mod tests {
         let store = ReceiptStore::open(&path, 2).unwrap();
         assert_eq!(store.get("b").unwrap().as_deref(), Some("proof b"));
         assert_eq!(store.head().unwrap().as_deref(), Some("note"));
+    }
+
+    #[test]
+    fn waiting_events_survive_a_reopen_are_bounded_and_leave_once_proved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.redb");
+        let store = ReceiptStore::open(&path, 10).unwrap();
+        let acked = |seq: u64| Acked { event_id: format!("e{seq}"), location_seq: seq, leaf: [seq as u8; 32] };
+        assert_eq!(store.add_pending(&[acked(3), acked(4)], 3).unwrap(), 0);
+        // A resent event acknowledged again at its position is the same row, not a second one.
+        assert_eq!(store.add_pending(&[acked(4), acked(5), acked(6)], 3).unwrap(), 1);
+        drop(store);
+        let store = ReceiptStore::open(&path, 10).unwrap();
+        assert_eq!(store.pending(0, 10).unwrap(), [acked(4), acked(5), acked(6)]);
+        store.prove(4, "e4", "proof e4").unwrap();
+        store.forget_pending(6).unwrap();
+        assert_eq!(store.pending(0, 10).unwrap(), [acked(5)]);
+        assert_eq!(store.pending(5, 10).unwrap(), []);
+        assert_eq!(store.get("e4").unwrap().as_deref(), Some("proof e4"));
     }
 }

@@ -2,28 +2,40 @@
 //! collector's newest checkpoint (each one checked to extend the last accepted), asks for the
 //! inclusion proof of every waiting event it covers, verifies it and stores the receipt.
 //! Failures of the collector to answer are retried with backoff; failures of a proof are alarms.
+//!
+//! The waiting events live in the receipt store (so they outlive a restart); the task keeps a
+//! window of them in memory, refilled from the store each round. An event the collector keeps
+//! refusing to prove (NOT_FOUND, INVALID_ARGUMENT, DATA_LOSS) is retried a few rounds, then
+//! counted as a proof failure and dropped, so that it never holds up the events behind it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use qtrail_tlog::Hash;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
 use super::store::ReceiptStore;
-use super::verify::{Acked, Head, Keys};
+use super::verify::{Acked, Head, Keys, ReceiptFailure};
 use super::{ReceiptStats, blocking};
 use crate::backoff::Backoff;
 
 /// Most inclusion proofs asked for in one round, so that a large backlog does not hold one
 /// round (and the head it uses) for long.
 const MAX_PROOFS_PER_ROUND: usize = 256;
+
+/// Most waiting events held in memory; the rest wait in the store.
+const WINDOW: usize = 4 * MAX_PROOFS_PER_ROUND;
+
+/// Rounds an event may be refused for good (NOT_FOUND and the like) before it is dropped: a
+/// few, in case the collector answered while it was still catching up.
+pub(super) const MAX_ATTEMPTS: u32 = 5;
 
 /// Why a round stopped early without an alarm.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +53,18 @@ pub(super) struct ReceiptTask {
     pub(super) authorization: Option<MetadataValue<Ascii>>,
     pub(super) store: Arc<ReceiptStore>,
     pub(super) stats: Arc<ReceiptStats>,
-    pub(super) incoming: mpsc::Receiver<Acked>,
     pub(super) interval: Duration,
-    pub(super) max_pending: usize,
     pub(super) stop: CancellationToken,
 }
 
 /// What the task holds between rounds.
 struct State {
+    /// A window of the store's waiting events, lowest position first.
     pending: VecDeque<Acked>,
+    /// The highest position loaded into the window: the next refill starts after it.
+    loaded_through: u64,
+    /// Refusals so far by position, for events the collector refused to prove.
+    attempts: HashMap<u64, u32>,
     head: Option<Head>,
     client: Option<EventQueryClient<Channel>>,
     /// The note of the last fork reported, so that one fork raises one alarm.
@@ -57,7 +72,7 @@ struct State {
 }
 
 impl ReceiptTask {
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(self) {
         let head = match self.store.head() {
             Ok(Some(note)) => match self.keys.open(&note) {
                 Ok(head) => Some(head),
@@ -72,20 +87,23 @@ impl ReceiptTask {
                 None
             }
         };
-        let mut state = State { pending: VecDeque::new(), head, client: None, fork_reported: None };
+        let mut state = State {
+            pending: VecDeque::new(),
+            loaded_through: 0,
+            attempts: HashMap::new(),
+            head,
+            client: None,
+            fork_reported: None,
+        };
         let mut backoff = Backoff::new(self.interval, self.interval * 60);
         let mut wait = self.interval;
         loop {
-            let deadline = tokio::time::Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    acked = self.incoming.recv() => match acked {
-                        Some(acked) => self.enqueue(&mut state, acked),
-                        None => return,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            if let Err(err) = self.refill(&mut state).await {
+                warn!(error = %err, "cannot read the waiting receipts");
             }
             self.stats.set_pending(state.pending.len());
             wait = match self.round(&mut state).await {
@@ -104,12 +122,19 @@ impl ReceiptTask {
         }
     }
 
-    fn enqueue(&self, state: &mut State, acked: Acked) {
-        if state.pending.len() >= self.max_pending {
-            state.pending.pop_front();
-            self.stats.dropped();
+    /// Tops the window up with the store's next waiting events.
+    async fn refill(&self, state: &mut State) -> Result<(), RoundError> {
+        let room = WINDOW.saturating_sub(state.pending.len());
+        if room == 0 {
+            return Ok(());
         }
-        state.pending.push_back(acked);
+        let (store, after) = (self.store.clone(), state.loaded_through);
+        let loaded = blocking(move || store.pending(after, room)).await?;
+        if let Some(last) = loaded.last() {
+            state.loaded_through = last.location_seq;
+        }
+        state.pending.extend(loaded);
+        Ok(())
     }
 
     async fn round(&self, state: &mut State) -> Result<(), RoundError> {
@@ -131,9 +156,10 @@ impl ReceiptTask {
 
     async fn round_with(&self, state: &mut State, client: &mut EventQueryClient<Channel>) -> Result<(), RoundError> {
         let Some(head) = self.advance(state, client).await? else { return Ok(()) };
-        let mut asked = 0;
-        while let Some(acked) = state.pending.front().cloned() {
-            if acked.location_seq > head.checkpoint.size || asked == MAX_PROOFS_PER_ROUND {
+        let (mut asked, mut index, mut transient, mut last_refusal) = (0, 0, 0, None);
+        while index < state.pending.len() && asked < MAX_PROOFS_PER_ROUND {
+            let acked = state.pending[index].clone();
+            if acked.location_seq > head.checkpoint.size {
                 break;
             }
             asked += 1;
@@ -142,21 +168,71 @@ impl ReceiptTask {
                 leaf: Some(proto::get_inclusion_proof_request::Leaf::LeafIndex(acked.location_seq.saturating_sub(1))),
                 tree_size: head.checkpoint.size,
             };
-            let answer = client.get_inclusion_proof(self.request(request)).await.map_err(status)?.into_inner();
-            state.pending.pop_front();
-            match self.keys.include(&head, &acked, &answer) {
-                Ok(proof) => {
-                    let store = self.store.clone();
-                    let text = proof.encode();
-                    let event_id = acked.event_id.clone();
-                    blocking(move || store.put(&event_id, &text)).await?;
-                    self.stats.verified();
-                    debug!(event_id = %acked.event_id, location_seq = acked.location_seq, "receipt verified");
+            match client.get_inclusion_proof(self.request(request)).await {
+                Ok(answer) => {
+                    state.pending.remove(index);
+                    state.attempts.remove(&acked.location_seq);
+                    self.keep(&head, &acked, &answer.into_inner()).await?;
                 }
-                Err(failure) => self.stats.alarm(&failure, &self.location, Some(&acked)),
+                Err(refused) if refused_for_good(refused.code()) => {
+                    let attempts = state.attempts.entry(acked.location_seq).or_default();
+                    *attempts += 1;
+                    if *attempts < MAX_ATTEMPTS {
+                        index += 1;
+                        continue;
+                    }
+                    state.attempts.remove(&acked.location_seq);
+                    state.pending.remove(index);
+                    let failure = ReceiptFailure::Proof(format!(
+                        "collector refused the proof {MAX_ATTEMPTS} times: {}",
+                        refused.message()
+                    ));
+                    self.drop_failed(&failure, &acked).await?;
+                }
+                // Passed over this round; the events behind it still get their proofs.
+                Err(other) => {
+                    index += 1;
+                    transient += 1;
+                    last_refusal = Some(other);
+                }
             }
         }
+        // Only transient refusals this round: the collector is likely out, back off.
+        if let Some(refused) = last_refusal
+            && transient == asked
+        {
+            return Err(status(refused));
+        }
         // Events behind the head that were not covered stay, in order, for the next round.
+        Ok(())
+    }
+
+    /// Verifies `answer` for `acked` and keeps the receipt (dropping the waiting row), or
+    /// raises the alarm and drops the event.
+    async fn keep(
+        &self,
+        head: &Head,
+        acked: &Acked,
+        answer: &proto::GetInclusionProofResponse,
+    ) -> Result<(), RoundError> {
+        match self.keys.include(head, acked, answer) {
+            Ok(proof) => {
+                let store = self.store.clone();
+                let (text, event_id, location_seq) = (proof.encode(), acked.event_id.clone(), acked.location_seq);
+                blocking(move || store.prove(location_seq, &event_id, &text)).await?;
+                self.stats.verified();
+                debug!(event_id = %acked.event_id, location_seq = acked.location_seq, "receipt verified");
+                Ok(())
+            }
+            Err(failure) => self.drop_failed(&failure, acked).await,
+        }
+    }
+
+    /// Raises the alarm for `acked` and forgets it as waiting.
+    async fn drop_failed(&self, failure: &ReceiptFailure, acked: &Acked) -> Result<(), RoundError> {
+        self.stats.alarm(failure, &self.location, Some(acked));
+        let (store, location_seq) = (self.store.clone(), acked.location_seq);
+        blocking(move || store.forget_pending(location_seq)).await?;
         Ok(())
     }
 
@@ -243,6 +319,27 @@ impl ReceiptTask {
     }
 }
 
+/// Whether a refused proof is the collector's answer about this event (retrying soon will not
+/// change it) rather than a passing trouble.
+pub(super) fn refused_for_good(code: Code) -> bool {
+    matches!(code, Code::NotFound | Code::InvalidArgument | Code::DataLoss)
+}
+
 fn status(status: tonic::Status) -> RoundError {
     RoundError::Collector(status.message().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_about_the_event_are_refusals_for_good() {
+        for code in [Code::NotFound, Code::InvalidArgument, Code::DataLoss] {
+            assert!(refused_for_good(code), "{code:?}");
+        }
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Internal, Code::Unauthenticated] {
+            assert!(!refused_for_good(code), "{code:?}");
+        }
+    }
 }
