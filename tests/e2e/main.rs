@@ -20,3 +20,18 @@ mod tls;
 mod up;
 mod webdriver;
 mod witness;
+
+/// Copies the directory `from` to `to`, recursively: an operator's backup of a data directory,
+/// or its restore.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -11,17 +11,11 @@ use base64::Engine as _;
 use qtrail_testkit::{Process, START_TIMEOUT, binary, wait_until};
 use serde_json::Value;
 
+use crate::copy_dir;
 use crate::tlog_interop::{checkpoint_covering, make_events};
 use crate::up::{Output, Up};
 
 const KEY: &str = "data/checkpoint-key.pub.pem";
-
-/// Copies the directory `from` to `to` (which must not exist), as an operator restoring a
-/// backup would.
-fn copy_dir(from: &Path, to: &Path) {
-    let copied = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("run cp");
-    assert!(copied.success(), "cp -a {} {}", from.display(), to.display());
-}
 
 /// Stops `up`, replaces its data directory with a copy of `backup`, and starts it again.
 async fn restore(mut up: Up, backup: &Path) -> Up {

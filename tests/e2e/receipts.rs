@@ -16,6 +16,7 @@ use qtrail_testkit::{binary, http_get, wait_until};
 use qtrail_tlog::{NoteVerifier, ProofFile};
 use tonic::Code;
 
+use crate::copy_dir;
 use crate::servers::{ALICE_KEY, AUDITOR_TOKEN, Collector, Runtime, RuntimeOptions, authed, lazy_channel, metric_at};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,19 +61,6 @@ async fn receipts_verified(runtime: &Runtime, at_least: u64) {
         (verified >= at_least as f64).then_some(())
     })
     .await;
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 async fn start(dir: &Path) -> (Collector, Runtime, std::path::PathBuf) {

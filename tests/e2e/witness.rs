@@ -13,6 +13,7 @@ use qtrail_testkit::wait_until;
 use qtrail_tlog::{Cosigner, NoteVerifier};
 use serde_json::Value;
 
+use crate::copy_dir;
 use crate::servers::{AUDITOR_TOKEN, Collector};
 use crate::up::{Output, run_qtrail};
 
@@ -128,20 +129,6 @@ async fn publish_four(log: &Collector, catalogue: &Path) {
         .env("AUDITED_SERVICE_TOKEN", crate::servers::PUBLISHER_TOKEN);
     let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
     assert!(output.status.success(), "audited-service: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Copies the directory `from` to `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Checkpoints get the witness's cosignature (served in the tiles' checkpoint too), and
