@@ -153,12 +153,7 @@ impl Publisher {
             (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
             (false, None) => {}
         }
-        let authorization = match &config.token {
-            Some(token) => {
-                Some(MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)?)
-            }
-            None => None,
-        };
+        let authorization = config.token.as_deref().map(bearer).transpose()?;
         if config.max_batch_events == 0 || config.max_batch_events > MAX_BATCH_EVENTS {
             return Err(PublisherError::InvalidLimits(format!(
                 "max batch events must be 1 to {MAX_BATCH_EVENTS}, got {}",
@@ -175,12 +170,7 @@ impl Publisher {
         }
         let receipts = match &config.receipts {
             Some(receipts) => {
-                let authorization = match &receipts.token {
-                    Some(token) => Some(
-                        MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)?,
-                    ),
-                    None => None,
-                };
+                let authorization = receipts.token.as_deref().map(bearer).transpose()?;
                 let spawned = Receipts::spawn(receipts, config.location.to_string(), endpoint.clone(), authorization)
                     .map_err(|err| PublisherError::Receipts(err.to_string()))?;
                 Some(Arc::new(spawned))
@@ -586,6 +576,11 @@ struct Session {
     next_batch_seq: u64,
     /// Highest seq sent on this stream.
     sent_through: u64,
+}
+
+/// The `authorization` header value for `token`.
+fn bearer(token: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, PublisherError> {
+    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| PublisherError::InvalidToken)
 }
 
 /// Runs outbox I/O (which may wait for an fsync) off the async worker threads.
