@@ -30,12 +30,21 @@ pub(super) fn location() -> Location {
 
 /// Appends one batch of `count` events of publisher `p` from seq `from`.
 pub(super) fn append(store: &FileStore, from: u64, count: u64) {
-    let events = (from..from + count)
+    append_batch(store, events(from, count));
+}
+
+/// Returns events `from..from + count` of publisher `p`, each with an id of its own.
+pub(super) fn events(from: u64, count: u64) -> Vec<NewEvent> {
+    (from..from + count)
         .map(|seq| {
             let event = conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, seq as i64);
             NewEvent::new(seq, &event)
         })
-        .collect();
+        .collect()
+}
+
+/// Appends one batch of publisher `p` and returns its outcome.
+pub(super) fn append_batch(store: &FileStore, events: Vec<NewEvent>) -> crate::store::AppendOutcome {
     let batch = AppendBatch {
         location: location(),
         publisher_id: "p".into(),
@@ -44,7 +53,7 @@ pub(super) fn append(store: &FileStore, from: u64, count: u64) {
         events,
         rejected_seqs: vec![],
     };
-    store.append(vec![batch], Timestamp::default()).unwrap();
+    store.append(vec![batch], Timestamp::default()).unwrap().remove(0)
 }
 
 pub(super) fn log_path(dir: &Path) -> PathBuf {

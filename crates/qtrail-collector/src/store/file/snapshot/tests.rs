@@ -5,43 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use prost_types::Timestamp;
-use qtrail_cadf::Location;
 
 use super::{FILE_NAME, Unusable, load};
 use crate::store::file::FileStore;
-use crate::store::{AppendBatch, AppendOutcome, EventStore, NewEvent, conformance};
+use crate::store::{EventStore, NewEvent};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 fn open(dir: &Path) -> FileStore {
     FileStore::open(dir, 4 * 1024 * 1024).unwrap()
 }
 
-fn location() -> Location {
-    "us-east".parse().unwrap()
-}
-
-/// Returns events `from..from + count` of publisher `p`, each with an id of its own.
-fn events(from: u64, count: u64) -> Vec<NewEvent> {
-    (from..from + count)
-        .map(|seq| {
-            let event = conformance::event("us-east", qtrail_cadf::Action::JobRead, "IBMid-1", "j", 200, seq as i64);
-            NewEvent::new(seq, &event)
-        })
-        .collect()
-}
-
-/// Appends one batch of publisher `p`.
-fn append(store: &FileStore, events: Vec<NewEvent>) -> AppendOutcome {
-    let batch = AppendBatch {
-        location: location(),
-        publisher_id: "p".into(),
-        epoch: 1,
-        credential: "runtime".into(),
-        events,
-        rejected_seqs: vec![],
-    };
-    store.append(vec![batch], Timestamp::default()).unwrap().remove(0)
-}
+use crate::store::file::tests::{append_batch as append, events, location};
 
 /// Everything the state holds, in a comparable form.
 fn summary(store: &FileStore) -> String {
