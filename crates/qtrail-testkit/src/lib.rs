@@ -7,12 +7,13 @@
 //! tests of the `qtrail-runtime` and `qtrail-collector` binaries, and the benchmark harness,
 //! which runs its servers as processes in production runs too (so [`process`] returns errors
 //! where the test-only parts panic). It also runs a test that reads process-wide state in a
-//! process of its own ([`isolation`]).
+//! process of its own ([`isolation`]), and starts real PostgreSQL servers ([`postgres`]).
 
 pub mod address;
 pub mod binary;
 pub mod http;
 pub mod isolation;
+pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod wait;
@@ -21,6 +22,7 @@ pub use address::ServerAddr;
 pub use binary::{artifacts_dir, binary, without_tls_env};
 pub use http::http_get;
 pub use isolation::in_own_process;
+pub use postgres::Postgres;
 pub use process::{Process, Signal};
 pub use server::ServerProcess;
 pub use wait::{START_TIMEOUT, wait_until};

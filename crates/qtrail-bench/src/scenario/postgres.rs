@@ -5,25 +5,24 @@
 //! an index per query field as the collector keeps. The collector's rate for the same streams
 //! and batches is recorded against it. Skipped, saying so, when PostgreSQL is absent.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use futures_util::StreamExt as _;
 use prost::Message as _;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::PublishRequest;
 use qtrail_proto::qtrail::audit::v1::publish_request::Kind;
+use qtrail_testkit::Postgres;
 
 use crate::events::EventFactory;
 use crate::report::Measurement;
 use crate::scenario::Bench;
 use crate::scenario::ingest::Rates;
 
-/// Socket "port" (only names the socket file: no TCP is opened).
-const PORT: u16 = 54_329;
+/// Server settings: room for the load's WAL, PostgreSQL's durable defaults spelled out.
+const SETTINGS: &[&str] = &["shared_buffers=256MB", "max_wal_size=8GB", "fsync=on", "synchronous_commit=on"];
 /// Batches one connection keeps in flight, as a publisher keeps unacknowledged batches.
 const WINDOW: usize = 8;
 
@@ -56,113 +55,11 @@ SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::int2[], $5::
                      $8::text[], $9::text[], $10::int8[], $11::bytea[])
 ON CONFLICT (id) DO NOTHING";
 
-/// Returns the directory holding `postgres` and `initdb`, if any: `PATH`, then the usual places.
-pub fn find_binaries() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
-    dirs.push("/usr/local/bin".into());
-    dirs.push("/usr/local/pgsql/bin".into());
-    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
-        dirs.extend(versions.flatten().map(|entry| entry.path().join("bin")));
-    }
-    dirs.into_iter().find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
-}
-
-/// A PostgreSQL server of the harness; stopped (immediate shutdown) and removed when dropped.
-struct Postgres {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SIGQUIT: immediate shutdown, which also ends the backends.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Returns whether this process runs as root (the owner of `/proc/self` is its effective user).
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0)
-}
-
-/// Runs a PostgreSQL binary, as `nobody` when the harness runs as root (PostgreSQL refuses root).
-fn command(bin: &Path, name: &str) -> std::process::Command {
-    use std::os::unix::process::CommandExt as _;
-    let mut command = std::process::Command::new(bin.join(name));
-    if running_as_root() {
-        command.uid(65_534).gid(65_534);
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-impl Postgres {
-    async fn start(bin: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("qtrail-bench-pg-").tempdir().context("cannot create a temp dir")?;
-        if running_as_root() {
-            std::os::unix::fs::chown(dir.path(), Some(65_534), Some(65_534))
-                .context("cannot hand the temp dir to nobody")?;
-        }
-        let data = dir.path().join("data");
-        let output = command(bin, "initdb")
-            .args(["--auth=trust", "--username=bench", "--encoding=UTF8", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .context("cannot run initdb")?;
-        if !output.status.success() {
-            bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-        }
-        let child = command(bin, "postgres")
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-p", &PORT.to_string(), "-c", "listen_addresses=", "-c", "shared_buffers=256MB"])
-            .args(["-c", "max_wal_size=8GB", "-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start postgres")?;
-        Ok(Self { child, dir })
-    }
-
-    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host_path(self.dir.path())
-            .port(PORT)
-            .user("bench")
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        tokio::spawn(connection);
-        Ok(client)
-    }
-
-    /// Connects, polling until the server accepts connections.
-    async fn ready(&mut self) -> anyhow::Result<tokio_postgres::Client> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.connect().await {
-                Ok(client) => return Ok(client),
-                Err(err) if Instant::now() > deadline => return Err(err).context("postgres did not start"),
-                Err(_) => {}
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("postgres exited: {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// Connects to the harness's server.
+async fn connect(server: &Postgres) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// The columns of one batch.
@@ -211,7 +108,7 @@ fn columns(publisher: &str, request: PublishRequest) -> Columns {
 async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> anyhow::Result<f64> {
     let mut clients = Vec::new();
     for batches in streams {
-        let client = server.connect().await?;
+        let client = connect(server).await?;
         let statement = client.prepare(INSERT).await?;
         clients.push((Arc::new(client), statement, batches));
     }
@@ -268,13 +165,10 @@ async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> a
 /// # Errors
 /// When PostgreSQL fails to start or to insert.
 pub async fn run(bench: &mut Bench, rates: Option<Rates>) -> anyhow::Result<()> {
-    let Some(bin) = find_binaries() else {
-        bench.report.skip(
-            "postgres",
-            "no `postgres` and `initdb` binaries on PATH, /usr/local/bin or /usr/lib/postgresql/*/bin",
-        );
+    if qtrail_testkit::postgres::find_binaries().is_none() {
+        bench.report.skip("postgres", &qtrail_testkit::postgres::Error::NoBinaries.to_string());
         return Ok(());
-    };
+    }
     let total: u64 = bench.pick(48_000, 320_000);
     let configs: Vec<(usize, u64)> =
         bench.pick(vec![(4, 1000), (16, 100)], vec![(1, 1000), (4, 100), (4, 1000), (16, 100), (16, 1000)]);
@@ -282,8 +176,9 @@ pub async fn run(bench: &mut Bench, rates: Option<Rates>) -> anyhow::Result<()> 
         Some(rates) => rates,
         None => crate::scenario::ingest::measure(bench, &configs, total).await?,
     };
-    let mut server = Postgres::start(&bin).await?;
-    let admin = server.ready().await?;
+    // The server's start-up blocks (initdb, then polling until it accepts connections).
+    let server = tokio::task::spawn_blocking(|| Postgres::start_with(SETTINGS)).await??;
+    let admin = connect(&server).await?;
     let version = admin.query_one("SHOW server_version", &[]).await?.get::<_, String>(0);
     admin.batch_execute(SCHEMA).await?;
     for (streams, batch) in configs {
