@@ -1,0 +1,131 @@
+//! Three replicas competing for the lock on a real PostgreSQL server: one leads at a time, and
+//! another takes over when the leader's session or process dies, or the server restarts.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use qtrail_testkit::Postgres;
+
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The replicas, each with its own stop (its process dying).
+struct Replicas {
+    leaderships: Vec<Arc<Leadership>>,
+    stops: Vec<CancellationToken>,
+}
+
+impl Replicas {
+    fn leaders(&self) -> Vec<usize> {
+        (0..self.leaderships.len()).filter(|index| self.leaderships[*index].role().is_leader()).collect()
+    }
+
+    /// Waits until exactly one replica among the running ones leads, and returns it.
+    async fn one_leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let [leader] = self.leaders()[..] {
+                return leader;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "leaders: {:?}", self.leaders());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs a critical section on every replica while it leads, counting those inside; `overlap`
+/// is set if two are ever inside at once, seen on entry or by a sampler.
+fn guard_critical_section(replicas: &Replicas, stop: &CancellationToken) -> Arc<AtomicBool> {
+    let (inside, overlap) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    for leadership in &replicas.leaderships {
+        let (mut role, stop) = (leadership.role(), stop.clone());
+        let (inside, overlap) = (inside.clone(), overlap.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = role.wait_until(true) => {}
+                    () = stop.cancelled() => return,
+                }
+                if inside.fetch_add(1, Ordering::SeqCst) > 0 {
+                    overlap.store(true, Ordering::SeqCst);
+                }
+                tokio::select! {
+                    () = role.wait_until(false) => {}
+                    () = stop.cancelled() => {}
+                }
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let (sampled, stop) = (overlap.clone(), stop.clone());
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            if inside.load(Ordering::SeqCst) > 1 {
+                sampled.store(true, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    overlap
+}
+
+fn psql(postgres: &Postgres, sql: &str) {
+    let output = postgres.client("psql").args(["--dbname", "postgres", "--command", sql]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_at_a_time_and_another_takes_over() {
+    let mut postgres = Postgres::start().unwrap();
+    let stop = CancellationToken::new();
+    let stops: Vec<CancellationToken> = (0..3).map(|_| stop.child_token()).collect();
+    let leaderships = stops
+        .iter()
+        .enumerate()
+        .map(|(index, stop)| Arc::new(Leadership::spawn(postgres.url(), format!("replica-{index}"), stop.clone())))
+        .collect();
+    let replicas = Replicas { leaderships, stops };
+    let overlap = guard_critical_section(&replicas, &stop);
+
+    let first = replicas.one_leader().await;
+    for (index, leadership) in replicas.leaderships.iter().enumerate() {
+        assert_eq!(leadership.ensure_leader().await, index == first, "replica {index} asked its session");
+    }
+
+    // The leader's session dies: a replica leads again (the old one may win the race).
+    psql(&postgres, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted");
+    let second = replicas.one_leader().await;
+    assert!(replicas.leaderships[second].ensure_leader().await);
+
+    // The leader's process stops: another one takes over, and the lock went with the session.
+    replicas.stops[second].cancel();
+    replicas.leaderships[second].stopped().await;
+    assert!(!replicas.leaderships[second].ensure_leader().await);
+    let third = replicas.one_leader().await;
+    assert_ne!(third, second);
+
+    // The whole server crashes and comes back: nobody leads meanwhile, one afterwards.
+    postgres.kill();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !replicas.leaders().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "still leading: {:?}", replicas.leaders());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    postgres.restart().unwrap();
+    let fourth = replicas.one_leader().await;
+    assert!(replicas.leaderships[fourth].ensure_leader().await);
+
+    assert!(!overlap.load(Ordering::SeqCst), "two replicas led at once");
+    stop.cancel();
+    for leadership in &replicas.leaderships {
+        leadership.stopped().await;
+    }
+}
+
+/// Without a shared store the collector leads alone, for ever.
+#[tokio::test]
+async fn alone_it_always_leads() {
+    let leadership = Leadership::always();
+    assert!(leadership.role().is_leader());
+    assert!(leadership.ensure_leader().await);
+}
