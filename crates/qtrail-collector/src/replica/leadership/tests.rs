@@ -8,6 +8,9 @@ use qtrail_testkit::Postgres;
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How soon a replica must lead again once the leader is gone: a try every second, a second
+/// for the server to notice a dead session, and slack for a loaded machine.
+const TAKEOVER: Duration = Duration::from_secs(5);
 
 /// The replicas, each with its own stop (its process dying).
 struct Replicas {
@@ -20,12 +23,17 @@ impl Replicas {
         (0..self.leaderships.len()).filter(|index| self.leaderships[*index].role().is_leader()).collect()
     }
 
-    /// Waits until exactly one replica among the running ones leads, and returns it.
-    async fn one_leader(&self) -> usize {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+    /// Waits until exactly one replica leads, by its role and by its session's own word (a
+    /// leader whose session just died may not know yet), and returns it and how long that took.
+    async fn one_leader(&self) -> (usize, Duration) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + DEADLINE;
         loop {
-            if let [leader] = self.leaders()[..] {
-                return leader;
+            if let [leader] = self.leaders()[..]
+                && self.leaderships[leader].ensure_leader().await
+            {
+                eprintln!("replica-{leader} leads after {:?}", started.elapsed());
+                return (leader, started.elapsed());
             }
             assert!(tokio::time::Instant::now() < deadline, "leaders: {:?}", self.leaders());
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -87,22 +95,24 @@ async fn one_replica_leads_at_a_time_and_another_takes_over() {
     let replicas = Replicas { leaderships, stops };
     let overlap = guard_critical_section(&replicas, &stop);
 
-    let first = replicas.one_leader().await;
+    let (first, _) = replicas.one_leader().await;
     for (index, leadership) in replicas.leaderships.iter().enumerate() {
         assert_eq!(leadership.ensure_leader().await, index == first, "replica {index} asked its session");
     }
 
     // The leader's session dies: a replica leads again (the old one may win the race).
     psql(&postgres, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted");
-    let second = replicas.one_leader().await;
+    let (second, took) = replicas.one_leader().await;
+    assert!(took < TAKEOVER, "a leader again after {took:?}");
     assert!(replicas.leaderships[second].ensure_leader().await);
 
     // The leader's process stops: another one takes over, and the lock went with the session.
     replicas.stops[second].cancel();
     replicas.leaderships[second].stopped().await;
     assert!(!replicas.leaderships[second].ensure_leader().await);
-    let third = replicas.one_leader().await;
+    let (third, took) = replicas.one_leader().await;
     assert_ne!(third, second);
+    assert!(took < TAKEOVER, "another took over after {took:?}");
 
     // The whole server crashes and comes back: nobody leads meanwhile, one afterwards.
     postgres.kill();
@@ -112,7 +122,8 @@ async fn one_replica_leads_at_a_time_and_another_takes_over() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     postgres.restart().unwrap();
-    let fourth = replicas.one_leader().await;
+    let (fourth, took) = replicas.one_leader().await;
+    assert!(took < TAKEOVER, "a leader after the restart after {took:?}");
     assert!(replicas.leaderships[fourth].ensure_leader().await);
 
     assert!(!overlap.load(Ordering::SeqCst), "two replicas led at once");
