@@ -3,9 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use qtrail_cadf::checkpoint::SigningKey;
 use qtrail_testkit::Postgres;
 
 use super::*;
+use crate::checkpointer::{Keys, run};
+use crate::store::conformance::location;
+use crate::store::{EventStore as _, FileStore};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How soon a replica must lead again once the leader is gone: a try every second, a second
@@ -139,4 +143,70 @@ async fn alone_it_always_leads() {
     let leadership = Leadership::always();
     assert!(leadership.role().is_leader());
     assert!(leadership.ensure_leader().await);
+}
+
+/// Returns the number of the newest checkpoint of `us-east` in `store`, 0 without one.
+fn newest_checkpoint(store: &FileStore) -> u64 {
+    let location = location("us-east");
+    store.checkpoints(&location, None, 1).unwrap().first().map_or(0, |entry| entry.number)
+}
+
+/// Waits until the newest checkpoint in `store` is at least `number`.
+async fn checkpoints_reach(store: &FileStore, number: u64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while newest_checkpoint(store) < number {
+        assert!(tokio::time::Instant::now() < deadline, "checkpoint {} of {number}", newest_checkpoint(store));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two replicas' checkpointers, each over a store of its own so that each one's checkpoints can
+/// be told apart: only the leader's signs, and when it stops the other one takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_signs_checkpoints() {
+    let postgres = Postgres::start().unwrap();
+    let stop = CancellationToken::new();
+    let stops: Vec<CancellationToken> = (0..2).map(|_| stop.child_token()).collect();
+    let leaderships: Vec<Arc<Leadership>> = stops
+        .iter()
+        .enumerate()
+        .map(|(index, stop)| Arc::new(Leadership::spawn(postgres.url(), format!("replica-{index}"), stop.clone())))
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores: Vec<Arc<FileStore>> =
+        dirs.iter().map(|dir| Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap())).collect();
+    let pem = SigningKey::generate_pem().unwrap();
+    let mut signers = Vec::new();
+    for (store, leadership) in stores.iter().zip(&leaderships) {
+        store.create_collector(&location("us-east"), prost_types::Timestamp::default()).unwrap();
+        let keys = Keys { current: SigningKey::from_pem(pem.as_bytes()).unwrap(), previous: Vec::new() };
+        let signing = run(
+            store.clone(),
+            keys,
+            "qtrail.local".into(),
+            None,
+            Duration::from_millis(20),
+            leadership.clone(),
+            stop.clone(),
+        );
+        signers.push(tokio::spawn(signing));
+    }
+    let replicas = Replicas { leaderships, stops };
+    let (leader, _) = replicas.one_leader().await;
+    let other = 1 - leader;
+    checkpoints_reach(&stores[leader], 3).await;
+    assert_eq!(newest_checkpoint(&stores[other]), 0, "the other replica signs nothing");
+
+    replicas.stops[leader].cancel();
+    replicas.leaderships[leader].stopped().await;
+    checkpoints_reach(&stores[other], 3).await;
+    // Read once the other one signs, so that no checkpoint of the old leader is still on its way.
+    let signed_by_leader = newest_checkpoint(&stores[leader]);
+    checkpoints_reach(&stores[other], 6).await;
+    assert_eq!(newest_checkpoint(&stores[leader]), signed_by_leader, "the old leader stopped signing");
+
+    stop.cancel();
+    for signer in signers {
+        signer.await.unwrap();
+    }
 }
