@@ -44,6 +44,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cosignatures::Witnesses;
 use crate::meters;
+use crate::replica::Leadership;
 use crate::store::{EventStore, Result, StoreError, TreeReader};
 use crate::writer::now;
 
@@ -90,8 +91,8 @@ impl Keys {
     }
 }
 
-/// Signs and stores one checkpoint of every location. A location that fails is logged and
-/// counted, and the others still get theirs.
+/// Signs and stores one checkpoint of every location while `fence` says this replica is the
+/// signer. A location that fails is logged and counted, and the others still get theirs.
 ///
 /// # Errors
 /// When the collectors cannot be listed.
@@ -100,13 +101,18 @@ fn checkpoint_all(
     keys: &Keys,
     origin_prefix: &str,
     witnesses: Option<&Witnesses>,
+    fence: &Fence,
 ) -> Result<()> {
     for collector in store.collectors()? {
-        match checkpoint(store, keys, origin_prefix, witnesses, &collector) {
-            Ok(checkpoint) => {
+        match checkpoint(store, keys, origin_prefix, witnesses, &collector, fence) {
+            Ok(Some(checkpoint)) => {
                 debug!(location = %checkpoint.location, number = checkpoint.number,
                        location_seq = checkpoint.location_seq, "checkpoint signed");
                 meters::checkpoint_signed(&checkpoint.location, checkpoint.time.map_or(0, |time| time.seconds));
+            }
+            Ok(None) => {
+                info!(location = %collector.location, "not the checkpoint signer any more, not signing");
+                return Ok(());
             }
             Err(err) => {
                 error!(location = %collector.location, error = %err, "cannot sign a checkpoint");
@@ -116,6 +122,10 @@ fn checkpoint_all(
     }
     Ok(())
 }
+
+/// Says, just before a checkpoint is stored, whether this collector still is the one that
+/// signs (see `crate::replica::leadership`); a collector alone over its store always is.
+pub(crate) type Fence = dyn Fn() -> bool + Send + Sync;
 
 /// Returns the transparency-log origin of `location`: its checkpoint notes' first line and the
 /// name of their key.
@@ -129,7 +139,8 @@ fn checkpoint(
     origin_prefix: &str,
     witnesses: Option<&Witnesses>,
     collector: &proto::Collector,
-) -> Result<proto::Checkpoint> {
+    fence: &Fence,
+) -> Result<Option<proto::Checkpoint>> {
     let location: Location = collector
         .location
         .parse()
@@ -187,9 +198,13 @@ fn checkpoint(
         root: root.to_vec(),
         ..Default::default()
     };
+    // Last, after the witnesses (which may take seconds): another replica may have taken over.
+    if !fence() {
+        return Ok(None);
+    }
     key.sign(&mut checkpoint);
     store.add_checkpoint(&checkpoint)?;
-    Ok(checkpoint)
+    Ok(Some(checkpoint))
 }
 
 /// Returns the tree head (size, root) that `newest` signed, read from its note under the key
@@ -313,14 +328,16 @@ fn fits_chain(store: &dyn EventStore, location: &Location, checkpoint: &proto::C
     )))
 }
 
-/// Signs checkpoints every `interval` until `stop` is cancelled, then a last one. The caller
-/// cancels once the writer has stopped, so that the last one covers everything stored.
+/// Signs checkpoints every `interval` while `leadership` says this replica leads, until `stop`
+/// is cancelled, then a last one if it still leads. The caller cancels once the writer has
+/// stopped, so that the last one covers everything stored.
 pub(crate) async fn run(
     store: Arc<dyn EventStore>,
     keys: Keys,
     origin_prefix: String,
     witnesses: Option<Witnesses>,
     interval: Duration,
+    leadership: Arc<Leadership>,
     stop: CancellationToken,
 ) {
     let previous: Vec<&str> = keys.previous.iter().map(VerifyingKey::id).collect();
@@ -328,23 +345,39 @@ pub(crate) async fn run(
     info!(key_id = keys.current.id(), previous_key_ids = ?previous, interval_secs = interval.as_secs_f64(),
           witnesses = ?witness_names, "signing checkpoints");
     let (keys, origin_prefix, witnesses) = (Arc::new(keys), Arc::new(origin_prefix), Arc::new(witnesses));
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate: a checkpoint at start shows where the chain stood then.
+    let runtime = tokio::runtime::Handle::current();
+    let fence: Arc<Fence> = {
+        let leadership = leadership.clone();
+        Arc::new(move || runtime.block_on(leadership.ensure_leader()))
+    };
+    let mut role = leadership.role();
     loop {
-        let stopping = tokio::select! {
-            _ = ticks.tick() => false,
-            () = stop.cancelled() => true,
-        };
-        let (store, keys, prefix, witnesses) = (store.clone(), keys.clone(), origin_prefix.clone(), witnesses.clone());
-        let signing = move || checkpoint_all(store.as_ref(), &keys, &prefix, witnesses.as_ref().as_ref());
-        match tokio::task::spawn_blocking(signing).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
-            Err(err) => warn!(error = %err, "checkpoint task failed"),
+        // Replicas over a shared store take turns: only the leader signs.
+        tokio::select! {
+            () = role.wait_until(true) => {}
+            () = stop.cancelled() => return,
         }
-        if stopping {
-            return;
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: a checkpoint at start shows where the chain stood then.
+        loop {
+            let stopping = tokio::select! {
+                _ = ticks.tick() => false,
+                () = stop.cancelled() => true,
+                () = role.wait_until(false) => break,
+            };
+            let (store, keys, prefix) = (store.clone(), keys.clone(), origin_prefix.clone());
+            let (witnesses, fence) = (witnesses.clone(), fence.clone());
+            let signing =
+                move || checkpoint_all(store.as_ref(), &keys, &prefix, witnesses.as_ref().as_ref(), fence.as_ref());
+            match tokio::task::spawn_blocking(signing).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => warn!(error = %err, "cannot sign checkpoints"),
+                Err(err) => warn!(error = %err, "checkpoint task failed"),
+            }
+            if stopping {
+                return;
+            }
         }
     }
 }

@@ -144,6 +144,13 @@ pub struct Settings {
         value_name = "FILE"
     )]
     pub previous_checkpoint_public_keys: Vec<PathBuf>,
+    /// The shared store of replicas, `postgres://…`; without it, the embedded store in
+    /// `--data-dir`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE")]
+    pub store: Option<String>,
+    /// This replica's name in logs and metrics (default `<hostname>-<pid>`).
+    #[arg(long, env = "QTRAIL_COLLECTOR_REPLICA_ID")]
+    pub replica_id: Option<String>,
     /// Seconds between signed checkpoints.
     #[arg(long, env = "QTRAIL_COLLECTOR_CHECKPOINT_INTERVAL_SECS", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -256,6 +263,10 @@ pub struct Config {
     pub previous_checkpoint_public_keys: Vec<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
+    /// The store: a `postgres://…` URL shared by replicas, or `None` for the embedded store.
+    pub store: Option<String>,
+    /// This replica's name in logs and metrics; `None` for `<hostname>-<pid>`.
+    pub replica_id: Option<String>,
     /// Prefix of each location's log origin, `<prefix>/<location>`.
     pub log_origin_prefix: String,
     /// Whether the transparency-log tiles are served without a token.
@@ -347,6 +358,8 @@ impl Settings {
         config.checkpoint_key = self.checkpoint_key.clone();
         config.previous_checkpoint_public_keys = self.previous_checkpoint_public_keys.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
+        config.store = self.store.clone();
+        config.replica_id = self.replica_id.clone();
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
         config.alert_timeout = Duration::from_secs(self.alert_timeout_secs);
@@ -395,6 +408,8 @@ impl Config {
             checkpoint_key: None,
             previous_checkpoint_public_keys: Vec::new(),
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+            store: None,
+            replica_id: None,
             log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
             public_tiles: false,
             witness: None,
@@ -407,6 +422,11 @@ impl Config {
             alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
         }
+    }
+
+    /// Returns the URL of the store shared by replicas, if the store is PostgreSQL's.
+    pub fn shared_store_url(&self) -> Option<&str> {
+        self.store.as_deref().filter(|store| store.starts_with("postgres"))
     }
 
     /// Returns a configuration for tests: the store in `data_dir`, a small cache.

@@ -34,6 +34,7 @@ mod merkle;
 mod meters;
 pub mod query;
 pub mod registry;
+mod replica;
 pub mod store;
 mod tiles;
 pub mod tokens;
@@ -197,10 +198,14 @@ impl Prepared {
         let committed = Fanout::new(config.tail_buffer_bytes);
         let (indexer, indexer_handle) =
             Indexer::spawn(store.clone(), config.snapshot_every).context("failed to start the indexer")?;
+        let replica_id = config.replica_id.clone().unwrap_or_else(replica::default_replica_id);
+        let replica = replica::Replica::start(config.shared_store_url(), &replica_id, store.clone(), &committed)
+            .await
+            .context("failed to start the replica")?;
         let (writer, writer_handle) = Writer::spawn(
             store.clone(),
             GroupLimit { batches: config.group_commit_batches, bytes: writer::MAX_GROUP_BYTES },
-            committed.clone(),
+            replica.publish.clone(),
             indexer_handle,
         )
         .context("failed to start the writer")?;
@@ -249,11 +254,13 @@ impl Prepared {
         if let Err(err) = announce(&config, local_addr, http.as_ref().map(|http| http.addr)) {
             writer.stop().await;
             indexer.stop().await;
+            replica.stop().await;
             return Err(err);
         }
         info!(
             addr = %local_addr,
             data_dir = %config.data_dir.display(),
+            replica = %replica_id,
             tls = tls::mode(tls.as_ref()),
             bind_publishers_to_client_cert = config.bind_publishers_to_client_cert,
             "collector listening"
@@ -267,11 +274,12 @@ impl Prepared {
                 config.log_origin_prefix.clone(),
                 witnesses,
                 config.checkpoint_interval,
+                replica.leadership.clone(),
                 stop_background.clone(),
             ))
         });
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
-        let evaluator = alerts::spawn(evaluator, &committed, stop_background.clone());
+        let evaluator = alerts::spawn(evaluator, &committed, replica.leadership.role(), stop_background.clone());
         let drain = Drain {
             lifecycle: lifecycle.clone(),
             tasks,
@@ -281,6 +289,7 @@ impl Prepared {
             disk,
             checkpoints,
             evaluator,
+            replica,
             store,
         };
         Ok(Collector { router, incoming, health, http, lifecycle, grace: config.shutdown_grace, drain })
@@ -549,6 +558,7 @@ struct Drain {
     disk: JoinHandle<()>,
     checkpoints: Option<JoinHandle<()>>,
     evaluator: JoinHandle<()>,
+    replica: replica::Replica,
     store: Arc<dyn EventStore>,
 }
 
@@ -572,6 +582,8 @@ impl Drain {
         {
             error!(error = %err, "the checkpoint task failed");
         }
+        // After the last checkpoint, which the leader signs still holding the lock.
+        self.replica.stop().await;
         // Last, so that the next start replays nothing: the checkpoint above is in it too.
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.snapshot(0)).await {

@@ -25,6 +25,9 @@
 //! | `qtrail_collector_witness_requests_total{result}` | counter | add-checkpoint requests this collector answered as a witness: `cosigned`, `conflict`, `fork`, `bad_proof`, `forbidden`, `unknown_log`, `malformed`, `internal` |
 //! | `qtrail_collector_cosignatures_total{witness, result}` | counter | checkpoints submitted to a witness: `ok` (cosignature stored with it) or `failed` |
 //! | `qtrail_collector_disk_free_bytes`, `qtrail_collector_disk_size_bytes` | gauge | the data directory's file system (alert at 80 % used) |
+//! | `qtrail_store_pool_connections{state}` | gauge | the shared store's pooled connections, `idle` or `busy` ([`store_pool`]) |
+//!
+//! Replicas over a shared store add `qtrail_replica_*` (see `crate::replica`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,6 +120,14 @@ pub(crate) fn store_bytes(bytes: u64) {
 /// Sets how many stored events the query indexes do not cover yet.
 pub(crate) fn index_lag(events: u64) {
     gauge!("qtrail_collector_index_lag_events").set(events as f64);
+}
+
+/// Sets the shared store's pooled connections: `idle` ones waiting, `busy` ones lent out. For
+/// the PostgreSQL store's pool to call whenever either changes.
+#[allow(dead_code, reason = "called by the PostgreSQL store's pool, which merges separately")]
+pub(crate) fn store_pool(idle: usize, busy: usize) {
+    gauge!("qtrail_store_pool_connections", "state" => "idle").set(idle as f64);
+    gauge!("qtrail_store_pool_connections", "state" => "busy").set(busy as f64);
 }
 
 /// Which gauge an [`Open`] guard holds up.

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use prost_types::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::fanout::Fanout;
@@ -65,6 +65,23 @@ pub(crate) struct GroupLimit {
 /// Returns the bytes of a batch's encoded events, what a group commit writes.
 fn batch_bytes(batch: &AppendBatch) -> usize {
     batch.events.iter().map(|event| event.encoded.len()).sum()
+}
+
+/// Where the writer announces committed records to tails.
+#[derive(Debug, Clone)]
+pub(crate) enum Publish {
+    /// Straight to the fan-out: this collector is its locations' only writer.
+    Fanout(Fanout),
+    /// Only a wake-up of this replica's follower: replicas over a shared store see each other's
+    /// records only through the store, so the follower publishes everyone's, this replica's too,
+    /// in position order (see `crate::replica`); waking it keeps local tails as fast as before.
+    Follower(Arc<Notify>),
+}
+
+impl From<Fanout> for Publish {
+    fn from(fanout: Fanout) -> Self {
+        Self::Fanout(fanout)
+    }
 }
 
 /// Records committed to one location's chain by one batch, in chain order.
@@ -147,18 +164,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer over `store`, committing up to `limit` per transaction, announcing
-    /// committed records on `committed` and to `indexer`.
+    /// committed records through `committed` (see [`Publish`]) and to `indexer`.
     ///
     /// # Errors
     /// When the thread cannot be started.
     pub(crate) fn spawn<S: Appender + ?Sized + 'static>(
         store: Arc<S>,
         limit: GroupLimit,
-        committed: Fanout,
+        committed: impl Into<Publish>,
         indexer: IndexerHandle,
     ) -> std::io::Result<(Self, WriterHandle)> {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let announce = Announce { tails: committed, indexer };
+        let announce = Announce { tails: committed.into(), indexer };
         let thread = std::thread::Builder::new()
             .name("qtrail-writer".into())
             .spawn(move || write_loop(store.as_ref(), queue, limit, &announce))?;
@@ -180,7 +197,7 @@ impl Writer {
 
 /// Who hears of committed records.
 struct Announce {
-    tails: Fanout,
+    tails: Publish,
     indexer: IndexerHandle,
 }
 
@@ -256,7 +273,15 @@ fn commit_group(store: &(impl Appender + ?Sized), jobs: Vec<Job>, announce: &Ann
             if accepted > 0 {
                 announce.indexer.committed(accepted);
             }
-            let tailed = announce.tails.has_subscribers();
+            let tailed = match &announce.tails {
+                Publish::Fanout(fanout) => fanout.has_subscribers(),
+                Publish::Follower(follower) => {
+                    if accepted > 0 {
+                        follower.notify_one();
+                    }
+                    false
+                }
+            };
             for (((sequence, reply), mut outcome), location) in replies.into_iter().zip(outcomes).zip(locations) {
                 // The stream fails on this batch; none of its later batches may be stored past
                 // the hole it leaves.
@@ -268,9 +293,12 @@ fn commit_group(store: &(impl Appender + ?Sized), jobs: Vec<Job>, announce: &Ann
                 }
                 // Without tails the records go back with the answer, so that freeing them is not
                 // the single writer's work.
-                if tailed && !outcome.stored.is_empty() {
+                if let Publish::Fanout(fanout) = &announce.tails
+                    && tailed
+                    && !outcome.stored.is_empty()
+                {
                     let records = std::mem::take(&mut outcome.stored);
-                    announce.tails.publish(Arc::new(Committed { location, records }));
+                    fanout.publish(Arc::new(Committed { location, records }));
                 }
                 let _ = reply.send(Ok(outcome));
             }

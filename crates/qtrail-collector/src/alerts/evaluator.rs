@@ -23,6 +23,7 @@ use super::webhook::{self, Channels};
 use crate::error::Result;
 use crate::fanout::Subscriber;
 use crate::ingest::blocking;
+use crate::replica::Role;
 use crate::store::EventStore;
 
 /// Events read per step of a location.
@@ -82,9 +83,16 @@ impl Progress for Notifier {
 }
 
 impl Evaluator {
-    /// Evaluates until `stop`, woken by committed batches, rule changes and the clock.
-    pub(crate) async fn run(self, mut committed: Subscriber, stop: CancellationToken) {
+    /// Evaluates while `role` leads, until `stop`, woken by committed batches, rule changes and
+    /// the clock: replicas over a shared store would otherwise each fire every rule.
+    pub(crate) async fn run(self, mut committed: Subscriber, mut role: Role, stop: CancellationToken) {
         loop {
+            if !role.is_leader() {
+                tokio::select! {
+                    () = role.wait_until(true) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
             // Everything committed so far is read by this evaluation: one wake-up for a burst.
             committed.skip_to_newest();
             let (store, state) = (self.store.clone(), self.state.clone());
@@ -101,6 +109,7 @@ impl Evaluator {
                 _ = committed.recv() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(TICK) => {}
+                () = role.wait_until(false) => {}
                 () = stop.cancelled() => break,
             }
         }

@@ -30,6 +30,7 @@ use crate::fanout::Fanout;
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
+use crate::replica::Role;
 use crate::store::EventStore;
 use evaluator::{Progress as _, now_millis, timestamp};
 use state::RuleState;
@@ -369,7 +370,13 @@ async fn next_change(changes: &mut Option<broadcast::Receiver<u64>>) -> Option<u
     }
 }
 
-/// Spawns the evaluator over the committed-batch fan-out until `stop`.
-pub(crate) fn spawn(evaluator: Evaluator, committed: &Fanout, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(evaluator.run(committed.subscribe(), stop))
+/// Spawns the evaluator over the committed-batch fan-out until `stop`; it evaluates only while
+/// `role` leads.
+pub(crate) fn spawn(
+    evaluator: Evaluator,
+    committed: &Fanout,
+    role: Role,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(evaluator.run(committed.subscribe(), role, stop))
 }

@@ -2,7 +2,7 @@
 //! directory (`common`), or the real binary as a child process (`binary`). One test binary, so
 //! the collector and its dependencies are linked once for all of them.
 //!
-//! Tests that read process-wide metrics from `/metrics` (`metrics`, `tail`, one of
+//! Tests that read process-wide metrics from `/metrics` (`metrics`, `tail`, `replica`, one of
 //! `publisher`), which the other tests' servers move too, each run in a process of their own
 //! (`qtrail_testkit::in_own_process`).
 
@@ -22,6 +22,7 @@ mod ingest;
 mod metrics;
 mod publisher;
 mod query;
+mod replica;
 mod rotation;
 mod tail;
 mod tamper;
