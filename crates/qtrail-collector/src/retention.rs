@@ -228,10 +228,26 @@ fn sweep_location(
     let pruned = store.pruned_through(location)?;
     let expires_before = now.seconds.saturating_sub(i64::from(days) * 86_400);
     let cutoff = cutoff(store, location, pruned, verified, expires_before)?;
-    if cutoff <= pruned {
+    // Held records kept by an earlier prune are looked at again, so a lifted hold takes effect.
+    let kept_before = pruned > 0 && first_present(store, location, pruned)?.is_some();
+    if cutoff <= pruned && !kept_before {
         return Ok(None);
     }
     store.prune(location, cutoff, keep).map(Some)
+}
+
+/// Returns the first position up to `through` still present (a held record kept by a prune).
+fn first_present(store: &dyn EventStore, location: &Location, through: u64) -> std::result::Result<Option<u64>, StoreError> {
+    let mut from = 1;
+    while from <= through {
+        // A limit counts positions, present or not, in some backends: step by it.
+        let records = store.chain_records(location, from, CHUNK)?;
+        if let Some(record) = records.first() {
+            return Ok((record.location_seq <= through).then_some(record.location_seq));
+        }
+        from += CHUNK as u64;
+    }
+    Ok(None)
 }
 
 /// Returns the newest position in `pruned + 1..=verified` up to which every record was received
