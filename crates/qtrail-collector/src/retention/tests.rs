@@ -161,3 +161,22 @@ async fn settings_are_checked_against_the_store() {
     set_hold(&store, request("", "acc-1", true, "case 9"), "admin").await.expect("hold");
     assert_eq!(holds(&store).await.expect("holds").len(), 1);
 }
+
+#[test]
+fn verify_chain_checks_what_remains_after_a_prune() {
+    use crate::chain::{CheckRange, verify_with_tree};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store_with_events(dir.path());
+    let loc = location("us-east");
+    store.set_retention(&policy(7)).expect("policy");
+    store.set_hold(&hold("", "acc-held"), true).expect("hold");
+    sweep(&store, &Archived(AtomicU64::new(100)), at(NOW));
+    for (from_seq, checked) in [(1, 6), (3, 6), (4, 5), (11, 5), (12, 4)] {
+        let verdict = verify_with_tree(&store, &loc, CheckRange { from_seq, to_seq: 15 }, 15, None).expect("verify");
+        assert!(verdict.ok, "from {from_seq}: {verdict:?}");
+        assert_eq!((verdict.checked, verdict.pruned_through), (checked, 10), "from {from_seq}");
+    }
+    let head = store.collector(&loc).expect("collector").expect("some").head_chain_hash;
+    let verdict = verify_with_tree(&store, &loc, CheckRange { from_seq: 1, to_seq: 15 }, 15, None).expect("verify");
+    assert_eq!(verdict.head_chain_hash, head);
+}
