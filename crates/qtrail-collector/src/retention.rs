@@ -152,7 +152,11 @@ fn check_account(account: &str) -> Result<&str> {
 }
 
 fn held_what(hold: &proto::LegalHold) -> String {
-    if hold.account.is_empty() { format!("location `{}`", hold.location) } else { format!("account `{}`", hold.account) }
+    if hold.account.is_empty() {
+        format!("location `{}`", hold.location)
+    } else {
+        format!("account `{}`", hold.account)
+    }
 }
 
 /// Returns every legal hold in force.
@@ -168,7 +172,8 @@ pub(crate) async fn holds(store: &Arc<dyn EventStore>) -> Result<Vec<proto::Lega
 /// name.
 pub(crate) fn accounts_of(record: &proto::StoredEvent) -> impl Iterator<Item = String> + '_ {
     let event = record.event.as_ref();
-    let crns = event.map(|event| [event.target.as_ref().map(|target| target.id.as_str()), Some(event.log_source_crn.as_str())]);
+    let crns = event
+        .map(|event| [event.target.as_ref().map(|target| target.id.as_str()), Some(event.log_source_crn.as_str())]);
     crns.into_iter()
         .flatten()
         .flatten()
@@ -185,9 +190,12 @@ pub fn sweep(store: &dyn EventStore, archive: &dyn ArchiveProgress, now: Timesta
             return Vec::new();
         }
     };
-    let held_locations: BTreeSet<&str> = holds.iter().map(|hold| hold.location.as_str()).filter(|l| !l.is_empty()).collect();
-    let held_accounts: BTreeSet<&str> = holds.iter().map(|hold| hold.account.as_str()).filter(|a| !a.is_empty()).collect();
-    let keep = |record: &proto::StoredEvent| accounts_of(record).any(|account| held_accounts.contains(account.as_str()));
+    let held_locations: BTreeSet<&str> =
+        holds.iter().map(|hold| hold.location.as_str()).filter(|l| !l.is_empty()).collect();
+    let held_accounts: BTreeSet<&str> =
+        holds.iter().map(|hold| hold.account.as_str()).filter(|a| !a.is_empty()).collect();
+    let keep =
+        |record: &proto::StoredEvent| accounts_of(record).any(|account| held_accounts.contains(account.as_str()));
     let mut done = Vec::new();
     for collector in store.collectors().unwrap_or_default() {
         let Ok(location) = collector.location.parse::<Location>() else { continue };
@@ -237,7 +245,11 @@ fn sweep_location(
 }
 
 /// Returns the first position up to `through` still present (a held record kept by a prune).
-fn first_present(store: &dyn EventStore, location: &Location, through: u64) -> std::result::Result<Option<u64>, StoreError> {
+fn first_present(
+    store: &dyn EventStore,
+    location: &Location,
+    through: u64,
+) -> std::result::Result<Option<u64>, StoreError> {
     let mut from = 1;
     while from <= through {
         // A limit counts positions, present or not, in some backends: step by it.
@@ -265,7 +277,8 @@ fn cutoff(
         let records = store.chain_records(location, from, CHUNK)?;
         let Some(next) = records.last().map(|record| record.location_seq + 1) else { break };
         for record in records {
-            let received = record.record.as_ref().and_then(|record| record.receive_time.as_ref()).map(|time| time.seconds);
+            let received =
+                record.record.as_ref().and_then(|record| record.receive_time.as_ref()).map(|time| time.seconds);
             // A record that does not decode, or is too young, ends the expired prefix.
             if record.location_seq > verified || !received.is_some_and(|seconds| seconds < expires_before) {
                 return Ok(cutoff);

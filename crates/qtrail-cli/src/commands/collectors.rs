@@ -32,7 +32,9 @@ pub async fn run(command: CollectorsCommand, settings: &Settings, out: &mut dyn 
                 client.get_collector(authorized(GetCollectorRequest { location }, &token)?).await?.into_inner();
             print_one(settings.output, &collector, out)
         }
-        CollectorsCommand::Retention(command) => super::retention::retention(command, &mut client, &token, settings, out).await,
+        CollectorsCommand::Retention(command) => {
+            super::retention::retention(command, &mut client, &token, settings, out).await
+        }
         CollectorsCommand::Hold(command) => super::retention::hold(command, &mut client, &token, settings, out).await,
         CollectorsCommand::List => {
             let list = client.list_collectors(authorized(ListCollectorsRequest {}, &token)?).await?.into_inner();

@@ -69,8 +69,12 @@ pub async fn hold(
         }
     };
     let HoldTarget { location, account } = target;
-    let request =
-        SetLegalHoldRequest { location: location.unwrap_or_default(), account: account.unwrap_or_default(), on, reason };
+    let request = SetLegalHoldRequest {
+        location: location.unwrap_or_default(),
+        account: account.unwrap_or_default(),
+        on,
+        reason,
+    };
     let hold = client.set_legal_hold(authorized(request, token)?).await?.into_inner();
     match settings.output {
         OutputFormat::Json => write_json(out, &json!({ "hold": hold_json(&hold), "on": on }))?,

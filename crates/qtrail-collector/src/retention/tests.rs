@@ -29,7 +29,13 @@ fn store_with_events(dir: &std::path::Path) -> FileStore {
     let loc = location("us-east");
     store.create_collector(&loc, at(1)).expect("create");
     let old: Vec<AuditEvent> = (1..=10)
-        .map(|i| if i == 3 { owned_by("acc-held", i * 1000) } else { event("us-east", Action::JobRead, "IBMid-1", "", 200, i * 1000) })
+        .map(|i| {
+            if i == 3 {
+                owned_by("acc-held", i * 1000)
+            } else {
+                event("us-east", Action::JobRead, "IBMid-1", "", 200, i * 1000)
+            }
+        })
         .collect();
     let young: Vec<AuditEvent> =
         (11..=15).map(|i| event("us-east", Action::JobRead, "IBMid-1", "", 200, i * 1000)).collect();

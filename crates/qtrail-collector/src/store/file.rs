@@ -57,8 +57,8 @@ use state::{FileChains, State, read_record};
 use tree::Trees;
 
 use super::embedded::DEFAULT_BUCKET_BITS;
-use super::index::{self, Index};
 use super::expiry::{Expiry, PruneOutcome, Removed};
+use super::index::{self, Index};
 use super::{AppendBatch, AppendOutcome, CheckpointEntry, EventStore, IndexStep, Result, StoreError, StoredBytes};
 use crate::filter::{Filter, Order};
 
@@ -577,7 +577,8 @@ impl EventStore for FileStore {
         let outcome = self.change_expiry(|expiry| {
             let through = through_seq.min(last).max(expiry.pruned_through(location.as_str()));
             let (kept, removed) = super::expiry::decide(present_records(self, location, through)?, keep);
-            let outcome = PruneOutcome { removed: removed.len() as u64, kept: kept.len() as u64, pruned_through: through };
+            let outcome =
+                PruneOutcome { removed: removed.len() as u64, kept: kept.len() as u64, pruned_through: through };
             expiry.set_pruned(location.as_str(), through, kept);
             Ok(outcome)
         })?;
@@ -648,7 +649,10 @@ fn present_records(
             break;
         };
         records.extend(
-            chunk.into_iter().filter(|record| record.location_seq <= through).map(|record| (record.location_seq, record.record)),
+            chunk
+                .into_iter()
+                .filter(|record| record.location_seq <= through)
+                .map(|record| (record.location_seq, record.record)),
         );
         from = next;
     }

@@ -34,7 +34,8 @@ const TMP_NAME: &str = "expiry.state.tmp";
 pub(super) fn load(dir: &Path) -> Result<Expiry> {
     let tmp = dir.join(TMP_NAME);
     if tmp.exists() {
-        std::fs::remove_file(&tmp).map_err(|err| StoreError::io("cannot remove an unfinished retention record", &err))?;
+        std::fs::remove_file(&tmp)
+            .map_err(|err| StoreError::io("cannot remove an unfinished retention record", &err))?;
         tracing::warn!(path = %tmp.display(), "an unfinished retention record was removed (a crash during a write)");
     }
     match std::fs::read(dir.join(FILE_NAME)) {
