@@ -280,7 +280,7 @@ fn cutoff(
             let received =
                 record.record.as_ref().and_then(|record| record.receive_time.as_ref()).map(|time| time.seconds);
             // A record that does not decode, or is too young, ends the expired prefix.
-            if record.location_seq > verified || !received.is_some_and(|seconds| seconds < expires_before) {
+            if record.location_seq > verified || received.is_none_or(|seconds| seconds >= expires_before) {
                 return Ok(cutoff);
             }
             cutoff = record.location_seq;
