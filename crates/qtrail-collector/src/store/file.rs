@@ -570,23 +570,7 @@ impl EventStore for FileStore {
         through_seq: u64,
         keep: &dyn Fn(&proto::StoredEvent) -> bool,
     ) -> Result<PruneOutcome> {
-        let last = match self.read_state().location(location.as_str()) {
-            Some(chain) => chain.positions.len() as u64,
-            None => return Err(StoreError::NoCollector(location.to_string())),
-        };
-        let outcome = self.change_expiry(|expiry| {
-            let through = through_seq.min(last).max(expiry.pruned_through(location.as_str()));
-            let (kept, removed) = super::expiry::decide(present_records(self, location, through)?, keep);
-            let outcome =
-                PruneOutcome { removed: removed.len() as u64, kept: kept.len() as u64, pruned_through: through };
-            expiry.set_pruned(location.as_str(), through, kept);
-            Ok(outcome)
-        })?;
-        let removed = Removed::of(self.lock_expiry().pruned(location.as_str()));
-        if let Some(chain) = self.write_state().locations.get_mut(location.as_str()) {
-            chain.removed = removed;
-        }
-        Ok(outcome)
+        expiry::prune(self, location, through_seq, keep)
     }
 
     fn pruned_through(&self, location: &Location) -> Result<u64> {
@@ -631,32 +615,6 @@ impl EventStore for FileStore {
             Ok(self.load(location, seq)?.flatten().filter(|record| filter.matches(record)))
         })
     }
-}
-
-/// Returns the records of `location` still present at positions up to `through`, decoded
-/// (`None` when a record no longer decodes), for a prune to decide on.
-fn present_records(
-    store: &FileStore,
-    location: &Location,
-    through: u64,
-) -> Result<Vec<(u64, Option<proto::StoredEvent>)>> {
-    const CHUNK: usize = 4096;
-    let mut records = Vec::new();
-    let mut from = 1;
-    while from <= through {
-        let chunk = store.chain_records(location, from, CHUNK)?;
-        let Some(next) = chunk.last().map(|record| record.location_seq + 1) else {
-            break;
-        };
-        records.extend(
-            chunk
-                .into_iter()
-                .filter(|record| record.location_seq <= through)
-                .map(|record| (record.location_seq, record.record)),
-        );
-        from = next;
-    }
-    Ok(records)
 }
 
 #[cfg(test)]

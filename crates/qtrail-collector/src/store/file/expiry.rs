@@ -15,9 +15,12 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::sync_dir;
-use crate::store::expiry::Expiry;
-use crate::store::{Result, StoreError};
+use qtrail_cadf::Location;
+use qtrail_proto::qtrail::audit::v1 as proto;
+
+use super::{FileStore, sync_dir};
+use crate::store::expiry::{Expiry, PruneOutcome, Removed, decide};
+use crate::store::{EventStore as _, Result, StoreError};
 
 /// File name of the record inside the data directory.
 pub(super) const FILE_NAME: &str = "expiry.state";
@@ -61,6 +64,58 @@ pub(super) fn save(dir: &Path, expiry: &Expiry) -> Result<()> {
     sync_dir(dir)
 }
 
+/// [`crate::store::EventStore::prune`] of the file store: decides on the records, stores the
+/// new record durably, and only then hides the removed records from reads.
+pub(super) fn prune(
+    store: &FileStore,
+    location: &Location,
+    through_seq: u64,
+    keep: &dyn Fn(&proto::StoredEvent) -> bool,
+) -> Result<PruneOutcome> {
+    let last = match store.read_state().location(location.as_str()) {
+        Some(chain) => chain.positions.len() as u64,
+        None => return Err(StoreError::NoCollector(location.to_string())),
+    };
+    let outcome = store.change_expiry(|expiry| {
+        let through = through_seq.min(last).max(expiry.pruned_through(location.as_str()));
+        let (kept, removed) = decide(present_records(store, location, through)?, keep);
+        let outcome = PruneOutcome { removed: removed.len() as u64, kept: kept.len() as u64, pruned_through: through };
+        expiry.set_pruned(location.as_str(), through, kept);
+        Ok(outcome)
+    })?;
+    let removed = Removed::of(store.lock_expiry().pruned(location.as_str()));
+    if let Some(chain) = store.write_state().locations.get_mut(location.as_str()) {
+        chain.removed = removed;
+    }
+    Ok(outcome)
+}
+
+/// Returns the records of `location` still present at positions up to `through`, decoded
+/// (`None` when a record no longer decodes), for a prune to decide on.
+fn present_records(
+    store: &FileStore,
+    location: &Location,
+    through: u64,
+) -> Result<Vec<(u64, Option<proto::StoredEvent>)>> {
+    const CHUNK: usize = 4096;
+    let mut records = Vec::new();
+    let mut from = 1;
+    while from <= through {
+        let chunk = store.chain_records(location, from, CHUNK)?;
+        let Some(next) = chunk.last().map(|record| record.location_seq + 1) else {
+            break;
+        };
+        records.extend(
+            chunk
+                .into_iter()
+                .filter(|record| record.location_seq <= through)
+                .map(|record| (record.location_seq, record.record)),
+        );
+        from = next;
+    }
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +132,36 @@ mod tests {
         std::fs::write(dir.path().join(TMP_NAME), &new.to_bytes()[..5]).expect("write tmp");
         assert_eq!(load(dir.path()).expect("load"), old);
         assert!(!dir.path().join(TMP_NAME).exists());
+    }
+
+    /// A kill -9 during a prune, before the new record is renamed into place: the store opens
+    /// with the prune before it, every record it did not remove intact; the prune done again
+    /// then takes effect.
+    #[test]
+    fn a_prune_cut_before_its_rename_leaves_the_previous_prune() {
+        use crate::store::conformance::{append_all, at, location, simple_events};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let loc = location("us-east");
+        {
+            let store = FileStore::open(dir.path(), 1 << 20).expect("open");
+            store.create_collector(&loc, at(1)).expect("create");
+            append_all(&store, "us-east", &simple_events("us-east", 12));
+            store.prune(&loc, 5, &|_| false).expect("prune");
+            let mut next = load(dir.path()).expect("load");
+            next.set_pruned("us-east", 8, Vec::new());
+            std::fs::write(dir.path().join(TMP_NAME), next.to_bytes()).expect("write tmp");
+        }
+        let store = FileStore::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(store.pruned_through(&loc).expect("pruned"), 5);
+        let seqs = |store: &FileStore| -> Vec<u64> {
+            store.events(&loc, 1, 100).expect("events").iter().map(|record| record.location_seq).collect()
+        };
+        assert_eq!(seqs(&store), (6..=12).collect::<Vec<_>>());
+        assert_eq!(store.prune(&loc, 8, &|_| false).expect("prune").removed, 3);
+        drop(store);
+        let store = FileStore::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(seqs(&store), (9..=12).collect::<Vec<_>>());
+        assert_eq!(store.last_seq(&loc).expect("last"), 12);
     }
 
     #[test]
