@@ -13,6 +13,7 @@ mod monitor;
 mod proofs;
 mod publishers;
 mod receipts;
+mod retention;
 mod servers;
 mod timeline;
 mod tlog_interop;

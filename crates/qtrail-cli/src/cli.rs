@@ -162,6 +162,61 @@ pub enum CollectorsCommand {
         /// Location.
         location: String,
     },
+    /// Set or show how long a location's events are kept (events expire only once archived).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Place, lift and list legal holds: nothing under a hold expires.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+}
+
+/// `qtrail collectors retention …`
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Keep a location's events for DAYS after they were received (0: forever).
+    Set {
+        /// Location.
+        location: String,
+        /// Days, at most 36500; 0 turns retention off.
+        days: u32,
+    },
+    /// Show a location's retention policy.
+    Get {
+        /// Location.
+        location: String,
+    },
+}
+
+/// What a legal hold covers: a location or an account.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct HoldTarget {
+    /// Hold every event of this location.
+    #[arg(long, value_name = "LOCATION")]
+    pub location: Option<String>,
+    /// Hold every event whose target or log source belongs to this account.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: Option<String>,
+}
+
+/// `qtrail collectors hold …`
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a legal hold.
+    Add {
+        #[command(flatten)]
+        target: HoldTarget,
+        /// Why, e.g. a case number.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a legal hold.
+    Remove {
+        #[command(flatten)]
+        target: HoldTarget,
+    },
+    /// List the legal holds in force.
+    List,
 }
 
 /// `qtrail programs …`

@@ -141,7 +141,19 @@ fn verifier<'a>(
         }
         before = Some(oldest);
     }
-    Ok(Verifier { store, location, range, chain_end, heads, damaged, checked: 0, checkpoints_checked: 0, tree })
+    let pruned_through = store.pruned_through(location)?;
+    Ok(Verifier {
+        store,
+        location,
+        range,
+        chain_end,
+        heads,
+        damaged,
+        checked: 0,
+        checkpoints_checked: 0,
+        tree,
+        pruned_through,
+    })
 }
 
 struct Verifier<'a> {
@@ -156,6 +168,8 @@ struct Verifier<'a> {
     damaged: Vec<(u64, String)>,
     checked: u64,
     checkpoints_checked: u64,
+    /// Positions up to here were pruned (see [`EventStore::prune`]): their absence is no fault.
+    pruned_through: u64,
     /// The tree's check, fed each chunk's leaf hashes once the chunk's records are intact.
     tree: Option<TreeCheck<'a>>,
 }
@@ -194,6 +208,9 @@ impl Verifier<'_> {
             Err(fault) => return Ok(self.fault(fault)),
         };
         let mut next_seq = from_seq;
+        // The position before the range was pruned: no record gives the anchor, the first one
+        // read does (see below).
+        let mut reanchor = from_seq > 1 && from_seq - 1 <= self.pruned_through;
         while next_seq <= to_seq {
             let limit = usize::try_from((to_seq - next_seq + 1).min(CHUNK as u64)).unwrap_or(CHUNK);
             let chunk = self.store.stored_bytes(self.location, next_seq, limit)?;
@@ -207,8 +224,19 @@ impl Verifier<'_> {
                 if stored.location_seq > to_seq {
                     break;
                 }
-                if stored.location_seq != next_seq {
-                    return Ok(self.fault(missing(next_seq, format!("location_seq {next_seq} is absent"))));
+                if stored.location_seq != next_seq || reanchor {
+                    reanchor = false;
+                    // Across a pruned stretch the chain is anchored by the stored link of the
+                    // first record after it; the Merkle tree is no longer walked leaf by leaf
+                    // (its hashes and the checkpoints still prove what remains, see the README).
+                    match digest {
+                        Some(digest) if stored.location_seq - 1 <= self.pruned_through => {
+                            expected_prev = digest.prev;
+                            next_seq = stored.location_seq;
+                            self.tree = None;
+                        }
+                        _ => return Ok(self.fault(missing(next_seq, format!("location_seq {next_seq} is absent")))),
+                    }
                 }
                 let checked = match digest {
                     Some(digest) if digest.fits(&expected_prev) => Ok((digest.hash, digest.leaf)),
@@ -231,7 +259,7 @@ impl Verifier<'_> {
                 tree.chunk(first, &leaves)?;
             }
         }
-        if next_seq <= to_seq {
+        if next_seq <= to_seq && to_seq > self.pruned_through {
             return Ok(self.fault(missing(
                 next_seq,
                 format!("location_seq {next_seq} is absent: the chain ends at {} of {to_seq}", next_seq - 1),
@@ -304,6 +332,10 @@ impl Verifier<'_> {
             return Ok(Ok(ChainHash::GENESIS));
         }
         let before = from_seq - 1;
+        if before <= self.pruned_through {
+            // Pruned: the run anchors on the first record it reads (see `run`).
+            return Ok(Ok(ChainHash::GENESIS));
+        }
         let record = self.store.chain_records(self.location, before, 1)?.into_iter().next();
         let anchor = record
             .filter(|entry| entry.location_seq == before)
@@ -429,6 +461,7 @@ impl Verifier<'_> {
             head_chain_hash: if self.checked == 0 { Vec::new() } else { head.as_bytes().to_vec() },
             fault: None,
             checkpoints_checked: self.checkpoints_checked,
+            pruned_through: self.pruned_through,
         }
     }
 
@@ -441,6 +474,7 @@ impl Verifier<'_> {
             head_chain_hash: Vec::new(),
             fault: Some(fault),
             checkpoints_checked: self.checkpoints_checked,
+            pruned_through: self.pruned_through,
         }
     }
 }

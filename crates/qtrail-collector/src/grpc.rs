@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
+use crate::retention;
 use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
 
@@ -103,6 +104,8 @@ impl tonic::service::Interceptor for Authorizer {
 #[derive(Debug, Clone)]
 pub(crate) struct AdminService {
     pub(crate) registry: Registry,
+    /// Where retention policies and legal holds are kept (see [`crate::retention`]).
+    pub(crate) store: std::sync::Arc<dyn crate::store::EventStore>,
 }
 
 #[tonic::async_trait]
@@ -128,6 +131,41 @@ impl CollectorAdmin for AdminService {
         _request: Request<proto::ListCollectorsRequest>,
     ) -> Result<Response<proto::ListCollectorsResponse>, Status> {
         Ok(Response::new(proto::ListCollectorsResponse { collectors: self.registry.list().await? }))
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<proto::SetRetentionRequest>,
+    ) -> Result<Response<proto::RetentionPolicy>, Status> {
+        require_role(&request, Role::Admin)?;
+        let caller = caller_name(&request);
+        let request = request.into_inner();
+        Ok(Response::new(retention::set_retention(&self.store, &request.location, request.days, &caller).await?))
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<proto::GetRetentionRequest>,
+    ) -> Result<Response<proto::RetentionPolicy>, Status> {
+        require_role(&request, Role::Admin)?;
+        Ok(Response::new(retention::retention(&self.store, &request.into_inner().location).await?))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<proto::SetLegalHoldRequest>,
+    ) -> Result<Response<proto::LegalHold>, Status> {
+        require_role(&request, Role::Admin)?;
+        let caller = caller_name(&request);
+        Ok(Response::new(retention::set_hold(&self.store, request.into_inner(), &caller).await?))
+    }
+
+    async fn list_legal_holds(
+        &self,
+        request: Request<proto::ListLegalHoldsRequest>,
+    ) -> Result<Response<proto::ListLegalHoldsResponse>, Status> {
+        require_role(&request, Role::Admin)?;
+        Ok(Response::new(proto::ListLegalHoldsResponse { holds: retention::holds(&self.store).await? }))
     }
 }
 

@@ -35,6 +35,7 @@ mod meters;
 pub mod query;
 pub mod registry;
 mod replica;
+pub mod retention;
 pub mod store;
 mod tiles;
 pub mod tokens;
@@ -217,6 +218,8 @@ impl Prepared {
         let tokens = Arc::new(config.tokens.clone());
         let registry = registry::Registry::new(store.clone());
         count_stored(&registry).await;
+        // No archiver yet: a policy cannot take effect (see `retention`).
+        retention::warn_without_archive(store.as_ref());
         let note_key = checkpoint_keys.as_ref().map(|keys| (config.log_origin_prefix.clone(), keys.public_keys()));
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
         let stop_background = CancellationToken::new();
@@ -238,7 +241,7 @@ impl Prepared {
         let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_keys.as_ref());
         let http = HttpSide::build(http_listener, console, tiles, witness, metrics_token, &tls)?;
 
-        let admin = AdminService { registry };
+        let admin = AdminService { registry, store: store.clone() };
         let ingest = IngestService {
             ingest: ingest::Ingest::new(store.clone(), writer_handle, lifecycle.clone()),
             tasks: tasks.clone(),

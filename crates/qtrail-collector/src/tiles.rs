@@ -256,6 +256,14 @@ async fn tile(State(tiles): Shared, Path((location, path)): Path<(String, String
 fn entries(store: &dyn EventStore, location: &Location, tile: Tile) -> Result<Vec<u8>, TileError> {
     let first = tile.index * u64::from(qtrail_tlog::TILE_WIDTH) + 1;
     let records = store.events(location, first, tile.width as usize)?;
+    let last = first + u64::from(tile.width) - 1;
+    if records.len() < tile.width as usize && last <= store.pruned_through(location)? {
+        // Hash tiles stay: they, with the archived events, still prove the range.
+        return Err(TileError::NotFound(format!(
+            "the entries of {} were pruned (archived) from location `{location}`",
+            tile.path()
+        )));
+    }
     let mut leaves = Vec::with_capacity(records.len());
     for (seq, record) in (first..).zip(&records) {
         if record.location_seq != seq {

@@ -1,4 +1,4 @@
-//! `qtrail collectors create | list | get`.
+//! `qtrail collectors create | list | get | retention | hold`.
 
 use std::io::Write;
 
@@ -32,6 +32,10 @@ pub async fn run(command: CollectorsCommand, settings: &Settings, out: &mut dyn 
                 client.get_collector(authorized(GetCollectorRequest { location }, &token)?).await?.into_inner();
             print_one(settings.output, &collector, out)
         }
+        CollectorsCommand::Retention(command) => {
+            super::retention::retention(command, &mut client, &token, settings, out).await
+        }
+        CollectorsCommand::Hold(command) => super::retention::hold(command, &mut client, &token, settings, out).await,
         CollectorsCommand::List => {
             let list = client.list_collectors(authorized(ListCollectorsRequest {}, &token)?).await?.into_inner();
             if settings.output == OutputFormat::Json {

@@ -6,3 +6,4 @@ pub mod events;
 pub mod jobs;
 pub mod programs;
 pub mod proof;
+pub mod retention;

@@ -90,11 +90,14 @@ fn prove(
     if index >= head.tree_size {
         return Err(uncovered(store, location, index, tree_size, head.tree_size)?);
     }
-    let record = store
-        .events(location, seq, 1)?
-        .into_iter()
-        .find(|record| record.location_seq == seq)
-        .ok_or_else(|| Error::EventNotFound { location: location.to_string(), location_seq: seq })?;
+    let record = store.events(location, seq, 1)?.into_iter().find(|record| record.location_seq == seq);
+    let Some(record) = record else {
+        // Pruned by retention: its archive and the tree's stored hashes prove it (see the README).
+        if seq <= store.pruned_through(location)? {
+            return Err(Error::FailedPrecondition(format!("position {seq} was pruned (archived)")));
+        }
+        return Err(Error::EventNotFound { location: location.to_string(), location_seq: seq });
+    };
     let corrupt = |detail: String| Error::Store(StoreError::Corrupt(format!("location `{location}`: {detail}")));
     let leaf = canonical_of(&record).ok_or_else(|| corrupt(format!("the event at leaf_index {index} is not valid")))?;
     let reader = TreeReader { store, location };

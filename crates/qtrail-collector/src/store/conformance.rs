@@ -4,10 +4,11 @@
 
 //!
 //! The checks are grouped by what they cover: [`appends`], [`publishers`], [`queries`],
-//! [`checkpoints`] and [`tree`]; the builders they share are here.
+//! [`checkpoints`], [`tree`] and [`pruning`]; the builders they share are here.
 
 mod appends;
 mod checkpoints;
+mod pruning;
 mod publishers;
 mod queries;
 mod tree;
@@ -23,6 +24,7 @@ use appends::{
     reopen_after_close,
 };
 use checkpoints::checkpoints;
+use pruning::{prune_removes_all_but_held, retention_and_holds_are_durable};
 use publishers::{gap_limit, gaps, publisher_binding, rejected_seqs};
 use queries::{filters_and_paging, queries_while_the_index_lags, reopen_with_the_index_behind};
 use tree::{tree_follows_the_events, tree_is_atomic_with_the_append};
@@ -35,7 +37,7 @@ type Check = fn(Factory<'_>, &Path);
 
 /// Runs every conformance check, each in a fresh directory.
 pub(crate) fn run_all(factory: Factory<'_>) {
-    let checks: [(&str, Check); 17] = [
+    let checks: [(&str, Check); 19] = [
         ("collectors", collectors),
         ("concurrent_creates", concurrent_creates),
         ("dense_seqs_and_chain", dense_seqs_and_chain),
@@ -53,6 +55,8 @@ pub(crate) fn run_all(factory: Factory<'_>) {
         ("publisher_binding", publisher_binding),
         ("tree_follows_the_events", tree_follows_the_events),
         ("tree_is_atomic_with_the_append", tree_is_atomic_with_the_append),
+        ("prune_removes_all_but_held", prune_removes_all_but_held),
+        ("retention_and_holds_are_durable", retention_and_holds_are_durable),
     ];
     for (name, check) in checks {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -31,6 +31,7 @@
 //! event committed before it began, however far behind the indexer is.
 
 mod chain;
+mod expiry;
 mod hashes;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ use chain::{RedbChain, RedbChains};
 
 use super::index::{self, Index, missing_is_none};
 
+use super::expiry::PruneOutcome;
 use super::record::RecordOrigin;
 use super::{
     AppendBatch, AppendOutcome, Appended, CheckpointEntry, EventStore, IndexStep, Result, StoreError, StoredBytes,
@@ -315,7 +317,53 @@ impl EventStore for RedbStore {
         else {
             return Ok(0);
         };
-        Ok(table.last()?.map_or(0, |(key, _)| key.value()))
+        let newest = table.last()?.map_or(0, |(key, _)| key.value());
+        // A prune may have removed the newest records; the collector row still counts them.
+        let counted = read_collector(&txn, location.as_str())?.map_or(0, |collector| collector.event_count);
+        Ok(newest.max(counted))
+    }
+
+    fn prune(
+        &self,
+        location: &Location,
+        through_seq: u64,
+        keep: &dyn Fn(&proto::StoredEvent) -> bool,
+    ) -> Result<PruneOutcome> {
+        let last = match self.collector(location)? {
+            Some(collector) => collector.event_count,
+            None => return Err(StoreError::NoCollector(location.to_string())),
+        };
+        let txn = self.begin_durable_write()?;
+        let outcome = expiry::prune(&txn, location, through_seq, last, keep)?;
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    fn pruned_through(&self, location: &Location) -> Result<u64> {
+        Ok(expiry::read(&self.db.begin_read()?)?.pruned_through(location.as_str()))
+    }
+
+    fn retention(&self, location: &Location) -> Result<proto::RetentionPolicy> {
+        Ok(expiry::read(&self.db.begin_read()?)?.retention(location.as_str()))
+    }
+
+    fn set_retention(&self, policy: &proto::RetentionPolicy) -> Result<()> {
+        let txn = self.begin_durable_write()?;
+        expiry::change(&txn, |record| {
+            record.set_retention(policy);
+            Ok(())
+        })?;
+        Ok(txn.commit()?)
+    }
+
+    fn holds(&self) -> Result<Vec<proto::LegalHold>> {
+        Ok(expiry::read(&self.db.begin_read()?)?.holds)
+    }
+
+    fn set_hold(&self, hold: &proto::LegalHold, on: bool) -> Result<()> {
+        let txn = self.begin_durable_write()?;
+        expiry::change(&txn, |record| record.set_hold(hold, on))?;
+        Ok(txn.commit()?)
     }
 
     fn read_hashes(&self, location: &Location, indexes: &[u64]) -> Result<Vec<Hash>> {

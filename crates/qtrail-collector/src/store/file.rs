@@ -28,6 +28,7 @@
 //! hash of the last position indexed; at open a mark that does not fit the log (the index is
 //! from another log, or the log was replaced) drops that location's index, which is rebuilt.
 
+mod expiry;
 mod group;
 mod ids;
 mod log;
@@ -56,6 +57,7 @@ use state::{FileChains, State, read_record};
 use tree::Trees;
 
 use super::embedded::DEFAULT_BUCKET_BITS;
+use super::expiry::{Expiry, PruneOutcome, Removed};
 use super::index::{self, Index};
 use super::{AppendBatch, AppendOutcome, CheckpointEntry, EventStore, IndexStep, Result, StoreError, StoredBytes};
 use crate::filter::{Filter, Order};
@@ -74,6 +76,9 @@ pub struct FileStore {
     dir: PathBuf,
     /// The last snapshot of the state (see [`snapshot`]), held while one is written.
     snapshots: Mutex<SnapshotMark>,
+    /// Retention policies, legal holds and pruned ranges (see [`expiry`]), held while one of
+    /// them changes.
+    expiry: Mutex<Expiry>,
 }
 
 /// Where the last snapshot ends in the log, and its size.
@@ -135,6 +140,12 @@ impl FileStore {
         for (location, chain) in &state.locations {
             trees.repair(location, &file, &chain.positions, &chain.durable_tree_heads())?;
         }
+        // After the tree repair, which reads every record the log holds, pruned or not.
+        let expiry = expiry::load(data_dir)?;
+        let mut state = state;
+        for (location, chain) in &mut state.locations {
+            chain.removed = Removed::of(expiry.pruned(location));
+        }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
         Ok(Self {
@@ -145,6 +156,7 @@ impl FileStore {
             index,
             dir: data_dir.to_owned(),
             snapshots: Mutex::new(mark),
+            expiry: Mutex::new(expiry),
         })
     }
 
@@ -186,6 +198,21 @@ impl FileStore {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_expiry(&self) -> std::sync::MutexGuard<'_, Expiry> {
+        self.expiry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `change` to a copy of the retention record, stores the copy durably, and only
+    /// then makes it the record: a failed write changes nothing.
+    fn change_expiry<T>(&self, change: impl FnOnce(&mut Expiry) -> Result<T>) -> Result<T> {
+        let mut expiry = self.lock_expiry();
+        let mut changed = expiry.clone();
+        let value = change(&mut changed)?;
+        expiry::save(&self.dir, &changed)?;
+        *expiry = changed;
+        Ok(value)
+    }
+
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -198,7 +225,11 @@ impl FileStore {
             let Some(index) = seq.checked_sub(1).and_then(|index| usize::try_from(index).ok()) else {
                 return Ok(None);
             };
-            match state.location(location.as_str()).and_then(|state| state.positions.get(index)) {
+            match state
+                .location(location.as_str())
+                .filter(|state| !state.removed.contains(seq))
+                .and_then(|state| state.positions.get(index))
+            {
                 Some(position) => *position,
                 None => return Ok(None),
             }
@@ -531,6 +562,38 @@ impl EventStore for FileStore {
             .take(limit)
             .map(|(number, bytes)| CheckpointEntry::read(location, *number, bytes))
             .collect())
+    }
+
+    fn prune(
+        &self,
+        location: &Location,
+        through_seq: u64,
+        keep: &dyn Fn(&proto::StoredEvent) -> bool,
+    ) -> Result<PruneOutcome> {
+        expiry::prune(self, location, through_seq, keep)
+    }
+
+    fn pruned_through(&self, location: &Location) -> Result<u64> {
+        Ok(self.lock_expiry().pruned_through(location.as_str()))
+    }
+
+    fn retention(&self, location: &Location) -> Result<proto::RetentionPolicy> {
+        Ok(self.lock_expiry().retention(location.as_str()))
+    }
+
+    fn set_retention(&self, policy: &proto::RetentionPolicy) -> Result<()> {
+        self.change_expiry(|expiry| {
+            expiry.set_retention(policy);
+            Ok(())
+        })
+    }
+
+    fn holds(&self) -> Result<Vec<proto::LegalHold>> {
+        Ok(self.lock_expiry().holds.clone())
+    }
+
+    fn set_hold(&self, hold: &proto::LegalHold, on: bool) -> Result<()> {
+        self.change_expiry(|expiry| expiry.set_hold(hold, on))
     }
 
     fn query(

@@ -15,6 +15,7 @@
 //! [`proto::PublisherState`]) because those are exactly what the collector serves.
 
 pub mod embedded;
+pub(crate) mod expiry;
 pub mod file;
 pub(crate) mod index;
 pub mod migrate;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 use crate::filter::{Filter, Order};
 
 pub use embedded::RedbStore;
+pub use expiry::PruneOutcome;
 pub use file::FileStore;
 
 /// Result of store operations.
@@ -383,6 +385,61 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Backend`] on storage failure.
     fn checkpoints(&self, location: &Location, before: Option<u64>, limit: usize) -> Result<Vec<CheckpointEntry>>;
+
+    /// Removes the records of `location` at positions up to `through_seq` (capped at the last
+    /// one), except those `keep` keeps (held) and those that no longer decode (evidence of
+    /// damage). The Merkle tree's stored hashes, the checkpoints, the collector and the event
+    /// ids stay: proofs for what remains, and for archived events, stay valid, and an old event
+    /// published again is still a duplicate. Reads skip removed positions. Records kept by an
+    /// earlier prune are examined again, so a lifted hold lets them go. Atomic and durable.
+    ///
+    /// # Errors
+    /// [`StoreError::NoCollector`] when the location has none; [`StoreError::Backend`] on
+    /// storage failure or when the backend cannot prune (nothing removed).
+    fn prune(
+        &self,
+        location: &Location,
+        through_seq: u64,
+        keep: &dyn Fn(&proto::StoredEvent) -> bool,
+    ) -> Result<PruneOutcome> {
+        let _ = (location, through_seq, keep);
+        Err(StoreError::Backend("this store cannot prune".into()))
+    }
+
+    /// Returns the position up to which `location` was pruned, 0 when nothing was.
+    fn pruned_through(&self, location: &Location) -> Result<u64> {
+        let _ = location;
+        Ok(0)
+    }
+
+    /// Returns the retention policy of `location` (0 days, off, when none is set).
+    fn retention(&self, location: &Location) -> Result<proto::RetentionPolicy> {
+        Ok(proto::RetentionPolicy { location: location.to_string(), days: 0 })
+    }
+
+    /// Sets the retention policy of its location, durably; 0 days removes it.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on storage failure or when the backend cannot keep one.
+    fn set_retention(&self, policy: &proto::RetentionPolicy) -> Result<()> {
+        let _ = policy;
+        Err(StoreError::Backend("this store cannot keep a retention policy".into()))
+    }
+
+    /// Returns the legal holds in force, locations first.
+    fn holds(&self) -> Result<Vec<proto::LegalHold>> {
+        Ok(Vec::new())
+    }
+
+    /// Places (`on`) or lifts the hold on `hold`'s location or account, durably.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on storage failure, when there are too many holds, or when the
+    /// backend cannot keep them.
+    fn set_hold(&self, hold: &proto::LegalHold, on: bool) -> Result<()> {
+        let _ = (hold, on);
+        Err(StoreError::Backend("this store cannot keep legal holds".into()))
+    }
 
     /// Returns up to `limit` decoded events from `from_seq` on, ascending.
     ///

@@ -231,7 +231,14 @@ fn decode(body: &[u8]) -> std::result::Result<(State, u32), Unusable> {
             return Err(Unusable::Damaged("a tree size"));
         }
         let snapshot_tree = (tree_size > 0).then_some((tree_size, tree_root));
-        let location = LocationState { collector, positions, ids: Ids::from_sorted(ids), checkpoints, snapshot_tree };
+        let location = LocationState {
+            collector,
+            positions,
+            ids: Ids::from_sorted(ids),
+            checkpoints,
+            snapshot_tree,
+            removed: Default::default(),
+        };
         state.locations.insert(location.collector.location.clone(), location);
     }
     for _ in 0..input.u32()? {

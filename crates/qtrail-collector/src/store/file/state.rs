@@ -13,6 +13,7 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 
 use super::ids::Ids;
 use super::log::{FrameItem, Item, take_location};
+use crate::store::expiry::Removed;
 use crate::store::index::{Chain, Chains, Records, SeqBounds, Seqs};
 use crate::store::{Result, StoreError};
 
@@ -38,6 +39,8 @@ pub(super) struct LocationState {
     /// [`super::snapshot`]): where the tree repair of an open may start, like a checkpoint's.
     /// `None` when the state was replayed whole.
     pub(super) snapshot_tree: Option<(u64, qtrail_tlog::Hash)>,
+    /// Positions pruned (see [`super::expiry`]): still in the log, never read.
+    pub(super) removed: Removed,
 }
 
 /// Everything in memory.
@@ -99,6 +102,7 @@ impl State {
             ids: Ids::default(),
             checkpoints: BTreeMap::new(),
             snapshot_tree: None,
+            removed: Removed::default(),
         };
         self.locations.insert(collector.location, location);
     }
@@ -189,7 +193,11 @@ impl FileChain<'_> {
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let index = usize::try_from(seq - 1).ok()?;
-        state.location(&self.location)?.positions.get(index).copied()
+        let chain = state.location(&self.location)?;
+        if chain.removed.contains(seq) {
+            return None;
+        }
+        chain.positions.get(index).copied()
     }
 
     fn dense(&self, bounds: SeqBounds, descending: bool) -> Box<dyn Iterator<Item = u64> + Send> {
@@ -209,14 +217,14 @@ impl FileChain<'_> {
     /// Reads the records `first..=last`, ascending, one `pread` per stretch of the log in which
     /// they lie close together.
     pub(super) fn run(&self, first: u64, last: u64) -> Result<Vec<(u64, Vec<u8>)>> {
-        let positions: Vec<Position> = {
+        let (positions, removed): (Vec<Position>, _) = {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
             let Some(chain) = state.location(&self.location) else {
                 return Ok(Vec::new());
             };
             let to = usize::try_from(last).unwrap_or(usize::MAX).min(chain.positions.len());
             let from = usize::try_from(first - 1).unwrap_or(usize::MAX).min(to);
-            chain.positions[from..to].to_vec()
+            (chain.positions[from..to].to_vec(), chain.removed.clone())
         };
         let mut records = Vec::with_capacity(positions.len());
         let mut seq = first;
@@ -234,7 +242,10 @@ impl FileChain<'_> {
                 let bytes = span.get(at..at + position.len as usize).ok_or_else(|| {
                     StoreError::Corrupt(format!("record at location_seq {seq} lies outside its stretch of the log"))
                 })?;
-                records.push((seq, bytes.to_vec()));
+                // A pruned record is still in the log; reads skip it (see `expiry`).
+                if !removed.contains(seq) {
+                    records.push((seq, bytes.to_vec()));
+                }
                 seq += 1;
             }
         }
