@@ -108,7 +108,8 @@ pub fn one_per_collector_action() -> Vec<AuditEvent> {
     Action::COLLECTOR
         .into_iter()
         .map(|action| {
-            let builder = EventBuilder::new(action, Crn::collector(&location), auditor.clone()).event_time(fixed_time());
+            let builder =
+                EventBuilder::new(action, Crn::collector(&location), auditor.clone()).event_time(fixed_time());
             let builder = match action {
                 Action::ConsoleLogin => builder,
                 Action::AlertRuleCreate | Action::AlertRuleUpdate | Action::AlertRuleDelete => {

@@ -258,8 +258,8 @@ impl EventQuery for QueryService {
     ) -> Result<Response<proto::VerifyChainResponse>, Status> {
         log_read(&request, "VerifyChain", &request.get_ref().location);
         let asked = request.get_ref();
-        let used = Use::log(Action::EventsVerify, User::of_grpc(&request), &asked.location)
-            .with_range(asked.range.as_ref());
+        let used =
+            Use::log(Action::EventsVerify, User::of_grpc(&request), &asked.location).with_range(asked.range.as_ref());
         let result = self.query.verify_chain(request.into_inner()).await;
         Ok(Response::new(self.recorded(used, result).await?))
     }

@@ -330,3 +330,108 @@ fn not_recorded(err: Error) -> Error {
         other => Error::NotRecorded(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::Fanout;
+    use crate::indexer::Indexer;
+    use crate::store::FileStore;
+    use crate::writer::{GroupLimit, MAX_GROUP_BYTES, Writer};
+
+    fn auditor() -> User {
+        User {
+            name: "auditor-1".into(),
+            address: "192.0.2.7".into(),
+            agent: "qtrail-cli/1".into(),
+            request_id: "req-42".into(),
+        }
+    }
+
+    /// A read becomes a valid event of the collector's own service, initiated by the token's
+    /// name, on the location's log, with the filter asked for and the request id.
+    #[test]
+    fn a_read_is_a_valid_event_of_the_collector() {
+        let location: Location = "us-east".parse().unwrap();
+        let filter = proto::EventFilter { action: "quantum-computing.job".into(), ..Default::default() };
+        let used = Use::log(Action::EventsRead, auditor(), "us-east").with_filter(Some(&filter));
+        let event = used.event(&location, None).unwrap();
+        event.validate().unwrap();
+        assert_eq!(event.action.as_str(), "qtrail.events.read");
+        assert_eq!(event.initiator.id, "auditor-1");
+        assert_eq!(event.initiator.credential_type, "token");
+        assert_eq!(event.initiator.host_address, "192.0.2.7");
+        assert_eq!(event.correlation_id, "req-42");
+        assert_eq!(event.target.crn.as_str(), "crn:v1:bluemix:public:qtrail:us-east::collector:log:us-east");
+        assert_eq!(event.request_data.unwrap()["filter"], json!({"action": "quantum-computing.job"}));
+        let cadf = qtrail_cadf::cadf_json::to_string(&used.event(&location, None).unwrap());
+        assert!(cadf.contains("\"action\":\"read\""), "{cadf}");
+    }
+
+    /// A refused call is recorded as a failure with its status; a rule change targets the rule;
+    /// a sign-in by an unknown token names no token.
+    #[test]
+    fn refusals_rules_and_unknown_tokens() {
+        let location: Location = "us-east".parse().unwrap();
+        let refused = Use::log(Action::EventsExport, auditor(), "us-east")
+            .event(&location, Some(&Error::invalid("unknown filter.action `x`")))
+            .unwrap();
+        assert_eq!(
+            (refused.reason.code, refused.reason.reason_for_failure.as_str()),
+            (400, "unknown filter.action `x`")
+        );
+        assert_eq!(refused.outcome, qtrail_cadf::Outcome::Failure);
+        let rule =
+            Use::rule(Action::AlertRuleDelete, auditor(), "us-east", "fail burst/1").event(&location, None).unwrap();
+        assert_eq!(rule.target.crn.resource_type(), "alert-rule");
+        assert_eq!(rule.target.name, "fail burst/1");
+        let stranger = User { name: String::new(), ..auditor() };
+        let login =
+            Use::log(Action::ConsoleLogin, stranger, "").event(&location, Some(&Error::Unauthenticated)).unwrap();
+        assert_eq!(login.initiator.id, UNKNOWN_TOKEN);
+        assert!(login.target.crn.is_instance());
+    }
+
+    /// Details are bounded: a filter of megabytes leaves a note of its size, and the event stays
+    /// valid.
+    #[test]
+    fn details_are_bounded() {
+        let location: Location = "us-east".parse().unwrap();
+        let filter = proto::EventFilter { initiator_id: "x".repeat(100_000), ..Default::default() };
+        let event = Use::log(Action::EventsRead, auditor(), "us-east").with_filter(Some(&filter));
+        let event = event.event(&location, None).unwrap();
+        assert_eq!(event.request_data.unwrap()["truncated"], json!(true));
+        let long = User { agent: bounded(&"a".repeat(10_000)), request_id: request_id(Some("has space")), ..auditor() };
+        let event = Use::log(Action::EventsRead, long, "us-east").event(&location, None).unwrap();
+        assert_eq!(event.initiator.host_agent.len(), MAX_HEADER_BYTES);
+        assert_ne!(event.correlation_id, "has space", "an implausible request id is replaced");
+    }
+
+    /// Recording goes through the writer into the location's chain under the reserved publisher,
+    /// seqs from 1; a location without collector records nothing and refuses nothing.
+    #[tokio::test]
+    async fn uses_reach_the_chain_through_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::open(dir.path(), 1024 * 1024).unwrap());
+        let location: Location = "us-east".parse().unwrap();
+        store.create_collector(&location, prost_types::Timestamp::default()).unwrap();
+        let (indexer, indexing) = Indexer::spawn(store.clone(), u64::MAX).unwrap();
+        let limit = GroupLimit { batches: 64, bytes: MAX_GROUP_BYTES };
+        let (writer, handle) = Writer::spawn(store.clone(), limit, Fanout::new(1024 * 1024), indexing).unwrap();
+        let usage = Usage::new(store.clone(), handle);
+        for _ in 0..3 {
+            usage.record(Use::log(Action::EventsRead, auditor(), "us-east"), &Ok(())).await.unwrap();
+        }
+        usage.record(Use::log(Action::EventsRead, auditor(), "eu-de"), &Ok(())).await.unwrap();
+        usage.record(Use::log(Action::EventsRead, auditor(), "NOT A LOCATION"), &Ok(())).await.unwrap();
+        assert_eq!(store.last_seq(&location).unwrap(), 3);
+        let state = store.publisher(&location, PUBLISHER_ID).unwrap().unwrap();
+        assert_eq!((state.stored_seq, state.gaps.len()), (3, 0));
+        writer.stop().await;
+        indexer.stop().await;
+        // With the writer gone, a use cannot be recorded, and says so.
+        let refused = usage.record(Use::log(Action::EventsRead, auditor(), "us-east"), &Ok(())).await.unwrap_err();
+        assert!(matches!(refused, Error::NotRecorded(_)), "{refused:?}");
+        assert_eq!(tonic::Status::from(refused).code(), tonic::Code::Unavailable);
+    }
+}

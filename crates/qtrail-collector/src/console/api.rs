@@ -44,10 +44,10 @@ use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
 use super::{Console, alerts, usage, view};
 use crate::access;
-use crate::usage::{Use, User};
-use qtrail_cadf::Action;
 use crate::error::Error;
 use crate::tokens::Role;
+use crate::usage::{Use, User};
+use qtrail_cadf::Action;
 
 /// Page size of the console's list when the request names none.
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 50;
