@@ -19,6 +19,7 @@ mod timeline;
 mod tlog_interop;
 mod tls;
 mod up;
+mod usage;
 mod webdriver;
 mod witness;
 

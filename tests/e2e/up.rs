@@ -290,13 +290,16 @@ fn the_auditors_and_admins_commands_work(up: &Up) {
         .collect();
     assert_eq!(seqs, [1, 2, 3], "tail prints history from --from-seq, one json line each");
     let publishers = ok_json(up, &["events", "publishers"]);
-    assert_eq!(publishers["publishers"][0]["gaps"], serde_json::json!([]), "{publishers}");
-    assert_eq!(publishers["publishers"][0]["rejectedCount"], 0, "{publishers}");
-    assert_eq!(publishers["publishers"][0]["rejected"], serde_json::json!([]), "{publishers}");
-    assert_eq!(
-        publishers["publishers"][0]["credential"], "runtime-local",
-        "bound to the publisher token: {publishers}"
-    );
+    // The runtime's publisher, beside the collector's own (`qtrail-collector`, the trail's use).
+    let listed = publishers["publishers"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{publishers}");
+    let runtime = listed.iter().find(|publisher| publisher["publisherId"] != "qtrail-collector").unwrap();
+    assert_eq!(runtime["gaps"], serde_json::json!([]), "{publishers}");
+    assert_eq!(runtime["rejectedCount"], 0, "{publishers}");
+    assert_eq!(runtime["rejected"], serde_json::json!([]), "{publishers}");
+    assert_eq!(runtime["credential"], "runtime-local", "bound to the publisher token: {publishers}");
+    let own = listed.iter().find(|publisher| publisher["publisherId"] == "qtrail-collector").unwrap();
+    assert_eq!(own["gaps"], serde_json::json!([]), "the trail's own events leave no gap: {publishers}");
     let collectors = ok_json(up, &["collectors", "list"]);
     assert_eq!(collectors["collectors"][0]["location"], "us-east");
     // `up` made its example alert rule: every critical event (deletes, refused keys).

@@ -10,7 +10,7 @@ use crate::event::{AuditEvent, EventTime, Initiator, JsonObject, Reason, Target}
 use crate::status::{outcome_for, reason_phrase, severity_for};
 use crate::text::truncate;
 
-/// Service name at the start of every message.
+/// Service name at the start of every Qiskit Runtime message.
 const SERVICE_DISPLAY_NAME: &str = "Qiskit Runtime";
 /// Longest failure reason kept, in bytes: a reason quoting caller input (a 20,000-character
 /// identifier in a syntax error) must not push the event over its 16 KiB limit and lose it.
@@ -156,17 +156,19 @@ impl EventBuilder {
     }
 
     /// Returns the Activity Tracker message, `<service>: <verb> <object> <name>[ -failure]`; a
-    /// read of the whole instance reads `list <object>s`.
+    /// read of the whole instance reads `list <object>s`. The collector's own events start
+    /// with `qtrail`, e.g. `qtrail: export events us-east`.
     fn message(&self, target: &Target, failed: bool) -> String {
-        let kind = self.action.resource_kind().as_str();
+        let service = if self.action.is_collector() { self.action.service() } else { SERVICE_DISPLAY_NAME };
+        let kind = self.action.object();
         let suffix = if failed { " -failure" } else { "" };
         if target.crn.is_instance() {
             if self.action.verb() == Verb::Read {
-                return format!("{SERVICE_DISPLAY_NAME}: list {kind}s{suffix}");
+                return format!("{service}: list {kind}s{suffix}");
             }
-            return format!("{SERVICE_DISPLAY_NAME}: {} {kind}{suffix}", self.action.verb().as_str());
+            return format!("{service}: {} {kind}{suffix}", self.action.verb().as_str());
         }
         let name = if target.name.is_empty() { target.crn.resource_id() } else { &target.name };
-        format!("{SERVICE_DISPLAY_NAME}: {} {kind} {name}{suffix}", self.action.verb().as_str())
+        format!("{service}: {} {kind} {name}{suffix}", self.action.verb().as_str())
     }
 }

@@ -11,8 +11,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Service name of every CRN qtrail events refer to.
+/// Service name of every CRN Qiskit Runtime events refer to.
 pub const SERVICE_NAME: &str = "quantum-computing";
+
+/// Service instance of the collector in the CRNs of its own events: one per location, owned by
+/// no account.
+pub const COLLECTOR_INSTANCE: &str = "collector";
 
 /// Why a string is not a valid CRN or location.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +132,15 @@ impl Crn {
         check_part("scope", account, is_free_char)?;
         check_part("service instance", instance, is_free_char)?;
         format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}:a/{account}:{instance}::").parse()
+    }
+
+    /// Returns the CRN of the collector of `location`, the log source of the events about the
+    /// trail's own use: `crn:v1:bluemix:public:qtrail:<location>::collector::`.
+    pub fn collector(location: &Location) -> Self {
+        let service = crate::action::COLLECTOR_SERVICE_NAME;
+        format!("crn:v1:bluemix:public:{service}:{location}::{COLLECTOR_INSTANCE}::")
+            .parse()
+            .expect("a location makes a valid collector crn")
     }
 
     /// Returns the CRN of a resource of the same service instance, e.g. `job` `<id>`.

@@ -247,6 +247,9 @@ impl Target {
         match self.crn.resource_type() {
             "program" => Some(ResourceKind::Program),
             "job" => Some(ResourceKind::Job),
+            "log" => Some(ResourceKind::Log),
+            "console" => Some(ResourceKind::Console),
+            "alert-rule" => Some(ResourceKind::AlertRule),
             _ => None,
         }
     }
@@ -257,13 +260,19 @@ impl Target {
         format!("{}/{object}", self.crn.service_name())
     }
 
-    /// Returns the CADF taxonomy resource type: `service/compute` for the instance,
-    /// `data/workload/app` for a program, `data/workload/job` for a job.
+    /// Returns the CADF taxonomy resource type: `service/compute` for a Qiskit Runtime
+    /// instance, `data/workload/app` for a program, `data/workload/job` for a job; on the
+    /// collector, `service/security` for the collector (and its console), `data/file/log` for a
+    /// location's log, `data/security/policy` for an alert rule.
     pub fn cadf_type_uri(&self) -> &'static str {
         match self.resource_kind() {
+            None if self.crn.service_name() == crate::action::COLLECTOR_SERVICE_NAME => "service/security",
             None => "service/compute",
             Some(ResourceKind::Program) => "data/workload/app",
             Some(ResourceKind::Job) => "data/workload/job",
+            Some(ResourceKind::Log) => "data/file/log",
+            Some(ResourceKind::Console) => "service/security",
+            Some(ResourceKind::AlertRule) => "data/security/policy",
         }
     }
 }

@@ -3,8 +3,8 @@
 //! One canonical model ([`AuditEvent`]) of a Qiskit Runtime audit event in the IBM Cloud
 //! Activity Tracker profile of DMTF CADF, and everything derived from it:
 //!
-//! - the eight actions ([`Action`]) and the rules that follow from them and from the call's
-//!   HTTP-equivalent status: severity, outcome, reason phrase ([`status`]);
+//! - the actions ([`Action`]: the runtime's eight and the collector's own) and the rules that
+//!   follow from them and from the call's HTTP-equivalent status: severity, outcome, reason phrase ([`status`]);
 //! - CRNs and location names ([`crn`]);
 //! - building events from what a service knows ([`EventBuilder`]) and validating events from
 //!   anywhere ([`AuditEvent::validate`]), with control characters escaped ([`text`]);

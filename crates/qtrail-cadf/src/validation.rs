@@ -85,7 +85,7 @@ impl AuditEvent {
             return Err(EventError::MissingId);
         }
         self.validate_initiator()?;
-        check_instance_crn("log source", &self.log_source_crn)?;
+        check_instance_crn("log source", &self.log_source_crn, self.action.service())?;
         self.validate_target()?;
         self.validate_reason()?;
         check_length("correlation id", &self.correlation_id, MAX_ID_BYTES)?;
@@ -139,7 +139,7 @@ impl AuditEvent {
 
     fn validate_target(&self) -> Result<(), EventError> {
         let target = &self.target.crn;
-        if target.service_name() != SERVICE_NAME {
+        if target.service_name() != self.action.service() {
             return Err(EventError::ForeignService { field: "target", service: target.service_name().to_owned() });
         }
         // The account may differ: a public program of one account is read from another, and
@@ -174,12 +174,14 @@ impl AuditEvent {
     }
 }
 
-/// Checks that `crn` names a `quantum-computing` service instance owned by an account.
-fn check_instance_crn(field: &'static str, crn: &Crn) -> Result<(), EventError> {
-    if crn.service_name() != SERVICE_NAME {
+/// Checks that `crn` names an instance of `service`: a `quantum-computing` service instance owned
+/// by an account, or a `qtrail` collector, which no account owns.
+fn check_instance_crn(field: &'static str, crn: &Crn, service: &str) -> Result<(), EventError> {
+    if crn.service_name() != service {
         return Err(EventError::ForeignService { field, service: crn.service_name().to_owned() });
     }
-    if !crn.is_instance() || crn.account().is_none() || crn.service_instance().is_empty() {
+    let owned = crn.account().is_some() || service != SERVICE_NAME;
+    if !crn.is_instance() || !owned || crn.service_instance().is_empty() {
         return Err(EventError::NotAnInstance { field, crn: crn.to_string() });
     }
     Ok(())

@@ -84,8 +84,40 @@ pub fn one_per_action() -> Vec<AuditEvent> {
                 Action::JobRead => ("", "", json!({"pending": true, "tags": ["a", "b"], "ratio": 0.25})),
                 Action::JobCancel => ("j-1", "j-1", json!({"jobId": "j-1"})),
                 Action::JobDelete => ("j-1", "j-1", json!({"jobId": "j-1", "nested": {"list": [1, 2.5, null, "x"]}})),
+                // `Action::ALL` holds the runtime's eight only; the collector's own are built
+                // by the collector on its own log source.
+                _ => unreachable!("not a runtime action: {action}"),
             };
             builder(action, id, name).request_data(object(data)).build().unwrap()
+        })
+        .collect()
+}
+
+/// One event per collector action, as the collector records the trail's own use: initiated by
+/// an auditor token, on the collector of `us-east`, targeting its log, a rule or the collector.
+pub fn one_per_collector_action() -> Vec<AuditEvent> {
+    let location: Location = "us-east".parse().unwrap();
+    let auditor = Initiator {
+        id: "auditor-1".into(),
+        name: "auditor-1".into(),
+        type_uri: qtrail_cadf::event::INITIATOR_SERVICE_ID.into(),
+        credential_type: "token".into(),
+        host_address: "127.0.0.1".into(),
+        host_agent: String::new(),
+    };
+    Action::COLLECTOR
+        .into_iter()
+        .map(|action| {
+            let builder =
+                EventBuilder::new(action, Crn::collector(&location), auditor.clone()).event_time(fixed_time());
+            let builder = match action {
+                Action::ConsoleLogin => builder,
+                Action::AlertRuleCreate | Action::AlertRuleUpdate | Action::AlertRuleDelete => {
+                    builder.target("fail-burst", "fail-burst")
+                }
+                _ => builder.target("us-east", "us-east"),
+            };
+            builder.request_data(object(json!({"filter": {"action": "quantum-computing.job"}}))).build().unwrap()
         })
         .collect()
 }

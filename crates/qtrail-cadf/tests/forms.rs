@@ -33,7 +33,7 @@ fn check_golden(name: &str, actual: &str) {
 
 #[test]
 fn every_action_round_trips_through_every_form() {
-    for event in one_per_action() {
+    for event in one_per_action().into_iter().chain(one_per_collector_action()) {
         let wire = proto::AuditEvent::from(&event);
         assert_eq!(AuditEvent::try_from(wire).unwrap(), event, "protobuf {}", event.action);
         assert_eq!(at_json::from_str(&at_json::to_string(&event)).unwrap(), event, "at-json {}", event.action);
@@ -214,4 +214,31 @@ fn chain_hash_known_answers() {
     assert_eq!(second.to_hex(), "ebb3bea2207bc7444d5aabbcb4c6533ee82758b80376bb41f3555a2b8d2d1fc8");
     assert_eq!(ChainHash::from_slice(first.as_bytes()), Some(first));
     assert_eq!(ChainHash::from_slice(&[0; 31]), None);
+}
+
+/// The collector's own events carry its CRNs, owned by no account, and say so in every form.
+#[test]
+fn collector_events_name_the_collector_and_its_log() {
+    let events = one_per_collector_action();
+    let read = &events[0];
+    assert_eq!(read.action, Action::EventsRead);
+    assert_eq!(read.log_source_crn.as_str(), "crn:v1:bluemix:public:qtrail:us-east::collector::");
+    assert_eq!(read.target.crn.as_str(), "crn:v1:bluemix:public:qtrail:us-east::collector:log:us-east");
+    assert_eq!(read.message, "qtrail: read events us-east");
+    let at: Value = serde_json::from_str(&at_json::to_string(read)).unwrap();
+    assert_eq!(at["action"], "qtrail.events.read");
+    assert_eq!(at["target"]["typeURI"], "qtrail/log");
+    let login = events.iter().find(|event| event.action == Action::ConsoleLogin).unwrap();
+    assert_eq!(login.message, "qtrail: login console");
+    let cadf: Value = serde_json::from_str(&cadf_json::to_string(login)).unwrap();
+    assert_eq!(cadf["action"], "authenticate/login");
+    assert_eq!(cadf["target"]["typeURI"], "service/security");
+    // A runtime action on the collector's CRNs, or a collector action on a runtime instance, is
+    // refused: neither service can speak for the other.
+    let mut forged = read.clone();
+    forged.action = Action::JobRead;
+    assert!(forged.validate().is_err());
+    let mut foreign = builder(Action::JobRead, "", "").build().unwrap();
+    foreign.action = Action::EventsRead;
+    assert!(foreign.validate().is_err());
 }

@@ -15,6 +15,7 @@ use common::*;
 #[test]
 fn pycadf_accepts_every_cadf_json_event() {
     let mut events = one_per_action();
+    events.extend(one_per_collector_action());
     events.push(cancel_failure());
     events.push(read_success());
     events.push(builder(Action::ProgramCreate, "", "bell").failure(409, "name taken").build().unwrap());

@@ -93,6 +93,10 @@ pub enum Error {
     /// The collector is shutting down; the caller should retry elsewhere or later.
     #[error("collector is shutting down")]
     ShuttingDown,
+    /// A read (or change) could not be recorded on the trail, so it was refused: the trail's
+    /// own use is recorded before it is answered ([`crate::usage`]).
+    #[error("cannot record this read on the trail: {0}")]
+    NotRecorded(String),
     /// The store failed or holds data it cannot read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -144,6 +148,7 @@ impl From<Error> for tonic::Status {
             Error::AlertRuleNotFound { .. } => tonic::Status::not_found(message),
             Error::AlertRuleExists { .. } => tonic::Status::already_exists(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::NotRecorded(_) => tonic::Status::unavailable(message),
             Error::Store(store) => match store {
                 StoreError::CollectorExists(_) => tonic::Status::already_exists(message),
                 StoreError::NoCollector(_) => tonic::Status::not_found(message),

@@ -199,7 +199,7 @@ fn millis_ceil(field: &str, time: &Timestamp) -> Result<i64> {
 /// Returns the actions an action filter selects: the action itself, or every action under a
 /// prefix that ends at a dot boundary.
 fn actions_for(value: &str) -> Result<Vec<&'static str>> {
-    let actions: Vec<&'static str> = Action::ALL
+    let actions: Vec<&'static str> = Action::EVERY
         .iter()
         .map(|action| action.as_str())
         .filter(|action| *action == value || action.strip_prefix(value).is_some_and(|rest| rest.starts_with('.')))

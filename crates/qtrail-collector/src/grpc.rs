@@ -6,6 +6,7 @@
 use std::pin::Pin;
 
 use futures_util::Stream;
+use qtrail_cadf::Action;
 use qtrail_proto::qtrail::audit::v1 as proto;
 use qtrail_proto::qtrail::audit::v1::collector_admin_server::CollectorAdmin;
 use qtrail_proto::qtrail::audit::v1::event_query_server::EventQuery;
@@ -24,6 +25,7 @@ use crate::registry::Registry;
 use crate::retention;
 use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
+use crate::usage::{Usage, Use, User};
 
 /// Messages a streaming response buffers before the producer waits for the client.
 pub(crate) const STREAM_BUFFER: usize = 16;
@@ -224,11 +226,33 @@ impl IngestRpc for IngestService {
     }
 }
 
-/// `EventQuery` over [`Query`].
+/// Returns which leaf an inclusion proof asks for, as an event's detail.
+fn inclusion_leaf(request: &proto::GetInclusionProofRequest) -> serde_json::Value {
+    use proto::get_inclusion_proof_request::Leaf;
+    match &request.leaf {
+        Some(Leaf::LeafIndex(index)) => serde_json::json!({"leafIndex": index}),
+        Some(Leaf::EventId(id)) => serde_json::json!({"eventId": id}),
+        Some(Leaf::CorrelationId(id)) => serde_json::json!({"correlationId": id}),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `EventQuery` over [`Query`]; reads of events and proofs are recorded on the trail
+/// ([`Usage`]) before they are answered.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryService {
     pub(crate) query: Query,
     pub(crate) tasks: TaskTracker,
+    pub(crate) usage: Usage,
+}
+
+impl QueryService {
+    /// Records `used`, which ended with `result`, then returns `result`, or refuses the call when
+    /// the use cannot be recorded.
+    async fn recorded<T>(&self, used: Use, result: Result<T>) -> Result<T, Status> {
+        self.usage.record(used, &result).await?;
+        Ok(result?)
+    }
 }
 
 #[tonic::async_trait]
@@ -241,7 +265,13 @@ impl EventQuery for QueryService {
         request: Request<proto::QueryEventsRequest>,
     ) -> Result<Response<proto::QueryEventsResponse>, Status> {
         log_read(&request, "QueryEvents", &request.get_ref().location);
-        Ok(Response::new(self.query.query_events(request.into_inner()).await?))
+        let asked = request.get_ref();
+        let used = Use::log(Action::EventsRead, User::of_grpc(&request), &asked.location)
+            .with_filter(asked.filter.as_ref())
+            .with("pageSize", asked.page_size.into())
+            .with("continued", (!asked.page_token.is_empty()).into());
+        let result = self.query.query_events(request.into_inner()).await;
+        Ok(Response::new(self.recorded(used, result).await?))
     }
 
     async fn tail_events(
@@ -249,7 +279,12 @@ impl EventQuery for QueryService {
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
         log_read(&request, "TailEvents", &request.get_ref().location);
-        let tail = self.query.open_tail(request.get_ref()).await?;
+        let asked = request.get_ref();
+        // One event per tail (and per resume), never per event it delivers.
+        let used = Use::log(Action::EventsTail, User::of_grpc(&request), &asked.location)
+            .with_filter(asked.filter.as_ref())
+            .with("fromSeq", asked.from_seq.into());
+        let tail = self.recorded(used, self.query.open_tail(request.get_ref()).await).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().tail(tail, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -260,7 +295,11 @@ impl EventQuery for QueryService {
         request: Request<proto::VerifyChainRequest>,
     ) -> Result<Response<proto::VerifyChainResponse>, Status> {
         log_read(&request, "VerifyChain", &request.get_ref().location);
-        Ok(Response::new(self.query.verify_chain(request.into_inner()).await?))
+        let asked = request.get_ref();
+        let used =
+            Use::log(Action::EventsVerify, User::of_grpc(&request), &asked.location).with_range(asked.range.as_ref());
+        let result = self.query.verify_chain(request.into_inner()).await;
+        Ok(Response::new(self.recorded(used, result).await?))
     }
 
     async fn export_events(
@@ -268,7 +307,12 @@ impl EventQuery for QueryService {
         request: Request<proto::ExportEventsRequest>,
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
         log_read(&request, "ExportEvents", &request.get_ref().location);
-        let export = self.query.open_export(request.get_ref()).await?;
+        let asked = request.get_ref();
+        let used = Use::log(Action::EventsExport, User::of_grpc(&request), &asked.location)
+            .with_filter(asked.filter.as_ref())
+            .with_range(asked.range.as_ref())
+            .with("format", asked.format.into());
+        let export = self.recorded(used, self.query.open_export(request.get_ref()).await).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().export(export, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -295,7 +339,11 @@ impl EventQuery for QueryService {
         request: Request<proto::GetConsistencyProofRequest>,
     ) -> Result<Response<proto::GetConsistencyProofResponse>, Status> {
         log_read(&request, "GetConsistencyProof", &request.get_ref().location);
-        Ok(Response::new(self.query.consistency_proof(request.into_inner()).await?))
+        let asked = request.get_ref();
+        let used = Use::log(Action::EventsProve, User::of_grpc(&request), &asked.location)
+            .with("consistencyFrom", asked.old_size.into());
+        let result = self.query.consistency_proof(request.into_inner()).await;
+        Ok(Response::new(self.recorded(used, result).await?))
     }
 
     async fn get_inclusion_proof(
@@ -303,6 +351,10 @@ impl EventQuery for QueryService {
         request: Request<proto::GetInclusionProofRequest>,
     ) -> Result<Response<proto::GetInclusionProofResponse>, Status> {
         log_read(&request, "GetInclusionProof", &request.get_ref().location);
-        Ok(Response::new(self.query.inclusion_proof(request.into_inner()).await?))
+        let used = Use::log(Action::EventsProve, User::of_grpc(&request), &request.get_ref().location)
+            .with("proof", "inclusion".into())
+            .with("leaf", inclusion_leaf(request.get_ref()));
+        let result = self.query.inclusion_proof(request.into_inner()).await;
+        Ok(Response::new(self.recorded(used, result).await?))
     }
 }

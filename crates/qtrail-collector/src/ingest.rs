@@ -197,6 +197,14 @@ where
         if hello.epoch == 0 {
             return Err(Error::invalid("invalid hello.epoch 0: epochs start at 1"));
         }
+        // The collector's own events (the trail's use) go under this id; a publisher under it
+        // could fill their seqs and have the collector's events counted as its duplicates.
+        if hello.publisher_id == crate::usage::PUBLISHER_ID {
+            return Err(Error::invalid(format!(
+                "invalid hello.publisher_id `{}`: reserved for the collector's own events",
+                crate::usage::PUBLISHER_ID
+            )));
+        }
         if !self.locations.contains(&location) {
             let err = Error::LocationDenied { name: self.caller.clone(), location: location.to_string() };
             access::publish_refused(&self.caller, location.as_str(), &err.to_string());
@@ -424,6 +432,13 @@ fn validate_events(
                 continue;
             }
         };
+        // Only the collector records the trail's use: a publisher's `qtrail.*` event would be a
+        // forged record of an auditor's read.
+        if valid.event().action.is_collector() {
+            let reason = format!("action `{}` is the collector's own: no publisher may send it", valid.event().action);
+            rejected.push(reject(rejected_id(&bytes), reason));
+            continue;
+        }
         let event_location = valid.event().location();
         if event_location != location.as_str() {
             let reason = format!("event location `{event_location}` differs from the stream's location `{location}`");

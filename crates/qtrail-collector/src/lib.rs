@@ -39,6 +39,7 @@ pub mod retention;
 pub mod store;
 mod tiles;
 pub mod tokens;
+mod usage;
 pub mod witness;
 pub mod writer;
 
@@ -222,6 +223,7 @@ impl Prepared {
         retention::warn_without_archive(store.as_ref());
         let note_key = checkpoint_keys.as_ref().map(|keys| (config.log_origin_prefix.clone(), keys.public_keys()));
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
+        let usage = usage::Usage::new(store.clone(), writer_handle.clone());
         let stop_background = CancellationToken::new();
         let (alerts, evaluator) =
             start_alerts(&config, store.clone(), alert_state.clone(), alert_tls, &lifecycle, &stop_background)?;
@@ -237,6 +239,7 @@ impl Prepared {
             sign_ins: console::SignInLimiter::default(),
             tasks: tasks.clone(),
             https: tls.is_some(),
+            usage: usage.clone(),
         };
         let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_keys.as_ref());
         let http = HttpSide::build(http_listener, console, tiles, witness, metrics_token, &tls)?;
@@ -247,8 +250,8 @@ impl Prepared {
             tasks: tasks.clone(),
             bind_to_client_cert: config.bind_publishers_to_client_cert,
         };
-        let query = QueryService { query, tasks: tasks.clone() };
-        let alerts = AlertRpc { alerts, tasks: tasks.clone() };
+        let query = QueryService { query, tasks: tasks.clone(), usage: usage.clone() };
+        let alerts = AlertRpc { alerts, tasks: tasks.clone(), usage };
         let services = Services { admin, ingest, query, alerts };
         let (router, health) = grpc_router(server, incoming.activity_layer(), tokens, services).await?;
 

@@ -110,7 +110,8 @@ fn token_error(err: crate::error::Error) -> TileError {
         | Error::NoClientCertificate
         | Error::AlertRuleNotFound { .. }
         | Error::AlertRuleExists { .. }
-        | Error::ShuttingDown) => TileError::Internal(err.to_string()),
+        | Error::ShuttingDown
+        | Error::NotRecorded(_)) => TileError::Internal(err.to_string()),
     }
 }
 

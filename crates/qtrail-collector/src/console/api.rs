@@ -42,10 +42,12 @@ use tracing::info;
 
 use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
-use super::{Console, alerts, view};
+use super::{Console, alerts, usage, view};
 use crate::access;
 use crate::error::Error;
 use crate::tokens::Role;
+use crate::usage::{Use, User};
+use qtrail_cadf::Action;
 
 /// Page size of the console's list when the request names none.
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -68,7 +70,8 @@ pub(crate) type Shared = State<Arc<Console>>;
 type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// A request from a signed-in auditor; extracting it is the session check, and records the
-/// read in the access log.
+/// read in the access log and, for reads of a location's events, on its trail
+/// ([`usage::read_use`]): the read is refused when it cannot be recorded.
 #[derive(Debug)]
 pub(crate) struct Auditor(pub(crate) SignedIn);
 
@@ -81,6 +84,9 @@ impl FromRequestParts<Arc<Console>> for Auditor {
         let path = parts.uri.path();
         let location = path.strip_prefix("/api/locations/").and_then(|rest| rest.split('/').next()).unwrap_or("");
         access::read(&signed_in.caller.name, &format!("console {} {path}", parts.method), location);
+        if let Some(used) = usage::read_use(parts, &signed_in.caller.name, location) {
+            console.usage.record(used, &Ok(())).await?;
+        }
         Ok(Auditor(signed_in))
     }
 }
@@ -93,7 +99,8 @@ struct SignIn {
 }
 
 /// `POST /api/session`: trades an auditor token for a session cookie; refused with 429 for an
-/// address that failed too often (see [`session::SignInLimiter`]).
+/// address that failed too often (see [`session::SignInLimiter`]). Every sign-in, admitted or
+/// refused, is recorded on the trail of each hosted location before it is answered.
 pub(crate) async fn sign_in(
     State(console): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -101,6 +108,27 @@ pub(crate) async fn sign_in(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let now = Instant::now();
+    let admitted = admit(&console, peer, &headers, &body, now);
+    let (name, outcome) = usage::sign_in_outcome(&admitted);
+    let used = Use::log(Action::ConsoleLogin, User::of_http(&name, peer.ip(), &headers), "");
+    console.usage.record_everywhere(used, &outcome).await?;
+    let caller = admitted?;
+    let id = console.sessions.create(caller.clone(), now).ok_or(ApiError::TooManySessions)?;
+    info!(token = %caller.name, "console sign-in");
+    let ttl = console.sessions.ttl();
+    let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };
+    Ok(([(header::SET_COOKIE, session::set_cookie(&id, ttl, console.https))], json(StatusCode::OK, &who))
+        .into_response())
+}
+
+/// Checks a sign-in and returns the auditor it signs in.
+fn admit(
+    console: &Console,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &Bytes,
+    now: Instant,
+) -> Result<crate::tokens::Caller, ApiError> {
     // Before the token is looked at, so that a refused address learns nothing about it.
     if let Some(wait) = console.sign_ins.wait(peer.ip(), now) {
         access::refused(Role::Auditor.as_str(), "console sign-in from an address that failed too often");
@@ -116,32 +144,26 @@ pub(crate) async fn sign_in(
         return Err(Error::invalid("invalid sign-in: content-type must be application/json").into());
     }
     // Parse errors would quote the body, which holds the token: answer without details.
-    let sign_in: SignIn = serde_json::from_slice(&body)
-        .map_err(|_| Error::invalid(r#"invalid sign-in body: expected {"token": "…"}"#))?;
+    let sign_in: SignIn =
+        serde_json::from_slice(body).map_err(|_| Error::invalid(r#"invalid sign-in body: expected {"token": "…"}"#))?;
     let token = sign_in.token.trim();
     if token.is_empty() {
         return Err(Error::invalid("missing token").into());
     }
-    let caller = match console.tokens.authorize(Some(token), Role::Auditor) {
-        Ok(caller) => caller,
+    match console.tokens.authorize(Some(token), Role::Auditor) {
+        Ok(caller) => Ok(caller),
         // In the access log, beside the gRPC calls refused for their token.
         Err(Error::Unauthenticated) => {
             console.sign_ins.failed(peer.ip(), now);
             access::refused(Role::Auditor.as_str(), "console sign-in with an unknown token");
-            return Err(ApiError::UnknownToken);
+            Err(ApiError::UnknownToken)
         }
         Err(err) => {
             console.sign_ins.failed(peer.ip(), now);
             access::refused(Role::Auditor.as_str(), &format!("console sign-in: {err}"));
-            return Err(err.into());
+            Err(err.into())
         }
-    };
-    let id = console.sessions.create(caller.clone(), now).ok_or(ApiError::TooManySessions)?;
-    info!(token = %caller.name, "console sign-in");
-    let ttl = console.sessions.ttl();
-    let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };
-    Ok(([(header::SET_COOKIE, session::set_cookie(&id, ttl, console.https))], json(StatusCode::OK, &who))
-        .into_response())
+    }
 }
 
 /// `GET /api/session`: who is signed in.

@@ -60,7 +60,7 @@ impl ApiError {
                 Error::PermissionDenied { .. } | Error::LocationDenied { .. } | Error::PublisherBound { .. } => {
                     StatusCode::FORBIDDEN
                 }
-                Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                Error::ShuttingDown | Error::NotRecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Store(store) => match store {
                     StoreError::CollectorExists(_) => StatusCode::CONFLICT,
                     StoreError::NoCollector(_) => StatusCode::NOT_FOUND,

@@ -20,6 +20,7 @@ mod assets;
 mod error;
 mod live;
 mod session;
+mod usage;
 mod view;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub(crate) struct Console {
     pub(crate) tasks: TaskTracker,
     /// Whether the console is served over HTTPS (its session cookie is then `Secure`).
     pub(crate) https: bool,
+    /// Where sign-ins and reads are recorded on the trail.
+    pub(crate) usage: crate::usage::Usage,
 }
 
 /// The policy every console response carries: only this origin's own script, style, images
