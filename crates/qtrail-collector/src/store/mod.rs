@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod file;
 pub(crate) mod index;
 pub mod migrate;
+pub mod postgres;
 pub mod publisher;
 pub(crate) mod record;
 
@@ -34,6 +35,7 @@ use crate::filter::{Filter, Order};
 
 pub use embedded::RedbStore;
 pub use file::FileStore;
+pub use postgres::PgStore;
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
