@@ -206,6 +206,19 @@ pub struct Settings {
     /// `<name>+<hex key id>+<base64(0x04 || public key)>`.
     #[arg(long = "witness-verifier-key", env = "QTRAIL_COLLECTOR_WITNESS_VERIFIER_KEY", value_name = "VKEY")]
     pub witness_verifier_keys: Vec<String>,
+    /// Where events are stored: `postgres://…` for a PostgreSQL database that any number of
+    /// collectors may share (`sslmode` as libpq: disable, prefer, require, verify-full; the
+    /// password is never logged). Absent: the embedded store in `--data-dir`, which holds the
+    /// local files (alert state, witness) either way.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Most connections the PostgreSQL store holds open.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE_POOL_SIZE", default_value_t = crate::store::postgres::DEFAULT_POOL_SIZE,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=1024), usize::from))]
+    pub store_pool_size: usize,
+    /// CA certificate file (PEM) that the PostgreSQL server's certificate must chain to.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
 }
 
 /// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
@@ -278,6 +291,8 @@ pub struct Config {
     pub alert_max_firings: u64,
     /// File of further CA certificates https webhooks are checked against.
     pub alert_tls_ca: Option<PathBuf>,
+    /// The PostgreSQL store, when events are stored there rather than in `data_dir`.
+    pub postgres: Option<crate::store::postgres::PgOptions>,
 }
 
 /// A witness run by the collector.
@@ -369,7 +384,23 @@ impl Settings {
         }
         config.witness_urls =
             self.witness_urls.iter().cloned().zip(self.witness_verifier_keys.iter().cloned()).collect();
+        config.postgres = self.postgres_options()?;
         Ok(())
+    }
+
+    /// Returns the PostgreSQL store `--store` names, if any.
+    fn postgres_options(&self) -> anyhow::Result<Option<crate::store::postgres::PgOptions>> {
+        use crate::store::postgres::{PgOptions, is_postgres_url, redacted};
+        let Some(url) = &self.store else {
+            if self.store_ca.is_some() {
+                anyhow::bail!("--store-ca needs --store postgres://…");
+            }
+            return Ok(None);
+        };
+        if !is_postgres_url(url) {
+            anyhow::bail!("--store `{}`: not a postgres:// url (omit --store for the embedded store)", redacted(url));
+        }
+        Ok(Some(PgOptions { url: url.clone(), pool_size: self.store_pool_size, ca: self.store_ca.clone() }))
     }
 }
 
@@ -406,6 +437,7 @@ impl Config {
             alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
             alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
+            postgres: None,
         }
     }
 

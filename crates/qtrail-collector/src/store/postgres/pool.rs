@@ -118,6 +118,15 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's runtime too: the store may be dropped
+        // on a runtime's worker.
+        let idle = std::mem::take(&mut self.lock().idle);
+        off_runtime(move || drop(idle));
+    }
+}
+
 /// Runs `op`, which blocks on the sync client's own runtime, outside any tokio runtime the
 /// calling thread is in: the store's callers use blocking threads, but a call from a worker of
 /// a multi-threaded runtime must not panic.

@@ -29,6 +29,8 @@ pub(crate) fn migrate(client: &mut Client) -> Result<i32, PgError> {
     let mut txn = client.transaction()?;
     // Held until commit: a second replica waits here, then finds the schema current.
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // "already exists, skipping" is the usual case, not news for the log.
+    txn.batch_execute("SET LOCAL client_min_messages = warning")?;
     txn.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version    integer PRIMARY KEY,
