@@ -65,7 +65,8 @@ pub struct Flags {
     /// Address to listen on for gRPC, e.g. `127.0.0.1:0` for an ephemeral port.
     #[arg(long, env = "QTRAIL_COLLECTOR_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
-    /// Directory of the collector's store (created if missing).
+    /// Directory of the collector's store (created if missing); with `--store postgres://…`,
+    /// of its local files only (alert state, witness).
     #[arg(long, env = "QTRAIL_COLLECTOR_DATA_DIR")]
     pub data_dir: PathBuf,
     /// TOML file of `[[token]]` entries (`token`, `role`, `name`).
