@@ -10,6 +10,7 @@ mod console_alerts;
 mod delivery;
 mod grpcurl;
 mod monitor;
+mod postgres_store;
 mod proofs;
 mod publishers;
 mod receipts;

@@ -145,6 +145,11 @@ pub struct UpArgs {
     /// Address of the web console and metrics.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
     pub console_listen: String,
+
+    /// The collector's store: `postgres://…` for a PostgreSQL database (see `qtrail-collector
+    /// --help`); absent, the embedded store in the data directory.
+    #[arg(long, value_name = "URL", env = "QTRAIL_COLLECTOR_STORE")]
+    pub store: Option<String>,
 }
 
 /// `qtrail collectors …`

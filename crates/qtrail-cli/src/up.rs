@@ -1,6 +1,6 @@
-//! `qtrail up`: the whole system on one machine, in this process, on the embedded store — a
-//! collector service with the location's collector, a runtime in that location, and the HTTP
-//! side (console and metrics) — until Ctrl-C.
+//! `qtrail up`: the whole system on one machine, in this process, on the embedded store (or the
+//! PostgreSQL database `--store` names) — a collector service with the location's collector, a
+//! runtime in that location, and the HTTP side (console and metrics) — until Ctrl-C.
 //!
 //! Each service gets a typed `Config` built here: the settings `up` chooses, over the
 //! services' own environment layer (`Settings::from_env`), so `up` runs exactly what
@@ -105,6 +105,9 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
     let _ = std::fs::remove_file(&console_addr_file);
     // Both services' settings are checked before either starts.
     let mut collector_config = collector_config(&dir, console_addr, &console_addr_file, &checkpoint_key)?;
+    if let Some(url) = &args.store {
+        collector_config.postgres = Some(postgres_store(url)?);
+    }
     let runtime_config = runtime_config(&dir, &location, &collector_url, &credentials)?;
     let origin = format!("{}/{location}", collector_config.log_origin_prefix);
     let witness = UpWitness::start(&dir, log_key, &origin).await?;
@@ -348,6 +351,17 @@ async fn bind(flag: &str, addr: &str) -> Result<TcpListener, CliError> {
 fn url_of(listener: &TcpListener) -> Result<String, CliError> {
     let addr = listener.local_addr().map_err(CliError::Output)?;
     Ok(format!("http://{addr}"))
+}
+
+/// Returns the PostgreSQL store `--store` names, with the collector's pool and CA settings.
+fn postgres_store(url: &str) -> Result<qtrail_collector::store::postgres::PgOptions, CliError> {
+    use qtrail_collector::store::postgres::{PgOptions, is_postgres_url, redacted};
+    if !is_postgres_url(url) {
+        return Err(CliError::Usage(format!("--store `{}`: not a postgres:// url", redacted(url))));
+    }
+    let settings = qtrail_collector::config::Settings::from_env()
+        .map_err(|err| CliError::Usage(format!("collector settings: {err}")))?;
+    Ok(PgOptions { url: url.to_owned(), pool_size: settings.store_pool_size, ca: settings.store_ca })
 }
 
 fn collector_config(

@@ -65,7 +65,8 @@ pub struct Flags {
     /// Address to listen on for gRPC, e.g. `127.0.0.1:0` for an ephemeral port.
     #[arg(long, env = "QTRAIL_COLLECTOR_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
-    /// Directory of the collector's store (created if missing).
+    /// Directory of the collector's store (created if missing); with `--store postgres://…`,
+    /// of its local files only (alert state, witness).
     #[arg(long, env = "QTRAIL_COLLECTOR_DATA_DIR")]
     pub data_dir: PathBuf,
     /// TOML file of `[[token]]` entries (`token`, `role`, `name`).
@@ -144,10 +145,6 @@ pub struct Settings {
         value_name = "FILE"
     )]
     pub previous_checkpoint_public_keys: Vec<PathBuf>,
-    /// The shared store of replicas, `postgres://…`; without it, the embedded store in
-    /// `--data-dir`.
-    #[arg(long, env = "QTRAIL_COLLECTOR_STORE")]
-    pub store: Option<String>,
     /// This replica's name in logs and metrics (default `<hostname>-<pid>`).
     #[arg(long, env = "QTRAIL_COLLECTOR_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -213,6 +210,19 @@ pub struct Settings {
     /// `<name>+<hex key id>+<base64(0x04 || public key)>`.
     #[arg(long = "witness-verifier-key", env = "QTRAIL_COLLECTOR_WITNESS_VERIFIER_KEY", value_name = "VKEY")]
     pub witness_verifier_keys: Vec<String>,
+    /// Where events are stored: `postgres://…` for a PostgreSQL database that any number of
+    /// collectors may share (`sslmode` as libpq: disable, prefer, require, verify-full; the
+    /// password is never logged). Absent: the embedded store in `--data-dir`, which holds the
+    /// local files (alert state, witness) either way.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Most connections the PostgreSQL store holds open.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE_POOL_SIZE", default_value_t = crate::store::postgres::DEFAULT_POOL_SIZE,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=1024), usize::from))]
+    pub store_pool_size: usize,
+    /// CA certificate file (PEM) that the PostgreSQL server's certificate must chain to.
+    #[arg(long, env = "QTRAIL_COLLECTOR_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
 }
 
 /// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
@@ -263,8 +273,6 @@ pub struct Config {
     pub previous_checkpoint_public_keys: Vec<PathBuf>,
     /// Time between signed checkpoints.
     pub checkpoint_interval: Duration,
-    /// The store: a `postgres://…` URL shared by replicas, or `None` for the embedded store.
-    pub store: Option<String>,
     /// This replica's name in logs and metrics; `None` for `<hostname>-<pid>`.
     pub replica_id: Option<String>,
     /// Prefix of each location's log origin, `<prefix>/<location>`.
@@ -289,6 +297,8 @@ pub struct Config {
     pub alert_max_firings: u64,
     /// File of further CA certificates https webhooks are checked against.
     pub alert_tls_ca: Option<PathBuf>,
+    /// The PostgreSQL store, when events are stored there rather than in `data_dir`.
+    pub postgres: Option<crate::store::postgres::PgOptions>,
 }
 
 /// A witness run by the collector.
@@ -358,7 +368,6 @@ impl Settings {
         config.checkpoint_key = self.checkpoint_key.clone();
         config.previous_checkpoint_public_keys = self.previous_checkpoint_public_keys.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs);
-        config.store = self.store.clone();
         config.replica_id = self.replica_id.clone();
         config.alert_retry_cap = Duration::from_secs(self.alert_retry_cap_secs);
         config.alert_retry_horizon = Duration::from_secs(self.alert_retry_horizon_secs);
@@ -382,7 +391,23 @@ impl Settings {
         }
         config.witness_urls =
             self.witness_urls.iter().cloned().zip(self.witness_verifier_keys.iter().cloned()).collect();
+        config.postgres = self.postgres_options()?;
         Ok(())
+    }
+
+    /// Returns the PostgreSQL store `--store` names, if any.
+    fn postgres_options(&self) -> anyhow::Result<Option<crate::store::postgres::PgOptions>> {
+        use crate::store::postgres::{PgOptions, is_postgres_url, redacted};
+        let Some(url) = &self.store else {
+            if self.store_ca.is_some() {
+                anyhow::bail!("--store-ca needs --store postgres://…");
+            }
+            return Ok(None);
+        };
+        if !is_postgres_url(url) {
+            anyhow::bail!("--store `{}`: not a postgres:// url (omit --store for the embedded store)", redacted(url));
+        }
+        Ok(Some(PgOptions { url: url.clone(), pool_size: self.store_pool_size, ca: self.store_ca.clone() }))
     }
 }
 
@@ -408,7 +433,6 @@ impl Config {
             checkpoint_key: None,
             previous_checkpoint_public_keys: Vec::new(),
             checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
-            store: None,
             replica_id: None,
             log_origin_prefix: DEFAULT_LOG_ORIGIN_PREFIX.to_owned(),
             public_tiles: false,
@@ -421,12 +445,13 @@ impl Config {
             alert_timeout: Duration::from_secs(DEFAULT_ALERT_TIMEOUT_SECS),
             alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
+            postgres: None,
         }
     }
 
     /// Returns the URL of the store shared by replicas, if the store is PostgreSQL's.
     pub fn shared_store_url(&self) -> Option<&str> {
-        self.store.as_deref().filter(|store| store.starts_with("postgres"))
+        self.postgres.as_ref().map(|postgres| postgres.url.as_str())
     }
 
     /// Returns a configuration for tests: the store in `data_dir`, a small cache.

@@ -149,13 +149,7 @@ impl Prepared {
             ),
             None => None,
         };
-        // A data dir of the redb store is converted in place first (see `store::migrate`).
-        store::migrate::from_redb(&config.data_dir, config.cache_bytes)
-            .with_context(|| format!("failed to migrate the redb store in {}", config.data_dir.display()))?;
-        let store: Arc<dyn EventStore> = Arc::new(
-            FileStore::open(&config.data_dir, config.cache_bytes)
-                .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
-        );
+        let store = open_store(&config).await?;
         let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;
         let alert_state = Arc::new(
             AlertState::open(&config.data_dir, config.alert_max_firings)
@@ -367,6 +361,27 @@ fn start_alerts(
         tls,
     };
     Alerts::start(store, state, policy, lifecycle.clone(), stop.child_token()).context("failed to read the alert state")
+}
+
+/// Opens the store: the PostgreSQL database `--store` names, else the file store in the data
+/// dir (a data dir of the redb store converted in place first, see `store::migrate`).
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {
+    if let Some(options) = config.postgres.clone() {
+        // The data dir still holds the local files (alert state, witness).
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create the data dir {}", config.data_dir.display()))?;
+        let shown = store::postgres::redacted(&options.url);
+        // The sync client runs its own runtime: opened on a blocking thread.
+        let opened = tokio::task::spawn_blocking(move || store::PgStore::open(&options)).await;
+        let store = opened.context("the store's opening task failed")?;
+        return Ok(Arc::new(store.with_context(|| format!("failed to open the store {shown}"))?));
+    }
+    store::migrate::from_redb(&config.data_dir, config.cache_bytes)
+        .with_context(|| format!("failed to migrate the redb store in {}", config.data_dir.display()))?;
+    Ok(Arc::new(
+        FileStore::open(&config.data_dir, config.cache_bytes)
+            .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?,
+    ))
 }
 
 /// Sets the stored-events gauge of every location hosted here, from the registry's counts.

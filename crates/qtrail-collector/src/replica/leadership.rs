@@ -18,8 +18,10 @@ use tracing::{info, warn};
 
 use super::{Role, SessionError, backoff, meters};
 
-/// The advisory lock's key: "qtrail" in ASCII and 1, the checkpoint signer.
-pub(crate) const LOCK_KEY: i64 = 0x7174_7261_696c_0001;
+/// The advisory lock's key: "trail" in ASCII and 2, the checkpoint signer. Not 1, the store's
+/// migration lock: a leader holds its lock for as long as it lives, and a replica starting then
+/// would wait on it forever before migrating.
+pub(crate) const LOCK_KEY: i64 = 0x7174_7261_696c_0002;
 
 /// How often a follower tries to take the lock, and a leader checks its session.
 const INTERVAL: Duration = Duration::from_secs(1);

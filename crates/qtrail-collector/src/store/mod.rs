@@ -19,6 +19,7 @@ pub(crate) mod expiry;
 pub mod file;
 pub(crate) mod index;
 pub mod migrate;
+pub mod postgres;
 pub mod publisher;
 pub(crate) mod record;
 
@@ -36,6 +37,7 @@ use crate::filter::{Filter, Order};
 pub use embedded::RedbStore;
 pub use expiry::PruneOutcome;
 pub use file::FileStore;
+pub use postgres::PgStore;
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

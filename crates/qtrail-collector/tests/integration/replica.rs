@@ -1,4 +1,4 @@
-//! A collector over a shared PostgreSQL store (`Config::store`): its tails get its events
+//! A collector over a shared PostgreSQL store (`Config::postgres`): its tails get its events
 //! through the follower rather than from its writer, it leads alone and signs checkpoints, and
 //! `/metrics` shows its role. In a process of its own, for the metrics.
 
@@ -19,7 +19,7 @@ async fn a_replica_alone_leads_signs_and_tails_through_the_follower() {
     let postgres = Postgres::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = signing_config(dir.path(), false);
-    config.store = Some(postgres.url());
+    config.postgres = Some(qtrail_collector::store::postgres::PgOptions::new(postgres.url()));
     config.replica_id = Some("replica-a".into());
     let server = TestServer::start_with_http_config(config).await;
     server.create_collector("us-east").await;

@@ -189,8 +189,10 @@ pub(super) fn queries_while_the_index_lags(factory: Factory<'_>, dir: &Path) {
     let page = store.query(&location("us-east"), &newest.unwrap(), Order::NewestFirst, None, 1).unwrap();
     assert_eq!(page[0].location_seq, 60, "the newest event of IBMid-2 comes first");
 
+    // A backend that indexes with the append (PostgreSQL) has nothing left to index here.
+    let before = store.indexed_seq(&location("us-east")).unwrap();
     let steps = index_fully(store.as_ref(), 4);
-    assert_eq!(steps.iter().map(|step| step.indexed).sum::<u64>() as usize, events.len() - 50);
+    assert_eq!(steps.iter().map(|step| step.indexed).sum::<u64>(), events.len() as u64 - before);
     assert_eq!(store.indexed_seq(&location("us-east")).unwrap(), 60);
     assert_queries_match_a_scan(store.as_ref(), "indexed again");
     // Nothing left: a step does nothing.
