@@ -22,6 +22,7 @@ use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
 use crate::store::publisher;
+use crate::scope::Scope;
 use crate::tokens::{Caller, Role, Tokens};
 
 /// Messages a streaming response buffers before the producer waits for the client.
@@ -33,6 +34,12 @@ pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>>
 /// Returns the token name of an authorized request (set by [`Authorizer`]).
 pub(crate) fn caller_name<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
+}
+
+/// Returns the account scope of an authorized request's caller; without a caller (which the
+/// [`Authorizer`] lets through to no handler) a scope that admits nothing.
+pub(crate) fn caller_scope<T>(request: &Request<T>) -> Scope {
+    request.extensions().get::<Caller>().map_or_else(|| Scope::accounts(Vec::new()), |caller| caller.scope.clone())
 }
 
 /// Refuses a request whose caller (admitted by [`Authorizer`]) is not of role `needed`.
@@ -170,6 +177,7 @@ impl IngestRpc for IngestService {
             name: String::new(),
             role: Role::Publisher,
             locations: Vec::new(),
+            scope: Scope::all(),
         });
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         match publish_credential(&request, &caller, self.bind_to_client_cert) {
@@ -203,7 +211,8 @@ impl EventQuery for QueryService {
         request: Request<proto::QueryEventsRequest>,
     ) -> Result<Response<proto::QueryEventsResponse>, Status> {
         log_read(&request, "QueryEvents", &request.get_ref().location);
-        Ok(Response::new(self.query.query_events(request.into_inner()).await?))
+        let scope = caller_scope(&request);
+        Ok(Response::new(self.query.query_events(request.into_inner(), &scope).await?))
     }
 
     async fn tail_events(
@@ -211,7 +220,7 @@ impl EventQuery for QueryService {
         request: Request<proto::TailEventsRequest>,
     ) -> Result<Response<Self::TailEventsStream>, Status> {
         log_read(&request, "TailEvents", &request.get_ref().location);
-        let tail = self.query.open_tail(request.get_ref()).await?;
+        let tail = self.query.open_tail(request.get_ref(), &caller_scope(&request)).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().tail(tail, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -230,7 +239,7 @@ impl EventQuery for QueryService {
         request: Request<proto::ExportEventsRequest>,
     ) -> Result<Response<Self::ExportEventsStream>, Status> {
         log_read(&request, "ExportEvents", &request.get_ref().location);
-        let export = self.query.open_export(request.get_ref()).await?;
+        let export = self.query.open_export(request.get_ref(), &caller_scope(&request)).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().export(export, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -265,6 +274,7 @@ impl EventQuery for QueryService {
         request: Request<proto::GetInclusionProofRequest>,
     ) -> Result<Response<proto::GetInclusionProofResponse>, Status> {
         log_read(&request, "GetInclusionProof", &request.get_ref().location);
-        Ok(Response::new(self.query.inclusion_proof(request.into_inner()).await?))
+        let scope = caller_scope(&request);
+        Ok(Response::new(self.query.inclusion_proof(request.into_inner(), &scope).await?))
     }
 }

@@ -479,7 +479,7 @@ mod tests {
         let (inbound, inbound_queue) = mpsc::channel(1);
         let (responses, mut answers) = mpsc::channel(64);
         let caller =
-            Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()] };
+            Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()], scope: crate::scope::Scope::all() };
         let session =
             tokio::spawn(ingest.publish(caller, "test".into(), ReceiverStream::new(inbound_queue), responses));
         let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };

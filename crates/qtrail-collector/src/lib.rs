@@ -34,6 +34,7 @@ mod merkle;
 mod meters;
 pub mod query;
 pub mod registry;
+pub mod scope;
 pub mod store;
 mod tiles;
 pub mod tokens;
