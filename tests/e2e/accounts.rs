@@ -45,7 +45,10 @@ async fn a_scoped_auditor_sees_only_its_accounts_events_everywhere() {
     std::fs::write(up.data_dir().parent().unwrap().join("bell.qasm"), BELL).unwrap();
 
     // Bob publishes a program; alice lists hers and reads bob's.
-    let created = ok_json(&up, &["--api-key", &bob, "programs", "create", "--name", "bobs", "--source-file", "bell.qasm", "--public"]);
+    let created = ok_json(
+        &up,
+        &["--api-key", &bob, "programs", "create", "--name", "bobs", "--source-file", "bell.qasm", "--public"],
+    );
     let program = created["id"].as_str().unwrap().to_owned();
     ok_json(&up, &["programs", "list"]);
     ok_json(&up, &["programs", "get", &program]);
@@ -56,11 +59,15 @@ async fn a_scoped_auditor_sees_only_its_accounts_events_everywhere() {
     let read = &everything[2]["event"];
     assert_eq!(read["action"], "quantum-computing.program.read");
     assert!(read["logSourceCRN"].as_str().unwrap().contains(":a/acc-alice:"), "{read}");
-    assert!(read["target"]["id"].as_str().unwrap().ends_with(&format!(":a/acc-bob:qtrail-local:program:{program}")), "{read}");
+    assert!(
+        read["target"]["id"].as_str().unwrap().ends_with(&format!(":a/acc-bob:qtrail-local:program:{program}")),
+        "{read}"
+    );
 
     // Bob's auditor: his create and alice's read of his program, not alice's list.
     let scoped = ok_json(&up, &["--token", &bob_auditor, "events", "query", "--oldest-first", "--limit", "100"]);
-    let seqs: Vec<u64> = scoped["events"].as_array().unwrap().iter().map(|e| e["locationSeq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> =
+        scoped["events"].as_array().unwrap().iter().map(|e| e["locationSeq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 3], "{scoped}");
     let exported = up.qtrail(&["--token", &bob_auditor, "events", "export", "--format", "at-json"]);
     assert_eq!(exported.code, 0, "{exported:?}");

@@ -644,7 +644,8 @@ async fn a_scoped_token_shows_only_its_accounts_events(browser: &Browser, trail:
     assert_eq!(shown.len(), 1, "only bob's call: {shown:?}");
     assert!(shown[0].iter().any(|cell| cell.contains("bob@example.com")), "{shown:?}");
     assert!(!shown.iter().flatten().any(|cell| cell.contains("alice@example.com")), "{shown:?}");
-    let status = browser.execute("return fetch('/api/locations/us-east/events/1').then(r => r.status);", json!([])).await;
+    let status =
+        browser.execute("return fetch('/api/locations/us-east/events/1').then(r => r.status);", json!([])).await;
     assert_eq!(status, 404);
     save_screenshot(browser, "console-scoped.png").await;
 }

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
-use crate::store::publisher;
 use crate::scope::Scope;
+use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
 
 /// Messages a streaming response buffers before the producer waits for the client.

@@ -79,7 +79,9 @@ mod tests {
     use super::*;
 
     fn event(log_source: &str, target: &str) -> proto::AuditEvent {
-        let crn = |account: &str, rest: &str| format!("crn:v1:bluemix:public:quantum-computing:us-east:a/{account}:inst:{rest}");
+        let crn = |account: &str, rest: &str| {
+            format!("crn:v1:bluemix:public:quantum-computing:us-east:a/{account}:inst:{rest}")
+        };
         proto::AuditEvent {
             log_source_crn: crn(log_source, ":"),
             target: Some(proto::Target { id: crn(target, "program:p-1"), ..Default::default() }),

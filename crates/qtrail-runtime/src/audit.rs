@@ -60,7 +60,14 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// Starts a record of `action` on the service instance.
     pub fn new(action: Action) -> Self {
-        Self { action, target: None, target_account: None, success_status: 200, request: JsonObject::new(), response: JsonObject::new() }
+        Self {
+            action,
+            target: None,
+            target_account: None,
+            success_status: 200,
+            request: JsonObject::new(),
+            response: JsonObject::new(),
+        }
     }
 
     /// Targets a program or job.

@@ -129,13 +129,17 @@ async fn a_scoped_token_proves_its_events_and_reads_hash_tiles_but_not_entries()
     })
     .await;
     assert!(signed, "a checkpoint covers the events");
-    let prove = |leaf: Leaf| proto::GetInclusionProofRequest { location: LOCATION.into(), leaf: Some(leaf), tree_size: 0 };
+    let prove =
+        |leaf: Leaf| proto::GetInclusionProofRequest { location: LOCATION.into(), leaf: Some(leaf), tree_size: 0 };
     let mut query = server.query().await;
     // Leaf 1 is alice's read of bob's program, leaf 0 alice on her own.
     let proved = query.get_inclusion_proof(authed(prove(Leaf::LeafIndex(1)), BOB_AUDITOR)).await.unwrap();
     assert_eq!(proved.into_inner().leaf_index, 1);
     let by_correlation = prove(Leaf::CorrelationId("corr-2".into()));
-    assert_eq!(query.get_inclusion_proof(authed(by_correlation, BOB_AUDITOR)).await.unwrap().into_inner().leaf_index, 2);
+    assert_eq!(
+        query.get_inclusion_proof(authed(by_correlation, BOB_AUDITOR)).await.unwrap().into_inner().leaf_index,
+        2
+    );
     for hidden in [Leaf::LeafIndex(0), Leaf::CorrelationId("corr-0".into())] {
         let status = query.get_inclusion_proof(authed(prove(hidden.clone()), BOB_AUDITOR)).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{hidden:?}: {status:?}");
@@ -155,7 +159,10 @@ async fn a_scoped_token_proves_its_events_and_reads_hash_tiles_but_not_entries()
     assert_eq!(http.get_bytes("/tlog/us-east/tile/0/000.p/1", &headers).await.0, 200);
     assert_eq!(http.get_bytes("/tlog/us-east/checkpoint", &headers).await.0, 200);
     let unscoped = format!("Bearer {AUDITOR}");
-    assert_eq!(http.get_bytes("/tlog/us-east/tile/entries/000.p/1", &[("authorization", unscoped.as_str())]).await.0, 200);
+    assert_eq!(
+        http.get_bytes("/tlog/us-east/tile/entries/000.p/1", &[("authorization", unscoped.as_str())]).await.0,
+        200
+    );
     server.stop().await;
 }
 
