@@ -589,7 +589,11 @@ mod tests {
         let publisher =
             upgraded.authorize(Some(&created.publisher_token), qtrail_collector::tokens::Role::Publisher).unwrap();
         assert_eq!(publisher.locations, vec![us_east, eu_de]);
-        assert_eq!(upgraded.len(), 3);
+        // Publisher, auditor, admin and bob's scoped auditor, which keeps its scope.
+        assert_eq!(upgraded.len(), 4);
+        let bob =
+            upgraded.authorize(Some(&created.bob_auditor_token), qtrail_collector::tokens::Role::Auditor).unwrap();
+        assert_eq!(bob.scope.listed(), Some(&["acc-bob".to_owned()][..]));
         let mode = std::fs::metadata(&tokens).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
