@@ -263,11 +263,12 @@ async fn update_program_records_what_changed() {
         Some(BOB),
     );
     assert_eq!(client.update_program(request).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_audited(
-        &runtime,
-        &[(&correlation, Action::ProgramUpdate, 403, Severity::Critical, Some(("program", &program.id)), "acc-bob")],
-    )
-    .await;
+    // Bob's refused call, on alice's program: the log source is bob's, the target alice's.
+    let event = runtime.event(&correlation).await;
+    assert_eq!((event.action, event.reason.code, event.severity), (Action::ProgramUpdate, 403, Severity::Critical));
+    assert_eq!(event.log_source_crn.account(), Some("acc-bob"));
+    let owned = format!("crn:v1:bluemix:public:quantum-computing:us-east:a/acc-alice:inst-test:program:{}", program.id);
+    assert_eq!(event.target.crn.as_str(), owned);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
