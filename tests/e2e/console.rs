@@ -5,7 +5,8 @@
 //! a valid key), signs in to the console (after a refused wrong-role token), finds those calls'
 //! events, filters them to failed job cancels, opens one event's detail and follows its
 //! correlation id, watches a new call's event appear live without a reload, verifies the chain
-//! and signs out; it leaves screenshots in `target/e2e-artifacts/`. A second test names a
+//! and signs out; then bob makes a call and bob's account-scoped token (`accounts =
+//! ["acc-bob"]`) shows that call alone; it leaves screenshots in `target/e2e-artifacts/`. A second test names a
 //! program `<img src=x onerror=alert(1)>` and checks that the name shows as text and that no
 //! script runs.
 
@@ -27,8 +28,11 @@ use crate::webdriver::{Browser, Chromedriver};
 const LOCATION: &str = "us-east";
 const PUBLISHER_TOKEN: &str = "e2e-publisher-token";
 const AUDITOR_TOKEN: &str = "e2e-auditor-token";
+/// An auditor token that reads only the events of bob's account.
+const BOB_AUDITOR_TOKEN: &str = "e2e-bob-auditor-token";
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 const API_KEY: &str = "e2e-alice-api-key";
+const BOB_API_KEY: &str = "e2e-bob-api-key";
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 const BELL: &str =
     "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n";
@@ -55,6 +59,7 @@ impl Trail {
             (PUBLISHER_TOKEN, "publisher", "runtime-us-east", "locations = [\"us-east\"]\n"),
             (AUDITOR_TOKEN, "auditor", "alice", ""),
             (ADMIN_TOKEN, "admin", "ops", ""),
+            (BOB_AUDITOR_TOKEN, "auditor", "auditor-bob", "accounts = [\"acc-bob\"]\n"),
         ];
         let text: String = entries
             .iter()
@@ -65,7 +70,8 @@ impl Trail {
         std::fs::write(&tokens, text).expect("write the tokens file");
         let principals = dir.join("principals.toml");
         let principal = format!(
-            "[[principal]]\napi_key = \"{API_KEY}\"\niam_id = \"IBMid-0001\"\nname = \"alice@example.com\"\naccount = \"acc-alice\"\n"
+            "[[principal]]\napi_key = \"{API_KEY}\"\niam_id = \"IBMid-0001\"\nname = \"alice@example.com\"\naccount = \"acc-alice\"\n\n\
+             [[principal]]\napi_key = \"{BOB_API_KEY}\"\niam_id = \"IBMid-0002\"\nname = \"bob@example.com\"\naccount = \"acc-bob\"\n"
         );
         std::fs::write(&principals, principal).expect("write the principals file");
 
@@ -178,6 +184,13 @@ impl Trail {
         self.programs.list_programs(request).await.expect("programs listed");
     }
 
+    /// Lists programs as bob: an event of bob's account alone.
+    pub async fn list_programs_as_bob(&mut self) {
+        self.calls += 1;
+        let request = authed(runtime::ListProgramsRequest::default(), BOB_API_KEY);
+        self.programs.list_programs(request).await.expect("programs listed");
+    }
+
     /// Waits until the collector holds the event of every call made so far.
     pub async fn wait_stored(&self) {
         let expected = self.calls;
@@ -250,8 +263,12 @@ async fn submit_token(browser: &Browser, token: &str) {
 }
 
 pub async fn sign_in(browser: &Browser, trail: &Trail) {
+    sign_in_with(browser, trail, AUDITOR_TOKEN).await;
+}
+
+async fn sign_in_with(browser: &Browser, trail: &Trail, token: &str) {
     browser.goto(&trail.console_url()).await;
-    submit_token(browser, AUDITOR_TOKEN).await;
+    submit_token(browser, token).await;
     wait_until("the console of us-east", UI_TIMEOUT, || async {
         (browser.url().await.ends_with("/console/us-east") && is_shown(browser, "console").await).then_some(())
     })
@@ -284,6 +301,7 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     the_detail_shows_one_event_and_its_correlation(&browser, &missing_cancel_seq).await;
     live_shows_a_new_call_without_a_reload(&browser, &mut trail, total).await;
     verifying_and_signing_out(&browser, total).await;
+    a_scoped_token_shows_only_its_accounts_events(&browser, &mut trail).await;
     browser.close().await;
 
     // The logs name the auditor's token, never a secret (they go to stderr under TEST_LOG).
@@ -292,7 +310,7 @@ async fn the_console_in_a_browser_signs_in_filters_shows_details_goes_live_and_v
     if std::env::var_os("TEST_LOG").is_none() {
         assert!(collector_log.contains("console sign-in") && collector_log.contains("alice"), "{collector_log}");
     }
-    for secret in [AUDITOR_TOKEN, ADMIN_TOKEN, PUBLISHER_TOKEN, API_KEY] {
+    for secret in [AUDITOR_TOKEN, BOB_AUDITOR_TOKEN, ADMIN_TOKEN, PUBLISHER_TOKEN, API_KEY, BOB_API_KEY] {
         assert!(!collector_log.contains(secret) && !runtime_log.contains(secret), "{secret} in a log");
     }
 }
@@ -611,4 +629,23 @@ async fn the_front_page_lists_the_collectors() {
     })
     .await;
     browser.close().await;
+}
+
+/// Bob's account-scoped token shows bob's one call, none of alice's many: in the list, and by
+/// position, where alice's first event answers 404 as if absent.
+async fn a_scoped_token_shows_only_its_accounts_events(browser: &Browser, trail: &mut Trail) {
+    trail.list_programs_as_bob().await;
+    trail.wait_stored().await;
+    let bobs_seq = trail.calls.to_string();
+    sign_in_with(browser, trail, BOB_AUDITOR_TOKEN).await;
+    assert_eq!(browser.text(&browser.wait_for("#who").await).await, "auditor-bob (auditor)");
+    browser.wait_for(&format!("#event-rows tr[data-seq='{bobs_seq}']")).await;
+    let shown = rows(browser).await;
+    assert_eq!(shown.len(), 1, "only bob's call: {shown:?}");
+    assert!(shown[0].iter().any(|cell| cell.contains("bob@example.com")), "{shown:?}");
+    assert!(!shown.iter().flatten().any(|cell| cell.contains("alice@example.com")), "{shown:?}");
+    let status =
+        browser.execute("return fetch('/api/locations/us-east/events/1').then(r => r.status);", json!([])).await;
+    assert_eq!(status, 404);
+    save_screenshot(browser, "console-scoped.png").await;
 }

@@ -4,6 +4,7 @@
 // The modules form one test binary; `pub` marks the API the test modules share.
 #![allow(unreachable_pub)]
 
+mod accounts;
 mod alerts;
 mod console;
 mod console_alerts;

@@ -26,6 +26,8 @@ pub struct EventBuilder {
     log_source: Crn,
     initiator: Initiator,
     resource: Option<(String, String)>,
+    /// The account that owns the target resource, when not the log source's.
+    resource_account: Option<String>,
     code: u16,
     reason_for_failure: String,
     request_data: Option<JsonObject>,
@@ -44,6 +46,7 @@ impl EventBuilder {
             log_source,
             initiator,
             resource: None,
+            resource_account: None,
             code: 200,
             reason_for_failure: String::new(),
             request_data: None,
@@ -61,6 +64,14 @@ impl EventBuilder {
     pub fn target(mut self, id: &str, name: &str) -> Self {
         self.resource =
             (!id.is_empty()).then(|| (encode_resource_id(id), truncate(name, MAX_TARGET_NAME_BYTES).into_owned()));
+        self
+    }
+
+    /// Names `account` as the owner of the target resource, in its CRN's scope: an event
+    /// belongs to the initiator's account (the log source's) and to the target's, so a read of
+    /// another account's program shows up for both. Without it the target is the log source's.
+    pub fn target_account(mut self, account: &str) -> Self {
+        self.resource_account = Some(account.to_owned());
         self
     }
 
@@ -120,13 +131,14 @@ impl EventBuilder {
     pub fn build(self) -> Result<AuditEvent, EventError> {
         let kind = self.action.resource_kind().as_str();
         let target = match &self.resource {
-            Some((id, name)) => Target {
-                crn: self
-                    .log_source
-                    .resource(kind, id)
-                    .map_err(|source| EventError::BadCrn { field: "target", source })?,
-                name: name.clone(),
-            },
+            Some((id, name)) => {
+                let bad_target = |source| EventError::BadCrn { field: "target", source };
+                let owner = match &self.resource_account {
+                    Some(account) => self.log_source.with_account(account).map_err(bad_target)?,
+                    None => self.log_source.clone(),
+                };
+                Target { crn: owner.resource(kind, id).map_err(bad_target)?, name: name.clone() }
+            }
             None => Target { crn: self.log_source.clone(), name: String::new() },
         };
         let outcome = outcome_for(self.code);

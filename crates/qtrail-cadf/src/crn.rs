@@ -129,7 +129,7 @@ impl Crn {
     /// Fails when the account or instance holds characters a CRN segment may not hold.
     pub fn instance(location: &Location, account: &str, instance: &str) -> Result<Self, CrnError> {
         // Checked here because a colon in either would shift the segments and still parse.
-        check_part("scope", account, is_free_char)?;
+        check_account(account)?;
         check_part("service instance", instance, is_free_char)?;
         format!("crn:v1:bluemix:public:{SERVICE_NAME}:{location}:a/{account}:{instance}::").parse()
     }
@@ -151,6 +151,17 @@ impl Crn {
         check_part("resource type", resource_type, is_name_char)?;
         let instance_part = &self.text[..self.segments[7].1];
         format!("{instance_part}:{resource_type}:{resource}").parse()
+    }
+
+    /// Returns this CRN with its scope set to the account `account`: the same service instance
+    /// and resource, owned by another account (a program one account reads of another's).
+    ///
+    /// # Errors
+    /// Fails when `account` holds characters a CRN segment may not hold.
+    pub fn with_account(&self, account: &str) -> Result<Self, CrnError> {
+        check_account(account)?;
+        let (start, end) = self.segments[6];
+        format!("{}a/{account}{}", &self.text[..start], &self.text[end..]).parse()
     }
 
     /// Returns the CRN of the service instance this CRN belongs to (itself for an instance).
@@ -211,6 +222,21 @@ impl Crn {
     pub fn is_instance(&self) -> bool {
         self.resource_type().is_empty() && self.resource_id().is_empty()
     }
+}
+
+/// Checks an account id as the scope of a CRN (`a/<account>`) takes it: not empty, printable
+/// ASCII without spaces or `:`.
+///
+/// # Errors
+/// [`CrnError::Empty`] or [`CrnError::Invalid`] naming the `scope` segment.
+pub fn check_account(account: &str) -> Result<(), CrnError> {
+    check_part("scope", account, is_free_char)
+}
+
+/// Returns the account of the CRN `crn` (its scope `a/<account>`) without parsing the rest:
+/// the read paths ask it of every stored event they scan, whose CRNs were checked on ingest.
+pub fn account_of(crn: &str) -> Option<&str> {
+    crn.split(':').nth(6).and_then(|scope| scope.strip_prefix("a/"))
 }
 
 /// Checks one part of a CRN that is being assembled: not empty, only `allowed` characters.
@@ -366,6 +392,20 @@ mod tests {
 
     fn us_east() -> Location {
         "us-east".parse().unwrap()
+    }
+
+    #[test]
+    fn moves_a_resource_to_its_owners_account() {
+        let job = Crn::instance(&us_east(), "acc-alice", "inst").unwrap().resource("program", "p-1").unwrap();
+        let owned = job.with_account("acc-bob").unwrap();
+        assert_eq!(owned.as_str(), "crn:v1:bluemix:public:quantum-computing:us-east:a/acc-bob:inst:program:p-1");
+        assert_eq!(owned.account(), Some("acc-bob"));
+        assert_eq!(account_of(owned.as_str()), Some("acc-bob"));
+        assert!(job.with_account("a:b").is_err());
+        assert!(job.with_account("").is_err());
+        assert!(check_account("acc bob").is_err());
+        assert_eq!(account_of("crn:v1:bluemix:public:svc:us-east:o/org:inst::"), None);
+        assert_eq!(account_of("garbage"), None);
     }
 
     #[test]

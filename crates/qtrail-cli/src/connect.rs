@@ -30,6 +30,9 @@ pub struct UpInfo {
     pub api_key: String,
     /// Collector token with the auditor role.
     pub auditor_token: String,
+    /// Collector token with the auditor role scoped to bob's account (`auditor-bob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bob_auditor_token: Option<String>,
     /// Collector token with the admin role.
     pub admin_token: String,
     /// Submission prefix of the witness `up` runs (C2SP tlog-witness).

@@ -55,6 +55,8 @@ struct DevCredentials {
     second_api_key: String,
     publisher_token: String,
     auditor_token: String,
+    /// An auditor token scoped to bob's account (empty in a data directory written before).
+    bob_auditor_token: String,
     admin_token: String,
 }
 
@@ -136,6 +138,7 @@ pub async fn run(args: UpArgs, global: &GlobalArgs, out: &mut dyn Write) -> Resu
         location: location.to_string(),
         api_key: credentials.api_key.clone(),
         auditor_token: credentials.auditor_token.clone(),
+        bob_auditor_token: Some(credentials.bob_auditor_token.clone()).filter(|token| !token.is_empty()),
         admin_token: credentials.admin_token.clone(),
         witness: Some(witness.url.clone()),
         witness_key: Some(witness.key.clone()),
@@ -196,6 +199,7 @@ impl DevCredentials {
                     second_api_key: random_secret("qk"),
                     publisher_token: random_secret("qt"),
                     auditor_token: random_secret("qt"),
+                    bob_auditor_token: random_secret("qt"),
                     admin_token: random_secret("qt"),
                 };
                 write_private(&principals, credentials.principals_toml().as_bytes())?;
@@ -223,8 +227,10 @@ impl DevCredentials {
             "{TOKENS_HEADER}\
              [[token]]\ntoken = \"{}\"\nrole = \"publisher\"\nname = \"runtime-local\"\nlocations = [\"{location}\"]\n\n\
              [[token]]\ntoken = \"{}\"\nrole = \"auditor\"\nname = \"auditor-local\"\n\n\
-             [[token]]\ntoken = \"{}\"\nrole = \"admin\"\nname = \"admin-local\"\n",
-            self.publisher_token, self.auditor_token, self.admin_token
+             [[token]]\ntoken = \"{}\"\nrole = \"admin\"\nname = \"admin-local\"\n\n\
+             # Reads only the events of bob's account: his own calls and others' on his programs.\n\
+             [[token]]\ntoken = \"{}\"\nrole = \"auditor\"\nname = \"auditor-bob\"\naccounts = [\"acc-bob\"]\n",
+            self.publisher_token, self.auditor_token, self.admin_token, self.bob_auditor_token
         )
     }
 
@@ -243,11 +249,12 @@ impl DevCredentials {
             })
             .unwrap_or_default();
         let tokens_table = read_toml(tokens)?;
+        let entries = tokens_table.get("token").and_then(toml::Value::as_array);
+        let find = |key: &str, value: &str| {
+            entries.and_then(|entries| entries.iter().find(|e| e.get(key).and_then(toml::Value::as_str) == Some(value)))
+        };
         let token_of = |role: &str| -> Result<String, CliError> {
-            tokens_table
-                .get("token")
-                .and_then(toml::Value::as_array)
-                .and_then(|entries| entries.iter().find(|e| e.get("role").and_then(toml::Value::as_str) == Some(role)))
+            find("role", role)
                 .and_then(|e| e.get("token").and_then(toml::Value::as_str))
                 .map(str::to_owned)
                 .ok_or_else(|| CliError::Usage(format!("{} has no token with role `{role}`", tokens.display())))
@@ -261,6 +268,10 @@ impl DevCredentials {
             api_key,
             publisher_token: token_of("publisher")?,
             auditor_token: token_of("auditor")?,
+            bob_auditor_token: find("name", "auditor-bob")
+                .and_then(|e| e.get("token").and_then(toml::Value::as_str))
+                .unwrap_or_default()
+                .to_owned(),
             admin_token: token_of("admin")?,
         })
     }
@@ -505,6 +516,9 @@ fn print_banner(out: &mut dyn Write, info: &UpInfo, credentials: &DevCredentials
     writeln!(out, "  api key (alice@example.com)  {}", credentials.api_key)?;
     writeln!(out, "  api key (bob@example.com)    {}", credentials.second_api_key)?;
     writeln!(out, "  auditor token                {}", credentials.auditor_token)?;
+    if !credentials.bob_auditor_token.is_empty() {
+        writeln!(out, "  auditor token (acc-bob only) {}", credentials.bob_auditor_token)?;
+    }
     writeln!(out, "  admin token                  {}", credentials.admin_token)?;
     writeln!(out, "  (all in {dir}/up.json, principals.toml and tokens.toml, mode 0600)")?;
     writeln!(out)?;
@@ -589,7 +603,11 @@ mod tests {
         let publisher =
             upgraded.authorize(Some(&created.publisher_token), qtrail_collector::tokens::Role::Publisher).unwrap();
         assert_eq!(publisher.locations, vec![us_east, eu_de]);
-        assert_eq!(upgraded.len(), 3);
+        // Publisher, auditor, admin and bob's scoped auditor, which keeps its scope.
+        assert_eq!(upgraded.len(), 4);
+        let bob =
+            upgraded.authorize(Some(&created.bob_auditor_token), qtrail_collector::tokens::Role::Auditor).unwrap();
+        assert_eq!(bob.scope.listed(), Some(&["acc-bob".to_owned()][..]));
         let mode = std::fs::metadata(&tokens).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -8,13 +8,16 @@
 //!   matches the four job actions, `quantum-comp` is refused);
 //! - target: a value that parses as a complete CRN matches that CRN exactly; anything else is a
 //!   prefix that must end at a segment boundary (`…:a/acc:inst` matches `…:a/acc:inst::` and
-//!   `…:a/acc:inst:job:j-1`, but not `…:a/acc:inst2::`).
+//!   `…:a/acc:inst:job:j-1`, but not `…:a/acc:inst2::`);
+//! - scope: the caller's accounts ([`Scope::admits`]), part of the filter so that a scoped
+//!   caller's pages are full and its tails and exports skip what it may not read.
 
 use prost_types::Timestamp;
 use qtrail_cadf::{Action, Crn};
 use qtrail_proto::qtrail::audit::v1 as proto;
 
 use crate::error::{Error, Result};
+use crate::scope::Scope;
 
 /// Order of results by chain position (`location_seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +89,8 @@ pub struct Filter {
     pub target: Option<TargetMatch>,
     /// The only correlation id that matches.
     pub correlation_id: Option<String>,
+    /// The accounts whose events match: the caller's scope, never the wire's.
+    pub scope: Scope,
 }
 
 impl Filter {
@@ -129,7 +134,14 @@ impl Filter {
             initiator_id: non_empty(&wire.initiator_id),
             target,
             correlation_id: non_empty(&wire.correlation_id),
+            scope: Scope::all(),
         })
+    }
+
+    /// Returns the filter limited to what `scope` admits.
+    #[must_use]
+    pub fn within(self, scope: &Scope) -> Self {
+        Self { scope: scope.clone(), ..self }
     }
 
     /// Returns true when the filter matches every event.
@@ -177,7 +189,7 @@ impl Filter {
         {
             return false;
         }
-        true
+        self.scope.admits(event)
     }
 }
 

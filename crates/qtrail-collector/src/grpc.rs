@@ -23,6 +23,7 @@ use crate::ingest::Ingest;
 use crate::query::Query;
 use crate::registry::Registry;
 use crate::retention;
+use crate::scope::Scope;
 use crate::store::publisher;
 use crate::tokens::{Caller, Role, Tokens};
 use crate::usage::{Usage, Use, User};
@@ -36,6 +37,12 @@ pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>>
 /// Returns the token name of an authorized request (set by [`Authorizer`]).
 pub(crate) fn caller_name<T>(request: &Request<T>) -> String {
     request.extensions().get::<Caller>().map(|caller| caller.name.clone()).unwrap_or_default()
+}
+
+/// Returns the account scope of an authorized request's caller; without a caller (which the
+/// [`Authorizer`] lets through to no handler) a scope that admits nothing.
+pub(crate) fn caller_scope<T>(request: &Request<T>) -> Scope {
+    request.extensions().get::<Caller>().map_or_else(|| Scope::accounts(Vec::new()), |caller| caller.scope.clone())
 }
 
 /// Refuses a request whose caller (admitted by [`Authorizer`]) is not of role `needed`.
@@ -210,6 +217,7 @@ impl IngestRpc for IngestService {
             name: String::new(),
             role: Role::Publisher,
             locations: Vec::new(),
+            scope: Scope::all(),
         });
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         match publish_credential(&request, &caller, self.bind_to_client_cert) {
@@ -270,7 +278,8 @@ impl EventQuery for QueryService {
             .with_filter(asked.filter.as_ref())
             .with("pageSize", asked.page_size.into())
             .with("continued", (!asked.page_token.is_empty()).into());
-        let result = self.query.query_events(request.into_inner()).await;
+        let scope = caller_scope(&request);
+        let result = self.query.query_events(request.into_inner(), &scope).await;
         Ok(Response::new(self.recorded(used, result).await?))
     }
 
@@ -284,7 +293,8 @@ impl EventQuery for QueryService {
         let used = Use::log(Action::EventsTail, User::of_grpc(&request), &asked.location)
             .with_filter(asked.filter.as_ref())
             .with("fromSeq", asked.from_seq.into());
-        let tail = self.recorded(used, self.query.open_tail(request.get_ref()).await).await?;
+        let opened = self.query.open_tail(request.get_ref(), &caller_scope(&request)).await;
+        let tail = self.recorded(used, opened).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().tail(tail, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -312,7 +322,8 @@ impl EventQuery for QueryService {
             .with_filter(asked.filter.as_ref())
             .with_range(asked.range.as_ref())
             .with("format", asked.format.into());
-        let export = self.recorded(used, self.query.open_export(request.get_ref()).await).await?;
+        let opened = self.query.open_export(request.get_ref(), &caller_scope(&request)).await;
+        let export = self.recorded(used, opened).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.query.clone().export(export, sender));
         Ok(Response::new(channel_stream(receiver)))
@@ -354,7 +365,8 @@ impl EventQuery for QueryService {
         let used = Use::log(Action::EventsProve, User::of_grpc(&request), &request.get_ref().location)
             .with("proof", "inclusion".into())
             .with("leaf", inclusion_leaf(request.get_ref()));
-        let result = self.query.inclusion_proof(request.into_inner()).await;
+        let scope = caller_scope(&request);
+        let result = self.query.inclusion_proof(request.into_inner(), &scope).await;
         Ok(Response::new(self.recorded(used, result).await?))
     }
 }

@@ -493,8 +493,12 @@ mod tests {
         // Capacity 1: a send completes only once the session has taken the message before it.
         let (inbound, inbound_queue) = mpsc::channel(1);
         let (responses, mut answers) = mpsc::channel(64);
-        let caller =
-            Caller { name: "test".into(), role: crate::tokens::Role::Publisher, locations: vec![location.clone()] };
+        let caller = Caller {
+            name: "test".into(),
+            role: crate::tokens::Role::Publisher,
+            locations: vec![location.clone()],
+            scope: crate::scope::Scope::all(),
+        };
         let session =
             tokio::spawn(ingest.publish(caller, "test".into(), ReceiverStream::new(inbound_queue), responses));
         let hello = proto::Hello { publisher_id: "p".into(), location: "us-east".into(), epoch: 1 };

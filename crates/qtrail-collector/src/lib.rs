@@ -36,6 +36,7 @@ pub mod query;
 pub mod registry;
 mod replica;
 pub mod retention;
+pub mod scope;
 pub mod store;
 mod tiles;
 pub mod tokens;

@@ -29,6 +29,7 @@ use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
+use crate::scope::Scope;
 use crate::store::{EventStore, StoreError, TreeReader};
 use page::{decode_page_token, decode_publishers_token, encode_page_token, fingerprint, fitting_prefix, page_size};
 
@@ -60,14 +61,18 @@ impl Query {
         Self { store, committed, lifecycle, tail_stall, note_key }
     }
 
-    /// Returns one page of events.
+    /// Returns one page of the events `scope` admits.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location, filter, order, page size or page token;
     /// [`Error::CollectorNotFound`] for a location without collector.
-    pub(crate) async fn query_events(&self, request: proto::QueryEventsRequest) -> Result<proto::QueryEventsResponse> {
+    pub(crate) async fn query_events(
+        &self,
+        request: proto::QueryEventsRequest,
+        scope: &Scope,
+    ) -> Result<proto::QueryEventsResponse> {
         let location = parse_location(&request.location)?;
-        let filter = Filter::from_wire(request.filter.as_ref())?;
+        let filter = Filter::from_wire(request.filter.as_ref())?.within(scope);
         let order = Order::from_wire(request.order)?;
         let page_size = page_size(request.page_size)?;
         let fingerprint = fingerprint(&location, request.filter.as_ref(), order);
@@ -130,8 +135,9 @@ impl Query {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location or position 0, [`Error::CollectorNotFound`],
-    /// [`Error::EventNotFound`] when the chain holds no event there.
-    pub(crate) async fn event(&self, location: &str, location_seq: u64) -> Result<proto::StoredEvent> {
+    /// [`Error::EventNotFound`] when the chain holds no event there, or one `scope` does not
+    /// admit (as if absent).
+    pub(crate) async fn event(&self, location: &str, location_seq: u64, scope: &Scope) -> Result<proto::StoredEvent> {
         let location = parse_location(location)?;
         if location_seq == 0 {
             return Err(Error::invalid("invalid location_seq 0: positions start at 1"));
@@ -141,7 +147,7 @@ impl Query {
         let lookup = location.clone();
         let record = blocking(move || Ok(store.events(&lookup, location_seq, 1)?.into_iter().next())).await?;
         record
-            .filter(|record| record.location_seq == location_seq)
+            .filter(|record| record.location_seq == location_seq && scope.admits_record(record))
             .ok_or_else(|| Error::EventNotFound { location: location.to_string(), location_seq })
     }
 

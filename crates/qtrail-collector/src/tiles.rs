@@ -10,7 +10,10 @@
 //! Only what the newest checkpoint covers is served: a client never sees a tile it cannot check
 //! against a signed head. A full tile never changes, so it is cacheable for a year; partial tiles
 //! and the checkpoint are not cached. Callers present an auditor token as `authorization:
-//! Bearer`, unless the collector runs with `--public-tiles`.
+//! Bearer`, unless the collector runs with `--public-tiles`. An auditor token scoped to some
+//! accounts gets the checkpoint, the key and the hash tiles, which say nothing of any event, but
+//! not the entry tiles, which hold every account's events: it proves its own events through
+//! `GetInclusionProof` instead.
 
 use std::sync::Arc;
 
@@ -57,6 +60,10 @@ enum TileError {
     Unauthenticated,
     #[error("token `{0}` is not an auditor token")]
     Forbidden(String),
+    #[error(
+        "token `{0}` reads only some accounts' events and entry tiles hold every account's: prove your events with GetInclusionProof (`qtrail events prove`); hash tiles, checkpoint and key stay readable"
+    )]
+    ScopedEntries(String),
     #[error("{0}")]
     Store(#[from] StoreError),
     /// What the token check answered that is not about the caller (a fault of ours).
@@ -70,7 +77,7 @@ impl IntoResponse for TileError {
             TileError::BadRequest(_) => StatusCode::BAD_REQUEST,
             TileError::NotFound(_) => StatusCode::NOT_FOUND,
             TileError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            TileError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TileError::Forbidden(_) | TileError::ScopedEntries(_) => StatusCode::FORBIDDEN,
             TileError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TileError::Store(err) => match err {
                 StoreError::NoCollector(_) => StatusCode::NOT_FOUND,
@@ -127,8 +134,10 @@ pub(crate) fn router(tiles: TileServer) -> Router {
 type Shared = State<Arc<TileServer>>;
 
 impl TileServer {
-    /// Checks the caller's token (unless tiles are public) and the location.
-    fn admit(&self, headers: &HeaderMap, location: &str) -> Result<Location, TileError> {
+    /// Checks the caller's token (unless tiles are public) and the location; returns the
+    /// location and the name of the token when it is scoped to some accounts.
+    fn admit(&self, headers: &HeaderMap, location: &str) -> Result<(Location, Option<String>), TileError> {
+        let mut scoped = None;
         if !self.public {
             let token = headers
                 .get(header::AUTHORIZATION)
@@ -137,9 +146,11 @@ impl TileServer {
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token)
                 .ok_or(TileError::Unauthenticated)?;
-            self.tokens.authorize(Some(token), Role::Auditor).map_err(token_error)?;
+            let caller = self.tokens.authorize(Some(token), Role::Auditor).map_err(token_error)?;
+            scoped = (!caller.scope.is_all()).then_some(caller.name);
         }
-        location.parse().map_err(|err| TileError::BadRequest(format!("invalid location: {err}")))
+        let location = location.parse().map_err(|err| TileError::BadRequest(format!("invalid location: {err}")))?;
+        Ok((location, scoped))
     }
 
     /// Returns the newest signed tree head of `location`: its note and size.
@@ -192,7 +203,7 @@ fn text(body: String, cache: &'static str) -> Response {
 
 async fn checkpoint(State(tiles): Shared, Path(location): Path<String>, headers: HeaderMap) -> Response {
     let served = blocking(move || {
-        let location = tiles.admit(&headers, &location)?;
+        let (location, _) = tiles.admit(&headers, &location)?;
         tiles.newest_head(&location).map(|(note, _)| note)
     })
     .await;
@@ -204,7 +215,7 @@ async fn checkpoint(State(tiles): Shared, Path(location): Path<String>, headers:
 
 async fn key(State(tiles): Shared, Path(location): Path<String>, headers: HeaderMap) -> Response {
     let served = blocking(move || {
-        let location = tiles.admit(&headers, &location)?;
+        let (location, _) = tiles.admit(&headers, &location)?;
         if tiles.store.collector(&location)?.is_none() {
             return Err(StoreError::NoCollector(location.to_string()).into());
         }
@@ -222,11 +233,14 @@ async fn key(State(tiles): Shared, Path(location): Path<String>, headers: Header
 
 async fn tile(State(tiles): Shared, Path((location, path)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let served = blocking(move || {
-        let location = tiles.admit(&headers, &location)?;
+        let (location, scoped) = tiles.admit(&headers, &location)?;
         if path.len() > MAX_TILE_PATH {
             return Err(TileError::BadRequest("tile path too long".into()));
         }
         let tile = Tile::parse(&format!("tile/{path}")).map_err(|err| TileError::BadRequest(err.to_string()))?;
+        if let (None, Some(name)) = (tile.level, scoped) {
+            return Err(TileError::ScopedEntries(name));
+        }
         let (_, size) = tiles.newest_head(&location)?;
         if tile.leaves_needed().is_none_or(|needed| needed > size) {
             return Err(TileError::NotFound(format!(

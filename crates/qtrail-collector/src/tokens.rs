@@ -3,7 +3,8 @@
 //! Each token carries one role: `publisher` may only publish (Ingest), `auditor` may only read
 //! (EventQuery), `admin` may only manage collectors (CollectorAdmin). A publisher token also
 //! names the locations it may publish to (`locations = ["us-east"]`; none without it), so that
-//! one location's runtime cannot write into another's chain. Tokens are looked up by their
+//! one location's runtime cannot write into another's chain. An auditor token may name the
+//! accounts it reads (`accounts = ["acc-bob"]`; all without it, see [`crate::scope`]). Tokens are looked up by their
 //! SHA-256 digest, so no comparison runs over the secret itself, and only a token's `name` ever
 //! reaches a log line or an error message; names are unique, since publisher bindings, stored
 //! records and logs know a token by its name alone, and may not contain `@cert:`, which joins a
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::scope::Scope;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -56,18 +58,29 @@ pub struct TokenEntry {
     /// publisher tokens may carry it.
     #[serde(default)]
     pub locations: Option<Vec<Location>>,
+    /// The accounts whose events an auditor token reads; absent, every account's. Only auditor
+    /// tokens may carry it, and never empty.
+    #[serde(default)]
+    pub accounts: Option<Vec<String>>,
 }
 
 impl TokenEntry {
     /// Returns an entry without `locations`.
     pub fn new(token: impl Into<String>, role: Role, name: impl Into<String>) -> Self {
-        Self { token: token.into(), role, name: name.into(), locations: None }
+        Self { token: token.into(), role, name: name.into(), locations: None, accounts: None }
     }
 
     /// Returns the entry allowed to publish to `locations`.
     #[must_use]
     pub fn with_locations(mut self, locations: impl IntoIterator<Item = Location>) -> Self {
         self.locations = Some(locations.into_iter().collect());
+        self
+    }
+
+    /// Returns the entry reading only the events of `accounts`.
+    #[must_use]
+    pub fn with_accounts(mut self, accounts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.accounts = Some(accounts.into_iter().map(Into::into).collect());
         self
     }
 }
@@ -79,6 +92,7 @@ impl fmt::Debug for TokenEntry {
             .field("role", &self.role)
             .field("name", &self.name)
             .field("locations", &self.locations)
+            .field("accounts", &self.accounts)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +127,8 @@ pub struct Caller {
     pub role: Role,
     /// The locations a publisher token may publish to (empty for other roles).
     pub locations: Vec<Location>,
+    /// The accounts whose events the caller reads (every account's but for a scoped auditor).
+    pub scope: Scope,
 }
 
 impl Caller {
@@ -189,8 +205,9 @@ impl Tokens {
                     entry.role.as_str()
                 ));
             }
+            let scope = scope_of(&entry, position)?;
             let locations = entry.locations.unwrap_or_default();
-            let caller = Caller { name: entry.name.clone(), role: entry.role, locations };
+            let caller = Caller { name: entry.name.clone(), role: entry.role, locations, scope };
             if by_digest.insert(digest(&entry.token), caller).is_some() {
                 return Err(format!(
                     "token `{}` (entry {position}) repeats the `token` of an earlier entry",
@@ -228,6 +245,40 @@ impl Tokens {
         Ok(caller.clone())
     }
 }
+
+/// Returns the scope of an entry's `accounts`, refusing it on a role other than auditor (the
+/// operator meant a limit no other role has), empty (absent is how to say every account) or
+/// with an account id that no CRN could hold.
+fn scope_of(entry: &TokenEntry, position: usize) -> Result<Scope, String> {
+    let Some(accounts) = &entry.accounts else {
+        return Ok(Scope::all());
+    };
+    let name = &entry.name;
+    if entry.role != Role::Auditor {
+        return Err(format!(
+            "token `{name}` (entry {position}) has role `{}`: only auditor tokens take `accounts`",
+            entry.role.as_str()
+        ));
+    }
+    if accounts.is_empty() {
+        return Err(format!(
+            "token `{name}` (entry {position}) has empty `accounts`: leave it out to read every account"
+        ));
+    }
+    for account in accounts {
+        // The runtime's rule for account ids, so that every account it can name can be listed.
+        if account.len() > MAX_ACCOUNT_BYTES || qtrail_cadf::crn::check_account(account).is_err() {
+            return Err(format!(
+                "token `{name}` (entry {position}) has account `{}` in `accounts`: an account must be 1 to {MAX_ACCOUNT_BYTES} printable ascii characters without spaces or `:`",
+                qtrail_cadf::text::escape_control(account)
+            ));
+        }
+    }
+    Ok(Scope::accounts(accounts.iter().cloned()))
+}
+
+/// Longest account id, in bytes, as the runtime's principals file allows.
+const MAX_ACCOUNT_BYTES: usize = 128;
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -271,6 +322,29 @@ mod tests {
             auditor.unwrap_err(),
             "token `alice` (entry 1) has role `auditor`: only publisher tokens take `locations`"
         );
+    }
+
+    #[test]
+    fn only_auditors_take_accounts_and_never_an_empty_or_bad_list() {
+        let tokens = Tokens::from_entries([
+            entry("b", Role::Auditor, "auditor-bob").with_accounts(["acc-bob"]),
+            entry("a", Role::Auditor, "auditor"),
+        ])
+        .unwrap();
+        let bob = tokens.authorize(Some("b"), Role::Auditor).unwrap();
+        assert_eq!(bob.scope, Scope::accounts(["acc-bob".to_owned()]));
+        assert!(tokens.authorize(Some("a"), Role::Auditor).unwrap().scope.is_all());
+        let publisher = Tokens::from_entries([entry("p", Role::Publisher, "rt").with_accounts(["acc-bob"])]);
+        assert_eq!(
+            publisher.unwrap_err(),
+            "token `rt` (entry 1) has role `publisher`: only auditor tokens take `accounts`"
+        );
+        let empty = Tokens::from_entries([entry("b", Role::Auditor, "bob").with_accounts(Vec::<String>::new())]);
+        assert!(empty.unwrap_err().contains("empty `accounts`: leave it out"));
+        for bad in ["", "acc:bob", "acc bob", &"a".repeat(129)] {
+            let refused = Tokens::from_entries([entry("b", Role::Auditor, "bob").with_accounts([bad])]);
+            assert!(refused.unwrap_err().contains("in `accounts`: an account must be"), "{bad}");
+        }
     }
 
     #[test]
@@ -322,6 +396,13 @@ mod tests {
         .unwrap();
         let message = Tokens::load(&path).unwrap_err().to_string();
         assert!(message.contains("line 5"), "{message}");
+        std::fs::write(
+            &path,
+            "[[token]]\ntoken = \"s3cret\"\nrole = \"auditor\"\nname = \"bob\"\naccounts = [\"acc-bob\"]\n",
+        )
+        .unwrap();
+        let bob = Tokens::load(&path).unwrap().authorize(Some("s3cret"), Role::Auditor).unwrap();
+        assert_eq!(bob.scope.listed(), Some(&["acc-bob".to_owned()][..]));
         std::fs::write(&path, "[[token]]\ntoken = \"s3cret\"\nrole = \"auditor\"\nname = \"alice\"\n").unwrap();
         let tokens = Tokens::load(&path).unwrap();
         let debug = format!("{tokens:?}");

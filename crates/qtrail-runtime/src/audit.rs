@@ -45,6 +45,10 @@ pub struct AuditRecord {
     pub action: Action,
     /// Target program or job: (id, name); `None` targets the service instance.
     pub target: Option<(String, String)>,
+    /// The account that owns the target when it is not the caller's (another account's public
+    /// program); `None`: the caller's, which is also what a refused call on a missing or hidden
+    /// resource names, so that its event reveals nothing the answer hid.
+    pub target_account: Option<String>,
     /// Status of a successful call (200, or 201 for creates).
     pub success_status: u16,
     /// Request details.
@@ -56,12 +60,24 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// Starts a record of `action` on the service instance.
     pub fn new(action: Action) -> Self {
-        Self { action, target: None, success_status: 200, request: JsonObject::new(), response: JsonObject::new() }
+        Self {
+            action,
+            target: None,
+            target_account: None,
+            success_status: 200,
+            request: JsonObject::new(),
+            response: JsonObject::new(),
+        }
     }
 
     /// Targets a program or job.
     pub fn target(&mut self, id: &str, name: &str) {
         self.target = Some((id.to_owned(), name.to_owned()));
+    }
+
+    /// Names the account that owns the target, once the call knows and may tell.
+    pub fn target_owner(&mut self, account: &str) {
+        self.target_account = Some(account.to_owned());
     }
 
     /// Records the id of the program or job a call asks for, as a request detail and as the
@@ -179,6 +195,9 @@ impl Auditor {
             .response_data(record.response.clone());
         if let Some((id, name)) = &record.target {
             builder = builder.target(id, name);
+            if let Some(account) = &record.target_account {
+                builder = builder.target_account(account);
+            }
         }
         builder = match outcome {
             Ok(()) => builder.status(record.success_status),

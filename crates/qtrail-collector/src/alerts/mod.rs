@@ -31,6 +31,7 @@ use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{parse_location, require_collector};
 use crate::replica::Role;
+use crate::scope::Scope;
 use crate::store::EventStore;
 use evaluator::{Progress as _, now_millis, timestamp};
 use state::RuleState;
@@ -218,9 +219,15 @@ impl Alerts {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`], [`Error::CollectorNotFound`].
-    pub(crate) async fn test(&self, request: proto::TestAlertRuleRequest) -> Result<proto::TestAlertRuleResponse> {
+    pub(crate) async fn test(
+        &self,
+        request: proto::TestAlertRuleRequest,
+        scope: &Scope,
+    ) -> Result<proto::TestAlertRuleResponse> {
         let wire = request.rule.ok_or_else(|| Error::invalid("missing rule"))?;
-        let checked = rule::check(&wire)?;
+        let mut checked = rule::check(&wire)?;
+        // A scoped caller's trial counts, samples and fires on the events it may read alone.
+        checked.filter = checked.filter.within(scope);
         let wanted = match request.events {
             0 => DEFAULT_TEST_EVENTS,
             n if n > MAX_TEST_EVENTS => {
@@ -260,7 +267,7 @@ impl Alerts {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location or a cursor past the newest firing.
-    pub(crate) fn open_watch(&self, request: &proto::WatchAlertsRequest) -> Result<Watch> {
+    pub(crate) fn open_watch(&self, request: &proto::WatchAlertsRequest, scope: &Scope) -> Result<Watch> {
         let location = match request.location.as_str() {
             "" => None,
             location => Some(parse_location(location)?.to_string()),
@@ -277,13 +284,13 @@ impl Alerts {
         };
         // Subscribed here, before the call returns, so that no change after it is missed.
         let changes = request.delivery_updates.then(|| self.changes.subscribe());
-        Ok(Watch { location, after, changes })
+        Ok(Watch { location, after, changes, scope: scope.clone() })
     }
 
     /// Streams firings after the watch's cursor, then new ones as they are recorded (and
     /// delivery changes, if asked for), until the client goes or the collector stops.
     pub(crate) async fn watch(self, watch: Watch, out: mpsc::Sender<Result<proto::AlertFiring>>) {
-        let Watch { location, mut after, mut changes } = watch;
+        let Watch { location, mut after, mut changes, scope } = watch;
         let mut newest = self.firings.clone();
         loop {
             // Read before the firings, so that one recorded meanwhile still marks a change.
@@ -299,6 +306,7 @@ impl Alerts {
             let read_all = firings.len() < WATCH_CHUNK;
             for firing in firings {
                 after = firing.number;
+                let Some(firing) = scope.firing(firing) else { continue };
                 if !self.lifecycle.send(&out, Ok(firing)).await {
                     return;
                 }
@@ -311,7 +319,7 @@ impl Alerts {
             tokio::select! {
                 changed = newest.changed() => if changed.is_err() { return },
                 Some(number) = next_change(&mut changes) => {
-                    if !self.send_update(location.as_deref(), number, &out).await {
+                    if !self.send_update(location.as_deref(), number, &scope, &out).await {
                         return;
                     }
                 }
@@ -327,13 +335,17 @@ impl Alerts {
         &self,
         location: Option<&str>,
         number: u64,
+        scope: &Scope,
         out: &mpsc::Sender<Result<proto::AlertFiring>>,
     ) -> bool {
         let state = self.state.clone();
         // Looked up by number: a watch of a quiet location must not walk every firing after it.
         let read = blocking(move || state.firing(number)).await;
         match read {
-            Ok(firing) => match firing.filter(|firing| location.is_none_or(|location| firing.location == location)) {
+            Ok(firing) => match firing
+                .filter(|firing| location.is_none_or(|location| firing.location == location))
+                .and_then(|firing| scope.firing(firing))
+            {
                 Some(firing) => {
                     self.lifecycle.send(out, Ok(proto::AlertFiring { delivery_update: true, ..firing })).await
                 }
@@ -354,6 +366,8 @@ pub(crate) struct Watch {
     location: Option<String>,
     after: u64,
     changes: Option<broadcast::Receiver<u64>>,
+    /// The caller's accounts: what it may see of each firing.
+    scope: Scope,
 }
 
 /// Returns the next changed firing's number; never, without a subscription.

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use super::Alerts;
-use crate::grpc::{ResponseStream, STREAM_BUFFER, caller_name, channel_stream, log_read, require_role};
+use crate::grpc::{ResponseStream, STREAM_BUFFER, caller_name, caller_scope, channel_stream, log_read, require_role};
 use crate::tokens::Role;
 use crate::usage::{Usage, Use, User};
 
@@ -108,7 +108,8 @@ impl AlertService for AlertRpc {
     ) -> Result<Response<proto::TestAlertRuleResponse>, Status> {
         let location = request.get_ref().rule.as_ref().map(|rule| rule.location.clone()).unwrap_or_default();
         log_read(&request, "TestAlertRule", &location);
-        Ok(Response::new(self.alerts.test(request.into_inner()).await?))
+        let scope = caller_scope(&request);
+        Ok(Response::new(self.alerts.test(request.into_inner(), &scope).await?))
     }
 
     async fn watch_alerts(
@@ -116,7 +117,7 @@ impl AlertService for AlertRpc {
         request: Request<proto::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         log_read(&request, "WatchAlerts", &request.get_ref().location);
-        let watch = self.alerts.open_watch(request.get_ref())?;
+        let watch = self.alerts.open_watch(request.get_ref(), &caller_scope(&request))?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         self.tasks.spawn(self.alerts.clone().watch(watch, sender));
         Ok(Response::new(channel_stream(receiver)))

@@ -22,6 +22,7 @@ use crate::alerts::AlertState;
 use crate::error::Result;
 use crate::filter::event_millis;
 use crate::ingest::blocking;
+use crate::scope::Scope;
 
 /// Firings the Alerts view lists.
 pub(crate) const RECENT_FIRINGS: usize = 50;
@@ -112,7 +113,11 @@ pub(crate) struct FiringView {
 }
 
 /// `GET /api/locations/{location}/alerts`: the location's rules and its newest firings.
-pub(crate) async fn alerts(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+pub(crate) async fn alerts(
+    State(console): Shared,
+    Auditor(signed_in): Auditor,
+    located: Located,
+) -> Result<Response, ApiError> {
     let (location, _) = located.params(&[])?;
     // Unknown locations answer 404, as every other route under the location does.
     console.registry.get(&location).await?;
@@ -120,20 +125,28 @@ pub(crate) async fn alerts(State(console): Shared, _: Auditor, located: Located)
     let state = console.alert_state.clone();
     let firings = blocking(move || newest_firings(&state, &location, RECENT_FIRINGS, i64::MIN)).await?;
     let rules: Vec<_> = rules.rules.into_iter().map(rule).collect();
-    let firings: Vec<_> = firings.into_iter().map(firing).collect();
+    let scope = &signed_in.caller.scope;
+    let firings: Vec<_> = firings.into_iter().filter_map(|found| scope.firing(found)).map(firing).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "rules": rules, "firings": firings })))
 }
 
 /// Returns the firings of `location` recorded in `[start, end)`, newest first, at most
-/// [`MAX_MARKS`], as views.
+/// [`MAX_MARKS`], as views, as `scope` may see them.
 ///
 /// # Errors
 /// What reading the alert state fails with.
-pub(crate) async fn marks(state: Arc<AlertState>, location: String, start: i64, end: i64) -> Result<Vec<FiringView>> {
+pub(crate) async fn marks(
+    state: Arc<AlertState>,
+    location: String,
+    start: i64,
+    end: i64,
+    scope: &Scope,
+) -> Result<Vec<FiringView>> {
     let firings = blocking(move || newest_firings(&state, &location, MAX_MARKS, start)).await?;
     Ok(firings
         .into_iter()
         .filter(|firing| firing.time.as_ref().is_some_and(|t| event_millis(t) < end))
+        .filter_map(|found| scope.firing(found))
         .map(firing)
         .collect())
 }

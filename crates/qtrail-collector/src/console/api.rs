@@ -195,7 +195,11 @@ pub(crate) async fn collectors(State(console): Shared, _: Auditor) -> Result<Res
 }
 
 /// `GET /api/locations/{location}/events`: a page of events.
-pub(crate) async fn events(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+pub(crate) async fn events(
+    State(console): Shared,
+    Auditor(signed_in): Auditor,
+    located: Located,
+) -> Result<Response, ApiError> {
     let (location, filter, mut params) = located.filtered(&EVENTS_PARAMS)?;
     let page_size = params.number("page_size")?.map_or(Ok(DEFAULT_PAGE_SIZE), |size| {
         u32::try_from(size).map_err(|_| Error::invalid(format!("page_size {size} is too large")))
@@ -214,7 +218,7 @@ pub(crate) async fn events(State(console): Shared, _: Auditor, located: Located)
     };
     // Read before the page, so that a live view from head_seq + 1 misses nothing.
     let head_seq = console.registry.get(&location).await?.event_count;
-    let page = console.query.query_events(request).await?;
+    let page = console.query.query_events(request, &signed_in.caller.scope).await?;
     let events = page.events.iter().map(view::row).collect();
     Ok(json(StatusCode::OK, &view::Page { events, next_page_token: page.next_page_token, head_seq }))
 }
@@ -222,12 +226,12 @@ pub(crate) async fn events(State(console): Shared, _: Auditor, located: Located)
 /// `GET /api/locations/{location}/events/{seq}`: one event in full.
 pub(crate) async fn event(
     State(console): Shared,
-    _: Auditor,
+    Auditor(signed_in): Auditor,
     segments: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (location, seq) = path(segments)?;
     let seq = seq.parse::<u64>().map_err(|_| invalid_value("location_seq", &seq, "a position from 1"))?;
-    let record = console.query.event(&location, seq).await?;
+    let record = console.query.event(&location, seq, &signed_in.caller.scope).await?;
     Ok(json(StatusCode::OK, &view::detail(&record)?))
 }
 
@@ -278,7 +282,11 @@ pub(crate) async fn checkpoints(State(console): Shared, _: Auditor, located: Loc
 }
 
 /// `GET /api/locations/{location}/export`: the matching events as JSON lines, a download.
-pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+pub(crate) async fn export(
+    State(console): Shared,
+    Auditor(signed_in): Auditor,
+    located: Located,
+) -> Result<Response, ApiError> {
     let (location, filter, mut params) = located.filtered(&EXPORT_PARAMS)?;
     let (format, name) = match params.take("format").as_deref() {
         Some("at-json") => (proto::ExportFormat::AtJson, "at-json"),
@@ -292,7 +300,7 @@ pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located)
     };
     let request =
         proto::ExportEventsRequest { location, format: format as i32, range: Some(range), filter: Some(filter) };
-    let export = console.query.open_export(&request).await?;
+    let export = console.query.open_export(&request, &signed_in.caller.scope).await?;
     let (sender, receiver) = mpsc::channel(EXPORT_BUFFER);
     console.tasks.spawn(console.query.clone().export(export, sender));
     // An error mid-way cuts the body short, so a partial download cannot pass for a whole one.
@@ -312,12 +320,17 @@ pub(crate) async fn export(State(console): Shared, _: Auditor, located: Located)
 /// `GET /api/locations/{location}/timeline?…`: the matching events counted per bucket by
 /// outcome, over the filter's time range (by default the last hour), and the alert firings
 /// recorded in it.
-pub(crate) async fn timeline(State(console): Shared, _: Auditor, located: Located) -> Result<Response, ApiError> {
+pub(crate) async fn timeline(
+    State(console): Shared,
+    Auditor(signed_in): Auditor,
+    located: Located,
+) -> Result<Response, ApiError> {
     let (location, filter, _) = located.filtered(&[])?;
     let now = chrono::Utc::now().timestamp_millis();
-    let timeline = console.query.timeline(&location, Some(&filter), now).await?;
+    let scope = &signed_in.caller.scope;
+    let timeline = console.query.timeline(&location, Some(&filter), now, scope).await?;
     let (start, end) = (timeline.start_millis, timeline.end_millis);
-    let firings = alerts::marks(console.alert_state.clone(), location, start, end).await?;
+    let firings = alerts::marks(console.alert_state.clone(), location, start, end, scope).await?;
     Ok(json(StatusCode::OK, &view::timeline(timeline, firings)))
 }
 

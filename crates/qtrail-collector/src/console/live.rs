@@ -49,7 +49,7 @@ pub(crate) async fn stream(
         from_seq = last + 1;
     }
     let request = proto::TailEventsRequest { location, filter: Some(filter), from_seq };
-    let tail = console.query.open_tail(&request).await?;
+    let tail = console.query.open_tail(&request, &signed_in.caller.scope).await?;
     let (sender, receiver) = mpsc::channel(LIVE_BUFFER);
     console.tasks.spawn(console.query.clone().tail(tail, sender));
     let events = ReceiverStream::new(receiver).map(|item| {

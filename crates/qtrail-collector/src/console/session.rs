@@ -211,7 +211,7 @@ mod tests {
     use crate::tokens::Role;
 
     fn alice() -> Caller {
-        Caller { name: "alice".into(), role: Role::Auditor, locations: Vec::new() }
+        Caller { name: "alice".into(), role: Role::Auditor, locations: Vec::new(), scope: crate::scope::Scope::all() }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::ingest::blocking;
 use crate::registry::{parse_location, require_collector};
+use crate::scope::Scope;
 use crate::store::StoreError;
 
 /// Most lines per export message.
@@ -19,12 +20,13 @@ pub const EXPORT_CHUNK_LINES: usize = 500;
 pub const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl Query {
-    /// Checks an export request and returns what to export.
+    /// Checks an export request and returns what to export: what its filter matches and
+    /// `scope` admits.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location, format, range or filter,
     /// [`Error::CollectorNotFound`].
-    pub(crate) async fn open_export(&self, request: &proto::ExportEventsRequest) -> Result<Export> {
+    pub(crate) async fn open_export(&self, request: &proto::ExportEventsRequest, scope: &Scope) -> Result<Export> {
         let location = parse_location(&request.location)?;
         let format = match proto::ExportFormat::try_from(request.format) {
             Ok(proto::ExportFormat::AtJson) => ExportFormat::AtJson,
@@ -34,7 +36,7 @@ impl Query {
             }
             Err(_) => return Err(Error::invalid(format!("unknown format {}", request.format))),
         };
-        let filter = Filter::from_wire(request.filter.as_ref())?;
+        let filter = Filter::from_wire(request.filter.as_ref())?.within(scope);
         let collector = require_collector(&self.store, location.clone()).await?;
         let range = resolve_range(request.range.as_ref(), collector.event_count)?;
         Ok(Export { location, format, filter, range })

@@ -5,6 +5,10 @@
 //! A proof always refers to a signed checkpoint note: an event stored after the newest one is
 //! refused FAILED_PRECONDITION until the next checkpoint covers it, rather than signed on
 //! demand, so that only the checkpointer holds the key and heads stay one per interval.
+//!
+//! A caller scoped to some accounts proves only the events its scope admits: any other is
+//! NOT_FOUND exactly as a missing one, so that a proof request cannot probe which positions
+//! hold another account's events.
 
 use qtrail_cadf::Location;
 use qtrail_cadf::validation::MAX_ID_BYTES;
@@ -18,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Filter, Order};
 use crate::ingest::blocking;
 use crate::registry::{parse_location, require_collector};
+use crate::scope::Scope;
 use crate::store::{EventStore, StoreError, TreeReader, canonical_of, tree_error};
 
 /// Checkpoints read per step while looking for a tree size.
@@ -58,7 +63,7 @@ impl Selector {
 
 impl Query {
     /// Returns the inclusion proof of the event a request selects in the signed tree head it
-    /// names (0: the newest).
+    /// names (0: the newest), if `scope` admits that event.
     ///
     /// # Errors
     /// INVALID_ARGUMENT for a bad location or selector, or a leaf outside the tree size asked
@@ -68,12 +73,14 @@ impl Query {
     pub(crate) async fn inclusion_proof(
         &self,
         request: proto::GetInclusionProofRequest,
+        scope: &Scope,
     ) -> Result<proto::GetInclusionProofResponse> {
         let location = parse_location(&request.location)?;
         let selector = Selector::from_wire(request.leaf)?;
         require_collector(&self.store, location.clone()).await?;
         let store = self.store.clone();
-        blocking(move || prove(store.as_ref(), &location, &selector, request.tree_size)).await
+        let scope = scope.clone();
+        blocking(move || prove(store.as_ref(), &location, &selector, request.tree_size, &scope)).await
     }
 }
 
@@ -83,9 +90,10 @@ fn prove(
     location: &Location,
     selector: &Selector,
     tree_size: u64,
+    scope: &Scope,
 ) -> Result<proto::GetInclusionProofResponse> {
     let head = signed_head(store, location, tree_size)?;
-    let seq = position(store, location, selector)?;
+    let seq = position(store, location, selector, scope)?;
     let index = seq - 1;
     if index >= head.tree_size {
         return Err(uncovered(store, location, index, tree_size, head.tree_size)?);
@@ -118,20 +126,34 @@ fn prove(
     })
 }
 
-/// Returns the position (location_seq) of the selected event.
-fn position(store: &dyn EventStore, location: &Location, selector: &Selector) -> Result<u64> {
+/// Returns the position (location_seq) of the selected event, one `scope` admits.
+fn position(store: &dyn EventStore, location: &Location, selector: &Selector, scope: &Scope) -> Result<u64> {
     let not_found = |what: String| Error::LeafNotFound(format!("no event with {what} in location `{location}`"));
-    match selector {
-        Selector::Index(index) => Ok(index + 1),
+    let seq = match selector {
+        Selector::Index(index) => index + 1,
         Selector::EventId(id) => {
-            store.seq_of_event_id(location, *id)?.ok_or_else(|| not_found(format!("event_id {id}")))
+            store.seq_of_event_id(location, *id)?.ok_or_else(|| not_found(format!("event_id {id}")))?
         }
         Selector::Correlation(id) => {
-            let filter = Filter { correlation_id: Some(id.clone()), ..Filter::default() };
+            let filter = Filter { correlation_id: Some(id.clone()), scope: scope.clone(), ..Filter::default() };
             let oldest = store.query(location, &filter, Order::OldestFirst, None, 1)?;
-            oldest.first().map(|record| record.location_seq).ok_or_else(|| not_found("that correlation_id".to_owned()))
+            return oldest
+                .first()
+                .map(|record| record.location_seq)
+                .ok_or_else(|| not_found("that correlation_id".to_owned()));
+        }
+    };
+    if !scope.is_all() {
+        let admitted = store.events(location, seq, 1)?.iter().any(|r| r.location_seq == seq && scope.admits_record(r));
+        if !admitted {
+            // Worded as the answer for a position or id that holds nothing.
+            return Err(match selector {
+                Selector::EventId(id) => not_found(format!("event_id {id}")),
+                _ => Error::LeafNotFound(format!("no event at leaf_index {} of location `{location}`", seq - 1)),
+            });
         }
     }
+    Ok(seq)
 }
 
 /// Explains why leaf `index` is outside the head of `size` leaves found for `asked` (0: the

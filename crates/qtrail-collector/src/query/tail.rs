@@ -20,18 +20,20 @@ use crate::ingest::blocking;
 use crate::lifecycle::Lifecycle;
 use crate::meters::{Open, Openable};
 use crate::registry::{parse_location, require_collector};
+use crate::scope::Scope;
 
 /// Records a tail reads from the store per step while catching up.
 const TAIL_READ_CHUNK: usize = 500;
 
 impl Query {
-    /// Checks a tail request; the tail itself runs in [`Query::tail`].
+    /// Checks a tail request; the tail itself runs in [`Query::tail`], and sends only what
+    /// `scope` admits (its filter holds the scope, so history and live alike).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location or filter, [`Error::CollectorNotFound`].
-    pub(crate) async fn open_tail(&self, request: &proto::TailEventsRequest) -> Result<Tail> {
+    pub(crate) async fn open_tail(&self, request: &proto::TailEventsRequest, scope: &Scope) -> Result<Tail> {
         let location = parse_location(&request.location)?;
-        let filter = Filter::from_wire(request.filter.as_ref())?;
+        let filter = Filter::from_wire(request.filter.as_ref())?.within(scope);
         // Subscribe before anything is read, so that nothing committed from now on is missed.
         let live = self.committed.subscribe();
         let collector = require_collector(&self.store, location.clone()).await?;

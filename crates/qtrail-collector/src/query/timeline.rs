@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Filter, Order, event_millis};
 use crate::ingest::blocking;
 use crate::registry::{parse_location, require_collector};
+use crate::scope::Scope;
 
 /// Most buckets one timeline has.
 pub(crate) const MAX_BUCKETS: i64 = 240;
@@ -107,7 +108,8 @@ impl Window {
 
 impl Query {
     /// Returns the counts by outcome, per bucket, of the events of `location` that match
-    /// `filter`, over the filter's time range (open ends resolved against `now_millis`).
+    /// `filter` and that `scope` admits, over the filter's time range (open ends resolved
+    /// against `now_millis`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad location or filter, an empty window or one too long
@@ -117,9 +119,10 @@ impl Query {
         location: &str,
         filter: Option<&proto::EventFilter>,
         now_millis: i64,
+        scope: &Scope,
     ) -> Result<Timeline> {
         let location = parse_location(location)?;
-        let mut filter = Filter::from_wire(filter)?;
+        let mut filter = Filter::from_wire(filter)?.within(scope);
         let end = filter.end_millis.unwrap_or(now_millis);
         let start = filter.start_millis.unwrap_or(end.saturating_sub(DEFAULT_WINDOW_MILLIS));
         let window = Window::new(start, end)?;

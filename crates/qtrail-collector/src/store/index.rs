@@ -230,6 +230,9 @@ pub(super) struct EventView {
     target: Option<IdView>,
     #[prost(string, tag = "12")]
     correlation_id: String,
+    /// Read for the caller's account scope, which the filter tests too.
+    #[prost(string, tag = "13")]
+    log_source_crn: String,
 }
 
 impl EventView {
@@ -244,6 +247,7 @@ impl EventView {
             initiator: self.initiator.map(|initiator| proto::Initiator { id: initiator.id, ..Default::default() }),
             target: self.target.map(|target| proto::Target { id: target.id, ..Default::default() }),
             correlation_id: self.correlation_id,
+            log_source_crn: self.log_source_crn,
             ..Default::default()
         };
         filter.matches(&proto::StoredEvent { event: Some(event), ..Default::default() })

@@ -9,6 +9,7 @@
 // The modules form one test binary; `pub` marks the helpers they share.
 #![allow(unreachable_pub)]
 
+mod accounts;
 mod admin;
 mod alerts;
 mod binary;

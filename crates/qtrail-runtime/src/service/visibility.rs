@@ -11,7 +11,8 @@ use crate::store::Reader;
 use crate::store::jobs::{self, JobRecord};
 use crate::store::programs::{self, ProgramRecord};
 
-/// Returns a program the caller may read (its own or a public one); targets the event at it.
+/// Returns a program the caller may read (its own or a public one); targets the event at it,
+/// in its owner's account. A hidden program stays in the caller's account, as a missing one.
 pub(super) fn visible_program(
     txn: &impl Reader,
     principal: &Principal,
@@ -23,6 +24,7 @@ pub(super) fn visible_program(
     match programs::get(txn, id)? {
         Some(program) if program.account == principal.account || program.is_public => {
             record.target(id, &program.name);
+            record.target_owner(&program.account);
             Ok(program)
         }
         // Another account's private program is reported exactly like a missing one.

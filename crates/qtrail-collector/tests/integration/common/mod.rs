@@ -30,6 +30,8 @@ pub const OTHER_PUBLISHER: &str = "other-publisher-secret";
 /// A publisher token of `eu-de` alone (`runtime-eu-de-only`).
 pub const EU_DE_PUBLISHER: &str = "eu-de-publisher-secret";
 pub const AUDITOR: &str = "auditor-secret";
+/// An auditor token that reads only the events of account `acc-bob` (`auditor-bob`).
+pub const BOB_AUDITOR: &str = "bob-auditor-secret";
 
 /// Every location the tests publish to with [`PUBLISHER`].
 pub const TEST_LOCATIONS: [&str; 8] = ["us-east", "eu-de", "jp-tok", "au-syd", "br-sao", "ca-tor", "in-che", "kr-seo"];
@@ -44,6 +46,7 @@ pub fn tokens() -> Tokens {
         entry(OTHER_PUBLISHER, Role::Publisher, "runtime-eu-de").with_locations(locations(&["us-east", "eu-de"])),
         entry(EU_DE_PUBLISHER, Role::Publisher, "runtime-eu-de-only").with_locations(locations(&["eu-de"])),
         entry(AUDITOR, Role::Auditor, "alice"),
+        entry(BOB_AUDITOR, Role::Auditor, "auditor-bob").with_accounts(["acc-bob"]),
         entry(ADMIN, Role::Admin, "ops"),
     ])
     .expect("valid tokens")
