@@ -8,6 +8,7 @@ mod alerts;
 mod console;
 mod console_alerts;
 mod delivery;
+mod failover;
 mod grpcurl;
 mod monitor;
 mod proofs;

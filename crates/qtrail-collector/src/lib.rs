@@ -301,8 +301,8 @@ fn console_sessions(config: &Config, tokens: &Arc<tokens::Tokens>) -> anyhow::Re
     } else {
         (rand::random::<[u8; 32]>().to_vec(), None)
     };
-    let revoked = console::Revocations::load(revoked, console::unix_now())
-        .context("cannot read the revoked console sessions")?;
+    let revoked =
+        console::Revocations::load(revoked, console::unix_now()).context("cannot read the revoked console sessions")?;
     Ok(console::Sessions::new(&key, config.console_session_ttl, tokens.clone(), revoked))
 }
 

@@ -46,7 +46,9 @@ impl Revocations {
                                 by_id.insert(id, expires);
                             }
                             Some(_) => {}
-                            None => warn!(path = %path.display(), "skipping an unreadable line of the revoked sessions"),
+                            None => {
+                                warn!(path = %path.display(), "skipping an unreadable line of the revoked sessions")
+                            }
                         }
                     }
                 }

@@ -212,8 +212,12 @@ impl Sessions {
         }
         let ended = CancellationToken::new();
         if seen.len() < MAX_SESSIONS {
-            let session =
-                Seen { expires, _end_on_drop: ended.clone().drop_guard(), ended: ended.clone(), _open: Open::new(Openable::ConsoleSession) };
+            let session = Seen {
+                expires,
+                _end_on_drop: ended.clone().drop_guard(),
+                ended: ended.clone(),
+                _open: Open::new(Openable::ConsoleSession),
+            };
             seen.insert(id, session);
         }
         ended
