@@ -9,6 +9,7 @@ mod alerts;
 mod console;
 mod console_alerts;
 mod delivery;
+mod failover;
 mod grpcurl;
 mod monitor;
 mod postgres_store;

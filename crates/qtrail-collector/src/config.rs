@@ -101,6 +101,10 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_CONSOLE_SESSION_MINUTES", default_value_t = DEFAULT_CONSOLE_SESSION_MINUTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub console_session_minutes: u64,
+    /// File of the key (32+ bytes, base64 or raw) that signs console session cookies; give
+    /// every replica the same one. Without it a key is generated into the data directory.
+    #[arg(long, env = "QTRAIL_COLLECTOR_CONSOLE_SESSION_KEY_FILE", requires = "http")]
+    pub console_session_key_file: Option<PathBuf>,
     /// Store page cache in MiB.
     #[arg(long, env = "QTRAIL_COLLECTOR_CACHE_MIB", default_value_t = DEFAULT_CACHE_MIB)]
     pub cache_mib: usize,
@@ -253,6 +257,9 @@ pub struct Config {
     pub metrics_token_file: Option<PathBuf>,
     /// How long a console sign-in lasts.
     pub console_session_ttl: Duration,
+    /// File of the console session key; `None` generates one into `data_dir` (when the HTTP
+    /// side is served).
+    pub console_session_key_file: Option<PathBuf>,
     /// Store page cache in bytes.
     pub cache_bytes: usize,
     /// Bytes of commit log after which a snapshot of the store's state is written.
@@ -360,6 +367,7 @@ impl Settings {
         config.http_addr_file = self.http_addr_file.clone();
         config.metrics_token_file = self.metrics_token_file.clone();
         config.console_session_ttl = Duration::from_secs(self.console_session_minutes.saturating_mul(60));
+        config.console_session_key_file = self.console_session_key_file.clone();
         config.cache_bytes = self.cache_mib.saturating_mul(1024 * 1024);
         config.snapshot_every = self.snapshot_every_kib.saturating_mul(1024);
         config.group_commit_batches = usize::from(self.group_commit_batches);
@@ -424,6 +432,7 @@ impl Config {
             http_addr_file: None,
             metrics_token_file: None,
             console_session_ttl: Duration::from_secs(DEFAULT_CONSOLE_SESSION_MINUTES * 60),
+            console_session_key_file: None,
             cache_bytes: DEFAULT_CACHE_MIB * 1024 * 1024,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY_KIB * 1024,
             group_commit_batches: usize::from(DEFAULT_GROUP_COMMIT_BATCHES),

@@ -230,7 +230,7 @@ impl Prepared {
             alerts: alerts.clone(),
             alert_state,
             tokens: tokens.clone(),
-            sessions: console::Sessions::new(config.console_session_ttl, console::MAX_SESSIONS),
+            sessions: console_sessions(&config, &tokens)?,
             sign_ins: console::SignInLimiter::default(),
             tasks: tasks.clone(),
             https: tls.is_some(),
@@ -301,6 +301,21 @@ impl Prepared {
 ///
 /// # Errors
 /// Without an HTTP side to serve it on; an unusable key file, name or log key.
+/// Returns the console's sessions: signed with the key file or the key generated into the data
+/// directory, with sign-outs kept beside it. Without an HTTP side nothing is written: a random
+/// key serves a console nobody can reach.
+fn console_sessions(config: &Config, tokens: &Arc<tokens::Tokens>) -> anyhow::Result<console::Sessions> {
+    let (key, revoked) = if config.http.is_some() {
+        let key = console::session_key(config.console_session_key_file.as_deref(), &config.data_dir)?;
+        (key, Some(config.data_dir.join(console::REVOCATIONS_FILE)))
+    } else {
+        (rand::random::<[u8; 32]>().to_vec(), None)
+    };
+    let revoked =
+        console::Revocations::load(revoked, console::unix_now()).context("cannot read the revoked console sessions")?;
+    Ok(console::Sessions::new(&key, config.console_session_ttl, tokens.clone(), revoked))
+}
+
 fn open_witness(config: &Config) -> anyhow::Result<Option<Arc<witness::Witness>>> {
     let Some(witness) = &config.witness else {
         return Ok(None);

@@ -280,6 +280,25 @@ fn scope_of(entry: &TokenEntry, position: usize) -> Result<Scope, String> {
 /// Longest account id, in bytes, as the runtime's principals file allows.
 const MAX_ACCOUNT_BYTES: usize = 128;
 
+impl Tokens {
+    /// Returns the caller of the token named `name`, if any.
+    pub(crate) fn caller(&self, name: &str) -> Option<Caller> {
+        self.by_digest.values().find(|caller| caller.name == name).cloned()
+    }
+
+    /// Returns what binds a console session to the current secret of the token named `name`:
+    /// 16 bytes of a digest of its digest, so that the cookie reveals nothing usable about the
+    /// secret, and a rotated or removed token ends its sessions. `None` without such a token.
+    pub(crate) fn session_binding(&self, name: &str) -> Option<[u8; 16]> {
+        let (digest, _) = self.by_digest.iter().find(|(_, caller)| caller.name == name)?;
+        let mut bound = Sha256::new();
+        bound.update(b"qtrail console session\0");
+        bound.update(digest);
+        let bound: [u8; 32] = bound.finalize().into();
+        bound[..16].try_into().ok()
+    }
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }

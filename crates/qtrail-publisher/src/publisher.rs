@@ -16,6 +16,10 @@
 //! backoff and full jitter and opens a new one, which resends every event still in the outbox,
 //! in seq order; the collector removes duplicates by event id. Events meanwhile wait in the
 //! outbox, whose bound then decides when the service stops taking calls.
+//!
+//! With several collector URLs (replicas of the location's collector over one store, see
+//! [`Endpoints`]), a failure that says the current one is gone moves the task to the next one at
+//! once; it backs off only after every replica has failed in a row.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,8 +43,10 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{debug, error, info, warn};
 
 mod config;
+mod endpoints;
 
 pub use config::PublisherConfig;
+pub(crate) use endpoints::Endpoints;
 
 use crate::backoff::Backoff;
 use crate::error::{OutboxError, PublisherError};
@@ -68,19 +74,9 @@ impl Publisher {
     /// # Errors
     /// [`PublisherError`] when the URL, the token or the limits are unusable.
     pub fn spawn(outbox: Outbox, config: PublisherConfig) -> Result<Self, PublisherError> {
-        let invalid_url = |reason: String| PublisherError::InvalidUrl { url: config.collector_url.clone(), reason };
-        let mut endpoint = Endpoint::from_shared(config.collector_url.clone())
-            .map_err(|err| invalid_url(err.to_string()))?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
-        match (endpoint.uri().scheme_str() == Some("https"), &config.tls) {
-            (true, tls) => {
-                let tls = tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
-                endpoint = endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {}", root_cause(&err))))?;
-            }
-            (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
-            (false, None) => {}
-        }
+        let first = (config.collector_url.clone(), endpoint(&config.collector_url, &config)?);
+        let rest = config.failover_urls.iter().map(|url| Ok((url.clone(), endpoint(url, &config)?)));
+        let endpoints = Arc::new(Endpoints::new(first, rest.collect::<Result<_, PublisherError>>()?));
         let authorization = config.token.as_deref().map(bearer).transpose()?;
         if config.max_batch_events == 0 || config.max_batch_events > MAX_BATCH_EVENTS {
             return Err(PublisherError::InvalidLimits(format!(
@@ -99,7 +95,7 @@ impl Publisher {
         let receipts = match &config.receipts {
             Some(receipts) => {
                 let authorization = receipts.token.as_deref().map(bearer).transpose()?;
-                let spawned = Receipts::spawn(receipts, config.location.to_string(), endpoint.clone(), authorization)
+                let spawned = Receipts::spawn(receipts, config.location.to_string(), endpoints.clone(), authorization)
                     .map_err(|err| PublisherError::Receipts(err.to_string()))?;
                 Some(Arc::new(spawned))
             }
@@ -110,7 +106,8 @@ impl Publisher {
         let stop = CancellationToken::new();
         let task = Task {
             outbox,
-            endpoint,
+            round_start: endpoints.index(),
+            endpoints,
             authorization,
             backoff: Backoff::new(config.backoff_initial, config.backoff_max),
             config,
@@ -196,7 +193,10 @@ struct InFlight {
 
 struct Task {
     outbox: Outbox,
-    endpoint: Endpoint,
+    endpoints: Arc<Endpoints>,
+    /// The endpoint the current round of attempts started at: once every endpoint has failed
+    /// since, the task backs off before the next round.
+    round_start: usize,
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     backoff: Backoff,
     config: PublisherConfig,
@@ -208,13 +208,14 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        info!(publisher_id = %self.outbox.publisher_id(), collector = %self.config.collector_url, "publisher started");
+        let collector = self.endpoints.url(self.endpoints.index());
+        info!(publisher_id = %self.outbox.publisher_id(), collector, "publisher started");
         loop {
             let started = Instant::now();
             let mut progressed = false;
             let result = self.stream(&mut progressed).await;
             self.stats.set_connected(false);
-            match result {
+            let failed = match result {
                 Ok(StreamEnd::Drained) => {
                     info!("outbox drained, publisher stopped");
                     return;
@@ -227,14 +228,21 @@ impl Task {
                     self.backoff.reset();
                     continue;
                 }
-                Err(err) => self.report(&err),
-            }
+                Err(err) => {
+                    self.report(&err);
+                    err
+                }
+            };
             // A stream that made progress or stayed up a while proves the collector healthy, so
             // the next failure starts again from the smallest delay.
             if progressed || started.elapsed() >= self.config.backoff_max {
                 self.backoff.reset();
+                self.round_start = self.endpoints.index();
             }
             self.stats.reconnecting();
+            if self.fail_over(&failed) {
+                continue;
+            }
             let delay = self.backoff.next_delay();
             debug!(retry_in_ms = delay.as_millis() as u64, "publisher retrying");
             tokio::select! {
@@ -245,6 +253,25 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Moves to the next endpoint when `err` says the current one is gone (unreachable, or the
+    /// stream broke), and returns true when that endpoint is still to be tried in this round,
+    /// at once: its replica has not failed yet. The outbox still holds every unacknowledged
+    /// event, so the next stream resends them there, and the collector's dedup by event id
+    /// keeps them from being stored twice.
+    fn fail_over(&mut self, err: &StreamError) -> bool {
+        if self.endpoints.len() < 2 || !endpoint_gone(err) {
+            return false;
+        }
+        let from = self.endpoints.index();
+        let to = self.endpoints.advance();
+        self.stats.set_endpoint(to);
+        warn!(from = self.endpoints.url(from), to = self.endpoints.url(to), error = %err, "collector endpoint changed");
+        if to == self.round_start {
+            return false;
+        }
+        true
     }
 
     fn report(&self, err: &StreamError) {
@@ -296,7 +323,7 @@ impl Task {
         }
 
         let channel = tokio::select! {
-            connected = self.endpoint.connect() => connected.map_err(StreamError::Connect)?,
+            connected = self.endpoints.current().connect() => connected.map_err(StreamError::Connect)?,
             _ = self.stop.cancelled() => return Ok(Opening::Ended(StreamEnd::Stopped)),
         };
         // Hello, then up to the window of batches, fit in the buffer without waiting.
@@ -504,6 +531,40 @@ struct Session {
     next_batch_seq: u64,
     /// Highest seq sent on this stream.
     sent_through: u64,
+}
+
+/// Returns whether `err` says the current collector endpoint is gone rather than that the
+/// stream was refused for a reason every replica shares (credentials, no collector for the
+/// location) or that the outbox failed.
+fn endpoint_gone(err: &StreamError) -> bool {
+    match err {
+        StreamError::Connect(_) | StreamError::Closed | StreamError::AckTimeout(_) | StreamError::WelcomeTimeout => {
+            true
+        }
+        StreamError::Refused(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        StreamError::Protocol(_) | StreamError::Outbox(_) | StreamError::Task(_) | StreamError::NewEpoch => false,
+    }
+}
+
+/// Returns the endpoint of the collector at `url`, with the connect timeout and TLS of `config`.
+fn endpoint(url: &str, config: &PublisherConfig) -> Result<Endpoint, PublisherError> {
+    let invalid_url = |reason: String| PublisherError::InvalidUrl { url: url.to_owned(), reason };
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|err| invalid_url(err.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    match (endpoint.uri().scheme_str() == Some("https"), &config.tls) {
+        (true, tls) => {
+            let tls = tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
+            endpoint = endpoint.tls_config(tls).map_err(|err| invalid_url(format!("tls: {}", root_cause(&err))))?;
+        }
+        (false, Some(_)) => return Err(invalid_url("tls settings need an https:// url".to_owned())),
+        (false, None) => {}
+    }
+    Ok(endpoint)
 }
 
 /// The `authorization` header value for `token`.

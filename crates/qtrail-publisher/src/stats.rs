@@ -2,7 +2,7 @@
 //! refused, and how its connection fares. Gauges of the outbox itself come from
 //! [`crate::Outbox::depth`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Counters of one publisher, updated by its task and read by anyone.
 #[derive(Debug, Default)]
@@ -14,6 +14,7 @@ pub struct PublisherStats {
     rejected: AtomicU64,
     reconnects: AtomicU64,
     connected: AtomicBool,
+    endpoint: AtomicUsize,
 }
 
 /// A copy of a publisher's counters at one moment.
@@ -33,6 +34,8 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     /// Whether a stream is open and welcomed right now.
     pub connected: bool,
+    /// Index of the collector endpoint in use: 0 for `collector_url`, then the failover URLs.
+    pub endpoint: usize,
 }
 
 impl PublisherStats {
@@ -46,6 +49,7 @@ impl PublisherStats {
             rejected: self.rejected.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
+            endpoint: self.endpoint.load(Ordering::Relaxed),
         }
     }
 
@@ -62,6 +66,10 @@ impl PublisherStats {
 
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_endpoint(&self, index: usize) {
+        self.endpoint.store(index, Ordering::Relaxed);
     }
 
     pub(crate) fn reconnecting(&self) {

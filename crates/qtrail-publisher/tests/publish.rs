@@ -426,3 +426,54 @@ async fn bad_configuration_is_refused() {
     assert!(Publisher::spawn(fixture.outbox.clone(), config("not a url".into())).is_err());
     assert!(!format!("{:?}", config("http://x".into())).contains("publisher-secret"), "debug hides the token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_collector_fails_over_to_the_next_and_the_rest_arrives_there() {
+    let fixture = fixture(OutboxLimits::default());
+    let (first, second) = (CollectorStub::new(), CollectorStub::new());
+    let (first_server, second_server) = (first.start().await, second.start().await);
+    let mut config = config(first_server.url());
+    config.failover_urls = vec![second_server.url()];
+    let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
+
+    let acked = enqueue(&fixture, 0..500);
+    assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await, "the first collector acks");
+    // The next events reach the first collector but are never acknowledged there: it stops
+    // mid-stream, as a replica killed behind a load balancer would.
+    first.hold_acks(true);
+    let unacked = enqueue(&fixture, 500..1200);
+    // Some of them, up to the window of unacknowledged batches.
+    assert!(first.wait_for(WAIT, |stub| stub.stored().len() > 500).await);
+    first_server.stop().await;
+
+    assert!(second.wait_for(WAIT, |stub| stub.stored().len() == 700).await, "the rest arrives at the second");
+    assert!(wait_until(|| fixture.outbox.depth().unwrap().events == 0).await);
+    assert_eq!(stored_ids(&first)[..500], acked[..], "what the first acknowledged stays there");
+    assert_eq!(stored_ids(&second), unacked, "every unacknowledged event, once each, in seq order");
+    assert_eq!(second.hellos()[0].publisher_id, fixture.outbox.publisher_id());
+    let stats = publisher.stats().snapshot();
+    assert_eq!((stats.endpoint, stats.acked), (1, 1200), "the second endpoint is current");
+    assert!(publisher.shutdown(Duration::from_secs(5)).await);
+    second_server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_first_collector_is_skipped_at_once() {
+    let fixture = fixture(OutboxLimits::default());
+    let gone = CollectorStub::new().start().await;
+    let gone_url = gone.url();
+    gone.stop().await;
+    let second = CollectorStub::new();
+    let second_server = second.start().await;
+    let mut config = config(gone_url);
+    // A backoff far beyond the wait: reaching the second collector must not wait for it.
+    config.backoff_initial = Duration::from_secs(60);
+    config.backoff_max = Duration::from_secs(60);
+    config.failover_urls = vec![second_server.url()];
+    let publisher = Publisher::spawn(fixture.outbox.clone(), config).unwrap();
+    let ids = enqueue(&fixture, 0..10);
+    assert!(second.wait_for(WAIT, |stub| stub.stored().len() == 10).await);
+    assert_eq!(stored_ids(&second), ids);
+    assert!(publisher.shutdown(Duration::from_secs(5)).await);
+    second_server.stop().await;
+}

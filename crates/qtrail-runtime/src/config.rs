@@ -84,6 +84,9 @@ pub struct Config {
     pub instance: String,
     /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
     pub collector: String,
+    /// Further replicas of the location's collector, which the publisher moves to in this
+    /// order when the current one is unreachable.
+    pub failover_collectors: Vec<String>,
     /// Token with the `publisher` role at the collector.
     pub collector_token: Option<Secret>,
     /// TOML file of principals (api key → iam id, name, account).
@@ -163,6 +166,7 @@ impl Config {
             location,
             instance,
             collector,
+            failover_collectors: Vec::new(),
             collector_token: None,
             principals,
             data_dir,
@@ -245,9 +249,11 @@ pub struct Flags {
     /// Service instance id, used in every CRN.
     #[arg(long, env = "QTRAIL_RUNTIME_INSTANCE")]
     pub instance: String,
-    /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
-    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR")]
-    pub collector: String,
+    /// URL of the collector service, e.g. `http://127.0.0.1:7000`; repeat it (or separate URLs
+    /// by commas) for replicas of the location's collector, which the publisher moves between
+    /// when one becomes unreachable.
+    #[arg(long, env = "QTRAIL_RUNTIME_COLLECTOR", required = true, value_delimiter = ',', value_parser = collector_url)]
+    pub collector: Vec<String>,
     /// Token with the `publisher` role at the collector (prefer the environment variable).
     #[arg(long, env = "QTRAIL_COLLECTOR_TOKEN", hide_env_values = true)]
     pub collector_token: Option<Secret>,
@@ -266,11 +272,24 @@ impl Flags {
     /// Returns the configuration these flags describe (the listener and logging are the
     /// binary's own).
     pub fn config(self) -> Config {
-        let mut config = Config::new(self.location, self.instance, self.collector, self.principals, self.data_dir);
+        let mut collectors = self.collector.into_iter();
+        // clap requires at least one `--collector`.
+        let first = collectors.next().unwrap_or_default();
+        let mut config = Config::new(self.location, self.instance, first, self.principals, self.data_dir);
+        config.failover_collectors = collectors.collect();
         config.collector_token = self.collector_token;
         self.settings.apply(&mut config);
         config
     }
+}
+
+/// Checks a `--collector` value: an `http://` or `https://` URL with a host.
+fn collector_url(value: &str) -> Result<String, String> {
+    let uri: tonic::transport::Uri = value.parse().map_err(|err| format!("not a url: {err}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err("expected an http:// or https:// url with a host, e.g. http://127.0.0.1:7000".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 /// The runtime's flags that have a default (or are optional), each also settable from a
@@ -433,6 +452,22 @@ mod tests {
         assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
         let err = parse(&["--trusted-proxy", "10.0.0.0/40"]).unwrap_err().to_string();
         assert!(err.contains("--trusted-proxy") && err.contains("prefix length `40` must be 0 to 32"), "{err}");
+    }
+
+    #[test]
+    fn collectors_are_repeatable_and_must_be_urls() {
+        let config = parse(&[]).unwrap();
+        assert_eq!((config.collector.as_str(), config.failover_collectors.len()), ("http://c", 0));
+        let config = parse(&["--collector", "http://b:1,https://c:2", "--collector", "http://d"]).unwrap();
+        assert_eq!(config.collector, "http://c");
+        assert_eq!(config.failover_collectors, ["http://b:1", "https://c:2", "http://d"]);
+        for bad in ["c:7000", "ftp://c", "http://"] {
+            let err = parse(&["--collector", bad]).unwrap_err().to_string();
+            assert!(err.contains("--collector") && err.contains("url"), "{bad}: {err}");
+        }
+        let none = Flags::try_parse_from(["qtrail-runtime", "--location", "us-east", "--instance", "i"]);
+        let none = none.map(Flags::config).unwrap_err().to_string();
+        assert!(none.contains("--collector"), "{none}");
     }
 
     /// The flags' defaults and `Config::new`'s are one set of constants: a runtime configured in

@@ -230,6 +230,7 @@ fn publishing(config: &Config) -> anyhow::Result<PublisherConfig> {
         None
     };
     let mut publishing = PublisherConfig::new(config.collector.clone(), config.location.clone());
+    publishing.failover_urls = config.failover_collectors.clone();
     publishing.token = config.collector_token.as_ref().map(|token| token.expose().to_owned());
     publishing.receipts = receipts::receipt_config(config)?;
     publishing.linger = Duration::from_millis(config.publish_linger_ms);

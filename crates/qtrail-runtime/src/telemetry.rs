@@ -55,6 +55,7 @@ pub fn refresh(sources: &Sources) {
     } else {
         0.0
     });
+    metrics::gauge!("qtrail_runtime_publisher_endpoint", "publisher" => publisher.clone()).set(stats.endpoint as f64);
     metrics::counter!("qtrail_runtime_calls_refused_total", "publisher" => publisher.clone(), "reason" => "outbox_full")
         .absolute(sources.service.refused_outbox_full());
 

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::error::{ApiError, json};
 use super::session::{self, SignedIn};
@@ -80,7 +80,7 @@ impl FromRequestParts<Arc<Console>> for Auditor {
 
     async fn from_request_parts(parts: &mut Parts, console: &Arc<Console>) -> Result<Self, ApiError> {
         let id = session::cookie(&parts.headers).ok_or(ApiError::SignedOut)?;
-        let signed_in = console.sessions.get(id, Instant::now()).ok_or(ApiError::SignedOut)?;
+        let signed_in = console.sessions.get(id, session::unix_now()).ok_or(ApiError::SignedOut)?;
         let path = parts.uri.path();
         let location = path.strip_prefix("/api/locations/").and_then(|rest| rest.split('/').next()).unwrap_or("");
         access::read(&signed_in.caller.name, &format!("console {} {path}", parts.method), location);
@@ -113,7 +113,7 @@ pub(crate) async fn sign_in(
     let used = Use::log(Action::ConsoleLogin, User::of_http(&name, peer.ip(), &headers), "");
     console.usage.record_everywhere(used, &outcome).await?;
     let caller = admitted?;
-    let id = console.sessions.create(caller.clone(), now).ok_or(ApiError::TooManySessions)?;
+    let id = console.sessions.create(&caller, session::unix_now()).ok_or(ApiError::UnknownToken)?;
     info!(token = %caller.name, "console sign-in");
     let ttl = console.sessions.ttl();
     let who = view::Who { name: caller.name, role: caller.role.as_str(), expires_in_secs: ttl.as_secs() };
@@ -179,11 +179,15 @@ pub(crate) async fn session(Auditor(signed_in): Auditor) -> Response {
 /// `DELETE /api/session`: signs out (also without a live session, so that it always clears
 /// the cookie).
 pub(crate) async fn sign_out(State(console): Shared, headers: HeaderMap) -> Response {
-    if let Some(id) = session::cookie(&headers) {
-        if let Some(signed_in) = console.sessions.get(id, Instant::now()) {
-            info!(token = %signed_in.caller.name, "console sign-out");
+    let now = session::unix_now();
+    if let Some(signed_in) = session::cookie(&headers).and_then(|id| console.sessions.get(id, now)) {
+        info!(token = %signed_in.caller.name, "console sign-out");
+        let shared = console.clone();
+        let revoked = tokio::task::spawn_blocking(move || shared.sessions.revoke(&signed_in, now)).await;
+        if let Err(err) = revoked.map_err(std::io::Error::other).and_then(|revoked| revoked) {
+            // The browser forgets the cookie all the same; only a copy of it outlives the sign-out.
+            warn!(error = %err, "cannot keep a console sign-out in the revoked sessions");
         }
-        console.sessions.remove(id);
     }
     ([(header::SET_COOKIE, session::clear_cookie(console.https))], StatusCode::NO_CONTENT).into_response()
 }

@@ -27,9 +27,6 @@ pub(crate) enum ApiError {
     /// No API route at this path.
     #[error("no such api route")]
     NoRoute,
-    /// The session limit is reached.
-    #[error("too many console sessions: try again later")]
-    TooManySessions,
     /// The client's address failed to sign in too often; it may try again after the wait.
     #[error("too many failed sign-ins from this address: try again in {} seconds", whole_seconds(*.0))]
     TooManySignIns(Duration),
@@ -45,7 +42,6 @@ impl ApiError {
         match self {
             ApiError::SignedOut | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(err) => match err {
                 Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,

@@ -7,9 +7,10 @@
 //! [`Registry`] and [`Alerts`] that serve gRPC, so the console cannot disagree with `EventQuery`
 //! or `AlertService`; they map errors to HTTP statuses in one place ([`error`]).
 //!
-//! Sign-in takes an auditor token once and answers with a random session id in an `HttpOnly`,
-//! `SameSite=Strict` cookie ([`session`]), `Secure` over HTTPS; the token never reaches a URL, a
-//! log line or a page.
+//! Sign-in takes an auditor token once and answers with a signed, expiring session cookie
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` over HTTPS; [`session`]) that every collector
+//! holding the same session key ([`key`]) and tokens file accepts, across restarts; sign-outs are
+//! kept in [`revocations`]. The token never reaches a URL, a log line or a page.
 //! Event text is user-controlled: the page builds its DOM with `textContent` only, and every
 //! response carries a `Content-Security-Policy` without inline script, so that even a mistake
 //! there could not run a script.
@@ -18,7 +19,9 @@ mod alerts;
 mod api;
 mod assets;
 mod error;
+mod key;
 mod live;
+mod revocations;
 mod session;
 mod usage;
 mod view;
@@ -36,7 +39,9 @@ use crate::query::Query;
 use crate::registry::Registry;
 use crate::tokens::Tokens;
 
-pub(crate) use session::{MAX_SESSIONS, Sessions, SignInLimiter};
+pub(crate) use key::load_or_generate as session_key;
+pub(crate) use revocations::{FILE as REVOCATIONS_FILE, Revocations};
+pub(crate) use session::{Sessions, SignInLimiter, unix_now};
 
 /// Everything the console's handlers share.
 #[derive(Debug)]

@@ -1,11 +1,15 @@
 //! Console sessions: what a browser holds instead of the auditor token.
 //!
-//! Signing in trades a token for a random session id (256 bits from the thread-local CSPRNG)
-//! that the browser keeps in an `HttpOnly; SameSite=Strict; Path=/` cookie: script cannot read
-//! it and other sites cannot make the browser send it. The collector keeps, in memory, the
-//! SHA-256 digest of each id with the token's name and role and an expiry; the id itself is
-//! stored nowhere, and a restart signs everyone out. The number of sessions is bounded so that
-//! sign-ins cannot grow memory without limit.
+//! Signing in trades a token for a signed, expiring cookie that the browser keeps
+//! (`HttpOnly; SameSite=Strict; Path=/`, `Secure` over HTTPS: script cannot read it and other
+//! sites cannot make the browser send it): base64url of JSON claims (a random 128-bit session
+//! id, the token's name and role, issued-at and expiry in unix seconds, and a digest of the
+//! token's secret), a dot, and base64url of their HMAC-SHA256 under the session key
+//! ([`super::key`]). Nothing is kept per session to accept it, so a session survives a restart
+//! and works on every replica holding the same key and tokens file; each request re-checks the
+//! signature (in constant time), the expiry, the token (still there, same secret, auditor), and
+//! the sign-outs ([`super::revocations`]). The sessions seen are tracked, bounded, only so that
+//! a sign-out ends the live views they opened.
 //!
 //! Failed sign-ins are counted per client address ([`SignInLimiter`]): past
 //! [`MAX_FAILED_SIGN_INS`] in a [`SIGN_IN_WINDOW`], an address is answered 429 with
@@ -14,23 +18,28 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::revocations::{Revocations, SessionId};
 use crate::meters::{Open, Openable};
-use crate::tokens::Caller;
+use crate::tokens::{Caller, Role, Tokens};
 
 /// Name of the session cookie.
 pub(crate) const COOKIE: &str = "qtrail_session";
 
-/// Most sessions held at once.
+/// Most sessions whose live views this collector tracks at once.
 pub(crate) const MAX_SESSIONS: usize = 10_000;
+
+/// Longest cookie value looked at: a session's claims take a few hundred bytes.
+const MAX_COOKIE_BYTES: usize = 4096;
 
 /// Failed sign-ins an address may make in one [`SIGN_IN_WINDOW`]; the next is refused.
 pub(crate) const MAX_FAILED_SIGN_INS: u32 = 10;
@@ -83,24 +92,43 @@ impl SignInLimiter {
     }
 }
 
-/// The signed-in sessions.
+/// The session cookies this collector signs and accepts.
 #[derive(Debug)]
 pub(crate) struct Sessions {
+    key: hmac::Key,
     ttl: Duration,
-    max: usize,
-    by_digest: Mutex<HashMap<[u8; 32], Session>>,
+    tokens: Arc<Tokens>,
+    revoked: Revocations,
+    /// The sessions this collector has seen, for what they opened here (live views), bounded.
+    seen: Mutex<HashMap<SessionId, Seen>>,
 }
 
 #[derive(Debug)]
-struct Session {
-    caller: Caller,
-    expires: Instant,
-    /// Cancelled when the session ends, however it ends (sign-out, expiry, a full table), so
-    /// that the live views it opened end with it.
+struct Seen {
+    expires: u64,
+    /// Cancelled when the session ends here (sign-out, or dropped to make room), so that the
+    /// live views it opened end with it.
     ended: CancellationToken,
     _end_on_drop: DropGuard,
     /// Counts the session in the console sessions gauge while it is held.
     _open: Open,
+}
+
+/// What a session cookie says, signed.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Claims {
+    /// The session id, base64url, for sign-out.
+    sid: String,
+    /// The token's name and role.
+    name: String,
+    role: String,
+    /// Issued at and expires at, unix seconds.
+    iat: u64,
+    exp: u64,
+    /// Binds the session to the token's current secret, base64url: a rotated or removed token
+    /// ends its sessions on every replica.
+    tok: String,
 }
 
 /// A session that exists; what the cookie identifies.
@@ -112,12 +140,16 @@ pub(crate) struct SignedIn {
     pub(crate) remaining: Duration,
     /// Cancelled when the session ends before `remaining` has passed (sign-out).
     pub(crate) ended: CancellationToken,
+    id: SessionId,
+    expires: u64,
 }
 
 impl Sessions {
-    /// Returns an empty set of sessions that last `ttl` and number at most `max`.
-    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, by_digest: Mutex::new(HashMap::new()) }
+    /// Returns the sessions signed with `key` (at least [`super::key::MIN_KEY_BYTES`]) for the
+    /// tokens of `tokens`, lasting `ttl`, with sign-outs kept in `revoked`.
+    pub(crate) fn new(key: &[u8], ttl: Duration, tokens: Arc<Tokens>, revoked: Revocations) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+        Self { key, ttl, tokens, revoked, seen: Mutex::new(HashMap::new()) }
     }
 
     /// Returns how long a new session lasts.
@@ -125,53 +157,83 @@ impl Sessions {
         self.ttl
     }
 
-    /// Starts a session for `caller` at `now` and returns its id, or `None` when the limit is
-    /// reached even after dropping expired sessions.
-    pub(crate) fn create(&self, caller: Caller, now: Instant) -> Option<String> {
-        let mut sessions = self.by_digest.lock().unwrap_or_else(PoisonError::into_inner);
-        if sessions.len() >= self.max {
-            sessions.retain(|_, session| session.expires > now);
-        }
-        if sessions.len() >= self.max {
-            return None;
-        }
-        let id = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let ended = CancellationToken::new();
-        let session = Session {
-            caller,
-            expires: now + self.ttl,
-            _end_on_drop: ended.clone().drop_guard(),
-            ended,
-            _open: Open::new(Openable::ConsoleSession),
+    /// Returns the cookie value of a new session for `caller` at `now` (unix seconds), or
+    /// `None` when its token is not (or no longer) in the tokens file.
+    pub(crate) fn create(&self, caller: &Caller, now: u64) -> Option<String> {
+        let binding = self.tokens.session_binding(&caller.name)?;
+        let claims = Claims {
+            sid: URL_SAFE_NO_PAD.encode(rand::random::<SessionId>()),
+            name: caller.name.clone(),
+            role: caller.role.as_str().to_owned(),
+            iat: now,
+            exp: now.saturating_add(self.ttl.as_secs()),
+            tok: URL_SAFE_NO_PAD.encode(binding),
         };
-        sessions.insert(digest(&id), session);
-        Some(id)
+        let payload = serde_json::to_vec(&claims).ok()?;
+        let tag = hmac::sign(&self.key, &payload);
+        Some(format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag.as_ref())))
     }
 
-    /// Returns the session `id` names if it exists at `now`; an expired one is dropped.
-    pub(crate) fn get(&self, id: &str, now: Instant) -> Option<SignedIn> {
-        let key = digest(id);
-        let mut sessions = self.by_digest.lock().unwrap_or_else(PoisonError::into_inner);
-        let session = sessions.get(&key)?;
-        if session.expires <= now {
-            sessions.remove(&key);
+    /// Returns the session `cookie` names if its signature holds, it has not expired at `now`
+    /// (unix seconds), was not signed out, and its token still exists with the same secret
+    /// and the auditor role.
+    pub(crate) fn get(&self, cookie: &str, now: u64) -> Option<SignedIn> {
+        if cookie.len() > MAX_COOKIE_BYTES {
             return None;
         }
-        Some(SignedIn {
-            caller: session.caller.clone(),
-            remaining: session.expires - now,
-            ended: session.ended.clone(),
-        })
+        let (payload, tag) = cookie.split_once('.')?;
+        let (payload, tag) = (URL_SAFE_NO_PAD.decode(payload).ok()?, URL_SAFE_NO_PAD.decode(tag).ok()?);
+        // Constant time: a forger learns nothing from how long the comparison took.
+        hmac::verify(&self.key, &payload, &tag).ok()?;
+        let claims: Claims = serde_json::from_slice(&payload).ok()?;
+        let id: SessionId = URL_SAFE_NO_PAD.decode(&claims.sid).ok()?.try_into().ok()?;
+        if claims.exp <= now || self.revoked.contains(&id) {
+            return None;
+        }
+        let binding = self.tokens.session_binding(&claims.name)?;
+        let caller = self.tokens.caller(&claims.name)?;
+        let same_secret = URL_SAFE_NO_PAD.decode(&claims.tok).ok()? == binding;
+        if !same_secret || caller.role != Role::Auditor || claims.role != Role::Auditor.as_str() {
+            return None;
+        }
+        let ended = self.ended(id, claims.exp, now);
+        Some(SignedIn { caller, remaining: Duration::from_secs(claims.exp - now), ended, id, expires: claims.exp })
     }
 
-    /// Ends the session `id` names, if any.
-    pub(crate) fn remove(&self, id: &str) {
-        self.by_digest.lock().unwrap_or_else(PoisonError::into_inner).remove(&digest(id));
+    /// Returns the token that ends session `id` here, remembering it among the sessions seen
+    /// when there is room (else a token that only expiry ends).
+    fn ended(&self, id: SessionId, expires: u64, now: u64) -> CancellationToken {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(session) = seen.get(&id) {
+            return session.ended.clone();
+        }
+        if seen.len() >= MAX_SESSIONS {
+            seen.retain(|_, session| session.expires > now);
+        }
+        let ended = CancellationToken::new();
+        if seen.len() < MAX_SESSIONS {
+            let session = Seen {
+                expires,
+                _end_on_drop: ended.clone().drop_guard(),
+                ended: ended.clone(),
+                _open: Open::new(Openable::ConsoleSession),
+            };
+            seen.insert(id, session);
+        }
+        ended
+    }
+
+    /// Signs `signed_in` out: ends what it opened here and refuses its cookie from now on.
+    /// Blocking (the revocation list is written through): call it off the async workers.
+    pub(crate) fn revoke(&self, signed_in: &SignedIn, now: u64) -> std::io::Result<()> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner).remove(&signed_in.id);
+        self.revoked.revoke(signed_in.id, signed_in.expires, now)
     }
 }
 
-fn digest(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+/// Returns the current time in unix seconds, the clock session cookies are signed with.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// Returns the session id of the request's cookie, if it sends one.
@@ -208,44 +270,64 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::tokens::Role;
+    use crate::tokens::TokenEntry;
 
     fn alice() -> Caller {
         Caller { name: "alice".into(), role: Role::Auditor, locations: Vec::new(), scope: crate::scope::Scope::all() }
     }
 
-    #[test]
-    fn sessions_expire_and_end() {
-        let sessions = Sessions::new(Duration::from_secs(60), 10);
-        let start = Instant::now();
-        let id = sessions.create(alice(), start).unwrap();
-        assert_eq!(id.len(), 43, "256 bits in base64url");
-        let signed_in = sessions.get(&id, start + Duration::from_secs(59)).unwrap();
-        assert_eq!((signed_in.caller, signed_in.remaining), (alice(), Duration::from_secs(1)));
-        assert!(sessions.get(&id, start + Duration::from_secs(60)).is_none());
-        assert!(sessions.get(&id, start).is_none(), "an expired session is gone for good");
+    fn tokens(secret: &str) -> Arc<Tokens> {
+        Arc::new(Tokens::from_entries([TokenEntry::new(secret, Role::Auditor, "alice")]).unwrap())
+    }
 
-        let other = sessions.create(alice(), start).unwrap();
-        assert_ne!(other, id);
-        let ended = sessions.get(&other, start).unwrap().ended;
-        assert!(!ended.is_cancelled());
-        sessions.remove(&other);
-        assert!(ended.is_cancelled(), "signing out ends what the session opened");
-        assert!(sessions.get(&other, start).is_none());
-        assert!(sessions.get("made-up", start).is_none());
+    fn sessions(key: &[u8], tokens: Arc<Tokens>) -> Sessions {
+        Sessions::new(key, Duration::from_secs(60), tokens, Revocations::load(None, 0).unwrap())
+    }
+
+    const KEY: [u8; 32] = [9; 32];
+    const START: u64 = 1_800_000_000;
+
+    #[test]
+    fn a_signed_session_works_on_another_collector_with_the_same_key_until_it_expires() {
+        let cookie = sessions(&KEY, tokens("s3cret")).create(&alice(), START).unwrap();
+        assert!(!cookie.contains("s3cret"));
+        let replica = sessions(&KEY, tokens("s3cret"));
+        let signed_in = replica.get(&cookie, START + 59).unwrap();
+        assert_eq!((signed_in.caller, signed_in.remaining), (alice(), Duration::from_secs(1)));
+        assert!(replica.get(&cookie, START + 60).is_none(), "expired");
+        assert!(sessions(&[8; 32], tokens("s3cret")).get(&cookie, START).is_none(), "another key");
     }
 
     #[test]
-    fn the_number_of_sessions_is_bounded() {
-        let sessions = Sessions::new(Duration::from_secs(60), 2);
-        let start = Instant::now();
-        let first = sessions.create(alice(), start).unwrap();
-        sessions.create(alice(), start).unwrap();
-        assert!(sessions.create(alice(), start).is_none());
-        // Expired sessions make room.
-        let later = start + Duration::from_secs(61);
-        assert!(sessions.create(alice(), later).is_some());
-        assert!(sessions.get(&first, later).is_none());
+    fn tampered_cookies_and_changed_tokens_are_refused() {
+        let sessions_here = sessions(&KEY, tokens("s3cret"));
+        let cookie = sessions_here.create(&alice(), START).unwrap();
+        let (payload, tag) = cookie.split_once('.').unwrap();
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let longer = URL_SAFE_NO_PAD.encode(claims.replace(&format!("\"exp\":{}", START + 60), "\"exp\":9999999999"));
+        assert!(sessions_here.get(&format!("{longer}.{tag}"), START).is_none(), "a changed expiry");
+        assert!(sessions_here.get(&format!("{payload}.{}", &tag[1..]), START).is_none(), "a changed tag");
+        for made_up in ["", ".", "abc", "a.b.c", &"x".repeat(5000)] {
+            assert!(sessions_here.get(made_up, START).is_none(), "{made_up}");
+        }
+        assert!(sessions(&KEY, tokens("rotated")).get(&cookie, START).is_none(), "a rotated secret");
+        let other = Arc::new(Tokens::from_entries([TokenEntry::new("s3cret", Role::Auditor, "bob")]).unwrap());
+        assert!(sessions(&KEY, other).get(&cookie, START).is_none(), "a removed token");
+        let admin = Arc::new(Tokens::from_entries([TokenEntry::new("s3cret", Role::Admin, "alice")]).unwrap());
+        assert!(sessions(&KEY, admin).get(&cookie, START).is_none(), "another role");
+    }
+
+    #[test]
+    fn signing_out_ends_the_session_and_what_it_opened() {
+        let sessions = sessions(&KEY, tokens("s3cret"));
+        let cookie = sessions.create(&alice(), START).unwrap();
+        let other = sessions.create(&alice(), START).unwrap();
+        let signed_in = sessions.get(&cookie, START).unwrap();
+        assert!(!signed_in.ended.is_cancelled());
+        sessions.revoke(&signed_in, START).unwrap();
+        assert!(signed_in.ended.is_cancelled(), "signing out ends what the session opened");
+        assert!(sessions.get(&cookie, START).is_none());
+        assert!(sessions.get(&other, START).is_some(), "other sessions of the token go on");
     }
 
     #[test]

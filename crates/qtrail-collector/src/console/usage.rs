@@ -48,7 +48,7 @@ pub(crate) fn sign_in_outcome(admitted: &Result<Caller, ApiError>) -> (String, R
         }
         ApiError::Service(Error::InvalidArgument(message)) => Error::InvalidArgument(message.clone()),
         ApiError::SignedOut | ApiError::UnknownToken => Error::Unauthenticated,
-        ApiError::TooManySignIns(_) | ApiError::TooManySessions => Error::ResourceExhausted(err.to_string()),
+        ApiError::TooManySignIns(_) => Error::ResourceExhausted(err.to_string()),
         ApiError::NoRoute | ApiError::Service(_) => Error::FailedPrecondition(err.to_string()),
     };
     (String::new(), Err(recorded))

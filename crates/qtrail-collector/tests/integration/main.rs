@@ -17,6 +17,7 @@ mod client_cert;
 mod common;
 mod console;
 mod console_alerts;
+mod console_sessions;
 mod hostile_query;
 mod inclusion;
 mod ingest;

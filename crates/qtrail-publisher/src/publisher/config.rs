@@ -15,6 +15,9 @@ use crate::receipts::ReceiptConfig;
 pub struct PublisherConfig {
     /// URL of the collector service, e.g. `http://127.0.0.1:7000`.
     pub collector_url: String,
+    /// Further collectors of the same location (replicas over one store), tried in this order
+    /// after `collector_url` when the current one is unreachable or its stream breaks.
+    pub failover_urls: Vec<String>,
     /// Token sent as `authorization: Bearer <token>`; a secret, never logged.
     pub token: Option<String>,
     /// Location whose collector stores the events; every event's log source names it.
@@ -50,6 +53,7 @@ impl PublisherConfig {
     pub fn new(collector_url: impl Into<String>, location: Location) -> Self {
         Self {
             collector_url: collector_url.into(),
+            failover_urls: Vec::new(),
             token: None,
             location,
             max_batch_events: MAX_BATCH_EVENTS,
@@ -69,6 +73,7 @@ impl fmt::Debug for PublisherConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublisherConfig")
             .field("collector_url", &self.collector_url)
+            .field("failover_urls", &self.failover_urls)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("location", &self.location)
             .field("max_batch_events", &self.max_batch_events)

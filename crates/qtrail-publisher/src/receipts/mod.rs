@@ -32,8 +32,9 @@ use qtrail_tlog::Hash;
 pub use store::{ReceiptStore, StoreError};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 use tracing::{error, warn};
+
+use crate::publisher::Endpoints;
 pub use verify::{Acked, Head, Keys, ReceiptFailure};
 
 /// How receipts are fetched and kept.
@@ -146,11 +147,11 @@ pub struct Receipts {
 }
 
 impl Receipts {
-    /// Opens the store and starts the task for `location`'s log at `endpoint`.
+    /// Opens the store and starts the task for `location`'s log at the current one of `endpoints`.
     pub(crate) fn spawn(
         config: &ReceiptConfig,
         location: String,
-        endpoint: Endpoint,
+        endpoints: Arc<Endpoints>,
         authorization: Option<MetadataValue<Ascii>>,
     ) -> Result<Self, StoreError> {
         let store = Arc::new(ReceiptStore::open(&config.path, config.capacity)?);
@@ -159,7 +160,7 @@ impl Receipts {
         let task = task::ReceiptTask {
             keys: Keys::new(config.keys.clone(), location.clone()),
             location,
-            endpoint,
+            endpoints,
             authorization,
             store: store.clone(),
             stats: stats.clone(),

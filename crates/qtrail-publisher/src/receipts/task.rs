@@ -18,13 +18,14 @@ use qtrail_tlog::Hash;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 use super::store::ReceiptStore;
 use super::verify::{Acked, Head, Keys, ReceiptFailure};
 use super::{ReceiptStats, blocking};
 use crate::backoff::Backoff;
+use crate::publisher::Endpoints;
 
 /// Most inclusion proofs asked for in one round, so that a large backlog does not hold one
 /// round (and the head it uses) for long.
@@ -49,7 +50,8 @@ enum RoundError {
 pub(super) struct ReceiptTask {
     pub(super) keys: Keys,
     pub(super) location: String,
-    pub(super) endpoint: Endpoint,
+    /// The publisher's collector endpoints: each connection goes to the current one.
+    pub(super) endpoints: Arc<Endpoints>,
     pub(super) authorization: Option<MetadataValue<Ascii>>,
     pub(super) store: Arc<ReceiptStore>,
     pub(super) stats: Arc<ReceiptStats>,
@@ -146,7 +148,7 @@ impl ReceiptTask {
         let mut client = match state.client.take() {
             Some(client) => client,
             None => EventQueryClient::new(
-                self.endpoint.connect().await.map_err(|err| RoundError::Collector(err.to_string()))?,
+                self.endpoints.current().connect().await.map_err(|err| RoundError::Collector(err.to_string()))?,
             ),
         };
         let result = self.round_with(state, &mut client).await;
