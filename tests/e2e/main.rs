@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod alerts;
+mod archive;
 mod console;
 mod console_alerts;
 mod delivery;
