@@ -4,9 +4,8 @@
 //! both back and verifies them, and only then moves on.
 //!
 //! A kill -9 anywhere leaves either an object without a manifest (invisible to readers, and
-//! overwritten or left over when the range is redone), or a manifest that the next start reads
-//! back and verifies before trusting it: the newest manifest of each location is verified at
-//! start, and dropped (with its object) when it does not verify, so the range is redone.
+//! overwritten or left over when the range is redone), or a complete manifest (puts are atomic)
+//! that the next start reads back and verifies before trusting it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,27 +165,29 @@ impl Archiver {
     }
 
     /// Returns where `location`'s archive ends: remembered, or found from the newest manifest,
-    /// verified first (dropped with its object when it does not verify: the range is redone).
+    /// verified first. One that does not verify is never overwritten or deleted (puts are
+    /// atomic, so no crash leaves one: it was changed, or signed by another key): the location
+    /// is not archived further until someone looks.
     async fn cursor(&self, location: &str) -> Result<Cursor, ArchiveError> {
         if let Some(cursor) = self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(location) {
             return Ok(cursor.clone());
         }
         let keys = [self.verifying_key()?];
-        let cursor = loop {
-            let Some(newest) = self.archive.manifests(location).await?.pop() else { break Cursor::empty() };
-            match verify_range(&self.archive, location, &newest, &keys, None, false).await {
-                Ok(range) => {
-                    break Cursor {
-                        last: range.manifest.last,
-                        checkpoint_number: range.manifest.checkpoint_number,
-                        frontier: range.frontier_after,
-                    };
+        let cursor = match self.archive.manifests(location).await?.pop() {
+            None => Cursor::empty(),
+            Some(newest) => {
+                let range =
+                    verify_range(&self.archive, location, &newest, &keys, None, false).await.map_err(|err| {
+                        ArchiveError::Invalid(format!(
+                            "the newest archived range {}..={} does not verify, so nothing more is archived: {err}",
+                            newest.first, newest.last
+                        ))
+                    })?;
+                Cursor {
+                    last: range.manifest.last,
+                    checkpoint_number: range.manifest.checkpoint_number,
+                    frontier: range.frontier_after,
                 }
-                Err(ArchiveError::Invalid(why)) => {
-                    warn!(location, first = newest.first, last = newest.last, why = %why, "dropping an unverified manifest");
-                    self.archive.delete(&newest.path).await?;
-                }
-                Err(err) => return Err(err),
             }
         };
         self.cursors

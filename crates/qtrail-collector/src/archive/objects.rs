@@ -94,17 +94,6 @@ impl Archive {
         Ok(bytes.to_vec())
     }
 
-    /// Deletes the object at `path`; a missing one is no error.
-    ///
-    /// # Errors
-    /// [`ArchiveError::Object`] when the store fails.
-    pub async fn delete(&self, path: &Path) -> Result<(), ArchiveError> {
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(object_error("delete", path, &err)),
-        }
-    }
-
     /// Returns the manifests of `location`, by range.
     ///
     /// # Errors

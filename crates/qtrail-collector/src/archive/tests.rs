@@ -55,10 +55,16 @@ async fn a_file_archive_verifies_restores_and_catches_changes() {
     let spans: Vec<(u64, u64, bool)> = reports.iter().map(|r| (r.first, r.last, r.result.is_ok())).collect();
     assert_eq!(spans, vec![(1, 7, true), (8, 12, true)]);
 
-    // A fresh archiver finds where the archive ends from the manifests alone.
+    // A fresh archiver finds where the archive ends from the manifests alone; one with another
+    // key trusts none of them, and neither archives over them nor removes them.
     let config = ArchiverConfig { every: Duration::from_secs(1), max_events: 5, origin_prefix: ORIGIN_PREFIX.into() };
-    let fresh = Archiver::new(archive.clone(), store.clone(), signing_key(), config);
+    let fresh =
+        Archiver::new(archive.clone(), store.clone(), SigningKey::from_pem(pem.as_bytes()).unwrap(), config.clone());
     fresh.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(fresh.verified_through(&location("us-east")).unwrap(), 12);
+    let other = Archiver::new(archive.clone(), store.clone(), signing_key(), config);
+    other.round(&CancellationToken::new()).await.unwrap();
+    assert_eq!(other.verified_through(&location("us-east")).unwrap(), 0);
     assert_eq!(archive.manifests("us-east").await.unwrap().len(), 2);
 
     // Restored: the same chain and the same signed checkpoints.
