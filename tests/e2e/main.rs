@@ -6,6 +6,7 @@
 
 mod accounts;
 mod alerts;
+mod archive;
 mod console;
 mod console_alerts;
 mod delivery;

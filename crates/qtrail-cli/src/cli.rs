@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
+mod archive;
 mod proof;
 
 pub use alerts::{AlertReceiveArgs, AlertRuleArgs, AlertTestArgs, AlertWatchArgs, AlertsCommand};
+pub use archive::{ArchiveCommand, ArchiveRestoreArgs, ArchiveVerifyArgs};
 pub use proof::{EventMonitorArgs, EventProveArgs, ProofCommand, ProofVerifyArgs};
 
 /// Audit trail for a Qiskit Runtime–style quantum service.
@@ -129,6 +131,9 @@ pub enum Command {
     /// Check inclusion proofs offline, with no server (the files `events prove` writes).
     #[command(subcommand)]
     Proof(ProofCommand),
+    /// Check an archive in object storage offline, or load it into a scratch collector.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
 }
 
 /// Flags of `qtrail up`.

@@ -73,6 +73,12 @@ pub enum CliError {
     /// `proof verify`: the proof file does not prove its event, or not the `--event` given.
     #[error("proof does not hold: {0}")]
     Proof(String),
+    /// `archive verify|restore`: a range of the archive does not verify.
+    #[error("archive does not hold: {0}")]
+    Archive(String),
+    /// `archive verify|restore`: the object store cannot be read.
+    #[error("archive unreachable: {0}")]
+    ArchiveStore(String),
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     File {
@@ -126,7 +132,9 @@ impl CliError {
             | CliError::HeadMismatch { .. }
             | CliError::ChainShort { .. }
             | CliError::Checkpoint { .. }
-            | CliError::Proof(_) => 10,
+            | CliError::Proof(_)
+            | CliError::Archive(_) => 10,
+            CliError::ArchiveStore(_) => 5,
             CliError::File { .. } | CliError::Output(_) => 1,
             CliError::Rpc(status) => match status.code() {
                 Code::NotFound => 3,

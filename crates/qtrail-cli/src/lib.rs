@@ -35,5 +35,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Alerts(command) => commands::alerts::run(command, &Settings::resolve(&global)?, out).await,
         // Offline: no server, so no connection settings.
         Command::Proof(command) => commands::proof::run(command, &global, out),
+        Command::Archive(command) => commands::archive::run(command, &global, out).await,
     }
 }

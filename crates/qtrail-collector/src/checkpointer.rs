@@ -96,7 +96,7 @@ impl Keys {
 ///
 /// # Errors
 /// When the collectors cannot be listed.
-fn checkpoint_all(
+pub(crate) fn checkpoint_all(
     store: &dyn EventStore,
     keys: &Keys,
     origin_prefix: &str,

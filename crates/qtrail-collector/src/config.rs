@@ -227,7 +227,28 @@ pub struct Settings {
     /// CA certificate file (PEM) that the PostgreSQL server's certificate must chain to.
     #[arg(long, env = "QTRAIL_COLLECTOR_STORE_CA")]
     pub store_ca: Option<PathBuf>,
+    /// Object storage that sealed ranges are archived to: `s3://bucket/prefix` (configured by the
+    /// `AWS_*` variables, e.g. `AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true`), `gs://…` (`GOOGLE_*`),
+    /// `az://…` (`AZURE_*`) or `file:///path`. Needs `--checkpoint-key`, which signs the manifests.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ARCHIVE_URL", value_name = "URL", requires = "checkpoint_key")]
+    pub archive_url: Option<String>,
+    /// An option of the archive's object store client, `key=value` with `object_store`'s keys
+    /// (e.g. `aws_endpoint=http://127.0.0.1:9000`, `aws_allow_http=true`); it wins over the
+    /// environment. Repeatable.
+    #[arg(long = "archive-option", value_name = "KEY=VALUE", requires = "archive_url")]
+    pub archive_options: Vec<String>,
+    /// Time between two rounds of archiving, e.g. `1m`, `30s`.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ARCHIVE_EVERY", value_name = "DUR", default_value = "1m",
+          value_parser = humantime::parse_duration)]
+    pub archive_every: Duration,
+    /// Most events of one archived range (one object), unless no checkpoint falls within that many.
+    #[arg(long, env = "QTRAIL_COLLECTOR_ARCHIVE_MAX_EVENTS", default_value_t = DEFAULT_ARCHIVE_MAX_EVENTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub archive_max_events: u64,
 }
+
+/// Default of `--archive-max-events`.
+pub const DEFAULT_ARCHIVE_MAX_EVENTS: u64 = 10_000;
 
 /// Checks a log origin prefix: it becomes part of a C2SP key name, which has no spaces or `+`.
 fn parse_origin_prefix(prefix: &str) -> Result<String, String> {
@@ -306,6 +327,21 @@ pub struct Config {
     pub alert_tls_ca: Option<PathBuf>,
     /// The PostgreSQL store, when events are stored there rather than in `data_dir`.
     pub postgres: Option<crate::store::postgres::PgOptions>,
+    /// Where and how often sealed ranges are archived; `None` archives nothing.
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// The archive of sealed ranges (`--archive-url`).
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// The object store URL.
+    pub url: String,
+    /// Options of its client (`key=value`).
+    pub options: Vec<String>,
+    /// Time between two rounds.
+    pub every: Duration,
+    /// Most events of one range.
+    pub max_events: u64,
 }
 
 /// A witness run by the collector.
@@ -400,6 +436,12 @@ impl Settings {
         config.witness_urls =
             self.witness_urls.iter().cloned().zip(self.witness_verifier_keys.iter().cloned()).collect();
         config.postgres = self.postgres_options()?;
+        config.archive = self.archive_url.as_ref().map(|url| ArchiveSettings {
+            url: url.clone(),
+            options: self.archive_options.clone(),
+            every: self.archive_every,
+            max_events: self.archive_max_events,
+        });
         Ok(())
     }
 
@@ -455,6 +497,7 @@ impl Config {
             alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
             postgres: None,
+            archive: None,
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod access;
 pub mod alerts;
+pub mod archive;
 pub mod chain;
 mod checkpointer;
 pub mod config;
@@ -192,6 +193,8 @@ impl Prepared {
             alert_state,
             alert_tls,
         } = self;
+        // Opened before anything starts: a bad archive URL stops start-up.
+        let archiver = open_archiver(&config, &store)?;
         let committed = Fanout::new(config.tail_buffer_bytes);
         let (indexer, indexer_handle) =
             Indexer::spawn(store.clone(), config.snapshot_every).context("failed to start the indexer")?;
@@ -279,6 +282,9 @@ impl Prepared {
                 stop_background.clone(),
             ))
         });
+        if let Some(archiver) = archiver {
+            tokio::spawn(archiver.run(stop_background.clone()));
+        }
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
         let evaluator = alerts::spawn(evaluator, &committed, replica.leadership.role(), stop_background.clone());
         let drain = Drain {
@@ -295,6 +301,23 @@ impl Prepared {
         };
         Ok(Collector { router, incoming, health, http, lifecycle, grace: config.shutdown_grace, drain })
     }
+}
+
+/// Opens the archiver `config` asks for, signing manifests with the checkpoint key.
+///
+/// # Errors
+/// An unusable archive URL or checkpoint key.
+fn open_archiver(config: &Config, store: &Arc<dyn EventStore>) -> anyhow::Result<Option<Arc<archive::Archiver>>> {
+    let (Some(settings), Some(key)) = (&config.archive, &config.checkpoint_key) else {
+        return Ok(None);
+    };
+    let target = archive::Archive::open(&settings.url, &settings.options).context("failed to open the archive")?;
+    let archiver_config = archive::ArchiverConfig {
+        every: settings.every,
+        max_events: settings.max_events,
+        origin_prefix: config.log_origin_prefix.clone(),
+    };
+    Ok(Some(Arc::new(archive::Archiver::new(target, store.clone(), checkpointer::load_key(key)?, archiver_config))))
 }
 
 /// Opens the witness `config` asks for, with its state in `<data-dir>/witness/`.

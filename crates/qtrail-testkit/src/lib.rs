@@ -7,7 +7,7 @@
 //! tests of the `qtrail-runtime` and `qtrail-collector` binaries, and the benchmark harness,
 //! which runs its servers as processes in production runs too (so [`process`] returns errors
 //! where the test-only parts panic). It also runs a test that reads process-wide state in a
-//! process of its own ([`isolation`]), and starts real PostgreSQL servers ([`postgres`]).
+//! process of its own ([`isolation`]), starts real PostgreSQL servers ([`postgres`]) and a real S3-compatible server ([`s3`]).
 
 pub mod address;
 pub mod binary;
@@ -15,6 +15,7 @@ pub mod http;
 pub mod isolation;
 pub mod postgres;
 pub mod process;
+pub mod s3;
 pub mod server;
 pub mod wait;
 
@@ -24,5 +25,6 @@ pub use http::http_get;
 pub use isolation::in_own_process;
 pub use postgres::Postgres;
 pub use process::{Process, Signal};
+pub use s3::S3Server;
 pub use server::ServerProcess;
 pub use wait::{START_TIMEOUT, wait_until};
