@@ -199,10 +199,10 @@ where
         }
         // The collector's own events (the trail's use) go under this id; a publisher under it
         // could fill their seqs and have the collector's events counted as its duplicates.
-        if hello.publisher_id == crate::usage::PUBLISHER_ID {
+        if crate::usage::is_reserved(&hello.publisher_id) {
             return Err(Error::invalid(format!(
                 "invalid hello.publisher_id `{}`: reserved for the collector's own events",
-                crate::usage::PUBLISHER_ID
+                hello.publisher_id
             )));
         }
         if !self.locations.contains(&location) {

@@ -217,11 +217,14 @@ impl Prepared {
         let tokens = Arc::new(config.tokens.clone());
         let registry = registry::Registry::new(store.clone());
         count_stored(&registry).await;
-        // No archiver yet: a policy cannot take effect (see `retention`).
-        retention::warn_without_archive(store.as_ref());
+        if archiver.is_none() {
+            // Nothing expires before it is archived: a policy cannot take effect (see `retention`).
+            retention::warn_without_archive(store.as_ref());
+        }
         let note_key = checkpoint_keys.as_ref().map(|keys| (config.log_origin_prefix.clone(), keys.public_keys()));
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
-        let usage = usage::Usage::new(store.clone(), writer_handle.clone());
+        let own_id = usage::publisher_id(config.shared_store_url().map(|_| replica_id.as_str()));
+        let usage = usage::Usage::new(store.clone(), writer_handle.clone(), own_id);
         let stop_background = CancellationToken::new();
         let (alerts, evaluator) =
             start_alerts(&config, store.clone(), alert_state.clone(), alert_tls, &lifecycle, &stop_background)?;
@@ -282,8 +285,10 @@ impl Prepared {
                 stop_background.clone(),
             ))
         });
-        if let Some(archiver) = archiver {
-            tokio::spawn(archiver.run(stop_background.clone()));
+        if let (Some(archiver), Some(settings)) = (archiver, &config.archive) {
+            tokio::spawn(archiver.clone().run(stop_background.clone()));
+            // Sweeps as often as the archiver runs: a range becomes prunable once archived.
+            tokio::spawn(retention::run(store.clone(), archiver, settings.every, stop_background.clone()));
         }
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
         let evaluator = alerts::spawn(evaluator, &committed, replica.leadership.role(), stop_background.clone());

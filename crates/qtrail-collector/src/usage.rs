@@ -38,6 +38,21 @@ use crate::writer::{Sequence, WriterHandle};
 /// The publisher id of the collector's own events; refused on Publish.
 pub(crate) const PUBLISHER_ID: &str = "qtrail-collector";
 
+/// Returns the publisher id of this collector's own events: [`PUBLISHER_ID`] alone, or with the
+/// replica's name when replicas share the store — each replica numbers its own events, and two
+/// under one id would take each other's epochs for restarts.
+pub(crate) fn publisher_id(replica: Option<&str>) -> String {
+    match replica {
+        Some(replica) => format!("{PUBLISHER_ID}/{replica}"),
+        None => PUBLISHER_ID.to_owned(),
+    }
+}
+
+/// Returns whether `id` is reserved for collectors' own events: no Publish stream may use it.
+pub(crate) fn is_reserved(id: &str) -> bool {
+    id.strip_prefix(PUBLISHER_ID).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Most bytes of a use's details (`requestData`): a filter quotes what the caller typed.
 pub(crate) const MAX_DETAIL_BYTES: usize = 2048;
 
@@ -229,6 +244,8 @@ pub(crate) fn http_status(err: &Error) -> u16 {
 pub(crate) struct Usage {
     store: Arc<dyn EventStore>,
     writer: WriterHandle,
+    /// The publisher id its events go under ([`publisher_id`]).
+    publisher_id: String,
     /// This process's epoch: its start in milliseconds, so that every start has a higher one.
     epoch: u64,
     /// The last seq used per location, held while a batch is handed to the writer, so that the
@@ -239,10 +256,10 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    /// Returns the recorder over `store`, writing through `writer`.
-    pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle) -> Self {
+    /// Returns the recorder over `store`, writing through `writer` under `publisher_id`.
+    pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle, publisher_id: String) -> Self {
         let epoch = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(1).max(1);
-        Self { store, writer, epoch, seqs: Arc::default(), hosted: Arc::default() }
+        Self { store, writer, publisher_id, epoch, seqs: Arc::default(), hosted: Arc::default() }
     }
 
     /// Records `used`, ended with `result`, in the log of its location, and returns once the
@@ -303,9 +320,9 @@ impl Usage {
             *seq += 1;
             let batch = AppendBatch {
                 location: location.clone(),
-                publisher_id: PUBLISHER_ID.to_owned(),
+                publisher_id: self.publisher_id.clone(),
                 epoch: self.epoch,
-                credential: PUBLISHER_ID.to_owned(),
+                credential: self.publisher_id.clone(),
                 events: vec![NewEvent::new(*seq, event)],
                 rejected_seqs: Vec::new(),
             };
@@ -418,7 +435,7 @@ mod tests {
         let (indexer, indexing) = Indexer::spawn(store.clone(), u64::MAX).unwrap();
         let limit = GroupLimit { batches: 64, bytes: MAX_GROUP_BYTES };
         let (writer, handle) = Writer::spawn(store.clone(), limit, Fanout::new(1024 * 1024), indexing).unwrap();
-        let usage = Usage::new(store.clone(), handle);
+        let usage = Usage::new(store.clone(), handle, PUBLISHER_ID.to_owned());
         for _ in 0..3 {
             usage.record(Use::log(Action::EventsRead, auditor(), "us-east"), &Ok(())).await.unwrap();
         }
@@ -433,5 +450,15 @@ mod tests {
         let refused = usage.record(Use::log(Action::EventsRead, auditor(), "us-east"), &Ok(())).await.unwrap_err();
         assert!(matches!(refused, Error::NotRecorded(_)), "{refused:?}");
         assert_eq!(tonic::Status::from(refused).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn replicas_record_under_ids_of_their_own_that_no_publisher_may_take() {
+        assert_eq!(publisher_id(None), "qtrail-collector");
+        assert_eq!(publisher_id(Some("host-1")), "qtrail-collector/host-1");
+        assert!(is_reserved("qtrail-collector"));
+        assert!(is_reserved("qtrail-collector/host-1"));
+        assert!(!is_reserved("qtrail-collector-2"), "only the id and its replicas' ids are reserved");
+        assert!(!is_reserved("runtime-1"));
     }
 }
