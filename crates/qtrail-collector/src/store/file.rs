@@ -17,7 +17,8 @@
 //! checkpoints ([`state`]). Opening loads that state from its snapshot (`state.snapshot`, see
 //! [`snapshot`]) when it fits the log and replays only the frames after it, else replays the
 //! whole log; either way it cuts a torn tail after keeping a copy of it (see [`log`]).
-//! Snapshots are written in the background ([`EventStore::snapshot`]).
+//! Snapshots are written in the background ([`EventStore::snapshot`]). Records a prune
+//! removed are hidden at once and dropped from the log by the next open ([`compaction`]).
 
 //! # Queries
 //!

@@ -101,6 +101,19 @@ pub(super) fn compact(dir: &Path, log: &Flock<File>, state: &State, min_reclaim:
     if reclaim == 0 || reclaim < min_reclaim || reclaim < bytes_before / 10 {
         return Ok(None);
     }
+    let needed = bytes_before - reclaim + stub_bytes(state) + HEADROOM_MARGIN;
+    match free_bytes(dir) {
+        Some(free) if free < needed => {
+            tracing::warn!(
+                free_bytes = free,
+                needed_bytes = needed,
+                reclaimable = reclaim,
+                "the commit log is not compacted: not enough free disk for its copy"
+            );
+            return Ok(None);
+        }
+        _ => {}
+    }
     let started = Instant::now();
     let tmp = dir.join(TMP_NAME);
     let written = write_copy(log, state, &tmp).and_then(|copy| {
@@ -129,6 +142,25 @@ pub(super) fn compact(dir: &Path, log: &Flock<File>, state: &State, min_reclaim:
         "the commit log was compacted: removed records no longer take disk space"
     );
     Ok(Some(new))
+}
+
+/// Free disk kept beyond the copy's size, so that a compaction never fills the disk the index
+/// and tree files need next.
+const HEADROOM_MARGIN: u64 = 64 << 20;
+
+/// Returns the bytes the stubs of the removed records still in the log will take.
+fn stub_bytes(state: &State) -> u64 {
+    let removed = state.locations.values().flat_map(|chain| {
+        (1..).zip(&chain.positions).filter(|(seq, position)| !position.is_stub() && chain.removed.contains(*seq))
+    });
+    removed.count() as u64 * STUB as u64
+}
+
+/// Returns the bytes free to an unprivileged writer on the file system of `dir`, `None` when
+/// it cannot be told (the copy is then tried, and removed if the disk fills).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    stat.blocks_available().checked_mul(stat.fragment_size())
 }
 
 /// Writes the compacted copy of `log` to `tmp`, locked and synced; returns it and how many

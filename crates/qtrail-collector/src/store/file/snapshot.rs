@@ -20,7 +20,7 @@
 //! log, the log's bytes before the boundary hash to `tail_crc`, a frame header that passes its
 //! check (or the end of the file) follows the boundary, every position lies before it, and each
 //! location's last record reads back from the log with the location and chain hash the snapshot
-//! holds for it. Anything else means a full replay (a snapshot of an older version too), with a warning: a snapshot only saves time,
+//! holds for it (unless a compaction left only its stub, which holds no chain hash). Anything else means a full replay (a snapshot of an older version too), with a warning: a snapshot only saves time,
 //! it never decides what is stored. Damage to the log before the boundary that a full replay
 //! would refuse is not looked for (that would be the full scan this avoids); verification
 //! reads every record and still finds it. The tree head is checked by the open's tree repair
