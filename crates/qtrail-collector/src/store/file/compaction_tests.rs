@@ -255,3 +255,14 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Below the default threshold (8 MiB and a tenth of the log) an open leaves the log as it is.
+#[test]
+fn an_open_does_not_compact_below_the_threshold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fixture(dir.path());
+    let len = log_len(dir.path());
+    let store = FileStore::open(dir.path(), 1 << 20).expect("open");
+    assert!(compaction::reclaimable(&store.read_state()) > 0);
+    assert_eq!(log_len(dir.path()), len);
+}
