@@ -75,6 +75,7 @@ fn fixture(dir: &Path) -> Vec<AuditEvent> {
     };
     store.add_checkpoint(&checkpoint).expect("checkpoint");
     assert!(store.snapshot(0).expect("snapshot"));
+    assert_eq!(store.index_step(u64::MAX).expect("index").lag, 0);
     assert_eq!(store.prune(&loc, 40, &held).expect("prune").removed, 38);
     us
 }
@@ -89,6 +90,8 @@ struct Seen {
     collectors: Vec<proto::Collector>,
     events: Vec<Vec<proto::StoredEvent>>,
     newest_first: Vec<Vec<proto::StoredEvent>>,
+    /// Through the query indexes, indexed before the prune.
+    by_correlation: Vec<Vec<proto::StoredEvent>>,
     bytes: Vec<Vec<(u64, Vec<u8>)>>,
     checkpoints: Vec<Vec<CheckpointEntry>>,
     roots: Vec<qtrail_tlog::Hash>,
@@ -106,6 +109,10 @@ fn seen(store: &FileStore) -> Seen {
         events: each(&locations, |loc| store.events(loc, 1, usize::MAX).expect("events")),
         newest_first: each(&locations, |loc| {
             store.query(loc, &Filter::default(), Order::NewestFirst, None, 500).expect("query")
+        }),
+        by_correlation: each(&locations, |loc| {
+            let filter = crate::filter::Filter { correlation_id: Some("corr-1".into()), ..Default::default() };
+            store.query(loc, &filter, Order::OldestFirst, None, 500).expect("query")
         }),
         bytes: locations
             .iter()
@@ -151,6 +158,8 @@ fn a_compaction_gives_the_pruned_bytes_back_and_keeps_everything_else() {
     let us_seqs: Vec<u64> = before.events[0].iter().map(|record| record.location_seq).collect();
     assert_eq!(us_seqs, [5, 20].into_iter().chain(41..=60).collect::<Vec<_>>());
     assert_eq!(before.events[1].len(), 60);
+    assert_eq!(before.by_correlation[1].len(), 20, "every third event has corr-1");
+    assert_eq!(store.indexed_seq(&location("eu-de")).expect("indexed"), 60, "the index stays");
     assert_verified(&store, "us-east");
     assert_verified(&store, "eu-de");
     // Nothing more to give back: the next open leaves the log as it is.
