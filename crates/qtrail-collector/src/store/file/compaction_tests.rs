@@ -275,3 +275,32 @@ fn an_open_does_not_compact_below_the_threshold() {
     assert!(compaction::reclaimable(&store.read_state()) > 0);
     assert_eq!(log_len(dir.path()), len);
 }
+
+/// A location pruned to its last record keeps its head chain hash through a compaction, and
+/// the chain goes on from it: the next record links to the last one removed.
+#[test]
+fn a_location_pruned_whole_goes_on_from_its_head() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let loc = location("us-east");
+    let all = events("us-east", 11);
+    let head = {
+        let store = open_plain(dir.path());
+        store.create_collector(&loc, at(1)).expect("create");
+        let numbered: Vec<(u64, &AuditEvent)> = (1..).zip(&all[..10]).collect();
+        store.append(vec![batch("us-east", "p1", 1, &numbered)], at(2)).expect("append");
+        assert_eq!(store.prune(&loc, 10, &|_| false).expect("prune").removed, 10);
+        store.collector(&loc).expect("collector").expect("some")
+    };
+    let len = log_len(dir.path());
+    let store = open_compacting(dir.path());
+    assert!(log_len(dir.path()) < len);
+    assert_eq!(store.collector(&loc).expect("collector").expect("some"), head);
+    assert!(store.events(&loc, 1, 100).expect("events").is_empty());
+    store.append(vec![batch("us-east", "p1", 1, &[(11, &all[10])])], at(3)).expect("append");
+    let next = store.events(&loc, 1, 100).expect("events");
+    assert_eq!(next.iter().map(|record| record.location_seq).collect::<Vec<_>>(), [11]);
+    assert_eq!(next[0].prev_chain_hash, head.head_chain_hash, "it links to the last record removed");
+    let verdict = verify_with_tree(&store, &loc, CheckRange { from_seq: 1, to_seq: 11 }, 11, None).expect("verify");
+    assert!(verdict.ok, "{verdict:?}");
+    assert_eq!(verdict.pruned_through, 10);
+}
