@@ -17,7 +17,8 @@
 //! checkpoints ([`state`]). Opening loads that state from its snapshot (`state.snapshot`, see
 //! [`snapshot`]) when it fits the log and replays only the frames after it, else replays the
 //! whole log; either way it cuts a torn tail after keeping a copy of it (see [`log`]).
-//! Snapshots are written in the background ([`EventStore::snapshot`]).
+//! Snapshots are written in the background ([`EventStore::snapshot`]). Records a prune
+//! removed are hidden at once and dropped from the log by the next open ([`compaction`]).
 
 //! # Queries
 //!
@@ -28,6 +29,7 @@
 //! hash of the last position indexed; at open a mark that does not fit the log (the index is
 //! from another log, or the log was replaced) drops that location's index, which is rebuilt.
 
+mod compaction;
 mod expiry;
 mod group;
 mod ids;
@@ -112,6 +114,17 @@ impl FileStore {
     /// # Errors
     /// As [`FileStore::open`].
     pub fn open_with_bucket_bits(data_dir: &Path, cache_bytes: usize, bucket_bits: u32) -> Result<Self> {
+        Self::open_inner(data_dir, cache_bytes, bucket_bits, compaction::MIN_RECLAIM)
+    }
+
+    /// Opens the store, compacting the log when removed records take at least `min_reclaim`
+    /// bytes (and a tenth of it; see [`compaction`]).
+    #[cfg(test)]
+    pub(crate) fn open_compacting(data_dir: &Path, min_reclaim: u64) -> Result<Self> {
+        Self::open_inner(data_dir, 1 << 20, DEFAULT_BUCKET_BITS, min_reclaim)
+    }
+
+    fn open_inner(data_dir: &Path, cache_bytes: usize, bucket_bits: u32, min_reclaim: u64) -> Result<Self> {
         let new_dir = !data_dir.exists();
         std::fs::create_dir_all(data_dir)
             .map_err(|err| StoreError::io(&format!("cannot create data dir {}", data_dir.display()), &err))?;
@@ -135,16 +148,19 @@ impl FileStore {
         if new_dir && let Some(parent) = data_dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
-        let (state, end, mark) = replay(&file, &path)?;
+        compaction::discard_unfinished(data_dir)?;
+        let expiry = expiry::load(data_dir)?;
+        let (mut state, mut end, mut mark) = replay(&file, &path)?;
+        mark_removed(&mut state, &expiry);
+        let mut file = file;
+        if let Some(compacted) = compaction::compact(data_dir, &file, &state, min_reclaim)? {
+            file = compacted;
+            (state, end, mark) = replay(&file, &path)?;
+            mark_removed(&mut state, &expiry);
+        }
         let trees = Trees::new(data_dir)?;
         for (location, chain) in &state.locations {
             trees.repair(location, &file, &chain.positions, &chain.durable_tree_heads())?;
-        }
-        // After the tree repair, which reads every record the log holds, pruned or not.
-        let expiry = expiry::load(data_dir)?;
-        let mut state = state;
-        for (location, chain) in &mut state.locations {
-            chain.removed = Removed::of(expiry.pruned(location));
         }
         let state = RwLock::new(state);
         let index = Index::open(data_dir, cache_bytes, bucket_bits, &FileChains { state: &state, file: &file })?;
@@ -229,6 +245,7 @@ impl FileStore {
                 .location(location.as_str())
                 .filter(|state| !state.removed.contains(seq))
                 .and_then(|state| state.positions.get(index))
+                .filter(|position| !position.is_stub())
             {
                 Some(position) => *position,
                 None => return Ok(None),
@@ -241,6 +258,13 @@ impl FileStore {
             record.location_seq = seq;
             record
         })))
+    }
+}
+
+/// Hides from reads the records `expiry` says were pruned.
+fn mark_removed(state: &mut State, expiry: &Expiry) {
+    for (location, chain) in &mut state.locations {
+        chain.removed = Removed::of(expiry.pruned(location));
     }
 }
 
@@ -617,6 +641,8 @@ impl EventStore for FileStore {
     }
 }
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]

@@ -8,8 +8,8 @@
 //! A prune changes what reads return, not what the log holds: the log stays append-only, its
 //! frames, CRCs and snapshot untouched, and its replay (tree repair included) reads every record
 //! as before. Readers skip removed positions by consulting this record, loaded once at open.
-//! The price is that removed records still take room in the log until the log is compacted
-//! (see the README's retention section).
+//! The price is that removed records still take room in the log until the next open compacts
+//! it (see [`super::compaction`]).
 
 use std::fs::File;
 use std::io::Write as _;

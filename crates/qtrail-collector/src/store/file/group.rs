@@ -160,7 +160,12 @@ impl<'s> Group<'s> {
 
 /// Returns the canonical bytes of the event stored at `seq`, `None` when it no longer decodes.
 fn stored_canonical(file: &File, location: &super::state::LocationState, seq: u64) -> Result<Option<Vec<u8>>> {
-    let Some(position) = usize::try_from(seq - 1).ok().and_then(|index| location.positions.get(index)) else {
+    // A compacted record's stub holds its id, not its bytes: the id stays refused.
+    let Some(position) = usize::try_from(seq - 1)
+        .ok()
+        .and_then(|index| location.positions.get(index))
+        .filter(|position| !position.is_stub())
+    else {
         return Ok(None);
     };
     let bytes = read_record(file, *position)?;

@@ -64,6 +64,9 @@ pub(crate) enum Item {
     Publisher = 3,
     /// A checkpoint: `location_len: u8`, location, `number: u64 LE`, protobuf `Checkpoint`.
     Checkpoint = 4,
+    /// Consecutive records of one location that a compaction dropped, each reduced to what
+    /// the state and the tree still need (see [`super::compaction`]).
+    Pruned = 5,
 }
 
 impl Item {
@@ -73,6 +76,7 @@ impl Item {
             2 => Self::Event,
             3 => Self::Publisher,
             4 => Self::Checkpoint,
+            5 => Self::Pruned,
             _ => return None,
         })
     }

@@ -23,6 +23,8 @@ pub enum Entry {
     Publisher { location: String, state: proto::PublisherState },
     /// A checkpoint as stored under `number`.
     Checkpoint { location: String, number: u64, bytes: Vec<u8> },
+    /// Records a compaction reduced to stubs, the item as stored (see `compaction`).
+    Pruned(Vec<u8>),
 }
 
 /// Returns the items of the log in `data_dir`, in order.
@@ -61,6 +63,7 @@ fn entry(item: Item, payload: &[u8]) -> Result<Entry> {
                 bytes: bytes.to_vec(),
             }
         }
+        Item::Pruned => Entry::Pruned(payload.to_vec()),
     })
 }
 
@@ -94,6 +97,10 @@ pub fn write(data_dir: &Path, entries: &[Entry]) -> Result<()> {
                 payload.extend_from_slice(&number.to_le_bytes());
                 payload.extend_from_slice(bytes);
                 Item::Checkpoint
+            }
+            Entry::Pruned(bytes) => {
+                payload.extend_from_slice(bytes);
+                Item::Pruned
             }
         };
         frame.item(item, &payload)?;

@@ -20,7 +20,7 @@
 //! log, the log's bytes before the boundary hash to `tail_crc`, a frame header that passes its
 //! check (or the end of the file) follows the boundary, every position lies before it, and each
 //! location's last record reads back from the log with the location and chain hash the snapshot
-//! holds for it. Anything else means a full replay (a snapshot of an older version too), with a warning: a snapshot only saves time,
+//! holds for it (unless a compaction left only its stub, which holds no chain hash). Anything else means a full replay (a snapshot of an older version too), with a warning: a snapshot only saves time,
 //! it never decides what is stored. Damage to the log before the boundary that a full replay
 //! would refuse is not looked for (that would be the full scan this avoids); verification
 //! reads every record and still finds it. The tree head is checked by the open's tree repair
@@ -273,7 +273,8 @@ fn check(state: &State, tail: u32, log: &File, log_len: u64) -> std::result::Res
         if location.positions.iter().any(|p| p.offset + u64::from(p.len) > state.end) {
             return Err(mismatch(format!("a position of location `{name}` lies past the boundary")));
         }
-        let Some(last) = location.positions.last() else {
+        // A compacted record's stub holds no chain hash to compare (see `compaction`).
+        let Some(last) = location.positions.last().filter(|last| !last.is_stub()) else {
             continue;
         };
         let record = read_record(log, *last).map_err(|err| Unusable::Unreadable(err.to_string()))?;

@@ -24,6 +24,15 @@ pub(super) struct Position {
     pub(super) len: u32,
 }
 
+impl Position {
+    /// Returns whether this is the stub of a record a compaction dropped: `len` 0, `offset`
+    /// where its leaf hash is (see [`super::compaction`]). No record is empty, so a stub is
+    /// never read as one.
+    pub(super) fn is_stub(self) -> bool {
+        self.len == 0
+    }
+}
+
 /// One location: its collector and chain.
 #[derive(Debug)]
 pub(super) struct LocationState {
@@ -142,12 +151,12 @@ impl State {
                 self.add_collector(collector);
             }
             Item::Event => {
-                let head = RecordHead::decode(item.payload).map_err(|_| bad("event"))?;
-                let id = head.event.and_then(|event| uuid::Uuid::parse_str(&event.id).ok()).map(|id| id.as_u128());
+                let (location, id, chain_hash) = event_head(item.payload).ok_or_else(|| bad("event"))?;
                 let len = u32::try_from(item.payload.len()).map_err(|_| bad("event"))?;
                 let position = Position { offset: item.offset, len };
-                self.add_event(&head.location, id, &head.chain_hash, position)?;
+                self.add_event(&location, id, &chain_hash, position)?;
             }
+            Item::Pruned => super::compaction::replay(self, item)?,
             Item::Publisher => {
                 let (location, bytes) = take_location(item.payload).ok_or_else(|| bad("publisher state"))?;
                 let state = proto::PublisherState::decode(bytes).map_err(|_| bad("publisher state"))?;
@@ -162,6 +171,14 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Returns the location, event id (none when it does not parse) and chain hash of a stored
+/// record, `None` when it does not decode.
+pub(super) fn event_head(bytes: &[u8]) -> Option<(String, Option<u128>, Vec<u8>)> {
+    let head = RecordHead::decode(bytes).ok()?;
+    let id = head.event.and_then(|event| uuid::Uuid::parse_str(&event.id).ok()).map(|id| id.as_u128());
+    Some((head.location, id, head.chain_hash))
 }
 
 /// Returns the location and chain hash a stored record names, `None` when it does not decode.
@@ -197,7 +214,7 @@ impl FileChain<'_> {
         if chain.removed.contains(seq) {
             return None;
         }
-        chain.positions.get(index).copied()
+        chain.positions.get(index).copied().filter(|position| !position.is_stub())
     }
 
     fn dense(&self, bounds: SeqBounds, descending: bool) -> Box<dyn Iterator<Item = u64> + Send> {
@@ -242,8 +259,9 @@ impl FileChain<'_> {
                 let bytes = span.get(at..at + position.len as usize).ok_or_else(|| {
                     StoreError::Corrupt(format!("record at location_seq {seq} lies outside its stretch of the log"))
                 })?;
-                // A pruned record is still in the log; reads skip it (see `expiry`).
-                if !removed.contains(seq) {
+                // A pruned record is still in the log until a compaction leaves a stub of it;
+                // reads skip both (see `expiry`, `compaction`).
+                if !removed.contains(seq) && !position.is_stub() {
                     records.push((seq, bytes.to_vec()));
                 }
                 seq += 1;

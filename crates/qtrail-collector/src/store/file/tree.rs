@@ -246,10 +246,22 @@ fn whole_tree(stored: u64, leaves: u64) -> u64 {
     size
 }
 
-/// Returns the leaf hash of the record at `position` of the log.
+/// Returns the leaf hash of the record at `position` of the log; of a compacted record, the
+/// leaf hash its stub holds.
 fn leaf_of(log: &File, position: Position) -> Result<Hash> {
-    let record = proto::StoredEvent::decode(read_record(log, position)?.as_slice()).ok();
+    if position.is_stub() {
+        let mut leaf = [0; 32];
+        log.read_exact_at(&mut leaf, position.offset)
+            .map_err(|err| StoreError::io("cannot read the commit log", &err))?;
+        return Ok(leaf);
+    }
+    Ok(leaf_of_record(&read_record(log, position)?))
+}
+
+/// Returns the leaf hash of a stored record's bytes.
+pub(super) fn leaf_of_record(bytes: &[u8]) -> Hash {
+    let record = proto::StoredEvent::decode(bytes).ok();
     // A record that no longer decodes is hashed as its bytes could not be: as nothing, so the
     // tree shows the damage instead of failing the open.
-    Ok(leaf_hash(&record.as_ref().and_then(canonical_of).unwrap_or_default()))
+    leaf_hash(&record.as_ref().and_then(canonical_of).unwrap_or_default())
 }
