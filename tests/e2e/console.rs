@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use qtrail_proto::qtrail::audit::v1 as audit;
 use qtrail_proto::qtrail::audit::v1::collector_admin_client::CollectorAdminClient;
+use qtrail_proto::qtrail::audit::v1::event_query_client::EventQueryClient;
 use qtrail_proto::qtrail::runtime::v1 as runtime;
 use qtrail_proto::qtrail::runtime::v1::job_service_client::JobServiceClient;
 use qtrail_proto::qtrail::runtime::v1::program_service_client::ProgramServiceClient;
@@ -191,17 +192,22 @@ impl Trail {
         self.programs.list_programs(request).await.expect("programs listed");
     }
 
-    /// Waits until the collector holds the event of every call made so far.
+    /// Waits until the collector holds the event of every call made so far: the runtime's
+    /// publishers' counts, since the trail's own use (the console's reads) is in the log too.
     pub async fn wait_stored(&self) {
         let expected = self.calls;
         let channel = self.collector_channel.clone();
         wait_until(&format!("{expected} events at the collector"), START_TIMEOUT, || {
             let channel = channel.clone();
             async move {
-                let request = authed(audit::GetCollectorRequest { location: LOCATION.into() }, ADMIN_TOKEN);
-                let collector = CollectorAdminClient::new(channel).get_collector(request).await.ok()?.into_inner();
-                assert!(collector.event_count <= expected, "more events than calls");
-                (collector.event_count == expected).then_some(())
+                let request = audit::ListPublishersRequest { location: LOCATION.into(), ..Default::default() };
+                let listed = EventQueryClient::new(channel).list_publishers(authed(request, AUDITOR_TOKEN)).await;
+                let publishers = listed.ok()?.into_inner().publishers;
+                let runtime =
+                    publishers.iter().filter(|publisher| !publisher.publisher_id.starts_with("qtrail-collector"));
+                let stored: u64 = runtime.map(|publisher| publisher.event_count).sum();
+                assert!(stored <= expected, "more events than calls");
+                (stored == expected).then_some(())
             }
         })
         .await;
@@ -481,8 +487,8 @@ async fn live_shows_a_new_call_without_a_reload(browser: &Browser, trail: &mut T
     wait_for_script(
         browser,
         "the live event",
-        "const r = document.querySelector('#event-rows tr'); return !!r && r.dataset.seq === String(arguments[0]);",
-        json!([total + 1]),
+        "const r = document.querySelector('#event-rows tr'); return !!r && Number(r.dataset.seq) > arguments[0];",
+        json!([total]),
     )
     .await;
     let live = &rows(browser).await[0];
@@ -502,8 +508,14 @@ async fn verifying_and_signing_out(browser: &Browser, total: u64) {
         json!([]),
     )
     .await;
-    let expected = format!("Chain ok: {} events checked", total + 1);
-    assert!(verdict.as_str().unwrap().starts_with(&expected), "{verdict}");
+    // Every event of the chain: the runtime's total + 1 and the trail's own use since sign-in.
+    let checked: u64 = verdict
+        .as_str()
+        .and_then(|text| text.strip_prefix("Chain ok: "))
+        .and_then(|text| text.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("a verdict of a whole chain: {verdict}"));
+    assert!(checked > total + 1, "the runtime's events and the console's own reads: {verdict}");
     // This collector has no checkpoint key; the verdict says so rather than stay silent.
     assert!(verdict.as_str().unwrap().ends_with(". No signed checkpoints"), "{verdict}");
     save_screenshot(browser, "console.png").await;
@@ -565,7 +577,8 @@ async fn markup_in_event_text_shows_as_text_and_runs_no_script() {
         .await;
     assert_eq!(cells[0], XSS_NAME, "the name shows as text");
     assert!(cells[1].as_str().unwrap().contains(XSS_NAME), "{cells}");
-    browser.click(&browser.wait_for("#event-rows tr[data-seq='2'] button.seq").await).await;
+    // The newest of the service's events: the program's (the list leaves out the trail's own use).
+    browser.click(&browser.wait_for("#event-rows tr:first-child button.seq").await).await;
     let detail = wait_for_script(
         &browser,
         "the detail",
@@ -636,10 +649,15 @@ async fn the_front_page_lists_the_collectors() {
 async fn a_scoped_token_shows_only_its_accounts_events(browser: &Browser, trail: &mut Trail) {
     trail.list_programs_as_bob().await;
     trail.wait_stored().await;
-    let bobs_seq = trail.calls.to_string();
     sign_in_with(browser, trail, BOB_AUDITOR_TOKEN).await;
     assert_eq!(browser.text(&browser.wait_for("#who").await).await, "auditor-bob (auditor)");
-    browser.wait_for(&format!("#event-rows tr[data-seq='{bobs_seq}']")).await;
+    wait_for_script(
+        browser,
+        "bob's call",
+        "return [...document.querySelectorAll('#event-rows tr')].some(r => r.textContent.includes('bob@example.com'));",
+        json!([]),
+    )
+    .await;
     let shown = rows(browser).await;
     assert_eq!(shown.len(), 1, "only bob's call: {shown:?}");
     assert!(shown[0].iter().any(|cell| cell.contains("bob@example.com")), "{shown:?}");

@@ -102,19 +102,27 @@ async fn the_alerts_view_shows_rules_and_firings_with_their_deliveries_as_they_h
     )
     .await;
     let port = hook.split(':').nth(2).unwrap().split('/').next().unwrap();
+    // The last column is each rule's cursor: past the trail's own use so far (the rules'
+    // creation, the sign-in), which no rule matches; no runtime event exists yet.
+    let mut listed: Vec<Vec<String>> = serde_json::from_value(listed).unwrap();
+    for row in &mut listed {
+        let cursor = row.pop().unwrap();
+        assert!(cursor.parse::<u64>().is_ok_and(|cursor| cursor <= 3), "{cursor}");
+    }
     assert_eq!(
         listed,
-        json!([
-            ["program-reads", "quantum-computing.program.read", "2 in 1m per initiator", "—", "watch only", "0"],
-            [
-                "refused-cancels",
-                "quantum-computing.job.cancel · failure",
-                "each event",
-                "—",
+        [
+            ["program-reads", "quantum-computing.program.read", "2 in 1m per initiator", "—", "watch only"]
+                .map(String::from)
+                .to_vec(),
+            vec![
+                "refused-cancels".into(),
+                "quantum-computing.job.cancel · failure".into(),
+                "each event".into(),
+                "—".into(),
                 format!("http://127.0.0.1:{port}/…"),
-                "0"
             ],
-        ])
+        ]
     );
     assert!(
         !browser.execute("return document.getElementById('firings-empty').hidden;", json!([])).await.as_bool().unwrap()

@@ -390,6 +390,9 @@ fn invalid_value(name: &str, value: &str, expected: &str) -> ApiError {
     Error::invalid(format!("invalid {name} `{}`: expected {expected}", qtrail_cadf::text::escape_control(value))).into()
 }
 
+/// The action prefix the console filters on when none is asked for: the audited service's.
+pub(crate) const DEFAULT_ACTION: &str = qtrail_cadf::crn::SERVICE_NAME;
+
 /// The query parameters of a request, checked against the names a route takes.
 #[derive(Debug)]
 pub(crate) struct Params(HashMap<String, String>);
@@ -431,7 +434,10 @@ impl Params {
             .transpose()
     }
 
-    /// Takes the filter parameters as an `EventFilter`; the service checks the rest.
+    /// Takes the filter parameters as an `EventFilter`; the service checks the rest. Without an
+    /// action, the console shows the audited service's events ([`DEFAULT_ACTION`]): the trail's
+    /// own use (`qtrail.*`) would otherwise put each page load of the console at the top of the
+    /// list it shows. Asking for `qtrail` shows that use.
     pub(crate) fn filter(&mut self) -> Result<proto::EventFilter, ApiError> {
         let outcome = match self.take("outcome") {
             None => proto::Outcome::Unspecified,
@@ -450,7 +456,7 @@ impl Params {
         Ok(proto::EventFilter {
             start_time: self.time("start_time")?,
             end_time: self.time("end_time")?,
-            action: self.take("action").unwrap_or_default(),
+            action: self.take("action").unwrap_or_else(|| DEFAULT_ACTION.to_owned()),
             outcome: outcome as i32,
             severity: severity as i32,
             initiator_id: self.take("initiator_id").unwrap_or_default(),
