@@ -64,8 +64,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     for locations in 1..=LOCATIONS.len() {
         let prepared = prepare(&LOCATIONS[..locations], per_stream);
         let expected = per_stream * prepared.len() as u64;
-        let embedded = collector_load(bench, &format!("embedded-l{locations}"), &[], 1, locations, &prepared, None)
-            .await?;
+        let embedded =
+            collector_load(bench, &format!("embedded-l{locations}"), &[], 1, locations, &prepared, None).await?;
         admin.batch_execute("TRUNCATE events RESTART IDENTITY").await?;
         let unnest = postgres::load(&server, unnest_columns(&prepared), expected).await?;
         for replicas in REPLICAS {
@@ -239,6 +239,9 @@ fn record(
     );
     bench.report.record(
         Measurement::new(format!("replicas.postgres_vs_unnest.{suffix}"), run.rate, "events/s", "postgres", unnest)
-            .note(format!("the plain UNNEST insert of the same events, {} batches in flight per connection", postgres::WINDOW)),
+            .note(format!(
+                "the plain UNNEST insert of the same events, {} batches in flight per connection",
+                postgres::WINDOW
+            )),
     );
 }
