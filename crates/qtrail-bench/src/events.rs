@@ -26,7 +26,15 @@ impl EventFactory {
     /// # Panics
     /// Never: the location and account are valid constants.
     pub fn new(stream: usize) -> Self {
-        let location: Location = LOCATION.parse().expect("a valid location");
+        Self::at(LOCATION, stream)
+    }
+
+    /// Returns a factory for publisher stream `stream` of location `location`.
+    ///
+    /// # Panics
+    /// When `location` is not a valid location name.
+    pub fn at(location: &str, stream: usize) -> Self {
+        let location: Location = location.parse().expect("a valid location");
         let source = Crn::instance(&location, "acc-bench", "inst-bench").expect("a valid crn");
         Self { source, stream }
     }

@@ -64,17 +64,59 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     proc_status_kib(pid, "VmRSS:").map(|kib| kib / 1024.0)
 }
 
+/// `/proc` counts in USER_HZ ticks, 100 per second on every Linux ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Returns the fields of `/proc/<pid>/stat` after the command name (so field 3, the state,
+/// is at 0), if it can be read.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Returns the sum of `fields` (indexes after the command name) in seconds.
+fn ticks(fields: &[String], indexes: &[usize]) -> Option<f64> {
+    let mut sum = 0.0;
+    for &index in indexes {
+        sum += fields.get(index)?.parse::<f64>().ok()?;
+    }
+    Some(sum / TICKS_PER_SECOND)
+}
+
 /// Returns the CPU time process `pid` has used so far, all threads, user and system, in
 /// seconds, if it can be read.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    /// `/proc` counts in USER_HZ ticks, 100 per second on every Linux ABI.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, so 12 and 13 after the name.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / TICKS_PER_SECOND)
+    // utime and stime are fields 14 and 15 of the line, so 11 and 12 after the name.
+    ticks(&stat_fields(pid)?, &[11, 12])
+}
+
+/// Returns the CPU time of a server made of processes, in seconds: `pid`, its children alive
+/// now, and the children it has reaped (its `cutime` and `cstime`), as PostgreSQL's postmaster
+/// and its backends; `None` when `pid` cannot be read.
+pub fn process_tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let fields = stat_fields(pid)?;
+    // utime, stime, cutime, cstime: fields 14 to 17.
+    let own = ticks(&fields, &[11, 12, 13, 14])?;
+    let children: f64 = child_pids(pid).into_iter().filter_map(cpu_seconds).sum();
+    Some(own + children)
+}
+
+/// Returns the ids of the processes whose parent is `pid`.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        // The parent id is field 4, so 1 after the name.
+        .filter(|&child| stat_fields(child).and_then(|fields| fields.get(1)?.parse::<u32>().ok()) == Some(pid))
+        .collect()
+}
+
+/// Returns the one-minute load average, if it can be read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
@@ -99,5 +141,18 @@ mod tests {
         let peak = peak_rss_mib(pid).unwrap();
         assert!(peak >= now && now > 0.0, "peak {peak} now {now}");
         assert!(Machine::detect().cores >= 1);
+    }
+
+    #[test]
+    fn a_process_tree_counts_its_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let me = std::process::id();
+        assert!(child_pids(me).contains(&child.id()));
+        let own = cpu_seconds(me).unwrap();
+        assert!(process_tree_cpu_seconds(me).unwrap() >= own);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!child_pids(me).contains(&child.id()));
+        assert!(load_average().unwrap() >= 0.0);
     }
 }

@@ -16,7 +16,7 @@ use qtrail_bench::serve::{self, Role};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Benchmarks qtrail: ingest, audit overhead, end-to-end latency, scale, PostgreSQL baseline,
-/// alerts.
+/// alerts, replicas on PostgreSQL.
 #[derive(Debug, clap::Parser)]
 #[command(name = "qtrail-bench", version)]
 struct Cli {
@@ -44,6 +44,7 @@ enum Scenario {
     Scale,
     Postgres,
     Alerts,
+    Replicas,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -106,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Scenario::Alerts) {
         println!("# 6. alerts");
         scenario::alerts::run(&mut bench).await.context("alerts scenario")?;
+    }
+    if wanted(Scenario::Replicas) {
+        println!("# 7. replicas on postgresql");
+        scenario::replicas::run(&mut bench).await.context("replicas scenario")?;
     }
     bench.report.seconds = started.elapsed().as_secs_f64();
     bench.report.write(&cli.report)?;

@@ -76,17 +76,59 @@ pub async fn publish(
     streams: Vec<Batches>,
     expected: u64,
 ) -> anyhow::Result<LoadResult> {
-    let (url, tls) = (server.url(), server.client_tls());
+    let targets = streams
+        .into_iter()
+        .enumerate()
+        .map(|(index, batches)| Target {
+            url: server.url(),
+            tls: server.client_tls(),
+            location: LOCATION.to_owned(),
+            publisher_id: format!("{run}-{index}"),
+            batches,
+        })
+        .collect();
+    publish_to(targets, token, expected).await
+}
+
+/// One publisher stream of [`publish_to`]: where it goes, for which location, as whom.
+pub struct Target {
+    /// The server's URL.
+    pub url: String,
+    /// How to reach it.
+    pub tls: ClientTls,
+    /// The location its Hello names (its events' location).
+    pub location: String,
+    /// Its publisher id.
+    pub publisher_id: String,
+    /// What it sends.
+    pub batches: Batches,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("url", &self.url).field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+/// Publishes every target's batches, in parallel, each on a connection of its own (so streams
+/// may go to different servers, as publishers spread over replicas), and returns what was
+/// acknowledged. Every event must be accepted.
+///
+/// # Errors
+/// When a stream fails or an Ack does not accept its whole batch.
+pub async fn publish_to(targets: Vec<Target>, token: &str, expected: u64) -> anyhow::Result<LoadResult> {
     let mut connected = Vec::new();
-    for (index, batches) in streams.into_iter().enumerate() {
-        let channel = connect_over(&url, &tls).await?;
-        connected.push((index, batches, channel));
+    for target in targets {
+        let channel = connect_over(&target.url, &target.tls).await?;
+        connected.push((target, channel));
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (index, batches, channel) in connected {
-        let (token, publisher_id) = (token.to_owned(), format!("{run}-{index}"));
-        tasks.push(tokio::spawn(async move { stream(channel, &token, publisher_id, batches).await }));
+    for (target, channel) in connected {
+        let token = token.to_owned();
+        tasks.push(tokio::spawn(async move {
+            stream(channel, &token, target.publisher_id, &target.location, target.batches).await
+        }));
     }
     let mut accepted = 0;
     for task in tasks {
@@ -103,10 +145,11 @@ async fn stream(
     channel: tonic::transport::Channel,
     token: &str,
     publisher_id: String,
+    location: &str,
     batches: Batches,
 ) -> anyhow::Result<u64> {
     let (sender, receiver) = mpsc::channel(MAX_UNACKED_BATCHES as usize + 1);
-    let hello = proto::Hello { publisher_id, location: LOCATION.into(), epoch: 1 };
+    let hello = proto::Hello { publisher_id, location: location.to_owned(), epoch: 1 };
     sender.send(PublishRequest { kind: Some(Kind::Hello(hello)) }).await?;
     let mut client = IngestClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -1,4 +1,4 @@
-//! The six scenarios and what they share: a scratch directory, the report, and starting the
+//! The seven scenarios and what they share: a scratch directory, the report, and starting the
 //! servers (as child processes, see [`crate::process`]) with known tokens and principals.
 
 pub mod alerts;
@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod latency;
 pub mod overhead;
 pub mod postgres;
+pub mod replicas;
 pub mod scale;
 
 use anyhow::Context as _;

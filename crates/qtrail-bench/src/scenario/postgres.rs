@@ -22,11 +22,11 @@ use crate::scenario::Bench;
 use crate::scenario::ingest::Rates;
 
 /// Server settings: room for the load's WAL, PostgreSQL's durable defaults spelled out.
-const SETTINGS: &[&str] = &["shared_buffers=256MB", "max_wal_size=8GB", "fsync=on", "synchronous_commit=on"];
+pub(crate) const SETTINGS: &[&str] = &["shared_buffers=256MB", "max_wal_size=8GB", "fsync=on", "synchronous_commit=on"];
 /// Batches one connection keeps in flight, as a publisher keeps unacknowledged batches.
-const WINDOW: usize = 8;
+pub(crate) const WINDOW: usize = 8;
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE events (
     location_seq bigserial PRIMARY KEY,
     id uuid NOT NULL UNIQUE,
@@ -56,7 +56,7 @@ SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::int2[], $5::
 ON CONFLICT (id) DO NOTHING";
 
 /// Connects to the harness's server.
-async fn connect(server: &Postgres) -> anyhow::Result<tokio_postgres::Client> {
+pub(crate) async fn connect(server: &Postgres) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
@@ -64,7 +64,7 @@ async fn connect(server: &Postgres) -> anyhow::Result<tokio_postgres::Client> {
 
 /// The columns of one batch.
 #[derive(Debug, Default, Clone)]
-struct Columns {
+pub(crate) struct Columns {
     id: Vec<uuid::Uuid>,
     time: Vec<SystemTime>,
     action: Vec<String>,
@@ -78,7 +78,7 @@ struct Columns {
     body: Vec<Vec<u8>>,
 }
 
-fn columns(publisher: &str, request: PublishRequest) -> Columns {
+pub(crate) fn columns(publisher: &str, request: PublishRequest) -> Columns {
     let mut columns = Columns::default();
     let Some(Kind::Batch(batch)) = request.kind else {
         return columns;
@@ -105,7 +105,7 @@ fn columns(publisher: &str, request: PublishRequest) -> Columns {
 }
 
 /// Inserts every stream's batches, one connection per stream; returns events per second.
-async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> anyhow::Result<f64> {
+pub(crate) async fn load(server: &Postgres, streams: Vec<Vec<Columns>>, expected: u64) -> anyhow::Result<f64> {
     let mut clients = Vec::new();
     for batches in streams {
         let client = connect(server).await?;
