@@ -40,48 +40,47 @@ fn bobs(event: &StoredEvent) -> bool {
     target.is_some_and(|target| target.id.contains(&format!(":a/{BOB}:")))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_prune_verify_restore_keeps_held_events_and_the_original_checkpoints() {
-    let setup = Setup::start();
-    let collector = setup.collector_with("cycle", 4, &["--retention-clock-ahead", "2days"]).await;
+/// What a test knows before the prune: the twelve published events, bob's positions among
+/// them, and the original signed checkpoint of the twelve (kept as `original.note`).
+struct Before {
+    events: Vec<StoredEvent>,
+    bob_seqs: Vec<u64>,
+}
+
+/// Starts collector `name` (two days ahead for retention), publishes twelve events (the middle
+/// four bob's), waits until they are archived, holds bob's account and keeps the checkpoint.
+async fn prepare(setup: &Setup, name: &str) -> (Collector, Before) {
+    let collector = setup.collector_with(name, 4, &["--retention-clock-ahead", "2days"]).await;
     collector.create_collector(LOCATION).await;
     publish_four(&collector, &setup.dir.path().join("catalogue-0")).await;
     publish_four_as(&collector, &setup.dir.path().join("catalogue-bob"), BOB).await;
     publish_four(&collector, &setup.dir.path().join("catalogue-2")).await;
     contiguous(&setup.wait_archived(12).await);
-    let before = published(&collector.events(LOCATION).await);
-    assert_eq!(before.len(), 12);
-    let bob_seqs: Vec<u64> = before.iter().filter(|event| bobs(event)).map(|event| event.location_seq).collect();
+    let events = published(&collector.events(LOCATION).await);
+    assert_eq!(events.len(), 12);
+    let bob_seqs: Vec<u64> = events.iter().filter(|event| bobs(event)).map(|event| event.location_seq).collect();
     assert_eq!(bob_seqs.len(), 4, "bob's catalogue published four events");
-    let held = admin(&setup, &collector, &["collectors", "hold", "add", "--account", BOB, "--reason", "case 21"]);
+    let held = admin(setup, &collector, &["collectors", "hold", "add", "--account", BOB, "--reason", "case 21"]);
     assert_eq!(held.code, 0, "{held:?}");
 
     // The signed tree head of the twelve (archived ranges end at checkpoints), kept out of band
     // before anything is pruned.
-    let listed = against(&setup, &collector, &["events", "checkpoints", "--limit", "1000"]);
+    let listed = against(setup, &collector, &["events", "checkpoints", "--limit", "1000"]);
     assert_eq!(listed.code, 0, "{listed:?}");
     let notes = listed.json()["checkpoints"].as_array().unwrap().clone();
     let note = notes.iter().filter_map(|checkpoint| checkpoint["note"].as_str()).find(|note| note.lines().nth(1) == Some("12"));
-    let note = note.expect("a checkpoint of the twelve").to_owned();
-    std::fs::write(setup.dir.path().join("original.note"), &note).unwrap();
+    std::fs::write(setup.dir.path().join("original.note"), note.expect("a checkpoint of the twelve")).unwrap();
+    (collector, Before { events, bob_seqs })
+}
 
-    let set = admin(&setup, &collector, &["collectors", "retention", "set", LOCATION, "1"]);
-    assert_eq!(set.code, 0, "{set:?}");
-    let kept = wait_until("the prune of everyone's but bob's events", Duration::from_secs(60), || async {
-        let events = published(&collector.events(LOCATION).await);
-        (events.iter().all(bobs) && events.len() == 4).then_some(events)
-    })
-    .await;
-    assert_eq!(kept.iter().map(|event| event.location_seq).collect::<Vec<_>>(), bob_seqs);
-
-    let archived = setup.archive("verify", &[]);
-    assert_eq!(archived.code, 0, "the archive still holds all twelve: {archived:?}");
+/// Waits until only bob's events remain of the twelve, and checks they are his four.
+async fn wait_pruned(collector: &Collector, before: &Before) {
+    wait_pruned(&collector, &before).await;
+    assert_verifies(&setup, &collector);
     let key = setup.public_key.to_str().unwrap();
-    let remaining = against(&setup, &collector, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
-    assert_eq!(remaining.code, 0, "what remains verifies against the original checkpoint: {remaining:?}");
 
     // A kept event proves its inclusion in the original tree of twelve, offline.
-    let seq = bob_seqs[0].to_string();
+    let seq = before.bob_seqs[0].to_string();
     let prove = ["events", "prove", "--seq", seq.as_str(), "--tree-size", "12", "-o", "kept.tlog-proof"];
     let proved = against(&setup, &collector, &prove);
     assert_eq!(proved.code, 0, "{proved:?}");
@@ -97,7 +96,27 @@ async fn archive_prune_verify_restore_keeps_held_events_and_the_original_checkpo
     let hashes = |events: &[StoredEvent]| -> Vec<Vec<u8>> {
         events.iter().map(|event| event.chain_hash.clone()).collect()
     };
-    assert_eq!(hashes(&restored_events), hashes(&before));
+    assert_eq!(hashes(&restored_events), hashes(&before.events));
     let verified = against(&setup, &scratch, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
     assert_eq!(verified.code, 0, "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_as_it_prunes_loses_nothing_unarchived_and_finishes_the_prune_on_restart() {
+    let setup = Setup::start();
+    let (mut collector, before) = prepare(&setup, "pruning").await;
+    let set = admin(&setup, &collector, &["collectors", "retention", "set", LOCATION, "1"]);
+    assert_eq!(set.code, 0, "{set:?}");
+    // SIGKILL as soon as the prune shows: the sweep of the next round, the archiver and the
+    // checkpointer are all under way then.
+    wait_until("the prune to begin", Duration::from_secs(60), || async {
+        (published(&collector.events(LOCATION).await).len() < 12).then_some(())
+    })
+    .await;
+    collector.process().kill();
+    collector.process().restart().await;
+    wait_pruned(&collector, &before).await;
+    assert_verifies(&setup, &collector);
+    let chain = collector.verify_chain(LOCATION).await;
+    assert!(chain.ok, "{chain:?}");
 }
