@@ -132,8 +132,10 @@ async fn an_archive_verifies_offline_catches_a_damaged_object_and_restores_again
     let setup = Setup::start();
     let collector = setup.collector("origin", 5).await;
     collector.create_collector(LOCATION).await;
+    // Ranges end at checkpoints: each round waits for its own, or one range would take all.
     for round in 0..3 {
         publish_four(&collector, &setup.dir.path().join(format!("catalogue-{round}"))).await;
+        setup.wait_archived(4 * (round + 1)).await;
     }
     let spans = contiguous(&setup.wait_archived(12).await);
     assert!(spans.len() >= 2 && spans.iter().all(|(first, last)| last - first < 12), "{spans:?}");
@@ -167,7 +169,8 @@ async fn an_archive_verifies_offline_catches_a_damaged_object_and_restores_again
     let hashes = |events: &[qtrail_proto::qtrail::audit::v1::StoredEvent]| -> Vec<Vec<u8>> {
         events.iter().map(|event| event.chain_hash.clone()).collect()
     };
-    assert_eq!(hashes(&restored_events), hashes(&original_events));
+    // The first twelve: each query of either collector adds its own use after them.
+    assert_eq!(hashes(&restored_events[..12]), hashes(&original_events[..12]));
 
     // One byte of one object changed: that range fails, named, and the command exits 10.
     let damaged = &objects[objects.len() / 2];
@@ -193,14 +196,13 @@ async fn a_collector_killed_while_archiving_leaves_a_complete_archive_after_rest
     let setup = Setup::start();
     let mut collector = setup.collector("killed", 2).await;
     collector.create_collector(LOCATION).await;
-    for round in 0..3 {
+    // A first range archived on its own (ranges end at checkpoints), then eight more events,
+    // and the collector killed as soon as they are acknowledged: mid-way through their archive.
+    publish_four(&collector, &setup.dir.path().join("catalogue-0")).await;
+    setup.wait_archived(4).await;
+    for round in 1..3 {
         publish_four(&collector, &setup.dir.path().join(format!("catalogue-{round}"))).await;
     }
-    // Killed as soon as the first object is in the bucket: mid-way through the archive.
-    wait_until("a first archived object", Duration::from_secs(60), || async {
-        (!setup.s3.objects(PREFIX, ".jsonl.zst").is_empty()).then_some(())
-    })
-    .await;
     collector.process().kill();
     collector.process().restart().await;
     let spans = contiguous(&setup.wait_archived(12).await);

@@ -75,6 +75,29 @@ async fn prepare(setup: &Setup, name: &str) -> (Collector, Before) {
 
 /// Waits until only bob's events remain of the twelve, and checks they are his four.
 async fn wait_pruned(collector: &Collector, before: &Before) {
+    let kept = wait_until("the prune of everyone's but bob's events", Duration::from_secs(60), || async {
+        let events = published(&collector.events(LOCATION).await);
+        (events.iter().all(bobs) && events.len() == 4).then_some(events)
+    })
+    .await;
+    assert_eq!(kept.iter().map(|event| event.location_seq).collect::<Vec<_>>(), before.bob_seqs);
+}
+
+/// Checks the archive and what remains of the log, against the original checkpoint.
+fn assert_verifies(setup: &Setup, collector: &Collector) {
+    let archived = setup.archive("verify", &[]);
+    assert_eq!(archived.code, 0, "the archive still holds all twelve: {archived:?}");
+    let key = setup.public_key.to_str().unwrap();
+    let remaining = against(setup, collector, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
+    assert_eq!(remaining.code, 0, "what remains verifies against the original checkpoint: {remaining:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_prune_verify_restore_keeps_held_events_and_the_original_checkpoints() {
+    let setup = Setup::start();
+    let (collector, before) = prepare(&setup, "cycle").await;
+    let set = admin(&setup, &collector, &["collectors", "retention", "set", LOCATION, "1"]);
+    assert_eq!(set.code, 0, "{set:?}");
     wait_pruned(&collector, &before).await;
     assert_verifies(&setup, &collector);
     let key = setup.public_key.to_str().unwrap();
