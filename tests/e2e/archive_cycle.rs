@@ -68,7 +68,10 @@ async fn prepare(setup: &Setup, name: &str) -> (Collector, Before) {
     let listed = against(setup, &collector, &["events", "checkpoints", "--limit", "1000"]);
     assert_eq!(listed.code, 0, "{listed:?}");
     let notes = listed.json()["checkpoints"].as_array().unwrap().clone();
-    let note = notes.iter().filter_map(|checkpoint| checkpoint["note"].as_str()).find(|note| note.lines().nth(1) == Some("12"));
+    let note = notes
+        .iter()
+        .filter_map(|checkpoint| checkpoint["note"].as_str())
+        .find(|note| note.lines().nth(1) == Some("12"));
     std::fs::write(setup.dir.path().join("original.note"), note.expect("a checkpoint of the twelve")).unwrap();
     (collector, Before { events, bob_seqs })
 }
@@ -88,7 +91,8 @@ fn assert_verifies(setup: &Setup, collector: &Collector) {
     let archived = setup.archive("verify", &[]);
     assert_eq!(archived.code, 0, "the archive still holds all twelve: {archived:?}");
     let key = setup.public_key.to_str().unwrap();
-    let remaining = against(setup, collector, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
+    let remaining =
+        against(setup, collector, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
     assert_eq!(remaining.code, 0, "what remains verifies against the original checkpoint: {remaining:?}");
 }
 
@@ -116,11 +120,11 @@ async fn archive_prune_verify_restore_keeps_held_events_and_the_original_checkpo
     assert_eq!(restored.code, 0, "{restored:?}");
     let scratch = Collector::start("scratch", setup.dir.path()).await;
     let restored_events = published(&scratch.events(LOCATION).await);
-    let hashes = |events: &[StoredEvent]| -> Vec<Vec<u8>> {
-        events.iter().map(|event| event.chain_hash.clone()).collect()
-    };
+    let hashes =
+        |events: &[StoredEvent]| -> Vec<Vec<u8>> { events.iter().map(|event| event.chain_hash.clone()).collect() };
     assert_eq!(hashes(&restored_events), hashes(&before.events));
-    let verified = against(&setup, &scratch, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
+    let verified =
+        against(&setup, &scratch, &["events", "verify", "--public-key", key, "--checkpoint", "original.note"]);
     assert_eq!(verified.code, 0, "{verified:?}");
 }
 

@@ -151,8 +151,8 @@ impl CollectorAdmin for AdminService {
         require_role(&request, Role::Admin)?;
         let caller = caller_name(&request);
         let asked = request.get_ref();
-        let used = Use::log(Action::RetentionUpdate, User::of_grpc(&request), &asked.location)
-            .with("days", asked.days.into());
+        let used =
+            Use::log(Action::RetentionUpdate, User::of_grpc(&request), &asked.location).with("days", asked.days.into());
         let result = retention::set_retention(&self.store, &asked.location, asked.days, &caller).await;
         // A change that cannot be recorded is still made (it is durable already) but reported
         // as failed: the admin retries, and the retry is recorded.
