@@ -7,6 +7,7 @@
 mod accounts;
 mod alerts;
 mod archive;
+mod archive_cycle;
 mod console;
 mod console_alerts;
 mod delivery;

@@ -68,4 +68,20 @@ async fn retention_and_holds_are_set_through_the_cli_and_survive_a_crash() {
     let again = qtrail(&collector, ADMIN_TOKEN, &["collectors", "hold", "remove", "--location", "us-east"]);
     assert!(again.stderr.contains("no legal hold on location `us-east`"), "{again:?}");
     assert_eq!(ok(&collector, &["collectors", "hold", "list"])["holds"].as_array().unwrap().len(), 1);
+
+    // Every change, refused ones included, is itself an event on the trail of us-east, by whom.
+    let changes: Vec<(String, String)> = collector
+        .events("us-east")
+        .await
+        .into_iter()
+        .filter_map(|event| event.event)
+        .filter(|event| event.action.starts_with("qtrail.retention") || event.action.starts_with("qtrail.hold"))
+        .map(|event| (event.action, event.initiator.map(|who| who.name).unwrap_or_default()))
+        .collect();
+    let count = |action: &str| changes.iter().filter(|change| change.0 == action).count();
+    // Retention: 30 (ok), 40000 (refused); the auditor's is refused before it is a change.
+    assert_eq!(count("qtrail.retention.update"), 2, "{changes:?}");
+    // Holds: two added, one refused, one lifted, one lift refused.
+    assert_eq!(count("qtrail.hold.update"), 5, "{changes:?}");
+    assert!(changes.iter().all(|change| change.1 == "e2e-admin"), "{changes:?}");
 }

@@ -245,6 +245,10 @@ pub struct Settings {
     #[arg(long, env = "QTRAIL_COLLECTOR_ARCHIVE_MAX_EVENTS", default_value_t = DEFAULT_ARCHIVE_MAX_EVENTS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub archive_max_events: u64,
+    /// Test-only: the retention sweep reckons "now" this far ahead of the clock (e.g. `2days`),
+    /// so that end-to-end tests see events expire without waiting days. Hidden from `--help`.
+    #[arg(long, hide = true, value_name = "DUR", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub retention_clock_ahead: Duration,
 }
 
 /// Default of `--archive-max-events`.
@@ -342,6 +346,8 @@ pub struct ArchiveSettings {
     pub every: Duration,
     /// Most events of one range.
     pub max_events: u64,
+    /// How far ahead of the clock the retention sweep reckons "now" (test-only, 0 otherwise).
+    pub retention_clock_ahead: Duration,
 }
 
 /// A witness run by the collector.
@@ -441,6 +447,7 @@ impl Settings {
             options: self.archive_options.clone(),
             every: self.archive_every,
             max_events: self.archive_max_events,
+            retention_clock_ahead: self.retention_clock_ahead,
         });
         Ok(())
     }

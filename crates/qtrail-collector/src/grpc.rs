@@ -115,6 +115,8 @@ pub(crate) struct AdminService {
     pub(crate) registry: Registry,
     /// Where retention policies and legal holds are kept (see [`crate::retention`]).
     pub(crate) store: std::sync::Arc<dyn crate::store::EventStore>,
+    /// Records retention and hold changes on the trail before they are answered.
+    pub(crate) usage: Usage,
 }
 
 #[tonic::async_trait]
@@ -148,8 +150,14 @@ impl CollectorAdmin for AdminService {
     ) -> Result<Response<proto::RetentionPolicy>, Status> {
         require_role(&request, Role::Admin)?;
         let caller = caller_name(&request);
-        let request = request.into_inner();
-        Ok(Response::new(retention::set_retention(&self.store, &request.location, request.days, &caller).await?))
+        let asked = request.get_ref();
+        let used =
+            Use::log(Action::RetentionUpdate, User::of_grpc(&request), &asked.location).with("days", asked.days.into());
+        let result = retention::set_retention(&self.store, &asked.location, asked.days, &caller).await;
+        // A change that cannot be recorded is still made (it is durable already) but reported
+        // as failed: the admin retries, and the retry is recorded.
+        self.usage.record(used, &result).await?;
+        Ok(Response::new(result?))
     }
 
     async fn get_retention(
@@ -166,7 +174,20 @@ impl CollectorAdmin for AdminService {
     ) -> Result<Response<proto::LegalHold>, Status> {
         require_role(&request, Role::Admin)?;
         let caller = caller_name(&request);
-        Ok(Response::new(retention::set_hold(&self.store, request.into_inner(), &caller).await?))
+        let asked = request.get_ref();
+        let used = Use::log(Action::HoldUpdate, User::of_grpc(&request), &asked.location)
+            .with("account", (!asked.account.is_empty()).then(|| asked.account.clone()).into())
+            .with("on", asked.on.into())
+            .with("reason", qtrail_cadf::text::escape_control(&asked.reason).into());
+        let account_wide = asked.location.is_empty();
+        let result = retention::set_hold(&self.store, request.into_inner(), &caller).await;
+        // A hold on an account concerns every location: each log says so.
+        if account_wide {
+            self.usage.record_everywhere(used, &result).await?;
+        } else {
+            self.usage.record(used, &result).await?;
+        }
+        Ok(Response::new(result?))
     }
 
     async fn list_legal_holds(

@@ -245,7 +245,7 @@ impl Prepared {
         let tiles = tile_server(&config, store.clone(), tokens.clone(), checkpoint_keys.as_ref());
         let http = HttpSide::build(http_listener, console, tiles, witness, metrics_token, &tls)?;
 
-        let admin = AdminService { registry, store: store.clone() };
+        let admin = AdminService { registry, store: store.clone(), usage: usage.clone() };
         let ingest = IngestService {
             ingest: ingest::Ingest::new(store.clone(), writer_handle, lifecycle.clone()),
             tasks: tasks.clone(),
@@ -288,7 +288,8 @@ impl Prepared {
         if let (Some(archiver), Some(settings)) = (archiver, &config.archive) {
             tokio::spawn(archiver.clone().run(stop_background.clone()));
             // Sweeps as often as the archiver runs: a range becomes prunable once archived.
-            tokio::spawn(retention::run(store.clone(), archiver, settings.every, stop_background.clone()));
+            let clock = retention::Clock { every: settings.every, ahead: settings.retention_clock_ahead };
+            tokio::spawn(retention::run(store.clone(), archiver, clock, stop_background.clone()));
         }
         let disk = tokio::spawn(meters::watch_disk(config.data_dir.clone(), stop_background.clone()));
         let evaluator = alerts::spawn(evaluator, &committed, replica.leadership.role(), stop_background.clone());

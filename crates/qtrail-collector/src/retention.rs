@@ -290,22 +290,36 @@ fn cutoff(
     Ok(cutoff)
 }
 
-/// Sweeps every `interval` until `stop` is cancelled.
-pub async fn run(
-    store: Arc<dyn EventStore>,
-    archive: Arc<dyn ArchiveProgress>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
+/// When the sweep runs, and what it takes for "now".
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Time between two sweeps.
+    pub every: Duration,
+    /// How far ahead of the real clock "now" is reckoned: zero but in end-to-end tests, which
+    /// cannot wait the days a policy counts in (`--retention-clock-ahead`, hidden).
+    pub ahead: Duration,
+}
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        let mut now = crate::writer::now();
+        now.seconds = now.seconds.saturating_add(i64::try_from(self.ahead.as_secs()).unwrap_or(i64::MAX));
+        now
+    }
+}
+
+/// Sweeps every `clock.every` until `stop` is cancelled.
+pub async fn run(store: Arc<dyn EventStore>, archive: Arc<dyn ArchiveProgress>, clock: Clock, stop: CancellationToken) {
     loop {
         let (store, archive) = (store.clone(), archive.clone());
-        let swept = tokio::task::spawn_blocking(move || sweep(store.as_ref(), archive.as_ref(), crate::writer::now()));
+        let now = clock.now();
+        let swept = tokio::task::spawn_blocking(move || sweep(store.as_ref(), archive.as_ref(), now));
         if let Err(err) = swept.await {
             tracing::warn!(error = %err, "the retention sweep failed");
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(clock.every) => {}
         }
     }
 }

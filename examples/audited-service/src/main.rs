@@ -26,6 +26,9 @@ struct Args {
     /// Location of this service instance and of the collector.
     #[arg(long, default_value = "us-east")]
     location: Location,
+    /// Account that owns the catalogue instance its events name.
+    #[arg(long, default_value = "acc-example")]
+    account: String,
     /// Directory of the catalogue's database.
     #[arg(long)]
     data_dir: PathBuf,
@@ -40,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).context("cannot create the data directory")?;
     let db =
         Arc::new(redb::Database::create(args.data_dir.join("catalogue.redb")).context("cannot open the database")?);
-    let catalogue = Catalogue::open(db, &args.location, "acc-example", "catalogue-1")?;
+    let catalogue = Catalogue::open(db, &args.location, &args.account, "catalogue-1")?;
     let mut config = PublisherConfig::new(args.collector, args.location);
     config.token = Some(args.token);
     let publisher = Publisher::spawn(catalogue.outbox().clone(), config)?;
