@@ -16,6 +16,7 @@ mod monitor;
 mod postgres_store;
 mod proofs;
 mod publishers;
+mod replicas;
 mod receipts;
 mod retention;
 mod servers;
