@@ -186,7 +186,8 @@ pub fn signer_intervals(replica: usize, log: &Path, kills: &[SystemTime], end: S
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut intervals = Vec::new();
     let mut open: Option<SystemTime> = None;
-    let close_by_kill = |from: SystemTime, before: SystemTime| kills.iter().copied().find(|kill| *kill >= from && *kill < before);
+    let close_by_kill =
+        |from: SystemTime, before: SystemTime| kills.iter().copied().find(|kill| *kill >= from && *kill < before);
     for line in text.lines().map(strip_ansi) {
         let Some(at) = line.split_whitespace().next().and_then(log_time) else { continue };
         if let Some(from) = open {
