@@ -18,6 +18,7 @@ mod postgres_store;
 mod proofs;
 mod publishers;
 mod receipts;
+mod replicas;
 mod retention;
 mod servers;
 mod timeline;

@@ -7,7 +7,7 @@
 //! exactly one stored event. Each prints `sent, acknowledged, stored, lost, duplicated` and
 //! asserts that lost and duplicated are zero and that every location's chain verifies.
 
-mod checker;
+pub mod checker;
 mod proxy;
 mod scenarios;
-mod workload;
+pub mod workload;
