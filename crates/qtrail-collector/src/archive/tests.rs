@@ -28,11 +28,11 @@ fn store_with_checkpoints(dir: &std::path::Path, pem: &str) -> Arc<dyn EventStor
     let keys = Keys { current: SigningKey::from_pem(pem.as_bytes()).unwrap(), previous: Vec::new() };
     let events = simple_events("us-east", 12);
     append_all(store.as_ref(), "us-east", &events[..7]);
-    checkpoint_all(store.as_ref(), &keys, ORIGIN_PREFIX, None).unwrap();
+    checkpoint_all(store.as_ref(), &keys, ORIGIN_PREFIX, None, &|| true).unwrap();
     let rest: Vec<(u64, &qtrail_cadf::AuditEvent)> = (8..).zip(&events[7..]).collect();
     let batch = crate::store::conformance::batch("us-east", "pub-1", 1, &rest);
     store.append(vec![batch], now()).unwrap();
-    checkpoint_all(store.as_ref(), &keys, ORIGIN_PREFIX, None).unwrap();
+    checkpoint_all(store.as_ref(), &keys, ORIGIN_PREFIX, None, &|| true).unwrap();
     store
 }
 
