@@ -70,7 +70,7 @@ use tracing::{error, info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::alerts::{AlertRpc, AlertState, Alerts, RetryPolicy};
+use crate::alerts::{AlertRpc, AlertStore, Alerts, RetryPolicy};
 use crate::fanout::Fanout;
 use crate::grpc::{AdminService, Authorizer, IngestService, QueryService};
 use crate::indexer::Indexer;
@@ -108,7 +108,7 @@ struct Prepared {
     witnesses: Option<cosignatures::Witnesses>,
     http_listener: Option<TcpListener>,
     store: Arc<dyn EventStore>,
-    alert_state: Arc<AlertState>,
+    alert_state: Arc<AlertStore>,
     alert_tls: tokio_rustls::TlsConnector,
 }
 
@@ -153,10 +153,7 @@ impl Prepared {
         };
         let store = open_store(&config).await?;
         let alert_tls = alerts::webhook::tls_connector(config.alert_tls_ca.as_deref())?;
-        let alert_state = Arc::new(
-            AlertState::open(&config.data_dir, config.alert_max_firings)
-                .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()))?,
-        );
+        let alert_state = Arc::new(open_alert_state(&config).await?);
         Ok(Self {
             config,
             local_addr,
@@ -388,7 +385,7 @@ fn tile_server(
 fn start_alerts(
     config: &Config,
     store: Arc<dyn EventStore>,
-    state: Arc<AlertState>,
+    state: Arc<AlertStore>,
     tls: tokio_rustls::TlsConnector,
     lifecycle: &Lifecycle,
     stop: &CancellationToken,
@@ -406,6 +403,19 @@ fn start_alerts(
         tls,
     };
     Alerts::start(store, state, policy, lifecycle.clone(), stop.child_token()).context("failed to read the alert state")
+}
+
+/// Opens the alert state: beside a PostgreSQL store, in its database (shared by the replicas),
+/// else in the data dir.
+async fn open_alert_state(config: &Config) -> anyhow::Result<AlertStore> {
+    let max_firings = config.alert_max_firings;
+    let Some(options) = config.postgres.clone() else {
+        return AlertStore::embedded(&config.data_dir, max_firings)
+            .with_context(|| format!("failed to open the alert state in {}", config.data_dir.display()));
+    };
+    // The sync client runs its own runtime: opened on a blocking thread.
+    let opened = tokio::task::spawn_blocking(move || AlertStore::shared(&options, max_firings)).await;
+    opened.context("the alert state's opening task failed")?.context("failed to open the alert state in postgresql")
 }
 
 /// Opens the store: the PostgreSQL database `--store` names, else the file store in the data

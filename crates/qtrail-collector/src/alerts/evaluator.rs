@@ -15,9 +15,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::backend::AlertStore;
 use super::meters;
 use super::rule::{self, Rule};
-use super::state::{AlertState, NewFiring, RuleState};
+use super::state::{NewFiring, RuleState};
 use super::trigger::{self, Notice, NoticeKind};
 use super::webhook::{self, Channels};
 use crate::error::Result;
@@ -37,7 +38,7 @@ const WARN_EVERY_MS: i64 = 60_000;
 #[derive(Debug)]
 pub(crate) struct Evaluator {
     pub(crate) store: Arc<dyn EventStore>,
-    pub(crate) state: Arc<AlertState>,
+    pub(crate) state: Arc<AlertStore>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) warnings: Arc<Warnings>,
     pub(crate) memory: Arc<Mutex<Memory>>,
@@ -88,6 +89,8 @@ impl Evaluator {
     pub(crate) async fn run(self, mut committed: Subscriber, mut role: Role, stop: CancellationToken) {
         loop {
             if !role.is_leader() {
+                // Deliveries are shared state over a shared store: only the leader sends them.
+                self.notifier.channels.sync(&[]);
                 tokio::select! {
                     () = role.wait_until(true) => {}
                     () = stop.cancelled() => break,
@@ -132,7 +135,7 @@ struct Loaded {
 /// chunk and tells `progress` of each commit's firings.
 pub(crate) fn evaluate(
     store: &dyn EventStore,
-    state: &AlertState,
+    state: &AlertStore,
     now: i64,
     progress: &dyn Progress,
     warnings: &Warnings,
@@ -162,7 +165,7 @@ pub(crate) fn evaluate(
 }
 
 /// Reads every stored rule that still checks, with its state, by location.
-fn load(state: &AlertState, now: i64, warnings: &Warnings) -> Result<BTreeMap<String, Vec<Loaded>>> {
+fn load(state: &AlertStore, now: i64, warnings: &Warnings) -> Result<BTreeMap<String, Vec<Loaded>>> {
     let mut by_location: BTreeMap<String, Vec<Loaded>> = BTreeMap::new();
     for (stored, rule_state) in state.rules(None)? {
         match rule::check(&stored) {
@@ -210,7 +213,7 @@ impl Warnings {
 
 fn evaluate_location(
     store: &dyn EventStore,
-    state: &AlertState,
+    state: &AlertStore,
     location: &Location,
     loaded: &mut [Loaded],
     now: i64,
@@ -245,7 +248,7 @@ fn evaluate_location(
 /// Commits every rule's state with its notices as firings, in one transaction.
 fn commit(
     store: &dyn EventStore,
-    state: &AlertState,
+    state: &AlertStore,
     loaded: &mut [Loaded],
     read: &[proto::StoredEvent],
     now: i64,
@@ -364,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         store.create_collector(&location("us-east"), at(1)).unwrap();
-        let state = AlertState::open(dir.path(), 100_000).unwrap();
+        let state = AlertStore::embedded(dir.path(), 100_000).unwrap();
         let each = proto::AlertRule {
             location: "us-east".into(),
             name: "each".into(),

@@ -5,10 +5,12 @@
 //! [`Alerts`] is the service code behind the gRPC `AlertService`: plain requests in, plain
 //! results and [`Error`]s out.
 
+mod backend;
 mod evaluator;
 mod meters;
 mod rpc;
 pub mod rule;
+mod shared;
 mod state;
 mod trigger;
 pub mod webhook;
@@ -19,9 +21,9 @@ use qtrail_proto::qtrail::audit::v1 as proto;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use backend::AlertStore;
 pub(crate) use evaluator::Evaluator;
 pub(crate) use rpc::AlertRpc;
-pub(crate) use state::AlertState;
 pub(crate) use webhook::{Channels, RetryPolicy};
 
 use crate::access;
@@ -37,6 +39,20 @@ use evaluator::{Progress as _, now_millis, timestamp};
 use state::RuleState;
 use trigger::TriggerState;
 
+/// How often a watch over the shared alert state reads it again: the leader, on another
+/// replica, records the firings.
+const SHARED_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Returns after [`SHARED_POLL`] over a shared alert state, never over an embedded one (its
+/// firings are all made here, and tell the watch themselves).
+async fn poll_shared(shared: bool) {
+    if shared {
+        tokio::time::sleep(SHARED_POLL).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Most events a dry run reads.
 pub const MAX_TEST_EVENTS: u32 = 10_000;
 /// Events a dry run reads when the request says 0.
@@ -51,7 +67,7 @@ const CHANGES_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Alerts {
     store: Arc<dyn EventStore>,
-    state: Arc<AlertState>,
+    state: Arc<AlertStore>,
     wake: Arc<Notify>,
     firings: watch::Receiver<u64>,
     changes: broadcast::Sender<u64>,
@@ -64,7 +80,7 @@ impl Alerts {
     /// Returns the service and its evaluator, whose webhook workers stop with `stop`.
     pub(crate) fn start(
         store: Arc<dyn EventStore>,
-        state: Arc<AlertState>,
+        state: Arc<AlertStore>,
         policy: RetryPolicy,
         lifecycle: Lifecycle,
         stop: CancellationToken,
@@ -318,6 +334,7 @@ impl Alerts {
             after = after.max(seen);
             tokio::select! {
                 changed = newest.changed() => if changed.is_err() { return },
+                () = poll_shared(self.state.is_shared()) => {}
                 Some(number) = next_change(&mut changes) => {
                     if !self.send_update(location.as_deref(), number, &scope, &out).await {
                         return;

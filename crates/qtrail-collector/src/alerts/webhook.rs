@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::backend::AlertStore;
 use super::evaluator::now_millis;
 use super::meters;
 use super::rule::{Channel, Rule};
-use super::state::{AlertState, Delivery};
+use super::state::Delivery;
 use crate::ingest::blocking;
 
 /// First wait between attempts; it doubles per attempt up to the configured cap.
@@ -121,7 +122,7 @@ pub fn verify(key: &[u8], id: &str, timestamp: i64, body: &str, header: &str) ->
 /// The running channel workers, by rule key.
 #[derive(Debug, Clone)]
 pub(crate) struct Channels {
-    state: Arc<AlertState>,
+    state: Arc<AlertStore>,
     policy: RetryPolicy,
     stop: CancellationToken,
     workers: Arc<Mutex<HashMap<String, Worker>>>,
@@ -141,7 +142,7 @@ struct Worker {
 impl Channels {
     /// Returns no workers yet; all of them stop with `stop`.
     pub(crate) fn new(
-        state: Arc<AlertState>,
+        state: Arc<AlertStore>,
         policy: RetryPolicy,
         stop: CancellationToken,
         changes: broadcast::Sender<u64>,
@@ -200,7 +201,7 @@ impl Channels {
 struct WorkerTask {
     rule: String,
     channel: Channel,
-    state: Arc<AlertState>,
+    state: Arc<AlertStore>,
     policy: RetryPolicy,
     wake: Arc<Notify>,
     stop: CancellationToken,

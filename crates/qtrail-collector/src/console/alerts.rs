@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::api::{Auditor, Located, Shared};
 use super::error::{ApiError, json};
 use super::view;
-use crate::alerts::AlertState;
+use crate::alerts::AlertStore;
 use crate::error::Result;
 use crate::filter::event_millis;
 use crate::ingest::blocking;
@@ -39,7 +39,7 @@ const STEP: u64 = 500;
 /// # Errors
 /// What reading the alert state fails with.
 pub(crate) fn newest_firings(
-    state: &AlertState,
+    state: &AlertStore,
     location: &str,
     limit: usize,
     since_millis: i64,
@@ -136,7 +136,7 @@ pub(crate) async fn alerts(
 /// # Errors
 /// What reading the alert state fails with.
 pub(crate) async fn marks(
-    state: Arc<AlertState>,
+    state: Arc<AlertStore>,
     location: String,
     start: i64,
     end: i64,

@@ -34,7 +34,7 @@ use axum::response::Response;
 use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
-use crate::alerts::{AlertState, Alerts};
+use crate::alerts::{AlertStore, Alerts};
 use crate::query::Query;
 use crate::registry::Registry;
 use crate::tokens::Tokens;
@@ -55,7 +55,7 @@ pub(crate) struct Console {
     /// The alert service, shared with gRPC `AlertService`.
     pub(crate) alerts: Alerts,
     /// The alerts' store, for the firings the console lists and marks.
-    pub(crate) alert_state: Arc<AlertState>,
+    pub(crate) alert_state: Arc<AlertStore>,
     /// Signed-in sessions.
     pub(crate) sessions: Sessions,
     /// Failed sign-ins per client address.

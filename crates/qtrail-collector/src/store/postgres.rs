@@ -14,7 +14,7 @@
 //! indexes never lag (`index_step` does nothing, `indexed_seq` is the last position).
 
 mod append;
-mod pool;
+pub(crate) mod pool;
 mod query;
 mod schema;
 mod tls;
@@ -158,6 +158,18 @@ impl PgStore {
             "opened the postgresql store"
         );
         Ok(Self { pool })
+    }
+
+    /// Returns a pool of `size` connections to the database of `options`, its schema brought to
+    /// the version this binary knows: for state beside the events (the alerts').
+    ///
+    /// # Errors
+    /// As [`PgStore::open`].
+    pub(crate) fn pool(options: &PgOptions, size: usize) -> Result<Pool> {
+        let (config, tls) = tls::connect_config(&options.url, options.ca.as_deref())?;
+        let pool = Pool::new(config, tls, size);
+        pool.with(schema::migrate)?;
+        Ok(pool)
     }
 
     /// Runs `op` on a pooled connection, its errors as store errors.

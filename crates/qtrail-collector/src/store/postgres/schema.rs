@@ -11,7 +11,8 @@ use super::PgError;
 use crate::store::StoreError;
 
 /// The migrations, numbered from 1, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("migrations/0001_initial.sql")), (2, include_str!("migrations/0002_alerts.sql"))];
 
 /// The schema version this binary writes.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
