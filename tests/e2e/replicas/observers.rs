@@ -190,18 +190,18 @@ pub fn signer_intervals(replica: usize, log: &Path, kills: &[SystemTime], end: S
         |from: SystemTime, before: SystemTime| kills.iter().copied().find(|kill| *kill >= from && *kill < before);
     for line in text.lines().map(strip_ansi) {
         let Some(at) = line.split_whitespace().next().and_then(log_time) else { continue };
-        if let Some(from) = open {
-            if let Some(kill) = close_by_kill(from, at) {
-                intervals.push(SignerInterval { replica, from, to: kill });
-                open = None;
-            }
+        if let Some(from) = open
+            && let Some(kill) = close_by_kill(from, at)
+        {
+            intervals.push(SignerInterval { replica, from, to: kill });
+            open = None;
         }
         if line.contains("became the checkpoint signer") {
             open = Some(at);
-        } else if line.contains("stopped signing") {
-            if let Some(from) = open.take() {
-                intervals.push(SignerInterval { replica, from, to: at });
-            }
+        } else if line.contains("stopped signing")
+            && let Some(from) = open.take()
+        {
+            intervals.push(SignerInterval { replica, from, to: at });
         }
     }
     if let Some(from) = open {
@@ -220,10 +220,10 @@ pub fn worst_signer_overlap(intervals: &[SignerInterval]) -> (Duration, Option<(
                 continue;
             }
             let (start, end) = (a.from.max(b.from), a.to.min(b.to));
-            if let Ok(overlap) = end.duration_since(start) {
-                if overlap > worst.0 {
-                    worst = (overlap, Some((*a, *b)));
-                }
+            if let Ok(overlap) = end.duration_since(start)
+                && overlap > worst.0
+            {
+                worst = (overlap, Some((*a, *b)));
             }
         }
     }

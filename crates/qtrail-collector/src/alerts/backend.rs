@@ -17,7 +17,7 @@ pub(crate) enum AlertStore {
     /// One collector's own, in its data dir.
     Embedded(AlertState),
     /// Shared by the replicas over one PostgreSQL database.
-    Shared(SharedAlertState),
+    Shared(Box<SharedAlertState>),
 }
 
 /// Runs `$call` on whichever backend `$self` is.
@@ -44,7 +44,7 @@ impl AlertStore {
     /// # Errors
     /// As [`SharedAlertState::open`].
     pub(crate) fn shared(options: &PgOptions, max_firings: u64) -> Result<Self> {
-        SharedAlertState::open(options, max_firings).map(Self::Shared)
+        SharedAlertState::open(options, max_firings).map(|state| Self::Shared(Box::new(state)))
     }
 
     /// Returns whether other replicas share this state: then only the leader may send webhooks.
