@@ -331,6 +331,11 @@ pub struct Config {
     pub alert_tls_ca: Option<PathBuf>,
     /// The PostgreSQL store, when events are stored there rather than in `data_dir`.
     pub postgres: Option<crate::store::postgres::PgOptions>,
+    /// Whether the trail's own use (auditors' reads, sign-ins, rule and retention changes) is
+    /// recorded on the trail. Always on in the binary (no flag turns it off); off only in
+    /// [`Config::for_test`], for the in-process tests of other concerns, which count the events
+    /// they publish (the recording has its own unit and end-to-end tests).
+    pub record_use: bool,
     /// Where and how often sealed ranges are archived; `None` archives nothing.
     pub archive: Option<ArchiveSettings>,
 }
@@ -504,6 +509,7 @@ impl Config {
             alert_max_firings: DEFAULT_ALERT_MAX_FIRINGS,
             alert_tls_ca: None,
             postgres: None,
+            record_use: true,
             archive: None,
         }
     }
@@ -513,10 +519,12 @@ impl Config {
         self.postgres.as_ref().map(|postgres| postgres.url.as_str())
     }
 
-    /// Returns a configuration for tests: the store in `data_dir`, a small cache.
+    /// Returns a configuration for tests: the store in `data_dir`, a small cache, the trail's own
+    /// use not recorded (see [`Config::record_use`]).
     pub fn for_test(data_dir: impl Into<PathBuf>, tokens: Tokens) -> Self {
         let mut config = Self::new(data_dir, tokens);
         config.cache_bytes = 8 * 1024 * 1024;
+        config.record_use = false;
         config
     }
 }

@@ -158,6 +158,8 @@ impl From<Error> for tonic::Status {
                 StoreError::Backend(_) => tonic::Status::unavailable(message),
                 // Nothing was acknowledged either, and retrying helps only once room is made.
                 StoreError::Full(_) => tonic::Status::resource_exhausted(message),
+                // The store cannot do it at all: the collector's state, not the request, is why.
+                StoreError::Unsupported(_) => tonic::Status::failed_precondition(message),
             },
         }
     }

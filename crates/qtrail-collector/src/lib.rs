@@ -221,7 +221,7 @@ impl Prepared {
         let note_key = checkpoint_keys.as_ref().map(|keys| (config.log_origin_prefix.clone(), keys.public_keys()));
         let query = query::Query::new(store.clone(), committed.clone(), lifecycle.clone(), config.tail_stall, note_key);
         let own_id = usage::publisher_id(config.shared_store_url().map(|_| replica_id.as_str()));
-        let usage = usage::Usage::new(store.clone(), writer_handle.clone(), own_id);
+        let usage = usage::Usage::new(store.clone(), writer_handle.clone(), own_id).enabled(config.record_use);
         let stop_background = CancellationToken::new();
         let (alerts, evaluator) =
             start_alerts(&config, store.clone(), alert_state.clone(), alert_tls, &lifecycle, &stop_background)?;

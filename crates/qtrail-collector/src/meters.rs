@@ -122,9 +122,8 @@ pub(crate) fn index_lag(events: u64) {
     gauge!("qtrail_collector_index_lag_events").set(events as f64);
 }
 
-/// Sets the shared store's pooled connections: `idle` ones waiting, `busy` ones lent out. For
-/// the PostgreSQL store's pool to call whenever either changes.
-#[allow(dead_code, reason = "called by the PostgreSQL store's pool, which merges separately")]
+/// Sets the shared store's pooled connections: `idle` ones waiting, `busy` ones lent out, as
+/// the PostgreSQL store's pool reports them whenever it lends or takes one back.
 pub(crate) fn store_pool(idle: usize, busy: usize) {
     gauge!("qtrail_store_pool_connections", "state" => "idle").set(idle as f64);
     gauge!("qtrail_store_pool_connections", "state" => "busy").set(busy as f64);

@@ -84,6 +84,7 @@ impl IntoResponse for TileError {
                 StoreError::CollectorExists(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 StoreError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+                StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             },
         };
         if status.is_server_error() {

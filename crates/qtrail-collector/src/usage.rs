@@ -234,7 +234,7 @@ pub(crate) fn http_status(err: &Error) -> u16 {
         Error::ShuttingDown | Error::NotRecorded(_) => 503,
         Error::Store(StoreError::Full(_)) => 507,
         Error::Store(StoreError::NoCollector(_)) => 404,
-        Error::Store(StoreError::CollectorExists(_)) => 409,
+        Error::Store(StoreError::CollectorExists(_) | StoreError::Unsupported(_)) => 409,
         Error::Store(StoreError::Corrupt(_) | StoreError::Backend(_)) => 500,
     }
 }
@@ -246,6 +246,8 @@ pub(crate) struct Usage {
     writer: WriterHandle,
     /// The publisher id its events go under ([`publisher_id`]).
     publisher_id: String,
+    /// Whether it records at all ([`crate::Config::record_use`]).
+    enabled: bool,
     /// This process's epoch: its start in milliseconds, so that every start has a higher one.
     epoch: u64,
     /// The last seq used per location, held while a batch is handed to the writer, so that the
@@ -259,7 +261,12 @@ impl Usage {
     /// Returns the recorder over `store`, writing through `writer` under `publisher_id`.
     pub(crate) fn new(store: Arc<dyn EventStore>, writer: WriterHandle, publisher_id: String) -> Self {
         let epoch = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(1).max(1);
-        Self { store, writer, publisher_id, epoch, seqs: Arc::default(), hosted: Arc::default() }
+        Self { store, writer, publisher_id, enabled: true, epoch, seqs: Arc::default(), hosted: Arc::default() }
+    }
+
+    /// Returns the recorder, recording nothing unless `enabled`.
+    pub(crate) fn enabled(self, enabled: bool) -> Self {
+        Self { enabled, ..self }
     }
 
     /// Records `used`, ended with `result`, in the log of its location, and returns once the
@@ -274,6 +281,9 @@ impl Usage {
         let Ok(location) = used.location.parse::<Location>() else {
             return Ok(());
         };
+        if !self.enabled {
+            return Ok(());
+        }
         if !self.is_hosted(&location).await? {
             return Ok(());
         }
@@ -287,6 +297,9 @@ impl Usage {
     /// # Errors
     /// [`Error::NotRecorded`] when one of the events cannot be stored.
     pub(crate) async fn record_everywhere<T>(&self, used: Use, result: &Result<T>) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
         let store = self.store.clone();
         let collectors = blocking(move || Ok(store.collectors()?)).await.map_err(not_recorded)?;
         for collector in collectors {

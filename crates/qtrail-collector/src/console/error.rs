@@ -65,6 +65,7 @@ impl ApiError {
                     // Worth retrying, as on the gRPC side.
                     StoreError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
                     StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+                    StoreError::Unsupported(_) => StatusCode::CONFLICT,
                 },
             },
         }

@@ -61,6 +61,10 @@ pub enum StoreError {
     /// same operation succeeds once there is room again.
     #[error("storage full: {0}")]
     Full(String),
+    /// This backend does not do what was asked (the PostgreSQL store keeps every event: no
+    /// retention, holds or pruning yet); retrying cannot help.
+    #[error("not supported by this store: {0}")]
+    Unsupported(String),
 }
 
 impl StoreError {
@@ -405,7 +409,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         keep: &dyn Fn(&proto::StoredEvent) -> bool,
     ) -> Result<PruneOutcome> {
         let _ = (location, through_seq, keep);
-        Err(StoreError::Backend("this store cannot prune".into()))
+        Err(StoreError::Unsupported("it cannot prune".into()))
     }
 
     /// Returns the position up to which `location` was pruned, 0 when nothing was.
@@ -425,7 +429,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Backend`] on storage failure or when the backend cannot keep one.
     fn set_retention(&self, policy: &proto::RetentionPolicy) -> Result<()> {
         let _ = policy;
-        Err(StoreError::Backend("this store cannot keep a retention policy".into()))
+        Err(StoreError::Unsupported("it cannot keep a retention policy".into()))
     }
 
     /// Returns the legal holds in force, locations first.
@@ -440,7 +444,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// backend cannot keep them.
     fn set_hold(&self, hold: &proto::LegalHold, on: bool) -> Result<()> {
         let _ = (hold, on);
-        Err(StoreError::Backend("this store cannot keep legal holds".into()))
+        Err(StoreError::Unsupported("it cannot keep legal holds".into()))
     }
 
     /// Returns up to `limit` decoded events from `from_seq` on, ascending.

@@ -40,6 +40,10 @@ async fn a_replica_alone_leads_signs_and_tails_through_the_follower() {
     let text = server.http().get("/metrics").await.body;
     assert_eq!(sample(&text, r#"qtrail_replica_leader{replica="replica-a"}"#), Some(1.0), "{text}");
     assert_eq!(sample(&text, r#"qtrail_replica_tail_lag_events{location="us-east"}"#), Some(0.0));
+    // The store's pool has lent connections and taken them back.
+    let idle = sample(&text, r#"qtrail_store_pool_connections{state="idle"}"#);
+    assert!(idle.is_some_and(|idle| idle >= 1.0), "{text}");
+    assert!(sample(&text, r#"qtrail_store_pool_connections{state="busy"}"#).is_some(), "{text}");
     drop(tail);
     server.stop().await;
 }

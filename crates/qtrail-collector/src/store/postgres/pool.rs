@@ -59,9 +59,17 @@ impl Pool {
 
     fn once<T>(&self, op: &mut impl FnMut(&mut Client) -> Result<T, PgError>) -> Result<T, PgError> {
         let mut client = self.take()?;
+        self.report();
         let result = op(&mut client);
         self.give_back(client);
+        self.report();
         result
+    }
+
+    /// Sets the pool's gauges (`qtrail_store_pool_connections`): idle, and lent out.
+    fn report(&self) {
+        let slots = self.lock();
+        crate::meters::store_pool(slots.idle.len(), slots.open.saturating_sub(slots.idle.len()));
     }
 
     fn lock(&self) -> MutexGuard<'_, Slots> {

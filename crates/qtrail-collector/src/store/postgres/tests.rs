@@ -216,3 +216,18 @@ fn the_pool_recovers_from_a_killed_server() {
     let verdict = verify_with_tree(&store, &location, CheckRange { from_seq: 1, to_seq: 10 }, 10, None).unwrap();
     assert!(verdict.ok, "{verdict:?}");
 }
+
+#[test]
+fn retention_is_refused_as_something_this_store_does_not_do() {
+    let store = open(&database(server(), "unsupported_retention"));
+    let policy = proto::RetentionPolicy { location: "us-east".into(), days: 30 };
+    let err = store.set_retention(&policy).unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported(_)), "{err:?}");
+    let status = tonic::Status::from(crate::Error::Store(err));
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "not worth retrying: {status:?}");
+    assert!(
+        store
+            .prune(&"us-east".parse().unwrap(), 10, &|_| false)
+            .is_err_and(|err| matches!(err, StoreError::Unsupported(_)))
+    );
+}
