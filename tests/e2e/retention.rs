@@ -71,7 +71,7 @@ async fn retention_and_holds_are_set_through_the_cli_and_survive_a_crash() {
 
     // Every change, refused ones included, is itself an event on the trail of us-east, by whom.
     let changes: Vec<(String, String)> = collector
-        .events("us-east")
+        .all_events("us-east")
         .await
         .into_iter()
         .filter_map(|event| event.event)

@@ -80,7 +80,8 @@ impl Setup {
         wait_until(&format!("a cosigned checkpoint of {size} leaves"), Duration::from_secs(60), || {
             let verified = self.verify(log, &["--witness-key", &self.witness_key]);
             let verdict = (verified.code == 0).then(|| verified.json());
-            std::future::ready(verdict.filter(|verdict| verdict["witnesses"]["treeSize"].as_u64() == Some(size)))
+            // At least: each verify is itself recorded on the trail, so the log grows as it is polled.
+            std::future::ready(verdict.filter(|verdict| verdict["witnesses"]["treeSize"].as_u64() >= Some(size)))
         })
         .await
     }
@@ -90,10 +91,22 @@ impl Setup {
     async fn wait_refused(&self, log: &Collector, size: u64) -> Output {
         wait_until(&format!("an uncosigned checkpoint of {size} leaves"), Duration::from_secs(60), || {
             let verified = self.verify(log, &["--witness-key", &self.witness_key]);
-            let refused = verified.code == 10 && verified.stderr.contains(&format!("({size} leaves) is cosigned by 0"));
+            // Of `size` leaves or more: each verify is itself recorded on the trail.
+            let refused = verified.code == 10 && uncosigned_size(&verified.stderr).is_some_and(|leaves| leaves >= size);
             std::future::ready(refused.then_some(verified))
         })
         .await
+    }
+
+    /// Waits until the witness has refused a checkpoint as a fork or a conflict at least once.
+    async fn wait_witness_refused_a_view(&self) {
+        let metric = "qtrail_collector_witness_requests_total";
+        wait_until("the witness to refuse a view", Duration::from_secs(60), || async {
+            let fork = self.witness.metric(metric, &[("result", "fork")]).await;
+            let conflict = self.witness.metric(metric, &[("result", "conflict")]).await;
+            (fork + conflict >= 1.0).then_some(())
+        })
+        .await;
     }
 
     /// Waits until the witness has answered `result` at least once.
@@ -180,7 +193,9 @@ async fn a_fork_is_refused_by_the_witness() {
     let second = setup.log("second").await;
     publish_four(&second, &setup.dir.path().join("catalogue-3")).await;
     setup.wait_refused(&second, 8).await;
-    setup.wait_witness_answered("fork").await;
+    // A fork, or a conflict when the second view is still smaller than what the witness has
+    // seen of the first (each verify of the first adds its own event to it).
+    setup.wait_witness_refused_a_view().await;
     assert!(second.metric("qtrail_collector_cosignatures_total", &[("result", "failed")]).await >= 1.0);
     // The first view still verifies.
     setup.wait_cosigned(&first, 8).await;
@@ -214,4 +229,11 @@ async fn a_rollback_is_refused_by_the_witness() {
     assert!(log.metric("qtrail_collector_cosignatures_total", &[("result", "failed")]).await >= 1.0);
     assert_eq!(log.metric("qtrail_collector_cosignatures_total", &[("result", "ok")]).await, 0.0);
     setup.wait_witness_answered("conflict").await;
+}
+
+/// Returns the size of the checkpoint verify reports as cosigned by no witness, if it says so.
+fn uncosigned_size(stderr: &str) -> Option<u64> {
+    let end = stderr.find(" leaves) is cosigned by 0")?;
+    let start = stderr[..end].rfind('(')? + 1;
+    stderr[start..end].parse().ok()
 }
